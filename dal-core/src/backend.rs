@@ -1,0 +1,38 @@
+//! What a storage backend provides: a handful of primitive statements.
+//!
+//! A backend crate (`dal-postgres`, `dal-sqlite`) implements [`Backend`] with Diesel and its own
+//! schema; [`crate::Store`] builds every public operation from these primitives, so validation,
+//! the state machine, id and time assignment, error classification and tracing are written once
+//! for all backends. Each primitive is one SQL statement (except where a method says otherwise)
+//! and never reads before it writes.
+
+use uuid::Uuid;
+
+use crate::TaskExecution;
+use crate::error::Result;
+use crate::plan::Plan;
+
+/// The primitive statements of a backend. Implemented by the backend crates; callers use
+/// [`crate::TaskStore`] on a [`crate::Store`] instead.
+pub trait Backend: Send + Sync + 'static {
+    /// The backend's name in traces and test names: `"postgres"` or `"sqlite"`.
+    const NAME: &'static str;
+
+    /// Inserts fully formed rows (ids and times already assigned, input already validated) and
+    /// returns them as stored (`INSERT ... RETURNING`), in any order. All or nothing: one
+    /// multi-row statement, or, only where the backend's bind-parameter limit forces it,
+    /// several inside one transaction. A unique violation is reported as
+    /// [`crate::DalError::Database`] with [`crate::DatabaseErrorKind::UniqueViolation`].
+    fn insert(&self, rows: &[TaskExecution]) -> Result<Vec<TaskExecution>>;
+
+    /// Reads one row by id (one `SELECT`).
+    fn get(&self, id: Uuid) -> Result<Option<TaskExecution>>;
+
+    /// Reads the rows of a workflow execution ordered by `created_at`, then `id` (one `SELECT`).
+    fn list_for_workflow(&self, workflow_execution_id: Uuid) -> Result<Vec<TaskExecution>>;
+
+    /// Applies `plan` to task `id` in one `UPDATE ... WHERE id = $id AND <plan.guard>
+    /// RETURNING ...`. Returns the row as written, or `None` when no row met the guard (then
+    /// nothing changed).
+    fn apply(&self, id: Uuid, plan: &Plan) -> Result<Option<TaskExecution>>;
+}

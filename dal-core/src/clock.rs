@@ -1,0 +1,102 @@
+//! Where the store reads the time from.
+//!
+//! Every time the store writes (`created_at`, `started_at`, `heartbeat_at`, ...) comes from its
+//! [`Clock`], read once per operation and cut to microseconds, the precision both backends keep.
+//! Production uses [`SystemClock`]; tests use [`ManualClock`] to move time without sleeping.
+
+use std::fmt;
+use std::sync::Mutex;
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+/// A source of the current time.
+pub trait Clock: Send + Sync + fmt::Debug {
+    /// The current time.
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The system's wall clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// A clock that only moves when told to: for tests, and for replaying history.
+#[derive(Debug)]
+pub struct ManualClock {
+    now: Mutex<DateTime<Utc>>,
+}
+
+impl ManualClock {
+    /// A clock standing at `start`.
+    pub fn new(start: DateTime<Utc>) -> Self {
+        ManualClock {
+            now: Mutex::new(start),
+        }
+    }
+
+    /// Moves the clock to `to` (also backwards).
+    pub fn set(&self, to: DateTime<Utc>) {
+        *self.lock() = to;
+    }
+
+    /// Moves the clock forward by `by` and returns the new time.
+    pub fn advance(&self, by: TimeDelta) -> DateTime<Utc> {
+        let mut now = self.lock();
+        *now += by;
+        *now
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, DateTime<Utc>> {
+        // The guarded value is a plain time: a panic elsewhere cannot leave it half-written.
+        self.now
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.lock()
+    }
+}
+
+/// `at` cut to whole microseconds (towards the past), the precision both backends store.
+pub fn to_micros(at: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(at.timestamp_micros()).unwrap_or(at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manual_clock_moves_only_when_told() {
+        let start = DateTime::<Utc>::UNIX_EPOCH;
+        let clock = ManualClock::new(start);
+        assert_eq!(clock.now(), start);
+        let later = clock.advance(TimeDelta::seconds(90));
+        assert_eq!(later, start + TimeDelta::seconds(90));
+        assert_eq!(clock.now(), later);
+        clock.set(start);
+        assert_eq!(clock.now(), start);
+    }
+
+    #[test]
+    fn times_are_cut_to_microseconds() {
+        let at = DateTime::<Utc>::UNIX_EPOCH + TimeDelta::nanoseconds(1_234_567_891);
+        assert_eq!(
+            to_micros(at),
+            DateTime::<Utc>::UNIX_EPOCH + TimeDelta::microseconds(1_234_567)
+        );
+        let before = DateTime::<Utc>::UNIX_EPOCH - TimeDelta::nanoseconds(1);
+        assert_eq!(
+            to_micros(before),
+            DateTime::<Utc>::UNIX_EPOCH - TimeDelta::microseconds(1)
+        );
+    }
+}

@@ -1,0 +1,282 @@
+//! The one error type of the DAL.
+
+use std::fmt;
+
+use uuid::Uuid;
+
+use crate::TaskStatus;
+
+/// A boxed error from a driver or a pool, kept as the `source` of a [`DalError`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// `Result` with [`DalError`].
+pub type Result<T, E = DalError> = std::result::Result<T, E>;
+
+/// Everything an operation of the store can fail with.
+///
+/// Each case a caller must tell apart has its own variant; none of them is a catch-all with a
+/// message to parse. Every variant except [`DalError::Connection`] and [`DalError::Database`]
+/// guarantees that the call wrote nothing. A [`DalError::Connection`] error may come from a
+/// statement whose effect is unknown (the connection broke after sending it): each operation is
+/// one atomic statement, so it either happened completely or not at all; read the task to tell.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DalError {
+    /// No task execution has this id.
+    #[error("task execution {id} not found")]
+    NotFound {
+        /// The id asked for.
+        id: Uuid,
+    },
+    /// The task is in a status the operation cannot start from. Nothing changed.
+    #[error("task execution {id} cannot go from {from} to {to}")]
+    InvalidTransition {
+        /// The task.
+        id: Uuid,
+        /// The status the task was found in.
+        from: TaskStatus,
+        /// The status the operation asked for.
+        to: TaskStatus,
+    },
+    /// The caller's claim on the task is no longer the current one (the task was recovered,
+    /// released, or claimed again). Nothing changed.
+    #[error("task execution {id}: the claim is no longer held")]
+    ClaimLost {
+        /// The task.
+        id: Uuid,
+    },
+    /// A retry was asked for a task that has used all its attempts. Nothing changed.
+    #[error("task execution {id} has used {attempt} of {max_attempts} attempts; no retry left")]
+    RetriesExhausted {
+        /// The task.
+        id: Uuid,
+        /// The attempt the task is at.
+        attempt: i32,
+        /// The task's maximum.
+        max_attempts: i32,
+    },
+    /// The input was rejected before anything was sent to the database.
+    #[error(transparent)]
+    Validation(#[from] ValidationError),
+    /// A task of this name already exists in the workflow execution. Nothing was written.
+    #[error("task {task_name:?} already exists in workflow execution {workflow_execution_id}")]
+    AlreadyExists {
+        /// The workflow execution.
+        workflow_execution_id: Uuid,
+        /// The task name that is taken.
+        task_name: String,
+    },
+    /// The database stayed locked by another writer for longer than the configured timeout
+    /// (SQLite `SQLITE_BUSY`, PostgreSQL `lock_not_available`). Nothing was written; the call
+    /// may be retried.
+    #[error("database is busy: {source}")]
+    Busy {
+        /// The driver's error.
+        #[source]
+        source: BoxError,
+    },
+    /// No usable connection: the pool timed out, the server is unreachable, or the connection
+    /// broke during the call.
+    #[error("database connection failed: {source}")]
+    Connection {
+        /// The pool's or the driver's error.
+        #[source]
+        source: BoxError,
+    },
+    /// Applying the schema migrations failed.
+    #[error("database migration failed: {source}")]
+    Migration {
+        /// The migration harness's error.
+        #[source]
+        source: BoxError,
+    },
+    /// Any other error reported by the database.
+    #[error("database error ({kind}): {source}")]
+    Database {
+        /// What kind of database error it is.
+        kind: DatabaseErrorKind,
+        /// The driver's error.
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl DalError {
+    /// Whether the same call may succeed if made again unchanged: the database was busy, the
+    /// connection failed, or a serialization conflict was reported.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            DalError::Busy { .. }
+                | DalError::Connection { .. }
+                | DalError::Database {
+                    kind: DatabaseErrorKind::SerializationFailure,
+                    ..
+                }
+        )
+    }
+}
+
+impl From<crate::status::UnknownStatus> for DalError {
+    /// A status text read from the database that no [`TaskStatus`] has.
+    fn from(err: crate::status::UnknownStatus) -> Self {
+        DalError::Database {
+            kind: DatabaseErrorKind::UnexpectedData,
+            source: Box::new(err),
+        }
+    }
+}
+
+/// The kind of a [`DalError::Database`] error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DatabaseErrorKind {
+    /// A unique constraint rejected the write. The store turns this into
+    /// [`DalError::AlreadyExists`] wherever it can tell which task is taken.
+    UniqueViolation,
+    /// A constraint of the schema rejected the write (validation lets nothing through that a
+    /// constraint would reject, so this means the schema and the code disagree).
+    ConstraintViolation,
+    /// A serialization failure or deadlock; retryable.
+    SerializationFailure,
+    /// The statement was cancelled, e.g. by `statement_timeout`.
+    Cancelled,
+    /// A stored value could not be read back into the model (e.g. an unknown status text).
+    UnexpectedData,
+    /// Anything else.
+    Other,
+}
+
+impl fmt::Display for DatabaseErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DatabaseErrorKind::UniqueViolation => "unique violation",
+            DatabaseErrorKind::ConstraintViolation => "constraint violation",
+            DatabaseErrorKind::SerializationFailure => "serialization failure",
+            DatabaseErrorKind::Cancelled => "cancelled",
+            DatabaseErrorKind::UnexpectedData => "unexpected data",
+            DatabaseErrorKind::Other => "other",
+        })
+    }
+}
+
+/// Input rejected by validation: which field, and why. Nothing was written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {field}: {problem}")]
+pub struct ValidationError {
+    /// The field, e.g. `task_name`, or `tasks[3].task_name` inside a batch.
+    pub field: String,
+    /// What is wrong with it.
+    pub problem: Problem,
+}
+
+impl ValidationError {
+    /// A problem with `field`.
+    pub fn new(field: impl Into<String>, problem: Problem) -> Self {
+        ValidationError {
+            field: field.into(),
+            problem,
+        }
+    }
+
+    /// The same error, with its field placed inside item `index` of a batch.
+    pub fn in_batch(self, index: usize) -> Self {
+        ValidationError {
+            field: format!("tasks[{index}].{}", self.field),
+            problem: self.problem,
+        }
+    }
+}
+
+/// Why a field was rejected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Problem {
+    /// Empty, or only white space.
+    Blank,
+    /// Longer than the limit.
+    TooLong {
+        /// The limit.
+        max: usize,
+        /// The length found.
+        len: usize,
+        /// What the lengths count: "characters" or "bytes".
+        unit: &'static str,
+    },
+    /// Holds a NUL character, which PostgreSQL cannot store in text or JSON.
+    ContainsNul,
+    /// Holds a control character (names only).
+    ContainsControl,
+    /// A number outside its range.
+    OutOfRange {
+        /// The smallest value allowed.
+        min: i64,
+        /// The largest value allowed.
+        max: i64,
+        /// The value found.
+        value: i64,
+    },
+    /// A time outside what both backends can store (years 1 to 9999).
+    TimeOutOfRange,
+    /// A JSON document nested more deeply than the limit.
+    TooDeep {
+        /// The limit.
+        max: usize,
+    },
+    /// A status a task cannot be created in.
+    StatusNotAllowed(TaskStatus),
+    /// The same workflow execution and task name appear twice in one batch.
+    DuplicateInBatch {
+        /// The index of the first occurrence.
+        first: usize,
+    },
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::Blank => f.write_str("must not be empty or blank"),
+            Problem::TooLong { max, len, unit } => {
+                write!(f, "is {len} {unit} long; at most {max} are allowed")
+            }
+            Problem::ContainsNul => f.write_str("must not contain a NUL character"),
+            Problem::ContainsControl => f.write_str("must not contain control characters"),
+            Problem::OutOfRange { min, max, value } => {
+                write!(f, "is {value}; it must be from {min} to {max}")
+            }
+            Problem::TimeOutOfRange => f.write_str("must be between the years 1 and 9999"),
+            Problem::TooDeep { max } => write!(f, "is nested more than {max} levels deep"),
+            Problem::StatusNotAllowed(status) => {
+                write!(f, "a task cannot be created as {status}")
+            }
+            Problem::DuplicateInBatch { first } => {
+                write!(f, "repeats the task of tasks[{first}]")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_the_field_and_the_problem() {
+        let err = ValidationError::new("task_name", Problem::Blank).in_batch(3);
+        assert_eq!(err.field, "tasks[3].task_name");
+        assert_eq!(
+            DalError::from(err).to_string(),
+            "invalid tasks[3].task_name: must not be empty or blank"
+        );
+    }
+
+    #[test]
+    fn only_transient_failures_are_retryable() {
+        let busy = DalError::Busy {
+            source: "locked".into(),
+        };
+        let missing = DalError::NotFound { id: Uuid::nil() };
+        assert!(busy.is_retryable());
+        assert!(!missing.is_retryable());
+    }
+}

@@ -1,0 +1,25 @@
+//! The core of the task-execution data-access layer: the models, the one error type, input
+//! validation, the transition plans (the state machine as data), the clock, and the
+//! [`TaskStore`] trait with its implementation [`Store`] over any [`Backend`].
+//!
+//! This crate holds no database driver code. Depend on a backend crate, `dal-sqlite` or
+//! `dal-postgres`, which re-exports everything here.
+
+pub mod backend;
+pub mod clock;
+pub mod error;
+pub mod model;
+pub mod plan;
+#[cfg(feature = "diesel")]
+pub mod sql;
+pub mod status;
+pub mod store;
+pub mod validate;
+
+pub use backend::Backend;
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::{DalError, DatabaseErrorKind, Problem, Result, ValidationError};
+pub use model::{NewTaskExecution, TaskExecution};
+pub use plan::Transition;
+pub use status::{StatusSet, TaskStatus};
+pub use store::{Store, TaskStore};

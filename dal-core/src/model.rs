@@ -1,0 +1,162 @@
+//! The rows: a task execution as stored, and the input that creates one.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::TaskStatus;
+
+/// One task execution: a row of `task_executions`, as both backends return it.
+///
+/// Times have microsecond precision on both backends. Every operation of the store returns
+/// the row as the statement that wrote it left it (`RETURNING`), never a second read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskExecution {
+    /// Primary key; a UUIDv7, so keys arrive in time order.
+    pub id: Uuid,
+    /// The workflow execution this task belongs to.
+    pub workflow_execution_id: Uuid,
+    /// The task's name, unique within its workflow execution.
+    pub task_name: String,
+    /// Where the task is in its life.
+    pub status: TaskStatus,
+    /// The attempt being made or last made, from 1 to `max_attempts`.
+    pub attempt: i32,
+    /// How many attempts the task may make in all (at least 1).
+    pub max_attempts: i32,
+    /// The rules that decide whether the task runs, for the engine to evaluate.
+    pub trigger_rules: Value,
+    /// The task's configuration, for the engine.
+    pub task_configuration: Value,
+    /// Why the task is in its current outcome: the error of a failure, the reason of a skip or
+    /// an abandonment. Cleared when the task goes back to `Ready` for a retry.
+    pub error_details: Option<String>,
+    /// The most recent error the task hit; kept across retries, cleared by
+    /// `reset_retry_state`.
+    pub last_error: Option<String>,
+    /// When a retry becomes due; a `Ready` task with a future `retry_at` is not claimable yet.
+    pub retry_at: Option<DateTime<Utc>>,
+    /// When the current attempt started running.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When the task reached a terminal status.
+    pub completed_at: Option<DateTime<Utc>>,
+    /// How many times the task was reset after its runner was presumed dead.
+    pub recovery_attempts: i32,
+    /// When the task was last reset for recovery.
+    pub last_recovery_at: Option<DateTime<Utc>>,
+    /// The runner that holds the task's claim, if any.
+    pub claimed_by: Option<Uuid>,
+    /// The last sign of life from the runner holding the claim.
+    pub heartbeat_at: Option<DateTime<Utc>>,
+    /// Set when the task was abandoned (given up on, not failed by its own error): such a task
+    /// is `Failed` with this time set.
+    pub abandoned_at: Option<DateTime<Utc>>,
+    /// When the row was created.
+    pub created_at: DateTime<Utc>,
+    /// When the row last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl TaskExecution {
+    /// Whether the task was abandoned (see [`TaskExecution::abandoned_at`]).
+    pub fn is_abandoned(&self) -> bool {
+        self.abandoned_at.is_some()
+    }
+}
+
+/// The input of `create` and `create_many`.
+///
+/// [`NewTaskExecution::new`] gives the defaults: status `NotStarted`, attempt 1,
+/// `max_attempts` 1, trigger rules `{"type":"Always"}`, configuration `{}`, no `retry_at`.
+/// The fields are public so that struct-update syntax works:
+///
+/// ```
+/// # use dal_core::NewTaskExecution;
+/// let new = NewTaskExecution { max_attempts: 3, ..NewTaskExecution::new(uuid::Uuid::now_v7(), "extract") };
+/// assert_eq!(new.attempt, 1);
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewTaskExecution {
+    /// The workflow execution the task belongs to.
+    pub workflow_execution_id: Uuid,
+    /// The task's name: 1 to 255 characters, no control characters, unique within the
+    /// workflow execution.
+    pub task_name: String,
+    /// `NotStarted` (the default) or `Ready`; a task cannot be created in any other status.
+    pub status: TaskStatus,
+    /// From 1 to `max_attempts`.
+    pub attempt: i32,
+    /// At least 1.
+    pub max_attempts: i32,
+    /// Trigger rules for the engine.
+    pub trigger_rules: Value,
+    /// Configuration for the engine.
+    pub task_configuration: Value,
+    /// When the task becomes claimable, if not at once.
+    pub retry_at: Option<DateTime<Utc>>,
+}
+
+impl NewTaskExecution {
+    /// A task of `workflow_execution_id` named `task_name`, with the defaults.
+    pub fn new(workflow_execution_id: Uuid, task_name: impl Into<String>) -> Self {
+        NewTaskExecution {
+            workflow_execution_id,
+            task_name: task_name.into(),
+            status: TaskStatus::NotStarted,
+            attempt: 1,
+            max_attempts: 1,
+            trigger_rules: serde_json::json!({"type": "Always"}),
+            task_configuration: serde_json::json!({}),
+            retry_at: None,
+        }
+    }
+
+    /// The same task with `max_attempts` set.
+    pub fn with_max_attempts(mut self, max_attempts: i32) -> Self {
+        self.max_attempts = max_attempts;
+        self
+    }
+
+    /// The same task with `status` set (`NotStarted` or `Ready`).
+    pub fn with_status(mut self, status: TaskStatus) -> Self {
+        self.status = status;
+        self
+    }
+
+    /// The same task with its trigger rules set.
+    pub fn with_trigger_rules(mut self, trigger_rules: Value) -> Self {
+        self.trigger_rules = trigger_rules;
+        self
+    }
+
+    /// The same task with its configuration set.
+    pub fn with_configuration(mut self, task_configuration: Value) -> Self {
+        self.task_configuration = task_configuration;
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let wf = Uuid::now_v7();
+        let new = NewTaskExecution::new(wf, "extract");
+        assert_eq!(
+            new,
+            NewTaskExecution {
+                workflow_execution_id: wf,
+                task_name: "extract".into(),
+                status: TaskStatus::NotStarted,
+                attempt: 1,
+                max_attempts: 1,
+                trigger_rules: serde_json::json!({"type": "Always"}),
+                task_configuration: serde_json::json!({}),
+                retry_at: None,
+            }
+        );
+    }
+}

@@ -1,0 +1,514 @@
+//! Transitions as data: what each operation may start from and what it writes.
+//!
+//! This module is the single place where the state machine lives. A backend never decides which
+//! statuses an operation accepts or which columns it changes: it turns a [`Plan`] into one
+//! guarded `UPDATE ... RETURNING` (see `dal_core::backend`). Both backends therefore apply the
+//! same rules by construction, and the rules are read here, once.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::error::DalError;
+use crate::status::StatusSet;
+use crate::{TaskExecution, TaskStatus};
+
+/// A change of status asked of one task, with its arguments.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Transition {
+    /// `NotStarted` -> `Ready`.
+    MarkReady,
+    /// `NotStarted | Ready` -> `Skipped`, keeping the reason in `error_details`.
+    MarkSkipped {
+        /// Why the task is skipped.
+        reason: String,
+    },
+    /// `Ready` -> `Running`; sets `started_at`.
+    MarkRunning,
+    /// `Running` -> `Completed`; sets `completed_at`, clears the claim.
+    MarkCompleted,
+    /// `Ready | Running` -> `Failed`; keeps the error in `error_details` and `last_error`.
+    MarkFailed {
+        /// The error.
+        error: String,
+    },
+    /// Any non-terminal status -> `Failed` with `abandoned_at` set: the engine gave up on it.
+    MarkAbandoned {
+        /// Why the task is abandoned.
+        reason: String,
+    },
+    /// `Running | Failed` -> `Ready` with `attempt + 1`, only while `attempt < max_attempts`.
+    ScheduleRetry {
+        /// When the retry becomes due.
+        retry_at: DateTime<Utc>,
+    },
+    /// `Running | Ready` -> `Ready` with `recovery_attempts + 1`, after its runner was presumed
+    /// dead.
+    ResetForRecovery,
+    /// `Ready | Completed | Failed | Skipped` -> `Ready` with attempt 1 and the retry, error and
+    /// timing fields cleared (a manual re-run). A `Running` task must be released or recovered
+    /// first; a `NotStarted` one still waits for its dependencies.
+    ResetRetryState,
+}
+
+impl Transition {
+    /// The operation's name, as used in traces and documents.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Transition::MarkReady => "mark_ready",
+            Transition::MarkSkipped { .. } => "mark_skipped",
+            Transition::MarkRunning => "mark_running",
+            Transition::MarkCompleted => "mark_completed",
+            Transition::MarkFailed { .. } => "mark_failed",
+            Transition::MarkAbandoned { .. } => "mark_abandoned",
+            Transition::ScheduleRetry { .. } => "schedule_retry",
+            Transition::ResetForRecovery => "reset_task_for_recovery",
+            Transition::ResetRetryState => "reset_retry_state",
+        }
+    }
+
+    /// The statuses the transition may start from.
+    pub fn from(&self) -> StatusSet {
+        use TaskStatus::*;
+        match self {
+            Transition::MarkReady => StatusSet::of(&[NotStarted]),
+            Transition::MarkSkipped { .. } => StatusSet::of(&[NotStarted, Ready]),
+            Transition::MarkRunning => StatusSet::of(&[Ready]),
+            Transition::MarkCompleted => StatusSet::of(&[Running]),
+            Transition::MarkFailed { .. } => StatusSet::of(&[Ready, Running]),
+            Transition::MarkAbandoned { .. } => StatusSet::NON_TERMINAL,
+            Transition::ScheduleRetry { .. } => StatusSet::of(&[Running, Failed]),
+            Transition::ResetForRecovery => StatusSet::of(&[Running, Ready]),
+            Transition::ResetRetryState => StatusSet::of(&[Ready, Completed, Failed, Skipped]),
+        }
+    }
+
+    /// The status the transition leads to.
+    pub fn to(&self) -> TaskStatus {
+        match self {
+            Transition::MarkReady
+            | Transition::ScheduleRetry { .. }
+            | Transition::ResetForRecovery
+            | Transition::ResetRetryState => TaskStatus::Ready,
+            Transition::MarkSkipped { .. } => TaskStatus::Skipped,
+            Transition::MarkRunning => TaskStatus::Running,
+            Transition::MarkCompleted => TaskStatus::Completed,
+            Transition::MarkFailed { .. } | Transition::MarkAbandoned { .. } => TaskStatus::Failed,
+        }
+    }
+
+    /// Checks the transition's arguments; rejected arguments write nothing.
+    pub fn validate(&self) -> Result<(), crate::ValidationError> {
+        use crate::validate;
+        match self {
+            Transition::MarkSkipped { reason } | Transition::MarkAbandoned { reason } => {
+                validate::message("reason", reason)
+            }
+            Transition::MarkFailed { error } => validate::message("error", error),
+            Transition::ScheduleRetry { retry_at } => validate::time("retry_at", *retry_at),
+            _ => Ok(()),
+        }
+    }
+
+    /// The plan that carries the transition out at time `now`.
+    pub fn plan(&self, now: DateTime<Utc>) -> Plan {
+        let keep = Effects::keep(self.to(), now);
+        let effects = match self {
+            Transition::MarkReady => keep,
+            Transition::MarkSkipped { reason } => Effects {
+                error_details: Assign::Set(reason.clone()),
+                completed_at: Assign::Set(now),
+                ..keep.release_claim()
+            },
+            Transition::MarkRunning => Effects {
+                started_at: Assign::Set(now),
+                ..keep
+            },
+            Transition::MarkCompleted => Effects {
+                completed_at: Assign::Set(now),
+                ..keep.release_claim()
+            },
+            Transition::MarkFailed { error } => Effects {
+                error_details: Assign::Set(error.clone()),
+                last_error: Assign::Set(error.clone()),
+                completed_at: Assign::Set(now),
+                ..keep.release_claim()
+            },
+            Transition::MarkAbandoned { reason } => Effects {
+                error_details: Assign::Set(reason.clone()),
+                last_error: Assign::Set(reason.clone()),
+                completed_at: Assign::Set(now),
+                abandoned_at: Assign::Set(now),
+                ..keep.release_claim()
+            },
+            Transition::ScheduleRetry { retry_at } => Effects {
+                attempt: Counter::Increment,
+                retry_at: Assign::Set(*retry_at),
+                error_details: Assign::Clear,
+                started_at: Assign::Clear,
+                completed_at: Assign::Clear,
+                abandoned_at: Assign::Clear,
+                ..keep.release_claim()
+            },
+            Transition::ResetForRecovery => Effects {
+                recovery_attempts: Counter::Increment,
+                last_recovery_at: Assign::Set(now),
+                started_at: Assign::Clear,
+                ..keep.release_claim()
+            },
+            Transition::ResetRetryState => Effects {
+                attempt: Counter::Reset,
+                retry_at: Assign::Clear,
+                error_details: Assign::Clear,
+                last_error: Assign::Clear,
+                started_at: Assign::Clear,
+                completed_at: Assign::Clear,
+                abandoned_at: Assign::Clear,
+                ..keep.release_claim()
+            },
+        };
+        Plan {
+            operation: self.name(),
+            guard: Guard {
+                from: self.from(),
+                needs_attempt_left: matches!(self, Transition::ScheduleRetry { .. }),
+            },
+            effects,
+        }
+    }
+}
+
+/// One guarded write: which rows it may touch and what it sets on them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// The operation's name.
+    pub operation: &'static str,
+    /// The condition a row must meet, checked in the statement that writes.
+    pub guard: Guard,
+    /// What the statement writes.
+    pub effects: Effects,
+}
+
+/// The condition of a guarded write, checked by the database in the `WHERE` clause of the
+/// statement that writes, so no read comes before the write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Guard {
+    /// The statuses the row may be in.
+    pub from: StatusSet,
+    /// Whether `attempt < max_attempts` must hold.
+    pub needs_attempt_left: bool,
+}
+
+impl Guard {
+    /// Whether `row` meets the guard.
+    pub fn admits(&self, row: &TaskExecution) -> bool {
+        self.from.contains(row.status)
+            && (!self.needs_attempt_left || row.attempt < row.max_attempts)
+    }
+
+    /// Why the guarded write of `plan` did not touch task `id`, given the row as read after it
+    /// (`None`: no such row). Returns `None` when the row now meets the guard: it changed between
+    /// the write and the read, and the write may be tried again.
+    pub fn rejection(
+        &self,
+        id: Uuid,
+        to: TaskStatus,
+        row: Option<&TaskExecution>,
+    ) -> Option<DalError> {
+        let Some(row) = row else {
+            return Some(DalError::NotFound { id });
+        };
+        if !self.from.contains(row.status) {
+            return Some(DalError::InvalidTransition {
+                id,
+                from: row.status,
+                to,
+            });
+        }
+        if self.needs_attempt_left && row.attempt >= row.max_attempts {
+            return Some(DalError::RetriesExhausted {
+                id,
+                attempt: row.attempt,
+                max_attempts: row.max_attempts,
+            });
+        }
+        None
+    }
+}
+
+/// What a guarded write sets. Every column a transition may touch is listed, so a backend
+/// writes one fixed statement for every plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Effects {
+    /// The new status.
+    pub status: TaskStatus,
+    /// `attempt`: kept, `+ 1`, or back to 1.
+    pub attempt: Counter,
+    /// `recovery_attempts`: kept or `+ 1`.
+    pub recovery_attempts: Counter,
+    /// `error_details`.
+    pub error_details: Assign<String>,
+    /// `last_error`.
+    pub last_error: Assign<String>,
+    /// `retry_at`.
+    pub retry_at: Assign<DateTime<Utc>>,
+    /// `started_at`.
+    pub started_at: Assign<DateTime<Utc>>,
+    /// `completed_at`.
+    pub completed_at: Assign<DateTime<Utc>>,
+    /// `last_recovery_at`.
+    pub last_recovery_at: Assign<DateTime<Utc>>,
+    /// `claimed_by`.
+    pub claimed_by: Assign<Uuid>,
+    /// `heartbeat_at`.
+    pub heartbeat_at: Assign<DateTime<Utc>>,
+    /// `abandoned_at`.
+    pub abandoned_at: Assign<DateTime<Utc>>,
+    /// `updated_at`, always written.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Effects {
+    /// Sets `status` and `updated_at`, keeps everything else.
+    pub fn keep(status: TaskStatus, now: DateTime<Utc>) -> Self {
+        Effects {
+            status,
+            attempt: Counter::Keep,
+            recovery_attempts: Counter::Keep,
+            error_details: Assign::Keep,
+            last_error: Assign::Keep,
+            retry_at: Assign::Keep,
+            started_at: Assign::Keep,
+            completed_at: Assign::Keep,
+            last_recovery_at: Assign::Keep,
+            claimed_by: Assign::Keep,
+            heartbeat_at: Assign::Keep,
+            abandoned_at: Assign::Keep,
+            updated_at: now,
+        }
+    }
+
+    /// The same effects, also clearing the claim (`claimed_by`, `heartbeat_at`).
+    pub fn release_claim(self) -> Self {
+        Effects {
+            claimed_by: Assign::Clear,
+            heartbeat_at: Assign::Clear,
+            ..self
+        }
+    }
+}
+
+/// What a write does to a nullable column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Assign<T> {
+    /// Leave the stored value.
+    Keep,
+    /// Store this value.
+    Set(T),
+    /// Store `NULL`.
+    Clear,
+}
+
+impl<T> Assign<T> {
+    /// Whether the stored value is left as it is. A backend writes
+    /// `col = CASE WHEN <keeps> THEN col ELSE <value> END`.
+    pub fn keeps(&self) -> bool {
+        matches!(self, Assign::Keep)
+    }
+
+    /// The value to store when the column is not kept (`None` stores `NULL`).
+    pub fn value(&self) -> Option<&T> {
+        match self {
+            Assign::Set(value) => Some(value),
+            Assign::Keep | Assign::Clear => None,
+        }
+    }
+
+    /// The value after the write, given the value before.
+    pub fn applied_to(&self, before: Option<T>) -> Option<T>
+    where
+        T: Clone,
+    {
+        match self {
+            Assign::Keep => before,
+            Assign::Set(value) => Some(value.clone()),
+            Assign::Clear => None,
+        }
+    }
+}
+
+/// What a write does to a counter column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counter {
+    /// Leave it.
+    Keep,
+    /// Add one, computed by the database (`col = col + 1`): concurrent writers never lose a
+    /// count.
+    Increment,
+    /// Back to its first value (1 for `attempt`, 0 for `recovery_attempts`).
+    Reset,
+}
+
+impl Counter {
+    /// The coefficients `(m, a)` of the backend's expression `col = col * m + a`, given the
+    /// counter's first value.
+    pub fn coefficients(self, first: i32) -> (i32, i32) {
+        match self {
+            Counter::Keep => (1, 0),
+            Counter::Increment => (1, 1),
+            Counter::Reset => (0, first),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use TaskStatus::*;
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(secs, 0).unwrap_or_default()
+    }
+
+    fn all() -> Vec<Transition> {
+        vec![
+            Transition::MarkReady,
+            Transition::MarkSkipped { reason: "r".into() },
+            Transition::MarkRunning,
+            Transition::MarkCompleted,
+            Transition::MarkFailed { error: "e".into() },
+            Transition::MarkAbandoned { reason: "r".into() },
+            Transition::ScheduleRetry { retry_at: at(5) },
+            Transition::ResetForRecovery,
+            Transition::ResetRetryState,
+        ]
+    }
+
+    #[test]
+    fn the_state_machine_is_the_documented_one() {
+        let table: Vec<(&str, Vec<TaskStatus>, TaskStatus)> = all()
+            .iter()
+            .map(|t| (t.name(), t.from().iter().collect(), t.to()))
+            .collect();
+        assert_eq!(
+            table,
+            vec![
+                ("mark_ready", vec![NotStarted], Ready),
+                ("mark_skipped", vec![NotStarted, Ready], Skipped),
+                ("mark_running", vec![Ready], Running),
+                ("mark_completed", vec![Running], Completed),
+                ("mark_failed", vec![Ready, Running], Failed),
+                ("mark_abandoned", vec![NotStarted, Ready, Running], Failed),
+                ("schedule_retry", vec![Running, Failed], Ready),
+                ("reset_task_for_recovery", vec![Ready, Running], Ready),
+                (
+                    "reset_retry_state",
+                    vec![Ready, Completed, Failed, Skipped],
+                    Ready
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn every_plan_writes_its_status_and_time() {
+        for transition in all() {
+            let plan = transition.plan(at(7));
+            assert_eq!(plan.effects.status, transition.to());
+            assert_eq!(plan.effects.updated_at, at(7));
+            assert_eq!(plan.operation, transition.name());
+            assert_eq!(plan.guard.from, transition.from());
+        }
+    }
+
+    #[test]
+    fn only_mark_ready_and_mark_running_keep_the_claim() {
+        for transition in all() {
+            let plan = transition.plan(at(1));
+            let keeps = matches!(transition, Transition::MarkReady | Transition::MarkRunning);
+            assert_eq!(
+                plan.effects.claimed_by.keeps(),
+                keeps,
+                "{}",
+                transition.name()
+            );
+            assert_eq!(
+                plan.effects.heartbeat_at.keeps(),
+                keeps,
+                "{}",
+                transition.name()
+            );
+        }
+    }
+
+    #[test]
+    fn counters_are_linear() {
+        assert_eq!(Counter::Keep.coefficients(1), (1, 0));
+        assert_eq!(Counter::Increment.coefficients(1), (1, 1));
+        assert_eq!(Counter::Reset.coefficients(1), (0, 1));
+        assert_eq!(Assign::Set(3).applied_to(Some(1)), Some(3));
+        assert_eq!(Assign::<i32>::Clear.applied_to(Some(1)), None);
+        assert_eq!(Assign::<i32>::Keep.applied_to(Some(1)), Some(1));
+    }
+
+    fn row(status: TaskStatus, attempt: i32, max_attempts: i32) -> TaskExecution {
+        TaskExecution {
+            id: Uuid::nil(),
+            workflow_execution_id: Uuid::nil(),
+            task_name: "t".into(),
+            status,
+            attempt,
+            max_attempts,
+            trigger_rules: serde_json::json!({}),
+            task_configuration: serde_json::json!({}),
+            error_details: None,
+            last_error: None,
+            retry_at: None,
+            started_at: None,
+            completed_at: None,
+            recovery_attempts: 0,
+            last_recovery_at: None,
+            claimed_by: None,
+            heartbeat_at: None,
+            abandoned_at: None,
+            created_at: at(0),
+            updated_at: at(0),
+        }
+    }
+
+    #[test]
+    fn rejections_say_why() {
+        let id = Uuid::nil();
+        let guard = Transition::ScheduleRetry { retry_at: at(1) }
+            .plan(at(1))
+            .guard;
+        assert!(matches!(
+            guard.rejection(id, Ready, None),
+            Some(DalError::NotFound { id: found }) if found == id
+        ));
+        assert!(matches!(
+            guard.rejection(id, Ready, Some(&row(Completed, 1, 3))),
+            Some(DalError::InvalidTransition {
+                from: Completed,
+                to: Ready,
+                ..
+            })
+        ));
+        assert!(matches!(
+            guard.rejection(id, Ready, Some(&row(Failed, 3, 3))),
+            Some(DalError::RetriesExhausted {
+                attempt: 3,
+                max_attempts: 3,
+                ..
+            })
+        ));
+        assert!(
+            guard
+                .rejection(id, Ready, Some(&row(Failed, 2, 3)))
+                .is_none()
+        );
+        assert!(guard.admits(&row(Failed, 2, 3)));
+        assert!(!guard.admits(&row(Failed, 3, 3)));
+        assert!(!guard.admits(&row(Ready, 1, 3)));
+    }
+}

@@ -1,0 +1,369 @@
+//! The store trait and the one implementation of it over any [`Backend`].
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use uuid::timestamp::context::ContextV7;
+use uuid::{Timestamp, Uuid};
+
+use crate::backend::Backend;
+use crate::clock::{self, Clock};
+use crate::error::{DalError, DatabaseErrorKind, Result};
+use crate::plan::Transition;
+use crate::{NewTaskExecution, TaskExecution, validate};
+
+/// How many times a guarded write is tried when, each time it matched no row, the row read
+/// right after it met the guard (another writer changed it in between).
+const GUARDED_WRITE_TRIES: usize = 3;
+
+/// The operations on task executions. Implemented by [`Store`] for every backend; use it as
+/// `&dyn TaskStore` or generically. `Send + Sync`: share one store between threads (it holds a
+/// connection pool).
+///
+/// Every write is one statement that returns the row it wrote (`RETURNING`); there is no read
+/// before a write and no read after it. Each call is atomic: it changed everything it says or
+/// nothing. Calls that are rejected (validation, not found, invalid transition, retries
+/// exhausted) change nothing.
+pub trait TaskStore: Send + Sync {
+    /// Creates one task execution: one `INSERT ... RETURNING`.
+    ///
+    /// Errors: [`DalError::Validation`] (nothing sent), [`DalError::AlreadyExists`] when the
+    /// workflow execution already has a task of that name.
+    fn create(&self, new: &NewTaskExecution) -> Result<TaskExecution>;
+
+    /// Creates many task executions, all or nothing, returned in input order. One multi-row
+    /// `INSERT ... RETURNING` per chunk; a chunk is as large as the backend's bind-parameter
+    /// limit allows, and several chunks run inside one transaction. An empty input returns an
+    /// empty result without a round trip.
+    ///
+    /// Errors: as [`TaskStore::create`]; a validation error names the item (`tasks[3].…`),
+    /// and a batch repeating a workflow execution and task name is rejected before sending.
+    fn create_many(&self, news: &[NewTaskExecution]) -> Result<Vec<TaskExecution>>;
+
+    /// Reads one task execution (one `SELECT`). Errors: [`DalError::NotFound`].
+    fn get(&self, id: Uuid) -> Result<TaskExecution>;
+
+    /// The task executions of a workflow execution, ordered by creation (one `SELECT`).
+    fn list_for_workflow(&self, workflow_execution_id: Uuid) -> Result<Vec<TaskExecution>>;
+
+    /// Applies `transition` to task `id` in one guarded `UPDATE ... RETURNING` and returns the
+    /// row as written. When the guard matches no row, one more `SELECT` tells why and the call
+    /// fails with [`DalError::NotFound`], [`DalError::InvalidTransition`] (with the status
+    /// found) or [`DalError::RetriesExhausted`]; nothing changed.
+    fn transition(&self, id: Uuid, transition: Transition) -> Result<TaskExecution>;
+
+    /// `NotStarted` -> `Ready`. See [`TaskStore::transition`].
+    fn mark_ready(&self, id: Uuid) -> Result<TaskExecution> {
+        self.transition(id, Transition::MarkReady)
+    }
+
+    /// `NotStarted | Ready` -> `Skipped`, the reason kept in `error_details`; sets
+    /// `completed_at`. See [`TaskStore::transition`].
+    fn mark_skipped(&self, id: Uuid, reason: &str) -> Result<TaskExecution> {
+        self.transition(
+            id,
+            Transition::MarkSkipped {
+                reason: reason.to_owned(),
+            },
+        )
+    }
+
+    /// `Ready` -> `Running`; sets `started_at`. See [`TaskStore::transition`].
+    fn mark_running(&self, id: Uuid) -> Result<TaskExecution> {
+        self.transition(id, Transition::MarkRunning)
+    }
+
+    /// `Running` -> `Completed`; sets `completed_at`, clears the claim. For single-process
+    /// engines: it does not check who holds the claim. See [`TaskStore::transition`].
+    fn mark_completed(&self, id: Uuid) -> Result<TaskExecution> {
+        self.transition(id, Transition::MarkCompleted)
+    }
+
+    /// `Ready | Running` -> `Failed`; the error goes to `error_details` and `last_error`; sets
+    /// `completed_at`, clears the claim. See [`TaskStore::transition`].
+    fn mark_failed(&self, id: Uuid, error: &str) -> Result<TaskExecution> {
+        self.transition(
+            id,
+            Transition::MarkFailed {
+                error: error.to_owned(),
+            },
+        )
+    }
+
+    /// Any non-terminal status -> `Failed` with `abandoned_at` set and the reason in
+    /// `error_details` and `last_error`. See [`TaskStore::transition`].
+    fn mark_abandoned(&self, id: Uuid, reason: &str) -> Result<TaskExecution> {
+        self.transition(
+            id,
+            Transition::MarkAbandoned {
+                reason: reason.to_owned(),
+            },
+        )
+    }
+
+    /// `Running | Failed` -> `Ready` with `attempt = attempt + 1` computed by the database and
+    /// `retry_at` set, only while `attempt < max_attempts`; clears `error_details`,
+    /// `started_at`, `completed_at`, `abandoned_at` and the claim, keeps `last_error`.
+    /// Errors: [`DalError::RetriesExhausted`] when no attempt is left, and as
+    /// [`TaskStore::transition`].
+    fn schedule_retry(&self, id: Uuid, retry_at: DateTime<Utc>) -> Result<TaskExecution> {
+        self.transition(id, Transition::ScheduleRetry { retry_at })
+    }
+
+    /// `Running | Ready` -> `Ready` with `recovery_attempts = recovery_attempts + 1` computed
+    /// by the database (concurrent resets are all counted) and `last_recovery_at` set;
+    /// clears `started_at` and the claim. See [`TaskStore::transition`].
+    fn reset_task_for_recovery(&self, id: Uuid) -> Result<TaskExecution> {
+        self.transition(id, Transition::ResetForRecovery)
+    }
+
+    /// `Ready | Completed | Failed | Skipped` -> `Ready` with attempt 1 and `retry_at`,
+    /// `error_details`, `last_error`, `started_at`, `completed_at`, `abandoned_at` and the
+    /// claim cleared; recovery counters are kept. See [`TaskStore::transition`].
+    fn reset_retry_state(&self, id: Uuid) -> Result<TaskExecution> {
+        self.transition(id, Transition::ResetRetryState)
+    }
+}
+
+/// A task-execution store over backend `B`: the [`TaskStore`] implementation for every
+/// backend. Open one with `dal_sqlite::open` / `dal_postgres::connect` (or their `Options`).
+pub struct Store<B> {
+    backend: B,
+    clock: Arc<dyn Clock>,
+    ids: Mutex<ContextV7>,
+}
+
+impl<B: Backend> Store<B> {
+    /// A store over `backend`, reading time from `clock`. Backend crates call this.
+    pub fn new(backend: B, clock: Arc<dyn Clock>) -> Self {
+        Store {
+            backend,
+            clock,
+            ids: Mutex::new(ContextV7::new()),
+        }
+    }
+
+    /// The backend, for what is specific to it.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// The clock the store reads time from.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// The time of an operation: the clock's reading cut to microseconds.
+    fn now(&self) -> DateTime<Utc> {
+        clock::to_micros(self.clock.now())
+    }
+
+    /// A UUIDv7 for time `now`; ids made by one store increase strictly, also within a
+    /// millisecond.
+    fn new_id(&self, now: DateTime<Utc>) -> Uuid {
+        let secs = u64::try_from(now.timestamp()).unwrap_or(0);
+        Uuid::new_v7(Timestamp::from_unix(
+            &self.ids,
+            secs,
+            now.timestamp_subsec_nanos(),
+        ))
+    }
+
+    fn new_row(&self, new: &NewTaskExecution, now: DateTime<Utc>) -> TaskExecution {
+        TaskExecution {
+            id: self.new_id(now),
+            workflow_execution_id: new.workflow_execution_id,
+            task_name: new.task_name.clone(),
+            status: new.status,
+            attempt: new.attempt,
+            max_attempts: new.max_attempts,
+            trigger_rules: new.trigger_rules.clone(),
+            task_configuration: new.task_configuration.clone(),
+            error_details: None,
+            last_error: None,
+            retry_at: new.retry_at.map(clock::to_micros),
+            started_at: None,
+            completed_at: None,
+            recovery_attempts: 0,
+            last_recovery_at: None,
+            claimed_by: None,
+            heartbeat_at: None,
+            abandoned_at: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    /// Turns a unique violation of an insert into [`DalError::AlreadyExists`] naming a task of
+    /// `news` that exists. Failure path only: reads the workflows of the batch until it finds
+    /// the taken name.
+    fn explain_insert_error(&self, err: DalError, news: &[NewTaskExecution]) -> DalError {
+        if !matches!(
+            err,
+            DalError::Database {
+                kind: DatabaseErrorKind::UniqueViolation,
+                ..
+            }
+        ) {
+            return err;
+        }
+        if let [new] = news {
+            return DalError::AlreadyExists {
+                workflow_execution_id: new.workflow_execution_id,
+                task_name: new.task_name.clone(),
+            };
+        }
+        let mut looked_at = std::collections::HashSet::new();
+        for new in news {
+            if !looked_at.insert(new.workflow_execution_id) {
+                continue;
+            }
+            let Ok(existing) = self.backend.list_for_workflow(new.workflow_execution_id) else {
+                return err;
+            };
+            let taken: std::collections::HashSet<&str> =
+                existing.iter().map(|row| row.task_name.as_str()).collect();
+            if let Some(clash) = news.iter().find(|candidate| {
+                candidate.workflow_execution_id == new.workflow_execution_id
+                    && taken.contains(candidate.task_name.as_str())
+            }) {
+                return DalError::AlreadyExists {
+                    workflow_execution_id: clash.workflow_execution_id,
+                    task_name: clash.task_name.clone(),
+                };
+            }
+        }
+        err
+    }
+
+    fn trace(
+        &self,
+        operation: &'static str,
+        id: Option<Uuid>,
+        outcome: &Result<impl Sized>,
+        statements: usize,
+    ) {
+        match outcome {
+            Ok(_) => tracing::debug!(backend = B::NAME, operation, task_id = ?id, statements, "ok"),
+            Err(err) => {
+                tracing::debug!(backend = B::NAME, operation, task_id = ?id, statements, error = %err, "rejected")
+            }
+        }
+    }
+}
+
+impl<B: Backend> TaskStore for Store<B> {
+    fn create(&self, new: &NewTaskExecution) -> Result<TaskExecution> {
+        validate::new_task(new)?;
+        let row = self.new_row(new, self.now());
+        let id = row.id;
+        let result = self
+            .backend
+            .insert(std::slice::from_ref(&row))
+            .map_err(|err| self.explain_insert_error(err, std::slice::from_ref(new)))
+            .and_then(|rows| {
+                rows.into_iter()
+                    .next()
+                    .ok_or_else(|| unexpected("INSERT ... RETURNING returned no row"))
+            });
+        self.trace("create", Some(id), &result, 1);
+        result
+    }
+
+    fn create_many(&self, news: &[NewTaskExecution]) -> Result<Vec<TaskExecution>> {
+        if news.is_empty() {
+            return Ok(Vec::new());
+        }
+        validate::new_tasks(news)?;
+        let now = self.now();
+        let rows: Vec<TaskExecution> = news.iter().map(|new| self.new_row(new, now)).collect();
+        let position: HashMap<Uuid, usize> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, row)| (row.id, i))
+            .collect();
+        let result = self
+            .backend
+            .insert(&rows)
+            .map_err(|err| self.explain_insert_error(err, news))
+            .and_then(|stored| {
+                let mut ordered: Vec<Option<TaskExecution>> = vec![None; rows.len()];
+                for row in stored {
+                    match position.get(&row.id) {
+                        Some(&i) => ordered[i] = Some(row),
+                        None => {
+                            return Err(unexpected("INSERT ... RETURNING returned an unknown id"));
+                        }
+                    }
+                }
+                ordered
+                    .into_iter()
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| unexpected("INSERT ... RETURNING returned fewer rows"))
+            });
+        self.trace("create_many", None, &result, 1);
+        result
+    }
+
+    fn get(&self, id: Uuid) -> Result<TaskExecution> {
+        let result = self
+            .backend
+            .get(id)
+            .and_then(|row| row.ok_or(DalError::NotFound { id }));
+        self.trace("get", Some(id), &result, 1);
+        result
+    }
+
+    fn list_for_workflow(&self, workflow_execution_id: Uuid) -> Result<Vec<TaskExecution>> {
+        let result = self.backend.list_for_workflow(workflow_execution_id);
+        self.trace("list_for_workflow", None, &result, 1);
+        result
+    }
+
+    fn transition(&self, id: Uuid, transition: Transition) -> Result<TaskExecution> {
+        transition.validate()?;
+        let plan = transition.plan(self.now());
+        let mut statements = 0;
+        let result = (|| {
+            for _ in 0..GUARDED_WRITE_TRIES {
+                statements += 1;
+                if let Some(row) = self.backend.apply(id, &plan)? {
+                    return Ok(row);
+                }
+                statements += 1;
+                let found = self.backend.get(id)?;
+                if let Some(rejection) = plan.guard.rejection(id, transition.to(), found.as_ref()) {
+                    return Err(rejection);
+                }
+            }
+            Err(DalError::Database {
+                kind: DatabaseErrorKind::SerializationFailure,
+                source: format!(
+                    "task execution {id} kept changing between the guarded write and the read \
+                     that explains it ({GUARDED_WRITE_TRIES} tries)"
+                )
+                .into(),
+            })
+        })();
+        self.trace(plan.operation, Some(id), &result, statements);
+        result
+    }
+}
+
+impl<B: Backend> fmt::Debug for Store<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &B::NAME)
+            .field("clock", &self.clock)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unexpected(message: &'static str) -> DalError {
+    DalError::Database {
+        kind: DatabaseErrorKind::UnexpectedData,
+        source: message.into(),
+    }
+}
