@@ -1,0 +1,31 @@
+//! The SQLite backend of the task-execution DAL.
+//!
+//! ```no_run
+//! use dal_sqlite::{NewTaskExecution, TaskStore};
+//!
+//! let store = dal_sqlite::open("tasks.db")?;
+//! let task = store.create(&NewTaskExecution::new(uuid::Uuid::now_v7(), "extract"))?;
+//! let task = store.mark_ready(task.id)?;
+//! # Ok::<(), dal_sqlite::DalError>(())
+//! ```
+//!
+//! SQLite is bundled (no system library needed). Every connection runs in WAL mode with a busy
+//! timeout, `foreign_keys` on and `synchronous = NORMAL` (see [`Options`]). Every operation
+//! is one statement, which SQLite runs atomically without an explicit transaction; the only
+//! multi-statement write, a `create_many` larger than one chunk of bind parameters, runs in
+//! `BEGIN IMMEDIATE`.
+
+mod errors;
+mod open;
+mod row;
+pub mod schema;
+mod statements;
+
+pub use dal_core::*;
+pub use open::{InstrumentationFactory, MIGRATIONS, Options, SqliteStore, Synchronous, open};
+pub use statements::SqliteBackend;
+
+/// The README's Rust examples, compiled as doc tests.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -1,0 +1,213 @@
+//! Opening a store: the connection pool, per-connection settings and migrations.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dal_core::{Clock, DalError, Result, Store, SystemClock};
+use diesel::connection::{Instrumentation, SimpleConnection};
+use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool};
+use diesel::{Connection, SqliteConnection};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+use crate::errors::{from_diesel, from_pool};
+use crate::statements::{SqliteBackend, SqlitePool};
+
+/// The schema migrations, embedded in the binary and applied by [`Options::open`].
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+/// A task-execution store on SQLite.
+pub type SqliteStore = Store<SqliteBackend>;
+
+/// Makes the Diesel instrumentation installed on each new connection of the pool (for
+/// statement counting, tracing or metrics).
+pub type InstrumentationFactory = Arc<dyn Fn() -> Box<dyn Instrumentation> + Send + Sync>;
+
+/// Opens a store on the SQLite database at `path` (created if missing) with the default
+/// [`Options`], applying pending migrations.
+pub fn open(path: impl Into<String>) -> Result<SqliteStore> {
+    Options::new(path).open()
+}
+
+/// How SQLite makes a commit durable (`PRAGMA synchronous`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Synchronous {
+    /// `NORMAL` (the default): in WAL mode a commit is not synced to disk at once; a power
+    /// loss may lose the last commits, never the database's consistency.
+    #[default]
+    Normal,
+    /// `FULL`: every commit is synced before it returns.
+    Full,
+}
+
+/// How to open a SQLite store.
+#[derive(Clone)]
+pub struct Options {
+    path: String,
+    pool_size: u32,
+    busy_timeout: Duration,
+    checkout_timeout: Duration,
+    synchronous: Synchronous,
+    clock: Arc<dyn Clock>,
+    instrumentation: Option<InstrumentationFactory>,
+}
+
+impl Options {
+    /// Options for the database at `path`: a file path, or a `file:` URI. `:memory:` gives a
+    /// private in-memory database, which the store then serves over a single connection.
+    pub fn new(path: impl Into<String>) -> Self {
+        Options {
+            path: path.into(),
+            pool_size: 8,
+            busy_timeout: Duration::from_secs(5),
+            checkout_timeout: Duration::from_secs(30),
+            synchronous: Synchronous::Normal,
+            clock: Arc::new(SystemClock),
+            instrumentation: None,
+        }
+    }
+
+    /// How many connections the pool keeps (default 8; at least 1). Writes take turns;
+    /// reads run in parallel.
+    pub fn pool_size(mut self, size: u32) -> Self {
+        self.pool_size = size;
+        self
+    }
+
+    /// How long a write waits for another process's lock before failing with
+    /// [`DalError::Busy`] (default 5 s).
+    pub fn busy_timeout(mut self, timeout: Duration) -> Self {
+        self.busy_timeout = timeout;
+        self
+    }
+
+    /// How long an operation waits for a free connection of the pool (default 30 s).
+    pub fn checkout_timeout(mut self, timeout: Duration) -> Self {
+        self.checkout_timeout = timeout;
+        self
+    }
+
+    /// The durability of commits (default [`Synchronous::Normal`]).
+    pub fn synchronous(mut self, synchronous: Synchronous) -> Self {
+        self.synchronous = synchronous;
+        self
+    }
+
+    /// The clock the store reads time from (default: the system clock).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Diesel instrumentation to install on every connection of the pool.
+    pub fn instrumentation(mut self, factory: InstrumentationFactory) -> Self {
+        self.instrumentation = Some(factory);
+        self
+    }
+
+    /// Opens the pool, sets every connection up (WAL, `busy_timeout`, `foreign_keys`,
+    /// `synchronous`) and applies pending migrations in one `BEGIN IMMEDIATE` transaction, so
+    /// processes opening the same file at once do not race.
+    ///
+    /// Errors: [`DalError::Validation`] for a pool size of 0, [`DalError::Connection`] when
+    /// the file cannot be opened, [`DalError::Migration`] when a migration fails.
+    pub fn open(self) -> Result<SqliteStore> {
+        dal_core::validate::in_range(
+            "pool_size",
+            i32::try_from(self.pool_size).unwrap_or(i32::MAX),
+            1,
+            i32::MAX,
+        )?;
+        let in_memory = self.path == ":memory:" || self.path.contains("mode=memory");
+        let synchronous = match self.synchronous {
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Full => "FULL",
+        };
+        let setup = Setup {
+            pragmas: format!(
+                "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; \
+                 PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON;",
+                self.busy_timeout.as_millis()
+            ),
+            instrumentation: self.instrumentation,
+        };
+        let pool: SqlitePool = Pool::builder()
+            // An in-memory database lives as long as its one connection.
+            .max_size(if in_memory { 1 } else { self.pool_size })
+            // A pooled checkout must not cost a round trip: no `SELECT 1` before each use.
+            .test_on_check_out(false)
+            .max_lifetime(None)
+            .idle_timeout(None)
+            .connection_timeout(self.checkout_timeout)
+            .connection_customizer(Box::new(setup))
+            .build(ConnectionManager::new(&self.path))
+            .map_err(|e| DalError::Connection {
+                source: Box::new(e),
+            })?;
+        migrate(&pool)?;
+        Ok(Store::new(SqliteBackend::new(pool), self.clock))
+    }
+}
+
+impl fmt::Debug for Options {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Options")
+            .field("path", &self.path)
+            .field("pool_size", &self.pool_size)
+            .field("busy_timeout", &self.busy_timeout)
+            .field("checkout_timeout", &self.checkout_timeout)
+            .field("synchronous", &self.synchronous)
+            .field("clock", &self.clock)
+            .field("instrumentation", &self.instrumentation.is_some())
+            .finish()
+    }
+}
+
+fn migrate(pool: &SqlitePool) -> Result<()> {
+    let mut conn = pool.get().map_err(from_pool)?;
+    conn.immediate_transaction(|conn| {
+        conn.run_pending_migrations(MIGRATIONS)
+            .map(drop)
+            .map_err(MigrateError::Harness)
+    })
+    .map_err(|err| match err {
+        MigrateError::Diesel(err) => from_diesel(err),
+        MigrateError::Harness(source) => DalError::Migration { source },
+    })
+}
+
+enum MigrateError {
+    Diesel(diesel::result::Error),
+    Harness(dal_core::error::BoxError),
+}
+
+impl From<diesel::result::Error> for MigrateError {
+    fn from(err: diesel::result::Error) -> Self {
+        MigrateError::Diesel(err)
+    }
+}
+
+/// Runs on every new connection of the pool.
+struct Setup {
+    pragmas: String,
+    instrumentation: Option<InstrumentationFactory>,
+}
+
+impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for Setup {
+    fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
+        conn.batch_execute(&self.pragmas)
+            .map_err(diesel::r2d2::Error::QueryError)?;
+        if let Some(factory) = &self.instrumentation {
+            conn.set_instrumentation(factory());
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Setup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Setup")
+            .field("pragmas", &self.pragmas)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,195 @@
+//! The statements: [`dal_core::Backend`] for SQLite.
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use dal_core::plan::Plan;
+use dal_core::sql::Prepared;
+use dal_core::{Backend, Result, TaskExecution};
+use diesel::SqliteConnection;
+use diesel::dsl::case_when;
+use diesel::prelude::*;
+use diesel::r2d2::{ConnectionManager, Pool};
+use diesel::sql_types::{BigInt, Binary, Bool, Nullable, Text};
+use uuid::Uuid;
+
+use crate::errors::{from_diesel, from_pool};
+use crate::row::{NewRow, Row, micros};
+use crate::schema::task_executions::{self as t, table as tasks};
+
+/// SQLite's limit on bind parameters per statement (`SQLITE_MAX_VARIABLE_NUMBER` of the bundled
+/// build, the default since SQLite 3.32).
+const MAX_BINDS: usize = 32_766;
+
+pub(crate) type SqlitePool = Pool<ConnectionManager<SqliteConnection>>;
+
+/// The SQLite backend: a pool of connections to one database file, and a write gate.
+///
+/// SQLite lets one writer at a time into a database. Writers of this process queue on the
+/// gate (a mutex) and are woken as soon as it is free, instead of sleeping in SQLite's busy
+/// handler; the busy timeout still arbitrates with other processes. Readers do not take the
+/// gate (WAL lets them read during a write).
+pub struct SqliteBackend {
+    pool: SqlitePool,
+    write_gate: Mutex<()>,
+}
+
+impl SqliteBackend {
+    pub(crate) fn new(pool: SqlitePool) -> Self {
+        SqliteBackend {
+            pool,
+            write_gate: Mutex::new(()),
+        }
+    }
+
+    fn read<T>(&self, run: impl FnOnce(&mut SqliteConnection) -> QueryResult<T>) -> Result<T> {
+        let mut conn = self.pool.get().map_err(from_pool)?;
+        run(&mut conn).map_err(from_diesel)
+    }
+
+    fn write<T>(&self, run: impl FnOnce(&mut SqliteConnection) -> QueryResult<T>) -> Result<T> {
+        let _gate = self.gate();
+        self.read(run)
+    }
+
+    fn gate(&self) -> MutexGuard<'_, ()> {
+        // The gate guards no data: a panic while holding it leaves nothing to repair.
+        self.write_gate
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// `col = CASE WHEN <keep> THEN col ELSE <value> END`: one fixed statement for every plan.
+macro_rules! assign {
+    ($col:expr, $assign:expr, $sql:ty, $encode:expr) => {
+        $col.eq(case_when($assign.keeps().into_sql::<Bool>(), $col)
+            .otherwise($assign.value().map($encode).into_sql::<Nullable<$sql>>()))
+    };
+}
+
+impl Backend for SqliteBackend {
+    const NAME: &'static str = "sqlite";
+
+    fn insert(&self, rows: &[TaskExecution]) -> Result<Vec<TaskExecution>> {
+        let new_rows: Vec<NewRow<'_>> = rows.iter().map(NewRow::from).collect();
+        let chunk = MAX_BINDS / NewRow::BINDS;
+        let stored = self.write(|conn| {
+            let insert = |conn: &mut SqliteConnection, part: &[NewRow<'_>]| {
+                diesel::insert_into(tasks)
+                    .values(part)
+                    .returning(Row::as_returning())
+                    .get_results(conn)
+            };
+            if let [one] = new_rows.as_slice() {
+                // The single-row statement has fixed SQL text, so it is prepared once per
+                // connection; a multi-row one differs with its row count.
+                diesel::insert_into(tasks)
+                    .values(one)
+                    .returning(Row::as_returning())
+                    .get_results(conn)
+            } else if new_rows.len() <= chunk {
+                insert(conn, &new_rows)
+            } else {
+                conn.immediate_transaction(|conn| {
+                    let mut all = Vec::with_capacity(new_rows.len());
+                    for part in new_rows.chunks(chunk) {
+                        all.extend(insert(conn, part)?);
+                    }
+                    Ok(all)
+                })
+            }
+        })?;
+        stored.into_iter().map(TaskExecution::try_from).collect()
+    }
+
+    fn get(&self, id: Uuid) -> Result<Option<TaskExecution>> {
+        self.read(|conn| {
+            tasks
+                .find(id.as_bytes().as_slice())
+                .select(Row::as_select())
+                .first(conn)
+                .optional()
+        })?
+        .map(TaskExecution::try_from)
+        .transpose()
+    }
+
+    fn list_for_workflow(&self, workflow_execution_id: Uuid) -> Result<Vec<TaskExecution>> {
+        self.read(|conn| {
+            tasks
+                .filter(t::workflow_execution_id.eq(workflow_execution_id.as_bytes().as_slice()))
+                .order((t::created_at, t::id))
+                .select(Row::as_select())
+                .load(conn)
+        })?
+        .into_iter()
+        .map(TaskExecution::try_from)
+        .collect()
+    }
+
+    fn apply(&self, id: Uuid, plan: &Plan) -> Result<Option<TaskExecution>> {
+        let e = &plan.effects;
+        let (attempt_m, attempt_a) = e.attempt.coefficients(1);
+        let (recovery_m, recovery_a) = e.recovery_attempts.coefficients(0);
+        // A fixed number of slots (unused ones bind NULL, which matches nothing) keeps the SQL
+        // text the same for every plan, so SQLite prepares it once per connection.
+        let mut from = plan.guard.from.iter().map(|s| Some(s.as_str()));
+        let mut slot = || from.next().flatten();
+        let (s0, s1, s2, s3, s4, s5) = (slot(), slot(), slot(), slot(), slot(), slot());
+        let status_guard = t::status
+            .nullable()
+            .eq(s0)
+            .or(t::status.nullable().eq(s1))
+            .or(t::status.nullable().eq(s2))
+            .or(t::status.nullable().eq(s3))
+            .or(t::status.nullable().eq(s4))
+            .or(t::status.nullable().eq(s5));
+        let attempt_guard = t::attempt.lt(t::max_attempts).or(plan
+            .guard
+            .needs_attempt_left
+            .into_sql::<Bool>()
+            .eq(false));
+        let row = self.write(|conn| {
+            Prepared(
+                diesel::update(tasks)
+                    .filter(t::id.eq(id.as_bytes().as_slice()))
+                    .filter(status_guard)
+                    .filter(attempt_guard)
+                    .set((
+                        t::status.eq(e.status.as_str()),
+                        t::attempt.eq(t::attempt * attempt_m + attempt_a),
+                        t::recovery_attempts.eq(t::recovery_attempts * recovery_m + recovery_a),
+                        assign!(t::error_details, e.error_details, Text, String::as_str),
+                        assign!(t::last_error, e.last_error, Text, String::as_str),
+                        assign!(t::retry_at, e.retry_at, BigInt, |at| micros(*at)),
+                        assign!(t::started_at, e.started_at, BigInt, |at| micros(*at)),
+                        assign!(t::completed_at, e.completed_at, BigInt, |at| micros(*at)),
+                        assign!(
+                            t::last_recovery_at,
+                            e.last_recovery_at,
+                            BigInt,
+                            |at| micros(*at)
+                        ),
+                        assign!(t::claimed_by, e.claimed_by, Binary, |id| id
+                            .as_bytes()
+                            .as_slice()),
+                        assign!(t::heartbeat_at, e.heartbeat_at, BigInt, |at| micros(*at)),
+                        assign!(t::abandoned_at, e.abandoned_at, BigInt, |at| micros(*at)),
+                        t::updated_at.eq(micros(e.updated_at)),
+                    ))
+                    .returning(Row::as_returning()),
+            )
+            .get_result(conn)
+            .optional()
+        })?;
+        row.map(TaskExecution::try_from).transpose()
+    }
+}
+
+impl std::fmt::Debug for SqliteBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteBackend")
+            .field("pool", &self.pool.state())
+            .finish_non_exhaustive()
+    }
+}
