@@ -1,0 +1,188 @@
+//! Connecting a store: the connection pool and migrations.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dal_core::{Clock, DalError, Result, Store, SystemClock};
+use diesel::connection::Instrumentation;
+use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool};
+use diesel::{Connection, PgConnection, RunQueryDsl};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+use crate::errors::{from_diesel, from_pool};
+use crate::statements::{PgBackend, PgPool};
+
+/// The schema migrations, embedded in the binary and applied by [`Options::connect`].
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+/// The key of the advisory lock that serializes migrations between processes.
+const MIGRATION_LOCK: i64 = 0x7461_736b_5f64_616c; // "task_dal"
+
+/// A task-execution store on PostgreSQL.
+pub type PostgresStore = Store<PgBackend>;
+
+/// Makes the Diesel instrumentation installed on each new connection of the pool (for
+/// statement counting, tracing or metrics).
+pub type InstrumentationFactory = Arc<dyn Fn() -> Box<dyn Instrumentation> + Send + Sync>;
+
+/// Connects a store to the PostgreSQL database at `url` (a libpq URL or key-value string) with
+/// the default [`Options`], applying pending migrations.
+pub fn connect(url: impl Into<String>) -> Result<PostgresStore> {
+    Options::new(url).connect()
+}
+
+/// How to connect a PostgreSQL store.
+#[derive(Clone)]
+pub struct Options {
+    url: String,
+    pool_size: u32,
+    min_idle: Option<u32>,
+    connect_timeout: Duration,
+    clock: Arc<dyn Clock>,
+    instrumentation: Option<InstrumentationFactory>,
+}
+
+impl Options {
+    /// Options for the database at `url`, e.g. `postgres://user@host:5432/db?sslmode=require`.
+    /// Everything libpq accepts in a URL works (TLS, `options=-c statement_timeout=5s`,
+    /// `search_path`, ...).
+    pub fn new(url: impl Into<String>) -> Self {
+        Options {
+            url: url.into(),
+            pool_size: 10,
+            min_idle: None,
+            connect_timeout: Duration::from_secs(10),
+            clock: Arc::new(SystemClock),
+            instrumentation: None,
+        }
+    }
+
+    /// How many connections the pool may hold (default 10; at least 1).
+    pub fn pool_size(mut self, size: u32) -> Self {
+        self.pool_size = size;
+        self
+    }
+
+    /// How many idle connections the pool keeps open (default: `pool_size`, all opened at
+    /// connect).
+    pub fn min_idle(mut self, min_idle: u32) -> Self {
+        self.min_idle = Some(min_idle);
+        self
+    }
+
+    /// How long connecting, and an operation waiting for a free connection, may take before
+    /// failing with [`DalError::Connection`] (default 10 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// The clock the store reads time from (default: the system clock).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Diesel instrumentation to install on every connection of the pool.
+    pub fn instrumentation(mut self, factory: InstrumentationFactory) -> Self {
+        self.instrumentation = Some(factory);
+        self
+    }
+
+    /// Opens the pool and applies pending migrations in one transaction holding an advisory
+    /// lock, so processes connecting at once do not race.
+    ///
+    /// Errors: [`DalError::Validation`] for a pool size of 0, [`DalError::Connection`] when
+    /// the server cannot be reached within the connect timeout, [`DalError::Migration`] when
+    /// a migration fails.
+    pub fn connect(self) -> Result<PostgresStore> {
+        dal_core::validate::in_range(
+            "pool_size",
+            i32::try_from(self.pool_size).unwrap_or(i32::MAX),
+            1,
+            i32::MAX,
+        )?;
+        let pool: PgPool = Pool::builder()
+            .max_size(self.pool_size)
+            .min_idle(self.min_idle)
+            // A pooled checkout must not cost a round trip: no `SELECT 1` before each use. A
+            // broken connection is found by the error of the statement that uses it, and the
+            // pool then drops it.
+            .test_on_check_out(false)
+            .connection_timeout(self.connect_timeout)
+            .connection_customizer(Box::new(Setup {
+                instrumentation: self.instrumentation,
+            }))
+            .build(ConnectionManager::new(&self.url))
+            .map_err(|e| DalError::Connection {
+                source: Box::new(e),
+            })?;
+        migrate(&pool)?;
+        Ok(Store::new(PgBackend::new(pool), self.clock))
+    }
+}
+
+impl fmt::Debug for Options {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Options")
+            .field("pool_size", &self.pool_size)
+            .field("min_idle", &self.min_idle)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("clock", &self.clock)
+            .field("instrumentation", &self.instrumentation.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+fn migrate(pool: &PgPool) -> Result<()> {
+    let mut conn = pool.get().map_err(from_pool)?;
+    conn.transaction(|conn| {
+        diesel::select(pg_advisory_xact_lock(MIGRATION_LOCK)).execute(conn)?;
+        conn.run_pending_migrations(MIGRATIONS)
+            .map(drop)
+            .map_err(MigrateError::Harness)
+    })
+    .map_err(|err| match err {
+        MigrateError::Diesel(err) => from_diesel(err),
+        MigrateError::Harness(source) => DalError::Migration { source },
+    })
+}
+
+diesel::define_sql_function! {
+    /// Takes a transaction-scoped advisory lock.
+    fn pg_advisory_xact_lock(key: diesel::sql_types::BigInt);
+}
+
+enum MigrateError {
+    Diesel(diesel::result::Error),
+    Harness(dal_core::error::BoxError),
+}
+
+impl From<diesel::result::Error> for MigrateError {
+    fn from(err: diesel::result::Error) -> Self {
+        MigrateError::Diesel(err)
+    }
+}
+
+/// Runs on every new connection of the pool.
+struct Setup {
+    instrumentation: Option<InstrumentationFactory>,
+}
+
+impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for Setup {
+    fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
+        if let Some(factory) = &self.instrumentation {
+            conn.set_instrumentation(factory());
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Setup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Setup")
+            .field("instrumentation", &self.instrumentation.is_some())
+            .finish()
+    }
+}

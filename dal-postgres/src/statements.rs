@@ -1,0 +1,155 @@
+//! The statements: [`dal_core::Backend`] for PostgreSQL.
+
+use dal_core::plan::Plan;
+use dal_core::sql::Prepared;
+use dal_core::{Backend, Result, TaskExecution};
+use diesel::PgConnection;
+use diesel::dsl::case_when;
+use diesel::prelude::*;
+use diesel::r2d2::{ConnectionManager, Pool};
+use diesel::sql_types::{Bool, Nullable, Text, Timestamptz};
+use uuid::Uuid;
+
+use crate::errors::{from_diesel, from_pool};
+use crate::row::{NewRow, Row};
+use crate::schema::task_executions::{self as t, table as tasks};
+
+/// PostgreSQL's limit on bind parameters per statement (the wire protocol counts them in 16
+/// bits).
+const MAX_BINDS: usize = 65_535;
+
+pub(crate) type PgPool = Pool<ConnectionManager<PgConnection>>;
+
+/// The PostgreSQL backend: a pool of connections.
+pub struct PgBackend {
+    pool: PgPool,
+}
+
+impl PgBackend {
+    pub(crate) fn new(pool: PgPool) -> Self {
+        PgBackend { pool }
+    }
+
+    fn run<T>(&self, run: impl FnOnce(&mut PgConnection) -> QueryResult<T>) -> Result<T> {
+        let mut conn = self.pool.get().map_err(from_pool)?;
+        run(&mut conn).map_err(from_diesel)
+    }
+}
+
+/// `col = CASE WHEN <keep> THEN col ELSE <value> END`: one fixed statement for every plan.
+macro_rules! assign {
+    ($col:expr, $assign:expr, $sql:ty) => {
+        $col.eq(case_when($assign.keeps().into_sql::<Bool>(), $col)
+            .otherwise($assign.value().cloned().into_sql::<Nullable<$sql>>()))
+    };
+}
+
+impl Backend for PgBackend {
+    const NAME: &'static str = "postgres";
+
+    fn insert(&self, rows: &[TaskExecution]) -> Result<Vec<TaskExecution>> {
+        let new_rows: Vec<NewRow<'_>> = rows.iter().map(NewRow::from).collect();
+        let chunk = MAX_BINDS / NewRow::BINDS;
+        let stored = self.run(|conn| {
+            let insert = |conn: &mut PgConnection, part: &[NewRow<'_>]| {
+                diesel::insert_into(tasks)
+                    .values(part)
+                    .returning(Row::as_returning())
+                    .get_results(conn)
+            };
+            if let [one] = new_rows.as_slice() {
+                // The single-row statement has fixed SQL text, so it is prepared once per
+                // connection; a multi-row one differs with its row count.
+                diesel::insert_into(tasks)
+                    .values(one)
+                    .returning(Row::as_returning())
+                    .get_results(conn)
+            } else if new_rows.len() <= chunk {
+                insert(conn, &new_rows)
+            } else {
+                conn.transaction(|conn| {
+                    let mut all = Vec::with_capacity(new_rows.len());
+                    for part in new_rows.chunks(chunk) {
+                        all.extend(insert(conn, part)?);
+                    }
+                    Ok(all)
+                })
+            }
+        })?;
+        stored.into_iter().map(TaskExecution::try_from).collect()
+    }
+
+    fn get(&self, id: Uuid) -> Result<Option<TaskExecution>> {
+        self.run(|conn| {
+            tasks
+                .find(id)
+                .select(Row::as_select())
+                .first(conn)
+                .optional()
+        })?
+        .map(TaskExecution::try_from)
+        .transpose()
+    }
+
+    fn list_for_workflow(&self, workflow_execution_id: Uuid) -> Result<Vec<TaskExecution>> {
+        self.run(|conn| {
+            tasks
+                .filter(t::workflow_execution_id.eq(workflow_execution_id))
+                .order((t::created_at, t::id))
+                .select(Row::as_select())
+                .load(conn)
+        })?
+        .into_iter()
+        .map(TaskExecution::try_from)
+        .collect()
+    }
+
+    fn apply(&self, id: Uuid, plan: &Plan) -> Result<Option<TaskExecution>> {
+        let e = &plan.effects;
+        let (attempt_m, attempt_a) = e.attempt.coefficients(1);
+        let (recovery_m, recovery_a) = e.recovery_attempts.coefficients(0);
+        // `status = ANY($n)` binds the whole set as one array: the SQL text is the same for
+        // every plan, so each connection prepares it once.
+        let from: Vec<&'static str> = plan.guard.from.iter().map(|s| s.as_str()).collect();
+        let attempt_guard = t::attempt.lt(t::max_attempts).or(plan
+            .guard
+            .needs_attempt_left
+            .into_sql::<Bool>()
+            .eq(false));
+        let row = self.run(|conn| {
+            Prepared(
+                diesel::update(tasks)
+                    .filter(t::id.eq(id))
+                    .filter(t::status.eq_any(from))
+                    .filter(attempt_guard)
+                    .set((
+                        t::status.eq(e.status.as_str()),
+                        t::attempt.eq(t::attempt * attempt_m + attempt_a),
+                        t::recovery_attempts.eq(t::recovery_attempts * recovery_m + recovery_a),
+                        assign!(t::error_details, e.error_details, Text),
+                        assign!(t::last_error, e.last_error, Text),
+                        assign!(t::retry_at, e.retry_at, Timestamptz),
+                        assign!(t::started_at, e.started_at, Timestamptz),
+                        assign!(t::completed_at, e.completed_at, Timestamptz),
+                        assign!(t::last_recovery_at, e.last_recovery_at, Timestamptz),
+                        assign!(t::claimed_by, e.claimed_by, diesel::sql_types::Uuid),
+                        assign!(t::heartbeat_at, e.heartbeat_at, Timestamptz),
+                        assign!(t::abandoned_at, e.abandoned_at, Timestamptz),
+                        t::updated_at.eq(e.updated_at),
+                    ))
+                    .returning(Row::as_returning()),
+            )
+            .get_result(conn)
+            .optional()
+        })?;
+        row.map(TaskExecution::try_from).transpose()
+    }
+}
+
+impl std::fmt::Debug for PgBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgBackend")
+            .field("pool", &self.pool.state())
+            .finish_non_exhaustive()
+    }
+}
