@@ -1,0 +1,45 @@
+//! The conformance cases. Each is a plain function of the backend, written once; the suite
+//! runs every case against every backend.
+
+pub mod concurrency;
+pub mod create;
+pub mod statements;
+pub mod support;
+pub mod transitions;
+pub mod values;
+
+use crate::fixture::BackendKind;
+
+/// One conformance case.
+#[derive(Clone, Copy)]
+pub struct Case {
+    /// The case's name inside its group.
+    pub name: &'static str,
+    /// Runs the case against a backend; panics on failure.
+    pub run: fn(BackendKind),
+}
+
+/// A group of cases: its name and its cases.
+pub type Group = (&'static str, &'static [Case]);
+
+/// Makes a [`Case`] of a function.
+#[macro_export]
+macro_rules! case {
+    ($f:ident) => {
+        $crate::cases::Case {
+            name: stringify!($f),
+            run: $f,
+        }
+    };
+}
+
+/// Every group of cases.
+pub fn groups() -> Vec<Group> {
+    vec![
+        ("create", create::CASES),
+        ("transitions", transitions::CASES),
+        ("values", values::CASES),
+        ("concurrency", concurrency::CASES),
+        ("statements", statements::CASES),
+    ]
+}

@@ -1,0 +1,270 @@
+//! Statement counts: how many statements each operation sends, counted by Diesel's connection
+//! instrumentation (every statement, `BEGIN`/`COMMIT` included), against the table that the
+//! README shows.
+
+use std::fmt::Write as _;
+
+use dal_core::{NewTaskExecution, TaskExecution, TaskStatus, TaskStore};
+
+use super::Case;
+use super::create::BEYOND_ONE_CHUNK;
+use super::support::{expect_err, workflow};
+use crate::case;
+use crate::counter::Counts;
+use crate::fixture::{BackendKind, Fixture, Setup};
+
+/// The cases of this group.
+pub const CASES: &[Case] = &[case!(every_operation_sends_the_documented_statements)];
+
+/// How many statements an operation sends, per backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expected {
+    /// The operation, as the README names it.
+    pub operation: &'static str,
+    /// Statements on PostgreSQL.
+    pub postgres: usize,
+    /// Statements on SQLite.
+    pub sqlite: usize,
+}
+
+const fn same(operation: &'static str, n: usize) -> Expected {
+    Expected {
+        operation,
+        postgres: n,
+        sqlite: n,
+    }
+}
+
+/// The statement table: asserted here, shown in the README (a suite case checks that the two
+/// agree).
+pub const EXPECTED: &[Expected] = &[
+    same("create", 1),
+    same("create_many (100 rows)", 1),
+    // PostgreSQL binds 5,957 rows a statement, SQLite 2,978: BEGIN, one INSERT a chunk, COMMIT.
+    Expected {
+        operation: "create_many (7,000 rows)",
+        postgres: 4,
+        sqlite: 5,
+    },
+    same("create_many (no rows)", 0),
+    same("get", 1),
+    same("list_for_workflow", 1),
+    same("mark_ready", 1),
+    same("mark_running", 1),
+    same("mark_completed", 1),
+    same("reset_retry_state", 1),
+    same("mark_failed", 1),
+    same("schedule_retry", 1),
+    same("reset_task_for_recovery", 1),
+    same("mark_skipped", 1),
+    same("mark_abandoned", 1),
+    same("rejected transition (not found, invalid, exhausted)", 2),
+    same("rejected input (validation)", 0),
+];
+
+/// How many statements a connection keeps prepared after running every operation once.
+pub const PREPARED_PER_CONNECTION: usize = 4;
+
+impl Expected {
+    /// The count for `kind`.
+    pub fn on(&self, kind: BackendKind) -> usize {
+        match kind {
+            BackendKind::Postgres => self.postgres,
+            BackendKind::Sqlite => self.sqlite,
+        }
+    }
+}
+
+/// Runs every operation of [`EXPECTED`] once on a fresh task and returns what each sent.
+fn run_all(f: &Fixture, pass: usize) -> Vec<(&'static str, Counts)> {
+    let s: &dyn TaskStore = f.store();
+    let mut out = Vec::new();
+    let mut measure =
+        |name: &'static str, op: &mut dyn FnMut()| out.push((name, f.log.measure(op).1));
+    let wf = workflow();
+    let new = |name: &str| NewTaskExecution::new(wf, format!("{name}-{pass}")).with_max_attempts(3);
+    let many = |n: usize, tag: &str| -> Vec<NewTaskExecution> {
+        (0..n)
+            .map(|i| NewTaskExecution::new(wf, format!("{tag}-{pass}-{i}")))
+            .collect()
+    };
+    let mut task: Option<TaskExecution> = None;
+    measure("create", &mut || task = Some(s.create(&new("t")).unwrap()));
+    let id = task.unwrap().id;
+    let batch = many(100, "hundred");
+    measure("create_many (100 rows)", &mut || {
+        assert_eq!(s.create_many(&batch).unwrap().len(), 100)
+    });
+    let big = many(BEYOND_ONE_CHUNK, "big");
+    measure("create_many (7,000 rows)", &mut || {
+        assert_eq!(s.create_many(&big).unwrap().len(), BEYOND_ONE_CHUNK)
+    });
+    measure("create_many (no rows)", &mut || {
+        assert!(s.create_many(&[]).unwrap().is_empty())
+    });
+    measure("get", &mut || assert_eq!(s.get(id).unwrap().id, id));
+    measure("list_for_workflow", &mut || {
+        assert!(!s.list_for_workflow(wf).unwrap().is_empty())
+    });
+    let now = f.now();
+    // Made without a transition, so that mark_ready below is the first UPDATE of the pass.
+    let other = s.create(&new("other")).unwrap().id;
+    let steps: [(&'static str, &dyn Fn() -> TaskExecution, TaskStatus); 9] = [
+        (
+            "mark_ready",
+            &|| s.mark_ready(id).unwrap(),
+            TaskStatus::Ready,
+        ),
+        (
+            "mark_running",
+            &|| s.mark_running(id).unwrap(),
+            TaskStatus::Running,
+        ),
+        (
+            "mark_completed",
+            &|| s.mark_completed(id).unwrap(),
+            TaskStatus::Completed,
+        ),
+        (
+            "reset_retry_state",
+            &|| s.reset_retry_state(id).unwrap(),
+            TaskStatus::Ready,
+        ),
+        (
+            "mark_failed",
+            &|| s.mark_failed(id, "e").unwrap(),
+            TaskStatus::Failed,
+        ),
+        (
+            "schedule_retry",
+            &|| s.schedule_retry(id, now).unwrap(),
+            TaskStatus::Ready,
+        ),
+        (
+            "reset_task_for_recovery",
+            &|| s.reset_task_for_recovery(id).unwrap(),
+            TaskStatus::Ready,
+        ),
+        (
+            "mark_skipped",
+            &|| s.mark_skipped(id, "r").unwrap(),
+            TaskStatus::Skipped,
+        ),
+        (
+            "mark_abandoned",
+            &|| s.mark_abandoned(other, "r").unwrap(),
+            TaskStatus::Failed,
+        ),
+    ];
+    for (name, step, status) in steps {
+        measure(name, &mut || assert_eq!(step().status, status));
+    }
+    measure(
+        "rejected transition (not found, invalid, exhausted)",
+        &mut || {
+            expect_err(s.mark_completed(id));
+        },
+    );
+    measure("rejected input (validation)", &mut || {
+        expect_err(s.create(&NewTaskExecution {
+            max_attempts: 0,
+            ..new("bad")
+        }));
+    });
+    out
+}
+
+fn every_operation_sends_the_documented_statements(kind: BackendKind) {
+    // One connection, so "first use" is first use of the whole store.
+    let f = Fixture::with(kind, Setup { pool_size: 1 });
+    let first = run_all(&f, 1);
+    let second = run_all(&f, 2);
+    let mut report = format!("{kind}: operation | statements | prepared on first use\n");
+    for (((name, cold), (_, warm)), expected) in first.iter().zip(&second).zip(EXPECTED) {
+        assert_eq!(*name, expected.operation);
+        assert_eq!(
+            cold.statements,
+            expected.on(kind),
+            "{kind} {name} (first use): {:#?}",
+            cold.sql
+        );
+        assert_eq!(
+            warm.statements,
+            expected.on(kind),
+            "{kind} {name}: {:#?}",
+            warm.sql
+        );
+        // Once a statement is prepared on a connection it is not prepared again.
+        assert_eq!(
+            warm.prepares, 0,
+            "{kind} {name} prepared again: {:#?}",
+            warm.sql
+        );
+        if expected.on(kind) == 1 {
+            assert_eq!(warm.transactions, 0, "{kind} {name}");
+            let verb = warm.sql[0]
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_ascii_uppercase();
+            assert!(
+                ["INSERT", "UPDATE", "SELECT"].contains(&verb.as_str()),
+                "{kind} {name}: {}",
+                warm.sql[0]
+            );
+        }
+        writeln!(report, "{name} | {} | {}", warm.statements, cold.prepares).unwrap();
+    }
+    assert_eq!(first.len(), EXPECTED.len());
+    // Four statements have fixed SQL and are kept prepared on the connection: the single-row
+    // INSERT, the two SELECTs and the guarded UPDATE that every transition shares. Each is
+    // prepared on its first use (on PostgreSQL one more round trip, once per connection);
+    // multi-row INSERTs vary with their row count and are never kept.
+    let prepared: usize = first.iter().map(|(_, c)| c.prepares).sum();
+    assert_eq!(prepared, PREPARED_PER_CONNECTION, "{kind}: {first:#?}");
+    if std::env::var_os("DAL_PRINT_STATEMENTS").is_some() {
+        eprintln!("{report}");
+    }
+}
+
+/// Checks that the README's statement table is [`EXPECTED`], row for row.
+pub fn readme_table_matches(readme: &str) -> Result<(), String> {
+    let table = readme
+        .split("<!-- statements:begin -->")
+        .nth(1)
+        .and_then(|rest| rest.split("<!-- statements:end -->").next())
+        .ok_or("the README has no <!-- statements:begin --> ... <!-- statements:end --> table")?;
+    let rows: Vec<Expected> = table
+        .lines()
+        .filter(|line| line.starts_with('|') && !line.contains("---"))
+        .skip(1) // the header
+        .map(|line| {
+            let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+            let number = |cell: Option<&&str>| {
+                cell.and_then(|c| c.parse::<usize>().ok())
+                    .unwrap_or(usize::MAX)
+            };
+            let operation = cells
+                .first()
+                .map(|c| c.replace('`', ""))
+                .unwrap_or_default();
+            let known = EXPECTED
+                .iter()
+                .find(|e| e.operation == operation)
+                .map(|e| e.operation)
+                .unwrap_or("?");
+            Expected {
+                operation: known,
+                postgres: number(cells.get(1)),
+                sqlite: number(cells.get(2)),
+            }
+        })
+        .collect();
+    if rows == EXPECTED {
+        Ok(())
+    } else {
+        Err(format!(
+            "README table {rows:#?}\n differs from the suite's {EXPECTED:#?}"
+        ))
+    }
+}

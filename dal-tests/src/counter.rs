@@ -1,0 +1,79 @@
+//! Counting the statements that reach the database, with Diesel's connection instrumentation.
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use diesel::connection::{Instrumentation, InstrumentationEvent};
+
+/// What reached the database during a stretch of calls.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Statements sent, every one: queries, `BEGIN`, `COMMIT`, `ROLLBACK`, anything the pool
+    /// sends. Each is one round trip on PostgreSQL.
+    pub statements: usize,
+    /// Statements prepared into a connection's statement cache (Diesel's `CacheQuery` event).
+    /// On PostgreSQL each costs one more round trip, once per connection and statement; on
+    /// SQLite it is local work.
+    pub prepares: usize,
+    /// Transactions begun.
+    pub transactions: usize,
+    /// The statements' SQL, cut to 300 characters each.
+    pub sql: Vec<String>,
+}
+
+/// A statement counter to install on every connection of a store's pool.
+#[derive(Debug, Clone, Default)]
+pub struct StatementLog {
+    counts: Arc<Mutex<Counts>>,
+}
+
+impl StatementLog {
+    /// A new, empty log.
+    pub fn new() -> Self {
+        StatementLog::default()
+    }
+
+    /// The factory the backends' `Options::instrumentation` take.
+    pub fn factory(&self) -> Arc<dyn Fn() -> Box<dyn Instrumentation> + Send + Sync> {
+        let counts = Arc::clone(&self.counts);
+        Arc::new(move || {
+            let counts = Arc::clone(&counts);
+            Box::new(move |event: InstrumentationEvent<'_>| {
+                let mut counts = lock(&counts);
+                match event {
+                    InstrumentationEvent::StartQuery { query, .. } => {
+                        counts.statements += 1;
+                        let sql: String = query.to_string().chars().take(300).collect();
+                        counts.sql.push(sql);
+                    }
+                    InstrumentationEvent::CacheQuery { .. } => counts.prepares += 1,
+                    InstrumentationEvent::BeginTransaction { .. } => counts.transactions += 1,
+                    _ => {}
+                }
+            })
+        })
+    }
+
+    /// Everything counted so far.
+    pub fn total(&self) -> Counts {
+        lock(&self.counts).clone()
+    }
+
+    /// Runs `f` and returns what reached the database meanwhile. Only meaningful when nothing
+    /// else uses the store at the same time.
+    pub fn measure<T>(&self, f: impl FnOnce() -> T) -> (T, Counts) {
+        let before = self.total();
+        let out = f();
+        let after = self.total();
+        let counts = Counts {
+            statements: after.statements - before.statements,
+            prepares: after.prepares - before.prepares,
+            transactions: after.transactions - before.transactions,
+            sql: after.sql[before.sql.len()..].to_vec(),
+        };
+        (out, counts)
+    }
+}
+
+fn lock(counts: &Mutex<Counts>) -> MutexGuard<'_, Counts> {
+    counts.lock().unwrap_or_else(PoisonError::into_inner)
+}

@@ -1,0 +1,164 @@
+//! A fresh store on a fresh database, with a manual clock and a statement counter.
+
+use std::fmt;
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use dal_core::Clock;
+use dal_core::clock::to_micros;
+use dal_core::{ManualClock, TaskStore};
+
+use crate::counter::StatementLog;
+use crate::provision::postgres::TempSchema;
+use crate::provision::sqlite::TempDatabase;
+
+/// The backends the suite runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BackendKind {
+    /// `dal-postgres`.
+    Postgres,
+    /// `dal-sqlite`.
+    Sqlite,
+}
+
+impl BackendKind {
+    /// Every backend.
+    pub const ALL: [BackendKind; 2] = [BackendKind::Postgres, BackendKind::Sqlite];
+
+    /// The name used in test names: `postgres`, `sqlite`.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Postgres => "postgres",
+            BackendKind::Sqlite => "sqlite",
+        }
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How a fixture's store is opened.
+#[derive(Debug, Clone, Copy)]
+pub struct Setup {
+    /// The pool size.
+    pub pool_size: u32,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup { pool_size: 8 }
+    }
+}
+
+/// The time every fixture's clock starts at. It has nanoseconds, which the store must cut to
+/// microseconds.
+pub fn start_time() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_772_366_400, 123_456_789).unwrap_or_default() // 2026-03-01T12:00:00.123456789Z
+}
+
+/// A store of one backend on a database of its own.
+pub struct Fixture {
+    /// Which backend.
+    pub kind: BackendKind,
+    /// The store, shareable with threads.
+    pub store: Arc<dyn TaskStore>,
+    /// The store's clock.
+    pub clock: Arc<ManualClock>,
+    /// Every statement the store's connections sent.
+    pub log: StatementLog,
+    // Dropped after the store: the database outlives its connections.
+    database: Database,
+}
+
+enum Database {
+    Postgres(TempSchema),
+    Sqlite(TempDatabase),
+}
+
+impl Fixture {
+    /// A fixture with the default [`Setup`].
+    pub fn new(kind: BackendKind) -> Self {
+        Fixture::with(kind, Setup::default())
+    }
+
+    /// A fixture opened with `setup`.
+    pub fn with(kind: BackendKind, setup: Setup) -> Self {
+        let clock = Arc::new(ManualClock::new(start_time()));
+        let log = StatementLog::new();
+        let (store, database): (Arc<dyn TaskStore>, Database) = match kind {
+            BackendKind::Postgres => {
+                let schema = TempSchema::new();
+                let store = schema.connect(|options| {
+                    options
+                        .pool_size(setup.pool_size)
+                        .min_idle(1)
+                        .clock(clock.clone())
+                        .instrumentation(log.factory())
+                });
+                (Arc::new(store), Database::Postgres(schema))
+            }
+            BackendKind::Sqlite => {
+                let file = TempDatabase::new();
+                let store = file.open(|options| {
+                    options
+                        .pool_size(setup.pool_size)
+                        .clock(clock.clone())
+                        .instrumentation(log.factory())
+                });
+                (Arc::new(store), Database::Sqlite(file))
+            }
+        };
+        Fixture {
+            kind,
+            store,
+            clock,
+            log,
+            database,
+        }
+    }
+
+    /// The PostgreSQL schema of the fixture, if it is a PostgreSQL one.
+    pub fn postgres_schema(&self) -> Option<&TempSchema> {
+        match &self.database {
+            Database::Postgres(schema) => Some(schema),
+            Database::Sqlite(_) => None,
+        }
+    }
+
+    /// The SQLite database of the fixture, if it is a SQLite one.
+    pub fn sqlitedatabase(&self) -> Option<&TempDatabase> {
+        match &self.database {
+            Database::Sqlite(file) => Some(file),
+            Database::Postgres(_) => None,
+        }
+    }
+
+    /// The store as a trait object.
+    pub fn store(&self) -> &dyn TaskStore {
+        &*self.store
+    }
+
+    /// The time the store writes now: the clock cut to microseconds.
+    pub fn now(&self) -> DateTime<Utc> {
+        to_micros(self.clock.now())
+    }
+
+    /// Moves the clock forward by 1.5 s and 1 ns (so that the store must cut the time) and
+    /// returns the time the store will write.
+    pub fn tick(&self) -> DateTime<Utc> {
+        self.clock
+            .advance(TimeDelta::milliseconds(1_500) + TimeDelta::nanoseconds(1));
+        self.now()
+    }
+}
+
+impl fmt::Debug for Fixture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Fixture")
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,19 @@
+//! The conformance suite of the task-execution DAL and the harness that provisions databases.
+//!
+//! Every case ([`cases`]) is written once, as a function of the backend, against the
+//! [`dal_core::TaskStore`] trait; [`suite`] runs each one against PostgreSQL and SQLite, with
+//! test names `postgres::<group>::<case>` and `sqlite::<group>::<case>`.
+//! `cargo test -p dal-tests` runs everything; `cargo test -p dal-tests -- sqlite::` one
+//! backend.
+//!
+//! [`fixture::Fixture`] gives each case a store of its own (a temporary SQLite file, or a new
+//! PostgreSQL schema), a [`dal_core::ManualClock`] and a [`counter::StatementLog`]. How the
+//! PostgreSQL server is found is described in [`provision::postgres`]; benchmarks use the same
+//! provisioning.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod cases;
+pub mod counter;
+pub mod fixture;
+pub mod provision;
+pub mod suite;

@@ -1,0 +1,4 @@
+//! Databases for tests and benchmarks: a fresh, isolated store per fixture.
+
+pub mod postgres;
+pub mod sqlite;

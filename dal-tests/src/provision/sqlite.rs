@@ -1,0 +1,46 @@
+//! SQLite: a new database file in a temporary directory per fixture.
+
+use std::path::PathBuf;
+
+use dal_sqlite::{Options, SqliteStore};
+use tempfile::TempDir;
+
+/// A SQLite database in a temporary directory, removed on drop.
+#[derive(Debug)]
+pub struct TempDatabase {
+    dir: TempDir,
+}
+
+impl TempDatabase {
+    /// A new directory for a new database.
+    pub fn new() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("dal-test-")
+            .tempdir()
+            .expect("create a temporary directory for SQLite");
+        TempDatabase { dir }
+    }
+
+    /// The database file's path.
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join("tasks.db")
+    }
+
+    /// Options for a store on this database.
+    pub fn options(&self) -> Options {
+        Options::new(self.path().to_string_lossy().into_owned())
+    }
+
+    /// Opens a store with `options` applied to this database's options.
+    pub fn open(&self, configure: impl FnOnce(Options) -> Options) -> SqliteStore {
+        configure(self.options())
+            .open()
+            .expect("open a SQLite store on a temporary file")
+    }
+}
+
+impl Default for TempDatabase {
+    fn default() -> Self {
+        TempDatabase::new()
+    }
+}

@@ -1,0 +1,5 @@
+//! The conformance suite: every case against every backend (see `dal_tests::suite`).
+
+fn main() {
+    dal_tests::suite::main();
+}
