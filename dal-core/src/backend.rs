@@ -6,11 +6,12 @@
 //! for all backends. Each primitive is one SQL statement (except where a method says otherwise)
 //! and never reads before it writes.
 
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::TaskExecution;
 use crate::error::Result;
-use crate::plan::Plan;
+use crate::plan::{Plan, Stale};
 
 /// The primitive statements of a backend. Implemented by the backend crates; callers use
 /// [`crate::TaskStore`] on a [`crate::Store`] instead.
@@ -35,4 +36,29 @@ pub trait Backend: Send + Sync + 'static {
     /// RETURNING ...`. Returns the row as written, or `None` when no row met the guard (then
     /// nothing changed).
     fn apply(&self, id: Uuid, plan: &Plan) -> Result<Option<TaskExecution>>;
+
+    /// Claims up to `limit` tasks in one statement: the oldest (by id) of those that are in
+    /// `plan.guard.from` (`Ready`) with `retry_at` unset or at most `due_at`, and applies
+    /// `plan` to them. Concurrent claimers never take the same task and never wait for each
+    /// other (PostgreSQL: `FOR UPDATE SKIP LOCKED`; SQLite: one writer at a time). Returns the
+    /// claimed rows in any order.
+    fn claim(&self, due_at: DateTime<Utc>, limit: u32, plan: &Plan) -> Result<Vec<TaskExecution>>;
+
+    /// Applies `plan` in one statement to every task that `stale` selects and that is in
+    /// `plan.guard.from`; the selection is evaluated by the statement that writes. Returns the
+    /// rows written, in any order.
+    fn apply_stale(&self, stale: &Stale, plan: &Plan) -> Result<Vec<TaskExecution>>;
+
+    /// Reads the claimed tasks (statuses of [`crate::plan::CLAIMED`]) whose last heartbeat is
+    /// before `older_than`, by id (one `SELECT`).
+    fn find_stale(&self, older_than: DateTime<Utc>) -> Result<Vec<TaskExecution>>;
+
+    /// Reads up to `limit` `Ready` tasks with `retry_at` unset or at most `due_at` (only those
+    /// with `retry_at` set when `retries_only`), oldest first (one `SELECT`).
+    fn list_ready(
+        &self,
+        due_at: DateTime<Utc>,
+        limit: u32,
+        retries_only: bool,
+    ) -> Result<Vec<TaskExecution>>;
 }

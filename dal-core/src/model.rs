@@ -49,6 +49,9 @@ pub struct TaskExecution {
     pub claimed_by: Option<Uuid>,
     /// The last sign of life from the runner holding the claim.
     pub heartbeat_at: Option<DateTime<Utc>>,
+    /// How many times the task has been claimed. Every claim adds one, so a [`Lease`] taken
+    /// by an earlier claim, even by the same runner, no longer matches.
+    pub claim_count: i32,
     /// Set when the task was abandoned (given up on, not failed by its own error): such a task
     /// is `Failed` with this time set.
     pub abandoned_at: Option<DateTime<Utc>>,
@@ -63,6 +66,50 @@ impl TaskExecution {
     pub fn is_abandoned(&self) -> bool {
         self.abandoned_at.is_some()
     }
+
+    /// The lease of the task's current claim, if it is claimed.
+    pub fn lease(&self) -> Option<Lease> {
+        self.claimed_by.map(|runner_id| Lease {
+            task_id: self.id,
+            runner_id,
+            claim: self.claim_count,
+        })
+    }
+}
+
+/// Proof of one claim of one task by one runner: the fence of the runner protocol.
+///
+/// `heartbeat`, `complete`, `fail` and `release` take a lease and succeed only while it is the
+/// task's current claim (same runner, same claim number); otherwise they fail with
+/// `DalError::ClaimLost` and change nothing. A runner presumed dead whose task was recovered
+/// and claimed again, by another runner or by itself, cannot finish the old attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Lease {
+    /// The claimed task.
+    pub task_id: Uuid,
+    /// The runner holding the claim.
+    pub runner_id: Uuid,
+    /// The task's `claim_count` when it was claimed.
+    pub claim: i32,
+}
+
+/// A task claimed by `claim_ready`, with the lease that finishes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claimed {
+    /// The task as the claim left it (`Running`, claimed).
+    pub task: TaskExecution,
+    /// The claim's lease.
+    pub lease: Lease,
+}
+
+/// What a stale-claim sweep did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Recovery {
+    /// Tasks reset to `Ready` with `recovery_attempts + 1`, as written.
+    pub reset: Vec<TaskExecution>,
+    /// Tasks that had reached the recovery cap, abandoned (`Failed`, `abandoned_at` set), as
+    /// written.
+    pub abandoned: Vec<TaskExecution>,
 }
 
 /// The input of `create` and `create_many`.

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::error::DalError;
 use crate::status::StatusSet;
-use crate::{TaskExecution, TaskStatus};
+use crate::{Lease, TaskExecution, TaskStatus};
 
 /// A change of status asked of one task, with its arguments.
 #[derive(Debug, Clone, PartialEq)]
@@ -172,10 +172,102 @@ impl Transition {
             guard: Guard {
                 from: self.from(),
                 needs_attempt_left: matches!(self, Transition::ScheduleRetry { .. }),
+                lease: None,
             },
             effects,
         }
     }
+}
+
+/// The statuses a claimed task can be in: `Running`, or claimed and still `Ready`.
+pub const CLAIMED: StatusSet = StatusSet::of(&[TaskStatus::Running, TaskStatus::Ready]);
+
+impl Plan {
+    fn new(operation: &'static str, from: StatusSet, effects: Effects) -> Plan {
+        Plan {
+            operation,
+            guard: Guard {
+                from,
+                needs_attempt_left: false,
+                lease: None,
+            },
+            effects,
+        }
+    }
+
+    /// The same plan, allowed only while `lease` is the task's current claim.
+    pub fn leased(mut self, lease: Lease) -> Plan {
+        self.guard.lease = Some(lease);
+        self
+    }
+
+    /// Claim by `runner_id`: `Ready` -> `Running` with `claimed_by`, `heartbeat_at` and
+    /// `started_at` set and `claim_count + 1`.
+    pub fn claim(runner_id: Uuid, now: DateTime<Utc>) -> Plan {
+        Plan::new(
+            "claim_ready",
+            StatusSet::of(&[TaskStatus::Ready]),
+            Effects {
+                claimed_by: Assign::Set(runner_id),
+                heartbeat_at: Assign::Set(now),
+                started_at: Assign::Set(now),
+                claim_count: Counter::Increment,
+                ..Effects::keep(TaskStatus::Running, now)
+            },
+        )
+    }
+
+    /// A heartbeat: `heartbeat_at = now`, nothing else but `updated_at`.
+    pub fn heartbeat(now: DateTime<Utc>) -> Plan {
+        Plan::new(
+            "heartbeat",
+            StatusSet::of(&[TaskStatus::Running]),
+            Effects {
+                heartbeat_at: Assign::Set(now),
+                ..Effects::keep(TaskStatus::Running, now)
+            },
+        )
+    }
+
+    /// Gives a claimed task back: -> `Ready`, claim and `started_at` cleared, no attempt
+    /// counted.
+    pub fn release(now: DateTime<Utc>) -> Plan {
+        Plan::new(
+            "release",
+            CLAIMED,
+            Effects {
+                started_at: Assign::Clear,
+                ..Effects::keep(TaskStatus::Ready, now).release_claim()
+            },
+        )
+    }
+
+    /// The reset of a stale claim: as `reset_task_for_recovery`.
+    pub fn recover_stale(now: DateTime<Utc>) -> Plan {
+        let reset = Transition::ResetForRecovery.plan(now);
+        Plan::new("recover_stale_claims", CLAIMED, reset.effects)
+    }
+
+    /// The abandonment of a stale claim that reached the recovery cap: as `mark_abandoned`.
+    pub fn abandon_stale(max_recovery_attempts: i32, now: DateTime<Utc>) -> Plan {
+        let reason = format!(
+            "abandoned: its runner stopped heart-beating and the task was already recovered \
+             {max_recovery_attempts} times"
+        );
+        let abandon = Transition::MarkAbandoned { reason }.plan(now);
+        Plan::new("recover_stale_claims", CLAIMED, abandon.effects)
+    }
+}
+
+/// Which claimed tasks a sweep touches: claimed (`claimed_by` set), in [`CLAIMED`] statuses,
+/// last heartbeat before `older_than`, and `recovery_attempts` within `recovery_attempts`
+/// (inclusive). The statement that writes checks all of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stale {
+    /// Heartbeats before this time are stale.
+    pub older_than: DateTime<Utc>,
+    /// The inclusive range of `recovery_attempts`.
+    pub recovery_attempts: (i32, i32),
 }
 
 /// One guarded write: which rows it may touch and what it sets on them.
@@ -197,13 +289,23 @@ pub struct Guard {
     pub from: StatusSet,
     /// Whether `attempt < max_attempts` must hold.
     pub needs_attempt_left: bool,
+    /// When set, the row's claim must be this lease: `claimed_by = runner_id AND
+    /// claim_count = claim`.
+    pub lease: Option<Lease>,
 }
 
 impl Guard {
     /// Whether `row` meets the guard.
     pub fn admits(&self, row: &TaskExecution) -> bool {
-        self.from.contains(row.status)
+        self.holds_lease(row)
+            && self.from.contains(row.status)
             && (!self.needs_attempt_left || row.attempt < row.max_attempts)
+    }
+
+    fn holds_lease(&self, row: &TaskExecution) -> bool {
+        self.lease.is_none_or(|lease| {
+            row.claimed_by == Some(lease.runner_id) && row.claim_count == lease.claim
+        })
     }
 
     /// Why the guarded write of `plan` did not touch task `id`, given the row as read after it
@@ -218,6 +320,9 @@ impl Guard {
         let Some(row) = row else {
             return Some(DalError::NotFound { id });
         };
+        if !self.holds_lease(row) {
+            return Some(DalError::ClaimLost { id });
+        }
         if !self.from.contains(row.status) {
             return Some(DalError::InvalidTransition {
                 id,
@@ -246,6 +351,8 @@ pub struct Effects {
     pub attempt: Counter,
     /// `recovery_attempts`: kept or `+ 1`.
     pub recovery_attempts: Counter,
+    /// `claim_count`: kept or `+ 1` (by a claim).
+    pub claim_count: Counter,
     /// `error_details`.
     pub error_details: Assign<String>,
     /// `last_error`.
@@ -275,6 +382,7 @@ impl Effects {
             status,
             attempt: Counter::Keep,
             recovery_attempts: Counter::Keep,
+            claim_count: Counter::Keep,
             error_details: Assign::Keep,
             last_error: Assign::Keep,
             retry_at: Assign::Keep,
@@ -470,10 +578,60 @@ mod tests {
             last_recovery_at: None,
             claimed_by: None,
             heartbeat_at: None,
+            claim_count: 0,
             abandoned_at: None,
             created_at: at(0),
             updated_at: at(0),
         }
+    }
+
+    #[test]
+    fn a_lease_admits_only_its_own_claim() {
+        let runner = Uuid::from_u128(7);
+        let mut claimed = row(Running, 1, 1);
+        claimed.claimed_by = Some(runner);
+        claimed.claim_count = 2;
+        let lease = claimed.lease().unwrap_or_else(|| unreachable!());
+        let guard = Plan::heartbeat(at(1)).leased(lease).guard;
+        assert!(guard.admits(&claimed));
+        let reclaimed = TaskExecution {
+            claim_count: 3,
+            ..claimed.clone()
+        };
+        assert!(!guard.admits(&reclaimed));
+        assert!(matches!(
+            guard.rejection(claimed.id, Running, Some(&reclaimed)),
+            Some(DalError::ClaimLost { .. })
+        ));
+        let released = TaskExecution {
+            claimed_by: None,
+            status: Ready,
+            ..claimed.clone()
+        };
+        assert!(matches!(
+            guard.rejection(claimed.id, Running, Some(&released)),
+            Some(DalError::ClaimLost { .. })
+        ));
+    }
+
+    #[test]
+    fn claims_count_and_sweeps_reuse_the_transitions() {
+        let runner = Uuid::from_u128(9);
+        let claim = Plan::claim(runner, at(3));
+        assert_eq!(claim.guard.from, StatusSet::of(&[Ready]));
+        assert_eq!(claim.effects.claim_count, Counter::Increment);
+        assert_eq!(claim.effects.claimed_by, Assign::Set(runner));
+        assert_eq!(claim.effects.status, Running);
+        assert_eq!(
+            Plan::recover_stale(at(3)).effects,
+            Transition::ResetForRecovery.plan(at(3)).effects
+        );
+        assert_eq!(Plan::abandon_stale(5, at(3)).effects.status, Failed);
+        assert_eq!(
+            Plan::abandon_stale(5, at(3)).effects.abandoned_at,
+            Assign::Set(at(3))
+        );
+        assert_eq!(Plan::release(at(3)).effects.attempt, Counter::Keep);
     }
 
     #[test]

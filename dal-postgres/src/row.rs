@@ -35,6 +35,7 @@ pub(crate) struct Row {
     abandoned_at: Option<DateTime<Utc>>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    claim_count: i32,
 }
 
 impl TryFrom<Row> for TaskExecution {
@@ -59,6 +60,7 @@ impl TryFrom<Row> for TaskExecution {
             last_recovery_at: row.last_recovery_at,
             claimed_by: row.claimed_by,
             heartbeat_at: row.heartbeat_at,
+            claim_count: row.claim_count,
             abandoned_at: row.abandoned_at,
             created_at: row.created_at,
             updated_at: row.updated_at,

@@ -43,5 +43,7 @@ diesel::table! {
         created_at -> Timestamptz,
         /// Last change.
         updated_at -> Timestamptz,
+        /// Claims so far; fences leases.
+        claim_count -> Integer,
     }
 }

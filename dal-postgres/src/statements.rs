@@ -1,8 +1,9 @@
 //! The statements: [`dal_core::Backend`] for PostgreSQL.
 
-use dal_core::plan::Plan;
+use chrono::{DateTime, Utc};
+use dal_core::plan::{Plan, Stale};
 use dal_core::sql::Prepared;
-use dal_core::{Backend, Result, TaskExecution};
+use dal_core::{Backend, Result, StatusSet, TaskExecution};
 use diesel::PgConnection;
 use diesel::dsl::case_when;
 use diesel::prelude::*;
@@ -36,7 +37,17 @@ impl PgBackend {
     }
 }
 
-/// `col = CASE WHEN <keep> THEN col ELSE <value> END`: one fixed statement for every plan.
+fn rows(rows: Vec<Row>) -> Result<Vec<TaskExecution>> {
+    rows.into_iter().map(TaskExecution::try_from).collect()
+}
+
+/// A status set as one array parameter (`status = ANY($n)`): the SQL text is the same for
+/// every set, so each connection prepares it once.
+fn statuses(set: StatusSet) -> Vec<&'static str> {
+    set.iter().map(|s| s.as_str()).collect()
+}
+
+/// `col = CASE WHEN <keep> THEN col ELSE <value> END`.
 macro_rules! assign {
     ($col:expr, $assign:expr, $sql:ty) => {
         $col.eq(case_when($assign.keeps().into_sql::<Bool>(), $col)
@@ -44,11 +55,37 @@ macro_rules! assign {
     };
 }
 
+/// The `SET` list of a plan: every column a plan may touch, in one fixed text.
+macro_rules! plan_set {
+    ($e:expr) => {{
+        let e = $e;
+        let (attempt_m, attempt_a) = e.attempt.coefficients(1);
+        let (recovery_m, recovery_a) = e.recovery_attempts.coefficients(0);
+        let (claims_m, claims_a) = e.claim_count.coefficients(0);
+        (
+            t::status.eq(e.status.as_str()),
+            t::attempt.eq(t::attempt * attempt_m + attempt_a),
+            t::recovery_attempts.eq(t::recovery_attempts * recovery_m + recovery_a),
+            t::claim_count.eq(t::claim_count * claims_m + claims_a),
+            assign!(t::error_details, e.error_details, Text),
+            assign!(t::last_error, e.last_error, Text),
+            assign!(t::retry_at, e.retry_at, Timestamptz),
+            assign!(t::started_at, e.started_at, Timestamptz),
+            assign!(t::completed_at, e.completed_at, Timestamptz),
+            assign!(t::last_recovery_at, e.last_recovery_at, Timestamptz),
+            assign!(t::claimed_by, e.claimed_by, diesel::sql_types::Uuid),
+            assign!(t::heartbeat_at, e.heartbeat_at, Timestamptz),
+            assign!(t::abandoned_at, e.abandoned_at, Timestamptz),
+            t::updated_at.eq(e.updated_at),
+        )
+    }};
+}
+
 impl Backend for PgBackend {
     const NAME: &'static str = "postgres";
 
-    fn insert(&self, rows: &[TaskExecution]) -> Result<Vec<TaskExecution>> {
-        let new_rows: Vec<NewRow<'_>> = rows.iter().map(NewRow::from).collect();
+    fn insert(&self, rows_in: &[TaskExecution]) -> Result<Vec<TaskExecution>> {
+        let new_rows: Vec<NewRow<'_>> = rows_in.iter().map(NewRow::from).collect();
         let chunk = MAX_BINDS / NewRow::BINDS;
         let stored = self.run(|conn| {
             let insert = |conn: &mut PgConnection, part: &[NewRow<'_>]| {
@@ -76,7 +113,7 @@ impl Backend for PgBackend {
                 })
             }
         })?;
-        stored.into_iter().map(TaskExecution::try_from).collect()
+        rows(stored)
     }
 
     fn get(&self, id: Uuid) -> Result<Option<TaskExecution>> {
@@ -92,25 +129,20 @@ impl Backend for PgBackend {
     }
 
     fn list_for_workflow(&self, workflow_execution_id: Uuid) -> Result<Vec<TaskExecution>> {
-        self.run(|conn| {
+        rows(self.run(|conn| {
             tasks
                 .filter(t::workflow_execution_id.eq(workflow_execution_id))
                 .order((t::created_at, t::id))
                 .select(Row::as_select())
                 .load(conn)
-        })?
-        .into_iter()
-        .map(TaskExecution::try_from)
-        .collect()
+        })?)
     }
 
     fn apply(&self, id: Uuid, plan: &Plan) -> Result<Option<TaskExecution>> {
-        let e = &plan.effects;
-        let (attempt_m, attempt_a) = e.attempt.coefficients(1);
-        let (recovery_m, recovery_a) = e.recovery_attempts.coefficients(0);
-        // `status = ANY($n)` binds the whole set as one array: the SQL text is the same for
-        // every plan, so each connection prepares it once.
-        let from: Vec<&'static str> = plan.guard.from.iter().map(|s| s.as_str()).collect();
+        let lease = plan.guard.lease;
+        let lease_guard = lease.is_none().into_sql::<Bool>().or(t::claimed_by
+            .eq(lease.map(|l| l.runner_id))
+            .and(t::claim_count.eq(lease.map_or(0, |l| l.claim))));
         let attempt_guard = t::attempt.lt(t::max_attempts).or(plan
             .guard
             .needs_attempt_left
@@ -120,29 +152,98 @@ impl Backend for PgBackend {
             Prepared(
                 diesel::update(tasks)
                     .filter(t::id.eq(id))
-                    .filter(t::status.eq_any(from))
+                    .filter(t::status.eq_any(statuses(plan.guard.from)))
                     .filter(attempt_guard)
-                    .set((
-                        t::status.eq(e.status.as_str()),
-                        t::attempt.eq(t::attempt * attempt_m + attempt_a),
-                        t::recovery_attempts.eq(t::recovery_attempts * recovery_m + recovery_a),
-                        assign!(t::error_details, e.error_details, Text),
-                        assign!(t::last_error, e.last_error, Text),
-                        assign!(t::retry_at, e.retry_at, Timestamptz),
-                        assign!(t::started_at, e.started_at, Timestamptz),
-                        assign!(t::completed_at, e.completed_at, Timestamptz),
-                        assign!(t::last_recovery_at, e.last_recovery_at, Timestamptz),
-                        assign!(t::claimed_by, e.claimed_by, diesel::sql_types::Uuid),
-                        assign!(t::heartbeat_at, e.heartbeat_at, Timestamptz),
-                        assign!(t::abandoned_at, e.abandoned_at, Timestamptz),
-                        t::updated_at.eq(e.updated_at),
-                    ))
+                    .filter(lease_guard)
+                    .set(plan_set!(&plan.effects))
                     .returning(Row::as_returning()),
             )
             .get_result(conn)
             .optional()
         })?;
         row.map(TaskExecution::try_from).transpose()
+    }
+
+    fn claim(&self, due_at: DateTime<Utc>, limit: u32, plan: &Plan) -> Result<Vec<TaskExecution>> {
+        let candidates = diesel::alias!(crate::schema::task_executions as candidates);
+        // The oldest due tasks that no other claim has locked: concurrent claimers skip each
+        // other's rows instead of waiting for them.
+        let oldest_due = candidates
+            .select(candidates.field(t::id))
+            .filter(
+                candidates
+                    .field(t::status)
+                    .eq_any(statuses(plan.guard.from)),
+            )
+            .filter(
+                candidates
+                    .field(t::retry_at)
+                    .is_null()
+                    .or(candidates.field(t::retry_at).le(due_at)),
+            )
+            .order(candidates.field(t::id))
+            .limit(i64::from(limit))
+            .for_update()
+            .skip_locked();
+        rows(self.run(|conn| {
+            Prepared(
+                diesel::update(tasks)
+                    .filter(t::id.eq_any(oldest_due))
+                    .set(plan_set!(&plan.effects))
+                    .returning(Row::as_returning()),
+            )
+            .get_results(conn)
+        })?)
+    }
+
+    fn apply_stale(&self, stale: &Stale, plan: &Plan) -> Result<Vec<TaskExecution>> {
+        let (low, high) = stale.recovery_attempts;
+        rows(self.run(|conn| {
+            Prepared(
+                diesel::update(tasks)
+                    .filter(t::claimed_by.is_not_null())
+                    .filter(t::heartbeat_at.lt(stale.older_than))
+                    .filter(t::status.eq_any(statuses(plan.guard.from)))
+                    .filter(t::recovery_attempts.between(low, high))
+                    .set(plan_set!(&plan.effects))
+                    .returning(Row::as_returning()),
+            )
+            .get_results(conn)
+        })?)
+    }
+
+    fn find_stale(&self, older_than: DateTime<Utc>) -> Result<Vec<TaskExecution>> {
+        rows(self.run(|conn| {
+            tasks
+                .filter(t::claimed_by.is_not_null())
+                .filter(t::heartbeat_at.lt(older_than))
+                .filter(t::status.eq_any(statuses(dal_core::plan::CLAIMED)))
+                .order(t::id)
+                .select(Row::as_select())
+                .load(conn)
+        })?)
+    }
+
+    fn list_ready(
+        &self,
+        due_at: DateTime<Utc>,
+        limit: u32,
+        retries_only: bool,
+    ) -> Result<Vec<TaskExecution>> {
+        rows(self.run(|conn| {
+            tasks
+                .filter(t::status.eq(dal_core::TaskStatus::Ready.as_str()))
+                .filter(t::retry_at.is_null().or(t::retry_at.le(due_at)))
+                .filter(
+                    t::retry_at
+                        .is_not_null()
+                        .or(retries_only.into_sql::<Bool>().eq(false)),
+                )
+                .order(t::id)
+                .limit(i64::from(limit))
+                .select(Row::as_select())
+                .load(conn)
+        })?)
     }
 }
 

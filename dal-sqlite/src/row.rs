@@ -35,6 +35,7 @@ pub(crate) struct Row {
     abandoned_at: Option<i64>,
     created_at: i64,
     updated_at: i64,
+    claim_count: i32,
 }
 
 impl TryFrom<Row> for TaskExecution {
@@ -59,6 +60,7 @@ impl TryFrom<Row> for TaskExecution {
             last_recovery_at: row.last_recovery_at.map(time).transpose()?,
             claimed_by: row.claimed_by.as_deref().map(uuid).transpose()?,
             heartbeat_at: row.heartbeat_at.map(time).transpose()?,
+            claim_count: row.claim_count,
             abandoned_at: row.abandoned_at.map(time).transpose()?,
             created_at: time(row.created_at)?,
             updated_at: time(row.updated_at)?,

@@ -43,5 +43,7 @@ diesel::table! {
         created_at -> BigInt,
         /// Microseconds.
         updated_at -> BigInt,
+        /// Claims so far; fences leases.
+        claim_count -> Integer,
     }
 }

@@ -2,7 +2,8 @@
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use dal_core::plan::Plan;
+use chrono::{DateTime, Utc};
+use dal_core::plan::{Plan, Stale};
 use dal_core::sql::Prepared;
 use dal_core::{Backend, Result, TaskExecution};
 use diesel::SqliteConnection;
@@ -59,7 +60,28 @@ impl SqliteBackend {
     }
 }
 
-/// `col = CASE WHEN <keep> THEN col ELSE <value> END`: one fixed statement for every plan.
+fn rows(rows: Vec<Row>) -> Result<Vec<TaskExecution>> {
+    rows.into_iter().map(TaskExecution::try_from).collect()
+}
+
+/// `status IN (<set>)` with six slots, unused ones bound to NULL (which matches nothing): the
+/// SQL text is the same for every set, so SQLite prepares it once per connection.
+macro_rules! status_in {
+    ($col:expr, $set:expr) => {{
+        let mut slots = $set.iter().map(|s| Some(s.as_str()));
+        let mut slot = || slots.next().flatten();
+        let (s0, s1, s2, s3, s4, s5) = (slot(), slot(), slot(), slot(), slot(), slot());
+        $col.nullable()
+            .eq(s0)
+            .or($col.nullable().eq(s1))
+            .or($col.nullable().eq(s2))
+            .or($col.nullable().eq(s3))
+            .or($col.nullable().eq(s4))
+            .or($col.nullable().eq(s5))
+    }};
+}
+
+/// `col = CASE WHEN <keep> THEN col ELSE <value> END`.
 macro_rules! assign {
     ($col:expr, $assign:expr, $sql:ty, $encode:expr) => {
         $col.eq(case_when($assign.keeps().into_sql::<Bool>(), $col)
@@ -67,11 +89,44 @@ macro_rules! assign {
     };
 }
 
+/// The `SET` list of a plan: every column a plan may touch, in one fixed text.
+macro_rules! plan_set {
+    ($e:expr) => {{
+        let e = $e;
+        let (attempt_m, attempt_a) = e.attempt.coefficients(1);
+        let (recovery_m, recovery_a) = e.recovery_attempts.coefficients(0);
+        let (claims_m, claims_a) = e.claim_count.coefficients(0);
+        (
+            t::status.eq(e.status.as_str()),
+            t::attempt.eq(t::attempt * attempt_m + attempt_a),
+            t::recovery_attempts.eq(t::recovery_attempts * recovery_m + recovery_a),
+            t::claim_count.eq(t::claim_count * claims_m + claims_a),
+            assign!(t::error_details, e.error_details, Text, String::as_str),
+            assign!(t::last_error, e.last_error, Text, String::as_str),
+            assign!(t::retry_at, e.retry_at, BigInt, |at| micros(*at)),
+            assign!(t::started_at, e.started_at, BigInt, |at| micros(*at)),
+            assign!(t::completed_at, e.completed_at, BigInt, |at| micros(*at)),
+            assign!(
+                t::last_recovery_at,
+                e.last_recovery_at,
+                BigInt,
+                |at| micros(*at)
+            ),
+            assign!(t::claimed_by, e.claimed_by, Binary, |id| id
+                .as_bytes()
+                .as_slice()),
+            assign!(t::heartbeat_at, e.heartbeat_at, BigInt, |at| micros(*at)),
+            assign!(t::abandoned_at, e.abandoned_at, BigInt, |at| micros(*at)),
+            t::updated_at.eq(micros(e.updated_at)),
+        )
+    }};
+}
+
 impl Backend for SqliteBackend {
     const NAME: &'static str = "sqlite";
 
-    fn insert(&self, rows: &[TaskExecution]) -> Result<Vec<TaskExecution>> {
-        let new_rows: Vec<NewRow<'_>> = rows.iter().map(NewRow::from).collect();
+    fn insert(&self, rows_in: &[TaskExecution]) -> Result<Vec<TaskExecution>> {
+        let new_rows: Vec<NewRow<'_>> = rows_in.iter().map(NewRow::from).collect();
         let chunk = MAX_BINDS / NewRow::BINDS;
         let stored = self.write(|conn| {
             let insert = |conn: &mut SqliteConnection, part: &[NewRow<'_>]| {
@@ -99,7 +154,7 @@ impl Backend for SqliteBackend {
                 })
             }
         })?;
-        stored.into_iter().map(TaskExecution::try_from).collect()
+        rows(stored)
     }
 
     fn get(&self, id: Uuid) -> Result<Option<TaskExecution>> {
@@ -115,35 +170,20 @@ impl Backend for SqliteBackend {
     }
 
     fn list_for_workflow(&self, workflow_execution_id: Uuid) -> Result<Vec<TaskExecution>> {
-        self.read(|conn| {
+        rows(self.read(|conn| {
             tasks
                 .filter(t::workflow_execution_id.eq(workflow_execution_id.as_bytes().as_slice()))
                 .order((t::created_at, t::id))
                 .select(Row::as_select())
                 .load(conn)
-        })?
-        .into_iter()
-        .map(TaskExecution::try_from)
-        .collect()
+        })?)
     }
 
     fn apply(&self, id: Uuid, plan: &Plan) -> Result<Option<TaskExecution>> {
-        let e = &plan.effects;
-        let (attempt_m, attempt_a) = e.attempt.coefficients(1);
-        let (recovery_m, recovery_a) = e.recovery_attempts.coefficients(0);
-        // A fixed number of slots (unused ones bind NULL, which matches nothing) keeps the SQL
-        // text the same for every plan, so SQLite prepares it once per connection.
-        let mut from = plan.guard.from.iter().map(|s| Some(s.as_str()));
-        let mut slot = || from.next().flatten();
-        let (s0, s1, s2, s3, s4, s5) = (slot(), slot(), slot(), slot(), slot(), slot());
-        let status_guard = t::status
-            .nullable()
-            .eq(s0)
-            .or(t::status.nullable().eq(s1))
-            .or(t::status.nullable().eq(s2))
-            .or(t::status.nullable().eq(s3))
-            .or(t::status.nullable().eq(s4))
-            .or(t::status.nullable().eq(s5));
+        let lease = plan.guard.lease;
+        let lease_guard = lease.is_none().into_sql::<Bool>().or(t::claimed_by
+            .eq(lease.as_ref().map(|l| l.runner_id.as_bytes().as_slice()))
+            .and(t::claim_count.eq(lease.map_or(0, |l| l.claim))));
         let attempt_guard = t::attempt.lt(t::max_attempts).or(plan
             .guard
             .needs_attempt_left
@@ -153,36 +193,94 @@ impl Backend for SqliteBackend {
             Prepared(
                 diesel::update(tasks)
                     .filter(t::id.eq(id.as_bytes().as_slice()))
-                    .filter(status_guard)
+                    .filter(status_in!(t::status, plan.guard.from))
                     .filter(attempt_guard)
-                    .set((
-                        t::status.eq(e.status.as_str()),
-                        t::attempt.eq(t::attempt * attempt_m + attempt_a),
-                        t::recovery_attempts.eq(t::recovery_attempts * recovery_m + recovery_a),
-                        assign!(t::error_details, e.error_details, Text, String::as_str),
-                        assign!(t::last_error, e.last_error, Text, String::as_str),
-                        assign!(t::retry_at, e.retry_at, BigInt, |at| micros(*at)),
-                        assign!(t::started_at, e.started_at, BigInt, |at| micros(*at)),
-                        assign!(t::completed_at, e.completed_at, BigInt, |at| micros(*at)),
-                        assign!(
-                            t::last_recovery_at,
-                            e.last_recovery_at,
-                            BigInt,
-                            |at| micros(*at)
-                        ),
-                        assign!(t::claimed_by, e.claimed_by, Binary, |id| id
-                            .as_bytes()
-                            .as_slice()),
-                        assign!(t::heartbeat_at, e.heartbeat_at, BigInt, |at| micros(*at)),
-                        assign!(t::abandoned_at, e.abandoned_at, BigInt, |at| micros(*at)),
-                        t::updated_at.eq(micros(e.updated_at)),
-                    ))
+                    .filter(lease_guard)
+                    .set(plan_set!(&plan.effects))
                     .returning(Row::as_returning()),
             )
             .get_result(conn)
             .optional()
         })?;
         row.map(TaskExecution::try_from).transpose()
+    }
+
+    fn claim(&self, due_at: DateTime<Utc>, limit: u32, plan: &Plan) -> Result<Vec<TaskExecution>> {
+        let candidates = diesel::alias!(crate::schema::task_executions as candidates);
+        let due = micros(due_at);
+        let oldest_due = candidates
+            .select(candidates.field(t::id))
+            .filter(status_in!(candidates.field(t::status), plan.guard.from))
+            .filter(
+                candidates
+                    .field(t::retry_at)
+                    .is_null()
+                    .or(candidates.field(t::retry_at).le(due)),
+            )
+            .order(candidates.field(t::id))
+            .limit(i64::from(limit));
+        // One statement: SQLite runs it alone among writers, so no other claim can take the
+        // same rows between the subquery and the update.
+        rows(self.write(|conn| {
+            Prepared(
+                diesel::update(tasks)
+                    .filter(t::id.eq_any(oldest_due))
+                    .set(plan_set!(&plan.effects))
+                    .returning(Row::as_returning()),
+            )
+            .get_results(conn)
+        })?)
+    }
+
+    fn apply_stale(&self, stale: &Stale, plan: &Plan) -> Result<Vec<TaskExecution>> {
+        let (low, high) = stale.recovery_attempts;
+        rows(self.write(|conn| {
+            Prepared(
+                diesel::update(tasks)
+                    .filter(t::claimed_by.is_not_null())
+                    .filter(t::heartbeat_at.lt(micros(stale.older_than)))
+                    .filter(status_in!(t::status, plan.guard.from))
+                    .filter(t::recovery_attempts.between(low, high))
+                    .set(plan_set!(&plan.effects))
+                    .returning(Row::as_returning()),
+            )
+            .get_results(conn)
+        })?)
+    }
+
+    fn find_stale(&self, older_than: DateTime<Utc>) -> Result<Vec<TaskExecution>> {
+        rows(self.read(|conn| {
+            tasks
+                .filter(t::claimed_by.is_not_null())
+                .filter(t::heartbeat_at.lt(micros(older_than)))
+                .filter(status_in!(t::status, dal_core::plan::CLAIMED))
+                .order(t::id)
+                .select(Row::as_select())
+                .load(conn)
+        })?)
+    }
+
+    fn list_ready(
+        &self,
+        due_at: DateTime<Utc>,
+        limit: u32,
+        retries_only: bool,
+    ) -> Result<Vec<TaskExecution>> {
+        let due = micros(due_at);
+        rows(self.read(|conn| {
+            tasks
+                .filter(t::status.eq(dal_core::TaskStatus::Ready.as_str()))
+                .filter(t::retry_at.is_null().or(t::retry_at.le(due)))
+                .filter(
+                    t::retry_at
+                        .is_not_null()
+                        .or(retries_only.into_sql::<Bool>().eq(false)),
+                )
+                .order(t::id)
+                .limit(i64::from(limit))
+                .select(Row::as_select())
+                .load(conn)
+        })?)
     }
 }
 

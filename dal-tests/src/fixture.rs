@@ -6,7 +6,7 @@ use std::sync::Arc;
 use chrono::{DateTime, TimeDelta, Utc};
 use dal_core::Clock;
 use dal_core::clock::to_micros;
-use dal_core::{ManualClock, TaskStore};
+use dal_core::{ManualClock, TaskExecutionStore};
 
 use crate::counter::StatementLog;
 use crate::provision::postgres::TempSchema;
@@ -64,7 +64,7 @@ pub struct Fixture {
     /// Which backend.
     pub kind: BackendKind,
     /// The store, shareable with threads.
-    pub store: Arc<dyn TaskStore>,
+    pub store: Arc<dyn TaskExecutionStore>,
     /// The store's clock.
     pub clock: Arc<ManualClock>,
     /// Every statement the store's connections sent.
@@ -88,13 +88,13 @@ impl Fixture {
     pub fn with(kind: BackendKind, setup: Setup) -> Self {
         let clock = Arc::new(ManualClock::new(start_time()));
         let log = StatementLog::new();
-        let (store, database): (Arc<dyn TaskStore>, Database) = match kind {
+        let (store, database): (Arc<dyn TaskExecutionStore>, Database) = match kind {
             BackendKind::Postgres => {
                 let schema = TempSchema::new();
                 let store = schema.connect(|options| {
+                    // All connections are opened up front, none later in the background.
                     options
                         .pool_size(setup.pool_size)
-                        .min_idle(1)
                         .clock(clock.clone())
                         .instrumentation(log.factory())
                 });
@@ -137,7 +137,7 @@ impl Fixture {
     }
 
     /// The store as a trait object.
-    pub fn store(&self) -> &dyn TaskStore {
+    pub fn store(&self) -> &dyn TaskExecutionStore {
         &*self.store
     }
 

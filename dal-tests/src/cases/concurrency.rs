@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Barrier};
 use std::thread;
 
-use dal_core::{DalError, NewTaskExecution, TaskStatus, TaskStore};
+use dal_core::{DalError, NewTaskExecution, TaskExecutionStore, TaskStatus};
 
 use super::Case;
 use super::support::{task_in, workflow};
@@ -18,14 +18,15 @@ pub const CASES: &[Case] = &[
     case!(concurrent_creates_of_one_name_let_exactly_one_through),
 ];
 
-const THREADS: usize = 8;
+/// How many threads the concurrency cases run.
+pub const THREADS: usize = 8;
 const RESETS_PER_THREAD: usize = 50;
 
 /// Runs `work(thread index, store)` on [`THREADS`] threads released together; returns their
 /// results in thread order.
-fn on_threads<T: Send + 'static>(
-    store: &Arc<dyn TaskStore>,
-    work: impl Fn(usize, &dyn TaskStore) -> T + Send + Sync + 'static,
+pub fn on_threads<T: Send + 'static>(
+    store: &Arc<dyn TaskExecutionStore>,
+    work: impl Fn(usize, &dyn TaskExecutionStore) -> T + Send + Sync + 'static,
 ) -> Vec<T> {
     let barrier = Arc::new(Barrier::new(THREADS));
     let work = Arc::new(work);

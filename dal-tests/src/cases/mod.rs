@@ -1,6 +1,7 @@
 //! The conformance cases. Each is a plain function of the backend, written once; the suite
 //! runs every case against every backend.
 
+pub mod claims;
 pub mod concurrency;
 pub mod create;
 pub mod statements;
@@ -40,6 +41,7 @@ pub fn groups() -> Vec<Group> {
         ("transitions", transitions::CASES),
         ("values", values::CASES),
         ("concurrency", concurrency::CASES),
+        ("claims", claims::CASES),
         ("statements", statements::CASES),
     ]
 }

@@ -4,11 +4,11 @@
 
 use std::fmt::Write as _;
 
-use dal_core::{NewTaskExecution, TaskExecution, TaskStatus, TaskStore};
+use dal_core::{NewTaskExecution, TaskExecution, TaskExecutionStore, TaskStatus, TaskStore};
 
 use super::Case;
 use super::create::BEYOND_ONE_CHUNK;
-use super::support::{expect_err, workflow};
+use super::support::{expect_err, ready_tasks, workflow};
 use crate::case;
 use crate::counter::Counts;
 use crate::fixture::{BackendKind, Fixture, Setup};
@@ -60,10 +60,26 @@ pub const EXPECTED: &[Expected] = &[
     same("mark_abandoned", 1),
     same("rejected transition (not found, invalid, exhausted)", 2),
     same("rejected input (validation)", 0),
+    same("claim_ready (1 task)", 1),
+    same("claim_ready (32 tasks)", 1),
+    same("claim_ready (1,000 tasks)", 1),
+    same("claim_ready (limit 0)", 0),
+    same("heartbeat", 1),
+    same("complete", 1),
+    same("fail", 1),
+    same("release", 1),
+    same("rejected lease (claim lost)", 2),
+    same("find_stale_claims", 1),
+    same("recover_stale_claims (1,000 stale tasks)", 2),
+    same("recover_stale_claims (1 stale task)", 2),
+    same("list_ready", 1),
+    same("list_due_retries", 1),
 ];
 
-/// How many statements a connection keeps prepared after running every operation once.
-pub const PREPARED_PER_CONNECTION: usize = 4;
+/// How many statements a connection keeps prepared after running every operation once: the
+/// single-row INSERT, the two task SELECTs, the guarded UPDATE, the claim, the sweep, and the
+/// two runner-protocol SELECTs.
+pub const PREPARED_PER_CONNECTION: usize = 8;
 
 impl Expected {
     /// The count for `kind`.
@@ -171,7 +187,81 @@ fn run_all(f: &Fixture, pass: usize) -> Vec<(&'static str, Counts)> {
             ..new("bad")
         }));
     });
+    run_claims(f, pass, &mut measure);
     out
+}
+
+/// The runner protocol's part of [`run_all`].
+fn run_claims(f: &Fixture, pass: usize, measure: &mut dyn FnMut(&'static str, &mut dyn FnMut())) {
+    let s: &dyn TaskExecutionStore = f.store();
+    let runner = uuid::Uuid::now_v7();
+    ready_tasks(s, workflow(), 1 + 32 + 1_000, 1);
+    let mut one = Vec::new();
+    let mut some = Vec::new();
+    let mut many = Vec::new();
+    measure("claim_ready (1 task)", &mut || {
+        one = s.claim_ready(runner, 1).unwrap()
+    });
+    measure("claim_ready (32 tasks)", &mut || {
+        some = s.claim_ready(runner, 32).unwrap()
+    });
+    measure("claim_ready (1,000 tasks)", &mut || {
+        many = s.claim_ready(runner, 1_000).unwrap()
+    });
+    assert_eq!(
+        (one.len(), some.len(), many.len()),
+        (1, 32, 1_000),
+        "pass {pass}"
+    );
+    measure("claim_ready (limit 0)", &mut || {
+        assert!(s.claim_ready(runner, 0).unwrap().is_empty())
+    });
+    let lease = one[0].lease;
+    measure("heartbeat", &mut || {
+        assert_eq!(s.heartbeat(&lease).unwrap().status, TaskStatus::Running)
+    });
+    measure("complete", &mut || {
+        assert_eq!(s.complete(&lease).unwrap().status, TaskStatus::Completed)
+    });
+    measure("fail", &mut || {
+        assert_eq!(
+            s.fail(&some[0].lease, "e").unwrap().status,
+            TaskStatus::Failed
+        )
+    });
+    measure("release", &mut || {
+        assert_eq!(s.release(&some[1].lease).unwrap().status, TaskStatus::Ready)
+    });
+    measure("rejected lease (claim lost)", &mut || {
+        expect_err(s.complete(&lease));
+    });
+    for claim in &some[2..] {
+        s.complete(&claim.lease).unwrap();
+    }
+    // Only the 1,000 are claimed now; they go stale.
+    f.clock.advance(chrono::TimeDelta::minutes(1));
+    let threshold = f.now() - chrono::TimeDelta::seconds(30);
+    measure("find_stale_claims", &mut || {
+        assert_eq!(s.find_stale_claims(threshold).unwrap().len(), 1_000)
+    });
+    measure("recover_stale_claims (1,000 stale tasks)", &mut || {
+        assert_eq!(
+            s.recover_stale_claims(threshold, 5).unwrap().reset.len(),
+            1_000
+        )
+    });
+    s.claim_ready(runner, 1).unwrap();
+    f.clock.advance(chrono::TimeDelta::minutes(1));
+    let threshold = f.now() - chrono::TimeDelta::seconds(30);
+    measure("recover_stale_claims (1 stale task)", &mut || {
+        assert_eq!(s.recover_stale_claims(threshold, 5).unwrap().reset.len(), 1)
+    });
+    measure("list_ready", &mut || {
+        assert!(!s.list_ready(10).unwrap().is_empty())
+    });
+    measure("list_due_retries", &mut || {
+        assert!(s.list_due_retries(10).unwrap().is_empty())
+    });
 }
 
 fn every_operation_sends_the_documented_statements(kind: BackendKind) {

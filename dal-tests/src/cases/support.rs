@@ -60,3 +60,41 @@ pub fn assert_unchanged(store: &dyn TaskStore, before: &TaskExecution) {
         "the row changed"
     );
 }
+
+/// A small deterministic pseudo-random sequence (xorshift64*), for batch sizes and
+/// interleavings that differ between threads but repeat between runs.
+#[derive(Debug, Clone)]
+pub struct Sequence(u64);
+
+impl Sequence {
+    /// A sequence started from `seed`.
+    pub fn new(seed: u64) -> Self {
+        Sequence(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    /// The next number in `low..=high`.
+    pub fn next_in(&mut self, low: u32, high: u32) -> u32 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        let x = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D);
+        low + (x % u64::from(high - low + 1)) as u32
+    }
+}
+
+/// Creates `n` tasks of workflow `wf` in status `Ready`, with one statement.
+pub fn ready_tasks(
+    store: &dyn TaskStore,
+    wf: Uuid,
+    n: usize,
+    max_attempts: i32,
+) -> Vec<TaskExecution> {
+    let news: Vec<NewTaskExecution> = (0..n)
+        .map(|i| {
+            NewTaskExecution::new(wf, format!("r{i:05}"))
+                .with_status(TaskStatus::Ready)
+                .with_max_attempts(max_attempts)
+        })
+        .collect();
+    store.create_many(&news).expect("create_many")
+}

@@ -1,22 +1,16 @@
-//! The store trait and the one implementation of it over any [`Backend`].
+//! The foundation operations: create, read, and the lease-less transitions.
 
-use std::collections::HashMap;
-use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use uuid::timestamp::context::ContextV7;
-use uuid::{Timestamp, Uuid};
+use uuid::Uuid;
 
+use super::{Store, unexpected};
 use crate::backend::Backend;
-use crate::clock::{self, Clock};
+use crate::clock;
 use crate::error::{DalError, DatabaseErrorKind, Result};
 use crate::plan::Transition;
 use crate::{NewTaskExecution, TaskExecution, validate};
-
-/// How many times a guarded write is tried when, each time it matched no row, the row read
-/// right after it met the guard (another writer changed it in between).
-const GUARDED_WRITE_TRIES: usize = 3;
 
 /// The operations on task executions. Implemented by [`Store`] for every backend; use it as
 /// `&dyn TaskStore` or generically. `Send + Sync`: share one store between threads (it holds a
@@ -127,50 +121,7 @@ pub trait TaskStore: Send + Sync {
     }
 }
 
-/// A task-execution store over backend `B`: the [`TaskStore`] implementation for every
-/// backend. Open one with `dal_sqlite::open` / `dal_postgres::connect` (or their `Options`).
-pub struct Store<B> {
-    backend: B,
-    clock: Arc<dyn Clock>,
-    ids: Mutex<ContextV7>,
-}
-
 impl<B: Backend> Store<B> {
-    /// A store over `backend`, reading time from `clock`. Backend crates call this.
-    pub fn new(backend: B, clock: Arc<dyn Clock>) -> Self {
-        Store {
-            backend,
-            clock,
-            ids: Mutex::new(ContextV7::new()),
-        }
-    }
-
-    /// The backend, for what is specific to it.
-    pub fn backend(&self) -> &B {
-        &self.backend
-    }
-
-    /// The clock the store reads time from.
-    pub fn clock(&self) -> &Arc<dyn Clock> {
-        &self.clock
-    }
-
-    /// The time of an operation: the clock's reading cut to microseconds.
-    fn now(&self) -> DateTime<Utc> {
-        clock::to_micros(self.clock.now())
-    }
-
-    /// A UUIDv7 for time `now`; ids made by one store increase strictly, also within a
-    /// millisecond.
-    fn new_id(&self, now: DateTime<Utc>) -> Uuid {
-        let secs = u64::try_from(now.timestamp()).unwrap_or(0);
-        Uuid::new_v7(Timestamp::from_unix(
-            &self.ids,
-            secs,
-            now.timestamp_subsec_nanos(),
-        ))
-    }
-
     fn new_row(&self, new: &NewTaskExecution, now: DateTime<Utc>) -> TaskExecution {
         TaskExecution {
             id: self.new_id(now),
@@ -190,6 +141,7 @@ impl<B: Backend> Store<B> {
             last_recovery_at: None,
             claimed_by: None,
             heartbeat_at: None,
+            claim_count: 0,
             abandoned_at: None,
             created_at: now,
             updated_at: now,
@@ -215,7 +167,7 @@ impl<B: Backend> Store<B> {
                 task_name: new.task_name.clone(),
             };
         }
-        let mut looked_at = std::collections::HashSet::new();
+        let mut looked_at = HashSet::new();
         for new in news {
             if !looked_at.insert(new.workflow_execution_id) {
                 continue;
@@ -223,8 +175,7 @@ impl<B: Backend> Store<B> {
             let Ok(existing) = self.backend.list_for_workflow(new.workflow_execution_id) else {
                 return err;
             };
-            let taken: std::collections::HashSet<&str> =
-                existing.iter().map(|row| row.task_name.as_str()).collect();
+            let taken: HashSet<&str> = existing.iter().map(|row| row.task_name.as_str()).collect();
             if let Some(clash) = news.iter().find(|candidate| {
                 candidate.workflow_execution_id == new.workflow_execution_id
                     && taken.contains(candidate.task_name.as_str())
@@ -236,21 +187,6 @@ impl<B: Backend> Store<B> {
             }
         }
         err
-    }
-
-    fn trace(
-        &self,
-        operation: &'static str,
-        id: Option<Uuid>,
-        outcome: &Result<impl Sized>,
-        statements: usize,
-    ) {
-        match outcome {
-            Ok(_) => tracing::debug!(backend = B::NAME, operation, task_id = ?id, statements, "ok"),
-            Err(err) => {
-                tracing::debug!(backend = B::NAME, operation, task_id = ?id, statements, error = %err, "rejected")
-            }
-        }
     }
 }
 
@@ -324,46 +260,6 @@ impl<B: Backend> TaskStore for Store<B> {
 
     fn transition(&self, id: Uuid, transition: Transition) -> Result<TaskExecution> {
         transition.validate()?;
-        let plan = transition.plan(self.now());
-        let mut statements = 0;
-        let result = (|| {
-            for _ in 0..GUARDED_WRITE_TRIES {
-                statements += 1;
-                if let Some(row) = self.backend.apply(id, &plan)? {
-                    return Ok(row);
-                }
-                statements += 1;
-                let found = self.backend.get(id)?;
-                if let Some(rejection) = plan.guard.rejection(id, transition.to(), found.as_ref()) {
-                    return Err(rejection);
-                }
-            }
-            Err(DalError::Database {
-                kind: DatabaseErrorKind::SerializationFailure,
-                source: format!(
-                    "task execution {id} kept changing between the guarded write and the read \
-                     that explains it ({GUARDED_WRITE_TRIES} tries)"
-                )
-                .into(),
-            })
-        })();
-        self.trace(plan.operation, Some(id), &result, statements);
-        result
-    }
-}
-
-impl<B: Backend> fmt::Debug for Store<B> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Store")
-            .field("backend", &B::NAME)
-            .field("clock", &self.clock)
-            .finish_non_exhaustive()
-    }
-}
-
-fn unexpected(message: &'static str) -> DalError {
-    DalError::Database {
-        kind: DatabaseErrorKind::UnexpectedData,
-        source: message.into(),
+        self.guarded_write(id, &transition.plan(self.now()), transition.to())
     }
 }

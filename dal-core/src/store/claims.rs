@@ -1,0 +1,192 @@
+//! The runner protocol: claim in batches, heart-beat, finish with the lease, and recover the
+//! tasks of runners that stopped heart-beating.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::Store;
+use crate::backend::Backend;
+use crate::error::{DalError, Result};
+use crate::plan::{Plan, Stale, Transition};
+use crate::{Claimed, Lease, Recovery, TaskExecution, TaskStatus, validate};
+
+/// The runner protocol, for engines that run many runner processes against one database.
+///
+/// A runner claims tasks with [`ClaimStore::claim_ready`] and gets a [`Lease`] per task; it
+/// heart-beats while it works and finishes with [`ClaimStore::complete`],
+/// [`ClaimStore::fail`] or [`ClaimStore::release`]. Those four take the lease and succeed only
+/// while it is the task's current claim; otherwise they fail with [`DalError::ClaimLost`] and
+/// change nothing. A sweeper calls [`ClaimStore::recover_stale_claims`] to reset (or, past a
+/// cap, abandon) the tasks of runners that stopped heart-beating. Every call is one statement,
+/// except the sweep (two: one per outcome), whatever the number of tasks.
+pub trait ClaimStore: Send + Sync {
+    /// Claims up to `limit` `Ready` tasks whose `retry_at` is unset or due, oldest first, for
+    /// `runner_id`: one `UPDATE ... RETURNING` whatever the limit, which moves them to
+    /// `Running` with `claimed_by`, `heartbeat_at` and `started_at` set and `claim_count + 1`.
+    /// Concurrent claimers never get the same task and never wait for each other. Returns the
+    /// claimed tasks oldest first, each with its lease; fewer than `limit` (or none) when fewer
+    /// are claimable. A `limit` of 0 returns nothing without a round trip.
+    fn claim_ready(&self, runner_id: Uuid, limit: u32) -> Result<Vec<Claimed>>;
+
+    /// Records a sign of life: `heartbeat_at = now` (one statement). Errors:
+    /// [`DalError::ClaimLost`], [`DalError::NotFound`].
+    fn heartbeat(&self, lease: &Lease) -> Result<TaskExecution>;
+
+    /// `Running` -> `Completed` with the claim checked in the same statement; clears the claim.
+    /// Errors: [`DalError::ClaimLost`] (nothing changed), [`DalError::NotFound`].
+    fn complete(&self, lease: &Lease) -> Result<TaskExecution>;
+
+    /// `Running` -> `Failed` with the error kept, the claim checked in the same statement;
+    /// clears the claim. Errors: as [`ClaimStore::complete`], and [`DalError::Validation`] for
+    /// the error text.
+    fn fail(&self, lease: &Lease, error: &str) -> Result<TaskExecution>;
+
+    /// Gives a claimed task back: -> `Ready`, claim and `started_at` cleared, no attempt counted
+    /// (one statement). Errors: as [`ClaimStore::complete`].
+    fn release(&self, lease: &Lease) -> Result<TaskExecution>;
+
+    /// The claimed tasks (`Running`, or claimed and still `Ready`) whose last heartbeat is
+    /// before `older_than`, by id (one `SELECT`). What [`ClaimStore::recover_stale_claims`]
+    /// would touch now.
+    fn find_stale_claims(&self, older_than: DateTime<Utc>) -> Result<Vec<TaskExecution>>;
+
+    /// Recovers the claimed tasks whose last heartbeat is before `older_than`: those already
+    /// recovered `max_recovery_attempts` times are abandoned (`Failed`, `abandoned_at` set),
+    /// the others reset to `Ready` with `recovery_attempts + 1` and the claim cleared. Two
+    /// statements whatever the number of tasks, each re-checking the whole condition as it
+    /// writes: a task completed, released or claimed again after `older_than` was computed is
+    /// not touched. Returns what was reset and what was abandoned, each by id.
+    fn recover_stale_claims(
+        &self,
+        older_than: DateTime<Utc>,
+        max_recovery_attempts: i32,
+    ) -> Result<Recovery>;
+
+    /// Up to `limit` `Ready` tasks that are due (`retry_at` unset or passed), oldest first
+    /// (one `SELECT`), for dispatchers that do not claim in batches.
+    fn list_ready(&self, limit: u32) -> Result<Vec<TaskExecution>>;
+
+    /// Up to `limit` `Ready` tasks waiting for a retry that is now due (`retry_at` set and
+    /// passed), oldest first (one `SELECT`).
+    fn list_due_retries(&self, limit: u32) -> Result<Vec<TaskExecution>>;
+}
+
+fn by_id(mut rows: Vec<TaskExecution>) -> Vec<TaskExecution> {
+    rows.sort_unstable_by_key(|row| row.id);
+    rows
+}
+
+impl<B: Backend> ClaimStore for Store<B> {
+    fn claim_ready(&self, runner_id: Uuid, limit: u32) -> Result<Vec<Claimed>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let now = self.now();
+        let result = self
+            .backend
+            .claim(now, limit, &Plan::claim(runner_id, now))
+            .map(|rows| {
+                by_id(rows)
+                    .into_iter()
+                    .map(|task| Claimed {
+                        lease: Lease {
+                            task_id: task.id,
+                            runner_id,
+                            claim: task.claim_count,
+                        },
+                        task,
+                    })
+                    .collect()
+            });
+        self.trace("claim_ready", None, &result, 1);
+        result
+    }
+
+    fn heartbeat(&self, lease: &Lease) -> Result<TaskExecution> {
+        let plan = Plan::heartbeat(self.now()).leased(*lease);
+        self.guarded_write(lease.task_id, &plan, TaskStatus::Running)
+    }
+
+    fn complete(&self, lease: &Lease) -> Result<TaskExecution> {
+        let transition = Transition::MarkCompleted;
+        let plan = transition.plan(self.now()).leased(*lease);
+        self.guarded_write(lease.task_id, &plan, transition.to())
+    }
+
+    fn fail(&self, lease: &Lease, error: &str) -> Result<TaskExecution> {
+        let transition = Transition::MarkFailed {
+            error: error.to_owned(),
+        };
+        transition.validate()?;
+        let plan = transition.plan(self.now()).leased(*lease);
+        self.guarded_write(lease.task_id, &plan, transition.to())
+    }
+
+    fn release(&self, lease: &Lease) -> Result<TaskExecution> {
+        let plan = Plan::release(self.now()).leased(*lease);
+        self.guarded_write(lease.task_id, &plan, TaskStatus::Ready)
+    }
+
+    fn find_stale_claims(&self, older_than: DateTime<Utc>) -> Result<Vec<TaskExecution>> {
+        validate::time("older_than", older_than)?;
+        let result = self.backend.find_stale(older_than);
+        self.trace("find_stale_claims", None, &result, 1);
+        result
+    }
+
+    fn recover_stale_claims(
+        &self,
+        older_than: DateTime<Utc>,
+        max_recovery_attempts: i32,
+    ) -> Result<Recovery> {
+        validate::time("older_than", older_than)?;
+        validate::in_range("max_recovery_attempts", max_recovery_attempts, 0, i32::MAX)?;
+        let now = self.now();
+        let mut statements = 0;
+        let result = (|| {
+            statements += 1;
+            let abandoned = self.backend.apply_stale(
+                &Stale {
+                    older_than,
+                    recovery_attempts: (max_recovery_attempts, i32::MAX),
+                },
+                &Plan::abandon_stale(max_recovery_attempts, now),
+            )?;
+            statements += 1;
+            let reset = match max_recovery_attempts {
+                0 => Vec::new(),
+                max => self.backend.apply_stale(
+                    &Stale {
+                        older_than,
+                        recovery_attempts: (0, max - 1),
+                    },
+                    &Plan::recover_stale(now),
+                )?,
+            };
+            Ok::<_, DalError>(Recovery {
+                reset: by_id(reset),
+                abandoned: by_id(abandoned),
+            })
+        })();
+        self.trace("recover_stale_claims", None, &result, statements);
+        result
+    }
+
+    fn list_ready(&self, limit: u32) -> Result<Vec<TaskExecution>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let result = self.backend.list_ready(self.now(), limit, false);
+        self.trace("list_ready", None, &result, 1);
+        result
+    }
+
+    fn list_due_retries(&self, limit: u32) -> Result<Vec<TaskExecution>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let result = self.backend.list_ready(self.now(), limit, true);
+        self.trace("list_due_retries", None, &result, 1);
+        result
+    }
+}
