@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use crate::TaskExecution;
 use crate::error::Result;
+use crate::event::{EventSpec, ExecutionEvent};
 use crate::plan::{Plan, Stale};
 
 /// The primitive statements of a backend. Implemented by the backend crates; callers use
@@ -20,11 +21,12 @@ pub trait Backend: Send + Sync + 'static {
     const NAME: &'static str;
 
     /// Inserts fully formed rows (ids and times already assigned, input already validated) and
-    /// returns them as stored (`INSERT ... RETURNING`), in any order. All or nothing: one
-    /// multi-row statement, or, only where the backend's bind-parameter limit forces it,
-    /// several inside one transaction. A unique violation is reported as
-    /// [`crate::DalError::Database`] with [`crate::DatabaseErrorKind::UniqueViolation`].
-    fn insert(&self, rows: &[TaskExecution]) -> Result<Vec<TaskExecution>>;
+    /// returns them as stored (`INSERT ... RETURNING`), in any order, with one `event` per row
+    /// written in the same atomic unit. All or nothing: one multi-row statement, or, only where
+    /// the backend's bind-parameter limit forces it, several inside one transaction. A unique
+    /// violation is reported as [`crate::DalError::Database`] with
+    /// [`crate::DatabaseErrorKind::UniqueViolation`].
+    fn insert(&self, rows: &[TaskExecution], event: &EventSpec) -> Result<Vec<TaskExecution>>;
 
     /// Reads one row by id (one `SELECT`).
     fn get(&self, id: Uuid) -> Result<Option<TaskExecution>>;
@@ -35,6 +37,11 @@ pub trait Backend: Send + Sync + 'static {
     /// Applies `plan` to task `id` in one `UPDATE ... WHERE id = $id AND <plan.guard>
     /// RETURNING ...`. Returns the row as written, or `None` when no row met the guard (then
     /// nothing changed).
+    ///
+    /// Every write that changes tasks (this one, `claim`, `apply_stale`) writes `plan.event`
+    /// for each changed row in the same atomic unit as the change, and no event when nothing
+    /// changed. The event's data is [`EventSpec::data_for`] the row as written; its time is
+    /// `plan.effects.updated_at`.
     fn apply(&self, id: Uuid, plan: &Plan) -> Result<Option<TaskExecution>>;
 
     /// Claims up to `limit` tasks in one statement: the oldest (by id) of those that are in
@@ -61,4 +68,16 @@ pub trait Backend: Send + Sync + 'static {
         limit: u32,
         retries_only: bool,
     ) -> Result<Vec<TaskExecution>>;
+
+    /// Reads the events of one task, in the order they were written (one `SELECT`).
+    fn events_for_task(&self, task_execution_id: Uuid) -> Result<Vec<ExecutionEvent>>;
+
+    /// Reads up to `limit` events of a workflow execution with `seq > after`, in the order
+    /// they were written (one `SELECT`).
+    fn events_for_workflow(
+        &self,
+        workflow_execution_id: Uuid,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<ExecutionEvent>>;
 }

@@ -127,6 +127,16 @@ impl From<crate::status::UnknownStatus> for DalError {
     }
 }
 
+impl From<crate::event::UnknownEventType> for DalError {
+    /// An event type text read from the database that no [`crate::EventType`] has.
+    fn from(err: crate::event::UnknownEventType) -> Self {
+        DalError::Database {
+            kind: DatabaseErrorKind::UnexpectedData,
+            source: Box::new(err),
+        }
+    }
+}
+
 /// The kind of a [`DalError::Database`] error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]

@@ -8,6 +8,8 @@
 pub mod backend;
 pub mod clock;
 pub mod error;
+pub mod event;
+pub mod ids;
 pub mod model;
 pub mod plan;
 #[cfg(feature = "diesel")]
@@ -19,7 +21,8 @@ pub mod validate;
 pub use backend::Backend;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{DalError, DatabaseErrorKind, Problem, Result, ValidationError};
+pub use event::{EventType, ExecutionEvent};
 pub use model::{Claimed, Lease, NewTaskExecution, Recovery, TaskExecution};
 pub use plan::Transition;
 pub use status::{StatusSet, TaskStatus};
-pub use store::{ClaimStore, Store, TaskExecutionStore, TaskStore};
+pub use store::{ClaimStore, HistoryStore, Store, TaskExecutionStore, TaskStore};

@@ -184,6 +184,34 @@ impl NewTaskExecution {
     }
 }
 
+/// A row for unit tests.
+#[cfg(test)]
+pub(crate) fn sample_row(status: TaskStatus, attempt: i32, max_attempts: i32) -> TaskExecution {
+    TaskExecution {
+        id: Uuid::nil(),
+        workflow_execution_id: Uuid::nil(),
+        task_name: "t".into(),
+        status,
+        attempt,
+        max_attempts,
+        trigger_rules: serde_json::json!({}),
+        task_configuration: serde_json::json!({}),
+        error_details: None,
+        last_error: None,
+        retry_at: None,
+        started_at: None,
+        completed_at: None,
+        recovery_attempts: 0,
+        last_recovery_at: None,
+        claimed_by: None,
+        heartbeat_at: None,
+        claim_count: 0,
+        abandoned_at: None,
+        created_at: DateTime::<Utc>::UNIX_EPOCH,
+        updated_at: DateTime::<Utc>::UNIX_EPOCH,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

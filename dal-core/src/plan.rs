@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::error::DalError;
+use crate::event::{EventSpec, EventType, time_value};
 use crate::status::StatusSet;
 use crate::{Lease, TaskExecution, TaskStatus};
 
@@ -97,6 +98,29 @@ impl Transition {
         }
     }
 
+    /// The event the transition writes.
+    pub fn event(&self) -> EventSpec {
+        match self {
+            Transition::MarkReady => EventSpec::new(EventType::Ready),
+            Transition::MarkSkipped { reason } => {
+                EventSpec::new(EventType::Skipped).with("reason", reason.as_str())
+            }
+            Transition::MarkRunning => EventSpec::new(EventType::Started),
+            Transition::MarkCompleted => EventSpec::new(EventType::Completed),
+            Transition::MarkFailed { error } => {
+                EventSpec::new(EventType::Failed).with("error", error.as_str())
+            }
+            Transition::MarkAbandoned { reason } => {
+                EventSpec::new(EventType::Abandoned).with("reason", reason.as_str())
+            }
+            Transition::ScheduleRetry { retry_at } => {
+                EventSpec::new(EventType::RetryScheduled).with("retry_at", time_value(*retry_at))
+            }
+            Transition::ResetForRecovery => EventSpec::new(EventType::Recovered),
+            Transition::ResetRetryState => EventSpec::new(EventType::Reset),
+        }
+    }
+
     /// Checks the transition's arguments; rejected arguments write nothing.
     pub fn validate(&self) -> Result<(), crate::ValidationError> {
         use crate::validate;
@@ -175,6 +199,7 @@ impl Transition {
                 lease: None,
             },
             effects,
+            event: Some(self.event()),
         }
     }
 }
@@ -183,7 +208,12 @@ impl Transition {
 pub const CLAIMED: StatusSet = StatusSet::of(&[TaskStatus::Running, TaskStatus::Ready]);
 
 impl Plan {
-    fn new(operation: &'static str, from: StatusSet, effects: Effects) -> Plan {
+    fn new(
+        operation: &'static str,
+        from: StatusSet,
+        effects: Effects,
+        event: Option<EventSpec>,
+    ) -> Plan {
         Plan {
             operation,
             guard: Guard {
@@ -192,12 +222,17 @@ impl Plan {
                 lease: None,
             },
             effects,
+            event,
         }
     }
 
-    /// The same plan, allowed only while `lease` is the task's current claim.
+    /// The same plan, allowed only while `lease` is the task's current claim; its event names
+    /// the lease's runner.
     pub fn leased(mut self, lease: Lease) -> Plan {
         self.guard.lease = Some(lease);
+        if let Some(event) = &mut self.event {
+            event.runner_id = Some(lease.runner_id);
+        }
         self
     }
 
@@ -214,10 +249,15 @@ impl Plan {
                 claim_count: Counter::Increment,
                 ..Effects::keep(TaskStatus::Running, now)
             },
+            Some(EventSpec {
+                runner_id: Some(runner_id),
+                ..EventSpec::new(EventType::Claimed)
+            }),
         )
     }
 
-    /// A heartbeat: `heartbeat_at = now`, nothing else but `updated_at`.
+    /// A heartbeat: `heartbeat_at = now`, nothing else but `updated_at`. Heartbeats are not
+    /// history: no event.
     pub fn heartbeat(now: DateTime<Utc>) -> Plan {
         Plan::new(
             "heartbeat",
@@ -226,6 +266,7 @@ impl Plan {
                 heartbeat_at: Assign::Set(now),
                 ..Effects::keep(TaskStatus::Running, now)
             },
+            None,
         )
     }
 
@@ -239,13 +280,20 @@ impl Plan {
                 started_at: Assign::Clear,
                 ..Effects::keep(TaskStatus::Ready, now).release_claim()
             },
+            Some(EventSpec::new(EventType::Released)),
         )
     }
 
-    /// The reset of a stale claim: as `reset_task_for_recovery`.
-    pub fn recover_stale(now: DateTime<Utc>) -> Plan {
-        let reset = Transition::ResetForRecovery.plan(now);
-        Plan::new("recover_stale_claims", CLAIMED, reset.effects)
+    /// The reset of a claim whose heartbeat is older than `stale_before`: as
+    /// `reset_task_for_recovery`.
+    pub fn recover_stale(stale_before: DateTime<Utc>, now: DateTime<Utc>) -> Plan {
+        let reset = Transition::ResetForRecovery;
+        Plan::new(
+            "recover_stale_claims",
+            CLAIMED,
+            reset.plan(now).effects,
+            Some(reset.event().with("stale_before", time_value(stale_before))),
+        )
     }
 
     /// The abandonment of a stale claim that reached the recovery cap: as `mark_abandoned`.
@@ -254,8 +302,13 @@ impl Plan {
             "abandoned: its runner stopped heart-beating and the task was already recovered \
              {max_recovery_attempts} times"
         );
-        let abandon = Transition::MarkAbandoned { reason }.plan(now);
-        Plan::new("recover_stale_claims", CLAIMED, abandon.effects)
+        let abandon = Transition::MarkAbandoned { reason };
+        Plan::new(
+            "recover_stale_claims",
+            CLAIMED,
+            abandon.plan(now).effects,
+            Some(abandon.event()),
+        )
     }
 }
 
@@ -279,6 +332,9 @@ pub struct Plan {
     pub guard: Guard,
     /// What the statement writes.
     pub effects: Effects,
+    /// The event written for each changed task, in the same atomic unit (`None`: the change is
+    /// not history, e.g. a heartbeat).
+    pub event: Option<EventSpec>,
 }
 
 /// The condition of a guarded write, checked by the database in the `WHERE` clause of the
@@ -560,29 +616,7 @@ mod tests {
     }
 
     fn row(status: TaskStatus, attempt: i32, max_attempts: i32) -> TaskExecution {
-        TaskExecution {
-            id: Uuid::nil(),
-            workflow_execution_id: Uuid::nil(),
-            task_name: "t".into(),
-            status,
-            attempt,
-            max_attempts,
-            trigger_rules: serde_json::json!({}),
-            task_configuration: serde_json::json!({}),
-            error_details: None,
-            last_error: None,
-            retry_at: None,
-            started_at: None,
-            completed_at: None,
-            recovery_attempts: 0,
-            last_recovery_at: None,
-            claimed_by: None,
-            heartbeat_at: None,
-            claim_count: 0,
-            abandoned_at: None,
-            created_at: at(0),
-            updated_at: at(0),
-        }
+        crate::model::sample_row(status, attempt, max_attempts)
     }
 
     #[test]
@@ -623,7 +657,7 @@ mod tests {
         assert_eq!(claim.effects.claimed_by, Assign::Set(runner));
         assert_eq!(claim.effects.status, Running);
         assert_eq!(
-            Plan::recover_stale(at(3)).effects,
+            Plan::recover_stale(at(2), at(3)).effects,
             Transition::ResetForRecovery.plan(at(3)).effects
         );
         assert_eq!(Plan::abandon_stale(5, at(3)).effects.status, Failed);

@@ -15,6 +15,7 @@
 //! libpq from source instead.
 
 mod errors;
+mod history;
 mod open;
 mod row;
 pub mod schema;

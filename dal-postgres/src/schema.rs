@@ -47,3 +47,42 @@ diesel::table! {
         claim_count -> Integer,
     }
 }
+
+diesel::table! {
+    /// The execution history, append-only.
+    execution_events (seq) {
+        /// Position in the whole history.
+        seq -> BigInt,
+        /// UUIDv7.
+        id -> Uuid,
+        /// The task's workflow execution.
+        workflow_execution_id -> Uuid,
+        /// The task.
+        task_execution_id -> Uuid,
+        /// `EventType::as_str`.
+        event_type -> Text,
+        /// Arguments and counters.
+        event_data -> Jsonb,
+        /// The runner that made the change.
+        runner_id -> Nullable<Uuid>,
+        /// When.
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    /// Not a table: the name the logged statements give, in a `WITH`, to the task rows a write
+    /// returned (the columns the event needs).
+    changed (id) {
+        /// The task.
+        id -> Uuid,
+        /// Its workflow execution.
+        workflow_execution_id -> Uuid,
+        /// Counters after the change.
+        attempt -> Integer,
+        /// Counters after the change.
+        claim_count -> Integer,
+        /// Counters after the change.
+        recovery_attempts -> Integer,
+    }
+}

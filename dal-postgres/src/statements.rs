@@ -1,9 +1,10 @@
 //! The statements: [`dal_core::Backend`] for PostgreSQL.
 
 use chrono::{DateTime, Utc};
+use dal_core::event::EventSpec;
 use dal_core::plan::{Plan, Stale};
 use dal_core::sql::Prepared;
-use dal_core::{Backend, Result, StatusSet, TaskExecution};
+use dal_core::{Backend, ExecutionEvent, Result, StatusSet, TaskExecution};
 use diesel::PgConnection;
 use diesel::dsl::case_when;
 use diesel::prelude::*;
@@ -12,7 +13,9 @@ use diesel::sql_types::{Bool, Nullable, Text, Timestamptz};
 use uuid::Uuid;
 
 use crate::errors::{from_diesel, from_pool};
+use crate::history::{EventRow, logged};
 use crate::row::{NewRow, Row};
+use crate::schema::execution_events as e;
 use crate::schema::task_executions::{self as t, table as tasks};
 
 /// PostgreSQL's limit on bind parameters per statement (the wire protocol counts them in 16
@@ -39,6 +42,18 @@ impl PgBackend {
 
 fn rows(rows: Vec<Row>) -> Result<Vec<TaskExecution>> {
     rows.into_iter().map(TaskExecution::try_from).collect()
+}
+
+/// Runs `$write` (a statement returning task rows), with the insert of `$event` for each row
+/// in the same statement when there is one, and returns the rows. Both forms have fixed text
+/// and stay prepared.
+macro_rules! write_logged {
+    ($conn:expr, $write:expr, $event:expr, $at:expr) => {
+        match $event {
+            Some(event) => Prepared(logged($write, event, $at)).get_results::<Row>($conn),
+            None => Prepared($write).get_results::<Row>($conn),
+        }
+    };
 }
 
 /// A status set as one array parameter (`status = ANY($n)`): the SQL text is the same for
@@ -84,23 +99,27 @@ macro_rules! plan_set {
 impl Backend for PgBackend {
     const NAME: &'static str = "postgres";
 
-    fn insert(&self, rows_in: &[TaskExecution]) -> Result<Vec<TaskExecution>> {
+    fn insert(&self, rows_in: &[TaskExecution], event: &EventSpec) -> Result<Vec<TaskExecution>> {
         let new_rows: Vec<NewRow<'_>> = rows_in.iter().map(NewRow::from).collect();
         let chunk = MAX_BINDS / NewRow::BINDS;
+        let at = rows_in.first().map_or_else(Utc::now, |row| row.created_at);
         let stored = self.run(|conn| {
             let insert = |conn: &mut PgConnection, part: &[NewRow<'_>]| {
-                diesel::insert_into(tasks)
-                    .values(part)
-                    .returning(Row::as_returning())
-                    .get_results(conn)
+                // Multi-row: its text varies with the row count, so it is not kept prepared.
+                logged(
+                    diesel::insert_into(tasks)
+                        .values(part)
+                        .returning(Row::as_returning()),
+                    event,
+                    at,
+                )
+                .get_results::<Row>(conn)
             };
             if let [one] = new_rows.as_slice() {
-                // The single-row statement has fixed SQL text, so it is prepared once per
-                // connection; a multi-row one differs with its row count.
-                diesel::insert_into(tasks)
+                let write = diesel::insert_into(tasks)
                     .values(one)
-                    .returning(Row::as_returning())
-                    .get_results(conn)
+                    .returning(Row::as_returning());
+                write_logged!(conn, write, Some(event), at)
             } else if new_rows.len() <= chunk {
                 insert(conn, &new_rows)
             } else {
@@ -148,20 +167,17 @@ impl Backend for PgBackend {
             .needs_attempt_left
             .into_sql::<Bool>()
             .eq(false));
-        let row = self.run(|conn| {
-            Prepared(
-                diesel::update(tasks)
-                    .filter(t::id.eq(id))
-                    .filter(t::status.eq_any(statuses(plan.guard.from)))
-                    .filter(attempt_guard)
-                    .filter(lease_guard)
-                    .set(plan_set!(&plan.effects))
-                    .returning(Row::as_returning()),
-            )
-            .get_result(conn)
-            .optional()
+        let written = self.run(|conn| {
+            let write = diesel::update(tasks)
+                .filter(t::id.eq(id))
+                .filter(t::status.eq_any(statuses(plan.guard.from)))
+                .filter(attempt_guard)
+                .filter(lease_guard)
+                .set(plan_set!(&plan.effects))
+                .returning(Row::as_returning());
+            write_logged!(conn, write, &plan.event, plan.effects.updated_at)
         })?;
-        row.map(TaskExecution::try_from).transpose()
+        Ok(rows(written)?.pop())
     }
 
     fn claim(&self, due_at: DateTime<Utc>, limit: u32, plan: &Plan) -> Result<Vec<TaskExecution>> {
@@ -186,29 +202,25 @@ impl Backend for PgBackend {
             .for_update()
             .skip_locked();
         rows(self.run(|conn| {
-            Prepared(
-                diesel::update(tasks)
-                    .filter(t::id.eq_any(oldest_due))
-                    .set(plan_set!(&plan.effects))
-                    .returning(Row::as_returning()),
-            )
-            .get_results(conn)
+            let write = diesel::update(tasks)
+                .filter(t::id.eq_any(oldest_due))
+                .set(plan_set!(&plan.effects))
+                .returning(Row::as_returning());
+            write_logged!(conn, write, &plan.event, plan.effects.updated_at)
         })?)
     }
 
     fn apply_stale(&self, stale: &Stale, plan: &Plan) -> Result<Vec<TaskExecution>> {
         let (low, high) = stale.recovery_attempts;
         rows(self.run(|conn| {
-            Prepared(
-                diesel::update(tasks)
-                    .filter(t::claimed_by.is_not_null())
-                    .filter(t::heartbeat_at.lt(stale.older_than))
-                    .filter(t::status.eq_any(statuses(plan.guard.from)))
-                    .filter(t::recovery_attempts.between(low, high))
-                    .set(plan_set!(&plan.effects))
-                    .returning(Row::as_returning()),
-            )
-            .get_results(conn)
+            let write = diesel::update(tasks)
+                .filter(t::claimed_by.is_not_null())
+                .filter(t::heartbeat_at.lt(stale.older_than))
+                .filter(t::status.eq_any(statuses(plan.guard.from)))
+                .filter(t::recovery_attempts.between(low, high))
+                .set(plan_set!(&plan.effects))
+                .returning(Row::as_returning());
+            write_logged!(conn, write, &plan.event, plan.effects.updated_at)
         })?)
     }
 
@@ -245,6 +257,37 @@ impl Backend for PgBackend {
                 .load(conn)
         })?)
     }
+
+    fn events_for_task(&self, task_execution_id: Uuid) -> Result<Vec<ExecutionEvent>> {
+        events(self.run(|conn| {
+            e::table
+                .filter(e::task_execution_id.eq(task_execution_id))
+                .order(e::seq)
+                .select(EventRow::as_select())
+                .load(conn)
+        })?)
+    }
+
+    fn events_for_workflow(
+        &self,
+        workflow_execution_id: Uuid,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<ExecutionEvent>> {
+        events(self.run(|conn| {
+            e::table
+                .filter(e::workflow_execution_id.eq(workflow_execution_id))
+                .filter(e::seq.gt(after))
+                .order(e::seq)
+                .limit(i64::from(limit))
+                .select(EventRow::as_select())
+                .load(conn)
+        })?)
+    }
+}
+
+fn events(rows: Vec<EventRow>) -> Result<Vec<ExecutionEvent>> {
+    rows.into_iter().map(ExecutionEvent::try_from).collect()
 }
 
 impl std::fmt::Debug for PgBackend {

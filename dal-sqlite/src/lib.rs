@@ -16,6 +16,7 @@
 //! `BEGIN IMMEDIATE`.
 
 mod errors;
+mod history;
 mod open;
 mod row;
 pub mod schema;

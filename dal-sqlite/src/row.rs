@@ -113,12 +113,12 @@ pub(crate) fn micros(at: DateTime<Utc>) -> i64 {
     at.timestamp_micros()
 }
 
-fn time(micros: i64) -> Result<DateTime<Utc>> {
+pub(crate) fn time(micros: i64) -> Result<DateTime<Utc>> {
     DateTime::from_timestamp_micros(micros)
         .ok_or_else(|| unexpected(format!("time {micros} µs is out of range")))
 }
 
-fn uuid(bytes: &[u8]) -> Result<Uuid> {
+pub(crate) fn uuid(bytes: &[u8]) -> Result<Uuid> {
     Uuid::from_slice(bytes).map_err(|e| unexpected(format!("stored id is not a UUID: {e}")))
 }
 
@@ -126,7 +126,7 @@ fn json(text: &str) -> Result<Value> {
     serde_json::from_str(text).map_err(|e| unexpected(format!("stored JSON does not parse: {e}")))
 }
 
-fn unexpected(message: String) -> DalError {
+pub(crate) fn unexpected(message: String) -> DalError {
     DalError::Database {
         kind: DatabaseErrorKind::UnexpectedData,
         source: message.into(),

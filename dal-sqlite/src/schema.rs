@@ -47,3 +47,27 @@ diesel::table! {
         claim_count -> Integer,
     }
 }
+
+diesel::table! {
+    /// The execution history, append-only.
+    execution_events (seq) {
+        /// Position in the whole history (the rowid).
+        seq -> BigInt,
+        /// UUIDv7, 16 bytes.
+        id -> Binary,
+        /// UUID, 16 bytes.
+        workflow_execution_id -> Binary,
+        /// UUID, 16 bytes.
+        task_execution_id -> Binary,
+        /// `EventType::as_str`.
+        event_type -> Text,
+        /// JSON text.
+        event_data -> Text,
+        /// Runner UUID, 16 bytes.
+        runner_id -> Nullable<Binary>,
+        /// Microseconds.
+        created_at -> BigInt,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(task_executions, execution_events);

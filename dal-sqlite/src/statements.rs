@@ -3,9 +3,11 @@
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use chrono::{DateTime, Utc};
+use dal_core::event::EventSpec;
+use dal_core::ids::Ids;
 use dal_core::plan::{Plan, Stale};
 use dal_core::sql::Prepared;
-use dal_core::{Backend, Result, TaskExecution};
+use dal_core::{Backend, DalError, ExecutionEvent, Result, TaskExecution};
 use diesel::SqliteConnection;
 use diesel::dsl::case_when;
 use diesel::prelude::*;
@@ -14,7 +16,9 @@ use diesel::sql_types::{BigInt, Binary, Bool, Nullable, Text};
 use uuid::Uuid;
 
 use crate::errors::{from_diesel, from_pool};
+use crate::history::{self, EventRow};
 use crate::row::{NewRow, Row, micros};
+use crate::schema::execution_events as e;
 use crate::schema::task_executions::{self as t, table as tasks};
 
 /// SQLite's limit on bind parameters per statement (`SQLITE_MAX_VARIABLE_NUMBER` of the bundled
@@ -32,6 +36,7 @@ pub(crate) type SqlitePool = Pool<ConnectionManager<SqliteConnection>>;
 pub struct SqliteBackend {
     pool: SqlitePool,
     write_gate: Mutex<()>,
+    event_ids: Ids,
 }
 
 impl SqliteBackend {
@@ -39,17 +44,38 @@ impl SqliteBackend {
         SqliteBackend {
             pool,
             write_gate: Mutex::new(()),
+            event_ids: Ids::new(),
         }
+    }
+
+    /// Runs `write` (statements returning task rows) and, when there is an event, inserts it
+    /// for each returned row, all in one `BEGIN IMMEDIATE` transaction: nothing is written
+    /// unless everything is. Without an event the write runs alone (one statement).
+    fn write_logged(
+        &self,
+        event: Option<&EventSpec>,
+        at: DateTime<Utc>,
+        write: impl FnOnce(&mut SqliteConnection) -> QueryResult<Vec<Row>>,
+    ) -> Result<Vec<TaskExecution>> {
+        let _gate = self.gate();
+        let mut conn = self.pool.get().map_err(from_pool)?;
+        let Some(event) = event else {
+            return rows(write(&mut conn).map_err(from_diesel)?);
+        };
+        conn.immediate_transaction(|conn| {
+            let written = rows(write(conn)?).map_err(TxError::Dal)?;
+            history::log(conn, &self.event_ids, event, &written, at)?;
+            Ok(written)
+        })
+        .map_err(|err| match err {
+            TxError::Diesel(err) => from_diesel(err),
+            TxError::Dal(err) => err,
+        })
     }
 
     fn read<T>(&self, run: impl FnOnce(&mut SqliteConnection) -> QueryResult<T>) -> Result<T> {
         let mut conn = self.pool.get().map_err(from_pool)?;
         run(&mut conn).map_err(from_diesel)
-    }
-
-    fn write<T>(&self, run: impl FnOnce(&mut SqliteConnection) -> QueryResult<T>) -> Result<T> {
-        let _gate = self.gate();
-        self.read(run)
     }
 
     fn gate(&self) -> MutexGuard<'_, ()> {
@@ -62,6 +88,22 @@ impl SqliteBackend {
 
 fn rows(rows: Vec<Row>) -> Result<Vec<TaskExecution>> {
     rows.into_iter().map(TaskExecution::try_from).collect()
+}
+
+fn events(rows: Vec<EventRow>) -> Result<Vec<ExecutionEvent>> {
+    rows.into_iter().map(ExecutionEvent::try_from).collect()
+}
+
+/// What fails a logged write: a statement, or reading back what it returned.
+enum TxError {
+    Diesel(diesel::result::Error),
+    Dal(DalError),
+}
+
+impl From<diesel::result::Error> for TxError {
+    fn from(err: diesel::result::Error) -> Self {
+        TxError::Diesel(err)
+    }
 }
 
 /// `status IN (<set>)` with six slots, unused ones bound to NULL (which matches nothing): the
@@ -125,36 +167,29 @@ macro_rules! plan_set {
 impl Backend for SqliteBackend {
     const NAME: &'static str = "sqlite";
 
-    fn insert(&self, rows_in: &[TaskExecution]) -> Result<Vec<TaskExecution>> {
+    fn insert(&self, rows_in: &[TaskExecution], event: &EventSpec) -> Result<Vec<TaskExecution>> {
         let new_rows: Vec<NewRow<'_>> = rows_in.iter().map(NewRow::from).collect();
-        let chunk = MAX_BINDS / NewRow::BINDS;
-        let stored = self.write(|conn| {
-            let insert = |conn: &mut SqliteConnection, part: &[NewRow<'_>]| {
-                diesel::insert_into(tasks)
-                    .values(part)
-                    .returning(Row::as_returning())
-                    .get_results(conn)
-            };
+        let at = rows_in.first().map_or_else(Utc::now, |row| row.created_at);
+        self.write_logged(Some(event), at, |conn| {
             if let [one] = new_rows.as_slice() {
                 // The single-row statement has fixed SQL text, so it is prepared once per
                 // connection; a multi-row one differs with its row count.
-                diesel::insert_into(tasks)
+                return diesel::insert_into(tasks)
                     .values(one)
                     .returning(Row::as_returning())
-                    .get_results(conn)
-            } else if new_rows.len() <= chunk {
-                insert(conn, &new_rows)
-            } else {
-                conn.immediate_transaction(|conn| {
-                    let mut all = Vec::with_capacity(new_rows.len());
-                    for part in new_rows.chunks(chunk) {
-                        all.extend(insert(conn, part)?);
-                    }
-                    Ok(all)
-                })
+                    .get_results(conn);
             }
-        })?;
-        rows(stored)
+            let mut all = Vec::with_capacity(new_rows.len());
+            for part in new_rows.chunks(MAX_BINDS / NewRow::BINDS) {
+                all.extend(
+                    diesel::insert_into(tasks)
+                        .values(part)
+                        .returning(Row::as_returning())
+                        .get_results(conn)?,
+                );
+            }
+            Ok(all)
+        })
     }
 
     fn get(&self, id: Uuid) -> Result<Option<TaskExecution>> {
@@ -189,20 +224,20 @@ impl Backend for SqliteBackend {
             .needs_attempt_left
             .into_sql::<Bool>()
             .eq(false));
-        let row = self.write(|conn| {
-            Prepared(
-                diesel::update(tasks)
-                    .filter(t::id.eq(id.as_bytes().as_slice()))
-                    .filter(status_in!(t::status, plan.guard.from))
-                    .filter(attempt_guard)
-                    .filter(lease_guard)
-                    .set(plan_set!(&plan.effects))
-                    .returning(Row::as_returning()),
-            )
-            .get_result(conn)
-            .optional()
-        })?;
-        row.map(TaskExecution::try_from).transpose()
+        let mut written =
+            self.write_logged(plan.event.as_ref(), plan.effects.updated_at, |conn| {
+                Prepared(
+                    diesel::update(tasks)
+                        .filter(t::id.eq(id.as_bytes().as_slice()))
+                        .filter(status_in!(t::status, plan.guard.from))
+                        .filter(attempt_guard)
+                        .filter(lease_guard)
+                        .set(plan_set!(&plan.effects))
+                        .returning(Row::as_returning()),
+                )
+                .get_results(conn)
+            })?;
+        Ok(written.pop())
     }
 
     fn claim(&self, due_at: DateTime<Utc>, limit: u32, plan: &Plan) -> Result<Vec<TaskExecution>> {
@@ -221,7 +256,7 @@ impl Backend for SqliteBackend {
             .limit(i64::from(limit));
         // One statement: SQLite runs it alone among writers, so no other claim can take the
         // same rows between the subquery and the update.
-        rows(self.write(|conn| {
+        self.write_logged(plan.event.as_ref(), plan.effects.updated_at, |conn| {
             Prepared(
                 diesel::update(tasks)
                     .filter(t::id.eq_any(oldest_due))
@@ -229,12 +264,12 @@ impl Backend for SqliteBackend {
                     .returning(Row::as_returning()),
             )
             .get_results(conn)
-        })?)
+        })
     }
 
     fn apply_stale(&self, stale: &Stale, plan: &Plan) -> Result<Vec<TaskExecution>> {
         let (low, high) = stale.recovery_attempts;
-        rows(self.write(|conn| {
+        self.write_logged(plan.event.as_ref(), plan.effects.updated_at, |conn| {
             Prepared(
                 diesel::update(tasks)
                     .filter(t::claimed_by.is_not_null())
@@ -245,7 +280,7 @@ impl Backend for SqliteBackend {
                     .returning(Row::as_returning()),
             )
             .get_results(conn)
-        })?)
+        })
     }
 
     fn find_stale(&self, older_than: DateTime<Utc>) -> Result<Vec<TaskExecution>> {
@@ -279,6 +314,33 @@ impl Backend for SqliteBackend {
                 .order(t::id)
                 .limit(i64::from(limit))
                 .select(Row::as_select())
+                .load(conn)
+        })?)
+    }
+
+    fn events_for_task(&self, task_execution_id: Uuid) -> Result<Vec<ExecutionEvent>> {
+        events(self.read(|conn| {
+            e::table
+                .filter(e::task_execution_id.eq(task_execution_id.as_bytes().as_slice()))
+                .order(e::seq)
+                .select(EventRow::as_select())
+                .load(conn)
+        })?)
+    }
+
+    fn events_for_workflow(
+        &self,
+        workflow_execution_id: Uuid,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<ExecutionEvent>> {
+        events(self.read(|conn| {
+            e::table
+                .filter(e::workflow_execution_id.eq(workflow_execution_id.as_bytes().as_slice()))
+                .filter(e::seq.gt(after))
+                .order(e::seq)
+                .limit(i64::from(limit))
+                .select(EventRow::as_select())
                 .load(conn)
         })?)
     }

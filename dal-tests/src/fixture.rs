@@ -136,6 +136,26 @@ impl Fixture {
         }
     }
 
+    /// Runs a statement on the fixture's database outside the store, over a connection of its
+    /// own: `postgres` on PostgreSQL, `sqlite` on SQLite. For cases that change the schema
+    /// under the store (e.g. to make a write fail).
+    pub fn execute_sql(&self, postgres: &str, sqlite: &str) {
+        use diesel::{Connection, PgConnection, RunQueryDsl, SqliteConnection};
+        match &self.database {
+            Database::Postgres(schema) => {
+                let mut conn = PgConnection::establish(schema.url()).expect("connect");
+                diesel::sql_query(postgres)
+                    .execute(&mut conn)
+                    .expect(postgres);
+            }
+            Database::Sqlite(file) => {
+                let path = file.path();
+                let mut conn = SqliteConnection::establish(&path.to_string_lossy()).expect("open");
+                diesel::sql_query(sqlite).execute(&mut conn).expect(sqlite);
+            }
+        }
+    }
+
     /// The store as a trait object.
     pub fn store(&self) -> &dyn TaskExecutionStore {
         &*self.store

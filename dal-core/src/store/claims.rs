@@ -160,7 +160,7 @@ impl<B: Backend> ClaimStore for Store<B> {
                         older_than,
                         recovery_attempts: (0, max - 1),
                     },
-                    &Plan::recover_stale(now),
+                    &Plan::recover_stale(older_than, now),
                 )?,
             };
             Ok::<_, DalError>(Recovery {

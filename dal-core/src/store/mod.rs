@@ -1,32 +1,34 @@
 //! The store traits and their one implementation, [`Store`], over any [`Backend`].
 //!
 //! `tasks` holds the foundation operations ([`TaskStore`]), `claims` the runner protocol
-//! ([`ClaimStore`]). What every operation shares (time, ids, guarded writes, tracing) is here.
+//! ([`ClaimStore`]), `history` the reads of the execution history ([`HistoryStore`]). What every operation shares (time, ids, guarded writes, tracing) is here.
 
 mod claims;
+mod history;
 mod tasks;
 
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use uuid::timestamp::context::ContextV7;
-use uuid::{Timestamp, Uuid};
+use uuid::Uuid;
 
 pub use claims::ClaimStore;
+pub use history::HistoryStore;
 pub use tasks::TaskStore;
 
 use crate::backend::Backend;
 use crate::clock::{self, Clock};
 use crate::error::{DalError, DatabaseErrorKind, Result};
+use crate::ids::Ids;
 use crate::plan::Plan;
 use crate::{TaskExecution, TaskStatus};
 
 /// Everything a store offers, for `&dyn TaskExecutionStore` or `Arc<dyn TaskExecutionStore>`.
 /// Implemented for every type that implements the traits it groups.
-pub trait TaskExecutionStore: TaskStore + ClaimStore {}
+pub trait TaskExecutionStore: TaskStore + ClaimStore + HistoryStore {}
 
-impl<T: TaskStore + ClaimStore> TaskExecutionStore for T {}
+impl<T: TaskStore + ClaimStore + HistoryStore> TaskExecutionStore for T {}
 
 /// How many times a guarded write is tried when, each time it matched no row, the row read
 /// right after it met the guard (another writer changed it in between).
@@ -37,7 +39,7 @@ const GUARDED_WRITE_TRIES: usize = 3;
 pub struct Store<B> {
     backend: B,
     clock: Arc<dyn Clock>,
-    ids: Mutex<ContextV7>,
+    ids: Ids,
 }
 
 impl<B: Backend> Store<B> {
@@ -46,7 +48,7 @@ impl<B: Backend> Store<B> {
         Store {
             backend,
             clock,
-            ids: Mutex::new(ContextV7::new()),
+            ids: Ids::new(),
         }
     }
 
@@ -68,12 +70,7 @@ impl<B: Backend> Store<B> {
     /// A UUIDv7 for time `now`; ids made by one store increase strictly, also within a
     /// millisecond.
     fn new_id(&self, now: DateTime<Utc>) -> Uuid {
-        let secs = u64::try_from(now.timestamp()).unwrap_or(0);
-        Uuid::new_v7(Timestamp::from_unix(
-            &self.ids,
-            secs,
-            now.timestamp_subsec_nanos(),
-        ))
+        self.ids.at(now)
     }
 
     /// Applies `plan` to task `id` with one guarded write. When it matches no row, reads the

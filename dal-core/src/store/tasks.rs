@@ -9,8 +9,13 @@ use super::{Store, unexpected};
 use crate::backend::Backend;
 use crate::clock;
 use crate::error::{DalError, DatabaseErrorKind, Result};
+use crate::event::{EventSpec, EventType};
 use crate::plan::Transition;
 use crate::{NewTaskExecution, TaskExecution, validate};
+
+fn created() -> EventSpec {
+    EventSpec::new(EventType::Created)
+}
 
 /// The operations on task executions. Implemented by [`Store`] for every backend; use it as
 /// `&dyn TaskStore` or generically. `Send + Sync`: share one store between threads (it holds a
@@ -197,7 +202,7 @@ impl<B: Backend> TaskStore for Store<B> {
         let id = row.id;
         let result = self
             .backend
-            .insert(std::slice::from_ref(&row))
+            .insert(std::slice::from_ref(&row), &created())
             .map_err(|err| self.explain_insert_error(err, std::slice::from_ref(new)))
             .and_then(|rows| {
                 rows.into_iter()
@@ -222,7 +227,7 @@ impl<B: Backend> TaskStore for Store<B> {
             .collect();
         let result = self
             .backend
-            .insert(&rows)
+            .insert(&rows, &created())
             .map_err(|err| self.explain_insert_error(err, news))
             .and_then(|stored| {
                 let mut ordered: Vec<Option<TaskExecution>> = vec![None; rows.len()];

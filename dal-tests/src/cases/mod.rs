@@ -4,6 +4,7 @@
 pub mod claims;
 pub mod concurrency;
 pub mod create;
+pub mod history;
 pub mod statements;
 pub mod support;
 pub mod transitions;
@@ -42,6 +43,7 @@ pub fn groups() -> Vec<Group> {
         ("values", values::CASES),
         ("concurrency", concurrency::CASES),
         ("claims", claims::CASES),
+        ("history", history::CASES),
         ("statements", statements::CASES),
     ]
 }

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use dal_core::{NewTaskExecution, TaskExecution, TaskExecutionStore, TaskStatus, TaskStore};
+use dal_core::{NewTaskExecution, TaskExecution, TaskExecutionStore, TaskStatus};
 
 use super::Case;
 use super::create::BEYOND_ONE_CHUNK;
@@ -38,48 +38,111 @@ const fn same(operation: &'static str, n: usize) -> Expected {
 /// The statement table: asserted here, shown in the README (a suite case checks that the two
 /// agree).
 pub const EXPECTED: &[Expected] = &[
-    same("create", 1),
-    same("create_many (100 rows)", 1),
-    // PostgreSQL binds 5,957 rows a statement, SQLite 2,978: BEGIN, one INSERT a chunk, COMMIT.
+    // A write and its events: one statement on PostgreSQL (a data-modifying WITH); on SQLite,
+    // BEGIN IMMEDIATE, the write, the INSERT of its events, COMMIT.
+    logged("create"),
+    logged("create_many (100 rows)"),
+    // PostgreSQL binds 5,957 task rows a statement: BEGIN, two logged INSERTs, COMMIT. SQLite
+    // binds 2,978 task rows and 4,680 events a statement: BEGIN, three INSERTs of tasks, two of
+    // events, COMMIT.
     Expected {
         operation: "create_many (7,000 rows)",
         postgres: 4,
-        sqlite: 5,
+        sqlite: 7,
     },
     same("create_many (no rows)", 0),
     same("get", 1),
     same("list_for_workflow", 1),
-    same("mark_ready", 1),
-    same("mark_running", 1),
-    same("mark_completed", 1),
-    same("reset_retry_state", 1),
-    same("mark_failed", 1),
-    same("schedule_retry", 1),
-    same("reset_task_for_recovery", 1),
-    same("mark_skipped", 1),
-    same("mark_abandoned", 1),
-    same("rejected transition (not found, invalid, exhausted)", 2),
+    logged("mark_ready"),
+    logged("mark_running"),
+    logged("mark_completed"),
+    logged("reset_retry_state"),
+    logged("mark_failed"),
+    logged("schedule_retry"),
+    logged("reset_task_for_recovery"),
+    logged("mark_skipped"),
+    logged("mark_abandoned"),
+    // The write that matched nothing (and on SQLite its transaction), then one SELECT.
+    Expected {
+        operation: "rejected transition (not found, invalid, exhausted)",
+        postgres: 2,
+        sqlite: 4,
+    },
     same("rejected input (validation)", 0),
-    same("claim_ready (1 task)", 1),
-    same("claim_ready (32 tasks)", 1),
-    same("claim_ready (1,000 tasks)", 1),
+    logged("claim_ready (1 task)"),
+    logged("claim_ready (32 tasks)"),
+    logged("claim_ready (1,000 tasks)"),
     same("claim_ready (limit 0)", 0),
+    // On SQLite: BEGIN IMMEDIATE, the claim, COMMIT (no events to insert).
+    Expected {
+        operation: "claim_ready (none ready)",
+        postgres: 1,
+        sqlite: 3,
+    },
+    // Heartbeats are not history: one statement on both.
     same("heartbeat", 1),
-    same("complete", 1),
-    same("fail", 1),
-    same("release", 1),
-    same("rejected lease (claim lost)", 2),
+    logged("complete"),
+    logged("fail"),
+    logged("release"),
+    Expected {
+        operation: "rejected lease (claim lost)",
+        postgres: 2,
+        sqlite: 4,
+    },
     same("find_stale_claims", 1),
-    same("recover_stale_claims (1,000 stale tasks)", 2),
-    same("recover_stale_claims (1 stale task)", 2),
+    // Abandon, then reset: two logged statements on PostgreSQL; on SQLite two transactions, the
+    // first of which (nothing at the cap here) inserts no events.
+    Expected {
+        operation: "recover_stale_claims (1,000 stale tasks)",
+        postgres: 2,
+        sqlite: 7,
+    },
+    Expected {
+        operation: "recover_stale_claims (1 stale task)",
+        postgres: 2,
+        sqlite: 7,
+    },
     same("list_ready", 1),
     same("list_due_retries", 1),
+    same("events_for_task", 1),
+    same("events_for_workflow", 1),
+    same("events_for_workflow (limit 0)", 0),
 ];
 
-/// How many statements a connection keeps prepared after running every operation once: the
-/// single-row INSERT, the two task SELECTs, the guarded UPDATE, the claim, the sweep, and the
-/// two runner-protocol SELECTs.
-pub const PREPARED_PER_CONNECTION: usize = 8;
+const fn logged(operation: &'static str) -> Expected {
+    Expected {
+        operation,
+        postgres: 1,
+        sqlite: 4,
+    }
+}
+
+/// How many statements a connection keeps prepared after running every operation once: every
+/// statement with a fixed text. PostgreSQL: the logged single-row INSERT, the logged guarded
+/// UPDATE, the plain one (heartbeats), the logged claim and sweep, six SELECTs. SQLite: the
+/// single-row INSERTs of a task and of an event, the guarded UPDATE, the claim, the sweep, six
+/// SELECTs.
+pub fn prepared_per_connection(kind: BackendKind) -> usize {
+    match kind {
+        BackendKind::Postgres => 11,
+        BackendKind::Sqlite => 11,
+    }
+}
+
+/// The statements `operation` (a row of [`EXPECTED`]) sends on `kind`.
+pub fn statements_of(operation: &str, kind: BackendKind) -> usize {
+    EXPECTED
+        .iter()
+        .find(|e| e.operation == operation)
+        .map(|e| e.on(kind))
+        .unwrap_or_else(|| panic!("no row {operation:?} in EXPECTED"))
+}
+
+/// The statements a rejected transition sends on `kind`: the guarded write and the read that
+/// explains it (and, on SQLite, the transaction around the write).
+pub fn rejected_transition(kind: BackendKind) -> usize {
+    statements_of("rejected transition (not found, invalid, exhausted)", kind)
+}
 
 impl Expected {
     /// The count for `kind`.
@@ -93,7 +156,7 @@ impl Expected {
 
 /// Runs every operation of [`EXPECTED`] once on a fresh task and returns what each sent.
 fn run_all(f: &Fixture, pass: usize) -> Vec<(&'static str, Counts)> {
-    let s: &dyn TaskStore = f.store();
+    let s: &dyn TaskExecutionStore = f.store();
     let mut out = Vec::new();
     let mut measure =
         |name: &'static str, op: &mut dyn FnMut()| out.push((name, f.log.measure(op).1));
@@ -188,6 +251,15 @@ fn run_all(f: &Fixture, pass: usize) -> Vec<(&'static str, Counts)> {
         }));
     });
     run_claims(f, pass, &mut measure);
+    measure("events_for_task", &mut || {
+        assert!(!s.events_for_task(id).unwrap().is_empty())
+    });
+    measure("events_for_workflow", &mut || {
+        assert!(!s.events_for_workflow(wf, None, 100).unwrap().is_empty())
+    });
+    measure("events_for_workflow (limit 0)", &mut || {
+        assert!(s.events_for_workflow(wf, None, 0).unwrap().is_empty())
+    });
     out
 }
 
@@ -259,6 +331,18 @@ fn run_claims(f: &Fixture, pass: usize, measure: &mut dyn FnMut(&'static str, &m
     measure("list_ready", &mut || {
         assert!(!s.list_ready(10).unwrap().is_empty())
     });
+    loop {
+        let rest = s.claim_ready(runner, 1_000).unwrap();
+        if rest.is_empty() {
+            break;
+        }
+        for claim in rest {
+            s.complete(&claim.lease).unwrap();
+        }
+    }
+    measure("claim_ready (none ready)", &mut || {
+        assert!(s.claim_ready(runner, 10).unwrap().is_empty())
+    });
     measure("list_due_retries", &mut || {
         assert!(s.list_due_retries(10).unwrap().is_empty())
     });
@@ -270,27 +354,35 @@ fn every_operation_sends_the_documented_statements(kind: BackendKind) {
     let first = run_all(&f, 1);
     let second = run_all(&f, 2);
     let mut report = format!("{kind}: operation | statements | prepared on first use\n");
-    for (((name, cold), (_, warm)), expected) in first.iter().zip(&second).zip(EXPECTED) {
-        assert_eq!(*name, expected.operation);
+    for ((name, cold), (_, warm)) in first.iter().zip(&second) {
+        writeln!(report, "{name} | {} | {}", warm.statements, cold.prepares).unwrap();
+    }
+    if std::env::var_os("DAL_PRINT_STATEMENTS").is_some() {
+        eprintln!("{report}");
+    }
+    let mut measured: Vec<&str> = first.iter().map(|(name, _)| *name).collect();
+    let mut documented: Vec<&str> = EXPECTED.iter().map(|e| e.operation).collect();
+    measured.sort_unstable();
+    documented.sort_unstable();
+    assert_eq!(
+        measured, documented,
+        "the operations measured are the ones documented"
+    );
+    for ((name, cold), (_, warm)) in first.iter().zip(&second) {
+        let expected = statements_of(name, kind);
         assert_eq!(
-            cold.statements,
-            expected.on(kind),
+            cold.statements, expected,
             "{kind} {name} (first use): {:#?}",
             cold.sql
         );
-        assert_eq!(
-            warm.statements,
-            expected.on(kind),
-            "{kind} {name}: {:#?}",
-            warm.sql
-        );
+        assert_eq!(warm.statements, expected, "{kind} {name}: {:#?}", warm.sql);
         // Once a statement is prepared on a connection it is not prepared again.
         assert_eq!(
             warm.prepares, 0,
             "{kind} {name} prepared again: {:#?}",
             warm.sql
         );
-        if expected.on(kind) == 1 {
+        if expected == 1 {
             assert_eq!(warm.transactions, 0, "{kind} {name}");
             let verb = warm.sql[0]
                 .split_whitespace()
@@ -298,23 +390,21 @@ fn every_operation_sends_the_documented_statements(kind: BackendKind) {
                 .unwrap_or_default()
                 .to_ascii_uppercase();
             assert!(
-                ["INSERT", "UPDATE", "SELECT"].contains(&verb.as_str()),
+                ["INSERT", "UPDATE", "SELECT", "WITH"].contains(&verb.as_str()),
                 "{kind} {name}: {}",
                 warm.sql[0]
             );
         }
-        writeln!(report, "{name} | {} | {}", warm.statements, cold.prepares).unwrap();
     }
-    assert_eq!(first.len(), EXPECTED.len());
-    // Four statements have fixed SQL and are kept prepared on the connection: the single-row
-    // INSERT, the two SELECTs and the guarded UPDATE that every transition shares. Each is
-    // prepared on its first use (on PostgreSQL one more round trip, once per connection);
-    // multi-row INSERTs vary with their row count and are never kept.
+    // Every statement with a fixed text is prepared once per connection, on its first use (on
+    // PostgreSQL one more round trip, once); multi-row INSERTs vary with their row count and
+    // are never kept.
     let prepared: usize = first.iter().map(|(_, c)| c.prepares).sum();
-    assert_eq!(prepared, PREPARED_PER_CONNECTION, "{kind}: {first:#?}");
-    if std::env::var_os("DAL_PRINT_STATEMENTS").is_some() {
-        eprintln!("{report}");
-    }
+    assert_eq!(
+        prepared,
+        prepared_per_connection(kind),
+        "{kind}: {first:#?}"
+    );
 }
 
 /// Checks that the README's statement table is [`EXPECTED`], row for row.

@@ -1,0 +1,233 @@
+//! The execution history: one event per change of a task, written atomically with it.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::TaskExecution;
+
+/// What happened to a task. The text form ([`EventType::as_str`]) is stored by both backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventType {
+    /// `create` / `create_many`.
+    Created,
+    /// `mark_ready`.
+    Ready,
+    /// `mark_running` (a start without a claim).
+    Started,
+    /// `claim_ready`; the event's runner is the claimer.
+    Claimed,
+    /// `mark_completed` / `complete`.
+    Completed,
+    /// `mark_failed` / `fail`; data: `error`.
+    Failed,
+    /// `mark_skipped`; data: `reason`.
+    Skipped,
+    /// `mark_abandoned`, or a sweep at the recovery cap; data: `reason`.
+    Abandoned,
+    /// `schedule_retry`; data: `retry_at`.
+    RetryScheduled,
+    /// `reset_task_for_recovery`, or a sweep; data from a sweep: `stale_before`.
+    Recovered,
+    /// `reset_retry_state`.
+    Reset,
+    /// `release`.
+    Released,
+}
+
+impl EventType {
+    /// Every event type.
+    pub const ALL: [EventType; 12] = [
+        EventType::Created,
+        EventType::Ready,
+        EventType::Started,
+        EventType::Claimed,
+        EventType::Completed,
+        EventType::Failed,
+        EventType::Skipped,
+        EventType::Abandoned,
+        EventType::RetryScheduled,
+        EventType::Recovered,
+        EventType::Reset,
+        EventType::Released,
+    ];
+
+    /// The stable text form stored in `event_type`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            EventType::Created => "created",
+            EventType::Ready => "ready",
+            EventType::Started => "started",
+            EventType::Claimed => "claimed",
+            EventType::Completed => "completed",
+            EventType::Failed => "failed",
+            EventType::Skipped => "skipped",
+            EventType::Abandoned => "abandoned",
+            EventType::RetryScheduled => "retry_scheduled",
+            EventType::Recovered => "recovered",
+            EventType::Reset => "reset",
+            EventType::Released => "released",
+        }
+    }
+}
+
+impl fmt::Display for EventType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An event type text that no [`EventType`] has.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown event type {0:?}")]
+pub struct UnknownEventType(pub String);
+
+impl FromStr for EventType {
+    type Err = UnknownEventType;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        EventType::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| UnknownEventType(s.to_owned()))
+    }
+}
+
+/// One event of the history, as read back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecutionEvent {
+    /// The event's position in the whole history: increasing in the order the events were
+    /// written; the cursor of `events_for_workflow`.
+    pub seq: i64,
+    /// A UUIDv7 carrying the event's time.
+    pub id: Uuid,
+    /// The task's workflow execution.
+    pub workflow_execution_id: Uuid,
+    /// The task.
+    pub task_execution_id: Uuid,
+    /// What happened.
+    pub event_type: EventType,
+    /// The details: the operation's arguments (`reason`, `error`, `retry_at`, `stale_before`)
+    /// and the task's counters after the change (`attempt`, `claim`, `recovery_attempts`).
+    pub event_data: Value,
+    /// The runner that made the change (claims and lease-guarded calls), if any.
+    pub runner_id: Option<Uuid>,
+    /// When it happened (the store's clock).
+    pub created_at: DateTime<Utc>,
+}
+
+/// The event an operation writes for each task it changes, less what depends on the row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventSpec {
+    /// What happened.
+    pub event_type: EventType,
+    /// The operation's arguments, as a JSON object; the row's counters are added to it.
+    pub data: Map<String, Value>,
+    /// The runner that makes the change, if any.
+    pub runner_id: Option<Uuid>,
+}
+
+impl EventSpec {
+    /// An event of `event_type` with no arguments and no runner.
+    pub fn new(event_type: EventType) -> Self {
+        EventSpec {
+            event_type,
+            data: Map::new(),
+            runner_id: None,
+        }
+    }
+
+    /// The same event with one more argument.
+    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.data.insert(key.to_owned(), value.into());
+        self
+    }
+
+    /// The arguments as one JSON value, for backends that add the counters in SQL.
+    pub fn data_value(&self) -> Value {
+        Value::Object(self.data.clone())
+    }
+
+    /// The complete data of the event for `row` (the row as the change left it): the
+    /// arguments, then the counters `attempt`, `claim` and `recovery_attempts`. A backend that
+    /// builds the data in SQL must produce exactly this.
+    pub fn data_for(&self, row: &TaskExecution) -> Value {
+        let mut data = self.data.clone();
+        data.insert("attempt".into(), row.attempt.into());
+        data.insert("claim".into(), row.claim_count.into());
+        data.insert("recovery_attempts".into(), row.recovery_attempts.into());
+        Value::Object(data)
+    }
+
+    /// The event for `row`, with id `id`, at `at`; `seq` is given by the database.
+    pub fn event_for(&self, row: &TaskExecution, id: Uuid, at: DateTime<Utc>) -> NewEvent {
+        NewEvent {
+            id,
+            workflow_execution_id: row.workflow_execution_id,
+            task_execution_id: row.id,
+            event_type: self.event_type,
+            event_data: self.data_for(row),
+            runner_id: self.runner_id,
+            created_at: at,
+        }
+    }
+}
+
+/// An event to insert (everything but `seq`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    /// See [`ExecutionEvent::id`].
+    pub id: Uuid,
+    /// See [`ExecutionEvent::workflow_execution_id`].
+    pub workflow_execution_id: Uuid,
+    /// See [`ExecutionEvent::task_execution_id`].
+    pub task_execution_id: Uuid,
+    /// See [`ExecutionEvent::event_type`].
+    pub event_type: EventType,
+    /// See [`ExecutionEvent::event_data`].
+    pub event_data: Value,
+    /// See [`ExecutionEvent::runner_id`].
+    pub runner_id: Option<Uuid>,
+    /// See [`ExecutionEvent::created_at`].
+    pub created_at: DateTime<Utc>,
+}
+
+/// A time as event data: RFC 3339 in UTC with microseconds.
+pub fn time_value(at: DateTime<Utc>) -> Value {
+    Value::String(at.to_rfc3339_opts(SecondsFormat::Micros, true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_forms_round_trip() {
+        for t in EventType::ALL {
+            assert_eq!(t.as_str().parse::<EventType>(), Ok(t));
+        }
+        assert!("nope".parse::<EventType>().is_err());
+    }
+
+    #[test]
+    fn counters_are_added_to_the_arguments() {
+        let at = DateTime::<Utc>::UNIX_EPOCH;
+        let spec = EventSpec::new(EventType::RetryScheduled).with("retry_at", time_value(at));
+        assert_eq!(time_value(at), Value::from("1970-01-01T00:00:00.000000Z"));
+        let mut row = crate::model::sample_row(crate::TaskStatus::Running, 1, 3);
+        row.attempt = 2;
+        row.claim_count = 5;
+        assert_eq!(
+            spec.data_for(&row),
+            serde_json::json!({
+                "retry_at": "1970-01-01T00:00:00.000000Z",
+                "attempt": 2, "claim": 5, "recovery_attempts": 0
+            })
+        );
+    }
+}

@@ -1,0 +1,139 @@
+//! The execution history on PostgreSQL: every write and its events in ONE statement,
+//!
+//! ```sql
+//! WITH changed AS (<the write> RETURNING <task columns>),
+//!      logged AS (INSERT INTO execution_events (...) SELECT ... FROM changed)
+//! SELECT * FROM changed
+//! ```
+//!
+//! The write and the event insert are Diesel queries, type-checked against the schema;
+//! [`Logged`] only joins them with `WITH`. The event's data is built by the SQL function
+//! `dal_event_data` (see the migration), which mirrors `EventSpec::data_for`.
+
+use chrono::{DateTime, Utc};
+use dal_core::event::EventSpec;
+use dal_core::{DalError, ExecutionEvent, Result};
+use diesel::pg::Pg;
+use diesel::prelude::*;
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+use diesel::sql_types::{Jsonb, Nullable, Text, Timestamptz};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::schema::{changed, execution_events as e};
+
+diesel::define_sql_function! {
+    /// A UUIDv7 for a time (defined by the migration).
+    fn dal_uuid_v7(at: Timestamptz) -> diesel::sql_types::Uuid;
+}
+
+diesel::define_sql_function! {
+    /// An event's data: arguments and counters (defined by the migration).
+    fn dal_event_data(
+        arguments: Jsonb,
+        attempt: diesel::sql_types::Integer,
+        claim: diesel::sql_types::Integer,
+        recovery_attempts: diesel::sql_types::Integer,
+    ) -> Jsonb;
+}
+
+/// A write that returns task rows, and the insert of its events, as one statement.
+#[derive(Debug)]
+pub(crate) struct Logged<W, L> {
+    write: W,
+    log: L,
+}
+
+impl<W: Query, L> Query for Logged<W, L> {
+    type SqlType = W::SqlType;
+}
+
+impl<W, L> QueryFragment<Pg> for Logged<W, L>
+where
+    W: QueryFragment<Pg>,
+    L: QueryFragment<Pg>,
+{
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("WITH changed AS (");
+        self.write.walk_ast(out.reborrow())?;
+        out.push_sql("), logged AS (");
+        self.log.walk_ast(out.reborrow())?;
+        // The CTE's columns are the write's RETURNING list, in order.
+        out.push_sql(") SELECT * FROM changed");
+        Ok(())
+    }
+}
+
+impl<W, L> QueryId for Logged<W, L> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<W, L, Conn> RunQueryDsl<Conn> for Logged<W, L> {}
+
+/// `write` with one `event` per row it returns, written by the same statement at time `at`.
+pub(crate) fn logged<W>(
+    write: W,
+    event: &EventSpec,
+    at: DateTime<Utc>,
+) -> Logged<W, impl QueryFragment<Pg> + use<W>> {
+    let log = changed::table
+        .select((
+            dal_uuid_v7(at),
+            changed::workflow_execution_id,
+            changed::id,
+            event.event_type.as_str().into_sql::<Text>(),
+            dal_event_data(
+                event.data_value(),
+                changed::attempt,
+                changed::claim_count,
+                changed::recovery_attempts,
+            ),
+            event
+                .runner_id
+                .into_sql::<Nullable<diesel::sql_types::Uuid>>(),
+            at.into_sql::<Timestamptz>(),
+        ))
+        .insert_into(e::table)
+        .into_columns((
+            e::id,
+            e::workflow_execution_id,
+            e::task_execution_id,
+            e::event_type,
+            e::event_data,
+            e::runner_id,
+            e::created_at,
+        ));
+    Logged { write, log }
+}
+
+/// An `execution_events` row as read.
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = e, check_for_backend(Pg))]
+pub(crate) struct EventRow {
+    seq: i64,
+    id: Uuid,
+    workflow_execution_id: Uuid,
+    task_execution_id: Uuid,
+    event_type: String,
+    event_data: Value,
+    runner_id: Option<Uuid>,
+    created_at: DateTime<Utc>,
+}
+
+impl TryFrom<EventRow> for ExecutionEvent {
+    type Error = DalError;
+
+    fn try_from(row: EventRow) -> Result<Self> {
+        Ok(ExecutionEvent {
+            seq: row.seq,
+            id: row.id,
+            workflow_execution_id: row.workflow_execution_id,
+            task_execution_id: row.task_execution_id,
+            event_type: row.event_type.parse()?,
+            event_data: row.event_data,
+            runner_id: row.runner_id,
+            created_at: row.created_at,
+        })
+    }
+}
