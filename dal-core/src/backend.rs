@@ -9,10 +9,10 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::TaskExecution;
 use crate::error::Result;
 use crate::event::{EventSpec, ExecutionEvent};
 use crate::plan::{Plan, Stale};
+use crate::{RetryStats, TaskExecution, TaskStatus};
 
 /// The primitive statements of a backend. Implemented by the backend crates; callers use
 /// [`crate::TaskStore`] on a [`crate::Store`] instead.
@@ -80,4 +80,38 @@ pub trait Backend: Send + Sync + 'static {
         after: i64,
         limit: u32,
     ) -> Result<Vec<ExecutionEvent>>;
+
+    /// Reads the tasks in `status` of the workflow executions `workflow_execution_ids` (not
+    /// empty), by id (one `SELECT`, one parameter for all ids).
+    fn tasks_of(
+        &self,
+        workflow_execution_ids: &[Uuid],
+        status: TaskStatus,
+    ) -> Result<Vec<TaskExecution>>;
+
+    /// Reads `(workflow execution, task name, status)` of the tasks of
+    /// `workflow_execution_ids` (not empty), only those named in `task_names` when given (one
+    /// `SELECT`).
+    fn statuses(
+        &self,
+        workflow_execution_ids: &[Uuid],
+        task_names: Option<&[&str]>,
+    ) -> Result<Vec<(Uuid, String, TaskStatus)>>;
+
+    /// The workflow executions among `workflow_execution_ids` (not empty) that have tasks, all
+    /// terminal (one grouped `SELECT`).
+    fn complete_among(&self, workflow_execution_ids: &[Uuid]) -> Result<Vec<Uuid>>;
+
+    /// Whether a task of the workflow execution is abandoned (one `SELECT EXISTS`).
+    fn has_abandoned(&self, workflow_execution_id: Uuid) -> Result<bool>;
+
+    /// The retry statistics of a workflow execution (one aggregate `SELECT`).
+    fn retry_stats(&self, workflow_execution_id: Uuid) -> Result<RetryStats>;
+
+    /// The tasks of a workflow execution that failed on their last attempt and were not
+    /// abandoned, by id (one `SELECT`).
+    fn exhausted(&self, workflow_execution_id: Uuid) -> Result<Vec<TaskExecution>>;
+
+    /// How many tasks are in each status that has any (one grouped `SELECT`).
+    fn count_by_status(&self) -> Result<Vec<(TaskStatus, i64)>>;
 }

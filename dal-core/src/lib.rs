@@ -22,7 +22,9 @@ pub use backend::Backend;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{DalError, DatabaseErrorKind, Problem, Result, ValidationError};
 pub use event::{EventType, ExecutionEvent};
-pub use model::{Claimed, Lease, NewTaskExecution, Recovery, TaskExecution};
+pub use model::{
+    Claimed, Lease, NewTaskExecution, Recovery, RetryStats, StatusCounts, TaskExecution,
+};
 pub use plan::Transition;
 pub use status::{StatusSet, TaskStatus};
-pub use store::{ClaimStore, HistoryStore, Store, TaskExecutionStore, TaskStore};
+pub use store::{ClaimStore, HistoryStore, Store, TaskExecutionStore, TaskStore, WorkflowReads};

@@ -102,6 +102,68 @@ pub struct Claimed {
     pub lease: Lease,
 }
 
+/// Retry statistics of a workflow execution, aggregated by the database.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryStats {
+    /// Tasks that needed a retry (`attempt > 1`).
+    pub tasks_retried: i64,
+    /// Retries in all (the sum of `attempt - 1`).
+    pub total_retries: i64,
+    /// The highest attempt any task reached; 0 for a workflow without tasks.
+    pub max_attempt: i32,
+    /// Tasks that failed on their last attempt (`Failed`, `attempt >= max_attempts`, not
+    /// abandoned).
+    pub tasks_exhausted: i64,
+}
+
+/// How many tasks are in each status, over the whole store (for metrics gauges).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusCounts {
+    /// `NotStarted` tasks.
+    pub not_started: i64,
+    /// `Ready` tasks.
+    pub ready: i64,
+    /// `Running` tasks.
+    pub running: i64,
+    /// `Completed` tasks.
+    pub completed: i64,
+    /// `Failed` tasks.
+    pub failed: i64,
+    /// `Skipped` tasks.
+    pub skipped: i64,
+}
+
+impl StatusCounts {
+    /// The count of `status`.
+    pub fn get(&self, status: TaskStatus) -> i64 {
+        match status {
+            TaskStatus::NotStarted => self.not_started,
+            TaskStatus::Ready => self.ready,
+            TaskStatus::Running => self.running,
+            TaskStatus::Completed => self.completed,
+            TaskStatus::Failed => self.failed,
+            TaskStatus::Skipped => self.skipped,
+        }
+    }
+
+    /// A mutable reference to the count of `status`.
+    pub fn get_mut(&mut self, status: TaskStatus) -> &mut i64 {
+        match status {
+            TaskStatus::NotStarted => &mut self.not_started,
+            TaskStatus::Ready => &mut self.ready,
+            TaskStatus::Running => &mut self.running,
+            TaskStatus::Completed => &mut self.completed,
+            TaskStatus::Failed => &mut self.failed,
+            TaskStatus::Skipped => &mut self.skipped,
+        }
+    }
+
+    /// All tasks.
+    pub fn total(&self) -> i64 {
+        TaskStatus::ALL.iter().map(|s| self.get(*s)).sum()
+    }
+}
+
 /// What a stale-claim sweep did.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Recovery {

@@ -98,6 +98,13 @@ impl StatusSet {
         TaskStatus::Running,
     ]);
 
+    /// The terminal statuses: `Completed`, `Failed`, `Skipped`.
+    pub const TERMINAL: StatusSet = StatusSet::of(&[
+        TaskStatus::Completed,
+        TaskStatus::Failed,
+        TaskStatus::Skipped,
+    ]);
+
     /// The set holding exactly `statuses`.
     pub const fn of(statuses: &[TaskStatus]) -> StatusSet {
         let mut bits = 0;

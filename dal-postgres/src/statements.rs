@@ -4,12 +4,12 @@ use chrono::{DateTime, Utc};
 use dal_core::event::EventSpec;
 use dal_core::plan::{Plan, Stale};
 use dal_core::sql::Prepared;
-use dal_core::{Backend, ExecutionEvent, Result, StatusSet, TaskExecution};
+use dal_core::{Backend, ExecutionEvent, Result, RetryStats, StatusSet, TaskExecution, TaskStatus};
 use diesel::PgConnection;
-use diesel::dsl::case_when;
+use diesel::dsl::{case_when, count_star, exists, max, min, sum};
 use diesel::prelude::*;
 use diesel::r2d2::{ConnectionManager, Pool};
-use diesel::sql_types::{Bool, Nullable, Text, Timestamptz};
+use diesel::sql_types::{Bool, Integer, Nullable, Text, Timestamptz};
 use uuid::Uuid;
 
 use crate::errors::{from_diesel, from_pool};
@@ -283,6 +283,129 @@ impl Backend for PgBackend {
                 .select(EventRow::as_select())
                 .load(conn)
         })?)
+    }
+
+    fn tasks_of(
+        &self,
+        workflow_execution_ids: &[Uuid],
+        status: TaskStatus,
+    ) -> Result<Vec<TaskExecution>> {
+        rows(self.run(|conn| {
+            tasks
+                .filter(t::workflow_execution_id.eq_any(workflow_execution_ids))
+                .filter(t::status.eq(status.as_str()))
+                .order(t::id)
+                .select(Row::as_select())
+                .load(conn)
+        })?)
+    }
+
+    fn statuses(
+        &self,
+        workflow_execution_ids: &[Uuid],
+        task_names: Option<&[&str]>,
+    ) -> Result<Vec<(Uuid, String, TaskStatus)>> {
+        let every_name = task_names.is_none();
+        let names = task_names.unwrap_or_default();
+        let found: Vec<(Uuid, String, String)> = self.run(|conn| {
+            tasks
+                .filter(t::workflow_execution_id.eq_any(workflow_execution_ids))
+                .filter(every_name.into_sql::<Bool>().or(t::task_name.eq_any(names)))
+                .select((t::workflow_execution_id, t::task_name, t::status))
+                .load(conn)
+        })?;
+        found
+            .into_iter()
+            .map(|(workflow, name, status)| Ok((workflow, name, status.parse()?)))
+            .collect()
+    }
+
+    fn complete_among(&self, workflow_execution_ids: &[Uuid]) -> Result<Vec<Uuid>> {
+        let terminal = statuses(StatusSet::TERMINAL);
+        self.run(|conn| {
+            tasks
+                .filter(t::workflow_execution_id.eq_any(workflow_execution_ids))
+                .group_by(t::workflow_execution_id)
+                .having(
+                    min(
+                        case_when(t::status.eq_any(terminal), 1.into_sql::<Integer>())
+                            .otherwise(0.into_sql::<Integer>()),
+                    )
+                    .eq(1),
+                )
+                .select(t::workflow_execution_id)
+                .load(conn)
+        })
+    }
+
+    fn has_abandoned(&self, workflow_execution_id: Uuid) -> Result<bool> {
+        self.run(|conn| {
+            diesel::select(exists(
+                tasks
+                    .filter(t::workflow_execution_id.eq(workflow_execution_id))
+                    .filter(t::abandoned_at.is_not_null()),
+            ))
+            .get_result(conn)
+        })
+    }
+
+    fn retry_stats(&self, workflow_execution_id: Uuid) -> Result<RetryStats> {
+        let (retried, retries, highest, exhausted): (
+            Option<i64>,
+            Option<i64>,
+            Option<i32>,
+            Option<i64>,
+        ) = self.run(|conn| {
+            tasks
+                .filter(t::workflow_execution_id.eq(workflow_execution_id))
+                .select((
+                    sum(case_when(t::attempt.gt(1), 1.into_sql::<Integer>())
+                        .otherwise(0.into_sql::<Integer>())),
+                    sum(t::attempt - 1),
+                    max(t::attempt),
+                    sum(case_when(
+                        t::status
+                            .eq(TaskStatus::Failed.as_str())
+                            .and(t::attempt.ge(t::max_attempts))
+                            .and(t::abandoned_at.is_null()),
+                        1.into_sql::<Integer>(),
+                    )
+                    .otherwise(0.into_sql::<Integer>())),
+                ))
+                .get_result(conn)
+        })?;
+        Ok(RetryStats {
+            tasks_retried: retried.unwrap_or(0),
+            total_retries: retries.unwrap_or(0),
+            max_attempt: highest.unwrap_or(0),
+            tasks_exhausted: exhausted.unwrap_or(0),
+        })
+    }
+
+    fn exhausted(&self, workflow_execution_id: Uuid) -> Result<Vec<TaskExecution>> {
+        rows(self.run(|conn| {
+            tasks
+                .filter(t::workflow_execution_id.eq(workflow_execution_id))
+                .filter(t::status.eq(TaskStatus::Failed.as_str()))
+                .filter(t::attempt.ge(t::max_attempts))
+                .filter(t::abandoned_at.is_null())
+                .order(t::id)
+                .select(Row::as_select())
+                .load(conn)
+        })?)
+    }
+
+    fn count_by_status(&self) -> Result<Vec<(TaskStatus, i64)>> {
+        let counts: Vec<(String, i64)> = self.run(|conn| {
+            tasks
+                .group_by(t::status)
+                .select((t::status, count_star()))
+                .load(conn)
+        })?;
+        counts
+            .into_iter()
+            .map(|(status, count)| Ok((status.parse()?, count)))
+            .collect()
     }
 }
 

@@ -17,6 +17,7 @@
 
 mod errors;
 mod history;
+mod json_in;
 mod open;
 mod row;
 pub mod schema;

@@ -7,16 +7,20 @@ use dal_core::event::EventSpec;
 use dal_core::ids::Ids;
 use dal_core::plan::{Plan, Stale};
 use dal_core::sql::Prepared;
-use dal_core::{Backend, DalError, ExecutionEvent, Result, TaskExecution};
+use dal_core::{
+    Backend, DalError, ExecutionEvent, Result, RetryStats, StatusSet, TaskExecution, TaskStatus,
+};
 use diesel::SqliteConnection;
-use diesel::dsl::case_when;
+use diesel::dsl::{case_when, count_star, exists, max, min, sum};
 use diesel::prelude::*;
 use diesel::r2d2::{ConnectionManager, Pool};
-use diesel::sql_types::{BigInt, Binary, Bool, Nullable, Text};
+use diesel::sql_types::{BigInt, Binary, Bool, Integer, Nullable, Text};
 use uuid::Uuid;
 
 use crate::errors::{from_diesel, from_pool};
 use crate::history::{self, EventRow};
+use crate::json_in::{in_ids, in_texts};
+use crate::row::uuid;
 use crate::row::{NewRow, Row, micros};
 use crate::schema::execution_events as e;
 use crate::schema::task_executions::{self as t, table as tasks};
@@ -343,6 +347,136 @@ impl Backend for SqliteBackend {
                 .select(EventRow::as_select())
                 .load(conn)
         })?)
+    }
+
+    fn tasks_of(
+        &self,
+        workflow_execution_ids: &[Uuid],
+        status: TaskStatus,
+    ) -> Result<Vec<TaskExecution>> {
+        rows(self.read(|conn| {
+            tasks
+                .filter(in_ids(t::workflow_execution_id, workflow_execution_ids))
+                .filter(t::status.eq(status.as_str()))
+                .order(t::id)
+                .select(Row::as_select())
+                .load(conn)
+        })?)
+    }
+
+    fn statuses(
+        &self,
+        workflow_execution_ids: &[Uuid],
+        task_names: Option<&[&str]>,
+    ) -> Result<Vec<(Uuid, String, TaskStatus)>> {
+        let every_name = task_names.is_none();
+        let names = task_names.unwrap_or_default();
+        let found: Vec<(Vec<u8>, String, String)> = self.read(|conn| {
+            tasks
+                .filter(in_ids(t::workflow_execution_id, workflow_execution_ids))
+                .filter(
+                    every_name
+                        .into_sql::<Bool>()
+                        .or(in_texts(t::task_name, names)),
+                )
+                .select((t::workflow_execution_id, t::task_name, t::status))
+                .load(conn)
+        })?;
+        found
+            .into_iter()
+            .map(|(workflow, name, status)| Ok((uuid(&workflow)?, name, status.parse()?)))
+            .collect()
+    }
+
+    fn complete_among(&self, workflow_execution_ids: &[Uuid]) -> Result<Vec<Uuid>> {
+        let complete: Vec<Vec<u8>> = self.read(|conn| {
+            tasks
+                .filter(in_ids(t::workflow_execution_id, workflow_execution_ids))
+                .group_by(t::workflow_execution_id)
+                .having(
+                    min(case_when(
+                        status_in!(t::status, StatusSet::TERMINAL),
+                        1.into_sql::<Integer>(),
+                    )
+                    .otherwise(0.into_sql::<Integer>()))
+                    .eq(1),
+                )
+                .select(t::workflow_execution_id)
+                .load(conn)
+        })?;
+        complete.iter().map(|id| uuid(id)).collect()
+    }
+
+    fn has_abandoned(&self, workflow_execution_id: Uuid) -> Result<bool> {
+        self.read(|conn| {
+            diesel::select(exists(
+                tasks
+                    .filter(
+                        t::workflow_execution_id.eq(workflow_execution_id.as_bytes().as_slice()),
+                    )
+                    .filter(t::abandoned_at.is_not_null()),
+            ))
+            .get_result(conn)
+        })
+    }
+
+    fn retry_stats(&self, workflow_execution_id: Uuid) -> Result<RetryStats> {
+        let (retried, retries, highest, exhausted): (
+            Option<i64>,
+            Option<i64>,
+            Option<i32>,
+            Option<i64>,
+        ) = self.read(|conn| {
+            tasks
+                .filter(t::workflow_execution_id.eq(workflow_execution_id.as_bytes().as_slice()))
+                .select((
+                    sum(case_when(t::attempt.gt(1), 1.into_sql::<Integer>())
+                        .otherwise(0.into_sql::<Integer>())),
+                    sum(t::attempt - 1),
+                    max(t::attempt),
+                    sum(case_when(
+                        t::status
+                            .eq(TaskStatus::Failed.as_str())
+                            .and(t::attempt.ge(t::max_attempts))
+                            .and(t::abandoned_at.is_null()),
+                        1.into_sql::<Integer>(),
+                    )
+                    .otherwise(0.into_sql::<Integer>())),
+                ))
+                .get_result(conn)
+        })?;
+        Ok(RetryStats {
+            tasks_retried: retried.unwrap_or(0),
+            total_retries: retries.unwrap_or(0),
+            max_attempt: highest.unwrap_or(0),
+            tasks_exhausted: exhausted.unwrap_or(0),
+        })
+    }
+
+    fn exhausted(&self, workflow_execution_id: Uuid) -> Result<Vec<TaskExecution>> {
+        rows(self.read(|conn| {
+            tasks
+                .filter(t::workflow_execution_id.eq(workflow_execution_id.as_bytes().as_slice()))
+                .filter(t::status.eq(TaskStatus::Failed.as_str()))
+                .filter(t::attempt.ge(t::max_attempts))
+                .filter(t::abandoned_at.is_null())
+                .order(t::id)
+                .select(Row::as_select())
+                .load(conn)
+        })?)
+    }
+
+    fn count_by_status(&self) -> Result<Vec<(TaskStatus, i64)>> {
+        let counts: Vec<(String, i64)> = self.read(|conn| {
+            tasks
+                .group_by(t::status)
+                .select((t::status, count_star()))
+                .load(conn)
+        })?;
+        counts
+            .into_iter()
+            .map(|(status, count)| Ok((status.parse()?, count)))
+            .collect()
     }
 }
 

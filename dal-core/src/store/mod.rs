@@ -6,6 +6,7 @@
 mod claims;
 mod history;
 mod tasks;
+mod workflows;
 
 use std::fmt;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use uuid::Uuid;
 pub use claims::ClaimStore;
 pub use history::HistoryStore;
 pub use tasks::TaskStore;
+pub use workflows::WorkflowReads;
 
 use crate::backend::Backend;
 use crate::clock::{self, Clock};
@@ -26,9 +28,9 @@ use crate::{TaskExecution, TaskStatus};
 
 /// Everything a store offers, for `&dyn TaskExecutionStore` or `Arc<dyn TaskExecutionStore>`.
 /// Implemented for every type that implements the traits it groups.
-pub trait TaskExecutionStore: TaskStore + ClaimStore + HistoryStore {}
+pub trait TaskExecutionStore: TaskStore + ClaimStore + HistoryStore + WorkflowReads {}
 
-impl<T: TaskStore + ClaimStore + HistoryStore> TaskExecutionStore for T {}
+impl<T: TaskStore + ClaimStore + HistoryStore + WorkflowReads> TaskExecutionStore for T {}
 
 /// How many times a guarded write is tried when, each time it matched no row, the row read
 /// right after it met the guard (another writer changed it in between).

@@ -9,6 +9,7 @@ pub mod statements;
 pub mod support;
 pub mod transitions;
 pub mod values;
+pub mod workflows;
 
 use crate::fixture::BackendKind;
 
@@ -44,6 +45,7 @@ pub fn groups() -> Vec<Group> {
         ("concurrency", concurrency::CASES),
         ("claims", claims::CASES),
         ("history", history::CASES),
+        ("workflows", workflows::CASES),
         ("statements", statements::CASES),
     ]
 }

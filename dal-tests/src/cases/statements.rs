@@ -107,6 +107,16 @@ pub const EXPECTED: &[Expected] = &[
     same("events_for_task", 1),
     same("events_for_workflow", 1),
     same("events_for_workflow (limit 0)", 0),
+    same("pending_tasks", 1),
+    same("task_statuses", 1),
+    same("statuses_for_workflows", 1),
+    same("is_workflow_complete", 1),
+    same("complete_workflows", 1),
+    same("has_abandoned_task", 1),
+    same("retry_stats", 1),
+    same("exhausted_tasks", 1),
+    same("count_by_status", 1),
+    same("workflow reads of no ids", 0),
 ];
 
 const fn logged(operation: &'static str) -> Expected {
@@ -118,14 +128,14 @@ const fn logged(operation: &'static str) -> Expected {
 }
 
 /// How many statements a connection keeps prepared after running every operation once: every
-/// statement with a fixed text. PostgreSQL: the logged single-row INSERT, the logged guarded
-/// UPDATE, the plain one (heartbeats), the logged claim and sweep, six SELECTs. SQLite: the
-/// single-row INSERTs of a task and of an event, the guarded UPDATE, the claim, the sweep, six
-/// SELECTs.
+/// statement with a fixed text (all but the multi-row INSERTs). PostgreSQL: the logged
+/// single-row INSERT, the logged guarded UPDATE and the plain one (heartbeats), the logged claim
+/// and sweep, and 13 SELECTs. SQLite: the single-row INSERTs of a task and of an event, the
+/// guarded UPDATE, the claim, the sweep, and 13 SELECTs.
 pub fn prepared_per_connection(kind: BackendKind) -> usize {
     match kind {
-        BackendKind::Postgres => 11,
-        BackendKind::Sqlite => 11,
+        BackendKind::Postgres => 18,
+        BackendKind::Sqlite => 18,
     }
 }
 
@@ -259,6 +269,40 @@ fn run_all(f: &Fixture, pass: usize) -> Vec<(&'static str, Counts)> {
     });
     measure("events_for_workflow (limit 0)", &mut || {
         assert!(s.events_for_workflow(wf, None, 0).unwrap().is_empty())
+    });
+    let wfs = [wf, workflow()];
+    measure("pending_tasks", &mut || {
+        drop(s.pending_tasks(&wfs).unwrap())
+    });
+    measure("task_statuses", &mut || {
+        drop(s.task_statuses(wf, &["a", "b"]).unwrap())
+    });
+    measure("statuses_for_workflows", &mut || {
+        drop(s.statuses_for_workflows(&wfs).unwrap())
+    });
+    measure("is_workflow_complete", &mut || {
+        assert!(!s.is_workflow_complete(wf).unwrap())
+    });
+    measure("complete_workflows", &mut || {
+        drop(s.complete_workflows(&wfs).unwrap())
+    });
+    measure("has_abandoned_task", &mut || {
+        assert!(s.has_abandoned_task(wf).unwrap())
+    });
+    measure("retry_stats", &mut || {
+        assert!(s.retry_stats(wf).unwrap().max_attempt >= 1)
+    });
+    measure("exhausted_tasks", &mut || {
+        drop(s.exhausted_tasks(wf).unwrap())
+    });
+    measure("count_by_status", &mut || {
+        assert!(s.count_by_status().unwrap().total() > 0)
+    });
+    measure("workflow reads of no ids", &mut || {
+        assert!(s.pending_tasks(&[]).unwrap().is_empty());
+        assert!(s.statuses_for_workflows(&[]).unwrap().is_empty());
+        assert!(s.complete_workflows(&[]).unwrap().is_empty());
+        assert!(s.task_statuses(wf, &[]).unwrap().is_empty());
     });
     out
 }

@@ -1,0 +1,167 @@
+//! Workflow-level reads for the scheduler: one statement each, the aggregation in SQL.
+
+use std::collections::HashMap;
+
+use uuid::Uuid;
+
+use super::Store;
+use crate::backend::Backend;
+use crate::error::Result;
+use crate::{RetryStats, StatusCounts, TaskExecution, TaskStatus};
+
+/// The questions a scheduler tick asks about many workflow executions at once. Each is one
+/// statement whatever the number of workflows or tasks; inputs of tens of thousands of ids are
+/// bound as one parameter. Empty inputs return empty results without a round trip.
+pub trait WorkflowReads: Send + Sync {
+    /// The `NotStarted` tasks of the workflow executions, by id.
+    fn pending_tasks(&self, workflow_execution_ids: &[Uuid]) -> Result<Vec<TaskExecution>>;
+
+    /// The status of each named task of a workflow execution; names it has no task of are
+    /// left out.
+    fn task_statuses(
+        &self,
+        workflow_execution_id: Uuid,
+        task_names: &[&str],
+    ) -> Result<HashMap<String, TaskStatus>>;
+
+    /// The status of every task of each workflow execution, by workflow then task name;
+    /// workflow executions without tasks are left out.
+    fn statuses_for_workflows(
+        &self,
+        workflow_execution_ids: &[Uuid],
+    ) -> Result<HashMap<Uuid, HashMap<String, TaskStatus>>>;
+
+    /// Whether the workflow execution has tasks and every one is terminal (`Completed`,
+    /// `Failed` or `Skipped`). A workflow execution without tasks (or an unknown id) is not
+    /// complete.
+    fn is_workflow_complete(&self, workflow_execution_id: Uuid) -> Result<bool>;
+
+    /// The workflow executions among `workflow_execution_ids` that are complete (see
+    /// [`WorkflowReads::is_workflow_complete`]), sorted.
+    fn complete_workflows(&self, workflow_execution_ids: &[Uuid]) -> Result<Vec<Uuid>>;
+
+    /// Whether a task of the workflow execution was abandoned (a regular failure is not).
+    fn has_abandoned_task(&self, workflow_execution_id: Uuid) -> Result<bool>;
+
+    /// The retry statistics of the workflow execution, aggregated by the database.
+    fn retry_stats(&self, workflow_execution_id: Uuid) -> Result<RetryStats>;
+
+    /// The tasks of the workflow execution that failed on their last attempt (and were not
+    /// abandoned), by id.
+    fn exhausted_tasks(&self, workflow_execution_id: Uuid) -> Result<Vec<TaskExecution>>;
+
+    /// How many tasks are in each status over the whole store (one grouped query), for
+    /// metrics gauges.
+    fn count_by_status(&self) -> Result<StatusCounts>;
+}
+
+impl<B: Backend> WorkflowReads for Store<B> {
+    fn pending_tasks(&self, workflow_execution_ids: &[Uuid]) -> Result<Vec<TaskExecution>> {
+        if workflow_execution_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let result = self
+            .backend
+            .tasks_of(workflow_execution_ids, TaskStatus::NotStarted);
+        self.trace("pending_tasks", None, &result, 1);
+        result
+    }
+
+    fn task_statuses(
+        &self,
+        workflow_execution_id: Uuid,
+        task_names: &[&str],
+    ) -> Result<HashMap<String, TaskStatus>> {
+        if task_names.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let result = self
+            .backend
+            .statuses(&[workflow_execution_id], Some(task_names))
+            .map(|rows| {
+                rows.into_iter()
+                    .map(|(_, name, status)| (name, status))
+                    .collect()
+            });
+        self.trace("task_statuses", None, &result, 1);
+        result
+    }
+
+    fn statuses_for_workflows(
+        &self,
+        workflow_execution_ids: &[Uuid],
+    ) -> Result<HashMap<Uuid, HashMap<String, TaskStatus>>> {
+        if workflow_execution_ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let result = self
+            .backend
+            .statuses(workflow_execution_ids, None)
+            .map(|rows| {
+                let mut by_workflow: HashMap<Uuid, HashMap<String, TaskStatus>> = HashMap::new();
+                for (workflow, name, status) in rows {
+                    by_workflow
+                        .entry(workflow)
+                        .or_default()
+                        .insert(name, status);
+                }
+                by_workflow
+            });
+        self.trace("statuses_for_workflows", None, &result, 1);
+        result
+    }
+
+    fn is_workflow_complete(&self, workflow_execution_id: Uuid) -> Result<bool> {
+        let result = self
+            .backend
+            .complete_among(&[workflow_execution_id])
+            .map(|complete| complete.contains(&workflow_execution_id));
+        self.trace("is_workflow_complete", None, &result, 1);
+        result
+    }
+
+    fn complete_workflows(&self, workflow_execution_ids: &[Uuid]) -> Result<Vec<Uuid>> {
+        if workflow_execution_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let result = self
+            .backend
+            .complete_among(workflow_execution_ids)
+            .map(|mut ids| {
+                ids.sort_unstable();
+                ids
+            });
+        self.trace("complete_workflows", None, &result, 1);
+        result
+    }
+
+    fn has_abandoned_task(&self, workflow_execution_id: Uuid) -> Result<bool> {
+        let result = self.backend.has_abandoned(workflow_execution_id);
+        self.trace("has_abandoned_task", None, &result, 1);
+        result
+    }
+
+    fn retry_stats(&self, workflow_execution_id: Uuid) -> Result<RetryStats> {
+        let result = self.backend.retry_stats(workflow_execution_id);
+        self.trace("retry_stats", None, &result, 1);
+        result
+    }
+
+    fn exhausted_tasks(&self, workflow_execution_id: Uuid) -> Result<Vec<TaskExecution>> {
+        let result = self.backend.exhausted(workflow_execution_id);
+        self.trace("exhausted_tasks", None, &result, 1);
+        result
+    }
+
+    fn count_by_status(&self) -> Result<StatusCounts> {
+        let result = self.backend.count_by_status().map(|rows| {
+            let mut counts = StatusCounts::default();
+            for (status, count) in rows {
+                *counts.get_mut(status) += count;
+            }
+            counts
+        });
+        self.trace("count_by_status", None, &result, 1);
+        result
+    }
+}
