@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::error::Result;
 use crate::event::{EventSpec, ExecutionEvent};
 use crate::plan::{Plan, Stale};
-use crate::{RetryStats, TaskExecution, TaskStatus};
+use crate::{Lease, RetryStats, TaskExecution, TaskStatus};
 
 /// The primitive statements of a backend. Implemented by the backend crates; callers use
 /// [`crate::TaskStore`] on a [`crate::Store`] instead.
@@ -50,6 +50,11 @@ pub trait Backend: Send + Sync + 'static {
     /// other (PostgreSQL: `FOR UPDATE SKIP LOCKED`; SQLite: one writer at a time). Returns the
     /// claimed rows in any order.
     fn claim(&self, due_at: DateTime<Utc>, limit: u32, plan: &Plan) -> Result<Vec<TaskExecution>>;
+
+    /// Applies `plan` in one statement to every task whose current claim is one of `leases`
+    /// (not empty, all of one runner: `plan.event`'s runner) and whose status is in
+    /// `plan.guard.from`. Returns the rows written, in any order.
+    fn apply_leased(&self, leases: &[Lease], plan: &Plan) -> Result<Vec<TaskExecution>>;
 
     /// Applies `plan` in one statement to every task that `stale` selects and that is in
     /// `plan.guard.from`; the selection is evaluated by the statement that writes. Returns the

@@ -235,6 +235,8 @@ pub enum Problem {
     },
     /// A status a task cannot be created in.
     StatusNotAllowed(TaskStatus),
+    /// A batch of leases mixes runners; a batch is one runner's.
+    NotTheSameRunner,
     /// The same workflow execution and task name appear twice in one batch.
     DuplicateInBatch {
         /// The index of the first occurrence.
@@ -258,6 +260,9 @@ impl fmt::Display for Problem {
             Problem::TooDeep { max } => write!(f, "is nested more than {max} levels deep"),
             Problem::StatusNotAllowed(status) => {
                 write!(f, "a task cannot be created as {status}")
+            }
+            Problem::NotTheSameRunner => {
+                f.write_str("belongs to another runner than the batch's first lease")
             }
             Problem::DuplicateInBatch { first } => {
                 write!(f, "repeats the task of tasks[{first}]")

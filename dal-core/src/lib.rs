@@ -23,7 +23,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{DalError, DatabaseErrorKind, Problem, Result, ValidationError};
 pub use event::{EventType, ExecutionEvent};
 pub use model::{
-    Claimed, Lease, NewTaskExecution, Recovery, RetryStats, StatusCounts, TaskExecution,
+    Claimed, Completion, Lease, NewTaskExecution, Recovery, RetryStats, StatusCounts, TaskExecution,
 };
 pub use plan::Transition;
 pub use status::{StatusSet, TaskStatus};

@@ -164,6 +164,16 @@ impl StatusCounts {
     }
 }
 
+/// What `complete_many` did with a batch of leases.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Completion {
+    /// The tasks completed, as written, by id.
+    pub completed: Vec<TaskExecution>,
+    /// The leases that were no longer the current claim (or whose task was not `Running`):
+    /// their tasks were left unchanged.
+    pub lost: Vec<Lease>,
+}
+
 /// What a stale-claim sweep did.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Recovery {

@@ -44,3 +44,55 @@ impl<Q> QueryId for Prepared<Q> {
 }
 
 impl<Q, Conn> RunQueryDsl<Conn> for Prepared<Q> {}
+
+/// As [`Prepared`], but keyed in the statement cache by the marker type `K` instead of by the
+/// SQL text, which then is not even built before each execution (for a wide statement that is
+/// a good part of the client's work).
+///
+/// `K` must name this one statement: a type used nowhere else, for a statement whose SQL text
+/// never changes. Two statements under one `K` would share one prepared statement.
+pub struct PreparedAs<K, Q> {
+    query: Q,
+    key: std::marker::PhantomData<fn() -> K>,
+}
+
+impl<K, Q> PreparedAs<K, Q> {
+    /// `query`, cached under `K`.
+    pub fn new(query: Q) -> Self {
+        PreparedAs {
+            query,
+            key: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<K, Q: std::fmt::Debug> std::fmt::Debug for PreparedAs<K, Q> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("PreparedAs").field(&self.query).finish()
+    }
+}
+
+impl<K, Q: Query> Query for PreparedAs<K, Q> {
+    type SqlType = Q::SqlType;
+}
+
+impl<K, Q, DB> QueryFragment<DB> for PreparedAs<K, Q>
+where
+    Q: QueryFragment<DB>,
+    DB: Backend,
+{
+    fn walk_ast<'b>(&'b self, pass: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        self.query.walk_ast(pass)
+    }
+
+    fn is_safe_to_cache_prepared(&self, _backend: &DB) -> QueryResult<bool> {
+        Ok(true)
+    }
+}
+
+impl<K: 'static, Q> QueryId for PreparedAs<K, Q> {
+    type QueryId = K;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl<K, Q, Conn> RunQueryDsl<Conn> for PreparedAs<K, Q> {}

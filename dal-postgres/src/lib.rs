@@ -16,6 +16,7 @@
 
 mod errors;
 mod history;
+mod leases;
 mod open;
 mod row;
 pub mod schema;
@@ -23,4 +24,4 @@ mod statements;
 
 pub use dal_core::*;
 pub use open::{InstrumentationFactory, MIGRATIONS, Options, PostgresStore, connect};
-pub use statements::PgBackend;
+pub use statements::{PgBackend, PgPool};

@@ -3,8 +3,10 @@
 use chrono::{DateTime, Utc};
 use dal_core::event::EventSpec;
 use dal_core::plan::{Plan, Stale};
-use dal_core::sql::Prepared;
-use dal_core::{Backend, ExecutionEvent, Result, RetryStats, StatusSet, TaskExecution, TaskStatus};
+use dal_core::sql::PreparedAs;
+use dal_core::{
+    Backend, ExecutionEvent, Lease, Result, RetryStats, StatusSet, TaskExecution, TaskStatus,
+};
 use diesel::PgConnection;
 use diesel::dsl::{case_when, count_star, exists, max, min, sum};
 use diesel::prelude::*;
@@ -14,6 +16,7 @@ use uuid::Uuid;
 
 use crate::errors::{from_diesel, from_pool};
 use crate::history::{EventRow, logged};
+use crate::leases::held_by;
 use crate::row::{NewRow, Row};
 use crate::schema::execution_events as e;
 use crate::schema::task_executions::{self as t, table as tasks};
@@ -22,7 +25,8 @@ use crate::schema::task_executions::{self as t, table as tasks};
 /// bits).
 const MAX_BINDS: usize = 65_535;
 
-pub(crate) type PgPool = Pool<ConnectionManager<PgConnection>>;
+/// The connection pool of a PostgreSQL store.
+pub type PgPool = Pool<ConnectionManager<PgConnection>>;
 
 /// The PostgreSQL backend: a pool of connections.
 pub struct PgBackend {
@@ -32,6 +36,12 @@ pub struct PgBackend {
 impl PgBackend {
     pub(crate) fn new(pool: PgPool) -> Self {
         PgBackend { pool }
+    }
+
+    /// The store's connection pool, for statements of your own (reports, extensions,
+    /// benchmarks).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
     }
 
     fn run<T>(&self, run: impl FnOnce(&mut PgConnection) -> QueryResult<T>) -> Result<T> {
@@ -48,12 +58,24 @@ fn rows(rows: Vec<Row>) -> Result<Vec<TaskExecution>> {
 /// in the same statement when there is one, and returns the rows. Both forms have fixed text
 /// and stay prepared.
 macro_rules! write_logged {
-    ($conn:expr, $write:expr, $event:expr, $at:expr) => {
+    ($conn:expr, $key:ty, $write:expr, $event:expr, $at:expr) => {
         match $event {
-            Some(event) => Prepared(logged($write, event, $at)).get_results::<Row>($conn),
-            None => Prepared($write).get_results::<Row>($conn),
+            Some(event) => PreparedAs::<($key, keys::Logged), _>::new(logged($write, event, $at))
+                .get_results::<Row>($conn),
+            None => PreparedAs::<($key, keys::Plain), _>::new($write).get_results::<Row>($conn),
         }
     };
+}
+
+/// The names under which the fixed statements are kept prepared (see `PreparedAs`).
+mod keys {
+    pub(super) struct InsertOne;
+    pub(super) struct Apply;
+    pub(super) struct Claim;
+    pub(super) struct Leased;
+    pub(super) struct Stale;
+    pub(super) struct Logged;
+    pub(super) struct Plain;
 }
 
 /// A status set as one array parameter (`status = ANY($n)`): the SQL text is the same for
@@ -119,7 +141,7 @@ impl Backend for PgBackend {
                 let write = diesel::insert_into(tasks)
                     .values(one)
                     .returning(Row::as_returning());
-                write_logged!(conn, write, Some(event), at)
+                write_logged!(conn, keys::InsertOne, write, Some(event), at)
             } else if new_rows.len() <= chunk {
                 insert(conn, &new_rows)
             } else {
@@ -140,7 +162,9 @@ impl Backend for PgBackend {
             tasks
                 .find(id)
                 .select(Row::as_select())
-                .first(conn)
+                // By primary key: at most one row. No LIMIT: SQLite re-prepares a statement
+                // whose LIMIT is a parameter each time it runs.
+                .get_result(conn)
                 .optional()
         })?
         .map(TaskExecution::try_from)
@@ -175,7 +199,13 @@ impl Backend for PgBackend {
                 .filter(lease_guard)
                 .set(plan_set!(&plan.effects))
                 .returning(Row::as_returning());
-            write_logged!(conn, write, &plan.event, plan.effects.updated_at)
+            write_logged!(
+                conn,
+                keys::Apply,
+                write,
+                &plan.event,
+                plan.effects.updated_at
+            )
         })?;
         Ok(rows(written)?.pop())
     }
@@ -186,11 +216,7 @@ impl Backend for PgBackend {
         // other's rows instead of waiting for them.
         let oldest_due = candidates
             .select(candidates.field(t::id))
-            .filter(
-                candidates
-                    .field(t::status)
-                    .eq_any(statuses(plan.guard.from)),
-            )
+            .filter(candidates.field(t::status).eq(TaskStatus::Ready.as_str()))
             .filter(
                 candidates
                     .field(t::retry_at)
@@ -206,7 +232,30 @@ impl Backend for PgBackend {
                 .filter(t::id.eq_any(oldest_due))
                 .set(plan_set!(&plan.effects))
                 .returning(Row::as_returning());
-            write_logged!(conn, write, &plan.event, plan.effects.updated_at)
+            write_logged!(
+                conn,
+                keys::Claim,
+                write,
+                &plan.event,
+                plan.effects.updated_at
+            )
+        })?)
+    }
+
+    fn apply_leased(&self, leases: &[Lease], plan: &Plan) -> Result<Vec<TaskExecution>> {
+        rows(self.run(|conn| {
+            let write = diesel::update(tasks)
+                .filter(held_by(leases))
+                .filter(t::status.eq_any(statuses(plan.guard.from)))
+                .set(plan_set!(&plan.effects))
+                .returning(Row::as_returning());
+            write_logged!(
+                conn,
+                keys::Leased,
+                write,
+                &plan.event,
+                plan.effects.updated_at
+            )
         })?)
     }
 
@@ -220,7 +269,13 @@ impl Backend for PgBackend {
                 .filter(t::recovery_attempts.between(low, high))
                 .set(plan_set!(&plan.effects))
                 .returning(Row::as_returning());
-            write_logged!(conn, write, &plan.event, plan.effects.updated_at)
+            write_logged!(
+                conn,
+                keys::Stale,
+                write,
+                &plan.event,
+                plan.effects.updated_at
+            )
         })?)
     }
 

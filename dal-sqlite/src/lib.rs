@@ -18,14 +18,16 @@
 mod errors;
 mod history;
 mod json_in;
+mod leases;
 mod open;
 mod row;
 pub mod schema;
 mod statements;
+mod unindexed;
 
 pub use dal_core::*;
 pub use open::{InstrumentationFactory, MIGRATIONS, Options, SqliteStore, Synchronous, open};
-pub use statements::SqliteBackend;
+pub use statements::{SqliteBackend, SqlitePool};
 
 /// The README's Rust examples, compiled as doc tests.
 #[doc = include_str!("../../README.md")]

@@ -126,7 +126,7 @@ impl Options {
         let setup = Setup {
             pragmas: format!(
                 "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; \
-                 PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON;",
+                 PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON; PRAGMA cache_size = -65536;",
                 self.busy_timeout.as_millis()
             ),
             instrumentation: self.instrumentation,

@@ -6,9 +6,10 @@ use chrono::{DateTime, Utc};
 use dal_core::event::EventSpec;
 use dal_core::ids::Ids;
 use dal_core::plan::{Plan, Stale};
-use dal_core::sql::Prepared;
+use dal_core::sql::PreparedAs;
 use dal_core::{
-    Backend, DalError, ExecutionEvent, Result, RetryStats, StatusSet, TaskExecution, TaskStatus,
+    Backend, DalError, ExecutionEvent, Lease, Result, RetryStats, StatusSet, TaskExecution,
+    TaskStatus,
 };
 use diesel::SqliteConnection;
 use diesel::dsl::{case_when, count_star, exists, max, min, sum};
@@ -20,16 +21,19 @@ use uuid::Uuid;
 use crate::errors::{from_diesel, from_pool};
 use crate::history::{self, EventRow};
 use crate::json_in::{in_ids, in_texts};
+use crate::leases::held_by;
 use crate::row::uuid;
 use crate::row::{NewRow, Row, micros};
 use crate::schema::execution_events as e;
 use crate::schema::task_executions::{self as t, table as tasks};
+use crate::unindexed::Unindexed;
 
 /// SQLite's limit on bind parameters per statement (`SQLITE_MAX_VARIABLE_NUMBER` of the bundled
 /// build, the default since SQLite 3.32).
 const MAX_BINDS: usize = 32_766;
 
-pub(crate) type SqlitePool = Pool<ConnectionManager<SqliteConnection>>;
+/// The connection pool of a SQLite store.
+pub type SqlitePool = Pool<ConnectionManager<SqliteConnection>>;
 
 /// The SQLite backend: a pool of connections to one database file, and a write gate.
 ///
@@ -77,6 +81,13 @@ impl SqliteBackend {
         })
     }
 
+    /// The store's connection pool, for statements of your own (reports, extensions,
+    /// benchmarks). Connections come set up like the store's own; writes made through them do
+    /// not take the store's write gate and so wait in SQLite's busy handler instead.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
     fn read<T>(&self, run: impl FnOnce(&mut SqliteConnection) -> QueryResult<T>) -> Result<T> {
         let mut conn = self.pool.get().map_err(from_pool)?;
         run(&mut conn).map_err(from_diesel)
@@ -108,6 +119,14 @@ impl From<diesel::result::Error> for TxError {
     fn from(err: diesel::result::Error) -> Self {
         TxError::Diesel(err)
     }
+}
+
+/// The names under which the fixed statements are kept prepared (see `PreparedAs`).
+mod keys {
+    pub(super) struct Apply;
+    pub(super) struct Claim;
+    pub(super) struct Leased;
+    pub(super) struct Stale;
 }
 
 /// `status IN (<set>)` with six slots, unused ones bound to NULL (which matches nothing): the
@@ -201,7 +220,9 @@ impl Backend for SqliteBackend {
             tasks
                 .find(id.as_bytes().as_slice())
                 .select(Row::as_select())
-                .first(conn)
+                // By primary key: at most one row. No LIMIT: SQLite re-prepares a statement
+                // whose LIMIT is a parameter each time it runs.
+                .get_result(conn)
                 .optional()
         })?
         .map(TaskExecution::try_from)
@@ -230,7 +251,7 @@ impl Backend for SqliteBackend {
             .eq(false));
         let mut written =
             self.write_logged(plan.event.as_ref(), plan.effects.updated_at, |conn| {
-                Prepared(
+                PreparedAs::<keys::Apply, _>::new(
                     diesel::update(tasks)
                         .filter(t::id.eq(id.as_bytes().as_slice()))
                         .filter(status_in!(t::status, plan.guard.from))
@@ -249,7 +270,7 @@ impl Backend for SqliteBackend {
         let due = micros(due_at);
         let oldest_due = candidates
             .select(candidates.field(t::id))
-            .filter(status_in!(candidates.field(t::status), plan.guard.from))
+            .filter(candidates.field(t::status).eq(TaskStatus::Ready.as_str()))
             .filter(
                 candidates
                     .field(t::retry_at)
@@ -261,9 +282,22 @@ impl Backend for SqliteBackend {
         // One statement: SQLite runs it alone among writers, so no other claim can take the
         // same rows between the subquery and the update.
         self.write_logged(plan.event.as_ref(), plan.effects.updated_at, |conn| {
-            Prepared(
+            PreparedAs::<keys::Claim, _>::new(
                 diesel::update(tasks)
                     .filter(t::id.eq_any(oldest_due))
+                    .set(plan_set!(&plan.effects))
+                    .returning(Row::as_returning()),
+            )
+            .get_results(conn)
+        })
+    }
+
+    fn apply_leased(&self, leases: &[Lease], plan: &Plan) -> Result<Vec<TaskExecution>> {
+        self.write_logged(plan.event.as_ref(), plan.effects.updated_at, |conn| {
+            PreparedAs::<keys::Leased, _>::new(
+                diesel::update(tasks)
+                    .filter(held_by(leases))
+                    .filter(status_in!(t::status, plan.guard.from))
                     .set(plan_set!(&plan.effects))
                     .returning(Row::as_returning()),
             )
@@ -274,11 +308,11 @@ impl Backend for SqliteBackend {
     fn apply_stale(&self, stale: &Stale, plan: &Plan) -> Result<Vec<TaskExecution>> {
         let (low, high) = stale.recovery_attempts;
         self.write_logged(plan.event.as_ref(), plan.effects.updated_at, |conn| {
-            Prepared(
+            PreparedAs::<keys::Stale, _>::new(
                 diesel::update(tasks)
                     .filter(t::claimed_by.is_not_null())
                     .filter(t::heartbeat_at.lt(micros(stale.older_than)))
-                    .filter(status_in!(t::status, plan.guard.from))
+                    .filter(status_in!(Unindexed(t::status), plan.guard.from))
                     .filter(t::recovery_attempts.between(low, high))
                     .set(plan_set!(&plan.effects))
                     .returning(Row::as_returning()),
@@ -292,7 +326,7 @@ impl Backend for SqliteBackend {
             tasks
                 .filter(t::claimed_by.is_not_null())
                 .filter(t::heartbeat_at.lt(micros(older_than)))
-                .filter(status_in!(t::status, dal_core::plan::CLAIMED))
+                .filter(status_in!(Unindexed(t::status), dal_core::plan::CLAIMED))
                 .order(t::id)
                 .select(Row::as_select())
                 .load(conn)

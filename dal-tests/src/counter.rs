@@ -16,7 +16,8 @@ pub struct Counts {
     pub prepares: usize,
     /// Transactions begun.
     pub transactions: usize,
-    /// The statements' SQL, cut to 300 characters each.
+    /// The statements' SQL, cut to 300 characters each (whole, with their binds, in a log made
+    /// by [`StatementLog::keeping_whole_sql`]).
     pub sql: Vec<String>,
 }
 
@@ -24,6 +25,7 @@ pub struct Counts {
 #[derive(Debug, Clone, Default)]
 pub struct StatementLog {
     counts: Arc<Mutex<Counts>>,
+    whole_sql: bool,
 }
 
 impl StatementLog {
@@ -32,9 +34,19 @@ impl StatementLog {
         StatementLog::default()
     }
 
+    /// A new, empty log that keeps each statement's whole SQL and its binds (`SQL -- binds:
+    /// [...]`, Diesel's debug form).
+    pub fn keeping_whole_sql() -> Self {
+        StatementLog {
+            whole_sql: true,
+            ..StatementLog::default()
+        }
+    }
+
     /// The factory the backends' `Options::instrumentation` take.
     pub fn factory(&self) -> Arc<dyn Fn() -> Box<dyn Instrumentation> + Send + Sync> {
         let counts = Arc::clone(&self.counts);
+        let whole_sql = self.whole_sql;
         Arc::new(move || {
             let counts = Arc::clone(&counts);
             Box::new(move |event: InstrumentationEvent<'_>| {
@@ -42,7 +54,12 @@ impl StatementLog {
                 match event {
                     InstrumentationEvent::StartQuery { query, .. } => {
                         counts.statements += 1;
-                        let sql: String = query.to_string().chars().take(300).collect();
+                        let text = query.to_string();
+                        let sql = if whole_sql {
+                            text
+                        } else {
+                            text.chars().take(300).collect()
+                        };
                         counts.sql.push(sql);
                     }
                     InstrumentationEvent::CacheQuery { .. } => counts.prepares += 1,
@@ -76,4 +93,55 @@ impl StatementLog {
 
 fn lock(counts: &Mutex<Counts>) -> MutexGuard<'_, Counts> {
     counts.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A light statement counter (atomic counts, no SQL kept), for long runs.
+#[derive(Debug, Clone, Default)]
+pub struct StatementCounter {
+    counts: Arc<Totals>,
+}
+
+#[derive(Debug, Default)]
+struct Totals {
+    statements: std::sync::atomic::AtomicU64,
+    prepares: std::sync::atomic::AtomicU64,
+    transactions: std::sync::atomic::AtomicU64,
+}
+
+impl StatementCounter {
+    /// A new counter at zero.
+    pub fn new() -> Self {
+        StatementCounter::default()
+    }
+
+    /// The factory the backends' `Options::instrumentation` take.
+    pub fn factory(&self) -> Arc<dyn Fn() -> Box<dyn Instrumentation> + Send + Sync> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let counts = Arc::clone(&self.counts);
+        Arc::new(move || {
+            let counts = Arc::clone(&counts);
+            Box::new(move |event: InstrumentationEvent<'_>| match event {
+                InstrumentationEvent::StartQuery { .. } => {
+                    counts.statements.fetch_add(1, Relaxed);
+                }
+                InstrumentationEvent::CacheQuery { .. } => {
+                    counts.prepares.fetch_add(1, Relaxed);
+                }
+                InstrumentationEvent::BeginTransaction { .. } => {
+                    counts.transactions.fetch_add(1, Relaxed);
+                }
+                _ => {}
+            })
+        })
+    }
+
+    /// `(statements, prepares, transactions)` so far.
+    pub fn totals(&self) -> (u64, u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.counts.statements.load(Relaxed),
+            self.counts.prepares.load(Relaxed),
+            self.counts.transactions.load(Relaxed),
+        )
+    }
 }

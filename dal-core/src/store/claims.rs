@@ -7,8 +7,9 @@ use uuid::Uuid;
 use super::Store;
 use crate::backend::Backend;
 use crate::error::{DalError, Result};
+use crate::error::{Problem, ValidationError};
 use crate::plan::{Plan, Stale, Transition};
-use crate::{Claimed, Lease, Recovery, TaskExecution, TaskStatus, validate};
+use crate::{Claimed, Completion, Lease, Recovery, TaskExecution, TaskStatus, validate};
 
 /// The runner protocol, for engines that run many runner processes against one database.
 ///
@@ -40,6 +41,12 @@ pub trait ClaimStore: Send + Sync {
     /// clears the claim. Errors: as [`ClaimStore::complete`], and [`DalError::Validation`] for
     /// the error text.
     fn fail(&self, lease: &Lease, error: &str) -> Result<TaskExecution>;
+
+    /// Completes a runner's batch in one statement: every task whose lease in `leases` is still
+    /// its current claim goes `Running` -> `Completed`, each with its event; the others are
+    /// left unchanged and returned as lost. All leases must be of one runner
+    /// ([`DalError::Validation`] otherwise); an empty batch returns at once.
+    fn complete_many(&self, leases: &[Lease]) -> Result<Completion>;
 
     /// Gives a claimed task back: -> `Ready`, claim and `started_at` cleared, no attempt counted
     /// (one statement). Errors: as [`ClaimStore::complete`].
@@ -120,6 +127,33 @@ impl<B: Backend> ClaimStore for Store<B> {
         transition.validate()?;
         let plan = transition.plan(self.now()).leased(*lease);
         self.guarded_write(lease.task_id, &plan, transition.to())
+    }
+
+    fn complete_many(&self, leases: &[Lease]) -> Result<Completion> {
+        let Some(first) = leases.first() else {
+            return Ok(Completion::default());
+        };
+        if let Some(other) = leases.iter().position(|l| l.runner_id != first.runner_id) {
+            return Err(ValidationError::new(
+                format!("leases[{other}].runner_id"),
+                Problem::NotTheSameRunner,
+            )
+            .into());
+        }
+        let plan = Transition::MarkCompleted.plan(self.now()).leased(*first);
+        let result = self.backend.apply_leased(leases, &plan).map(|rows| {
+            let done: std::collections::HashSet<Uuid> = rows.iter().map(|row| row.id).collect();
+            Completion {
+                completed: by_id(rows),
+                lost: leases
+                    .iter()
+                    .filter(|l| !done.contains(&l.task_id))
+                    .copied()
+                    .collect(),
+            }
+        });
+        self.trace("complete_many", None, &result, 1);
+        result
     }
 
     fn release(&self, lease: &Lease) -> Result<TaskExecution> {

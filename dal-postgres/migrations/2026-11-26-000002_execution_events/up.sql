@@ -25,7 +25,7 @@ CREATE TABLE execution_events (
     seq                   bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     id                    uuid        NOT NULL,
     workflow_execution_id uuid        NOT NULL,
-    task_execution_id     uuid        NOT NULL REFERENCES task_executions (id),
+    task_execution_id     uuid        NOT NULL,
     event_type            text        NOT NULL CHECK (event_type IN ('created', 'ready', 'started', 'claimed', 'completed', 'failed', 'skipped', 'abandoned', 'retry_scheduled', 'recovered', 'reset', 'released')),
     event_data            jsonb       NOT NULL,
     runner_id             uuid,

@@ -4,7 +4,7 @@ CREATE TABLE execution_events (
     seq                   INTEGER NOT NULL PRIMARY KEY,
     id                    BLOB    NOT NULL CHECK (length(id) = 16),
     workflow_execution_id BLOB    NOT NULL CHECK (length(workflow_execution_id) = 16),
-    task_execution_id     BLOB    NOT NULL REFERENCES task_executions (id),
+    task_execution_id     BLOB    NOT NULL CHECK (length(task_execution_id) = 16),
     event_type            TEXT    NOT NULL CHECK (event_type IN ('created', 'ready', 'started', 'claimed', 'completed', 'failed', 'skipped', 'abandoned', 'retry_scheduled', 'recovered', 'reset', 'released')),
     event_data            TEXT    NOT NULL CHECK (json_valid(event_data)),
     runner_id             BLOB    CHECK (runner_id IS NULL OR length(runner_id) = 16),

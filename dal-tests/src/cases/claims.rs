@@ -21,6 +21,7 @@ pub const CASES: &[Case] = &[
     case!(heartbeat_moves_only_heartbeat_at),
     case!(complete_and_fail_need_the_current_lease),
     case!(release_gives_the_task_back_without_counting_an_attempt),
+    case!(complete_many_completes_the_batch_leases_that_still_hold),
     case!(a_crashed_runner_cannot_finish_a_recovered_task),
     case!(a_runner_cannot_finish_an_old_claim_of_a_task_it_claimed_again),
     case!(the_recovery_cap_abandons_a_task_that_keeps_killing_runners),
@@ -255,6 +256,71 @@ fn release_gives_the_task_back_without_counting_an_attempt(kind: BackendKind) {
         DalError::ClaimLost { .. }
     ));
     assert_unchanged(s, &again.task);
+}
+
+fn complete_many_completes_the_batch_leases_that_still_hold(kind: BackendKind) {
+    let f = Fixture::new(kind);
+    let s = f.store();
+    let wf = workflow();
+    ready_tasks(s, wf, 6, 1);
+    let r = runner();
+    let claims = s.claim_ready(r, 6).unwrap();
+    // Lease 2 is stale: released and claimed again. Task 3 is already completed.
+    s.release(&claims[2].lease).unwrap();
+    let again = s.claim_ready(r, 1).unwrap().remove(0);
+    assert_eq!(again.task.id, claims[2].task.id);
+    let done_before = s.complete(&claims[3].lease).unwrap();
+    let batch: Vec<Lease> = claims.iter().map(|c| c.lease).collect();
+    let now = f.tick();
+    let (completion, counts) = f.log.measure(|| s.complete_many(&batch).unwrap());
+    assert_eq!(
+        counts.statements,
+        statements_of("complete_many (30 tasks)", kind)
+    );
+    let expected: Vec<TaskExecution> = [0, 1, 4, 5]
+        .iter()
+        .map(|&i| TaskExecution {
+            status: Completed,
+            completed_at: Some(now),
+            claimed_by: None,
+            heartbeat_at: None,
+            updated_at: now,
+            ..claims[i].task.clone()
+        })
+        .collect();
+    assert_eq!(completion.completed, expected);
+    assert_eq!(completion.lost, vec![claims[2].lease, claims[3].lease]);
+    for row in &expected {
+        assert_unchanged(s, row);
+        let last = s.events_for_task(row.id).unwrap().pop().unwrap();
+        assert_eq!(
+            (last.event_type, last.runner_id, last.created_at),
+            (dal_core::EventType::Completed, Some(r), now)
+        );
+    }
+    assert_unchanged(s, &again.task);
+    assert_unchanged(s, &done_before);
+    // A batch is one runner's; nothing is sent otherwise.
+    ready_tasks(s, workflow(), 2, 1);
+    let mine = s.claim_ready(r, 1).unwrap().remove(0);
+    let theirs = s.claim_ready(runner(), 1).unwrap().remove(0);
+    let (result, counts) = f
+        .log
+        .measure(|| s.complete_many(&[mine.lease, theirs.lease]));
+    let err = expect_err(result);
+    assert!(
+        matches!(&err, DalError::Validation(v) if v.field == "leases[1].runner_id"
+            && v.problem == dal_core::Problem::NotTheSameRunner),
+        "{err:?}"
+    );
+    assert_eq!(counts.statements, 0);
+    assert_unchanged(s, &mine.task);
+    assert_unchanged(s, &theirs.task);
+    let (empty, counts) = f.log.measure(|| s.complete_many(&[]).unwrap());
+    assert_eq!(
+        (empty, counts.statements),
+        (dal_core::Completion::default(), 0)
+    );
 }
 
 /// The staleness threshold the sweeper uses in these cases.
@@ -505,7 +571,8 @@ fn ready_listings_show_due_tasks_oldest_first(kind: BackendKind) {
 
 /// Claims every task of `tasks` with [`THREADS`] runners, each claiming batches of
 /// `batch(thread, round)` until a claim returns nothing, and completing what it claimed with
-/// its lease. Returns how many claims were made.
+/// its lease (even threads one by one, odd threads with `complete_many`). Returns how many
+/// claims were made.
 fn claim_all_concurrently(
     f: &Fixture,
     tasks: &[TaskExecution],
@@ -516,18 +583,32 @@ fn claim_all_concurrently(
         let mut sequence = Sequence::new(i as u64 + 1);
         let mut claimed = Vec::new();
         loop {
-            let got = store
-                .claim_ready(runner_id, batch(i, &mut sequence))
-                .expect("claim_ready");
+            let limit = batch(i, &mut sequence);
+            let got = store.claim_ready(runner_id, limit).expect("claim_ready");
+            assert!(
+                got.len() <= limit as usize,
+                "{} claimed with a limit of {limit}",
+                got.len()
+            );
             if got.is_empty() {
                 break;
             }
-            for claim in got {
-                assert_eq!(claim.task.claimed_by, Some(runner_id));
-                store
-                    .complete(&claim.lease)
-                    .expect("complete with the lease");
-                claimed.push(claim.task.id);
+            assert!(
+                got.iter()
+                    .all(|claim| claim.task.claimed_by == Some(runner_id))
+            );
+            claimed.extend(got.iter().map(|claim| claim.task.id));
+            if i % 2 == 0 {
+                for claim in &got {
+                    store
+                        .complete(&claim.lease)
+                        .expect("complete with the lease");
+                }
+            } else {
+                let leases: Vec<Lease> = got.iter().map(|claim| claim.lease).collect();
+                let completion = store.complete_many(&leases).expect("complete_many");
+                assert!(completion.lost.is_empty());
+                assert_eq!(completion.completed.len(), leases.len());
             }
         }
         claimed

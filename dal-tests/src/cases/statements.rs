@@ -82,6 +82,7 @@ pub const EXPECTED: &[Expected] = &[
     // Heartbeats are not history: one statement on both.
     same("heartbeat", 1),
     logged("complete"),
+    logged("complete_many (30 tasks)"),
     logged("fail"),
     logged("release"),
     Expected {
@@ -129,13 +130,13 @@ const fn logged(operation: &'static str) -> Expected {
 
 /// How many statements a connection keeps prepared after running every operation once: every
 /// statement with a fixed text (all but the multi-row INSERTs). PostgreSQL: the logged
-/// single-row INSERT, the logged guarded UPDATE and the plain one (heartbeats), the logged claim
-/// and sweep, and 13 SELECTs. SQLite: the single-row INSERTs of a task and of an event, the
-/// guarded UPDATE, the claim, the sweep, and 13 SELECTs.
+/// single-row INSERT, the logged guarded UPDATE and the plain one (heartbeats), the logged claim,
+/// batch completion and sweep, and 13 SELECTs. SQLite: the single-row INSERTs of a task and of
+/// an event, the guarded UPDATE, the claim, the batch completion, the sweep, and 13 SELECTs.
 pub fn prepared_per_connection(kind: BackendKind) -> usize {
     match kind {
-        BackendKind::Postgres => 18,
-        BackendKind::Sqlite => 18,
+        BackendKind::Postgres => 19,
+        BackendKind::Sqlite => 19,
     }
 }
 
@@ -351,9 +352,10 @@ fn run_claims(f: &Fixture, pass: usize, measure: &mut dyn FnMut(&'static str, &m
     measure("rejected lease (claim lost)", &mut || {
         expect_err(s.complete(&lease));
     });
-    for claim in &some[2..] {
-        s.complete(&claim.lease).unwrap();
-    }
+    let batch: Vec<dal_core::Lease> = some[2..].iter().map(|c| c.lease).collect();
+    measure("complete_many (30 tasks)", &mut || {
+        assert_eq!(s.complete_many(&batch).unwrap().completed.len(), 30)
+    });
     // Only the 1,000 are claimed now; they go stale.
     f.clock.advance(chrono::TimeDelta::minutes(1));
     let threshold = f.now() - chrono::TimeDelta::seconds(30);
