@@ -1,0 +1,180 @@
+//! Round trips: each DAL operation against the pattern it replaces, on each backend, measured in
+//! the same run (see `dal_benches::baseline` for the patterns and their statements).
+//!
+//! `cargo bench -p dal-benches --bench round_trips` runs everything; `-- sqlite/` one backend
+//! (or `DAL_BENCH_BACKENDS=sqlite`); `-- --save-baseline main` and `-- --baseline main` compare
+//! runs; `-- --test` runs each benchmark once.
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use criterion::{BatchSize, BenchmarkId, Criterion};
+use dal_benches::env::{BenchEnv, backends};
+use dal_core::{NewTaskExecution, TaskStatus};
+use uuid::Uuid;
+
+static NEXT: AtomicU64 = AtomicU64::new(0);
+
+fn name() -> String {
+    format!("t{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// `n` new tasks in `status`, with names unused so far.
+fn news(n: usize, status: TaskStatus) -> Vec<NewTaskExecution> {
+    let wf = Uuid::now_v7();
+    (0..n)
+        .map(|_| NewTaskExecution::new(wf, name()).with_status(status))
+        .collect()
+}
+
+fn create(c: &mut Criterion, env: &BenchEnv) {
+    let mut group = c.benchmark_group(format!("{}/create", env.kind));
+    let wf = Uuid::now_v7();
+    group.bench_function("dal", |b| {
+        b.iter(|| {
+            env.store
+                .create(&NewTaskExecution::new(wf, name()))
+                .unwrap()
+        })
+    });
+    group.bench_function("insert_then_select", |b| {
+        b.iter(|| env.baseline.create_insert_then_select(wf, &name()))
+    });
+    group.bench_function("insert_with_event_transaction", |b| {
+        b.iter(|| env.baseline.create_with_event_transaction(wf, &name()))
+    });
+    group.finish();
+}
+
+fn get(c: &mut Criterion, env: &BenchEnv) {
+    let task = env
+        .store
+        .create(&NewTaskExecution::new(Uuid::now_v7(), name()))
+        .unwrap();
+    let mut group = c.benchmark_group(format!("{}/get", env.kind));
+    group.bench_function("dal", |b| b.iter(|| env.store.get(task.id).unwrap()));
+    group.finish();
+}
+
+fn reset_and_transition(c: &mut Criterion, env: &BenchEnv) {
+    let task = env
+        .store
+        .create_many(&news(1, TaskStatus::Ready))
+        .unwrap()
+        .remove(0);
+    let mut group = c.benchmark_group(format!("{}/reset_task_for_recovery", env.kind));
+    group.bench_function("dal", |b| {
+        b.iter(|| env.store.reset_task_for_recovery(task.id).unwrap())
+    });
+    group.bench_function("select_then_update", |b| {
+        b.iter(|| env.baseline.reset_select_then_update(task.id))
+    });
+    group.finish();
+    let mut group = c.benchmark_group(format!("{}/transition_with_event", env.kind));
+    group.bench_function("dal", |b| {
+        b.iter(|| env.store.reset_task_for_recovery(task.id).unwrap())
+    });
+    group.bench_function("read_update_insert", |b| {
+        b.iter(|| env.baseline.reset_read_update_insert(task.id))
+    });
+    group.finish();
+    // No Ready task may be left for the claims measured later.
+    env.store.mark_skipped(task.id, "measured").unwrap();
+}
+
+fn create_many(c: &mut Criterion, env: &BenchEnv) {
+    let mut group = c.benchmark_group(format!("{}/create_many", env.kind));
+    for n in [100, 1_000] {
+        group.bench_function(BenchmarkId::new("dal", n), |b| {
+            b.iter_batched(
+                || news(n, TaskStatus::NotStarted),
+                |batch| env.store.create_many(&batch).unwrap(),
+                BatchSize::PerIteration,
+            )
+        });
+        group.bench_function(BenchmarkId::new("single_creates", n), |b| {
+            b.iter_batched(
+                || news(n, TaskStatus::NotStarted),
+                |batch| {
+                    for new in &batch {
+                        env.store.create(new).unwrap();
+                    }
+                },
+                BatchSize::PerIteration,
+            )
+        });
+    }
+    group.finish();
+}
+
+fn claim(c: &mut Criterion, env: &BenchEnv) {
+    let mut group = c.benchmark_group(format!("{}/claim_32", env.kind));
+    let runner = Uuid::now_v7();
+    let ready = || {
+        env.store.create_many(&news(32, TaskStatus::Ready)).unwrap();
+    };
+    group.bench_function("dal", |b| {
+        b.iter_batched(
+            ready,
+            |()| assert_eq!(env.store.claim_ready(runner, 32).unwrap().len(), 32),
+            BatchSize::PerIteration,
+        )
+    });
+    group.bench_function("scan_then_claim_each", |b| {
+        b.iter_batched(
+            ready,
+            |()| assert_eq!(env.baseline.claim_scan_then_each(runner, 32).len(), 32),
+            BatchSize::PerIteration,
+        )
+    });
+    group.finish();
+}
+
+fn task_life(c: &mut Criterion, env: &BenchEnv) {
+    let mut group = c.benchmark_group(format!("{}/task_life", env.kind));
+    let wf = Uuid::now_v7();
+    let runner = Uuid::now_v7();
+    group.bench_function("dal", |b| {
+        b.iter(|| {
+            let task = env
+                .store
+                .create(&NewTaskExecution::new(wf, name()))
+                .unwrap();
+            env.store.mark_ready(task.id).unwrap();
+            let claimed = env.store.claim_ready(runner, 1).unwrap().remove(0);
+            assert_eq!(claimed.task.id, task.id);
+            env.store.complete(&claimed.lease).unwrap()
+        })
+    });
+    group.bench_function("old_patterns", |b| {
+        b.iter(|| {
+            let id = env.baseline.create_insert_then_select(wf, &name());
+            env.baseline
+                .transition_read_update_insert(id, "ready", "ready");
+            assert_eq!(env.baseline.claim_scan_then_each(runner, 1), [id]);
+            env.baseline
+                .transition_read_update_insert(id, "completed", "completed");
+        })
+    });
+    group.finish();
+}
+
+fn main() {
+    let mut c = Criterion::default()
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .configure_from_args();
+    for kind in backends() {
+        let env = BenchEnv::new(kind);
+        create(&mut c, &env);
+        get(&mut c, &env);
+        reset_and_transition(&mut c, &env);
+        create_many(&mut c, &env);
+        claim(&mut c, &env);
+        task_life(&mut c, &env);
+    }
+    c.final_summary();
+    dal_tests::provision::postgres::shutdown();
+}

@@ -1,0 +1,644 @@
+//! The baselines: the multi-statement patterns that the DAL replaces, written honestly.
+//!
+//! They run on the same schema, through the same Diesel and the same pool as the store they are
+//! compared with, and do the same work where the comparison says so: a read-update-insert
+//! transition writes the same history event as the DAL, a claim per task writes its event. What
+//! they do differently is what the engines we compare with do: read before writing, read after
+//! writing, one statement per task, a transaction around statements that one statement could
+//! replace. Each method's documentation lists its statements.
+//!
+//! Two things favour the baselines: their reads fetch only the columns they need, and the
+//! `create` pattern writes no history event (the DAL's `create` does).
+
+#![allow(clippy::expect_used)] // measurement code: a failing baseline is a broken benchmark
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use uuid::Uuid;
+
+/// A baseline pattern per operation, for one backend.
+pub trait Baseline {
+    /// `INSERT` (no `RETURNING`), then `SELECT` of the row: 2 statements. Returns the id.
+    fn create_insert_then_select(&self, workflow_execution_id: Uuid, task_name: &str) -> Uuid;
+
+    /// The same work as the DAL's `create` (the task and its `created` event), the old way:
+    /// `BEGIN`, `INSERT` of the task, `INSERT` of the event, `SELECT` of the row, `COMMIT`: 5
+    /// statements.
+    fn create_with_event_transaction(&self, workflow_execution_id: Uuid, task_name: &str) -> Uuid;
+
+    /// `SELECT` of the counter and status, then `UPDATE` with `recovery_attempts = n + 1`
+    /// computed by the client: 2 statements, and a lost update when two callers interleave.
+    fn reset_select_then_update(&self, id: Uuid);
+
+    /// `BEGIN`, `SELECT` of the row, `UPDATE`, `INSERT` of the history event, `COMMIT`: 5
+    /// statements for a recovery reset with its event.
+    fn reset_read_update_insert(&self, id: Uuid);
+
+    /// `SELECT` of up to `limit` due ready ids, then per task an `UPDATE ... RETURNING` that
+    /// claims it and an `INSERT` of its event: `1 + 2n` statements. Returns the claimed ids.
+    fn claim_scan_then_each(&self, runner_id: Uuid, limit: i64) -> Vec<Uuid>;
+
+    /// The read-update-insert transaction of `reset_read_update_insert` for any simple
+    /// transition: `BEGIN`, `SELECT`, `UPDATE` of the status to `to`, `INSERT` of `event`,
+    /// `COMMIT` (5 statements).
+    fn transition_read_update_insert(&self, id: Uuid, to: &'static str, event: &'static str);
+}
+
+fn micros(at: DateTime<Utc>) -> i64 {
+    at.timestamp_micros()
+}
+
+/// The baselines on PostgreSQL.
+pub mod postgres {
+    use dal_postgres::PgPool;
+    use dal_postgres::schema::{execution_events as e, task_executions as t};
+    use serde_json::json;
+
+    use super::*;
+
+    /// The baselines over a PostgreSQL store's pool.
+    pub struct PgBaseline(pub PgPool);
+
+    impl PgBaseline {
+        fn conn(
+            &self,
+        ) -> diesel::r2d2::PooledConnection<diesel::r2d2::ConnectionManager<PgConnection>> {
+            self.0.get().expect("a connection from the pool")
+        }
+    }
+
+    type Full = (
+        (
+            Uuid,
+            Uuid,
+            String,
+            String,
+            i32,
+            i32,
+            serde_json::Value,
+            serde_json::Value,
+        ),
+        (
+            Option<String>,
+            Option<String>,
+            Option<DateTime<Utc>>,
+            Option<DateTime<Utc>>,
+            Option<DateTime<Utc>>,
+        ),
+        (
+            i32,
+            Option<DateTime<Utc>>,
+            Option<Uuid>,
+            Option<DateTime<Utc>>,
+            Option<DateTime<Utc>>,
+        ),
+        (DateTime<Utc>, DateTime<Utc>, i32),
+    );
+
+    fn all_columns() -> _AllColumns {
+        (
+            (
+                t::id,
+                t::workflow_execution_id,
+                t::task_name,
+                t::status,
+                t::attempt,
+                t::max_attempts,
+                t::trigger_rules,
+                t::task_configuration,
+            ),
+            (
+                t::error_details,
+                t::last_error,
+                t::retry_at,
+                t::started_at,
+                t::completed_at,
+            ),
+            (
+                t::recovery_attempts,
+                t::last_recovery_at,
+                t::claimed_by,
+                t::heartbeat_at,
+                t::abandoned_at,
+            ),
+            (t::created_at, t::updated_at, t::claim_count),
+        )
+    }
+
+    type _AllColumns = (
+        (
+            t::id,
+            t::workflow_execution_id,
+            t::task_name,
+            t::status,
+            t::attempt,
+            t::max_attempts,
+            t::trigger_rules,
+            t::task_configuration,
+        ),
+        (
+            t::error_details,
+            t::last_error,
+            t::retry_at,
+            t::started_at,
+            t::completed_at,
+        ),
+        (
+            t::recovery_attempts,
+            t::last_recovery_at,
+            t::claimed_by,
+            t::heartbeat_at,
+            t::abandoned_at,
+        ),
+        (t::created_at, t::updated_at, t::claim_count),
+    );
+
+    fn log(
+        conn: &mut PgConnection,
+        wf: Uuid,
+        task: Uuid,
+        kind: &str,
+        data: serde_json::Value,
+        runner: Option<Uuid>,
+        at: DateTime<Utc>,
+    ) -> QueryResult<usize> {
+        diesel::insert_into(e::table)
+            .values((
+                e::id.eq(Uuid::now_v7()),
+                e::workflow_execution_id.eq(wf),
+                e::task_execution_id.eq(task),
+                e::event_type.eq(kind),
+                e::event_data.eq(data),
+                e::runner_id.eq(runner),
+                e::created_at.eq(at),
+            ))
+            .execute(conn)
+    }
+
+    impl Baseline for PgBaseline {
+        fn create_insert_then_select(&self, workflow_execution_id: Uuid, task_name: &str) -> Uuid {
+            let conn = &mut self.conn();
+            let (id, now) = (Uuid::now_v7(), Utc::now());
+            diesel::insert_into(t::table)
+                .values((
+                    t::id.eq(id),
+                    t::workflow_execution_id.eq(workflow_execution_id),
+                    t::task_name.eq(task_name),
+                    t::status.eq("not_started"),
+                    t::attempt.eq(1),
+                    t::max_attempts.eq(1),
+                    t::trigger_rules.eq(json!({"type": "Always"})),
+                    t::task_configuration.eq(json!({})),
+                    t::created_at.eq(now),
+                    t::updated_at.eq(now),
+                ))
+                .execute(conn)
+                .expect("insert");
+            let row: Full = t::table
+                .find(id)
+                .select(all_columns())
+                .first(conn)
+                .expect("select");
+            row.0.0
+        }
+
+        fn create_with_event_transaction(
+            &self,
+            workflow_execution_id: Uuid,
+            task_name: &str,
+        ) -> Uuid {
+            let conn = &mut self.conn();
+            let (id, now) = (Uuid::now_v7(), Utc::now());
+            conn.transaction::<_, diesel::result::Error, _>(|conn| {
+                diesel::insert_into(t::table)
+                    .values((
+                        t::id.eq(id),
+                        t::workflow_execution_id.eq(workflow_execution_id),
+                        t::task_name.eq(task_name),
+                        t::status.eq("not_started"),
+                        t::attempt.eq(1),
+                        t::max_attempts.eq(1),
+                        t::trigger_rules.eq(json!({"type": "Always"})),
+                        t::task_configuration.eq(json!({})),
+                        t::created_at.eq(now),
+                        t::updated_at.eq(now),
+                    ))
+                    .execute(conn)?;
+                let data = json!({"attempt": 1, "claim": 0, "recovery_attempts": 0});
+                log(conn, workflow_execution_id, id, "created", data, None, now)?;
+                let row: Full = t::table.find(id).select(all_columns()).first(conn)?;
+                Ok(row.0.0)
+            })
+            .expect("transaction")
+        }
+
+        fn reset_select_then_update(&self, id: Uuid) {
+            let conn = &mut self.conn();
+            let (status, n): (String, i32) = t::table
+                .find(id)
+                .select((t::status, t::recovery_attempts))
+                .first(conn)
+                .expect("select");
+            assert!(status == "ready" || status == "running");
+            let now = Utc::now();
+            diesel::update(t::table.find(id))
+                .set((
+                    t::status.eq("ready"),
+                    t::recovery_attempts.eq(n + 1),
+                    t::last_recovery_at.eq(now),
+                    t::started_at.eq(None::<DateTime<Utc>>),
+                    t::claimed_by.eq(None::<Uuid>),
+                    t::heartbeat_at.eq(None::<DateTime<Utc>>),
+                    t::updated_at.eq(now),
+                ))
+                .execute(conn)
+                .expect("update");
+        }
+
+        fn reset_read_update_insert(&self, id: Uuid) {
+            let conn = &mut self.conn();
+            conn.transaction::<_, diesel::result::Error, _>(|conn| {
+                let (wf, status, n, attempt, claim): (Uuid, String, i32, i32, i32) = t::table
+                    .find(id)
+                    .select((
+                        t::workflow_execution_id,
+                        t::status,
+                        t::recovery_attempts,
+                        t::attempt,
+                        t::claim_count,
+                    ))
+                    .first(conn)?;
+                assert!(status == "ready" || status == "running");
+                let now = Utc::now();
+                diesel::update(t::table.find(id))
+                    .set((
+                        t::status.eq("ready"),
+                        t::recovery_attempts.eq(n + 1),
+                        t::last_recovery_at.eq(now),
+                        t::started_at.eq(None::<DateTime<Utc>>),
+                        t::claimed_by.eq(None::<Uuid>),
+                        t::heartbeat_at.eq(None::<DateTime<Utc>>),
+                        t::updated_at.eq(now),
+                    ))
+                    .execute(conn)?;
+                let data = json!({"attempt": attempt, "claim": claim, "recovery_attempts": n + 1});
+                log(conn, wf, id, "recovered", data, None, now)
+            })
+            .expect("transaction");
+        }
+
+        fn claim_scan_then_each(&self, runner_id: Uuid, limit: i64) -> Vec<Uuid> {
+            let conn = &mut self.conn();
+            let now = Utc::now();
+            let ids: Vec<Uuid> = t::table
+                .filter(t::status.eq("ready"))
+                .filter(t::retry_at.is_null().or(t::retry_at.le(now)))
+                .order(t::id)
+                .limit(limit)
+                .select(t::id)
+                .load(conn)
+                .expect("scan");
+            let mut claimed = Vec::with_capacity(ids.len());
+            for id in ids {
+                let row: Option<Full> =
+                    diesel::update(t::table.find(id).filter(t::status.eq("ready")))
+                        .set((
+                            t::status.eq("running"),
+                            t::claimed_by.eq(runner_id),
+                            t::heartbeat_at.eq(now),
+                            t::started_at.eq(now),
+                            t::claim_count.eq(t::claim_count + 1),
+                            t::updated_at.eq(now),
+                        ))
+                        .returning(all_columns())
+                        .get_result(conn)
+                        .optional()
+                        .expect("claim");
+                if let Some(row) = row {
+                    let data =
+                        json!({"attempt": row.0.4, "claim": row.3.2, "recovery_attempts": row.2.0});
+                    log(conn, row.0.1, id, "claimed", data, Some(runner_id), now).expect("event");
+                    claimed.push(id);
+                }
+            }
+            claimed
+        }
+
+        fn transition_read_update_insert(&self, id: Uuid, to: &'static str, event: &'static str) {
+            let conn = &mut self.conn();
+            conn.transaction::<_, diesel::result::Error, _>(|conn| {
+                let (wf, attempt, claim, n): (Uuid, i32, i32, i32) = t::table
+                    .find(id)
+                    .select((
+                        t::workflow_execution_id,
+                        t::attempt,
+                        t::claim_count,
+                        t::recovery_attempts,
+                    ))
+                    .first(conn)?;
+                let now = Utc::now();
+                diesel::update(t::table.find(id))
+                    .set((t::status.eq(to), t::updated_at.eq(now)))
+                    .execute(conn)?;
+                let data = json!({"attempt": attempt, "claim": claim, "recovery_attempts": n});
+                log(conn, wf, id, event, data, None, now)
+            })
+            .expect("transaction");
+        }
+    }
+}
+
+/// The baselines on SQLite.
+pub mod sqlite {
+    use dal_sqlite::SqlitePool;
+    use dal_sqlite::schema::{execution_events as e, task_executions as t};
+    use serde_json::json;
+
+    use super::*;
+
+    /// The baselines over a SQLite store's pool.
+    pub struct SqliteBaseline(pub SqlitePool);
+
+    impl SqliteBaseline {
+        fn conn(
+            &self,
+        ) -> diesel::r2d2::PooledConnection<diesel::r2d2::ConnectionManager<SqliteConnection>>
+        {
+            self.0.get().expect("a connection from the pool")
+        }
+    }
+
+    type Full = (
+        (Vec<u8>, Vec<u8>, String, String, i32, i32, String, String),
+        (
+            Option<String>,
+            Option<String>,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+        ),
+        (i32, Option<i64>, Option<Vec<u8>>, Option<i64>, Option<i64>),
+        (i64, i64, i32),
+    );
+
+    type AllColumns = (
+        (
+            t::id,
+            t::workflow_execution_id,
+            t::task_name,
+            t::status,
+            t::attempt,
+            t::max_attempts,
+            t::trigger_rules,
+            t::task_configuration,
+        ),
+        (
+            t::error_details,
+            t::last_error,
+            t::retry_at,
+            t::started_at,
+            t::completed_at,
+        ),
+        (
+            t::recovery_attempts,
+            t::last_recovery_at,
+            t::claimed_by,
+            t::heartbeat_at,
+            t::abandoned_at,
+        ),
+        (t::created_at, t::updated_at, t::claim_count),
+    );
+
+    fn all_columns() -> AllColumns {
+        (
+            (
+                t::id,
+                t::workflow_execution_id,
+                t::task_name,
+                t::status,
+                t::attempt,
+                t::max_attempts,
+                t::trigger_rules,
+                t::task_configuration,
+            ),
+            (
+                t::error_details,
+                t::last_error,
+                t::retry_at,
+                t::started_at,
+                t::completed_at,
+            ),
+            (
+                t::recovery_attempts,
+                t::last_recovery_at,
+                t::claimed_by,
+                t::heartbeat_at,
+                t::abandoned_at,
+            ),
+            (t::created_at, t::updated_at, t::claim_count),
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn log(
+        conn: &mut SqliteConnection,
+        wf: &[u8],
+        task: &[u8],
+        kind: &str,
+        data: serde_json::Value,
+        runner: Option<&[u8]>,
+        at: i64,
+    ) -> QueryResult<usize> {
+        diesel::insert_into(e::table)
+            .values((
+                e::id.eq(Uuid::now_v7().as_bytes().as_slice()),
+                e::workflow_execution_id.eq(wf),
+                e::task_execution_id.eq(task),
+                e::event_type.eq(kind),
+                e::event_data.eq(data.to_string()),
+                e::runner_id.eq(runner),
+                e::created_at.eq(at),
+            ))
+            .execute(conn)
+    }
+
+    impl Baseline for SqliteBaseline {
+        fn create_insert_then_select(&self, workflow_execution_id: Uuid, task_name: &str) -> Uuid {
+            let conn = &mut self.conn();
+            let (id, now) = (Uuid::now_v7(), micros(Utc::now()));
+            diesel::insert_into(t::table)
+                .values((
+                    t::id.eq(id.as_bytes().as_slice()),
+                    t::workflow_execution_id.eq(workflow_execution_id.as_bytes().as_slice()),
+                    t::task_name.eq(task_name),
+                    t::status.eq("not_started"),
+                    t::attempt.eq(1),
+                    t::max_attempts.eq(1),
+                    t::trigger_rules.eq(json!({"type": "Always"}).to_string()),
+                    t::task_configuration.eq(json!({}).to_string()),
+                    t::created_at.eq(now),
+                    t::updated_at.eq(now),
+                ))
+                .execute(conn)
+                .expect("insert");
+            let row: Full = t::table
+                .find(id.as_bytes().as_slice())
+                .select(all_columns())
+                .first(conn)
+                .expect("select");
+            Uuid::from_slice(&row.0.0).expect("a 16-byte id")
+        }
+
+        fn create_with_event_transaction(
+            &self,
+            workflow_execution_id: Uuid,
+            task_name: &str,
+        ) -> Uuid {
+            let conn = &mut self.conn();
+            let (id, now) = (Uuid::now_v7(), micros(Utc::now()));
+            let (key, wf) = (
+                id.as_bytes().as_slice(),
+                workflow_execution_id.as_bytes().as_slice(),
+            );
+            conn.transaction::<_, diesel::result::Error, _>(|conn| {
+                diesel::insert_into(t::table)
+                    .values((
+                        t::id.eq(key),
+                        t::workflow_execution_id.eq(wf),
+                        t::task_name.eq(task_name),
+                        t::status.eq("not_started"),
+                        t::attempt.eq(1),
+                        t::max_attempts.eq(1),
+                        t::trigger_rules.eq(json!({"type": "Always"}).to_string()),
+                        t::task_configuration.eq(json!({}).to_string()),
+                        t::created_at.eq(now),
+                        t::updated_at.eq(now),
+                    ))
+                    .execute(conn)?;
+                let data = json!({"attempt": 1, "claim": 0, "recovery_attempts": 0});
+                log(conn, wf, key, "created", data, None, now)?;
+                let row: Full = t::table.find(key).select(all_columns()).first(conn)?;
+                Ok(Uuid::from_slice(&row.0.0).expect("a 16-byte id"))
+            })
+            .expect("transaction")
+        }
+
+        fn reset_select_then_update(&self, id: Uuid) {
+            let conn = &mut self.conn();
+            let key = id.as_bytes().as_slice();
+            let (status, n): (String, i32) = t::table
+                .find(key)
+                .select((t::status, t::recovery_attempts))
+                .first(conn)
+                .expect("select");
+            assert!(status == "ready" || status == "running");
+            let now = micros(Utc::now());
+            diesel::update(t::table.find(key))
+                .set((
+                    t::status.eq("ready"),
+                    t::recovery_attempts.eq(n + 1),
+                    t::last_recovery_at.eq(now),
+                    t::started_at.eq(None::<i64>),
+                    t::claimed_by.eq(None::<Vec<u8>>),
+                    t::heartbeat_at.eq(None::<i64>),
+                    t::updated_at.eq(now),
+                ))
+                .execute(conn)
+                .expect("update");
+        }
+
+        fn reset_read_update_insert(&self, id: Uuid) {
+            let conn = &mut self.conn();
+            let key = id.as_bytes().as_slice();
+            conn.transaction::<_, diesel::result::Error, _>(|conn| {
+                let (wf, status, n, attempt, claim): (Vec<u8>, String, i32, i32, i32) = t::table
+                    .find(key)
+                    .select((
+                        t::workflow_execution_id,
+                        t::status,
+                        t::recovery_attempts,
+                        t::attempt,
+                        t::claim_count,
+                    ))
+                    .first(conn)?;
+                assert!(status == "ready" || status == "running");
+                let now = micros(Utc::now());
+                diesel::update(t::table.find(key))
+                    .set((
+                        t::status.eq("ready"),
+                        t::recovery_attempts.eq(n + 1),
+                        t::last_recovery_at.eq(now),
+                        t::started_at.eq(None::<i64>),
+                        t::claimed_by.eq(None::<Vec<u8>>),
+                        t::heartbeat_at.eq(None::<i64>),
+                        t::updated_at.eq(now),
+                    ))
+                    .execute(conn)?;
+                let data = json!({"attempt": attempt, "claim": claim, "recovery_attempts": n + 1});
+                log(conn, &wf, key, "recovered", data, None, now)
+            })
+            .expect("transaction");
+        }
+
+        fn claim_scan_then_each(&self, runner_id: Uuid, limit: i64) -> Vec<Uuid> {
+            let conn = &mut self.conn();
+            let now = micros(Utc::now());
+            let ids: Vec<Vec<u8>> = t::table
+                .filter(t::status.eq("ready"))
+                .filter(t::retry_at.is_null().or(t::retry_at.le(now)))
+                .order(t::id)
+                .limit(limit)
+                .select(t::id)
+                .load(conn)
+                .expect("scan");
+            let runner = runner_id.as_bytes().as_slice();
+            let mut claimed = Vec::with_capacity(ids.len());
+            for id in ids {
+                let row: Option<Full> =
+                    diesel::update(t::table.find(id.as_slice()).filter(t::status.eq("ready")))
+                        .set((
+                            t::status.eq("running"),
+                            t::claimed_by.eq(runner),
+                            t::heartbeat_at.eq(now),
+                            t::started_at.eq(now),
+                            t::claim_count.eq(t::claim_count + 1),
+                            t::updated_at.eq(now),
+                        ))
+                        .returning(all_columns())
+                        .get_result(conn)
+                        .optional()
+                        .expect("claim");
+                if let Some(row) = row {
+                    let data =
+                        json!({"attempt": row.0.4, "claim": row.3.2, "recovery_attempts": row.2.0});
+                    log(conn, &row.0.1, &id, "claimed", data, Some(runner), now).expect("event");
+                    claimed.push(Uuid::from_slice(&id).expect("a 16-byte id"));
+                }
+            }
+            claimed
+        }
+
+        fn transition_read_update_insert(&self, id: Uuid, to: &'static str, event: &'static str) {
+            let conn = &mut self.conn();
+            let key = id.as_bytes().as_slice();
+            conn.transaction::<_, diesel::result::Error, _>(|conn| {
+                let (wf, attempt, claim, n): (Vec<u8>, i32, i32, i32) = t::table
+                    .find(key)
+                    .select((
+                        t::workflow_execution_id,
+                        t::attempt,
+                        t::claim_count,
+                        t::recovery_attempts,
+                    ))
+                    .first(conn)?;
+                let now = micros(Utc::now());
+                diesel::update(t::table.find(key))
+                    .set((t::status.eq(to), t::updated_at.eq(now)))
+                    .execute(conn)?;
+                let data = json!({"attempt": attempt, "claim": claim, "recovery_attempts": n});
+                log(conn, &wf, key, event, data, None, now)
+            })
+            .expect("transaction");
+        }
+    }
+}

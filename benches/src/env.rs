@@ -1,0 +1,85 @@
+//! A store and its baselines on a fresh database, for benchmarks.
+#![allow(clippy::expect_used)] // benchmark setup: a store that cannot open is a broken benchmark
+
+use std::sync::Arc;
+
+use dal_core::TaskExecutionStore;
+use dal_tests::fixture::BackendKind;
+use dal_tests::provision::postgres::TempSchema;
+use dal_tests::provision::sqlite::TempDatabase;
+
+use crate::baseline::Baseline;
+use crate::baseline::postgres::PgBaseline;
+use crate::baseline::sqlite::SqliteBaseline;
+
+/// A store, the baselines over the same pool, and the database they live in (removed on drop).
+pub struct BenchEnv {
+    /// Which backend.
+    pub kind: BackendKind,
+    /// The DAL.
+    pub store: Arc<dyn TaskExecutionStore>,
+    /// The old patterns, on the store's pool.
+    pub baseline: Box<dyn Baseline>,
+    _database: Box<dyn std::any::Any>,
+}
+
+impl BenchEnv {
+    /// A fresh environment: SQLite on a temporary file (WAL), or PostgreSQL in a new schema of
+    /// the server `dal_tests::provision::postgres` finds.
+    pub fn new(kind: BackendKind) -> Self {
+        match kind {
+            BackendKind::Sqlite => {
+                let file = TempDatabase::new();
+                let store = file.open(|options| options.pool_size(4));
+                let baseline = SqliteBaseline(store.backend().pool().clone());
+                BenchEnv {
+                    kind,
+                    store: Arc::new(store),
+                    baseline: Box::new(baseline),
+                    _database: Box::new(file),
+                }
+            }
+            BackendKind::Postgres => {
+                let schema = TempSchema::new();
+                // DAL_BENCH_PG_OPTIONS adds server settings to the benchmark's sessions, e.g.
+                // `-c synchronous_commit=off` to see round trips without the commit's flush.
+                let url = match std::env::var("DAL_BENCH_PG_OPTIONS") {
+                    Ok(extra) => format!(
+                        "{}%20{}",
+                        schema.url(),
+                        extra.replace(' ', "%20").replace('=', "%3D")
+                    ),
+                    Err(_) => schema.url().to_owned(),
+                };
+                let store = dal_postgres::Options::new(url)
+                    .pool_size(4)
+                    .connect()
+                    .expect("connect a PostgreSQL store for the benchmarks");
+                let baseline = PgBaseline(store.backend().pool().clone());
+                BenchEnv {
+                    kind,
+                    store: Arc::new(store),
+                    baseline: Box::new(baseline),
+                    _database: Box::new(schema),
+                }
+            }
+        }
+    }
+
+    /// The store as a trait object.
+    pub fn store(&self) -> &dyn TaskExecutionStore {
+        &*self.store
+    }
+}
+
+/// The backends to benchmark: `DAL_BENCH_BACKENDS` (comma-separated: `sqlite`, `postgres`),
+/// both by default.
+pub fn backends() -> Vec<BackendKind> {
+    match std::env::var("DAL_BENCH_BACKENDS") {
+        Ok(list) => BackendKind::ALL
+            .into_iter()
+            .filter(|kind| list.split(',').any(|name| name.trim() == kind.name()))
+            .collect(),
+        Err(_) => BackendKind::ALL.to_vec(),
+    }
+}

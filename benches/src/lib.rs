@@ -1,0 +1,11 @@
+//! Benchmarks of the task-execution DAL and the workload runner.
+//!
+//! - `benches/round_trips.rs` (criterion): each operation of the DAL against the
+//!   multi-statement pattern it replaces ([`baseline`]), on SQLite and PostgreSQL.
+//! - `src/bin/workload.rs`: many runners working through workflows on one store, with a
+//!   report of throughput, latencies, statements per task and correctness checks.
+
+pub mod baseline;
+pub mod env;
+pub mod pgbench;
+pub mod workload;

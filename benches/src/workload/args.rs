@@ -1,0 +1,121 @@
+//! The workload's command line.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// Many runners working through workflows on one store: creation in batches, claims in
+/// batches, failures and retries, runners that crash mid-task and a sweeper that recovers their
+/// tasks. Prints a report of throughput, latencies, statements per task and correctness checks;
+/// exits with 1 when a check fails.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "workload", version)]
+pub struct Args {
+    /// Where to run: `postgres://...` (a fresh schema is created there and dropped afterwards),
+    /// or `sqlite://PATH`. Default: an embedded SQLite file in a temporary directory.
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+
+    /// Workflow executions to create.
+    #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub workflows: u32,
+
+    /// Tasks per workflow execution.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=5_000))]
+    pub tasks_per_workflow: u32,
+
+    /// Runner threads.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub runners: u32,
+
+    /// Tasks a runner claims at a time.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub batch: u32,
+
+    /// Simulated work per task, in microseconds (0: none).
+    #[arg(long, default_value_t = 0)]
+    pub work_us: u64,
+
+    /// Share of task executions that fail (they are retried while attempts are left).
+    #[arg(long, default_value_t = 0.05, value_parser = share)]
+    pub fail_rate: f64,
+
+    /// Attempts each task may make.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=1_000))]
+    pub max_attempts: i32,
+
+    /// Runners (of `--runners`) that crash now and then, mid-batch, leaving claimed tasks for
+    /// the sweeper, then come back under a new runner id.
+    #[arg(long, default_value_t = 1)]
+    pub crashing_runners: u32,
+
+    /// Chance that a crashing runner crashes during a given batch.
+    #[arg(long, default_value_t = 0.05, value_parser = share)]
+    pub crash_rate: f64,
+
+    /// A claim whose heartbeat is older than this is stale and recovered by the sweeper (ms).
+    #[arg(long, default_value_t = 250, value_parser = clap::value_parser!(u64).range(10..))]
+    pub stale_after_ms: u64,
+
+    /// How often the sweeper runs (ms).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
+    pub sweep_every_ms: u64,
+
+    /// Recoveries after which a stale task is abandoned.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(0..))]
+    pub max_recoveries: i32,
+
+    /// Connections in the pool (default: runners + 2).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub pool_size: Option<u32>,
+
+    /// Seed of the simulated failures and crashes.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+
+    /// Also write the report as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+
+    /// Keep the database (the SQLite file or the PostgreSQL schema) after the run.
+    #[arg(long)]
+    pub keep: bool,
+
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+fn share(text: &str) -> Result<f64, String> {
+    let value: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number"))?;
+    if (0.0..=1.0).contains(&value) {
+        Ok(value)
+    } else {
+        Err(format!("{value} is not between 0 and 1"))
+    }
+}
+
+impl Args {
+    /// Checks what clap cannot: relations between arguments.
+    pub fn check(&self) -> Result<(), String> {
+        if self.crashing_runners > self.runners {
+            return Err(format!(
+                "--crashing-runners ({}) cannot exceed --runners ({})",
+                self.crashing_runners, self.runners
+            ));
+        }
+        if self.crashing_runners == self.runners && self.crash_rate > 0.0 {
+            // Someone must be left to finish the work between crashes; crashers do come back,
+            // so this is allowed, but say so when every runner crashes.
+            eprintln!("note: every runner crashes now and then; recovery will carry the load");
+        }
+        Ok(())
+    }
+
+    /// Every task of the run.
+    pub fn tasks(&self) -> u64 {
+        u64::from(self.workflows) * u64::from(self.tasks_per_workflow)
+    }
+}

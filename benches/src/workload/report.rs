@@ -1,0 +1,110 @@
+//! The report of a run: printed, and written as JSON with `--json`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use super::checks::Check;
+use super::metrics::OperationLatency;
+
+/// Everything a run measured and checked.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// `sqlite` or `postgres`.
+    pub backend: &'static str,
+    /// The database (no password).
+    pub location: String,
+    /// Workflow executions.
+    pub workflows: u32,
+    /// Tasks.
+    pub tasks: u64,
+    /// Runner threads.
+    pub runners: u32,
+    /// Of which crash now and then.
+    pub crashing_runners: u32,
+    /// Claim batch size.
+    pub batch: u32,
+    /// Simulated work per task, µs.
+    pub work_us: u64,
+    /// Share of executions that fail.
+    pub fail_rate: f64,
+    /// Chance of a crash per batch of a crashing runner.
+    pub crash_rate: f64,
+    /// Seconds from the first create to the last task's end.
+    pub elapsed_s: f64,
+    /// Tasks through their whole life per second.
+    pub tasks_per_second: f64,
+    /// Statements sent during the run (Diesel instrumentation; `BEGIN`/`COMMIT` included).
+    pub statements: u64,
+    /// Statements per task, over its whole life (creation, claims, completion, failures,
+    /// retries, recoveries, heartbeats and sweeps shared out).
+    pub statements_per_task: f64,
+    /// Statements prepared into the connections' caches (first uses).
+    pub prepares: u64,
+    /// Transactions begun.
+    pub transactions: u64,
+    /// Latency per operation.
+    pub operations: BTreeMap<String, OperationLatency>,
+    /// What happened, as counted.
+    pub outcomes: BTreeMap<&'static str, u64>,
+    /// The correctness checks.
+    pub checks: Vec<Check>,
+    /// Whether every check passed.
+    pub passed: bool,
+}
+
+impl Report {
+    /// The report for people.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "workload on {} ({}): {} tasks in {} workflow executions, {} runners ({} crashing), claims of {}, \
+             {}% failing, work {} µs",
+            self.backend,
+            self.location,
+            self.tasks,
+            self.workflows,
+            self.runners,
+            self.crashing_runners,
+            self.batch,
+            self.fail_rate * 100.0,
+            self.work_us
+        );
+        let _ = writeln!(
+            out,
+            "  {:.0} tasks/s through their whole life ({:.2} s)",
+            self.tasks_per_second, self.elapsed_s
+        );
+        let _ = writeln!(
+            out,
+            "  {} statements, {:.2} per task; {} transactions; {} statements prepared",
+            self.statements, self.statements_per_task, self.transactions, self.prepares
+        );
+        let _ = writeln!(
+            out,
+            "  {:<22}{:>10}{:>10}{:>10}{:>10}{:>10}",
+            "operation", "calls", "p50 µs", "p95 µs", "p99 µs", "max µs"
+        );
+        for (op, l) in &self.operations {
+            let _ = writeln!(
+                out,
+                "  {op:<22}{:>10}{:>10}{:>10}{:>10}{:>10}",
+                l.calls, l.p50_us, l.p95_us, l.p99_us, l.max_us
+            );
+        }
+        let outcomes: Vec<String> = self
+            .outcomes
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        let _ = writeln!(out, "  outcomes: {}", outcomes.join(", "));
+        let _ = writeln!(out, "  checks:");
+        for check in &self.checks {
+            let mark = if check.passed { "ok  " } else { "FAIL" };
+            let _ = writeln!(out, "    [{mark}] {}: {}", check.name, check.detail);
+        }
+        out
+    }
+}

@@ -1,0 +1,350 @@
+//! The run: a creator, runner threads, a sweeper, and the wait for every task to finish.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use chrono::{TimeDelta, Utc};
+use dal_core::{Claimed, DalError, Lease, NewTaskExecution, TaskExecutionStore, TaskStatus};
+use indicatif::{ProgressBar, ProgressStyle};
+use uuid::Uuid;
+
+use super::args::Args;
+use super::metrics::{Collected, Latencies, Outcomes};
+
+/// Workflow executions per `create_many` call.
+const WORKFLOWS_PER_BATCH: usize = 100;
+
+/// What a finished run hands to the checks and the report.
+pub struct Finished {
+    /// The workflow executions created.
+    pub workflows: Vec<Uuid>,
+    /// From the start of creation to the last task's end.
+    pub elapsed: Duration,
+    /// Latencies of every thread.
+    pub latencies: Arc<Collected>,
+    /// Counted outcomes.
+    pub outcomes: Arc<Outcomes>,
+    /// The first error that stopped a thread, if any.
+    pub error: Option<String>,
+}
+
+struct Shared {
+    store: Arc<dyn TaskExecutionStore>,
+    args: Args,
+    /// Tasks not finished yet (completed, failed on their last attempt, or abandoned).
+    outstanding: AtomicU64,
+    stop: AtomicBool,
+    outcomes: Arc<Outcomes>,
+    latencies: Arc<Collected>,
+    /// Tasks being executed right now, by any runner.
+    executing: Mutex<HashSet<Uuid>>,
+    error: Mutex<Option<String>>,
+}
+
+impl Shared {
+    fn fail_run(&self, what: &str, err: &DalError) {
+        let mut slot = self.error.lock().unwrap_or_else(PoisonError::into_inner);
+        slot.get_or_insert_with(|| format!("{what}: {err}"));
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    fn finished(&self, tasks: u64) {
+        self.outstanding.fetch_sub(tasks, Ordering::Relaxed);
+    }
+
+    fn start_executing(&self, id: Uuid) {
+        if !self
+            .executing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id)
+        {
+            Outcomes::add(&self.outcomes.overlapping_executions);
+        }
+    }
+
+    fn stop_executing(&self, id: Uuid) {
+        self.executing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
+    }
+}
+
+/// A small deterministic generator (xorshift64*) for failures and crashes.
+struct Dice(u64);
+
+impl Dice {
+    fn new(seed: u64) -> Self {
+        Dice(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        ((self.next() >> 11) as f64 / (1u64 << 53) as f64) < p
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// Runs the workload on `store` and returns when every task has finished (or a thread hit an
+/// error).
+pub fn run(store: Arc<dyn TaskExecutionStore>, args: &Args) -> Finished {
+    let total = args.tasks();
+    let shared = Arc::new(Shared {
+        store,
+        args: args.clone(),
+        outstanding: AtomicU64::new(total),
+        stop: AtomicBool::new(false),
+        outcomes: Arc::new(Outcomes::default()),
+        latencies: Arc::new(Collected::default()),
+        executing: Mutex::new(HashSet::new()),
+        error: Mutex::new(None),
+    });
+    let workflows: Vec<Uuid> = (0..args.workflows).map(|_| Uuid::now_v7()).collect();
+    let progress = if args.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(total)
+    };
+    progress.set_style(
+        ProgressStyle::with_template(
+            "{spinner} {elapsed_precise} [{bar:40}] {pos}/{len} tasks finished, {per_sec}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+
+    let start = Instant::now();
+    let mut threads = Vec::new();
+    {
+        let shared = Arc::clone(&shared);
+        let workflows = workflows.clone();
+        threads.push(thread::spawn(move || create(&shared, &workflows)));
+    }
+    for index in 0..args.runners as usize {
+        let shared = Arc::clone(&shared);
+        threads.push(thread::spawn(move || runner(&shared, index)));
+    }
+    {
+        let shared = Arc::clone(&shared);
+        threads.push(thread::spawn(move || sweeper(&shared)));
+    }
+    while shared.outstanding.load(Ordering::Relaxed) > 0 && !shared.stop.load(Ordering::Relaxed) {
+        progress.set_position(total - shared.outstanding.load(Ordering::Relaxed));
+        thread::sleep(Duration::from_millis(20));
+    }
+    let elapsed = start.elapsed();
+    shared.stop.store(true, Ordering::Relaxed);
+    for thread in threads {
+        if thread.join().is_err() {
+            let mut slot = shared.error.lock().unwrap_or_else(PoisonError::into_inner);
+            slot.get_or_insert_with(|| "a workload thread panicked".to_owned());
+        }
+    }
+    progress.set_position(total - shared.outstanding.load(Ordering::Relaxed));
+    progress.finish_and_clear();
+    let error = shared
+        .error
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take();
+    Finished {
+        workflows,
+        elapsed,
+        latencies: Arc::clone(&shared.latencies),
+        outcomes: Arc::clone(&shared.outcomes),
+        error,
+    }
+}
+
+/// The scheduler's part: creates the workflows' tasks, `Ready`, a batch of workflows at a time.
+fn create(shared: &Shared, workflows: &[Uuid]) {
+    let mut latencies = Latencies::default();
+    let args = &shared.args;
+    for chunk in workflows.chunks(WORKFLOWS_PER_BATCH) {
+        if shared.stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let news: Vec<NewTaskExecution> = chunk
+            .iter()
+            .flat_map(|wf| {
+                (0..args.tasks_per_workflow).map(move |i| {
+                    NewTaskExecution::new(*wf, format!("task-{i}"))
+                        .with_status(TaskStatus::Ready)
+                        .with_max_attempts(args.max_attempts)
+                })
+            })
+            .collect();
+        if let Err(err) = latencies.time("create_many", || shared.store.create_many(&news)) {
+            shared.fail_run("create_many", &err);
+        }
+    }
+    shared.latencies.add(&latencies);
+}
+
+/// One runner: claims a batch, executes it, fails (and retries) what fails and completes the rest
+/// in one call; a crashing runner now and then dies mid-batch, leaving its claims, and comes back
+/// under a new id, trying to finish its old leases once they are surely stale.
+fn runner(shared: &Shared, index: usize) {
+    let args = &shared.args;
+    let store = &*shared.store;
+    let outcomes = &*shared.outcomes;
+    let mut latencies = Latencies::default();
+    let mut dice = Dice::new(args.seed.wrapping_add(index as u64 * 7919));
+    let crashes = index < args.crashing_runners as usize;
+    let stale_after = Duration::from_millis(args.stale_after_ms);
+    let surely_stale = stale_after + 2 * Duration::from_millis(args.sweep_every_ms);
+    let mut runner_id = Uuid::now_v7();
+    // Leases left behind by a crash, and when.
+    let mut left_behind: Option<(Vec<Lease>, Instant)> = None;
+    while !shared.stop.load(Ordering::Relaxed) {
+        if let Some((leases, _)) = left_behind.take_if(|(_, at)| at.elapsed() >= surely_stale) {
+            match latencies.time("stale_complete_many", || store.complete_many(&leases)) {
+                Ok(completion) => {
+                    let accepted = completion.completed.len() as u64;
+                    outcomes
+                        .stale_accepted
+                        .fetch_add(accepted, Ordering::Relaxed);
+                    outcomes.completed.fetch_add(accepted, Ordering::Relaxed);
+                    outcomes
+                        .stale_refused
+                        .fetch_add(completion.lost.len() as u64, Ordering::Relaxed);
+                    shared.finished(accepted);
+                }
+                Err(err) => shared.fail_run("complete_many with old leases", &err),
+            }
+        }
+        let claimed =
+            match latencies.time("claim_ready", || store.claim_ready(runner_id, args.batch)) {
+                Ok(claimed) => claimed,
+                Err(err) => {
+                    shared.fail_run("claim_ready", &err);
+                    break;
+                }
+            };
+        if claimed.is_empty() {
+            thread::sleep(Duration::from_millis(1));
+            continue;
+        }
+        outcomes
+            .claims
+            .fetch_add(claimed.len() as u64, Ordering::Relaxed);
+        let crash_at = (crashes && dice.chance(args.crash_rate)).then(|| dice.below(claimed.len()));
+        let held: Vec<Lease> = claimed.iter().map(|c| c.lease).collect();
+        for claim in &claimed {
+            shared.start_executing(claim.task.id);
+        }
+        let mut last_beat = Instant::now();
+        let mut done: Vec<Lease> = Vec::with_capacity(claimed.len());
+        let mut crashed = false;
+        for (i, Claimed { task, lease }) in claimed.iter().enumerate() {
+            if crash_at == Some(i) {
+                // The process dies: what it executed is not completed, what it held stays
+                // claimed until the sweeper sees the heartbeats stop.
+                Outcomes::add(&outcomes.crashes);
+                let mut orphans = done.clone();
+                orphans.extend_from_slice(&held[i..]);
+                left_behind = Some((orphans, Instant::now()));
+                runner_id = Uuid::now_v7();
+                crashed = true;
+                break;
+            }
+            if last_beat.elapsed() > stale_after / 4 {
+                for lease in done.iter().chain(&held[i..]) {
+                    match latencies.time("heartbeat", || store.heartbeat(lease)) {
+                        Ok(_) | Err(DalError::ClaimLost { .. }) => {}
+                        Err(err) => shared.fail_run("heartbeat", &err),
+                    }
+                }
+                last_beat = Instant::now();
+            }
+            if args.work_us > 0 {
+                thread::sleep(Duration::from_micros(args.work_us));
+            }
+            if !dice.chance(args.fail_rate) {
+                done.push(*lease);
+                continue;
+            }
+            // A failed task leaves this runner now: retried, another runner may claim it.
+            shared.stop_executing(task.id);
+            match latencies.time("fail", || store.fail(lease, "simulated failure")) {
+                Ok(failed) => {
+                    Outcomes::add(&outcomes.failures);
+                    if failed.attempt < failed.max_attempts {
+                        match latencies.time("schedule_retry", || {
+                            store.schedule_retry(task.id, Utc::now())
+                        }) {
+                            Ok(_) => Outcomes::add(&outcomes.retries),
+                            Err(err) => shared.fail_run("schedule_retry", &err),
+                        }
+                    } else {
+                        Outcomes::add(&outcomes.exhausted);
+                        shared.finished(1);
+                    }
+                }
+                Err(DalError::ClaimLost { .. }) => Outcomes::add(&outcomes.claims_lost),
+                Err(err) => shared.fail_run("fail", &err),
+            }
+        }
+        for claim in &claimed {
+            shared.stop_executing(claim.task.id);
+        }
+        if crashed || done.is_empty() {
+            continue;
+        }
+        match latencies.time("complete_many", || store.complete_many(&done)) {
+            Ok(completion) => {
+                let completed = completion.completed.len() as u64;
+                outcomes.completed.fetch_add(completed, Ordering::Relaxed);
+                outcomes
+                    .claims_lost
+                    .fetch_add(completion.lost.len() as u64, Ordering::Relaxed);
+                shared.finished(completed);
+            }
+            Err(err) => shared.fail_run("complete_many", &err),
+        }
+    }
+    shared.latencies.add(&latencies);
+}
+
+/// The sweeper: recovers the claims of runners that stopped heart-beating.
+fn sweeper(shared: &Shared) {
+    let args = &shared.args;
+    let mut latencies = Latencies::default();
+    let stale_after = TimeDelta::milliseconds(args.stale_after_ms as i64);
+    while !shared.stop.load(Ordering::Relaxed) {
+        thread::sleep(Duration::from_millis(args.sweep_every_ms));
+        let swept = latencies.time("recover_stale_claims", || {
+            shared
+                .store
+                .recover_stale_claims(Utc::now() - stale_after, args.max_recoveries)
+        });
+        match swept {
+            Ok(recovery) => {
+                shared
+                    .outcomes
+                    .recovered
+                    .fetch_add(recovery.reset.len() as u64, Ordering::Relaxed);
+                shared
+                    .outcomes
+                    .abandoned
+                    .fetch_add(recovery.abandoned.len() as u64, Ordering::Relaxed);
+                shared.finished(recovery.abandoned.len() as u64);
+            }
+            Err(err) => shared.fail_run("recover_stale_claims", &err),
+        }
+    }
+    shared.latencies.add(&latencies);
+}
