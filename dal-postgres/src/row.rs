@@ -68,7 +68,8 @@ impl TryFrom<Row> for TaskExecution {
     }
 }
 
-/// The columns a new task is inserted with; the others take their defaults (`NULL`, 0).
+/// The columns a new task is inserted with (one row; many rows go as arrays, see `insert`); the
+/// others take their defaults (`NULL`, 0).
 #[derive(Debug, Insertable)]
 #[diesel(table_name = task_executions, treat_none_as_default_value = false)]
 pub(crate) struct NewRow<'a> {
@@ -83,11 +84,6 @@ pub(crate) struct NewRow<'a> {
     retry_at: Option<DateTime<Utc>>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
-}
-
-impl NewRow<'_> {
-    /// How many bind parameters one row takes.
-    pub(crate) const BINDS: usize = 11;
 }
 
 impl<'a> From<&'a TaskExecution> for NewRow<'a> {

@@ -11,7 +11,9 @@ use diesel::PgConnection;
 use diesel::dsl::{case_when, count_star, exists, max, min, sum};
 use diesel::prelude::*;
 use diesel::r2d2::{ConnectionManager, Pool};
-use diesel::sql_types::{Bool, Integer, Nullable, Text, Timestamptz};
+use diesel::sql_types::{
+    Array, Bool, Integer, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid,
+};
 use uuid::Uuid;
 
 use crate::errors::{from_diesel, from_pool};
@@ -21,9 +23,10 @@ use crate::row::{NewRow, Row};
 use crate::schema::execution_events as e;
 use crate::schema::task_executions::{self as t, table as tasks};
 
-/// PostgreSQL's limit on bind parameters per statement (the wire protocol counts them in 16
-/// bits).
-const MAX_BINDS: usize = 65_535;
+diesel::define_sql_function! {
+    /// The elements of an array, a row each; several `unnest`s in one select list run in step.
+    fn unnest<ST: diesel::sql_types::SingleValue>(array: Array<ST>) -> ST;
+}
 
 /// The connection pool of a PostgreSQL store.
 pub type PgPool = Pool<ConnectionManager<PgConnection>>;
@@ -70,6 +73,7 @@ macro_rules! write_logged {
 /// The names under which the fixed statements are kept prepared (see `PreparedAs`).
 mod keys {
     pub(super) struct InsertOne;
+    pub(super) struct InsertMany;
     pub(super) struct Apply;
     pub(super) struct Claim;
     pub(super) struct Leased;
@@ -122,37 +126,100 @@ impl Backend for PgBackend {
     const NAME: &'static str = "postgres";
 
     fn insert(&self, rows_in: &[TaskExecution], event: &EventSpec) -> Result<Vec<TaskExecution>> {
-        let new_rows: Vec<NewRow<'_>> = rows_in.iter().map(NewRow::from).collect();
-        let chunk = MAX_BINDS / NewRow::BINDS;
         let at = rows_in.first().map_or_else(Utc::now, |row| row.created_at);
         let stored = self.run(|conn| {
-            let insert = |conn: &mut PgConnection, part: &[NewRow<'_>]| {
-                // Multi-row: its text varies with the row count, so it is not kept prepared.
-                logged(
-                    diesel::insert_into(tasks)
-                        .values(part)
-                        .returning(Row::as_returning()),
-                    event,
-                    at,
-                )
-                .get_results::<Row>(conn)
-            };
-            if let [one] = new_rows.as_slice() {
+            if let [one] = rows_in {
                 let write = diesel::insert_into(tasks)
-                    .values(one)
+                    .values(NewRow::from(one))
                     .returning(Row::as_returning());
-                write_logged!(conn, keys::InsertOne, write, Some(event), at)
-            } else if new_rows.len() <= chunk {
-                insert(conn, &new_rows)
-            } else {
-                conn.transaction(|conn| {
-                    let mut all = Vec::with_capacity(new_rows.len());
-                    for part in new_rows.chunks(chunk) {
-                        all.extend(insert(conn, part)?);
-                    }
-                    Ok(all)
-                })
+                return write_logged!(conn, keys::InsertOne, write, Some(event), at);
             }
+            // Many rows: each column bound as one array and unnested, in step, by the SELECT:
+            // one fixed statement (kept prepared) for any number of rows, and no limit on binds.
+            let column = |f: fn(&TaskExecution) -> Uuid| rows_in.iter().map(f).collect::<Vec<_>>();
+            let write = diesel::select((
+                unnest(column(|r| r.id).into_sql::<Array<SqlUuid>>()),
+                unnest(column(|r| r.workflow_execution_id).into_sql::<Array<SqlUuid>>()),
+                unnest(
+                    rows_in
+                        .iter()
+                        .map(|r| r.task_name.as_str())
+                        .collect::<Vec<_>>()
+                        .into_sql::<Array<Text>>(),
+                ),
+                unnest(
+                    rows_in
+                        .iter()
+                        .map(|r| r.status.as_str())
+                        .collect::<Vec<_>>()
+                        .into_sql::<Array<Text>>(),
+                ),
+                unnest(
+                    rows_in
+                        .iter()
+                        .map(|r| r.attempt)
+                        .collect::<Vec<_>>()
+                        .into_sql::<Array<Integer>>(),
+                ),
+                unnest(
+                    rows_in
+                        .iter()
+                        .map(|r| r.max_attempts)
+                        .collect::<Vec<_>>()
+                        .into_sql::<Array<Integer>>(),
+                ),
+                unnest(
+                    rows_in
+                        .iter()
+                        .map(|r| &r.trigger_rules)
+                        .collect::<Vec<_>>()
+                        .into_sql::<Array<Jsonb>>(),
+                ),
+                unnest(
+                    rows_in
+                        .iter()
+                        .map(|r| &r.task_configuration)
+                        .collect::<Vec<_>>()
+                        .into_sql::<Array<Jsonb>>(),
+                ),
+                unnest(
+                    rows_in
+                        .iter()
+                        .map(|r| r.retry_at)
+                        .collect::<Vec<_>>()
+                        .into_sql::<Array<Nullable<Timestamptz>>>(),
+                ),
+                unnest(
+                    rows_in
+                        .iter()
+                        .map(|r| r.created_at)
+                        .collect::<Vec<_>>()
+                        .into_sql::<Array<Timestamptz>>(),
+                ),
+                unnest(
+                    rows_in
+                        .iter()
+                        .map(|r| r.updated_at)
+                        .collect::<Vec<_>>()
+                        .into_sql::<Array<Timestamptz>>(),
+                ),
+            ))
+            .insert_into(tasks)
+            .into_columns((
+                t::id,
+                t::workflow_execution_id,
+                t::task_name,
+                t::status,
+                t::attempt,
+                t::max_attempts,
+                t::trigger_rules,
+                t::task_configuration,
+                t::retry_at,
+                t::created_at,
+                t::updated_at,
+            ))
+            .returning(Row::as_returning());
+            write_logged!(conn, keys::InsertMany, write, Some(event), at)
         })?;
         rows(stored)
     }

@@ -225,8 +225,8 @@ fn create_many_rejects_the_whole_batch_for_one_taken_name(kind: BackendKind) {
     assert_eq!(f.store.list_for_workflow(wf).unwrap(), vec![existing]);
 }
 
-/// More rows than one statement can bind on either backend (SQLite: 2,978 rows a chunk,
-/// PostgreSQL: 5,957): several statements in one transaction.
+/// More rows than one SQLite statement can bind (2,978 a chunk): several statements in one
+/// transaction there; one statement on PostgreSQL, which binds each column as one array.
 pub const BEYOND_ONE_CHUNK: usize = 7_000;
 
 fn create_many_beyond_one_chunk_is_all_or_nothing(kind: BackendKind) {
