@@ -107,8 +107,9 @@ impl Options {
             .max_size(self.pool_size)
             .min_idle(self.min_idle)
             // A pooled checkout must not cost a round trip: no `SELECT 1` before each use. A
-            // broken connection is found by the error of the statement that uses it, and the
-            // pool then drops it.
+            // lost connection is found by the statement that uses it, which fails with
+            // `DalError::Connection` (retryable); the backend then retires that connection and
+            // the pool opens a new one.
             .test_on_check_out(false)
             .connection_timeout(self.connect_timeout)
             .connection_customizer(Box::new(Setup {

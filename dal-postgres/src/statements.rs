@@ -5,9 +5,11 @@ use dal_core::event::EventSpec;
 use dal_core::plan::{Plan, Stale};
 use dal_core::sql::PreparedAs;
 use dal_core::{
-    Backend, ExecutionEvent, Lease, Result, RetryStats, StatusSet, TaskExecution, TaskStatus,
+    Backend, DalError, ExecutionEvent, Lease, Result, RetryStats, StatusSet, TaskExecution,
+    TaskStatus,
 };
 use diesel::PgConnection;
+use diesel::connection::SimpleConnection;
 use diesel::dsl::{case_when, count_star, exists, max, min, sum};
 use diesel::prelude::*;
 use diesel::r2d2::{ConnectionManager, Pool};
@@ -47,10 +49,30 @@ impl PgBackend {
         &self.pool
     }
 
+    /// Runs `run` on a pooled connection. When the connection turns out to be lost, it is
+    /// retired so that the pool opens a new one instead of handing the dead one out again.
     fn run<T>(&self, run: impl FnOnce(&mut PgConnection) -> QueryResult<T>) -> Result<T> {
         let mut conn = self.pool.get().map_err(from_pool)?;
-        run(&mut conn).map_err(from_diesel)
+        run(&mut conn).map_err(|err| {
+            let err = from_diesel(err);
+            if matches!(err, DalError::Connection { .. }) {
+                retire(&mut conn);
+            }
+            err
+        })
     }
+}
+
+/// Marks a lost connection as broken for the pool.
+///
+/// Diesel marks a connection broken (and the pool then drops it) only when a statement
+/// *executes* on it; a statement that fails while being *prepared* leaves the connection
+/// looking healthy, and the pool would hand the dead connection out again and again. An
+/// empty batch on a lost connection never reaches a server, and its failure makes Diesel read
+/// libpq's connection state and mark the connection broken.
+fn retire(conn: &mut PgConnection) {
+    // The batch is expected to fail: its result carries nothing the caller needs.
+    let _ = conn.batch_execute("");
 }
 
 fn rows(rows: Vec<Row>) -> Result<Vec<TaskExecution>> {
