@@ -8,8 +8,8 @@ fn committed_pgbench_scripts_are_the_dals_statements() {
         let committed = std::fs::read_to_string(&path).unwrap_or_default();
         assert!(
             committed == generated,
-            "{path} differs from the DAL's statements; regenerate with \
-             `cargo run -p dal-benches --example pgbench_scripts`"
+            "{path} differs from the DAL's statements; regenerate with `DATABASE_URL=postgres://... \
+             cargo run -p dal-benches --example pgbench_scripts`"
         );
     }
 }

@@ -94,6 +94,8 @@ pub(crate) fn logged<W>(
                 .into_sql::<Nullable<diesel::sql_types::Uuid>>(),
             at.into_sql::<Timestamptz>(),
         ))
+        // The events of one statement take their `seq` in task id order, as on SQLite.
+        .order(changed::id)
         .insert_into(e::table)
         .into_columns((
             e::id,

@@ -54,6 +54,9 @@ pub(crate) fn log(
     rows: &[TaskExecution],
     at: DateTime<Utc>,
 ) -> QueryResult<()> {
+    // The events of one write take their `seq` in task id order, as on PostgreSQL.
+    let mut rows: Vec<&TaskExecution> = rows.iter().collect();
+    rows.sort_unstable_by_key(|row| row.id);
     let events: Vec<NewEvent> = rows
         .iter()
         .map(|row| event.event_for(row, ids.at(at), at))

@@ -6,6 +6,7 @@ use uuid::Uuid;
 
 use super::Store;
 use crate::backend::Backend;
+use crate::clock;
 use crate::error::{DalError, Result};
 use crate::error::{Problem, ValidationError};
 use crate::plan::{Plan, Stale, Transition};
@@ -163,6 +164,8 @@ impl<B: Backend> ClaimStore for Store<B> {
 
     fn find_stale_claims(&self, older_than: DateTime<Utc>) -> Result<Vec<TaskExecution>> {
         validate::time("older_than", older_than)?;
+        // Cut to microseconds here, as every stored time is, rather than by each driver's rule.
+        let older_than = clock::to_micros(older_than);
         let result = self.backend.find_stale(older_than);
         self.trace("find_stale_claims", None, &result, 1);
         result
@@ -175,6 +178,7 @@ impl<B: Backend> ClaimStore for Store<B> {
     ) -> Result<Recovery> {
         validate::time("older_than", older_than)?;
         validate::in_range("max_recovery_attempts", max_recovery_attempts, 0, i32::MAX)?;
+        let older_than = clock::to_micros(older_than);
         let now = self.now();
         let mut statements = 0;
         let result = (|| {
