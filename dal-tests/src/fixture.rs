@@ -45,11 +45,19 @@ impl fmt::Display for BackendKind {
 pub struct Setup {
     /// The pool size.
     pub pool_size: u32,
+    /// SQLite: how long a write waits for another connection's lock.
+    pub busy_timeout: std::time::Duration,
+    /// PostgreSQL: server settings for the store's sessions, e.g. `-c statement_timeout=200`.
+    pub postgres_options: &'static str,
 }
 
 impl Default for Setup {
     fn default() -> Self {
-        Setup { pool_size: 8 }
+        Setup {
+            pool_size: 8,
+            busy_timeout: std::time::Duration::from_secs(5),
+            postgres_options: "",
+        }
     }
 }
 
@@ -73,6 +81,23 @@ pub struct Fixture {
     database: Database,
 }
 
+/// A lock held by another connection (see [`Fixture::hold_lock_on`]).
+pub enum LockHolder {
+    /// A PostgreSQL connection in a transaction holding a row lock.
+    Postgres(diesel::PgConnection),
+    /// A SQLite connection holding the write lock.
+    Sqlite(diesel::SqliteConnection),
+}
+
+impl fmt::Debug for LockHolder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LockHolder::Postgres(_) => "LockHolder::Postgres",
+            LockHolder::Sqlite(_) => "LockHolder::Sqlite",
+        })
+    }
+}
+
 enum Database {
     Postgres(TempSchema),
     Sqlite(TempDatabase),
@@ -91,13 +116,21 @@ impl Fixture {
         let (store, database): (Arc<dyn TaskExecutionStore>, Database) = match kind {
             BackendKind::Postgres => {
                 let schema = TempSchema::new();
-                let store = schema.connect(|options| {
-                    // All connections are opened up front, none later in the background.
-                    options
-                        .pool_size(setup.pool_size)
-                        .clock(clock.clone())
-                        .instrumentation(log.factory())
-                });
+                let url = match setup.postgres_options {
+                    "" => schema.url().to_owned(),
+                    extra => format!(
+                        "{}%20{}",
+                        schema.url(),
+                        extra.replace(' ', "%20").replace('=', "%3D")
+                    ),
+                };
+                // All connections are opened up front, none later in the background.
+                let store = dal_postgres::Options::new(url)
+                    .pool_size(setup.pool_size)
+                    .clock(clock.clone())
+                    .instrumentation(log.factory())
+                    .connect()
+                    .expect("connect a PostgreSQL store to a test schema");
                 (Arc::new(store), Database::Postgres(schema))
             }
             BackendKind::Sqlite => {
@@ -105,6 +138,7 @@ impl Fixture {
                 let store = file.open(|options| {
                     options
                         .pool_size(setup.pool_size)
+                        .busy_timeout(setup.busy_timeout)
                         .clock(clock.clone())
                         .instrumentation(log.factory())
                 });
@@ -129,31 +163,84 @@ impl Fixture {
     }
 
     /// The SQLite database of the fixture, if it is a SQLite one.
-    pub fn sqlitedatabase(&self) -> Option<&TempDatabase> {
+    pub fn sqlite_database(&self) -> Option<&TempDatabase> {
         match &self.database {
             Database::Sqlite(file) => Some(file),
             Database::Postgres(_) => None,
         }
     }
 
-    /// Runs a statement on the fixture's database outside the store, over a connection of its
+    /// Runs statements (`;`-separated) on the fixture's database outside the store, over a connection of its
     /// own: `postgres` on PostgreSQL, `sqlite` on SQLite. For cases that change the schema
     /// under the store (e.g. to make a write fail).
     pub fn execute_sql(&self, postgres: &str, sqlite: &str) {
-        use diesel::{Connection, PgConnection, RunQueryDsl, SqliteConnection};
+        if let Err(err) = self.try_execute_sql(postgres, sqlite) {
+            panic!("{postgres} / {sqlite}: {err}");
+        }
+    }
+
+    /// [`Fixture::execute_sql`], returning the database's error instead of failing the case.
+    pub fn try_execute_sql(&self, postgres: &str, sqlite: &str) -> diesel::QueryResult<()> {
+        use diesel::connection::SimpleConnection;
+        use diesel::{Connection, PgConnection, SqliteConnection};
         match &self.database {
             Database::Postgres(schema) => {
                 let mut conn = PgConnection::establish(schema.url()).expect("connect");
-                diesel::sql_query(postgres)
-                    .execute(&mut conn)
-                    .expect(postgres);
+                conn.batch_execute(postgres)
             }
             Database::Sqlite(file) => {
                 let path = file.path();
                 let mut conn = SqliteConnection::establish(&path.to_string_lossy()).expect("open");
-                diesel::sql_query(sqlite).execute(&mut conn).expect(sqlite);
+                conn.batch_execute(sqlite)
             }
         }
+    }
+
+    /// Another connection holding a lock the store needs to change task `id`: on PostgreSQL
+    /// the task's row lock (`SELECT ... FOR UPDATE` in an open transaction), on SQLite the
+    /// database's write lock (`BEGIN IMMEDIATE`). Released when the guard drops.
+    pub fn hold_lock_on(&self, id: uuid::Uuid) -> LockHolder {
+        use diesel::{Connection, PgConnection, RunQueryDsl, SqliteConnection};
+        match &self.database {
+            Database::Postgres(schema) => {
+                let mut conn = PgConnection::establish(schema.url()).expect("connect");
+                diesel::sql_query("BEGIN")
+                    .execute(&mut conn)
+                    .expect("BEGIN");
+                diesel::sql_query("SELECT 1 FROM task_executions WHERE id = $1 FOR UPDATE")
+                    .bind::<diesel::sql_types::Uuid, _>(id)
+                    .execute(&mut conn)
+                    .expect("lock the row");
+                LockHolder::Postgres(conn)
+            }
+            Database::Sqlite(file) => {
+                let mut conn =
+                    SqliteConnection::establish(&file.path().to_string_lossy()).expect("open");
+                diesel::sql_query("BEGIN IMMEDIATE")
+                    .execute(&mut conn)
+                    .expect("lock");
+                LockHolder::Sqlite(conn)
+            }
+        }
+    }
+
+    /// `PRAGMA integrity_check` of the SQLite fixture's file (`"ok"` when intact).
+    pub fn sqlite_integrity(&self) -> String {
+        use diesel::{Connection, RunQueryDsl, SqliteConnection};
+        #[derive(diesel::QueryableByName)]
+        struct Check {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            integrity_check: String,
+        }
+        let file = self.sqlite_database().expect("a SQLite fixture");
+        let mut conn = SqliteConnection::establish(&file.path().to_string_lossy()).expect("open");
+        let rows: Vec<Check> = diesel::sql_query("PRAGMA integrity_check")
+            .load(&mut conn)
+            .expect("integrity_check");
+        rows.into_iter()
+            .map(|r| r.integrity_check)
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 
     /// The store as a trait object.

@@ -15,5 +15,6 @@
 pub mod cases;
 pub mod counter;
 pub mod fixture;
+pub mod model;
 pub mod provision;
 pub mod suite;

@@ -188,7 +188,7 @@ pub fn run_checks(
             .map(Vec::as_slice)
             .unwrap_or_default();
         replayed_events += events.len();
-        if let Err(problem) = replay(task, events) {
+        if let Err(problem) = dal_tests::model::replay(task, events) {
             problems.push(format!("task {}: {problem}", task.id));
         }
     }
@@ -198,69 +198,4 @@ pub fn run_checks(
         format!("{replayed_events} events over {} tasks", tasks.len()),
     ));
     Ok(checks)
-}
-
-/// Replays a task's events through the state machine and compares the result with the row.
-fn replay(row: &TaskExecution, events: &[ExecutionEvent]) -> Result<(), String> {
-    use EventType as E;
-    use TaskStatus as S;
-    let mut status = None::<S>;
-    let (mut attempt, mut claim, mut recoveries) = (1, 0, 0);
-    for event in events {
-        let from = status;
-        let allowed = |states: &[S]| from.is_some_and(|s| states.contains(&s));
-        let next = match event.event_type {
-            E::Created if from.is_none() => S::Ready,
-            E::Claimed if allowed(&[S::Ready]) => {
-                claim += 1;
-                S::Running
-            }
-            E::Completed if allowed(&[S::Running]) => S::Completed,
-            E::Failed if allowed(&[S::Ready, S::Running]) => S::Failed,
-            E::RetryScheduled if allowed(&[S::Running, S::Failed]) => {
-                attempt += 1;
-                S::Ready
-            }
-            E::Recovered if allowed(&[S::Running, S::Ready]) => {
-                recoveries += 1;
-                S::Ready
-            }
-            E::Abandoned if allowed(&[S::NotStarted, S::Ready, S::Running]) => S::Failed,
-            E::Released if allowed(&[S::Running, S::Ready]) => S::Ready,
-            other => return Err(format!("{other} after {from:?} (seq {})", event.seq)),
-        };
-        status = Some(next);
-        let data = &event.event_data;
-        let counters = (
-            data["attempt"].as_i64(),
-            data["claim"].as_i64(),
-            data["recovery_attempts"].as_i64(),
-        );
-        if counters
-            != (
-                Some(attempt.into()),
-                Some(claim.into()),
-                Some(recoveries.into()),
-            )
-        {
-            return Err(format!(
-                "event {} has counters {counters:?}, replay says ({attempt}, {claim}, {recoveries})",
-                event.seq
-            ));
-        }
-    }
-    let replayed = (status, attempt, claim, recoveries);
-    let stored = (
-        Some(row.status),
-        row.attempt,
-        row.claim_count,
-        row.recovery_attempts,
-    );
-    if replayed == stored {
-        Ok(())
-    } else {
-        Err(format!(
-            "history replays to {replayed:?}, the row is {stored:?}"
-        ))
-    }
 }

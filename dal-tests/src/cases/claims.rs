@@ -646,6 +646,7 @@ fn runners_claiming_in_batches_claim_every_task_exactly_once(kind: BackendKind) 
         kind,
         crate::fixture::Setup {
             pool_size: THREADS as u32,
+            ..Default::default()
         },
     );
     let tasks = ready_tasks(f.store(), workflow(), MANY_TASKS, 1);
@@ -657,6 +658,7 @@ fn runners_claiming_random_batch_sizes_claim_every_task_exactly_once(kind: Backe
         kind,
         crate::fixture::Setup {
             pool_size: THREADS as u32,
+            ..Default::default()
         },
     );
     for _ in 0..2 {

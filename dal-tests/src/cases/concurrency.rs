@@ -4,10 +4,14 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Barrier};
 use std::thread;
 
-use dal_core::{DalError, NewTaskExecution, TaskExecutionStore, TaskStatus};
+use std::collections::HashMap;
+
+use chrono::TimeDelta;
+use dal_core::{Clock, DalError, Lease, NewTaskExecution, TaskExecutionStore, TaskStatus};
+use uuid::Uuid;
 
 use super::Case;
-use super::support::{task_in, workflow};
+use super::support::{Sequence, ready_tasks, task_in, workflow};
 use crate::case;
 use crate::fixture::{BackendKind, Fixture};
 
@@ -16,6 +20,7 @@ pub const CASES: &[Case] = &[
     case!(concurrent_recovery_resets_lose_no_update),
     case!(concurrent_starts_of_one_task_let_exactly_one_through),
     case!(concurrent_creates_of_one_name_let_exactly_one_through),
+    case!(concurrent_random_calls_keep_the_invariants),
 ];
 
 /// How many threads the concurrency cases run.
@@ -127,4 +132,141 @@ fn concurrent_creates_of_one_name_let_exactly_one_through(kind: BackendKind) {
         f.store.list_for_workflow(wf).unwrap(),
         vec![created[0].clone()]
     );
+}
+
+/// What one thread saw succeed, per task.
+#[derive(Debug, Default)]
+struct Tally {
+    /// Events the thread's successful calls wrote.
+    events: HashMap<Uuid, usize>,
+    /// Claims it made.
+    claims: HashMap<Uuid, i32>,
+    /// Recoveries it made (resets and sweeps).
+    recoveries: HashMap<Uuid, i32>,
+    /// Calls made.
+    calls: usize,
+}
+
+impl Tally {
+    fn add(map: &mut HashMap<Uuid, usize>, id: Uuid) {
+        *map.entry(id).or_default() += 1;
+    }
+}
+
+fn concurrent_random_calls_keep_the_invariants(kind: BackendKind) {
+    let f = Fixture::with(
+        kind,
+        crate::fixture::Setup {
+            pool_size: THREADS as u32,
+            ..Default::default()
+        },
+    );
+    let wf = workflow();
+    let tasks: Vec<Uuid> = ready_tasks(f.store(), wf, 24, 3)
+        .iter()
+        .map(|t| t.id)
+        .collect();
+    let later = f.clock.now() + TimeDelta::hours(1);
+    let shared_tasks = tasks.clone();
+    let tallies = on_threads(&f.store, move |i, store| {
+        let runner = Uuid::from_u128(0xC0 + i as u128);
+        let mut seq = Sequence::new(i as u64 + 11);
+        let mut leases: Vec<Lease> = Vec::new();
+        let mut tally = Tally::default();
+        let pick = |seq: &mut Sequence, n: usize| seq.next_in(0, n as u32 - 1) as usize;
+        for _ in 0..150 {
+            tally.calls += 1;
+            let task = shared_tasks[pick(&mut seq, shared_tasks.len())];
+            let lease = (!leases.is_empty()).then(|| leases[pick(&mut seq, leases.len())]);
+            match seq.next_in(0, 9) {
+                0 | 1 => {
+                    for claim in store
+                        .claim_ready(runner, seq.next_in(1, 3))
+                        .expect("claim_ready")
+                    {
+                        Tally::add(&mut tally.events, claim.task.id);
+                        *tally.claims.entry(claim.task.id).or_default() += 1;
+                        leases.push(claim.lease);
+                    }
+                }
+                2 => {
+                    if let Some(Ok(done)) = lease.map(|l| store.complete(&l)) {
+                        Tally::add(&mut tally.events, done.id);
+                    }
+                }
+                3 => {
+                    if let Some(Ok(failed)) = lease.map(|l| store.fail(&l, "boom")) {
+                        Tally::add(&mut tally.events, failed.id);
+                    }
+                }
+                4 => {
+                    let _ = lease.map(|l| store.heartbeat(&l));
+                }
+                5 => {
+                    if let Some(Ok(released)) = lease.map(|l| store.release(&l)) {
+                        Tally::add(&mut tally.events, released.id);
+                    }
+                }
+                6 => {
+                    if store.reset_task_for_recovery(task).is_ok() {
+                        Tally::add(&mut tally.events, task);
+                        *tally.recoveries.entry(task).or_default() += 1;
+                    }
+                }
+                7 => {
+                    if store.schedule_retry(task, later).is_ok() {
+                        Tally::add(&mut tally.events, task);
+                    }
+                }
+                8 => {
+                    // Every claim is stale an hour from now.
+                    let swept = store
+                        .recover_stale_claims(later, 2)
+                        .expect("recover_stale_claims");
+                    for row in &swept.reset {
+                        Tally::add(&mut tally.events, row.id);
+                        *tally.recoveries.entry(row.id).or_default() += 1;
+                    }
+                    for row in &swept.abandoned {
+                        Tally::add(&mut tally.events, row.id);
+                    }
+                }
+                _ => {
+                    if store.reset_retry_state(task).is_ok() {
+                        Tally::add(&mut tally.events, task);
+                    }
+                }
+            }
+        }
+        tally
+    });
+    let calls: usize = tallies.iter().map(|t| t.calls).sum();
+    for id in &tasks {
+        let row = f.store.get(*id).unwrap();
+        let events = f.store.events_for_task(*id).unwrap();
+        let sum = |get: &dyn Fn(&Tally) -> usize| tallies.iter().map(get).sum::<usize>();
+        let changes = sum(&|t| t.events.get(id).copied().unwrap_or(0));
+        // Every change left exactly one event (and the creation one).
+        assert_eq!(events.len(), 1 + changes, "task {id}: {events:#?}");
+        // No count was lost.
+        assert_eq!(
+            row.claim_count as usize,
+            sum(&|t| t.claims.get(id).copied().unwrap_or(0) as usize)
+        );
+        assert_eq!(
+            row.recovery_attempts as usize,
+            sum(&|t| t.recoveries.get(id).copied().unwrap_or(0) as usize)
+        );
+        assert!((1..=row.max_attempts).contains(&row.attempt), "{row:?}");
+        // The history is a legal path to the row, and no claim began while another was open.
+        if let Err(problem) = crate::model::replay(&row, &events) {
+            panic!("task {id}: {problem}");
+        }
+    }
+    if std::env::var_os("DAL_REPORT").is_some() {
+        eprintln!(
+            "{kind}: {calls} concurrent calls on {} tasks keep the invariants",
+            tasks.len()
+        );
+    }
 }

@@ -4,7 +4,10 @@
 pub mod claims;
 pub mod concurrency;
 pub mod create;
+pub mod faults;
 pub mod history;
+pub mod hostile;
+pub mod model_based;
 pub mod statements;
 pub mod support;
 pub mod transitions;
@@ -42,10 +45,13 @@ pub fn groups() -> Vec<Group> {
         ("create", create::CASES),
         ("transitions", transitions::CASES),
         ("values", values::CASES),
+        ("hostile", hostile::CASES),
         ("concurrency", concurrency::CASES),
         ("claims", claims::CASES),
         ("history", history::CASES),
         ("workflows", workflows::CASES),
+        ("model", model_based::CASES),
+        ("faults", faults::CASES),
         ("statements", statements::CASES),
     ]
 }

@@ -397,7 +397,13 @@ fn run_claims(f: &Fixture, pass: usize, measure: &mut dyn FnMut(&'static str, &m
 
 fn every_operation_sends_the_documented_statements(kind: BackendKind) {
     // One connection, so "first use" is first use of the whole store.
-    let f = Fixture::with(kind, Setup { pool_size: 1 });
+    let f = Fixture::with(
+        kind,
+        Setup {
+            pool_size: 1,
+            ..Default::default()
+        },
+    );
     let first = run_all(&f, 1);
     let second = run_all(&f, 2);
     let mut report = format!("{kind}: operation | statements | prepared on first use\n");

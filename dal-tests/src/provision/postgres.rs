@@ -172,13 +172,37 @@ impl TempSchema {
             .execute(&mut conn)
             .expect("create a test schema");
         let separator = if server.url.contains('?') { '&' } else { '?' };
-        let url = format!("{}{separator}options=-csearch_path%3D{name}", server.url);
+        // The application name lets a fault case find this schema's connections.
+        let url = format!(
+            "{}{separator}application_name={name}&options=-csearch_path%3D{name}",
+            server.url
+        );
         TempSchema { name, url }
     }
 
     /// The schema's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Terminates every server connection of stores on this schema (`pg_terminate_backend`),
+    /// and returns how many there were. For fault injection.
+    pub fn terminate_connections(&self) -> usize {
+        #[derive(diesel::QueryableByName)]
+        struct Terminated {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let Ok(mut conn) = PgConnection::establish(&server().url) else {
+            return 0;
+        };
+        diesel::sql_query(
+            "SELECT count(pg_terminate_backend(pid)) AS n FROM pg_stat_activity \
+             WHERE application_name = $1 AND pid <> pg_backend_pid()",
+        )
+        .bind::<diesel::sql_types::Text, _>(&self.name)
+        .get_result::<Terminated>(&mut conn)
+        .map_or(0, |t| usize::try_from(t.n).unwrap_or(0))
     }
 
     /// A URL whose connections use this schema (`search_path`).

@@ -1,0 +1,246 @@
+//! Faults: connections killed under running calls (PostgreSQL), a lock held past the busy
+//! timeout (SQLite), statements cancelled by a timeout. Every call either did all it says or
+//! failed with a typed error and changed nothing; the store recovers; SQLite's file stays intact.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use dal_core::{DalError, DatabaseErrorKind, NewTaskExecution, TaskExecution, TaskExecutionStore};
+use diesel::{Connection, RunQueryDsl, SqliteConnection};
+use uuid::Uuid;
+
+use super::Case;
+use super::concurrency::{THREADS, on_threads};
+use super::support::{assert_unchanged, expect_err, ready_tasks, workflow};
+use crate::case;
+use crate::fixture::{BackendKind, Fixture, Setup};
+
+/// The cases of this group.
+pub const CASES: &[Case] = &[
+    case!(calls_under_faults_are_all_or_nothing_and_the_store_recovers),
+    case!(a_write_that_cannot_get_its_lock_in_time_changes_nothing),
+];
+
+/// How long the faults are injected.
+const UNDER_FIRE: Duration = Duration::from_millis(1_500);
+
+/// A task as a fault case sees it: the row and how many events it has.
+fn state(store: &dyn TaskExecutionStore, id: Uuid) -> (TaskExecution, usize) {
+    // A read may itself meet the fault; it is retried until it gets through.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match (store.get(id), store.events_for_task(id)) {
+            (Ok(row), Ok(events)) => return (row, events.len()),
+            (Err(err), _) | (_, Err(err)) if Instant::now() < deadline && err.is_retryable() => {
+                thread::sleep(Duration::from_millis(5));
+            }
+            (Err(err), _) | (_, Err(err)) => panic!("reading {id} back: {err}"),
+        }
+    }
+}
+
+/// Injects the backend's fault again and again until `stop`: kills the store's PostgreSQL
+/// connections, or holds SQLite's write lock past the store's busy timeout. Returns how many
+/// faults were injected.
+fn inject(f: &Fixture, stop: &AtomicBool) -> usize {
+    let mut faults = 0;
+    while !stop.load(Ordering::Relaxed) {
+        match f.kind {
+            BackendKind::Postgres => {
+                faults += f
+                    .postgres_schema()
+                    .map_or(0, |schema| schema.terminate_connections());
+                thread::sleep(Duration::from_millis(15));
+            }
+            BackendKind::Sqlite => {
+                let path = f
+                    .sqlite_database()
+                    .map(|db| db.path())
+                    .expect("a SQLite fixture");
+                let mut conn = SqliteConnection::establish(&path.to_string_lossy()).expect("open");
+                // The injector waits its turn for the lock like any writer.
+                diesel::sql_query("PRAGMA busy_timeout = 5000")
+                    .execute(&mut conn)
+                    .expect("busy timeout");
+                diesel::sql_query("BEGIN IMMEDIATE")
+                    .execute(&mut conn)
+                    .expect("lock");
+                thread::sleep(Duration::from_millis(120));
+                diesel::sql_query("COMMIT")
+                    .execute(&mut conn)
+                    .expect("unlock");
+                faults += 1;
+                thread::sleep(Duration::from_millis(30));
+            }
+        }
+    }
+    faults
+}
+
+/// The error a fault may cause: a lost connection (PostgreSQL) or a busy database (SQLite).
+fn is_fault(err: &DalError) -> bool {
+    matches!(err, DalError::Connection { .. } | DalError::Busy { .. })
+}
+
+fn calls_under_faults_are_all_or_nothing_and_the_store_recovers(kind: BackendKind) {
+    let f = Fixture::with(
+        kind,
+        Setup {
+            pool_size: 4,
+            busy_timeout: Duration::from_millis(40),
+            ..Setup::default()
+        },
+    );
+    let wf = workflow();
+    let tasks: Vec<Uuid> = ready_tasks(f.store(), wf, THREADS, 1)
+        .iter()
+        .map(|t| t.id)
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (calls, failed, applied_anyway) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let store = Arc::clone(&f.store);
+    let faults = thread::scope(|scope| {
+        let injector = scope.spawn(|| inject(&f, &stop));
+        let workers = {
+            let (stop, calls, failed, applied_anyway) = (
+                Arc::clone(&stop),
+                Arc::clone(&calls),
+                Arc::clone(&failed),
+                Arc::clone(&applied_anyway),
+            );
+            let tasks = tasks.clone();
+            scope.spawn(move || {
+                on_threads(&store, move |i, store| {
+                    let id = tasks[i];
+                    let mut n = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        n += 1;
+                        calls.fetch_add(1, Ordering::Relaxed);
+                        let (before, events_before) = state(store, id);
+                        // A reset with its event, and a create with its event.
+                        let reset = store.reset_task_for_recovery(id);
+                        let name = format!("made-{i}-{n}");
+                        let created = store.create(&NewTaskExecution::new(wf, name.clone()));
+                        let (after, events_after) = state(store, id);
+                        match reset {
+                            Ok(row) => {
+                                assert_eq!(row, after);
+                                assert_eq!((after.recovery_attempts, events_after), (before.recovery_attempts + 1, events_before + 1));
+                            }
+                            Err(err) => {
+                                assert!(is_fault(&err), "{err:?}");
+                                failed.fetch_add(1, Ordering::Relaxed);
+                                // All or nothing: unchanged, or changed with its event (the
+                                // connection broke after the commit).
+                                let changed = (after.recovery_attempts, events_after) == (before.recovery_attempts + 1, events_before + 1);
+                                let untouched = after == before && events_after == events_before;
+                                assert!(changed || untouched, "half-written: {before:?} / {after:?}, events {events_before} / {events_after}");
+                                if changed {
+                                    applied_anyway.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                        }
+                        let listed = loop {
+                            match store.list_for_workflow(wf) {
+                                Ok(rows) => break rows,
+                                Err(err) => assert!(is_fault(&err), "{err:?}"),
+                            }
+                        };
+                        let made: Vec<&TaskExecution> = listed.iter().filter(|t| t.task_name == name).collect();
+                        match created {
+                            Ok(row) => assert_eq!(made, vec![&row]),
+                            Err(err) => {
+                                assert!(is_fault(&err), "{err:?}");
+                                failed.fetch_add(1, Ordering::Relaxed);
+                                assert!(made.len() <= 1);
+                            }
+                        }
+                        if let Some(row) = made.first() {
+                            assert_eq!(state(store, row.id).1, 1, "a created task has exactly its creation event");
+                        }
+                    }
+                })
+            })
+        };
+        thread::sleep(UNDER_FIRE);
+        stop.store(true, Ordering::Relaxed);
+        workers.join().expect("workers");
+        injector.join().expect("injector")
+    });
+    assert!(faults > 0, "no fault was injected");
+    // After the faults, the pool recovers: every call succeeds.
+    for id in &tasks {
+        let before = f.store.get(*id).unwrap();
+        let after = f.store.reset_task_for_recovery(*id).unwrap();
+        assert_eq!(after.recovery_attempts, before.recovery_attempts + 1);
+    }
+    if kind == BackendKind::Sqlite {
+        assert_eq!(f.sqlite_integrity(), "ok");
+    }
+    if std::env::var_os("DAL_REPORT").is_some() {
+        eprintln!(
+            "{kind}: {} calls under {faults} injected faults, {} failed with a typed error, {} of those applied before the fault",
+            calls.load(Ordering::Relaxed) * 2,
+            failed.load(Ordering::Relaxed),
+            applied_anyway.load(Ordering::Relaxed)
+        );
+    }
+}
+
+fn a_write_that_cannot_get_its_lock_in_time_changes_nothing(kind: BackendKind) {
+    let f = Fixture::with(
+        kind,
+        Setup {
+            pool_size: 2,
+            busy_timeout: Duration::from_millis(100),
+            postgres_options: "-c lock_timeout=100",
+        },
+    );
+    let task = ready_tasks(f.store(), workflow(), 1, 1).remove(0);
+    let events = f.store.events_for_task(task.id).unwrap();
+    // Another connection holds the lock: SQLite's write lock, or PostgreSQL's row lock.
+    let held = f.hold_lock_on(task.id);
+    let started = Instant::now();
+    let err = expect_err(f.store.reset_task_for_recovery(task.id));
+    assert!(matches!(err, DalError::Busy { .. }), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    drop(held);
+    assert_unchanged(f.store(), &task);
+    assert_eq!(f.store.events_for_task(task.id).unwrap(), events);
+    // A statement timeout cancels the statement, typed as such, and changes nothing.
+    if kind == BackendKind::Postgres {
+        let g = Fixture::with(
+            kind,
+            Setup {
+                pool_size: 2,
+                postgres_options: "-c statement_timeout=100",
+                ..Setup::default()
+            },
+        );
+        let task = ready_tasks(g.store(), workflow(), 1, 1).remove(0);
+        let held = g.hold_lock_on(task.id);
+        let err = expect_err(g.store.reset_task_for_recovery(task.id));
+        assert!(
+            matches!(
+                err,
+                DalError::Database {
+                    kind: DatabaseErrorKind::Cancelled,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        drop(held);
+        assert_unchanged(g.store(), &task);
+    } else {
+        assert_eq!(f.sqlite_integrity(), "ok");
+    }
+    let after = f.store.reset_task_for_recovery(task.id).unwrap();
+    assert_eq!(after.recovery_attempts, 1);
+}

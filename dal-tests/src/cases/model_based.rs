@@ -1,0 +1,553 @@
+//! Differential testing against the reference model: generated sequences of calls (with the
+//! clock moved between them) applied to the model and to a backend, which must give the same
+//! result for every call and end with the same rows and histories. Failing sequences shrink to a
+//! minimal one; the sequences found so far are kept below as regular cases.
+//!
+//! `DAL_MODEL_CASES` sets how many sequences each backend runs (256 by default);
+//! `DAL_MODEL_CASES=5000 cargo test -p dal-tests -- model::` runs many thousands.
+//! `DAL_MODEL_SEED` fixes the sequences (both backends of one process always run the same ones).
+
+use std::fmt::Debug;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use dal_core::{Clock, Lease, NewTaskExecution, TaskExecutionStore, TaskStatus, Transition};
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use uuid::Uuid;
+
+use super::Case;
+use crate::case;
+use crate::fixture::{BackendKind, Fixture, start_time};
+use crate::model::{Failure, Model, ModelEvent};
+
+/// The cases of this group.
+pub const CASES: &[Case] = &[
+    case!(generated_sequences_agree_with_the_model),
+    case!(found_sequences_agree_with_the_model),
+];
+
+/// Sequences per backend: `DAL_MODEL_CASES`, 256 by default.
+pub fn cases() -> u32 {
+    std::env::var("DAL_MODEL_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(256)
+}
+
+/// The workflow executions a sequence works on.
+const WORKFLOWS: [Uuid; 3] = [
+    Uuid::from_u128(0xA1),
+    Uuid::from_u128(0xA2),
+    Uuid::from_u128(0xA3),
+];
+/// The runners that claim.
+const RUNNERS: [Uuid; 3] = [
+    Uuid::from_u128(0xB1),
+    Uuid::from_u128(0xB2),
+    Uuid::from_u128(0xB3),
+];
+/// A task id no sequence creates.
+const UNKNOWN: Uuid = Uuid::from_u128(0xDEAD);
+/// Reasons and errors, valid and not (the last holds a NUL).
+const TEXTS: [&str; 5] = [
+    "",
+    "boom",
+    "x'); DROP TABLE task_executions;--",
+    "🦀 ünï",
+    "nul\0inside",
+];
+
+/// A new task, as generated.
+#[derive(Debug, Clone)]
+pub struct NewSpec {
+    wf: usize,
+    name: u8,
+    ready: bool,
+    max_attempts: i32,
+    retry_in: Option<i64>,
+}
+
+/// One call of a sequence. Tasks and leases are picked by index among those made so far.
+#[derive(Debug, Clone)]
+pub enum Op {
+    /// Move the clock forward by so many seconds.
+    Advance(i64),
+    /// `create`.
+    Create(NewSpec),
+    /// `create_many`.
+    CreateMany(Vec<NewSpec>),
+    /// A lease-less transition: which task, which transition, which text, retry offset.
+    Transition(usize, u8, usize, i64),
+    /// `claim_ready(runner, limit)`.
+    Claim(usize, u32),
+    /// `heartbeat`, `complete`, `fail` (with a text), `release` of a lease.
+    Leased(usize, u8, usize),
+    /// `complete_many` of some leases.
+    CompleteMany(Vec<usize>),
+    /// `recover_stale_claims(now - secs, max)`.
+    Sweep(i64, i32),
+    /// A read.
+    Read(u8, usize),
+}
+
+fn new_spec() -> impl Strategy<Value = NewSpec> {
+    (
+        0..3usize,
+        0..9u8,
+        any::<bool>(),
+        1..4i32,
+        proptest::option::weighted(0.2, -30..60i64),
+    )
+        .prop_map(|(wf, name, ready, max_attempts, retry_in)| NewSpec {
+            wf,
+            name,
+            ready,
+            max_attempts,
+            retry_in,
+        })
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        2 => (0..90i64).prop_map(Op::Advance),
+        3 => new_spec().prop_map(Op::Create),
+        2 => proptest::collection::vec(new_spec(), 0..5).prop_map(Op::CreateMany),
+        6 => (any::<usize>(), 0..9u8, 0..5usize, -30..60i64).prop_map(|(t, k, x, r)| Op::Transition(t, k, x, r)),
+        4 => (0..3usize, 0..5u32).prop_map(|(r, l)| Op::Claim(r, l)),
+        5 => (any::<usize>(), 0..4u8, 0..5usize).prop_map(|(l, k, x)| Op::Leased(l, k, x)),
+        1 => proptest::collection::vec(any::<usize>(), 0..4).prop_map(Op::CompleteMany),
+        2 => (0..120i64, 0..3i32).prop_map(|(s, m)| Op::Sweep(s, m)),
+        3 => (0..12u8, any::<usize>()).prop_map(|(k, x)| Op::Read(k, x)),
+    ]
+}
+
+/// Sequences of up to 40 calls.
+pub fn sequences() -> impl Strategy<Value = Vec<Op>> {
+    proptest::collection::vec(op(), 1..40)
+}
+
+/// The seed of the generated sequences: `DAL_MODEL_SEED`, or one drawn once per test process
+/// (the random bits of a UUIDv7). Every backend of a process runs the same sequences; a
+/// failure names the seed that reproduces it.
+pub fn seed() -> u64 {
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *SEED.get_or_init(|| {
+        std::env::var("DAL_MODEL_SEED")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| uuid::Uuid::now_v7().as_u64_pair().1)
+    })
+}
+
+fn generated_sequences_agree_with_the_model(kind: BackendKind) {
+    let f = Fixture::new(kind);
+    let seed = seed();
+    let mut runner = TestRunner::new(Config {
+        cases: cases(),
+        failure_persistence: None,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(seed),
+        ..Config::default()
+    });
+    let (ran, calls) = (std::cell::Cell::new(0u32), std::cell::Cell::new(0usize));
+    let result = runner.run(&sequences(), |ops| {
+        ran.set(ran.get() + 1);
+        calls.set(calls.get() + ops.len());
+        run_sequence(&f, &ops).map_err(TestCaseError::fail)
+    });
+    if let Err(failure) = result {
+        panic!("{kind}: a sequence disagrees with the model (DAL_MODEL_SEED={seed}): {failure}");
+    }
+    if std::env::var_os("DAL_REPORT").is_some() {
+        eprintln!(
+            "{kind}: {} generated sequences ({} calls, shrinking included) agree with the model (DAL_MODEL_SEED={seed})",
+            ran.get(),
+            calls.get()
+        );
+    }
+}
+
+/// Sequences that once disagreed with the model (or came close), kept as regular cases.
+pub fn found_sequences() -> Vec<Vec<Op>> {
+    let spec = |wf, name, ready, max_attempts| NewSpec {
+        wf,
+        name,
+        ready,
+        max_attempts,
+        retry_in: None,
+    };
+    vec![
+        // A claim, the same task claimed again after a sweep, the old lease refused.
+        vec![
+            Op::Create(spec(0, 1, true, 2)),
+            Op::Claim(0, 1),
+            Op::Advance(60),
+            Op::Sweep(30, 2),
+            Op::Claim(0, 1),
+            Op::Leased(0, 1, 1),
+            Op::Leased(1, 1, 1),
+        ],
+        // A sweep whose threshold has nanoseconds, in the microsecond of a heartbeat: times are
+        // cut to microseconds before they are compared (found by the generated sequences).
+        vec![
+            Op::Create(spec(0, 0, true, 1)),
+            Op::Claim(0, 1),
+            Op::Sweep(0, 0),
+        ],
+        // Several tasks changed by one statement (a batch create, a claim, a sweep): their
+        // events are numbered in task-id order on both backends (found by the generated
+        // sequences: PostgreSQL numbered them in the order its plan produced the rows).
+        vec![
+            Op::CreateMany(vec![
+                spec(0, 2, true, 1),
+                spec(0, 1, true, 1),
+                spec(0, 0, true, 1),
+            ]),
+            Op::Claim(0, 3),
+            Op::Advance(60),
+            Op::Sweep(30, 1),
+        ],
+        // A batch naming the same lease twice, and a lost one.
+        vec![
+            Op::CreateMany(vec![spec(0, 1, true, 1), spec(0, 2, true, 1)]),
+            Op::Claim(1, 2),
+            Op::Leased(0, 3, 0),
+            Op::CompleteMany(vec![0, 1, 1]),
+        ],
+        // Duplicates inside a batch, a clash with an existing task, and a blank name.
+        vec![
+            Op::Create(spec(1, 3, false, 1)),
+            Op::CreateMany(vec![spec(1, 4, false, 1), spec(1, 3, true, 1)]),
+            Op::CreateMany(vec![spec(2, 5, false, 1), spec(2, 5, false, 1)]),
+            Op::Create(spec(2, 8, true, 1)),
+        ],
+        // Retries to exhaustion, then a manual re-run.
+        vec![
+            Op::Create(spec(0, 0, true, 2)),
+            Op::Transition(0, 2, 0, 0),
+            Op::Transition(0, 4, 1, 0),
+            Op::Transition(0, 6, 0, 5),
+            Op::Advance(10),
+            Op::Transition(0, 2, 0, 0),
+            Op::Transition(0, 4, 1, 0),
+            Op::Transition(0, 6, 0, 5),
+            Op::Transition(0, 8, 0, 0),
+        ],
+    ]
+}
+
+fn found_sequences_agree_with_the_model(kind: BackendKind) {
+    let f = Fixture::new(kind);
+    for (i, ops) in found_sequences().iter().enumerate() {
+        if let Err(failure) = run_sequence(&f, ops) {
+            panic!("{kind}: found sequence {i} disagrees with the model: {failure}");
+        }
+    }
+}
+
+/// Empties the fixture's tables and puts its clock back to the start.
+fn reset(f: &Fixture) {
+    f.execute_sql(
+        "TRUNCATE task_executions, execution_events",
+        "DELETE FROM execution_events; DELETE FROM task_executions;",
+    );
+    f.clock.set(start_time());
+}
+
+fn name_of(name: u8) -> String {
+    // Name 8 is blank: rejected by validation.
+    if name == 8 {
+        " ".to_owned()
+    } else {
+        format!("t{name}")
+    }
+}
+
+fn new_task(spec: &NewSpec, now: DateTime<Utc>) -> NewTaskExecution {
+    NewTaskExecution {
+        retry_at: spec.retry_in.map(|s| now + TimeDelta::seconds(s)),
+        ..NewTaskExecution::new(WORKFLOWS[spec.wf], name_of(spec.name))
+            .with_status(if spec.ready {
+                TaskStatus::Ready
+            } else {
+                TaskStatus::NotStarted
+            })
+            .with_max_attempts(spec.max_attempts)
+    }
+}
+
+fn transition(kind: u8, text: usize, retry_at: DateTime<Utc>) -> Transition {
+    let text = TEXTS[text % TEXTS.len()].to_owned();
+    match kind {
+        0 => Transition::MarkReady,
+        1 => Transition::MarkSkipped { reason: text },
+        2 => Transition::MarkRunning,
+        3 => Transition::MarkCompleted,
+        4 => Transition::MarkFailed { error: text },
+        5 => Transition::MarkAbandoned { reason: text },
+        6 => Transition::ScheduleRetry { retry_at },
+        7 => Transition::ResetForRecovery,
+        _ => Transition::ResetRetryState,
+    }
+}
+
+fn same<T: PartialEq + Debug>(step: usize, op: &Op, store: T, model: T) -> Result<(), String> {
+    if store == model {
+        Ok(())
+    } else {
+        Err(format!(
+            "step {step}, {op:?}:\n  store: {store:?}\n  model: {model:?}"
+        ))
+    }
+}
+
+fn failure<T>(result: dal_core::Result<T>) -> Result<T, Failure> {
+    result.map_err(Failure::from)
+}
+
+/// Applies `ops` to the fixture's store and to a model, comparing every result and, at the end,
+/// every row and every history.
+pub fn run_sequence(f: &Fixture, ops: &[Op]) -> Result<(), String> {
+    reset(f);
+    let s: &dyn TaskExecutionStore = f.store();
+    let mut model = Model::new(start_time());
+    let mut tasks: Vec<Uuid> = Vec::new();
+    let mut leases: Vec<Lease> = Vec::new();
+    let pick = |list: &[Uuid], i: usize| {
+        if list.is_empty() {
+            UNKNOWN
+        } else {
+            list[i % list.len()]
+        }
+    };
+    for (step, op) in ops.iter().enumerate() {
+        let now = f.clock.now();
+        match op {
+            Op::Advance(secs) => {
+                f.clock
+                    .advance(TimeDelta::seconds(*secs) + TimeDelta::nanoseconds(1));
+                model.set_now(f.clock.now());
+            }
+            Op::Create(spec) => {
+                let new = new_task(spec, now);
+                let stored = failure(s.create(&new));
+                let predicted = model.create(&new, stored.as_ref().ok().map(|t| t.id));
+                if let Ok(t) = &stored {
+                    tasks.push(t.id);
+                }
+                same(step, op, stored, predicted)?;
+            }
+            Op::CreateMany(specs) => {
+                let news: Vec<NewTaskExecution> =
+                    specs.iter().map(|spec| new_task(spec, now)).collect();
+                let stored = failure(s.create_many(&news));
+                let ids: Option<Vec<Uuid>> = stored
+                    .as_ref()
+                    .ok()
+                    .map(|rows| rows.iter().map(|t| t.id).collect());
+                let predicted = model.create_many(&news, ids.as_deref());
+                tasks.extend(ids.unwrap_or_default());
+                same(step, op, stored, predicted)?;
+            }
+            Op::Transition(task, kind, text, retry_in) => {
+                let id = pick(&tasks, *task);
+                let t = transition(*kind, *text, now + TimeDelta::seconds(*retry_in));
+                same(
+                    step,
+                    op,
+                    failure(s.transition(id, t.clone())),
+                    model.transition(id, &t),
+                )?;
+            }
+            Op::Claim(runner, limit) => {
+                let stored = failure(s.claim_ready(RUNNERS[*runner], *limit));
+                let predicted = model.claim_ready(RUNNERS[*runner], *limit);
+                if let Ok(claims) = &stored {
+                    leases.extend(claims.iter().map(|c| c.lease));
+                }
+                same(step, op, stored, Ok(predicted))?;
+            }
+            Op::Leased(lease, kind, text) => {
+                let Some(lease) = (!leases.is_empty()).then(|| leases[lease % leases.len()]) else {
+                    continue;
+                };
+                let text = TEXTS[text % TEXTS.len()];
+                let (stored, predicted) = match kind {
+                    0 => (failure(s.heartbeat(&lease)), model.heartbeat(&lease)),
+                    1 => (failure(s.complete(&lease)), model.complete(&lease)),
+                    2 => (failure(s.fail(&lease, text)), model.fail(&lease, text)),
+                    _ => (failure(s.release(&lease)), model.release(&lease)),
+                };
+                same(step, op, stored, predicted)?;
+            }
+            Op::CompleteMany(picks) => {
+                let batch: Vec<Lease> = if leases.is_empty() {
+                    Vec::new()
+                } else {
+                    picks.iter().map(|i| leases[i % leases.len()]).collect()
+                };
+                same(
+                    step,
+                    op,
+                    failure(s.complete_many(&batch)),
+                    model.complete_many(&batch),
+                )?;
+            }
+            Op::Sweep(secs, max) => {
+                let older_than = now - TimeDelta::seconds(*secs);
+                same(
+                    step,
+                    op,
+                    failure(s.recover_stale_claims(older_than, *max)),
+                    model.recover_stale_claims(older_than, *max),
+                )?;
+            }
+            Op::Read(kind, arg) => read(s, &model, (step, op), *kind, *arg, &tasks, now)?,
+        }
+    }
+    // The end state: every row, every history, every workflow listing, the counts.
+    for id in &tasks {
+        same(
+            ops.len(),
+            &Op::Read(0, 0),
+            failure(s.get(*id)),
+            model.get(*id),
+        )?;
+        let events: Vec<ModelEvent> = s
+            .events_for_task(*id)
+            .map_err(|e| e.to_string())?
+            .iter()
+            .map(ModelEvent::of)
+            .collect();
+        same(
+            ops.len(),
+            &Op::Read(1, 0),
+            events,
+            model.events_for_task(*id),
+        )?;
+    }
+    for wf in WORKFLOWS {
+        same(
+            ops.len(),
+            &Op::Read(2, 0),
+            failure(s.list_for_workflow(wf)),
+            Ok(model.list_for_workflow(wf)),
+        )?;
+        let events: Vec<ModelEvent> = s
+            .events_for_workflow(wf, None, 10_000)
+            .map_err(|e| e.to_string())?
+            .iter()
+            .map(ModelEvent::of)
+            .collect();
+        let predicted: Vec<ModelEvent> = model
+            .events()
+            .iter()
+            .filter(|e| {
+                model
+                    .tasks()
+                    .iter()
+                    .any(|t| t.id == e.task && t.workflow_execution_id == wf)
+            })
+            .cloned()
+            .collect();
+        same(ops.len(), &Op::Read(3, 0), events, predicted)?;
+    }
+    same(
+        ops.len(),
+        &Op::Read(4, 0),
+        failure(s.count_by_status()),
+        Ok(model.count_by_status()),
+    )
+}
+
+/// A read: which one by `kind`, its argument picked by `arg`.
+fn read(
+    s: &dyn TaskExecutionStore,
+    model: &Model,
+    (step, op): (usize, &Op),
+    kind: u8,
+    arg: usize,
+    tasks: &[Uuid],
+    now: DateTime<Utc>,
+) -> Result<(), String> {
+    let wf = WORKFLOWS[arg % WORKFLOWS.len()];
+    let some = [wf, WORKFLOWS[(arg + 1) % WORKFLOWS.len()], UNKNOWN];
+    match kind {
+        0 => {
+            let id = if tasks.is_empty() {
+                UNKNOWN
+            } else {
+                tasks[arg % tasks.len()]
+            };
+            same(step, op, failure(s.get(id)), model.get(id))
+        }
+        1 => same(
+            step,
+            op,
+            failure(s.list_for_workflow(wf)),
+            Ok(model.list_for_workflow(wf)),
+        ),
+        2 => same(
+            step,
+            op,
+            failure(s.pending_tasks(&some)),
+            Ok(model.pending_tasks(&some)),
+        ),
+        3 => same(
+            step,
+            op,
+            failure(s.statuses_for_workflows(&some)),
+            Ok(model.statuses_for_workflows(&some)),
+        ),
+        4 => same(
+            step,
+            op,
+            failure(s.complete_workflows(&some)),
+            Ok(model.complete_workflows(&some)),
+        ),
+        5 => same(
+            step,
+            op,
+            failure(s.has_abandoned_task(wf)),
+            Ok(model.has_abandoned_task(wf)),
+        ),
+        6 => same(
+            step,
+            op,
+            failure(s.retry_stats(wf)),
+            Ok(model.retry_stats(wf)),
+        ),
+        7 => same(
+            step,
+            op,
+            failure(s.exhausted_tasks(wf)),
+            Ok(model.exhausted_tasks(wf)),
+        ),
+        8 => same(
+            step,
+            op,
+            failure(s.list_ready(arg as u32 % 5)),
+            Ok(model.list_ready(arg as u32 % 5, false)),
+        ),
+        9 => same(
+            step,
+            op,
+            failure(s.list_due_retries(arg as u32 % 5)),
+            Ok(model.list_ready(arg as u32 % 5, true)),
+        ),
+        10 => {
+            let older_than = now - TimeDelta::seconds(arg as i64 % 60);
+            same(
+                step,
+                op,
+                failure(s.find_stale_claims(older_than)),
+                model.find_stale_claims(older_than),
+            )
+        }
+        _ => same(
+            step,
+            op,
+            failure(s.count_by_status()),
+            Ok(model.count_by_status()),
+        ),
+    }
+}

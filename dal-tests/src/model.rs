@@ -1,0 +1,832 @@
+//! A reference model of the task store in plain Rust: the statuses, guards, attempts, recovery
+//! counts, claims and leases, and the history each call produces.
+//!
+//! It is written from the documented behaviour, independently of `dal_core::plan` (it shares
+//! only input validation, which both backends share by construction): each operation is spelled
+//! out here with its own guard and effects, so a mistake in the plans or in a backend's SQL
+//! shows up as a difference. Ids are the one thing it does not decide: an operation that creates
+//! tasks takes the ids the store under test assigned.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use dal_core::clock::to_micros;
+use dal_core::event::time_value;
+use dal_core::{
+    Claimed, Completion, DalError, EventType, Lease, NewTaskExecution, Problem, Recovery,
+    RetryStats, StatusCounts, TaskExecution, TaskStatus, Transition, ValidationError, validate,
+};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use TaskStatus::*;
+
+/// An error, reduced to what a caller can match on, for comparing backends with the model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// `DalError::NotFound`.
+    NotFound(Uuid),
+    /// `DalError::InvalidTransition`.
+    InvalidTransition(Uuid, TaskStatus, TaskStatus),
+    /// `DalError::ClaimLost`.
+    ClaimLost(Uuid),
+    /// `DalError::RetriesExhausted`.
+    RetriesExhausted(Uuid, i32, i32),
+    /// `DalError::Validation`.
+    Validation(String, Problem),
+    /// `DalError::AlreadyExists`.
+    AlreadyExists(Uuid, String),
+    /// Anything else (never expected by the model).
+    Other(String),
+}
+
+impl From<DalError> for Failure {
+    fn from(err: DalError) -> Self {
+        match err {
+            DalError::NotFound { id } => Failure::NotFound(id),
+            DalError::InvalidTransition { id, from, to } => {
+                Failure::InvalidTransition(id, from, to)
+            }
+            DalError::ClaimLost { id } => Failure::ClaimLost(id),
+            DalError::RetriesExhausted {
+                id,
+                attempt,
+                max_attempts,
+            } => Failure::RetriesExhausted(id, attempt, max_attempts),
+            DalError::Validation(ValidationError { field, problem }) => {
+                Failure::Validation(field, problem)
+            }
+            DalError::AlreadyExists {
+                workflow_execution_id,
+                task_name,
+            } => Failure::AlreadyExists(workflow_execution_id, task_name),
+            other => Failure::Other(other.to_string()),
+        }
+    }
+}
+
+impl From<ValidationError> for Failure {
+    fn from(err: ValidationError) -> Self {
+        Failure::Validation(err.field, err.problem)
+    }
+}
+
+/// A model result.
+pub type Outcome<T> = Result<T, Failure>;
+
+/// One event as the model predicts it (no id, no `seq`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelEvent {
+    /// The task.
+    pub task: Uuid,
+    /// What happened.
+    pub event_type: EventType,
+    /// Arguments and counters.
+    pub data: Value,
+    /// The runner, if any.
+    pub runner: Option<Uuid>,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+impl ModelEvent {
+    /// The prediction of a stored event.
+    pub fn of(event: &dal_core::ExecutionEvent) -> Self {
+        ModelEvent {
+            task: event.task_execution_id,
+            event_type: event.event_type,
+            data: event.event_data.clone(),
+            runner: event.runner_id,
+            at: event.created_at,
+        }
+    }
+}
+
+/// The model: every task in creation order, every event in write order, and the time.
+#[derive(Debug, Clone)]
+pub struct Model {
+    now: DateTime<Utc>,
+    tasks: Vec<TaskExecution>,
+    events: Vec<ModelEvent>,
+}
+
+/// The statuses a task may be claimed in (by a sweep's reckoning).
+const CLAIMED: [TaskStatus; 2] = [Running, Ready];
+
+impl Model {
+    /// An empty store at time `now`.
+    pub fn new(now: DateTime<Utc>) -> Self {
+        Model {
+            now: to_micros(now),
+            tasks: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    /// Moves the time (the store's clock moves the same way).
+    pub fn set_now(&mut self, now: DateTime<Utc>) {
+        self.now = to_micros(now);
+    }
+
+    /// Every task, in creation order.
+    pub fn tasks(&self) -> &[TaskExecution] {
+        &self.tasks
+    }
+
+    /// Every event, in write order.
+    pub fn events(&self) -> &[ModelEvent] {
+        &self.events
+    }
+
+    fn index(&self, id: Uuid) -> Option<usize> {
+        self.tasks.iter().position(|t| t.id == id)
+    }
+
+    fn log(
+        &mut self,
+        task: usize,
+        event_type: EventType,
+        mut data: serde_json::Map<String, Value>,
+        runner: Option<Uuid>,
+    ) {
+        let row = &self.tasks[task];
+        data.insert("attempt".into(), row.attempt.into());
+        data.insert("claim".into(), row.claim_count.into());
+        data.insert("recovery_attempts".into(), row.recovery_attempts.into());
+        self.events.push(ModelEvent {
+            task: row.id,
+            event_type,
+            data: Value::Object(data),
+            runner,
+            at: self.now,
+        });
+    }
+
+    fn fresh(&self, new: &NewTaskExecution, id: Uuid) -> TaskExecution {
+        TaskExecution {
+            id,
+            workflow_execution_id: new.workflow_execution_id,
+            task_name: new.task_name.clone(),
+            status: new.status,
+            attempt: new.attempt,
+            max_attempts: new.max_attempts,
+            trigger_rules: new.trigger_rules.clone(),
+            task_configuration: new.task_configuration.clone(),
+            error_details: None,
+            last_error: None,
+            retry_at: new.retry_at.map(to_micros),
+            started_at: None,
+            completed_at: None,
+            recovery_attempts: 0,
+            last_recovery_at: None,
+            claimed_by: None,
+            heartbeat_at: None,
+            claim_count: 0,
+            abandoned_at: None,
+            created_at: self.now,
+            updated_at: self.now,
+        }
+    }
+
+    fn taken(&self, wf: Uuid, name: &str) -> bool {
+        self.tasks
+            .iter()
+            .any(|t| t.workflow_execution_id == wf && t.task_name == name)
+    }
+
+    /// `create`; `id` is the id the store gave the task (used only on success).
+    pub fn create(&mut self, new: &NewTaskExecution, id: Option<Uuid>) -> Outcome<TaskExecution> {
+        validate::new_task(new)?;
+        if self.taken(new.workflow_execution_id, &new.task_name) {
+            return Err(Failure::AlreadyExists(
+                new.workflow_execution_id,
+                new.task_name.clone(),
+            ));
+        }
+        let id = id.ok_or_else(|| Failure::Other("the store created nothing".into()))?;
+        self.tasks.push(self.fresh(new, id));
+        self.log(
+            self.tasks.len() - 1,
+            EventType::Created,
+            Default::default(),
+            None,
+        );
+        Ok(self.tasks[self.tasks.len() - 1].clone())
+    }
+
+    /// `create_many`; `ids` are the ids the store gave, in input order (used only on success).
+    pub fn create_many(
+        &mut self,
+        news: &[NewTaskExecution],
+        ids: Option<&[Uuid]>,
+    ) -> Outcome<Vec<TaskExecution>> {
+        if news.is_empty() {
+            return Ok(Vec::new());
+        }
+        validate::new_tasks(news)?;
+        // The store names the first clash of the first workflow (in input order) that has one.
+        let mut seen = HashSet::new();
+        for new in news {
+            if !seen.insert(new.workflow_execution_id) {
+                continue;
+            }
+            if let Some(clash) = news.iter().find(|n| {
+                n.workflow_execution_id == new.workflow_execution_id
+                    && self.taken(n.workflow_execution_id, &n.task_name)
+            }) {
+                return Err(Failure::AlreadyExists(
+                    clash.workflow_execution_id,
+                    clash.task_name.clone(),
+                ));
+            }
+        }
+        let ids = ids.ok_or_else(|| Failure::Other("the store created nothing".into()))?;
+        let mut rows = Vec::new();
+        for (new, id) in news.iter().zip(ids) {
+            self.tasks.push(self.fresh(new, *id));
+            self.log(
+                self.tasks.len() - 1,
+                EventType::Created,
+                Default::default(),
+                None,
+            );
+            rows.push(self.tasks[self.tasks.len() - 1].clone());
+        }
+        Ok(rows)
+    }
+
+    /// `get`.
+    pub fn get(&self, id: Uuid) -> Outcome<TaskExecution> {
+        self.index(id)
+            .map(|i| self.tasks[i].clone())
+            .ok_or(Failure::NotFound(id))
+    }
+
+    /// `list_for_workflow`.
+    pub fn list_for_workflow(&self, wf: Uuid) -> Vec<TaskExecution> {
+        self.tasks
+            .iter()
+            .filter(|t| t.workflow_execution_id == wf)
+            .cloned()
+            .collect()
+    }
+
+    /// A lease-less transition.
+    pub fn transition(&mut self, id: Uuid, transition: &Transition) -> Outcome<TaskExecution> {
+        transition.validate()?;
+        let i = self.index(id).ok_or(Failure::NotFound(id))?;
+        let now = self.now;
+        let row = self.tasks[i].clone();
+        let refuse = |to: TaskStatus| Err(Failure::InvalidTransition(id, row.status, to));
+        let mut next = TaskExecution {
+            updated_at: now,
+            ..row.clone()
+        };
+        let release = |t: &mut TaskExecution| {
+            t.claimed_by = None;
+            t.heartbeat_at = None;
+        };
+        let (event_type, mut data) = (transition_event(transition), serde_json::Map::new());
+        match transition {
+            Transition::MarkReady => {
+                if row.status != NotStarted {
+                    return refuse(Ready);
+                }
+                next.status = Ready;
+            }
+            Transition::MarkSkipped { reason } => {
+                if !matches!(row.status, NotStarted | Ready) {
+                    return refuse(Skipped);
+                }
+                next.status = Skipped;
+                next.error_details = Some(reason.clone());
+                next.completed_at = Some(now);
+                release(&mut next);
+                data.insert("reason".into(), reason.as_str().into());
+            }
+            Transition::MarkRunning => {
+                if row.status != Ready {
+                    return refuse(Running);
+                }
+                next.status = Running;
+                next.started_at = Some(now);
+            }
+            Transition::MarkCompleted => {
+                if row.status != Running {
+                    return refuse(Completed);
+                }
+                next.status = Completed;
+                next.completed_at = Some(now);
+                release(&mut next);
+            }
+            Transition::MarkFailed { error } => {
+                if !matches!(row.status, Ready | Running) {
+                    return refuse(Failed);
+                }
+                fail(&mut next, error, now);
+                data.insert("error".into(), error.as_str().into());
+            }
+            Transition::MarkAbandoned { reason } => {
+                if row.status.is_terminal() {
+                    return refuse(Failed);
+                }
+                abandon(&mut next, reason, now);
+                data.insert("reason".into(), reason.as_str().into());
+            }
+            Transition::ScheduleRetry { retry_at } => {
+                if !matches!(row.status, Running | Failed) {
+                    return refuse(Ready);
+                }
+                if row.attempt >= row.max_attempts {
+                    return Err(Failure::RetriesExhausted(id, row.attempt, row.max_attempts));
+                }
+                next.status = Ready;
+                next.attempt += 1;
+                next.retry_at = Some(to_micros(*retry_at));
+                next.error_details = None;
+                next.started_at = None;
+                next.completed_at = None;
+                next.abandoned_at = None;
+                release(&mut next);
+                data.insert("retry_at".into(), time_value(to_micros(*retry_at)));
+            }
+            Transition::ResetForRecovery => {
+                if !matches!(row.status, Running | Ready) {
+                    return refuse(Ready);
+                }
+                recover(&mut next, now);
+            }
+            Transition::ResetRetryState => {
+                if !matches!(row.status, Ready | Completed | Failed | Skipped) {
+                    return refuse(Ready);
+                }
+                next.status = Ready;
+                next.attempt = 1;
+                next.retry_at = None;
+                next.error_details = None;
+                next.last_error = None;
+                next.started_at = None;
+                next.completed_at = None;
+                next.abandoned_at = None;
+                release(&mut next);
+            }
+            _ => return Err(Failure::Other(format!("no model of {}", transition.name()))),
+        }
+        self.tasks[i] = next;
+        self.log(i, event_type, data, None);
+        Ok(self.tasks[i].clone())
+    }
+
+    /// `claim_ready`.
+    pub fn claim_ready(&mut self, runner: Uuid, limit: u32) -> Vec<Claimed> {
+        let now = self.now;
+        let due: Vec<usize> = (0..self.tasks.len())
+            .filter(|&i| {
+                let t = &self.tasks[i];
+                t.status == Ready && t.retry_at.is_none_or(|at| at <= now)
+            })
+            .take(limit as usize)
+            .collect();
+        let mut claimed = Vec::new();
+        for i in due {
+            let t = &mut self.tasks[i];
+            t.status = Running;
+            t.claimed_by = Some(runner);
+            t.heartbeat_at = Some(now);
+            t.started_at = Some(now);
+            t.claim_count += 1;
+            t.updated_at = now;
+            let lease = Lease {
+                task_id: t.id,
+                runner_id: runner,
+                claim: t.claim_count,
+            };
+            self.log(i, EventType::Claimed, Default::default(), Some(runner));
+            claimed.push(Claimed {
+                task: self.tasks[i].clone(),
+                lease,
+            });
+        }
+        claimed.sort_by_key(|c| c.task.id);
+        claimed
+    }
+
+    /// The row of a lease, if the lease is its current claim; the reason otherwise.
+    fn leased(&self, lease: &Lease, allowed: &[TaskStatus], to: TaskStatus) -> Outcome<usize> {
+        let i = self
+            .index(lease.task_id)
+            .ok_or(Failure::NotFound(lease.task_id))?;
+        let t = &self.tasks[i];
+        if t.claimed_by != Some(lease.runner_id) || t.claim_count != lease.claim {
+            return Err(Failure::ClaimLost(lease.task_id));
+        }
+        if !allowed.contains(&t.status) {
+            return Err(Failure::InvalidTransition(lease.task_id, t.status, to));
+        }
+        Ok(i)
+    }
+
+    /// `heartbeat`.
+    pub fn heartbeat(&mut self, lease: &Lease) -> Outcome<TaskExecution> {
+        let i = self.leased(lease, &[Running], Running)?;
+        let now = self.now;
+        let t = &mut self.tasks[i];
+        t.heartbeat_at = Some(now);
+        t.updated_at = now;
+        Ok(t.clone())
+    }
+
+    /// `complete`.
+    pub fn complete(&mut self, lease: &Lease) -> Outcome<TaskExecution> {
+        let i = self.leased(lease, &[Running], Completed)?;
+        self.complete_at(i, lease.runner_id);
+        Ok(self.tasks[i].clone())
+    }
+
+    fn complete_at(&mut self, i: usize, runner: Uuid) {
+        let now = self.now;
+        let t = &mut self.tasks[i];
+        t.status = Completed;
+        t.completed_at = Some(now);
+        t.claimed_by = None;
+        t.heartbeat_at = None;
+        t.updated_at = now;
+        self.log(i, EventType::Completed, Default::default(), Some(runner));
+    }
+
+    /// `fail`.
+    pub fn fail(&mut self, lease: &Lease, error: &str) -> Outcome<TaskExecution> {
+        validate::message("error", error)?;
+        let i = self.leased(lease, &[Ready, Running], Failed)?;
+        let now = self.now;
+        fail(&mut self.tasks[i], error, now);
+        self.tasks[i].updated_at = now;
+        let mut data = serde_json::Map::new();
+        data.insert("error".into(), error.into());
+        self.log(i, EventType::Failed, data, Some(lease.runner_id));
+        Ok(self.tasks[i].clone())
+    }
+
+    /// `release`.
+    pub fn release(&mut self, lease: &Lease) -> Outcome<TaskExecution> {
+        let i = self.leased(lease, &CLAIMED, Ready)?;
+        let now = self.now;
+        let t = &mut self.tasks[i];
+        t.status = Ready;
+        t.started_at = None;
+        t.claimed_by = None;
+        t.heartbeat_at = None;
+        t.updated_at = now;
+        self.log(
+            i,
+            EventType::Released,
+            Default::default(),
+            Some(lease.runner_id),
+        );
+        Ok(self.tasks[i].clone())
+    }
+
+    /// `complete_many`.
+    pub fn complete_many(&mut self, leases: &[Lease]) -> Outcome<Completion> {
+        let Some(first) = leases.first() else {
+            return Ok(Completion::default());
+        };
+        if let Some(other) = leases.iter().position(|l| l.runner_id != first.runner_id) {
+            return Err(Failure::Validation(
+                format!("leases[{other}].runner_id"),
+                Problem::NotTheSameRunner,
+            ));
+        }
+        let mut done: Vec<usize> = Vec::new();
+        for lease in leases {
+            if let Ok(i) = self.leased(lease, &[Running], Completed)
+                && !done.contains(&i)
+            {
+                done.push(i);
+            }
+        }
+        done.sort_unstable();
+        for &i in &done {
+            self.complete_at(i, first.runner_id);
+        }
+        let ids: HashSet<Uuid> = done.iter().map(|&i| self.tasks[i].id).collect();
+        let mut completed: Vec<TaskExecution> =
+            done.iter().map(|&i| self.tasks[i].clone()).collect();
+        completed.sort_by_key(|t| t.id);
+        Ok(Completion {
+            completed,
+            lost: leases
+                .iter()
+                .filter(|l| !ids.contains(&l.task_id))
+                .copied()
+                .collect(),
+        })
+    }
+
+    fn stale(&self, i: usize, older_than: DateTime<Utc>) -> bool {
+        let t = &self.tasks[i];
+        t.claimed_by.is_some()
+            && CLAIMED.contains(&t.status)
+            && t.heartbeat_at.is_some_and(|at| at < older_than)
+    }
+
+    /// `find_stale_claims`.
+    pub fn find_stale_claims(&self, older_than: DateTime<Utc>) -> Outcome<Vec<TaskExecution>> {
+        validate::time("older_than", older_than)?;
+        let older_than = to_micros(older_than);
+        let mut rows: Vec<TaskExecution> = (0..self.tasks.len())
+            .filter(|&i| self.stale(i, older_than))
+            .map(|i| self.tasks[i].clone())
+            .collect();
+        rows.sort_by_key(|t| t.id);
+        Ok(rows)
+    }
+
+    /// `recover_stale_claims`.
+    pub fn recover_stale_claims(
+        &mut self,
+        older_than: DateTime<Utc>,
+        max: i32,
+    ) -> Outcome<Recovery> {
+        validate::time("older_than", older_than)?;
+        validate::in_range("max_recovery_attempts", max, 0, i32::MAX)?;
+        let older_than = to_micros(older_than);
+        let now = self.now;
+        let reason = format!(
+            "abandoned: its runner stopped heart-beating and the task was already recovered {max} times"
+        );
+        let mut recovery = Recovery::default();
+        for i in 0..self.tasks.len() {
+            if self.stale(i, older_than) && self.tasks[i].recovery_attempts >= max {
+                abandon(&mut self.tasks[i], &reason, now);
+                self.tasks[i].updated_at = now;
+                let mut data = serde_json::Map::new();
+                data.insert("reason".into(), reason.as_str().into());
+                self.log(i, EventType::Abandoned, data, None);
+                recovery.abandoned.push(self.tasks[i].clone());
+            }
+        }
+        for i in 0..self.tasks.len() {
+            if self.stale(i, older_than) && self.tasks[i].recovery_attempts < max {
+                recover(&mut self.tasks[i], now);
+                let mut data = serde_json::Map::new();
+                data.insert("stale_before".into(), time_value(older_than));
+                self.log(i, EventType::Recovered, data, None);
+                recovery.reset.push(self.tasks[i].clone());
+            }
+        }
+        recovery.reset.sort_by_key(|t| t.id);
+        recovery.abandoned.sort_by_key(|t| t.id);
+        Ok(recovery)
+    }
+
+    /// `list_ready` (`retries_only`: `list_due_retries`).
+    pub fn list_ready(&self, limit: u32, retries_only: bool) -> Vec<TaskExecution> {
+        self.tasks
+            .iter()
+            .filter(|t| t.status == Ready && t.retry_at.is_none_or(|at| at <= self.now))
+            .filter(|t| !retries_only || t.retry_at.is_some())
+            .take(limit as usize)
+            .cloned()
+            .collect()
+    }
+
+    /// `events_for_task`.
+    pub fn events_for_task(&self, id: Uuid) -> Vec<ModelEvent> {
+        self.events
+            .iter()
+            .filter(|e| e.task == id)
+            .cloned()
+            .collect()
+    }
+
+    /// `pending_tasks`.
+    pub fn pending_tasks(&self, workflows: &[Uuid]) -> Vec<TaskExecution> {
+        let mut rows: Vec<TaskExecution> = self
+            .tasks
+            .iter()
+            .filter(|t| t.status == NotStarted && workflows.contains(&t.workflow_execution_id))
+            .cloned()
+            .collect();
+        rows.sort_by_key(|t| t.id);
+        rows
+    }
+
+    /// `statuses_for_workflows`.
+    pub fn statuses_for_workflows(
+        &self,
+        workflows: &[Uuid],
+    ) -> HashMap<Uuid, HashMap<String, TaskStatus>> {
+        let mut out: HashMap<Uuid, HashMap<String, TaskStatus>> = HashMap::new();
+        for t in self
+            .tasks
+            .iter()
+            .filter(|t| workflows.contains(&t.workflow_execution_id))
+        {
+            out.entry(t.workflow_execution_id)
+                .or_default()
+                .insert(t.task_name.clone(), t.status);
+        }
+        out
+    }
+
+    /// `complete_workflows`.
+    pub fn complete_workflows(&self, workflows: &[Uuid]) -> Vec<Uuid> {
+        let mut by_workflow: BTreeMap<Uuid, bool> = BTreeMap::new();
+        for t in self
+            .tasks
+            .iter()
+            .filter(|t| workflows.contains(&t.workflow_execution_id))
+        {
+            let all = by_workflow.entry(t.workflow_execution_id).or_insert(true);
+            *all &= t.status.is_terminal();
+        }
+        by_workflow
+            .into_iter()
+            .filter(|(_, all)| *all)
+            .map(|(wf, _)| wf)
+            .collect()
+    }
+
+    /// `has_abandoned_task`.
+    pub fn has_abandoned_task(&self, wf: Uuid) -> bool {
+        self.tasks
+            .iter()
+            .any(|t| t.workflow_execution_id == wf && t.abandoned_at.is_some())
+    }
+
+    /// `retry_stats`.
+    pub fn retry_stats(&self, wf: Uuid) -> RetryStats {
+        let of: Vec<&TaskExecution> = self
+            .tasks
+            .iter()
+            .filter(|t| t.workflow_execution_id == wf)
+            .collect();
+        RetryStats {
+            tasks_retried: of.iter().filter(|t| t.attempt > 1).count() as i64,
+            total_retries: of.iter().map(|t| i64::from(t.attempt - 1)).sum(),
+            max_attempt: of.iter().map(|t| t.attempt).max().unwrap_or(0),
+            tasks_exhausted: of.iter().filter(|t| exhausted(t)).count() as i64,
+        }
+    }
+
+    /// `exhausted_tasks`.
+    pub fn exhausted_tasks(&self, wf: Uuid) -> Vec<TaskExecution> {
+        let mut rows: Vec<TaskExecution> = self
+            .tasks
+            .iter()
+            .filter(|t| t.workflow_execution_id == wf && exhausted(t))
+            .cloned()
+            .collect();
+        rows.sort_by_key(|t| t.id);
+        rows
+    }
+
+    /// `count_by_status`.
+    pub fn count_by_status(&self) -> StatusCounts {
+        let mut counts = StatusCounts::default();
+        for t in &self.tasks {
+            *counts.get_mut(t.status) += 1;
+        }
+        counts
+    }
+}
+
+fn exhausted(t: &TaskExecution) -> bool {
+    t.status == Failed && t.attempt >= t.max_attempts && t.abandoned_at.is_none()
+}
+
+fn transition_event(transition: &Transition) -> EventType {
+    match transition {
+        Transition::MarkReady => EventType::Ready,
+        Transition::MarkSkipped { .. } => EventType::Skipped,
+        Transition::MarkRunning => EventType::Started,
+        Transition::MarkCompleted => EventType::Completed,
+        Transition::MarkFailed { .. } => EventType::Failed,
+        Transition::MarkAbandoned { .. } => EventType::Abandoned,
+        Transition::ScheduleRetry { .. } => EventType::RetryScheduled,
+        Transition::ResetForRecovery => EventType::Recovered,
+        _ => EventType::Reset,
+    }
+}
+
+fn fail(t: &mut TaskExecution, error: &str, now: DateTime<Utc>) {
+    t.status = Failed;
+    t.error_details = Some(error.to_owned());
+    t.last_error = Some(error.to_owned());
+    t.completed_at = Some(now);
+    t.claimed_by = None;
+    t.heartbeat_at = None;
+}
+
+fn abandon(t: &mut TaskExecution, reason: &str, now: DateTime<Utc>) {
+    fail(t, reason, now);
+    t.abandoned_at = Some(now);
+}
+
+fn recover(t: &mut TaskExecution, now: DateTime<Utc>) {
+    t.status = Ready;
+    t.recovery_attempts += 1;
+    t.last_recovery_at = Some(now);
+    t.started_at = None;
+    t.claimed_by = None;
+    t.heartbeat_at = None;
+    t.updated_at = now;
+}
+
+/// The event data the model writes for `attempt`, `claim`, `recovery_attempts` and arguments
+/// (for tests that build expectations by hand).
+pub fn counters(attempt: i32, claim: i32, recovery_attempts: i32) -> Value {
+    json!({ "attempt": attempt, "claim": claim, "recovery_attempts": recovery_attempts })
+}
+
+/// Replays a task's history through the state machine: each event must be a legal step from
+/// the state before it, no claim may begin while another is open, each event's counters must
+/// be the replayed ones, and the replay must end in `row`'s status, attempt, claim count and
+/// recovery count. A task may have been created `NotStarted` or `Ready`; both are tried.
+pub fn replay(row: &TaskExecution, events: &[dal_core::ExecutionEvent]) -> Result<(), String> {
+    let attempt_from = |status| replay_from(status, row, events);
+    attempt_from(NotStarted).or_else(|first| attempt_from(Ready).map_err(|_| first))
+}
+
+fn replay_from(
+    created_as: TaskStatus,
+    row: &TaskExecution,
+    events: &[dal_core::ExecutionEvent],
+) -> Result<(), String> {
+    use EventType as E;
+    let mut status = None::<TaskStatus>;
+    let (mut attempt, mut claim, mut recoveries, mut claim_open) = (1, 0, 0, false);
+    for event in events {
+        let from = status;
+        let allowed = |states: &[TaskStatus]| from.is_some_and(|s| states.contains(&s));
+        let next = match event.event_type {
+            E::Created if from.is_none() => created_as,
+            E::Ready if allowed(&[NotStarted]) => Ready,
+            E::Started if allowed(&[Ready]) => Running,
+            E::Claimed if allowed(&[Ready]) && !claim_open => {
+                claim += 1;
+                claim_open = true;
+                Running
+            }
+            E::Completed if allowed(&[Running]) => Completed,
+            E::Failed if allowed(&[Ready, Running]) => Failed,
+            E::Skipped if allowed(&[NotStarted, Ready]) => Skipped,
+            E::Abandoned if allowed(&[NotStarted, Ready, Running]) => Failed,
+            E::RetryScheduled if allowed(&[Running, Failed]) => {
+                attempt += 1;
+                Ready
+            }
+            E::Recovered if allowed(&[Running, Ready]) => {
+                recoveries += 1;
+                Ready
+            }
+            E::Reset if allowed(&[Ready, Completed, Failed, Skipped]) => {
+                attempt = 1;
+                Ready
+            }
+            E::Released if allowed(&[Running, Ready]) => Ready,
+            other => return Err(format!("{other} after {from:?} (seq {})", event.seq)),
+        };
+        // Every step but these ends the claim.
+        if !matches!(
+            event.event_type,
+            E::Claimed | E::Created | E::Ready | E::Started
+        ) {
+            claim_open = false;
+        }
+        status = Some(next);
+        let data = &event.event_data;
+        let counters = (
+            data["attempt"].as_i64(),
+            data["claim"].as_i64(),
+            data["recovery_attempts"].as_i64(),
+        );
+        if counters
+            != (
+                Some(attempt.into()),
+                Some(claim.into()),
+                Some(recoveries.into()),
+            )
+        {
+            return Err(format!(
+                "event {} has counters {counters:?}, replay says ({attempt}, {claim}, {recoveries})",
+                event.seq
+            ));
+        }
+    }
+    let replayed = (status, attempt, claim, recoveries);
+    let stored = (
+        Some(row.status),
+        row.attempt,
+        row.claim_count,
+        row.recovery_attempts,
+    );
+    if replayed == stored {
+        Ok(())
+    } else {
+        Err(format!(
+            "history replays to {replayed:?}, the row is {stored:?}"
+        ))
+    }
+}
