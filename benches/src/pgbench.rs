@@ -156,11 +156,12 @@ fn setup_sql() -> String {
 }
 
 /// The PostgreSQL migrations' `up.sql`, in order.
-const MIGRATIONS: [&str; 4] = [
+const MIGRATIONS: [&str; 5] = [
     include_str!("../../dal-postgres/migrations/2026-11-26-000000_create_task_executions/up.sql"),
     include_str!("../../dal-postgres/migrations/2026-11-26-000001_claims/up.sql"),
     include_str!("../../dal-postgres/migrations/2026-11-26-000002_execution_events/up.sql"),
     include_str!("../../dal-postgres/migrations/2026-11-26-000003_status_index/up.sql"),
+    include_str!("../../dal-postgres/migrations/2026-11-26-000004_inline_event_data/up.sql"),
 ];
 
 /// The captured statement (`SQL -- binds: [...]`) as a pgbench line: each `$k` replaced by the

@@ -4,10 +4,11 @@ use libtest_mimic::{Arguments, Failed, Trial};
 
 use crate::cases::{self, statements};
 use crate::fixture::BackendKind;
-use crate::provision;
+use crate::{postgres_sql, provision};
 
-/// Every trial: `<backend>::<group>::<case>` for each backend, group and case, plus the checks
-/// that involve no backend.
+/// Every trial: `<backend>::<group>::<case>` for each backend, group and case, the checks of
+/// the PostgreSQL schema's own SQL (`postgres::schema::<check>`), and the checks that involve
+/// no backend.
 pub fn trials() -> Vec<Trial> {
     let mut trials = Vec::new();
     for kind in BackendKind::ALL {
@@ -23,6 +24,12 @@ pub fn trials() -> Vec<Trial> {
                 ));
             }
         }
+    }
+    for &(name, check) in postgres_sql::CHECKS {
+        trials.push(Trial::test(
+            format!("postgres::schema::{name}"),
+            move || check().map_err(Failed::from),
+        ));
     }
     trials.push(Trial::test(
         "readme::statement_table_matches_the_suite",

@@ -1,0 +1,1 @@
+ALTER FUNCTION dal_event_data(jsonb, integer, integer, integer) IMMUTABLE;
