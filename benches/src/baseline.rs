@@ -13,6 +13,7 @@
 #![allow(clippy::expect_used)] // measurement code: a failing baseline is a broken benchmark
 
 use chrono::{DateTime, Utc};
+use dal_core::{DalError, TaskExecution};
 use diesel::prelude::*;
 use uuid::Uuid;
 
@@ -44,14 +45,31 @@ pub trait Baseline {
     fn transition_read_update_insert(&self, id: Uuid, to: &'static str, event: &'static str);
 }
 
+/// A row read by a baseline, as the model's task: the same decoding the DAL does.
+fn task<R>(row: R) -> TaskExecution
+where
+    TaskExecution: TryFrom<R, Error = DalError>,
+{
+    TaskExecution::try_from(row).expect("a task row the schema allows")
+}
+
+/// The data of a `claimed` event, as the DAL writes it.
+fn event_data(task: &TaskExecution) -> serde_json::Value {
+    serde_json::json!({
+        "attempt": task.attempt,
+        "claim": task.claim_count,
+        "recovery_attempts": task.recovery_attempts,
+    })
+}
+
 fn micros(at: DateTime<Utc>) -> i64 {
     at.timestamp_micros()
 }
 
 /// The baselines on PostgreSQL.
 pub mod postgres {
-    use dal_postgres::PgPool;
     use dal_postgres::schema::{execution_events as e, task_executions as t};
+    use dal_postgres::{PgPool, TaskRow};
     use serde_json::json;
 
     use super::*;
@@ -66,92 +84,6 @@ pub mod postgres {
             self.0.get().expect("a connection from the pool")
         }
     }
-
-    type Full = (
-        (
-            Uuid,
-            Uuid,
-            String,
-            String,
-            i32,
-            i32,
-            serde_json::Value,
-            serde_json::Value,
-        ),
-        (
-            Option<String>,
-            Option<String>,
-            Option<DateTime<Utc>>,
-            Option<DateTime<Utc>>,
-            Option<DateTime<Utc>>,
-        ),
-        (
-            i32,
-            Option<DateTime<Utc>>,
-            Option<Uuid>,
-            Option<DateTime<Utc>>,
-            Option<DateTime<Utc>>,
-        ),
-        (DateTime<Utc>, DateTime<Utc>, i32),
-    );
-
-    fn all_columns() -> _AllColumns {
-        (
-            (
-                t::id,
-                t::workflow_execution_id,
-                t::task_name,
-                t::status,
-                t::attempt,
-                t::max_attempts,
-                t::trigger_rules,
-                t::task_configuration,
-            ),
-            (
-                t::error_details,
-                t::last_error,
-                t::retry_at,
-                t::started_at,
-                t::completed_at,
-            ),
-            (
-                t::recovery_attempts,
-                t::last_recovery_at,
-                t::claimed_by,
-                t::heartbeat_at,
-                t::abandoned_at,
-            ),
-            (t::created_at, t::updated_at, t::claim_count),
-        )
-    }
-
-    type _AllColumns = (
-        (
-            t::id,
-            t::workflow_execution_id,
-            t::task_name,
-            t::status,
-            t::attempt,
-            t::max_attempts,
-            t::trigger_rules,
-            t::task_configuration,
-        ),
-        (
-            t::error_details,
-            t::last_error,
-            t::retry_at,
-            t::started_at,
-            t::completed_at,
-        ),
-        (
-            t::recovery_attempts,
-            t::last_recovery_at,
-            t::claimed_by,
-            t::heartbeat_at,
-            t::abandoned_at,
-        ),
-        (t::created_at, t::updated_at, t::claim_count),
-    );
 
     fn log(
         conn: &mut PgConnection,
@@ -194,12 +126,12 @@ pub mod postgres {
                 ))
                 .execute(conn)
                 .expect("insert");
-            let row: Full = t::table
+            let row: TaskRow = t::table
                 .find(id)
-                .select(all_columns())
+                .select(TaskRow::as_select())
                 .first(conn)
                 .expect("select");
-            row.0.0
+            task(row).id
         }
 
         fn create_with_event_transaction(
@@ -226,8 +158,8 @@ pub mod postgres {
                     .execute(conn)?;
                 let data = json!({"attempt": 1, "claim": 0, "recovery_attempts": 0});
                 log(conn, workflow_execution_id, id, "created", data, None, now)?;
-                let row: Full = t::table.find(id).select(all_columns()).first(conn)?;
-                Ok(row.0.0)
+                let row: TaskRow = t::table.find(id).select(TaskRow::as_select()).first(conn)?;
+                Ok(task(row).id)
             })
             .expect("transaction")
         }
@@ -300,7 +232,7 @@ pub mod postgres {
                 .expect("scan");
             let mut claimed = Vec::with_capacity(ids.len());
             for id in ids {
-                let row: Option<Full> =
+                let row: Option<TaskRow> =
                     diesel::update(t::table.find(id).filter(t::status.eq("ready")))
                         .set((
                             t::status.eq("running"),
@@ -310,14 +242,14 @@ pub mod postgres {
                             t::claim_count.eq(t::claim_count + 1),
                             t::updated_at.eq(now),
                         ))
-                        .returning(all_columns())
+                        .returning(TaskRow::as_returning())
                         .get_result(conn)
                         .optional()
                         .expect("claim");
-                if let Some(row) = row {
-                    let data =
-                        json!({"attempt": row.0.4, "claim": row.3.2, "recovery_attempts": row.2.0});
-                    log(conn, row.0.1, id, "claimed", data, Some(runner_id), now).expect("event");
+                if let Some(claimed_task) = row.map(task) {
+                    let data = event_data(&claimed_task);
+                    let wf = claimed_task.workflow_execution_id;
+                    log(conn, wf, id, "claimed", data, Some(runner_id), now).expect("event");
                     claimed.push(id);
                 }
             }
@@ -350,8 +282,8 @@ pub mod postgres {
 
 /// The baselines on SQLite.
 pub mod sqlite {
-    use dal_sqlite::SqlitePool;
     use dal_sqlite::schema::{execution_events as e, task_executions as t};
+    use dal_sqlite::{SqlitePool, TaskRow};
     use serde_json::json;
 
     use super::*;
@@ -368,78 +300,6 @@ pub mod sqlite {
         }
     }
 
-    type Full = (
-        (Vec<u8>, Vec<u8>, String, String, i32, i32, String, String),
-        (
-            Option<String>,
-            Option<String>,
-            Option<i64>,
-            Option<i64>,
-            Option<i64>,
-        ),
-        (i32, Option<i64>, Option<Vec<u8>>, Option<i64>, Option<i64>),
-        (i64, i64, i32),
-    );
-
-    type AllColumns = (
-        (
-            t::id,
-            t::workflow_execution_id,
-            t::task_name,
-            t::status,
-            t::attempt,
-            t::max_attempts,
-            t::trigger_rules,
-            t::task_configuration,
-        ),
-        (
-            t::error_details,
-            t::last_error,
-            t::retry_at,
-            t::started_at,
-            t::completed_at,
-        ),
-        (
-            t::recovery_attempts,
-            t::last_recovery_at,
-            t::claimed_by,
-            t::heartbeat_at,
-            t::abandoned_at,
-        ),
-        (t::created_at, t::updated_at, t::claim_count),
-    );
-
-    fn all_columns() -> AllColumns {
-        (
-            (
-                t::id,
-                t::workflow_execution_id,
-                t::task_name,
-                t::status,
-                t::attempt,
-                t::max_attempts,
-                t::trigger_rules,
-                t::task_configuration,
-            ),
-            (
-                t::error_details,
-                t::last_error,
-                t::retry_at,
-                t::started_at,
-                t::completed_at,
-            ),
-            (
-                t::recovery_attempts,
-                t::last_recovery_at,
-                t::claimed_by,
-                t::heartbeat_at,
-                t::abandoned_at,
-            ),
-            (t::created_at, t::updated_at, t::claim_count),
-        )
-    }
-
-    #[allow(clippy::too_many_arguments)]
     fn log(
         conn: &mut SqliteConnection,
         wf: &[u8],
@@ -481,12 +341,12 @@ pub mod sqlite {
                 ))
                 .execute(conn)
                 .expect("insert");
-            let row: Full = t::table
+            let row: TaskRow = t::table
                 .find(id.as_bytes().as_slice())
-                .select(all_columns())
+                .select(TaskRow::as_select())
                 .first(conn)
                 .expect("select");
-            Uuid::from_slice(&row.0.0).expect("a 16-byte id")
+            task(row).id
         }
 
         fn create_with_event_transaction(
@@ -517,8 +377,11 @@ pub mod sqlite {
                     .execute(conn)?;
                 let data = json!({"attempt": 1, "claim": 0, "recovery_attempts": 0});
                 log(conn, wf, key, "created", data, None, now)?;
-                let row: Full = t::table.find(key).select(all_columns()).first(conn)?;
-                Ok(Uuid::from_slice(&row.0.0).expect("a 16-byte id"))
+                let row: TaskRow = t::table
+                    .find(key)
+                    .select(TaskRow::as_select())
+                    .first(conn)?;
+                Ok(task(row).id)
             })
             .expect("transaction")
         }
@@ -594,7 +457,7 @@ pub mod sqlite {
             let runner = runner_id.as_bytes().as_slice();
             let mut claimed = Vec::with_capacity(ids.len());
             for id in ids {
-                let row: Option<Full> =
+                let row: Option<TaskRow> =
                     diesel::update(t::table.find(id.as_slice()).filter(t::status.eq("ready")))
                         .set((
                             t::status.eq("running"),
@@ -604,14 +467,15 @@ pub mod sqlite {
                             t::claim_count.eq(t::claim_count + 1),
                             t::updated_at.eq(now),
                         ))
-                        .returning(all_columns())
+                        .returning(TaskRow::as_returning())
                         .get_result(conn)
                         .optional()
                         .expect("claim");
-                if let Some(row) = row {
-                    let data =
-                        json!({"attempt": row.0.4, "claim": row.3.2, "recovery_attempts": row.2.0});
-                    log(conn, &row.0.1, &id, "claimed", data, Some(runner), now).expect("event");
+                if let Some(claimed_task) = row.map(task) {
+                    let data = event_data(&claimed_task);
+                    let wf = claimed_task.workflow_execution_id;
+                    log(conn, wf.as_bytes(), &id, "claimed", data, Some(runner), now)
+                        .expect("event");
                     claimed.push(Uuid::from_slice(&id).expect("a 16-byte id"));
                 }
             }

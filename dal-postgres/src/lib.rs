@@ -24,4 +24,5 @@ mod statements;
 
 pub use dal_core::*;
 pub use open::{InstrumentationFactory, MIGRATIONS, Options, PostgresStore, connect};
+pub use row::Row as TaskRow;
 pub use statements::{PgBackend, PgPool};

@@ -27,6 +27,7 @@ mod unindexed;
 
 pub use dal_core::*;
 pub use open::{InstrumentationFactory, MIGRATIONS, Options, SqliteStore, Synchronous, open};
+pub use row::Row as TaskRow;
 pub use statements::{SqliteBackend, SqlitePool};
 
 /// The README's Rust examples, compiled as doc tests.

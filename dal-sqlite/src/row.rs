@@ -11,10 +11,13 @@ use uuid::Uuid;
 
 use crate::schema::task_executions;
 
-/// A `task_executions` row as read (`SELECT` or `RETURNING`).
+/// A `task_executions` row as read (`SELECT` or `RETURNING`), exported as `TaskRow` for
+/// statements of your own over the store's pool: select it with `TaskRow::as_select()` (or
+/// `as_returning()`) and convert it with `TaskExecution::try_from`, which fails with
+/// [`DalError::Database`] on a value the schema should not hold.
 #[derive(Debug, Queryable, Selectable)]
 #[diesel(table_name = task_executions, check_for_backend(diesel::sqlite::Sqlite))]
-pub(crate) struct Row {
+pub struct Row {
     id: Vec<u8>,
     workflow_execution_id: Vec<u8>,
     task_name: String,
