@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::error::Result;
 use crate::event::{EventSpec, ExecutionEvent};
 use crate::plan::{Plan, Stale};
-use crate::{Lease, RetryStats, TaskExecution, TaskStatus};
+use crate::{Lease, PruneCursor, Pruned, RetryStats, TaskExecution, TaskStatus};
 
 /// The primitive statements of a backend. Implemented by the backend crates; callers use
 /// [`crate::TaskStore`] on a [`crate::Store`] instead.
@@ -44,29 +44,35 @@ pub trait Backend: Send + Sync + 'static {
     /// `plan.effects.updated_at`.
     fn apply(&self, id: Uuid, plan: &Plan) -> Result<Option<TaskExecution>>;
 
-    /// Claims up to `limit` tasks in one statement: the oldest (by id) of those that are in
-    /// `plan.guard.from` (`Ready`) with `retry_at` unset or at most `due_at`, and applies
-    /// `plan` to them. Concurrent claimers never take the same task and never wait for each
-    /// other (PostgreSQL: `FOR UPDATE SKIP LOCKED`; SQLite: one writer at a time). Returns the
-    /// claimed rows in any order.
+    /// Claims up to `limit` tasks in one statement: the `Ready` tasks whose queue position
+    /// ([`crate::plan::due_at`]) is at most `due_at`, smallest `(due_at, id)` first, and
+    /// applies `plan` to them. Concurrent claimers never take the same task and never wait for
+    /// each other (PostgreSQL: the candidates are locked `FOR UPDATE SKIP LOCKED` in a
+    /// materialized CTE, so the `LIMIT` holds whatever plan the update gets; SQLite: one
+    /// writer at a time). Returns the claimed rows in any order.
     fn claim(&self, due_at: DateTime<Utc>, limit: u32, plan: &Plan) -> Result<Vec<TaskExecution>>;
 
     /// Applies `plan` in one statement to every task whose current claim is one of `leases`
     /// (not empty, all of one runner: `plan.event`'s runner) and whose status is in
-    /// `plan.guard.from`. Returns the rows written, in any order.
+    /// `plan.guard.from`. Returns the rows written, in any order. Row locks are taken in id
+    /// order, the one order every multi-row write that waits for locks uses, so concurrent
+    /// batches cannot deadlock each other.
     fn apply_leased(&self, leases: &[Lease], plan: &Plan) -> Result<Vec<TaskExecution>>;
 
     /// Applies `plan` in one statement to every task that `stale` selects and that is in
-    /// `plan.guard.from`; the selection is evaluated by the statement that writes. Returns the
-    /// rows written, in any order.
+    /// `plan.guard.from`; the selection is evaluated by the statement that writes. Tasks
+    /// another transaction holds a lock on are skipped (they are being written, so their
+    /// runner is not known to be dead; the next sweep looks again), so a sweep never waits
+    /// for, nor deadlocks with, a runner's write. Returns the rows written, in any order.
     fn apply_stale(&self, stale: &Stale, plan: &Plan) -> Result<Vec<TaskExecution>>;
 
     /// Reads the claimed tasks (statuses of [`crate::plan::CLAIMED`]) whose last heartbeat is
     /// before `older_than`, by id (one `SELECT`).
     fn find_stale(&self, older_than: DateTime<Utc>) -> Result<Vec<TaskExecution>>;
 
-    /// Reads up to `limit` `Ready` tasks with `retry_at` unset or at most `due_at` (only those
-    /// with `retry_at` set when `retries_only`), oldest first (one `SELECT`).
+    /// Reads up to `limit` `Ready` tasks whose queue position is at most `due_at` (only
+    /// those with `retry_at` set when `retries_only`), in claim order: smallest `(due_at, id)`
+    /// first (one `SELECT`).
     fn list_ready(
         &self,
         due_at: DateTime<Utc>,
@@ -119,4 +125,19 @@ pub trait Backend: Send + Sync + 'static {
 
     /// How many tasks are in each status that has any (one grouped `SELECT`).
     fn count_by_status(&self) -> Result<Vec<(TaskStatus, i64)>>;
+
+    /// Deletes, as one atomic unit, the finished workflow executions found among the first
+    /// `limit` finished tasks (`Completed`, `Failed`, `Skipped`) with `completed_at` before
+    /// `older_than` and `(completed_at, id)` after `after`, in that order: those whose every
+    /// task is finished and none changed at or after `older_than`, with all their tasks and
+    /// events. The condition is checked on the rows as locked (in id order), so a task reset
+    /// or changed meanwhile keeps its whole workflow execution. `next` is the last task
+    /// scanned when `limit` were scanned, `None` otherwise. PostgreSQL: one statement;
+    /// SQLite: one `BEGIN IMMEDIATE` transaction.
+    fn prune(
+        &self,
+        older_than: DateTime<Utc>,
+        limit: u32,
+        after: Option<PruneCursor>,
+    ) -> Result<Pruned>;
 }

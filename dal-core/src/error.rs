@@ -117,6 +117,22 @@ impl DalError {
     }
 }
 
+impl DalError {
+    /// Whether the database rolled the call's statement back because of a transient conflict
+    /// with a concurrent transaction (a serialization failure): nothing was
+    /// written, and the same call made again is expected to succeed. The store makes such
+    /// calls again itself, a few times, before returning this error.
+    pub fn is_conflict(&self) -> bool {
+        matches!(
+            self,
+            DalError::Database {
+                kind: DatabaseErrorKind::SerializationFailure,
+                ..
+            }
+        )
+    }
+}
+
 impl From<crate::status::UnknownStatus> for DalError {
     /// A status text read from the database that no [`TaskStatus`] has.
     fn from(err: crate::status::UnknownStatus) -> Self {

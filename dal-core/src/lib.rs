@@ -23,8 +23,11 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{DalError, DatabaseErrorKind, Problem, Result, ValidationError};
 pub use event::{EventType, ExecutionEvent};
 pub use model::{
-    Claimed, Completion, Lease, NewTaskExecution, Recovery, RetryStats, StatusCounts, TaskExecution,
+    Claimed, Completion, Lease, NewTaskExecution, PruneCursor, Pruned, Recovery, RetryStats,
+    StatusCounts, TaskExecution,
 };
 pub use plan::Transition;
 pub use status::{StatusSet, TaskStatus};
-pub use store::{ClaimStore, HistoryStore, Store, TaskExecutionStore, TaskStore, WorkflowReads};
+pub use store::{
+    ClaimStore, HistoryStore, RetentionStore, Store, TaskExecutionStore, TaskStore, WorkflowReads,
+};

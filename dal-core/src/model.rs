@@ -184,6 +184,30 @@ pub struct Recovery {
     pub abandoned: Vec<TaskExecution>,
 }
 
+/// Where a retention pass stands: the finished task it scanned last, in the order it scans
+/// them (`completed_at`, then id). Pass it to the next `prune_finished` call to go on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PruneCursor {
+    /// When that task finished.
+    pub completed_at: DateTime<Utc>,
+    /// The task.
+    pub task_id: Uuid,
+}
+
+/// What one batch of `prune_finished` removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pruned {
+    /// The workflow executions removed, each with every one of its tasks and events, sorted.
+    pub workflows: Vec<Uuid>,
+    /// The task executions deleted.
+    pub tasks: u64,
+    /// The execution events deleted.
+    pub events: u64,
+    /// Where the next batch starts; `None` when this batch reached the end of the finished
+    /// tasks older than the cut-off (the pass is over).
+    pub next: Option<PruneCursor>,
+}
+
 /// The input of `create` and `create_many`.
 ///
 /// [`NewTaskExecution::new`] gives the defaults: status `NotStarted`, attempt 1,

@@ -312,6 +312,24 @@ impl Plan {
     }
 }
 
+/// The queue position of a task: when a `Ready` task becomes claimable, `None` for a task in
+/// any other status.
+///
+/// It is the later of the task's `retry_at` and `entered`, the time the task (last) entered
+/// `Ready`, so that `due_at <= now` holds exactly when the task is claimable now. Claims and
+/// `list_ready` take the smallest `(due_at, id)` first: the tasks in the order they became due.
+/// Each backend stores it in a column of its own (not part of [`crate::TaskExecution`]),
+/// sets it in the statement of every write that moves a task into `Ready`, with this rule
+/// written in SQL, and leaves it as it is otherwise; a partial index on `(due_at, id)` of the
+/// `Ready` tasks is the claim's path.
+pub fn due_at(
+    status: TaskStatus,
+    retry_at: Option<DateTime<Utc>>,
+    entered: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    (status == TaskStatus::Ready).then(|| retry_at.map_or(entered, |at| at.max(entered)))
+}
+
 /// Which claimed tasks a sweep touches: claimed (`claimed_by` set), in [`CLAIMED`] statuses,
 /// last heartbeat before `older_than`, and `recovery_attempts` within `recovery_attempts`
 /// (inclusive). The statement that writes checks all of it.
@@ -603,6 +621,15 @@ mod tests {
                 transition.name()
             );
         }
+    }
+
+    #[test]
+    fn a_task_is_due_when_it_enters_ready_or_at_its_retry_time_whichever_is_later() {
+        assert_eq!(due_at(Ready, None, at(5)), Some(at(5)));
+        assert_eq!(due_at(Ready, Some(at(9)), at(5)), Some(at(9)));
+        assert_eq!(due_at(Ready, Some(at(2)), at(5)), Some(at(5)));
+        assert_eq!(due_at(NotStarted, Some(at(9)), at(5)), None);
+        assert_eq!(due_at(Running, None, at(5)), None);
     }
 
     #[test]

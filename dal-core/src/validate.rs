@@ -125,6 +125,12 @@ pub fn sanitize_message(text: &str) -> Cow<'_, str> {
     text
 }
 
+/// The earliest time [`time`] accepts: 0001-01-01T00:00:00Z.
+pub fn earliest_time() -> DateTime<Utc> {
+    // 0001-01-01T00:00:00Z is 62,135,596,800 s before the Unix epoch; chrono holds it.
+    DateTime::from_timestamp(-62_135_596_800, 0).unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
 /// Checks that `at` lies in the years 1 to 9999, which both backends store.
 pub fn time(field: &str, at: DateTime<Utc>) -> Checked {
     if (1..=9999).contains(&at.year()) {

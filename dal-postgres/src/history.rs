@@ -1,7 +1,8 @@
 //! The execution history on PostgreSQL: every write and its events in ONE statement,
 //!
 //! ```sql
-//! WITH changed AS (<the write> RETURNING <task columns>),
+//! WITH [targets AS MATERIALIZED (<the rows to write, locked>),]
+//!      changed AS (<the write> RETURNING <task columns>),
 //!      logged AS (INSERT INTO execution_events (...) SELECT ... FROM changed)
 //! SELECT * FROM changed
 //! ```
@@ -37,24 +38,78 @@ diesel::define_sql_function! {
     ) -> Jsonb;
 }
 
+/// What comes before a write in its `WITH`: nothing, or the CTE of the rows it targets.
+pub(crate) trait Prelude {
+    /// Writes `before`, `targets AS MATERIALIZED (...)` and `after`, or nothing.
+    fn walk_prelude<'b>(
+        &'b self,
+        out: AstPass<'_, 'b, Pg>,
+        before: &'static str,
+        after: &'static str,
+    ) -> QueryResult<()>;
+}
+
+/// No prelude: the write finds its rows itself.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NoPrelude;
+
+impl Prelude for NoPrelude {
+    fn walk_prelude<'b>(
+        &'b self,
+        _out: AstPass<'_, 'b, Pg>,
+        _before: &'static str,
+        _after: &'static str,
+    ) -> QueryResult<()> {
+        Ok(())
+    }
+}
+
+/// `targets AS MATERIALIZED (<query>)`: the rows a multi-row write changes, selected and
+/// locked once, before the write, by a query of their own. Materialized, the CTE runs exactly
+/// once whatever plan the write gets, so its `LIMIT` and its lock order hold (a subquery in
+/// the write's `WHERE` could be planned as the inner side of a join and run again per row).
+/// The write refers to it as the pseudo-table [`crate::schema::targets`].
+#[derive(Debug)]
+pub(crate) struct Targets<Q>(pub(crate) Q);
+
+impl<Q: QueryFragment<Pg>> Prelude for Targets<Q> {
+    fn walk_prelude<'b>(
+        &'b self,
+        mut out: AstPass<'_, 'b, Pg>,
+        before: &'static str,
+        after: &'static str,
+    ) -> QueryResult<()> {
+        out.push_sql(before);
+        out.push_sql("targets AS MATERIALIZED (");
+        self.0.walk_ast(out.reborrow())?;
+        out.push_sql(")");
+        out.push_sql(after);
+        Ok(())
+    }
+}
+
 /// A write that returns task rows, and the insert of its events, as one statement.
 #[derive(Debug)]
-pub(crate) struct Logged<W, L> {
+pub(crate) struct Logged<P, W, L> {
+    prelude: P,
     write: W,
     log: L,
 }
 
-impl<W: Query, L> Query for Logged<W, L> {
+impl<P, W: Query, L> Query for Logged<P, W, L> {
     type SqlType = W::SqlType;
 }
 
-impl<W, L> QueryFragment<Pg> for Logged<W, L>
+impl<P, W, L> QueryFragment<Pg> for Logged<P, W, L>
 where
+    P: Prelude,
     W: QueryFragment<Pg>,
     L: QueryFragment<Pg>,
 {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        out.push_sql("WITH changed AS (");
+        out.push_sql("WITH ");
+        self.prelude.walk_prelude(out.reborrow(), "", ", ")?;
+        out.push_sql("changed AS (");
         self.write.walk_ast(out.reborrow())?;
         out.push_sql("), logged AS (");
         self.log.walk_ast(out.reborrow())?;
@@ -64,19 +119,45 @@ where
     }
 }
 
-impl<W, L> QueryId for Logged<W, L> {
+impl<P, W, L> QueryId for Logged<P, W, L> {
     type QueryId = ();
     const HAS_STATIC_QUERY_ID: bool = false;
 }
 
-impl<W, L, Conn> RunQueryDsl<Conn> for Logged<W, L> {}
+impl<P, W, L, Conn> RunQueryDsl<Conn> for Logged<P, W, L> {}
+
+/// A write without events, after its prelude: `[WITH targets AS MATERIALIZED (...)] <write>`.
+#[derive(Debug)]
+pub(crate) struct Plain<P, W> {
+    pub(crate) prelude: P,
+    pub(crate) write: W,
+}
+
+impl<P, W: Query> Query for Plain<P, W> {
+    type SqlType = W::SqlType;
+}
+
+impl<P: Prelude, W: QueryFragment<Pg>> QueryFragment<Pg> for Plain<P, W> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        self.prelude.walk_prelude(out.reborrow(), "WITH ", " ")?;
+        self.write.walk_ast(out.reborrow())
+    }
+}
+
+impl<P, W> QueryId for Plain<P, W> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<P, W, Conn> RunQueryDsl<Conn> for Plain<P, W> {}
 
 /// `write` with one `event` per row it returns, written by the same statement at time `at`.
-pub(crate) fn logged<W>(
+pub(crate) fn logged<P, W>(
+    prelude: P,
     write: W,
     event: &EventSpec,
     at: DateTime<Utc>,
-) -> Logged<W, impl QueryFragment<Pg> + use<W>> {
+) -> Logged<P, W, impl QueryFragment<Pg> + use<P, W>> {
     let log = changed::table
         .select((
             dal_uuid_v7(at),
@@ -106,7 +187,11 @@ pub(crate) fn logged<W>(
             e::runner_id,
             e::created_at,
         ));
-    Logged { write, log }
+    Logged {
+        prelude,
+        write,
+        log,
+    }
 }
 
 /// An `execution_events` row as read.

@@ -18,6 +18,7 @@ mod errors;
 mod history;
 mod leases;
 mod open;
+mod retention;
 mod row;
 pub mod schema;
 mod statements;

@@ -87,6 +87,7 @@ pub(crate) struct NewRow<'a> {
     retry_at: Option<DateTime<Utc>>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    due_at: Option<DateTime<Utc>>,
 }
 
 impl<'a> From<&'a TaskExecution> for NewRow<'a> {
@@ -103,6 +104,7 @@ impl<'a> From<&'a TaskExecution> for NewRow<'a> {
             retry_at: task.retry_at,
             created_at: task.created_at,
             updated_at: task.updated_at,
+            due_at: dal_core::plan::due_at(task.status, task.retry_at, task.created_at),
         }
     }
 }

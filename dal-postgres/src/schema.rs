@@ -45,6 +45,8 @@ diesel::table! {
         updated_at -> Timestamptz,
         /// Claims so far; fences leases.
         claim_count -> Integer,
+        /// A Ready task's queue position: when it becomes claimable (`dal_core::plan::due_at`).
+        due_at -> Nullable<Timestamptz>,
     }
 }
 
@@ -86,3 +88,14 @@ diesel::table! {
         recovery_attempts -> Integer,
     }
 }
+
+diesel::table! {
+    /// Not a table: the name a multi-row write gives, in a `WITH`, to the ids of the rows it
+    /// changes, selected and locked before it (see `history::Targets`).
+    targets (id) {
+        /// The task.
+        id -> Uuid,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(task_executions, targets);

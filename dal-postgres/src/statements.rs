@@ -5,8 +5,8 @@ use dal_core::event::EventSpec;
 use dal_core::plan::{Plan, Stale};
 use dal_core::sql::PreparedAs;
 use dal_core::{
-    Backend, DalError, ExecutionEvent, Lease, Result, RetryStats, StatusSet, TaskExecution,
-    TaskStatus,
+    Backend, DalError, ExecutionEvent, Lease, PruneCursor, Pruned, Result, RetryStats, StatusSet,
+    TaskExecution, TaskStatus,
 };
 use diesel::PgConnection;
 use diesel::connection::SimpleConnection;
@@ -19,15 +19,21 @@ use diesel::sql_types::{
 use uuid::Uuid;
 
 use crate::errors::{from_diesel, from_pool};
-use crate::history::{EventRow, logged};
+use crate::history::{EventRow, NoPrelude, Plain, Targets, logged};
 use crate::leases::held_by;
 use crate::row::{NewRow, Row};
 use crate::schema::execution_events as e;
+use crate::schema::targets;
 use crate::schema::task_executions::{self as t, table as tasks};
 
 diesel::define_sql_function! {
     /// The elements of an array, a row each; several `unnest`s in one select list run in step.
     fn unnest<ST: diesel::sql_types::SingleValue>(array: Array<ST>) -> ST;
+}
+
+diesel::define_sql_function! {
+    /// The larger of two times; a NULL first argument is ignored.
+    fn greatest(a: Nullable<Timestamptz>, b: Timestamptz) -> Nullable<Timestamptz>;
 }
 
 /// The connection pool of a PostgreSQL store.
@@ -79,15 +85,21 @@ fn rows(rows: Vec<Row>) -> Result<Vec<TaskExecution>> {
     rows.into_iter().map(TaskExecution::try_from).collect()
 }
 
-/// Runs `$write` (a statement returning task rows), with the insert of `$event` for each row
-/// in the same statement when there is one, and returns the rows. Both forms have fixed text
-/// and stay prepared.
+/// Runs `$write` (a statement returning task rows) after `$prelude` (the CTE of the rows it
+/// targets, or none), with the insert of `$event` for each row in the same statement when
+/// there is one, and returns the rows. Both forms have fixed text and stay prepared.
 macro_rules! write_logged {
-    ($conn:expr, $key:ty, $write:expr, $event:expr, $at:expr) => {
+    ($conn:expr, $key:ty, $prelude:expr, $write:expr, $event:expr, $at:expr) => {
         match $event {
-            Some(event) => PreparedAs::<($key, keys::Logged), _>::new(logged($write, event, $at))
-                .get_results::<Row>($conn),
-            None => PreparedAs::<($key, keys::Plain), _>::new($write).get_results::<Row>($conn),
+            Some(event) => PreparedAs::<($key, keys::Logged), _>::new(logged(
+                $prelude, $write, event, $at,
+            ))
+            .get_results::<Row>($conn),
+            None => PreparedAs::<($key, keys::Plain), _>::new(Plain {
+                prelude: $prelude,
+                write: $write,
+            })
+            .get_results::<Row>($conn),
         }
     };
 }
@@ -102,6 +114,8 @@ mod keys {
     pub(super) struct Stale;
     pub(super) struct Logged;
     pub(super) struct Plain;
+    pub(super) struct ListReady;
+    pub(super) struct ListRetries;
 }
 
 /// A status set as one array parameter (`status = ANY($n)`): the SQL text is the same for
@@ -140,8 +154,26 @@ macro_rules! plan_set {
             assign!(t::heartbeat_at, e.heartbeat_at, Timestamptz),
             assign!(t::abandoned_at, e.abandoned_at, Timestamptz),
             t::updated_at.eq(e.updated_at),
+            // The queue position, set when the task enters Ready (`dal_core::plan::due_at`):
+            // the later of its retry time as written and now; kept otherwise.
+            t::due_at.eq(case_when(
+                (e.status == TaskStatus::Ready).into_sql::<Bool>(),
+                greatest(
+                    case_when(e.retry_at.keeps().into_sql::<Bool>(), t::retry_at)
+                        .otherwise(e.retry_at.value().cloned().into_sql::<Nullable<Timestamptz>>()),
+                    e.updated_at,
+                ),
+            )
+            .otherwise(t::due_at)),
         )
     }};
+}
+
+/// `'ready'` as a literal in the statement's text, not a parameter: the partial indexes of
+/// Ready tasks say `WHERE status = 'ready'`, and only a literal lets a prepared statement's
+/// generic plan (the one PostgreSQL keeps after five executions) use them.
+fn ready() -> diesel::expression::SqlLiteral<Text> {
+    diesel::dsl::sql::<Text>("'ready'")
 }
 
 impl Backend for PgBackend {
@@ -154,7 +186,7 @@ impl Backend for PgBackend {
                 let write = diesel::insert_into(tasks)
                     .values(NewRow::from(one))
                     .returning(Row::as_returning());
-                return write_logged!(conn, keys::InsertOne, write, Some(event), at);
+                return write_logged!(conn, keys::InsertOne, NoPrelude, write, Some(event), at);
             }
             // Many rows: each column bound as one array and unnested, in step, by the SELECT:
             // one fixed statement (kept prepared) for any number of rows, and no limit on binds.
@@ -225,6 +257,13 @@ impl Backend for PgBackend {
                         .collect::<Vec<_>>()
                         .into_sql::<Array<Timestamptz>>(),
                 ),
+                unnest(
+                    rows_in
+                        .iter()
+                        .map(|r| dal_core::plan::due_at(r.status, r.retry_at, r.created_at))
+                        .collect::<Vec<_>>()
+                        .into_sql::<Array<Nullable<Timestamptz>>>(),
+                ),
             ))
             .insert_into(tasks)
             .into_columns((
@@ -239,9 +278,10 @@ impl Backend for PgBackend {
                 t::retry_at,
                 t::created_at,
                 t::updated_at,
+                t::due_at,
             ))
             .returning(Row::as_returning());
-            write_logged!(conn, keys::InsertMany, write, Some(event), at)
+            write_logged!(conn, keys::InsertMany, NoPrelude, write, Some(event), at)
         })?;
         rows(stored)
     }
@@ -291,6 +331,7 @@ impl Backend for PgBackend {
             write_logged!(
                 conn,
                 keys::Apply,
+                NoPrelude,
                 write,
                 &plan.event,
                 plan.effects.updated_at
@@ -300,30 +341,28 @@ impl Backend for PgBackend {
     }
 
     fn claim(&self, due_at: DateTime<Utc>, limit: u32, plan: &Plan) -> Result<Vec<TaskExecution>> {
-        let candidates = diesel::alias!(crate::schema::task_executions as candidates);
-        // The oldest due tasks that no other claim has locked: concurrent claimers skip each
-        // other's rows instead of waiting for them.
-        let oldest_due = candidates
-            .select(candidates.field(t::id))
-            .filter(candidates.field(t::status).eq(TaskStatus::Ready.as_str()))
-            .filter(
-                candidates
-                    .field(t::retry_at)
-                    .is_null()
-                    .or(candidates.field(t::retry_at).le(due_at)),
-            )
-            .order(candidates.field(t::id))
-            .limit(i64::from(limit))
-            .for_update()
-            .skip_locked();
+        // The oldest due Ready tasks that no other claim has locked, read from the Ready
+        // tasks' partial index in its order, stopping at the limit: concurrent claimers skip
+        // each other's rows instead of waiting for them.
+        let oldest_due = Targets(
+            tasks
+                .select(t::id)
+                .filter(t::status.eq(ready()))
+                .filter(t::due_at.le(due_at))
+                .order((t::due_at, t::id))
+                .limit(i64::from(limit))
+                .for_update()
+                .skip_locked(),
+        );
         rows(self.run(|conn| {
             let write = diesel::update(tasks)
-                .filter(t::id.eq_any(oldest_due))
+                .filter(t::id.eq_any(targets::table.select(targets::id)))
                 .set(plan_set!(&plan.effects))
                 .returning(Row::as_returning());
             write_logged!(
                 conn,
                 keys::Claim,
+                oldest_due,
                 write,
                 &plan.event,
                 plan.effects.updated_at
@@ -332,15 +371,25 @@ impl Backend for PgBackend {
     }
 
     fn apply_leased(&self, leases: &[Lease], plan: &Plan) -> Result<Vec<TaskExecution>> {
-        rows(self.run(|conn| {
-            let write = diesel::update(tasks)
+        // The leased rows, locked in id order (the sort is below the lock) before the write:
+        // two batches that share rows lock them in the same order and cannot deadlock.
+        let held = Targets(
+            tasks
+                .select(t::id)
                 .filter(held_by(leases))
                 .filter(t::status.eq_any(statuses(plan.guard.from)))
+                .order(t::id)
+                .for_update(),
+        );
+        rows(self.run(|conn| {
+            let write = diesel::update(tasks)
+                .filter(t::id.eq_any(targets::table.select(targets::id)))
                 .set(plan_set!(&plan.effects))
                 .returning(Row::as_returning());
             write_logged!(
                 conn,
                 keys::Leased,
+                held,
                 write,
                 &plan.event,
                 plan.effects.updated_at
@@ -350,17 +399,28 @@ impl Backend for PgBackend {
 
     fn apply_stale(&self, stale: &Stale, plan: &Plan) -> Result<Vec<TaskExecution>> {
         let (low, high) = stale.recovery_attempts;
-        rows(self.run(|conn| {
-            let write = diesel::update(tasks)
+        // The stale claims, from the claimed tasks' partial index in id order, skipping rows
+        // another transaction is writing (a runner finishing or heart-beating them).
+        let stale_claims = Targets(
+            tasks
+                .select(t::id)
                 .filter(t::claimed_by.is_not_null())
                 .filter(t::heartbeat_at.lt(stale.older_than))
                 .filter(t::status.eq_any(statuses(plan.guard.from)))
                 .filter(t::recovery_attempts.between(low, high))
+                .order(t::id)
+                .for_update()
+                .skip_locked(),
+        );
+        rows(self.run(|conn| {
+            let write = diesel::update(tasks)
+                .filter(t::id.eq_any(targets::table.select(targets::id)))
                 .set(plan_set!(&plan.effects))
                 .returning(Row::as_returning());
             write_logged!(
                 conn,
                 keys::Stale,
+                stale_claims,
                 write,
                 &plan.event,
                 plan.effects.updated_at
@@ -386,19 +446,20 @@ impl Backend for PgBackend {
         limit: u32,
         retries_only: bool,
     ) -> Result<Vec<TaskExecution>> {
+        let due = tasks
+            .filter(t::status.eq(ready()))
+            .filter(t::due_at.le(due_at))
+            .order((t::due_at, t::id))
+            .limit(i64::from(limit))
+            .select(Row::as_select());
         rows(self.run(|conn| {
-            tasks
-                .filter(t::status.eq(dal_core::TaskStatus::Ready.as_str()))
-                .filter(t::retry_at.is_null().or(t::retry_at.le(due_at)))
-                .filter(
-                    t::retry_at
-                        .is_not_null()
-                        .or(retries_only.into_sql::<Bool>().eq(false)),
-                )
-                .order(t::id)
-                .limit(i64::from(limit))
-                .select(Row::as_select())
-                .load(conn)
+            if retries_only {
+                // Its own statement, on the retries' own partial index.
+                PreparedAs::<keys::ListRetries, _>::new(due.filter(t::retry_at.is_not_null()))
+                    .load(conn)
+            } else {
+                PreparedAs::<keys::ListReady, _>::new(due).load(conn)
+            }
         })?)
     }
 
@@ -537,6 +598,15 @@ impl Backend for PgBackend {
                 .select(Row::as_select())
                 .load(conn)
         })?)
+    }
+
+    fn prune(
+        &self,
+        older_than: DateTime<Utc>,
+        limit: u32,
+        after: Option<PruneCursor>,
+    ) -> Result<Pruned> {
+        self.run(|conn| crate::retention::prune(conn, older_than, limit, after))
     }
 
     fn count_by_status(&self) -> Result<Vec<(TaskStatus, i64)>> {

@@ -21,12 +21,17 @@ pub(crate) struct InJson<E> {
 
 /// `expr IN ids`, `expr` being a 16-byte BLOB column: the ids travel as hex text.
 pub(crate) fn in_ids<E>(expr: E, ids: &[Uuid]) -> InJson<E> {
-    let hex: Vec<String> = ids.iter().map(|id| id.simple().to_string()).collect();
     InJson {
         expr,
-        json: serde_json::Value::from(hex).to_string(),
+        json: ids_json(ids),
         element: "unhex(value)",
     }
+}
+
+/// Ids as one JSON array of hex texts, for `IN (SELECT unhex(value) FROM json_each(?))`.
+pub(crate) fn ids_json(ids: &[Uuid]) -> String {
+    let hex: Vec<String> = ids.iter().map(|id| id.simple().to_string()).collect();
+    serde_json::Value::from(hex).to_string()
 }
 
 /// `expr IN texts`.

@@ -20,6 +20,7 @@ mod history;
 mod json_in;
 mod leases;
 mod open;
+mod retention;
 mod row;
 pub mod schema;
 mod statements;

@@ -86,11 +86,12 @@ pub(crate) struct NewRow<'a> {
     retry_at: Option<i64>,
     created_at: i64,
     updated_at: i64,
+    due_at: Option<i64>,
 }
 
 impl NewRow<'_> {
     /// How many bind parameters one row takes.
-    pub(crate) const BINDS: usize = 11;
+    pub(crate) const BINDS: usize = 12;
 }
 
 impl<'a> From<&'a TaskExecution> for NewRow<'a> {
@@ -107,6 +108,7 @@ impl<'a> From<&'a TaskExecution> for NewRow<'a> {
             retry_at: task.retry_at.map(micros),
             created_at: micros(task.created_at),
             updated_at: micros(task.updated_at),
+            due_at: dal_core::plan::due_at(task.status, task.retry_at, task.created_at).map(micros),
         }
     }
 }

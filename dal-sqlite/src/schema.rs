@@ -45,6 +45,8 @@ diesel::table! {
         updated_at -> BigInt,
         /// Claims so far; fences leases.
         claim_count -> Integer,
+        /// A Ready task's queue position in microseconds (`dal_core::plan::due_at`).
+        due_at -> Nullable<BigInt>,
     }
 }
 

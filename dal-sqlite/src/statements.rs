@@ -8,8 +8,8 @@ use dal_core::ids::Ids;
 use dal_core::plan::{Plan, Stale};
 use dal_core::sql::PreparedAs;
 use dal_core::{
-    Backend, DalError, ExecutionEvent, Lease, Result, RetryStats, StatusSet, TaskExecution,
-    TaskStatus,
+    Backend, DalError, ExecutionEvent, Lease, PruneCursor, Pruned, Result, RetryStats, StatusSet,
+    TaskExecution, TaskStatus,
 };
 use diesel::SqliteConnection;
 use diesel::dsl::{case_when, count_star, exists, max, min, sum};
@@ -127,6 +127,8 @@ mod keys {
     pub(super) struct Claim;
     pub(super) struct Leased;
     pub(super) struct Stale;
+    pub(super) struct ListReady;
+    pub(super) struct ListRetries;
 }
 
 /// `status IN (<set>)` with six slots, unused ones bound to NULL (which matches nothing): the
@@ -183,8 +185,44 @@ macro_rules! plan_set {
             assign!(t::heartbeat_at, e.heartbeat_at, BigInt, |at| micros(*at)),
             assign!(t::abandoned_at, e.abandoned_at, BigInt, |at| micros(*at)),
             t::updated_at.eq(micros(e.updated_at)),
+            // The queue position, set when the task enters Ready (`dal_core::plan::due_at`):
+            // the later of its retry time as written and now; kept otherwise. (SQLite's
+            // two-argument max() is NULL when either is, hence the coalesce.)
+            t::due_at.eq(case_when(
+                (e.status == TaskStatus::Ready).into_sql::<Bool>(),
+                later(
+                    coalesce(
+                        case_when(e.retry_at.keeps().into_sql::<Bool>(), t::retry_at).otherwise(
+                            e.retry_at
+                                .value()
+                                .map(|at| micros(*at))
+                                .into_sql::<Nullable<BigInt>>(),
+                        ),
+                        micros(e.updated_at),
+                    ),
+                    micros(e.updated_at),
+                ),
+            )
+            .otherwise(t::due_at)),
         )
     }};
+}
+
+diesel::define_sql_function! {
+    /// The first of two values that is not NULL.
+    fn coalesce(a: Nullable<BigInt>, b: BigInt) -> BigInt;
+}
+
+diesel::define_sql_function! {
+    /// SQLite's scalar (two-argument) `max`: the larger value.
+    #[sql_name = "max"]
+    fn later(a: BigInt, b: BigInt) -> Nullable<BigInt>;
+}
+
+/// `'ready'` as a literal in the statement's text, not a parameter: SQLite uses a partial
+/// index only when the query's `WHERE` implies the index's, and a parameter implies nothing.
+fn ready() -> diesel::expression::SqlLiteral<Text> {
+    diesel::dsl::sql::<Text>("'ready'")
 }
 
 impl Backend for SqliteBackend {
@@ -267,17 +305,11 @@ impl Backend for SqliteBackend {
 
     fn claim(&self, due_at: DateTime<Utc>, limit: u32, plan: &Plan) -> Result<Vec<TaskExecution>> {
         let candidates = diesel::alias!(crate::schema::task_executions as candidates);
-        let due = micros(due_at);
         let oldest_due = candidates
             .select(candidates.field(t::id))
-            .filter(candidates.field(t::status).eq(TaskStatus::Ready.as_str()))
-            .filter(
-                candidates
-                    .field(t::retry_at)
-                    .is_null()
-                    .or(candidates.field(t::retry_at).le(due)),
-            )
-            .order(candidates.field(t::id))
+            .filter(candidates.field(t::status).eq(ready()))
+            .filter(candidates.field(t::due_at).le(micros(due_at)))
+            .order((candidates.field(t::due_at), candidates.field(t::id)))
             .limit(i64::from(limit));
         // One statement: SQLite runs it alone among writers, so no other claim can take the
         // same rows between the subquery and the update.
@@ -339,20 +371,20 @@ impl Backend for SqliteBackend {
         limit: u32,
         retries_only: bool,
     ) -> Result<Vec<TaskExecution>> {
-        let due = micros(due_at);
+        let due = tasks
+            .filter(t::status.eq(ready()))
+            .filter(t::due_at.le(micros(due_at)))
+            .order((t::due_at, t::id))
+            .limit(i64::from(limit))
+            .select(Row::as_select());
         rows(self.read(|conn| {
-            tasks
-                .filter(t::status.eq(dal_core::TaskStatus::Ready.as_str()))
-                .filter(t::retry_at.is_null().or(t::retry_at.le(due)))
-                .filter(
-                    t::retry_at
-                        .is_not_null()
-                        .or(retries_only.into_sql::<Bool>().eq(false)),
-                )
-                .order(t::id)
-                .limit(i64::from(limit))
-                .select(Row::as_select())
-                .load(conn)
+            if retries_only {
+                // Its own statement, on the retries' own partial index.
+                PreparedAs::<keys::ListRetries, _>::new(due.filter(t::retry_at.is_not_null()))
+                    .load(conn)
+            } else {
+                PreparedAs::<keys::ListReady, _>::new(due).load(conn)
+            }
         })?)
     }
 
@@ -498,6 +530,18 @@ impl Backend for SqliteBackend {
                 .select(Row::as_select())
                 .load(conn)
         })?)
+    }
+
+    fn prune(
+        &self,
+        older_than: DateTime<Utc>,
+        limit: u32,
+        after: Option<PruneCursor>,
+    ) -> Result<Pruned> {
+        let _gate = self.gate();
+        let mut conn = self.pool.get().map_err(from_pool)?;
+        conn.immediate_transaction(|conn| crate::retention::prune(conn, older_than, limit, after))
+            .map_err(from_diesel)
     }
 
     fn count_by_status(&self) -> Result<Vec<(TaskStatus, i64)>> {

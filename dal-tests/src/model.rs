@@ -107,6 +107,10 @@ impl ModelEvent {
 pub struct Model {
     now: DateTime<Utc>,
     tasks: Vec<TaskExecution>,
+    /// Each task's place in the claim queue, beside `tasks`: set by every write that leaves
+    /// the task `Ready`, to the later of its `retry_at` and the time of that write. Claims and
+    /// ready listings take the due tasks by this time, then by id.
+    queued_at: Vec<DateTime<Utc>>,
     events: Vec<ModelEvent>,
 }
 
@@ -119,6 +123,7 @@ impl Model {
         Model {
             now: to_micros(now),
             tasks: Vec::new(),
+            queued_at: Vec::new(),
             events: Vec::new(),
         }
     }
@@ -188,6 +193,30 @@ impl Model {
         }
     }
 
+    /// Adds a new task, queued if it is created `Ready`.
+    fn push(&mut self, task: TaskExecution) {
+        self.tasks.push(task);
+        self.queued_at.push(self.now);
+        self.requeue(self.tasks.len() - 1);
+    }
+
+    /// After a write to task `i`: if the write left it `Ready`, it takes its place in the queue.
+    fn requeue(&mut self, i: usize) {
+        let t = &self.tasks[i];
+        if t.status == Ready {
+            self.queued_at[i] = t.retry_at.map_or(self.now, |at| at.max(self.now));
+        }
+    }
+
+    /// The due `Ready` tasks in claim order: queue time, then id.
+    fn due(&self) -> Vec<usize> {
+        let mut due: Vec<usize> = (0..self.tasks.len())
+            .filter(|&i| self.tasks[i].status == Ready && self.queued_at[i] <= self.now)
+            .collect();
+        due.sort_by_key(|&i| (self.queued_at[i], self.tasks[i].id));
+        due
+    }
+
     fn taken(&self, wf: Uuid, name: &str) -> bool {
         self.tasks
             .iter()
@@ -204,7 +233,7 @@ impl Model {
             ));
         }
         let id = id.ok_or_else(|| Failure::Other("the store created nothing".into()))?;
-        self.tasks.push(self.fresh(new, id));
+        self.push(self.fresh(new, id));
         self.log(
             self.tasks.len() - 1,
             EventType::Created,
@@ -243,7 +272,7 @@ impl Model {
         let ids = ids.ok_or_else(|| Failure::Other("the store created nothing".into()))?;
         let mut rows = Vec::new();
         for (new, id) in news.iter().zip(ids) {
-            self.tasks.push(self.fresh(new, *id));
+            self.push(self.fresh(new, *id));
             self.log(
                 self.tasks.len() - 1,
                 EventType::Created,
@@ -373,6 +402,7 @@ impl Model {
             _ => return Err(Failure::Other(format!("no model of {}", transition.name()))),
         }
         self.tasks[i] = next;
+        self.requeue(i);
         self.log(i, event_type, data, None);
         Ok(self.tasks[i].clone())
     }
@@ -380,13 +410,9 @@ impl Model {
     /// `claim_ready`.
     pub fn claim_ready(&mut self, runner: Uuid, limit: u32) -> Vec<Claimed> {
         let now = self.now;
-        let due: Vec<usize> = (0..self.tasks.len())
-            .filter(|&i| {
-                let t = &self.tasks[i];
-                t.status == Ready && t.retry_at.is_none_or(|at| at <= now)
-            })
-            .take(limit as usize)
-            .collect();
+        let mut due: Vec<usize> = self.due().into_iter().take(limit as usize).collect();
+        // One statement writes its events in task id order.
+        due.sort_by_key(|&i| self.tasks[i].id);
         let mut claimed = Vec::new();
         for i in due {
             let t = &mut self.tasks[i];
@@ -477,6 +503,7 @@ impl Model {
         t.claimed_by = None;
         t.heartbeat_at = None;
         t.updated_at = now;
+        self.requeue(i);
         self.log(
             i,
             EventType::Released,
@@ -569,6 +596,7 @@ impl Model {
         for i in 0..self.tasks.len() {
             if self.stale(i, older_than) && self.tasks[i].recovery_attempts < max {
                 recover(&mut self.tasks[i], now);
+                self.requeue(i);
                 let mut data = serde_json::Map::new();
                 data.insert("stale_before".into(), time_value(older_than));
                 self.log(i, EventType::Recovered, data, None);
@@ -582,9 +610,9 @@ impl Model {
 
     /// `list_ready` (`retries_only`: `list_due_retries`).
     pub fn list_ready(&self, limit: u32, retries_only: bool) -> Vec<TaskExecution> {
-        self.tasks
-            .iter()
-            .filter(|t| t.status == Ready && t.retry_at.is_none_or(|at| at <= self.now))
+        self.due()
+            .into_iter()
+            .map(|i| &self.tasks[i])
             .filter(|t| !retries_only || t.retry_at.is_some())
             .take(limit as usize)
             .cloned()

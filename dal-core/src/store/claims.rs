@@ -90,9 +90,9 @@ impl<B: Backend> ClaimStore for Store<B> {
             return Ok(Vec::new());
         }
         let now = self.now();
+        let plan = Plan::claim(runner_id, now);
         let result = self
-            .backend
-            .claim(now, limit, &Plan::claim(runner_id, now))
+            .retrying("claim_ready", || self.backend.claim(now, limit, &plan))
             .map(|rows| {
                 by_id(rows)
                     .into_iter()
@@ -142,7 +142,9 @@ impl<B: Backend> ClaimStore for Store<B> {
             .into());
         }
         let plan = Transition::MarkCompleted.plan(self.now()).leased(*first);
-        let result = self.backend.apply_leased(leases, &plan).map(|rows| {
+        let result = self
+            .retrying("complete_many", || self.backend.apply_leased(leases, &plan))
+            .map(|rows| {
             let done: std::collections::HashSet<Uuid> = rows.iter().map(|row| row.id).collect();
             Completion {
                 completed: by_id(rows),
@@ -183,23 +185,27 @@ impl<B: Backend> ClaimStore for Store<B> {
         let mut statements = 0;
         let result = (|| {
             statements += 1;
-            let abandoned = self.backend.apply_stale(
-                &Stale {
-                    older_than,
-                    recovery_attempts: (max_recovery_attempts, i32::MAX),
-                },
-                &Plan::abandon_stale(max_recovery_attempts, now),
-            )?;
+            let abandon = Plan::abandon_stale(max_recovery_attempts, now);
+            let at_cap = Stale {
+                older_than,
+                recovery_attempts: (max_recovery_attempts, i32::MAX),
+            };
+            let abandoned = self.retrying("recover_stale_claims", || {
+                self.backend.apply_stale(&at_cap, &abandon)
+            })?;
             statements += 1;
             let reset = match max_recovery_attempts {
                 0 => Vec::new(),
-                max => self.backend.apply_stale(
-                    &Stale {
+                max => {
+                    let reset = Plan::recover_stale(older_than, now);
+                    let below_cap = Stale {
                         older_than,
                         recovery_attempts: (0, max - 1),
-                    },
-                    &Plan::recover_stale(older_than, now),
-                )?,
+                    };
+                    self.retrying("recover_stale_claims", || {
+                        self.backend.apply_stale(&below_cap, &reset)
+                    })?
+                }
             };
             Ok::<_, DalError>(Recovery {
                 reset: by_id(reset),

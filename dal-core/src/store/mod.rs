@@ -1,10 +1,14 @@
 //! The store traits and their one implementation, [`Store`], over any [`Backend`].
 //!
 //! `tasks` holds the foundation operations ([`TaskStore`]), `claims` the runner protocol
-//! ([`ClaimStore`]), `history` the reads of the execution history ([`HistoryStore`]). What every operation shares (time, ids, guarded writes, tracing) is here.
+//! ([`ClaimStore`]), `history` the reads of the execution history ([`HistoryStore`]),
+//! `workflows` the scheduler's reads ([`WorkflowReads`]), `retention` the removal of finished
+//! work ([`RetentionStore`]). What every operation shares (time, ids, guarded writes, retries
+//! of transient conflicts, tracing) is here.
 
 mod claims;
 mod history;
+mod retention;
 mod tasks;
 mod workflows;
 
@@ -16,6 +20,7 @@ use uuid::Uuid;
 
 pub use claims::ClaimStore;
 pub use history::HistoryStore;
+pub use retention::{MAX_PRUNE_BATCH, RetentionStore};
 pub use tasks::TaskStore;
 pub use workflows::WorkflowReads;
 
@@ -28,13 +33,39 @@ use crate::{TaskExecution, TaskStatus};
 
 /// Everything a store offers, for `&dyn TaskExecutionStore` or `Arc<dyn TaskExecutionStore>`.
 /// Implemented for every type that implements the traits it groups.
-pub trait TaskExecutionStore: TaskStore + ClaimStore + HistoryStore + WorkflowReads {}
+pub trait TaskExecutionStore:
+    TaskStore + ClaimStore + HistoryStore + WorkflowReads + RetentionStore
+{
+}
 
-impl<T: TaskStore + ClaimStore + HistoryStore + WorkflowReads> TaskExecutionStore for T {}
+impl<T: TaskStore + ClaimStore + HistoryStore + WorkflowReads + RetentionStore> TaskExecutionStore
+    for T
+{
+}
 
 /// How many times a guarded write is tried when, each time it matched no row, the row read
 /// right after it met the guard (another writer changed it in between).
 const GUARDED_WRITE_TRIES: usize = 3;
+
+/// How many times in all a write is made when it keeps failing on a transient conflict
+/// ([`DalError::is_conflict`]: the database rolled the statement back, so nothing was written).
+const CONFLICT_TRIES: u32 = 4;
+
+/// The first wait before a write is made again after a conflict; it doubles with each try, and
+/// each wait is drawn between half and one and a half of it.
+const CONFLICT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// The wait before try `tries + 1`: [`CONFLICT_BACKOFF`] doubled per earlier try, jittered so
+/// that writers that met in a conflict do not meet again.
+fn backoff(tries: u32) -> std::time::Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let base = CONFLICT_BACKOFF.as_micros() as u64 * (1u64 << tries.saturating_sub(1).min(10));
+    // A random number without a dependency: std seeds each RandomState from the OS.
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    std::time::Duration::from_micros(base / 2 + random % base.max(1))
+}
 
 /// A task-execution store over backend `B`: the implementation of the store traits for every
 /// backend. Open one with `dal_sqlite::open` / `dal_postgres::connect` (or their `Options`).
@@ -83,7 +114,7 @@ impl<B: Backend> Store<B> {
         let result = (|| {
             for _ in 0..GUARDED_WRITE_TRIES {
                 statements += 1;
-                if let Some(row) = self.backend.apply(id, plan)? {
+                if let Some(row) = self.retrying(plan.operation, || self.backend.apply(id, plan))? {
                     return Ok(row);
                 }
                 statements += 1;
@@ -103,6 +134,31 @@ impl<B: Backend> Store<B> {
         })();
         self.trace(plan.operation, Some(id), &result, statements);
         result
+    }
+
+    /// Runs `write`, and runs it again (up to [`CONFLICT_TRIES`] in all, after a jittered,
+    /// growing wait) while it fails on a transient conflict, which the database rolled back.
+    /// Each retry is logged at `warn` level with the operation and the error.
+    fn retrying<T>(&self, operation: &'static str, mut write: impl FnMut() -> Result<T>) -> Result<T> {
+        let mut tries = 1;
+        loop {
+            match write() {
+                Err(err) if err.is_conflict() && tries < CONFLICT_TRIES => {
+                    let wait = backoff(tries);
+                    tracing::warn!(
+                        backend = B::NAME,
+                        operation,
+                        tries,
+                        wait_us = wait.as_micros() as u64,
+                        error = %err,
+                        "transient conflict, nothing was written; trying again"
+                    );
+                    std::thread::sleep(wait);
+                    tries += 1;
+                }
+                other => return other,
+            }
+        }
     }
 
     fn trace(

@@ -201,8 +201,9 @@ impl<B: Backend> TaskStore for Store<B> {
         let row = self.new_row(new, self.now());
         let id = row.id;
         let result = self
-            .backend
-            .insert(std::slice::from_ref(&row), &created())
+            .retrying("create", || {
+                self.backend.insert(std::slice::from_ref(&row), &created())
+            })
             .map_err(|err| self.explain_insert_error(err, std::slice::from_ref(new)))
             .and_then(|rows| {
                 rows.into_iter()
@@ -226,8 +227,7 @@ impl<B: Backend> TaskStore for Store<B> {
             .map(|(i, row)| (row.id, i))
             .collect();
         let result = self
-            .backend
-            .insert(&rows, &created())
+            .retrying("create_many", || self.backend.insert(&rows, &created()))
             .map_err(|err| self.explain_insert_error(err, news))
             .and_then(|stored| {
                 let mut ordered: Vec<Option<TaskExecution>> = vec![None; rows.len()];

@@ -562,10 +562,23 @@ fn ready_listings_show_due_tasks_oldest_first(kind: BackendKind) {
     );
     assert!(s.list_ready(0).unwrap().is_empty());
     assert_eq!(s.list_ready(1).unwrap()[0], created[0]);
+    // Once due, the delayed task queues behind the tasks that were due before it, although
+    // its id is older than theirs: oldest due first, then id.
     f.clock.advance(TimeDelta::seconds(10));
     assert_eq!(
         names(s.list_due_retries(10).unwrap()),
-        ["later", "retry-due", "retry-now"]
+        ["retry-due", "retry-now", "later"]
+    );
+    assert_eq!(
+        names(s.list_ready(10).unwrap()),
+        ["fresh-1", "retry-due", "fresh-2", "retry-now", "later"]
+    );
+    // A task made ready now queues behind every task already due.
+    let not_started = created.iter().find(|t| t.task_name == "not-started").unwrap();
+    s.mark_ready(not_started.id).unwrap();
+    assert_eq!(
+        names(s.list_ready(10).unwrap()),
+        ["fresh-1", "retry-due", "fresh-2", "retry-now", "later", "not-started"]
     );
 }
 

@@ -1,0 +1,111 @@
+//! Retention on PostgreSQL: one batch of `prune_finished` as one statement.
+
+use chrono::{DateTime, Utc};
+use dal_core::{PruneCursor, Pruned};
+use diesel::prelude::*;
+use diesel::sql_types::{Array, BigInt, Integer, Nullable, Timestamptz, Uuid as SqlUuid};
+use uuid::Uuid;
+
+/// One batch: scan the next finished tasks, lock every task of their workflow executions in
+/// id order, keep the workflow executions that are finished entirely (checked on the locked
+/// rows, as they are now), and delete their tasks and events.
+///
+/// `$1` the cut-off, `$2`/`$3` the cursor (`completed_at`, id) to scan after, `$4` the batch.
+const PRUNE: &str = "\
+WITH scanned AS MATERIALIZED (
+    SELECT id, workflow_execution_id, completed_at FROM task_executions
+    WHERE status IN ('completed', 'failed', 'skipped') AND completed_at < $1
+      AND (completed_at, id) > ($2, $3)
+    ORDER BY completed_at, id
+    LIMIT $4
+), locked AS MATERIALIZED (
+    SELECT id, workflow_execution_id, status, updated_at FROM task_executions
+    WHERE workflow_execution_id IN (SELECT workflow_execution_id FROM scanned)
+    ORDER BY id
+    FOR UPDATE
+), doomed AS MATERIALIZED (
+    SELECT workflow_execution_id FROM locked
+    GROUP BY workflow_execution_id
+    HAVING bool_and(status IN ('completed', 'failed', 'skipped')) AND max(updated_at) < $1
+), tasks_gone AS (
+    DELETE FROM task_executions
+    WHERE id IN (SELECT locked.id FROM locked JOIN doomed USING (workflow_execution_id))
+    RETURNING 1
+), events_gone AS (
+    DELETE FROM execution_events
+    WHERE workflow_execution_id IN (SELECT workflow_execution_id FROM doomed)
+    RETURNING 1
+)
+SELECT
+    (SELECT count(*) FROM scanned) AS scanned,
+    (SELECT completed_at FROM scanned ORDER BY completed_at DESC, id DESC LIMIT 1) AS last_completed_at,
+    (SELECT id FROM scanned ORDER BY completed_at DESC, id DESC LIMIT 1) AS last_id,
+    (SELECT coalesce(array_agg(workflow_execution_id), '{}') FROM doomed) AS workflows,
+    (SELECT count(*) FROM tasks_gone) AS tasks,
+    (SELECT count(*) FROM events_gone) AS events";
+
+/// What the statement returns: one row.
+#[derive(Debug, QueryableByName)]
+struct Batch {
+    #[diesel(sql_type = BigInt)]
+    scanned: i64,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    last_completed_at: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Nullable<SqlUuid>)]
+    last_id: Option<Uuid>,
+    #[diesel(sql_type = Array<SqlUuid>)]
+    workflows: Vec<Uuid>,
+    #[diesel(sql_type = BigInt)]
+    tasks: i64,
+    #[diesel(sql_type = BigInt)]
+    events: i64,
+}
+
+/// The statement of one batch, with its parameters bound.
+pub(crate) fn prune_batch(
+    older_than: DateTime<Utc>,
+    limit: u32,
+    after: Option<PruneCursor>,
+) -> impl RunQueryDsl<PgConnection> + diesel::query_builder::QueryFragment<diesel::pg::Pg>
++ diesel::query_builder::Query<SqlType = diesel::sql_types::Untyped> {
+    // Before every finished task: the store's times are from year 1 on, its ids UUIDv7.
+    let after = after.unwrap_or(PruneCursor {
+        completed_at: dal_core::validate::earliest_time(),
+        task_id: Uuid::nil(),
+    });
+    diesel::sql_query(PRUNE)
+        .bind::<Timestamptz, _>(older_than)
+        .bind::<Timestamptz, _>(after.completed_at)
+        .bind::<SqlUuid, _>(after.task_id)
+        .bind::<Integer, _>(i32::try_from(limit).unwrap_or(i32::MAX))
+}
+
+/// Runs one batch on `conn`.
+pub(crate) fn prune(
+    conn: &mut PgConnection,
+    older_than: DateTime<Utc>,
+    limit: u32,
+    after: Option<PruneCursor>,
+) -> QueryResult<Pruned> {
+    let batch: Batch = dal_core::sql::PreparedAs::<Prune, _>::new(prune_batch(
+        older_than, limit, after,
+    ))
+    .get_result(conn)?;
+    Ok(Pruned {
+        workflows: batch.workflows,
+        tasks: u64::try_from(batch.tasks).unwrap_or_default(),
+        events: u64::try_from(batch.events).unwrap_or_default(),
+        next: match (batch.last_completed_at, batch.last_id) {
+            (Some(completed_at), Some(task_id)) if batch.scanned >= i64::from(limit) => {
+                Some(PruneCursor {
+                    completed_at,
+                    task_id,
+                })
+            }
+            _ => None,
+        },
+    })
+}
+
+/// The key the batch statement is kept prepared under.
+struct Prune;

@@ -1,0 +1,140 @@
+//! Retention on SQLite: one batch of `prune_finished`, run by the caller inside one
+//! `BEGIN IMMEDIATE` transaction (SQLite has no data-modifying `WITH`): the scan, the check of
+//! each workflow execution, and the two deletes. The write lock is held from the first
+//! statement, so nothing changes between the check and the deletes.
+
+use chrono::{DateTime, Utc};
+use dal_core::sql::PreparedAs;
+use dal_core::{PruneCursor, Pruned};
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Binary, Integer, Text};
+use uuid::Uuid;
+
+use crate::json_in::ids_json;
+use crate::row::{micros, time, uuid};
+
+/// The next finished tasks before the cut-off (`?1`), after the cursor (`?2`, `?3`), at most `?4`.
+const SCAN: &str = "\
+SELECT id, workflow_execution_id, completed_at FROM task_executions
+WHERE status IN ('completed', 'failed', 'skipped') AND completed_at < ?
+  AND (completed_at, id) > (?, ?)
+ORDER BY completed_at, id
+LIMIT ?";
+
+/// Of the workflow executions in `?1` (a JSON array of hex ids), those whose every task is
+/// finished and none changed at or after `?2`.
+const DOOMED: &str = "\
+SELECT workflow_execution_id FROM task_executions
+WHERE workflow_execution_id IN (SELECT unhex(value) FROM json_each(?))
+GROUP BY workflow_execution_id
+HAVING min(status IN ('completed', 'failed', 'skipped')) = 1 AND max(updated_at) < ?";
+
+const DELETE_TASKS: &str = "\
+DELETE FROM task_executions WHERE workflow_execution_id IN (SELECT unhex(value) FROM json_each(?))";
+
+const DELETE_EVENTS: &str = "\
+DELETE FROM execution_events WHERE workflow_execution_id IN (SELECT unhex(value) FROM json_each(?))";
+
+#[derive(Debug, QueryableByName)]
+struct Scanned {
+    #[diesel(sql_type = Binary)]
+    id: Vec<u8>,
+    #[diesel(sql_type = Binary)]
+    workflow_execution_id: Vec<u8>,
+    #[diesel(sql_type = BigInt)]
+    completed_at: i64,
+}
+
+#[derive(Debug, QueryableByName)]
+struct Doomed {
+    #[diesel(sql_type = Binary)]
+    workflow_execution_id: Vec<u8>,
+}
+
+/// The keys its statements are kept prepared under.
+mod keys {
+    pub(super) struct Scan;
+    pub(super) struct Doomed;
+    pub(super) struct DeleteTasks;
+    pub(super) struct DeleteEvents;
+}
+
+/// One batch, on `conn`, inside the caller's transaction.
+pub(crate) fn prune(
+    conn: &mut SqliteConnection,
+    older_than: DateTime<Utc>,
+    limit: u32,
+    after: Option<PruneCursor>,
+) -> QueryResult<Pruned> {
+    // Before every finished task: the store's times are from year 1 on, its ids UUIDv7.
+    let after = after.unwrap_or(PruneCursor {
+        completed_at: dal_core::validate::earliest_time(),
+        task_id: Uuid::nil(),
+    });
+    let cutoff = micros(older_than);
+    let scanned: Vec<Scanned> = PreparedAs::<keys::Scan, _>::new(
+        diesel::sql_query(SCAN)
+            .bind::<BigInt, _>(cutoff)
+            .bind::<BigInt, _>(micros(after.completed_at))
+            .bind::<Binary, _>(after.task_id.as_bytes().as_slice())
+            .bind::<Integer, _>(i32::try_from(limit).unwrap_or(i32::MAX)),
+    )
+    .load(conn)?;
+    let next = match scanned.last() {
+        Some(last) if scanned.len() >= limit as usize => Some(PruneCursor {
+            completed_at: time(last.completed_at).map_err(corrupt)?,
+            task_id: uuid(&last.id).map_err(corrupt)?,
+        }),
+        _ => None,
+    };
+    let mut candidates: Vec<Uuid> = scanned
+        .iter()
+        .map(|row| uuid(&row.workflow_execution_id))
+        .collect::<dal_core::Result<_>>()
+        .map_err(corrupt)?;
+    candidates.sort_unstable();
+    candidates.dedup();
+    if candidates.is_empty() {
+        return Ok(Pruned {
+            next,
+            ..Pruned::default()
+        });
+    }
+    let doomed: Vec<Doomed> = PreparedAs::<keys::Doomed, _>::new(
+        diesel::sql_query(DOOMED)
+            .bind::<Text, _>(ids_json(&candidates))
+            .bind::<BigInt, _>(cutoff),
+    )
+    .load(conn)?;
+    let workflows: Vec<Uuid> = doomed
+        .iter()
+        .map(|row| uuid(&row.workflow_execution_id))
+        .collect::<dal_core::Result<_>>()
+        .map_err(corrupt)?;
+    if workflows.is_empty() {
+        return Ok(Pruned {
+            next,
+            ..Pruned::default()
+        });
+    }
+    let doomed_json = ids_json(&workflows);
+    let tasks = PreparedAs::<keys::DeleteTasks, _>::new(
+        diesel::sql_query(DELETE_TASKS).bind::<Text, _>(&doomed_json),
+    )
+    .execute(conn)?;
+    let events = PreparedAs::<keys::DeleteEvents, _>::new(
+        diesel::sql_query(DELETE_EVENTS).bind::<Text, _>(&doomed_json),
+    )
+    .execute(conn)?;
+    Ok(Pruned {
+        workflows,
+        tasks: tasks as u64,
+        events: events as u64,
+        next,
+    })
+}
+
+/// A stored value that does not read back (the schema should not let it in) fails the batch.
+fn corrupt(err: dal_core::DalError) -> diesel::result::Error {
+    diesel::result::Error::DeserializationError(Box::new(err))
+}
