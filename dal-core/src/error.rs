@@ -66,9 +66,10 @@ pub enum DalError {
         /// The task name that is taken.
         task_name: String,
     },
-    /// The database stayed locked by another writer for longer than the configured timeout
-    /// (SQLite `SQLITE_BUSY`, PostgreSQL `lock_not_available`). Nothing was written; the call
-    /// may be retried.
+    /// SQLite: the database stayed locked by another process's writer for longer than the
+    /// busy timeout (`SQLITE_BUSY`). Nothing was written; the call may be retried.
+    /// (PostgreSQL's `lock_timeout` error, SQLSTATE 55P03, is [`DatabaseErrorKind::Other`]:
+    /// the driver does not report that SQLSTATE; see [`DatabaseErrorKind`].)
     #[error("database is busy: {source}")]
     Busy {
         /// The driver's error.
@@ -163,13 +164,24 @@ pub enum DatabaseErrorKind {
     /// A constraint of the schema rejected the write (validation lets nothing through that a
     /// constraint would reject, so this means the schema and the code disagree).
     ConstraintViolation,
-    /// A serialization failure or deadlock; retryable.
+    /// PostgreSQL SQLSTATE 40001: the statement was rolled back because it could not be
+    /// serialized with a concurrent transaction (under `REPEATABLE READ` or `SERIALIZABLE`
+    /// isolation, set by the server's or the role's default). Nothing was written; the store
+    /// makes the call again itself, a few times, before returning this error. Retryable.
     SerializationFailure,
-    /// The statement was cancelled, e.g. by `statement_timeout`.
-    Cancelled,
     /// A stored value could not be read back into the model (e.g. an unknown status text).
     UnexpectedData,
-    /// Anything else.
+    /// Anything else the database reported, with its message as the error's source.
+    ///
+    /// On PostgreSQL this includes errors whose SQLSTATE the driver does not report: Diesel
+    /// 2.3 reads the SQLSTATE only to choose one of its own kinds (unique, foreign-key,
+    /// not-null and check violations, 40001, connection failures) and drops it otherwise, and
+    /// this crate never classifies an error by its message, which is in the server's
+    /// `lc_messages` language. So a deadlock (40P01), a lock or statement timeout (55P03,
+    /// 57014) and a cancelled query are `Other` and not retryable here. The DAL's own
+    /// statements never deadlock each other (they take row locks in one global order or skip
+    /// locked rows). A session killed by the server (57P01 to 57P03) or refused for too many
+    /// connections (53300) leaves no usable connection: that is [`DalError::Connection`].
     Other,
 }
 
@@ -179,7 +191,6 @@ impl fmt::Display for DatabaseErrorKind {
             DatabaseErrorKind::UniqueViolation => "unique violation",
             DatabaseErrorKind::ConstraintViolation => "constraint violation",
             DatabaseErrorKind::SerializationFailure => "serialization failure",
-            DatabaseErrorKind::Cancelled => "cancelled",
             DatabaseErrorKind::UnexpectedData => "unexpected data",
             DatabaseErrorKind::Other => "other",
         })

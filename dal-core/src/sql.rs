@@ -96,3 +96,39 @@ impl<K: 'static, Q> QueryId for PreparedAs<K, Q> {
 }
 
 impl<K, Q, Conn> RunQueryDsl<Conn> for PreparedAs<K, Q> {}
+
+/// A statement sent without being kept prepared: Diesel sends it with its parameters as an
+/// unnamed statement, which PostgreSQL plans anew for each execution with the actual values
+/// and the table's actual size (a custom plan).
+///
+/// For statements whose best plan depends on the table's size and that run rarely (a sweep,
+/// a retention batch): a prepared statement's generic plan is made once, when it may have
+/// been planned on an empty table whose statistics autovacuum had not caught up with, and a
+/// sequential scan chosen then stays after the table has grown to millions of rows.
+#[derive(Debug, Clone, Copy)]
+pub struct Unprepared<Q>(pub Q);
+
+impl<Q: Query> Query for Unprepared<Q> {
+    type SqlType = Q::SqlType;
+}
+
+impl<Q, DB> QueryFragment<DB> for Unprepared<Q>
+where
+    Q: QueryFragment<DB>,
+    DB: Backend,
+{
+    fn walk_ast<'b>(&'b self, pass: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        self.0.walk_ast(pass)
+    }
+
+    fn is_safe_to_cache_prepared(&self, _backend: &DB) -> QueryResult<bool> {
+        Ok(false)
+    }
+}
+
+impl<Q> QueryId for Unprepared<Q> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<Q, Conn> RunQueryDsl<Conn> for Unprepared<Q> {}

@@ -1,4 +1,5 @@
-//! Diesel, pool and migration errors of PostgreSQL, as [`DalError`]s.
+//! Diesel, pool and migration errors of PostgreSQL, as [`DalError`]s: by SQLSTATE (as Diesel
+//! reports it) and by the connection's state, never by message text.
 
 use dal_core::{DalError, DatabaseErrorKind};
 use diesel::result::{DatabaseErrorKind as Kind, Error};
@@ -23,20 +24,13 @@ pub(crate) fn from_diesel(err: Error) -> DalError {
                 source: Box::new(err),
             };
         }
-        // Diesel keeps PostgreSQL's message, not its SQLSTATE, for these two.
-        Error::DatabaseError(Kind::Unknown, info)
-            if info.message().contains("lock timeout")
-                || info.message().starts_with("could not obtain lock") =>
-        {
-            return DalError::Busy {
-                source: Box::new(err),
-            };
-        }
-        Error::DatabaseError(Kind::Unknown, info)
-            if info.message().starts_with("canceling statement") =>
-        {
-            DatabaseErrorKind::Cancelled
-        }
+        // Every other server error: Diesel 2.3 reads the SQLSTATE of an error only to pick one
+        // of its own kinds (the ones above: 23505, 23503, 23502, 23514, 23001, 23P01, 40001,
+        // and class 08 or a connection left unusable, e.g. by 57P01 to 57P03) and keeps the
+        // message fields, not the code, for the rest. The message is in the server's
+        // `lc_messages` language, so it is not matched here: such errors (40P01 deadlock,
+        // 55P03 lock timeout, 57014 statement timeout, ...) are `Other`, with the server's
+        // message as their source.
         Error::DeserializationError(_) => DatabaseErrorKind::UnexpectedData,
         _ => DatabaseErrorKind::Other,
     };

@@ -1,50 +1,67 @@
-//! `(id, claimed_by, claim_count) IN (<leases>)`: a batch of leases as three array parameters.
+//! A batch of leases as three array parameters, and the rows they hold, locked in id order.
 
-use dal_core::Lease;
+use dal_core::{Lease, StatusSet};
 use diesel::QueryResult;
-use diesel::expression::{
-    AppearsOnTable, Expression, SelectableExpression, ValidGrouping, is_aggregate,
-};
 use diesel::pg::Pg;
-use diesel::query_builder::{AstPass, QueryFragment, QueryId};
-use diesel::sql_types::{Array, Bool, Integer};
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+use diesel::sql_types::{Array, Integer, Text, Uuid as SqlUuid};
 use uuid::Uuid;
 
-use crate::schema::task_executions;
-
-/// The rows whose current claim is one of the leases.
+/// ```sql
+/// SELECT held.id FROM unnest($ids, $runners, $claims) AS lease (id, runner, claim)
+/// CROSS JOIN LATERAL (
+///     SELECT id FROM task_executions
+///     WHERE id = lease.id AND claimed_by = lease.runner AND claim_count = lease.claim
+///       AND status = ANY($statuses)
+///     FOR UPDATE) AS held
+/// ```
+///
+/// The ids of the rows whose current claim is one of the leases and whose status is in the
+/// set, locked. The lateral subquery holds a lock clause, so PostgreSQL cannot fold it into a
+/// join: it runs once per lease, in the order of the arrays, as a primary-key lookup. That
+/// plan does not depend on the table's statistics (a generic plan made on an empty table is
+/// still right at millions of rows), and the rows are locked in the order of the leases,
+/// which [`held_by`] sorts by task id: the global order every multi-row write locks in.
 #[derive(Debug, Clone)]
 pub(crate) struct HeldBy {
     ids: Vec<Uuid>,
     runners: Vec<Uuid>,
     claims: Vec<i32>,
+    statuses: Vec<&'static str>,
 }
 
-/// The rows of `task_executions` whose current claim is one of `leases`.
-pub(crate) fn held_by(leases: &[Lease]) -> HeldBy {
+/// The rows of `task_executions` whose current claim is one of `leases` and whose status is in
+/// `from`, locked in task id order.
+pub(crate) fn held_by(leases: &[Lease], from: StatusSet) -> HeldBy {
+    let mut sorted = leases.to_vec();
+    sorted.sort_unstable_by_key(|l| (l.task_id, l.runner_id, l.claim));
     HeldBy {
-        ids: leases.iter().map(|l| l.task_id).collect(),
-        runners: leases.iter().map(|l| l.runner_id).collect(),
-        claims: leases.iter().map(|l| l.claim).collect(),
+        ids: sorted.iter().map(|l| l.task_id).collect(),
+        runners: sorted.iter().map(|l| l.runner_id).collect(),
+        claims: sorted.iter().map(|l| l.claim).collect(),
+        statuses: from.iter().map(|s| s.as_str()).collect(),
     }
 }
 
-impl Expression for HeldBy {
-    type SqlType = Bool;
+impl Query for HeldBy {
+    type SqlType = SqlUuid;
 }
 
 impl QueryFragment<Pg> for HeldBy {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        out.push_sql(
-            "(\"task_executions\".\"id\", \"task_executions\".\"claimed_by\", \
-             \"task_executions\".\"claim_count\") IN (SELECT * FROM unnest(",
-        );
-        out.push_bind_param::<Array<diesel::sql_types::Uuid>, _>(&self.ids)?;
+        out.push_sql("SELECT held.id FROM unnest(");
+        out.push_bind_param::<Array<SqlUuid>, _>(&self.ids)?;
         out.push_sql(", ");
-        out.push_bind_param::<Array<diesel::sql_types::Uuid>, _>(&self.runners)?;
+        out.push_bind_param::<Array<SqlUuid>, _>(&self.runners)?;
         out.push_sql(", ");
         out.push_bind_param::<Array<Integer>, _>(&self.claims)?;
-        out.push_sql("))");
+        out.push_sql(
+            ") AS lease (id, runner, claim) CROSS JOIN LATERAL (SELECT \"id\" FROM \
+             \"task_executions\" WHERE \"id\" = lease.id AND \"claimed_by\" = lease.runner \
+             AND \"claim_count\" = lease.claim AND \"status\" = ANY(",
+        );
+        out.push_bind_param::<Array<Text>, _>(&self.statuses)?;
+        out.push_sql(") FOR UPDATE) AS held");
         Ok(())
     }
 }
@@ -52,12 +69,4 @@ impl QueryFragment<Pg> for HeldBy {
 impl QueryId for HeldBy {
     type QueryId = ();
     const HAS_STATIC_QUERY_ID: bool = false;
-}
-
-impl AppearsOnTable<task_executions::table> for HeldBy {}
-
-impl SelectableExpression<task_executions::table> for HeldBy {}
-
-impl ValidGrouping<()> for HeldBy {
-    type IsAggregate = is_aggregate::No;
 }

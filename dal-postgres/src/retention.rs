@@ -87,10 +87,10 @@ pub(crate) fn prune(
     limit: u32,
     after: Option<PruneCursor>,
 ) -> QueryResult<Pruned> {
-    let batch: Batch = dal_core::sql::PreparedAs::<Prune, _>::new(prune_batch(
-        older_than, limit, after,
-    ))
-    .get_result(conn)?;
+    // Not kept prepared: planned for each batch with the table as it is now (see
+    // `Unprepared`); batches are rare and their best plan depends on the table's size.
+    let batch: Batch =
+        dal_core::sql::Unprepared(prune_batch(older_than, limit, after)).get_result(conn)?;
     Ok(Pruned {
         workflows: batch.workflows,
         tasks: u64::try_from(batch.tasks).unwrap_or_default(),
@@ -106,6 +106,3 @@ pub(crate) fn prune(
         },
     })
 }
-
-/// The key the batch statement is kept prepared under.
-struct Prune;

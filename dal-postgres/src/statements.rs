@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use dal_core::event::EventSpec;
 use dal_core::plan::{Plan, Stale};
-use dal_core::sql::PreparedAs;
+use dal_core::sql::{PreparedAs, Unprepared};
 use dal_core::{
     Backend, DalError, ExecutionEvent, Lease, PruneCursor, Pruned, Result, RetryStats, StatusSet,
     TaskExecution, TaskStatus,
@@ -89,6 +89,16 @@ fn rows(rows: Vec<Row>) -> Result<Vec<TaskExecution>> {
 /// targets, or none), with the insert of `$event` for each row in the same statement when
 /// there is one, and returns the rows. Both forms have fixed text and stay prepared.
 macro_rules! write_logged {
+    (unprepared: $conn:expr, $prelude:expr, $write:expr, $event:expr, $at:expr) => {
+        match $event {
+            Some(event) => Unprepared(logged($prelude, $write, event, $at)).get_results::<Row>($conn),
+            None => Unprepared(Plain {
+                prelude: $prelude,
+                write: $write,
+            })
+            .get_results::<Row>($conn),
+        }
+    };
     ($conn:expr, $key:ty, $prelude:expr, $write:expr, $event:expr, $at:expr) => {
         match $event {
             Some(event) => PreparedAs::<($key, keys::Logged), _>::new(logged(
@@ -111,7 +121,6 @@ mod keys {
     pub(super) struct Apply;
     pub(super) struct Claim;
     pub(super) struct Leased;
-    pub(super) struct Stale;
     pub(super) struct Logged;
     pub(super) struct Plain;
     pub(super) struct ListReady;
@@ -371,16 +380,9 @@ impl Backend for PgBackend {
     }
 
     fn apply_leased(&self, leases: &[Lease], plan: &Plan) -> Result<Vec<TaskExecution>> {
-        // The leased rows, locked in id order (the sort is below the lock) before the write:
-        // two batches that share rows lock them in the same order and cannot deadlock.
-        let held = Targets(
-            tasks
-                .select(t::id)
-                .filter(held_by(leases))
-                .filter(t::status.eq_any(statuses(plan.guard.from)))
-                .order(t::id)
-                .for_update(),
-        );
+        // The leased rows, locked in id order before the write: two batches that share rows
+        // lock them in the same order and cannot deadlock.
+        let held = Targets(held_by(leases, plan.guard.from));
         rows(self.run(|conn| {
             let write = diesel::update(tasks)
                 .filter(t::id.eq_any(targets::table.select(targets::id)))
@@ -417,9 +419,10 @@ impl Backend for PgBackend {
                 .filter(t::id.eq_any(targets::table.select(targets::id)))
                 .set(plan_set!(&plan.effects))
                 .returning(Row::as_returning());
+            // Not kept prepared: planned for each sweep with the table as it is now (see
+            // `Unprepared`); sweeps are rare.
             write_logged!(
-                conn,
-                keys::Stale,
+                unprepared: conn,
                 stale_claims,
                 write,
                 &plan.event,

@@ -116,14 +116,7 @@ impl Fixture {
         let (store, database): (Arc<dyn TaskExecutionStore>, Database) = match kind {
             BackendKind::Postgres => {
                 let schema = TempSchema::new();
-                let url = match setup.postgres_options {
-                    "" => schema.url().to_owned(),
-                    extra => format!(
-                        "{}%20{}",
-                        schema.url(),
-                        extra.replace(' ', "%20").replace('=', "%3D")
-                    ),
-                };
+                let url = with_options(schema.url(), setup.postgres_options);
                 // All connections are opened up front, none later in the background.
                 let store = dal_postgres::Options::new(url)
                     .pool_size(setup.pool_size)
@@ -151,6 +144,25 @@ impl Fixture {
             clock,
             log,
             database,
+        }
+    }
+
+    /// Another store on the fixture's database, with a pool and a clock of its own and no
+    /// statement counting, as a second process would open it; on PostgreSQL its sessions get
+    /// `postgres_options` (e.g. `-c plan_cache_mode=force_custom_plan`).
+    pub fn other_store(&self, pool_size: u32, postgres_options: &str) -> Arc<dyn TaskExecutionStore> {
+        let clock = Arc::new(ManualClock::new(self.clock.now()));
+        match &self.database {
+            Database::Postgres(schema) => Arc::new(
+                dal_postgres::Options::new(with_options(schema.url(), postgres_options))
+                    .pool_size(pool_size)
+                    .clock(clock)
+                    .connect()
+                    .expect("connect a second PostgreSQL store to the test schema"),
+            ),
+            Database::Sqlite(file) => {
+                Arc::new(file.open(|options| options.pool_size(pool_size).clock(clock)))
+            }
         }
     }
 
@@ -259,6 +271,17 @@ impl Fixture {
         self.clock
             .advance(TimeDelta::milliseconds(1_500) + TimeDelta::nanoseconds(1));
         self.now()
+    }
+}
+
+/// `url` (whose `options` parameter sets the search path) with more server settings.
+fn with_options(url: &str, extra: &str) -> String {
+    match extra {
+        "" => url.to_owned(),
+        extra => format!(
+            "{url}%20{}",
+            extra.replace(' ', "%20").replace('=', "%3D")
+        ),
     }
 }
 

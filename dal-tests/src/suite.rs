@@ -25,6 +25,12 @@ pub fn trials() -> Vec<Trial> {
             }
         }
     }
+    for &(name, check) in cases::locking::POSTGRES_ONLY {
+        trials.push(Trial::test(format!("postgres::locking::{name}"), move || {
+            check();
+            Ok(())
+        }));
+    }
     for &(name, check) in postgres_sql::CHECKS {
         trials.push(Trial::test(
             format!("postgres::schema::{name}"),

@@ -220,12 +220,19 @@ impl<B: Backend> TaskStore for Store<B> {
         }
         validate::new_tasks(news)?;
         let now = self.now();
-        let rows: Vec<TaskExecution> = news.iter().map(|new| self.new_row(new, now)).collect();
+        let mut rows: Vec<TaskExecution> =
+            news.iter().map(|new| self.new_row(new, now)).collect();
         let position: HashMap<Uuid, usize> = rows
             .iter()
             .enumerate()
             .map(|(i, row)| (row.id, i))
             .collect();
+        // Inserted in one global order, by workflow execution and task name: two batches that
+        // insert the same names wait for each other's uniqueness checks in the same order, so
+        // they cannot deadlock (one fails with AlreadyExists). Ids stay in input order.
+        rows.sort_unstable_by(|a, b| {
+            (a.workflow_execution_id, &a.task_name).cmp(&(b.workflow_execution_id, &b.task_name))
+        });
         let result = self
             .retrying("create_many", || self.backend.insert(&rows, &created()))
             .map_err(|err| self.explain_insert_error(err, news))
