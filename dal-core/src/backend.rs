@@ -45,12 +45,18 @@ pub trait Backend: Send + Sync + 'static {
     fn apply(&self, id: Uuid, plan: &Plan) -> Result<Option<TaskExecution>>;
 
     /// Claims up to `limit` tasks in one statement: the `Ready` tasks whose queue position
-    /// ([`crate::plan::due_at`]) is at most `due_at`, smallest `(due_at, id)` first, and
-    /// applies `plan` to them. Concurrent claimers never take the same task and never wait for
+    /// ([`crate::plan::due_at`]) is from `from` to `due_at`, smallest `(due_at, id)` first, and
+    /// applies `plan` to them (which leaves their queue position as it was). Concurrent claimers never take the same task and never wait for
     /// each other (PostgreSQL: the candidates are locked `FOR UPDATE SKIP LOCKED` in a
     /// materialized CTE, so the `LIMIT` holds whatever plan the update gets; SQLite: one
-    /// writer at a time). Returns the claimed rows in any order.
-    fn claim(&self, due_at: DateTime<Utc>, limit: u32, plan: &Plan) -> Result<Vec<TaskExecution>>;
+    /// writer at a time). Returns the claimed rows, each with its queue position, in any order.
+    fn claim(
+        &self,
+        due_at: DateTime<Utc>,
+        from: DateTime<Utc>,
+        limit: u32,
+        plan: &Plan,
+    ) -> Result<Vec<(TaskExecution, DateTime<Utc>)>>;
 
     /// Applies `plan` in one statement to every task whose current claim is one of `leases`
     /// (not empty, all of one runner: `plan.event`'s runner) and whose status is in

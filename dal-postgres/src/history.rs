@@ -64,7 +64,7 @@ impl Prelude for NoPrelude {
     }
 }
 
-/// `targets AS MATERIALIZED (<query>)`: the rows a multi-row write changes, selected and
+/// `targets (id) AS MATERIALIZED (<query>)`: the ids of the rows a multi-row write changes, selected and
 /// locked once, before the write, by a query of their own. Materialized, the CTE runs exactly
 /// once whatever plan the write gets, so its `LIMIT` and its lock order hold (a subquery in
 /// the write's `WHERE` could be planned as the inner side of a join and run again per row).
@@ -80,7 +80,8 @@ impl<Q: QueryFragment<Pg>> Prelude for Targets<Q> {
         after: &'static str,
     ) -> QueryResult<()> {
         out.push_sql(before);
-        out.push_sql("targets AS MATERIALIZED (");
+        // The column list names the query's one column `id`, whatever the query calls it.
+        out.push_sql("targets (id) AS MATERIALIZED (");
         self.0.walk_ast(out.reborrow())?;
         out.push_sql(")");
         out.push_sql(after);

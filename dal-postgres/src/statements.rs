@@ -32,6 +32,16 @@ diesel::define_sql_function! {
 }
 
 diesel::define_sql_function! {
+    /// The ids of the stale claims, locked (defined by the migration `queue_at_scale`).
+    fn dal_stale_claims(
+        older_than: Timestamptz,
+        statuses: Array<Text>,
+        fewest: Integer,
+        most: Integer,
+    ) -> SqlUuid;
+}
+
+diesel::define_sql_function! {
     /// The larger of two times; a NULL first argument is ignored.
     fn greatest(a: Nullable<Timestamptz>, b: Timestamptz) -> Nullable<Timestamptz>;
 }
@@ -100,16 +110,19 @@ macro_rules! write_logged {
         }
     };
     ($conn:expr, $key:ty, $prelude:expr, $write:expr, $event:expr, $at:expr) => {
+        write_logged!($conn, $key, $prelude, $write, $event, $at, Row)
+    };
+    ($conn:expr, $key:ty, $prelude:expr, $write:expr, $event:expr, $at:expr, $row:ty) => {
         match $event {
             Some(event) => PreparedAs::<($key, keys::Logged), _>::new(logged(
                 $prelude, $write, event, $at,
             ))
-            .get_results::<Row>($conn),
+            .get_results::<$row>($conn),
             None => PreparedAs::<($key, keys::Plain), _>::new(Plain {
                 prelude: $prelude,
                 write: $write,
             })
-            .get_results::<Row>($conn),
+            .get_results::<$row>($conn),
         }
     };
 }
@@ -349,34 +362,46 @@ impl Backend for PgBackend {
         Ok(rows(written)?.pop())
     }
 
-    fn claim(&self, due_at: DateTime<Utc>, limit: u32, plan: &Plan) -> Result<Vec<TaskExecution>> {
-        // The oldest due Ready tasks that no other claim has locked, read from the Ready
-        // tasks' partial index in its order, stopping at the limit: concurrent claimers skip
-        // each other's rows instead of waiting for them.
+    fn claim(
+        &self,
+        due_at: DateTime<Utc>,
+        from: DateTime<Utc>,
+        limit: u32,
+        plan: &Plan,
+    ) -> Result<Vec<(TaskExecution, DateTime<Utc>)>> {
+        // The oldest due Ready tasks from `from` on that no other claim has locked, read from
+        // the Ready tasks' partial index in its order, stopping at the limit: concurrent
+        // claimers skip each other's rows instead of waiting for them.
         let oldest_due = Targets(
             tasks
                 .select(t::id)
                 .filter(t::status.eq(ready()))
-                .filter(t::due_at.le(due_at))
+                .filter(t::due_at.between(from, due_at))
                 .order((t::due_at, t::id))
                 .limit(i64::from(limit))
                 .for_update()
                 .skip_locked(),
         );
-        rows(self.run(|conn| {
+        let claimed: Vec<(Row, Option<DateTime<Utc>>)> = self.run(|conn| {
+            // A claim leaves the queue position as it was: returned, it moves the floor.
             let write = diesel::update(tasks)
                 .filter(t::id.eq_any(targets::table.select(targets::id)))
                 .set(plan_set!(&plan.effects))
-                .returning(Row::as_returning());
+                .returning((Row::as_returning(), t::due_at));
             write_logged!(
                 conn,
                 keys::Claim,
                 oldest_due,
                 write,
                 &plan.event,
-                plan.effects.updated_at
+                plan.effects.updated_at,
+                (Row, Option<DateTime<Utc>>)
             )
-        })?)
+        })?;
+        claimed
+            .into_iter()
+            .map(|(row, at)| Ok((TaskExecution::try_from(row)?, at.unwrap_or(due_at))))
+            .collect()
     }
 
     fn apply_leased(&self, leases: &[Lease], plan: &Plan) -> Result<Vec<TaskExecution>> {
@@ -402,18 +427,14 @@ impl Backend for PgBackend {
     fn apply_stale(&self, stale: &Stale, plan: &Plan) -> Result<Vec<TaskExecution>> {
         let (low, high) = stale.recovery_attempts;
         // The stale claims, from the claimed tasks' partial index in id order, skipping rows
-        // another transaction is writing (a runner finishing or heart-beating them).
-        let stale_claims = Targets(
-            tasks
-                .select(t::id)
-                .filter(t::claimed_by.is_not_null())
-                .filter(t::heartbeat_at.lt(stale.older_than))
-                .filter(t::status.eq_any(statuses(plan.guard.from)))
-                .filter(t::recovery_attempts.between(low, high))
-                .order(t::id)
-                .for_update()
-                .skip_locked(),
-        );
+        // another transaction is writing (a runner finishing or heart-beating them): the SQL
+        // function `dal_stale_claims` (see the migration `queue_at_scale`).
+        let stale_claims = Targets(diesel::select(dal_stale_claims(
+            stale.older_than,
+            statuses(plan.guard.from),
+            low,
+            high,
+        )));
         rows(self.run(|conn| {
             let write = diesel::update(tasks)
                 .filter(t::id.eq_any(targets::table.select(targets::id)))

@@ -24,7 +24,6 @@ mod retention;
 mod row;
 pub mod schema;
 mod statements;
-mod unindexed;
 
 pub use dal_core::*;
 pub use open::{InstrumentationFactory, MIGRATIONS, Options, SqliteStore, Synchronous, open};

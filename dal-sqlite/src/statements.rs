@@ -23,10 +23,9 @@ use crate::history::{self, EventRow};
 use crate::json_in::{in_ids, in_texts};
 use crate::leases::held_by;
 use crate::row::uuid;
-use crate::row::{NewRow, Row, micros};
+use crate::row::{NewRow, Row, micros, time};
 use crate::schema::execution_events as e;
 use crate::schema::task_executions::{self as t, table as tasks};
-use crate::unindexed::Unindexed;
 
 /// SQLite's limit on bind parameters per statement (`SQLITE_MAX_VARIABLE_NUMBER` of the bundled
 /// build, the default since SQLite 3.32).
@@ -303,25 +302,48 @@ impl Backend for SqliteBackend {
         Ok(written.pop())
     }
 
-    fn claim(&self, due_at: DateTime<Utc>, limit: u32, plan: &Plan) -> Result<Vec<TaskExecution>> {
+    fn claim(
+        &self,
+        due_at: DateTime<Utc>,
+        from: DateTime<Utc>,
+        limit: u32,
+        plan: &Plan,
+    ) -> Result<Vec<(TaskExecution, DateTime<Utc>)>> {
         let candidates = diesel::alias!(crate::schema::task_executions as candidates);
         let oldest_due = candidates
             .select(candidates.field(t::id))
             .filter(candidates.field(t::status).eq(ready()))
-            .filter(candidates.field(t::due_at).le(micros(due_at)))
+            .filter(
+                candidates
+                    .field(t::due_at)
+                    .between(micros(from), micros(due_at)),
+            )
             .order((candidates.field(t::due_at), candidates.field(t::id)))
             .limit(i64::from(limit));
         // One statement: SQLite runs it alone among writers, so no other claim can take the
-        // same rows between the subquery and the update.
-        self.write_logged(plan.event.as_ref(), plan.effects.updated_at, |conn| {
-            PreparedAs::<keys::Claim, _>::new(
+        // same rows between the subquery and the update. A claim leaves the queue position as
+        // it was: returned, it moves the floor.
+        let mut positions = Vec::new();
+        let rows = self.write_logged(plan.event.as_ref(), plan.effects.updated_at, |conn| {
+            let claimed: Vec<(Row, Option<i64>)> = PreparedAs::<keys::Claim, _>::new(
                 diesel::update(tasks)
                     .filter(t::id.eq_any(oldest_due))
                     .set(plan_set!(&plan.effects))
-                    .returning(Row::as_returning()),
+                    .returning((Row::as_returning(), t::due_at)),
             )
-            .get_results(conn)
-        })
+            .get_results(conn)?;
+            Ok(claimed
+                .into_iter()
+                .map(|(row, at)| {
+                    positions.push(at);
+                    row
+                })
+                .collect())
+        })?;
+        rows.into_iter()
+            .zip(positions)
+            .map(|(task, at)| Ok((task, at.map(time).transpose()?.unwrap_or(due_at))))
+            .collect()
     }
 
     fn apply_leased(&self, leases: &[Lease], plan: &Plan) -> Result<Vec<TaskExecution>> {
@@ -344,7 +366,7 @@ impl Backend for SqliteBackend {
                 diesel::update(tasks)
                     .filter(t::claimed_by.is_not_null())
                     .filter(t::heartbeat_at.lt(micros(stale.older_than)))
-                    .filter(status_in!(Unindexed(t::status), plan.guard.from))
+                    .filter(status_in!(t::status, plan.guard.from))
                     .filter(t::recovery_attempts.between(low, high))
                     .set(plan_set!(&plan.effects))
                     .returning(Row::as_returning()),
@@ -358,7 +380,7 @@ impl Backend for SqliteBackend {
             tasks
                 .filter(t::claimed_by.is_not_null())
                 .filter(t::heartbeat_at.lt(micros(older_than)))
-                .filter(status_in!(Unindexed(t::status), dal_core::plan::CLAIMED))
+                .filter(status_in!(t::status, dal_core::plan::CLAIMED))
                 .order(t::id)
                 .select(Row::as_select())
                 .load(conn)

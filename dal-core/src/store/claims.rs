@@ -22,12 +22,22 @@ use crate::{Claimed, Completion, Lease, Recovery, TaskExecution, TaskStatus, val
 /// cap, abandon) the tasks of runners that stopped heart-beating. Every call is one statement,
 /// except the sweep (two: one per outcome), whatever the number of tasks.
 pub trait ClaimStore: Send + Sync {
-    /// Claims up to `limit` `Ready` tasks whose `retry_at` is unset or due, oldest first, for
+    /// Claims up to `limit` `Ready` tasks that are due (`retry_at` unset or passed), oldest due
+    /// first (by the time they entered `Ready` or their retry time, whichever is later, then by
+    /// id; see [`crate::plan::due_at`] and the queue floor below), for
     /// `runner_id`: one `UPDATE ... RETURNING` whatever the limit, which moves them to
     /// `Running` with `claimed_by`, `heartbeat_at` and `started_at` set and `claim_count + 1`.
     /// Concurrent claimers never get the same task and never wait for each other. Returns the
-    /// claimed tasks oldest first, each with its lease; fewer than `limit` (or none) when fewer
-    /// are claimable. A `limit` of 0 returns nothing without a round trip.
+    /// claimed tasks by id, each with its lease; fewer than `limit` (or none) when fewer are
+    /// claimable. A `limit` of 0 returns nothing without a round trip.
+    ///
+    /// The queue floor: each store starts a claim where its last full claim reached in the
+    /// queue, so that the cost of a claim does not grow with the tasks claimed before it (on
+    /// PostgreSQL their dead index entries stay at the front of the queue until vacuum). A
+    /// task that became due behind that point anyway (made ready by a process whose clock runs
+    /// behind, or passed over while another transaction held its row) is claimed by the next
+    /// claim that starts from the front: at least every [`crate::store::FULL_SCAN_EVERY`], after
+    /// any claim that returns fewer than its limit, and after the clock went backwards.
     fn claim_ready(&self, runner_id: Uuid, limit: u32) -> Result<Vec<Claimed>>;
 
     /// Records a sign of life: `heartbeat_at = now` (one statement). Errors:
@@ -91,10 +101,13 @@ impl<B: Backend> ClaimStore for Store<B> {
         }
         let now = self.now();
         let plan = Plan::claim(runner_id, now);
+        let from = self.floor.start(now);
         let result = self
-            .retrying("claim_ready", || self.backend.claim(now, limit, &plan))
-            .map(|rows| {
-                by_id(rows)
+            .retrying("claim_ready", || self.backend.claim(now, from, limit, &plan))
+            .map(|claimed| {
+                let positions: Vec<DateTime<Utc>> = claimed.iter().map(|(_, at)| *at).collect();
+                self.floor.claimed(limit, &positions);
+                by_id(claimed.into_iter().map(|(task, _)| task).collect())
                     .into_iter()
                     .map(|task| Claimed {
                         lease: Lease {

@@ -7,6 +7,7 @@
 //! of transient conflicts, tracing) is here.
 
 mod claims;
+mod floor;
 mod history;
 mod retention;
 mod tasks;
@@ -20,6 +21,7 @@ use uuid::Uuid;
 
 pub use claims::ClaimStore;
 pub use history::HistoryStore;
+pub use floor::FULL_SCAN_EVERY;
 pub use retention::{MAX_PRUNE_BATCH, RetentionStore};
 pub use tasks::TaskStore;
 pub use workflows::WorkflowReads;
@@ -73,6 +75,7 @@ pub struct Store<B> {
     backend: B,
     clock: Arc<dyn Clock>,
     ids: Ids,
+    floor: floor::ClaimFloor,
 }
 
 impl<B: Backend> Store<B> {
@@ -82,6 +85,7 @@ impl<B: Backend> Store<B> {
             backend,
             clock,
             ids: Ids::new(),
+            floor: floor::ClaimFloor::default(),
         }
     }
 
@@ -97,7 +101,9 @@ impl<B: Backend> Store<B> {
 
     /// The time of an operation: the clock's reading cut to microseconds.
     fn now(&self) -> DateTime<Utc> {
-        clock::to_micros(self.clock.now())
+        let now = clock::to_micros(self.clock.now());
+        self.floor.saw(now);
+        now
     }
 
     /// A UUIDv7 for time `now`; ids made by one store increase strictly, also within a

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 
 use super::Store;
 use crate::backend::Backend;
-use crate::error::Result;
+use crate::error::{Problem, Result, ValidationError};
 use crate::{PruneCursor, Pruned, clock, validate};
 
 /// The most finished tasks one `prune_finished` batch may scan.
@@ -49,12 +49,17 @@ impl<B: Backend> RetentionStore for Store<B> {
         after: Option<PruneCursor>,
     ) -> Result<Pruned> {
         validate::time("older_than", older_than)?;
-        validate::in_range(
-            "limit",
-            i32::try_from(limit).unwrap_or(i32::MAX),
-            1,
-            MAX_PRUNE_BATCH as i32,
-        )?;
+        if !(1..=MAX_PRUNE_BATCH).contains(&limit) {
+            return Err(ValidationError::new(
+                "limit",
+                Problem::OutOfRange {
+                    min: 1,
+                    max: i64::from(MAX_PRUNE_BATCH),
+                    value: i64::from(limit),
+                },
+            )
+            .into());
+        }
         if let Some(cursor) = &after {
             validate::time("after.completed_at", cursor.completed_at)?;
         }

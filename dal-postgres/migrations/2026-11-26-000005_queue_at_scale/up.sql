@@ -23,6 +23,23 @@ CREATE INDEX task_executions_due_retry_idx ON task_executions (due_at, id)
 -- keyed by heartbeat_at, so a heart-beat changes no indexed column.
 DROP INDEX task_executions_claimed_idx;
 CREATE INDEX task_executions_claimed_idx ON task_executions (id) WHERE claimed_by IS NOT NULL;
+-- The sweep's candidates: the stale claims, locked in id order, skipping rows another
+-- transaction holds. A function only to scope two planner settings to this one query: it must
+-- read the claimed tasks' index, never the table. The planner's estimate for that small index
+-- is wrong whenever the statistics are older than the index's churn (every claim adds an entry,
+-- every completion leaves a dead one until vacuum), and a sequential scan chosen then reads the
+-- whole table on every sweep. ROWS tells the caller's plan to expect a few rows (primary-key
+-- lookups, not a hash join over the table).
+CREATE FUNCTION dal_stale_claims(older_than timestamptz, statuses text[], fewest integer, most integer)
+RETURNS SETOF uuid LANGUAGE sql VOLATILE ROWS 10
+SET enable_seqscan = off SET enable_bitmapscan = off AS $$
+    SELECT id FROM task_executions
+    WHERE claimed_by IS NOT NULL AND heartbeat_at < older_than AND status = ANY (statuses)
+      AND recovery_attempts BETWEEN fewest AND most
+    ORDER BY id
+    FOR UPDATE SKIP LOCKED
+$$;
+
 -- Retention: finished tasks by the time they finished (for a terminal task completed_at is
 -- its last change).
 CREATE INDEX task_executions_finished_idx ON task_executions (completed_at, id)
