@@ -10,8 +10,9 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Binary, Integer, Text};
 use uuid::Uuid;
 
-use crate::json_in::ids_json;
+use crate::json_in::{ids_json, in_ids};
 use crate::row::{micros, time, uuid};
+use crate::schema::{execution_events, task_executions};
 
 /// The next finished tasks before the cut-off (`?1`), after the cursor (`?2`, `?3`), at most `?4`.
 const SCAN: &str = "\
@@ -28,12 +29,6 @@ SELECT workflow_execution_id FROM task_executions
 WHERE workflow_execution_id IN (SELECT unhex(value) FROM json_each(?))
 GROUP BY workflow_execution_id
 HAVING min(status IN ('completed', 'failed', 'skipped')) = 1 AND max(updated_at) < ?";
-
-const DELETE_TASKS: &str = "\
-DELETE FROM task_executions WHERE workflow_execution_id IN (SELECT unhex(value) FROM json_each(?))";
-
-const DELETE_EVENTS: &str = "\
-DELETE FROM execution_events WHERE workflow_execution_id IN (SELECT unhex(value) FROM json_each(?))";
 
 #[derive(Debug, QueryableByName)]
 struct Scanned {
@@ -55,8 +50,6 @@ struct Doomed {
 mod keys {
     pub(super) struct Scan;
     pub(super) struct Doomed;
-    pub(super) struct DeleteTasks;
-    pub(super) struct DeleteEvents;
 }
 
 /// One batch, on `conn`, inside the caller's transaction.
@@ -117,13 +110,14 @@ pub(crate) fn prune(
             ..Pruned::default()
         });
     }
-    let doomed_json = ids_json(&workflows);
-    let tasks = PreparedAs::<keys::DeleteTasks, _>::new(
-        diesel::sql_query(DELETE_TASKS).bind::<Text, _>(&doomed_json),
+    // Diesel's own DELETEs: their text is fixed (the ids are one JSON parameter), so Diesel
+    // keeps them prepared.
+    let tasks = diesel::delete(
+        task_executions::table.filter(in_ids(task_executions::workflow_execution_id, &workflows)),
     )
     .execute(conn)?;
-    let events = PreparedAs::<keys::DeleteEvents, _>::new(
-        diesel::sql_query(DELETE_EVENTS).bind::<Text, _>(&doomed_json),
+    let events = diesel::delete(
+        execution_events::table.filter(in_ids(execution_events::workflow_execution_id, &workflows)),
     )
     .execute(conn)?;
     Ok(Pruned {

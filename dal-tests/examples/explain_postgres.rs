@@ -4,6 +4,12 @@
 //!
 //! `DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres cargo run -p dal-tests --example explain_postgres`
 //!
+//! `DAL_EXPLAIN_PLANS=generic` (or `custom`) sets the store's `plan_cache_mode` to
+//! `force_generic_plan` (or `force_custom_plan`): a generic plan is the one PostgreSQL keeps for a
+//! prepared statement after five executions, made without the parameters' values.
+//! `DAL_EXPLAIN_STATS=none` leaves the table as loaded, never vacuumed nor analyzed (a table
+//! autovacuum has not reached yet); by default it is `VACUUM ANALYZE`d.
+//!
 //! Needs a superuser (to load `auto_explain` for its own sessions and read the server log back
 //! with `pg_read_file`). `auto_explain` writes the plans to the server log: the example reads them
 //! from `pg_current_logfile()` when the server has `logging_collector` on, otherwise from
@@ -13,7 +19,7 @@
 use std::process::ExitCode;
 
 use chrono::{TimeDelta, Utc};
-use dal_postgres::{ClaimStore, Options, TaskStore, WorkflowReads};
+use dal_postgres::{ClaimStore, Options, RetentionStore, TaskStore, WorkflowReads};
 use diesel::{Connection, PgConnection, RunQueryDsl};
 
 const SCHEMA: &str = "dal_explain";
@@ -64,7 +70,7 @@ fn run(url: &str) -> Result<(), Box<dyn std::error::Error>> {
     diesel::sql_query(format!(
         "INSERT INTO task_executions (id, workflow_execution_id, task_name, status, attempt, max_attempts,
              trigger_rules, task_configuration, created_at, updated_at, claimed_by, heartbeat_at,
-             claim_count, abandoned_at, retry_at)
+             claim_count, abandoned_at, retry_at, due_at, completed_at)
          SELECT dal_uuid_v7(now() - ({TASKS} - g) * interval '1 ms'),
                 md5('wf' || (g / {TASKS_PER_WORKFLOW}))::uuid,
                 'task-' || (g % {TASKS_PER_WORKFLOW}),
@@ -73,17 +79,38 @@ fn run(url: &str) -> Result<(), Box<dyn std::error::Error>> {
                      WHEN g % 100 < 98 THEN 'ready' ELSE 'not_started' END,
                 CASE WHEN g % 5 = 0 THEN 2 ELSE 1 END, 3,
                 '{{\"type\":\"Always\"}}', '{{}}',
-                now() - ({TASKS} - g) * interval '1 ms', now(),
+                now() - ({TASKS} - g) * interval '1 ms',
+                CASE WHEN g % 100 < 94 THEN now() - interval '1 day' + g * interval '1 ms' ELSE now() END,
                 CASE WHEN g % 100 IN (94, 95) THEN md5('runner' || (g % 7))::uuid END,
                 CASE WHEN g % 100 = 94 THEN now() - interval '1 hour'
                      WHEN g % 100 = 95 THEN now() END,
                 CASE WHEN g % 100 IN (94, 95) THEN 1 ELSE 0 END,
                 CASE WHEN g % 100 = 80 THEN now() END,
-                CASE WHEN g % 100 = 96 THEN now() + interval '1 hour' END
+                CASE WHEN g % 100 = 96 THEN now() + interval '1 hour' END,
+                CASE WHEN g % 100 = 96 THEN now() + interval '1 hour'
+                     WHEN g % 100 = 97 THEN now() - ({TASKS} - g) * interval '1 ms' END,
+                CASE WHEN g % 100 < 94 THEN now() - interval '1 day' + g * interval '1 ms' END
          FROM generate_series(0, {TASKS} - 1) AS g"
     ))
     .execute(&mut conn)?;
-    diesel::sql_query("VACUUM ANALYZE task_executions").execute(&mut conn)?;
+    let analyzed = std::env::var("DAL_EXPLAIN_STATS").as_deref() != Ok("none");
+    if analyzed {
+        diesel::sql_query("VACUUM ANALYZE task_executions").execute(&mut conn)?;
+    }
+    let plans = match std::env::var("DAL_EXPLAIN_PLANS").as_deref() {
+        Ok("generic") => " -c plan_cache_mode=force_generic_plan",
+        Ok("custom") => " -c plan_cache_mode=force_custom_plan",
+        _ => "",
+    };
+    eprintln!(
+        "statistics: {}; plans: {}",
+        if analyzed { "VACUUM ANALYZE" } else { "none" },
+        if plans.is_empty() {
+            "server default"
+        } else {
+            plans.trim()
+        }
+    );
 
     // A store whose sessions log the plan of every statement to this process's stderr.
     let explained = with_options(
@@ -92,7 +119,7 @@ fn run(url: &str) -> Result<(), Box<dyn std::error::Error>> {
             "-c search_path={SCHEMA} -c session_preload_libraries=auto_explain \
              -c auto_explain.log_min_duration=0 -c auto_explain.log_analyze=on \
              -c auto_explain.log_timing=off -c auto_explain.log_buffers=on \
-             -c auto_explain.log_level=log"
+             -c auto_explain.log_level=log{plans}"
         ),
     );
     let log_file = server_log(&mut admin)?;
@@ -138,10 +165,17 @@ fn run(url: &str) -> Result<(), Box<dyn std::error::Error>> {
     store.list_ready(32)?;
     step("find_stale_claims (heartbeat older than 10 minutes)")?;
     store.find_stale_claims(Utc::now() - TimeDelta::minutes(10))?;
+    step("list_due_retries (32)")?;
+    store.list_due_retries(32)?;
     step("claim_ready (32)")?;
-    store.claim_ready(uuid::Uuid::now_v7(), 32)?;
+    let claimed = store.claim_ready(uuid::Uuid::now_v7(), 32)?;
+    step("complete_many (32 leases)")?;
+    let leases: Vec<_> = claimed.iter().map(|c| c.lease).collect();
+    store.complete_many(&leases)?;
     step("recover_stale_claims (heartbeat older than 10 minutes)")?;
     store.recover_stale_claims(Utc::now() - TimeDelta::minutes(10), 3)?;
+    step("prune_finished (1,000 finished tasks scanned)")?;
+    store.prune_finished(Utc::now() - TimeDelta::hours(1), 1_000, None)?;
     drop(store);
     print_plans(&mut admin, &log_file, start)?;
     diesel::sql_query(format!("DROP SCHEMA {SCHEMA} CASCADE")).execute(&mut admin)?;

@@ -150,7 +150,11 @@ impl Fixture {
     /// Another store on the fixture's database, with a pool and a clock of its own and no
     /// statement counting, as a second process would open it; on PostgreSQL its sessions get
     /// `postgres_options` (e.g. `-c plan_cache_mode=force_custom_plan`).
-    pub fn other_store(&self, pool_size: u32, postgres_options: &str) -> Arc<dyn TaskExecutionStore> {
+    pub fn other_store(
+        &self,
+        pool_size: u32,
+        postgres_options: &str,
+    ) -> Arc<dyn TaskExecutionStore> {
         let clock = Arc::new(ManualClock::new(self.clock.now()));
         match &self.database {
             Database::Postgres(schema) => Arc::new(
@@ -278,10 +282,7 @@ impl Fixture {
 fn with_options(url: &str, extra: &str) -> String {
     match extra {
         "" => url.to_owned(),
-        extra => format!(
-            "{url}%20{}",
-            extra.replace(' ', "%20").replace('=', "%3D")
-        ),
+        extra => format!("{url}%20{}", extra.replace(' ', "%20").replace('=', "%3D")),
     }
 }
 

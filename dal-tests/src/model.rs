@@ -7,14 +7,16 @@
 //! shows up as a difference. Ids are the one thing it does not decide: an operation that creates
 //! tasks takes the ids the store under test assigned.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use dal_core::clock::to_micros;
 use dal_core::event::time_value;
+use dal_core::store::MAX_PRUNE_BATCH;
 use dal_core::{
-    Claimed, Completion, DalError, EventType, Lease, NewTaskExecution, Problem, Recovery,
-    RetryStats, StatusCounts, TaskExecution, TaskStatus, Transition, ValidationError, validate,
+    Claimed, Completion, DalError, EventType, Lease, NewTaskExecution, Problem, PruneCursor,
+    Pruned, Recovery, RetryStats, StatusCounts, TaskExecution, TaskStatus, Transition,
+    ValidationError, validate,
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -708,6 +710,87 @@ impl Model {
             .collect();
         rows.sort_by_key(|t| t.id);
         rows
+    }
+
+    /// `prune_finished`: one batch of a retention pass. It scans the finished tasks that
+    /// finished before `older_than` and after the cursor, in (`completed_at`, id) order, at most
+    /// `limit`; of their workflow executions it removes those whose every task is finished and
+    /// none changed at or after `older_than`, with every task and every event. The batch has a
+    /// next one when it scanned a full `limit`.
+    pub fn prune_finished(
+        &mut self,
+        older_than: DateTime<Utc>,
+        limit: u32,
+        after: Option<PruneCursor>,
+    ) -> Outcome<Pruned> {
+        validate::time("older_than", older_than)?;
+        if !(1..=MAX_PRUNE_BATCH).contains(&limit) {
+            return Err(Failure::Validation(
+                "limit".into(),
+                Problem::OutOfRange {
+                    min: 1,
+                    max: MAX_PRUNE_BATCH.into(),
+                    value: limit.into(),
+                },
+            ));
+        }
+        if let Some(cursor) = &after {
+            validate::time("after.completed_at", cursor.completed_at)?;
+        }
+        let older_than = to_micros(older_than);
+        let finished = |t: &TaskExecution| matches!(t.status, Completed | Failed | Skipped);
+        let mut scanned: Vec<(DateTime<Utc>, Uuid, Uuid)> = self
+            .tasks
+            .iter()
+            .filter(|t| finished(t))
+            .filter_map(|t| t.completed_at.map(|at| (at, t.id, t.workflow_execution_id)))
+            .filter(|&(at, _, _)| at < older_than)
+            .filter(|&(at, id, _)| after.is_none_or(|c| (at, id) > (c.completed_at, c.task_id)))
+            .collect();
+        scanned.sort_unstable();
+        scanned.truncate(limit as usize);
+        let next = match scanned.last() {
+            Some(&(completed_at, task_id, _)) if scanned.len() == limit as usize => {
+                Some(PruneCursor {
+                    completed_at,
+                    task_id,
+                })
+            }
+            _ => None,
+        };
+        let candidates: BTreeSet<Uuid> = scanned.iter().map(|&(_, _, wf)| wf).collect();
+        let doomed: BTreeSet<Uuid> = candidates
+            .into_iter()
+            .filter(|wf| {
+                self.tasks
+                    .iter()
+                    .filter(|t| t.workflow_execution_id == *wf)
+                    .all(|t| finished(t) && t.updated_at < older_than)
+            })
+            .collect();
+        let gone: HashSet<Uuid> = self
+            .tasks
+            .iter()
+            .filter(|t| doomed.contains(&t.workflow_execution_id))
+            .map(|t| t.id)
+            .collect();
+        // Tasks and their queue times go together.
+        let (tasks, queued_at): (Vec<TaskExecution>, Vec<DateTime<Utc>>) =
+            std::mem::take(&mut self.tasks)
+                .into_iter()
+                .zip(std::mem::take(&mut self.queued_at))
+                .filter(|(t, _)| !gone.contains(&t.id))
+                .unzip();
+        self.tasks = tasks;
+        self.queued_at = queued_at;
+        let events_before = self.events.len();
+        self.events.retain(|e| !gone.contains(&e.task));
+        Ok(Pruned {
+            workflows: doomed.into_iter().collect(),
+            tasks: gone.len() as u64,
+            events: (events_before - self.events.len()) as u64,
+            next,
+        })
     }
 
     /// `count_by_status`.

@@ -26,10 +26,13 @@ pub fn trials() -> Vec<Trial> {
         }
     }
     for &(name, check) in cases::locking::POSTGRES_ONLY {
-        trials.push(Trial::test(format!("postgres::locking::{name}"), move || {
-            check();
-            Ok(())
-        }));
+        trials.push(Trial::test(
+            format!("postgres::locking::{name}"),
+            move || {
+                check();
+                Ok(())
+            },
+        ));
     }
     for &(name, check) in postgres_sql::CHECKS {
         trials.push(Trial::test(

@@ -574,11 +574,21 @@ fn ready_listings_show_due_tasks_oldest_first(kind: BackendKind) {
         ["fresh-1", "retry-due", "fresh-2", "retry-now", "later"]
     );
     // A task made ready now queues behind every task already due.
-    let not_started = created.iter().find(|t| t.task_name == "not-started").unwrap();
+    let not_started = created
+        .iter()
+        .find(|t| t.task_name == "not-started")
+        .unwrap();
     s.mark_ready(not_started.id).unwrap();
     assert_eq!(
         names(s.list_ready(10).unwrap()),
-        ["fresh-1", "retry-due", "fresh-2", "retry-now", "later", "not-started"]
+        [
+            "fresh-1",
+            "retry-due",
+            "fresh-2",
+            "retry-now",
+            "later",
+            "not-started"
+        ]
     );
 }
 

@@ -262,7 +262,13 @@ fn a_write_that_cannot_get_its_lock_in_time_changes_nothing(kind: BackendKind) {
         assert_unchanged(g.store(), &task);
         assert_eq!(g.store.events_for_task(task.id).unwrap(), events);
         // The connection the cancelled statement ran on still works.
-        assert_eq!(g.store.reset_task_for_recovery(task.id).unwrap().recovery_attempts, 1);
+        assert_eq!(
+            g.store
+                .reset_task_for_recovery(task.id)
+                .unwrap()
+                .recovery_attempts,
+            1
+        );
     } else {
         assert_eq!(f.sqlite_integrity(), "ok");
     }

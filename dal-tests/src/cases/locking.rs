@@ -225,7 +225,10 @@ fn racing_claims_completions_and_sweeps_never_deadlock(kind: BackendKind) {
         .iter()
         .map(|t| f.store.get(t.id).expect("get").recovery_attempts as usize)
         .sum();
-    assert_eq!(recovered, reset, "{kind}: every reset is counted on its task");
+    assert_eq!(
+        recovered, reset,
+        "{kind}: every reset is counted on its task"
+    );
 }
 
 /// Checks that only PostgreSQL can run, as `postgres::locking::<name>`.
@@ -281,7 +284,11 @@ fn a_serialization_failure_is_retried_by_the_store() {
         }
     );
     let events = f.store.events_for_task(task.id).expect("events");
-    assert_eq!(events.len(), 2, "one event for the one change that happened");
+    assert_eq!(
+        events.len(),
+        2,
+        "one event for the one change that happened"
+    );
 }
 
 fn a_lasting_serialization_failure_is_returned_after_the_retries() {

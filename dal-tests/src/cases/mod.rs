@@ -7,7 +7,9 @@ pub mod create;
 pub mod faults;
 pub mod history;
 pub mod hostile;
+pub mod locking;
 pub mod model_based;
+pub mod retention;
 pub mod statements;
 pub mod support;
 pub mod transitions;
@@ -50,6 +52,8 @@ pub fn groups() -> Vec<Group> {
         ("claims", claims::CASES),
         ("history", history::CASES),
         ("workflows", workflows::CASES),
+        ("retention", retention::CASES),
+        ("locking", locking::CASES),
         ("model", model_based::CASES),
         ("faults", faults::CASES),
         ("statements", statements::CASES),

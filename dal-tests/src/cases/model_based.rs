@@ -1,16 +1,20 @@
 //! Differential testing against the reference model: generated sequences of calls (with the
 //! clock moved between them) applied to the model and to a backend, which must give the same
 //! result for every call and end with the same rows and histories. Failing sequences shrink to a
-//! minimal one; the sequences found so far are kept below as regular cases.
+//! minimal one; the sequences found so far are kept below as regular cases. A second set of
+//! sequences leans towards finishing tasks and retention batches (`prune_finished`), so that
+//! workflow executions finish entirely, get old and are removed, in passes of several batches.
 //!
-//! `DAL_MODEL_CASES` sets how many sequences each backend runs (256 by default);
+//! `DAL_MODEL_CASES` sets how many sequences of each set each backend runs (256 by default);
 //! `DAL_MODEL_CASES=5000 cargo test -p dal-tests -- model::` runs many thousands.
 //! `DAL_MODEL_SEED` fixes the sequences (both backends of one process always run the same ones).
 
 use std::fmt::Debug;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use dal_core::{Clock, Lease, NewTaskExecution, TaskExecutionStore, TaskStatus, Transition};
+use dal_core::{
+    Clock, Lease, NewTaskExecution, PruneCursor, TaskExecutionStore, TaskStatus, Transition,
+};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use uuid::Uuid;
@@ -23,6 +27,7 @@ use crate::model::{Failure, Model, ModelEvent};
 /// The cases of this group.
 pub const CASES: &[Case] = &[
     case!(generated_sequences_agree_with_the_model),
+    case!(generated_retention_sequences_agree_with_the_model),
     case!(found_sequences_agree_with_the_model),
 ];
 
@@ -88,6 +93,9 @@ pub enum Op {
     Sweep(i64, i32),
     /// A read.
     Read(u8, usize),
+    /// `prune_finished(now - secs, limit, after)`: `after` is the cursor the last batch of the
+    /// sequence returned when `resume`, else none (a new pass).
+    Prune(i64, u32, bool),
 }
 
 fn new_spec() -> impl Strategy<Value = NewSpec> {
@@ -118,7 +126,48 @@ fn op() -> impl Strategy<Value = Op> {
         1 => proptest::collection::vec(any::<usize>(), 0..4).prop_map(Op::CompleteMany),
         2 => (0..120i64, 0..3i32).prop_map(|(s, m)| Op::Sweep(s, m)),
         3 => (0..12u8, any::<usize>()).prop_map(|(k, x)| Op::Read(k, x)),
+        2 => prune(),
     ]
+}
+
+/// A retention batch: a cut-off from 1 min after the current time to 90 s before it, a small
+/// limit (now and then 0, refused), a new pass or the sequence's pass resumed.
+fn prune() -> impl Strategy<Value = Op> {
+    (
+        // Now (the time of the last writes, an edge) often.
+        prop_oneof![1 => Just(0i64), 4 => -60..90i64],
+        prop_oneof![1 => Just(0u32), 8 => 1..4u32],
+        any::<bool>(),
+    )
+        .prop_map(|(secs, limit, resume)| Op::Prune(secs, limit, resume))
+}
+
+/// Calls that finish tasks: claims, completions and failures under a lease, skips and
+/// abandonments.
+fn finishing() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        2 => (0..3usize, 1..5u32).prop_map(|(r, l)| Op::Claim(r, l)),
+        3 => (any::<usize>(), 1..3u8, 0..4usize).prop_map(|(l, k, x)| Op::Leased(l, k, x)),
+        1 => proptest::collection::vec(any::<usize>(), 1..4).prop_map(Op::CompleteMany),
+        3 => (any::<usize>(), prop_oneof![Just(1u8), Just(5u8)], 0..4usize)
+            .prop_map(|(t, k, x)| Op::Transition(t, k, x, 0)),
+    ]
+}
+
+/// Sequences for retention: every call, with more that finish tasks and more batches, so that
+/// workflow executions finish entirely and passes go over several batches.
+pub fn retention_sequences() -> impl Strategy<Value = Vec<Op>> {
+    proptest::collection::vec(
+        prop_oneof![
+            1 => new_spec().prop_map(Op::Create),
+            1 => proptest::collection::vec(new_spec(), 1..3).prop_map(Op::CreateMany),
+            3 => op(),
+            6 => finishing(),
+            1 => (0..90i64).prop_map(Op::Advance),
+            3 => prune(),
+        ],
+        1..40,
+    )
 }
 
 /// Sequences of up to 40 calls.
@@ -140,6 +189,15 @@ pub fn seed() -> u64 {
 }
 
 fn generated_sequences_agree_with_the_model(kind: BackendKind) {
+    run_generated(kind, "", sequences());
+}
+
+fn generated_retention_sequences_agree_with_the_model(kind: BackendKind) {
+    run_generated(kind, "retention ", retention_sequences());
+}
+
+/// Runs [`cases`] sequences of `strategy` against the model and the backend.
+fn run_generated(kind: BackendKind, what: &str, strategy: impl Strategy<Value = Vec<Op>>) {
     let f = Fixture::new(kind);
     let seed = seed();
     let mut runner = TestRunner::new(Config {
@@ -149,17 +207,19 @@ fn generated_sequences_agree_with_the_model(kind: BackendKind) {
         ..Config::default()
     });
     let (ran, calls) = (std::cell::Cell::new(0u32), std::cell::Cell::new(0usize));
-    let result = runner.run(&sequences(), |ops| {
+    let result = runner.run(&strategy, |ops| {
         ran.set(ran.get() + 1);
         calls.set(calls.get() + ops.len());
         run_sequence(&f, &ops).map_err(TestCaseError::fail)
     });
     if let Err(failure) = result {
-        panic!("{kind}: a sequence disagrees with the model (DAL_MODEL_SEED={seed}): {failure}");
+        panic!(
+            "{kind}: a {what}sequence disagrees with the model (DAL_MODEL_SEED={seed}): {failure}"
+        );
     }
     if std::env::var_os("DAL_REPORT").is_some() {
         eprintln!(
-            "{kind}: {} generated sequences ({} calls, shrinking included) agree with the model (DAL_MODEL_SEED={seed})",
+            "{kind}: {} generated {what}sequences ({} calls, shrinking included) agree with the model (DAL_MODEL_SEED={seed})",
             ran.get(),
             calls.get()
         );
@@ -231,6 +291,32 @@ pub fn found_sequences() -> Vec<Vec<Op>> {
             Op::Transition(0, 4, 1, 0),
             Op::Transition(0, 6, 0, 5),
             Op::Transition(0, 8, 0, 0),
+        ],
+        // Retention in batches of one, the cursor carried: tasks finished in one microsecond
+        // are paged by id; a workflow with an unfinished task is passed over; a removed
+        // workflow's names are free again.
+        vec![
+            Op::CreateMany(vec![
+                spec(0, 0, true, 1),
+                spec(1, 0, true, 1),
+                spec(0, 1, true, 1),
+                spec(2, 0, true, 1),
+            ]),
+            Op::Create(spec(2, 1, false, 1)),
+            Op::Claim(0, 4),
+            Op::CompleteMany(vec![0, 1, 2, 3]),
+            Op::Advance(10),
+            Op::Prune(0, 1, false),
+            Op::Prune(0, 1, true),
+            Op::Prune(0, 1, true),
+            Op::Prune(0, 1, true),
+            Op::Prune(0, 1, true),
+            Op::Create(spec(0, 0, true, 1)),
+            Op::Transition(4, 1, 1, 0),
+            Op::Prune(0, 2, false),
+            Op::Advance(1),
+            Op::Prune(0, 0, false),
+            Op::Prune(0, 3, false),
         ],
     ]
 }
@@ -312,6 +398,8 @@ pub fn run_sequence(f: &Fixture, ops: &[Op]) -> Result<(), String> {
     let mut model = Model::new(start_time());
     let mut tasks: Vec<Uuid> = Vec::new();
     let mut leases: Vec<Lease> = Vec::new();
+    // Where the sequence's retention pass stands.
+    let mut cursor: Option<PruneCursor> = None;
     let pick = |list: &[Uuid], i: usize| {
         if list.is_empty() {
             UNKNOWN
@@ -402,6 +490,16 @@ pub fn run_sequence(f: &Fixture, ops: &[Op]) -> Result<(), String> {
                 )?;
             }
             Op::Read(kind, arg) => read(s, &model, (step, op), *kind, *arg, &tasks, now)?,
+            Op::Prune(secs, limit, resume) => {
+                let older_than = now - TimeDelta::seconds(*secs);
+                let after = if *resume { cursor } else { None };
+                let stored = failure(s.prune_finished(older_than, *limit, after));
+                let predicted = model.prune_finished(older_than, *limit, after);
+                if let Ok(pruned) = &stored {
+                    cursor = pruned.next;
+                }
+                same(step, op, stored, predicted)?;
+            }
         }
     }
     // The end state: every row, every history, every workflow listing, the counts.

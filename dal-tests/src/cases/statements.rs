@@ -4,7 +4,10 @@
 
 use std::fmt::Write as _;
 
-use dal_core::{NewTaskExecution, TaskExecution, TaskExecutionStore, TaskStatus};
+use dal_core::{
+    NewTaskExecution, PruneCursor, Pruned, TaskExecution, TaskExecutionStore, TaskStatus, validate,
+};
+use uuid::Uuid;
 
 use super::Case;
 use super::create::BEYOND_ONE_CHUNK;
@@ -118,6 +121,26 @@ pub const EXPECTED: &[Expected] = &[
     same("exhausted_tasks", 1),
     same("count_by_status", 1),
     same("workflow reads of no ids", 0),
+    // A retention batch: one statement on PostgreSQL. SQLite: BEGIN IMMEDIATE, the scan, the
+    // check of the scanned tasks' workflow executions, the DELETE of their tasks and of their
+    // events, COMMIT; with nothing scanned the check and the deletes are left out, with nothing
+    // to delete the deletes.
+    Expected {
+        operation: "prune_finished (batch removing workflows)",
+        postgres: 1,
+        sqlite: 6,
+    },
+    Expected {
+        operation: "prune_finished (none finished entirely)",
+        postgres: 1,
+        sqlite: 4,
+    },
+    Expected {
+        operation: "prune_finished (nothing to remove)",
+        postgres: 1,
+        sqlite: 3,
+    },
+    same("prune_finished (rejected input)", 0),
 ];
 
 const fn logged(operation: &'static str) -> Expected {
@@ -130,14 +153,16 @@ const fn logged(operation: &'static str) -> Expected {
 
 /// How many statements a connection keeps prepared after running every operation once: every
 /// statement with a fixed text. PostgreSQL: the logged single-row and many-row INSERTs, the
-/// logged guarded UPDATE and the plain one (heartbeats), the logged claim, batch completion and
-/// sweep, and 13 SELECTs. SQLite (whose multi-row INSERTs change with their row count): the
-/// single-row INSERTs of a task and of an event, the guarded UPDATE, the claim, the batch
-/// completion, the sweep, and 13 SELECTs.
+/// logged guarded UPDATE and the plain one (heartbeats), the logged claim and batch completion,
+/// and the SELECTs; not the sweep and the retention batch, which are planned anew each time
+/// (`dal_core::sql::Unprepared`). SQLite (whose multi-row INSERTs change with their row count):
+/// the single-row INSERTs of a task and of an event, the guarded UPDATE, the claim, the batch
+/// completion, the sweep, 13 SELECTs, and the scan, the check and the two DELETEs of a retention
+/// batch.
 pub fn prepared_per_connection(kind: BackendKind) -> usize {
     match kind {
-        BackendKind::Postgres => 21,
-        BackendKind::Sqlite => 20,
+        BackendKind::Postgres => 20,
+        BackendKind::Sqlite => 24,
     }
 }
 
@@ -306,7 +331,58 @@ fn run_all(f: &Fixture, pass: usize) -> Vec<(&'static str, Counts)> {
         assert!(s.complete_workflows(&[]).unwrap().is_empty());
         assert!(s.task_statuses(wf, &[]).unwrap().is_empty());
     });
+    run_prune(f, &mut measure);
     out
+}
+
+/// Retention's part of [`run_all`], on workflow executions of its own: each batch starts from a
+/// cursor just before the tasks it is meant to scan, whatever else the pass left finished.
+fn run_prune(f: &Fixture, measure: &mut dyn FnMut(&'static str, &mut dyn FnMut())) {
+    let s: &dyn TaskExecutionStore = f.store();
+    let finish = |wf: Uuid, name: &str| {
+        let id = s.create(&NewTaskExecution::new(wf, name)).unwrap().id;
+        s.mark_skipped(id, "r").unwrap()
+    };
+    // Finished alone at its time: a task of a workflow execution that has an unfinished one.
+    let busy = workflow();
+    s.create(&NewTaskExecution::new(busy, "open")).unwrap();
+    f.tick();
+    let scanned = finish(busy, "done");
+    // Two finished tasks, alone at their time, of one workflow execution.
+    let gone = workflow();
+    f.tick();
+    let doomed = [finish(gone, "a"), finish(gone, "b")];
+    let older_than = f.tick();
+    let from = |task: &TaskExecution| {
+        Some(PruneCursor {
+            completed_at: task.completed_at.unwrap(),
+            task_id: Uuid::nil(),
+        })
+    };
+    measure("prune_finished (batch removing workflows)", &mut || {
+        let pruned = s.prune_finished(older_than, 2, from(&doomed[0])).unwrap();
+        assert_eq!(
+            (pruned.workflows.as_slice(), pruned.tasks),
+            (&[gone][..], 2)
+        );
+    });
+    measure("prune_finished (none finished entirely)", &mut || {
+        let pruned = s.prune_finished(older_than, 1, from(&scanned)).unwrap();
+        assert_eq!(
+            (pruned.workflows.len(), pruned.next.map(|c| c.task_id)),
+            (0, Some(scanned.id))
+        );
+    });
+    measure("prune_finished (nothing to remove)", &mut || {
+        assert_eq!(
+            s.prune_finished(validate::earliest_time(), 10, None)
+                .unwrap(),
+            Pruned::default()
+        )
+    });
+    measure("prune_finished (rejected input)", &mut || {
+        expect_err(s.prune_finished(older_than, 0, None));
+    });
 }
 
 /// The runner protocol's part of [`run_all`].
