@@ -66,7 +66,8 @@ pub(crate) fn prune_batch(
     older_than: DateTime<Utc>,
     limit: u32,
     after: Option<PruneCursor>,
-) -> impl RunQueryDsl<PgConnection> + diesel::query_builder::QueryFragment<diesel::pg::Pg>
+) -> impl RunQueryDsl<PgConnection>
++ diesel::query_builder::QueryFragment<diesel::pg::Pg>
 + diesel::query_builder::Query<SqlType = diesel::sql_types::Untyped> {
     // Before every finished task: the store's times are from year 1 on, its ids UUIDv7.
     let after = after.unwrap_or(PruneCursor {

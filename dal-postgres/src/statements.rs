@@ -101,7 +101,9 @@ fn rows(rows: Vec<Row>) -> Result<Vec<TaskExecution>> {
 macro_rules! write_logged {
     (unprepared: $conn:expr, $prelude:expr, $write:expr, $event:expr, $at:expr) => {
         match $event {
-            Some(event) => Unprepared(logged($prelude, $write, event, $at)).get_results::<Row>($conn),
+            Some(event) => {
+                Unprepared(logged($prelude, $write, event, $at)).get_results::<Row>($conn)
+            }
             None => Unprepared(Plain {
                 prelude: $prelude,
                 write: $write,
@@ -114,10 +116,10 @@ macro_rules! write_logged {
     };
     ($conn:expr, $key:ty, $prelude:expr, $write:expr, $event:expr, $at:expr, $row:ty) => {
         match $event {
-            Some(event) => PreparedAs::<($key, keys::Logged), _>::new(logged(
-                $prelude, $write, event, $at,
-            ))
-            .get_results::<$row>($conn),
+            Some(event) => {
+                PreparedAs::<($key, keys::Logged), _>::new(logged($prelude, $write, event, $at))
+                    .get_results::<$row>($conn)
+            }
             None => PreparedAs::<($key, keys::Plain), _>::new(Plain {
                 prelude: $prelude,
                 write: $write,
@@ -181,8 +183,12 @@ macro_rules! plan_set {
             t::due_at.eq(case_when(
                 (e.status == TaskStatus::Ready).into_sql::<Bool>(),
                 greatest(
-                    case_when(e.retry_at.keeps().into_sql::<Bool>(), t::retry_at)
-                        .otherwise(e.retry_at.value().cloned().into_sql::<Nullable<Timestamptz>>()),
+                    case_when(e.retry_at.keeps().into_sql::<Bool>(), t::retry_at).otherwise(
+                        e.retry_at
+                            .value()
+                            .cloned()
+                            .into_sql::<Nullable<Timestamptz>>(),
+                    ),
                     e.updated_at,
                 ),
             )

@@ -103,7 +103,9 @@ impl<B: Backend> ClaimStore for Store<B> {
         let plan = Plan::claim(runner_id, now);
         let from = self.floor.start(now);
         let result = self
-            .retrying("claim_ready", || self.backend.claim(now, from, limit, &plan))
+            .retrying("claim_ready", || {
+                self.backend.claim(now, from, limit, &plan)
+            })
             .map(|claimed| {
                 let positions: Vec<DateTime<Utc>> = claimed.iter().map(|(_, at)| *at).collect();
                 self.floor.claimed(limit, &positions);
@@ -158,16 +160,16 @@ impl<B: Backend> ClaimStore for Store<B> {
         let result = self
             .retrying("complete_many", || self.backend.apply_leased(leases, &plan))
             .map(|rows| {
-            let done: std::collections::HashSet<Uuid> = rows.iter().map(|row| row.id).collect();
-            Completion {
-                completed: by_id(rows),
-                lost: leases
-                    .iter()
-                    .filter(|l| !done.contains(&l.task_id))
-                    .copied()
-                    .collect(),
-            }
-        });
+                let done: std::collections::HashSet<Uuid> = rows.iter().map(|row| row.id).collect();
+                Completion {
+                    completed: by_id(rows),
+                    lost: leases
+                        .iter()
+                        .filter(|l| !done.contains(&l.task_id))
+                        .copied()
+                        .collect(),
+                }
+            });
         self.trace("complete_many", None, &result, 1);
         result
     }

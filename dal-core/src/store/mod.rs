@@ -20,8 +20,8 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 pub use claims::ClaimStore;
-pub use history::HistoryStore;
 pub use floor::FULL_SCAN_EVERY;
+pub use history::HistoryStore;
 pub use retention::{MAX_PRUNE_BATCH, RetentionStore};
 pub use tasks::TaskStore;
 pub use workflows::WorkflowReads;
@@ -145,7 +145,11 @@ impl<B: Backend> Store<B> {
     /// Runs `write`, and runs it again (up to [`CONFLICT_TRIES`] in all, after a jittered,
     /// growing wait) while it fails on a transient conflict, which the database rolled back.
     /// Each retry is logged at `warn` level with the operation and the error.
-    fn retrying<T>(&self, operation: &'static str, mut write: impl FnMut() -> Result<T>) -> Result<T> {
+    fn retrying<T>(
+        &self,
+        operation: &'static str,
+        mut write: impl FnMut() -> Result<T>,
+    ) -> Result<T> {
         let mut tries = 1;
         loop {
             match write() {

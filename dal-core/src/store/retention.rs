@@ -65,10 +65,12 @@ impl<B: Backend> RetentionStore for Store<B> {
         }
         let older_than = clock::to_micros(older_than);
         let result = self.retrying("prune_finished", || {
-            self.backend.prune(older_than, limit, after).map(|mut pruned| {
-                pruned.workflows.sort_unstable();
-                pruned
-            })
+            self.backend
+                .prune(older_than, limit, after)
+                .map(|mut pruned| {
+                    pruned.workflows.sort_unstable();
+                    pruned
+                })
         });
         self.trace("prune_finished", None, &result, 1);
         result

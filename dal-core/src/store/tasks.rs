@@ -220,8 +220,7 @@ impl<B: Backend> TaskStore for Store<B> {
         }
         validate::new_tasks(news)?;
         let now = self.now();
-        let mut rows: Vec<TaskExecution> =
-            news.iter().map(|new| self.new_row(new, now)).collect();
+        let mut rows: Vec<TaskExecution> = news.iter().map(|new| self.new_row(new, now)).collect();
         let position: HashMap<Uuid, usize> = rows
             .iter()
             .enumerate()
