@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 
 use clap::Parser;
+use dal_core::store::MAX_PRUNE_BATCH;
+use serde::Serialize;
 
 /// Many runners working through workflows on one store: creation in batches, claims in
 /// batches, failures and retries, runners that crash mid-task and a sweeper that recovers their
@@ -65,6 +67,10 @@ pub struct Args {
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(0..))]
     pub max_recoveries: i32,
 
+    /// Retention: the pruner.
+    #[command(flatten)]
+    pub retention: Retention,
+
     /// Connections in the pool (default: runners + 2).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub pool_size: Option<u32>,
@@ -84,6 +90,38 @@ pub struct Args {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+}
+
+/// The pruner: every `--prune-every-ms` it runs a whole retention pass, `prune_finished` batch
+/// after batch, removing the workflow executions finished more than `--retain-ms` ago.
+#[derive(Debug, Clone, clap::Args, Serialize)]
+pub struct Retention {
+    /// How often the pruner runs a retention pass (ms; 0: no pruning).
+    #[arg(long, default_value_t = 500)]
+    pub prune_every_ms: u64,
+
+    /// Finished tasks each `prune_finished` batch scans (1 to 10,000).
+    #[arg(
+        long,
+        default_value_t = 1_000,
+        value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_PRUNE_BATCH))
+    )]
+    pub prune_batch: u32,
+
+    /// Workflow executions whose last change is more recent than this are kept (ms, up to a
+    /// year).
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(0..=MAX_RETAIN_MS))]
+    pub retain_ms: u64,
+}
+
+/// The longest `--retain-ms`: a year.
+const MAX_RETAIN_MS: u64 = 366 * 24 * 3_600 * 1_000;
+
+impl Retention {
+    /// Whether the pruner runs.
+    pub fn enabled(&self) -> bool {
+        self.prune_every_ms > 0
+    }
 }
 
 fn share(text: &str) -> Result<f64, String> {

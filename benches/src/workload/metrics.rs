@@ -9,7 +9,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 /// The operations whose latency the report shows.
-pub const OPERATIONS: [&str; 8] = [
+pub const OPERATIONS: [&str; 9] = [
     "create_many",
     "claim_ready",
     "heartbeat",
@@ -18,6 +18,7 @@ pub const OPERATIONS: [&str; 8] = [
     "schedule_retry",
     "recover_stale_claims",
     "stale_complete_many",
+    "prune_finished",
 ];
 
 /// Latencies, per thread: each runner records into its own and the run merges them at the end.
@@ -134,6 +135,17 @@ pub struct Outcomes {
     /// presumed dead (its heartbeats came later than the staleness threshold) and its late
     /// completion is refused by the lease. Not a double claim: the first claim had ended.
     pub overlapping_executions: AtomicU64,
+    /// Retention passes the pruner finished (each a run of `prune_finished` batches until the
+    /// cursor ran out).
+    pub prune_passes: AtomicU64,
+    /// `prune_finished` calls.
+    pub prune_batches: AtomicU64,
+    /// Workflow executions removed by retention.
+    pub pruned_workflows: AtomicU64,
+    /// Task executions removed with them.
+    pub pruned_tasks: AtomicU64,
+    /// Execution events removed with them.
+    pub pruned_events: AtomicU64,
 }
 
 impl Outcomes {
@@ -158,6 +170,11 @@ impl Outcomes {
             ("stale_completions_accepted", get(&self.stale_accepted)),
             ("claims_lost", get(&self.claims_lost)),
             ("overlapping_executions", get(&self.overlapping_executions)),
+            ("prune_passes", get(&self.prune_passes)),
+            ("prune_batches", get(&self.prune_batches)),
+            ("pruned_workflows", get(&self.pruned_workflows)),
+            ("pruned_tasks", get(&self.pruned_tasks)),
+            ("pruned_events", get(&self.pruned_events)),
         ])
     }
 }

@@ -5,7 +5,9 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use super::args::Retention;
 use super::checks::Check;
+use super::footprint::{DUE_INDEX, Footprint};
 use super::metrics::OperationLatency;
 
 /// Everything a run measured and checked.
@@ -31,6 +33,8 @@ pub struct Report {
     pub fail_rate: f64,
     /// Chance of a crash per batch of a crashing runner.
     pub crash_rate: f64,
+    /// The pruner's settings.
+    pub retention: Retention,
     /// Seconds from the first create to the last task's end.
     pub elapsed_s: f64,
     /// Tasks through their whole life per second.
@@ -52,6 +56,8 @@ pub struct Report {
     pub checks: Vec<Check>,
     /// Whether every check passed.
     pub passed: bool,
+    /// Table and index sizes and counters after the run, when they could be read.
+    pub footprint: Option<Footprint>,
 }
 
 impl Report {
@@ -72,6 +78,15 @@ impl Report {
             self.fail_rate * 100.0,
             self.work_us
         );
+        let _ = if self.retention.enabled() {
+            writeln!(
+                out,
+                "  retention: a pass every {} ms, batches of {}, keeping {} ms",
+                self.retention.prune_every_ms, self.retention.prune_batch, self.retention.retain_ms
+            )
+        } else {
+            writeln!(out, "  retention: off")
+        };
         let _ = writeln!(
             out,
             "  {:.0} tasks/s through their whole life ({:.2} s)",
@@ -105,6 +120,66 @@ impl Report {
             let mark = if check.passed { "ok  " } else { "FAIL" };
             let _ = writeln!(out, "    [{mark}] {}: {}", check.name, check.detail);
         }
+        if let Some(footprint) = &self.footprint {
+            render_footprint(&mut out, footprint);
+        }
         out
+    }
+}
+
+fn render_footprint(out: &mut String, footprint: &Footprint) {
+    let _ = writeln!(out, "  footprint after the run:");
+    if let Some(file) = &footprint.file {
+        let _ = writeln!(
+            out,
+            "    database file {} ({} in free pages)",
+            bytes(file.bytes),
+            bytes(file.free_bytes)
+        );
+    }
+    for relation in &footprint.relations {
+        let indent = if relation.kind == "index" { "  " } else { "" };
+        let name = format!("{indent}{}", relation.name);
+        let _ = write!(
+            out,
+            "    {name:<42}{:>6}{:>12}",
+            relation.kind,
+            bytes(relation.bytes)
+        );
+        if let Some(t) = footprint.tables.iter().find(|t| t.table == relation.name) {
+            let _ = write!(
+                out,
+                "   live {}, dead {}, autovacuums {}, autoanalyzes {}",
+                t.live_tuples, t.dead_tuples, t.autovacuums, t.autoanalyzes
+            );
+        }
+        let _ = writeln!(out);
+    }
+    if let Some(reads) = &footprint.index_reads {
+        let _ = writeln!(
+            out,
+            "    index entries read per claim_ready ({} calls, {} scans of {DUE_INDEX}): {:.1} from \
+             {DUE_INDEX}, {:.1} from all indexes of task_executions",
+            reads.claims,
+            reads.due_index_scans,
+            reads.due_index_per_claim,
+            reads.all_indexes_per_claim
+        );
+    }
+}
+
+/// A size in bytes for people: B, KiB, MiB or GiB.
+pub fn bytes(n: i64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value.abs() >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
     }
 }

@@ -1,17 +1,21 @@
-//! The run: a creator, runner threads, a sweeper, and the wait for every task to finish.
+//! The run: a creator, runner threads, a sweeper, a pruner, and the wait for every task to
+//! finish.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use chrono::{TimeDelta, Utc};
-use dal_core::{Claimed, DalError, Lease, NewTaskExecution, TaskExecutionStore, TaskStatus};
+use dal_core::{
+    Claimed, DalError, Lease, NewTaskExecution, PruneCursor, TaskExecutionStore, TaskStatus,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 use uuid::Uuid;
 
 use super::args::Args;
+use super::ledger::{Finish, Ledger};
 use super::metrics::{Collected, Latencies, Outcomes};
 
 /// Workflow executions per `create_many` call.
@@ -19,8 +23,8 @@ const WORKFLOWS_PER_BATCH: usize = 100;
 
 /// What a finished run hands to the checks and the report.
 pub struct Finished {
-    /// The workflow executions created.
-    pub workflows: Vec<Uuid>,
+    /// The workflow executions created, and what happened to each.
+    pub ledger: Arc<Ledger>,
     /// From the start of creation to the last task's end.
     pub elapsed: Duration,
     /// Latencies of every thread.
@@ -34,8 +38,9 @@ pub struct Finished {
 struct Shared {
     store: Arc<dyn TaskExecutionStore>,
     args: Args,
-    /// Tasks not finished yet (completed, failed on their last attempt, or abandoned).
-    outstanding: AtomicU64,
+    /// Every workflow execution and what happened to it; the run ends when each has finished
+    /// (every task completed, failed on its last attempt, or abandoned) or was pruned.
+    ledger: Arc<Ledger>,
     stop: AtomicBool,
     outcomes: Arc<Outcomes>,
     latencies: Arc<Collected>,
@@ -51,8 +56,17 @@ impl Shared {
         self.stop.store(true, Ordering::Relaxed);
     }
 
-    fn finished(&self, tasks: u64) {
-        self.outstanding.fetch_sub(tasks, Ordering::Relaxed);
+    /// Sleeps for `period`, waking early when the run stops; false when it stopped.
+    fn pause(&self, period: Duration) -> bool {
+        let until = Instant::now() + period;
+        while !self.stop.load(Ordering::Relaxed) {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return true;
+            }
+            thread::sleep(left.min(Duration::from_millis(20)));
+        }
+        false
     }
 
     fn start_executing(&self, id: Uuid) {
@@ -99,20 +113,21 @@ impl Dice {
 }
 
 /// Runs the workload on `store` and returns when every task has finished (or a thread hit an
-/// error).
+/// error). The store is dropped before it returns, so its connections are closed.
 pub fn run(store: Arc<dyn TaskExecutionStore>, args: &Args) -> Finished {
     let total = args.tasks();
+    let workflows: Vec<Uuid> = (0..args.workflows).map(|_| Uuid::now_v7()).collect();
+    let ledger = Arc::new(Ledger::new(workflows, args.tasks_per_workflow));
     let shared = Arc::new(Shared {
         store,
         args: args.clone(),
-        outstanding: AtomicU64::new(total),
+        ledger: Arc::clone(&ledger),
         stop: AtomicBool::new(false),
         outcomes: Arc::new(Outcomes::default()),
         latencies: Arc::new(Collected::default()),
         executing: Mutex::new(HashSet::new()),
         error: Mutex::new(None),
     });
-    let workflows: Vec<Uuid> = (0..args.workflows).map(|_| Uuid::now_v7()).collect();
     let progress = if args.quiet {
         ProgressBar::hidden()
     } else {
@@ -130,8 +145,7 @@ pub fn run(store: Arc<dyn TaskExecutionStore>, args: &Args) -> Finished {
     let mut threads = Vec::new();
     {
         let shared = Arc::clone(&shared);
-        let workflows = workflows.clone();
-        threads.push(thread::spawn(move || create(&shared, &workflows)));
+        threads.push(thread::spawn(move || create(&shared)));
     }
     for index in 0..args.runners as usize {
         let shared = Arc::clone(&shared);
@@ -141,8 +155,12 @@ pub fn run(store: Arc<dyn TaskExecutionStore>, args: &Args) -> Finished {
         let shared = Arc::clone(&shared);
         threads.push(thread::spawn(move || sweeper(&shared)));
     }
-    while shared.outstanding.load(Ordering::Relaxed) > 0 && !shared.stop.load(Ordering::Relaxed) {
-        progress.set_position(total - shared.outstanding.load(Ordering::Relaxed));
+    if args.retention.enabled() {
+        let shared = Arc::clone(&shared);
+        threads.push(thread::spawn(move || pruner(&shared)));
+    }
+    while !ledger.all_settled() && !shared.stop.load(Ordering::Relaxed) {
+        progress.set_position(ledger.finished_tasks());
         thread::sleep(Duration::from_millis(20));
     }
     let elapsed = start.elapsed();
@@ -153,7 +171,7 @@ pub fn run(store: Arc<dyn TaskExecutionStore>, args: &Args) -> Finished {
             slot.get_or_insert_with(|| "a workload thread panicked".to_owned());
         }
     }
-    progress.set_position(total - shared.outstanding.load(Ordering::Relaxed));
+    progress.set_position(ledger.finished_tasks());
     progress.finish_and_clear();
     let error = shared
         .error
@@ -161,7 +179,7 @@ pub fn run(store: Arc<dyn TaskExecutionStore>, args: &Args) -> Finished {
         .unwrap_or_else(PoisonError::into_inner)
         .take();
     Finished {
-        workflows,
+        ledger,
         elapsed,
         latencies: Arc::clone(&shared.latencies),
         outcomes: Arc::clone(&shared.outcomes),
@@ -170,10 +188,10 @@ pub fn run(store: Arc<dyn TaskExecutionStore>, args: &Args) -> Finished {
 }
 
 /// The scheduler's part: creates the workflows' tasks, `Ready`, a batch of workflows at a time.
-fn create(shared: &Shared, workflows: &[Uuid]) {
+fn create(shared: &Shared) {
     let mut latencies = Latencies::default();
     let args = &shared.args;
-    for chunk in workflows.chunks(WORKFLOWS_PER_BATCH) {
+    for chunk in shared.ledger.workflows().chunks(WORKFLOWS_PER_BATCH) {
         if shared.stop.load(Ordering::Relaxed) {
             break;
         }
@@ -187,8 +205,13 @@ fn create(shared: &Shared, workflows: &[Uuid]) {
                 })
             })
             .collect();
-        if let Err(err) = latencies.time("create_many", || shared.store.create_many(&news)) {
-            shared.fail_run("create_many", &err);
+        match latencies.time("create_many", || shared.store.create_many(&news)) {
+            Ok(created) => {
+                for task in &created {
+                    shared.ledger.changed(task.workflow_execution_id);
+                }
+            }
+            Err(err) => shared.fail_run("create_many", &err),
         }
     }
     shared.latencies.add(&latencies);
@@ -201,6 +224,7 @@ fn runner(shared: &Shared, index: usize) {
     let args = &shared.args;
     let store = &*shared.store;
     let outcomes = &*shared.outcomes;
+    let ledger = &*shared.ledger;
     let mut latencies = Latencies::default();
     let mut dice = Dice::new(args.seed.wrapping_add(index as u64 * 7919));
     let crashes = index < args.crashing_runners as usize;
@@ -221,7 +245,9 @@ fn runner(shared: &Shared, index: usize) {
                     outcomes
                         .stale_refused
                         .fetch_add(completion.lost.len() as u64, Ordering::Relaxed);
-                    shared.finished(accepted);
+                    for task in &completion.completed {
+                        ledger.finished(task.workflow_execution_id, Finish::Completed);
+                    }
                 }
                 Err(err) => shared.fail_run("complete_many with old leases", &err),
             }
@@ -241,6 +267,9 @@ fn runner(shared: &Shared, index: usize) {
         outcomes
             .claims
             .fetch_add(claimed.len() as u64, Ordering::Relaxed);
+        for claim in &claimed {
+            ledger.changed(claim.task.workflow_execution_id);
+        }
         let crash_at = (crashes && dice.chance(args.crash_rate)).then(|| dice.below(claimed.len()));
         let held: Vec<Lease> = claimed.iter().map(|c| c.lease).collect();
         for claim in &claimed {
@@ -283,15 +312,19 @@ fn runner(shared: &Shared, index: usize) {
                 Ok(failed) => {
                     Outcomes::add(&outcomes.failures);
                     if failed.attempt < failed.max_attempts {
+                        ledger.changed(failed.workflow_execution_id);
                         match latencies.time("schedule_retry", || {
                             store.schedule_retry(task.id, Utc::now())
                         }) {
-                            Ok(_) => Outcomes::add(&outcomes.retries),
+                            Ok(retried) => {
+                                Outcomes::add(&outcomes.retries);
+                                ledger.changed(retried.workflow_execution_id);
+                            }
                             Err(err) => shared.fail_run("schedule_retry", &err),
                         }
                     } else {
                         Outcomes::add(&outcomes.exhausted);
-                        shared.finished(1);
+                        ledger.finished(failed.workflow_execution_id, Finish::Exhausted);
                     }
                 }
                 Err(DalError::ClaimLost { .. }) => Outcomes::add(&outcomes.claims_lost),
@@ -311,7 +344,9 @@ fn runner(shared: &Shared, index: usize) {
                 outcomes
                     .claims_lost
                     .fetch_add(completion.lost.len() as u64, Ordering::Relaxed);
-                shared.finished(completed);
+                for task in &completion.completed {
+                    ledger.finished(task.workflow_execution_id, Finish::Completed);
+                }
             }
             Err(err) => shared.fail_run("complete_many", &err),
         }
@@ -324,8 +359,7 @@ fn sweeper(shared: &Shared) {
     let args = &shared.args;
     let mut latencies = Latencies::default();
     let stale_after = TimeDelta::milliseconds(args.stale_after_ms as i64);
-    while !shared.stop.load(Ordering::Relaxed) {
-        thread::sleep(Duration::from_millis(args.sweep_every_ms));
+    while shared.pause(Duration::from_millis(args.sweep_every_ms)) {
         let swept = latencies.time("recover_stale_claims", || {
             shared
                 .store
@@ -341,9 +375,64 @@ fn sweeper(shared: &Shared) {
                     .outcomes
                     .abandoned
                     .fetch_add(recovery.abandoned.len() as u64, Ordering::Relaxed);
-                shared.finished(recovery.abandoned.len() as u64);
+                for task in &recovery.reset {
+                    shared.ledger.changed(task.workflow_execution_id);
+                }
+                for task in &recovery.abandoned {
+                    shared
+                        .ledger
+                        .finished(task.workflow_execution_id, Finish::Abandoned);
+                }
             }
             Err(err) => shared.fail_run("recover_stale_claims", &err),
+        }
+    }
+    shared.latencies.add(&latencies);
+}
+
+/// The pruner: every `--prune-every-ms`, a whole retention pass, `prune_finished` batch after
+/// batch until the cursor runs out, each batch timed and recorded in the ledger.
+fn pruner(shared: &Shared) {
+    let retention = &shared.args.retention;
+    let outcomes = &*shared.outcomes;
+    let mut latencies = Latencies::default();
+    let retain = TimeDelta::milliseconds(i64::try_from(retention.retain_ms).unwrap_or(i64::MAX));
+    'passes: while shared.pause(Duration::from_millis(retention.prune_every_ms)) {
+        let now = Utc::now();
+        let older_than = now.checked_sub_signed(retain).unwrap_or(now);
+        let mut after: Option<PruneCursor> = None;
+        loop {
+            let batch = latencies.time("prune_finished", || {
+                shared
+                    .store
+                    .prune_finished(older_than, retention.prune_batch, after)
+            });
+            let pruned = match batch {
+                Ok(pruned) => pruned,
+                Err(err) => {
+                    shared.fail_run("prune_finished", &err);
+                    break 'passes;
+                }
+            };
+            Outcomes::add(&outcomes.prune_batches);
+            outcomes
+                .pruned_workflows
+                .fetch_add(pruned.workflows.len() as u64, Ordering::Relaxed);
+            outcomes
+                .pruned_tasks
+                .fetch_add(pruned.tasks, Ordering::Relaxed);
+            outcomes
+                .pruned_events
+                .fetch_add(pruned.events, Ordering::Relaxed);
+            shared.ledger.pruned(&pruned);
+            after = pruned.next;
+            if after.is_none() {
+                Outcomes::add(&outcomes.prune_passes);
+                break;
+            }
+            if shared.stop.load(Ordering::Relaxed) {
+                break 'passes;
+            }
         }
     }
     shared.latencies.add(&latencies);

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use dal_core::{Clock, SystemClock, TaskExecutionStore};
 use dal_tests::counter::StatementCounter;
@@ -9,17 +10,32 @@ use diesel::{Connection, PgConnection, RunQueryDsl};
 
 use super::args::Args;
 
-/// An opened store, what counts its statements, and how to clean up.
+/// The database a run works in, created for it: a SQLite file or a fresh PostgreSQL schema.
+/// The run connects stores to it ([`Target::connect`]) as often as it needs.
 pub struct Target {
-    /// The store.
-    pub store: Arc<dyn TaskExecutionStore>,
-    /// Counts every statement the store's connections send.
-    pub counter: StatementCounter,
     /// `sqlite` or `postgres`.
     pub backend: &'static str,
     /// Where, for the report (no password).
     pub location: String,
+    /// Where, for connections.
+    pub database: Database,
+    pool_size: u32,
     cleanup: Cleanup,
+}
+
+/// Where the run's data lives.
+#[derive(Debug, Clone)]
+pub enum Database {
+    /// A SQLite file.
+    Sqlite(PathBuf),
+    /// A schema of a PostgreSQL database.
+    Postgres {
+        /// The server and database, as given.
+        url: String,
+        /// The run's schema; also the `application_name` of the store's connections, so that
+        /// the run's sessions can be told apart on the server (see `footprint`).
+        schema: String,
+    },
 }
 
 enum Cleanup {
@@ -28,12 +44,15 @@ enum Cleanup {
     DropSchema { url: String, schema: String },
 }
 
+/// Schemas made by this process, so that runs started in the same second get their own.
+static SCHEMAS: AtomicU32 = AtomicU32::new(0);
+
 impl Target {
-    /// Opens the store `args` asks for. Errors are one line for the user.
+    /// Creates the database `args` asks for: a SQLite file (in a temporary directory unless a
+    /// `sqlite://` URL names one) or a new schema on a PostgreSQL server. Errors are one line
+    /// for the user.
     pub fn open(args: &Args) -> Result<Target, String> {
-        let counter = StatementCounter::new();
         let pool_size = args.pool_size.unwrap_or(args.runners + 2);
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         match args.database_url.as_deref() {
             None => {
                 let dir = tempfile::Builder::new()
@@ -41,7 +60,6 @@ impl Target {
                     .tempdir()
                     .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
                 let path = dir.path().join("workload.db");
-                let store = open_sqlite(&path, pool_size, clock, &counter)?;
                 let cleanup = if args.keep {
                     let _ = dir.keep();
                     Cleanup::Nothing
@@ -49,29 +67,29 @@ impl Target {
                     Cleanup::TempDir(dir)
                 };
                 Ok(Target {
-                    store,
-                    counter,
                     backend: "sqlite",
                     location: path.display().to_string(),
+                    database: Database::Sqlite(path),
+                    pool_size,
                     cleanup,
                 })
             }
             Some(url) if url.starts_with("sqlite://") => {
                 let path = PathBuf::from(&url["sqlite://".len()..]);
-                let store = open_sqlite(&path, pool_size, clock, &counter)?;
                 Ok(Target {
-                    store,
-                    counter,
                     backend: "sqlite",
                     location: path.display().to_string(),
+                    database: Database::Sqlite(path),
+                    pool_size,
                     cleanup: Cleanup::Nothing,
                 })
             }
             Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
                 let schema = format!(
-                    "dal_workload_{}_{}",
+                    "dal_workload_{}_{}_{}",
                     chrono::Utc::now().format("%Y%m%d%H%M%S"),
-                    std::process::id()
+                    std::process::id(),
+                    SCHEMAS.fetch_add(1, Ordering::Relaxed)
                 );
                 let mut admin = PgConnection::establish(url)
                     .map_err(|e| format!("cannot connect to {}: {e}", redact(url)))?;
@@ -80,13 +98,6 @@ impl Target {
                     .map_err(|e| {
                         format!("cannot create schema {schema} on {}: {e}", redact(url))
                     })?;
-                let separator = if url.contains('?') { '&' } else { '?' };
-                let in_schema = format!("{url}{separator}options=-csearch_path%3D{schema}");
-                let opened = dal_postgres::Options::new(in_schema)
-                    .pool_size(pool_size)
-                    .clock(clock)
-                    .instrumentation(counter.factory())
-                    .connect();
                 let cleanup = if args.keep {
                     Cleanup::Nothing
                 } else {
@@ -95,19 +106,16 @@ impl Target {
                         schema: schema.clone(),
                     }
                 };
-                match opened {
-                    Ok(store) => Ok(Target {
-                        store: Arc::new(store),
-                        counter,
-                        backend: "postgres",
-                        location: format!("{} schema {schema}", redact(url)),
-                        cleanup,
-                    }),
-                    Err(err) => {
-                        drop(cleanup_now(cleanup));
-                        Err(format!("cannot open the store on {}: {err}", redact(url)))
-                    }
-                }
+                Ok(Target {
+                    backend: "postgres",
+                    location: format!("{} schema {schema}", redact(url)),
+                    database: Database::Postgres {
+                        url: url.to_owned(),
+                        schema,
+                    },
+                    pool_size,
+                    cleanup,
+                })
             }
             Some(other) => {
                 let scheme = other.split("://").next().unwrap_or(other);
@@ -119,22 +127,42 @@ impl Target {
         }
     }
 
+    /// Connects a store to the run's database (migrating it the first time), its statements
+    /// counted by `counter`. Dropping the store closes its connections.
+    pub fn connect(
+        &self,
+        counter: &StatementCounter,
+    ) -> Result<Arc<dyn TaskExecutionStore>, String> {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        match &self.database {
+            Database::Sqlite(path) => open_sqlite(path, self.pool_size, clock, counter),
+            Database::Postgres { url, schema } => {
+                let separator = if url.contains('?') { '&' } else { '?' };
+                let in_schema = format!(
+                    "{url}{separator}options=-csearch_path%3D{schema}&application_name={schema}"
+                );
+                let store = dal_postgres::Options::new(in_schema)
+                    .pool_size(self.pool_size)
+                    .clock(clock)
+                    .instrumentation(counter.factory())
+                    .connect()
+                    .map_err(|err| format!("cannot open the store on {}: {err}", self.location))?;
+                Ok(Arc::new(store))
+            }
+        }
+    }
+
     /// Removes what the run created, unless `--keep`.
     pub fn close(self) -> Result<(), String> {
-        drop(self.store);
-        cleanup_now(self.cleanup)
-    }
-}
-
-fn cleanup_now(cleanup: Cleanup) -> Result<(), String> {
-    match cleanup {
-        Cleanup::Nothing | Cleanup::TempDir(_) => Ok(()),
-        Cleanup::DropSchema { url, schema } => {
-            let mut admin = PgConnection::establish(&url).map_err(|e| e.to_string())?;
-            diesel::sql_query(format!("DROP SCHEMA \"{schema}\" CASCADE"))
-                .execute(&mut admin)
-                .map(drop)
-                .map_err(|e| e.to_string())
+        match self.cleanup {
+            Cleanup::Nothing | Cleanup::TempDir(_) => Ok(()),
+            Cleanup::DropSchema { url, schema } => {
+                let mut admin = PgConnection::establish(&url).map_err(|e| e.to_string())?;
+                diesel::sql_query(format!("DROP SCHEMA \"{schema}\" CASCADE"))
+                    .execute(&mut admin)
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            }
         }
     }
 }
@@ -155,7 +183,7 @@ fn open_sqlite(
 }
 
 /// `url` without its password.
-fn redact(url: &str) -> String {
+pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let credentials = &url[scheme + 3..at];
