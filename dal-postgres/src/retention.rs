@@ -1,9 +1,9 @@
 //! Retention on PostgreSQL: one batch of `prune_finished` as one statement.
 
 use chrono::{DateTime, Utc};
-use dal_core::{PruneCursor, Pruned};
+use dal_core::{PruneBatch, PruneCursor, Pruned};
 use diesel::prelude::*;
-use diesel::sql_types::{Array, BigInt, Integer, Nullable, Timestamptz, Uuid as SqlUuid};
+use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Timestamptz, Uuid as SqlUuid};
 use uuid::Uuid;
 
 /// One batch: scan the next finished tasks, lock every task of their workflow executions in
@@ -35,6 +35,16 @@ WITH scanned AS MATERIALIZED (
     DELETE FROM execution_events
     WHERE workflow_execution_id IN (SELECT workflow_execution_id FROM doomed)
     RETURNING 1
+), kept AS (
+    SELECT completed_at, id FROM scanned
+    WHERE workflow_execution_id NOT IN (SELECT workflow_execution_id FROM doomed)
+    ORDER BY completed_at, id
+    LIMIT 1
+), cleared AS (
+    SELECT completed_at, id FROM scanned
+    WHERE NOT EXISTS (SELECT 1 FROM kept WHERE (scanned.completed_at, scanned.id) >= (kept.completed_at, kept.id))
+    ORDER BY completed_at DESC, id DESC
+    LIMIT 1
 )
 SELECT
     (SELECT count(*) FROM scanned) AS scanned,
@@ -42,7 +52,10 @@ SELECT
     (SELECT id FROM scanned ORDER BY completed_at DESC, id DESC LIMIT 1) AS last_id,
     (SELECT coalesce(array_agg(workflow_execution_id), '{}') FROM doomed) AS workflows,
     (SELECT count(*) FROM tasks_gone) AS tasks,
-    (SELECT count(*) FROM events_gone) AS events";
+    (SELECT count(*) FROM events_gone) AS events,
+    (SELECT completed_at FROM cleared) AS cleared_completed_at,
+    (SELECT id FROM cleared) AS cleared_id,
+    EXISTS (SELECT 1 FROM kept) AS kept_any";
 
 /// What the statement returns: one row.
 #[derive(Debug, QueryableByName)]
@@ -59,6 +72,12 @@ struct Batch {
     tasks: i64,
     #[diesel(sql_type = BigInt)]
     events: i64,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    cleared_completed_at: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Nullable<SqlUuid>)]
+    cleared_id: Option<Uuid>,
+    #[diesel(sql_type = Bool)]
+    kept_any: bool,
 }
 
 /// The statement of one batch, with its parameters bound.
@@ -87,23 +106,26 @@ pub(crate) fn prune(
     older_than: DateTime<Utc>,
     limit: u32,
     after: Option<PruneCursor>,
-) -> QueryResult<Pruned> {
+) -> QueryResult<PruneBatch> {
     // Not kept prepared: planned for each batch with the table as it is now (see
     // `Unprepared`); batches are rare and their best plan depends on the table's size.
     let batch: Batch =
         dal_core::sql::Unprepared(prune_batch(older_than, limit, after)).get_result(conn)?;
-    Ok(Pruned {
-        workflows: batch.workflows,
-        tasks: u64::try_from(batch.tasks).unwrap_or_default(),
-        events: u64::try_from(batch.events).unwrap_or_default(),
-        next: match (batch.last_completed_at, batch.last_id) {
-            (Some(completed_at), Some(task_id)) if batch.scanned >= i64::from(limit) => {
-                Some(PruneCursor {
-                    completed_at,
-                    task_id,
-                })
-            }
-            _ => None,
+    let cursor = |completed_at: Option<DateTime<Utc>>, task_id: Option<Uuid>| {
+        completed_at.zip(task_id).map(|(completed_at, task_id)| PruneCursor {
+            completed_at,
+            task_id,
+        })
+    };
+    Ok(PruneBatch {
+        pruned: Pruned {
+            workflows: batch.workflows,
+            tasks: u64::try_from(batch.tasks).unwrap_or_default(),
+            events: u64::try_from(batch.events).unwrap_or_default(),
+            next: cursor(batch.last_completed_at, batch.last_id)
+                .filter(|_| batch.scanned >= i64::from(limit)),
         },
+        cleared: cursor(batch.cleared_completed_at, batch.cleared_id),
+        kept_any: batch.kept_any,
     })
 }

@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, Utc};
 use dal_core::sql::PreparedAs;
-use dal_core::{PruneCursor, Pruned};
+use dal_core::{PruneBatch, PruneCursor, Pruned};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Binary, Integer, Text};
 use uuid::Uuid;
@@ -58,7 +58,7 @@ pub(crate) fn prune(
     older_than: DateTime<Utc>,
     limit: u32,
     after: Option<PruneCursor>,
-) -> QueryResult<Pruned> {
+) -> QueryResult<PruneBatch> {
     // Before every finished task: the store's times are from year 1 on, its ids UUIDv7.
     let after = after.unwrap_or(PruneCursor {
         completed_at: dal_core::validate::earliest_time(),
@@ -73,58 +73,71 @@ pub(crate) fn prune(
             .bind::<Integer, _>(i32::try_from(limit).unwrap_or(i32::MAX)),
     )
     .load(conn)?;
-    let next = match scanned.last() {
-        Some(last) if scanned.len() >= limit as usize => Some(PruneCursor {
-            completed_at: time(last.completed_at).map_err(corrupt)?,
-            task_id: uuid(&last.id).map_err(corrupt)?,
-        }),
-        _ => None,
-    };
-    let mut candidates: Vec<Uuid> = scanned
+    // The scanned tasks as (cursor, workflow execution), in the order they were read.
+    let read: Vec<(PruneCursor, Uuid)> = scanned
         .iter()
-        .map(|row| uuid(&row.workflow_execution_id))
+        .map(|row| {
+            Ok((
+                PruneCursor {
+                    completed_at: time(row.completed_at)?,
+                    task_id: uuid(&row.id)?,
+                },
+                uuid(&row.workflow_execution_id)?,
+            ))
+        })
         .collect::<dal_core::Result<_>>()
         .map_err(corrupt)?;
+    let next = read
+        .last()
+        .filter(|_| read.len() >= limit as usize)
+        .map(|(cursor, _)| *cursor);
+    let mut candidates: Vec<Uuid> = read.iter().map(|(_, wf)| *wf).collect();
     candidates.sort_unstable();
     candidates.dedup();
-    if candidates.is_empty() {
-        return Ok(Pruned {
-            next,
-            ..Pruned::default()
-        });
+    let workflows: Vec<Uuid> = if candidates.is_empty() {
+        Vec::new()
+    } else {
+        let doomed: Vec<Doomed> = PreparedAs::<keys::Doomed, _>::new(
+            diesel::sql_query(DOOMED)
+                .bind::<Text, _>(ids_json(&candidates))
+                .bind::<BigInt, _>(cutoff),
+        )
+        .load(conn)?;
+        doomed
+            .iter()
+            .map(|row| uuid(&row.workflow_execution_id))
+            .collect::<dal_core::Result<_>>()
+            .map_err(corrupt)?
+    };
+    // How far everything read is gone: up to the first task kept.
+    let kept = read.iter().position(|(_, wf)| !workflows.contains(wf));
+    let cleared = read[..kept.unwrap_or(read.len())]
+        .last()
+        .map(|(cursor, _)| *cursor);
+    let (mut tasks, mut events) = (0, 0);
+    if !workflows.is_empty() {
+        // Diesel's own DELETEs: their text is fixed (the ids are one JSON parameter), so
+        // Diesel keeps them prepared.
+        tasks = diesel::delete(
+            task_executions::table
+                .filter(in_ids(task_executions::workflow_execution_id, &workflows)),
+        )
+        .execute(conn)?;
+        events = diesel::delete(
+            execution_events::table
+                .filter(in_ids(execution_events::workflow_execution_id, &workflows)),
+        )
+        .execute(conn)?;
     }
-    let doomed: Vec<Doomed> = PreparedAs::<keys::Doomed, _>::new(
-        diesel::sql_query(DOOMED)
-            .bind::<Text, _>(ids_json(&candidates))
-            .bind::<BigInt, _>(cutoff),
-    )
-    .load(conn)?;
-    let workflows: Vec<Uuid> = doomed
-        .iter()
-        .map(|row| uuid(&row.workflow_execution_id))
-        .collect::<dal_core::Result<_>>()
-        .map_err(corrupt)?;
-    if workflows.is_empty() {
-        return Ok(Pruned {
+    Ok(PruneBatch {
+        pruned: Pruned {
+            workflows,
+            tasks: tasks as u64,
+            events: events as u64,
             next,
-            ..Pruned::default()
-        });
-    }
-    // Diesel's own DELETEs: their text is fixed (the ids are one JSON parameter), so Diesel
-    // keeps them prepared.
-    let tasks = diesel::delete(
-        task_executions::table.filter(in_ids(task_executions::workflow_execution_id, &workflows)),
-    )
-    .execute(conn)?;
-    let events = diesel::delete(
-        execution_events::table.filter(in_ids(execution_events::workflow_execution_id, &workflows)),
-    )
-    .execute(conn)?;
-    Ok(Pruned {
-        workflows,
-        tasks: tasks as u64,
-        events: events as u64,
-        next,
+        },
+        cleared,
+        kept_any: kept.is_some(),
     })
 }
 

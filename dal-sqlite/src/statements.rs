@@ -8,7 +8,7 @@ use dal_core::ids::Ids;
 use dal_core::plan::{Plan, Stale};
 use dal_core::sql::PreparedAs;
 use dal_core::{
-    Backend, DalError, ExecutionEvent, Lease, PruneCursor, Pruned, Result, RetryStats, StatusSet,
+    Backend, DalError, ExecutionEvent, Lease, PruneBatch, PruneCursor, Result, RetryStats, StatusSet,
     TaskExecution, TaskStatus,
 };
 use diesel::SqliteConnection;
@@ -559,7 +559,7 @@ impl Backend for SqliteBackend {
         older_than: DateTime<Utc>,
         limit: u32,
         after: Option<PruneCursor>,
-    ) -> Result<Pruned> {
+    ) -> Result<PruneBatch> {
         let _gate = self.gate();
         let mut conn = self.pool.get().map_err(from_pool)?;
         conn.immediate_transaction(|conn| crate::retention::prune(conn, older_than, limit, after))

@@ -101,14 +101,14 @@ impl<B: Backend> ClaimStore for Store<B> {
         }
         let now = self.now();
         let plan = Plan::claim(runner_id, now);
-        let from = self.floor.start(now);
+        let from = self.floors.claim_start(now);
         let result = self
             .retrying("claim_ready", || {
                 self.backend.claim(now, from, limit, &plan)
             })
             .map(|claimed| {
                 let positions: Vec<DateTime<Utc>> = claimed.iter().map(|(_, at)| *at).collect();
-                self.floor.claimed(limit, &positions);
+                self.floors.claimed(limit, &positions);
                 by_id(claimed.into_iter().map(|(task, _)| task).collect())
                     .into_iter()
                     .map(|task| Claimed {

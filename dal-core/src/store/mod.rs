@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 pub use claims::ClaimStore;
-pub use floor::FULL_SCAN_EVERY;
+pub use floor::{FULL_PASS_EVERY, FULL_SCAN_EVERY};
 pub use history::HistoryStore;
 pub use retention::{MAX_PRUNE_BATCH, RetentionStore};
 pub use tasks::TaskStore;
@@ -75,7 +75,7 @@ pub struct Store<B> {
     backend: B,
     clock: Arc<dyn Clock>,
     ids: Ids,
-    floor: floor::ClaimFloor,
+    floors: floor::Floors,
 }
 
 impl<B: Backend> Store<B> {
@@ -85,7 +85,7 @@ impl<B: Backend> Store<B> {
             backend,
             clock,
             ids: Ids::new(),
-            floor: floor::ClaimFloor::default(),
+            floors: floor::Floors::default(),
         }
     }
 
@@ -102,7 +102,7 @@ impl<B: Backend> Store<B> {
     /// The time of an operation: the clock's reading cut to microseconds.
     fn now(&self) -> DateTime<Utc> {
         let now = clock::to_micros(self.clock.now());
-        self.floor.saw(now);
+        self.floors.saw(now);
         now
     }
 
