@@ -151,7 +151,8 @@ pub trait Backend: Send + Sync + 'static {
     /// events. The condition is checked on the rows as locked (in id order), so a task reset
     /// or changed meanwhile keeps its whole workflow execution. `next` is the last task
     /// scanned when `limit` were scanned, `None` otherwise. PostgreSQL: one statement;
-    /// SQLite: one `BEGIN IMMEDIATE` transaction.
+    /// SQLite: reads without the write lock, then, only when something looks finished, one
+    /// `BEGIN IMMEDIATE` transaction that checks again and deletes.
     fn prune(
         &self,
         older_than: DateTime<Utc>,

@@ -6,9 +6,10 @@ use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Timestamptz, Uuid as SqlUuid};
 use uuid::Uuid;
 
-/// One batch: scan the next finished tasks, lock every task of their workflow executions in
-/// id order, keep the workflow executions that are finished entirely (checked on the locked
-/// rows, as they are now), and delete their tasks and events.
+/// One batch: scan the next finished tasks; of their workflow executions, keep those that look
+/// finished entirely (a plain read: one that is not, the common case for a workflow still
+/// running, costs no lock); lock every task of those in id order, check again on the locked
+/// rows, as they are now, and delete the tasks and events of the ones still finished.
 ///
 /// `$1` the cut-off, `$2`/`$3` the cursor (`completed_at`, id) to scan after, `$4` the batch.
 const PRUNE: &str = "\
@@ -18,9 +19,15 @@ WITH scanned AS MATERIALIZED (
       AND (completed_at, id) > ($2, $3)
     ORDER BY completed_at, id
     LIMIT $4
+), finished AS MATERIALIZED (
+    SELECT DISTINCT workflow_execution_id FROM scanned
+    WHERE NOT EXISTS (
+        SELECT 1 FROM task_executions t
+        WHERE t.workflow_execution_id = scanned.workflow_execution_id
+          AND (t.status NOT IN ('completed', 'failed', 'skipped') OR t.updated_at >= $1))
 ), locked AS MATERIALIZED (
     SELECT id, workflow_execution_id, status, updated_at FROM task_executions
-    WHERE workflow_execution_id IN (SELECT workflow_execution_id FROM scanned)
+    WHERE workflow_execution_id IN (SELECT workflow_execution_id FROM finished)
     ORDER BY id
     FOR UPDATE
 ), doomed AS MATERIALIZED (
@@ -112,10 +119,12 @@ pub(crate) fn prune(
     let batch: Batch =
         dal_core::sql::Unprepared(prune_batch(older_than, limit, after)).get_result(conn)?;
     let cursor = |completed_at: Option<DateTime<Utc>>, task_id: Option<Uuid>| {
-        completed_at.zip(task_id).map(|(completed_at, task_id)| PruneCursor {
-            completed_at,
-            task_id,
-        })
+        completed_at
+            .zip(task_id)
+            .map(|(completed_at, task_id)| PruneCursor {
+                completed_at,
+                task_id,
+            })
     };
     Ok(PruneBatch {
         pruned: Pruned {

@@ -5,8 +5,8 @@ use dal_core::event::EventSpec;
 use dal_core::plan::{Plan, Stale};
 use dal_core::sql::{PreparedAs, Unprepared};
 use dal_core::{
-    Backend, DalError, ExecutionEvent, Lease, PruneBatch, PruneCursor, Result, RetryStats, StatusSet,
-    TaskExecution, TaskStatus,
+    Backend, DalError, ExecutionEvent, Lease, PruneBatch, PruneCursor, Result, RetryStats,
+    StatusSet, TaskExecution, TaskStatus,
 };
 use diesel::PgConnection;
 use diesel::connection::SimpleConnection;

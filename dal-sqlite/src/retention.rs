@@ -1,7 +1,11 @@
-//! Retention on SQLite: one batch of `prune_finished`, run by the caller inside one
-//! `BEGIN IMMEDIATE` transaction (SQLite has no data-modifying `WITH`): the scan, the check of
-//! each workflow execution, and the two deletes. The write lock is held from the first
-//! statement, so nothing changes between the check and the deletes.
+//! Retention on SQLite: one batch of `prune_finished` in two steps (SQLite has no
+//! data-modifying `WITH`). [`find`] reads the batch and checks its workflow executions without
+//! the write lock (in WAL mode a read waits for no writer, and no writer waits for it), so a
+//! batch that finds nothing to remove, the common case while workflows still run, never holds
+//! the database's one write lock. [`remove`] then runs, only when there is something to
+//! remove, inside one `BEGIN IMMEDIATE` transaction that the caller opens: it checks those
+//! workflow executions again, under the write lock, and deletes the tasks and events of the
+//! ones still finished, so nothing changes between its check and its deletes.
 
 use chrono::{DateTime, Utc};
 use dal_core::sql::PreparedAs;
@@ -52,28 +56,38 @@ mod keys {
     pub(super) struct Doomed;
 }
 
-/// One batch, on `conn`, inside the caller's transaction.
-pub(crate) fn prune(
+/// What [`find`] read: the batch, and the workflow executions that looked finished.
+#[derive(Debug)]
+pub(crate) struct Found {
+    /// The scanned tasks as (cursor, workflow execution), in the order they were read.
+    read: Vec<(PruneCursor, Uuid)>,
+    /// Where the pass goes on.
+    next: Option<PruneCursor>,
+    /// The workflow executions that looked finished entirely.
+    pub(crate) finished: Vec<Uuid>,
+}
+
+/// Reads the next finished tasks before `older_than` after `after` (at most `limit`), and
+/// which of their workflow executions look finished entirely: one or two reads, no lock.
+pub(crate) fn find(
     conn: &mut SqliteConnection,
     older_than: DateTime<Utc>,
     limit: u32,
     after: Option<PruneCursor>,
-) -> QueryResult<PruneBatch> {
+) -> QueryResult<Found> {
     // Before every finished task: the store's times are from year 1 on, its ids UUIDv7.
     let after = after.unwrap_or(PruneCursor {
         completed_at: dal_core::validate::earliest_time(),
         task_id: Uuid::nil(),
     });
-    let cutoff = micros(older_than);
     let scanned: Vec<Scanned> = PreparedAs::<keys::Scan, _>::new(
         diesel::sql_query(SCAN)
-            .bind::<BigInt, _>(cutoff)
+            .bind::<BigInt, _>(micros(older_than))
             .bind::<BigInt, _>(micros(after.completed_at))
             .bind::<Binary, _>(after.task_id.as_bytes().as_slice())
             .bind::<Integer, _>(i32::try_from(limit).unwrap_or(i32::MAX)),
     )
     .load(conn)?;
-    // The scanned tasks as (cursor, workflow execution), in the order they were read.
     let read: Vec<(PruneCursor, Uuid)> = scanned
         .iter()
         .map(|row| {
@@ -94,47 +108,77 @@ pub(crate) fn prune(
     let mut candidates: Vec<Uuid> = read.iter().map(|(_, wf)| *wf).collect();
     candidates.sort_unstable();
     candidates.dedup();
-    let workflows: Vec<Uuid> = if candidates.is_empty() {
-        Vec::new()
-    } else {
-        let doomed: Vec<Doomed> = PreparedAs::<keys::Doomed, _>::new(
-            diesel::sql_query(DOOMED)
-                .bind::<Text, _>(ids_json(&candidates))
-                .bind::<BigInt, _>(cutoff),
-        )
-        .load(conn)?;
-        doomed
-            .iter()
-            .map(|row| uuid(&row.workflow_execution_id))
-            .collect::<dal_core::Result<_>>()
-            .map_err(corrupt)?
-    };
+    let finished = finished_among(conn, &candidates, older_than)?;
+    Ok(Found {
+        read,
+        next,
+        finished,
+    })
+}
+
+/// Of `candidates`, the workflow executions whose every task is finished and none changed at
+/// or after `older_than` (one read; none when there are no candidates).
+fn finished_among(
+    conn: &mut SqliteConnection,
+    candidates: &[Uuid],
+    older_than: DateTime<Utc>,
+) -> QueryResult<Vec<Uuid>> {
+    if candidates.is_empty() {
+        return Ok(Vec::new());
+    }
+    let doomed: Vec<Doomed> = PreparedAs::<keys::Doomed, _>::new(
+        diesel::sql_query(DOOMED)
+            .bind::<Text, _>(ids_json(candidates))
+            .bind::<BigInt, _>(micros(older_than)),
+    )
+    .load(conn)?;
+    doomed
+        .iter()
+        .map(|row| uuid(&row.workflow_execution_id))
+        .collect::<dal_core::Result<_>>()
+        .map_err(corrupt)
+}
+
+/// Inside the caller's `BEGIN IMMEDIATE` transaction: checks the workflow executions `found`
+/// took for finished again, and deletes the tasks and events of those still finished. Without
+/// a transaction (nothing looked finished), only reports what `found` read.
+pub(crate) fn remove(
+    conn: Option<&mut SqliteConnection>,
+    found: Found,
+    older_than: DateTime<Utc>,
+) -> QueryResult<PruneBatch> {
+    let (mut tasks, mut events, mut workflows) = (0, 0, Vec::new());
+    if let Some(conn) = conn {
+        workflows = finished_among(conn, &found.finished, older_than)?;
+        if !workflows.is_empty() {
+            // Diesel's own DELETEs: their text is fixed (the ids are one JSON parameter), so
+            // Diesel keeps them prepared.
+            tasks = diesel::delete(
+                task_executions::table
+                    .filter(in_ids(task_executions::workflow_execution_id, &workflows)),
+            )
+            .execute(conn)?;
+            events = diesel::delete(
+                execution_events::table
+                    .filter(in_ids(execution_events::workflow_execution_id, &workflows)),
+            )
+            .execute(conn)?;
+        }
+    }
     // How far everything read is gone: up to the first task kept.
-    let kept = read.iter().position(|(_, wf)| !workflows.contains(wf));
-    let cleared = read[..kept.unwrap_or(read.len())]
+    let kept = found
+        .read
+        .iter()
+        .position(|(_, wf)| !workflows.contains(wf));
+    let cleared = found.read[..kept.unwrap_or(found.read.len())]
         .last()
         .map(|(cursor, _)| *cursor);
-    let (mut tasks, mut events) = (0, 0);
-    if !workflows.is_empty() {
-        // Diesel's own DELETEs: their text is fixed (the ids are one JSON parameter), so
-        // Diesel keeps them prepared.
-        tasks = diesel::delete(
-            task_executions::table
-                .filter(in_ids(task_executions::workflow_execution_id, &workflows)),
-        )
-        .execute(conn)?;
-        events = diesel::delete(
-            execution_events::table
-                .filter(in_ids(execution_events::workflow_execution_id, &workflows)),
-        )
-        .execute(conn)?;
-    }
     Ok(PruneBatch {
         pruned: Pruned {
             workflows,
             tasks: tasks as u64,
             events: events as u64,
-            next,
+            next: found.next,
         },
         cleared,
         kept_any: kept.is_some(),

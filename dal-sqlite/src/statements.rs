@@ -8,8 +8,8 @@ use dal_core::ids::Ids;
 use dal_core::plan::{Plan, Stale};
 use dal_core::sql::PreparedAs;
 use dal_core::{
-    Backend, DalError, ExecutionEvent, Lease, PruneBatch, PruneCursor, Result, RetryStats, StatusSet,
-    TaskExecution, TaskStatus,
+    Backend, DalError, ExecutionEvent, Lease, PruneBatch, PruneCursor, Result, RetryStats,
+    StatusSet, TaskExecution, TaskStatus,
 };
 use diesel::SqliteConnection;
 use diesel::dsl::{case_when, count_star, exists, max, min, sum};
@@ -560,9 +560,16 @@ impl Backend for SqliteBackend {
         limit: u32,
         after: Option<PruneCursor>,
     ) -> Result<PruneBatch> {
-        let _gate = self.gate();
+        use crate::retention::{find, remove};
         let mut conn = self.pool.get().map_err(from_pool)?;
-        conn.immediate_transaction(|conn| crate::retention::prune(conn, older_than, limit, after))
+        // The batch is read without the write lock; only a batch with something to remove
+        // takes it, and checks again under it before deleting.
+        let found = find(&mut conn, older_than, limit, after).map_err(from_diesel)?;
+        if found.finished.is_empty() {
+            return remove(None, found, older_than).map_err(from_diesel);
+        }
+        let _gate = self.gate();
+        conn.immediate_transaction(|conn| remove(Some(conn), found, older_than))
             .map_err(from_diesel)
     }
 

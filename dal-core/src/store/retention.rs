@@ -28,8 +28,9 @@ pub trait RetentionStore: Send + Sync {
     /// Atomic: a batch removes whole workflow executions or nothing. The condition is checked
     /// on the rows as the statement locks them (in id order, as every multi-row write does),
     /// so a task reset or retried meanwhile keeps its workflow execution, and no concurrent
-    /// call can deadlock with it. PostgreSQL: one statement; SQLite: one `BEGIN IMMEDIATE`
-    /// transaction (a read of the batch, then the deletes).
+    /// call can deadlock with it. PostgreSQL: one statement. SQLite: the batch is read and
+    /// checked without the write lock (one or two reads); only when something looks finished,
+    /// one `BEGIN IMMEDIATE` transaction checks those again and deletes them.
     ///
     /// Errors: [`crate::DalError::Validation`] for `older_than` out of range or `limit` out of
     /// 1 to [`MAX_PRUNE_BATCH`] (nothing sent).
@@ -68,7 +69,9 @@ impl<B: Backend> RetentionStore for Store<B> {
         // passes removed, whose dead index entries may not be vacuumed yet (see `floor`).
         let start = self.floors.prune_start(after);
         let result = self
-            .retrying("prune_finished", || self.backend.prune(older_than, limit, start))
+            .retrying("prune_finished", || {
+                self.backend.prune(older_than, limit, start)
+            })
             .map(|batch| {
                 self.floors
                     .pruned(start, batch.cleared, batch.kept_any, batch.pruned.next);

@@ -121,24 +121,24 @@ pub const EXPECTED: &[Expected] = &[
     same("exhausted_tasks", 1),
     same("count_by_status", 1),
     same("workflow reads of no ids", 0),
-    // A retention batch: one statement on PostgreSQL. SQLite: BEGIN IMMEDIATE, the scan, the
-    // check of the scanned tasks' workflow executions, the DELETE of their tasks and of their
-    // events, COMMIT; with nothing scanned the check and the deletes are left out, with nothing
-    // to delete the deletes.
+    // A retention batch: one statement on PostgreSQL. SQLite: without the write lock, the scan
+    // and the check of the scanned tasks' workflow executions; then, only when some look
+    // finished, BEGIN IMMEDIATE, the check again, the DELETE of their tasks and of their events,
+    // COMMIT. With nothing scanned there is no check.
     Expected {
         operation: "prune_finished (batch removing workflows)",
         postgres: 1,
-        sqlite: 6,
+        sqlite: 7,
     },
     Expected {
         operation: "prune_finished (none finished entirely)",
         postgres: 1,
-        sqlite: 4,
+        sqlite: 2,
     },
     Expected {
         operation: "prune_finished (nothing to remove)",
         postgres: 1,
-        sqlite: 3,
+        sqlite: 1,
     },
     same("prune_finished (rejected input)", 0),
 ];
