@@ -14,18 +14,6 @@ use crate::event::{EventSpec, ExecutionEvent};
 use crate::plan::{Plan, Stale};
 use crate::{Lease, PruneCursor, Pruned, RetryStats, TaskExecution, TaskStatus};
 
-/// One retention batch as a backend ran it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PruneBatch {
-    /// What it removed, and where the pass goes on.
-    pub pruned: Pruned,
-    /// The last finished task it read before the first one it kept: every task it read up to
-    /// there is gone. `None` when it kept the first one it read, or read none.
-    pub cleared: Option<PruneCursor>,
-    /// Whether it kept any of the finished tasks it read.
-    pub kept_any: bool,
-}
-
 /// The primitive statements of a backend. Implemented by the backend crates; callers use
 /// [`crate::TaskStore`] on a [`crate::Store`] instead.
 pub trait Backend: Send + Sync + 'static {
@@ -158,5 +146,5 @@ pub trait Backend: Send + Sync + 'static {
         older_than: DateTime<Utc>,
         limit: u32,
         after: Option<PruneCursor>,
-    ) -> Result<PruneBatch>;
+    ) -> Result<Pruned>;
 }

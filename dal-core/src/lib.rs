@@ -18,7 +18,7 @@ pub mod status;
 pub mod store;
 pub mod validate;
 
-pub use backend::{Backend, PruneBatch};
+pub use backend::Backend;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{DalError, DatabaseErrorKind, Problem, Result, ValidationError};
 pub use event::{EventType, ExecutionEvent};

@@ -194,6 +194,17 @@ pub struct PruneCursor {
     pub task_id: Uuid,
 }
 
+impl PruneCursor {
+    /// The cursor before every task that finished at `at` or later: a pass started after it
+    /// reads only those (see `RetentionStore::prune_finished`).
+    pub fn finished_since(at: DateTime<Utc>) -> Self {
+        PruneCursor {
+            completed_at: at,
+            task_id: Uuid::nil(),
+        }
+    }
+}
+
 /// What one batch of `prune_finished` removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pruned {

@@ -1,9 +1,9 @@
 //! Retention on PostgreSQL: one batch of `prune_finished` as one statement.
 
 use chrono::{DateTime, Utc};
-use dal_core::{PruneBatch, PruneCursor, Pruned};
+use dal_core::{PruneCursor, Pruned};
 use diesel::prelude::*;
-use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Timestamptz, Uuid as SqlUuid};
+use diesel::sql_types::{Array, BigInt, Integer, Nullable, Timestamptz, Uuid as SqlUuid};
 use uuid::Uuid;
 
 /// One batch: scan the next finished tasks; of their workflow executions, keep those that look
@@ -20,10 +20,10 @@ WITH scanned AS MATERIALIZED (
     ORDER BY completed_at, id
     LIMIT $4
 ), finished AS MATERIALIZED (
-    SELECT DISTINCT workflow_execution_id FROM scanned
+    SELECT workflow_execution_id FROM (SELECT DISTINCT workflow_execution_id FROM scanned) AS seen
     WHERE NOT EXISTS (
         SELECT 1 FROM task_executions t
-        WHERE t.workflow_execution_id = scanned.workflow_execution_id
+        WHERE t.workflow_execution_id = seen.workflow_execution_id
           AND (t.status NOT IN ('completed', 'failed', 'skipped') OR t.updated_at >= $1))
 ), locked AS MATERIALIZED (
     SELECT id, workflow_execution_id, status, updated_at FROM task_executions
@@ -42,16 +42,6 @@ WITH scanned AS MATERIALIZED (
     DELETE FROM execution_events
     WHERE workflow_execution_id IN (SELECT workflow_execution_id FROM doomed)
     RETURNING 1
-), kept AS (
-    SELECT completed_at, id FROM scanned
-    WHERE workflow_execution_id NOT IN (SELECT workflow_execution_id FROM doomed)
-    ORDER BY completed_at, id
-    LIMIT 1
-), cleared AS (
-    SELECT completed_at, id FROM scanned
-    WHERE NOT EXISTS (SELECT 1 FROM kept WHERE (scanned.completed_at, scanned.id) >= (kept.completed_at, kept.id))
-    ORDER BY completed_at DESC, id DESC
-    LIMIT 1
 )
 SELECT
     (SELECT count(*) FROM scanned) AS scanned,
@@ -59,10 +49,7 @@ SELECT
     (SELECT id FROM scanned ORDER BY completed_at DESC, id DESC LIMIT 1) AS last_id,
     (SELECT coalesce(array_agg(workflow_execution_id), '{}') FROM doomed) AS workflows,
     (SELECT count(*) FROM tasks_gone) AS tasks,
-    (SELECT count(*) FROM events_gone) AS events,
-    (SELECT completed_at FROM cleared) AS cleared_completed_at,
-    (SELECT id FROM cleared) AS cleared_id,
-    EXISTS (SELECT 1 FROM kept) AS kept_any";
+    (SELECT count(*) FROM events_gone) AS events";
 
 /// What the statement returns: one row.
 #[derive(Debug, QueryableByName)]
@@ -79,12 +66,6 @@ struct Batch {
     tasks: i64,
     #[diesel(sql_type = BigInt)]
     events: i64,
-    #[diesel(sql_type = Nullable<Timestamptz>)]
-    cleared_completed_at: Option<DateTime<Utc>>,
-    #[diesel(sql_type = Nullable<SqlUuid>)]
-    cleared_id: Option<Uuid>,
-    #[diesel(sql_type = Bool)]
-    kept_any: bool,
 }
 
 /// The statement of one batch, with its parameters bound.
@@ -113,28 +94,22 @@ pub(crate) fn prune(
     older_than: DateTime<Utc>,
     limit: u32,
     after: Option<PruneCursor>,
-) -> QueryResult<PruneBatch> {
+) -> QueryResult<Pruned> {
     // Not kept prepared: planned for each batch with the table as it is now (see
     // `Unprepared`); batches are rare and their best plan depends on the table's size.
     let batch: Batch =
         dal_core::sql::Unprepared(prune_batch(older_than, limit, after)).get_result(conn)?;
-    let cursor = |completed_at: Option<DateTime<Utc>>, task_id: Option<Uuid>| {
-        completed_at
-            .zip(task_id)
+    Ok(Pruned {
+        workflows: batch.workflows,
+        tasks: u64::try_from(batch.tasks).unwrap_or_default(),
+        events: u64::try_from(batch.events).unwrap_or_default(),
+        next: batch
+            .last_completed_at
+            .zip(batch.last_id)
+            .filter(|_| batch.scanned >= i64::from(limit))
             .map(|(completed_at, task_id)| PruneCursor {
                 completed_at,
                 task_id,
-            })
-    };
-    Ok(PruneBatch {
-        pruned: Pruned {
-            workflows: batch.workflows,
-            tasks: u64::try_from(batch.tasks).unwrap_or_default(),
-            events: u64::try_from(batch.events).unwrap_or_default(),
-            next: cursor(batch.last_completed_at, batch.last_id)
-                .filter(|_| batch.scanned >= i64::from(limit)),
-        },
-        cleared: cursor(batch.cleared_completed_at, batch.cleared_id),
-        kept_any: batch.kept_any,
+            }),
     })
 }

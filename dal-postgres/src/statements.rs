@@ -5,8 +5,8 @@ use dal_core::event::EventSpec;
 use dal_core::plan::{Plan, Stale};
 use dal_core::sql::{PreparedAs, Unprepared};
 use dal_core::{
-    Backend, DalError, ExecutionEvent, Lease, PruneBatch, PruneCursor, Result, RetryStats,
-    StatusSet, TaskExecution, TaskStatus,
+    Backend, DalError, ExecutionEvent, Lease, PruneCursor, Pruned, Result, RetryStats, StatusSet,
+    TaskExecution, TaskStatus,
 };
 use diesel::PgConnection;
 use diesel::connection::SimpleConnection;
@@ -635,7 +635,7 @@ impl Backend for PgBackend {
         older_than: DateTime<Utc>,
         limit: u32,
         after: Option<PruneCursor>,
-    ) -> Result<PruneBatch> {
+    ) -> Result<Pruned> {
         self.run(|conn| crate::retention::prune(conn, older_than, limit, after))
     }
 

@@ -9,7 +9,7 @@
 
 use chrono::{DateTime, Utc};
 use dal_core::sql::PreparedAs;
-use dal_core::{PruneBatch, PruneCursor, Pruned};
+use dal_core::{PruneCursor, Pruned};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Binary, Integer, Text};
 use uuid::Uuid;
@@ -56,11 +56,10 @@ mod keys {
     pub(super) struct Doomed;
 }
 
-/// What [`find`] read: the batch, and the workflow executions that looked finished.
+/// What [`find`] read: where the pass goes on, and the workflow executions that looked
+/// finished.
 #[derive(Debug)]
 pub(crate) struct Found {
-    /// The scanned tasks as (cursor, workflow execution), in the order they were read.
-    read: Vec<(PruneCursor, Uuid)>,
     /// Where the pass goes on.
     next: Option<PruneCursor>,
     /// The workflow executions that looked finished entirely.
@@ -109,11 +108,7 @@ pub(crate) fn find(
     candidates.sort_unstable();
     candidates.dedup();
     let finished = finished_among(conn, &candidates, older_than)?;
-    Ok(Found {
-        read,
-        next,
-        finished,
-    })
+    Ok(Found { next, finished })
 }
 
 /// Of `candidates`, the workflow executions whose every task is finished and none changed at
@@ -146,7 +141,7 @@ pub(crate) fn remove(
     conn: Option<&mut SqliteConnection>,
     found: Found,
     older_than: DateTime<Utc>,
-) -> QueryResult<PruneBatch> {
+) -> QueryResult<Pruned> {
     let (mut tasks, mut events, mut workflows) = (0, 0, Vec::new());
     if let Some(conn) = conn {
         workflows = finished_among(conn, &found.finished, older_than)?;
@@ -165,23 +160,11 @@ pub(crate) fn remove(
             .execute(conn)?;
         }
     }
-    // How far everything read is gone: up to the first task kept.
-    let kept = found
-        .read
-        .iter()
-        .position(|(_, wf)| !workflows.contains(wf));
-    let cleared = found.read[..kept.unwrap_or(found.read.len())]
-        .last()
-        .map(|(cursor, _)| *cursor);
-    Ok(PruneBatch {
-        pruned: Pruned {
-            workflows,
-            tasks: tasks as u64,
-            events: events as u64,
-            next: found.next,
-        },
-        cleared,
-        kept_any: kept.is_some(),
+    Ok(Pruned {
+        workflows,
+        tasks: tasks as u64,
+        events: events as u64,
+        next: found.next,
     })
 }
 

@@ -8,8 +8,8 @@ use dal_core::ids::Ids;
 use dal_core::plan::{Plan, Stale};
 use dal_core::sql::PreparedAs;
 use dal_core::{
-    Backend, DalError, ExecutionEvent, Lease, PruneBatch, PruneCursor, Result, RetryStats,
-    StatusSet, TaskExecution, TaskStatus,
+    Backend, DalError, ExecutionEvent, Lease, PruneCursor, Pruned, Result, RetryStats, StatusSet,
+    TaskExecution, TaskStatus,
 };
 use diesel::SqliteConnection;
 use diesel::dsl::{case_when, count_star, exists, max, min, sum};
@@ -559,7 +559,7 @@ impl Backend for SqliteBackend {
         older_than: DateTime<Utc>,
         limit: u32,
         after: Option<PruneCursor>,
-    ) -> Result<PruneBatch> {
+    ) -> Result<Pruned> {
         use crate::retention::{find, remove};
         let mut conn = self.pool.get().map_err(from_pool)?;
         // The batch is read without the write lock; only a batch with something to remove

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use chrono::{TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use dal_core::{
     Claimed, DalError, Lease, NewTaskExecution, PruneCursor, TaskExecutionStore, TaskStatus,
 };
@@ -390,6 +390,12 @@ fn sweeper(shared: &Shared) {
     shared.latencies.add(&latencies);
 }
 
+/// How often the pruner makes a full retention pass instead of an incremental one.
+const FULL_PASS_EVERY: Duration = Duration::from_secs(30);
+
+/// How far before the start of the last complete pass an incremental pass starts.
+const PASS_MARGIN: TimeDelta = TimeDelta::seconds(2);
+
 /// The pruner: every `--prune-every-ms`, a whole retention pass, `prune_finished` batch after
 /// batch until the cursor runs out, each batch timed and recorded in the ledger.
 fn pruner(shared: &Shared) {
@@ -397,10 +403,20 @@ fn pruner(shared: &Shared) {
     let outcomes = &*shared.outcomes;
     let mut latencies = Latencies::default();
     let retain = TimeDelta::milliseconds(i64::try_from(retention.retain_ms).unwrap_or(i64::MAX));
+    // Incremental passes (see `RetentionStore::prune_finished`): each starts with the tasks that
+    // finished since the last complete pass began, less a margin; a full pass now and then.
+    let mut since: Option<DateTime<Utc>> = None;
+    let mut full_pass_at = Instant::now();
     'passes: while shared.pause(Duration::from_millis(retention.prune_every_ms)) {
         let now = Utc::now();
         let older_than = now.checked_sub_signed(retain).unwrap_or(now);
-        let mut after: Option<PruneCursor> = None;
+        if full_pass_at.elapsed() >= FULL_PASS_EVERY {
+            since = None;
+        }
+        if since.is_none() {
+            full_pass_at = Instant::now();
+        }
+        let mut after: Option<PruneCursor> = since.map(PruneCursor::finished_since);
         loop {
             let batch = latencies.time("prune_finished", || {
                 shared
@@ -428,6 +444,7 @@ fn pruner(shared: &Shared) {
             after = pruned.next;
             if after.is_none() {
                 Outcomes::add(&outcomes.prune_passes);
+                since = older_than.min(now).checked_sub_signed(PASS_MARGIN);
                 break;
             }
             if shared.stop.load(Ordering::Relaxed) {

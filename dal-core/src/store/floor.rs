@@ -1,37 +1,30 @@
-//! Where a claim, and a retention pass, start reading their index.
+//! Where a claim starts reading the queue.
 //!
 //! The claim reads the `Ready` tasks' index in queue order (`due_at`, then id) and stops at its
-//! limit; a retention pass reads the finished tasks' index in the order they finished. On
-//! PostgreSQL the entries of the tasks claimed (or deleted) a moment ago stay in those indexes,
-//! dead, at their front, until vacuum removes them (a plain index scan marks them dead as it
-//! passes, but still reads their pages); a scan that always started at the front would read
-//! more of them the more tasks were processed since the last vacuum. So each store remembers
-//! how far its scans got, its *floors*, and the next scan starts there.
+//! limit. On PostgreSQL the entries of the tasks claimed a moment ago stay in that index, dead,
+//! at its front, until vacuum removes them (a plain index scan marks them dead as it passes, but
+//! still reads their pages); a claim that always started at the front would read more of them
+//! the more tasks were claimed since the last vacuum. So each store remembers the queue
+//! position its last full claim reached, its *claim floor*, and the next claim starts there.
 //!
-//! Nothing is skipped that way, because a task enters the queue at the time of the write that
-//! makes it `Ready` (or later, at its retry time), and finishes at the time of the write that
-//! finishes it, which is never before a scan that already ran on the same clock. A floor holds
-//! a time only, so tasks of that same microsecond are read again. What can still be behind a
-//! floor: a task written by another process whose clock runs behind this one's, or a row
-//! another transaction held locked when a claim passed it. For those, a claim starts from the
-//! front at least once every [`FULL_SCAN_EVERY`] and after every claim that came back short (the
-//! queue above the floor is empty), a retention pass at least once every
-//! [`FULL_PASS_EVERY`], and both whenever the store's clock went backwards.
+//! Nothing due is skipped that way, because a task enters the queue at the time of the write
+//! that makes it `Ready` (or later, at its retry time), which is never before a claim that
+//! already ran on the same clock. The floor holds a time only, so tasks of that same
+//! microsecond are read again. What can still be behind the floor: a task made ready by another
+//! process whose clock runs behind this one's, or a row another transaction held locked when a
+//! claim passed it. For those, a claim starts from the front at least once every
+//! [`FULL_SCAN_EVERY`], after every claim that came back short (the queue above the floor is
+//! empty), and whenever the store's clock went backwards.
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use uuid::Uuid;
 
-use crate::PruneCursor;
 use crate::validate;
 
 /// How often a claim reads the queue from its front, whatever the floor.
 pub const FULL_SCAN_EVERY: Duration = Duration::from_secs(1);
-
-/// How often a retention pass reads the finished tasks from the first, whatever the floor.
-pub const FULL_PASS_EVERY: Duration = Duration::from_secs(60);
 
 /// The floors of one store's scans.
 #[derive(Debug, Default)]
@@ -44,10 +37,6 @@ struct State {
     /// The latest time the store's clock gave.
     latest: Option<DateTime<Utc>>,
     claim: Floor,
-    prune: Floor,
-    /// The cursor a retention pass that has removed everything it read from the prune floor
-    /// on hands to its next batch; `None` once a batch kept a task.
-    clean_pass: Option<PruneCursor>,
 }
 
 /// A floor: a time scans start at, and when a scan last started at the front.
@@ -87,8 +76,6 @@ impl Floors {
         let mut state = self.state();
         if state.latest.is_some_and(|latest| now < latest) {
             state.claim.at = None;
-            state.prune.at = None;
-            state.clean_pass = None;
         }
         state.latest = Some(now);
     }
@@ -110,55 +97,6 @@ impl Floors {
             state.claim.raise(last);
         }
     }
-
-    /// Where a retention batch asked to go on after `after` (`None`: a new pass) starts.
-    pub(super) fn prune_start(&self, after: Option<PruneCursor>) -> Option<PruneCursor> {
-        let mut state = self.state();
-        if after.is_some() {
-            if state.clean_pass != after {
-                state.clean_pass = None;
-            }
-            return after;
-        }
-        let now = state.latest.unwrap_or_else(validate::earliest_time);
-        let from = state
-            .prune
-            .start(now, FULL_PASS_EVERY)
-            .map(|at| PruneCursor {
-                completed_at: at,
-                task_id: Uuid::nil(),
-            });
-        // A new pass is clean until a batch keeps a task.
-        state.clean_pass = from.or(Some(PruneCursor {
-            completed_at: validate::earliest_time(),
-            task_id: Uuid::nil(),
-        }));
-        from
-    }
-
-    /// Records a retention batch that started after `started` (what [`Floors::prune_start`]
-    /// returned, or the front): `cleared` is the last task it read before the first one it
-    /// kept, `kept_any` whether it kept one, `next` where the pass goes on.
-    pub(super) fn pruned(
-        &self,
-        started: Option<PruneCursor>,
-        cleared: Option<PruneCursor>,
-        kept_any: bool,
-        next: Option<PruneCursor>,
-    ) {
-        let mut state = self.state();
-        let started = started.unwrap_or(PruneCursor {
-            completed_at: validate::earliest_time(),
-            task_id: Uuid::nil(),
-        });
-        if state.clean_pass != Some(started) {
-            return;
-        }
-        if let Some(cleared) = cleared {
-            state.prune.raise(cleared.completed_at);
-        }
-        state.clean_pass = if kept_any { None } else { next };
-    }
 }
 
 #[cfg(test)]
@@ -167,13 +105,6 @@ mod tests {
 
     fn at(secs: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(secs, 0).unwrap_or_default()
-    }
-
-    fn cursor(secs: i64, id: u128) -> PruneCursor {
-        PruneCursor {
-            completed_at: at(secs),
-            task_id: Uuid::from_u128(id),
-        }
     }
 
     #[test]
@@ -199,28 +130,7 @@ mod tests {
         // A floor ahead of the claim's time is not used.
         assert_eq!(floors.claim_start(at(8)), validate::earliest_time());
         floors.claimed(1, &[at(9)]);
-        let started = floors.prune_start(None);
-        floors.pruned(started, Some(cursor(4, 1)), false, None);
         floors.saw(at(7));
         assert_eq!(floors.claim_start(at(12)), validate::earliest_time());
-        assert_eq!(floors.prune_start(None), None);
-    }
-
-    #[test]
-    fn a_pass_moves_the_prune_floor_only_over_what_it_removed() {
-        let floors = Floors::default();
-        floors.saw(at(100));
-        // First pass: from the front. Its first batch removes all it read; the second keeps
-        // something after clearing up to second 7.
-        let first = floors.prune_start(None);
-        assert_eq!(first, None);
-        floors.pruned(first, Some(cursor(5, 9)), false, Some(cursor(5, 9)));
-        let second = floors.prune_start(Some(cursor(5, 9)));
-        floors.pruned(second, Some(cursor(7, 2)), true, Some(cursor(8, 1)));
-        // A later batch of the same pass does not move the floor past what was kept.
-        let third = floors.prune_start(Some(cursor(8, 1)));
-        floors.pruned(third, Some(cursor(9, 1)), false, None);
-        // The next pass starts at the floor's time, reading its microsecond again.
-        assert_eq!(floors.prune_start(None), Some(cursor(7, 0)));
     }
 }

@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 pub use claims::ClaimStore;
-pub use floor::{FULL_PASS_EVERY, FULL_SCAN_EVERY};
+pub use floor::FULL_SCAN_EVERY;
 pub use history::HistoryStore;
 pub use retention::{MAX_PRUNE_BATCH, RetentionStore};
 pub use tasks::TaskStore;

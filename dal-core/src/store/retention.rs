@@ -65,17 +65,11 @@ impl<B: Backend> RetentionStore for Store<B> {
             validate::time("after.completed_at", cursor.completed_at)?;
         }
         let older_than = clock::to_micros(older_than);
-        // A new pass starts at the store's prune floor: past the finished tasks its earlier
-        // passes removed, whose dead index entries may not be vacuumed yet (see `floor`).
-        let start = self.floors.prune_start(after);
         let result = self
             .retrying("prune_finished", || {
-                self.backend.prune(older_than, limit, start)
+                self.backend.prune(older_than, limit, after)
             })
-            .map(|batch| {
-                self.floors
-                    .pruned(start, batch.cleared, batch.kept_any, batch.pruned.next);
-                let mut pruned = batch.pruned;
+            .map(|mut pruned| {
                 pruned.workflows.sort_unstable();
                 pruned
             });
