@@ -24,6 +24,6 @@ pub mod schema;
 mod statements;
 
 pub use dal_core::*;
-pub use open::{InstrumentationFactory, MIGRATIONS, Options, PostgresStore, connect};
+pub use open::{INDEX_PLANS, InstrumentationFactory, MIGRATIONS, Options, PostgresStore, connect};
 pub use row::Row as TaskRow;
 pub use statements::{PgBackend, PgPool};
