@@ -40,7 +40,7 @@ impl BenchEnv {
                 }
             }
             BackendKind::Postgres => {
-                let schema = TempSchema::new();
+                let schema = TempSchema::with_connections(4);
                 // DAL_BENCH_PG_OPTIONS adds server settings to the benchmark's sessions, e.g.
                 // `-c synchronous_commit=off` to see round trips without the commit's flush.
                 let url = match std::env::var("DAL_BENCH_PG_OPTIONS") {

@@ -33,7 +33,7 @@ fn fixed_time() -> DateTime<Utc> {
 
 /// Generates the files on the test PostgreSQL server (see `dal_tests::provision::postgres`).
 pub fn generate() -> Result<Files, String> {
-    let schema = TempSchema::new();
+    let schema = TempSchema::with_connections(1);
     let log = StatementLog::keeping_whole_sql();
     let clock = Arc::new(ManualClock::new(fixed_time()));
     let store = schema.connect(|o| o.pool_size(1).clock(clock).instrumentation(log.factory()));

@@ -9,7 +9,7 @@ use dal_core::clock::to_micros;
 use dal_core::{ManualClock, TaskExecutionStore};
 
 use crate::counter::StatementLog;
-use crate::provision::postgres::TempSchema;
+use crate::provision::postgres::{ConnectionPermit, TempSchema, reserve_connections};
 use crate::provision::sqlite::TempDatabase;
 
 /// The backends the suite runs against.
@@ -79,6 +79,8 @@ pub struct Fixture {
     pub log: StatementLog,
     // Dropped after the store: the database outlives its connections.
     database: Database,
+    // PostgreSQL: the connections reserved for the stores of `other_store`.
+    permits: std::sync::Mutex<Vec<ConnectionPermit>>,
 }
 
 /// A lock held by another connection (see [`Fixture::hold_lock_on`]).
@@ -115,7 +117,7 @@ impl Fixture {
         let log = StatementLog::new();
         let (store, database): (Arc<dyn TaskExecutionStore>, Database) = match kind {
             BackendKind::Postgres => {
-                let schema = TempSchema::new();
+                let schema = TempSchema::with_connections(setup.pool_size);
                 let url = with_options(schema.url(), setup.postgres_options);
                 // All connections are opened up front, none later in the background.
                 let store = dal_postgres::Options::new(url)
@@ -144,6 +146,7 @@ impl Fixture {
             clock,
             log,
             database,
+            permits: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -157,13 +160,19 @@ impl Fixture {
     ) -> Arc<dyn TaskExecutionStore> {
         let clock = Arc::new(ManualClock::new(self.clock.now()));
         match &self.database {
-            Database::Postgres(schema) => Arc::new(
-                dal_postgres::Options::new(with_options(schema.url(), postgres_options))
-                    .pool_size(pool_size)
-                    .clock(clock)
-                    .connect()
-                    .expect("connect a second PostgreSQL store to the test schema"),
-            ),
+            Database::Postgres(schema) => {
+                self.permits
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(reserve_connections(pool_size));
+                Arc::new(
+                    dal_postgres::Options::new(with_options(schema.url(), postgres_options))
+                        .pool_size(pool_size)
+                        .clock(clock)
+                        .connect()
+                        .expect("connect a second PostgreSQL store to the test schema"),
+                )
+            }
             Database::Sqlite(file) => {
                 Arc::new(file.open(|options| options.pool_size(pool_size).clock(clock)))
             }

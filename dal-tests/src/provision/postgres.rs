@@ -7,9 +7,15 @@
 //!    answers (the socket is checked first, which takes a millisecond).
 //! 3. Otherwise the fixture panics with a message naming both options. PostgreSQL is never
 //!    skipped silently.
+//!
+//! The connections a test process opens stay within a budget read from the server once
+//! ([`connection_budget`]): every [`TempSchema`] reserves the connections its stores will open
+//! before it creates its schema, and waits while the budget is spent, so a suite with any
+//! number of test threads fits a server's `max_connections`.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Condvar, Mutex, OnceLock, PoisonError};
 
 use dal_postgres::{Options, PostgresStore};
 use diesel::{Connection, PgConnection, RunQueryDsl};
@@ -25,6 +31,120 @@ const SCHEMA_PREFIX: &str = "dal_test_";
 
 struct Server {
     url: String,
+    budget: Budget,
+}
+
+/// Connections a [`TempSchema`] keeps for itself: creating and dropping the schema, and a
+/// case's own connections beside its stores' pools (a lock holder, raw SQL).
+const ADMIN_CONNECTIONS: u32 = 2;
+
+/// Connections left to other clients of the server when the budget is computed.
+const SPARE_CONNECTIONS: i64 = 10;
+
+/// The connections this process may hold on the test server at once, and those free now.
+struct Budget {
+    total: u32,
+    free: Mutex<i64>,
+    freed: Condvar,
+}
+
+thread_local! {
+    /// Connections reserved by the current thread (a case) and not yet released.
+    static HELD: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Connections reserved from the budget, released on drop.
+#[derive(Debug)]
+pub struct ConnectionPermit {
+    connections: u32,
+}
+
+impl Budget {
+    fn new(total: u32) -> Self {
+        Budget {
+            total,
+            free: Mutex::new(i64::from(total)),
+            freed: Condvar::new(),
+        }
+    }
+
+    /// Reserves `connections`, waiting until the budget has them. A thread that already holds
+    /// a reservation (a case opening a second store) takes more without waiting, so two cases
+    /// can never each hold part of the budget while waiting for the other's; that overdraft is
+    /// bounded by what one case opens.
+    fn reserve(&self, connections: u32) -> ConnectionPermit {
+        let wanted = i64::from(connections.min(self.total));
+        let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
+        if HELD.with(Cell::get) == 0 {
+            while *free < wanted {
+                free = self
+                    .freed
+                    .wait(free)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+        }
+        *free -= i64::from(connections);
+        HELD.with(|held| held.set(held.get() + connections));
+        ConnectionPermit { connections }
+    }
+
+    fn release(&self, connections: u32) {
+        let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
+        *free += i64::from(connections);
+        HELD.with(|held| held.set(held.get().saturating_sub(connections)));
+        self.freed.notify_all();
+    }
+}
+
+impl Drop for ConnectionPermit {
+    fn drop(&mut self) {
+        if let Some(Ok(server)) = SERVER.get() {
+            server.budget.release(self.connections);
+        }
+    }
+}
+
+/// How many connections the test process may hold on the server at once: the server's
+/// `max_connections`, less its `superuser_reserved_connections`, the connections other clients
+/// hold when the process starts, and a spare 10; `DAL_TEST_CONNECTIONS` sets it instead.
+pub fn connection_budget() -> u32 {
+    server().budget.total
+}
+
+/// Reserves `connections` from the budget for a store a case opens beside its fixture's (see
+/// [`connection_budget`]); hold the permit as long as the store.
+pub fn reserve_connections(connections: u32) -> ConnectionPermit {
+    server().budget.reserve(connections)
+}
+
+/// Reads the budget from the server over `conn` (see [`connection_budget`]).
+fn read_budget(conn: &mut PgConnection) -> Result<u32, String> {
+    #[derive(diesel::QueryableByName)]
+    struct Room {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        room: i64,
+    }
+    if let Ok(set) = std::env::var("DAL_TEST_CONNECTIONS") {
+        return set
+            .parse()
+            .ok()
+            .filter(|&n: &u32| n > ADMIN_CONNECTIONS)
+            .ok_or_else(|| {
+                format!(
+                    "DAL_TEST_CONNECTIONS must be a number above {ADMIN_CONNECTIONS}, got {set:?}"
+                )
+            });
+    }
+    let Room { room } = diesel::sql_query(
+        "SELECT current_setting('max_connections')::bigint \
+              - current_setting('superuser_reserved_connections')::bigint \
+              - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend') \
+              AS room",
+    )
+    .get_result(conn)
+    .map_err(|e| format!("cannot read max_connections: {e}"))?;
+    // At least enough for one case with a default pool, whatever the server says.
+    Ok(u32::try_from(room - SPARE_CONNECTIONS).unwrap_or(0).max(12))
 }
 
 static SERVER: OnceLock<Result<Server, String>> = OnceLock::new();
@@ -57,9 +177,15 @@ fn find_server() -> Result<Server, String> {
                 "DATABASE_URL must be a postgres:// URL for the tests, got {url:?}"
             ));
         }
-        let server = Server { url };
-        drop_orphan_schemas(&server);
-        return Ok(server);
+        let mut conn = PgConnection::establish(&url)
+            .map_err(|e| format!("cannot connect to DATABASE_URL ({url}): {e}. {HOW_TO}"))?;
+        drop_orphan_schemas(&mut conn);
+        let budget = read_budget(&mut conn)?;
+        eprintln!("PostgreSQL for the tests: DATABASE_URL, at most {budget} connections at once");
+        return Ok(Server {
+            url,
+            budget: Budget::new(budget),
+        });
     }
     if docker_answers() {
         return start_container();
@@ -105,7 +231,14 @@ fn start_container() -> Result<Server, String> {
         .map_err(|e| format!("the PostgreSQL container has no host: {e}"))?;
     let url = format!("postgres://postgres:postgres@{host}:{port}/postgres");
     *CONTAINER.lock().unwrap_or_else(|e| e.into_inner()) = Some(container);
-    Ok(Server { url })
+    let budget = connect_with_retries(&url).and_then(|mut conn| read_budget(&mut conn))?;
+    eprintln!(
+        "PostgreSQL for the tests: a testcontainers postgres:15, at most {budget} connections at once"
+    );
+    Ok(Server {
+        url,
+        budget: Budget::new(budget),
+    })
 }
 
 #[cfg(not(feature = "containers"))]
@@ -121,20 +254,31 @@ pub fn shutdown() {
     drop(CONTAINER.lock().unwrap_or_else(|e| e.into_inner()).take());
 }
 
+/// A connection to a container that may still be starting.
+#[cfg(feature = "containers")]
+fn connect_with_retries(url: &str) -> Result<PgConnection, String> {
+    let mut last = String::new();
+    for _ in 0..50 {
+        match PgConnection::establish(url) {
+            Ok(conn) => return Ok(conn),
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    Err(format!("the PostgreSQL container does not answer: {last}"))
+}
+
 /// Drops schemas left behind by test processes that no longer run (a crash or a kill).
-fn drop_orphan_schemas(server: &Server) {
+fn drop_orphan_schemas(conn: &mut PgConnection) {
     #[derive(diesel::QueryableByName)]
     struct Name {
         #[diesel(sql_type = diesel::sql_types::Text)]
         nspname: String,
     }
-    let Ok(mut conn) = PgConnection::establish(&server.url) else {
-        return; // the first fixture reports the connection error
-    };
     let names: Vec<Name> = diesel::sql_query(format!(
         "SELECT nspname FROM pg_namespace WHERE nspname LIKE '{SCHEMA_PREFIX}%'"
     ))
-    .load(&mut conn)
+    .load(conn)
     .unwrap_or_default();
     for Name { nspname } in names {
         let pid: Option<u32> = nspname
@@ -144,23 +288,34 @@ fn drop_orphan_schemas(server: &Server) {
         let alive = pid.is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
         if !alive {
             let _ = diesel::sql_query(format!("DROP SCHEMA IF EXISTS \"{nspname}\" CASCADE"))
-                .execute(&mut conn);
+                .execute(conn);
         }
     }
 }
 
-/// A schema of its own on the test server, dropped (with everything in it) on drop.
+/// A schema of its own on the test server, dropped (with everything in it) on drop, and the
+/// connections reserved for it from the budget (see [`connection_budget`]).
 #[derive(Debug)]
 pub struct TempSchema {
     name: String,
     url: String,
+    // Released after the schema is dropped.
+    _permit: ConnectionPermit,
 }
 
 impl TempSchema {
-    /// Creates a new schema on the test server.
+    /// Creates a new schema on the test server, with connections reserved for one store with
+    /// the default pool (10).
     pub fn new() -> Self {
+        TempSchema::with_connections(10)
+    }
+
+    /// Creates a new schema on the test server, once the budget has `connections` for the
+    /// stores that will use it (their pool sizes), and the schema's own.
+    pub fn with_connections(connections: u32) -> Self {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let server = server();
+        let permit = server.budget.reserve(connections + ADMIN_CONNECTIONS);
         let name = format!(
             "{SCHEMA_PREFIX}{}_{}",
             std::process::id(),
@@ -177,7 +332,11 @@ impl TempSchema {
             "{}{separator}application_name={name}&options=-csearch_path%3D{name}",
             server.url
         );
-        TempSchema { name, url }
+        TempSchema {
+            name,
+            url,
+            _permit: permit,
+        }
     }
 
     /// The schema's name.
