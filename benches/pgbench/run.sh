@@ -13,7 +13,8 @@ cd "$(dirname "$0")"
 secs=${1:-6}
 psql -q -v ON_ERROR_STOP=1 -f setup.sql
 for script in create transition get claim; do
-  latency=$(PGOPTIONS="-c search_path=dal_pgbench ${PGBENCH_OPTIONS:-}" pgbench -n -M prepared -c1 -T"$secs" -r \
+  # The store's sessions plan with sequential and bitmap scans off (dal_postgres::INDEX_PLANS).
+  latency=$(PGOPTIONS="-c search_path=dal_pgbench -c enable_seqscan=off -c enable_bitmapscan=off ${PGBENCH_OPTIONS:-}" pgbench -n -M prepared -c1 -T"$secs" -r \
     -f "$script.sql" 2>&1 | awk '/statement latencies/ {found=1; next} found && NF {last=$1} END {print last}')
   printf '%-12s %s ms\n' "$script" "$latency"
 done

@@ -158,13 +158,15 @@ fn setup_sql() -> String {
     sql
 }
 
-/// The PostgreSQL migrations' `up.sql`, in order.
-const MIGRATIONS: [&str; 5] = [
+/// The PostgreSQL migrations' `up.sql`, in order (`benches/tests/pgbench_scripts.rs` checks
+/// that every migration of `dal-postgres` is here).
+pub const MIGRATIONS: [&str; 6] = [
     include_str!("../../dal-postgres/migrations/2026-11-26-000000_create_task_executions/up.sql"),
     include_str!("../../dal-postgres/migrations/2026-11-26-000001_claims/up.sql"),
     include_str!("../../dal-postgres/migrations/2026-11-26-000002_execution_events/up.sql"),
     include_str!("../../dal-postgres/migrations/2026-11-26-000003_status_index/up.sql"),
     include_str!("../../dal-postgres/migrations/2026-11-26-000004_inline_event_data/up.sql"),
+    include_str!("../../dal-postgres/migrations/2026-11-26-000005_queue_at_scale/up.sql"),
 ];
 
 /// The captured statement (`SQL -- binds: [...]`) as a pgbench line: each `$k` replaced by the

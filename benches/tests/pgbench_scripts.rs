@@ -13,3 +13,18 @@ fn committed_pgbench_scripts_are_the_dals_statements() {
         );
     }
 }
+
+#[test]
+fn the_setup_has_every_migration() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../dal-postgres/migrations");
+    let migrations = std::fs::read_dir(dir)
+        .expect("read the PostgreSQL migrations")
+        .filter_map(Result::ok)
+        .filter(|entry| entry.path().join("up.sql").is_file())
+        .count();
+    assert_eq!(
+        migrations,
+        dal_benches::pgbench::MIGRATIONS.len(),
+        "a migration of {dir} is missing from dal_benches::pgbench::MIGRATIONS"
+    );
+}
