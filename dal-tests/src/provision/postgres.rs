@@ -13,9 +13,11 @@
 //! before it creates its schema, and waits while the budget is spent, so a suite with any
 //! number of test threads fits a server's `max_connections`.
 
-use std::cell::Cell;
+use std::collections::HashMap;
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock, PoisonError};
+use std::thread::ThreadId;
 
 use dal_postgres::{Options, PostgresStore};
 use diesel::{Connection, PgConnection, RunQueryDsl};
@@ -31,7 +33,7 @@ const SCHEMA_PREFIX: &str = "dal_test_";
 
 struct Server {
     url: String,
-    budget: Budget,
+    budget: &'static Budget,
 }
 
 /// Connections a [`TempSchema`] keeps for itself: creating and dropping the schema, and a
@@ -41,29 +43,49 @@ const ADMIN_CONNECTIONS: u32 = 2;
 /// Connections left to other clients of the server when the budget is computed.
 const SPARE_CONNECTIONS: i64 = 10;
 
-/// The connections this process may hold on the test server at once, and those free now.
+/// The connections this process may hold on the test server at once, and who holds them.
 struct Budget {
     total: u32,
-    free: Mutex<i64>,
+    state: Mutex<Holders>,
     freed: Condvar,
 }
 
-thread_local! {
-    /// Connections reserved by the current thread (a case) and not yet released.
-    static HELD: Cell<u32> = const { Cell::new(0) };
+/// The free connections (below zero while nested reservations overdraw), and what each thread
+/// that reserved holds.
+#[derive(Default)]
+struct Holders {
+    free: i64,
+    held: HashMap<ThreadId, u32>,
 }
 
-/// Connections reserved from the budget, released on drop.
-#[derive(Debug)]
+/// Connections reserved from a budget by one thread, released on drop (on any thread).
 pub struct ConnectionPermit {
+    budget: &'static Budget,
+    thread: ThreadId,
     connections: u32,
 }
 
+impl fmt::Debug for ConnectionPermit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectionPermit")
+            .field("connections", &self.connections)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Budget {
+    /// A budget that lives as long as the process (the server it belongs to is a static).
+    fn leaked(total: u32) -> &'static Self {
+        Box::leak(Box::new(Budget::new(total)))
+    }
+
     fn new(total: u32) -> Self {
         Budget {
             total,
-            free: Mutex::new(i64::from(total)),
+            state: Mutex::new(Holders {
+                free: i64::from(total),
+                held: HashMap::new(),
+            }),
             freed: Condvar::new(),
         }
     }
@@ -72,35 +94,40 @@ impl Budget {
     /// a reservation (a case opening a second store) takes more without waiting, so two cases
     /// can never each hold part of the budget while waiting for the other's; that overdraft is
     /// bounded by what one case opens.
-    fn reserve(&self, connections: u32) -> ConnectionPermit {
+    fn reserve(&'static self, connections: u32) -> ConnectionPermit {
+        let thread = std::thread::current().id();
         let wanted = i64::from(connections.min(self.total));
-        let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
-        if HELD.with(Cell::get) == 0 {
-            while *free < wanted {
-                free = self
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if !state.held.contains_key(&thread) {
+            while state.free < wanted {
+                state = self
                     .freed
-                    .wait(free)
+                    .wait(state)
                     .unwrap_or_else(PoisonError::into_inner);
             }
         }
-        *free -= i64::from(connections);
-        HELD.with(|held| held.set(held.get() + connections));
-        ConnectionPermit { connections }
-    }
-
-    fn release(&self, connections: u32) {
-        let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
-        *free += i64::from(connections);
-        HELD.with(|held| held.set(held.get().saturating_sub(connections)));
-        self.freed.notify_all();
+        state.free -= i64::from(connections);
+        *state.held.entry(thread).or_default() += connections;
+        ConnectionPermit {
+            budget: self,
+            thread,
+            connections,
+        }
     }
 }
 
 impl Drop for ConnectionPermit {
     fn drop(&mut self) {
-        if let Some(Ok(server)) = SERVER.get() {
-            server.budget.release(self.connections);
+        let budget = self.budget;
+        let mut state = budget.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.free += i64::from(self.connections);
+        if let Some(held) = state.held.get_mut(&self.thread) {
+            *held = held.saturating_sub(self.connections);
+            if *held == 0 {
+                state.held.remove(&self.thread);
+            }
         }
+        budget.freed.notify_all();
     }
 }
 
@@ -184,7 +211,7 @@ fn find_server() -> Result<Server, String> {
         eprintln!("PostgreSQL for the tests: DATABASE_URL, at most {budget} connections at once");
         return Ok(Server {
             url,
-            budget: Budget::new(budget),
+            budget: Budget::leaked(budget),
         });
     }
     if docker_answers() {
@@ -237,7 +264,7 @@ fn start_container() -> Result<Server, String> {
     );
     Ok(Server {
         url,
-        budget: Budget::new(budget),
+        budget: Budget::leaked(budget),
     })
 }
 
@@ -394,5 +421,80 @@ impl Drop for TempSchema {
             let _ = diesel::sql_query(format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.name))
                 .execute(&mut conn);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    fn free(budget: &Budget) -> i64 {
+        budget.state.lock().map(|s| s.free).unwrap_or(i64::MIN)
+    }
+
+    #[test]
+    fn a_reservation_waits_until_the_budget_has_it() {
+        let budget = Budget::leaked(10);
+        let first = budget.reserve(8);
+        assert_eq!(free(budget), 2);
+        let (sent, got) = mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            let permit = budget.reserve(5);
+            sent.send(()).ok();
+            drop(permit);
+        });
+        // Still waiting: 2 free, 5 wanted.
+        assert!(got.recv_timeout(Duration::from_millis(200)).is_err());
+        drop(first);
+        assert!(got.recv_timeout(Duration::from_secs(10)).is_ok());
+        waiter.join().ok();
+        assert_eq!(free(budget), 10);
+    }
+
+    #[test]
+    fn a_thread_holding_a_reservation_takes_more_without_waiting() {
+        let budget = Budget::leaked(10);
+        let fixture = budget.reserve(8);
+        let nested = budget.reserve(6);
+        assert_eq!(free(budget), -4);
+        drop(nested);
+        drop(fixture);
+        assert_eq!(free(budget), 10);
+        assert!(
+            budget
+                .state
+                .lock()
+                .map(|s| s.held.is_empty())
+                .unwrap_or(false)
+        );
+    }
+
+    #[test]
+    fn a_permit_dropped_on_another_thread_releases_its_holder() {
+        let budget = Budget::leaked(10);
+        let permit = budget.reserve(10);
+        std::thread::spawn(move || drop(permit)).join().ok();
+        assert_eq!(free(budget), 10);
+        assert!(
+            budget
+                .state
+                .lock()
+                .map(|s| s.held.is_empty())
+                .unwrap_or(false)
+        );
+        // This thread holds nothing now, so it waits like any other: 10 are free.
+        drop(budget.reserve(10));
+        assert_eq!(free(budget), 10);
+    }
+
+    #[test]
+    fn a_request_larger_than_the_budget_waits_for_all_of_it() {
+        let budget = Budget::leaked(4);
+        let permit = budget.reserve(7);
+        assert_eq!(free(budget), -3);
+        drop(permit);
+        assert_eq!(free(budget), 4);
     }
 }
