@@ -8,8 +8,18 @@
 //! ```
 //!
 //! The write and the event insert are Diesel queries, type-checked against the schema;
-//! [`Logged`] only joins them with `WITH`. The event's data is built by the SQL function
-//! `dal_event_data` (see the migration), which mirrors `EventSpec::data_for`.
+//! [`Logged`] only joins them with `WITH`. The event's id and data are plain expressions of the
+//! statement, not calls of SQL functions of the schema: a SQL function, even one the planner
+//! inlines, has its body parsed and analysed again whenever a statement using it is planned,
+//! and a statement is planned at every execution when it gets custom plans (see BENCHMARKS.md,
+//! "Plan cache modes").
+//!
+//! - The id: a UUIDv7 whose first 8 bytes (the event's time and the version) are made here and
+//!   bound as text (`event_id_head`), followed by the last 8 bytes (variant and 62 random bits)
+//!   of the server's `gen_random_uuid()` for each row, so that the events of one statement get
+//!   distinct ids.
+//! - The data: the operation's arguments `||` the row's counters, as `EventSpec::data_for`
+//!   builds them on SQLite.
 
 use chrono::{DateTime, Utc};
 use dal_core::event::EventSpec;
@@ -17,26 +27,62 @@ use dal_core::{DalError, ExecutionEvent, Result};
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
-use diesel::sql_types::{Jsonb, Nullable, Text, Timestamptz};
+use diesel::sql_types::{Integer, Jsonb, Nullable, Text, Timestamptz};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::schema::{changed, execution_events as e};
+use crate::schema::{changed, execution_events as e, targets};
 
 diesel::define_sql_function! {
-    /// A UUIDv7 for a time (defined by the migration).
-    fn dal_uuid_v7(at: Timestamptz) -> diesel::sql_types::Uuid;
+    /// A random (version 4) UUID, made by the server.
+    fn gen_random_uuid() -> diesel::sql_types::Uuid;
 }
 
 diesel::define_sql_function! {
-    /// An event's data: arguments and counters (defined by the migration).
-    fn dal_event_data(
-        arguments: Jsonb,
-        attempt: diesel::sql_types::Integer,
-        claim: diesel::sql_types::Integer,
-        recovery_attempts: diesel::sql_types::Integer,
-    ) -> Jsonb;
+    /// The last `n` characters of `s`.
+    fn right(s: Text, n: Integer) -> Text;
 }
+
+diesel::define_sql_function! {
+    /// A JSON object of three keys and their integer values.
+    fn jsonb_build_object(k1: Text, v1: Integer, k2: Text, v2: Integer, k3: Text, v3: Integer) -> Jsonb;
+}
+
+/// The length of the text of a UUID's last 8 bytes, `-xxxx-xxxxxxxxxxxx`.
+const TAIL: i32 = 18;
+
+/// The text of the first 8 bytes of the UUIDv7 ids of the events at `at`, `xxxxxxxx-xxxx-7xxx`:
+/// the Unix millisecond (48 bits), the version 7 and, in the 12 bits RFC 9562 leaves to the
+/// implementation, the fraction of the millisecond (its method 3), so that ids follow the time
+/// below the millisecond too. Times before 1970 count as 1970, as on SQLite (`dal_core::ids`).
+fn event_id_head(at: DateTime<Utc>) -> String {
+    let (millis, fraction) = match u64::try_from(at.timestamp_millis()) {
+        Ok(millis) => (
+            millis,
+            u64::from(at.timestamp_subsec_nanos() % 1_000_000) * 4096 / 1_000_000,
+        ),
+        Err(_) => (0, 0),
+    };
+    format!(
+        "{:08x}-{:04x}-7{:03x}",
+        (millis >> 16) & 0xffff_ffff,
+        millis & 0xffff,
+        fraction
+    )
+}
+
+/// `ARRAY(SELECT id FROM targets)`: the ids of the [`Targets`] as one array, for the write's
+/// `WHERE id = ANY(...)`. PostgreSQL runs it once, as an init plan, and the write becomes a
+/// primary-key scan of the array's ids (in id order). Planning it costs less than the join that
+/// `id = ANY(SELECT ...)` or `UPDATE ... FROM targets` asks the planner to weigh, and planning
+/// is paid at every execution wherever statements get custom plans.
+pub(crate) fn target_ids() -> TargetIds {
+    diesel::dsl::array(targets::table.select(targets::id))
+}
+
+/// The type of [`target_ids`].
+pub(crate) type TargetIds =
+    diesel::dsl::array<diesel::sql_types::Uuid, diesel::dsl::Select<targets::table, targets::id>>;
 
 /// What comes before a write in its `WITH`: nothing, or the CTE of the rows it targets.
 pub(crate) trait Prelude {
@@ -68,7 +114,7 @@ impl Prelude for NoPrelude {
 /// locked once, before the write, by a query of their own. Materialized, the CTE runs exactly
 /// once whatever plan the write gets, so its `LIMIT` and its lock order hold (a subquery in
 /// the write's `WHERE` could be planned as the inner side of a join and run again per row).
-/// The write refers to it as the pseudo-table [`crate::schema::targets`].
+/// The write refers to it with [`target_ids`].
 #[derive(Debug)]
 pub(crate) struct Targets<Q>(pub(crate) Q);
 
@@ -161,16 +207,24 @@ pub(crate) fn logged<P, W>(
 ) -> Logged<P, W, impl QueryFragment<Pg> + use<P, W>> {
     let log = changed::table
         .select((
-            dal_uuid_v7(at),
+            event_id_head(at)
+                .into_sql::<Text>()
+                .concat(right(gen_random_uuid().cast::<Text>(), TAIL))
+                .fallible_cast::<diesel::sql_types::Uuid>(),
             changed::workflow_execution_id,
             changed::id,
             event.event_type.as_str().into_sql::<Text>(),
-            dal_event_data(
-                event.data_value(),
-                changed::attempt,
-                changed::claim_count,
-                changed::recovery_attempts,
-            ),
+            event
+                .data_value()
+                .into_sql::<Jsonb>()
+                .concat(jsonb_build_object(
+                    "attempt",
+                    changed::attempt,
+                    "claim",
+                    changed::claim_count,
+                    "recovery_attempts",
+                    changed::recovery_attempts,
+                )),
             event
                 .runner_id
                 .into_sql::<Nullable<diesel::sql_types::Uuid>>(),
@@ -223,5 +277,38 @@ impl TryFrom<EventRow> for ExecutionEvent {
             runner_id: row.runner_id,
             created_at: row.created_at,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_id_head_is_the_time_and_the_version() {
+        // 2026-01-01T00:00:00.123456789Z: 1,767,225,600,123 ms, and .456789 of the next.
+        let at = DateTime::from_timestamp(1_767_225_600, 123_456_789).unwrap();
+        let head = event_id_head(at);
+        let millis = 1_767_225_600_123u64;
+        let fraction = 456_789 * 4096 / 1_000_000;
+        assert_eq!(
+            head,
+            format!(
+                "{:08x}-{:04x}-7{fraction:03x}",
+                millis >> 16,
+                millis & 0xffff
+            )
+        );
+        let id = Uuid::parse_str(&format!("{head}-8000-000000000000")).unwrap();
+        assert_eq!(id.get_version_num(), 7);
+        assert_eq!(
+            id.get_timestamp().map(|t| t.to_unix()),
+            Some((1_767_225_600, 123_000_000))
+        );
+        // The fraction orders the heads of one millisecond.
+        let later = DateTime::from_timestamp(1_767_225_600, 123_999_000).unwrap();
+        assert!(event_id_head(later) > head);
+        let before_1970 = DateTime::UNIX_EPOCH - chrono::TimeDelta::days(1);
+        assert_eq!(event_id_head(before_1970), "00000000-0000-7000");
     }
 }

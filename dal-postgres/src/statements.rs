@@ -19,11 +19,10 @@ use diesel::sql_types::{
 use uuid::Uuid;
 
 use crate::errors::{from_diesel, from_pool};
-use crate::history::{EventRow, NoPrelude, Plain, Targets, logged};
+use crate::history::{EventRow, NoPrelude, Plain, Targets, logged, target_ids};
 use crate::leases::held_by;
 use crate::row::{NewRow, Row};
 use crate::schema::execution_events as e;
-use crate::schema::targets;
 use crate::schema::task_executions::{self as t, table as tasks};
 
 diesel::define_sql_function! {
@@ -391,7 +390,7 @@ impl Backend for PgBackend {
         let claimed: Vec<(Row, Option<DateTime<Utc>>)> = self.run(|conn| {
             // A claim leaves the queue position as it was: returned, it moves the floor.
             let write = diesel::update(tasks)
-                .filter(t::id.eq_any(targets::table.select(targets::id)))
+                .filter(t::id.eq_any(target_ids()))
                 .set(plan_set!(&plan.effects))
                 .returning((Row::as_returning(), t::due_at));
             write_logged!(
@@ -416,7 +415,7 @@ impl Backend for PgBackend {
         let held = Targets(held_by(leases, plan.guard.from));
         rows(self.run(|conn| {
             let write = diesel::update(tasks)
-                .filter(t::id.eq_any(targets::table.select(targets::id)))
+                .filter(t::id.eq_any(target_ids()))
                 .set(plan_set!(&plan.effects))
                 .returning(Row::as_returning());
             write_logged!(
@@ -443,7 +442,7 @@ impl Backend for PgBackend {
         )));
         rows(self.run(|conn| {
             let write = diesel::update(tasks)
-                .filter(t::id.eq_any(targets::table.select(targets::id)))
+                .filter(t::id.eq_any(target_ids()))
                 .set(plan_set!(&plan.effects))
                 .returning(Row::as_returning());
             // Not kept prepared: planned for each sweep with the table as it is now (see

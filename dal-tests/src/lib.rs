@@ -16,6 +16,5 @@ pub mod cases;
 pub mod counter;
 pub mod fixture;
 pub mod model;
-pub mod postgres_sql;
 pub mod provision;
 pub mod suite;

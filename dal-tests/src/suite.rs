@@ -4,7 +4,7 @@ use libtest_mimic::{Arguments, Failed, Trial};
 
 use crate::cases::{self, statements};
 use crate::fixture::BackendKind;
-use crate::{postgres_sql, provision};
+use crate::provision;
 
 /// Every trial: `<backend>::<group>::<case>` for each backend, group and case, the checks of
 /// the PostgreSQL schema's own SQL (`postgres::schema::<check>`), and the checks that involve
@@ -32,12 +32,6 @@ pub fn trials() -> Vec<Trial> {
                 check();
                 Ok(())
             },
-        ));
-    }
-    for &(name, check) in postgres_sql::CHECKS {
-        trials.push(Trial::test(
-            format!("postgres::schema::{name}"),
-            move || check().map_err(Failed::from),
         ));
     }
     trials.push(Trial::test(
