@@ -10,11 +10,18 @@
 //! PostgreSQL schema), a [`dal_core::ManualClock`] and a [`counter::StatementLog`]. How the
 //! PostgreSQL server is found is described in [`provision::postgres`]; benchmarks use the same
 //! provisioning.
+//!
+//! The cases and the suite need the `suite` feature (on by default). Without it (with
+//! `default-features = false`, as `dal-benches` depends on this crate) the crate is the harness
+//! alone: [`provision`], [`counter`], [`fixture`] and [`model`], which the benches and the
+//! workload use, and the build compiles none of libtest-mimic, proptest or testcontainers.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[cfg(feature = "suite")]
 pub mod cases;
 pub mod counter;
 pub mod fixture;
 pub mod model;
 pub mod provision;
+#[cfg(feature = "suite")]
 pub mod suite;
