@@ -43,14 +43,8 @@ impl BenchEnv {
                 let schema = TempSchema::with_connections(4);
                 // DAL_BENCH_PG_OPTIONS adds server settings to the benchmark's sessions, e.g.
                 // `-c synchronous_commit=off` to see round trips without the commit's flush.
-                let url = match std::env::var("DAL_BENCH_PG_OPTIONS") {
-                    Ok(extra) => format!(
-                        "{}%20{}",
-                        schema.url(),
-                        extra.replace(' ', "%20").replace('=', "%3D")
-                    ),
-                    Err(_) => schema.url().to_owned(),
-                };
+                let url = schema
+                    .url_with_options(&std::env::var("DAL_BENCH_PG_OPTIONS").unwrap_or_default());
                 let store = dal_postgres::Options::new(url)
                     .pool_size(4)
                     .connect()

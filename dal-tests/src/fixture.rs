@@ -118,7 +118,7 @@ impl Fixture {
         let (store, database): (Arc<dyn TaskExecutionStore>, Database) = match kind {
             BackendKind::Postgres => {
                 let schema = TempSchema::with_connections(setup.pool_size);
-                let url = with_options(schema.url(), setup.postgres_options);
+                let url = schema.url_with_options(setup.postgres_options);
                 // All connections are opened up front, none later in the background.
                 let store = dal_postgres::Options::new(url)
                     .pool_size(setup.pool_size)
@@ -166,7 +166,7 @@ impl Fixture {
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .push(reserve_connections(pool_size));
                 Arc::new(
-                    dal_postgres::Options::new(with_options(schema.url(), postgres_options))
+                    dal_postgres::Options::new(schema.url_with_options(postgres_options))
                         .pool_size(pool_size)
                         .clock(clock)
                         .connect()
@@ -284,14 +284,6 @@ impl Fixture {
         self.clock
             .advance(TimeDelta::milliseconds(1_500) + TimeDelta::nanoseconds(1));
         self.now()
-    }
-}
-
-/// `url` (whose `options` parameter sets the search path) with more server settings.
-fn with_options(url: &str, extra: &str) -> String {
-    match extra {
-        "" => url.to_owned(),
-        extra => format!("{url}%20{}", extra.replace(' ', "%20").replace('=', "%3D")),
     }
 }
 

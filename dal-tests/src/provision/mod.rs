@@ -1,4 +1,5 @@
 //! Databases for tests and benchmarks: a fresh, isolated store per fixture.
 
+pub mod cluster;
 pub mod postgres;
 pub mod sqlite;

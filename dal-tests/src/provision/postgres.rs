@@ -1,17 +1,27 @@
 //! PostgreSQL: one server per test process, a new schema per fixture.
 //!
-//! The server is found in this order:
-//! 1. `DATABASE_URL`, if set (a `postgres://` URL). Each fixture creates its own schema there
-//!    and drops it afterwards, so tests are isolated and run in parallel.
-//! 2. Otherwise, a PostgreSQL 15 container started with testcontainers, when a Docker daemon
-//!    answers (the socket is checked first, which takes a millisecond).
-//! 3. Otherwise the fixture panics with a message naming both options. PostgreSQL is never
-//!    skipped silently.
+//! The server is found in this order, and one line on stderr says which was used:
+//! 1. `DATABASE_URL`, if set (a `postgres://` URL).
+//! 2. A server libpq users would reach, probed with one short connection attempt each
+//!    ([`PROBE_SECONDS`]): libpq's own environment and defaults (`PGHOST`, `PGPORT`, `PGUSER`,
+//!    `PGPASSWORD`, `PGDATABASE`, ...; else the local socket as the operating-system user),
+//!    then the local socket as user `postgres`, then 127.0.0.1:5432 as user `postgres`.
+//! 3. A private, throwaway cluster made with the PostgreSQL binaries installed on the machine
+//!    ([`cluster`](super::cluster)): `initdb` in a temporary directory, a server on a socket in
+//!    it, stopped and removed when the test process ends.
+//! 4. A PostgreSQL 15 container started with testcontainers, when a Docker daemon answers (the
+//!    socket is checked first, which takes a millisecond).
+//! 5. Otherwise the fixture panics with a message naming all of the above ([`HOW_TO`]).
+//!    PostgreSQL is never skipped silently.
 //!
-//! The connections a test process opens stay within a budget read from the server once
-//! ([`connection_budget`]): every [`TempSchema`] reserves the connections its stores will open
-//! before it creates its schema, and waits while the budget is spent, so a suite with any
-//! number of test threads fits a server's `max_connections`.
+//! `DAL_TEST_SERVER=private` skips 1 and 2 and uses a private cluster (the fault cases that
+//! restart the server need one).
+//!
+//! Each fixture creates its own schema on the server and drops it afterwards, so tests are
+//! isolated and run in parallel. The connections a test process opens stay within a budget
+//! read from the server once ([`connection_budget`]): every [`TempSchema`] reserves the
+//! connections its stores will open before it creates its schema, and waits while the budget is
+//! spent, so a suite with any number of test threads fits a server's `max_connections`.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -23,10 +33,17 @@ use dal_postgres::{Options, PostgresStore};
 use diesel::{Connection, PgConnection, RunQueryDsl};
 
 /// How to get a PostgreSQL server, for the failure message.
-pub const HOW_TO: &str = "PostgreSQL is needed and none was found. Either set DATABASE_URL to a \
-server the tests may create schemas in (e.g. DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres), \
-or run a Docker daemon so that testcontainers can start postgres:15 (checked at DOCKER_HOST or \
-/var/run/docker.sock).";
+pub const HOW_TO: &str = "PostgreSQL is needed and none was found. The tests looked for: \
+DATABASE_URL (unset); a server at libpq's environment and defaults (PGHOST, PGPORT, PGUSER, \
+PGPASSWORD, PGDATABASE, else the local socket), at the local socket as user postgres, and at \
+127.0.0.1:5432 as user postgres (none answered); PostgreSQL binaries to start a private cluster \
+with (initdb and pg_ctl, from pg_config --bindir, PATH or /usr/lib/postgresql/*/bin); and a Docker \
+daemon for testcontainers (DOCKER_HOST or /var/run/docker.sock). Set DATABASE_URL to a server the \
+tests may create schemas in (e.g. DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres), \
+install PostgreSQL (e.g. apt install postgresql), or start Docker.";
+
+/// Seconds each probe of step 2 may take to connect.
+pub const PROBE_SECONDS: u32 = 2;
 
 /// The prefix of every schema the harness creates.
 const SCHEMA_PREFIX: &str = "dal_test_";
@@ -34,6 +51,8 @@ const SCHEMA_PREFIX: &str = "dal_test_";
 struct Server {
     url: String,
     budget: &'static Budget,
+    /// The private cluster, when the tests started one.
+    cluster: Option<super::cluster::Cluster>,
 }
 
 /// Connections a [`TempSchema`] keeps for itself: creating and dropping the schema, and a
@@ -198,26 +217,143 @@ pub fn server_url() -> &'static str {
 }
 
 fn find_server() -> Result<Server, String> {
-    if let Ok(url) = std::env::var("DATABASE_URL") {
-        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-            return Err(format!(
-                "DATABASE_URL must be a postgres:// URL for the tests, got {url:?}"
-            ));
+    let private = std::env::var("DAL_TEST_SERVER").is_ok_and(|v| v == "private");
+    if !private {
+        if let Ok(url) = std::env::var("DATABASE_URL") {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(format!(
+                    "DATABASE_URL must be a postgres:// URL for the tests, got {url:?}"
+                ));
+            }
+            let conn = PgConnection::establish(&url)
+                .map_err(|e| format!("cannot connect to DATABASE_URL ({url}): {e}. {HOW_TO}"))?;
+            return use_server("DATABASE_URL".to_owned(), url, conn, None);
         }
-        let mut conn = PgConnection::establish(&url)
-            .map_err(|e| format!("cannot connect to DATABASE_URL ({url}): {e}. {HOW_TO}"))?;
-        drop_orphan_schemas(&mut conn);
-        let budget = read_budget(&mut conn)?;
-        eprintln!("PostgreSQL for the tests: DATABASE_URL, at most {budget} connections at once");
-        return Ok(Server {
-            url,
-            budget: Budget::leaked(budget),
-        });
+        for (label, url) in probes() {
+            if let Ok(conn) = PgConnection::establish(&url) {
+                return use_server(label, url, conn, None);
+            }
+        }
+    }
+    let failed = match super::cluster::start() {
+        Ok(cluster) => {
+            let url = cluster.url();
+            let label = format!("a private cluster of {}", cluster.bindir().display());
+            return match PgConnection::establish(&url) {
+                Ok(conn) => use_server(label, url, conn, Some(cluster)),
+                Err(e) => {
+                    cluster.remove();
+                    Err(format!("the private cluster does not answer at {url}: {e}"))
+                }
+            };
+        }
+        Err(e) => e,
+    };
+    if private {
+        return Err(format!(
+            "DAL_TEST_SERVER=private, but no private cluster: {failed}"
+        ));
     }
     if docker_answers() {
         return start_container();
     }
-    Err(HOW_TO.to_owned())
+    Err(format!("{HOW_TO} (The private cluster: {failed}.)"))
+}
+
+/// The servers of step 2, in order: a label and a connection string.
+fn probes() -> Vec<(String, String)> {
+    let set: Vec<String> = [
+        "PGHOST",
+        "PGHOSTADDR",
+        "PGPORT",
+        "PGUSER",
+        "PGDATABASE",
+        "PGSERVICE",
+    ]
+    .into_iter()
+    .filter_map(|v| std::env::var(v).ok().map(|value| format!("{v}={value}")))
+    .collect();
+    let environment = if set.is_empty() {
+        "libpq's defaults".to_owned()
+    } else {
+        format!("libpq's environment ({})", set.join(", "))
+    };
+    // An empty keyword/value string is libpq's environment and defaults; the timeout keyword
+    // bounds the probe.
+    let mut probes = vec![(environment, format!("connect_timeout={PROBE_SECONDS}"))];
+    for socket_dir in ["/var/run/postgresql", "/tmp"] {
+        if std::path::Path::new(socket_dir)
+            .join(".s.PGSQL.5432")
+            .exists()
+        {
+            probes.push((
+                format!("the local socket in {socket_dir} as postgres"),
+                format!(
+                    "postgres://postgres@{}/postgres?connect_timeout={PROBE_SECONDS}",
+                    socket_dir.replace('/', "%2F")
+                ),
+            ));
+        }
+    }
+    probes.push((
+        "127.0.0.1:5432 as postgres".to_owned(),
+        format!("postgres://postgres@127.0.0.1:5432/postgres?connect_timeout={PROBE_SECONDS}"),
+    ));
+    probes
+}
+
+/// Takes the server at `url` (reached over `conn`) for the tests: drops the schemas of test
+/// processes that no longer run, reads the connection budget and says which server it is.
+fn use_server(
+    label: String,
+    url: String,
+    mut conn: PgConnection,
+    cluster: Option<super::cluster::Cluster>,
+) -> Result<Server, String> {
+    drop_orphan_schemas(&mut conn);
+    let budget = read_budget(&mut conn)?;
+    eprintln!("PostgreSQL for the tests: {label}, at most {budget} connections at once");
+    Ok(Server {
+        url,
+        budget: Budget::leaked(budget),
+        cluster,
+    })
+}
+
+/// The connection string of schema `name` on the server at `base`: its search path and `extra`
+/// settings, and the schema's name as the application name (so that a fault case can find
+/// this schema's connections).
+fn schema_url(base: &str, name: &str, extra: &str) -> String {
+    let options = match extra {
+        "" => format!("-csearch_path={name}"),
+        extra => format!("-csearch_path={name} {extra}"),
+    };
+    with_params(base, &[("application_name", name), ("options", &options)])
+}
+
+/// `base` (a `postgres://` URL or a libpq keyword/value string) with `params` added.
+fn with_params(base: &str, params: &[(&str, &str)]) -> String {
+    let mut out = base.to_owned();
+    if base.starts_with("postgres://") || base.starts_with("postgresql://") {
+        for (key, value) in params {
+            out.push(if out.contains('?') { '&' } else { '?' });
+            out.push_str(&format!(
+                "{key}={}",
+                value.replace('=', "%3D").replace(' ', "%20")
+            ));
+        }
+    } else {
+        for (key, value) in params {
+            let value = value.replace('\\', "\\\\").replace('\'', "\\'");
+            out.push_str(&format!(" {key}='{value}'"));
+        }
+    }
+    out
+}
+
+/// The private cluster the tests run on, if they started one (see `DAL_TEST_SERVER`).
+pub fn private_cluster() -> Option<&'static super::cluster::Cluster> {
+    server().cluster.as_ref()
 }
 
 /// Whether a Docker daemon listens on `DOCKER_HOST` (unix or tcp) or the default socket.
@@ -265,6 +401,7 @@ fn start_container() -> Result<Server, String> {
     Ok(Server {
         url,
         budget: Budget::leaked(budget),
+        cluster: None,
     })
 }
 
@@ -275,9 +412,16 @@ fn start_container() -> Result<Server, String> {
     ))
 }
 
-/// Stops the container, if one was started. Call at the end of a test or bench process (a
-/// static is never dropped).
+/// Stops the container or the private cluster, if one was started. Call at the end of a test or
+/// bench process (a static is never dropped; a private cluster's watcher removes it anyway).
 pub fn shutdown() {
+    if let Some(Ok(Server {
+        cluster: Some(cluster),
+        ..
+    })) = SERVER.get()
+    {
+        cluster.remove();
+    }
     // The taken container, if any, is dropped (stopped) at the end of the statement.
     let _ = CONTAINER.lock().unwrap_or_else(|e| e.into_inner()).take();
 }
@@ -354,12 +498,7 @@ impl TempSchema {
         diesel::sql_query(format!("CREATE SCHEMA \"{name}\""))
             .execute(&mut conn)
             .expect("create a test schema");
-        let separator = if server.url.contains('?') { '&' } else { '?' };
-        // The application name lets a fault case find this schema's connections.
-        let url = format!(
-            "{}{separator}application_name={name}&options=-csearch_path%3D{name}",
-            server.url
-        );
+        let url = schema_url(&server.url, &name, "");
         TempSchema {
             name,
             url,
@@ -395,6 +534,12 @@ impl TempSchema {
     /// A URL whose connections use this schema (`search_path`).
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// [`url`](Self::url) with more server settings for its sessions, as `options` takes them
+    /// (e.g. `-c lock_timeout=100`); the same URL when `extra` is empty.
+    pub fn url_with_options(&self, extra: &str) -> String {
+        schema_url(&server().url, &self.name, extra)
     }
 
     /// Options for a store in this schema.
@@ -433,6 +578,45 @@ mod tests {
 
     fn free(budget: &Budget) -> i64 {
         budget.state.lock().map(|s| s.free).unwrap_or(i64::MIN)
+    }
+
+    #[test]
+    fn parameters_join_a_url_or_a_keyword_string() {
+        let params = [("application_name", "s1"), ("options", "-csearch_path=s1")];
+        assert_eq!(
+            with_params("postgres://u@h/db", &params),
+            "postgres://u@h/db?application_name=s1&options=-csearch_path%3Ds1"
+        );
+        assert_eq!(
+            with_params("postgres://u@h/db?connect_timeout=2", &params[1..]),
+            "postgres://u@h/db?connect_timeout=2&options=-csearch_path%3Ds1"
+        );
+        assert_eq!(
+            with_params("connect_timeout=2", &[("options", "-c a='b c'")]),
+            "connect_timeout=2 options='-c a=\\'b c\\''"
+        );
+    }
+
+    #[test]
+    fn a_schema_url_sets_the_search_path_and_the_extra_settings() {
+        assert_eq!(
+            schema_url("postgres://u@h/db", "s1", "-c lock_timeout=100"),
+            "postgres://u@h/db?application_name=s1&options=-csearch_path%3Ds1%20-c%20lock_timeout%3D100"
+        );
+        assert_eq!(
+            schema_url("connect_timeout=2", "s1", ""),
+            "connect_timeout=2 application_name='s1' options='-csearch_path=s1'"
+        );
+    }
+
+    #[test]
+    fn the_probes_end_at_the_default_address() {
+        let probes = probes();
+        assert!(probes[0].1.starts_with("connect_timeout="), "{probes:?}");
+        assert_eq!(
+            probes.last().map(|(_, url)| url.as_str()),
+            Some("postgres://postgres@127.0.0.1:5432/postgres?connect_timeout=2")
+        );
     }
 
     #[test]
