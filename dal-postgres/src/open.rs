@@ -10,7 +10,7 @@ use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool};
 use diesel::{Connection, PgConnection, RunQueryDsl};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
-use crate::errors::{from_diesel, from_pool};
+use crate::errors::from_diesel;
 use crate::statements::{PgBackend, PgPool};
 
 /// The schema migrations, embedded in the binary and applied by [`Options::connect`].
@@ -117,12 +117,21 @@ impl Options {
         self
     }
 
-    /// Opens the pool and applies pending migrations in one transaction holding an advisory
-    /// lock, so processes connecting at once do not race.
+    /// Opens one connection, applies pending migrations on it in one transaction holding an
+    /// advisory lock (so processes connecting at once do not race), then opens the pool.
+    ///
+    /// The first connection is made outside the pool, once: a connection the server refuses
+    /// (no server at the address, an unknown role or database, a refused password) fails the
+    /// call at once with that error, where the pool would try again and again until the connect
+    /// timeout. libpq reports these failures as text only, so the store cannot tell one that
+    /// may pass (a server still starting) from one that cannot; a caller that starts beside
+    /// its server retries `connect` itself. Each connection attempt is bounded by the connect
+    /// timeout (passed to libpq as `connect_timeout` unless the URL or `PGCONNECT_TIMEOUT`
+    /// sets one).
     ///
     /// Errors: [`DalError::Validation`] for a pool size of 0, [`DalError::Connection`] when
-    /// the server cannot be reached within the connect timeout, [`DalError::Migration`] when
-    /// a migration fails.
+    /// the first connection fails or the pool cannot open its connections within the connect
+    /// timeout, [`DalError::Migration`] when a migration fails.
     pub fn connect(self) -> Result<PostgresStore> {
         dal_core::validate::in_range(
             "pool_size",
@@ -130,6 +139,12 @@ impl Options {
             1,
             i32::MAX,
         )?;
+        let url = with_connect_timeout(&self.url, self.connect_timeout);
+        let mut first = PgConnection::establish(&url).map_err(|e| DalError::Connection {
+            source: Box::new(e),
+        })?;
+        migrate(&mut first)?;
+        drop(first);
         let pool: PgPool = Pool::builder()
             .max_size(self.pool_size)
             .min_idle(self.min_idle)
@@ -143,11 +158,10 @@ impl Options {
                 instrumentation: self.instrumentation,
                 index_plans: self.index_plans,
             }))
-            .build(ConnectionManager::new(&self.url))
+            .build(ConnectionManager::new(&url))
             .map_err(|e| DalError::Connection {
                 source: Box::new(e),
             })?;
-        migrate(&pool)?;
         Ok(Store::new(PgBackend::new(pool), self.clock))
     }
 }
@@ -165,8 +179,23 @@ impl fmt::Debug for Options {
     }
 }
 
-fn migrate(pool: &PgPool) -> Result<()> {
-    let mut conn = pool.get().map_err(from_pool)?;
+/// `url` (a libpq URL or key-value string) with libpq's `connect_timeout` set to `timeout`
+/// (whole seconds, at least 1), unless the URL or the environment (`PGCONNECT_TIMEOUT`) sets it.
+fn with_connect_timeout(url: &str, timeout: Duration) -> String {
+    if url.contains("connect_timeout") || std::env::var_os("PGCONNECT_TIMEOUT").is_some() {
+        return url.to_owned();
+    }
+    let seconds = timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0);
+    let seconds = seconds.max(1);
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let separator = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{separator}connect_timeout={seconds}")
+    } else {
+        format!("{url} connect_timeout={seconds}")
+    }
+}
+
+fn migrate(conn: &mut PgConnection) -> Result<()> {
     conn.transaction(|conn| {
         diesel::select(pg_advisory_xact_lock(MIGRATION_LOCK)).execute(conn)?;
         conn.run_pending_migrations(MIGRATIONS)
@@ -220,5 +249,37 @@ impl fmt::Debug for Setup {
         f.debug_struct("Setup")
             .field("instrumentation", &self.instrumentation.is_some())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connect_timeout_goes_to_libpq_unless_set() {
+        if std::env::var_os("PGCONNECT_TIMEOUT").is_some() {
+            return; // the environment's timeout is libpq's; nothing is added
+        }
+        let ten = Duration::from_secs(10);
+        assert_eq!(
+            with_connect_timeout("postgres://h/db", ten),
+            "postgres://h/db?connect_timeout=10"
+        );
+        assert_eq!(
+            with_connect_timeout(
+                "postgres://h/db?sslmode=require",
+                Duration::from_millis(1_500)
+            ),
+            "postgres://h/db?sslmode=require&connect_timeout=2"
+        );
+        assert_eq!(
+            with_connect_timeout("host=h dbname=db", Duration::ZERO),
+            "host=h dbname=db connect_timeout=1"
+        );
+        assert_eq!(
+            with_connect_timeout("postgres://h/db?connect_timeout=3", ten),
+            "postgres://h/db?connect_timeout=3"
+        );
     }
 }

@@ -105,12 +105,18 @@ impl Options {
         self
     }
 
-    /// Opens the pool, sets every connection up (WAL, `busy_timeout`, `foreign_keys`,
+    /// Opens the database, sets every connection up (WAL, `busy_timeout`, `foreign_keys`,
     /// `synchronous`) and applies pending migrations in one `BEGIN IMMEDIATE` transaction, so
     /// processes opening the same file at once do not race.
     ///
+    /// The first connection (of a file database) is opened and set up outside the pool, and
+    /// the migrations run on it: a path that cannot be opened or a file that is not a SQLite
+    /// database fails the call at once with its error, where the pool would try again and
+    /// again until the checkout timeout.
+    ///
     /// Errors: [`DalError::Validation`] for a pool size of 0, [`DalError::Connection`] when
-    /// the file cannot be opened, [`DalError::Migration`] when a migration fails.
+    /// the file cannot be opened, [`DalError::Database`] when it is not a database (its setup
+    /// fails), [`DalError::Migration`] when a migration fails.
     pub fn open(self) -> Result<SqliteStore> {
         dal_core::validate::in_range(
             "pool_size",
@@ -131,6 +137,14 @@ impl Options {
             ),
             instrumentation: self.instrumentation,
         };
+        if !in_memory {
+            let mut first =
+                SqliteConnection::establish(&self.path).map_err(|e| DalError::Connection {
+                    source: Box::new(e),
+                })?;
+            first.batch_execute(&setup.pragmas).map_err(from_diesel)?;
+            migrate(&mut first)?;
+        }
         let pool: SqlitePool = Pool::builder()
             // An in-memory database lives as long as its one connection.
             .max_size(if in_memory { 1 } else { self.pool_size })
@@ -144,7 +158,10 @@ impl Options {
             .map_err(|e| DalError::Connection {
                 source: Box::new(e),
             })?;
-        migrate(&pool)?;
+        if in_memory {
+            // The database is the pool's one connection: migrated there.
+            migrate(&mut *pool.get().map_err(from_pool)?)?;
+        }
         Ok(Store::new(SqliteBackend::new(pool), self.clock))
     }
 }
@@ -163,8 +180,7 @@ impl fmt::Debug for Options {
     }
 }
 
-fn migrate(pool: &SqlitePool) -> Result<()> {
-    let mut conn = pool.get().map_err(from_pool)?;
+fn migrate(conn: &mut SqliteConnection) -> Result<()> {
     conn.immediate_transaction(|conn| {
         conn.run_pending_migrations(MIGRATIONS)
             .map(drop)

@@ -9,6 +9,7 @@ pub mod history;
 pub mod hostile;
 pub mod locking;
 pub mod model_based;
+pub mod opening;
 pub mod retention;
 pub mod statements;
 pub mod support;
@@ -56,6 +57,7 @@ pub fn groups() -> Vec<Group> {
         ("locking", locking::CASES),
         ("model", model_based::CASES),
         ("faults", faults::CASES),
+        ("opening", opening::CASES),
         ("statements", statements::CASES),
     ]
 }

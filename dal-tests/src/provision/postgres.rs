@@ -351,6 +351,12 @@ fn with_params(base: &str, params: &[(&str, &str)]) -> String {
     out
 }
 
+/// The test server's URL with more connection parameters (e.g. `("dbname", "other")`), which
+/// take the place of the URL's own.
+pub fn server_url_with(params: &[(&str, &str)]) -> String {
+    with_params(server_url(), params)
+}
+
 /// The private cluster the tests run on, if they started one (see `DAL_TEST_SERVER`).
 pub fn private_cluster() -> Option<&'static super::cluster::Cluster> {
     server().cluster.as_ref()
