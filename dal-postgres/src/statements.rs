@@ -13,6 +13,7 @@ use diesel::connection::SimpleConnection;
 use diesel::dsl::{case_when, count_star, exists, max, min, sum};
 use diesel::prelude::*;
 use diesel::r2d2::{ConnectionManager, Pool};
+use diesel::result::DatabaseErrorKind as Kind;
 use diesel::sql_types::{
     Array, Bool, Integer, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid,
 };
@@ -69,13 +70,36 @@ impl PgBackend {
     fn run<T>(&self, run: impl FnOnce(&mut PgConnection) -> QueryResult<T>) -> Result<T> {
         let mut conn = self.pool.get().map_err(from_pool)?;
         run(&mut conn).map_err(|err| {
-            let err = from_diesel(err);
+            let err = match err {
+                // An error without a kind may be the connection's loss, which Diesel does not
+                // always see (when libpq reports it before it marks the connection bad, as
+                // after a server's crash); the connection's state tells.
+                diesel::result::Error::DatabaseError(Kind::Unknown, _) if is_lost(&mut conn) => {
+                    DalError::Connection {
+                        source: Box::new(err),
+                    }
+                }
+                err => from_diesel(err),
+            };
             if matches!(err, DalError::Connection { .. }) {
                 retire(&mut conn);
             }
             err
         })
     }
+}
+
+/// Whether `conn`'s connection to the server is lost: an empty batch (one round trip, on an
+/// error path only) fails to be sent or finds the connection closed, where on a live connection
+/// it comes back as an empty query.
+fn is_lost(conn: &mut PgConnection) -> bool {
+    matches!(
+        conn.batch_execute(""),
+        Err(diesel::result::Error::DatabaseError(
+            Kind::ClosedConnection | Kind::UnableToSendCommand,
+            _
+        ))
+    )
 }
 
 /// Marks a lost connection as broken for the pool.

@@ -25,6 +25,15 @@ pub fn trials() -> Vec<Trial> {
             }
         }
     }
+    for &(name, check) in cases::restarts::POSTGRES_ONLY {
+        trials.push(Trial::test(
+            format!("postgres::restarts::{name}"),
+            move || {
+                check();
+                Ok(())
+            },
+        ));
+    }
     for &(name, check) in cases::locking::POSTGRES_ONLY {
         trials.push(Trial::test(
             format!("postgres::locking::{name}"),

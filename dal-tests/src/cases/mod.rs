@@ -10,6 +10,7 @@ pub mod hostile;
 pub mod locking;
 pub mod model_based;
 pub mod opening;
+pub mod restarts;
 pub mod retention;
 pub mod statements;
 pub mod support;
