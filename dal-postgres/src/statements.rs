@@ -70,29 +70,36 @@ impl PgBackend {
     fn run<T>(&self, run: impl FnOnce(&mut PgConnection) -> QueryResult<T>) -> Result<T> {
         let mut conn = self.pool.get().map_err(from_pool)?;
         run(&mut conn).map_err(|err| {
-            let err = match err {
-                // An error without a kind may be the connection's loss, which Diesel does not
-                // always see (when libpq reports it before it marks the connection bad, as
-                // after a server's crash); the connection's state tells.
-                diesel::result::Error::DatabaseError(Kind::Unknown, _) if is_lost(&mut conn) => {
-                    DalError::Connection {
-                        source: Box::new(err),
-                    }
+            let without_kind =
+                matches!(err, diesel::result::Error::DatabaseError(Kind::Unknown, _));
+            match from_diesel(err) {
+                // A lost connection: retired, so that the pool opens a new one.
+                err @ DalError::Connection { .. } => {
+                    retire(&mut conn);
+                    err
                 }
-                err => from_diesel(err),
-            };
-            if matches!(err, DalError::Connection { .. }) {
-                retire(&mut conn);
+                // An error without a kind may be the connection's loss, which Diesel does not
+                // always see (libpq reports it before it marks the connection bad, as after a
+                // server's crash); the connection's state tells, and the probe retires it.
+                DalError::Database { source, .. } if without_kind && retire(&mut conn) => {
+                    DalError::Connection { source }
+                }
+                err => err,
             }
-            err
         })
     }
 }
 
-/// Whether `conn`'s connection to the server is lost: an empty batch (one round trip, on an
-/// error path only) fails to be sent or finds the connection closed, where on a live connection
-/// it comes back as an empty query.
-fn is_lost(conn: &mut PgConnection) -> bool {
+/// Marks a lost connection as broken for the pool, and says whether it is lost.
+///
+/// Diesel marks a connection broken (and the pool then drops it) only when a statement
+/// *executes* on it; a statement that fails while being *prepared* leaves the connection
+/// looking healthy, and the pool would hand the dead connection out again and again. An
+/// empty batch on a lost connection never reaches a server: it fails to be sent or finds the
+/// connection closed, and that failure makes Diesel read libpq's connection state and mark the
+/// connection broken. On a live connection it is one round trip (on an error path only) and
+/// comes back as an empty query.
+fn retire(conn: &mut PgConnection) -> bool {
     matches!(
         conn.batch_execute(""),
         Err(diesel::result::Error::DatabaseError(
@@ -100,18 +107,6 @@ fn is_lost(conn: &mut PgConnection) -> bool {
             _
         ))
     )
-}
-
-/// Marks a lost connection as broken for the pool.
-///
-/// Diesel marks a connection broken (and the pool then drops it) only when a statement
-/// *executes* on it; a statement that fails while being *prepared* leaves the connection
-/// looking healthy, and the pool would hand the dead connection out again and again. An
-/// empty batch on a lost connection never reaches a server, and its failure makes Diesel read
-/// libpq's connection state and mark the connection broken.
-fn retire(conn: &mut PgConnection) {
-    // The batch is expected to fail: its result carries nothing the caller needs.
-    let _ = conn.batch_execute("");
 }
 
 fn rows(rows: Vec<Row>) -> Result<Vec<TaskExecution>> {

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::Case;
 use super::concurrency::{THREADS, on_threads};
-use super::support::{assert_unchanged, expect_err, ready_tasks, workflow};
+use super::support::{assert_unchanged, eventually, expect_err, ready_tasks, workflow};
 use crate::case;
 use crate::fixture::{BackendKind, Fixture, Setup};
 
@@ -31,17 +31,7 @@ const UNDER_FIRE: Duration = Duration::from_millis(1_500);
 
 /// A task as a fault case sees it: the row and how many events it has.
 fn state(store: &dyn TaskExecutionStore, id: Uuid) -> (TaskExecution, usize) {
-    // A read may itself meet the fault; it is retried until it gets through.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match (store.get(id), store.events_for_task(id)) {
-            (Ok(row), Ok(events)) => return (row, events.len()),
-            (Err(err), _) | (_, Err(err)) if Instant::now() < deadline && err.is_retryable() => {
-                thread::sleep(Duration::from_millis(5));
-            }
-            (Err(err), _) | (_, Err(err)) => panic!("reading {id} back: {err}"),
-        }
-    }
+    eventually(|| Ok((store.get(id)?, store.events_for_task(id)?.len())))
 }
 
 /// Injects the backend's fault again and again until `stop`: kills the store's PostgreSQL

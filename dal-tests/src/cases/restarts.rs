@@ -15,7 +15,7 @@ use std::time::Duration;
 use dal_core::{DalError, Lease, NewTaskExecution, TaskExecutionStore, TaskStatus};
 use uuid::Uuid;
 
-use super::support::workflow;
+use super::support::{eventually, workflow};
 use crate::model::replay;
 use crate::provision::cluster::{self, Cluster};
 
@@ -214,17 +214,4 @@ fn run(
         }
     }
     unexpected
-}
-
-/// `read` made again until it gets through (a read may meet a restart, too).
-fn eventually<T>(read: impl Fn() -> Result<T, DalError>) -> T {
-    let mut last = None;
-    for _ in 0..100 {
-        match read() {
-            Ok(value) => return value,
-            Err(DalError::Connection { source }) => last = Some(source),
-            Err(other) => panic!("a read failed: {other:?}"),
-        }
-    }
-    panic!("a read kept failing with Connection: {last:?}")
 }

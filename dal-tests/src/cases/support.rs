@@ -98,3 +98,18 @@ pub fn ready_tasks(
         .collect();
     store.create_many(&news).expect("create_many")
 }
+
+/// `read` made again until it gets through, while it fails with a retryable error (a lost
+/// connection, a busy database), for up to 30 s: a fault case's reads meet the faults too.
+pub fn eventually<T>(read: impl Fn() -> Result<T, dal_core::DalError>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match read() {
+            Ok(value) => return value,
+            Err(err) if err.is_retryable() && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(err) => panic!("a read failed: {err:?}"),
+        }
+    }
+}

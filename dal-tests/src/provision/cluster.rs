@@ -169,6 +169,7 @@ fn remove_orphans() {
     let Ok(entries) = fs::read_dir(std::env::temp_dir()) else {
         return;
     };
+    let bindir = find_bindir();
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let Some(pid) = name
@@ -182,7 +183,7 @@ fn remove_orphans() {
             continue;
         }
         let owner_is_root = entry.metadata().is_ok_and(|m| m.uid() == 0);
-        if let Some(bindir) = find_bindir() {
+        if let Some(bindir) = &bindir {
             let run_as = if is_root() && !owner_is_root {
                 Some("postgres")
             } else {
@@ -191,7 +192,7 @@ fn remove_orphans() {
             let data = entry.path().join("data");
             let data = data.to_string_lossy();
             let _ = run(command(
-                &bindir,
+                bindir,
                 run_as,
                 "pg_ctl",
                 &["stop", "-m", "immediate", "-w", "-D", &data],

@@ -14,8 +14,8 @@
 //! 5. Otherwise the fixture panics with a message naming all of the above ([`HOW_TO`]).
 //!    PostgreSQL is never skipped silently.
 //!
-//! `DAL_TEST_SERVER=private` skips 1 and 2 and uses a private cluster (the fault cases that
-//! restart the server need one).
+//! `DAL_TEST_SERVER=private` skips 1 and 2 and uses a private cluster (`.ci/run` runs the
+//! PostgreSQL cases that way too). The restart cases start private clusters of their own.
 //!
 //! Each fixture creates its own schema on the server and drops it afterwards, so tests are
 //! isolated and run in parallel. The connections a test process opens stay within a budget
@@ -357,11 +357,6 @@ pub fn server_url_with(params: &[(&str, &str)]) -> String {
     with_params(server_url(), params)
 }
 
-/// The private cluster the tests run on, if they started one (see `DAL_TEST_SERVER`).
-pub fn private_cluster() -> Option<&'static super::cluster::Cluster> {
-    server().cluster.as_ref()
-}
-
 /// Whether a Docker daemon listens on `DOCKER_HOST` (unix or tcp) or the default socket.
 pub fn docker_answers() -> bool {
     use std::time::Duration;
@@ -586,6 +581,10 @@ mod tests {
         budget.state.lock().map(|s| s.free).unwrap_or(i64::MIN)
     }
 
+    fn nobody_holds(budget: &Budget) -> bool {
+        budget.state.lock().is_ok_and(|s| s.held.is_empty())
+    }
+
     #[test]
     fn parameters_join_a_url_or_a_keyword_string() {
         let params = [("application_name", "s1"), ("options", "-csearch_path=s1")];
@@ -653,13 +652,7 @@ mod tests {
         drop(nested);
         drop(fixture);
         assert_eq!(free(budget), 10);
-        assert!(
-            budget
-                .state
-                .lock()
-                .map(|s| s.held.is_empty())
-                .unwrap_or(false)
-        );
+        assert!(nobody_holds(budget));
     }
 
     #[test]
@@ -668,13 +661,7 @@ mod tests {
         let permit = budget.reserve(10);
         std::thread::spawn(move || drop(permit)).join().ok();
         assert_eq!(free(budget), 10);
-        assert!(
-            budget
-                .state
-                .lock()
-                .map(|s| s.held.is_empty())
-                .unwrap_or(false)
-        );
+        assert!(nobody_holds(budget));
         // This thread holds nothing now, so it waits like any other: 10 are free.
         drop(budget.reserve(10));
         assert_eq!(free(budget), 10);
