@@ -8,6 +8,7 @@ use dal_benches::workload::args::Args;
 use dal_benches::workload::checks::{Check, run_checks};
 use dal_benches::workload::ledger::Ledger;
 use dal_benches::workload::metrics::Outcomes;
+use dal_benches::workload::plan::Plan;
 use dal_benches::workload::run::{self, Finished};
 use dal_benches::workload::target::{Database, Target};
 use dal_core::{NewTaskExecution, Pruned, TaskExecutionStore, TaskStatus};
@@ -33,14 +34,15 @@ fn store(target: &Target) -> std::sync::Arc<dyn TaskExecutionStore> {
 /// A run on a fresh SQLite file.
 fn run_on_sqlite(args: &Args) -> (Target, Finished) {
     let target = Target::open(args).expect("create the database");
-    let finished = run::run(store(&target), args);
+    let plan = Plan::fresh(Uuid::now_v7(), args.workflows);
+    let finished = run::run(store(&target), args, &plan, None);
     assert_eq!(finished.error, None);
     (target, finished)
 }
 
 fn failing(target: &Target, ledger: &Ledger, outcomes: &Outcomes) -> Vec<&'static str> {
     let checks: Vec<Check> =
-        run_checks(&*store(target), ledger, outcomes, 0).expect("read the results back");
+        run_checks(&*store(target), ledger, outcomes).expect("read the results back");
     assert_eq!(checks.len(), 7);
     checks
         .into_iter()

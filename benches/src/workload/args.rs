@@ -4,19 +4,35 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use dal_core::store::MAX_PRUNE_BATCH;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Many runners working through workflows on one store: creation in batches, claims in
 /// batches, failures and retries, runners that crash mid-task and a sweeper that recovers their
 /// tasks. Prints a report of throughput, latencies, statements per task and correctness checks;
 /// exits with 1 when a check fails.
-#[derive(Debug, Clone, Parser)]
+///
+/// The run's arguments are recorded in its database; `--resume` finishes a run whose process
+/// died (killed, crashed, the machine restarted) with the arguments recorded.
+#[derive(Debug, Clone, Parser, Serialize, Deserialize)]
 #[command(name = "workload", version)]
 pub struct Args {
-    /// Where to run: `postgres://...` (a fresh schema is created there and dropped afterwards),
-    /// or `sqlite://PATH`. Default: an embedded SQLite file in a temporary directory.
+    /// Where to run: `postgres://...` or libpq's `host=... user=...` (a fresh schema is created
+    /// there and dropped afterwards, or the one `--schema` names), or `sqlite://PATH`. Default: an embedded SQLite file in a
+    /// temporary directory.
     #[arg(long, value_name = "URL")]
     pub database_url: Option<String>,
+
+    /// PostgreSQL only: run in this schema (created if missing, never dropped) instead of a
+    /// fresh one, so that `--resume` can find it.
+    #[arg(long, value_name = "NAME", value_parser = schema_name)]
+    pub schema: Option<String>,
+
+    /// Finish the run recorded in the database (`sqlite://PATH`, or `--schema` on PostgreSQL)
+    /// whose process died: its arguments are the recorded ones, the work already done is taken
+    /// into account, claims the dead process held are recovered once stale, and the checks
+    /// cover the whole run.
+    #[arg(long, requires = "database_url", conflicts_with_all = PLAN_ARGS)]
+    pub resume: bool,
 
     /// Workflow executions to create.
     #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u32).range(1..))]
@@ -33,6 +49,11 @@ pub struct Args {
     /// Tasks a runner claims at a time.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub batch: u32,
+
+    /// Pause between two creation batches of 100 workflow executions, in milliseconds (0: none),
+    /// for a scheduler that creates work over time.
+    #[arg(long, default_value_t = 0)]
+    pub create_pause_ms: u64,
 
     /// Simulated work per task, in microseconds (0: none).
     #[arg(long, default_value_t = 0)]
@@ -94,7 +115,7 @@ pub struct Args {
 
 /// The pruner: every `--prune-every-ms` it runs a whole retention pass, `prune_finished` batch
 /// after batch, removing the workflow executions finished more than `--retain-ms` ago.
-#[derive(Debug, Clone, clap::Args, Serialize)]
+#[derive(Debug, Clone, clap::Args, Serialize, Deserialize)]
 pub struct Retention {
     /// How often the pruner runs a retention pass (ms; 0: no pruning).
     #[arg(long, default_value_t = 500)]
@@ -114,6 +135,29 @@ pub struct Retention {
     pub retain_ms: u64,
 }
 
+/// The arguments that say what a run does, recorded with it: `--resume` takes them from the
+/// record and refuses them on its command line.
+const PLAN_ARGS: [&str; 18] = [
+    "workflows",
+    "tasks_per_workflow",
+    "runners",
+    "batch",
+    "create_pause_ms",
+    "work_us",
+    "fail_rate",
+    "max_attempts",
+    "crashing_runners",
+    "crash_rate",
+    "stale_after_ms",
+    "sweep_every_ms",
+    "max_recoveries",
+    "prune_every_ms",
+    "prune_batch",
+    "retain_ms",
+    "pool_size",
+    "seed",
+];
+
 /// The longest `--retain-ms`: a year.
 const MAX_RETAIN_MS: u64 = 366 * 24 * 3_600 * 1_000;
 
@@ -121,6 +165,22 @@ impl Retention {
     /// Whether the pruner runs.
     pub fn enabled(&self) -> bool {
         self.prune_every_ms > 0
+    }
+}
+
+/// A schema name the workload can quote without escaping: letters, digits and `_`, not
+/// starting with a digit, at most 63 bytes (PostgreSQL's limit).
+fn schema_name(text: &str) -> Result<String, String> {
+    let valid = !text.is_empty()
+        && text.len() <= 63
+        && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !text.starts_with(|c: char| c.is_ascii_digit());
+    if valid {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "{text:?} is not a plain schema name (letters, digits and _, at most 63)"
+        ))
     }
 }
 
@@ -138,6 +198,18 @@ fn share(text: &str) -> Result<f64, String> {
 impl Args {
     /// Checks what clap cannot: relations between arguments.
     pub fn check(&self) -> Result<(), String> {
+        let postgres = self
+            .database_url
+            .as_deref()
+            .is_some_and(super::target::is_postgres);
+        if self.schema.is_some() && !postgres {
+            return Err("--schema names a PostgreSQL schema: give a postgres:// URL".to_owned());
+        }
+        if self.resume && postgres && self.schema.is_none() {
+            return Err(
+                "--resume on PostgreSQL needs --schema: the schema of the run to finish".to_owned(),
+            );
+        }
         if self.crashing_runners > self.runners {
             return Err(format!(
                 "--crashing-runners ({}) cannot exceed --runners ({})",

@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use super::ledger::{Counted, Ledger};
 use super::metrics::Outcomes;
+use super::plan::history;
 
 /// One check and its outcome.
 #[derive(Debug, Clone, Serialize)]
@@ -117,6 +118,8 @@ struct Checker {
     /// What the run counted of the workflow executions retention removed.
     pruned_workflows: u64,
     pruned: Finishes,
+    /// Workflow executions retention removed before a resumed run started.
+    pruned_before: u64,
     claims: u64,
     fenced: u64,
 }
@@ -129,8 +132,7 @@ struct Checker {
 ///    `tasks_per_workflow` tasks, every one terminal. Pruned: the run saw each of its tasks
 ///    finish (completed, exhausted or abandoned, as the calls returned them). In all: the tasks
 ///    stored plus the tasks the batches reported deleted are the tasks created, and the store
-///    holds no task outside the workflow executions read but the `preexisting` ones
-///    (`count_by_status`).
+///    holds no task outside the workflow executions read (`count_by_status`).
 /// 2. The outcomes counted are the database's. Stored: per workflow execution, the completed,
 ///    exhausted and abandoned tasks are the ones the run counted. Pruned: only the run's counts
 ///    exist; they enter the totals, which must be the report's outcomes.
@@ -144,11 +146,15 @@ struct Checker {
 /// 7. Retention removed whole workflow executions of this run, each once: every workflow
 ///    execution a batch reported is one the run created and no other batch reported it, and
 ///    each batch deleted `tasks_per_workflow` tasks per workflow execution it reported.
+///
+/// A resumed run's ledger counts what the dead process left (see [`super::plan`]), so the
+/// checks cover the whole run, both processes. What retention removed before the resume is
+/// gone with its counts: those workflow executions enter check 1 by their number of tasks, and
+/// each detail says how many there were.
 pub fn run_checks(
     store: &dyn TaskExecutionStore,
     ledger: &Ledger,
     outcomes: &Outcomes,
-    preexisting: u64,
 ) -> Result<Vec<Check>, DalError> {
     let mut checker = Checker {
         tasks_per_workflow: u64::from(ledger.tasks_per_workflow()),
@@ -156,7 +162,9 @@ pub fn run_checks(
     };
     for &workflow in ledger.workflows() {
         let counted = ledger.counted(workflow).unwrap_or_default();
-        if counted.pruned > 0 {
+        if counted.pruned_before {
+            checker.pruned_before += 1;
+        } else if counted.pruned > 0 {
             checker.pruned_workflow(workflow, &counted);
         } else {
             let tasks = store.list_for_workflow(workflow)?;
@@ -165,28 +173,7 @@ pub fn run_checks(
         }
     }
     let in_store = u64::try_from(store.count_by_status()?.total()).unwrap_or_default();
-    Ok(checker.finish(ledger, outcomes, in_store.saturating_sub(preexisting)))
-}
-
-/// The history of a workflow execution, by task, each oldest first.
-fn history(
-    store: &dyn TaskExecutionStore,
-    workflow: Uuid,
-) -> Result<BTreeMap<Uuid, Vec<ExecutionEvent>>, DalError> {
-    let mut histories: BTreeMap<Uuid, Vec<ExecutionEvent>> = BTreeMap::new();
-    let mut after = None;
-    loop {
-        let page = store.events_for_workflow(workflow, after, 10_000)?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.seq);
-        for event in page {
-            histories
-                .entry(event.task_execution_id)
-                .or_default()
-                .push(event);
-        }
-    }
-    Ok(histories)
+    Ok(checker.finish(ledger, outcomes, in_store))
 }
 
 impl Checker {
@@ -320,19 +307,21 @@ impl Checker {
     }
 
     /// The checks over all workflow executions, and the report's list. `in_store`: the tasks
-    /// the store holds, less those it held before the run.
+    /// the store holds.
     fn finish(mut self, ledger: &Ledger, outcomes: &Outcomes, in_store: u64) -> Vec<Check> {
         let batches = ledger.batches();
         let expected = ledger.tasks();
         let pruned_tasks: u64 = batches.iter().map(|b| b.tasks).sum();
         let pruned_events: u64 = batches.iter().map(|b| b.events).sum();
         let pruned_tasks_counted = self.pruned_workflows * self.tasks_per_workflow;
+        let pruned_before_tasks = self.pruned_before * self.tasks_per_workflow;
 
         // 1. In all.
-        if self.stored_tasks + pruned_tasks != expected {
+        if self.stored_tasks + pruned_tasks + pruned_before_tasks != expected {
             self.terminal.add(|| {
                 format!(
-                    "{} tasks in the database and {pruned_tasks} pruned, {expected} created",
+                    "{} tasks in the database, {pruned_tasks} pruned and {pruned_before_tasks} \
+                     pruned before the run resumed, {expected} created",
                     self.stored_tasks
                 )
             });
@@ -359,14 +348,18 @@ impl Checker {
         let mut total = self.stored;
         total.add(self.pruned);
         let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-        let reported = Finishes {
+        let mut reported = Finishes::counted(&ledger.finished_before());
+        reported.add(Finishes {
             completed: get(&outcomes.completed),
             exhausted: get(&outcomes.exhausted),
             abandoned: get(&outcomes.abandoned),
-        };
+        });
         if total != reported {
             self.outcomes.add(|| {
-                format!("{total:?} in the database and pruned, {reported:?} in the outcomes")
+                format!(
+                    "{total:?} in the database and pruned, {reported:?} in the outcomes (and \
+                     finished before the run resumed)"
+                )
             });
         }
 
@@ -413,11 +406,15 @@ impl Checker {
         }
 
         let pruned_note = |what: &str| {
-            if self.pruned_workflows == 0 {
-                String::new()
-            } else {
-                format!("; {pruned_tasks_counted} pruned tasks' {what} gone")
+            let mut note = String::new();
+            if self.pruned_workflows > 0 {
+                note += &format!("; {pruned_tasks_counted} pruned tasks' {what} gone");
             }
+            if self.pruned_before > 0 {
+                note +=
+                    &format!("; {pruned_before_tasks} tasks' {what} pruned before the run resumed");
+            }
+            note
         };
         let mut outcomes_ok = format!(
             "{} completed, {} exhausted, {} abandoned",
@@ -460,9 +457,14 @@ impl Checker {
             self.terminal.check(
                 "every task reached a terminal status",
                 format!(
-                    "{} in the database, {pruned_tasks} pruned (each seen finishing), of \
+                    "{} in the database, {pruned_tasks} pruned (each seen finishing){}, of \
                      {expected}",
-                    self.stored_tasks
+                    self.stored_tasks,
+                    if self.pruned_before > 0 {
+                        format!(", {pruned_before_tasks} pruned before the run resumed")
+                    } else {
+                        String::new()
+                    }
                 ),
             ),
             self.outcomes

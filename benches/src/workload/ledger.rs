@@ -7,6 +7,10 @@
 //! `prune_finished` batch must have removed exactly its workflow executions' tasks and the
 //! events the run wrote to them. For the workflow executions still stored, the checks compare
 //! the ledger with the database, which shows that the ledger counts what the database holds.
+//!
+//! A resumed run's ledger starts from what the database held (see [`super::plan`]): the
+//! figures of the stored workflow executions are counted in from the start, and those retention
+//! removed before are settled, known only as pruned before.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -14,6 +18,8 @@ use std::sync::{Mutex, PoisonError};
 
 use dal_core::Pruned;
 use uuid::Uuid;
+
+use super::plan::{Before, Plan};
 
 /// How a task finished, as the run saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +45,32 @@ struct Tally {
     pruned: AtomicU32,
     /// Finished entirely, or pruned: the run need not wait for it.
     settled: AtomicBool,
+    /// Removed by retention before the run started (a resumed run).
+    pruned_before: bool,
+}
+
+impl Tally {
+    fn starting_from(before: Before) -> Tally {
+        let tally = Tally::default();
+        match before {
+            Before::Nothing => tally,
+            Before::Pruned => Tally {
+                pruned_before: true,
+                ..tally
+            },
+            Before::Stored(counted) => {
+                let count = |n: u64| AtomicU32::new(u32::try_from(n).unwrap_or(u32::MAX));
+                Tally {
+                    completed: count(counted.completed),
+                    exhausted: count(counted.exhausted),
+                    abandoned: count(counted.abandoned),
+                    finished: count(counted.finished()),
+                    events: AtomicU64::new(counted.events),
+                    ..tally
+                }
+            }
+        }
+    }
 }
 
 /// One workflow execution's figures, as the checks read them.
@@ -54,6 +86,8 @@ pub struct Counted {
     pub events: u64,
     /// Times reported removed by retention (0: still stored, or should be).
     pub pruned: u32,
+    /// Removed by retention before the run started: nothing else is known of it.
+    pub pruned_before: bool,
 }
 
 impl Counted {
@@ -86,23 +120,57 @@ pub struct Ledger {
     /// Rows returned for workflow executions the run did not create (there should be none).
     strays: AtomicU64,
     batches: Mutex<Vec<PrunedBatch>>,
+    /// The tasks finished before the run started (a resumed run).
+    finished_before: Counted,
 }
 
 impl Ledger {
     /// A ledger of `workflows`, each to get `tasks_per_workflow` tasks.
     pub fn new(workflows: Vec<Uuid>, tasks_per_workflow: u32) -> Self {
+        let before = vec![Before::Nothing; workflows.len()];
+        Ledger::starting_from(workflows, &before, tasks_per_workflow)
+    }
+
+    /// The ledger of `plan`, each workflow execution starting from what the database held.
+    pub fn of_plan(plan: &Plan, tasks_per_workflow: u32) -> Self {
+        Ledger::starting_from(plan.workflows.clone(), &plan.before, tasks_per_workflow)
+    }
+
+    fn starting_from(workflows: Vec<Uuid>, before: &[Before], tasks_per_workflow: u32) -> Self {
         let index = workflows.iter().enumerate().map(|(i, w)| (*w, i)).collect();
-        let tallies = workflows.iter().map(|_| Tally::default()).collect();
-        Ledger {
+        let tallies: Vec<Tally> = before.iter().map(|b| Tally::starting_from(*b)).collect();
+        let mut finished_before = Counted::default();
+        for b in before {
+            if let Before::Stored(counted) = b {
+                finished_before.completed += counted.completed;
+                finished_before.exhausted += counted.exhausted;
+                finished_before.abandoned += counted.abandoned;
+                finished_before.events += counted.events;
+            }
+        }
+        let ledger = Ledger {
             workflows,
             index,
             tallies,
             tasks_per_workflow,
             settled: AtomicUsize::new(0),
-            finished: AtomicU64::new(0),
+            finished: AtomicU64::new(finished_before.finished()),
             strays: AtomicU64::new(0),
             batches: Mutex::new(Vec::new()),
+            finished_before,
+        };
+        for tally in &ledger.tallies {
+            if tally.pruned_before || tally.finished.load(Ordering::Relaxed) >= tasks_per_workflow {
+                ledger.settle(tally);
+            }
         }
+        ledger
+    }
+
+    /// What the stored workflow executions had finished when the run started (zero for a new
+    /// run): tasks by outcome, and history events.
+    pub fn finished_before(&self) -> Counted {
+        self.finished_before
     }
 
     /// The workflow executions, in the order they were made.
@@ -186,7 +254,7 @@ impl Ledger {
         self.settled.load(Ordering::Relaxed) >= self.workflows.len()
     }
 
-    /// Tasks seen finishing so far.
+    /// Tasks seen finishing so far, with those finished before the run started.
     pub fn finished_tasks(&self) -> u64 {
         self.finished.load(Ordering::Relaxed)
     }
@@ -206,6 +274,7 @@ impl Ledger {
             abandoned: get(&tally.abandoned),
             events: tally.events.load(Ordering::Relaxed),
             pruned: tally.pruned.load(Ordering::Relaxed),
+            pruned_before: tally.pruned_before,
         })
     }
 
@@ -246,5 +315,61 @@ mod tests {
         assert_eq!(ledger.batches().len(), 1);
         ledger.changed(Uuid::now_v7());
         assert_eq!(ledger.strays(), 1);
+    }
+
+    #[test]
+    fn a_resumed_ledger_counts_from_what_was_stored() {
+        let (a, b, c) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let stored = Counted {
+            completed: 1,
+            exhausted: 0,
+            abandoned: 0,
+            events: 4,
+            pruned: 0,
+            pruned_before: false,
+        };
+        let done = Counted {
+            completed: 1,
+            abandoned: 1,
+            events: 5,
+            ..stored
+        };
+        let plan = Plan {
+            run_id: Uuid::now_v7(),
+            workflows: vec![a, b, c],
+            before: vec![Before::Stored(stored), Before::Pruned, Before::Stored(done)],
+            retries: Vec::new(),
+            resumed: None,
+        };
+        let ledger = Ledger::of_plan(&plan, 2);
+        // b was pruned and c finished before: only a is waited for.
+        assert!(!ledger.all_settled());
+        assert_eq!(ledger.finished_tasks(), 3);
+        ledger.finished(a, Finish::Exhausted);
+        assert!(ledger.all_settled());
+        assert_eq!(
+            ledger.counted(a),
+            Some(Counted {
+                exhausted: 1,
+                events: 5,
+                ..stored
+            })
+        );
+        assert_eq!(
+            ledger.counted(b),
+            Some(Counted {
+                pruned_before: true,
+                ..Counted::default()
+            })
+        );
+        assert_eq!(
+            ledger.finished_before(),
+            Counted {
+                completed: 2,
+                abandoned: 1,
+                events: 9,
+                ..Counted::default()
+            }
+        );
     }
 }

@@ -5,6 +5,8 @@ pub mod checks;
 pub mod footprint;
 pub mod ledger;
 pub mod metrics;
+pub mod plan;
+pub mod record;
 pub mod report;
 pub mod run;
 pub mod scale;
@@ -14,8 +16,11 @@ use std::process::ExitCode;
 
 use args::Args;
 use dal_tests::counter::StatementCounter;
+use plan::Plan;
+use record::{Recorder, RunLock};
 use report::Report;
 use target::Target;
+use uuid::Uuid;
 
 /// Runs the workload `args` describe, prints the report, writes it as JSON when asked, and
 /// returns the exit code: 0 when every check passed, 1 when one failed, 2 when the run could
@@ -63,21 +68,73 @@ pub fn execute(args: &Args) -> Result<Report, String> {
     report
 }
 
-fn execute_in(target: &Target, args: &Args) -> Result<Report, String> {
-    // Tasks already there (a `sqlite://` file used before), read through a store whose
-    // statements are not counted.
-    let preexisting = target
-        .connect(&StatementCounter::new())?
+/// What the run is: the arguments and the plan, for a new run (recorded now) or for the run
+/// recorded in the database (`--resume`). Refuses a new run on a database that holds tasks.
+fn prepare(target: &Target, args: &Args, recorder: &mut Recorder) -> Result<(Args, Plan), String> {
+    let location = &target.location;
+    // Read through a store whose statements are not counted.
+    let store = target.connect(&StatementCounter::new())?;
+    let recorded = recorder
+        .read()
+        .map_err(|err| format!("cannot read the run record in {location}: {err}"))?;
+    if args.resume {
+        let record =
+            recorded.ok_or_else(|| format!("{location} holds no workload run to resume"))?;
+        let resumed = Args {
+            database_url: args.database_url.clone(),
+            schema: args.schema.clone(),
+            resume: true,
+            json: args.json.clone(),
+            keep: args.keep,
+            quiet: args.quiet,
+            ..record.args
+        };
+        let plan = Plan::resume(
+            &*store,
+            record.run_id,
+            resumed.workflows,
+            record.created_batches,
+        )
+        .map_err(|err| {
+            format!(
+                "cannot read back run {} in {location}: {err}",
+                record.run_id
+            )
+        })?;
+        return Ok((resumed, plan));
+    }
+    let held = store
         .count_by_status()
-        .map_err(|err| format!("cannot count the tasks in {}: {err}", target.location))?
+        .map_err(|err| format!("cannot count the tasks in {location}: {err}"))?
         .total();
-    if preexisting > 0 && args.retention.enabled() {
+    if let Some(record) = recorded {
         return Err(format!(
-            "{} already holds {preexisting} tasks, and retention would remove those that are \
-             finished: use a new database, or --prune-every-ms 0",
-            target.location
+            "{location} holds workload run {} ({held} tasks): finish it with --resume, or use a \
+             new database",
+            record.run_id
         ));
     }
+    if held > 0 {
+        return Err(format!(
+            "{location} holds {held} tasks that no workload run recorded: use a new database"
+        ));
+    }
+    let run_id = Uuid::now_v7();
+    recorder
+        .start(run_id, args)
+        .map_err(|err| format!("cannot record the run in {location}: {err}"))?;
+    Ok((args.clone(), Plan::fresh(run_id, args.workflows)))
+}
+
+fn execute_in(target: &Target, args: &Args) -> Result<Report, String> {
+    // Held until the run's end: a second workload on this database is refused at once.
+    let _lock = RunLock::take(target)?;
+    // Opening a store migrates a new database; the record's table goes beside the DAL's.
+    drop(target.connect(&StatementCounter::new())?);
+    let mut recorder = Recorder::open(&target.database)
+        .map_err(|err| format!("cannot open the run record in {}: {err}", target.location))?;
+    let (args, plan) = prepare(target, args, &mut recorder)?;
+    let args = &args;
     let counter = StatementCounter::new();
     let store = target.connect(&counter)?;
     let start = footprint::index_counters(&target.database).unwrap_or_else(|err| {
@@ -85,7 +142,7 @@ fn execute_in(target: &Target, args: &Args) -> Result<Report, String> {
         None
     });
     // The run drops the store: its connections are closed before the footprint is read.
-    let finished = run::run(store, args);
+    let finished = run::run(store, args, &plan, Some(recorder));
     let (statements, prepares, transactions) = counter.totals();
     if let Some(error) = &finished.error {
         return Err(format!("the run stopped: {error}"));
@@ -97,20 +154,23 @@ fn execute_in(target: &Target, args: &Args) -> Result<Report, String> {
         .ok();
     // The checks read through a store of their own, not counted.
     let store = target.connect(&StatementCounter::new())?;
-    let checks = checks::run_checks(
-        &*store,
-        &finished.ledger,
-        &finished.outcomes,
-        u64::try_from(preexisting).unwrap_or_default(),
-    )
-    .map_err(|err| format!("reading the results back failed: {err}"))?;
+    let checks = checks::run_checks(&*store, &finished.ledger, &finished.outcomes)
+        .map_err(|err| format!("reading the results back failed: {err}"))?;
     let tasks = args.tasks();
+    // The tasks this process took through the end of their life.
+    let done_before = plan.resumed.as_ref().map_or(0, |r| {
+        r.tasks_finished + r.workflows_pruned * u64::from(args.tasks_per_workflow)
+    });
+    let tasks_run = tasks.saturating_sub(done_before).max(1);
     let elapsed_s = finished.elapsed.as_secs_f64();
     Ok(Report {
         backend: target.backend,
         location: target.location.clone(),
+        run_id: plan.run_id.to_string(),
+        resumed: plan.resumed.clone(),
         workflows: args.workflows,
         tasks,
+        tasks_run,
         runners: args.runners,
         crashing_runners: args.crashing_runners,
         batch: args.batch,
@@ -119,9 +179,9 @@ fn execute_in(target: &Target, args: &Args) -> Result<Report, String> {
         crash_rate: args.crash_rate,
         retention: args.retention.clone(),
         elapsed_s,
-        tasks_per_second: tasks as f64 / elapsed_s,
+        tasks_per_second: tasks_run as f64 / elapsed_s,
         statements,
-        statements_per_task: statements as f64 / tasks as f64,
+        statements_per_task: statements as f64 / tasks_run as f64,
         prepares,
         transactions,
         operations,

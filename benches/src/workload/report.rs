@@ -9,6 +9,7 @@ use super::args::Retention;
 use super::checks::Check;
 use super::footprint::{DUE_INDEX, Footprint};
 use super::metrics::OperationLatency;
+use super::plan::Resumed;
 
 /// Everything a run measured and checked.
 #[derive(Debug, Clone, Serialize)]
@@ -17,10 +18,16 @@ pub struct Report {
     pub backend: &'static str,
     /// The database (no password).
     pub location: String,
+    /// The run's id, as recorded in its database.
+    pub run_id: String,
+    /// What the database held when the run resumed (`--resume`), if it did.
+    pub resumed: Option<Resumed>,
     /// Workflow executions.
     pub workflows: u32,
-    /// Tasks.
+    /// Tasks of the run.
     pub tasks: u64,
+    /// Of which this process took to the end of their life (all of them, unless resumed).
+    pub tasks_run: u64,
     /// Runner threads.
     pub runners: u32,
     /// Of which crash now and then.
@@ -37,7 +44,7 @@ pub struct Report {
     pub retention: Retention,
     /// Seconds from the first create to the last task's end.
     pub elapsed_s: f64,
-    /// Tasks through their whole life per second.
+    /// Tasks through their whole life per second (of `tasks_run`).
     pub tasks_per_second: f64,
     /// Statements sent during the run (Diesel instrumentation; `BEGIN`/`COMMIT` included).
     pub statements: u64,
@@ -78,6 +85,22 @@ impl Report {
             self.fail_rate * 100.0,
             self.work_us
         );
+        if let Some(r) = &self.resumed {
+            let _ = writeln!(
+                out,
+                "  resumed run {}: {} workflow executions stored, {} pruned before, {} to create; \
+                 {} tasks finished, {} claimed by the dead process, {} failed and not yet retried; \
+                 {} events",
+                r.run_id,
+                r.workflows_stored,
+                r.workflows_pruned,
+                r.workflows_to_create,
+                r.tasks_finished,
+                r.tasks_claimed,
+                r.tasks_to_retry,
+                r.events
+            );
+        }
         let _ = if self.retention.enabled() {
             writeln!(
                 out,
@@ -89,8 +112,8 @@ impl Report {
         };
         let _ = writeln!(
             out,
-            "  {:.0} tasks/s through their whole life ({:.2} s)",
-            self.tasks_per_second, self.elapsed_s
+            "  {:.0} tasks/s through their whole life ({} tasks in {:.2} s)",
+            self.tasks_per_second, self.tasks_run, self.elapsed_s
         );
         let _ = writeln!(
             out,

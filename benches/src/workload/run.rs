@@ -17,9 +17,8 @@ use uuid::Uuid;
 use super::args::Args;
 use super::ledger::{Finish, Ledger};
 use super::metrics::{Collected, Latencies, Outcomes};
-
-/// Workflow executions per `create_many` call.
-const WORKFLOWS_PER_BATCH: usize = 100;
+use super::plan::{Plan, Retry};
+use super::record::Recorder;
 
 /// What a finished run hands to the checks and the report.
 pub struct Finished {
@@ -51,8 +50,12 @@ struct Shared {
 
 impl Shared {
     fn fail_run(&self, what: &str, err: &DalError) {
+        self.fail_with(format!("{what}: {err}"));
+    }
+
+    fn fail_with(&self, error: String) {
         let mut slot = self.error.lock().unwrap_or_else(PoisonError::into_inner);
-        slot.get_or_insert_with(|| format!("{what}: {err}"));
+        slot.get_or_insert(error);
         self.stop.store(true, Ordering::Relaxed);
     }
 
@@ -112,12 +115,17 @@ impl Dice {
     }
 }
 
-/// Runs the workload on `store` and returns when every task has finished (or a thread hit an
-/// error). The store is dropped before it returns, so its connections are closed.
-pub fn run(store: Arc<dyn TaskExecutionStore>, args: &Args) -> Finished {
+/// Runs the workload `plan` describes on `store` and returns when every task has finished (or a
+/// thread hit an error). After each creation batch, `recorder` (if any) records it. The store is
+/// dropped before it returns, so its connections are closed.
+pub fn run(
+    store: Arc<dyn TaskExecutionStore>,
+    args: &Args,
+    plan: &Plan,
+    recorder: Option<Recorder>,
+) -> Finished {
     let total = args.tasks();
-    let workflows: Vec<Uuid> = (0..args.workflows).map(|_| Uuid::now_v7()).collect();
-    let ledger = Arc::new(Ledger::new(workflows, args.tasks_per_workflow));
+    let ledger = Arc::new(Ledger::of_plan(plan, args.tasks_per_workflow));
     let shared = Arc::new(Shared {
         store,
         args: args.clone(),
@@ -142,10 +150,15 @@ pub fn run(store: Arc<dyn TaskExecutionStore>, args: &Args) -> Finished {
     );
 
     let start = Instant::now();
+    retry(&shared, &plan.retries);
     let mut threads = Vec::new();
     {
         let shared = Arc::clone(&shared);
-        threads.push(thread::spawn(move || create(&shared)));
+        let batches: Vec<(u64, Vec<Uuid>)> = plan
+            .batches_to_create()
+            .map(|(number, batch)| (number, batch.to_vec()))
+            .collect();
+        threads.push(thread::spawn(move || create(&shared, &batches, recorder)));
     }
     for index in 0..args.runners as usize {
         let shared = Arc::clone(&shared);
@@ -187,12 +200,32 @@ pub fn run(store: Arc<dyn TaskExecutionStore>, args: &Args) -> Finished {
     }
 }
 
-/// The scheduler's part: creates the workflows' tasks, `Ready`, a batch of workflows at a time.
-fn create(shared: &Shared) {
+/// What a resumed run does first: retries the tasks whose runner died between `fail` and
+/// `schedule_retry`, as an engine's scheduler would when it starts.
+fn retry(shared: &Shared, retries: &[Retry]) {
+    let mut latencies = Latencies::default();
+    for retry in retries {
+        match latencies.time("schedule_retry", || {
+            shared.store.schedule_retry(retry.task, Utc::now())
+        }) {
+            Ok(_) => {
+                Outcomes::add(&shared.outcomes.retries);
+                shared.ledger.changed(retry.workflow);
+            }
+            Err(err) => shared.fail_run("schedule_retry", &err),
+        }
+    }
+    shared.latencies.add(&latencies);
+}
+
+/// The scheduler's part: creates the workflows' tasks, `Ready`, a batch of workflows at a time,
+/// and records each batch made.
+fn create(shared: &Shared, batches: &[(u64, Vec<Uuid>)], mut recorder: Option<Recorder>) {
     let mut latencies = Latencies::default();
     let args = &shared.args;
-    for chunk in shared.ledger.workflows().chunks(WORKFLOWS_PER_BATCH) {
-        if shared.stop.load(Ordering::Relaxed) {
+    let pause = Duration::from_millis(args.create_pause_ms);
+    for (i, (number, chunk)) in batches.iter().enumerate() {
+        if shared.stop.load(Ordering::Relaxed) || (i > 0 && !shared.pause(pause)) {
             break;
         }
         let news: Vec<NewTaskExecution> = chunk
@@ -211,7 +244,16 @@ fn create(shared: &Shared) {
                     shared.ledger.changed(task.workflow_execution_id);
                 }
             }
-            Err(err) => shared.fail_run("create_many", &err),
+            Err(err) => {
+                shared.fail_run("create_many", &err);
+                break;
+            }
+        }
+        if let Some(recorder) = &mut recorder
+            && let Err(err) = latencies.time("record_batch", || recorder.created(number + 1))
+        {
+            shared.fail_with(format!("recording creation batch {number}: {err}"));
+            break;
         }
     }
     shared.latencies.add(&latencies);

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use dal_core::{Clock, SystemClock, TaskExecutionStore};
 use dal_tests::counter::StatementCounter;
+use dal_tests::provision::postgres::with_params;
 use diesel::{Connection, PgConnection, RunQueryDsl};
 
 use super::args::Args;
@@ -36,6 +37,23 @@ pub enum Database {
         /// the run's sessions can be told apart on the server (see `footprint`).
         schema: String,
     },
+}
+
+impl Database {
+    /// The URL of the run's database: a SQLite path, or the PostgreSQL URL with the run's
+    /// schema as `search_path` and `application_name`.
+    pub fn url(&self) -> String {
+        match self {
+            Database::Sqlite(path) => path.display().to_string(),
+            Database::Postgres { url, schema } => with_params(
+                url,
+                &[
+                    ("options", &format!("-csearch_path={schema}")),
+                    ("application_name", schema),
+                ],
+            ),
+        }
+    }
 }
 
 enum Cleanup {
@@ -76,6 +94,12 @@ impl Target {
             }
             Some(url) if url.starts_with("sqlite://") => {
                 let path = PathBuf::from(&url["sqlite://".len()..]);
+                if args.resume && !path.is_file() {
+                    return Err(format!(
+                        "there is no SQLite file {} to resume a run in",
+                        path.display()
+                    ));
+                }
                 Ok(Target {
                     backend: "sqlite",
                     location: path.display().to_string(),
@@ -84,21 +108,46 @@ impl Target {
                     cleanup: Cleanup::Nothing,
                 })
             }
-            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-                let schema = format!(
-                    "dal_workload_{}_{}_{}",
-                    chrono::Utc::now().format("%Y%m%d%H%M%S"),
-                    std::process::id(),
-                    SCHEMAS.fetch_add(1, Ordering::Relaxed)
-                );
+            Some(url) if is_postgres(url) => {
+                let named = args.schema.clone();
+                let schema = named.clone().unwrap_or_else(|| {
+                    format!(
+                        "dal_workload_{}_{}_{}",
+                        chrono::Utc::now().format("%Y%m%d%H%M%S"),
+                        std::process::id(),
+                        SCHEMAS.fetch_add(1, Ordering::Relaxed)
+                    )
+                });
                 let mut admin = PgConnection::establish(url)
                     .map_err(|e| format!("cannot connect to {}: {e}", redact(url)))?;
-                diesel::sql_query(format!("CREATE SCHEMA \"{schema}\""))
-                    .execute(&mut admin)
-                    .map_err(|e| {
-                        format!("cannot create schema {schema} on {}: {e}", redact(url))
-                    })?;
-                let cleanup = if args.keep {
+                if args.resume {
+                    let found =
+                        diesel::sql_query("SELECT 1 AS one FROM pg_namespace WHERE nspname = $1")
+                            .bind::<diesel::sql_types::Text, _>(&schema)
+                            .execute(&mut admin)
+                            .map_err(|e| {
+                                format!("cannot look for schema {schema} on {}: {e}", redact(url))
+                            })?;
+                    if found == 0 {
+                        return Err(format!(
+                            "there is no schema {schema} on {} to resume a run in",
+                            redact(url)
+                        ));
+                    }
+                } else {
+                    let create = if named.is_some() {
+                        "CREATE SCHEMA IF NOT EXISTS"
+                    } else {
+                        "CREATE SCHEMA"
+                    };
+                    diesel::sql_query(format!("{create} \"{schema}\""))
+                        .execute(&mut admin)
+                        .map_err(|e| {
+                            format!("cannot create schema {schema} on {}: {e}", redact(url))
+                        })?;
+                }
+                // A schema named on the command line is the user's: it is never dropped.
+                let cleanup = if args.keep || named.is_some() {
                     Cleanup::Nothing
                 } else {
                     Cleanup::DropSchema {
@@ -121,7 +170,8 @@ impl Target {
                 let scheme = other.split("://").next().unwrap_or(other);
                 Err(format!(
                     "unknown database URL scheme {scheme:?} in {other:?}: use postgres://USER@HOST/DB \
-                     or sqlite://PATH (or no --database-url for a temporary SQLite file)"
+                     (or libpq's keyword=value form) or sqlite://PATH (or no --database-url for a \
+                     temporary SQLite file)"
                 ))
             }
         }
@@ -136,12 +186,8 @@ impl Target {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         match &self.database {
             Database::Sqlite(path) => open_sqlite(path, self.pool_size, clock, counter),
-            Database::Postgres { url, schema } => {
-                let separator = if url.contains('?') { '&' } else { '?' };
-                let in_schema = format!(
-                    "{url}{separator}options=-csearch_path%3D{schema}&application_name={schema}"
-                );
-                let store = dal_postgres::Options::new(in_schema)
+            Database::Postgres { .. } => {
+                let store = dal_postgres::Options::new(self.database.url())
                     .pool_size(self.pool_size)
                     .clock(clock)
                     .instrumentation(counter.factory())
@@ -182,8 +228,26 @@ fn open_sqlite(
     Ok(Arc::new(store))
 }
 
+/// Whether `url` names a PostgreSQL server: a `postgres://` URL, or a libpq keyword/value
+/// string (`host=/var/run/postgresql user=postgres`).
+pub fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://")
+        || url.starts_with("postgresql://")
+        || (!url.contains("://") && url.contains('='))
+}
+
 /// `url` without its password.
 pub fn redact(url: &str) -> String {
+    if !url.contains("://") {
+        return url
+            .split(' ')
+            .map(|word| match word.split_once('=') {
+                Some(("password", _)) => "password=***",
+                _ => word,
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+    }
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let credentials = &url[scheme + 3..at];

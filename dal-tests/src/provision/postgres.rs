@@ -332,7 +332,7 @@ fn schema_url(base: &str, name: &str, extra: &str) -> String {
 }
 
 /// `base` (a `postgres://` URL or a libpq keyword/value string) with `params` added.
-fn with_params(base: &str, params: &[(&str, &str)]) -> String {
+pub fn with_params(base: &str, params: &[(&str, &str)]) -> String {
     let mut out = base.to_owned();
     if base.starts_with("postgres://") || base.starts_with("postgresql://") {
         for (key, value) in params {
