@@ -82,45 +82,77 @@ impl Progress {
     }
 }
 
-/// A read of the run's progress: `None` while the run has not recorded itself yet.
-fn progress(
-    database: &Database,
-    open: &dyn Fn() -> Box<dyn TaskExecutionStore>,
-) -> Option<Progress> {
-    let record = Recorder::connect(database).ok()?.read().ok()??;
-    let counts = open().count_by_status().expect("count the tasks");
-    Some(Progress {
-        created_batches: record.created_batches,
-        counts,
-    })
+/// Reads a run's progress through connections opened once and kept (the record's, then a store
+/// on the run's database once the run has recorded itself).
+struct Watch {
+    database: Database,
+    open: Box<dyn Fn() -> Box<dyn TaskExecutionStore>>,
+    recorder: Option<Recorder>,
+    store: Option<Box<dyn TaskExecutionStore>>,
+    /// Waits, after a kill, until the dead process can change nothing more.
+    settle: Box<dyn Fn()>,
 }
 
-/// Waits until `ready` holds of the run's progress, then kills `child` and returns the progress
-/// read after the kill; panics if the process ends first or nothing happens in 3 minutes.
-fn kill_when(
-    child: &mut Child,
-    database: &Database,
-    open: &dyn Fn() -> Box<dyn TaskExecutionStore>,
-    mut ready: impl FnMut(&Progress) -> bool,
-) -> Progress {
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        if let Some(status) = child.try_wait().expect("poll the workload") {
-            let mut stderr = String::new();
-            if let Some(mut pipe) = child.stderr.take() {
-                let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
-            }
-            panic!("the workload ended ({status}) before it was killed: {stderr}");
+impl Watch {
+    fn new(database: Database, open: impl Fn() -> Box<dyn TaskExecutionStore> + 'static) -> Self {
+        Watch {
+            database,
+            open: Box::new(open),
+            recorder: None,
+            store: None,
+            settle: Box::new(|| {}),
         }
-        if progress(database, open).is_some_and(|p| ready(&p)) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the run made no progress");
-        std::thread::sleep(Duration::from_millis(10));
     }
-    child.kill().expect("kill -9 the workload");
-    child.wait().expect("reap the workload");
-    progress(database, open).expect("the run's progress after the kill")
+
+    /// The run's progress: `None` while the run has not recorded itself yet.
+    fn progress(&mut self) -> Option<Progress> {
+        if self.recorder.is_none() {
+            self.recorder = Recorder::connect(&self.database).ok();
+        }
+        let record = self.recorder.as_mut()?.read().ok()??;
+        let store = self.store.get_or_insert_with(|| (self.open)());
+        let counts = store.count_by_status().expect("count the tasks");
+        Some(Progress {
+            created_batches: record.created_batches,
+            counts,
+        })
+    }
+
+    /// Waits until `ready` holds of the run's progress, then kills `child` and returns the
+    /// progress read after the kill; panics if the process ends first or nothing happens in 3
+    /// minutes.
+    fn kill_when(
+        &mut self,
+        child: &mut Child,
+        mut ready: impl FnMut(&Progress) -> bool,
+    ) -> Progress {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            if let Some(status) = child.try_wait().expect("poll the workload") {
+                let mut stderr = String::new();
+                if let Some(mut pipe) = child.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+                }
+                panic!("the workload ended ({status}) before it was killed: {stderr}");
+            }
+            if self.progress().is_some_and(|p| ready(&p)) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the run made no progress");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        child.kill().expect("kill -9 the workload");
+        child.wait().expect("reap the workload");
+        (self.settle)();
+        self.progress().expect("the run's progress after the kill")
+    }
+}
+
+/// Whether to kill the first process: while at least half its batches are still to be made,
+/// once it has finished some work or, on a slow machine, when half the batches exist.
+fn mid_creation(p: &Progress) -> bool {
+    p.created_batches == BATCHES / 2
+        || (p.created_batches < BATCHES / 2 && p.finished_or_pruned() >= 200)
 }
 
 /// Runs `--resume` to the end and returns its JSON report, after checking that it passed.
@@ -220,15 +252,15 @@ fn a_sqlite_run_killed_twice_is_finished_by_a_third_process() {
     let path = dir.path().join("crash.db");
     let url = format!("sqlite://{}", path.display());
     let location = ["--database-url", url.as_str()];
-    let database = Database::Sqlite(path.clone());
-    let open = || -> Box<dyn TaskExecutionStore> {
+    let file = path.display().to_string();
+    let mut watch = Watch::new(Database::Sqlite(path.clone()), move || {
         Box::new(
-            dal_sqlite::Options::new(path.display().to_string())
+            dal_sqlite::Options::new(file.clone())
                 .pool_size(1)
                 .open()
                 .expect("open the file"),
         )
-    };
+    });
     let events = || {
         count_events(&mut SqliteConnection::establish(&path.display().to_string()).expect("open"))
     };
@@ -238,7 +270,7 @@ fn a_sqlite_run_killed_twice_is_finished_by_a_third_process() {
         .spawn()
         .expect("start the workload");
     let mut seen_running = false;
-    let left = kill_when(&mut first, &database, &open, |p| {
+    let left = watch.kill_when(&mut first, |p| {
         if p.created_batches >= 1 && !seen_running {
             // Meanwhile, a second workload on the same file is refused at once.
             let started = Instant::now();
@@ -247,7 +279,7 @@ fn a_sqlite_run_killed_twice_is_finished_by_a_third_process() {
             assert!(started.elapsed() < Duration::from_secs(10));
         }
         seen_running = p.created_batches >= 1;
-        p.created_batches <= BATCHES / 2 && p.finished_or_pruned() >= 200
+        mid_creation(p)
     });
     assert!(left.created_batches <= BATCHES / 2);
     assert!(seen_running);
@@ -257,15 +289,15 @@ fn a_sqlite_run_killed_twice_is_finished_by_a_third_process() {
         "finish it with --resume",
     );
 
-    // Resumed, and killed again once every batch exists and more work was done.
+    // Resumed, and killed again once it has made every batch (a second or more apart, so it
+    // has been working for a few seconds).
     let mut second = workload(&location, &["--quiet", "--resume"])
         .spawn()
         .expect("resume the workload");
     let before = left.finished_or_pruned();
-    let left = kill_when(&mut second, &database, &open, |p| {
-        p.created_batches == BATCHES && p.finished_or_pruned() >= before + 300
-    });
+    let left = watch.kill_when(&mut second, |p| p.created_batches == BATCHES);
     assert_eq!(left.created_batches, BATCHES);
+    assert!(left.finished_or_pruned() > before);
 
     // Resumed again, to the end.
     let events_left = events();
@@ -322,23 +354,44 @@ fn a_postgres_run_killed_mid_run_is_finished_by_a_new_process() {
         schema: schema.clone(),
     };
     let in_schema = database.url();
-    let open = || -> Box<dyn TaskExecutionStore> {
+    let store_url = in_schema.clone();
+    let mut watch = Watch::new(database, move || {
         Box::new(
-            dal_postgres::Options::new(in_schema.clone())
+            dal_postgres::Options::new(store_url.clone())
                 .pool_size(1)
                 .connect()
                 .expect("connect"),
         )
-    };
+    });
     let events =
         || count_events(&mut diesel::PgConnection::establish(&in_schema).expect("connect"));
+    // A statement the server was running when its client died still commits: wait until none of
+    // the dead process's sessions (named after the schema) is active.
+    let (server, name) = (url.clone(), schema.clone());
+    watch.settle = Box::new(move || {
+        let mut conn = diesel::PgConnection::establish(&server).expect("connect");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while diesel::sql_query(
+            "SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = $1 \
+             AND state <> 'idle'",
+        )
+        .bind::<diesel::sql_types::Text, _>(&name)
+        .get_result::<Count>(&mut conn)
+        .expect("read pg_stat_activity")
+        .n > 0
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the dead process's statements never ended"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
 
     let mut first = workload(&location, &RUN)
         .spawn()
         .expect("start the workload");
-    let left = kill_when(&mut first, &database, &open, |p| {
-        p.created_batches <= BATCHES / 2 && p.finished_or_pruned() >= 200
-    });
+    let left = watch.kill_when(&mut first, mid_creation);
     refused(
         &workload(&location, &["--quiet"]).output().expect("run"),
         "finish it with --resume",

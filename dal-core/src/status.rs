@@ -27,7 +27,8 @@ pub enum TaskStatus {
 }
 
 impl TaskStatus {
-    /// Every status, in life-cycle order.
+    /// Every status, in life-cycle order (a status added to the enum must be added here: the
+    /// build checks below that each status is at its own place).
     pub const ALL: [TaskStatus; 6] = [
         TaskStatus::NotStarted,
         TaskStatus::Ready,
@@ -36,6 +37,20 @@ impl TaskStatus {
         TaskStatus::Failed,
         TaskStatus::Skipped,
     ];
+
+    /// The status's place in [`TaskStatus::ALL`]. An exhaustive match: a new status does not
+    /// build until it is given the next place, which is the reminder to add it to `ALL` (and a
+    /// slot to SQLite's `status_in!`).
+    pub const fn index(self) -> usize {
+        match self {
+            TaskStatus::NotStarted => 0,
+            TaskStatus::Ready => 1,
+            TaskStatus::Running => 2,
+            TaskStatus::Completed => 3,
+            TaskStatus::Failed => 4,
+            TaskStatus::Skipped => 5,
+        }
+    }
 
     /// The stable text form stored in the `status` column of both backends.
     pub const fn as_str(self) -> &'static str {
@@ -62,6 +77,19 @@ impl TaskStatus {
     }
 }
 
+/// Whether `text` continues with `word` at `*at`; if so, moves `*at` past it.
+const fn expect(text: &[u8], at: &mut usize, word: &[u8]) -> bool {
+    let mut j = 0;
+    while j < word.len() {
+        if *at + j >= text.len() || text[*at + j] != word[j] {
+            return false;
+        }
+        j += 1;
+    }
+    *at += word.len();
+    true
+}
+
 impl fmt::Display for TaskStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -83,6 +111,33 @@ impl FromStr for TaskStatus {
             .ok_or_else(|| UnknownStatus(s.to_owned()))
     }
 }
+
+/// The terminal statuses as a SQL list, `('completed', 'failed', 'skipped')`, for statement
+/// texts that must carry them as literals (to match the partial indexes' predicates). A macro,
+/// so that it can be `concat!`ed into a `const` statement; the build checks it against
+/// [`StatusSet::TERMINAL`].
+#[macro_export]
+macro_rules! terminal_statuses_sql {
+    () => {
+        "('completed', 'failed', 'skipped')"
+    };
+}
+
+const _: () = {
+    let mut i = 0;
+    while i < TaskStatus::ALL.len() {
+        assert!(
+            TaskStatus::ALL[i].index() == i,
+            "TaskStatus::ALL lists each status at its index"
+        );
+        i += 1;
+    }
+};
+
+const _: () = assert!(
+    StatusSet::TERMINAL.is_sql_list(terminal_statuses_sql!()),
+    "terminal_statuses_sql! must list StatusSet::TERMINAL"
+);
 
 /// A set of statuses (the statuses a transition may start from).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -114,6 +169,35 @@ impl StatusSet {
             i += 1;
         }
         StatusSet(bits)
+    }
+
+    /// Whether `sql` is the set as a SQL list, in life-cycle order: `('ready', 'running')`.
+    pub const fn is_sql_list(self, sql: &str) -> bool {
+        let sql = sql.as_bytes();
+        let mut at = 0;
+        if !expect(sql, &mut at, b"(") {
+            return false;
+        }
+        let mut first = true;
+        let mut i = 0;
+        while i < TaskStatus::ALL.len() {
+            let status = TaskStatus::ALL[i];
+            i += 1;
+            if !self.contains(status) {
+                continue;
+            }
+            if !first && !expect(sql, &mut at, b", ") {
+                return false;
+            }
+            first = false;
+            if !(expect(sql, &mut at, b"'")
+                && expect(sql, &mut at, status.as_str().as_bytes())
+                && expect(sql, &mut at, b"'"))
+            {
+                return false;
+            }
+        }
+        expect(sql, &mut at, b")") && at == sql.len()
     }
 
     /// Whether `status` is in the set.
@@ -148,6 +232,24 @@ impl fmt::Debug for StatusSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sql_list_is_the_set_in_life_cycle_order() {
+        assert!(StatusSet::TERMINAL.is_sql_list("('completed', 'failed', 'skipped')"));
+        assert!(StatusSet::NON_TERMINAL.is_sql_list("('not_started', 'ready', 'running')"));
+        assert!(StatusSet::EMPTY.is_sql_list("()"));
+        for wrong in [
+            "('completed', 'failed')",
+            "('completed', 'failed', 'skipped', 'ready')",
+            "('failed', 'completed', 'skipped')",
+            "('completed','failed','skipped')",
+            "('completed', 'failed', 'skipped') ",
+            "'completed', 'failed', 'skipped'",
+            "",
+        ] {
+            assert!(!StatusSet::TERMINAL.is_sql_list(wrong), "{wrong}");
+        }
+    }
 
     #[test]
     fn text_form_round_trips_and_is_stable() {

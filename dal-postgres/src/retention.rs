@@ -12,10 +12,13 @@ use uuid::Uuid;
 /// rows, as they are now, and delete the tasks and events of the ones still finished.
 ///
 /// `$1` the cut-off, `$2`/`$3` the cursor (`completed_at`, id) to scan after, `$4` the batch.
-const PRUNE: &str = "\
+const PRUNE: &str = concat!(
+    "\
 WITH scanned AS MATERIALIZED (
     SELECT id, workflow_execution_id, completed_at FROM task_executions
-    WHERE status IN ('completed', 'failed', 'skipped') AND completed_at < $1
+    WHERE status IN ",
+    dal_core::terminal_statuses_sql!(),
+    " AND completed_at < $1
       AND (completed_at, id) > ($2, $3)
     ORDER BY completed_at, id
     LIMIT $4
@@ -24,7 +27,9 @@ WITH scanned AS MATERIALIZED (
     WHERE NOT EXISTS (
         SELECT 1 FROM task_executions t
         WHERE t.workflow_execution_id = seen.workflow_execution_id
-          AND (t.status NOT IN ('completed', 'failed', 'skipped') OR t.updated_at >= $1))
+          AND (t.status NOT IN ",
+    dal_core::terminal_statuses_sql!(),
+    " OR t.updated_at >= $1))
 ), locked AS MATERIALIZED (
     SELECT id, workflow_execution_id, status, updated_at FROM task_executions
     WHERE workflow_execution_id IN (SELECT workflow_execution_id FROM finished)
@@ -33,7 +38,9 @@ WITH scanned AS MATERIALIZED (
 ), doomed AS MATERIALIZED (
     SELECT workflow_execution_id FROM locked
     GROUP BY workflow_execution_id
-    HAVING bool_and(status IN ('completed', 'failed', 'skipped')) AND max(updated_at) < $1
+    HAVING bool_and(status IN ",
+    dal_core::terminal_statuses_sql!(),
+    ") AND max(updated_at) < $1
 ), tasks_gone AS (
     DELETE FROM task_executions
     WHERE id IN (SELECT locked.id FROM locked JOIN doomed USING (workflow_execution_id))
@@ -49,7 +56,8 @@ SELECT
     (SELECT id FROM scanned ORDER BY completed_at DESC, id DESC LIMIT 1) AS last_id,
     (SELECT coalesce(array_agg(workflow_execution_id), '{}') FROM doomed) AS workflows,
     (SELECT count(*) FROM tasks_gone) AS tasks,
-    (SELECT count(*) FROM events_gone) AS events";
+    (SELECT count(*) FROM events_gone) AS events"
+);
 
 /// What the statement returns: one row.
 #[derive(Debug, QueryableByName)]

@@ -19,20 +19,28 @@ use crate::row::{micros, time, uuid};
 use crate::schema::{execution_events, task_executions};
 
 /// The next finished tasks before the cut-off (`?1`), after the cursor (`?2`, `?3`), at most `?4`.
-const SCAN: &str = "\
+const SCAN: &str = concat!(
+    "\
 SELECT id, workflow_execution_id, completed_at FROM task_executions
-WHERE status IN ('completed', 'failed', 'skipped') AND completed_at < ?
+WHERE status IN ",
+    dal_core::terminal_statuses_sql!(),
+    " AND completed_at < ?
   AND (completed_at, id) > (?, ?)
 ORDER BY completed_at, id
-LIMIT ?";
+LIMIT ?"
+);
 
 /// Of the workflow executions in `?1` (a JSON array of hex ids), those whose every task is
 /// finished and none changed at or after `?2`.
-const DOOMED: &str = "\
+const DOOMED: &str = concat!(
+    "\
 SELECT workflow_execution_id FROM task_executions
 WHERE workflow_execution_id IN (SELECT unhex(value) FROM json_each(?))
 GROUP BY workflow_execution_id
-HAVING min(status IN ('completed', 'failed', 'skipped')) = 1 AND max(updated_at) < ?";
+HAVING min(status IN ",
+    dal_core::terminal_statuses_sql!(),
+    ") = 1 AND max(updated_at) < ?"
+);
 
 #[derive(Debug, QueryableByName)]
 struct Scanned {

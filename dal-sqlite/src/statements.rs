@@ -131,7 +131,12 @@ mod keys {
 }
 
 /// `status IN (<set>)` with six slots, unused ones bound to NULL (which matches nothing): the
-/// SQL text is the same for every set, so SQLite prepares it once per connection.
+/// SQL text is the same for every set, so SQLite prepares it once per connection. One slot per
+/// status: the build stops here when a status is added, until a slot is added too.
+const _: () = assert!(
+    TaskStatus::ALL.len() == 6,
+    "status_in! has six slots: one per TaskStatus"
+);
 macro_rules! status_in {
     ($col:expr, $set:expr) => {{
         let mut slots = $set.iter().map(|s| Some(s.as_str()));

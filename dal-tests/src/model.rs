@@ -401,7 +401,6 @@ impl Model {
                 next.abandoned_at = None;
                 release(&mut next);
             }
-            _ => return Err(Failure::Other(format!("no model of {}", transition.name()))),
         }
         self.tasks[i] = next;
         self.requeue(i);
@@ -817,7 +816,7 @@ fn transition_event(transition: &Transition) -> EventType {
         Transition::MarkAbandoned { .. } => EventType::Abandoned,
         Transition::ScheduleRetry { .. } => EventType::RetryScheduled,
         Transition::ResetForRecovery => EventType::Recovered,
-        _ => EventType::Reset,
+        Transition::ResetRetryState => EventType::Reset,
     }
 }
 

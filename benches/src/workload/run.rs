@@ -334,8 +334,10 @@ fn runner(shared: &Shared, index: usize) {
             }
             if last_beat.elapsed() > stale_after / 4 {
                 for lease in done.iter().chain(&held[i..]) {
+                    // A claim the sweeper recovered is lost; its task may even be finished by
+                    // another runner and removed by retention since (not found).
                     match latencies.time("heartbeat", || store.heartbeat(lease)) {
-                        Ok(_) | Err(DalError::ClaimLost { .. }) => {}
+                        Ok(_) | Err(DalError::ClaimLost { .. } | DalError::NotFound { .. }) => {}
                         Err(err) => shared.fail_run("heartbeat", &err),
                     }
                 }
@@ -369,7 +371,9 @@ fn runner(shared: &Shared, index: usize) {
                         ledger.finished(failed.workflow_execution_id, Finish::Exhausted);
                     }
                 }
-                Err(DalError::ClaimLost { .. }) => Outcomes::add(&outcomes.claims_lost),
+                Err(DalError::ClaimLost { .. } | DalError::NotFound { .. }) => {
+                    Outcomes::add(&outcomes.claims_lost);
+                }
                 Err(err) => shared.fail_run("fail", &err),
             }
         }

@@ -134,7 +134,28 @@ fn concurrent_creates_of_one_name_let_exactly_one_through(kind: BackendKind) {
     );
 }
 
-/// What one thread saw succeed, per task.
+/// Calls each thread of the random case makes.
+const CALLS_PER_THREAD: usize = 250;
+
+/// The least number of calls of each kind that changed something, over all threads: in runs
+/// on both backends the fewest was 12 (`heartbeat`; 10 runs, 2026-12-02), with 8 threads of 250
+/// calls.
+const LEAST_CHANGED: usize = 5;
+
+/// The kinds of call the random case makes.
+const KINDS: [&str; 9] = [
+    "claim_ready",
+    "complete",
+    "fail",
+    "heartbeat",
+    "release",
+    "reset_task_for_recovery",
+    "schedule_retry",
+    "recover_stale_claims",
+    "reset_retry_state",
+];
+
+/// What one thread saw succeed, per task, and its calls by kind.
 #[derive(Debug, Default)]
 struct Tally {
     /// Events the thread's successful calls wrote.
@@ -143,13 +164,36 @@ struct Tally {
     claims: HashMap<Uuid, i32>,
     /// Recoveries it made (resets and sweeps).
     recoveries: HashMap<Uuid, i32>,
-    /// Calls made.
-    calls: usize,
+    /// Calls that changed something, by kind (a claim or a sweep that returned rows).
+    changed: HashMap<&'static str, usize>,
+    /// Calls made, by kind.
+    calls: HashMap<&'static str, usize>,
 }
 
 impl Tally {
     fn add(map: &mut HashMap<Uuid, usize>, id: Uuid) {
         *map.entry(id).or_default() += 1;
+    }
+
+    /// Counts a call of `kind`: whether it changed something, or the error it returned, which
+    /// must be one the race allows: a lease another call ended (`ClaimLost`), a task another
+    /// call moved on (`InvalidTransition`), or attempts used up (`RetriesExhausted`). Any other
+    /// error fails the case.
+    fn call<T>(&mut self, kind: &'static str, result: Result<T, DalError>) -> Option<T> {
+        *self.calls.entry(kind).or_default() += 1;
+        match result {
+            Ok(value) => Some(value),
+            Err(
+                DalError::ClaimLost { .. }
+                | DalError::InvalidTransition { .. }
+                | DalError::RetriesExhausted { .. },
+            ) => None,
+            Err(err) => panic!("{kind} failed with an error no race explains: {err:?}"),
+        }
+    }
+
+    fn changed(&mut self, kind: &'static str) {
+        *self.changed.entry(kind).or_default() += 1;
     }
 }
 
@@ -174,55 +218,83 @@ fn concurrent_random_calls_keep_the_invariants(kind: BackendKind) {
         let mut leases: Vec<Lease> = Vec::new();
         let mut tally = Tally::default();
         let pick = |seq: &mut Sequence, n: usize| seq.next_in(0, n as u32 - 1) as usize;
-        for _ in 0..150 {
-            tally.calls += 1;
+        for _ in 0..CALLS_PER_THREAD {
             let task = shared_tasks[pick(&mut seq, shared_tasks.len())];
-            let lease = (!leases.is_empty()).then(|| leases[pick(&mut seq, leases.len())]);
-            match seq.next_in(0, 9) {
+            let lease_at = (!leases.is_empty()).then(|| pick(&mut seq, leases.len()));
+            let lease = lease_at.map(|at| leases[at]);
+            let choice = seq.next_in(0, 9);
+            // The lease calls need a lease; without one the thread claims instead.
+            let choice = if lease.is_none() && (2..=5).contains(&choice) {
+                0
+            } else {
+                choice
+            };
+            let leased =
+                |call: &dyn Fn(&Lease) -> Result<dal_core::TaskExecution, DalError>| match &lease {
+                    Some(lease) => call(lease),
+                    None => unreachable!("a lease call without a lease"),
+                };
+            let (kind, changed) = match choice {
                 0 | 1 => {
-                    for claim in store
-                        .claim_ready(runner, seq.next_in(1, 3))
-                        .expect("claim_ready")
-                    {
+                    let limit = seq.next_in(1, 3);
+                    let claimed = tally
+                        .call("claim_ready", store.claim_ready(runner, limit))
+                        .unwrap_or_default();
+                    for claim in &claimed {
                         Tally::add(&mut tally.events, claim.task.id);
                         *tally.claims.entry(claim.task.id).or_default() += 1;
                         leases.push(claim.lease);
                     }
+                    ("claim_ready", !claimed.is_empty())
                 }
                 2 => {
-                    if let Some(Ok(done)) = lease.map(|l| store.complete(&l)) {
-                        Tally::add(&mut tally.events, done.id);
+                    let done = tally.call("complete", leased(&|l| store.complete(l)));
+                    if let Some(row) = &done {
+                        Tally::add(&mut tally.events, row.id);
                     }
+                    ("complete", done.is_some())
                 }
                 3 => {
-                    if let Some(Ok(failed)) = lease.map(|l| store.fail(&l, "boom")) {
-                        Tally::add(&mut tally.events, failed.id);
+                    let failed = tally.call("fail", leased(&|l| store.fail(l, "boom")));
+                    if let Some(row) = &failed {
+                        Tally::add(&mut tally.events, row.id);
                     }
+                    ("fail", failed.is_some())
                 }
                 4 => {
-                    let _ = lease.map(|l| store.heartbeat(&l));
+                    let beat = tally.call("heartbeat", leased(&|l| store.heartbeat(l)));
+                    ("heartbeat", beat.is_some())
                 }
                 5 => {
-                    if let Some(Ok(released)) = lease.map(|l| store.release(&l)) {
-                        Tally::add(&mut tally.events, released.id);
+                    let released = tally.call("release", leased(&|l| store.release(l)));
+                    if let Some(row) = &released {
+                        Tally::add(&mut tally.events, row.id);
                     }
+                    ("release", released.is_some())
                 }
                 6 => {
-                    if store.reset_task_for_recovery(task).is_ok() {
+                    let reset = tally.call(
+                        "reset_task_for_recovery",
+                        store.reset_task_for_recovery(task),
+                    );
+                    if reset.is_some() {
                         Tally::add(&mut tally.events, task);
                         *tally.recoveries.entry(task).or_default() += 1;
                     }
+                    ("reset_task_for_recovery", reset.is_some())
                 }
                 7 => {
-                    if store.schedule_retry(task, later).is_ok() {
+                    let retried = tally.call("schedule_retry", store.schedule_retry(task, later));
+                    if retried.is_some() {
                         Tally::add(&mut tally.events, task);
                     }
+                    ("schedule_retry", retried.is_some())
                 }
                 8 => {
                     // Every claim is stale an hour from now.
-                    let swept = store
-                        .recover_stale_claims(later, 2)
-                        .expect("recover_stale_claims");
+                    let swept = tally
+                        .call("recover_stale_claims", store.recover_stale_claims(later, 2))
+                        .unwrap_or_default();
                     for row in &swept.reset {
                         Tally::add(&mut tally.events, row.id);
                         *tally.recoveries.entry(row.id).or_default() += 1;
@@ -230,17 +302,42 @@ fn concurrent_random_calls_keep_the_invariants(kind: BackendKind) {
                     for row in &swept.abandoned {
                         Tally::add(&mut tally.events, row.id);
                     }
+                    (
+                        "recover_stale_claims",
+                        !(swept.reset.is_empty() && swept.abandoned.is_empty()),
+                    )
                 }
                 _ => {
-                    if store.reset_retry_state(task).is_ok() {
+                    let reset = tally.call("reset_retry_state", store.reset_retry_state(task));
+                    if reset.is_some() {
                         Tally::add(&mut tally.events, task);
                     }
+                    ("reset_retry_state", reset.is_some())
                 }
+            };
+            if changed {
+                tally.changed(kind);
+            }
+            // A runner forgets a lease it ended or found lost; it keeps one it heart-beat.
+            let ended = ["complete", "fail", "release"].contains(&kind)
+                || (kind == "heartbeat" && !changed);
+            if let Some(at) = lease_at.filter(|_| ended) {
+                leases.swap_remove(at);
             }
         }
         tally
     });
-    let calls: usize = tallies.iter().map(|t| t.calls).sum();
+    // Every kind of call was made, and changed something, more than a few times: a backend that
+    // refused every write, or every call of one kind, fails here.
+    for kind in KINDS {
+        let calls: usize = tallies.iter().filter_map(|t| t.calls.get(kind)).sum();
+        let changed: usize = tallies.iter().filter_map(|t| t.changed.get(kind)).sum();
+        assert!(
+            changed >= LEAST_CHANGED,
+            "{kind}: {calls} calls, {changed} changed something"
+        );
+    }
+    let calls: usize = tallies.iter().flat_map(|t| t.calls.values()).sum();
     for id in &tasks {
         let row = f.store.get(*id).unwrap();
         let events = f.store.events_for_task(*id).unwrap();
@@ -264,9 +361,18 @@ fn concurrent_random_calls_keep_the_invariants(kind: BackendKind) {
         }
     }
     if std::env::var_os("DAL_REPORT").is_some() {
+        let by_kind: Vec<String> = KINDS
+            .iter()
+            .map(|k| {
+                let calls: usize = tallies.iter().filter_map(|t| t.calls.get(k)).sum();
+                let changed: usize = tallies.iter().filter_map(|t| t.changed.get(k)).sum();
+                format!("{k} {changed}/{calls}")
+            })
+            .collect();
         eprintln!(
-            "{kind}: {calls} concurrent calls on {} tasks keep the invariants",
-            tasks.len()
+            "{kind}: {calls} concurrent calls on {} tasks keep the invariants (changed/calls: {})",
+            tasks.len(),
+            by_kind.join(", ")
         );
     }
 }

@@ -120,7 +120,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0..90i64).prop_map(Op::Advance),
         3 => new_spec().prop_map(Op::Create),
         2 => proptest::collection::vec(new_spec(), 0..5).prop_map(Op::CreateMany),
-        6 => (any::<usize>(), 0..9u8, 0..5usize, -30..60i64).prop_map(|(t, k, x, r)| Op::Transition(t, k, x, r)),
+        6 => (any::<usize>(), 0..TRANSITION_KINDS, 0..5usize, -30..60i64).prop_map(|(t, k, x, r)| Op::Transition(t, k, x, r)),
         4 => (0..3usize, 0..5u32).prop_map(|(r, l)| Op::Claim(r, l)),
         5 => (any::<usize>(), 0..4u8, 0..5usize).prop_map(|(l, k, x)| Op::Leased(l, k, x)),
         1 => proptest::collection::vec(any::<usize>(), 0..4).prop_map(Op::CompleteMany),
@@ -361,6 +361,10 @@ fn new_task(spec: &NewSpec, now: DateTime<Utc>) -> NewTaskExecution {
     }
 }
 
+/// How many kinds of transition the sequences generate: every variant of [`Transition`].
+const TRANSITION_KINDS: u8 = 9;
+
+/// The transition of kind `kind` (below [`TRANSITION_KINDS`]).
 fn transition(kind: u8, text: usize, retry_at: DateTime<Utc>) -> Transition {
     let text = TEXTS[text % TEXTS.len()].to_owned();
     match kind {
@@ -647,5 +651,37 @@ fn read(
             failure(s.count_by_status()),
             Ok(model.count_by_status()),
         ),
+    }
+}
+
+/// Every transition is generated: `kind_of` matches every variant, so a new one does
+/// not build (in the tests) until it has a kind that [`transition`] makes.
+#[cfg(test)]
+mod kinds {
+    use super::*;
+
+    /// The kind of `transition`: an exhaustive match, so a new variant does not build until it has
+    /// a kind, and `every_transition_is_generated` then requires [`transition`] to make it.
+    fn kind_of(transition: &Transition) -> u8 {
+        match transition {
+            Transition::MarkReady => 0,
+            Transition::MarkSkipped { .. } => 1,
+            Transition::MarkRunning => 2,
+            Transition::MarkCompleted => 3,
+            Transition::MarkFailed { .. } => 4,
+            Transition::MarkAbandoned { .. } => 5,
+            Transition::ScheduleRetry { .. } => 6,
+            Transition::ResetForRecovery => 7,
+            Transition::ResetRetryState => 8,
+        }
+    }
+
+    #[test]
+    fn every_transition_is_generated() {
+        let at = Utc::now();
+        let kinds: Vec<u8> = (0..TRANSITION_KINDS)
+            .map(|k| kind_of(&transition(k, 0, at)))
+            .collect();
+        assert_eq!(kinds, (0..TRANSITION_KINDS).collect::<Vec<u8>>());
     }
 }
