@@ -226,7 +226,10 @@ impl Backend for PgBackend {
     const NAME: &'static str = "postgres";
 
     fn insert(&self, rows_in: &[TaskExecution], event: &EventSpec) -> Result<Vec<TaskExecution>> {
-        let at = rows_in.first().map_or_else(Utc::now, |row| row.created_at);
+        // The store's clock stamped the rows; an empty batch sends nothing.
+        let Some(at) = rows_in.first().map(|row| row.created_at) else {
+            return Ok(Vec::new());
+        };
         let stored = self.run(|conn| {
             if let [one] = rows_in {
                 let write = diesel::insert_into(tasks)
@@ -337,8 +340,7 @@ impl Backend for PgBackend {
             tasks
                 .find(id)
                 .select(Row::as_select())
-                // By primary key: at most one row. No LIMIT: SQLite re-prepares a statement
-                // whose LIMIT is a parameter each time it runs.
+                // By primary key: at most one row, so no LIMIT.
                 .get_result(conn)
                 .optional()
         })?

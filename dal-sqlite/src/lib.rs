@@ -10,10 +10,11 @@
 //! ```
 //!
 //! SQLite is bundled (no system library needed). Every connection runs in WAL mode with a busy
-//! timeout, `foreign_keys` on and `synchronous = NORMAL` (see [`Options`]). Every operation
-//! is one statement, which SQLite runs atomically without an explicit transaction; the only
-//! multi-statement write, a `create_many` larger than one chunk of bind parameters, runs in
-//! `BEGIN IMMEDIATE`.
+//! timeout, `foreign_keys` on and `synchronous = NORMAL` (see [`Options`]). A read is one
+//! statement. A write and the history events it leaves run in one `BEGIN IMMEDIATE`
+//! transaction (`BEGIN`, the write, the events' `INSERT`, `COMMIT`: 4 statements; a
+//! `create_many` larger than one chunk of bind parameters has an `INSERT` per chunk), so the
+//! change and its events are stored together or not at all.
 
 mod errors;
 mod history;

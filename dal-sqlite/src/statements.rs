@@ -234,7 +234,10 @@ impl Backend for SqliteBackend {
 
     fn insert(&self, rows_in: &[TaskExecution], event: &EventSpec) -> Result<Vec<TaskExecution>> {
         let new_rows: Vec<NewRow<'_>> = rows_in.iter().map(NewRow::from).collect();
-        let at = rows_in.first().map_or_else(Utc::now, |row| row.created_at);
+        // The store's clock stamped the rows; an empty batch sends nothing.
+        let Some(at) = rows_in.first().map(|row| row.created_at) else {
+            return Ok(Vec::new());
+        };
         self.write_logged(Some(event), at, |conn| {
             if let [one] = new_rows.as_slice() {
                 // The single-row statement has fixed SQL text, so it is prepared once per

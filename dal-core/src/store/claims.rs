@@ -197,9 +197,9 @@ impl<B: Backend> ClaimStore for Store<B> {
         validate::in_range("max_recovery_attempts", max_recovery_attempts, 0, i32::MAX)?;
         let older_than = clock::to_micros(older_than);
         let now = self.now();
-        let mut statements = 0;
+        let mut backend_calls = 0;
         let result = (|| {
-            statements += 1;
+            backend_calls += 1;
             let abandon = Plan::abandon_stale(max_recovery_attempts, now);
             let at_cap = Stale {
                 older_than,
@@ -208,7 +208,7 @@ impl<B: Backend> ClaimStore for Store<B> {
             let abandoned = self.retrying("recover_stale_claims", || {
                 self.backend.apply_stale(&at_cap, &abandon)
             })?;
-            statements += 1;
+            backend_calls += 1;
             let reset = match max_recovery_attempts {
                 0 => Vec::new(),
                 max => {
@@ -227,7 +227,7 @@ impl<B: Backend> ClaimStore for Store<B> {
                 abandoned: by_id(abandoned),
             })
         })();
-        self.trace("recover_stale_claims", None, &result, statements);
+        self.trace("recover_stale_claims", None, &result, backend_calls);
         result
     }
 

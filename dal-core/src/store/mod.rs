@@ -116,14 +116,14 @@ impl<B: Backend> Store<B> {
     /// row once to say why (`to` is the status the caller asked for); when the row meets the
     /// guard by then, it changed in between and the write is tried again.
     fn guarded_write(&self, id: Uuid, plan: &Plan, to: TaskStatus) -> Result<TaskExecution> {
-        let mut statements = 0;
+        let mut backend_calls = 0;
         let result = (|| {
             for _ in 0..GUARDED_WRITE_TRIES {
-                statements += 1;
+                backend_calls += 1;
                 if let Some(row) = self.retrying(plan.operation, || self.backend.apply(id, plan))? {
                     return Ok(row);
                 }
-                statements += 1;
+                backend_calls += 1;
                 let found = self.backend.get(id)?;
                 if let Some(rejection) = plan.guard.rejection(id, to, found.as_ref()) {
                     return Err(rejection);
@@ -138,7 +138,7 @@ impl<B: Backend> Store<B> {
                 .into(),
             })
         })();
-        self.trace(plan.operation, Some(id), &result, statements);
+        self.trace(plan.operation, Some(id), &result, backend_calls);
         result
     }
 
@@ -176,12 +176,14 @@ impl<B: Backend> Store<B> {
         operation: &'static str,
         id: Option<Uuid>,
         outcome: &Result<impl Sized>,
-        statements: usize,
+        backend_calls: usize,
     ) {
         match outcome {
-            Ok(_) => tracing::debug!(backend = B::NAME, operation, task_id = ?id, statements, "ok"),
+            Ok(_) => {
+                tracing::debug!(backend = B::NAME, operation, task_id = ?id, backend_calls, "ok")
+            }
             Err(err) => {
-                tracing::debug!(backend = B::NAME, operation, task_id = ?id, statements, error = %err, "rejected")
+                tracing::debug!(backend = B::NAME, operation, task_id = ?id, backend_calls, error = %err, "rejected")
             }
         }
     }
