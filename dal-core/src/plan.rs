@@ -372,11 +372,9 @@ pub struct Guard {
 }
 
 impl Guard {
-    /// Whether `row` meets the guard.
+    /// Whether `row` meets the guard: [`Guard::rejection`] finds nothing against it.
     pub fn admits(&self, row: &TaskExecution) -> bool {
-        self.holds_lease(row)
-            && self.from.contains(row.status)
-            && (!self.needs_attempt_left || row.attempt < row.max_attempts)
+        self.rejection(row.id, row.status, Some(row)).is_none()
     }
 
     fn holds_lease(&self, row: &TaskExecution) -> bool {
@@ -508,18 +506,6 @@ impl<T> Assign<T> {
             Assign::Keep | Assign::Clear => None,
         }
     }
-
-    /// The value after the write, given the value before.
-    pub fn applied_to(&self, before: Option<T>) -> Option<T>
-    where
-        T: Clone,
-    {
-        match self {
-            Assign::Keep => before,
-            Assign::Set(value) => Some(value.clone()),
-            Assign::Clear => None,
-        }
-    }
 }
 
 /// What a write does to a counter column.
@@ -640,9 +626,18 @@ mod tests {
         assert_eq!(Counter::Keep.coefficients(1), (1, 0));
         assert_eq!(Counter::Increment.coefficients(1), (1, 1));
         assert_eq!(Counter::Reset.coefficients(1), (0, 1));
-        assert_eq!(Assign::Set(3).applied_to(Some(1)), Some(3));
-        assert_eq!(Assign::<i32>::Clear.applied_to(Some(1)), None);
-        assert_eq!(Assign::<i32>::Keep.applied_to(Some(1)), Some(1));
+        assert_eq!(
+            (Assign::Set(3).keeps(), Assign::Set(3).value()),
+            (false, Some(&3))
+        );
+        assert_eq!(
+            (Assign::<i32>::Clear.keeps(), Assign::<i32>::Clear.value()),
+            (false, None)
+        );
+        assert_eq!(
+            (Assign::<i32>::Keep.keeps(), Assign::<i32>::Keep.value()),
+            (true, None)
+        );
     }
 
     fn row(status: TaskStatus, attempt: i32, max_attempts: i32) -> TaskExecution {
