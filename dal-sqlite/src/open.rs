@@ -46,7 +46,7 @@ pub struct Options {
     path: String,
     pool_size: u32,
     busy_timeout: Duration,
-    checkout_timeout: Duration,
+    connect_timeout: Duration,
     synchronous: Synchronous,
     clock: Arc<dyn Clock>,
     instrumentation: Option<InstrumentationFactory>,
@@ -60,7 +60,7 @@ impl Options {
             path: path.into(),
             pool_size: 8,
             busy_timeout: Duration::from_secs(5),
-            checkout_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(30),
             synchronous: Synchronous::Normal,
             clock: Arc::new(SystemClock),
             instrumentation: None,
@@ -81,10 +81,18 @@ impl Options {
         self
     }
 
-    /// How long an operation waits for a free connection of the pool (default 30 s).
-    pub fn checkout_timeout(mut self, timeout: Duration) -> Self {
-        self.checkout_timeout = timeout;
+    /// How long an operation waits for a free connection of the pool before failing with
+    /// [`DalError::Connection`] (default 30 s). The same knob as PostgreSQL's
+    /// `Options::connect_timeout`, where it also bounds connecting to the server.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
         self
+    }
+
+    /// The former name of [`Options::connect_timeout`].
+    #[deprecated(note = "use connect_timeout, the name both backends share")]
+    pub fn checkout_timeout(self, timeout: Duration) -> Self {
+        self.connect_timeout(timeout)
     }
 
     /// The durability of commits (default [`Synchronous::Normal`]).
@@ -152,7 +160,7 @@ impl Options {
             .test_on_check_out(false)
             .max_lifetime(None)
             .idle_timeout(None)
-            .connection_timeout(self.checkout_timeout)
+            .connection_timeout(self.connect_timeout)
             .connection_customizer(Box::new(setup))
             .build(ConnectionManager::new(&self.path))
             .map_err(|e| DalError::Connection {
@@ -172,7 +180,7 @@ impl fmt::Debug for Options {
             .field("path", &self.path)
             .field("pool_size", &self.pool_size)
             .field("busy_timeout", &self.busy_timeout)
-            .field("checkout_timeout", &self.checkout_timeout)
+            .field("connect_timeout", &self.connect_timeout)
             .field("synchronous", &self.synchronous)
             .field("clock", &self.clock)
             .field("instrumentation", &self.instrumentation.is_some())

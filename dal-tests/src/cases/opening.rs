@@ -35,7 +35,7 @@ fn a_store_that_cannot_be_opened_fails_at_once(kind: BackendKind) {
             let in_missing_dir = missing_dir.join("x.db").to_string_lossy().into_owned();
             let (err, took) = failure(|| {
                 dal_sqlite::Options::new(in_missing_dir)
-                    .checkout_timeout(TIMEOUT)
+                    .connect_timeout(TIMEOUT)
                     .open()
                     .map(drop)
             });
@@ -49,7 +49,7 @@ fn a_store_that_cannot_be_opened_fails_at_once(kind: BackendKind) {
             std::fs::write(&not_a_database, &contents).expect("write the file");
             let (err, took) = failure(|| {
                 dal_sqlite::Options::new(not_a_database.to_string_lossy().into_owned())
-                    .checkout_timeout(TIMEOUT)
+                    .connect_timeout(TIMEOUT)
                     .open()
                     .map(drop)
             });
