@@ -3,7 +3,7 @@
 //! [`TaskStore`] trait with its implementation [`Store`] over any [`Backend`].
 //!
 //! This crate holds no database driver code. Depend on a backend crate, `dal-sqlite` or
-//! `dal-postgres`, which re-exports everything here.
+//! `dal-postgres`, which re-exports everything here; [`prelude`] is what a user needs in scope.
 
 pub mod backend;
 pub mod clock;
@@ -12,6 +12,7 @@ pub mod event;
 pub mod ids;
 pub mod model;
 pub mod plan;
+pub mod prelude;
 #[cfg(feature = "diesel")]
 pub mod sql;
 pub mod status;
