@@ -100,7 +100,7 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Reads the tasks in `status` of the workflow executions `workflow_execution_ids` (not
     /// empty), by id (one `SELECT`, one parameter for all ids).
-    fn tasks_of(
+    fn tasks_with_status(
         &self,
         workflow_execution_ids: &[Uuid],
         status: TaskStatus,
@@ -109,7 +109,7 @@ pub trait Backend: Send + Sync + 'static {
     /// Reads `(workflow execution, task name, status)` of the tasks of
     /// `workflow_execution_ids` (not empty), only those named in `task_names` when given (one
     /// `SELECT`).
-    fn statuses(
+    fn task_statuses(
         &self,
         workflow_execution_ids: &[Uuid],
         task_names: Option<&[&str]>,
@@ -117,7 +117,7 @@ pub trait Backend: Send + Sync + 'static {
 
     /// The workflow executions among `workflow_execution_ids` (not empty) that have tasks, all
     /// terminal (one grouped `SELECT`).
-    fn complete_among(&self, workflow_execution_ids: &[Uuid]) -> Result<Vec<Uuid>>;
+    fn complete_workflows(&self, workflow_execution_ids: &[Uuid]) -> Result<Vec<Uuid>>;
 
     /// Whether a task of the workflow execution is abandoned (one `SELECT EXISTS`).
     fn has_abandoned(&self, workflow_execution_id: Uuid) -> Result<bool>;
@@ -127,7 +127,7 @@ pub trait Backend: Send + Sync + 'static {
 
     /// The tasks of a workflow execution that failed on their last attempt and were not
     /// abandoned, by id (one `SELECT`).
-    fn exhausted(&self, workflow_execution_id: Uuid) -> Result<Vec<TaskExecution>>;
+    fn exhausted_tasks(&self, workflow_execution_id: Uuid) -> Result<Vec<TaskExecution>>;
 
     /// How many tasks are in each status that has any (one grouped `SELECT`).
     fn count_by_status(&self) -> Result<Vec<(TaskStatus, i64)>>;

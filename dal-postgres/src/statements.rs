@@ -540,7 +540,7 @@ impl Backend for PgBackend {
         })?)
     }
 
-    fn tasks_of(
+    fn tasks_with_status(
         &self,
         workflow_execution_ids: &[Uuid],
         status: TaskStatus,
@@ -555,7 +555,7 @@ impl Backend for PgBackend {
         })?)
     }
 
-    fn statuses(
+    fn task_statuses(
         &self,
         workflow_execution_ids: &[Uuid],
         task_names: Option<&[&str]>,
@@ -575,7 +575,7 @@ impl Backend for PgBackend {
             .collect()
     }
 
-    fn complete_among(&self, workflow_execution_ids: &[Uuid]) -> Result<Vec<Uuid>> {
+    fn complete_workflows(&self, workflow_execution_ids: &[Uuid]) -> Result<Vec<Uuid>> {
         let terminal = statuses(StatusSet::TERMINAL);
         self.run(|conn| {
             tasks
@@ -637,7 +637,7 @@ impl Backend for PgBackend {
         })
     }
 
-    fn exhausted(&self, workflow_execution_id: Uuid) -> Result<Vec<TaskExecution>> {
+    fn exhausted_tasks(&self, workflow_execution_id: Uuid) -> Result<Vec<TaskExecution>> {
         rows(self.run(|conn| {
             tasks
                 .filter(t::workflow_execution_id.eq(workflow_execution_id))

@@ -445,7 +445,7 @@ impl Backend for SqliteBackend {
         })?)
     }
 
-    fn tasks_of(
+    fn tasks_with_status(
         &self,
         workflow_execution_ids: &[Uuid],
         status: TaskStatus,
@@ -460,7 +460,7 @@ impl Backend for SqliteBackend {
         })?)
     }
 
-    fn statuses(
+    fn task_statuses(
         &self,
         workflow_execution_ids: &[Uuid],
         task_names: Option<&[&str]>,
@@ -484,7 +484,7 @@ impl Backend for SqliteBackend {
             .collect()
     }
 
-    fn complete_among(&self, workflow_execution_ids: &[Uuid]) -> Result<Vec<Uuid>> {
+    fn complete_workflows(&self, workflow_execution_ids: &[Uuid]) -> Result<Vec<Uuid>> {
         let complete: Vec<Vec<u8>> = self.read(|conn| {
             tasks
                 .filter(in_ids(t::workflow_execution_id, workflow_execution_ids))
@@ -549,7 +549,7 @@ impl Backend for SqliteBackend {
         })
     }
 
-    fn exhausted(&self, workflow_execution_id: Uuid) -> Result<Vec<TaskExecution>> {
+    fn exhausted_tasks(&self, workflow_execution_id: Uuid) -> Result<Vec<TaskExecution>> {
         rows(self.read(|conn| {
             tasks
                 .filter(t::workflow_execution_id.eq(workflow_execution_id.as_bytes().as_slice()))

@@ -62,7 +62,7 @@ impl<B: Backend> WorkflowReads for Store<B> {
         }
         let result = self
             .backend
-            .tasks_of(workflow_execution_ids, TaskStatus::NotStarted);
+            .tasks_with_status(workflow_execution_ids, TaskStatus::NotStarted);
         self.trace("pending_tasks", None, &result, 1);
         result
     }
@@ -77,7 +77,7 @@ impl<B: Backend> WorkflowReads for Store<B> {
         }
         let result = self
             .backend
-            .statuses(&[workflow_execution_id], Some(task_names))
+            .task_statuses(&[workflow_execution_id], Some(task_names))
             .map(|rows| {
                 rows.into_iter()
                     .map(|(_, name, status)| (name, status))
@@ -96,7 +96,7 @@ impl<B: Backend> WorkflowReads for Store<B> {
         }
         let result = self
             .backend
-            .statuses(workflow_execution_ids, None)
+            .task_statuses(workflow_execution_ids, None)
             .map(|rows| {
                 let mut by_workflow: HashMap<Uuid, HashMap<String, TaskStatus>> = HashMap::new();
                 for (workflow, name, status) in rows {
@@ -114,7 +114,7 @@ impl<B: Backend> WorkflowReads for Store<B> {
     fn is_workflow_complete(&self, workflow_execution_id: Uuid) -> Result<bool> {
         let result = self
             .backend
-            .complete_among(&[workflow_execution_id])
+            .complete_workflows(&[workflow_execution_id])
             .map(|complete| complete.contains(&workflow_execution_id));
         self.trace("is_workflow_complete", None, &result, 1);
         result
@@ -126,7 +126,7 @@ impl<B: Backend> WorkflowReads for Store<B> {
         }
         let result = self
             .backend
-            .complete_among(workflow_execution_ids)
+            .complete_workflows(workflow_execution_ids)
             .map(|mut ids| {
                 ids.sort_unstable();
                 ids
@@ -148,7 +148,7 @@ impl<B: Backend> WorkflowReads for Store<B> {
     }
 
     fn exhausted_tasks(&self, workflow_execution_id: Uuid) -> Result<Vec<TaskExecution>> {
-        let result = self.backend.exhausted(workflow_execution_id);
+        let result = self.backend.exhausted_tasks(workflow_execution_id);
         self.trace("exhausted_tasks", None, &result, 1);
         result
     }
