@@ -1,5 +1,7 @@
 //! What a storage backend provides: a handful of primitive statements.
 //!
+//! **For backend authors.** Users of a store need none of this module: see [`crate::prelude`].
+//!
 //! A backend crate (`dal-postgres`, `dal-sqlite`) implements [`Backend`] with Diesel and its own
 //! schema; [`crate::Store`] builds every public operation from these primitives, so validation,
 //! the state machine, id and time assignment, error classification and tracing are written once

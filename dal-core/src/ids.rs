@@ -1,4 +1,6 @@
 //! UUIDv7 ids made from the store's clock.
+//!
+//! **For backend authors.** Users of a store need none of this module: see [`crate::prelude`].
 
 use std::sync::Mutex;
 

@@ -4,6 +4,11 @@
 //!
 //! This crate holds no database driver code. Depend on a backend crate, `dal-sqlite` or
 //! `dal-postgres`, which re-exports everything here; [`prelude`] is what a user needs in scope.
+//!
+//! The rest is the interface a backend implements and builds on, for backend authors: the
+//! [`Backend`] trait, [`Store::new`], the plans ([`plan`]), event specs ([`event::EventSpec`]),
+//! ids ([`ids`]) and the Diesel fragments (`sql`, feature `diesel`). A store's user never
+//! needs them.
 
 pub mod backend;
 pub mod clock;

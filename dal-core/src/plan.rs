@@ -1,5 +1,8 @@
 //! Transitions as data: what each operation may start from and what it writes.
 //!
+//! Users need only [`Transition`] (for `TaskStore::transition`); [`Plan`], [`Guard`] and the
+//! effects are **for backend authors**, who turn a plan into SQL.
+//!
 //! This module is the single place where the state machine lives. A backend never decides which
 //! statuses an operation accepts or which columns it changes: it turns a [`Plan`] into one
 //! guarded `UPDATE ... RETURNING` (see `dal_core::backend`). Both backends therefore apply the

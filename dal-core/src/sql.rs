@@ -1,6 +1,8 @@
 //! Backend-agnostic Diesel query fragments shared by the backend crates (feature `diesel`).
 //!
 //! Nothing here names a backend or a driver; it only adds what Diesel's query builder lacks.
+//!
+//! **For backend authors.** Users of a store need none of this module: see [`crate::prelude`].
 
 use diesel::backend::Backend;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
