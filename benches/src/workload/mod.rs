@@ -15,6 +15,7 @@ pub mod target;
 use std::process::ExitCode;
 
 use args::Args;
+use dal_core::TaskExecutionStore;
 use dal_tests::counter::StatementCounter;
 use plan::Plan;
 use record::{Recorder, RunLock};
@@ -70,10 +71,14 @@ pub fn execute(args: &Args) -> Result<Report, String> {
 
 /// What the run is: the arguments and the plan, for a new run (recorded now) or for the run
 /// recorded in the database (`--resume`). Refuses a new run on a database that holds tasks.
-fn prepare(target: &Target, args: &Args, recorder: &mut Recorder) -> Result<(Args, Plan), String> {
+/// `store` reads the database; its statements are not counted.
+fn prepare(
+    target: &Target,
+    store: &dyn TaskExecutionStore,
+    args: &Args,
+    recorder: &mut Recorder,
+) -> Result<(Args, Plan), String> {
     let location = &target.location;
-    // Read through a store whose statements are not counted.
-    let store = target.connect(&StatementCounter::new())?;
     let recorded = recorder
         .read()
         .map_err(|err| format!("cannot read the run record in {location}: {err}"))?;
@@ -90,7 +95,7 @@ fn prepare(target: &Target, args: &Args, recorder: &mut Recorder) -> Result<(Arg
             ..record.args
         };
         let plan = Plan::resume(
-            &*store,
+            store,
             record.run_id,
             resumed.workflows,
             record.created_batches,
@@ -129,11 +134,13 @@ fn prepare(target: &Target, args: &Args, recorder: &mut Recorder) -> Result<(Arg
 fn execute_in(target: &Target, args: &Args) -> Result<Report, String> {
     // Held until the run's end: a second workload on this database is refused at once.
     let _lock = RunLock::take(target)?;
-    // Opening a store migrates a new database; the record's table goes beside the DAL's.
-    drop(target.connect(&StatementCounter::new())?);
+    // Opening a store migrates a new database; the record's table goes beside the DAL's. This
+    // store reads what the database holds, and is closed before the run.
+    let reader = target.connect(&StatementCounter::new())?;
     let mut recorder = Recorder::open(&target.database)
         .map_err(|err| format!("cannot open the run record in {}: {err}", target.location))?;
-    let (args, plan) = prepare(target, args, &mut recorder)?;
+    let (args, plan) = prepare(target, &*reader, args, &mut recorder)?;
+    drop(reader);
     let args = &args;
     let counter = StatementCounter::new();
     let store = target.connect(&counter)?;
