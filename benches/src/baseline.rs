@@ -14,7 +14,12 @@
 
 use chrono::{DateTime, Utc};
 use dal_core::{DalError, TaskExecution};
+use dal_sqlite::TaskRow;
+use dal_sqlite::bind::{id, instant, json};
+use dal_sqlite::schema::{execution_events as e, task_executions as t};
+use dal_sqlite::types::IdValue;
 use diesel::prelude::*;
+use serde_json::json;
 use uuid::Uuid;
 
 /// A baseline pattern per operation, for one backend.
@@ -62,15 +67,209 @@ fn event_data(task: &TaskExecution) -> serde_json::Value {
     })
 }
 
-fn micros(at: DateTime<Utc>) -> i64 {
-    at.timestamp_micros()
+/// The patterns over one backend's pool: the same source for both, since both share one
+/// schema (`dal_diesel`); `$baseline` is the backend's baseline type, `$conn` its connection.
+macro_rules! patterns {
+    ($baseline:ident, $conn:ty) => {
+    fn log(
+        conn: &mut $conn,
+        wf: Uuid,
+        task: Uuid,
+        kind: &str,
+        data: serde_json::Value,
+        runner: Option<Uuid>,
+        at: DateTime<Utc>,
+    ) -> QueryResult<usize> {
+        diesel::insert_into(e::table)
+            .values((
+                e::id.eq(id(Uuid::now_v7())),
+                e::workflow_execution_id.eq(id(wf)),
+                e::task_execution_id.eq(id(task)),
+                e::event_type.eq(kind),
+                e::event_data.eq(json(data)),
+                e::runner_id.eq(runner),
+                e::created_at.eq(instant(at)),
+            ))
+            .execute(conn)
+    }
+
+    impl Baseline for $baseline {
+        fn create_insert_then_select(&self, workflow_execution_id: Uuid, task_name: &str) -> Uuid {
+            let conn = &mut self.conn();
+            let (task_id, now) = (Uuid::now_v7(), Utc::now());
+            diesel::insert_into(t::table)
+                .values((
+                    t::id.eq(id(task_id)),
+                    t::workflow_execution_id.eq(id(workflow_execution_id)),
+                    t::task_name.eq(task_name),
+                    t::status.eq("not_started"),
+                    t::attempt.eq(1),
+                    t::max_attempts.eq(1),
+                    t::trigger_rules.eq(json(json!({"type": "Always"}))),
+                    t::task_configuration.eq(json(json!({}))),
+                    t::created_at.eq(instant(now)),
+                    t::updated_at.eq(instant(now)),
+                ))
+                .execute(conn)
+                .expect("insert");
+            let row: TaskRow = t::table
+                .find(id(task_id))
+                .select(TaskRow::as_select())
+                .first(conn)
+                .expect("select");
+            task(row).id
+        }
+
+        fn create_with_event_transaction(
+            &self,
+            workflow_execution_id: Uuid,
+            task_name: &str,
+        ) -> Uuid {
+            let conn = &mut self.conn();
+            let (task_id, now) = (Uuid::now_v7(), Utc::now());
+            conn.transaction::<_, diesel::result::Error, _>(|conn| {
+                diesel::insert_into(t::table)
+                    .values((
+                        t::id.eq(id(task_id)),
+                        t::workflow_execution_id.eq(id(workflow_execution_id)),
+                        t::task_name.eq(task_name),
+                        t::status.eq("not_started"),
+                        t::attempt.eq(1),
+                        t::max_attempts.eq(1),
+                        t::trigger_rules.eq(json(json!({"type": "Always"}))),
+                        t::task_configuration.eq(json(json!({}))),
+                        t::created_at.eq(instant(now)),
+                        t::updated_at.eq(instant(now)),
+                    ))
+                    .execute(conn)?;
+                let data = json!({"attempt": 1, "claim": 0, "recovery_attempts": 0});
+                log(conn, workflow_execution_id, task_id, "created", data, None, now)?;
+                let row: TaskRow = t::table.find(id(task_id)).select(TaskRow::as_select()).first(conn)?;
+                Ok(task(row).id)
+            })
+            .expect("transaction")
+        }
+
+        fn reset_select_then_update(&self, task_id: Uuid) {
+            let conn = &mut self.conn();
+            let (status, n): (String, i32) = t::table
+                .find(id(task_id))
+                .select((t::status, t::recovery_attempts))
+                .first(conn)
+                .expect("select");
+            assert!(status == "ready" || status == "running");
+            let now = Utc::now();
+            diesel::update(t::table.find(id(task_id)))
+                .set((
+                    t::status.eq("ready"),
+                    t::recovery_attempts.eq(n + 1),
+                    t::last_recovery_at.eq(Some(now)),
+                    t::started_at.eq(None::<DateTime<Utc>>),
+                    t::claimed_by.eq(None::<Uuid>),
+                    t::heartbeat_at.eq(None::<DateTime<Utc>>),
+                    t::updated_at.eq(instant(now)),
+                ))
+                .execute(conn)
+                .expect("update");
+        }
+
+        fn reset_read_update_insert(&self, task_id: Uuid) {
+            let conn = &mut self.conn();
+            conn.transaction::<_, diesel::result::Error, _>(|conn| {
+                let (wf, status, n, attempt, claim): (IdValue, String, i32, i32, i32) = t::table
+                    .find(id(task_id))
+                    .select((
+                        t::workflow_execution_id,
+                        t::status,
+                        t::recovery_attempts,
+                        t::attempt,
+                        t::claim_count,
+                    ))
+                    .first(conn)?;
+                assert!(status == "ready" || status == "running");
+                let now = Utc::now();
+                diesel::update(t::table.find(id(task_id)))
+                    .set((
+                        t::status.eq("ready"),
+                        t::recovery_attempts.eq(n + 1),
+                        t::last_recovery_at.eq(Some(now)),
+                        t::started_at.eq(None::<DateTime<Utc>>),
+                        t::claimed_by.eq(None::<Uuid>),
+                        t::heartbeat_at.eq(None::<DateTime<Utc>>),
+                        t::updated_at.eq(instant(now)),
+                    ))
+                    .execute(conn)?;
+                let data = json!({"attempt": attempt, "claim": claim, "recovery_attempts": n + 1});
+                log(conn, wf.0, task_id, "recovered", data, None, now)
+            })
+            .expect("transaction");
+        }
+
+        fn claim_scan_then_each(&self, runner_id: Uuid, limit: i64) -> Vec<Uuid> {
+            let conn = &mut self.conn();
+            let now = Utc::now();
+            let ids: Vec<IdValue> = t::table
+                .filter(t::status.eq("ready"))
+                .filter(t::retry_at.is_null().or(t::retry_at.le(Some(now))))
+                .order(t::id)
+                .limit(limit)
+                .select(t::id)
+                .load(conn)
+                .expect("scan");
+            let mut claimed = Vec::with_capacity(ids.len());
+            for IdValue(task_id) in ids {
+                let row: Option<TaskRow> =
+                    diesel::update(t::table.find(id(task_id)).filter(t::status.eq("ready")))
+                        .set((
+                            t::status.eq("running"),
+                            t::claimed_by.eq(Some(runner_id)),
+                            t::heartbeat_at.eq(Some(now)),
+                            t::started_at.eq(Some(now)),
+                            t::claim_count.eq(t::claim_count + 1),
+                            t::updated_at.eq(instant(now)),
+                        ))
+                        .returning(TaskRow::as_returning())
+                        .get_result(conn)
+                        .optional()
+                        .expect("claim");
+                if let Some(claimed_task) = row.map(task) {
+                    let data = event_data(&claimed_task);
+                    let wf = claimed_task.workflow_execution_id;
+                    log(conn, wf, task_id, "claimed", data, Some(runner_id), now).expect("event");
+                    claimed.push(task_id);
+                }
+            }
+            claimed
+        }
+
+        fn transition_read_update_insert(&self, task_id: Uuid, to: &'static str, event: &'static str) {
+            let conn = &mut self.conn();
+            conn.transaction::<_, diesel::result::Error, _>(|conn| {
+                let (wf, attempt, claim, n): (IdValue, i32, i32, i32) = t::table
+                    .find(id(task_id))
+                    .select((
+                        t::workflow_execution_id,
+                        t::attempt,
+                        t::claim_count,
+                        t::recovery_attempts,
+                    ))
+                    .first(conn)?;
+                let now = Utc::now();
+                diesel::update(t::table.find(id(task_id)))
+                    .set((t::status.eq(to), t::updated_at.eq(instant(now))))
+                    .execute(conn)?;
+                let data = json!({"attempt": attempt, "claim": claim, "recovery_attempts": n});
+                log(conn, wf.0, task_id, event, data, None, now)
+            })
+            .expect("transaction");
+        }
+    }
+    };
 }
 
 /// The baselines on PostgreSQL.
 pub mod postgres {
-    use dal_postgres::schema::{execution_events as e, task_executions as t};
-    use dal_postgres::{PgPool, TaskRow};
-    use serde_json::json;
+    use dal_postgres::PgPool;
 
     use super::*;
 
@@ -85,206 +284,12 @@ pub mod postgres {
         }
     }
 
-    fn log(
-        conn: &mut PgConnection,
-        wf: Uuid,
-        task: Uuid,
-        kind: &str,
-        data: serde_json::Value,
-        runner: Option<Uuid>,
-        at: DateTime<Utc>,
-    ) -> QueryResult<usize> {
-        diesel::insert_into(e::table)
-            .values((
-                e::id.eq(Uuid::now_v7()),
-                e::workflow_execution_id.eq(wf),
-                e::task_execution_id.eq(task),
-                e::event_type.eq(kind),
-                e::event_data.eq(data),
-                e::runner_id.eq(runner),
-                e::created_at.eq(at),
-            ))
-            .execute(conn)
-    }
-
-    impl Baseline for PgBaseline {
-        fn create_insert_then_select(&self, workflow_execution_id: Uuid, task_name: &str) -> Uuid {
-            let conn = &mut self.conn();
-            let (id, now) = (Uuid::now_v7(), Utc::now());
-            diesel::insert_into(t::table)
-                .values((
-                    t::id.eq(id),
-                    t::workflow_execution_id.eq(workflow_execution_id),
-                    t::task_name.eq(task_name),
-                    t::status.eq("not_started"),
-                    t::attempt.eq(1),
-                    t::max_attempts.eq(1),
-                    t::trigger_rules.eq(json!({"type": "Always"})),
-                    t::task_configuration.eq(json!({})),
-                    t::created_at.eq(now),
-                    t::updated_at.eq(now),
-                ))
-                .execute(conn)
-                .expect("insert");
-            let row: TaskRow = t::table
-                .find(id)
-                .select(TaskRow::as_select())
-                .first(conn)
-                .expect("select");
-            task(row).id
-        }
-
-        fn create_with_event_transaction(
-            &self,
-            workflow_execution_id: Uuid,
-            task_name: &str,
-        ) -> Uuid {
-            let conn = &mut self.conn();
-            let (id, now) = (Uuid::now_v7(), Utc::now());
-            conn.transaction::<_, diesel::result::Error, _>(|conn| {
-                diesel::insert_into(t::table)
-                    .values((
-                        t::id.eq(id),
-                        t::workflow_execution_id.eq(workflow_execution_id),
-                        t::task_name.eq(task_name),
-                        t::status.eq("not_started"),
-                        t::attempt.eq(1),
-                        t::max_attempts.eq(1),
-                        t::trigger_rules.eq(json!({"type": "Always"})),
-                        t::task_configuration.eq(json!({})),
-                        t::created_at.eq(now),
-                        t::updated_at.eq(now),
-                    ))
-                    .execute(conn)?;
-                let data = json!({"attempt": 1, "claim": 0, "recovery_attempts": 0});
-                log(conn, workflow_execution_id, id, "created", data, None, now)?;
-                let row: TaskRow = t::table.find(id).select(TaskRow::as_select()).first(conn)?;
-                Ok(task(row).id)
-            })
-            .expect("transaction")
-        }
-
-        fn reset_select_then_update(&self, id: Uuid) {
-            let conn = &mut self.conn();
-            let (status, n): (String, i32) = t::table
-                .find(id)
-                .select((t::status, t::recovery_attempts))
-                .first(conn)
-                .expect("select");
-            assert!(status == "ready" || status == "running");
-            let now = Utc::now();
-            diesel::update(t::table.find(id))
-                .set((
-                    t::status.eq("ready"),
-                    t::recovery_attempts.eq(n + 1),
-                    t::last_recovery_at.eq(now),
-                    t::started_at.eq(None::<DateTime<Utc>>),
-                    t::claimed_by.eq(None::<Uuid>),
-                    t::heartbeat_at.eq(None::<DateTime<Utc>>),
-                    t::updated_at.eq(now),
-                ))
-                .execute(conn)
-                .expect("update");
-        }
-
-        fn reset_read_update_insert(&self, id: Uuid) {
-            let conn = &mut self.conn();
-            conn.transaction::<_, diesel::result::Error, _>(|conn| {
-                let (wf, status, n, attempt, claim): (Uuid, String, i32, i32, i32) = t::table
-                    .find(id)
-                    .select((
-                        t::workflow_execution_id,
-                        t::status,
-                        t::recovery_attempts,
-                        t::attempt,
-                        t::claim_count,
-                    ))
-                    .first(conn)?;
-                assert!(status == "ready" || status == "running");
-                let now = Utc::now();
-                diesel::update(t::table.find(id))
-                    .set((
-                        t::status.eq("ready"),
-                        t::recovery_attempts.eq(n + 1),
-                        t::last_recovery_at.eq(now),
-                        t::started_at.eq(None::<DateTime<Utc>>),
-                        t::claimed_by.eq(None::<Uuid>),
-                        t::heartbeat_at.eq(None::<DateTime<Utc>>),
-                        t::updated_at.eq(now),
-                    ))
-                    .execute(conn)?;
-                let data = json!({"attempt": attempt, "claim": claim, "recovery_attempts": n + 1});
-                log(conn, wf, id, "recovered", data, None, now)
-            })
-            .expect("transaction");
-        }
-
-        fn claim_scan_then_each(&self, runner_id: Uuid, limit: i64) -> Vec<Uuid> {
-            let conn = &mut self.conn();
-            let now = Utc::now();
-            let ids: Vec<Uuid> = t::table
-                .filter(t::status.eq("ready"))
-                .filter(t::retry_at.is_null().or(t::retry_at.le(now)))
-                .order(t::id)
-                .limit(limit)
-                .select(t::id)
-                .load(conn)
-                .expect("scan");
-            let mut claimed = Vec::with_capacity(ids.len());
-            for id in ids {
-                let row: Option<TaskRow> =
-                    diesel::update(t::table.find(id).filter(t::status.eq("ready")))
-                        .set((
-                            t::status.eq("running"),
-                            t::claimed_by.eq(runner_id),
-                            t::heartbeat_at.eq(now),
-                            t::started_at.eq(now),
-                            t::claim_count.eq(t::claim_count + 1),
-                            t::updated_at.eq(now),
-                        ))
-                        .returning(TaskRow::as_returning())
-                        .get_result(conn)
-                        .optional()
-                        .expect("claim");
-                if let Some(claimed_task) = row.map(task) {
-                    let data = event_data(&claimed_task);
-                    let wf = claimed_task.workflow_execution_id;
-                    log(conn, wf, id, "claimed", data, Some(runner_id), now).expect("event");
-                    claimed.push(id);
-                }
-            }
-            claimed
-        }
-
-        fn transition_read_update_insert(&self, id: Uuid, to: &'static str, event: &'static str) {
-            let conn = &mut self.conn();
-            conn.transaction::<_, diesel::result::Error, _>(|conn| {
-                let (wf, attempt, claim, n): (Uuid, i32, i32, i32) = t::table
-                    .find(id)
-                    .select((
-                        t::workflow_execution_id,
-                        t::attempt,
-                        t::claim_count,
-                        t::recovery_attempts,
-                    ))
-                    .first(conn)?;
-                let now = Utc::now();
-                diesel::update(t::table.find(id))
-                    .set((t::status.eq(to), t::updated_at.eq(now)))
-                    .execute(conn)?;
-                let data = json!({"attempt": attempt, "claim": claim, "recovery_attempts": n});
-                log(conn, wf, id, event, data, None, now)
-            })
-            .expect("transaction");
-        }
-    }
+    patterns!(PgBaseline, PgConnection);
 }
 
 /// The baselines on SQLite.
 pub mod sqlite {
-    use dal_sqlite::schema::{execution_events as e, task_executions as t};
-    use dal_sqlite::{SqlitePool, TaskRow};
-    use serde_json::json;
+    use dal_sqlite::SqlitePool;
 
     use super::*;
 
@@ -300,209 +305,5 @@ pub mod sqlite {
         }
     }
 
-    fn log(
-        conn: &mut SqliteConnection,
-        wf: &[u8],
-        task: &[u8],
-        kind: &str,
-        data: serde_json::Value,
-        runner: Option<&[u8]>,
-        at: i64,
-    ) -> QueryResult<usize> {
-        diesel::insert_into(e::table)
-            .values((
-                e::id.eq(Uuid::now_v7().as_bytes().as_slice()),
-                e::workflow_execution_id.eq(wf),
-                e::task_execution_id.eq(task),
-                e::event_type.eq(kind),
-                e::event_data.eq(data.to_string()),
-                e::runner_id.eq(runner),
-                e::created_at.eq(at),
-            ))
-            .execute(conn)
-    }
-
-    impl Baseline for SqliteBaseline {
-        fn create_insert_then_select(&self, workflow_execution_id: Uuid, task_name: &str) -> Uuid {
-            let conn = &mut self.conn();
-            let (id, now) = (Uuid::now_v7(), micros(Utc::now()));
-            diesel::insert_into(t::table)
-                .values((
-                    t::id.eq(id.as_bytes().as_slice()),
-                    t::workflow_execution_id.eq(workflow_execution_id.as_bytes().as_slice()),
-                    t::task_name.eq(task_name),
-                    t::status.eq("not_started"),
-                    t::attempt.eq(1),
-                    t::max_attempts.eq(1),
-                    t::trigger_rules.eq(json!({"type": "Always"}).to_string()),
-                    t::task_configuration.eq(json!({}).to_string()),
-                    t::created_at.eq(now),
-                    t::updated_at.eq(now),
-                ))
-                .execute(conn)
-                .expect("insert");
-            let row: TaskRow = t::table
-                .find(id.as_bytes().as_slice())
-                .select(TaskRow::as_select())
-                .first(conn)
-                .expect("select");
-            task(row).id
-        }
-
-        fn create_with_event_transaction(
-            &self,
-            workflow_execution_id: Uuid,
-            task_name: &str,
-        ) -> Uuid {
-            let conn = &mut self.conn();
-            let (id, now) = (Uuid::now_v7(), micros(Utc::now()));
-            let (key, wf) = (
-                id.as_bytes().as_slice(),
-                workflow_execution_id.as_bytes().as_slice(),
-            );
-            conn.transaction::<_, diesel::result::Error, _>(|conn| {
-                diesel::insert_into(t::table)
-                    .values((
-                        t::id.eq(key),
-                        t::workflow_execution_id.eq(wf),
-                        t::task_name.eq(task_name),
-                        t::status.eq("not_started"),
-                        t::attempt.eq(1),
-                        t::max_attempts.eq(1),
-                        t::trigger_rules.eq(json!({"type": "Always"}).to_string()),
-                        t::task_configuration.eq(json!({}).to_string()),
-                        t::created_at.eq(now),
-                        t::updated_at.eq(now),
-                    ))
-                    .execute(conn)?;
-                let data = json!({"attempt": 1, "claim": 0, "recovery_attempts": 0});
-                log(conn, wf, key, "created", data, None, now)?;
-                let row: TaskRow = t::table
-                    .find(key)
-                    .select(TaskRow::as_select())
-                    .first(conn)?;
-                Ok(task(row).id)
-            })
-            .expect("transaction")
-        }
-
-        fn reset_select_then_update(&self, id: Uuid) {
-            let conn = &mut self.conn();
-            let key = id.as_bytes().as_slice();
-            let (status, n): (String, i32) = t::table
-                .find(key)
-                .select((t::status, t::recovery_attempts))
-                .first(conn)
-                .expect("select");
-            assert!(status == "ready" || status == "running");
-            let now = micros(Utc::now());
-            diesel::update(t::table.find(key))
-                .set((
-                    t::status.eq("ready"),
-                    t::recovery_attempts.eq(n + 1),
-                    t::last_recovery_at.eq(now),
-                    t::started_at.eq(None::<i64>),
-                    t::claimed_by.eq(None::<Vec<u8>>),
-                    t::heartbeat_at.eq(None::<i64>),
-                    t::updated_at.eq(now),
-                ))
-                .execute(conn)
-                .expect("update");
-        }
-
-        fn reset_read_update_insert(&self, id: Uuid) {
-            let conn = &mut self.conn();
-            let key = id.as_bytes().as_slice();
-            conn.transaction::<_, diesel::result::Error, _>(|conn| {
-                let (wf, status, n, attempt, claim): (Vec<u8>, String, i32, i32, i32) = t::table
-                    .find(key)
-                    .select((
-                        t::workflow_execution_id,
-                        t::status,
-                        t::recovery_attempts,
-                        t::attempt,
-                        t::claim_count,
-                    ))
-                    .first(conn)?;
-                assert!(status == "ready" || status == "running");
-                let now = micros(Utc::now());
-                diesel::update(t::table.find(key))
-                    .set((
-                        t::status.eq("ready"),
-                        t::recovery_attempts.eq(n + 1),
-                        t::last_recovery_at.eq(now),
-                        t::started_at.eq(None::<i64>),
-                        t::claimed_by.eq(None::<Vec<u8>>),
-                        t::heartbeat_at.eq(None::<i64>),
-                        t::updated_at.eq(now),
-                    ))
-                    .execute(conn)?;
-                let data = json!({"attempt": attempt, "claim": claim, "recovery_attempts": n + 1});
-                log(conn, &wf, key, "recovered", data, None, now)
-            })
-            .expect("transaction");
-        }
-
-        fn claim_scan_then_each(&self, runner_id: Uuid, limit: i64) -> Vec<Uuid> {
-            let conn = &mut self.conn();
-            let now = micros(Utc::now());
-            let ids: Vec<Vec<u8>> = t::table
-                .filter(t::status.eq("ready"))
-                .filter(t::retry_at.is_null().or(t::retry_at.le(now)))
-                .order(t::id)
-                .limit(limit)
-                .select(t::id)
-                .load(conn)
-                .expect("scan");
-            let runner = runner_id.as_bytes().as_slice();
-            let mut claimed = Vec::with_capacity(ids.len());
-            for id in ids {
-                let row: Option<TaskRow> =
-                    diesel::update(t::table.find(id.as_slice()).filter(t::status.eq("ready")))
-                        .set((
-                            t::status.eq("running"),
-                            t::claimed_by.eq(runner),
-                            t::heartbeat_at.eq(now),
-                            t::started_at.eq(now),
-                            t::claim_count.eq(t::claim_count + 1),
-                            t::updated_at.eq(now),
-                        ))
-                        .returning(TaskRow::as_returning())
-                        .get_result(conn)
-                        .optional()
-                        .expect("claim");
-                if let Some(claimed_task) = row.map(task) {
-                    let data = event_data(&claimed_task);
-                    let wf = claimed_task.workflow_execution_id;
-                    log(conn, wf.as_bytes(), &id, "claimed", data, Some(runner), now)
-                        .expect("event");
-                    claimed.push(Uuid::from_slice(&id).expect("a 16-byte id"));
-                }
-            }
-            claimed
-        }
-
-        fn transition_read_update_insert(&self, id: Uuid, to: &'static str, event: &'static str) {
-            let conn = &mut self.conn();
-            let key = id.as_bytes().as_slice();
-            conn.transaction::<_, diesel::result::Error, _>(|conn| {
-                let (wf, attempt, claim, n): (Vec<u8>, i32, i32, i32) = t::table
-                    .find(key)
-                    .select((
-                        t::workflow_execution_id,
-                        t::attempt,
-                        t::claim_count,
-                        t::recovery_attempts,
-                    ))
-                    .first(conn)?;
-                let now = micros(Utc::now());
-                diesel::update(t::table.find(key))
-                    .set((t::status.eq(to), t::updated_at.eq(now)))
-                    .execute(conn)?;
-                let data = json!({"attempt": attempt, "claim": claim, "recovery_attempts": n});
-                log(conn, &wf, key, event, data, None, now)
-            })
-            .expect("transaction");
-        }
-    }
+    patterns!(SqliteBaseline, SqliteConnection);
 }

@@ -7,8 +7,8 @@
 //!
 //! The rest is the interface a backend implements and builds on, for backend authors: the
 //! [`Backend`] trait, [`Store::new`], the plans ([`plan`]), event specs ([`event::EventSpec`]),
-//! ids ([`ids`]) and the Diesel fragments (`sql`, feature `diesel`). A store's user never
-//! needs them.
+//! ids ([`ids`]). A store's user never needs them; the Diesel layer the backends share is the
+//! crate `dal-diesel`.
 
 pub mod backend;
 pub mod clock;
@@ -18,8 +18,6 @@ pub mod ids;
 pub mod model;
 pub mod plan;
 pub mod prelude;
-#[cfg(feature = "diesel")]
-pub mod sql;
 pub mod status;
 pub mod store;
 pub mod validate;

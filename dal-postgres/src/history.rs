@@ -23,15 +23,14 @@
 
 use chrono::{DateTime, Utc};
 use dal_core::event::EventSpec;
-use dal_core::{DalError, ExecutionEvent, Result};
+use dal_diesel::bind::{instant, json};
+use dal_diesel::schema::execution_events as e;
+use dal_diesel::schema::{changed, targets};
+use dal_diesel::types::{Id, Json};
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
-use diesel::sql_types::{Integer, Jsonb, Nullable, Text, Timestamptz};
-use serde_json::Value;
-use uuid::Uuid;
-
-use crate::schema::{changed, execution_events as e, targets};
+use diesel::sql_types::{Integer, Nullable, Text};
 
 diesel::define_sql_function! {
     /// A random (version 4) UUID, made by the server.
@@ -45,8 +44,16 @@ diesel::define_sql_function! {
 
 diesel::define_sql_function! {
     /// A JSON object of three keys and their integer values.
-    fn jsonb_build_object(k1: Text, v1: Integer, k2: Text, v2: Integer, k3: Text, v3: Integer) -> Jsonb;
+    fn jsonb_build_object(k1: Text, v1: Integer, k2: Text, v2: Integer, k3: Text, v3: Integer) -> dal_diesel::types::Json;
 }
+
+diesel::define_sql_function! {
+    /// A text as a UUID (PostgreSQL's function-style cast).
+    #[sql_name = "uuid"]
+    fn uuid_of(text: Text) -> Id;
+}
+
+diesel::infix_operator!(Merged, " || ", Json, backend: Pg);
 
 /// The length of the text of a UUID's last 8 bytes, `-xxxx-xxxxxxxxxxxx`.
 const TAIL: i32 = 18;
@@ -82,7 +89,7 @@ pub(crate) fn target_ids() -> TargetIds {
 
 /// The type of [`target_ids`].
 pub(crate) type TargetIds =
-    diesel::dsl::array<diesel::sql_types::Uuid, diesel::dsl::Select<targets::table, targets::id>>;
+    diesel::dsl::array<Id, diesel::dsl::Select<targets::table, targets::id>>;
 
 /// What comes before a write in its `WITH`: nothing, or the CTE of the rows it targets.
 pub(crate) trait Prelude {
@@ -207,28 +214,27 @@ pub(crate) fn logged<P, W>(
 ) -> Logged<P, W, impl QueryFragment<Pg> + use<P, W>> {
     let log = changed::table
         .select((
-            event_id_head(at)
-                .into_sql::<Text>()
-                .concat(right(gen_random_uuid().cast::<Text>(), TAIL))
-                .fallible_cast::<diesel::sql_types::Uuid>(),
+            uuid_of(
+                event_id_head(at)
+                    .into_sql::<Text>()
+                    .concat(right(gen_random_uuid().cast::<Text>(), TAIL)),
+            ),
             changed::workflow_execution_id,
             changed::id,
             event.event_type.as_str().into_sql::<Text>(),
-            event
-                .data_value()
-                .into_sql::<Jsonb>()
-                .concat(jsonb_build_object(
+            Merged::new(
+                json(event.data_value()),
+                jsonb_build_object(
                     "attempt",
                     changed::attempt,
                     "claim",
                     changed::claim_count,
                     "recovery_attempts",
                     changed::recovery_attempts,
-                )),
-            event
-                .runner_id
-                .into_sql::<Nullable<diesel::sql_types::Uuid>>(),
-            at.into_sql::<Timestamptz>(),
+                ),
+            ),
+            event.runner_id.into_sql::<Nullable<Id>>(),
+            instant(at),
         ))
         // The events of one statement take their `seq` in task id order, as on SQLite.
         .order(changed::id)
@@ -249,40 +255,10 @@ pub(crate) fn logged<P, W>(
     }
 }
 
-/// An `execution_events` row as read.
-#[derive(Debug, Queryable, Selectable)]
-#[diesel(table_name = e, check_for_backend(Pg))]
-pub(crate) struct EventRow {
-    seq: i64,
-    id: Uuid,
-    workflow_execution_id: Uuid,
-    task_execution_id: Uuid,
-    event_type: String,
-    event_data: Value,
-    runner_id: Option<Uuid>,
-    created_at: DateTime<Utc>,
-}
-
-impl TryFrom<EventRow> for ExecutionEvent {
-    type Error = DalError;
-
-    fn try_from(row: EventRow) -> Result<Self> {
-        Ok(ExecutionEvent {
-            seq: row.seq,
-            id: row.id,
-            workflow_execution_id: row.workflow_execution_id,
-            task_execution_id: row.task_execution_id,
-            event_type: row.event_type.parse()?,
-            event_data: row.event_data,
-            runner_id: row.runner_id,
-            created_at: row.created_at,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use uuid::Uuid;
 
     #[test]
     fn an_event_id_head_is_the_time_and_the_version() {

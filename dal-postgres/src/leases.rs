@@ -1,10 +1,11 @@
 //! A batch of leases as three array parameters, and the rows they hold, locked in id order.
 
 use dal_core::{Lease, StatusSet};
+use dal_diesel::types::Id;
 use diesel::QueryResult;
 use diesel::pg::Pg;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
-use diesel::sql_types::{Array, Integer, Text, Uuid as SqlUuid};
+use diesel::sql_types::{Array, Integer, Text};
 use uuid::Uuid;
 
 /// ```sql
@@ -44,15 +45,15 @@ pub(crate) fn held_by(leases: &[Lease], from: StatusSet) -> HeldBy {
 }
 
 impl Query for HeldBy {
-    type SqlType = SqlUuid;
+    type SqlType = Id;
 }
 
 impl QueryFragment<Pg> for HeldBy {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         out.push_sql("SELECT held.id FROM unnest(");
-        out.push_bind_param::<Array<SqlUuid>, _>(&self.ids)?;
+        out.push_bind_param::<Array<Id>, _>(&self.ids)?;
         out.push_sql(", ");
-        out.push_bind_param::<Array<SqlUuid>, _>(&self.runners)?;
+        out.push_bind_param::<Array<Id>, _>(&self.runners)?;
         out.push_sql(", ");
         out.push_bind_param::<Array<Integer>, _>(&self.claims)?;
         out.push_sql(

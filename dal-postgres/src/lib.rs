@@ -14,16 +14,15 @@
 //! default (TLS to managed servers works through it); the `bundled-libpq` feature builds
 //! libpq from source instead.
 
-mod errors;
 mod history;
 mod leases;
 mod open;
 mod retention;
-mod row;
-pub mod schema;
 mod statements;
 
 pub use dal_core::*;
-pub use open::{INDEX_PLANS, InstrumentationFactory, MIGRATIONS, Options, PostgresStore, connect};
-pub use row::Row as TaskRow;
+pub use dal_diesel::open::InstrumentationFactory;
+pub use dal_diesel::row::Row as TaskRow;
+pub use dal_diesel::{bind, schema, types};
+pub use open::{INDEX_PLANS, MIGRATIONS, Options, PostgresStore, connect};
 pub use statements::{PgBackend, PgPool};

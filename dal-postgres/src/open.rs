@@ -5,13 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dal_core::{Clock, DalError, Result, Store, SystemClock};
-use diesel::connection::{Instrumentation, SimpleConnection};
-use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool};
+use dal_diesel::open::{InstrumentationFactory, MigrateError, Setup, apply, check_pool_size, pool};
 use diesel::{Connection, PgConnection, RunQueryDsl};
-use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 
-use crate::errors::from_diesel;
-use crate::statements::{PgBackend, PgPool};
+use crate::statements::PgBackend;
 
 /// The schema migrations, embedded in the binary and applied by [`Options::connect`].
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
@@ -21,10 +19,6 @@ const MIGRATION_LOCK: i64 = 0x7461_736b_5f64_616c; // "task_dal"
 
 /// A task-execution store on PostgreSQL.
 pub type PostgresStore = Store<PgBackend>;
-
-/// Makes the Diesel instrumentation installed on each new connection of the pool (for
-/// statement counting, tracing or metrics).
-pub type InstrumentationFactory = Arc<dyn Fn() -> Box<dyn Instrumentation> + Send + Sync>;
 
 /// Connects a store to the PostgreSQL database at `url` (a libpq URL or key-value string) with
 /// the default [`Options`], applying pending migrations.
@@ -133,35 +127,22 @@ impl Options {
     /// the first connection fails or the pool cannot open its connections within the connect
     /// timeout, [`DalError::Migration`] when a migration fails.
     pub fn connect(self) -> Result<PostgresStore> {
-        dal_core::validate::in_range(
-            "pool_size",
-            i32::try_from(self.pool_size).unwrap_or(i32::MAX),
-            1,
-            i32::MAX,
-        )?;
+        check_pool_size(self.pool_size)?;
         let url = with_connect_timeout(&self.url, self.connect_timeout);
         let mut first = PgConnection::establish(&url).map_err(|e| DalError::Connection {
             source: Box::new(e),
         })?;
         migrate(&mut first)?;
         drop(first);
-        let pool: PgPool = Pool::builder()
-            .max_size(self.pool_size)
-            .min_idle(self.min_idle)
-            // A pooled checkout must not cost a round trip: no `SELECT 1` before each use. A
-            // lost connection is found by the statement that uses it, which fails with
-            // `DalError::Connection` (retryable); the backend then retires that connection and
-            // the pool opens a new one.
-            .test_on_check_out(false)
-            .connection_timeout(self.connect_timeout)
-            .connection_customizer(Box::new(Setup {
-                instrumentation: self.instrumentation,
-                index_plans: self.index_plans,
-            }))
-            .build(ConnectionManager::new(&url))
-            .map_err(|e| DalError::Connection {
-                source: Box::new(e),
-            })?;
+        let setup = Setup {
+            settings: self.index_plans.then(|| INDEX_PLANS.to_owned()),
+            instrumentation: self.instrumentation,
+        };
+        // The backend retires a connection a statement found lost, and the pool opens a new one.
+        let min_idle = self.min_idle;
+        let pool = pool(&url, self.pool_size, self.connect_timeout, setup, |b| {
+            b.min_idle(min_idle)
+        })?;
         Ok(Store::new(PgBackend::new(pool), self.clock))
     }
 }
@@ -198,58 +179,14 @@ fn with_connect_timeout(url: &str, timeout: Duration) -> String {
 fn migrate(conn: &mut PgConnection) -> Result<()> {
     conn.transaction(|conn| {
         diesel::select(pg_advisory_xact_lock(MIGRATION_LOCK)).execute(conn)?;
-        conn.run_pending_migrations(MIGRATIONS)
-            .map(drop)
-            .map_err(MigrateError::Harness)
+        apply(conn, MIGRATIONS)
     })
-    .map_err(|err| match err {
-        MigrateError::Diesel(err) => from_diesel(err),
-        MigrateError::Harness(source) => DalError::Migration { source },
-    })
+    .map_err(|err: MigrateError| err.into())
 }
 
 diesel::define_sql_function! {
     /// Takes a transaction-scoped advisory lock.
     fn pg_advisory_xact_lock(key: diesel::sql_types::BigInt);
-}
-
-enum MigrateError {
-    Diesel(diesel::result::Error),
-    Harness(dal_core::error::BoxError),
-}
-
-impl From<diesel::result::Error> for MigrateError {
-    fn from(err: diesel::result::Error) -> Self {
-        MigrateError::Diesel(err)
-    }
-}
-
-/// Runs on every new connection of the pool.
-struct Setup {
-    instrumentation: Option<InstrumentationFactory>,
-    index_plans: bool,
-}
-
-impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for Setup {
-    fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
-        // Before the instrumentation: a session's setup is not one of the store's operations.
-        if self.index_plans {
-            conn.batch_execute(INDEX_PLANS)
-                .map_err(diesel::r2d2::Error::QueryError)?;
-        }
-        if let Some(factory) = &self.instrumentation {
-            conn.set_instrumentation(factory());
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Debug for Setup {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Setup")
-            .field("instrumentation", &self.instrumentation.is_some())
-            .finish()
-    }
 }
 
 #[cfg(test)]

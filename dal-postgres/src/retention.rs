@@ -106,7 +106,7 @@ pub(crate) fn prune(
     // Not kept prepared: planned for each batch with the table as it is now (see
     // `Unprepared`); batches are rare and their best plan depends on the table's size.
     let batch: Batch =
-        dal_core::sql::Unprepared(prune_batch(older_than, limit, after)).get_result(conn)?;
+        dal_diesel::prepared::Unprepared(prune_batch(older_than, limit, after)).get_result(conn)?;
     Ok(Pruned {
         workflows: batch.workflows,
         tasks: u64::try_from(batch.tasks).unwrap_or_default(),

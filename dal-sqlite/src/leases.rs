@@ -9,7 +9,7 @@ use diesel::query_builder::{AstPass, QueryFragment, QueryId};
 use diesel::sql_types::{Bool, Text};
 use diesel::sqlite::Sqlite;
 
-use crate::schema::task_executions;
+use dal_diesel::schema::task_executions;
 
 /// The rows whose current claim is one of the leases.
 #[derive(Debug, Clone)]

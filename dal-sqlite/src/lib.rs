@@ -18,17 +18,16 @@
 
 mod errors;
 mod history;
-mod json_in;
 mod leases;
 mod open;
 mod retention;
-mod row;
-pub mod schema;
 mod statements;
 
 pub use dal_core::*;
-pub use open::{InstrumentationFactory, MIGRATIONS, Options, SqliteStore, Synchronous, open};
-pub use row::Row as TaskRow;
+pub use dal_diesel::open::InstrumentationFactory;
+pub use dal_diesel::row::Row as TaskRow;
+pub use dal_diesel::{bind, schema, types};
+pub use open::{MIGRATIONS, Options, SqliteStore, Synchronous, open};
 pub use statements::{SqliteBackend, SqlitePool};
 
 /// The README's Rust examples, compiled as doc tests.

@@ -5,23 +5,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dal_core::{Clock, DalError, Result, Store, SystemClock};
-use diesel::connection::{Instrumentation, SimpleConnection};
-use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool};
+use dal_diesel::errors::from_pool;
+use dal_diesel::open::{InstrumentationFactory, MigrateError, Setup, apply, check_pool_size, pool};
+use diesel::connection::SimpleConnection;
 use diesel::{Connection, SqliteConnection};
-use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 
-use crate::errors::{from_diesel, from_pool};
-use crate::statements::{SqliteBackend, SqlitePool};
+use crate::errors::from_diesel;
+use crate::statements::SqliteBackend;
 
 /// The schema migrations, embedded in the binary and applied by [`Options::open`].
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
 /// A task-execution store on SQLite.
 pub type SqliteStore = Store<SqliteBackend>;
-
-/// Makes the Diesel instrumentation installed on each new connection of the pool (for
-/// statement counting, tracing or metrics).
-pub type InstrumentationFactory = Arc<dyn Fn() -> Box<dyn Instrumentation> + Send + Sync>;
 
 /// Opens a store on the SQLite database at `path` (created if missing) with the default
 /// [`Options`], applying pending migrations.
@@ -126,46 +123,34 @@ impl Options {
     /// the file cannot be opened, [`DalError::Database`] when it is not a database (its setup
     /// fails), [`DalError::Migration`] when a migration fails.
     pub fn open(self) -> Result<SqliteStore> {
-        dal_core::validate::in_range(
-            "pool_size",
-            i32::try_from(self.pool_size).unwrap_or(i32::MAX),
-            1,
-            i32::MAX,
-        )?;
+        check_pool_size(self.pool_size)?;
         let in_memory = self.path == ":memory:" || self.path.contains("mode=memory");
         let synchronous = match self.synchronous {
             Synchronous::Normal => "NORMAL",
             Synchronous::Full => "FULL",
         };
-        let setup = Setup {
-            pragmas: format!(
-                "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; \
-                 PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON; PRAGMA cache_size = -65536;",
-                self.busy_timeout.as_millis()
-            ),
-            instrumentation: self.instrumentation,
-        };
+        let pragmas = format!(
+            "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; \
+             PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON; PRAGMA cache_size = -65536;",
+            self.busy_timeout.as_millis()
+        );
         if !in_memory {
             let mut first =
                 SqliteConnection::establish(&self.path).map_err(|e| DalError::Connection {
                     source: Box::new(e),
                 })?;
-            first.batch_execute(&setup.pragmas).map_err(from_diesel)?;
+            first.batch_execute(&pragmas).map_err(from_diesel)?;
             migrate(&mut first)?;
         }
-        let pool: SqlitePool = Pool::builder()
-            // An in-memory database lives as long as its one connection.
-            .max_size(if in_memory { 1 } else { self.pool_size })
-            // A pooled checkout must not cost a round trip: no `SELECT 1` before each use.
-            .test_on_check_out(false)
-            .max_lifetime(None)
-            .idle_timeout(None)
-            .connection_timeout(self.connect_timeout)
-            .connection_customizer(Box::new(setup))
-            .build(ConnectionManager::new(&self.path))
-            .map_err(|e| DalError::Connection {
-                source: Box::new(e),
-            })?;
+        let setup = Setup {
+            settings: Some(pragmas),
+            instrumentation: self.instrumentation,
+        };
+        // An in-memory database lives as long as its one connection.
+        let size = if in_memory { 1 } else { self.pool_size };
+        let pool = pool(&self.path, size, self.connect_timeout, setup, |b| {
+            b.max_lifetime(None).idle_timeout(None)
+        })?;
         if in_memory {
             // The database is the pool's one connection: migrated there.
             migrate(&mut *pool.get().map_err(from_pool)?)?;
@@ -189,49 +174,9 @@ impl fmt::Debug for Options {
 }
 
 fn migrate(conn: &mut SqliteConnection) -> Result<()> {
-    conn.immediate_transaction(|conn| {
-        conn.run_pending_migrations(MIGRATIONS)
-            .map(drop)
-            .map_err(MigrateError::Harness)
-    })
-    .map_err(|err| match err {
-        MigrateError::Diesel(err) => from_diesel(err),
-        MigrateError::Harness(source) => DalError::Migration { source },
-    })
-}
-
-enum MigrateError {
-    Diesel(diesel::result::Error),
-    Harness(dal_core::error::BoxError),
-}
-
-impl From<diesel::result::Error> for MigrateError {
-    fn from(err: diesel::result::Error) -> Self {
-        MigrateError::Diesel(err)
-    }
-}
-
-/// Runs on every new connection of the pool.
-struct Setup {
-    pragmas: String,
-    instrumentation: Option<InstrumentationFactory>,
-}
-
-impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for Setup {
-    fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
-        conn.batch_execute(&self.pragmas)
-            .map_err(diesel::r2d2::Error::QueryError)?;
-        if let Some(factory) = &self.instrumentation {
-            conn.set_instrumentation(factory());
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Debug for Setup {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Setup")
-            .field("pragmas", &self.pragmas)
-            .finish_non_exhaustive()
-    }
+    conn.immediate_transaction(|conn| apply(conn, MIGRATIONS))
+        .map_err(|err: MigrateError| match err {
+            MigrateError::Diesel(err) => from_diesel(err),
+            err => err.into(),
+        })
 }

@@ -8,15 +8,14 @@
 //! ones still finished, so nothing changes between its check and its deletes.
 
 use chrono::{DateTime, Utc};
-use dal_core::sql::PreparedAs;
 use dal_core::{PruneCursor, Pruned};
+use dal_diesel::dialect::{IdList, in_ids};
+use dal_diesel::prepared::PreparedAs;
+use dal_diesel::schema::{execution_events, task_executions};
+use dal_diesel::types::{Id, IdValue, Instant};
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Binary, Integer, Text};
+use diesel::sql_types::{Integer, Text};
 use uuid::Uuid;
-
-use crate::json_in::{ids_json, in_ids};
-use crate::row::{micros, time, uuid};
-use crate::schema::{execution_events, task_executions};
 
 /// The next finished tasks before the cut-off (`?1`), after the cursor (`?2`, `?3`), at most `?4`.
 const SCAN: &str = concat!(
@@ -44,18 +43,18 @@ HAVING min(status IN ",
 
 #[derive(Debug, QueryableByName)]
 struct Scanned {
-    #[diesel(sql_type = Binary)]
-    id: Vec<u8>,
-    #[diesel(sql_type = Binary)]
-    workflow_execution_id: Vec<u8>,
-    #[diesel(sql_type = BigInt)]
-    completed_at: i64,
+    #[diesel(sql_type = Id)]
+    id: IdValue,
+    #[diesel(sql_type = Id)]
+    workflow_execution_id: IdValue,
+    #[diesel(sql_type = Instant)]
+    completed_at: DateTime<Utc>,
 }
 
 #[derive(Debug, QueryableByName)]
 struct Doomed {
-    #[diesel(sql_type = Binary)]
-    workflow_execution_id: Vec<u8>,
+    #[diesel(sql_type = Id)]
+    workflow_execution_id: IdValue,
 }
 
 /// The keys its statements are kept prepared under.
@@ -89,25 +88,24 @@ pub(crate) fn find(
     });
     let scanned: Vec<Scanned> = PreparedAs::<keys::Scan, _>::new(
         diesel::sql_query(SCAN)
-            .bind::<BigInt, _>(micros(older_than))
-            .bind::<BigInt, _>(micros(after.completed_at))
-            .bind::<Binary, _>(after.task_id.as_bytes().as_slice())
+            .bind::<Instant, _>(older_than)
+            .bind::<Instant, _>(after.completed_at)
+            .bind::<Id, _>(after.task_id)
             .bind::<Integer, _>(i32::try_from(limit).unwrap_or(i32::MAX)),
     )
     .load(conn)?;
     let read: Vec<(PruneCursor, Uuid)> = scanned
         .iter()
         .map(|row| {
-            Ok((
+            (
                 PruneCursor {
-                    completed_at: time(row.completed_at)?,
-                    task_id: uuid(&row.id)?,
+                    completed_at: row.completed_at,
+                    task_id: row.id.0,
                 },
-                uuid(&row.workflow_execution_id)?,
-            ))
+                row.workflow_execution_id.0,
+            )
         })
-        .collect::<dal_core::Result<_>>()
-        .map_err(corrupt)?;
+        .collect();
     let next = read
         .last()
         .filter(|_| read.len() >= limit as usize)
@@ -131,15 +129,14 @@ fn finished_among(
     }
     let doomed: Vec<Doomed> = PreparedAs::<keys::Doomed, _>::new(
         diesel::sql_query(DOOMED)
-            .bind::<Text, _>(ids_json(candidates))
-            .bind::<BigInt, _>(micros(older_than)),
+            .bind::<Text, _>(IdList(candidates))
+            .bind::<Instant, _>(older_than),
     )
     .load(conn)?;
-    doomed
+    Ok(doomed
         .iter()
-        .map(|row| uuid(&row.workflow_execution_id))
-        .collect::<dal_core::Result<_>>()
-        .map_err(corrupt)
+        .map(|row| row.workflow_execution_id.0)
+        .collect())
 }
 
 /// Inside the caller's `BEGIN IMMEDIATE` transaction: checks the workflow executions `found`
@@ -174,9 +171,4 @@ pub(crate) fn remove(
         events: events as u64,
         next: found.next,
     })
-}
-
-/// A stored value that does not read back (the schema should not let it in) fails the batch.
-fn corrupt(err: dal_core::DalError) -> diesel::result::Error {
-    diesel::result::Error::DeserializationError(Box::new(err))
 }

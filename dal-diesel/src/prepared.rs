@@ -1,8 +1,6 @@
-//! Backend-agnostic Diesel query fragments shared by the backend crates (feature `diesel`).
-//!
-//! Nothing here names a backend or a driver; it only adds what Diesel's query builder lacks.
-//!
-//! **For backend authors.** Users of a store need none of this module: see [`crate::prelude`].
+//! How a statement is sent: kept prepared under a key ([`PreparedAs`]) or planned for each
+//! execution ([`Unprepared`]). Nothing here names a backend; it only adds what Diesel's query
+//! builder lacks.
 
 use diesel::backend::Backend;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
