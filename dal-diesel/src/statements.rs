@@ -8,10 +8,10 @@
 //! instead, by the compiler, like any other code of that crate.
 //!
 //! The writes whose shape differs (how a write and its events become one atomic unit, a
-//! claim's locking, a batch insert's binds) stay in each backend and use [`plan_set!`] and
-//! [`apply_write!`] from here.
+//! claim's locking, a batch insert's binds) stay in each backend and use [`plan_set!`](crate::plan_set) and
+//! [`apply_write!`](crate::apply_write) from here.
 
-/// What the read statements use, for the expansions of [`reads!`].
+/// What the read statements use, for the expansions of [`reads!`](crate::reads).
 #[doc(hidden)]
 pub mod prelude {
     pub use crate::bind::id as bind_id;

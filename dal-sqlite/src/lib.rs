@@ -23,7 +23,10 @@ mod open;
 mod retention;
 mod statements;
 
-pub use dal_core::*;
+// The user API, by name: the prelude, and what a user names beyond it. The interface a backend
+// implements (`Backend`, plans, event specs, ids) stays in `dal_core`, for backend authors.
+pub use dal_core::prelude::{self, *};
+pub use dal_core::{ManualClock, StatusSet, Store, validate};
 pub use dal_diesel::open::InstrumentationFactory;
 pub use dal_diesel::row::Row as TaskRow;
 pub use dal_diesel::{bind, schema, types};
