@@ -105,25 +105,33 @@ pub fn later<A, B>(a: A, b: B) -> Later<A, B> {
     Later { a, b }
 }
 
-/// The `'static` key a list type contributes to a statement's [`QueryId`].
-pub trait ListKey {
-    /// The key.
+/// A list bound whole as one parameter: what [`InList`] needs to know of it on each database.
+pub trait List {
+    /// The `'static` key the list contributes to a statement's [`QueryId`].
     type Key: 'static;
+    /// The SQL type of an element (PostgreSQL binds the list as an array of it).
+    type Element: diesel::sql_types::SqlType + 'static;
+    /// An element of SQLite's `json_each` (`value`) as the column's value.
+    const JSON_ELEMENT: &'static str;
 }
 
-impl ListKey for IdList<'_> {
+impl List for IdList<'_> {
     type Key = IdList<'static>;
+    type Element = crate::types::Id;
+    const JSON_ELEMENT: &'static str = "unhex(value)";
 }
 
-impl ListKey for TextList<'_> {
+impl List for TextList<'_> {
     type Key = TextList<'static>;
+    type Element = diesel::sql_types::Text;
+    const JSON_ELEMENT: &'static str = "value";
 }
 
 impl<E: Expression, L> Expression for InList<E, L> {
     type SqlType = Bool;
 }
 
-impl<E: QueryId, L: ListKey> QueryId for InList<E, L> {
+impl<E: QueryId, L: List> QueryId for InList<E, L> {
     type QueryId = InList<E::QueryId, L::Key>;
     const HAS_STATIC_QUERY_ID: bool = E::HAS_STATIC_QUERY_ID;
 }

@@ -8,11 +8,11 @@ use diesel::deserialize::{self, FromSql};
 use diesel::pg::{Pg, PgValue};
 use diesel::query_builder::{AstPass, QueryFragment};
 use diesel::serialize::{self, Output, ToSql};
-use diesel::sql_types::{self, Array, Text};
+use diesel::sql_types::{self, Array, HasSqlType, Text};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::dialect::{IdList, InList, Later, StatusIn, TextList};
+use crate::dialect::{IdList, InList, Later, List, StatusIn, TextList};
 use crate::types::{Id, Instant, Json};
 
 /// `ToSql`/`FromSql` of a shared type as those of Diesel's native PostgreSQL type.
@@ -48,22 +48,16 @@ impl ToSql<Array<Text>, Pg> for TextList<'_> {
 }
 
 /// `<expr> = ANY($1)`, the list one array parameter.
-impl<E: QueryFragment<Pg>> QueryFragment<Pg> for InList<E, IdList<'_>> {
+impl<E, L> QueryFragment<Pg> for InList<E, L>
+where
+    E: QueryFragment<Pg>,
+    L: List + ToSql<Array<L::Element>, Pg>,
+    Pg: HasSqlType<L::Element>,
+{
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         self.expr.walk_ast(out.reborrow())?;
         out.push_sql(" = ANY(");
-        out.push_bind_param::<Array<Id>, _>(&self.list)?;
-        out.push_sql(")");
-        Ok(())
-    }
-}
-
-/// `<expr> = ANY($1)`, the list one array parameter.
-impl<E: QueryFragment<Pg>> QueryFragment<Pg> for InList<E, TextList<'_>> {
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        self.expr.walk_ast(out.reborrow())?;
-        out.push_sql(" = ANY(");
-        out.push_bind_param::<Array<Text>, _>(&self.list)?;
+        out.push_bind_param::<Array<L::Element>, _>(&self.list)?;
         out.push_sql(")");
         Ok(())
     }

@@ -16,7 +16,7 @@ use diesel::sqlite::{Sqlite, SqliteValue};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::dialect::{IdList, InList, Later, StatusIn, TextList};
+use crate::dialect::{IdList, InList, Later, List, StatusIn, TextList};
 use crate::types::{Id, Instant, Json, undecodable};
 
 impl ToSql<Id, Sqlite> for Uuid {
@@ -79,22 +79,17 @@ impl ToSql<Text, Sqlite> for TextList<'_> {
     }
 }
 
-/// `<expr> IN (SELECT unhex(value) FROM json_each(?))`.
-impl<E: QueryFragment<Sqlite>> QueryFragment<Sqlite> for InList<E, IdList<'_>> {
+/// `<expr> IN (SELECT <element> FROM json_each(?))`, the list one JSON parameter.
+impl<E, L> QueryFragment<Sqlite> for InList<E, L>
+where
+    E: QueryFragment<Sqlite>,
+    L: List + ToSql<Text, Sqlite>,
+{
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
         self.expr.walk_ast(out.reborrow())?;
-        out.push_sql(" IN (SELECT unhex(value) FROM json_each(");
-        out.push_bind_param::<Text, _>(&self.list)?;
-        out.push_sql("))");
-        Ok(())
-    }
-}
-
-/// `<expr> IN (SELECT value FROM json_each(?))`.
-impl<E: QueryFragment<Sqlite>> QueryFragment<Sqlite> for InList<E, TextList<'_>> {
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
-        self.expr.walk_ast(out.reborrow())?;
-        out.push_sql(" IN (SELECT value FROM json_each(");
+        out.push_sql(" IN (SELECT ");
+        out.push_sql(L::JSON_ELEMENT);
+        out.push_sql(" FROM json_each(");
         out.push_bind_param::<Text, _>(&self.list)?;
         out.push_sql("))");
         Ok(())
