@@ -4,13 +4,40 @@
 use std::sync::Arc;
 
 use dal_core::TaskExecutionStore;
-use dal_tests::fixture::BackendKind;
 use dal_tests::provision::postgres::TempSchema;
 use dal_tests::provision::sqlite::TempDatabase;
 
 use crate::baseline::Baseline;
 use crate::baseline::postgres::PgBaseline;
 use crate::baseline::sqlite::SqliteBaseline;
+
+/// The backends the benchmarks compare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// `dal-postgres`.
+    Postgres,
+    /// `dal-sqlite`.
+    Sqlite,
+}
+
+impl BackendKind {
+    /// Every backend.
+    pub const ALL: [BackendKind; 2] = [BackendKind::Postgres, BackendKind::Sqlite];
+
+    /// The name used in benchmark names: `postgres`, `sqlite`.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Postgres => "postgres",
+            BackendKind::Sqlite => "sqlite",
+        }
+    }
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// A store, the baselines over the same pool, and the database they live in (removed on drop).
 pub struct BenchEnv {

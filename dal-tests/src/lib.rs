@@ -1,27 +1,35 @@
 //! The conformance suite of the task-execution DAL and the harness that provisions databases.
 //!
-//! Every case ([`cases`]) is written once, as a function of the backend, against the
-//! [`dal_core::TaskStore`] trait; [`suite`] runs each one against PostgreSQL and SQLite, with
-//! test names `postgres::<group>::<case>` and `sqlite::<group>::<case>`.
-//! `cargo test -p dal-tests` runs everything; `cargo test -p dal-tests -- sqlite::` one
-//! backend.
+//! Every case ([`cases`]) is written once, against the [`dal_core::TaskExecutionStore`] trait
+//! and a backend's factory ([`backend::TestBackend`]: a database of a case's own, raw SQL, the
+//! statement counts the backend promises). [`suite::main`] runs every case against the
+//! backends it is given, with test names `<backend>::<group>::<case>`. Each backend crate runs
+//! the suite from its own `tests/conformance.rs` with its backend of [`backends`];
+//! `cargo test -p dal-tests` runs it with both (`cargo test -p dal-tests -- sqlite::` one).
 //!
 //! [`fixture::Fixture`] gives each case a store of its own (a temporary SQLite file, or a new
 //! PostgreSQL schema), a [`dal_core::ManualClock`] and a [`counter::StatementLog`]. How the
 //! PostgreSQL server is found is described in [`provision::postgres`]; benchmarks use the same
 //! provisioning.
 //!
-//! The cases and the suite need the `suite` feature (on by default). Without it (with
+//! The suite needs the `suite` feature (on by default). Without it (with
 //! `default-features = false`, as `dal-benches` depends on this crate) the crate is the harness
-//! alone: [`provision`], [`counter`], [`fixture`] and [`model`], which the benches and the
-//! workload use, and the build compiles none of libtest-mimic, proptest or testcontainers.
+//! alone: [`provision`], [`counter`] and [`model`], which the benches and the workload use, and
+//! the build compiles none of libtest-mimic, proptest or testcontainers.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[cfg(feature = "suite")]
+pub mod backend;
+#[cfg(feature = "suite")]
+pub mod backends;
+#[cfg(feature = "suite")]
 pub mod cases;
 pub mod counter;
+#[cfg(feature = "suite")]
 pub mod fixture;
 pub mod model;
+#[cfg(feature = "suite")]
+pub mod operations;
 pub mod provision;
 #[cfg(feature = "suite")]
 pub mod suite;

@@ -1,17 +1,18 @@
-//! The suite: every case against every backend, as one libtest-compatible test binary.
+//! The suite: every case against every backend given, as one libtest-compatible test binary.
 
 use libtest_mimic::{Arguments, Failed, Trial};
 
-use crate::cases::{self, statements};
-use crate::fixture::BackendKind;
+use crate::backend::Backend;
+use crate::cases;
+use crate::operations;
 use crate::provision;
 
-/// Every trial: `<backend>::<group>::<case>` for each backend, group and case, the checks of
-/// the PostgreSQL schema's own SQL (`postgres::schema::<check>`), and the checks that involve
-/// no backend.
-pub fn trials() -> Vec<Trial> {
+/// Every trial for `backends`: `<backend>::<group>::<case>` for each backend, group and case,
+/// each backend's own cases, and the check of the README's statement table against the
+/// backends' counts.
+pub fn trials(backends: &[Backend]) -> Vec<Trial> {
     let mut trials = Vec::new();
-    for kind in BackendKind::ALL {
+    for &kind in backends {
         for (group, list) in cases::groups() {
             for case in list {
                 let run = case.run;
@@ -24,43 +25,36 @@ pub fn trials() -> Vec<Trial> {
                 ));
             }
         }
+        for own in kind.own_cases() {
+            trials.push(Trial::test(
+                format!("{kind}::{}::{}", own.group, own.name),
+                move || {
+                    (own.run)();
+                    Ok(())
+                },
+            ));
+        }
     }
-    for &(name, check) in cases::restarts::POSTGRES_ONLY {
-        trials.push(Trial::test(
-            format!("postgres::restarts::{name}"),
-            move || {
-                check();
-                Ok(())
-            },
-        ));
-    }
-    for &(name, check) in cases::locking::POSTGRES_ONLY {
-        trials.push(Trial::test(
-            format!("postgres::locking::{name}"),
-            move || {
-                check();
-                Ok(())
-            },
-        ));
-    }
+    let backends = backends.to_vec();
     trials.push(Trial::test(
-        "readme::statement_table_matches_the_suite",
-        || {
+        "readme::statement_table_matches_the_backends",
+        move || {
             let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md");
             let readme =
                 std::fs::read_to_string(path).map_err(|e| Failed::from(format!("{path}: {e}")))?;
-            statements::readme_table_matches(&readme).map_err(Failed::from)
+            operations::check_readme_table(&readme, &backends).map_err(Failed::from)
         },
     ));
     trials
 }
 
-/// The test binary's `main`: runs the trials selected by the command line (the same flags as
-/// libtest: filters, `--exact`, `--test-threads`, `--list`, ...), then stops the PostgreSQL
-/// container if one was started.
-pub fn main() {
+/// The test binary's `main` for `backends`: runs the trials selected by the command line (the
+/// same flags as libtest: filters, `--exact`, `--test-threads`, `--list`, ...), then stops the
+/// PostgreSQL container if one was started. A backend crate's `tests/conformance.rs` calls it
+/// with its backend.
+pub fn main(backends: &[Backend]) {
     let args = Arguments::from_args();
-    let conclusion = libtest_mimic::run(&args, trials());
+    let conclusion = libtest_mimic::run(&args, trials(backends));
     provision::postgres::shutdown();
     conclusion.exit();
 }

@@ -8,10 +8,11 @@ use uuid::Uuid;
 
 use super::Case;
 use super::concurrency::{THREADS, on_threads};
-use super::statements::statements_of;
 use super::support::{Sequence, assert_unchanged, expect_err, ready_tasks, task_in, workflow};
+use crate::backend::Backend;
 use crate::case;
-use crate::fixture::{BackendKind, Fixture};
+use crate::fixture::Fixture;
+use crate::operations::Operation;
 use TaskStatus::*;
 
 /// The cases of this group.
@@ -52,7 +53,7 @@ fn claimed_row(
     }
 }
 
-fn claim_ready_takes_the_oldest_due_ready_tasks(kind: BackendKind) {
+fn claim_ready_takes_the_oldest_due_ready_tasks(kind: Backend) {
     let f = Fixture::new(kind);
     let s = f.store();
     let wf = workflow();
@@ -107,7 +108,7 @@ fn claim_ready_takes_the_oldest_due_ready_tasks(kind: BackendKind) {
     );
 }
 
-fn claim_ready_of_nothing_returns_nothing(kind: BackendKind) {
+fn claim_ready_of_nothing_returns_nothing(kind: Backend) {
     let f = Fixture::new(kind);
     ready_tasks(f.store(), workflow(), 3, 1);
     let (claimed, counts) = f.log.measure(|| f.store.claim_ready(runner(), 0).unwrap());
@@ -119,11 +120,11 @@ fn claim_ready_of_nothing_returns_nothing(kind: BackendKind) {
     assert!(claimed.is_empty());
     assert_eq!(
         counts.statements,
-        statements_of("claim_ready (none ready)", kind)
+        kind.statements(Operation::ClaimNoneReady)
     );
 }
 
-fn heartbeat_moves_only_heartbeat_at(kind: BackendKind) {
+fn heartbeat_moves_only_heartbeat_at(kind: Backend) {
     let f = Fixture::new(kind);
     let s = f.store();
     ready_tasks(s, workflow(), 1, 1);
@@ -172,7 +173,7 @@ fn heartbeat_moves_only_heartbeat_at(kind: BackendKind) {
     );
 }
 
-fn complete_and_fail_need_the_current_lease(kind: BackendKind) {
+fn complete_and_fail_need_the_current_lease(kind: Backend) {
     let f = Fixture::new(kind);
     let s = f.store();
     ready_tasks(s, workflow(), 2, 3);
@@ -218,7 +219,7 @@ fn complete_and_fail_need_the_current_lease(kind: BackendKind) {
     assert_unchanged(s, &failed);
 }
 
-fn release_gives_the_task_back_without_counting_an_attempt(kind: BackendKind) {
+fn release_gives_the_task_back_without_counting_an_attempt(kind: Backend) {
     let f = Fixture::new(kind);
     let s = f.store();
     ready_tasks(s, workflow(), 1, 2);
@@ -258,7 +259,7 @@ fn release_gives_the_task_back_without_counting_an_attempt(kind: BackendKind) {
     assert_unchanged(s, &again.task);
 }
 
-fn complete_many_completes_the_batch_leases_that_still_hold(kind: BackendKind) {
+fn complete_many_completes_the_batch_leases_that_still_hold(kind: Backend) {
     let f = Fixture::new(kind);
     let s = f.store();
     let wf = workflow();
@@ -275,7 +276,7 @@ fn complete_many_completes_the_batch_leases_that_still_hold(kind: BackendKind) {
     let (completion, counts) = f.log.measure(|| s.complete_many(&batch).unwrap());
     assert_eq!(
         counts.statements,
-        statements_of("complete_many (30 tasks)", kind)
+        kind.statements(Operation::CompleteMany30)
     );
     let expected: Vec<TaskExecution> = [0, 1, 4, 5]
         .iter()
@@ -326,7 +327,7 @@ fn complete_many_completes_the_batch_leases_that_still_hold(kind: BackendKind) {
 /// The staleness threshold the sweeper uses in these cases.
 const STALE_AFTER: TimeDelta = TimeDelta::seconds(30);
 
-fn a_crashed_runner_cannot_finish_a_recovered_task(kind: BackendKind) {
+fn a_crashed_runner_cannot_finish_a_recovered_task(kind: Backend) {
     let f = Fixture::new(kind);
     let s = f.store();
     ready_tasks(s, workflow(), 6, 1);
@@ -396,7 +397,7 @@ fn a_crashed_runner_cannot_finish_a_recovered_task(kind: BackendKind) {
     }
 }
 
-fn a_runner_cannot_finish_an_old_claim_of_a_task_it_claimed_again(kind: BackendKind) {
+fn a_runner_cannot_finish_an_old_claim_of_a_task_it_claimed_again(kind: Backend) {
     let f = Fixture::new(kind);
     let s = f.store();
     ready_tasks(s, workflow(), 1, 1);
@@ -421,7 +422,7 @@ fn a_runner_cannot_finish_an_old_claim_of_a_task_it_claimed_again(kind: BackendK
     assert_eq!(done.status, Completed);
 }
 
-fn the_recovery_cap_abandons_a_task_that_keeps_killing_runners(kind: BackendKind) {
+fn the_recovery_cap_abandons_a_task_that_keeps_killing_runners(kind: Backend) {
     let f = Fixture::new(kind);
     let s = f.store();
     let task = ready_tasks(s, workflow(), 1, 1).remove(0);
@@ -477,7 +478,7 @@ fn the_recovery_cap_abandons_a_task_that_keeps_killing_runners(kind: BackendKind
     );
 }
 
-fn a_sweep_leaves_tasks_finished_or_claimed_after_its_threshold(kind: BackendKind) {
+fn a_sweep_leaves_tasks_finished_or_claimed_after_its_threshold(kind: Backend) {
     let f = Fixture::new(kind);
     let s = f.store();
     ready_tasks(s, workflow(), 4, 1);
@@ -501,7 +502,7 @@ fn a_sweep_leaves_tasks_finished_or_claimed_after_its_threshold(kind: BackendKin
     }
 }
 
-fn find_stale_claims_lists_what_a_sweep_would_touch(kind: BackendKind) {
+fn find_stale_claims_lists_what_a_sweep_would_touch(kind: Backend) {
     let f = Fixture::new(kind);
     let s = f.store();
     ready_tasks(s, workflow(), 3, 1);
@@ -526,7 +527,7 @@ fn find_stale_claims_lists_what_a_sweep_would_touch(kind: BackendKind) {
     assert!(s.find_stale_claims(threshold).unwrap().is_empty());
 }
 
-fn ready_listings_show_due_tasks_oldest_first(kind: BackendKind) {
+fn ready_listings_show_due_tasks_oldest_first(kind: Backend) {
     let f = Fixture::new(kind);
     let s = f.store();
     let wf = workflow();
@@ -664,7 +665,7 @@ fn claim_all_concurrently(
 /// Tasks in the many-runner cases.
 pub const MANY_TASKS: usize = 2_000;
 
-fn runners_claiming_in_batches_claim_every_task_exactly_once(kind: BackendKind) {
+fn runners_claiming_in_batches_claim_every_task_exactly_once(kind: Backend) {
     let f = Fixture::with(
         kind,
         crate::fixture::Setup {
@@ -676,7 +677,7 @@ fn runners_claiming_in_batches_claim_every_task_exactly_once(kind: BackendKind) 
     assert_eq!(claim_all_concurrently(&f, &tasks, |_, _| 16), MANY_TASKS);
 }
 
-fn runners_claiming_random_batch_sizes_claim_every_task_exactly_once(kind: BackendKind) {
+fn runners_claiming_random_batch_sizes_claim_every_task_exactly_once(kind: Backend) {
     let f = Fixture::with(
         kind,
         crate::fixture::Setup {

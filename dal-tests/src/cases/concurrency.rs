@@ -12,8 +12,9 @@ use uuid::Uuid;
 
 use super::Case;
 use super::support::{Sequence, ready_tasks, task_in, workflow};
+use crate::backend::Backend;
 use crate::case;
-use crate::fixture::{BackendKind, Fixture};
+use crate::fixture::Fixture;
 
 /// The cases of this group.
 pub const CASES: &[Case] = &[
@@ -51,7 +52,7 @@ pub fn on_threads<T: Send + 'static>(
         .collect()
 }
 
-fn concurrent_recovery_resets_lose_no_update(kind: BackendKind) {
+fn concurrent_recovery_resets_lose_no_update(kind: Backend) {
     let f = Fixture::new(kind);
     let task = task_in(f.store(), workflow(), "t", TaskStatus::Ready, 1);
     let id = task.id;
@@ -77,7 +78,7 @@ fn concurrent_recovery_resets_lose_no_update(kind: BackendKind) {
     );
 }
 
-fn concurrent_starts_of_one_task_let_exactly_one_through(kind: BackendKind) {
+fn concurrent_starts_of_one_task_let_exactly_one_through(kind: Backend) {
     let f = Fixture::new(kind);
     for round in 0..10 {
         let task = task_in(
@@ -111,7 +112,7 @@ fn concurrent_starts_of_one_task_let_exactly_one_through(kind: BackendKind) {
     }
 }
 
-fn concurrent_creates_of_one_name_let_exactly_one_through(kind: BackendKind) {
+fn concurrent_creates_of_one_name_let_exactly_one_through(kind: Backend) {
     let f = Fixture::new(kind);
     let wf = workflow();
     let results = on_threads(&f.store, move |i, store| {
@@ -197,7 +198,7 @@ impl Tally {
     }
 }
 
-fn concurrent_random_calls_keep_the_invariants(kind: BackendKind) {
+fn concurrent_random_calls_keep_the_invariants(kind: Backend) {
     let f = Fixture::with(
         kind,
         crate::fixture::Setup {

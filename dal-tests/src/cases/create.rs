@@ -8,8 +8,9 @@ use serde_json::json;
 
 use super::Case;
 use super::support::{expect_err, workflow};
+use crate::backend::Backend;
 use crate::case;
-use crate::fixture::{BackendKind, Fixture};
+use crate::fixture::Fixture;
 
 /// The cases of this group.
 pub const CASES: &[Case] = &[
@@ -26,7 +27,7 @@ pub const CASES: &[Case] = &[
     case!(list_for_workflow_orders_by_creation),
 ];
 
-fn create_returns_every_field_and_get_reads_the_same(kind: BackendKind) {
+fn create_returns_every_field_and_get_reads_the_same(kind: Backend) {
     let f = Fixture::new(kind);
     let wf = workflow();
     let retry_at = f.clock.now() + TimeDelta::seconds(90) + TimeDelta::nanoseconds(987);
@@ -80,7 +81,7 @@ fn create_returns_every_field_and_get_reads_the_same(kind: BackendKind) {
     assert_eq!(f.store.get(created.id).unwrap(), created);
 }
 
-fn create_applies_the_defaults(kind: BackendKind) {
+fn create_applies_the_defaults(kind: Backend) {
     let f = Fixture::new(kind);
     let wf = workflow();
     let created = f.store.create(&NewTaskExecution::new(wf, "load")).unwrap();
@@ -113,7 +114,7 @@ fn create_applies_the_defaults(kind: BackendKind) {
     assert_eq!(f.store.get(created.id).unwrap(), created);
 }
 
-fn create_rejects_a_taken_name_and_keeps_the_original(kind: BackendKind) {
+fn create_rejects_a_taken_name_and_keeps_the_original(kind: Backend) {
     let f = Fixture::new(kind);
     let wf = workflow();
     let original = f.store.create(&NewTaskExecution::new(wf, "load")).unwrap();
@@ -142,7 +143,7 @@ fn batch(wf: uuid::Uuid, n: usize) -> Vec<NewTaskExecution> {
         .collect()
 }
 
-fn create_many_returns_rows_in_input_order(kind: BackendKind) {
+fn create_many_returns_rows_in_input_order(kind: Backend) {
     let f = Fixture::new(kind);
     let (a, b) = (workflow(), workflow());
     // Two workflow executions interleaved, names not in sorted order.
@@ -195,7 +196,7 @@ fn create_many_returns_rows_in_input_order(kind: BackendKind) {
     assert_eq!(f.store.list_for_workflow(a).unwrap(), of_a);
 }
 
-fn create_many_rejects_the_whole_batch_for_one_invalid_item(kind: BackendKind) {
+fn create_many_rejects_the_whole_batch_for_one_invalid_item(kind: Backend) {
     let f = Fixture::new(kind);
     let wf = workflow();
     let mut news = batch(wf, 10);
@@ -209,7 +210,7 @@ fn create_many_rejects_the_whole_batch_for_one_invalid_item(kind: BackendKind) {
     assert_eq!(f.store.list_for_workflow(wf).unwrap(), vec![]);
 }
 
-fn create_many_rejects_the_whole_batch_for_one_taken_name(kind: BackendKind) {
+fn create_many_rejects_the_whole_batch_for_one_taken_name(kind: Backend) {
     let f = Fixture::new(kind);
     let wf = workflow();
     let existing = f
@@ -229,7 +230,7 @@ fn create_many_rejects_the_whole_batch_for_one_taken_name(kind: BackendKind) {
 /// transaction there; one statement on PostgreSQL, which binds each column as one array.
 pub const BEYOND_ONE_CHUNK: usize = 7_000;
 
-fn create_many_beyond_one_chunk_is_all_or_nothing(kind: BackendKind) {
+fn create_many_beyond_one_chunk_is_all_or_nothing(kind: Backend) {
     let f = Fixture::new(kind);
     let wf = workflow();
     let news = batch(wf, BEYOND_ONE_CHUNK);
@@ -254,7 +255,7 @@ fn create_many_beyond_one_chunk_is_all_or_nothing(kind: BackendKind) {
     assert_eq!(f.store.list_for_workflow(other).unwrap(), created);
 }
 
-fn create_many_of_nothing_returns_nothing(kind: BackendKind) {
+fn create_many_of_nothing_returns_nothing(kind: Backend) {
     let f = Fixture::new(kind);
     let (created, counts) = f.log.measure(|| f.store.create_many(&[]).unwrap());
     assert_eq!(created, vec![]);
@@ -392,7 +393,7 @@ pub fn invalid_inputs(wf: uuid::Uuid) -> Vec<(NewTaskExecution, &'static str, Pr
     ]
 }
 
-fn invalid_input_is_rejected_before_anything_is_written(kind: BackendKind) {
+fn invalid_input_is_rejected_before_anything_is_written(kind: Backend) {
     let f = Fixture::new(kind);
     let wf = workflow();
     for (new, field, problem) in invalid_inputs(wf) {
@@ -428,7 +429,7 @@ fn invalid_input_is_rejected_before_anything_is_written(kind: BackendKind) {
     assert_eq!(f.store.list_for_workflow(wf).unwrap(), vec![]);
 }
 
-fn get_of_an_unknown_id_is_not_found(kind: BackendKind) {
+fn get_of_an_unknown_id_is_not_found(kind: Backend) {
     let f = Fixture::new(kind);
     let id = uuid::Uuid::now_v7();
     let err = expect_err(f.store.get(id));
@@ -438,7 +439,7 @@ fn get_of_an_unknown_id_is_not_found(kind: BackendKind) {
     );
 }
 
-fn list_for_workflow_orders_by_creation(kind: BackendKind) {
+fn list_for_workflow_orders_by_creation(kind: Backend) {
     let f = Fixture::new(kind);
     let wf = workflow();
     let mut created = Vec::new();

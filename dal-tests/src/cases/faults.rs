@@ -1,5 +1,5 @@
 //! Faults: connections killed under running calls (PostgreSQL), a lock held past the busy
-//! timeout (SQLite), statements cancelled by a timeout. Every call either did all it says or
+//! timeout (SQLite), a lock held past the lock timeout. Every call either did all it says or
 //! failed with a typed error and changed nothing; the store recovers; SQLite's file stays intact.
 
 use std::sync::Arc;
@@ -8,14 +8,14 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use dal_core::{DalError, DatabaseErrorKind, NewTaskExecution, TaskExecution, TaskExecutionStore};
-use diesel::{Connection, RunQueryDsl, SqliteConnection};
 use uuid::Uuid;
 
 use super::Case;
 use super::concurrency::{THREADS, on_threads};
 use super::support::{assert_unchanged, eventually, expect_err, ready_tasks, workflow};
+use crate::backend::{Backend, LockTimeout};
 use crate::case;
-use crate::fixture::{BackendKind, Fixture, Setup};
+use crate::fixture::{Fixture, Setup};
 
 /// The cases of this group.
 pub const CASES: &[Case] = &[
@@ -34,40 +34,12 @@ fn state(store: &dyn TaskExecutionStore, id: Uuid) -> (TaskExecution, usize) {
     eventually(|| Ok((store.get(id)?, store.events_for_task(id)?.len())))
 }
 
-/// Injects the backend's fault again and again until `stop`: kills the store's PostgreSQL
-/// connections, or holds SQLite's write lock past the store's busy timeout. Returns how many
-/// faults were injected.
+/// Injects the backend's fault again and again until `stop` (see
+/// [`crate::backend::TestDatabase::inject_fault`]). Returns how many faults were injected.
 fn inject(f: &Fixture, stop: &AtomicBool) -> usize {
     let mut faults = 0;
     while !stop.load(Ordering::Relaxed) {
-        match f.kind {
-            BackendKind::Postgres => {
-                faults += f
-                    .postgres_schema()
-                    .map_or(0, |schema| schema.terminate_connections());
-                thread::sleep(Duration::from_millis(15));
-            }
-            BackendKind::Sqlite => {
-                let path = f
-                    .sqlite_database()
-                    .map(|db| db.path())
-                    .expect("a SQLite fixture");
-                let mut conn = SqliteConnection::establish(&path.to_string_lossy()).expect("open");
-                // The injector waits its turn for the lock like any writer.
-                diesel::sql_query("PRAGMA busy_timeout = 5000")
-                    .execute(&mut conn)
-                    .expect("busy timeout");
-                diesel::sql_query("BEGIN IMMEDIATE")
-                    .execute(&mut conn)
-                    .expect("lock");
-                thread::sleep(Duration::from_millis(120));
-                diesel::sql_query("COMMIT")
-                    .execute(&mut conn)
-                    .expect("unlock");
-                faults += 1;
-                thread::sleep(Duration::from_millis(30));
-            }
-        }
+        faults += f.database.inject_fault();
     }
     faults
 }
@@ -77,13 +49,12 @@ fn is_fault(err: &DalError) -> bool {
     matches!(err, DalError::Connection { .. } | DalError::Busy { .. })
 }
 
-fn calls_under_faults_are_all_or_nothing_and_the_store_recovers(kind: BackendKind) {
+fn calls_under_faults_are_all_or_nothing_and_the_store_recovers(kind: Backend) {
     let f = Fixture::with(
         kind,
         Setup {
             pool_size: POOL_SIZE,
-            busy_timeout: Duration::from_millis(40),
-            ..Setup::default()
+            lock_timeout: Some(Duration::from_millis(40)),
         },
     );
     let wf = workflow();
@@ -183,9 +154,7 @@ fn calls_under_faults_are_all_or_nothing_and_the_store_recovers(kind: BackendKin
         let after = recovered(&|| f.store.reset_task_for_recovery(*id));
         assert_eq!(after.recovery_attempts, before.recovery_attempts + 1);
     }
-    if kind == BackendKind::Sqlite {
-        assert_eq!(f.sqlite_integrity(), "ok");
-    }
+    f.assert_intact();
     if std::env::var_os("DAL_REPORT").is_some() {
         eprintln!(
             "{kind}: {} calls under {faults} injected faults, {} failed with a typed error, {} of those applied before the fault",
@@ -196,13 +165,12 @@ fn calls_under_faults_are_all_or_nothing_and_the_store_recovers(kind: BackendKin
     }
 }
 
-fn a_write_that_cannot_get_its_lock_in_time_changes_nothing(kind: BackendKind) {
+fn a_write_that_cannot_get_its_lock_in_time_changes_nothing(kind: Backend) {
     let f = Fixture::with(
         kind,
         Setup {
             pool_size: 2,
-            busy_timeout: Duration::from_millis(100),
-            postgres_options: "-c lock_timeout=100",
+            lock_timeout: Some(Duration::from_millis(100)),
         },
     );
     let task = ready_tasks(f.store(), workflow(), 1, 1).remove(0);
@@ -211,65 +179,37 @@ fn a_write_that_cannot_get_its_lock_in_time_changes_nothing(kind: BackendKind) {
     let held = f.hold_lock_on(task.id);
     let started = Instant::now();
     let err = expect_err(f.store.reset_task_for_recovery(task.id));
-    match kind {
-        // SQLITE_BUSY after the busy timeout: typed, retryable.
-        BackendKind::Sqlite => {
+    match kind.lock_timeout() {
+        // SQLite's SQLITE_BUSY after the busy timeout: typed, retryable.
+        LockTimeout::Busy => {
             assert!(matches!(err, DalError::Busy { .. }), "{err:?}");
             assert!(err.is_retryable());
         }
-        // lock_timeout (SQLSTATE 55P03): Diesel does not report that SQLSTATE, and the store
-        // does not read messages, so it is `Other` (see `DatabaseErrorKind::Other`).
-        BackendKind::Postgres => {
-            assert!(
-                matches!(
-                    err,
-                    DalError::Database {
-                        kind: DatabaseErrorKind::Other,
-                        ..
-                    }
-                ),
-                "{err:?}"
-            );
-            assert!(!err.is_retryable());
-        }
+        // PostgreSQL's lock_timeout (SQLSTATE 55P03): Diesel does not report that SQLSTATE,
+        // and the store does not read messages, so it is `Other` (see
+        // `DatabaseErrorKind::Other`).
+        LockTimeout::Untyped => assert_untyped(&err),
     }
     assert!(started.elapsed() < Duration::from_secs(5));
     drop(held);
     assert_unchanged(f.store(), &task);
     assert_eq!(f.store.events_for_task(task.id).unwrap(), events);
-    // A statement timeout cancels the statement and changes nothing. The store with the timeout
-    // opens on the migrated schema: migrating under a short timeout could itself time out on a
-    // loaded machine.
-    if kind == BackendKind::Postgres {
-        let timed = f.other_store(2, "-c statement_timeout=500");
-        let task = ready_tasks(f.store(), workflow(), 1, 1).remove(0);
-        let events = f.store.events_for_task(task.id).unwrap();
-        let held = f.hold_lock_on(task.id);
-        let err = expect_err(timed.reset_task_for_recovery(task.id));
-        assert!(
-            matches!(
-                err,
-                DalError::Database {
-                    kind: DatabaseErrorKind::Other,
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
-        drop(held);
-        assert_unchanged(f.store(), &task);
-        assert_eq!(f.store.events_for_task(task.id).unwrap(), events);
-        // The connection the cancelled statement ran on still works.
-        assert_eq!(
-            timed
-                .reset_task_for_recovery(task.id)
-                .unwrap()
-                .recovery_attempts,
-            1
-        );
-    } else {
-        assert_eq!(f.sqlite_integrity(), "ok");
-    }
+    f.assert_intact();
     let after = f.store.reset_task_for_recovery(task.id).unwrap();
     assert_eq!(after.recovery_attempts, 1);
+}
+
+/// `Other`, not retryable: an error whose code the driver does not report.
+pub fn assert_untyped(err: &DalError) {
+    assert!(
+        matches!(
+            err,
+            DalError::Database {
+                kind: DatabaseErrorKind::Other,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(!err.is_retryable());
 }

@@ -9,8 +9,9 @@ use uuid::Uuid;
 
 use super::Case;
 use super::support::{expect_err, ready_tasks, task_in, workflow};
+use crate::backend::Backend;
 use crate::case;
-use crate::fixture::{BackendKind, Fixture};
+use crate::fixture::Fixture;
 
 /// The cases of this group.
 pub const CASES: &[Case] = &[
@@ -86,7 +87,7 @@ fn with(mut data: Value, key: &str, value: Value) -> Value {
     data
 }
 
-fn a_whole_life_leaves_exactly_the_expected_history(kind: BackendKind) {
+fn a_whole_life_leaves_exactly_the_expected_history(kind: Backend) {
     let f = Fixture::new(kind);
     let s = f.store();
     let wf = workflow();
@@ -156,7 +157,7 @@ fn a_whole_life_leaves_exactly_the_expected_history(kind: BackendKind) {
     assert!(s.events_for_task(Uuid::now_v7()).unwrap().is_empty());
 }
 
-fn every_lease_less_transition_leaves_its_event(kind: BackendKind) {
+fn every_lease_less_transition_leaves_its_event(kind: Backend) {
     let f = Fixture::new(kind);
     let s = f.store();
     let wf = workflow();
@@ -230,7 +231,7 @@ fn every_lease_less_transition_leaves_its_event(kind: BackendKind) {
     );
 }
 
-fn rejected_calls_leave_no_event(kind: BackendKind) {
+fn rejected_calls_leave_no_event(kind: Backend) {
     let f = Fixture::new(kind);
     let s = f.store();
     let wf = workflow();
@@ -255,7 +256,7 @@ fn rejected_calls_leave_no_event(kind: BackendKind) {
     assert_eq!(s.events_for_workflow(wf, None, 1_000).unwrap(), before);
 }
 
-fn batches_leave_one_event_per_task(kind: BackendKind) {
+fn batches_leave_one_event_per_task(kind: Backend) {
     let f = Fixture::new(kind);
     let s = f.store();
     let wf = workflow();
@@ -318,7 +319,7 @@ fn batches_leave_one_event_per_task(kind: BackendKind) {
     assert_eq!(ids.len(), events.len());
 }
 
-fn a_change_whose_event_cannot_be_written_is_rolled_back(kind: BackendKind) {
+fn a_change_whose_event_cannot_be_written_is_rolled_back(kind: Backend) {
     let f = Fixture::new(kind);
     let s = f.store();
     let wf = workflow();
@@ -326,17 +327,8 @@ fn a_change_whose_event_cannot_be_written_is_rolled_back(kind: BackendKind) {
     let ready = ready_tasks(s, wf, 3, 1);
     let events_before = s.events_for_workflow(wf, None, 1_000).unwrap();
     // From now on the database refuses 'failed', 'claimed' and 'created' events.
-    for (i, event_type) in ["failed", "claimed", "created"].iter().enumerate() {
-        f.execute_sql(
-            &format!(
-                "ALTER TABLE execution_events ADD CONSTRAINT no_{event_type} \
-                 CHECK (event_type <> '{event_type}') NOT VALID"
-            ),
-            &format!(
-                "CREATE TRIGGER no_{i} BEFORE INSERT ON execution_events WHEN NEW.event_type = '{event_type}' \
-                 BEGIN SELECT RAISE(ABORT, 'no {event_type} events'); END"
-            ),
-        );
+    for event_type in ["failed", "claimed", "created"] {
+        f.execute_sql(&kind.refuse_events_sql(event_type));
     }
     f.tick();
     let err = expect_err(s.mark_failed(running.id, "boom"));
@@ -370,7 +362,7 @@ fn a_change_whose_event_cannot_be_written_is_rolled_back(kind: BackendKind) {
     );
 }
 
-fn a_workflow_history_pages_in_order(kind: BackendKind) {
+fn a_workflow_history_pages_in_order(kind: Backend) {
     let f = Fixture::new(kind);
     let s = f.store();
     let (wf, other) = (workflow(), workflow());

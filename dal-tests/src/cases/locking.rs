@@ -14,15 +14,14 @@ use std::thread;
 
 use chrono::TimeDelta;
 use dal_core::{Lease, NewTaskExecution, TaskExecution, TaskExecutionStore, TaskStatus};
-use diesel::connection::SimpleConnection;
-use diesel::{Connection, PgConnection};
 use uuid::Uuid;
 
 use super::Case;
 use super::concurrency::{THREADS, on_threads};
 use super::support::{ready_tasks, workflow};
+use crate::backend::{Backend, Plans};
 use crate::case;
-use crate::fixture::{BackendKind, Fixture, Setup};
+use crate::fixture::{Fixture, Setup};
 use crate::model;
 
 /// The cases of this group.
@@ -42,7 +41,7 @@ const BATCH: usize = 48;
 /// given, before the lock order was fixed.
 const BACKGROUND: usize = 4_000;
 
-fn batches_completed_in_opposite_orders_never_deadlock(kind: BackendKind) {
+fn batches_completed_in_opposite_orders_never_deadlock(kind: Backend) {
     let f = Fixture::with(
         kind,
         Setup {
@@ -68,8 +67,8 @@ fn batches_completed_in_opposite_orders_never_deadlock(kind: BackendKind) {
     // plan differs between them.
     let stores = [
         Arc::clone(&f.store),
-        f.other_store(1, "-c plan_cache_mode=force_custom_plan"),
-        f.other_store(1, "-c plan_cache_mode=force_generic_plan"),
+        f.other_store(1, Plans::Custom),
+        f.other_store(1, Plans::Generic),
     ];
     for round in 0..ROUNDS {
         // Put the batch back in the queue (the only Ready tasks) and claim it.
@@ -151,7 +150,7 @@ const RACED: usize = 400;
 /// Sweeps the sweeper makes while the runners work.
 const SWEEPS: usize = 60;
 
-fn racing_claims_completions_and_sweeps_never_deadlock(kind: BackendKind) {
+fn racing_claims_completions_and_sweeps_never_deadlock(kind: Backend) {
     let f = Fixture::with(
         kind,
         Setup {
@@ -229,86 +228,4 @@ fn racing_claims_completions_and_sweeps_never_deadlock(kind: BackendKind) {
         recovered, reset,
         "{kind}: every reset is counted on its task"
     );
-}
-
-/// Checks that only PostgreSQL can run, as `postgres::locking::<name>`.
-pub const POSTGRES_ONLY: &[(&str, fn())] = &[
-    (
-        "a_serialization_failure_is_retried_by_the_store",
-        a_serialization_failure_is_retried_by_the_store,
-    ),
-    (
-        "a_lasting_serialization_failure_is_returned_after_the_retries",
-        a_lasting_serialization_failure_is_returned_after_the_retries,
-    ),
-];
-
-/// Makes the next `failures` updates of `task_executions` in the fixture's schema fail with
-/// SQLSTATE 40001, as a serializable transaction's conflict would. A sequence counts them, so
-/// the count survives the rollback of the failed statement.
-fn inject_serialization_failures(f: &Fixture, failures: u32) {
-    let schema = f.postgres_schema().expect("a PostgreSQL fixture");
-    let mut conn = PgConnection::establish(schema.url()).expect("connect");
-    conn.batch_execute(&format!(
-        "CREATE SEQUENCE injected_failures;
-         CREATE FUNCTION inject_failure() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN
-             IF nextval('injected_failures') <= {failures} THEN
-                 RAISE EXCEPTION 'injected conflict' USING ERRCODE = '40001';
-             END IF;
-             RETURN NEW;
-         END $$;
-         CREATE TRIGGER inject_failure BEFORE UPDATE ON task_executions
-             FOR EACH ROW EXECUTE FUNCTION inject_failure();"
-    ))
-    .expect("install the injected failures");
-}
-
-fn a_serialization_failure_is_retried_by_the_store() {
-    let f = Fixture::new(BackendKind::Postgres);
-    let task = ready_tasks(f.store(), workflow(), 1, 1).remove(0);
-    inject_serialization_failures(&f, 2);
-    let now = f.tick();
-    let (reset, counts) = f
-        .log
-        .measure(|| f.store.reset_task_for_recovery(task.id).expect("reset"));
-    // Two rolled-back attempts, then the one that wrote.
-    assert_eq!(counts.statements, 3);
-    assert_eq!(
-        reset,
-        TaskExecution {
-            recovery_attempts: 1,
-            last_recovery_at: Some(now),
-            updated_at: now,
-            ..task.clone()
-        }
-    );
-    let events = f.store.events_for_task(task.id).expect("events");
-    assert_eq!(
-        events.len(),
-        2,
-        "one event for the one change that happened"
-    );
-}
-
-fn a_lasting_serialization_failure_is_returned_after_the_retries() {
-    let f = Fixture::new(BackendKind::Postgres);
-    let task = ready_tasks(f.store(), workflow(), 1, 1).remove(0);
-    inject_serialization_failures(&f, 100);
-    let (result, counts) = f.log.measure(|| f.store.reset_task_for_recovery(task.id));
-    let err = result.expect_err("every attempt fails");
-    assert!(
-        matches!(
-            err,
-            dal_core::DalError::Database {
-                kind: dal_core::DatabaseErrorKind::SerializationFailure,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
-    assert!(err.is_conflict() && err.is_retryable());
-    assert_eq!(counts.statements, 4, "the store tries four times in all");
-    assert_eq!(f.store.get(task.id).expect("get"), task);
-    assert_eq!(f.store.events_for_task(task.id).expect("events").len(), 1);
 }

@@ -10,7 +10,6 @@ pub mod hostile;
 pub mod locking;
 pub mod model_based;
 pub mod opening;
-pub mod restarts;
 pub mod retention;
 pub mod statements;
 pub mod support;
@@ -18,7 +17,7 @@ pub mod transitions;
 pub mod values;
 pub mod workflows;
 
-use crate::fixture::BackendKind;
+use crate::backend::Backend;
 
 /// One conformance case.
 #[derive(Clone, Copy)]
@@ -26,7 +25,7 @@ pub struct Case {
     /// The case's name inside its group.
     pub name: &'static str,
     /// Runs the case against a backend; panics on failure.
-    pub run: fn(BackendKind),
+    pub run: fn(Backend),
 }
 
 /// A group of cases: its name and its cases.
@@ -58,7 +57,6 @@ pub fn groups() -> Vec<Group> {
         ("locking", locking::CASES),
         ("model", model_based::CASES),
         ("faults", faults::CASES),
-        ("opening", opening::CASES),
         ("statements", statements::CASES),
     ]
 }

@@ -20,8 +20,9 @@ use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use uuid::Uuid;
 
 use super::Case;
+use crate::backend::Backend;
 use crate::case;
-use crate::fixture::{BackendKind, Fixture, start_time};
+use crate::fixture::{Fixture, start_time};
 use crate::model::{Failure, Model, ModelEvent};
 
 /// The cases of this group.
@@ -188,16 +189,16 @@ pub fn seed() -> u64 {
     })
 }
 
-fn generated_sequences_agree_with_the_model(kind: BackendKind) {
+fn generated_sequences_agree_with_the_model(kind: Backend) {
     run_generated(kind, "", sequences());
 }
 
-fn generated_retention_sequences_agree_with_the_model(kind: BackendKind) {
+fn generated_retention_sequences_agree_with_the_model(kind: Backend) {
     run_generated(kind, "retention ", retention_sequences());
 }
 
 /// Runs [`cases`] sequences of `strategy` against the model and the backend.
-fn run_generated(kind: BackendKind, what: &str, strategy: impl Strategy<Value = Vec<Op>>) {
+fn run_generated(kind: Backend, what: &str, strategy: impl Strategy<Value = Vec<Op>>) {
     let f = Fixture::new(kind);
     let seed = seed();
     let mut runner = TestRunner::new(Config {
@@ -321,7 +322,7 @@ pub fn found_sequences() -> Vec<Vec<Op>> {
     ]
 }
 
-fn found_sequences_agree_with_the_model(kind: BackendKind) {
+fn found_sequences_agree_with_the_model(kind: Backend) {
     let f = Fixture::new(kind);
     for (i, ops) in found_sequences().iter().enumerate() {
         if let Err(failure) = run_sequence(&f, ops) {
@@ -332,10 +333,7 @@ fn found_sequences_agree_with_the_model(kind: BackendKind) {
 
 /// Empties the fixture's tables and puts its clock back to the start.
 fn reset(f: &Fixture) {
-    f.execute_sql(
-        "TRUNCATE task_executions, execution_events",
-        "DELETE FROM execution_events; DELETE FROM task_executions;",
-    );
+    f.execute_sql(f.kind.empty_tables_sql());
     f.clock.set(start_time());
 }
 

@@ -14,13 +14,13 @@ use dal_core::{
     DalError, ExecutionEvent, NewTaskExecution, Problem, PruneCursor, Pruned, StatusCounts,
     TaskExecution, TaskStatus, validate,
 };
-use diesel::RunQueryDsl;
 use uuid::Uuid;
 
 use super::Case;
 use super::support::{expect_err, task_in, workflow};
+use crate::backend::Backend;
 use crate::case;
-use crate::fixture::{BackendKind, Fixture, LockHolder, Setup};
+use crate::fixture::{Fixture, Setup};
 use TaskStatus::*;
 
 /// The cases of this group.
@@ -135,7 +135,7 @@ fn counts_of(snapshots: &[&Snapshot]) -> StatusCounts {
     counts
 }
 
-fn a_finished_workflow_goes_with_every_task_and_event(kind: BackendKind) {
+fn a_finished_workflow_goes_with_every_task_and_event(kind: Backend) {
     let f = Fixture::new(kind);
     let s = f.store();
     let done = workflow();
@@ -208,7 +208,7 @@ fn a_finished_workflow_goes_with_every_task_and_event(kind: BackendKind) {
     assert_eq!(s.list_for_workflow(done).unwrap(), vec![again]);
 }
 
-fn a_workflow_with_an_unfinished_task_is_kept_whole(kind: BackendKind) {
+fn a_workflow_with_an_unfinished_task_is_kept_whole(kind: Backend) {
     let f = Fixture::new(kind);
     let s = f.store();
     let finished = [Completed, Failed, Skipped];
@@ -275,7 +275,7 @@ fn a_workflow_with_an_unfinished_task_is_kept_whole(kind: BackendKind) {
     assert_eq!(s.count_by_status().unwrap(), StatusCounts::default());
 }
 
-fn a_workflow_changed_at_or_after_the_cut_off_is_kept(kind: BackendKind) {
+fn a_workflow_changed_at_or_after_the_cut_off_is_kept(kind: Backend) {
     let f = Fixture::new(kind);
     let s = f.store();
     let (old, recent) = (workflow(), workflow());
@@ -320,7 +320,7 @@ fn a_workflow_changed_at_or_after_the_cut_off_is_kept(kind: BackendKind) {
     assert_gone(&f, &recent_before);
 }
 
-fn failed_abandoned_and_skipped_tasks_are_finished(kind: BackendKind) {
+fn failed_abandoned_and_skipped_tasks_are_finished(kind: Backend) {
     let f = Fixture::new(kind);
     let s = f.store();
     // Abandoned by the sweep (cap 0) after its runner went quiet; first, as the only Ready task.
@@ -375,7 +375,7 @@ fn failed_abandoned_and_skipped_tasks_are_finished(kind: BackendKind) {
     assert_eq!(s.count_by_status().unwrap(), StatusCounts::default());
 }
 
-fn a_pass_in_small_batches_removes_everything_eligible(kind: BackendKind) {
+fn a_pass_in_small_batches_removes_everything_eligible(kind: Backend) {
     let f = Fixture::new(kind);
     let s = f.store();
     let (busy, e1, e2, e3, late) = (workflow(), workflow(), workflow(), workflow(), workflow());
@@ -450,7 +450,7 @@ fn a_pass_in_small_batches_removes_everything_eligible(kind: BackendKind) {
     assert_eq!(s.count_by_status().unwrap(), StatusCounts::default());
 }
 
-fn tasks_finished_in_the_same_microsecond_are_paged_by_id(kind: BackendKind) {
+fn tasks_finished_in_the_same_microsecond_are_paged_by_id(kind: Backend) {
     let f = Fixture::new(kind);
     let s = f.store();
     let wfs = [workflow(), workflow(), workflow()];
@@ -490,7 +490,7 @@ fn tasks_finished_in_the_same_microsecond_are_paged_by_id(kind: BackendKind) {
     );
 }
 
-fn a_workflow_reset_or_retried_after_finishing_is_kept(kind: BackendKind) {
+fn a_workflow_reset_or_retried_after_finishing_is_kept(kind: Backend) {
     let f = Fixture::new(kind);
     let s = f.store();
     // Reset by hand after completing, failing and being skipped; retried after failing.
@@ -548,13 +548,7 @@ fn a_workflow_reset_or_retried_after_finishing_is_kept(kind: BackendKind) {
     }
 }
 
-#[derive(diesel::QueryableByName)]
-struct Count {
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
-    n: i64,
-}
-
-fn a_task_reset_while_the_batch_waits_for_its_lock_keeps_its_workflow(kind: BackendKind) {
+fn a_task_reset_while_the_batch_waits_for_its_lock_keeps_its_workflow(kind: Backend) {
     let f = Fixture::new(kind);
     let s = f.store();
     let (reset, eligible) = (workflow(), workflow());
@@ -581,19 +575,9 @@ fn a_task_reset_while_the_batch_waits_for_its_lock_keeps_its_workflow(kind: Back
         // ... waits until the batch waits for it ...
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let waiting = match &mut held {
-                LockHolder::Postgres(conn) => {
-                    diesel::sql_query(
-                        "SELECT count(*) AS n FROM pg_stat_activity \
-                         WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))",
-                    )
-                    .get_result::<Count>(conn)
-                    .expect("pg_stat_activity")
-                    .n > 0
-                }
-                // The batch has sent its BEGIN IMMEDIATE (and may be waiting in it).
-                LockHolder::Sqlite(_) => begins(&f) > begun,
-            };
+            // PostgreSQL tells who waits for the row; on SQLite, the batch has sent its
+            // BEGIN IMMEDIATE (and may be waiting in it).
+            let waiting = held.waiters().map_or_else(|| begins(&f) > begun, |n| n > 0);
             if waiting {
                 break;
             }
@@ -606,26 +590,12 @@ fn a_task_reset_while_the_batch_waits_for_its_lock_keeps_its_workflow(kind: Back
             thread::yield_now();
         }
         // ... and resets the task, and commits.
-        let reset_sql = match &held {
-            LockHolder::Postgres(_) => format!(
-                "UPDATE task_executions SET status = 'ready', completed_at = NULL WHERE id = '{}'",
-                target.id
-            ),
-            LockHolder::Sqlite(_) => format!(
-                "UPDATE task_executions SET status = 'ready', completed_at = NULL WHERE id = X'{}'",
-                target.id.simple()
-            ),
-        };
-        let changed = match &mut held {
-            LockHolder::Postgres(conn) => diesel::sql_query(reset_sql).execute(conn),
-            LockHolder::Sqlite(conn) => diesel::sql_query(reset_sql).execute(conn),
-        };
-        assert_eq!(changed.expect("reset the task"), 1);
-        let committed = match &mut held {
-            LockHolder::Postgres(conn) => diesel::sql_query("COMMIT").execute(conn),
-            LockHolder::Sqlite(conn) => diesel::sql_query("COMMIT").execute(conn),
-        };
-        committed.expect("COMMIT");
+        let reset_sql = format!(
+            "UPDATE task_executions SET status = 'ready', completed_at = NULL WHERE id = {}",
+            kind.id_literal(target.id)
+        );
+        assert_eq!(held.execute(&reset_sql).expect("reset the task"), 1);
+        held.commit().expect("COMMIT");
         batch.join().expect("the batch")
     });
     drop(held);
@@ -647,7 +617,7 @@ fn a_task_reset_while_the_batch_waits_for_its_lock_keeps_its_workflow(kind: Back
 /// The arguments of a `prune_finished` call: `older_than`, `limit`, `after`.
 type Call = (DateTime<Utc>, u32, Option<PruneCursor>);
 
-fn rejected_input_sends_nothing_and_changes_nothing(kind: BackendKind) {
+fn rejected_input_sends_nothing_and_changes_nothing(kind: Backend) {
     let f = Fixture::new(kind);
     let s = f.store();
     let (done, busy) = (workflow(), workflow());
@@ -735,7 +705,7 @@ fn rejected_input_sends_nothing_and_changes_nothing(kind: BackendKind) {
     assert_kept(&f, &before[1]);
 }
 
-fn a_limit_beyond_i32_is_reported_as_given(kind: BackendKind) {
+fn a_limit_beyond_i32_is_reported_as_given(kind: Backend) {
     let f = Fixture::new(kind);
     for limit in [i32::MAX as u32, i32::MAX as u32 + 1, u32::MAX] {
         let (result, counts) = f
@@ -760,7 +730,7 @@ fn a_limit_beyond_i32_is_reported_as_given(kind: BackendKind) {
     }
 }
 
-fn a_batch_keeps_its_statements_prepared(kind: BackendKind) {
+fn a_batch_keeps_its_statements_prepared(kind: Backend) {
     // One connection: its first batch is the store's first.
     let f = Fixture::with(
         kind,
@@ -784,10 +754,7 @@ fn a_batch_keeps_its_statements_prepared(kind: BackendKind) {
     // PostgreSQL plans each batch anew (`Unprepared`), so it prepares nothing. SQLite keeps the
     // four statements of a batch prepared (`PreparedAs`): the scan, the check and the two
     // DELETEs, prepared on the first batch and never again.
-    let prepared = match kind {
-        BackendKind::Postgres => 0,
-        BackendKind::Sqlite => 4,
-    };
+    let prepared = kind.prepared_per_prune_batch();
     assert_eq!(cold.statements, warm.statements);
     assert_eq!(cold.prepares, prepared, "{kind}: {:#?}", cold.sql);
     assert_eq!(warm.prepares, 0, "{kind}: {:#?}", warm.sql);

@@ -1,6 +1,6 @@
 //! Statement counts: how many statements each operation sends, counted by Diesel's connection
-//! instrumentation (every statement, `BEGIN`/`COMMIT` included), against the table that the
-//! README shows.
+//! instrumentation (every statement, `BEGIN`/`COMMIT` included), against the counts the backend
+//! promises (`TestBackend::statements`), which the README's table shows.
 
 use std::fmt::Write as _;
 
@@ -12,191 +12,26 @@ use uuid::Uuid;
 use super::Case;
 use super::create::BEYOND_ONE_CHUNK;
 use super::support::{expect_err, ready_tasks, workflow};
+use crate::backend::Backend;
 use crate::case;
 use crate::counter::Counts;
-use crate::fixture::{BackendKind, Fixture, Setup};
+use crate::fixture::{Fixture, Setup};
+use crate::operations::Operation;
 
 /// The cases of this group.
 pub const CASES: &[Case] = &[case!(every_operation_sends_the_documented_statements)];
 
-/// How many statements an operation sends, per backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Expected {
-    /// The operation, as the README names it.
-    pub operation: &'static str,
-    /// Statements on PostgreSQL.
-    pub postgres: usize,
-    /// Statements on SQLite.
-    pub sqlite: usize,
-}
-
-const fn same(operation: &'static str, n: usize) -> Expected {
-    Expected {
-        operation,
-        postgres: n,
-        sqlite: n,
-    }
-}
-
-/// The statement table: asserted here, shown in the README (a suite case checks that the two
-/// agree).
-pub const EXPECTED: &[Expected] = &[
-    // A write and its events: one statement on PostgreSQL (a data-modifying WITH); on SQLite,
-    // BEGIN IMMEDIATE, the write, the INSERT of its events, COMMIT.
-    logged("create"),
-    logged("create_many (100 rows)"),
-    // PostgreSQL binds each column as one array: one logged INSERT for any number of rows. SQLite
-    // binds 2,730 task rows and 4,680 events a statement: BEGIN, three INSERTs of tasks, two of
-    // events, COMMIT.
-    Expected {
-        operation: "create_many (7,000 rows)",
-        postgres: 1,
-        sqlite: 7,
-    },
-    same("create_many (no rows)", 0),
-    same("get", 1),
-    same("list_for_workflow", 1),
-    logged("mark_ready"),
-    logged("mark_running"),
-    logged("mark_completed"),
-    logged("reset_retry_state"),
-    logged("mark_failed"),
-    logged("schedule_retry"),
-    logged("reset_task_for_recovery"),
-    logged("mark_skipped"),
-    logged("mark_abandoned"),
-    // The write that matched nothing (and on SQLite its transaction), then one SELECT.
-    Expected {
-        operation: "rejected transition (not found, invalid, exhausted)",
-        postgres: 2,
-        sqlite: 4,
-    },
-    same("rejected input (validation)", 0),
-    logged("claim_ready (1 task)"),
-    logged("claim_ready (32 tasks)"),
-    logged("claim_ready (1,000 tasks)"),
-    same("claim_ready (limit 0)", 0),
-    // On SQLite: BEGIN IMMEDIATE, the claim, COMMIT (no events to insert).
-    Expected {
-        operation: "claim_ready (none ready)",
-        postgres: 1,
-        sqlite: 3,
-    },
-    // Heartbeats are not history: one statement on both.
-    same("heartbeat", 1),
-    logged("complete"),
-    logged("complete_many (30 tasks)"),
-    logged("fail"),
-    logged("release"),
-    Expected {
-        operation: "rejected lease (claim lost)",
-        postgres: 2,
-        sqlite: 4,
-    },
-    same("find_stale_claims", 1),
-    // Abandon, then reset: two logged statements on PostgreSQL; on SQLite two transactions, the
-    // first of which (nothing at the cap here) inserts no events.
-    Expected {
-        operation: "recover_stale_claims (1,000 stale tasks)",
-        postgres: 2,
-        sqlite: 7,
-    },
-    Expected {
-        operation: "recover_stale_claims (1 stale task)",
-        postgres: 2,
-        sqlite: 7,
-    },
-    same("list_ready", 1),
-    same("list_due_retries", 1),
-    same("events_for_task", 1),
-    same("events_for_workflow", 1),
-    same("events_for_workflow (limit 0)", 0),
-    same("pending_tasks", 1),
-    same("task_statuses", 1),
-    same("statuses_for_workflows", 1),
-    same("is_workflow_complete", 1),
-    same("complete_workflows", 1),
-    same("has_abandoned_task", 1),
-    same("retry_stats", 1),
-    same("exhausted_tasks", 1),
-    same("count_by_status", 1),
-    same("workflow reads of no ids", 0),
-    // A retention batch: one statement on PostgreSQL. SQLite: without the write lock, the scan
-    // and the check of the scanned tasks' workflow executions; then, only when some look
-    // finished, BEGIN IMMEDIATE, the check again, the DELETE of their tasks and of their events,
-    // COMMIT. With nothing scanned there is no check.
-    Expected {
-        operation: "prune_finished (batch removing workflows)",
-        postgres: 1,
-        sqlite: 7,
-    },
-    Expected {
-        operation: "prune_finished (none finished entirely)",
-        postgres: 1,
-        sqlite: 2,
-    },
-    Expected {
-        operation: "prune_finished (nothing to remove)",
-        postgres: 1,
-        sqlite: 1,
-    },
-    same("prune_finished (rejected input)", 0),
-];
-
-const fn logged(operation: &'static str) -> Expected {
-    Expected {
-        operation,
-        postgres: 1,
-        sqlite: 4,
-    }
-}
-
-/// How many statements a connection keeps prepared after running every operation once: every
-/// statement with a fixed text. PostgreSQL: the logged single-row and many-row INSERTs, the
-/// logged guarded UPDATE and the plain one (heartbeats), the logged claim and batch completion,
-/// and the SELECTs; not the sweep and the retention batch, which are planned anew each time
-/// (`dal_core::sql::Unprepared`). SQLite (whose multi-row INSERTs change with their row count):
-/// the single-row INSERTs of a task and of an event, the guarded UPDATE, the claim, the batch
-/// completion, the sweep, 13 SELECTs, and the scan, the check and the two DELETEs of a retention
-/// batch.
-pub fn prepared_per_connection(kind: BackendKind) -> usize {
-    match kind {
-        BackendKind::Postgres => 20,
-        BackendKind::Sqlite => 24,
-    }
-}
-
-/// The statements `operation` (a row of [`EXPECTED`]) sends on `kind`.
-pub fn statements_of(operation: &str, kind: BackendKind) -> usize {
-    EXPECTED
-        .iter()
-        .find(|e| e.operation == operation)
-        .map(|e| e.on(kind))
-        .unwrap_or_else(|| panic!("no row {operation:?} in EXPECTED"))
-}
-
 /// The statements a rejected transition sends on `kind`: the guarded write and the read that
 /// explains it (and, on SQLite, the transaction around the write).
-pub fn rejected_transition(kind: BackendKind) -> usize {
-    statements_of("rejected transition (not found, invalid, exhausted)", kind)
+pub fn rejected_transition(kind: Backend) -> usize {
+    kind.statements(Operation::RejectedTransition)
 }
 
-impl Expected {
-    /// The count for `kind`.
-    pub fn on(&self, kind: BackendKind) -> usize {
-        match kind {
-            BackendKind::Postgres => self.postgres,
-            BackendKind::Sqlite => self.sqlite,
-        }
-    }
-}
-
-/// Runs every operation of [`EXPECTED`] once on a fresh task and returns what each sent.
-fn run_all(f: &Fixture, pass: usize) -> Vec<(&'static str, Counts)> {
+/// Runs every operation of [`Operation::ALL`] once on a fresh task and returns what each sent.
+fn run_all(f: &Fixture, pass: usize) -> Vec<(Operation, Counts)> {
     let s: &dyn TaskExecutionStore = f.store();
     let mut out = Vec::new();
-    let mut measure =
-        |name: &'static str, op: &mut dyn FnMut()| out.push((name, f.log.measure(op).1));
+    let mut measure = |name: Operation, op: &mut dyn FnMut()| out.push((name, f.log.measure(op).1));
     let wf = workflow();
     let new = |name: &str| NewTaskExecution::new(wf, format!("{name}-{pass}")).with_max_attempts(3);
     let many = |n: usize, tag: &str| -> Vec<NewTaskExecution> {
@@ -205,69 +40,73 @@ fn run_all(f: &Fixture, pass: usize) -> Vec<(&'static str, Counts)> {
             .collect()
     };
     let mut task: Option<TaskExecution> = None;
-    measure("create", &mut || task = Some(s.create(&new("t")).unwrap()));
+    measure(Operation::Create, &mut || {
+        task = Some(s.create(&new("t")).unwrap())
+    });
     let id = task.unwrap().id;
     let batch = many(100, "hundred");
-    measure("create_many (100 rows)", &mut || {
+    measure(Operation::CreateMany100, &mut || {
         assert_eq!(s.create_many(&batch).unwrap().len(), 100)
     });
     let big = many(BEYOND_ONE_CHUNK, "big");
-    measure("create_many (7,000 rows)", &mut || {
+    measure(Operation::CreateMany7000, &mut || {
         assert_eq!(s.create_many(&big).unwrap().len(), BEYOND_ONE_CHUNK)
     });
-    measure("create_many (no rows)", &mut || {
+    measure(Operation::CreateManyNone, &mut || {
         assert!(s.create_many(&[]).unwrap().is_empty())
     });
-    measure("get", &mut || assert_eq!(s.get(id).unwrap().id, id));
-    measure("list_for_workflow", &mut || {
+    measure(Operation::Get, &mut || {
+        assert_eq!(s.get(id).unwrap().id, id)
+    });
+    measure(Operation::ListForWorkflow, &mut || {
         assert!(!s.list_for_workflow(wf).unwrap().is_empty())
     });
     let now = f.now();
     // Made without a transition, so that mark_ready below is the first UPDATE of the pass.
     let other = s.create(&new("other")).unwrap().id;
-    let steps: [(&'static str, &dyn Fn() -> TaskExecution, TaskStatus); 9] = [
+    let steps: [(Operation, &dyn Fn() -> TaskExecution, TaskStatus); 9] = [
         (
-            "mark_ready",
+            Operation::MarkReady,
             &|| s.mark_ready(id).unwrap(),
             TaskStatus::Ready,
         ),
         (
-            "mark_running",
+            Operation::MarkRunning,
             &|| s.mark_running(id).unwrap(),
             TaskStatus::Running,
         ),
         (
-            "mark_completed",
+            Operation::MarkCompleted,
             &|| s.mark_completed(id).unwrap(),
             TaskStatus::Completed,
         ),
         (
-            "reset_retry_state",
+            Operation::ResetRetryState,
             &|| s.reset_retry_state(id).unwrap(),
             TaskStatus::Ready,
         ),
         (
-            "mark_failed",
+            Operation::MarkFailed,
             &|| s.mark_failed(id, "e").unwrap(),
             TaskStatus::Failed,
         ),
         (
-            "schedule_retry",
+            Operation::ScheduleRetry,
             &|| s.schedule_retry(id, now).unwrap(),
             TaskStatus::Ready,
         ),
         (
-            "reset_task_for_recovery",
+            Operation::ResetTaskForRecovery,
             &|| s.reset_task_for_recovery(id).unwrap(),
             TaskStatus::Ready,
         ),
         (
-            "mark_skipped",
+            Operation::MarkSkipped,
             &|| s.mark_skipped(id, "r").unwrap(),
             TaskStatus::Skipped,
         ),
         (
-            "mark_abandoned",
+            Operation::MarkAbandoned,
             &|| s.mark_abandoned(other, "r").unwrap(),
             TaskStatus::Failed,
         ),
@@ -275,57 +114,54 @@ fn run_all(f: &Fixture, pass: usize) -> Vec<(&'static str, Counts)> {
     for (name, step, status) in steps {
         measure(name, &mut || assert_eq!(step().status, status));
     }
-    measure(
-        "rejected transition (not found, invalid, exhausted)",
-        &mut || {
-            expect_err(s.mark_completed(id));
-        },
-    );
-    measure("rejected input (validation)", &mut || {
+    measure(Operation::RejectedTransition, &mut || {
+        expect_err(s.mark_completed(id));
+    });
+    measure(Operation::RejectedInput, &mut || {
         expect_err(s.create(&NewTaskExecution {
             max_attempts: 0,
             ..new("bad")
         }));
     });
     run_claims(f, pass, &mut measure);
-    measure("events_for_task", &mut || {
+    measure(Operation::EventsForTask, &mut || {
         assert!(!s.events_for_task(id).unwrap().is_empty())
     });
-    measure("events_for_workflow", &mut || {
+    measure(Operation::EventsForWorkflow, &mut || {
         assert!(!s.events_for_workflow(wf, None, 100).unwrap().is_empty())
     });
-    measure("events_for_workflow (limit 0)", &mut || {
+    measure(Operation::EventsForWorkflowLimit0, &mut || {
         assert!(s.events_for_workflow(wf, None, 0).unwrap().is_empty())
     });
     let wfs = [wf, workflow()];
-    measure("pending_tasks", &mut || {
+    measure(Operation::PendingTasks, &mut || {
         drop(s.pending_tasks(&wfs).unwrap())
     });
-    measure("task_statuses", &mut || {
+    measure(Operation::TaskStatuses, &mut || {
         drop(s.task_statuses(wf, &["a", "b"]).unwrap())
     });
-    measure("statuses_for_workflows", &mut || {
+    measure(Operation::StatusesForWorkflows, &mut || {
         drop(s.statuses_for_workflows(&wfs).unwrap())
     });
-    measure("is_workflow_complete", &mut || {
+    measure(Operation::IsWorkflowComplete, &mut || {
         assert!(!s.is_workflow_complete(wf).unwrap())
     });
-    measure("complete_workflows", &mut || {
+    measure(Operation::CompleteWorkflows, &mut || {
         drop(s.complete_workflows(&wfs).unwrap())
     });
-    measure("has_abandoned_task", &mut || {
+    measure(Operation::HasAbandonedTask, &mut || {
         assert!(s.has_abandoned_task(wf).unwrap())
     });
-    measure("retry_stats", &mut || {
+    measure(Operation::RetryStats, &mut || {
         assert!(s.retry_stats(wf).unwrap().max_attempt >= 1)
     });
-    measure("exhausted_tasks", &mut || {
+    measure(Operation::ExhaustedTasks, &mut || {
         drop(s.exhausted_tasks(wf).unwrap())
     });
-    measure("count_by_status", &mut || {
+    measure(Operation::CountByStatus, &mut || {
         assert!(s.count_by_status().unwrap().total() > 0)
     });
-    measure("workflow reads of no ids", &mut || {
+    measure(Operation::WorkflowReadsOfNoIds, &mut || {
         assert!(s.pending_tasks(&[]).unwrap().is_empty());
         assert!(s.statuses_for_workflows(&[]).unwrap().is_empty());
         assert!(s.complete_workflows(&[]).unwrap().is_empty());
@@ -337,7 +173,7 @@ fn run_all(f: &Fixture, pass: usize) -> Vec<(&'static str, Counts)> {
 
 /// Retention's part of [`run_all`], on workflow executions of its own: each batch starts from a
 /// cursor just before the tasks it is meant to scan, whatever else the pass left finished.
-fn run_prune(f: &Fixture, measure: &mut dyn FnMut(&'static str, &mut dyn FnMut())) {
+fn run_prune(f: &Fixture, measure: &mut dyn FnMut(Operation, &mut dyn FnMut())) {
     let s: &dyn TaskExecutionStore = f.store();
     let finish = |wf: Uuid, name: &str| {
         let id = s.create(&NewTaskExecution::new(wf, name)).unwrap().id;
@@ -359,47 +195,47 @@ fn run_prune(f: &Fixture, measure: &mut dyn FnMut(&'static str, &mut dyn FnMut()
             task_id: Uuid::nil(),
         })
     };
-    measure("prune_finished (batch removing workflows)", &mut || {
+    measure(Operation::PruneRemoving, &mut || {
         let pruned = s.prune_finished(older_than, 2, from(&doomed[0])).unwrap();
         assert_eq!(
             (pruned.workflows.as_slice(), pruned.tasks),
             (&[gone][..], 2)
         );
     });
-    measure("prune_finished (none finished entirely)", &mut || {
+    measure(Operation::PruneNoneFinished, &mut || {
         let pruned = s.prune_finished(older_than, 1, from(&scanned)).unwrap();
         assert_eq!(
             (pruned.workflows.len(), pruned.next.map(|c| c.task_id)),
             (0, Some(scanned.id))
         );
     });
-    measure("prune_finished (nothing to remove)", &mut || {
+    measure(Operation::PruneNothing, &mut || {
         assert_eq!(
             s.prune_finished(validate::earliest_time(), 10, None)
                 .unwrap(),
             Pruned::default()
         )
     });
-    measure("prune_finished (rejected input)", &mut || {
+    measure(Operation::PruneRejected, &mut || {
         expect_err(s.prune_finished(older_than, 0, None));
     });
 }
 
 /// The runner protocol's part of [`run_all`].
-fn run_claims(f: &Fixture, pass: usize, measure: &mut dyn FnMut(&'static str, &mut dyn FnMut())) {
+fn run_claims(f: &Fixture, pass: usize, measure: &mut dyn FnMut(Operation, &mut dyn FnMut())) {
     let s: &dyn TaskExecutionStore = f.store();
     let runner = uuid::Uuid::now_v7();
     ready_tasks(s, workflow(), 1 + 32 + 1_000, 1);
     let mut one = Vec::new();
     let mut some = Vec::new();
     let mut many = Vec::new();
-    measure("claim_ready (1 task)", &mut || {
+    measure(Operation::Claim1, &mut || {
         one = s.claim_ready(runner, 1).unwrap()
     });
-    measure("claim_ready (32 tasks)", &mut || {
+    measure(Operation::Claim32, &mut || {
         some = s.claim_ready(runner, 32).unwrap()
     });
-    measure("claim_ready (1,000 tasks)", &mut || {
+    measure(Operation::Claim1000, &mut || {
         many = s.claim_ready(runner, 1_000).unwrap()
     });
     assert_eq!(
@@ -407,39 +243,39 @@ fn run_claims(f: &Fixture, pass: usize, measure: &mut dyn FnMut(&'static str, &m
         (1, 32, 1_000),
         "pass {pass}"
     );
-    measure("claim_ready (limit 0)", &mut || {
+    measure(Operation::ClaimLimit0, &mut || {
         assert!(s.claim_ready(runner, 0).unwrap().is_empty())
     });
     let lease = one[0].lease;
-    measure("heartbeat", &mut || {
+    measure(Operation::Heartbeat, &mut || {
         assert_eq!(s.heartbeat(&lease).unwrap().status, TaskStatus::Running)
     });
-    measure("complete", &mut || {
+    measure(Operation::Complete, &mut || {
         assert_eq!(s.complete(&lease).unwrap().status, TaskStatus::Completed)
     });
-    measure("fail", &mut || {
+    measure(Operation::Fail, &mut || {
         assert_eq!(
             s.fail(&some[0].lease, "e").unwrap().status,
             TaskStatus::Failed
         )
     });
-    measure("release", &mut || {
+    measure(Operation::Release, &mut || {
         assert_eq!(s.release(&some[1].lease).unwrap().status, TaskStatus::Ready)
     });
-    measure("rejected lease (claim lost)", &mut || {
+    measure(Operation::RejectedLease, &mut || {
         expect_err(s.complete(&lease));
     });
     let batch: Vec<dal_core::Lease> = some[2..].iter().map(|c| c.lease).collect();
-    measure("complete_many (30 tasks)", &mut || {
+    measure(Operation::CompleteMany30, &mut || {
         assert_eq!(s.complete_many(&batch).unwrap().completed.len(), 30)
     });
     // Only the 1,000 are claimed now; they go stale.
     f.clock.advance(chrono::TimeDelta::minutes(1));
     let threshold = f.now() - chrono::TimeDelta::seconds(30);
-    measure("find_stale_claims", &mut || {
+    measure(Operation::FindStaleClaims, &mut || {
         assert_eq!(s.find_stale_claims(threshold).unwrap().len(), 1_000)
     });
-    measure("recover_stale_claims (1,000 stale tasks)", &mut || {
+    measure(Operation::Recover1000, &mut || {
         assert_eq!(
             s.recover_stale_claims(threshold, 5).unwrap().reset.len(),
             1_000
@@ -448,10 +284,10 @@ fn run_claims(f: &Fixture, pass: usize, measure: &mut dyn FnMut(&'static str, &m
     s.claim_ready(runner, 1).unwrap();
     f.clock.advance(chrono::TimeDelta::minutes(1));
     let threshold = f.now() - chrono::TimeDelta::seconds(30);
-    measure("recover_stale_claims (1 stale task)", &mut || {
+    measure(Operation::Recover1, &mut || {
         assert_eq!(s.recover_stale_claims(threshold, 5).unwrap().reset.len(), 1)
     });
-    measure("list_ready", &mut || {
+    measure(Operation::ListReady, &mut || {
         assert!(!s.list_ready(10).unwrap().is_empty())
     });
     loop {
@@ -463,15 +299,15 @@ fn run_claims(f: &Fixture, pass: usize, measure: &mut dyn FnMut(&'static str, &m
             s.complete(&claim.lease).unwrap();
         }
     }
-    measure("claim_ready (none ready)", &mut || {
+    measure(Operation::ClaimNoneReady, &mut || {
         assert!(s.claim_ready(runner, 10).unwrap().is_empty())
     });
-    measure("list_due_retries", &mut || {
+    measure(Operation::ListDueRetries, &mut || {
         assert!(s.list_due_retries(10).unwrap().is_empty())
     });
 }
 
-fn every_operation_sends_the_documented_statements(kind: BackendKind) {
+fn every_operation_sends_the_documented_statements(kind: Backend) {
     // One connection, so "first use" is first use of the whole store.
     let f = Fixture::with(
         kind,
@@ -483,22 +319,26 @@ fn every_operation_sends_the_documented_statements(kind: BackendKind) {
     let first = run_all(&f, 1);
     let second = run_all(&f, 2);
     let mut report = format!("{kind}: operation | statements | prepared on first use\n");
-    for ((name, cold), (_, warm)) in first.iter().zip(&second) {
-        writeln!(report, "{name} | {} | {}", warm.statements, cold.prepares).unwrap();
+    for ((op, cold), (_, warm)) in first.iter().zip(&second) {
+        writeln!(
+            report,
+            "{} | {} | {}",
+            op.label(),
+            warm.statements,
+            cold.prepares
+        )
+        .unwrap();
     }
     if std::env::var_os("DAL_PRINT_STATEMENTS").is_some() {
         eprintln!("{report}");
     }
-    let mut measured: Vec<&str> = first.iter().map(|(name, _)| *name).collect();
-    let mut documented: Vec<&str> = EXPECTED.iter().map(|e| e.operation).collect();
+    let mut measured: Vec<&str> = first.iter().map(|(op, _)| op.label()).collect();
+    let mut table: Vec<&str> = Operation::ALL.iter().map(|op| op.label()).collect();
     measured.sort_unstable();
-    documented.sort_unstable();
-    assert_eq!(
-        measured, documented,
-        "the operations measured are the ones documented"
-    );
-    for ((name, cold), (_, warm)) in first.iter().zip(&second) {
-        let expected = statements_of(name, kind);
+    table.sort_unstable();
+    assert_eq!(measured, table, "the operations measured are the table's");
+    for ((op, cold), (_, warm)) in first.iter().zip(&second) {
+        let (name, expected) = (op.label(), kind.statements(*op));
         assert_eq!(
             cold.statements, expected,
             "{kind} {name} (first use): {:#?}",
@@ -531,49 +371,7 @@ fn every_operation_sends_the_documented_statements(kind: BackendKind) {
     let prepared: usize = first.iter().map(|(_, c)| c.prepares).sum();
     assert_eq!(
         prepared,
-        prepared_per_connection(kind),
+        kind.prepared_per_connection(),
         "{kind}: {first:#?}"
     );
-}
-
-/// Checks that the README's statement table is [`EXPECTED`], row for row.
-pub fn readme_table_matches(readme: &str) -> Result<(), String> {
-    let table = readme
-        .split("<!-- statements:begin -->")
-        .nth(1)
-        .and_then(|rest| rest.split("<!-- statements:end -->").next())
-        .ok_or("the README has no <!-- statements:begin --> ... <!-- statements:end --> table")?;
-    let rows: Vec<Expected> = table
-        .lines()
-        .filter(|line| line.starts_with('|') && !line.contains("---"))
-        .skip(1) // the header
-        .map(|line| {
-            let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
-            let number = |cell: Option<&&str>| {
-                cell.and_then(|c| c.parse::<usize>().ok())
-                    .unwrap_or(usize::MAX)
-            };
-            let operation = cells
-                .first()
-                .map(|c| c.replace('`', ""))
-                .unwrap_or_default();
-            let known = EXPECTED
-                .iter()
-                .find(|e| e.operation == operation)
-                .map(|e| e.operation)
-                .unwrap_or("?");
-            Expected {
-                operation: known,
-                postgres: number(cells.get(1)),
-                sqlite: number(cells.get(2)),
-            }
-        })
-        .collect();
-    if rows == EXPECTED {
-        Ok(())
-    } else {
-        Err(format!(
-            "README table {rows:#?}\n differs from the suite's {EXPECTED:#?}"
-        ))
-    }
 }

@@ -9,8 +9,9 @@ use dal_core::{DalError, Problem, TaskExecution, TaskStatus, Transition};
 use super::Case;
 use super::statements::rejected_transition;
 use super::support::{assert_unchanged, expect_err, task_in, workflow};
+use crate::backend::Backend;
 use crate::case;
-use crate::fixture::{BackendKind, Fixture};
+use crate::fixture::Fixture;
 use TaskStatus::*;
 
 /// The cases of this group.
@@ -51,7 +52,7 @@ pub fn every_transition(retry_at: DateTime<Utc>) -> Vec<Transition> {
     ]
 }
 
-fn mark_ready_changes_only_the_status(kind: BackendKind) {
+fn mark_ready_changes_only_the_status(kind: Backend) {
     let f = Fixture::new(kind);
     let before = task_in(f.store(), workflow(), "t", NotStarted, 1);
     let now = f.tick();
@@ -67,7 +68,7 @@ fn mark_ready_changes_only_the_status(kind: BackendKind) {
     assert_eq!(f.store.get(after.id).unwrap(), after);
 }
 
-fn mark_skipped_keeps_the_reason(kind: BackendKind) {
+fn mark_skipped_keeps_the_reason(kind: Backend) {
     let f = Fixture::new(kind);
     for from in [NotStarted, Ready] {
         let before = task_in(f.store(), workflow(), "t", from, 2);
@@ -90,7 +91,7 @@ fn mark_skipped_keeps_the_reason(kind: BackendKind) {
     }
 }
 
-fn mark_running_sets_started_at(kind: BackendKind) {
+fn mark_running_sets_started_at(kind: Backend) {
     let f = Fixture::new(kind);
     let before = task_in(f.store(), workflow(), "t", Ready, 3);
     let now = f.tick();
@@ -107,7 +108,7 @@ fn mark_running_sets_started_at(kind: BackendKind) {
     assert_eq!(f.store.get(after.id).unwrap(), after);
 }
 
-fn mark_completed_sets_completed_at(kind: BackendKind) {
+fn mark_completed_sets_completed_at(kind: Backend) {
     let f = Fixture::new(kind);
     let before = task_in(f.store(), workflow(), "t", Running, 3);
     let now = f.tick();
@@ -124,7 +125,7 @@ fn mark_completed_sets_completed_at(kind: BackendKind) {
     assert_eq!(f.store.get(after.id).unwrap(), after);
 }
 
-fn mark_failed_keeps_the_error(kind: BackendKind) {
+fn mark_failed_keeps_the_error(kind: Backend) {
     let f = Fixture::new(kind);
     for from in [Ready, Running] {
         let before = task_in(f.store(), workflow(), "t", from, 3);
@@ -149,7 +150,7 @@ fn mark_failed_keeps_the_error(kind: BackendKind) {
     }
 }
 
-fn mark_abandoned_is_recognisable(kind: BackendKind) {
+fn mark_abandoned_is_recognisable(kind: Backend) {
     let f = Fixture::new(kind);
     for from in [NotStarted, Ready, Running] {
         let before = task_in(f.store(), workflow(), "t", from, 3);
@@ -175,7 +176,7 @@ fn mark_abandoned_is_recognisable(kind: BackendKind) {
     }
 }
 
-fn schedule_retry_counts_an_attempt_and_keeps_the_last_error(kind: BackendKind) {
+fn schedule_retry_counts_an_attempt_and_keeps_the_last_error(kind: Backend) {
     let f = Fixture::new(kind);
     for from in [Running, Failed] {
         let before = task_in(f.store(), workflow(), "t", from, 3);
@@ -201,7 +202,7 @@ fn schedule_retry_counts_an_attempt_and_keeps_the_last_error(kind: BackendKind) 
     }
 }
 
-fn schedule_retry_stops_when_attempts_are_exhausted(kind: BackendKind) {
+fn schedule_retry_stops_when_attempts_are_exhausted(kind: Backend) {
     let f = Fixture::new(kind);
     let s = f.store();
     let task = task_in(s, workflow(), "t", Running, 3);
@@ -226,7 +227,7 @@ fn schedule_retry_stops_when_attempts_are_exhausted(kind: BackendKind) {
     assert_eq!(counts.statements, rejected_transition(kind));
 }
 
-fn reset_for_recovery_adds_exactly_one_each_time(kind: BackendKind) {
+fn reset_for_recovery_adds_exactly_one_each_time(kind: Backend) {
     let f = Fixture::new(kind);
     let s = f.store();
     let mut before = task_in(s, workflow(), "t", Running, 2);
@@ -254,7 +255,7 @@ fn reset_for_recovery_adds_exactly_one_each_time(kind: BackendKind) {
     assert_eq!(s.get(before.id).unwrap().recovery_attempts, 5);
 }
 
-fn reset_retry_state_starts_over(kind: BackendKind) {
+fn reset_retry_state_starts_over(kind: Backend) {
     let f = Fixture::new(kind);
     let s = f.store();
     for from in [Ready, Completed, Failed, Skipped] {
@@ -302,7 +303,7 @@ fn reset_retry_state_starts_over(kind: BackendKind) {
     }
 }
 
-fn illegal_transitions_from_every_status_change_nothing(kind: BackendKind) {
+fn illegal_transitions_from_every_status_change_nothing(kind: Backend) {
     let f = Fixture::new(kind);
     let s = f.store();
     let mut checked = 0;
@@ -337,7 +338,7 @@ fn illegal_transitions_from_every_status_change_nothing(kind: BackendKind) {
     assert_eq!(checked, 36);
 }
 
-fn transitions_of_an_unknown_id_are_not_found(kind: BackendKind) {
+fn transitions_of_an_unknown_id_are_not_found(kind: Backend) {
     let f = Fixture::new(kind);
     let id = uuid::Uuid::now_v7();
     for transition in every_transition(f.now()) {
@@ -352,7 +353,7 @@ fn transitions_of_an_unknown_id_are_not_found(kind: BackendKind) {
     }
 }
 
-fn rejected_arguments_write_nothing(kind: BackendKind) {
+fn rejected_arguments_write_nothing(kind: Backend) {
     let f = Fixture::new(kind);
     let s = f.store();
     let running = task_in(s, workflow(), "t", Running, 3);

@@ -9,8 +9,9 @@ use serde_json::{Value, json};
 
 use super::Case;
 use super::support::{task_in, workflow};
+use crate::backend::Backend;
 use crate::case;
-use crate::fixture::{BackendKind, Fixture};
+use crate::fixture::Fixture;
 
 /// The cases of this group.
 pub const CASES: &[Case] = &[
@@ -21,7 +22,7 @@ pub const CASES: &[Case] = &[
     case!(names_and_messages_at_their_limits_round_trip),
 ];
 
-fn times_are_kept_to_the_microsecond(kind: BackendKind) {
+fn times_are_kept_to_the_microsecond(kind: Backend) {
     let f = Fixture::new(kind);
     // The clock has nanoseconds; the store writes microseconds, cut towards the past.
     assert_eq!(f.clock.now().timestamp_subsec_nanos() % 1_000, 789);
@@ -46,7 +47,7 @@ fn times_are_kept_to_the_microsecond(kind: BackendKind) {
     );
 }
 
-fn the_first_and_last_storable_times_round_trip(kind: BackendKind) {
+fn the_first_and_last_storable_times_round_trip(kind: Backend) {
     let f = Fixture::new(kind);
     let first = "0001-01-01T00:00:00Z".parse::<DateTime<Utc>>().unwrap();
     let last = "9999-12-31T23:59:59.999999Z"
@@ -96,7 +97,7 @@ pub fn json_samples() -> Vec<Value> {
     ]
 }
 
-fn json_documents_round_trip_exactly(kind: BackendKind) {
+fn json_documents_round_trip_exactly(kind: Backend) {
     let f = Fixture::new(kind);
     let wf = workflow();
     let samples = json_samples();
@@ -129,7 +130,7 @@ fn json_documents_round_trip_exactly(kind: BackendKind) {
     }
 }
 
-fn text_that_looks_like_sql_is_stored_verbatim(kind: BackendKind) {
+fn text_that_looks_like_sql_is_stored_verbatim(kind: Backend) {
     let f = Fixture::new(kind);
     let hostile = [
         "'); DROP TABLE task_executions; --",
@@ -149,7 +150,7 @@ fn text_that_looks_like_sql_is_stored_verbatim(kind: BackendKind) {
     }
 }
 
-fn names_and_messages_at_their_limits_round_trip(kind: BackendKind) {
+fn names_and_messages_at_their_limits_round_trip(kind: Backend) {
     let f = Fixture::new(kind);
     let wf = workflow();
     // 255 four-byte characters: the limit counts characters, on both backends.

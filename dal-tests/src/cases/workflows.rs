@@ -8,8 +8,9 @@ use uuid::Uuid;
 
 use super::Case;
 use super::support::{task_in, workflow};
+use crate::backend::Backend;
 use crate::case;
-use crate::fixture::{BackendKind, Fixture};
+use crate::fixture::Fixture;
 use TaskStatus::*;
 
 /// The cases of this group.
@@ -35,7 +36,7 @@ fn workflow_with(f: &Fixture, wf: Uuid, statuses: &[TaskStatus]) -> Vec<TaskExec
         .collect()
 }
 
-fn pending_tasks_are_the_not_started_tasks_of_the_workflows_asked_for(kind: BackendKind) {
+fn pending_tasks_are_the_not_started_tasks_of_the_workflows_asked_for(kind: Backend) {
     let f = Fixture::new(kind);
     let (a, b, c) = (workflow(), workflow(), workflow());
     let in_a = workflow_with(&f, a, &[NotStarted, Ready, NotStarted, Completed]);
@@ -51,7 +52,7 @@ fn pending_tasks_are_the_not_started_tasks_of_the_workflows_asked_for(kind: Back
     assert!(f.store.pending_tasks(&[workflow()]).unwrap().is_empty());
 }
 
-fn task_statuses_answer_by_name(kind: BackendKind) {
+fn task_statuses_answer_by_name(kind: Backend) {
     let f = Fixture::new(kind);
     let (wf, other) = (workflow(), workflow());
     let tasks = workflow_with(
@@ -92,7 +93,7 @@ fn task_statuses_answer_by_name(kind: BackendKind) {
     );
 }
 
-fn statuses_for_workflows_nest_by_workflow_then_name(kind: BackendKind) {
+fn statuses_for_workflows_nest_by_workflow_then_name(kind: Backend) {
     let f = Fixture::new(kind);
     let (a, b) = (workflow(), workflow());
     let in_a = workflow_with(&f, a, &[Completed, Running]);
@@ -110,7 +111,7 @@ fn statuses_for_workflows_nest_by_workflow_then_name(kind: BackendKind) {
     );
 }
 
-fn a_workflow_is_complete_when_all_its_tasks_are_terminal(kind: BackendKind) {
+fn a_workflow_is_complete_when_all_its_tasks_are_terminal(kind: Backend) {
     let f = Fixture::new(kind);
     let s = f.store();
     let done = workflow();
@@ -144,7 +145,7 @@ fn a_workflow_is_complete_when_all_its_tasks_are_terminal(kind: BackendKind) {
     assert!(!s.is_workflow_complete(retried).unwrap());
 }
 
-fn an_abandoned_task_is_not_a_regular_failure(kind: BackendKind) {
+fn an_abandoned_task_is_not_a_regular_failure(kind: Backend) {
     let f = Fixture::new(kind);
     let s = f.store();
     let failed = workflow();
@@ -189,7 +190,7 @@ fn attempts(
     s.get(task.id).unwrap()
 }
 
-fn retry_stats_are_aggregated_by_the_database(kind: BackendKind) {
+fn retry_stats_are_aggregated_by_the_database(kind: Backend) {
     let f = Fixture::new(kind);
     let s = f.store();
     let wf = workflow();
@@ -234,7 +235,7 @@ fn retry_stats_are_aggregated_by_the_database(kind: BackendKind) {
     assert!(s.exhausted_tasks(workflow()).unwrap().is_empty());
 }
 
-fn count_by_status_counts_every_task_once(kind: BackendKind) {
+fn count_by_status_counts_every_task_once(kind: Backend) {
     let f = Fixture::new(kind);
     assert_eq!(f.store.count_by_status().unwrap(), StatusCounts::default());
     let wf = workflow();
@@ -266,7 +267,7 @@ fn count_by_status_counts_every_task_once(kind: BackendKind) {
     assert_eq!(counts.total(), 17);
 }
 
-fn empty_inputs_send_nothing(kind: BackendKind) {
+fn empty_inputs_send_nothing(kind: Backend) {
     let f = Fixture::new(kind);
     let s = f.store();
     let (_, counts) = f.log.measure(|| {
@@ -281,7 +282,7 @@ fn empty_inputs_send_nothing(kind: BackendKind) {
 /// The number of ids in the large-input case.
 pub const MANY_IDS: usize = 20_000;
 
-fn twenty_thousand_ids_go_in_one_statement(kind: BackendKind) {
+fn twenty_thousand_ids_go_in_one_statement(kind: Backend) {
     let f = Fixture::new(kind);
     let s = f.store();
     // 100 real workflows among 20,000 ids, each with two pending tasks.

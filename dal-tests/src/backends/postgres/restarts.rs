@@ -15,12 +15,12 @@ use std::time::Duration;
 use dal_core::{DalError, Lease, NewTaskExecution, TaskExecutionStore, TaskStatus};
 use uuid::Uuid;
 
-use super::support::{eventually, workflow};
+use crate::cases::support::{eventually, workflow};
 use crate::model::replay;
 use crate::provision::cluster::{self, Cluster};
 
-/// The cases of this group, PostgreSQL only.
-pub const POSTGRES_ONLY: &[(&str, fn())] = &[(
+/// The cases of this module, as `postgres::restarts::<name>`.
+pub const CASES: &[(&str, fn())] = &[(
     "calls_across_server_restarts_are_all_or_nothing_and_the_pool_recovers",
     calls_across_server_restarts_are_all_or_nothing_and_the_pool_recovers,
 )];

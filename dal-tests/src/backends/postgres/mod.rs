@@ -1,0 +1,230 @@
+//! `dal-postgres` under test: a schema of its own per case on the server
+//! [`crate::provision::postgres`] finds, and the cases only PostgreSQL has.
+
+mod errors;
+mod opening;
+mod restarts;
+
+use std::any::Any;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread;
+use std::time::Duration;
+
+use dal_core::TaskExecutionStore;
+use diesel::connection::SimpleConnection;
+use diesel::{Connection, PgConnection, RunQueryDsl};
+use uuid::Uuid;
+
+use crate::backend::{
+    HeldLock, LockTimeout, OwnCase, Plans, StoreSetup, TestBackend, TestDatabase,
+};
+use crate::operations::Statements;
+use crate::provision::postgres::{ConnectionPermit, TempSchema, reserve_connections};
+
+/// PostgreSQL, as `dal-postgres` uses it.
+#[derive(Debug, Clone, Copy)]
+pub struct Postgres;
+
+impl TestBackend for Postgres {
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn title(&self) -> &'static str {
+        "PostgreSQL"
+    }
+
+    fn database(&self, connections: u32) -> Box<dyn TestDatabase> {
+        Box::new(Schema {
+            schema: TempSchema::with_connections(connections),
+            first_opened: AtomicBool::new(false),
+            permits: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn statement_counts(&self) -> Statements {
+        Statements {
+            // A data-modifying WITH: the write and the INSERT of its events. Batches bind each
+            // column as one array, so any number of rows is one statement.
+            logged_write: 1,
+            // The write that matched nothing, then the SELECT that explains it.
+            rejected_write: 2,
+            large_batch: 1,
+            empty_claim: 1,
+            // Abandon at the cap, then reset: two logged statements.
+            sweep: 2,
+            // A retention batch is one statement, whatever it finds.
+            prune_removing: 1,
+            prune_none_finished: 1,
+            prune_nothing: 1,
+        }
+    }
+
+    /// The logged single-row and many-row INSERTs, the logged guarded UPDATE and the plain one
+    /// (heartbeats), the logged claim and batch completion, and the SELECTs; not the sweep and
+    /// the retention batch, which are planned anew each time (`Unprepared`).
+    fn prepared_per_connection(&self) -> usize {
+        20
+    }
+
+    /// None: a batch is planned anew each time (`Unprepared`).
+    fn prepared_per_prune_batch(&self) -> usize {
+        0
+    }
+
+    fn lock_timeout(&self) -> LockTimeout {
+        LockTimeout::Untyped
+    }
+
+    fn id_literal(&self, id: Uuid) -> String {
+        format!("'{id}'")
+    }
+
+    fn refuse_events_sql(&self, event_type: &str) -> String {
+        format!(
+            "ALTER TABLE execution_events ADD CONSTRAINT no_{event_type} \
+             CHECK (event_type <> '{event_type}') NOT VALID"
+        )
+    }
+
+    fn empty_tables_sql(&self) -> &'static str {
+        "TRUNCATE task_executions, execution_events"
+    }
+
+    fn own_cases(&self) -> Vec<OwnCase> {
+        let mut cases = vec![OwnCase {
+            group: "opening",
+            name: "a_store_that_cannot_be_opened_fails_at_once",
+            run: opening::a_store_that_cannot_be_opened_fails_at_once,
+        }];
+        for (group, list) in [
+            ("restarts", restarts::CASES),
+            ("locking", errors::SERIALIZATION),
+            ("faults", errors::TIMEOUTS),
+        ] {
+            cases.extend(list.iter().map(|&(name, run)| OwnCase { group, name, run }));
+        }
+        cases
+    }
+}
+
+/// A case's schema, and the connections reserved for its stores.
+pub struct Schema {
+    schema: TempSchema,
+    first_opened: AtomicBool,
+    // Released after the stores: the permits of stores after the first.
+    permits: Mutex<Vec<ConnectionPermit>>,
+}
+
+/// The schema of a PostgreSQL fixture.
+fn schema_of(f: &crate::fixture::Fixture) -> &TempSchema {
+    f.database_as::<Schema>()
+        .expect("a PostgreSQL fixture")
+        .schema()
+}
+
+impl Schema {
+    /// The schema.
+    pub fn schema(&self) -> &TempSchema {
+        &self.schema
+    }
+}
+
+/// The `options` server settings of a store's sessions for `setup`.
+fn session_options(setup: &StoreSetup) -> String {
+    let mut options = Vec::new();
+    if let Some(timeout) = setup.lock_timeout {
+        options.push(format!("-c lock_timeout={}", timeout.as_millis()));
+    }
+    match setup.plans {
+        Plans::Default => {}
+        Plans::Custom => options.push("-c plan_cache_mode=force_custom_plan".to_owned()),
+        Plans::Generic => options.push("-c plan_cache_mode=force_generic_plan".to_owned()),
+    }
+    options.join(" ")
+}
+
+impl TestDatabase for Schema {
+    fn open(&self, setup: &StoreSetup) -> Arc<dyn TaskExecutionStore> {
+        if self.first_opened.swap(true, Ordering::Relaxed) {
+            self.permits
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(reserve_connections(setup.pool_size));
+        }
+        let mut options =
+            dal_postgres::Options::new(self.schema.url_with_options(&session_options(setup)))
+                .pool_size(setup.pool_size)
+                .clock(setup.clock.clone());
+        if let Some(instrumentation) = &setup.instrumentation {
+            options = options.instrumentation(instrumentation.clone());
+        }
+        Arc::new(
+            options
+                .connect()
+                .expect("connect a PostgreSQL store to a test schema"),
+        )
+    }
+
+    fn execute(&self, sql: &str) -> Result<(), String> {
+        let mut conn = PgConnection::establish(self.schema.url()).map_err(|e| e.to_string())?;
+        conn.batch_execute(sql).map_err(|e| e.to_string())
+    }
+
+    fn hold_lock_on(&self, id: Uuid) -> Box<dyn HeldLock> {
+        let mut conn = PgConnection::establish(self.schema.url()).expect("connect");
+        diesel::sql_query("BEGIN")
+            .execute(&mut conn)
+            .expect("BEGIN");
+        diesel::sql_query("SELECT 1 FROM task_executions WHERE id = $1 FOR UPDATE")
+            .bind::<diesel::sql_types::Uuid, _>(id)
+            .execute(&mut conn)
+            .expect("lock the row");
+        Box::new(RowLock(conn))
+    }
+
+    fn inject_fault(&self) -> usize {
+        let faults = self.schema.terminate_connections();
+        thread::sleep(Duration::from_millis(15));
+        faults
+    }
+
+    fn check_integrity(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// A transaction holding a row lock.
+struct RowLock(PgConnection);
+
+impl HeldLock for RowLock {
+    fn waiters(&mut self) -> Option<usize> {
+        #[derive(diesel::QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let waiting = diesel::sql_query(
+            "SELECT count(*) AS n FROM pg_stat_activity \
+             WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))",
+        )
+        .get_result::<Count>(&mut self.0)
+        .expect("pg_stat_activity");
+        Some(usize::try_from(waiting.n).unwrap_or(0))
+    }
+
+    fn execute(&mut self, sql: &str) -> Result<usize, String> {
+        diesel::sql_query(sql)
+            .execute(&mut self.0)
+            .map_err(|e| e.to_string())
+    }
+
+    fn commit(&mut self) -> Result<(), String> {
+        self.execute("COMMIT").map(drop)
+    }
+}

@@ -1,0 +1,203 @@
+//! `dal-sqlite` under test: a database file of its own per case, in a temporary directory,
+//! and the case only SQLite has.
+
+mod opening;
+
+use std::any::Any;
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use dal_core::TaskExecutionStore;
+use diesel::connection::SimpleConnection;
+use diesel::{Connection, RunQueryDsl, SqliteConnection};
+use uuid::Uuid;
+
+use crate::backend::{HeldLock, LockTimeout, OwnCase, StoreSetup, TestBackend, TestDatabase};
+use crate::operations::Statements;
+use crate::provision::sqlite::TempDatabase;
+
+/// SQLite, as `dal-sqlite` uses it.
+#[derive(Debug, Clone, Copy)]
+pub struct Sqlite;
+
+/// The busy timeout of the suite's stores unless a case sets its own.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl TestBackend for Sqlite {
+    fn name(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn title(&self) -> &'static str {
+        "SQLite"
+    }
+
+    fn database(&self, _connections: u32) -> Box<dyn TestDatabase> {
+        Box::new(File(TempDatabase::new()))
+    }
+
+    fn statement_counts(&self) -> Statements {
+        Statements {
+            // BEGIN IMMEDIATE, the write, the INSERT of its events, COMMIT.
+            logged_write: 4,
+            // The write that matched nothing in its transaction, then one SELECT.
+            rejected_write: 4,
+            // 2,730 task rows and 4,680 events a statement: BEGIN, three INSERTs of tasks, two
+            // of events, COMMIT.
+            large_batch: 7,
+            // BEGIN IMMEDIATE, the claim, COMMIT (no events to insert).
+            empty_claim: 3,
+            // Abandon at the cap, then reset: two transactions, the first of which (nothing at
+            // the cap here) inserts no events.
+            sweep: 7,
+            // Without the write lock, the scan and the check of the scanned tasks' workflow
+            // executions; then, only when some look finished, BEGIN IMMEDIATE, the check
+            // again, the DELETE of their tasks and of their events, COMMIT. With nothing
+            // scanned there is no check.
+            prune_removing: 7,
+            prune_none_finished: 2,
+            prune_nothing: 1,
+        }
+    }
+
+    /// Multi-row INSERTs change with their row count and are not kept. Kept: the single-row
+    /// INSERTs of a task and of an event, the guarded UPDATE, the claim, the batch completion,
+    /// the sweep, 13 SELECTs, and the scan, the check and the two DELETEs of a retention batch.
+    fn prepared_per_connection(&self) -> usize {
+        24
+    }
+
+    /// The scan, the check and the two DELETEs (`PreparedAs`).
+    fn prepared_per_prune_batch(&self) -> usize {
+        4
+    }
+
+    fn lock_timeout(&self) -> LockTimeout {
+        LockTimeout::Busy
+    }
+
+    fn id_literal(&self, id: Uuid) -> String {
+        format!("X'{}'", id.simple())
+    }
+
+    fn refuse_events_sql(&self, event_type: &str) -> String {
+        format!(
+            "CREATE TRIGGER no_{event_type} BEFORE INSERT ON execution_events \
+             WHEN NEW.event_type = '{event_type}' \
+             BEGIN SELECT RAISE(ABORT, 'no {event_type} events'); END"
+        )
+    }
+
+    fn empty_tables_sql(&self) -> &'static str {
+        "DELETE FROM execution_events; DELETE FROM task_executions;"
+    }
+
+    fn own_cases(&self) -> Vec<OwnCase> {
+        vec![OwnCase {
+            group: "opening",
+            name: "a_store_that_cannot_be_opened_fails_at_once",
+            run: opening::a_store_that_cannot_be_opened_fails_at_once,
+        }]
+    }
+}
+
+/// A case's database file.
+pub struct File(TempDatabase);
+
+impl File {
+    /// The file.
+    pub fn database(&self) -> &TempDatabase {
+        &self.0
+    }
+
+    fn connect(&self) -> Result<SqliteConnection, String> {
+        SqliteConnection::establish(&self.0.path().to_string_lossy()).map_err(|e| e.to_string())
+    }
+}
+
+impl TestDatabase for File {
+    fn open(&self, setup: &StoreSetup) -> Arc<dyn TaskExecutionStore> {
+        Arc::new(self.0.open(|options| {
+            let options = options
+                .pool_size(setup.pool_size)
+                .busy_timeout(setup.lock_timeout.unwrap_or(BUSY_TIMEOUT))
+                .clock(setup.clock.clone());
+            match &setup.instrumentation {
+                Some(instrumentation) => options.instrumentation(instrumentation.clone()),
+                None => options,
+            }
+        }))
+    }
+
+    fn execute(&self, sql: &str) -> Result<(), String> {
+        self.connect()?
+            .batch_execute(sql)
+            .map_err(|e| e.to_string())
+    }
+
+    fn hold_lock_on(&self, _id: Uuid) -> Box<dyn HeldLock> {
+        let mut conn = self.connect().expect("open");
+        diesel::sql_query("BEGIN IMMEDIATE")
+            .execute(&mut conn)
+            .expect("lock");
+        Box::new(WriteLock(conn))
+    }
+
+    fn inject_fault(&self) -> usize {
+        let mut conn = self.connect().expect("open");
+        // The injector waits its turn for the lock like any writer.
+        diesel::sql_query("PRAGMA busy_timeout = 5000")
+            .execute(&mut conn)
+            .expect("busy timeout");
+        diesel::sql_query("BEGIN IMMEDIATE")
+            .execute(&mut conn)
+            .expect("lock");
+        thread::sleep(Duration::from_millis(120));
+        diesel::sql_query("COMMIT")
+            .execute(&mut conn)
+            .expect("unlock");
+        thread::sleep(Duration::from_millis(30));
+        1
+    }
+
+    fn check_integrity(&self) -> Result<(), String> {
+        #[derive(diesel::QueryableByName)]
+        struct Check {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            integrity_check: String,
+        }
+        let rows: Vec<Check> = diesel::sql_query("PRAGMA integrity_check")
+            .load(&mut self.connect()?)
+            .map_err(|e| e.to_string())?;
+        let found: Vec<String> = rows.into_iter().map(|r| r.integrity_check).collect();
+        if found == ["ok"] {
+            Ok(())
+        } else {
+            Err(found.join("; "))
+        }
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// A connection holding the database's write lock.
+struct WriteLock(SqliteConnection);
+
+impl HeldLock for WriteLock {
+    fn waiters(&mut self) -> Option<usize> {
+        None
+    }
+
+    fn execute(&mut self, sql: &str) -> Result<usize, String> {
+        diesel::sql_query(sql)
+            .execute(&mut self.0)
+            .map_err(|e| e.to_string())
+    }
+
+    fn commit(&mut self) -> Result<(), String> {
+        self.execute("COMMIT").map(drop)
+    }
+}

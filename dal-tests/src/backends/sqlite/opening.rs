@@ -1,0 +1,36 @@
+//! Opening a SQLite store where none can be opened.
+
+use dal_core::DalError;
+
+use crate::cases::opening::{AT_ONCE, TIMEOUT, failure};
+use crate::provision::sqlite::TempDatabase;
+
+/// SQLite: a file in a directory that does not exist, and a file that is not a database.
+pub fn a_store_that_cannot_be_opened_fails_at_once() {
+    let db = TempDatabase::new();
+    let missing_dir = db.path().with_file_name("no-such-dir");
+    let in_missing_dir = missing_dir.join("x.db").to_string_lossy().into_owned();
+    let (err, took) = failure(|| {
+        dal_sqlite::Options::new(in_missing_dir)
+            .connect_timeout(TIMEOUT)
+            .open()
+            .map(drop)
+    });
+    assert!(matches!(err, DalError::Connection { .. }), "{err:?}");
+    assert!(took < AT_ONCE, "took {took:?}: {err}");
+    assert!(!missing_dir.exists(), "the directory was created");
+
+    // A file that is not a SQLite database: refused, and left as it was.
+    let not_a_database = db.path();
+    let contents = vec![b'x'; 8192];
+    std::fs::write(&not_a_database, &contents).expect("write the file");
+    let (err, took) = failure(|| {
+        dal_sqlite::Options::new(not_a_database.to_string_lossy().into_owned())
+            .connect_timeout(TIMEOUT)
+            .open()
+            .map(drop)
+    });
+    assert!(matches!(err, DalError::Database { .. }), "{err:?}");
+    assert!(took < AT_ONCE, "took {took:?}: {err}");
+    assert_eq!(std::fs::read(&not_a_database).expect("read"), contents);
+}
