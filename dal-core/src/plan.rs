@@ -11,6 +11,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use crate::clock::to_micros;
 use crate::error::DalError;
 use crate::event::{EventSpec, EventType, time_value};
 use crate::status::StatusSet;
@@ -119,9 +120,8 @@ impl Transition {
             Transition::MarkAbandoned { reason } => {
                 EventSpec::new(EventType::Abandoned).with("reason", reason.as_str())
             }
-            Transition::ScheduleRetry { retry_at } => {
-                EventSpec::new(EventType::RetryScheduled).with("retry_at", time_value(*retry_at))
-            }
+            Transition::ScheduleRetry { retry_at } => EventSpec::new(EventType::RetryScheduled)
+                .with("retry_at", time_value(to_micros(*retry_at))),
             Transition::ResetForRecovery => EventSpec::new(EventType::Recovered),
             Transition::ResetRetryState => EventSpec::new(EventType::Reset),
         }
@@ -173,7 +173,8 @@ impl Transition {
             },
             Transition::ScheduleRetry { retry_at } => Effects {
                 attempt: Counter::Increment,
-                retry_at: Assign::Set(*retry_at),
+                // Cut here, as every time the caller gives: both backends then store it exactly.
+                retry_at: Assign::Set(to_micros(*retry_at)),
                 error_details: Assign::Clear,
                 started_at: Assign::Clear,
                 completed_at: Assign::Clear,

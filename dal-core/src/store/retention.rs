@@ -65,6 +65,10 @@ impl<B: Backend> RetentionStore for Store<B> {
             validate::time("after.completed_at", cursor.completed_at)?;
         }
         let older_than = clock::to_micros(older_than);
+        let after = after.map(|cursor| PruneCursor {
+            completed_at: clock::to_micros(cursor.completed_at),
+            ..cursor
+        });
         let result = self
             .retrying("prune_finished", || {
                 self.backend.prune(older_than, limit, after)

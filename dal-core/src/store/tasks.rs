@@ -103,7 +103,8 @@ pub trait TaskStore: Send + Sync {
     }
 
     /// `Running | Failed` -> `Ready` with `attempt = attempt + 1` computed by the database and
-    /// `retry_at` set, only while `attempt < max_attempts`; clears `error_details`,
+    /// `retry_at` set (cut to whole microseconds towards the past, in the row and its event,
+    /// on every backend alike), only while `attempt < max_attempts`; clears `error_details`,
     /// `started_at`, `completed_at`, `abandoned_at` and the claim, keeps `last_error`.
     /// Errors: [`DalError::RetriesExhausted`] when no attempt is left, and as
     /// [`TaskStore::transition`].
