@@ -45,6 +45,24 @@ pub enum DalError {
         /// The task.
         id: Uuid,
     },
+    /// A targeted claim ([`crate::ClaimStore::claim_task`]) found the task claimed already, by
+    /// `runner_id` (possibly the caller itself, with an earlier claim). Nothing changed.
+    #[error("task execution {id} is claimed by runner {runner_id}")]
+    AlreadyClaimed {
+        /// The task.
+        id: Uuid,
+        /// The runner holding the claim.
+        runner_id: Uuid,
+    },
+    /// A targeted claim found the task `Ready` but not due: its `retry_at` has not come yet.
+    /// Nothing changed.
+    #[error("task execution {id} is not due before {retry_at}")]
+    NotDue {
+        /// The task.
+        id: Uuid,
+        /// When it becomes claimable.
+        retry_at: chrono::DateTime<chrono::Utc>,
+    },
     /// A retry was asked for a task that has used all its attempts. Nothing changed.
     #[error("task execution {id} has used {attempt} of {max_attempts} attempts; no retry left")]
     RetriesExhausted {

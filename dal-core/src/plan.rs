@@ -204,6 +204,8 @@ impl Transition {
                 from: self.from(),
                 needs_attempt_left: matches!(self, Transition::ScheduleRetry { .. }),
                 lease: None,
+                unclaimed: false,
+                due_by: None,
             },
             effects,
             event: Some(self.event()),
@@ -227,6 +229,8 @@ impl Plan {
                 from,
                 needs_attempt_left: false,
                 lease: None,
+                unclaimed: false,
+                due_by: None,
             },
             effects,
             event,
@@ -261,6 +265,16 @@ impl Plan {
                 ..EventSpec::new(EventType::Claimed)
             }),
         )
+    }
+
+    /// The targeted claim of one task by `runner_id`: the claim's effects and event, allowed
+    /// only while the task is `Ready`, unclaimed and due (`retry_at` unset or not after `now`).
+    pub fn claim_task(runner_id: Uuid, now: DateTime<Utc>) -> Plan {
+        let mut plan = Plan::claim(runner_id, now);
+        plan.operation = "claim_task";
+        plan.guard.unclaimed = true;
+        plan.guard.due_by = Some(now);
+        plan
     }
 
     /// A heartbeat: `heartbeat_at = now`, nothing else but `updated_at`. Heartbeats are not
@@ -373,6 +387,10 @@ pub struct Guard {
     /// When set, the row's claim must be this lease: `claimed_by = runner_id AND
     /// claim_count = claim`.
     pub lease: Option<Lease>,
+    /// Whether the row must be unclaimed: `claimed_by IS NULL`.
+    pub unclaimed: bool,
+    /// When set, the row must be due by this time: `retry_at IS NULL OR retry_at <= due_by`.
+    pub due_by: Option<DateTime<Utc>>,
 }
 
 impl Guard {
@@ -402,6 +420,9 @@ impl Guard {
         if !self.holds_lease(row) {
             return Some(DalError::ClaimLost { id });
         }
+        if let (true, Some(runner_id)) = (self.unclaimed, row.claimed_by) {
+            return Some(DalError::AlreadyClaimed { id, runner_id });
+        }
         if !self.from.contains(row.status) {
             return Some(DalError::InvalidTransition {
                 id,
@@ -415,6 +436,11 @@ impl Guard {
                 attempt: row.attempt,
                 max_attempts: row.max_attempts,
             });
+        }
+        if let (Some(due_by), Some(retry_at)) = (self.due_by, row.retry_at)
+            && retry_at > due_by
+        {
+            return Some(DalError::NotDue { id, retry_at });
         }
         None
     }

@@ -121,11 +121,25 @@ macro_rules! apply_write {
             .needs_attempt_left
             .into_sql::<Bool>()
             .eq(false));
+        let claim_guard = plan
+            .guard
+            .unclaimed
+            .into_sql::<Bool>()
+            .eq(false)
+            .or(t::claimed_by.is_null());
+        let due_by = plan.guard.due_by;
+        let due_guard = due_by
+            .is_none()
+            .into_sql::<Bool>()
+            .or(t::retry_at.is_null())
+            .or(t::retry_at.le(due_by));
         $crate::__diesel::update(t::table)
             .filter(t::id.eq($id))
             .filter($crate::dialect::status_in(t::status, plan.guard.from))
             .filter(attempt_guard)
             .filter(lease_guard)
+            .filter(claim_guard)
+            .filter(due_guard)
             .set($crate::plan_set!(&plan.effects))
             .returning($crate::row::Row::as_returning())
     }};

@@ -32,6 +32,10 @@ pub enum Failure {
     InvalidTransition(Uuid, TaskStatus, TaskStatus),
     /// `DalError::ClaimLost`.
     ClaimLost(Uuid),
+    /// `DalError::AlreadyClaimed`: the task and the runner holding it.
+    AlreadyClaimed(Uuid, Uuid),
+    /// `DalError::NotDue`: the task and its retry time.
+    NotDue(Uuid, DateTime<Utc>),
     /// `DalError::RetriesExhausted`.
     RetriesExhausted(Uuid, i32, i32),
     /// `DalError::Validation`.
@@ -50,6 +54,8 @@ impl From<DalError> for Failure {
                 Failure::InvalidTransition(id, from, to)
             }
             DalError::ClaimLost { id } => Failure::ClaimLost(id),
+            DalError::AlreadyClaimed { id, runner_id } => Failure::AlreadyClaimed(id, runner_id),
+            DalError::NotDue { id, retry_at } => Failure::NotDue(id, retry_at),
             DalError::RetriesExhausted {
                 id,
                 attempt,
@@ -410,32 +416,51 @@ impl Model {
 
     /// `claim_ready`.
     pub fn claim_ready(&mut self, runner: Uuid, limit: u32) -> Vec<Claimed> {
-        let now = self.now;
         let mut due: Vec<usize> = self.due().into_iter().take(limit as usize).collect();
         // One statement writes its events in task id order.
         due.sort_by_key(|&i| self.tasks[i].id);
-        let mut claimed = Vec::new();
-        for i in due {
-            let t = &mut self.tasks[i];
-            t.status = Running;
-            t.claimed_by = Some(runner);
-            t.heartbeat_at = Some(now);
-            t.started_at = Some(now);
-            t.claim_count += 1;
-            t.updated_at = now;
-            let lease = Lease {
-                task_id: t.id,
-                runner_id: runner,
-                claim: t.claim_count,
-            };
-            self.log(i, EventType::Claimed, Default::default(), Some(runner));
-            claimed.push(Claimed {
-                task: self.tasks[i].clone(),
-                lease,
-            });
-        }
+        let mut claimed: Vec<Claimed> = due.into_iter().map(|i| self.claim(i, runner)).collect();
         claimed.sort_by_key(|c| c.task.id);
         claimed
+    }
+
+    /// `claim_task`: the task if it is `Ready`, unclaimed and due (`retry_at` passed), claimed
+    /// as `claim_ready` claims.
+    pub fn claim_task(&mut self, id: Uuid, runner: Uuid) -> Outcome<Claimed> {
+        let i = self.index(id).ok_or(Failure::NotFound(id))?;
+        let t = &self.tasks[i];
+        if let Some(holder) = t.claimed_by {
+            return Err(Failure::AlreadyClaimed(id, holder));
+        }
+        if t.status != Ready {
+            return Err(Failure::InvalidTransition(id, t.status, Running));
+        }
+        if let Some(at) = t.retry_at.filter(|at| *at > self.now) {
+            return Err(Failure::NotDue(id, at));
+        }
+        Ok(self.claim(i, runner))
+    }
+
+    /// Task `i` claimed by `runner`, with its event.
+    fn claim(&mut self, i: usize, runner: Uuid) -> Claimed {
+        let now = self.now;
+        let t = &mut self.tasks[i];
+        t.status = Running;
+        t.claimed_by = Some(runner);
+        t.heartbeat_at = Some(now);
+        t.started_at = Some(now);
+        t.claim_count += 1;
+        t.updated_at = now;
+        let lease = Lease {
+            task_id: t.id,
+            runner_id: runner,
+            claim: t.claim_count,
+        };
+        self.log(i, EventType::Claimed, Default::default(), Some(runner));
+        Claimed {
+            task: self.tasks[i].clone(),
+            lease,
+        }
     }
 
     /// The row of a lease, if the lease is its current claim; the reason otherwise.

@@ -54,6 +54,8 @@ operations! {
     Claim1000 => "claim_ready (1,000 tasks)",
     ClaimLimit0 => "claim_ready (limit 0)",
     ClaimNoneReady => "claim_ready (none ready)",
+    ClaimTask => "claim_task",
+    ClaimTaskRejected => "claim_task (already claimed)",
     Heartbeat => "heartbeat",
     Complete => "complete",
     CompleteMany30 => "complete_many (30 tasks)",
@@ -129,10 +131,9 @@ impl Operation {
             Heartbeat => 1,
             Create | CreateMany100 | MarkReady | MarkRunning | MarkCompleted | ResetRetryState
             | MarkFailed | ScheduleRetry | ResetTaskForRecovery | MarkSkipped | MarkAbandoned
-            | Claim1 | Claim32 | Claim1000 | Complete | CompleteMany30 | Fail | Release => {
-                s.logged_write
-            }
-            RejectedTransition | RejectedLease => s.rejected_write,
+            | Claim1 | Claim32 | Claim1000 | ClaimTask | Complete | CompleteMany30 | Fail
+            | Release => s.logged_write,
+            RejectedTransition | RejectedLease | ClaimTaskRejected => s.rejected_write,
             CreateMany7000 => s.large_batch,
             ClaimNoneReady => s.empty_claim,
             Recover1000 | Recover1 => s.sweep,

@@ -40,6 +40,20 @@ pub trait ClaimStore: Send + Sync {
     /// any claim that returns fewer than its limit, and after the clock went backwards.
     fn claim_ready(&self, runner_id: Uuid, limit: u32) -> Result<Vec<Claimed>>;
 
+    /// Claims task `id` for `runner_id`, for a dispatcher that hands a given task to a given
+    /// runner: one guarded `UPDATE ... RETURNING` (with its `claimed` event) that does what
+    /// [`ClaimStore::claim_ready`] does to a task it claims (`Ready` -> `Running`, `claimed_by`,
+    /// `heartbeat_at` and `started_at` set, `claim_count + 1`), only while the task is `Ready`,
+    /// unclaimed and due (`retry_at` unset or passed). The claim and the start are one change,
+    /// so a runner that dies after it leaves a claimed task whose heartbeat goes stale, which
+    /// [`ClaimStore::recover_stale_claims`] recovers. Of runners racing for one task exactly one
+    /// gets it.
+    ///
+    /// Errors (nothing changed): [`DalError::AlreadyClaimed`] with the runner holding it,
+    /// [`DalError::NotDue`] with its retry time, [`DalError::InvalidTransition`] from any other
+    /// status, [`DalError::NotFound`].
+    fn claim_task(&self, id: Uuid, runner_id: Uuid) -> Result<Claimed>;
+
     /// Records a sign of life: `heartbeat_at = now` (one statement). Errors:
     /// [`DalError::ClaimLost`], [`DalError::NotFound`].
     fn heartbeat(&self, lease: &Lease) -> Result<TaskExecution>;
@@ -123,6 +137,19 @@ impl<B: Backend> ClaimStore for Store<B> {
             });
         self.trace("claim_ready", None, &result, 1);
         result
+    }
+
+    fn claim_task(&self, id: Uuid, runner_id: Uuid) -> Result<Claimed> {
+        let plan = Plan::claim_task(runner_id, self.now());
+        let task = self.guarded_write(id, &plan, TaskStatus::Running)?;
+        Ok(Claimed {
+            lease: Lease {
+                task_id: task.id,
+                runner_id,
+                claim: task.claim_count,
+            },
+            task,
+        })
     }
 
     fn heartbeat(&self, lease: &Lease) -> Result<TaskExecution> {

@@ -13,6 +13,7 @@ pub mod opening;
 pub mod retention;
 pub mod statements;
 pub mod support;
+pub mod targeted;
 pub mod transitions;
 pub mod values;
 pub mod workflows;
@@ -51,6 +52,7 @@ pub fn groups() -> Vec<Group> {
         ("hostile", hostile::CASES),
         ("concurrency", concurrency::CASES),
         ("claims", claims::CASES),
+        ("targeted_claims", targeted::CASES),
         ("history", history::CASES),
         ("workflows", workflows::CASES),
         ("retention", retention::CASES),

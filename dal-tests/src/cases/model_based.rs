@@ -86,6 +86,8 @@ pub enum Op {
     Transition(usize, u8, usize, i64),
     /// `claim_ready(runner, limit)`.
     Claim(usize, u32),
+    /// `claim_task(task, runner)`.
+    ClaimTask(usize, usize),
     /// `heartbeat`, `complete`, `fail` (with a text), `release` of a lease.
     Leased(usize, u8, usize),
     /// `complete_many` of some leases.
@@ -123,6 +125,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => proptest::collection::vec(new_spec(), 0..5).prop_map(Op::CreateMany),
         6 => (any::<usize>(), 0..TRANSITION_KINDS, 0..5usize, -30..60i64).prop_map(|(t, k, x, r)| Op::Transition(t, k, x, r)),
         4 => (0..3usize, 0..5u32).prop_map(|(r, l)| Op::Claim(r, l)),
+        3 => (any::<usize>(), 0..3usize).prop_map(|(t, r)| Op::ClaimTask(t, r)),
         5 => (any::<usize>(), 0..4u8, 0..5usize).prop_map(|(l, k, x)| Op::Leased(l, k, x)),
         1 => proptest::collection::vec(any::<usize>(), 0..4).prop_map(Op::CompleteMany),
         2 => (0..120i64, 0..3i32).prop_map(|(s, m)| Op::Sweep(s, m)),
@@ -148,6 +151,7 @@ fn prune() -> impl Strategy<Value = Op> {
 fn finishing() -> impl Strategy<Value = Op> {
     prop_oneof![
         2 => (0..3usize, 1..5u32).prop_map(|(r, l)| Op::Claim(r, l)),
+        1 => (any::<usize>(), 0..3usize).prop_map(|(t, r)| Op::ClaimTask(t, r)),
         3 => (any::<usize>(), 1..3u8, 0..4usize).prop_map(|(l, k, x)| Op::Leased(l, k, x)),
         1 => proptest::collection::vec(any::<usize>(), 1..4).prop_map(Op::CompleteMany),
         3 => (any::<usize>(), prop_oneof![Just(1u8), Just(5u8)], 0..4usize)
@@ -455,6 +459,15 @@ pub fn run_sequence(f: &Fixture, ops: &[Op]) -> Result<(), String> {
                     leases.extend(claims.iter().map(|c| c.lease));
                 }
                 same(step, op, stored, Ok(predicted))?;
+            }
+            Op::ClaimTask(task, runner) => {
+                let id = pick(&tasks, *task);
+                let stored = failure(s.claim_task(id, RUNNERS[*runner]));
+                let predicted = model.claim_task(id, RUNNERS[*runner]);
+                if let Ok(claim) = &stored {
+                    leases.push(claim.lease);
+                }
+                same(step, op, stored, predicted)?;
             }
             Op::Leased(lease, kind, text) => {
                 let Some(lease) = (!leases.is_empty()).then(|| leases[lease % leases.len()]) else {

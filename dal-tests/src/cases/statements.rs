@@ -243,6 +243,16 @@ fn run_claims(f: &Fixture, pass: usize, measure: &mut dyn FnMut(Operation, &mut 
         (1, 32, 1_000),
         "pass {pass}"
     );
+    let target = ready_tasks(s, workflow(), 1, 1).remove(0);
+    let mut targeted = None;
+    measure(Operation::ClaimTask, &mut || {
+        targeted = Some(s.claim_task(target.id, runner).unwrap())
+    });
+    measure(Operation::ClaimTaskRejected, &mut || {
+        expect_err(s.claim_task(target.id, runner));
+    });
+    // Finished, so that only the batches below are left claimed for the sweep.
+    s.complete(&targeted.unwrap().lease).unwrap();
     measure(Operation::ClaimLimit0, &mut || {
         assert!(s.claim_ready(runner, 0).unwrap().is_empty())
     });
