@@ -10,6 +10,8 @@
 //! ids ([`ids`]). A store's user never needs them; the Diesel layer the backends share is the
 //! crate `dal-diesel`.
 
+#[cfg(feature = "tokio")]
+mod asynchronous;
 pub mod backend;
 pub mod clock;
 pub mod error;
@@ -22,6 +24,8 @@ pub mod status;
 pub mod store;
 pub mod validate;
 
+#[cfg(feature = "tokio")]
+pub use asynchronous::AsyncStore;
 pub use backend::Backend;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{DalError, DatabaseErrorKind, Problem, Result, ValidationError};

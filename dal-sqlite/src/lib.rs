@@ -25,6 +25,8 @@ mod statements;
 
 // The user API, by name: the prelude, and what a user names beyond it. The interface a backend
 // implements (`Backend`, plans, event specs, ids) stays in `dal_core`, for backend authors.
+#[cfg(feature = "tokio")]
+pub use dal_core::AsyncStore;
 pub use dal_core::prelude::{self, *};
 pub use dal_core::{ManualClock, StatusSet, Store, validate};
 pub use dal_diesel::open::InstrumentationFactory;

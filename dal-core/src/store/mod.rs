@@ -9,6 +9,7 @@
 mod claims;
 mod floor;
 mod history;
+mod operations;
 mod retention;
 mod tasks;
 mod workflows;
