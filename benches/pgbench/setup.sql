@@ -157,6 +157,17 @@ ALTER TABLE execution_events SET (
     autovacuum_vacuum_insert_threshold = 100000,
     autovacuum_vacuum_cost_delay = 0
 );
+-- The sub-status of a Running task (SubStatus: 'active', 'deferred'), and the events of its
+-- changes ('deferred', 'resumed'). The new CHECK on event types is added NOT VALID and then
+-- validated, so that the validation scan holds no lock that blocks writers.
+ALTER TABLE task_executions ADD COLUMN sub_status text
+    CHECK (sub_status IS NULL OR sub_status IN ('active', 'deferred'));
+
+ALTER TABLE execution_events DROP CONSTRAINT execution_events_event_type_check;
+ALTER TABLE execution_events ADD CONSTRAINT execution_events_event_type_check
+    CHECK (event_type IN ('created', 'ready', 'started', 'claimed', 'completed', 'failed', 'skipped', 'abandoned', 'retry_scheduled', 'recovered', 'reset', 'released', 'deferred', 'resumed'))
+    NOT VALID;
+ALTER TABLE execution_events VALIDATE CONSTRAINT execution_events_event_type_check;
 INSERT INTO task_executions (id, workflow_execution_id, task_name, status, attempt, max_attempts,
     trigger_rules, task_configuration, created_at, updated_at)
 SELECT dal_uuid_v7(now() - (10000 - g) * interval '1 ms'), md5('wf' || (g / 10))::uuid, 'task-' || (g % 10),

@@ -160,13 +160,14 @@ fn setup_sql() -> String {
 
 /// The PostgreSQL migrations' `up.sql`, in order (`benches/tests/pgbench_scripts.rs` checks
 /// that every migration of `dal-postgres` is here).
-pub const MIGRATIONS: [&str; 6] = [
+pub const MIGRATIONS: [&str; 7] = [
     include_str!("../../dal-postgres/migrations/2026-11-26-000000_create_task_executions/up.sql"),
     include_str!("../../dal-postgres/migrations/2026-11-26-000001_claims/up.sql"),
     include_str!("../../dal-postgres/migrations/2026-11-26-000002_execution_events/up.sql"),
     include_str!("../../dal-postgres/migrations/2026-11-26-000003_status_index/up.sql"),
     include_str!("../../dal-postgres/migrations/2026-11-26-000004_inline_event_data/up.sql"),
     include_str!("../../dal-postgres/migrations/2026-11-26-000005_queue_at_scale/up.sql"),
+    include_str!("../../dal-postgres/migrations/2026-12-02-000006_sub_status/up.sql"),
 ];
 
 /// The captured statement (`SQL -- binds: [...]`) as a pgbench line: each `$k` replaced by the

@@ -23,8 +23,8 @@ use crate::error::{DalError, Result};
 use crate::plan::Transition;
 use crate::{
     ClaimStore, Claimed, Completion, ExecutionEvent, HistoryStore, Lease, NewTaskExecution,
-    PruneCursor, Pruned, Recovery, RetentionStore, RetryStats, StatusCounts, TaskExecution,
-    TaskExecutionStore, TaskStatus, TaskStore, WorkflowReads,
+    PruneCursor, Pruned, Recovery, RetentionStore, RetryStats, StatusCounts, SubStatus,
+    TaskExecution, TaskExecutionStore, TaskStatus, TaskStore, WorkflowReads,
 };
 
 /// A store whose operations are `async fn`s, each running the blocking operation of the

@@ -108,6 +108,10 @@ pub trait Backend: Send + Sync + 'static {
         status: TaskStatus,
     ) -> Result<Vec<TaskExecution>>;
 
+    /// Reads the deferred tasks (`Running`, sub-status `deferred`) of the workflow executions
+    /// `workflow_execution_ids` (not empty), by id (one `SELECT`).
+    fn deferred_tasks(&self, workflow_execution_ids: &[Uuid]) -> Result<Vec<TaskExecution>>;
+
     /// Reads `(workflow execution, task name, status)` of the tasks of
     /// `workflow_execution_ids` (not empty), only those named in `task_names` when given (one
     /// `SELECT`).

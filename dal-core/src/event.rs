@@ -38,11 +38,15 @@ pub enum EventType {
     Reset,
     /// `release`.
     Released,
+    /// `set_sub_status(Some(Deferred))`; data: `sub_status`.
+    Deferred,
+    /// `set_sub_status` to `Active` or to none; data: `sub_status` (`"active"` or null).
+    Resumed,
 }
 
 impl EventType {
     /// Every event type.
-    pub const ALL: [EventType; 12] = [
+    pub const ALL: [EventType; 14] = [
         EventType::Created,
         EventType::Ready,
         EventType::Started,
@@ -55,6 +59,8 @@ impl EventType {
         EventType::Recovered,
         EventType::Reset,
         EventType::Released,
+        EventType::Deferred,
+        EventType::Resumed,
     ];
 
     /// The stable text form stored in `event_type`.
@@ -72,6 +78,8 @@ impl EventType {
             EventType::Recovered => "recovered",
             EventType::Reset => "reset",
             EventType::Released => "released",
+            EventType::Deferred => "deferred",
+            EventType::Resumed => "resumed",
         }
     }
 }

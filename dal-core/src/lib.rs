@@ -35,7 +35,7 @@ pub use model::{
     StatusCounts, TaskExecution,
 };
 pub use plan::Transition;
-pub use status::{StatusSet, TaskStatus};
+pub use status::{StatusSet, SubStatus, TaskStatus};
 pub use store::{
     ClaimStore, HistoryStore, RetentionStore, Store, TaskExecutionStore, TaskStore, WorkflowReads,
 };

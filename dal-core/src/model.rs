@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::TaskStatus;
+use crate::{SubStatus, TaskStatus};
 
 /// One task execution: a row of `task_executions`, as both backends return it.
 ///
@@ -55,6 +55,8 @@ pub struct TaskExecution {
     /// Set when the task was abandoned (given up on, not failed by its own error): such a task
     /// is `Failed` with this time set.
     pub abandoned_at: Option<DateTime<Utc>>,
+    /// What a `Running` task is doing (`None` in every other status).
+    pub sub_status: Option<SubStatus>,
     /// When the row was created.
     pub created_at: DateTime<Utc>,
     /// When the row last changed.
@@ -314,6 +316,7 @@ pub(crate) fn sample_row(status: TaskStatus, attempt: i32, max_attempts: i32) ->
         heartbeat_at: None,
         claim_count: 0,
         abandoned_at: None,
+        sub_status: None,
         created_at: DateTime::<Utc>::UNIX_EPOCH,
         updated_at: DateTime::<Utc>::UNIX_EPOCH,
     }

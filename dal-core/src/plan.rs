@@ -15,7 +15,7 @@ use crate::clock::to_micros;
 use crate::error::DalError;
 use crate::event::{EventSpec, EventType, time_value};
 use crate::status::StatusSet;
-use crate::{Lease, TaskExecution, TaskStatus};
+use crate::{Lease, SubStatus, TaskExecution, TaskStatus};
 
 /// A change of status asked of one task, with its arguments.
 ///
@@ -200,6 +200,7 @@ impl Transition {
         };
         Plan {
             operation: self.name(),
+            effects: effects.settled(),
             guard: Guard {
                 from: self.from(),
                 needs_attempt_left: matches!(self, Transition::ScheduleRetry { .. }),
@@ -207,7 +208,6 @@ impl Transition {
                 unclaimed: false,
                 due_by: None,
             },
-            effects,
             event: Some(self.event()),
         }
     }
@@ -232,9 +232,30 @@ impl Plan {
                 unclaimed: false,
                 due_by: None,
             },
-            effects,
+            effects: effects.settled(),
             event,
         }
+    }
+
+    /// Sets (or clears) the sub-status of a `Running` task; its event is `deferred` when the
+    /// task is deferred, `resumed` otherwise, with the new `sub_status` (or null).
+    pub fn sub_status(sub_status: Option<SubStatus>, now: DateTime<Utc>) -> Plan {
+        let event = match sub_status {
+            Some(SubStatus::Deferred) => EventType::Deferred,
+            Some(SubStatus::Active) | None => EventType::Resumed,
+        };
+        Plan::new(
+            "set_sub_status",
+            StatusSet::of(&[TaskStatus::Running]),
+            Effects {
+                sub_status: sub_status.map_or(Assign::Clear, Assign::Set),
+                ..Effects::keep(TaskStatus::Running, now)
+            },
+            Some(EventSpec::new(event).with(
+                "sub_status",
+                sub_status.map_or(serde_json::Value::Null, |s| s.as_str().into()),
+            )),
+        )
     }
 
     /// The same plan, allowed only while `lease` is the task's current claim; its event names
@@ -476,6 +497,8 @@ pub struct Effects {
     pub heartbeat_at: Assign<DateTime<Utc>>,
     /// `abandoned_at`.
     pub abandoned_at: Assign<DateTime<Utc>>,
+    /// `sub_status`: cleared by every write whose status is not `Running`.
+    pub sub_status: Assign<SubStatus>,
     /// `updated_at`, always written.
     pub updated_at: DateTime<Utc>,
 }
@@ -497,7 +520,21 @@ impl Effects {
             claimed_by: Assign::Keep,
             heartbeat_at: Assign::Keep,
             abandoned_at: Assign::Keep,
+            sub_status: Assign::Keep,
             updated_at: now,
+        }
+    }
+
+    /// The same effects, with the sub-status cleared when the status is not `Running`: only a
+    /// running task has one.
+    fn settled(self) -> Self {
+        if self.status == TaskStatus::Running {
+            self
+        } else {
+            Effects {
+                sub_status: Assign::Clear,
+                ..self
+            }
         }
     }
 

@@ -22,7 +22,7 @@ pub use crate::model::{
     StatusCounts, TaskExecution,
 };
 pub use crate::plan::Transition;
-pub use crate::status::TaskStatus;
+pub use crate::status::{SubStatus, TaskStatus};
 pub use crate::store::{
     ClaimStore, HistoryStore, RetentionStore, TaskExecutionStore, TaskStore, WorkflowReads,
 };

@@ -96,6 +96,50 @@ impl fmt::Display for TaskStatus {
     }
 }
 
+/// What a `Running` task is doing, kept beside its status (cloacina's sub-status): set by the
+/// engine with `TaskStore::set_sub_status`, cleared by every write that moves the task out of
+/// `Running`.
+///
+/// The text form ([`SubStatus::as_str`]) is what both databases store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubStatus {
+    /// Working.
+    Active,
+    /// Waiting on something outside the engine (a callback, a human, another system).
+    Deferred,
+}
+
+impl SubStatus {
+    /// Every sub-status.
+    pub const ALL: [SubStatus; 2] = [SubStatus::Active, SubStatus::Deferred];
+
+    /// The stable text form stored in the `sub_status` column.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SubStatus::Active => "active",
+            SubStatus::Deferred => "deferred",
+        }
+    }
+}
+
+impl fmt::Display for SubStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for SubStatus {
+    type Err = UnknownStatus;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        SubStatus::ALL
+            .into_iter()
+            .find(|sub| sub.as_str() == s)
+            .ok_or_else(|| UnknownStatus(s.to_owned()))
+    }
+}
+
 /// A status text that is not one of [`TaskStatus::as_str`]'s values.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown task status {0:?}")]

@@ -1,6 +1,6 @@
 //! Rows as both databases store them, and their conversion to and from the model. With the
 //! schema's own types ([`crate::types`]) a column decodes to its model type directly; only the
-//! status (and an event's type) is parsed here.
+//! status, the sub-status and an event's type are parsed here.
 
 use chrono::{DateTime, Utc};
 use dal_core::event::NewEvent;
@@ -44,6 +44,7 @@ pub struct Row {
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     claim_count: i32,
+    sub_status: Option<String>,
 }
 
 impl TryFrom<Row> for TaskExecution {
@@ -70,6 +71,7 @@ impl TryFrom<Row> for TaskExecution {
             heartbeat_at: row.heartbeat_at,
             claim_count: row.claim_count,
             abandoned_at: row.abandoned_at,
+            sub_status: row.sub_status.map(|s| s.parse()).transpose()?,
             created_at: row.created_at,
             updated_at: row.updated_at,
         })

@@ -51,6 +51,8 @@ diesel::table! {
         claim_count -> Integer,
         /// A Ready task's queue position: when it becomes claimable (`dal_core::plan::due_at`).
         due_at -> Nullable<Instant>,
+        /// `SubStatus::as_str` of a Running task.
+        sub_status -> Nullable<Text>,
     }
 }
 

@@ -86,6 +86,14 @@ macro_rules! plan_set {
             $crate::assign!(t::claimed_by, e.claimed_by, Id),
             $crate::assign!(t::heartbeat_at, e.heartbeat_at, Instant),
             $crate::assign!(t::abandoned_at, e.abandoned_at, Instant),
+            t::sub_status.eq(
+                case_when(e.sub_status.keeps().into_sql::<Bool>(), t::sub_status).otherwise(
+                    e.sub_status
+                        .value()
+                        .map(|s| s.as_str())
+                        .into_sql::<Nullable<Text>>(),
+                ),
+            ),
             t::updated_at.eq($crate::bind::instant(e.updated_at)),
             // The queue position, set when the task enters Ready (`dal_core::plan::due_at`):
             // the later of its retry time as written and now; kept otherwise.
@@ -252,6 +260,22 @@ macro_rules! reads {
                     .order(e::seq)
                     .limit(i64::from(limit))
                     .select(EventRow::as_select())
+                    .load(conn)
+            })?)
+        }
+
+        fn deferred_tasks(
+            &self,
+            workflow_execution_ids: &[$crate::__p::Uuid],
+        ) -> $crate::__p::Result<Vec<$crate::__p::TaskExecution>> {
+            use $crate::__p::*;
+            tasks(self.$read(|conn| {
+                t::table
+                    .filter(in_ids(t::workflow_execution_id, workflow_execution_ids))
+                    .filter(t::status.eq(TaskStatus::Running.as_str()))
+                    .filter(t::sub_status.eq($crate::__core::SubStatus::Deferred.as_str()))
+                    .order(t::id)
+                    .select(Row::as_select())
                     .load(conn)
             })?)
         }

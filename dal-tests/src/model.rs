@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
+use dal_core::SubStatus;
 use dal_core::clock::to_micros;
 use dal_core::event::time_value;
 use dal_core::store::MAX_PRUNE_BATCH;
@@ -162,6 +163,10 @@ impl Model {
         mut data: serde_json::Map<String, Value>,
         runner: Option<Uuid>,
     ) {
+        // Every write of a task ends here: only a Running task keeps a sub-status.
+        if self.tasks[task].status != Running {
+            self.tasks[task].sub_status = None;
+        }
         let row = &self.tasks[task];
         data.insert("attempt".into(), row.attempt.into());
         data.insert("claim".into(), row.claim_count.into());
@@ -196,6 +201,7 @@ impl Model {
             heartbeat_at: None,
             claim_count: 0,
             abandoned_at: None,
+            sub_status: None,
             created_at: self.now,
             updated_at: self.now,
         }
@@ -412,6 +418,46 @@ impl Model {
         self.requeue(i);
         self.log(i, event_type, data, None);
         Ok(self.tasks[i].clone())
+    }
+
+    /// `set_sub_status`: a `Running` task's sub-status set or cleared, with a `deferred` or
+    /// `resumed` event.
+    pub fn set_sub_status(&mut self, id: Uuid, sub: Option<SubStatus>) -> Outcome<TaskExecution> {
+        let i = self.index(id).ok_or(Failure::NotFound(id))?;
+        let t = &mut self.tasks[i];
+        if t.status != Running {
+            return Err(Failure::InvalidTransition(id, t.status, Running));
+        }
+        t.sub_status = sub;
+        t.updated_at = self.now;
+        let mut data = serde_json::Map::new();
+        data.insert(
+            "sub_status".into(),
+            sub.map_or(Value::Null, |s| s.as_str().into()),
+        );
+        let event = if sub == Some(SubStatus::Deferred) {
+            EventType::Deferred
+        } else {
+            EventType::Resumed
+        };
+        self.log(i, event, data, None);
+        Ok(self.tasks[i].clone())
+    }
+
+    /// `deferred_tasks`.
+    pub fn deferred_tasks(&self, workflows: &[Uuid]) -> Vec<TaskExecution> {
+        let mut found: Vec<TaskExecution> = self
+            .tasks
+            .iter()
+            .filter(|t| {
+                workflows.contains(&t.workflow_execution_id)
+                    && t.status == Running
+                    && t.sub_status == Some(SubStatus::Deferred)
+            })
+            .cloned()
+            .collect();
+        found.sort_by_key(|t| t.id);
+        found
     }
 
     /// `claim_ready`.
@@ -921,12 +967,13 @@ fn replay_from(
                 Ready
             }
             E::Released if allowed(&[Running, Ready]) => Ready,
+            E::Deferred | E::Resumed if allowed(&[Running]) => Running,
             other => return Err(format!("{other} after {from:?} (seq {})", event.seq)),
         };
         // Every step but these ends the claim.
         if !matches!(
             event.event_type,
-            E::Claimed | E::Created | E::Ready | E::Started
+            E::Claimed | E::Created | E::Ready | E::Started | E::Deferred | E::Resumed
         ) {
             claim_open = false;
         }

@@ -47,6 +47,7 @@ operations! {
     ResetTaskForRecovery => "reset_task_for_recovery",
     MarkSkipped => "mark_skipped",
     MarkAbandoned => "mark_abandoned",
+    SetSubStatus => "set_sub_status",
     RejectedTransition => "rejected transition (not found, invalid, exhausted)",
     RejectedInput => "rejected input (validation)",
     Claim1 => "claim_ready (1 task)",
@@ -79,6 +80,7 @@ operations! {
     RetryStats => "retry_stats",
     ExhaustedTasks => "exhausted_tasks",
     CountByStatus => "count_by_status",
+    DeferredTasks => "deferred_tasks",
     WorkflowReadsOfNoIds => "workflow reads of no ids",
     PruneRemoving => "prune_finished (batch removing workflows)",
     PruneNoneFinished => "prune_finished (none finished entirely)",
@@ -127,12 +129,12 @@ impl Operation {
             Get | ListForWorkflow | FindStaleClaims | ListReady | ListDueRetries
             | EventsForTask | EventsForWorkflow | PendingTasks | TaskStatuses
             | StatusesForWorkflows | IsWorkflowComplete | CompleteWorkflows | HasAbandonedTask
-            | RetryStats | ExhaustedTasks | CountByStatus => 1,
+            | RetryStats | ExhaustedTasks | CountByStatus | DeferredTasks => 1,
             Heartbeat => 1,
             Create | CreateMany100 | MarkReady | MarkRunning | MarkCompleted | ResetRetryState
             | MarkFailed | ScheduleRetry | ResetTaskForRecovery | MarkSkipped | MarkAbandoned
-            | Claim1 | Claim32 | Claim1000 | ClaimTask | Complete | CompleteMany30 | Fail
-            | Release => s.logged_write,
+            | SetSubStatus | Claim1 | Claim32 | Claim1000 | ClaimTask | Complete
+            | CompleteMany30 | Fail | Release => s.logged_write,
             RejectedTransition | RejectedLease | ClaimTaskRejected => s.rejected_write,
             CreateMany7000 => s.large_batch,
             ClaimNoneReady => s.empty_claim,

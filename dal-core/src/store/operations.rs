@@ -18,6 +18,7 @@ macro_rules! store_operations {
                 get(id: val Uuid) -> TaskExecution;
                 list_for_workflow(workflow_execution_id: val Uuid) -> Vec<TaskExecution>;
                 transition(id: val Uuid, transition: val Transition) -> TaskExecution;
+                set_sub_status(id: val Uuid, sub_status: val Option<SubStatus>) -> TaskExecution;
                 mark_ready(id: val Uuid) -> TaskExecution;
                 mark_skipped(id: val Uuid, reason: ref str) -> TaskExecution;
                 mark_running(id: val Uuid) -> TaskExecution;
@@ -67,6 +68,7 @@ macro_rules! store_operations {
                 retry_stats(workflow_execution_id: val Uuid) -> RetryStats;
                 exhausted_tasks(workflow_execution_id: val Uuid) -> Vec<TaskExecution>;
                 count_by_status() -> StatusCounts;
+                deferred_tasks(workflow_execution_ids: ref [Uuid]) -> Vec<TaskExecution>;
             }
             RetentionStore {
                 prune_finished(

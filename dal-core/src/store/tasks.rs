@@ -10,8 +10,8 @@ use crate::backend::Backend;
 use crate::clock;
 use crate::error::{DalError, DatabaseErrorKind, Result};
 use crate::event::{EventSpec, EventType};
-use crate::plan::Transition;
-use crate::{NewTaskExecution, TaskExecution, validate};
+use crate::plan::{Plan, Transition};
+use crate::{NewTaskExecution, SubStatus, TaskExecution, TaskStatus, validate};
 
 fn created() -> EventSpec {
     EventSpec::new(EventType::Created)
@@ -52,6 +52,15 @@ pub trait TaskStore: Send + Sync {
     /// fails with [`DalError::NotFound`], [`DalError::InvalidTransition`] (with the status
     /// found) or [`DalError::RetriesExhausted`]; nothing changed.
     fn transition(&self, id: Uuid, transition: Transition) -> Result<TaskExecution>;
+
+    /// Sets (`Some`) or clears (`None`) the sub-status of a `Running` task, in one guarded
+    /// `UPDATE ... RETURNING` with its event: `deferred` when set to [`SubStatus::Deferred`],
+    /// `resumed` when set to [`SubStatus::Active`] or cleared (data: the new `sub_status`).
+    /// Status, claim and heartbeat are left as they are, so a deferred task keeps its claim and
+    /// its runner keeps heart-beating it. Every write that moves a task out of `Running` clears
+    /// its sub-status. Errors: [`DalError::InvalidTransition`] (with the status found; nothing
+    /// changed) for a task that is not `Running`, [`DalError::NotFound`].
+    fn set_sub_status(&self, id: Uuid, sub_status: Option<SubStatus>) -> Result<TaskExecution>;
 
     /// `NotStarted` -> `Ready`. See [`TaskStore::transition`].
     fn mark_ready(&self, id: Uuid) -> Result<TaskExecution> {
@@ -149,6 +158,7 @@ impl<B: Backend> Store<B> {
             heartbeat_at: None,
             claim_count: 0,
             abandoned_at: None,
+            sub_status: None,
             created_at: now,
             updated_at: now,
         }
@@ -268,6 +278,11 @@ impl<B: Backend> TaskStore for Store<B> {
         let result = self.backend.list_for_workflow(workflow_execution_id);
         self.trace("list_for_workflow", None, &result, 1);
         result
+    }
+
+    fn set_sub_status(&self, id: Uuid, sub_status: Option<SubStatus>) -> Result<TaskExecution> {
+        let plan = Plan::sub_status(sub_status, self.now());
+        self.guarded_write(id, &plan, TaskStatus::Running)
     }
 
     fn transition(&self, id: Uuid, transition: Transition) -> Result<TaskExecution> {

@@ -53,6 +53,10 @@ pub trait WorkflowReads: Send + Sync {
     /// How many tasks are in each status over the whole store (one grouped query), for
     /// metrics gauges.
     fn count_by_status(&self) -> Result<StatusCounts>;
+
+    /// The deferred tasks of the workflow executions (`Running` with sub-status
+    /// [`crate::SubStatus::Deferred`]), by id.
+    fn deferred_tasks(&self, workflow_execution_ids: &[Uuid]) -> Result<Vec<TaskExecution>>;
 }
 
 impl<B: Backend> WorkflowReads for Store<B> {
@@ -144,6 +148,15 @@ impl<B: Backend> WorkflowReads for Store<B> {
     fn retry_stats(&self, workflow_execution_id: Uuid) -> Result<RetryStats> {
         let result = self.backend.retry_stats(workflow_execution_id);
         self.trace("retry_stats", None, &result, 1);
+        result
+    }
+
+    fn deferred_tasks(&self, workflow_execution_ids: &[Uuid]) -> Result<Vec<TaskExecution>> {
+        if workflow_execution_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let result = self.backend.deferred_tasks(workflow_execution_ids);
+        self.trace("deferred_tasks", None, &result, 1);
         result
     }
 

@@ -13,7 +13,8 @@ use dal_core::plan::Transition;
 use dal_core::{
     AsyncStore, ClaimStore, Claimed, Completion, ExecutionEvent, HistoryStore, Lease,
     NewTaskExecution, PruneCursor, Pruned, Recovery, Result, RetentionStore, RetryStats,
-    StatusCounts, TaskExecution, TaskExecutionStore, TaskStatus, TaskStore, WorkflowReads,
+    StatusCounts, SubStatus, TaskExecution, TaskExecutionStore, TaskStatus, TaskStore,
+    WorkflowReads,
 };
 use uuid::Uuid;
 

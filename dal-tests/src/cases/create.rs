@@ -69,6 +69,7 @@ fn create_returns_every_field_and_get_reads_the_same(kind: Backend) {
             heartbeat_at: None,
             claim_count: 0,
             abandoned_at: None,
+            sub_status: None,
             created_at: f.now(),
             updated_at: f.now(),
         }
@@ -107,6 +108,7 @@ fn create_applies_the_defaults(kind: Backend) {
             heartbeat_at: None,
             claim_count: 0,
             abandoned_at: None,
+            sub_status: None,
             created_at: f.now(),
             updated_at: f.now(),
         }
@@ -180,6 +182,7 @@ fn create_many_returns_rows_in_input_order(kind: Backend) {
                 heartbeat_at: None,
                 claim_count: 0,
                 abandoned_at: None,
+                sub_status: None,
                 created_at: f.now(),
                 updated_at: f.now(),
             }

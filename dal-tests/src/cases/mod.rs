@@ -12,6 +12,7 @@ pub mod model_based;
 pub mod opening;
 pub mod retention;
 pub mod statements;
+pub mod sub_status;
 pub mod support;
 pub mod targeted;
 pub mod transitions;
@@ -53,6 +54,7 @@ pub fn groups() -> Vec<Group> {
         ("concurrency", concurrency::CASES),
         ("claims", claims::CASES),
         ("targeted_claims", targeted::CASES),
+        ("sub_status", sub_status::CASES),
         ("history", history::CASES),
         ("workflows", workflows::CASES),
         ("retention", retention::CASES),

@@ -13,7 +13,8 @@ use std::fmt::Debug;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use dal_core::{
-    Clock, Lease, NewTaskExecution, PruneCursor, TaskExecutionStore, TaskStatus, Transition,
+    Clock, Lease, NewTaskExecution, PruneCursor, SubStatus, TaskExecutionStore, TaskStatus,
+    Transition,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
@@ -88,6 +89,8 @@ pub enum Op {
     Claim(usize, u32),
     /// `claim_task(task, runner)`.
     ClaimTask(usize, usize),
+    /// `set_sub_status(task, [None, Active, Deferred][which])`.
+    SubStatus(usize, u8),
     /// `heartbeat`, `complete`, `fail` (with a text), `release` of a lease.
     Leased(usize, u8, usize),
     /// `complete_many` of some leases.
@@ -126,10 +129,11 @@ fn op() -> impl Strategy<Value = Op> {
         6 => (any::<usize>(), 0..TRANSITION_KINDS, 0..5usize, -30..60i64).prop_map(|(t, k, x, r)| Op::Transition(t, k, x, r)),
         4 => (0..3usize, 0..5u32).prop_map(|(r, l)| Op::Claim(r, l)),
         3 => (any::<usize>(), 0..3usize).prop_map(|(t, r)| Op::ClaimTask(t, r)),
+        3 => (any::<usize>(), 0..3u8).prop_map(|(t, w)| Op::SubStatus(t, w)),
         5 => (any::<usize>(), 0..4u8, 0..5usize).prop_map(|(l, k, x)| Op::Leased(l, k, x)),
         1 => proptest::collection::vec(any::<usize>(), 0..4).prop_map(Op::CompleteMany),
         2 => (0..120i64, 0..3i32).prop_map(|(s, m)| Op::Sweep(s, m)),
-        3 => (0..12u8, any::<usize>()).prop_map(|(k, x)| Op::Read(k, x)),
+        3 => (0..13u8, any::<usize>()).prop_map(|(k, x)| Op::Read(k, x)),
         2 => prune(),
     ]
 }
@@ -469,6 +473,17 @@ pub fn run_sequence(f: &Fixture, ops: &[Op]) -> Result<(), String> {
                 }
                 same(step, op, stored, predicted)?;
             }
+            Op::SubStatus(task, which) => {
+                let id = pick(&tasks, *task);
+                let sub = [None, Some(SubStatus::Active), Some(SubStatus::Deferred)]
+                    [usize::from(*which) % 3];
+                same(
+                    step,
+                    op,
+                    failure(s.set_sub_status(id, sub)),
+                    model.set_sub_status(id, sub),
+                )?;
+            }
             Op::Leased(lease, kind, text) => {
                 let Some(lease) = (!leases.is_empty()).then(|| leases[lease % leases.len()]) else {
                     continue;
@@ -656,6 +671,12 @@ fn read(
                 model.find_stale_claims(older_than),
             )
         }
+        11 => same(
+            step,
+            op,
+            failure(s.deferred_tasks(&some)),
+            Ok(model.deferred_tasks(&some)),
+        ),
         _ => same(
             step,
             op,

@@ -114,6 +114,17 @@ fn run_all(f: &Fixture, pass: usize) -> Vec<(Operation, Counts)> {
     for (name, step, status) in steps {
         measure(name, &mut || assert_eq!(step().status, status));
     }
+    let running = s.create(&new("deferred")).unwrap().id;
+    s.mark_ready(running).unwrap();
+    s.mark_running(running).unwrap();
+    measure(Operation::SetSubStatus, &mut || {
+        assert_eq!(
+            s.set_sub_status(running, Some(dal_core::SubStatus::Deferred))
+                .unwrap()
+                .sub_status,
+            Some(dal_core::SubStatus::Deferred)
+        )
+    });
     measure(Operation::RejectedTransition, &mut || {
         expect_err(s.mark_completed(id));
     });
@@ -157,6 +168,9 @@ fn run_all(f: &Fixture, pass: usize) -> Vec<(Operation, Counts)> {
     });
     measure(Operation::ExhaustedTasks, &mut || {
         drop(s.exhausted_tasks(wf).unwrap())
+    });
+    measure(Operation::DeferredTasks, &mut || {
+        assert_eq!(s.deferred_tasks(&wfs).unwrap().len(), 1)
     });
     measure(Operation::CountByStatus, &mut || {
         assert!(s.count_by_status().unwrap().total() > 0)

@@ -63,9 +63,9 @@ impl TestBackend for Sqlite {
 
     /// Multi-row INSERTs change with their row count and are not kept. Kept: the single-row
     /// INSERTs of a task and of an event, the guarded UPDATE, the claim, the batch completion,
-    /// the sweep, 13 SELECTs, and the scan, the check and the two DELETEs of a retention batch.
+    /// the sweep, 14 SELECTs, and the scan, the check and the two DELETEs of a retention batch.
     fn prepared_per_connection(&self) -> usize {
-        24
+        25
     }
 
     /// The scan, the check and the two DELETEs (`PreparedAs`).
