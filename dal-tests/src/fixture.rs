@@ -112,6 +112,24 @@ impl Fixture {
         self.database.hold_lock_on(id)
     }
 
+    /// How many `BEGIN`s the store has sent so far.
+    pub fn begins(&self) -> usize {
+        self.log
+            .total()
+            .sql
+            .iter()
+            .filter(|sql| sql.starts_with("BEGIN"))
+            .count()
+    }
+
+    /// Whether a write of the store now waits for `held`: PostgreSQL tells who waits for the
+    /// row; on SQLite, the store has sent a `BEGIN` since it had sent `begun` (its `BEGIN
+    /// IMMEDIATE` is what waits).
+    pub fn waits_for(&self, held: &mut dyn HeldLock, begun: usize) -> bool {
+        held.waiters()
+            .map_or_else(|| self.begins() > begun, |n| n > 0)
+    }
+
     /// Fails the case if the database's own consistency check finds a problem.
     pub fn assert_intact(&self) {
         if let Err(problem) = self.database.check_integrity() {

@@ -104,17 +104,9 @@ fn the_runtime_runs_on_while_calls_wait(inner: Backend) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("a runtime");
-    let begins = || {
-        f.log
-            .total()
-            .sql
-            .iter()
-            .filter(|sql| sql.starts_with("BEGIN"))
-            .count()
-    };
     let started = Instant::now();
     let mut held = f.hold_lock_on(task.id);
-    let begun = begins();
+    let begun = f.begins();
     let (reset, read) = runtime.block_on(async {
         let first = tokio::spawn({
             let store = store.clone();
@@ -124,9 +116,8 @@ fn the_runtime_runs_on_while_calls_wait(inner: Backend) {
             let store = store.clone();
             async move { store.get(task.id).await }
         });
-        // Until the first call waits for the lock (PostgreSQL tells; on SQLite it has sent its
-        // BEGIN IMMEDIATE), this future keeps getting the one worker.
-        while !held.waiters().map_or_else(|| begins() > begun, |n| n > 0) {
+        // Until the first call waits for the lock, this future keeps getting the one worker.
+        while !f.waits_for(&mut *held, begun) {
             assert!(started.elapsed() < lock_timeout, "the call never waited");
             tokio::task::yield_now().await;
         }

@@ -558,15 +558,7 @@ fn a_task_reset_while_the_batch_waits_for_its_lock_keeps_its_workflow(kind: Back
     let reset_before = snapshot(&f, reset);
     let target = &tasks[1];
     let older_than = f.tick();
-    let begins = |f: &Fixture| {
-        f.log
-            .total()
-            .sql
-            .iter()
-            .filter(|sql| sql.starts_with("BEGIN"))
-            .count()
-    };
-    let begun = begins(&f);
+    let begun = f.begins();
 
     // Another connection locks the task (PostgreSQL: its row; SQLite: the database) ...
     let mut held = f.hold_lock_on(target.id);
@@ -575,9 +567,7 @@ fn a_task_reset_while_the_batch_waits_for_its_lock_keeps_its_workflow(kind: Back
         // ... waits until the batch waits for it ...
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            // PostgreSQL tells who waits for the row; on SQLite, the batch has sent its
-            // BEGIN IMMEDIATE (and may be waiting in it).
-            let waiting = held.waiters().map_or_else(|| begins(&f) > begun, |n| n > 0);
+            let waiting = f.waits_for(&mut *held, begun);
             if waiting {
                 break;
             }
