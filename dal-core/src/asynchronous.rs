@@ -22,9 +22,9 @@ use uuid::Uuid;
 use crate::error::{DalError, Result};
 use crate::plan::Transition;
 use crate::{
-    ClaimStore, Claimed, Completion, ExecutionEvent, HistoryStore, Lease, NewTaskExecution,
-    PruneCursor, Pruned, Recovery, RetentionStore, RetryStats, StatusCounts, SubStatus,
-    TaskExecution, TaskExecutionStore, TaskStatus, TaskStore, WorkflowReads,
+    ClaimStore, Claimed, Completion, Cycle, ExecutionEvent, Finished, HistoryStore, Lease,
+    NewTaskExecution, PruneCursor, Pruned, Recovery, RetentionStore, RetryStats, StatusCounts,
+    SubStatus, TaskExecution, TaskExecutionStore, TaskStatus, TaskStore, WorkflowReads,
 };
 
 /// A store whose operations are `async fn`s, each running the blocking operation of the

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::error::Result;
 use crate::event::{EventSpec, ExecutionEvent};
-use crate::plan::{Plan, Stale};
+use crate::plan::{CyclePlan, Plan, Stale};
 use crate::{Lease, PruneCursor, Pruned, RetryStats, TaskExecution, TaskStatus};
 
 /// The primitive statements of a backend. Implemented by the backend crates; callers use
@@ -66,6 +66,16 @@ pub trait Backend: Send + Sync + 'static {
     /// order, the one order every multi-row write that waits for locks uses, so concurrent
     /// batches cannot deadlock each other.
     fn apply_leased(&self, leases: &[Lease], plan: &Plan) -> Result<Vec<TaskExecution>>;
+
+    /// One runner cycle as one atomic unit: applies `cycle.complete` to the tasks whose current
+    /// claim is one of `cycle.completed` and whose status is in its guard, each failure's plan
+    /// to its task on the same terms, and then claims as [`Backend::claim`] does (the range
+    /// `cycle.range`, the plan `cycle.claim`), with each changed row's event. The leased rows
+    /// are locked together in id order (the order of every multi-row write that waits), the
+    /// claimed ones skipped when locked. Returns every row written, each with its queue
+    /// position, in any order: `Completed` and `Failed` rows are the finished tasks, `Running`
+    /// ones the claimed. PostgreSQL: one statement; SQLite: one `BEGIN IMMEDIATE` transaction.
+    fn cycle(&self, cycle: &CyclePlan<'_>) -> Result<Vec<(TaskExecution, DateTime<Utc>)>>;
 
     /// Applies `plan` in one statement to every task that `stale` selects and that is in
     /// `plan.guard.from`; the selection is evaluated by the statement that writes. Tasks

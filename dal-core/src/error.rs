@@ -287,6 +287,11 @@ pub enum Problem {
         /// The index of the first occurrence.
         first: usize,
     },
+    /// A runner cycle finishes the same task twice (failed, and completed or failed before).
+    FinishedTwice {
+        /// Where it was first finished, e.g. `finished.completed[2]`.
+        first: String,
+    },
 }
 
 impl fmt::Display for Problem {
@@ -311,6 +316,9 @@ impl fmt::Display for Problem {
             }
             Problem::DuplicateInBatch { first } => {
                 write!(f, "repeats the task of tasks[{first}]")
+            }
+            Problem::FinishedTwice { first } => {
+                write!(f, "finishes the task of {first} a second time")
             }
         }
     }

@@ -31,8 +31,8 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{DalError, DatabaseErrorKind, Problem, Result, ValidationError};
 pub use event::{EventType, ExecutionEvent};
 pub use model::{
-    Claimed, Completion, Lease, NewTaskExecution, PruneCursor, Pruned, Recovery, RetryStats,
-    StatusCounts, TaskExecution,
+    Claimed, Completion, Cycle, FailedTask, Finished, Lease, NewTaskExecution, PruneCursor, Pruned,
+    Recovery, RetryStats, StatusCounts, TaskExecution,
 };
 pub use plan::Transition;
 pub use status::{StatusSet, SubStatus, TaskStatus};

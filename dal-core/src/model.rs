@@ -176,6 +176,46 @@ pub struct Completion {
     pub lost: Vec<Lease>,
 }
 
+/// A task a runner failed, with the error it failed with: one entry of [`Finished::failed`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedTask {
+    /// The lease the runner holds on the task.
+    pub lease: Lease,
+    /// The error, kept in `error_details` and `last_error` and in the `failed` event.
+    pub error: String,
+}
+
+/// What a runner hands back at the end of a cycle: the tasks it completed and those it failed,
+/// each with its lease. See [`crate::ClaimStore::finish_and_claim`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Finished {
+    /// The leases of the tasks completed.
+    pub completed: Vec<Lease>,
+    /// The tasks failed, each with its error.
+    pub failed: Vec<FailedTask>,
+}
+
+impl Finished {
+    /// Whether there is nothing to finish.
+    pub fn is_empty(&self) -> bool {
+        self.completed.is_empty() && self.failed.is_empty()
+    }
+}
+
+/// What one runner cycle ([`crate::ClaimStore::finish_and_claim`]) did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Cycle {
+    /// The tasks completed, as written, by id.
+    pub completed: Vec<TaskExecution>,
+    /// The tasks failed, as written, by id.
+    pub failed: Vec<TaskExecution>,
+    /// The leases (of either list) that were no longer the current claim, or whose task was
+    /// not in a status the outcome may start from: their tasks were left unchanged.
+    pub lost: Vec<Lease>,
+    /// The tasks claimed for the next cycle, by id, each with its lease.
+    pub claimed: Vec<Claimed>,
+}
+
 /// What a stale-claim sweep did.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Recovery {

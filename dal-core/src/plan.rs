@@ -383,6 +383,54 @@ pub struct Stale {
     pub recovery_attempts: (i32, i32),
 }
 
+/// Which `Ready` tasks a claim takes: those whose queue position ([`due_at`]) is from `from`
+/// to `due_at`, smallest `(due_at, id)` first, at most `limit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClaimRange {
+    /// The latest queue position claimed (the store's now).
+    pub due_at: DateTime<Utc>,
+    /// The earliest queue position claimed (the store's queue floor).
+    pub from: DateTime<Utc>,
+    /// At most this many tasks (0: none).
+    pub limit: u32,
+}
+
+/// The plans of one runner cycle (`ClaimStore::finish_and_claim`), formed by the store: the
+/// completions (one plan for all leases), the failures (one plan per task, which differ only in
+/// the error: [`CyclePlan::failure`]) and the claim.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CyclePlan<'a> {
+    /// The leases of the tasks to complete.
+    pub completed: &'a [Lease],
+    /// `MarkCompleted`, with the runner's event.
+    pub complete: Plan,
+    /// The failed tasks, each with its lease and error.
+    pub failed: &'a [crate::FailedTask],
+    /// `MarkFailed` from `Running` (a cycle fails the tasks its runner runs) with an empty
+    /// error, with the runner's event: what every failure's plan is, but for its error, which goes in `error_details`, `last_error` and the event's
+    /// `error` (for a backend that binds the errors as data of one statement).
+    pub fail: Plan,
+    /// The tasks to claim.
+    pub range: ClaimRange,
+    /// The claim, as [`Plan::claim`].
+    pub claim: Plan,
+}
+
+impl CyclePlan<'_> {
+    /// The plan of failure `i`: `MarkFailed` with its error, leased.
+    pub fn failure(&self, i: usize) -> Option<Plan> {
+        let failed = self.failed.get(i)?;
+        let transition = Transition::MarkFailed {
+            error: failed.error.clone(),
+        };
+        let mut plan = transition
+            .plan(self.fail.effects.updated_at)
+            .leased(failed.lease);
+        plan.guard.from = self.fail.guard.from;
+        Some(plan)
+    }
+}
+
 /// One guarded write: which rows it may touch and what it sets on them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {

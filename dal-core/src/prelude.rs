@@ -18,8 +18,8 @@ pub use crate::clock::{Clock, SystemClock};
 pub use crate::error::{DalError, DatabaseErrorKind, Problem, Result, ValidationError};
 pub use crate::event::{EventType, ExecutionEvent};
 pub use crate::model::{
-    Claimed, Completion, Lease, NewTaskExecution, PruneCursor, Pruned, Recovery, RetryStats,
-    StatusCounts, TaskExecution,
+    Claimed, Completion, Cycle, FailedTask, Finished, Lease, NewTaskExecution, PruneCursor, Pruned,
+    Recovery, RetryStats, StatusCounts, TaskExecution,
 };
 pub use crate::plan::Transition;
 pub use crate::status::{SubStatus, TaskStatus};

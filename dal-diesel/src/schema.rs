@@ -98,10 +98,15 @@ diesel::table! {
         claim_count -> Integer,
         /// Counters after the change.
         recovery_attempts -> Integer,
+        /// The status after the change (a runner cycle's events depend on it).
+        status -> Text,
+        /// The error after the change (a runner cycle's `failed` events carry it).
+        error_details -> Nullable<Text>,
     }
 }
 
 diesel::table! {
+    use diesel::sql_types::*;
     use crate::types::Id;
 
     /// Not a table (PostgreSQL): the name a multi-row write gives, in a `WITH`, to the ids of the rows it
@@ -109,7 +114,20 @@ diesel::table! {
     targets (id) {
         /// The task.
         id -> Id,
+        /// A runner cycle's failure: the error the task fails with (`NULL`: it completes).
+        error -> Nullable<Text>,
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(task_executions, execution_events, targets);
+diesel::table! {
+    use crate::types::Id;
+
+    /// Not a table (PostgreSQL): the name a runner cycle gives, in a `WITH`, to the ids of the
+    /// tasks it claims, selected and locked (`SKIP LOCKED`) before it claims them.
+    fresh (id) {
+        /// The task.
+        id -> Id,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(task_executions, execution_events, targets, fresh);

@@ -62,13 +62,28 @@ macro_rules! assign {
 /// one fixed text, so that the statement is the same for every plan and stays prepared.
 #[macro_export]
 macro_rules! plan_set {
-    ($effects:expr) => {{
+    ($effects:expr) => {
+        $crate::plan_set!(@set $effects, |e| (
+            $crate::assign!(t::error_details, e.error_details, Text),
+            $crate::assign!(t::last_error, e.last_error, Text),
+        ))
+    };
+    // A batch of failures with an error each: `error_details` and `last_error` both set to
+    // `$error`, an expression of the row (the plan's own error value is not used).
+    ($effects:expr, error = $error:expr) => {
+        $crate::plan_set!(@set $effects, |e| (
+            t::error_details.eq($error),
+            t::last_error.eq($error),
+        ))
+    };
+    (@set $effects:expr, |$e:ident| ($error_details:expr, $last_error:expr,)) => {{
         use $crate::__diesel::dsl::case_when;
         use $crate::__diesel::prelude::*;
         use $crate::__diesel::sql_types::{Bool, Nullable, Text};
         use $crate::schema::task_executions as t;
         use $crate::types::{Id, Instant};
-        let e = $effects;
+        let $e = $effects;
+        let e = $e;
         let (attempt_m, attempt_a) = e.attempt.coefficients(1);
         let (recovery_m, recovery_a) = e.recovery_attempts.coefficients(0);
         let (claims_m, claims_a) = e.claim_count.coefficients(0);
@@ -77,8 +92,8 @@ macro_rules! plan_set {
             t::attempt.eq(t::attempt * attempt_m + attempt_a),
             t::recovery_attempts.eq(t::recovery_attempts * recovery_m + recovery_a),
             t::claim_count.eq(t::claim_count * claims_m + claims_a),
-            $crate::assign!(t::error_details, e.error_details, Text),
-            $crate::assign!(t::last_error, e.last_error, Text),
+            $error_details,
+            $last_error,
             $crate::assign!(t::retry_at, e.retry_at, Instant),
             $crate::assign!(t::started_at, e.started_at, Instant),
             $crate::assign!(t::completed_at, e.completed_at, Instant),

@@ -22,6 +22,7 @@
 //!   builds them on SQLite.
 
 use chrono::{DateTime, Utc};
+use dal_core::TaskStatus;
 use dal_core::event::EventSpec;
 use dal_diesel::bind::{instant, json};
 use dal_diesel::schema::execution_events as e;
@@ -45,6 +46,12 @@ diesel::define_sql_function! {
 diesel::define_sql_function! {
     /// A JSON object of three keys and their integer values.
     fn jsonb_build_object(k1: Text, v1: Integer, k2: Text, v2: Integer, k3: Text, v3: Integer) -> dal_diesel::types::Json;
+}
+
+diesel::define_sql_function! {
+    /// `{"error": <error>}`.
+    #[sql_name = "jsonb_build_object"]
+    fn json_of_error(key: Text, error: Nullable<Text>) -> dal_diesel::types::Json;
 }
 
 diesel::define_sql_function! {
@@ -205,6 +212,36 @@ impl<P, W> QueryId for Plain<P, W> {
 
 impl<P, W, Conn> RunQueryDsl<Conn> for Plain<P, W> {}
 
+/// The id of an event at `$at`: [`event_id_head`], then a random tail per row.
+macro_rules! event_id {
+    ($at:expr) => {
+        uuid_of(
+            event_id_head($at)
+                .into_sql::<Text>()
+                .concat(right(gen_random_uuid().cast::<Text>(), TAIL)),
+        )
+    };
+}
+
+/// The counters every event's data ends with, from the row as written.
+fn counters() -> jsonb_build_object<
+    &'static str,
+    changed::attempt,
+    &'static str,
+    changed::claim_count,
+    &'static str,
+    changed::recovery_attempts,
+> {
+    jsonb_build_object(
+        "attempt",
+        changed::attempt,
+        "claim",
+        changed::claim_count,
+        "recovery_attempts",
+        changed::recovery_attempts,
+    )
+}
+
 /// `write` with one `event` per row it returns, written by the same statement at time `at`.
 pub(crate) fn logged<P, W>(
     prelude: P,
@@ -214,46 +251,151 @@ pub(crate) fn logged<P, W>(
 ) -> Logged<P, W, impl QueryFragment<Pg> + use<P, W>> {
     let log = changed::table
         .select((
-            uuid_of(
-                event_id_head(at)
-                    .into_sql::<Text>()
-                    .concat(right(gen_random_uuid().cast::<Text>(), TAIL)),
-            ),
+            event_id!(at),
             changed::workflow_execution_id,
             changed::id,
             event.event_type.as_str().into_sql::<Text>(),
-            Merged::new(
-                json(event.data_value()),
-                jsonb_build_object(
-                    "attempt",
-                    changed::attempt,
-                    "claim",
-                    changed::claim_count,
-                    "recovery_attempts",
-                    changed::recovery_attempts,
-                ),
-            ),
+            Merged::new(json(event.data_value()), counters()),
             event.runner_id.into_sql::<Nullable<Id>>(),
             instant(at),
         ))
         // The events of one statement take their `seq` in task id order, as on SQLite.
         .order(changed::id)
         .insert_into(e::table)
-        .into_columns((
-            e::id,
-            e::workflow_execution_id,
-            e::task_execution_id,
-            e::event_type,
-            e::event_data,
-            e::runner_id,
-            e::created_at,
-        ));
+        .into_columns(EVENT_COLUMNS);
     Logged {
         prelude,
         write,
         log,
     }
 }
+
+/// The columns an event insert writes, in the order of its `SELECT`.
+const EVENT_COLUMNS: (
+    e::id,
+    e::workflow_execution_id,
+    e::task_execution_id,
+    e::event_type,
+    e::event_data,
+    e::runner_id,
+    e::created_at,
+) = (
+    e::id,
+    e::workflow_execution_id,
+    e::task_execution_id,
+    e::event_type,
+    e::event_data,
+    e::runner_id,
+    e::created_at,
+);
+
+/// The events of a runner cycle (see [`Cycle`]), for each row of `changed` by its status as
+/// written: `completed` rows get `complete`, `failed` rows `fail` with the row's error as its
+/// `error` (each failure's plan puts its error in `error_details` and in its event's `error`),
+/// `running` rows (claimed) get `claim`; all of the cycle's runner, at `at`.
+pub(crate) fn cycle_log(
+    complete: &EventSpec,
+    fail: &EventSpec,
+    claim: &EventSpec,
+    at: DateTime<Utc>,
+) -> impl QueryFragment<Pg> + use<> {
+    use diesel::dsl::case_when;
+    let completed = || changed::status.eq(TaskStatus::Completed.as_str());
+    let failed = || changed::status.eq(TaskStatus::Failed.as_str());
+    let event_type = case_when(completed(), complete.event_type.as_str().into_sql::<Text>())
+        .when(failed(), fail.event_type.as_str().into_sql::<Text>())
+        .otherwise(claim.event_type.as_str().into_sql::<Text>());
+    let arguments = case_when(completed(), json(complete.data_value()))
+        .when(
+            failed(),
+            Merged::new(
+                json(fail.data_value()),
+                json_of_error("error", changed::error_details),
+            ),
+        )
+        .otherwise(json(claim.data_value()));
+    changed::table
+        .select((
+            event_id!(at),
+            changed::workflow_execution_id,
+            changed::id,
+            event_type,
+            Merged::new(arguments, counters()),
+            claim.runner_id.into_sql::<Nullable<Id>>(),
+            instant(at),
+        ))
+        .order(changed::id)
+        .insert_into(e::table)
+        .into_columns(EVENT_COLUMNS)
+}
+
+/// A runner cycle as one statement:
+///
+/// ```sql
+/// WITH targets (id, error) AS MATERIALIZED (<the finished tasks, locked in id order>),
+///      done AS (<complete those without an error> RETURNING <row>, due_at),
+///      failed AS (<fail those with one> RETURNING <row>, due_at),
+///      fresh (id) AS MATERIALIZED (<the oldest due Ready tasks, SKIP LOCKED>),
+///      claimed AS (<claim them> RETURNING <row>, due_at),
+///      changed AS (SELECT * FROM done UNION ALL SELECT * FROM failed
+///                  UNION ALL SELECT * FROM claimed),
+///      logged AS (<insert the events of changed, in task id order>)
+/// SELECT * FROM changed
+/// ```
+///
+/// The three writes change disjoint rows (the finished tasks are claimed ones, the claimed
+/// were `Ready`) and all see the statement's one snapshot, so the claim cannot take a task
+/// this statement finishes; a row's status as written says which write returned it.
+#[derive(Debug)]
+pub(crate) struct Cycle<H, D, F, C, W, L> {
+    pub(crate) held: H,
+    pub(crate) done: D,
+    pub(crate) failed: F,
+    pub(crate) fresh: C,
+    pub(crate) claimed: W,
+    pub(crate) log: L,
+}
+
+impl<H, D: Query, F, C, W, L> Query for Cycle<H, D, F, C, W, L> {
+    type SqlType = D::SqlType;
+}
+
+impl<H, D, F, C, W, L> QueryFragment<Pg> for Cycle<H, D, F, C, W, L>
+where
+    H: QueryFragment<Pg>,
+    D: QueryFragment<Pg>,
+    F: QueryFragment<Pg>,
+    C: QueryFragment<Pg>,
+    W: QueryFragment<Pg>,
+    L: QueryFragment<Pg>,
+{
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("WITH targets (id, error) AS MATERIALIZED (");
+        self.held.walk_ast(out.reborrow())?;
+        out.push_sql("), done AS (");
+        self.done.walk_ast(out.reborrow())?;
+        out.push_sql("), failed AS (");
+        self.failed.walk_ast(out.reborrow())?;
+        out.push_sql("), fresh (id) AS MATERIALIZED (");
+        self.fresh.walk_ast(out.reborrow())?;
+        out.push_sql("), claimed AS (");
+        self.claimed.walk_ast(out.reborrow())?;
+        out.push_sql(
+            "), changed AS (SELECT * FROM done UNION ALL SELECT * FROM failed \
+             UNION ALL SELECT * FROM claimed), logged AS (",
+        );
+        self.log.walk_ast(out.reborrow())?;
+        out.push_sql(") SELECT * FROM changed");
+        Ok(())
+    }
+}
+
+impl<H, D, F, C, W, L> QueryId for Cycle<H, D, F, C, W, L> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<H, D, F, C, W, L, Conn> RunQueryDsl<Conn> for Cycle<H, D, F, C, W, L> {}
 
 #[cfg(test)]
 mod tests {

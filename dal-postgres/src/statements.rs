@@ -2,8 +2,8 @@
 
 use chrono::{DateTime, Utc};
 use dal_core::event::EventSpec;
-use dal_core::plan::{Plan, Stale};
-use dal_core::{Backend, DalError, Lease, PruneCursor, Pruned, Result, TaskExecution};
+use dal_core::plan::{ClaimRange, CyclePlan, Plan, Stale};
+use dal_core::{Backend, DalError, Lease, PruneCursor, Pruned, Result, StatusSet, TaskExecution};
 use dal_diesel::errors::{from_diesel, from_pool};
 use dal_diesel::prepared::{PreparedAs, Unprepared};
 use dal_diesel::row::{NewRow, Row, tasks as rows};
@@ -19,8 +19,8 @@ use diesel::result::DatabaseErrorKind as Kind;
 use diesel::sql_types::{Array, Integer, Nullable, Text};
 use uuid::Uuid;
 
-use crate::history::{NoPrelude, Plain, Targets, logged, target_ids};
-use crate::leases::held_by;
+use crate::history::{Cycle, NoPrelude, Plain, Targets, cycle_log, logged, target_ids};
+use crate::leases::{held_by, held_for_cycle};
 
 diesel::define_sql_function! {
     /// The elements of an array, a row each; several `unnest`s in one select list run in step.
@@ -134,8 +134,26 @@ macro_rules! write_logged {
     };
 }
 
+/// The ids of the oldest due `Ready` tasks of `$range` (a [`ClaimRange`]) that no other
+/// transaction has locked, locked: read from the Ready tasks' partial index in its order,
+/// stopping at the limit, so concurrent claimers skip each other's rows instead of waiting.
+macro_rules! oldest_due {
+    ($range:expr) => {{
+        let range: ClaimRange = $range;
+        tasks
+            .select(t::id)
+            .filter(t::status.eq(ready()))
+            .filter(t::due_at.between(Some(range.from), Some(range.due_at)))
+            .order((t::due_at, t::id))
+            .limit(i64::from(range.limit))
+            .for_update()
+            .skip_locked()
+    }};
+}
+
 /// The names under which the fixed statements are kept prepared (see `PreparedAs`).
 mod keys {
+    pub(super) struct Cycle;
     pub(super) struct InsertOne;
     pub(super) struct InsertMany;
     pub(super) struct Apply;
@@ -232,16 +250,11 @@ impl Backend for PgBackend {
         // The oldest due Ready tasks from `from` on that no other claim has locked, read from
         // the Ready tasks' partial index in its order, stopping at the limit: concurrent
         // claimers skip each other's rows instead of waiting for them.
-        let oldest_due = Targets(
-            tasks
-                .select(t::id)
-                .filter(t::status.eq(ready()))
-                .filter(t::due_at.between(Some(from), Some(due_at)))
-                .order((t::due_at, t::id))
-                .limit(i64::from(limit))
-                .for_update()
-                .skip_locked(),
-        );
+        let oldest_due = Targets(oldest_due!(ClaimRange {
+            due_at,
+            from,
+            limit
+        }));
         let claimed: Vec<(Row, Option<DateTime<Utc>>)> = self.run(|conn| {
             // A claim leaves the queue position as it was: returned, it moves the floor.
             let write = diesel::update(tasks)
@@ -282,6 +295,84 @@ impl Backend for PgBackend {
                 plan.effects.updated_at
             )
         })?)
+    }
+
+    fn cycle(&self, cycle: &CyclePlan<'_>) -> Result<Vec<(TaskExecution, DateTime<Utc>)>> {
+        use dal_diesel::schema::{fresh, targets};
+        use diesel::dsl::array;
+        let (complete, fail, claim) = (&cycle.complete, &cycle.fail, &cycle.claim);
+        let (Some(complete_event), Some(fail_event), Some(claim_event)) =
+            (&complete.event, &fail.event, &claim.event)
+        else {
+            // Not reached: the store's cycle plans all carry their events.
+            return Err(DalError::Database {
+                kind: dal_core::DatabaseErrorKind::Other,
+                source: "a runner cycle's plans must carry their events".into(),
+            });
+        };
+        let from = StatusSet::of(
+            &complete
+                .guard
+                .from
+                .iter()
+                .chain(fail.guard.from.iter())
+                .collect::<Vec<_>>(),
+        );
+        let statuses = |set: StatusSet| set.iter().map(|s| s.as_str()).collect::<Vec<_>>();
+        let statement = Cycle {
+            // Completed and failed tasks locked together, in id order.
+            held: held_for_cycle(cycle.completed, cycle.failed, from),
+            done: diesel::update(tasks)
+                .filter(
+                    t::id.eq_any(array(
+                        targets::table
+                            .filter(targets::error.is_null())
+                            .select(targets::id),
+                    )),
+                )
+                .filter(t::status.eq_any(statuses(complete.guard.from)))
+                .set(plan_set!(&complete.effects))
+                .returning((Row::as_returning(), t::due_at)),
+            failed: diesel::update(tasks)
+                .filter(
+                    t::id.eq_any(array(
+                        targets::table
+                            .filter(targets::error.is_not_null())
+                            .select(targets::id),
+                    )),
+                )
+                .filter(t::status.eq_any(statuses(fail.guard.from)))
+                .set(plan_set!(
+                    &fail.effects,
+                    error = targets::table
+                        .filter(targets::id.eq(t::id))
+                        .select(targets::error)
+                        .single_value()
+                ))
+                .returning((Row::as_returning(), t::due_at)),
+            fresh: oldest_due!(cycle.range),
+            claimed: diesel::update(tasks)
+                .filter(t::id.eq_any(array(fresh::table.select(fresh::id))))
+                .set(plan_set!(&claim.effects))
+                .returning((Row::as_returning(), t::due_at)),
+            log: cycle_log(
+                complete_event,
+                fail_event,
+                claim_event,
+                complete.effects.updated_at,
+            ),
+        };
+        let written: Vec<(Row, Option<DateTime<Utc>>)> =
+            self.run(|conn| PreparedAs::<keys::Cycle, _>::new(statement).get_results(conn))?;
+        written
+            .into_iter()
+            .map(|(row, at)| {
+                Ok((
+                    TaskExecution::try_from(row)?,
+                    at.unwrap_or(cycle.range.due_at),
+                ))
+            })
+            .collect()
     }
 
     fn apply_stale(&self, stale: &Stale, plan: &Plan) -> Result<Vec<TaskExecution>> {

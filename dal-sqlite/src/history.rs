@@ -21,12 +21,21 @@ pub(crate) fn log(
     rows: &[TaskExecution],
     at: DateTime<Utc>,
 ) -> QueryResult<()> {
+    log_each(conn, ids, rows.iter().map(|row| (event, row)).collect(), at)
+}
+
+/// Inserts each row's event (the rows some writes of one transaction returned), at `at`.
+pub(crate) fn log_each(
+    conn: &mut SqliteConnection,
+    ids: &Ids,
+    mut rows: Vec<(&EventSpec, &TaskExecution)>,
+    at: DateTime<Utc>,
+) -> QueryResult<()> {
     // The events of one write take their `seq` in task id order, as on PostgreSQL.
-    let mut rows: Vec<&TaskExecution> = rows.iter().collect();
-    rows.sort_unstable_by_key(|row| row.id);
+    rows.sort_unstable_by_key(|(_, row)| row.id);
     let events: Vec<NewEvent> = rows
         .iter()
-        .map(|row| event.event_for(row, ids.at(at), at))
+        .map(|(event, row)| event.event_for(row, ids.at(at), at))
         .collect();
     if let [one] = events.as_slice() {
         // Fixed text, kept prepared.

@@ -5,7 +5,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use chrono::{DateTime, Utc};
 use dal_core::event::EventSpec;
 use dal_core::ids::Ids;
-use dal_core::plan::{Plan, Stale};
+use dal_core::plan::{ClaimRange, CyclePlan, Plan, Stale};
 use dal_core::{Backend, DalError, Lease, PruneCursor, Pruned, Result, TaskExecution};
 use dal_diesel::bind::id as bind_id;
 use dal_diesel::dialect::status_in;
@@ -117,6 +117,57 @@ mod keys {
     pub(super) struct Stale;
 }
 
+/// The guarded write of task `id` (`apply_write!`).
+fn apply_one(conn: &mut SqliteConnection, id: Uuid, plan: &Plan) -> QueryResult<Vec<Row>> {
+    PreparedAs::<keys::Apply, _>::new(apply_write!(bind_id(id), plan)).get_results(conn)
+}
+
+/// `plan` applied to the tasks whose current claim is one of `leases` and whose status is in
+/// the plan's guard.
+fn apply_leased(
+    conn: &mut SqliteConnection,
+    leases: &[Lease],
+    plan: &Plan,
+) -> QueryResult<Vec<Row>> {
+    PreparedAs::<keys::Leased, _>::new(
+        diesel::update(tasks)
+            .filter(held_by(leases))
+            .filter(status_in(t::status, plan.guard.from))
+            .set(plan_set!(&plan.effects))
+            .returning(Row::as_returning()),
+    )
+    .get_results(conn)
+}
+
+/// The claim of the oldest due `Ready` tasks of `range`, each returned with its queue position.
+/// One statement: SQLite runs it alone among writers, so no other claim can take the same rows
+/// between the subquery and the update. A claim leaves the queue position as it was: returned,
+/// it moves the floor.
+fn claim_oldest(
+    conn: &mut SqliteConnection,
+    range: &ClaimRange,
+    plan: &Plan,
+) -> QueryResult<Vec<(Row, Option<DateTime<Utc>>)>> {
+    let candidates = diesel::alias!(crate::schema::task_executions as candidates);
+    let oldest_due = candidates
+        .select(candidates.field(t::id))
+        .filter(candidates.field(t::status).eq(ready()))
+        .filter(
+            candidates
+                .field(t::due_at)
+                .between(Some(range.from), Some(range.due_at)),
+        )
+        .order((candidates.field(t::due_at), candidates.field(t::id)))
+        .limit(i64::from(range.limit));
+    PreparedAs::<keys::Claim, _>::new(
+        diesel::update(tasks)
+            .filter(t::id.eq_any(oldest_due))
+            .set(plan_set!(&plan.effects))
+            .returning((Row::as_returning(), t::due_at)),
+    )
+    .get_results(conn)
+}
+
 impl Backend for SqliteBackend {
     const NAME: &'static str = "sqlite";
 
@@ -150,7 +201,7 @@ impl Backend for SqliteBackend {
     fn apply(&self, id: Uuid, plan: &Plan) -> Result<Option<TaskExecution>> {
         let mut written =
             self.write_logged(plan.event.as_ref(), plan.effects.updated_at, |conn| {
-                PreparedAs::<keys::Apply, _>::new(apply_write!(bind_id(id), plan)).get_results(conn)
+                apply_one(conn, id, plan)
             })?;
         Ok(written.pop())
     }
@@ -162,36 +213,16 @@ impl Backend for SqliteBackend {
         limit: u32,
         plan: &Plan,
     ) -> Result<Vec<(TaskExecution, DateTime<Utc>)>> {
-        let candidates = diesel::alias!(crate::schema::task_executions as candidates);
-        let oldest_due = candidates
-            .select(candidates.field(t::id))
-            .filter(candidates.field(t::status).eq(ready()))
-            .filter(
-                candidates
-                    .field(t::due_at)
-                    .between(Some(from), Some(due_at)),
-            )
-            .order((candidates.field(t::due_at), candidates.field(t::id)))
-            .limit(i64::from(limit));
-        // One statement: SQLite runs it alone among writers, so no other claim can take the
-        // same rows between the subquery and the update. A claim leaves the queue position as
-        // it was: returned, it moves the floor.
+        let range = ClaimRange {
+            due_at,
+            from,
+            limit,
+        };
         let mut positions = Vec::new();
         let rows = self.write_logged(plan.event.as_ref(), plan.effects.updated_at, |conn| {
-            let claimed: Vec<(Row, Option<DateTime<Utc>>)> = PreparedAs::<keys::Claim, _>::new(
-                diesel::update(tasks)
-                    .filter(t::id.eq_any(oldest_due))
-                    .set(plan_set!(&plan.effects))
-                    .returning((Row::as_returning(), t::due_at)),
-            )
-            .get_results(conn)?;
-            Ok(claimed
-                .into_iter()
-                .map(|(row, at)| {
-                    positions.push(at);
-                    row
-                })
-                .collect())
+            let (rows, at) = claim_oldest(conn, &range, plan)?.into_iter().unzip();
+            positions = at;
+            Ok(rows)
         })?;
         Ok(rows
             .into_iter()
@@ -202,14 +233,53 @@ impl Backend for SqliteBackend {
 
     fn apply_leased(&self, leases: &[Lease], plan: &Plan) -> Result<Vec<TaskExecution>> {
         self.write_logged(plan.event.as_ref(), plan.effects.updated_at, |conn| {
-            PreparedAs::<keys::Leased, _>::new(
-                diesel::update(tasks)
-                    .filter(held_by(leases))
-                    .filter(status_in(t::status, plan.guard.from))
-                    .set(plan_set!(&plan.effects))
-                    .returning(Row::as_returning()),
-            )
-            .get_results(conn)
+            apply_leased(conn, leases, plan)
+        })
+    }
+
+    fn cycle(&self, cycle: &CyclePlan<'_>) -> Result<Vec<(TaskExecution, DateTime<Utc>)>> {
+        let _gate = self.gate();
+        let mut conn = self.pool.get().map_err(from_pool)?;
+        let at = cycle.complete.effects.updated_at;
+        // The writes in the order the PostgreSQL statement locks: the leased rows, then the
+        // claim; then every row's event, in task id order.
+        conn.immediate_transaction(|conn| {
+            let mut written: Vec<(Row, Option<DateTime<Utc>>, &Plan)> = Vec::new();
+            if !cycle.completed.is_empty() {
+                let rows = apply_leased(conn, cycle.completed, &cycle.complete)?;
+                written.extend(rows.into_iter().map(|row| (row, None, &cycle.complete)));
+            }
+            let failures: Vec<Plan> = (0..cycle.failed.len())
+                .filter_map(|i| cycle.failure(i))
+                .collect();
+            for (failed, plan) in cycle.failed.iter().zip(&failures) {
+                let rows = apply_one(conn, failed.lease.task_id, plan)?;
+                written.extend(rows.into_iter().map(|row| (row, None, plan)));
+            }
+            if cycle.range.limit > 0 {
+                let rows = claim_oldest(conn, &cycle.range, &cycle.claim)?;
+                written.extend(rows.into_iter().map(|(row, at)| (row, at, &cycle.claim)));
+            }
+            let mut changed = Vec::with_capacity(written.len());
+            for (row, position, plan) in written {
+                let task = TaskExecution::try_from(row).map_err(TxError::Dal)?;
+                changed.push((task, position.unwrap_or(cycle.range.due_at), plan));
+            }
+            let events: Vec<(&EventSpec, &TaskExecution)> = changed
+                .iter()
+                .filter_map(|(task, _, plan)| plan.event.as_ref().map(|event| (event, task)))
+                .collect();
+            if !events.is_empty() {
+                history::log_each(conn, &self.event_ids, events, at)?;
+            }
+            Ok(changed
+                .into_iter()
+                .map(|(task, position, _)| (task, position))
+                .collect())
+        })
+        .map_err(|err| match err {
+            TxError::Diesel(err) => from_diesel(err),
+            TxError::Dal(err) => err,
         })
     }
 

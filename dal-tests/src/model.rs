@@ -15,8 +15,8 @@ use dal_core::clock::to_micros;
 use dal_core::event::time_value;
 use dal_core::store::MAX_PRUNE_BATCH;
 use dal_core::{
-    Claimed, Completion, DalError, EventType, Lease, NewTaskExecution, Problem, PruneCursor,
-    Pruned, Recovery, RetryStats, StatusCounts, TaskExecution, TaskStatus, Transition,
+    Claimed, Completion, Cycle, DalError, EventType, Finished, Lease, NewTaskExecution, Problem,
+    PruneCursor, Pruned, Recovery, RetryStats, StatusCounts, TaskExecution, TaskStatus, Transition,
     ValidationError, validate,
 };
 use serde_json::{Value, json};
@@ -620,6 +620,99 @@ impl Model {
                 .copied()
                 .collect(),
         })
+    }
+
+    /// `finish_and_claim`: the completions and failures of `finished` whose lease is the
+    /// current claim of a `Running` task, then a claim of up to `limit`, all in task id order.
+    pub fn finish_and_claim(
+        &mut self,
+        runner: Uuid,
+        finished: &Finished,
+        limit: u32,
+    ) -> Outcome<Cycle> {
+        let invalid = |field: String, problem| Err(Failure::Validation(field, problem));
+        if let Some(i) = finished
+            .completed
+            .iter()
+            .position(|l| l.runner_id != runner)
+        {
+            return invalid(
+                format!("finished.completed[{i}].runner_id"),
+                Problem::NotTheSameRunner,
+            );
+        }
+        let mut seen: HashMap<Uuid, String> = HashMap::new();
+        for (i, l) in finished.completed.iter().enumerate() {
+            seen.entry(l.task_id)
+                .or_insert_with(|| format!("finished.completed[{i}]"));
+        }
+        for (i, f) in finished.failed.iter().enumerate() {
+            if f.lease.runner_id != runner {
+                return invalid(
+                    format!("finished.failed[{i}].lease.runner_id"),
+                    Problem::NotTheSameRunner,
+                );
+            }
+            validate::message(&format!("finished.failed[{i}].error"), &f.error)?;
+            if let Some(first) = seen.insert(f.lease.task_id, format!("finished.failed[{i}]")) {
+                return invalid(
+                    format!("finished.failed[{i}].lease.task_id"),
+                    Problem::FinishedTwice { first },
+                );
+            }
+        }
+        // What each task becomes: completed, failed (with its error) or claimed.
+        let mut changes: BTreeMap<Uuid, (usize, Option<&str>)> = BTreeMap::new();
+        for lease in &finished.completed {
+            if let Ok(i) = self.leased(lease, &[Running], Completed) {
+                changes.entry(self.tasks[i].id).or_insert((i, None));
+            }
+        }
+        for f in &finished.failed {
+            if let Ok(i) = self.leased(&f.lease, &[Running], Failed) {
+                changes.insert(self.tasks[i].id, (i, Some(f.error.as_str())));
+            }
+        }
+        let finishing = changes.len();
+        let claims: Vec<usize> = self.due().into_iter().take(limit as usize).collect();
+        let mut cycle = Cycle::default();
+        let mut claimed = HashSet::new();
+        for &i in &claims {
+            claimed.insert(self.tasks[i].id);
+        }
+        let mut order: Vec<(Uuid, usize, Option<Option<&str>>)> = changes
+            .iter()
+            .map(|(&id, &(i, error))| (id, i, Some(error)))
+            .chain(claims.iter().map(|&i| (self.tasks[i].id, i, None)))
+            .collect();
+        order.sort_by_key(|(id, _, _)| *id);
+        debug_assert_eq!(order.len(), finishing + claimed.len());
+        for (_, i, change) in order {
+            match change {
+                Some(None) => {
+                    self.complete_at(i, runner);
+                    cycle.completed.push(self.tasks[i].clone());
+                }
+                Some(Some(error)) => {
+                    let now = self.now;
+                    fail(&mut self.tasks[i], error, now);
+                    self.tasks[i].updated_at = now;
+                    let mut data = serde_json::Map::new();
+                    data.insert("error".into(), error.into());
+                    self.log(i, EventType::Failed, data, Some(runner));
+                    cycle.failed.push(self.tasks[i].clone());
+                }
+                None => cycle.claimed.push(self.claim(i, runner)),
+            }
+        }
+        cycle.lost = finished
+            .completed
+            .iter()
+            .chain(finished.failed.iter().map(|f| &f.lease))
+            .filter(|l| !changes.contains_key(&l.task_id))
+            .copied()
+            .collect();
+        Ok(cycle)
     }
 
     fn stale(&self, i: usize, older_than: DateTime<Utc>) -> bool {

@@ -60,6 +60,9 @@ operations! {
     Heartbeat => "heartbeat",
     Complete => "complete",
     CompleteMany30 => "complete_many (30 tasks)",
+    FinishAndClaim => "finish_and_claim (30 completed, 32 claimed)",
+    FinishAndClaimFailing => "finish_and_claim (28 completed, 2 failed, 32 claimed)",
+    FinishAndClaimNothing => "finish_and_claim (nothing finished, limit 0)",
     Fail => "fail",
     Release => "release",
     RejectedLease => "rejected lease (claim lost)",
@@ -102,6 +105,10 @@ pub struct Statements {
     pub large_batch: usize,
     /// A claim that finds nothing ready.
     pub empty_claim: usize,
+    /// A runner cycle that completes tasks and claims others.
+    pub cycle: usize,
+    /// What each failed task adds to a runner cycle.
+    pub cycle_per_failure: usize,
     /// A sweep that recovers stale claims (abandon those at the cap, reset the others).
     pub sweep: usize,
     /// A retention batch that removes workflow executions.
@@ -125,6 +132,7 @@ impl Operation {
             | ClaimLimit0
             | EventsForWorkflowLimit0
             | WorkflowReadsOfNoIds
+            | FinishAndClaimNothing
             | PruneRejected => 0,
             Get | ListForWorkflow | FindStaleClaims | ListReady | ListDueRetries
             | EventsForTask | EventsForWorkflow | PendingTasks | TaskStatuses
@@ -138,6 +146,8 @@ impl Operation {
             RejectedTransition | RejectedLease | ClaimTaskRejected => s.rejected_write,
             CreateMany7000 => s.large_batch,
             ClaimNoneReady => s.empty_claim,
+            FinishAndClaim => s.cycle,
+            FinishAndClaimFailing => s.cycle + 2 * s.cycle_per_failure,
             Recover1000 | Recover1 => s.sweep,
             PruneRemoving => s.prune_removing,
             PruneNoneFinished => s.prune_none_finished,

@@ -36,6 +36,11 @@ macro_rules! store_operations {
                 complete(lease: ref Lease) -> TaskExecution;
                 fail(lease: ref Lease, error: ref str) -> TaskExecution;
                 complete_many(leases: ref [Lease]) -> Completion;
+                finish_and_claim(
+                    runner_id: val Uuid,
+                    finished: ref Finished,
+                    limit: val u32
+                ) -> Cycle;
                 release(lease: ref Lease) -> TaskExecution;
                 find_stale_claims(older_than: val DateTime<Utc>) -> Vec<TaskExecution>;
                 recover_stale_claims(

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use dal_core::plan::Transition;
 use dal_core::{
-    AsyncStore, ClaimStore, Claimed, Completion, ExecutionEvent, HistoryStore, Lease,
-    NewTaskExecution, PruneCursor, Pruned, Recovery, Result, RetentionStore, RetryStats,
+    AsyncStore, ClaimStore, Claimed, Completion, Cycle, ExecutionEvent, Finished, HistoryStore,
+    Lease, NewTaskExecution, PruneCursor, Pruned, Recovery, Result, RetentionStore, RetryStats,
     StatusCounts, SubStatus, TaskExecution, TaskExecutionStore, TaskStatus, TaskStore,
     WorkflowReads,
 };

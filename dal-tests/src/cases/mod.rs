@@ -4,6 +4,7 @@
 pub mod claims;
 pub mod concurrency;
 pub mod create;
+pub mod cycle;
 pub mod faults;
 pub mod history;
 pub mod hostile;
@@ -54,6 +55,7 @@ pub fn groups() -> Vec<Group> {
         ("concurrency", concurrency::CASES),
         ("claims", claims::CASES),
         ("targeted_claims", targeted::CASES),
+        ("runner_cycle", cycle::CASES),
         ("sub_status", sub_status::CASES),
         ("history", history::CASES),
         ("workflows", workflows::CASES),

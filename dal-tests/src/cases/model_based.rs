@@ -13,8 +13,8 @@ use std::fmt::Debug;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use dal_core::{
-    Clock, Lease, NewTaskExecution, PruneCursor, SubStatus, TaskExecutionStore, TaskStatus,
-    Transition,
+    Clock, FailedTask, Finished, Lease, NewTaskExecution, PruneCursor, SubStatus,
+    TaskExecutionStore, TaskStatus, Transition,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
@@ -95,6 +95,8 @@ pub enum Op {
     Leased(usize, u8, usize),
     /// `complete_many` of some leases.
     CompleteMany(Vec<usize>),
+    /// `finish_and_claim(runner, completed leases, failed leases with a text, limit)`.
+    Cycle(usize, Vec<usize>, Vec<(usize, usize)>, u32),
     /// `recover_stale_claims(now - secs, max)`.
     Sweep(i64, i32),
     /// A read.
@@ -132,10 +134,23 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (any::<usize>(), 0..3u8).prop_map(|(t, w)| Op::SubStatus(t, w)),
         5 => (any::<usize>(), 0..4u8, 0..5usize).prop_map(|(l, k, x)| Op::Leased(l, k, x)),
         1 => proptest::collection::vec(any::<usize>(), 0..4).prop_map(Op::CompleteMany),
+        2 => cycle(0..4u32),
         2 => (0..120i64, 0..3i32).prop_map(|(s, m)| Op::Sweep(s, m)),
         3 => (0..13u8, any::<usize>()).prop_map(|(k, x)| Op::Read(k, x)),
         2 => prune(),
     ]
+}
+
+/// A runner cycle: a runner, some leases to complete and some to fail (often of other runners
+/// or repeated, refused), a claim limit in `limits`.
+fn cycle(limits: std::ops::Range<u32>) -> impl Strategy<Value = Op> {
+    (
+        0..3usize,
+        proptest::collection::vec(any::<usize>(), 0..4),
+        proptest::collection::vec((any::<usize>(), 0..5usize), 0..3),
+        limits,
+    )
+        .prop_map(|(r, done, failed, limit)| Op::Cycle(r, done, failed, limit))
 }
 
 /// A retention batch: a cut-off from 1 min after the current time to 90 s before it, a small
@@ -158,6 +173,7 @@ fn finishing() -> impl Strategy<Value = Op> {
         1 => (any::<usize>(), 0..3usize).prop_map(|(t, r)| Op::ClaimTask(t, r)),
         3 => (any::<usize>(), 1..3u8, 0..4usize).prop_map(|(l, k, x)| Op::Leased(l, k, x)),
         1 => proptest::collection::vec(any::<usize>(), 1..4).prop_map(Op::CompleteMany),
+        1 => cycle(1..4u32),
         3 => (any::<usize>(), prop_oneof![Just(1u8), Just(5u8)], 0..4usize)
             .prop_map(|(t, k, x)| Op::Transition(t, k, x, 0)),
     ]
@@ -509,6 +525,30 @@ pub fn run_sequence(f: &Fixture, ops: &[Op]) -> Result<(), String> {
                     failure(s.complete_many(&batch)),
                     model.complete_many(&batch),
                 )?;
+            }
+            Op::Cycle(runner, done, failed, limit) => {
+                let pick_lease = |i: &usize| leases[i % leases.len()];
+                let finished = if leases.is_empty() {
+                    Finished::default()
+                } else {
+                    Finished {
+                        completed: done.iter().map(pick_lease).collect(),
+                        failed: failed
+                            .iter()
+                            .map(|(i, text)| FailedTask {
+                                lease: pick_lease(i),
+                                error: TEXTS[text % TEXTS.len()].to_owned(),
+                            })
+                            .collect(),
+                    }
+                };
+                let runner = RUNNERS[*runner];
+                let stored = failure(s.finish_and_claim(runner, &finished, *limit));
+                let predicted = model.finish_and_claim(runner, &finished, *limit);
+                if let Ok(cycle) = &stored {
+                    leases.extend(cycle.claimed.iter().map(|c| c.lease));
+                }
+                same(step, op, stored, predicted)?;
             }
             Op::Sweep(secs, max) => {
                 let older_than = now - TimeDelta::seconds(*secs);

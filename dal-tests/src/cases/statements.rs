@@ -5,7 +5,8 @@
 use std::fmt::Write as _;
 
 use dal_core::{
-    NewTaskExecution, PruneCursor, Pruned, TaskExecution, TaskExecutionStore, TaskStatus, validate,
+    FailedTask, Finished, NewTaskExecution, PruneCursor, Pruned, TaskExecution, TaskExecutionStore,
+    TaskStatus, validate,
 };
 use uuid::Uuid;
 
@@ -293,6 +294,52 @@ fn run_claims(f: &Fixture, pass: usize, measure: &mut dyn FnMut(Operation, &mut 
     measure(Operation::CompleteMany30, &mut || {
         assert_eq!(s.complete_many(&batch).unwrap().completed.len(), 30)
     });
+    // Runner cycles: 64 claimed, then finished 30 (and 28 + 2 failed) while claiming 32 more.
+    ready_tasks(s, workflow(), 130, 1);
+    let held = s.claim_ready(runner, 64).unwrap();
+    let leases = |range: std::ops::Range<usize>| -> Vec<dal_core::Lease> {
+        held[range].iter().map(|c| c.lease).collect()
+    };
+    let mut next = Vec::new();
+    let finished = Finished {
+        completed: leases(0..30),
+        failed: Vec::new(),
+    };
+    measure(Operation::FinishAndClaim, &mut || {
+        let cycle = s.finish_and_claim(runner, &finished, 32).unwrap();
+        assert_eq!((cycle.completed.len(), cycle.claimed.len()), (30, 32));
+        next.extend(cycle.claimed.into_iter().map(|c| c.lease));
+    });
+    let finished = Finished {
+        completed: leases(30..58),
+        failed: held[58..60]
+            .iter()
+            .map(|c| FailedTask {
+                lease: c.lease,
+                error: "e".into(),
+            })
+            .collect(),
+    };
+    measure(Operation::FinishAndClaimFailing, &mut || {
+        let cycle = s.finish_and_claim(runner, &finished, 32).unwrap();
+        assert_eq!(
+            (
+                cycle.completed.len(),
+                cycle.failed.len(),
+                cycle.claimed.len()
+            ),
+            (28, 2, 32)
+        );
+        next.extend(cycle.claimed.into_iter().map(|c| c.lease));
+    });
+    measure(Operation::FinishAndClaimNothing, &mut || {
+        assert_eq!(
+            s.finish_and_claim(runner, &Finished::default(), 0).unwrap(),
+            dal_core::Cycle::default()
+        )
+    });
+    next.extend(leases(60..64));
+    assert_eq!(s.complete_many(&next).unwrap().completed.len(), 68);
     // Only the 1,000 are claimed now; they go stale.
     f.clock.advance(chrono::TimeDelta::minutes(1));
     let threshold = f.now() - chrono::TimeDelta::seconds(30);

@@ -52,6 +52,9 @@ impl TestBackend for Postgres {
             rejected_write: 2,
             large_batch: 1,
             empty_claim: 1,
+            // One data-modifying WITH, whatever it finishes and claims.
+            cycle: 1,
+            cycle_per_failure: 0,
             // Abandon at the cap, then reset: two logged statements.
             sweep: 2,
             // A retention batch is one statement, whatever it finds.
@@ -65,7 +68,7 @@ impl TestBackend for Postgres {
     /// (heartbeats), the logged claim and batch completion, and the SELECTs; not the sweep and
     /// the retention batch, which are planned anew each time (`Unprepared`).
     fn prepared_per_connection(&self) -> usize {
-        21
+        22
     }
 
     /// None: a batch is planned anew each time (`Unprepared`).

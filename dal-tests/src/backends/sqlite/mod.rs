@@ -48,6 +48,10 @@ impl TestBackend for Sqlite {
             large_batch: 7,
             // BEGIN IMMEDIATE, the claim, COMMIT (no events to insert).
             empty_claim: 3,
+            // BEGIN IMMEDIATE, the completions, the claim, the INSERT of the events, COMMIT.
+            cycle: 5,
+            // Each failure is the guarded write of its task (its error is its own).
+            cycle_per_failure: 1,
             // Abandon at the cap, then reset: two transactions, the first of which (nothing at
             // the cap here) inserts no events.
             sweep: 7,

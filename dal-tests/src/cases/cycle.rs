@@ -1,0 +1,372 @@
+//! The runner cycle: finish a batch and claim the next in one unit (`finish_and_claim`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use dal_core::{
+    DalError, EventType, FailedTask, Finished, Lease, Problem, TaskExecution, TaskStatus,
+    ValidationError,
+};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::Case;
+use super::concurrency::{THREADS, on_threads};
+use super::support::{assert_unchanged, expect_err, ready_tasks, workflow};
+use crate::backend::Backend;
+use crate::case;
+use crate::fixture::{Fixture, Setup};
+use crate::model::{counters, replay};
+use TaskStatus::*;
+
+/// The cases of this group.
+pub const CASES: &[Case] = &[
+    case!(a_cycle_finishes_a_batch_and_claims_the_next_as_one_change),
+    case!(a_cycle_refuses_bad_input_and_writes_nothing),
+    case!(a_cycle_that_only_claims_or_only_finishes),
+    case!(runners_cycling_together_finish_every_task_once),
+];
+
+fn failure(lease: Lease, error: &str) -> FailedTask {
+    FailedTask {
+        lease,
+        error: error.into(),
+    }
+}
+
+fn a_cycle_finishes_a_batch_and_claims_the_next_as_one_change(kind: Backend) {
+    let f = Fixture::new(kind);
+    let s = f.store();
+    let wf = workflow();
+    // Eight tasks of one batch: one queue position, claimed in id order.
+    let mut tasks = ready_tasks(s, wf, 8, 3);
+    tasks.sort_by_key(|t| t.id);
+    let runner = Uuid::now_v7();
+    let start = f.tick();
+    let held = s.claim_ready(runner, 4).unwrap();
+    assert_eq!(
+        held.iter().map(|c| c.task.id).collect::<Vec<_>>(),
+        tasks[..4].iter().map(|t| t.id).collect::<Vec<_>>()
+    );
+    // The fourth lease is stale: a claim the task no longer has.
+    let stale = Lease {
+        claim: held[3].lease.claim + 1,
+        ..held[3].lease
+    };
+    let events_before = s.events_for_workflow(wf, None, 1_000).unwrap().len();
+    let now = f.tick();
+    let finished = Finished {
+        completed: vec![held[1].lease, held[0].lease, stale],
+        failed: vec![failure(held[2].lease, "boom")],
+    };
+    let (cycle, counts) = f
+        .log
+        .measure(|| s.finish_and_claim(runner, &finished, 3).unwrap());
+    let shape = kind.statement_counts();
+    assert_eq!(counts.statements, shape.cycle + shape.cycle_per_failure);
+
+    let completed: Vec<TaskExecution> = held[..2]
+        .iter()
+        .map(|c| TaskExecution {
+            status: Completed,
+            completed_at: Some(now),
+            claimed_by: None,
+            heartbeat_at: None,
+            updated_at: now,
+            ..c.task.clone()
+        })
+        .collect();
+    let failed = TaskExecution {
+        status: Failed,
+        error_details: Some("boom".into()),
+        last_error: Some("boom".into()),
+        completed_at: Some(now),
+        claimed_by: None,
+        heartbeat_at: None,
+        updated_at: now,
+        ..held[2].task.clone()
+    };
+    let claimed: Vec<TaskExecution> = tasks[4..7]
+        .iter()
+        .map(|t| TaskExecution {
+            status: Running,
+            claimed_by: Some(runner),
+            heartbeat_at: Some(now),
+            started_at: Some(now),
+            claim_count: 1,
+            updated_at: now,
+            ..t.clone()
+        })
+        .collect();
+    assert_eq!(cycle.completed, completed);
+    assert_eq!(cycle.failed, vec![failed.clone()]);
+    assert_eq!(cycle.lost, vec![stale]);
+    assert_eq!(
+        cycle.claimed.iter().map(|c| &c.task).collect::<Vec<_>>(),
+        claimed.iter().collect::<Vec<_>>()
+    );
+    for c in &cycle.claimed {
+        assert_eq!(
+            c.lease,
+            Lease {
+                task_id: c.task.id,
+                runner_id: runner,
+                claim: 1
+            }
+        );
+    }
+    // The rows are as returned; the stale lease's task and the eighth are untouched.
+    for row in completed.iter().chain([&failed]).chain(&claimed) {
+        assert_eq!(&s.get(row.id).unwrap(), row);
+    }
+    assert_unchanged(s, &held[3].task);
+    assert_unchanged(s, &tasks[7]);
+    assert_eq!(held[3].task.started_at, Some(start));
+
+    // One event per changed task, of its outcome, all of the runner at `now`, in task id order.
+    let events = s.events_for_workflow(wf, None, 1_000).unwrap();
+    let new = &events[events_before..];
+    let mut expected: Vec<(Uuid, EventType, serde_json::Value)> = completed
+        .iter()
+        .map(|t| (t.id, EventType::Completed, counters(1, 1, 0)))
+        .chain([(failed.id, EventType::Failed, {
+            let mut data = counters(1, 1, 0);
+            data["error"] = json!("boom");
+            data
+        })])
+        .chain(
+            claimed
+                .iter()
+                .map(|t| (t.id, EventType::Claimed, counters(1, 1, 0))),
+        )
+        .collect();
+    expected.sort_by_key(|(id, _, _)| *id);
+    assert_eq!(
+        new.iter()
+            .map(|e| (e.task_execution_id, e.event_type, e.event_data.clone()))
+            .collect::<Vec<_>>(),
+        expected
+    );
+    for e in new {
+        assert_eq!((e.runner_id, e.created_at), (Some(runner), now));
+        assert_eq!(e.workflow_execution_id, wf);
+    }
+    for row in completed.iter().chain([&failed]).chain(&claimed) {
+        replay(row, &s.events_for_task(row.id).unwrap()).unwrap();
+    }
+}
+
+fn a_cycle_refuses_bad_input_and_writes_nothing(kind: Backend) {
+    let f = Fixture::new(kind);
+    let s = f.store();
+    let wf = workflow();
+    ready_tasks(s, wf, 4, 1);
+    let runner = Uuid::now_v7();
+    let held = s.claim_ready(runner, 3).unwrap();
+    let other = Lease {
+        runner_id: Uuid::now_v7(),
+        ..held[0].lease
+    };
+    let before = s.list_for_workflow(wf).unwrap();
+    let events = s.events_for_workflow(wf, None, 1_000).unwrap();
+    f.tick();
+    let cases: Vec<(Finished, &str, Problem)> = vec![
+        (
+            Finished {
+                completed: vec![held[1].lease, other],
+                failed: vec![],
+            },
+            "finished.completed[1].runner_id",
+            Problem::NotTheSameRunner,
+        ),
+        (
+            Finished {
+                completed: vec![held[1].lease],
+                failed: vec![failure(other, "e")],
+            },
+            "finished.failed[0].lease.runner_id",
+            Problem::NotTheSameRunner,
+        ),
+        (
+            Finished {
+                completed: vec![held[1].lease],
+                failed: vec![failure(held[0].lease, "nul \0 inside")],
+            },
+            "finished.failed[0].error",
+            Problem::ContainsNul,
+        ),
+        (
+            Finished {
+                completed: vec![held[1].lease, held[0].lease],
+                failed: vec![failure(held[2].lease, "e"), failure(held[0].lease, "e")],
+            },
+            "finished.failed[1].lease.task_id",
+            Problem::FinishedTwice {
+                first: "finished.completed[1]".into(),
+            },
+        ),
+        (
+            Finished {
+                completed: vec![],
+                failed: vec![failure(held[2].lease, "a"), failure(held[2].lease, "b")],
+            },
+            "finished.failed[1].lease.task_id",
+            Problem::FinishedTwice {
+                first: "finished.failed[0]".into(),
+            },
+        ),
+    ];
+    for (finished, field, problem) in cases {
+        let (result, counts) = f.log.measure(|| s.finish_and_claim(runner, &finished, 5));
+        match expect_err(result) {
+            DalError::Validation(ValidationError {
+                field: got,
+                problem: got_problem,
+            }) => assert_eq!((got.as_str(), got_problem), (field, problem)),
+            other => panic!("{field}: {other:?}"),
+        }
+        assert_eq!(counts.statements, 0, "{field}");
+    }
+    assert_eq!(s.list_for_workflow(wf).unwrap(), before);
+    assert_eq!(s.events_for_workflow(wf, None, 1_000).unwrap(), events);
+}
+
+fn a_cycle_that_only_claims_or_only_finishes(kind: Backend) {
+    let f = Fixture::new(kind);
+    let s = f.store();
+    let wf = workflow();
+    let mut tasks = ready_tasks(s, wf, 3, 1);
+    tasks.sort_by_key(|t| t.id);
+    let runner = Uuid::now_v7();
+    // Nothing to finish: a claim, as claim_ready makes it.
+    let now = f.tick();
+    let first = s.finish_and_claim(runner, &Finished::default(), 2).unwrap();
+    assert!(first.completed.is_empty() && first.failed.is_empty() && first.lost.is_empty());
+    let expected: Vec<TaskExecution> = tasks[..2]
+        .iter()
+        .map(|t| TaskExecution {
+            status: Running,
+            claimed_by: Some(runner),
+            heartbeat_at: Some(now),
+            started_at: Some(now),
+            claim_count: 1,
+            updated_at: now,
+            ..t.clone()
+        })
+        .collect();
+    assert_eq!(
+        first
+            .claimed
+            .iter()
+            .map(|c| c.task.clone())
+            .collect::<Vec<_>>(),
+        expected
+    );
+    // Nothing to claim (limit 0): only the finishing. A lease finished already is lost.
+    s.complete(&first.claimed[1].lease).unwrap();
+    let done_before = s.get(tasks[1].id).unwrap();
+    let later = f.tick();
+    let second = s
+        .finish_and_claim(
+            runner,
+            &Finished {
+                completed: vec![],
+                failed: vec![
+                    failure(first.claimed[0].lease, "late"),
+                    failure(first.claimed[1].lease, "again"),
+                ],
+            },
+            0,
+        )
+        .unwrap();
+    assert_eq!(
+        second.failed,
+        vec![TaskExecution {
+            status: Failed,
+            error_details: Some("late".into()),
+            last_error: Some("late".into()),
+            completed_at: Some(later),
+            claimed_by: None,
+            heartbeat_at: None,
+            updated_at: later,
+            ..expected[0].clone()
+        }]
+    );
+    assert_eq!(second.lost, vec![first.claimed[1].lease]);
+    assert!(second.completed.is_empty() && second.claimed.is_empty());
+    assert_unchanged(s, &done_before);
+    assert_unchanged(s, &tasks[2]);
+}
+
+fn runners_cycling_together_finish_every_task_once(kind: Backend) {
+    let f = Fixture::with(
+        kind,
+        Setup {
+            pool_size: THREADS as u32,
+            ..Setup::default()
+        },
+    );
+    let wf = workflow();
+    const TASKS: usize = 400;
+    ready_tasks(f.store(), wf, TASKS, 1);
+    let runners: Arc<Vec<Uuid>> = Arc::new((0..THREADS).map(|_| Uuid::now_v7()).collect());
+    let results = {
+        let runners = Arc::clone(&runners);
+        on_threads(&f.store, move |i, store| {
+            let runner = runners[i];
+            let mut finished = Finished::default();
+            let mut outcome: Vec<(Uuid, TaskStatus)> = Vec::new();
+            loop {
+                let cycle = store.finish_and_claim(runner, &finished, 8)?;
+                assert!(cycle.lost.is_empty(), "{:?}", cycle.lost);
+                outcome.extend(cycle.completed.iter().map(|t| (t.id, t.status)));
+                outcome.extend(cycle.failed.iter().map(|t| (t.id, t.status)));
+                if cycle.claimed.is_empty() {
+                    return Ok::<_, DalError>(outcome);
+                }
+                // Every seventh task by id fails; the others complete.
+                finished = Finished::default();
+                for c in cycle.claimed {
+                    if c.task.id.as_u128() % 7 == 0 {
+                        finished.failed.push(failure(c.lease, "seventh"));
+                    } else {
+                        finished.completed.push(c.lease);
+                    }
+                }
+            }
+        })
+    };
+    let mut finished_by: HashMap<Uuid, TaskStatus> = HashMap::new();
+    for (i, result) in results.into_iter().enumerate() {
+        for (id, status) in result.unwrap_or_else(|e| panic!("{kind}: runner {i}: {e:?}")) {
+            assert!(
+                finished_by.insert(id, status).is_none(),
+                "{kind}: {id} finished twice"
+            );
+        }
+    }
+    assert_eq!(finished_by.len(), TASKS);
+    for row in f.store.list_for_workflow(wf).unwrap() {
+        let want = if row.id.as_u128() % 7 == 0 {
+            Failed
+        } else {
+            Completed
+        };
+        assert_eq!((row.status, finished_by.get(&row.id)), (want, Some(&want)));
+        assert_eq!(row.claim_count, 1, "claimed once");
+        let events = f.store.events_for_task(row.id).unwrap();
+        assert_eq!(
+            events.iter().map(|e| e.event_type).collect::<Vec<_>>(),
+            [
+                EventType::Created,
+                EventType::Claimed,
+                if want == Failed {
+                    EventType::Failed
+                } else {
+                    EventType::Completed
+                }
+            ]
+        );
+        replay(&row, &events).unwrap();
+    }
+}
