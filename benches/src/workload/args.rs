@@ -59,6 +59,14 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     pub work_us: u64,
 
+    /// How a runner finishes a batch and claims the next: `one-statement`
+    /// (`finish_and_claim`: completions, failures and the next claim in one call), or
+    /// `two-statements` (each failure on its own with `fail`, then `complete_many`, then
+    /// `claim_ready`).
+    #[arg(long, value_enum, default_value_t = RunnerCycle::OneStatement)]
+    #[serde(default)]
+    pub cycle: RunnerCycle,
+
     /// Share of task executions that fail (they are retried while attempts are left).
     #[arg(long, default_value_t = 0.05, value_parser = share)]
     pub fail_rate: f64,
@@ -111,6 +119,18 @@ pub struct Args {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+}
+
+/// How a runner finishes a batch and claims the next (`--cycle`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunnerCycle {
+    /// `finish_and_claim`: one call per batch.
+    #[default]
+    OneStatement,
+    /// `fail` per failure, `complete_many`, `claim_ready`: the protocol before
+    /// `finish_and_claim`.
+    TwoStatements,
 }
 
 /// The pruner: every `--prune-every-ms` it runs a whole retention pass, `prune_finished` batch

@@ -10,8 +10,9 @@ use serde::Serialize;
 
 /// The operations whose latency the report shows: the store's, and `record_batch`, the
 /// workload's own update of its run record after each creation batch (not a DAL call).
-pub const OPERATIONS: [&str; 10] = [
+pub const OPERATIONS: [&str; 11] = [
     "create_many",
+    "finish_and_claim",
     "claim_ready",
     "heartbeat",
     "complete_many",

@@ -155,7 +155,12 @@ fn execute_in(target: &Target, args: &Args) -> Result<Report, String> {
         return Err(format!("the run stopped: {error}"));
     }
     let operations = finished.latencies.summary();
-    let claims = operations.get("claim_ready").map_or(0, |l| l.calls);
+    // The claims: `claim_ready`s, or the runner cycles that claim.
+    let claims = ["claim_ready", "finish_and_claim"]
+        .iter()
+        .filter_map(|op| operations.get(*op))
+        .map(|l| l.calls)
+        .sum();
     let footprint = footprint::read(&target.database, start.as_ref(), claims)
         .map_err(|err| eprintln!("workload: reading the footprint failed: {err}"))
         .ok();

@@ -9,12 +9,13 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use dal_core::{
-    Claimed, DalError, Lease, NewTaskExecution, PruneCursor, TaskExecutionStore, TaskStatus,
+    Claimed, DalError, FailedTask, Lease, NewTaskExecution, PruneCursor, TaskExecution,
+    TaskExecutionStore, TaskStatus,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use uuid::Uuid;
 
-use super::args::Args;
+use super::args::{Args, RunnerCycle};
 use super::ledger::{Finish, Ledger};
 use super::metrics::{Collected, Latencies, Outcomes};
 use super::plan::{Plan, Retry};
@@ -259,14 +260,20 @@ fn create(shared: &Shared, batches: &[(u64, Vec<Uuid>)], mut recorder: Option<Re
     shared.latencies.add(&latencies);
 }
 
-/// One runner: claims a batch, executes it, fails (and retries) what fails and completes the rest
-/// in one call; a crashing runner now and then dies mid-batch, leaving its claims, and comes back
+/// One runner: claims a batch, executes it, fails (and retries) what fails and completes the
+/// rest; a crashing runner now and then dies mid-batch, leaving its claims, and comes back
 /// under a new id, trying to finish its old leases once they are surely stale.
+///
+/// With `--cycle one-statement` the batch's completions and failures and the claim of the next
+/// batch are one `finish_and_claim`; with `two-statements` each failure is a `fail`, then one
+/// `complete_many`, then `claim_ready`. Either way a failed task with attempts left is retried
+/// (`schedule_retry`) once it has failed.
 fn runner(shared: &Shared, index: usize) {
     let args = &shared.args;
     let store = &*shared.store;
     let outcomes = &*shared.outcomes;
     let ledger = &*shared.ledger;
+    let one_statement = args.cycle == RunnerCycle::OneStatement;
     let mut latencies = Latencies::default();
     let mut dice = Dice::new(args.seed.wrapping_add(index as u64 * 7919));
     let crashes = index < args.crashing_runners as usize;
@@ -275,6 +282,8 @@ fn runner(shared: &Shared, index: usize) {
     let mut runner_id = Uuid::now_v7();
     // Leases left behind by a crash, and when.
     let mut left_behind: Option<(Vec<Lease>, Instant)> = None;
+    // What the last batch finished, for the next `finish_and_claim`.
+    let mut finished = dal_core::Finished::default();
     while !shared.stop.load(Ordering::Relaxed) {
         if let Some((leases, _)) = left_behind.take_if(|(_, at)| at.elapsed() >= surely_stale) {
             match latencies.time("stale_complete_many", || store.complete_many(&leases)) {
@@ -294,14 +303,33 @@ fn runner(shared: &Shared, index: usize) {
                 Err(err) => shared.fail_run("complete_many with old leases", &err),
             }
         }
-        let claimed =
+        let claimed = if one_statement {
+            let cycle = latencies.time("finish_and_claim", || {
+                store.finish_and_claim(runner_id, &finished, args.batch)
+            });
+            finished = dal_core::Finished::default();
+            match cycle {
+                Ok(cycle) => {
+                    completed(shared, &cycle.completed, cycle.lost.len());
+                    for task in &cycle.failed {
+                        failed(shared, &mut latencies, task);
+                    }
+                    cycle.claimed
+                }
+                Err(err) => {
+                    shared.fail_run("finish_and_claim", &err);
+                    break;
+                }
+            }
+        } else {
             match latencies.time("claim_ready", || store.claim_ready(runner_id, args.batch)) {
                 Ok(claimed) => claimed,
                 Err(err) => {
                     shared.fail_run("claim_ready", &err);
                     break;
                 }
-            };
+            }
+        };
         if claimed.is_empty() {
             thread::sleep(Duration::from_millis(1));
             continue;
@@ -322,10 +350,11 @@ fn runner(shared: &Shared, index: usize) {
         let mut crashed = false;
         for (i, Claimed { task, lease }) in claimed.iter().enumerate() {
             if crash_at == Some(i) {
-                // The process dies: what it executed is not completed, what it held stays
+                // The process dies: what it executed is not finished, what it held stays
                 // claimed until the sweeper sees the heartbeats stop.
                 Outcomes::add(&outcomes.crashes);
                 let mut orphans = done.clone();
+                orphans.extend(finished.failed.drain(..).map(|f| f.lease));
                 orphans.extend_from_slice(&held[i..]);
                 left_behind = Some((orphans, Instant::now()));
                 runner_id = Uuid::now_v7();
@@ -350,27 +379,18 @@ fn runner(shared: &Shared, index: usize) {
                 done.push(*lease);
                 continue;
             }
-            // A failed task leaves this runner now: retried, another runner may claim it.
+            // A failed task leaves this runner now (with the next cycle when it is one
+            // statement): retried, another runner may claim it.
             shared.stop_executing(task.id);
+            if one_statement {
+                finished.failed.push(FailedTask {
+                    lease: *lease,
+                    error: "simulated failure".into(),
+                });
+                continue;
+            }
             match latencies.time("fail", || store.fail(lease, "simulated failure")) {
-                Ok(failed) => {
-                    Outcomes::add(&outcomes.failures);
-                    if failed.attempt < failed.max_attempts {
-                        ledger.changed(failed.workflow_execution_id);
-                        match latencies.time("schedule_retry", || {
-                            store.schedule_retry(task.id, Utc::now())
-                        }) {
-                            Ok(retried) => {
-                                Outcomes::add(&outcomes.retries);
-                                ledger.changed(retried.workflow_execution_id);
-                            }
-                            Err(err) => shared.fail_run("schedule_retry", &err),
-                        }
-                    } else {
-                        Outcomes::add(&outcomes.exhausted);
-                        ledger.finished(failed.workflow_execution_id, Finish::Exhausted);
-                    }
-                }
+                Ok(task) => failed(shared, &mut latencies, &task),
                 Err(DalError::ClaimLost { .. } | DalError::NotFound { .. }) => {
                     Outcomes::add(&outcomes.claims_lost);
                 }
@@ -383,21 +403,67 @@ fn runner(shared: &Shared, index: usize) {
         if crashed || done.is_empty() {
             continue;
         }
+        if one_statement {
+            finished.completed = done;
+            continue;
+        }
         match latencies.time("complete_many", || store.complete_many(&done)) {
-            Ok(completion) => {
-                let completed = completion.completed.len() as u64;
-                outcomes.completed.fetch_add(completed, Ordering::Relaxed);
-                outcomes
-                    .claims_lost
-                    .fetch_add(completion.lost.len() as u64, Ordering::Relaxed);
-                for task in &completion.completed {
-                    ledger.finished(task.workflow_execution_id, Finish::Completed);
-                }
-            }
+            Ok(completion) => completed(shared, &completion.completed, completion.lost.len()),
             Err(err) => shared.fail_run("complete_many", &err),
         }
     }
+    // What the last batch finished, when the run stops before the next cycle.
+    if !finished.is_empty() {
+        match latencies.time("finish_and_claim", || {
+            store.finish_and_claim(runner_id, &finished, 0)
+        }) {
+            Ok(cycle) => {
+                completed(shared, &cycle.completed, cycle.lost.len());
+                for task in &cycle.failed {
+                    failed(shared, &mut latencies, task);
+                }
+            }
+            Err(err) => shared.fail_run("finish_and_claim", &err),
+        }
+    }
     shared.latencies.add(&latencies);
+}
+
+/// Counts tasks a runner completed, and leases it found lost.
+fn completed(shared: &Shared, tasks: &[TaskExecution], lost: usize) {
+    let outcomes = &*shared.outcomes;
+    outcomes
+        .completed
+        .fetch_add(tasks.len() as u64, Ordering::Relaxed);
+    outcomes
+        .claims_lost
+        .fetch_add(lost as u64, Ordering::Relaxed);
+    for task in tasks {
+        shared
+            .ledger
+            .finished(task.workflow_execution_id, Finish::Completed);
+    }
+}
+
+/// A task a runner failed: retried while it has attempts left, otherwise exhausted.
+fn failed(shared: &Shared, latencies: &mut Latencies, task: &TaskExecution) {
+    let (outcomes, ledger) = (&*shared.outcomes, &*shared.ledger);
+    Outcomes::add(&outcomes.failures);
+    if task.attempt < task.max_attempts {
+        ledger.changed(task.workflow_execution_id);
+        match latencies.time("schedule_retry", || {
+            shared.store.schedule_retry(task.id, Utc::now())
+        }) {
+            Ok(retried) => {
+                Outcomes::add(&outcomes.retries);
+                ledger.changed(retried.workflow_execution_id);
+            }
+            Err(err) => shared.fail_run("schedule_retry", &err),
+        }
+    } else {
+        Outcomes::add(&outcomes.exhausted);
+        ledger.finished(task.workflow_execution_id, Finish::Exhausted);
+    }
 }
 
 /// The sweeper: recovers the claims of runners that stopped heart-beating.
