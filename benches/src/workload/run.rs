@@ -264,10 +264,10 @@ fn create(shared: &Shared, batches: &[(u64, Vec<Uuid>)], mut recorder: Option<Re
 /// rest; a crashing runner now and then dies mid-batch, leaving its claims, and comes back
 /// under a new id, trying to finish its old leases once they are surely stale.
 ///
-/// With `--cycle one-statement` the batch's completions and failures and the claim of the next
-/// batch are one `finish_and_claim`; with `two-statements` each failure is a `fail`, then one
-/// `complete_many`, then `claim_ready`. Either way a failed task with attempts left is retried
-/// (`schedule_retry`) once it has failed.
+/// With `--cycle one-statement` the batch's completions and its failures without attempts left
+/// and the claim of the next batch are one `finish_and_claim`; with `two-statements` each
+/// failure is a `fail`, then one `complete_many`, then `claim_ready`. Either way a failed task
+/// with attempts left is failed and retried (`schedule_retry`) at once.
 fn runner(shared: &Shared, index: usize) {
     let args = &shared.args;
     let store = &*shared.store;
@@ -379,10 +379,14 @@ fn runner(shared: &Shared, index: usize) {
                 done.push(*lease);
                 continue;
             }
-            // A failed task leaves this runner now (with the next cycle when it is one
-            // statement): retried, another runner may claim it.
+            // A failed task leaves this runner now: retried, another runner may claim it. In
+            // the one-statement cycle a failure without attempts left goes with the next
+            // cycle; one to be retried is failed and retried at once, as in the other, while
+            // the rest of its batch (often of its workflow execution) is still running: sent
+            // with the cycle, it could finish its workflow execution, which retention may
+            // remove before the retry is scheduled.
             shared.stop_executing(task.id);
-            if one_statement {
+            if one_statement && task.attempt >= task.max_attempts {
                 finished.failed.push(FailedTask {
                     lease: *lease,
                     error: "simulated failure".into(),

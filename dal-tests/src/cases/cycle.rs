@@ -34,6 +34,23 @@ fn failure(lease: Lease, error: &str) -> FailedTask {
     }
 }
 
+/// `task` (`Ready`, never claimed) as a claim by `runner` at `now` leaves it.
+fn claimed_at(
+    task: &TaskExecution,
+    runner: Uuid,
+    now: chrono::DateTime<chrono::Utc>,
+) -> TaskExecution {
+    TaskExecution {
+        status: Running,
+        claimed_by: Some(runner),
+        heartbeat_at: Some(now),
+        started_at: Some(now),
+        claim_count: 1,
+        updated_at: now,
+        ..task.clone()
+    }
+}
+
 fn a_cycle_finishes_a_batch_and_claims_the_next_as_one_change(kind: Backend) {
     let f = Fixture::new(kind);
     let s = f.store();
@@ -88,15 +105,7 @@ fn a_cycle_finishes_a_batch_and_claims_the_next_as_one_change(kind: Backend) {
     };
     let claimed: Vec<TaskExecution> = tasks[4..7]
         .iter()
-        .map(|t| TaskExecution {
-            status: Running,
-            claimed_by: Some(runner),
-            heartbeat_at: Some(now),
-            started_at: Some(now),
-            claim_count: 1,
-            updated_at: now,
-            ..t.clone()
-        })
+        .map(|t| claimed_at(t, runner, now))
         .collect();
     assert_eq!(cycle.completed, completed);
     assert_eq!(cycle.failed, vec![failed.clone()]);
@@ -244,15 +253,7 @@ fn a_cycle_that_only_claims_or_only_finishes(kind: Backend) {
     assert!(first.completed.is_empty() && first.failed.is_empty() && first.lost.is_empty());
     let expected: Vec<TaskExecution> = tasks[..2]
         .iter()
-        .map(|t| TaskExecution {
-            status: Running,
-            claimed_by: Some(runner),
-            heartbeat_at: Some(now),
-            started_at: Some(now),
-            claim_count: 1,
-            updated_at: now,
-            ..t.clone()
-        })
+        .map(|t| claimed_at(t, runner, now))
         .collect();
     assert_eq!(
         first
