@@ -24,11 +24,15 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Inserts fully formed rows (ids and times already assigned, input already validated) and
     /// returns them as stored (`INSERT ... RETURNING`), in any order, with one `event` per row
-    /// written in the same atomic unit. All or nothing: one multi-row statement, or, only where
+    /// (when there is one: none with the history off) written in the same atomic unit. All or nothing: one multi-row statement, or, only where
     /// the backend's bind-parameter limit forces it, several inside one transaction. A unique
     /// violation is reported as [`crate::DalError::Database`] with
     /// [`crate::DatabaseErrorKind::UniqueViolation`].
-    fn insert(&self, rows: &[TaskExecution], event: &EventSpec) -> Result<Vec<TaskExecution>>;
+    fn insert(
+        &self,
+        rows: &[TaskExecution],
+        event: Option<&EventSpec>,
+    ) -> Result<Vec<TaskExecution>>;
 
     /// Reads one row by id (one `SELECT`).
     fn get(&self, id: Uuid) -> Result<Option<TaskExecution>>;

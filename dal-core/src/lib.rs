@@ -37,5 +37,6 @@ pub use model::{
 pub use plan::Transition;
 pub use status::{StatusSet, SubStatus, TaskStatus};
 pub use store::{
-    ClaimStore, HistoryStore, RetentionStore, Store, TaskExecutionStore, TaskStore, WorkflowReads,
+    ClaimStore, History, HistoryStore, RetentionStore, Store, TaskExecutionStore, TaskStore,
+    WorkflowReads,
 };

@@ -417,7 +417,8 @@ pub struct CyclePlan<'a> {
 }
 
 impl CyclePlan<'_> {
-    /// The plan of failure `i`: `MarkFailed` with its error, leased.
+    /// The plan of failure `i`: `MarkFailed` with its error, leased, with an event when
+    /// [`CyclePlan::fail`] has one.
     pub fn failure(&self, i: usize) -> Option<Plan> {
         let failed = self.failed.get(i)?;
         let transition = Transition::MarkFailed {
@@ -427,6 +428,9 @@ impl CyclePlan<'_> {
             .plan(self.fail.effects.updated_at)
             .leased(failed.lease);
         plan.guard.from = self.fail.guard.from;
+        if self.fail.event.is_none() {
+            plan.event = None;
+        }
         Some(plan)
     }
 }

@@ -24,5 +24,5 @@ pub use crate::model::{
 pub use crate::plan::Transition;
 pub use crate::status::{SubStatus, TaskStatus};
 pub use crate::store::{
-    ClaimStore, HistoryStore, RetentionStore, TaskExecutionStore, TaskStore, WorkflowReads,
+    ClaimStore, History, HistoryStore, RetentionStore, TaskExecutionStore, TaskStore, WorkflowReads,
 };

@@ -339,7 +339,7 @@ pub(crate) fn cycle_log(
 ///      claimed AS (<claim them> RETURNING <row>, due_at),
 ///      changed AS (SELECT * FROM done UNION ALL SELECT * FROM failed
 ///                  UNION ALL SELECT * FROM claimed),
-///      logged AS (<insert the events of changed, in task id order>)
+///      logged AS (<insert the events of changed, in task id order>)  -- with history
 /// SELECT * FROM changed
 /// ```
 ///
@@ -353,7 +353,8 @@ pub(crate) struct Cycle<H, D, F, C, W, L> {
     pub(crate) failed: F,
     pub(crate) fresh: C,
     pub(crate) claimed: W,
-    pub(crate) log: L,
+    /// The event insert; none with the history off.
+    pub(crate) log: Option<L>,
 }
 
 impl<H, D: Query, F, C, W, L> Query for Cycle<H, D, F, C, W, L> {
@@ -382,10 +383,14 @@ where
         self.claimed.walk_ast(out.reborrow())?;
         out.push_sql(
             "), changed AS (SELECT * FROM done UNION ALL SELECT * FROM failed \
-             UNION ALL SELECT * FROM claimed), logged AS (",
+             UNION ALL SELECT * FROM claimed)",
         );
-        self.log.walk_ast(out.reborrow())?;
-        out.push_sql(") SELECT * FROM changed");
+        if let Some(log) = &self.log {
+            out.push_sql(", logged AS (");
+            log.walk_ast(out.reborrow())?;
+            out.push_sql(")");
+        }
+        out.push_sql(" SELECT * FROM changed");
         Ok(())
     }
 }

@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dal_core::{Clock, DalError, Result, Store, SystemClock};
+use dal_core::{Clock, DalError, History, Result, Store, SystemClock};
 use dal_diesel::open::{InstrumentationFactory, MigrateError, Setup, apply, check_pool_size, pool};
 use diesel::{Connection, PgConnection, RunQueryDsl};
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
@@ -35,6 +35,7 @@ pub struct Options {
     connect_timeout: Duration,
     clock: Arc<dyn Clock>,
     instrumentation: Option<InstrumentationFactory>,
+    history: History,
     index_plans: bool,
 }
 
@@ -53,6 +54,7 @@ impl Options {
             connect_timeout: Duration::from_secs(10),
             clock: Arc::new(SystemClock),
             instrumentation: None,
+            history: History::Kept,
             index_plans: true,
         }
     }
@@ -105,6 +107,14 @@ impl Options {
         self
     }
 
+    /// Whether the store writes the execution history (default: [`History::Kept`]). With
+    /// [`History::Off`] no write inserts events: for engines that keep no history, each write
+    /// is then a little cheaper (see [`History`]).
+    pub fn history(mut self, history: History) -> Self {
+        self.history = history;
+        self
+    }
+
     /// Diesel instrumentation to install on every connection of the pool.
     pub fn instrumentation(mut self, factory: InstrumentationFactory) -> Self {
         self.instrumentation = Some(factory);
@@ -143,7 +153,7 @@ impl Options {
         let pool = pool(&url, self.pool_size, self.connect_timeout, setup, |b| {
             b.min_idle(min_idle)
         })?;
-        Ok(Store::new(PgBackend::new(pool), self.clock))
+        Ok(Store::new(PgBackend::new(pool), self.clock).with_history(self.history))
     }
 }
 
@@ -151,6 +161,7 @@ impl fmt::Debug for Options {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Options")
             .field("pool_size", &self.pool_size)
+            .field("history", &self.history)
             .field("min_idle", &self.min_idle)
             .field("connect_timeout", &self.connect_timeout)
             .field("clock", &self.clock)

@@ -171,7 +171,11 @@ fn column<'a, T>(rows: &'a [TaskExecution], value: impl Fn(&'a TaskExecution) ->
 impl Backend for PgBackend {
     const NAME: &'static str = "postgres";
 
-    fn insert(&self, rows_in: &[TaskExecution], event: &EventSpec) -> Result<Vec<TaskExecution>> {
+    fn insert(
+        &self,
+        rows_in: &[TaskExecution],
+        event: Option<&EventSpec>,
+    ) -> Result<Vec<TaskExecution>> {
         // The store's clock stamped the rows; an empty batch sends nothing.
         let Some(at) = rows_in.first().map(|row| row.created_at) else {
             return Ok(Vec::new());
@@ -181,7 +185,7 @@ impl Backend for PgBackend {
                 let write = diesel::insert_into(tasks)
                     .values(NewRow::from(one))
                     .returning(Row::as_returning());
-                return write_logged!(conn, keys::InsertOne, NoPrelude, write, Some(event), at);
+                return write_logged!(conn, keys::InsertOne, NoPrelude, write, event, at);
             }
             // Many rows: each column bound as one array and unnested, in step, by the SELECT:
             // one fixed statement (kept prepared) for any number of rows, and no limit on binds.
@@ -220,7 +224,7 @@ impl Backend for PgBackend {
                 t::due_at,
             ))
             .returning(Row::as_returning());
-            write_logged!(conn, keys::InsertMany, NoPrelude, write, Some(event), at)
+            write_logged!(conn, keys::InsertMany, NoPrelude, write, event, at)
         })?;
         rows(stored)
     }
@@ -301,14 +305,10 @@ impl Backend for PgBackend {
         use dal_diesel::schema::{fresh, targets};
         use diesel::dsl::array;
         let (complete, fail, claim) = (&cycle.complete, &cycle.fail, &cycle.claim);
-        let (Some(complete_event), Some(fail_event), Some(claim_event)) =
-            (&complete.event, &fail.event, &claim.event)
-        else {
-            // Not reached: the store's cycle plans all carry their events.
-            return Err(DalError::Database {
-                kind: dal_core::DatabaseErrorKind::Other,
-                source: "a runner cycle's plans must carry their events".into(),
-            });
+        // The three plans come from one store: all with their events, or none (history off).
+        let events = match (&complete.event, &fail.event, &claim.event) {
+            (Some(complete), Some(fail), Some(claim)) => Some((complete, fail, claim)),
+            _ => None,
         };
         let from = StatusSet::of(
             &complete
@@ -355,15 +355,23 @@ impl Backend for PgBackend {
                 .filter(t::id.eq_any(array(fresh::table.select(fresh::id))))
                 .set(plan_set!(&claim.effects))
                 .returning((Row::as_returning(), t::due_at)),
-            log: cycle_log(
-                complete_event,
-                fail_event,
-                claim_event,
-                complete.effects.updated_at,
-            ),
+            log: events.map(|(complete_event, fail_event, claim_event)| {
+                cycle_log(
+                    complete_event,
+                    fail_event,
+                    claim_event,
+                    complete.effects.updated_at,
+                )
+            }),
         };
-        let written: Vec<(Row, Option<DateTime<Utc>>)> =
-            self.run(|conn| PreparedAs::<keys::Cycle, _>::new(statement).get_results(conn))?;
+        let logged = events.is_some();
+        let written: Vec<(Row, Option<DateTime<Utc>>)> = self.run(|conn| {
+            if logged {
+                PreparedAs::<(keys::Cycle, keys::Logged), _>::new(statement).get_results(conn)
+            } else {
+                PreparedAs::<(keys::Cycle, keys::Plain), _>::new(statement).get_results(conn)
+            }
+        })?;
         written
             .into_iter()
             .map(|(row, at)| {

@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dal_core::{Clock, DalError, Result, Store, SystemClock};
+use dal_core::{Clock, DalError, History, Result, Store, SystemClock};
 use dal_diesel::errors::from_pool;
 use dal_diesel::open::{InstrumentationFactory, MigrateError, Setup, apply, check_pool_size, pool};
 use diesel::connection::SimpleConnection;
@@ -47,6 +47,7 @@ pub struct Options {
     synchronous: Synchronous,
     clock: Arc<dyn Clock>,
     instrumentation: Option<InstrumentationFactory>,
+    history: History,
 }
 
 impl Options {
@@ -61,6 +62,7 @@ impl Options {
             synchronous: Synchronous::Normal,
             clock: Arc::new(SystemClock),
             instrumentation: None,
+            history: History::Kept,
         }
     }
 
@@ -101,6 +103,14 @@ impl Options {
     /// The clock the store reads time from (default: the system clock).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// Whether the store writes the execution history (default: [`History::Kept`]). With
+    /// [`History::Off`] no write inserts events: for engines that keep no history, each write
+    /// is then a little cheaper (see [`History`]).
+    pub fn history(mut self, history: History) -> Self {
+        self.history = history;
         self
     }
 
@@ -155,7 +165,7 @@ impl Options {
             // The database is the pool's one connection: migrated there.
             migrate(&mut *pool.get().map_err(from_pool)?)?;
         }
-        Ok(Store::new(SqliteBackend::new(pool), self.clock))
+        Ok(Store::new(SqliteBackend::new(pool), self.clock).with_history(self.history))
     }
 }
 
@@ -164,6 +174,7 @@ impl fmt::Debug for Options {
         f.debug_struct("Options")
             .field("path", &self.path)
             .field("pool_size", &self.pool_size)
+            .field("history", &self.history)
             .field("busy_timeout", &self.busy_timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("synchronous", &self.synchronous)

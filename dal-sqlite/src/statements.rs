@@ -54,21 +54,25 @@ impl SqliteBackend {
 
     /// Runs `write` (statements returning task rows) and, when there is an event, inserts it
     /// for each returned row, all in one `BEGIN IMMEDIATE` transaction: nothing is written
-    /// unless everything is. Without an event the write runs alone (one statement).
+    /// unless everything is. Without an event a write of one statement runs alone; one of
+    /// `several` statements still runs in a transaction.
     fn write_logged(
         &self,
         event: Option<&EventSpec>,
+        several: bool,
         at: DateTime<Utc>,
         write: impl FnOnce(&mut SqliteConnection) -> QueryResult<Vec<Row>>,
     ) -> Result<Vec<TaskExecution>> {
         let _gate = self.gate();
         let mut conn = self.pool.get().map_err(from_pool)?;
-        let Some(event) = event else {
+        if event.is_none() && !several {
             return rows(write(&mut conn).map_err(from_diesel)?);
-        };
+        }
         conn.immediate_transaction(|conn| {
             let written = rows(write(conn)?).map_err(TxError::Dal)?;
-            history::log(conn, &self.event_ids, event, &written, at)?;
+            if let Some(event) = event {
+                history::log(conn, &self.event_ids, event, &written, at)?;
+            }
             Ok(written)
         })
         .map_err(|err| match err {
@@ -171,12 +175,18 @@ fn claim_oldest(
 impl Backend for SqliteBackend {
     const NAME: &'static str = "sqlite";
 
-    fn insert(&self, rows_in: &[TaskExecution], event: &EventSpec) -> Result<Vec<TaskExecution>> {
+    fn insert(
+        &self,
+        rows_in: &[TaskExecution],
+        event: Option<&EventSpec>,
+    ) -> Result<Vec<TaskExecution>> {
         // The store's clock stamped the rows; an empty batch sends nothing.
         let Some(at) = rows_in.first().map(|row| row.created_at) else {
             return Ok(Vec::new());
         };
-        self.write_logged(Some(event), at, |conn| {
+        let chunk = MAX_BINDS / NewRow::BINDS;
+        // Without events, a batch of one chunk is one statement; more take a transaction.
+        self.write_logged(event, rows_in.len() > chunk, at, |conn| {
             if let [one] = rows_in {
                 // The single-row statement has fixed SQL text, so it is prepared once per
                 // connection; a multi-row one differs with its row count.
@@ -186,7 +196,7 @@ impl Backend for SqliteBackend {
                     .get_results(conn);
             }
             let mut all = Vec::with_capacity(rows_in.len());
-            for part in rows_in.chunks(MAX_BINDS / NewRow::BINDS) {
+            for part in rows_in.chunks(chunk) {
                 all.extend(
                     diesel::insert_into(tasks)
                         .values(part.iter().map(NewRow::from).collect::<Vec<_>>())
@@ -199,10 +209,12 @@ impl Backend for SqliteBackend {
     }
 
     fn apply(&self, id: Uuid, plan: &Plan) -> Result<Option<TaskExecution>> {
-        let mut written =
-            self.write_logged(plan.event.as_ref(), plan.effects.updated_at, |conn| {
-                apply_one(conn, id, plan)
-            })?;
+        let mut written = self.write_logged(
+            plan.event.as_ref(),
+            false,
+            plan.effects.updated_at,
+            |conn| apply_one(conn, id, plan),
+        )?;
         Ok(written.pop())
     }
 
@@ -219,11 +231,16 @@ impl Backend for SqliteBackend {
             limit,
         };
         let mut positions = Vec::new();
-        let rows = self.write_logged(plan.event.as_ref(), plan.effects.updated_at, |conn| {
-            let (rows, at) = claim_oldest(conn, &range, plan)?.into_iter().unzip();
-            positions = at;
-            Ok(rows)
-        })?;
+        let rows = self.write_logged(
+            plan.event.as_ref(),
+            false,
+            plan.effects.updated_at,
+            |conn| {
+                let (rows, at) = claim_oldest(conn, &range, plan)?.into_iter().unzip();
+                positions = at;
+                Ok(rows)
+            },
+        )?;
         Ok(rows
             .into_iter()
             .zip(positions)
@@ -232,9 +249,12 @@ impl Backend for SqliteBackend {
     }
 
     fn apply_leased(&self, leases: &[Lease], plan: &Plan) -> Result<Vec<TaskExecution>> {
-        self.write_logged(plan.event.as_ref(), plan.effects.updated_at, |conn| {
-            apply_leased(conn, leases, plan)
-        })
+        self.write_logged(
+            plan.event.as_ref(),
+            false,
+            plan.effects.updated_at,
+            |conn| apply_leased(conn, leases, plan),
+        )
     }
 
     fn cycle(&self, cycle: &CyclePlan<'_>) -> Result<Vec<(TaskExecution, DateTime<Utc>)>> {
@@ -285,18 +305,23 @@ impl Backend for SqliteBackend {
 
     fn apply_stale(&self, stale: &Stale, plan: &Plan) -> Result<Vec<TaskExecution>> {
         let (low, high) = stale.recovery_attempts;
-        self.write_logged(plan.event.as_ref(), plan.effects.updated_at, |conn| {
-            PreparedAs::<keys::Stale, _>::new(
-                diesel::update(tasks)
-                    .filter(t::claimed_by.is_not_null())
-                    .filter(t::heartbeat_at.lt(Some(stale.older_than)))
-                    .filter(status_in(t::status, plan.guard.from))
-                    .filter(t::recovery_attempts.between(low, high))
-                    .set(plan_set!(&plan.effects))
-                    .returning(Row::as_returning()),
-            )
-            .get_results(conn)
-        })
+        self.write_logged(
+            plan.event.as_ref(),
+            false,
+            plan.effects.updated_at,
+            |conn| {
+                PreparedAs::<keys::Stale, _>::new(
+                    diesel::update(tasks)
+                        .filter(t::claimed_by.is_not_null())
+                        .filter(t::heartbeat_at.lt(Some(stale.older_than)))
+                        .filter(status_in(t::status, plan.guard.from))
+                        .filter(t::recovery_attempts.between(low, high))
+                        .set(plan_set!(&plan.effects))
+                        .returning(Row::as_returning()),
+                )
+                .get_results(conn)
+            },
+        )
     }
 
     fn prune(

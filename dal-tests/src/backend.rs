@@ -12,7 +12,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dal_core::{ManualClock, TaskExecutionStore};
+use dal_core::{History, ManualClock, TaskExecutionStore};
 use uuid::Uuid;
 
 use crate::operations::{Operation, Statements};
@@ -72,6 +72,11 @@ pub trait TestBackend: Send + Sync + 'static {
     /// to fail to open, its server's restarts, its error codes).
     fn own_cases(&self) -> Vec<OwnCase> {
         Vec::new()
+    }
+
+    /// Whether the stores the suite opens write the execution history (default: they do).
+    fn history(&self) -> History {
+        History::Kept
     }
 }
 
@@ -135,6 +140,8 @@ pub struct StoreSetup {
     pub clock: Arc<ManualClock>,
     /// Instrumentation for each connection, to count the statements; `None`: not counted.
     pub instrumentation: Option<Instrumentation>,
+    /// Whether the store writes the execution history.
+    pub history: History,
 }
 
 /// A database of one case: stores on it, and access outside the store.

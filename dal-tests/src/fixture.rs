@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use dal_core::Clock;
 use dal_core::clock::to_micros;
-use dal_core::{ManualClock, TaskExecutionStore};
+use dal_core::{History, ManualClock, TaskExecutionStore};
 
 use crate::backend::{Backend, HeldLock, Plans, StoreSetup, TestDatabase};
 use crate::counter::StatementLog;
@@ -70,6 +70,7 @@ impl Fixture {
             plans: Plans::Default,
             clock: clock.clone(),
             instrumentation: Some(log.factory()),
+            history: kind.history(),
         });
         Fixture {
             kind,
@@ -89,7 +90,14 @@ impl Fixture {
             plans,
             clock: Arc::new(ManualClock::new(self.clock.now())),
             instrumentation: None,
+            history: self.kind.history(),
         })
+    }
+
+    /// Whether the fixture's store writes the execution history: the cases check the events
+    /// written only when it does (and that none are written when it does not).
+    pub fn keeps_history(&self) -> bool {
+        self.kind.history() == History::Kept
     }
 
     /// The fixture's database as the backend's own type `T`, for a backend's own cases.

@@ -13,7 +13,7 @@ use crate::provision;
 pub fn trials(backends: &[Backend]) -> Vec<Trial> {
     let mut trials = Vec::new();
     for &kind in backends {
-        for (group, list) in cases::groups() {
+        for (group, list) in cases::groups_for(kind.history()) {
             for case in list {
                 let run = case.run;
                 trials.push(Trial::test(

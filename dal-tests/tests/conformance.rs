@@ -1,9 +1,17 @@
-//! The conformance suite against both backends of the workspace, called directly and through
-//! the async interface (each backend crate also runs it against its own, from its
+//! The conformance suite against both backends of the workspace, called directly, through
+//! the async interface and with the history off (each backend crate also runs it against its own, from its
 //! `tests/conformance.rs`).
 
 fn main() {
     let [postgres, sqlite] = dal_tests::backends::ALL;
     let [async_postgres, async_sqlite] = dal_tests::backends::ASYNC;
-    dal_tests::suite::main(&[postgres, sqlite, async_postgres, async_sqlite]);
+    let [postgres_no_history, sqlite_no_history] = dal_tests::backends::NO_HISTORY;
+    dal_tests::suite::main(&[
+        postgres,
+        sqlite,
+        async_postgres,
+        async_sqlite,
+        postgres_no_history,
+        sqlite_no_history,
+    ]);
 }

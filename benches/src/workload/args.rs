@@ -67,6 +67,13 @@ pub struct Args {
     #[serde(default)]
     pub cycle: RunnerCycle,
 
+    /// Whether the store writes the execution history (`kept`) or not (`off`, the store option
+    /// for engines that keep none). With it off, the checks that read the history are left out
+    /// of the report: only the rows are checked.
+    #[arg(long, value_enum, default_value_t = HistoryMode::Kept)]
+    #[serde(default)]
+    pub history: HistoryMode,
+
     /// Share of task executions that fail (they are retried while attempts are left).
     #[arg(long, default_value_t = 0.05, value_parser = share)]
     pub fail_rate: f64,
@@ -131,6 +138,27 @@ pub enum RunnerCycle {
     /// `fail` per failure, `complete_many`, `claim_ready`: the protocol before
     /// `finish_and_claim`.
     TwoStatements,
+}
+
+/// `--history`: whether the store writes the execution history.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HistoryMode {
+    /// Every change writes its event (the store's default).
+    #[default]
+    Kept,
+    /// No events.
+    Off,
+}
+
+impl HistoryMode {
+    /// The store's setting.
+    pub fn store(self) -> dal_core::History {
+        match self {
+            HistoryMode::Kept => dal_core::History::Kept,
+            HistoryMode::Off => dal_core::History::Off,
+        }
+    }
 }
 
 /// The pruner: every `--prune-every-ms` it runs a whole retention pass, `prune_finished` batch

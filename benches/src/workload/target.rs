@@ -21,6 +21,7 @@ pub struct Target {
     /// Where, for connections.
     pub database: Database,
     pool_size: u32,
+    history: dal_core::History,
     cleanup: Cleanup,
 }
 
@@ -89,6 +90,7 @@ impl Target {
                     location: path.display().to_string(),
                     database: Database::Sqlite(path),
                     pool_size,
+                    history: args.history.store(),
                     cleanup,
                 })
             }
@@ -105,6 +107,7 @@ impl Target {
                     location: path.display().to_string(),
                     database: Database::Sqlite(path),
                     pool_size,
+                    history: args.history.store(),
                     cleanup: Cleanup::Nothing,
                 })
             }
@@ -163,6 +166,7 @@ impl Target {
                         schema,
                     },
                     pool_size,
+                    history: args.history.store(),
                     cleanup,
                 })
             }
@@ -185,11 +189,14 @@ impl Target {
     ) -> Result<Arc<dyn TaskExecutionStore>, String> {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         match &self.database {
-            Database::Sqlite(path) => open_sqlite(path, self.pool_size, clock, counter),
+            Database::Sqlite(path) => {
+                open_sqlite(path, self.pool_size, clock, self.history, counter)
+            }
             Database::Postgres { .. } => {
                 let store = dal_postgres::Options::new(self.database.url())
                     .pool_size(self.pool_size)
                     .clock(clock)
+                    .history(self.history)
                     .instrumentation(counter.factory())
                     .connect()
                     .map_err(|err| format!("cannot open the store on {}: {err}", self.location))?;
@@ -217,11 +224,13 @@ fn open_sqlite(
     path: &std::path::Path,
     pool_size: u32,
     clock: Arc<dyn Clock>,
+    history: dal_core::History,
     counter: &StatementCounter,
 ) -> Result<Arc<dyn TaskExecutionStore>, String> {
     let store = dal_sqlite::Options::new(path.display().to_string())
         .pool_size(pool_size)
         .clock(clock)
+        .history(history)
         .instrumentation(counter.factory())
         .open()
         .map_err(|e| format!("cannot open SQLite database {}: {e}", path.display()))?;

@@ -141,6 +141,7 @@ fn cycle_plan<'a>(
     runner_id: Uuid,
     finished: &'a Finished,
     now: DateTime<Utc>,
+    history: super::History,
     range: ClaimRange,
 ) -> Result<CyclePlan<'a>> {
     let not_the_runner =
@@ -186,17 +187,17 @@ fn cycle_plan<'a>(
     .leased(runner);
     Ok(CyclePlan {
         completed: &finished.completed,
-        complete: Transition::MarkCompleted.plan(now).leased(runner),
+        complete: history.of(Transition::MarkCompleted.plan(now).leased(runner)),
         failed: &finished.failed,
-        fail: Plan {
+        fail: history.of(Plan {
             guard: crate::plan::Guard {
                 from: crate::StatusSet::of(&[TaskStatus::Running]),
                 ..fail.guard
             },
             ..fail
-        },
+        }),
         range,
-        claim: Plan::claim(runner_id, now),
+        claim: history.of(Plan::claim(runner_id, now)),
     })
 }
 
@@ -206,7 +207,7 @@ impl<B: Backend> ClaimStore for Store<B> {
             return Ok(Vec::new());
         }
         let now = self.now();
-        let plan = Plan::claim(runner_id, now);
+        let plan = self.history.of(Plan::claim(runner_id, now));
         let from = self.floors.claim_start(now);
         let result = self
             .retrying("claim_ready", || {
@@ -275,7 +276,9 @@ impl<B: Backend> ClaimStore for Store<B> {
             )
             .into());
         }
-        let plan = Transition::MarkCompleted.plan(self.now()).leased(*first);
+        let plan = self
+            .history
+            .of(Transition::MarkCompleted.plan(self.now()).leased(*first));
         let result = self
             .retrying("complete_many", || self.backend.apply_leased(leases, &plan))
             .map(|rows| {
@@ -299,6 +302,7 @@ impl<B: Backend> ClaimStore for Store<B> {
             runner_id,
             finished,
             now,
+            self.history,
             ClaimRange {
                 due_at: now,
                 from: self.floors.claim_start(now),
@@ -376,7 +380,9 @@ impl<B: Backend> ClaimStore for Store<B> {
         let mut backend_calls = 0;
         let result = (|| {
             backend_calls += 1;
-            let abandon = Plan::abandon_stale(max_recovery_attempts, now);
+            let abandon = self
+                .history
+                .of(Plan::abandon_stale(max_recovery_attempts, now));
             let at_cap = Stale {
                 older_than,
                 recovery_attempts: (max_recovery_attempts, i32::MAX),
@@ -388,7 +394,7 @@ impl<B: Backend> ClaimStore for Store<B> {
             let reset = match max_recovery_attempts {
                 0 => Vec::new(),
                 max => {
-                    let reset = Plan::recover_stale(older_than, now);
+                    let reset = self.history.of(Plan::recover_stale(older_than, now));
                     let below_cap = Stale {
                         older_than,
                         recovery_attempts: (0, max - 1),

@@ -77,6 +77,34 @@ pub struct Store<B> {
     clock: Arc<dyn Clock>,
     ids: Ids,
     floors: floor::Floors,
+    history: History,
+}
+
+/// Whether a store writes the execution history (`execution_events`).
+///
+/// With [`History::Off`], for engines that keep no history, no write inserts events: every
+/// write is still one statement (on PostgreSQL the data-modifying `WITH` loses its event
+/// insert; on SQLite a single-statement write runs without a transaction around it), the
+/// event reads find nothing the store wrote, and retention still removes whatever events are
+/// there. Rows, guards and errors are the same either way. Processes of one database may
+/// differ: the setting is the store's, not the schema's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum History {
+    /// Every change writes its event in the same atomic unit (the default).
+    #[default]
+    Kept,
+    /// No events are written.
+    Off,
+}
+
+impl History {
+    /// `plan` as this setting writes it: without its event when the history is off.
+    pub fn of(self, mut plan: Plan) -> Plan {
+        if self == History::Off {
+            plan.event = None;
+        }
+        plan
+    }
 }
 
 impl<B: Backend> Store<B> {
@@ -87,7 +115,19 @@ impl<B: Backend> Store<B> {
             clock,
             ids: Ids::new(),
             floors: floor::Floors::default(),
+            history: History::Kept,
         }
+    }
+
+    /// The same store, writing the execution history or not (default: [`History::Kept`]).
+    pub fn with_history(mut self, history: History) -> Self {
+        self.history = history;
+        self
+    }
+
+    /// Whether the store writes the execution history.
+    pub fn history(&self) -> History {
+        self.history
     }
 
     /// The backend, for what is specific to it.
@@ -117,6 +157,14 @@ impl<B: Backend> Store<B> {
     /// row once to say why (`to` is the status the caller asked for); when the row meets the
     /// guard by then, it changed in between and the write is tried again.
     fn guarded_write(&self, id: Uuid, plan: &Plan, to: TaskStatus) -> Result<TaskExecution> {
+        let unlogged;
+        let plan = match self.history {
+            History::Kept => plan,
+            History::Off => {
+                unlogged = self.history.of(plan.clone());
+                &unlogged
+            }
+        };
         let mut backend_calls = 0;
         let result = (|| {
             for _ in 0..GUARDED_WRITE_TRIES {

@@ -13,8 +13,11 @@ use crate::event::{EventSpec, EventType};
 use crate::plan::{Plan, Transition};
 use crate::{NewTaskExecution, SubStatus, TaskExecution, TaskStatus, validate};
 
-fn created() -> EventSpec {
-    EventSpec::new(EventType::Created)
+impl<B> Store<B> {
+    /// The event of a created task, unless the history is off.
+    fn created(&self) -> Option<EventSpec> {
+        (self.history == super::History::Kept).then(|| EventSpec::new(EventType::Created))
+    }
 }
 
 /// The operations on task executions. Implemented by [`Store`] for every backend; use it as
@@ -213,7 +216,8 @@ impl<B: Backend> TaskStore for Store<B> {
         let id = row.id;
         let result = self
             .retrying("create", || {
-                self.backend.insert(std::slice::from_ref(&row), &created())
+                self.backend
+                    .insert(std::slice::from_ref(&row), self.created().as_ref())
             })
             .map_err(|err| self.explain_insert_error(err, std::slice::from_ref(new)))
             .and_then(|rows| {
@@ -244,7 +248,9 @@ impl<B: Backend> TaskStore for Store<B> {
             (a.workflow_execution_id, &a.task_name).cmp(&(b.workflow_execution_id, &b.task_name))
         });
         let result = self
-            .retrying("create_many", || self.backend.insert(&rows, &created()))
+            .retrying("create_many", || {
+                self.backend.insert(&rows, self.created().as_ref())
+            })
             .map_err(|err| self.explain_insert_error(err, news))
             .and_then(|stored| {
                 let mut ordered: Vec<Option<TaskExecution>> = vec![None; rows.len()];

@@ -12,11 +12,11 @@ use uuid::Uuid;
 
 use super::Case;
 use super::concurrency::{THREADS, on_threads};
-use super::support::{assert_unchanged, expect_err, ready_tasks, workflow};
+use super::support::{assert_unchanged, checked_history, expect_err, ready_tasks, workflow};
 use crate::backend::Backend;
 use crate::case;
 use crate::fixture::{Fixture, Setup};
-use crate::model::{counters, replay};
+use crate::model::counters;
 use TaskStatus::*;
 
 /// The cases of this group.
@@ -150,6 +150,9 @@ fn a_cycle_finishes_a_batch_and_claims_the_next_as_one_change(kind: Backend) {
         )
         .collect();
     expected.sort_by_key(|(id, _, _)| *id);
+    if !f.keeps_history() {
+        expected.clear();
+    }
     assert_eq!(
         new.iter()
             .map(|e| (e.task_execution_id, e.event_type, e.event_data.clone()))
@@ -161,7 +164,7 @@ fn a_cycle_finishes_a_batch_and_claims_the_next_as_one_change(kind: Backend) {
         assert_eq!(e.workflow_execution_id, wf);
     }
     for row in completed.iter().chain([&failed]).chain(&claimed) {
-        replay(row, &s.events_for_task(row.id).unwrap()).unwrap();
+        checked_history(&f, row);
     }
 }
 
@@ -355,19 +358,20 @@ fn runners_cycling_together_finish_every_task_once(kind: Backend) {
         };
         assert_eq!((row.status, finished_by.get(&row.id)), (want, Some(&want)));
         assert_eq!(row.claim_count, 1, "claimed once");
-        let events = f.store.events_for_task(row.id).unwrap();
-        assert_eq!(
-            events.iter().map(|e| e.event_type).collect::<Vec<_>>(),
-            [
-                EventType::Created,
-                EventType::Claimed,
-                if want == Failed {
-                    EventType::Failed
-                } else {
-                    EventType::Completed
-                }
-            ]
-        );
-        replay(&row, &events).unwrap();
+        let events = checked_history(&f, &row);
+        if f.keeps_history() {
+            assert_eq!(
+                events.iter().map(|e| e.event_type).collect::<Vec<_>>(),
+                [
+                    EventType::Created,
+                    EventType::Claimed,
+                    if want == Failed {
+                        EventType::Failed
+                    } else {
+                        EventType::Completed
+                    }
+                ]
+            );
+        }
     }
 }

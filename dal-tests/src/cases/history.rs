@@ -23,6 +23,71 @@ pub const CASES: &[Case] = &[
     case!(a_workflow_history_pages_in_order),
 ];
 
+/// The cases of a store with the history off, in place of [`CASES`].
+pub const OFF: &[Case] = &[case!(no_write_leaves_an_event_with_the_history_off)];
+
+/// Every kind of write, through a task's whole life and a sweep, a cycle and a batch: the
+/// rows change as with the history kept, and no event is written, nor read back.
+fn no_write_leaves_an_event_with_the_history_off(kind: Backend) {
+    let f = Fixture::new(kind);
+    assert!(!f.keeps_history());
+    let s = f.store();
+    let wf = workflow();
+    let tasks = ready_tasks(s, wf, 4, 2);
+    let one = s.create(&NewTaskExecution::new(wf, "one")).expect("create");
+    s.mark_ready(one.id).expect("mark_ready");
+    s.mark_skipped(one.id, "not needed").expect("mark_skipped");
+    let runner = Uuid::now_v7();
+    let claimed = s.claim_ready(runner, 3).expect("claim_ready");
+    assert_eq!(claimed.len(), 3);
+    s.heartbeat(&claimed[0].lease).expect("heartbeat");
+    s.set_sub_status(claimed[0].task.id, Some(dal_core::SubStatus::Deferred))
+        .expect("set_sub_status");
+    let failed = s.fail(&claimed[1].lease, "boom").expect("fail");
+    s.schedule_retry(failed.id, f.now())
+        .expect("schedule_retry");
+    let cycle = s
+        .finish_and_claim(
+            runner,
+            &dal_core::Finished {
+                completed: vec![claimed[0].lease],
+                failed: vec![dal_core::FailedTask {
+                    lease: claimed[2].lease,
+                    error: "bang".into(),
+                }],
+            },
+            2,
+        )
+        .expect("finish_and_claim");
+    assert_eq!(
+        (
+            cycle.completed.len(),
+            cycle.failed.len(),
+            cycle.claimed.len()
+        ),
+        (1, 1, 2)
+    );
+    f.clock.advance(TimeDelta::minutes(5));
+    let swept = s
+        .recover_stale_claims(f.now() - TimeDelta::minutes(1), 3)
+        .expect("recover_stale_claims");
+    assert_eq!(swept.reset.len(), 2);
+    let statuses: Vec<TaskStatus> = s
+        .list_for_workflow(wf)
+        .expect("list_for_workflow")
+        .iter()
+        .map(|t| t.status)
+        .collect();
+    assert_eq!(statuses.len(), tasks.len() + 1);
+    assert_eq!(
+        s.events_for_workflow(wf, None, 1_000).expect("events"),
+        vec![]
+    );
+    for task in tasks.iter().chain([&one]) {
+        assert_eq!(s.events_for_task(task.id).expect("events"), vec![]);
+    }
+}
+
 /// An event as a case expects it: everything but `seq` and `id`, which are checked apart.
 #[derive(Debug, PartialEq)]
 struct Expected {

@@ -20,11 +20,10 @@ use uuid::Uuid;
 
 use super::Case;
 use super::concurrency::{THREADS, on_threads};
-use super::support::{ready_tasks, workflow};
+use super::support::{checked_history, ready_tasks, workflow};
 use crate::backend::{Backend, Plans};
 use crate::case;
 use crate::fixture::{Fixture, Setup};
-use crate::model;
 
 /// The cases of this group.
 pub const CASES: &[Case] = &[
@@ -153,12 +152,11 @@ fn batches_completed_in_opposite_orders_never_deadlock(kind: Backend) {
     }
     for id in &tasks {
         let row = f.store.get(*id).expect("get");
-        let events = f.store.events_for_task(*id).expect("events");
         assert!(matches!(
             row.status,
             TaskStatus::Completed | TaskStatus::Failed
         ));
-        model::replay(&row, &events).unwrap_or_else(|e| panic!("{kind}: {id}: {e}"));
+        checked_history(&f, &row);
     }
 }
 
@@ -245,8 +243,7 @@ fn racing_claims_completions_and_sweeps_never_deadlock(kind: Backend) {
     for task in &created {
         let row = f.store.get(task.id).expect("get");
         assert_eq!(row.status, TaskStatus::Completed);
-        let events = f.store.events_for_task(task.id).expect("events");
-        model::replay(&row, &events).unwrap_or_else(|e| panic!("{kind}: {}: {e}", task.id));
+        checked_history(&f, &row);
     }
     let recovered: usize = created
         .iter()

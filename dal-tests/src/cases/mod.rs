@@ -45,6 +45,20 @@ macro_rules! case {
     };
 }
 
+/// Every group of cases, for a backend that keeps the history or not: with the history off,
+/// the history's group gives way to a case that no event is written.
+pub fn groups_for(history: dal_core::History) -> Vec<Group> {
+    let mut groups = groups();
+    if history == dal_core::History::Off {
+        for (name, cases) in &mut groups {
+            if *name == "history" {
+                *cases = history::OFF;
+            }
+        }
+    }
+    groups
+}
+
 /// Every group of cases.
 pub fn groups() -> Vec<Group> {
     vec![

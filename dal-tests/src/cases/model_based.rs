@@ -422,6 +422,9 @@ pub fn run_sequence(f: &Fixture, ops: &[Op]) -> Result<(), String> {
     reset(f);
     let s: &dyn TaskExecutionStore = f.store();
     let mut model = Model::new(start_time());
+    if !f.keeps_history() {
+        model = model.without_history();
+    }
     let mut tasks: Vec<Uuid> = Vec::new();
     let mut leases: Vec<Lease> = Vec::new();
     // Where the sequence's retention pass stands.

@@ -136,11 +136,16 @@ fn run_all(f: &Fixture, pass: usize) -> Vec<(Operation, Counts)> {
         }));
     });
     run_claims(f, pass, &mut measure);
+    // Events, unless the history is off.
+    let kept = f.keeps_history();
     measure(Operation::EventsForTask, &mut || {
-        assert!(!s.events_for_task(id).unwrap().is_empty())
+        assert_eq!(!s.events_for_task(id).unwrap().is_empty(), kept)
     });
     measure(Operation::EventsForWorkflow, &mut || {
-        assert!(!s.events_for_workflow(wf, None, 100).unwrap().is_empty())
+        assert_eq!(
+            !s.events_for_workflow(wf, None, 100).unwrap().is_empty(),
+            kept
+        )
     });
     measure(Operation::EventsForWorkflowLimit0, &mut || {
         assert!(s.events_for_workflow(wf, None, 0).unwrap().is_empty())

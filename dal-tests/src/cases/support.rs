@@ -1,6 +1,6 @@
 //! Helpers shared by the cases.
 
-use dal_core::{DalError, NewTaskExecution, TaskExecution, TaskStatus, TaskStore};
+use dal_core::{DalError, ExecutionEvent, NewTaskExecution, TaskExecution, TaskStatus, TaskStore};
 use uuid::Uuid;
 
 /// A new workflow execution id.
@@ -112,4 +112,16 @@ pub fn eventually<T>(read: impl Fn() -> Result<T, dal_core::DalError>) -> T {
             Err(err) => panic!("a read failed: {err:?}"),
         }
     }
+}
+
+/// The events of `row`'s task (the task as stored), checked: with the fixture's history kept,
+/// they replay to the row; with it off, there are none.
+pub fn checked_history(f: &crate::fixture::Fixture, row: &TaskExecution) -> Vec<ExecutionEvent> {
+    let events = f.store.events_for_task(row.id).expect("events_for_task");
+    if f.keeps_history() {
+        crate::model::replay(row, &events).unwrap_or_else(|e| panic!("{}: {e}", row.id));
+    } else {
+        assert_eq!(events, [], "no events with the history off");
+    }
+    events
 }

@@ -159,7 +159,8 @@ impl TestDatabase for Schema {
         let mut options =
             dal_postgres::Options::new(self.schema.url_with_options(&session_options(setup)))
                 .pool_size(setup.pool_size)
-                .clock(setup.clock.clone());
+                .clock(setup.clock.clone())
+                .history(setup.history);
         if let Some(instrumentation) = &setup.instrumentation {
             options = options.instrumentation(instrumentation.clone());
         }

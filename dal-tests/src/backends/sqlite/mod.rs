@@ -126,7 +126,8 @@ impl TestDatabase for File {
             let options = options
                 .pool_size(setup.pool_size)
                 .busy_timeout(setup.lock_timeout.unwrap_or(BUSY_TIMEOUT))
-                .clock(setup.clock.clone());
+                .clock(setup.clock.clone())
+                .history(setup.history);
             match &setup.instrumentation {
                 Some(instrumentation) => options.instrumentation(instrumentation.clone()),
                 None => options,
