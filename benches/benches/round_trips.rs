@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use criterion::{BatchSize, BenchmarkId, Criterion};
 use dal_benches::env::{BenchEnv, backends};
-use dal_core::{NewTaskExecution, TaskStatus};
+use dal_core::{Finished, Lease, NewTaskExecution, TaskStatus};
 use uuid::Uuid;
 
 static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -131,6 +131,96 @@ fn claim(c: &mut Criterion, env: &BenchEnv) {
     group.finish();
 }
 
+/// A runner's turn: finish 32 claimed tasks and claim the next 32, as one `finish_and_claim`
+/// or as `complete_many` then `claim_ready`.
+fn runner_cycle(c: &mut Criterion, env: &BenchEnv) {
+    let mut group = c.benchmark_group(format!("{}/runner_cycle_32", env.kind));
+    let runner = Uuid::now_v7();
+    // 32 claimed by the runner, and 32 more ready.
+    let held = || {
+        env.store.create_many(&news(32, TaskStatus::Ready)).unwrap();
+        let leases: Vec<Lease> = env
+            .store
+            .claim_ready(runner, 32)
+            .unwrap()
+            .into_iter()
+            .map(|c| c.lease)
+            .collect();
+        assert_eq!(leases.len(), 32);
+        env.store.create_many(&news(32, TaskStatus::Ready)).unwrap();
+        Finished {
+            completed: leases,
+            failed: Vec::new(),
+        }
+    };
+    let finish = |next: Vec<Lease>| assert_eq!(env.store.complete_many(&next).unwrap().lost, []);
+    group.bench_function("finish_and_claim", |b| {
+        b.iter_batched(
+            held,
+            |finished| {
+                let cycle = env.store.finish_and_claim(runner, &finished, 32).unwrap();
+                assert_eq!((cycle.completed.len(), cycle.claimed.len()), (32, 32));
+                cycle.claimed
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    finish_claimed(env, runner, &finish);
+    group.bench_function("complete_many_then_claim_ready", |b| {
+        b.iter_batched(
+            held,
+            |finished| {
+                assert_eq!(
+                    env.store
+                        .complete_many(&finished.completed)
+                        .unwrap()
+                        .completed
+                        .len(),
+                    32
+                );
+                let claimed = env.store.claim_ready(runner, 32).unwrap();
+                assert_eq!(claimed.len(), 32);
+                claimed
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    finish_claimed(env, runner, &finish);
+    group.finish();
+}
+
+/// Completes what the runner still holds, so that no claimed task is left for the next
+/// group.
+fn finish_claimed(env: &BenchEnv, runner: Uuid, finish: &dyn Fn(Vec<Lease>)) {
+    let held: Vec<Lease> = env
+        .store
+        .find_stale_claims(chrono::Utc::now() + chrono::TimeDelta::days(1))
+        .unwrap()
+        .iter()
+        .filter_map(|t| t.lease())
+        .filter(|l| l.runner_id == runner)
+        .collect();
+    if !held.is_empty() {
+        finish(held);
+    }
+}
+
+/// Reading 32 tasks: the DAL's whole rows (21 columns, two JSON documents, decoded into
+/// `TaskExecution`) against the ids alone, by the same scan.
+fn read_rows(c: &mut Criterion, env: &BenchEnv) {
+    let wf = Uuid::now_v7();
+    let batch: Vec<NewTaskExecution> = (0..32).map(|_| NewTaskExecution::new(wf, name())).collect();
+    env.store.create_many(&batch).unwrap();
+    let mut group = c.benchmark_group(format!("{}/read_32", env.kind));
+    group.bench_function("whole_rows", |b| {
+        b.iter(|| assert_eq!(env.store.list_for_workflow(wf).unwrap().len(), 32))
+    });
+    group.bench_function("ids_only", |b| {
+        b.iter(|| assert_eq!(env.baseline.list_ids(wf).len(), 32))
+    });
+    group.finish();
+}
+
 fn task_life(c: &mut Criterion, env: &BenchEnv) {
     let mut group = c.benchmark_group(format!("{}/task_life", env.kind));
     let wf = Uuid::now_v7();
@@ -173,6 +263,8 @@ fn main() {
         reset_and_transition(&mut c, &env);
         create_many(&mut c, &env);
         claim(&mut c, &env);
+        runner_cycle(&mut c, &env);
+        read_rows(&mut c, &env);
         task_life(&mut c, &env);
     }
     c.final_summary();
