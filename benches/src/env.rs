@@ -70,9 +70,19 @@ impl BenchEnv {
                 let schema = TempSchema::with_connections(4);
                 // DAL_BENCH_PG_OPTIONS adds server settings to the benchmark's sessions, e.g.
                 // `-c synchronous_commit=off` to see round trips without the commit's flush.
-                let url = schema
-                    .url_with_options(&std::env::var("DAL_BENCH_PG_OPTIONS").unwrap_or_default());
+                let mut options = std::env::var("DAL_BENCH_PG_OPTIONS").unwrap_or_default();
+                // DAL_BENCH_TRANSACTION_POOLING=1: the store as it runs behind a transaction
+                // pooler (nothing kept prepared; the planner settings, which the store then
+                // does not set, come with the session's options), on the server itself, to
+                // see what not keeping statements prepared costs.
+                let pooling =
+                    std::env::var("DAL_BENCH_TRANSACTION_POOLING").is_ok_and(|v| v == "1");
+                if pooling {
+                    options.push_str(" -c enable_seqscan=off -c enable_bitmapscan=off");
+                }
+                let url = schema.url_with_options(options.trim());
                 let store = dal_postgres::Options::new(url)
+                    .transaction_pooling(pooling)
                     .pool_size(4)
                     .connect()
                     .expect("connect a PostgreSQL store for the benchmarks");

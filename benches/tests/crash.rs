@@ -352,6 +352,7 @@ fn a_postgres_run_killed_mid_run_is_finished_by_a_new_process() {
     let database = Database::Postgres {
         url: url.clone(),
         schema: schema.clone(),
+        pooled: false,
     };
     let in_schema = database.url();
     let store_url = in_schema.clone();

@@ -109,6 +109,32 @@ pub enum DalError {
         #[source]
         source: BoxError,
     },
+    /// The store's sessions are not what was asked for, found when the store opened, before
+    /// anything was written: a server setting requested in the connection URL (libpq's
+    /// `options=-c name=value`, or `PGOPTIONS`) or by the store's options did not take effect,
+    /// for example because a connection pooler dropped it on the way. Nothing was written; the
+    /// setting must be made where it survives (see `hint`).
+    #[error(
+        "the database session's {setting} is {actual:?}, not {requested:?} as requested: {hint}"
+    )]
+    Settings {
+        /// The setting (`search_path`, `statement_timeout`, ...), or `current_schema()`.
+        setting: String,
+        /// The value asked for.
+        requested: String,
+        /// The value the session has.
+        actual: String,
+        /// What to do about it.
+        hint: String,
+    },
+    /// The store was opened with migrations verified, not applied (`Migrations::Verify`), and
+    /// the database's schema lacks migrations this build needs. Nothing was written; apply
+    /// them first (`Options::migrate`, the separate migration step).
+    #[error("the database schema lacks the migrations {pending:?}: apply them first")]
+    SchemaNotMigrated {
+        /// The versions missing, oldest first (every one when the schema was never migrated).
+        pending: Vec<String>,
+    },
     /// Any other error reported by the database.
     #[error("database error ({kind}): {source}")]
     Database {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use dal_core::{DalError, Result};
 use diesel::Connection;
 use diesel::backend::Backend;
-use diesel::connection::{Instrumentation, SimpleConnection};
+use diesel::connection::{CacheSize, Instrumentation, SimpleConnection};
 use diesel::r2d2::{
     self, ConnectionManager, CustomizeConnection, ManageConnection, Pool, R2D2Connection,
 };
@@ -32,11 +32,16 @@ pub fn check_pool_size(size: u32) -> Result<()> {
 }
 
 /// What runs on every new connection of the pool: the database's settings (one batch of
-/// statements), then the instrumentation, so that a session's setup is not counted as one of
-/// the store's operations.
+/// statements), the statement cache's size, then the instrumentation, so that a session's
+/// setup is not counted as one of the store's operations.
 pub struct Setup {
     /// Statements every session runs first, if any.
     pub settings: Option<String>,
+    /// Whether Diesel keeps statements prepared on the connection (its statement cache; on by
+    /// default). Off, every statement is sent with its parameters as an unnamed statement,
+    /// parsed and planned for that execution alone: nothing named outlives it on the server
+    /// session, as a transaction-pooling proxy requires.
+    pub prepared_statements: bool,
     /// The instrumentation to install.
     pub instrumentation: Option<InstrumentationFactory>,
 }
@@ -46,6 +51,9 @@ impl<C: Connection + SimpleConnection> CustomizeConnection<C, r2d2::Error> for S
         if let Some(settings) = &self.settings {
             conn.batch_execute(settings)
                 .map_err(r2d2::Error::QueryError)?;
+        }
+        if !self.prepared_statements {
+            conn.set_prepared_statement_cache_size(CacheSize::Disabled);
         }
         if let Some(factory) = &self.instrumentation {
             conn.set_instrumentation(factory());
@@ -58,6 +66,7 @@ impl fmt::Debug for Setup {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Setup")
             .field("settings", &self.settings)
+            .field("prepared_statements", &self.prepared_statements)
             .field("instrumentation", &self.instrumentation.is_some())
             .finish()
     }
@@ -115,17 +124,103 @@ impl From<MigrateError> for DalError {
     }
 }
 
-/// Applies the pending `migrations` on `conn`; the caller runs this inside the transaction
-/// (and lock) that keeps processes starting at once from racing.
+/// Applies the pending `migrations` on `conn` and returns the versions applied, oldest first;
+/// the caller runs this inside the transaction (and lock) that keeps processes starting at
+/// once from racing.
 pub fn apply<C, DB>(
     conn: &mut C,
     migrations: EmbeddedMigrations,
-) -> std::result::Result<(), MigrateError>
+) -> std::result::Result<Vec<String>, MigrateError>
 where
     DB: Backend,
     C: MigrationHarness<DB>,
 {
     conn.run_pending_migrations(migrations)
-        .map(drop)
+        .map(|applied| applied.iter().map(ToString::to_string).collect())
         .map_err(MigrateError::Harness)
+}
+
+/// What opening a store does about the schema's migrations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Migrations {
+    /// Apply the pending migrations (the default): in one transaction holding a lock, so that
+    /// processes starting at once do not race. Needs a role that may run DDL.
+    #[default]
+    Apply,
+    /// Apply none; check that every migration of this build is applied (one read of Diesel's
+    /// `__diesel_schema_migrations` table), and fail with
+    /// [`DalError::SchemaNotMigrated`] otherwise. Works with a role that has only DML rights,
+    /// once the migrations ran as a separate step (`Options::migrate`). Migrations newer than
+    /// this build's are accepted: a schema migrated ahead of a rolling deployment still serves
+    /// the processes not yet replaced.
+    Verify,
+    /// Neither apply nor check: the schema is someone else's concern.
+    Skip,
+}
+
+/// The name of Diesel's table of applied migrations.
+pub const MIGRATIONS_TABLE: &str = "__diesel_schema_migrations";
+
+/// The versions of `migrations`, oldest first.
+pub fn versions<DB: Backend>(migrations: &EmbeddedMigrations) -> Result<Vec<String>>
+where
+    EmbeddedMigrations: diesel::migration::MigrationSource<DB>,
+{
+    let list = diesel::migration::MigrationSource::<DB>::migrations(migrations)
+        .map_err(|source| DalError::Migration { source })?;
+    Ok(list
+        .iter()
+        .map(|m| m.name().version().to_string())
+        .collect())
+}
+
+/// Fails with [`DalError::SchemaNotMigrated`] when one of `needed` is not among `applied`
+/// (`None`: the schema has no table of applied migrations).
+pub fn check_applied(needed: Vec<String>, applied: Option<Vec<String>>) -> Result<()> {
+    let applied = applied.unwrap_or_default();
+    let pending: Vec<String> = needed
+        .into_iter()
+        .filter(|version| !applied.contains(version))
+        .collect();
+    if pending.is_empty() {
+        Ok(())
+    } else {
+        Err(DalError::SchemaNotMigrated { pending })
+    }
+}
+
+#[derive(diesel::QueryableByName)]
+struct Present {
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    present: bool,
+}
+
+#[derive(diesel::QueryableByName)]
+struct Applied {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    version: String,
+}
+
+/// The versions applied on `conn` (`None` when it has no [`MIGRATIONS_TABLE`]), read with
+/// two `SELECT`s: `table_exists`, the dialect's query of one row whose boolean column
+/// `present` says whether the table exists, then the table. Reads only.
+pub fn applied<C>(conn: &mut C, table_exists: &'static str) -> Result<Option<Vec<String>>>
+where
+    C: diesel::connection::LoadConnection,
+    C::Backend: Backend + 'static,
+    bool: diesel::deserialize::FromSql<diesel::sql_types::Bool, C::Backend>,
+    String: diesel::deserialize::FromSql<diesel::sql_types::Text, C::Backend>,
+    diesel::query_builder::SqlQuery: diesel::query_builder::QueryFragment<C::Backend>,
+{
+    use diesel::RunQueryDsl;
+    let found: Present = diesel::sql_query(table_exists)
+        .get_result(conn)
+        .map_err(from_diesel)?;
+    if !found.present {
+        return Ok(None);
+    }
+    let rows: Vec<Applied> = diesel::sql_query(format!("SELECT version FROM {MIGRATIONS_TABLE}"))
+        .load(conn)
+        .map_err(from_diesel)?;
+    Ok(Some(rows.into_iter().map(|r| r.version).collect()))
 }

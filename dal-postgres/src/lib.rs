@@ -16,8 +16,10 @@
 
 mod history;
 mod leases;
+mod migrations;
 mod open;
 mod retention;
+mod session;
 mod statements;
 
 // The user API, by name: the prelude, and what a user names beyond it. The interface a backend
@@ -27,7 +29,9 @@ pub use dal_core::AsyncStore;
 pub use dal_core::prelude::{self, *};
 pub use dal_core::{ManualClock, StatusSet, Store, validate};
 pub use dal_diesel::open::InstrumentationFactory;
+pub use dal_diesel::open::Migrations;
 pub use dal_diesel::row::Row as TaskRow;
 pub use dal_diesel::{bind, schema, types};
-pub use open::{INDEX_PLANS, MIGRATIONS, Options, PostgresStore, connect};
+pub use migrations::{MIGRATION_SQL, MIGRATIONS, MigrationSql, migrations_sql};
+pub use open::{INDEX_PLANS, Options, PostgresStore, connect};
 pub use statements::{PgBackend, PgPool};

@@ -5,17 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dal_core::{Clock, DalError, History, Result, Store, SystemClock};
-use dal_diesel::open::{InstrumentationFactory, MigrateError, Setup, apply, check_pool_size, pool};
-use diesel::{Connection, PgConnection, RunQueryDsl};
-use diesel_migrations::{EmbeddedMigrations, embed_migrations};
+use dal_diesel::open::{InstrumentationFactory, Migrations, Setup, check_pool_size, pool};
+use diesel::connection::CacheSize;
+use diesel::{Connection, PgConnection};
 
+use crate::migrations::{migrate, verify};
+use crate::session;
 use crate::statements::PgBackend;
-
-/// The schema migrations, embedded in the binary and applied by [`Options::connect`].
-pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
-
-/// The key of the advisory lock that serializes migrations between processes.
-const MIGRATION_LOCK: i64 = 0x7461_736b_5f64_616c; // "task_dal"
 
 /// A task-execution store on PostgreSQL.
 pub type PostgresStore = Store<PgBackend>;
@@ -37,15 +33,25 @@ pub struct Options {
     instrumentation: Option<InstrumentationFactory>,
     history: History,
     index_plans: bool,
+    transaction_pooling: bool,
+    migrations: Migrations,
 }
 
 /// What each of the store's sessions runs when it opens, with [`Options::index_plans`] on.
 pub const INDEX_PLANS: &str = "SET enable_seqscan = off; SET enable_bitmapscan = off";
 
+/// The settings of [`INDEX_PLANS`], as checked behind a transaction pooler.
+const INDEX_PLAN_SETTINGS: [(&str, &str); 2] =
+    [("enable_seqscan", "off"), ("enable_bitmapscan", "off")];
+
 impl Options {
     /// Options for the database at `url`, e.g. `postgres://user@host:5432/db?sslmode=require`.
     /// Everything libpq accepts in a URL works (TLS, `options=-c statement_timeout=5s`,
-    /// `search_path`, ...).
+    /// `search_path`, ...). Server settings asked for in `options` (or `PGOPTIONS`) are
+    /// checked when the store connects: one that did not take effect (a connection pooler
+    /// drops `options`) fails [`Options::connect`] with [`DalError::Settings`] before anything
+    /// is written. Behind a pooler, make them on the server (`ALTER ROLE ... SET`, `ALTER
+    /// DATABASE ... SET`; README, "Running in production").
     pub fn new(url: impl Into<String>) -> Self {
         Options {
             url: url.into(),
@@ -56,6 +62,8 @@ impl Options {
             instrumentation: None,
             history: History::Kept,
             index_plans: true,
+            transaction_pooling: false,
+            migrations: Migrations::Apply,
         }
     }
 
@@ -99,11 +107,36 @@ impl Options {
     /// their limit. With these two planner settings off for the DAL's own sessions, the plans
     /// are the index plans whatever the statistics, generic or custom.
     ///
-    /// Behind a transaction-pooling proxy a session's settings do not stay with the client:
-    /// set them on the DAL's role instead (`ALTER ROLE dal SET enable_seqscan = off; ALTER ROLE
-    /// dal SET enable_bitmapscan = off`).
+    /// Behind a transaction-pooling proxy a session's settings do not stay with the client
+    /// (and would leak into other clients' transactions): with
+    /// [`Options::transaction_pooling`] the store does not set them, but checks at connect that
+    /// the server has them, and fails with [`DalError::Settings`] otherwise. Set them on the
+    /// DAL's role (`ALTER ROLE dal SET enable_seqscan = off; ALTER ROLE dal SET
+    /// enable_bitmapscan = off`) or database, or turn this option off.
     pub fn index_plans(mut self, on: bool) -> Self {
         self.index_plans = on;
+        self
+    }
+
+    /// Whether the store works behind a transaction-pooling proxy (PgBouncer's `pool_mode =
+    /// transaction`, or a managed equivalent), where each transaction of a client may run on
+    /// another server session (default: off, a session per pooled connection).
+    ///
+    /// On, the store keeps nothing on a server session between its statements:
+    /// - no statement is kept prepared by name (Diesel's statement cache is off): each one is
+    ///   sent with its parameters as one unnamed statement (`PQsendQueryParams`), parsed and
+    ///   planned for that execution;
+    /// - its sessions run no `SET` ([`Options::index_plans`]' settings must be made on the
+    ///   server, and are checked at connect);
+    /// - everything else already holds on any connection: each operation is one statement
+    ///   (no operation opens a transaction of several statements), migrations
+    ///   take a transaction-scoped advisory lock inside their one transaction, and no
+    ///   temporary table, session advisory lock, `LISTEN` or cursor is used.
+    ///
+    /// Every operation stays one atomic statement. The cost is a parse and a plan per
+    /// statement on the server (BENCHMARKS.md, "Transaction pooling", has the figures).
+    pub fn transaction_pooling(mut self, on: bool) -> Self {
+        self.transaction_pooling = on;
         self
     }
 
@@ -115,14 +148,32 @@ impl Options {
         self
     }
 
+    /// What [`Options::connect`] does about the schema's migrations (default:
+    /// [`Migrations::Apply`]). With migrations run as a deployment step of their own
+    /// ([`Options::migrate`], by a role that may run DDL), [`Migrations::Verify`] lets the
+    /// application run with a role that has only DML rights, and fails the connect with
+    /// [`DalError::SchemaNotMigrated`] while the schema lacks one of this build's migrations.
+    pub fn migrations(mut self, migrations: Migrations) -> Self {
+        self.migrations = migrations;
+        self
+    }
+
     /// Diesel instrumentation to install on every connection of the pool.
     pub fn instrumentation(mut self, factory: InstrumentationFactory) -> Self {
         self.instrumentation = Some(factory);
         self
     }
 
-    /// Opens one connection, applies pending migrations on it in one transaction holding an
-    /// advisory lock (so processes connecting at once do not race), then opens the pool.
+    /// Opens one connection, checks its session (below), applies pending migrations on it in
+    /// one transaction holding a transaction-scoped advisory lock (so processes connecting at
+    /// once do not race, behind a transaction pooler too), or verifies them, or neither, as
+    /// [`Options::migrations`] says, then opens the pool.
+    ///
+    /// The session check, before anything is written: each server setting the URL's `options`
+    /// (or `PGOPTIONS`) asks for has its value, a schema of the `search_path` exists, and with
+    /// [`Options::transaction_pooling`] and [`Options::index_plans`] both on, the planner
+    /// settings of [`INDEX_PLANS`] are set on the server. A few statements, on the first
+    /// connection only.
     ///
     /// The first connection is made outside the pool, once: a connection the server refuses
     /// (no server at the address, an unknown role or database, a refused password) fails the
@@ -135,17 +186,23 @@ impl Options {
     ///
     /// Errors: [`DalError::Validation`] for a pool size of 0, [`DalError::Connection`] when
     /// the first connection fails or the pool cannot open its connections within the connect
-    /// timeout, [`DalError::Migration`] when a migration fails.
+    /// timeout, [`DalError::Settings`] when the session is not as asked (nothing is written
+    /// then), [`DalError::Migration`] when a migration fails, [`DalError::SchemaNotMigrated`]
+    /// when verified migrations are missing.
     pub fn connect(self) -> Result<PostgresStore> {
         check_pool_size(self.pool_size)?;
         let url = with_connect_timeout(&self.url, self.connect_timeout);
-        let mut first = PgConnection::establish(&url).map_err(|e| DalError::Connection {
-            source: Box::new(e),
-        })?;
-        migrate(&mut first)?;
+        let mut first = self.first_connection(&url)?;
+        match self.migrations {
+            Migrations::Apply => drop(migrate(&mut first)?),
+            Migrations::Verify => verify(&mut first)?,
+            Migrations::Skip => {}
+        }
         drop(first);
+        let pooled = self.transaction_pooling;
         let setup = Setup {
-            settings: self.index_plans.then(|| INDEX_PLANS.to_owned()),
+            settings: (self.index_plans && !pooled).then(|| INDEX_PLANS.to_owned()),
+            prepared_statements: !pooled,
             instrumentation: self.instrumentation,
         };
         // The backend retires a connection a statement found lost, and the pool opens a new one.
@@ -154,6 +211,39 @@ impl Options {
             b.min_idle(min_idle)
         })?;
         Ok(Store::new(PgBackend::new(pool), self.clock).with_history(self.history))
+    }
+}
+
+impl Options {
+    /// Applies the pending migrations and returns their versions, oldest first (none when the
+    /// schema is up to date), without opening a store: the migration step of a deployment
+    /// that runs the application with [`Migrations::Verify`]. The same session check and the
+    /// same locked transaction as [`Options::connect`], on one connection, closed afterwards;
+    /// [`crate::migrations_sql`] prints what it runs.
+    ///
+    /// Errors: those of [`Options::connect`] (but the pool's).
+    pub fn migrate(self) -> Result<Vec<String>> {
+        let url = with_connect_timeout(&self.url, self.connect_timeout);
+        let mut conn = self.first_connection(&url)?;
+        migrate(&mut conn)
+    }
+
+    /// The first connection, made outside the pool, its session checked (see
+    /// [`Options::connect`]).
+    fn first_connection(&self, url: &str) -> Result<PgConnection> {
+        let mut first = PgConnection::establish(url).map_err(|e| DalError::Connection {
+            source: Box::new(e),
+        })?;
+        if self.transaction_pooling {
+            first.set_prepared_statement_cache_size(CacheSize::Disabled);
+        }
+        let planner: &[(&str, &str)] = if self.transaction_pooling && self.index_plans {
+            &INDEX_PLAN_SETTINGS
+        } else {
+            &[]
+        };
+        session::check(&mut first, &session::requested_settings(url), planner)?;
+        Ok(first)
     }
 }
 
@@ -167,6 +257,8 @@ impl fmt::Debug for Options {
             .field("clock", &self.clock)
             .field("instrumentation", &self.instrumentation.is_some())
             .field("index_plans", &self.index_plans)
+            .field("transaction_pooling", &self.transaction_pooling)
+            .field("migrations", &self.migrations)
             .finish_non_exhaustive()
     }
 }
@@ -185,19 +277,6 @@ fn with_connect_timeout(url: &str, timeout: Duration) -> String {
     } else {
         format!("{url} connect_timeout={seconds}")
     }
-}
-
-fn migrate(conn: &mut PgConnection) -> Result<()> {
-    conn.transaction(|conn| {
-        diesel::select(pg_advisory_xact_lock(MIGRATION_LOCK)).execute(conn)?;
-        apply(conn, MIGRATIONS)
-    })
-    .map_err(|err: MigrateError| err.into())
-}
-
-diesel::define_sql_function! {
-    /// Takes a transaction-scoped advisory lock.
-    fn pg_advisory_xact_lock(key: diesel::sql_types::BigInt);
 }
 
 #[cfg(test)]

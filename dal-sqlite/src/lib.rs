@@ -30,6 +30,7 @@ pub use dal_core::AsyncStore;
 pub use dal_core::prelude::{self, *};
 pub use dal_core::{ManualClock, StatusSet, Store, validate};
 pub use dal_diesel::open::InstrumentationFactory;
+pub use dal_diesel::open::Migrations;
 pub use dal_diesel::row::Row as TaskRow;
 pub use dal_diesel::{bind, schema, types};
 pub use open::{MIGRATIONS, Options, SqliteStore, Synchronous, open};

@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use dal_core::{Clock, DalError, History, Result, Store, SystemClock};
 use dal_diesel::errors::from_pool;
-use dal_diesel::open::{InstrumentationFactory, MigrateError, Setup, apply, check_pool_size, pool};
+use dal_diesel::open::{
+    InstrumentationFactory, MigrateError, Migrations, Setup, applied, apply, check_applied,
+    check_pool_size, pool, versions,
+};
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, SqliteConnection};
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
@@ -48,6 +51,7 @@ pub struct Options {
     clock: Arc<dyn Clock>,
     instrumentation: Option<InstrumentationFactory>,
     history: History,
+    migrations: Migrations,
 }
 
 impl Options {
@@ -63,6 +67,7 @@ impl Options {
             clock: Arc::new(SystemClock),
             instrumentation: None,
             history: History::Kept,
+            migrations: Migrations::Apply,
         }
     }
 
@@ -114,6 +119,15 @@ impl Options {
         self
     }
 
+    /// What [`Options::open`] does about the schema's migrations (default:
+    /// [`Migrations::Apply`]; [`Migrations::Verify`] fails the open with
+    /// [`DalError::SchemaNotMigrated`] while the file lacks one of this build's migrations,
+    /// as on PostgreSQL).
+    pub fn migrations(mut self, migrations: Migrations) -> Self {
+        self.migrations = migrations;
+        self
+    }
+
     /// Diesel instrumentation to install on every connection of the pool.
     pub fn instrumentation(mut self, factory: InstrumentationFactory) -> Self {
         self.instrumentation = Some(factory);
@@ -133,6 +147,7 @@ impl Options {
     /// the file cannot be opened, [`DalError::Database`] when it is not a database (its setup
     /// fails), [`DalError::Migration`] when a migration fails.
     pub fn open(self) -> Result<SqliteStore> {
+        let migrations = self.migrations;
         check_pool_size(self.pool_size)?;
         let in_memory = self.path == ":memory:" || self.path.contains("mode=memory");
         let synchronous = match self.synchronous {
@@ -150,10 +165,11 @@ impl Options {
                     source: Box::new(e),
                 })?;
             first.batch_execute(&pragmas).map_err(from_diesel)?;
-            migrate(&mut first)?;
+            run(migrations, &mut first)?;
         }
         let setup = Setup {
             settings: Some(pragmas),
+            prepared_statements: true,
             instrumentation: self.instrumentation,
         };
         // An in-memory database lives as long as its one connection.
@@ -163,9 +179,30 @@ impl Options {
         })?;
         if in_memory {
             // The database is the pool's one connection: migrated there.
-            migrate(&mut *pool.get().map_err(from_pool)?)?;
+            run(migrations, &mut *pool.get().map_err(from_pool)?)?;
         }
         Ok(Store::new(SqliteBackend::new(pool), self.clock).with_history(self.history))
+    }
+}
+
+impl Options {
+    /// Applies the pending migrations and returns their versions, oldest first (none when the
+    /// file is up to date), without opening a store: the migration step of a deployment that
+    /// opens the store with [`Migrations::Verify`]. One connection, set up as the pool's, and
+    /// the same `BEGIN IMMEDIATE` transaction as [`Options::open`].
+    ///
+    /// Errors: those of [`Options::open`].
+    pub fn migrate(self) -> Result<Vec<String>> {
+        let mut conn =
+            SqliteConnection::establish(&self.path).map_err(|e| DalError::Connection {
+                source: Box::new(e),
+            })?;
+        conn.batch_execute(&format!(
+            "PRAGMA busy_timeout = {}; PRAGMA foreign_keys = ON;",
+            self.busy_timeout.as_millis()
+        ))
+        .map_err(from_diesel)?;
+        migrate(&mut conn)
     }
 }
 
@@ -180,14 +217,32 @@ impl fmt::Debug for Options {
             .field("synchronous", &self.synchronous)
             .field("clock", &self.clock)
             .field("instrumentation", &self.instrumentation.is_some())
+            .field("migrations", &self.migrations)
             .finish()
     }
 }
 
-fn migrate(conn: &mut SqliteConnection) -> Result<()> {
+/// Applies the pending migrations in one `BEGIN IMMEDIATE` transaction; returns their versions.
+fn migrate(conn: &mut SqliteConnection) -> Result<Vec<String>> {
     conn.immediate_transaction(|conn| apply(conn, MIGRATIONS))
         .map_err(|err: MigrateError| match err {
             MigrateError::Diesel(err) => from_diesel(err),
             err => err.into(),
         })
+}
+
+/// Does what `migrations` says on `conn`.
+fn run(migrations: Migrations, conn: &mut SqliteConnection) -> Result<()> {
+    match migrations {
+        Migrations::Apply => migrate(conn).map(drop),
+        Migrations::Verify => {
+            let present = applied(
+                conn,
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' \
+                 AND name = '__diesel_schema_migrations') AS present",
+            )?;
+            check_applied(versions::<diesel::sqlite::Sqlite>(&MIGRATIONS)?, present)
+        }
+        Migrations::Skip => Ok(()),
+    }
 }

@@ -78,6 +78,18 @@ pub trait TestBackend: Send + Sync + 'static {
     fn history(&self) -> History {
         History::Kept
     }
+
+    /// The groups of the suite's cases this backend runs (default: every group, with the
+    /// history group that fits [`TestBackend::history`]).
+    fn groups(&self) -> Vec<crate::cases::Group> {
+        crate::cases::groups_for(self.history())
+    }
+
+    /// Why the backend cannot run here (a service it needs is missing), if it cannot: its
+    /// cases are then reported as ignored, and the reason printed once.
+    fn unavailable(&self) -> Option<String> {
+        None
+    }
 }
 
 impl fmt::Display for dyn TestBackend {

@@ -3,7 +3,6 @@
 use libtest_mimic::{Arguments, Failed, Trial};
 
 use crate::backend::Backend;
-use crate::cases;
 use crate::operations;
 use crate::provision;
 
@@ -13,26 +12,27 @@ use crate::provision;
 pub fn trials(backends: &[Backend]) -> Vec<Trial> {
     let mut trials = Vec::new();
     for &kind in backends {
-        for (group, list) in cases::groups_for(kind.history()) {
+        let ignored = kind.unavailable().is_some();
+        for (group, list) in kind.groups() {
             for case in list {
                 let run = case.run;
-                trials.push(Trial::test(
-                    format!("{kind}::{group}::{}", case.name),
-                    move || {
+                trials.push(
+                    Trial::test(format!("{kind}::{group}::{}", case.name), move || {
                         run(kind);
                         Ok(())
-                    },
-                ));
+                    })
+                    .with_ignored_flag(ignored),
+                );
             }
         }
         for own in kind.own_cases() {
-            trials.push(Trial::test(
-                format!("{kind}::{}::{}", own.group, own.name),
-                move || {
+            trials.push(
+                Trial::test(format!("{kind}::{}::{}", own.group, own.name), move || {
                     (own.run)();
                     Ok(())
-                },
-            ));
+                })
+                .with_ignored_flag(ignored),
+            );
         }
     }
     let backends = backends.to_vec();
@@ -54,6 +54,11 @@ pub fn trials(backends: &[Backend]) -> Vec<Trial> {
 /// with its backend.
 pub fn main(backends: &[Backend]) {
     let args = Arguments::from_args();
+    for kind in backends {
+        if let Some(why) = kind.unavailable() {
+            eprintln!("{kind}: its cases are ignored: {why}");
+        }
+    }
     let conclusion = libtest_mimic::run(&args, trials(backends));
     provision::postgres::shutdown();
     conclusion.exit();

@@ -1,5 +1,5 @@
 //! The conformance suite against both backends of the workspace, called directly, through
-//! the async interface and with the history off (each backend crate also runs it against its own, from its
+//! the async interface, with the history off, PostgreSQL with a DML-only role, and PostgreSQL behind PgBouncer (each backend crate also runs it against its own, from its
 //! `tests/conformance.rs`).
 
 fn main() {
@@ -13,5 +13,7 @@ fn main() {
         async_sqlite,
         postgres_no_history,
         sqlite_no_history,
+        &dal_tests::backends::POSTGRES_DML_ONLY,
+        &dal_tests::backends::PGBOUNCER,
     ]);
 }

@@ -27,6 +27,16 @@ pub struct Args {
     #[arg(long, value_name = "NAME", value_parser = schema_name)]
     pub schema: Option<String>,
 
+    /// PostgreSQL only: the URL is a transaction-pooling proxy (PgBouncer's `pool_mode =
+    /// transaction`). The store is opened with `Options::transaction_pooling`, and, since a
+    /// proxy drops a connection's `options` (the `search_path` of a fresh schema), the run works
+    /// in a fresh database instead, created through the URL with the store's planner settings
+    /// made on it (`ALTER DATABASE ... SET`), and dropped afterwards. Not with `--schema` or
+    /// `--resume`.
+    #[arg(long)]
+    #[serde(default)]
+    pub transaction_pooling: bool,
+
     /// Finish the run recorded in the database (`sqlite://PATH`, or `--schema` on PostgreSQL)
     /// whose process died: its arguments are the recorded ones, the work already done is taken
     /// into account, claims the dead process held are recovered once stale, and the checks
@@ -252,6 +262,13 @@ impl Args {
             .is_some_and(super::target::is_postgres);
         if self.schema.is_some() && !postgres {
             return Err("--schema names a PostgreSQL schema: give a postgres:// URL".to_owned());
+        }
+        if self.transaction_pooling && (!postgres || self.schema.is_some() || self.resume) {
+            return Err(
+                "--transaction-pooling needs a postgres:// URL (the proxy's), and runs \
+                        in a fresh database: not with --schema or --resume"
+                    .to_owned(),
+            );
         }
         if self.resume && postgres && self.schema.is_none() {
             return Err(

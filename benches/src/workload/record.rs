@@ -173,6 +173,8 @@ pub enum RunLock {
     File(#[allow(dead_code)] std::fs::File),
     /// The session holding the advisory lock.
     Session(#[allow(dead_code)] PgConnection),
+    /// None needed: the run's database was created for it (behind a transaction pooler).
+    Fresh,
 }
 
 impl RunLock {
@@ -202,7 +204,10 @@ impl RunLock {
                     }
                 }
             }
-            Database::Postgres { url, schema } => {
+            // A fresh database of the run's own, which no other run can name: a session
+            // advisory lock would not stay with this client behind the proxy anyway.
+            Database::Postgres { pooled: true, .. } => Ok(RunLock::Fresh),
+            Database::Postgres { url, schema, .. } => {
                 let mut conn = PgConnection::establish(url).map_err(|e| e.to_string())?;
                 let locked: Locked = diesel::sql_query(
                     "SELECT pg_try_advisory_lock(hashtextextended('dal-workload ' || $1, 0)) \

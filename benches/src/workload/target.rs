@@ -37,6 +37,9 @@ pub enum Database {
         /// The run's schema; also the `application_name` of the store's connections, so that
         /// the run's sessions can be told apart on the server (see `footprint`).
         schema: String,
+        /// Whether `url` is a transaction-pooling proxy: it then names the run's own database,
+        /// whose `public` schema the run works in, and carries no `options`.
+        pooled: bool,
     },
 }
 
@@ -46,7 +49,10 @@ impl Database {
     pub fn url(&self) -> String {
         match self {
             Database::Sqlite(path) => path.display().to_string(),
-            Database::Postgres { url, schema } => with_params(
+            Database::Postgres {
+                url, pooled: true, ..
+            } => url.clone(),
+            Database::Postgres { url, schema, .. } => with_params(
                 url,
                 &[
                     ("options", &format!("-csearch_path={schema}")),
@@ -61,9 +67,10 @@ enum Cleanup {
     Nothing,
     TempDir(#[allow(dead_code)] tempfile::TempDir),
     DropSchema { url: String, schema: String },
+    DropDatabase { url: String, name: String },
 }
 
-/// Schemas made by this process, so that runs started in the same second get their own.
+/// Schemas and databases made by this process (see [`fresh_name`]).
 static SCHEMAS: AtomicU32 = AtomicU32::new(0);
 
 impl Target {
@@ -111,16 +118,44 @@ impl Target {
                     cleanup: Cleanup::Nothing,
                 })
             }
+            Some(url) if is_postgres(url) && args.transaction_pooling => {
+                let name = fresh_name();
+                let mut admin = PgConnection::establish(url)
+                    .map_err(|e| format!("cannot connect to {}: {e}", redact(url)))?;
+                let mut statements = vec![format!("CREATE DATABASE \"{name}\"")];
+                statements.extend(
+                    ["enable_seqscan", "enable_bitmapscan"]
+                        .map(|setting| format!("ALTER DATABASE \"{name}\" SET {setting} = off")),
+                );
+                for sql in statements {
+                    diesel::sql_query(&sql).execute(&mut admin).map_err(|e| {
+                        format!("cannot create database {name} on {}: {e}", redact(url))
+                    })?;
+                }
+                let cleanup = if args.keep {
+                    Cleanup::Nothing
+                } else {
+                    Cleanup::DropDatabase {
+                        url: url.to_owned(),
+                        name: name.clone(),
+                    }
+                };
+                Ok(Target {
+                    backend: "postgres",
+                    location: format!("{} database {name} (transaction pooling)", redact(url)),
+                    database: Database::Postgres {
+                        url: with_params(url, &[("dbname", &name)]),
+                        schema: "public".to_owned(),
+                        pooled: true,
+                    },
+                    pool_size,
+                    history: args.history.store(),
+                    cleanup,
+                })
+            }
             Some(url) if is_postgres(url) => {
                 let named = args.schema.clone();
-                let schema = named.clone().unwrap_or_else(|| {
-                    format!(
-                        "dal_workload_{}_{}_{}",
-                        chrono::Utc::now().format("%Y%m%d%H%M%S"),
-                        std::process::id(),
-                        SCHEMAS.fetch_add(1, Ordering::Relaxed)
-                    )
-                });
+                let schema = named.clone().unwrap_or_else(fresh_name);
                 let mut admin = PgConnection::establish(url)
                     .map_err(|e| format!("cannot connect to {}: {e}", redact(url)))?;
                 if args.resume {
@@ -164,6 +199,7 @@ impl Target {
                     database: Database::Postgres {
                         url: url.to_owned(),
                         schema,
+                        pooled: false,
                     },
                     pool_size,
                     history: args.history.store(),
@@ -192,8 +228,9 @@ impl Target {
             Database::Sqlite(path) => {
                 open_sqlite(path, self.pool_size, clock, self.history, counter)
             }
-            Database::Postgres { .. } => {
+            Database::Postgres { pooled, .. } => {
                 let store = dal_postgres::Options::new(self.database.url())
+                    .transaction_pooling(*pooled)
                     .pool_size(self.pool_size)
                     .clock(clock)
                     .history(self.history)
@@ -216,8 +253,26 @@ impl Target {
                     .map(drop)
                     .map_err(|e| e.to_string())
             }
+            Cleanup::DropDatabase { url, name } => {
+                let mut admin = PgConnection::establish(&url).map_err(|e| e.to_string())?;
+                diesel::sql_query(format!("DROP DATABASE \"{name}\" WITH (FORCE)"))
+                    .execute(&mut admin)
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            }
         }
     }
+}
+
+/// A new schema or database name: the time, the process and a counter, so that runs started
+/// in the same second get their own.
+fn fresh_name() -> String {
+    format!(
+        "dal_workload_{}_{}_{}",
+        chrono::Utc::now().format("%Y%m%d%H%M%S"),
+        std::process::id(),
+        SCHEMAS.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 fn open_sqlite(

@@ -16,6 +16,14 @@ pub static POSTGRES: postgres::Postgres = postgres::Postgres;
 /// `dal-sqlite`.
 pub static SQLITE: sqlite::Sqlite = sqlite::Sqlite;
 
+/// `dal-postgres` behind PgBouncer in transaction pooling (its cases are ignored unless
+/// `DAL_TEST_POOLER` names one; see [`crate::provision::pooler`]).
+pub static PGBOUNCER: postgres::pooled::Pooled = postgres::pooled::Pooled;
+
+/// `dal-postgres` as a deployment with a separate migration step runs it: the stores connect
+/// as a role with only DML rights, and verify the migrations.
+pub static POSTGRES_DML_ONLY: postgres::dml_only::DmlOnly = postgres::dml_only::DmlOnly;
+
 /// Both backends, in the order of the README's columns.
 pub const ALL: [Backend; 2] = [&POSTGRES, &SQLITE];
 

@@ -57,7 +57,7 @@ struct Server {
 
 /// Connections a [`TempSchema`] keeps for itself: creating and dropping the schema, and a
 /// case's own connections beside its stores' pools (a lock holder, raw SQL).
-const ADMIN_CONNECTIONS: u32 = 2;
+pub(crate) const ADMIN_CONNECTIONS: u32 = 2;
 
 /// Connections left to other clients of the server when the budget is computed.
 const SPARE_CONNECTIONS: i64 = 10;
@@ -441,6 +441,15 @@ fn connect_with_retries(url: &str) -> Result<PgConnection, String> {
     Err(format!("the PostgreSQL container does not answer: {last}"))
 }
 
+/// Whether `name` (`<prefix><pid>_...`) was made by a test process that no longer runs.
+pub(crate) fn left_by_a_dead_process(name: &str, prefix: &str) -> bool {
+    let pid: Option<u32> = name
+        .strip_prefix(prefix)
+        .and_then(|rest| rest.split('_').next())
+        .and_then(|pid| pid.parse().ok());
+    !pid.is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
+}
+
 /// Drops schemas left behind by test processes that no longer run (a crash or a kill).
 fn drop_orphan_schemas(conn: &mut PgConnection) {
     #[derive(diesel::QueryableByName)]
@@ -454,12 +463,7 @@ fn drop_orphan_schemas(conn: &mut PgConnection) {
     .load(conn)
     .unwrap_or_default();
     for Name { nspname } in names {
-        let pid: Option<u32> = nspname
-            .strip_prefix(SCHEMA_PREFIX)
-            .and_then(|rest| rest.split('_').next())
-            .and_then(|pid| pid.parse().ok());
-        let alive = pid.is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
-        if !alive {
+        if left_by_a_dead_process(&nspname, SCHEMA_PREFIX) {
             let _ = diesel::sql_query(format!("DROP SCHEMA IF EXISTS \"{nspname}\" CASCADE"))
                 .execute(conn);
         }

@@ -1,8 +1,10 @@
 //! `dal-postgres` under test: a schema of its own per case on the server
 //! [`crate::provision::postgres`] finds, and the cases only PostgreSQL has.
 
+pub mod dml_only;
 mod errors;
 mod opening;
+pub mod pooled;
 mod restarts;
 
 use std::any::Any;
@@ -36,11 +38,7 @@ impl TestBackend for Postgres {
     }
 
     fn database(&self, connections: u32) -> Box<dyn TestDatabase> {
-        Box::new(Schema {
-            schema: TempSchema::with_connections(connections),
-            first_opened: AtomicBool::new(false),
-            permits: Mutex::new(Vec::new()),
-        })
+        Box::new(Schema::new(connections, None))
     }
 
     fn statement_counts(&self) -> Statements {
@@ -96,11 +94,23 @@ impl TestBackend for Postgres {
     }
 
     fn own_cases(&self) -> Vec<OwnCase> {
-        let mut cases = vec![OwnCase {
-            group: "opening",
-            name: "a_store_that_cannot_be_opened_fails_at_once",
-            run: opening::a_store_that_cannot_be_opened_fails_at_once,
-        }];
+        let mut cases = vec![
+            OwnCase {
+                group: "opening",
+                name: "a_store_that_cannot_be_opened_fails_at_once",
+                run: opening::a_store_that_cannot_be_opened_fails_at_once,
+            },
+            OwnCase {
+                group: "opening",
+                name: "a_search_path_of_no_existing_schema_fails_the_connect",
+                run: opening::a_search_path_of_no_existing_schema_fails_the_connect,
+            },
+            OwnCase {
+                group: "opening",
+                name: "settings_in_the_url_are_compared_as_the_server_spells_them",
+                run: opening::settings_in_the_url_are_compared_as_the_server_spells_them,
+            },
+        ];
         for (group, list) in [
             ("restarts", restarts::CASES),
             ("locking", errors::SERIALIZATION),
@@ -115,6 +125,9 @@ impl TestBackend for Postgres {
 /// A case's schema, and the connections reserved for its stores.
 pub struct Schema {
     schema: TempSchema,
+    /// The role the stores connect as, with only DML rights on the schema, which was migrated
+    /// beforehand; `None`: the server's user, which migrates it.
+    role: Option<&'static str>,
     first_opened: AtomicBool,
     // Released after the stores: the permits of stores after the first.
     permits: Mutex<Vec<ConnectionPermit>>,
@@ -128,6 +141,21 @@ fn schema_of(f: &crate::fixture::Fixture) -> &TempSchema {
 }
 
 impl Schema {
+    /// A new schema for stores of `connections` in all; with `role`, migrated first (as a
+    /// separate step) and the role given DML rights on it.
+    fn new(connections: u32, role: Option<&'static str>) -> Self {
+        let schema = TempSchema::with_connections(connections);
+        if let Some(role) = role {
+            dml_only::grant(&schema, role);
+        }
+        Schema {
+            schema,
+            role,
+            first_opened: AtomicBool::new(false),
+            permits: Mutex::new(Vec::new()),
+        }
+    }
+
     /// The schema.
     pub fn schema(&self) -> &TempSchema {
         &self.schema
@@ -156,11 +184,17 @@ impl TestDatabase for Schema {
                 .unwrap_or_else(PoisonError::into_inner)
                 .push(reserve_connections(setup.pool_size));
         }
-        let mut options =
-            dal_postgres::Options::new(self.schema.url_with_options(&session_options(setup)))
-                .pool_size(setup.pool_size)
-                .clock(setup.clock.clone())
-                .history(setup.history);
+        let mut url = self.schema.url_with_options(&session_options(setup));
+        let mut migrations = dal_postgres::Migrations::Apply;
+        if self.role.is_some() {
+            url = dml_only::as_role(&url);
+            migrations = dal_postgres::Migrations::Verify;
+        }
+        let mut options = dal_postgres::Options::new(url)
+            .migrations(migrations)
+            .pool_size(setup.pool_size)
+            .clock(setup.clock.clone())
+            .history(setup.history);
         if let Some(instrumentation) = &setup.instrumentation {
             options = options.instrumentation(instrumentation.clone());
         }
@@ -172,20 +206,11 @@ impl TestDatabase for Schema {
     }
 
     fn execute(&self, sql: &str) -> Result<(), String> {
-        let mut conn = PgConnection::establish(self.schema.url()).map_err(|e| e.to_string())?;
-        conn.batch_execute(sql).map_err(|e| e.to_string())
+        execute(self.schema.url(), sql)
     }
 
     fn hold_lock_on(&self, id: Uuid) -> Box<dyn HeldLock> {
-        let mut conn = PgConnection::establish(self.schema.url()).expect("connect");
-        diesel::sql_query("BEGIN")
-            .execute(&mut conn)
-            .expect("BEGIN");
-        diesel::sql_query("SELECT 1 FROM task_executions WHERE id = $1 FOR UPDATE")
-            .bind::<diesel::sql_types::Uuid, _>(id)
-            .execute(&mut conn)
-            .expect("lock the row");
-        Box::new(RowLock(conn))
+        hold_lock_on(self.schema.url(), id)
     }
 
     fn inject_fault(&self) -> usize {
@@ -201,6 +226,25 @@ impl TestDatabase for Schema {
     fn as_any(&self) -> &dyn Any {
         self
     }
+}
+
+/// Runs `sql` over a connection of its own to `url`.
+fn execute(url: &str, sql: &str) -> Result<(), String> {
+    let mut conn = PgConnection::establish(url).map_err(|e| e.to_string())?;
+    conn.batch_execute(sql).map_err(|e| e.to_string())
+}
+
+/// A connection to `url` holding the lock of task `id`'s row in an open transaction.
+fn hold_lock_on(url: &str, id: Uuid) -> Box<dyn HeldLock> {
+    let mut conn = PgConnection::establish(url).expect("connect");
+    diesel::sql_query("BEGIN")
+        .execute(&mut conn)
+        .expect("BEGIN");
+    diesel::sql_query("SELECT 1 FROM task_executions WHERE id = $1 FOR UPDATE")
+        .bind::<diesel::sql_types::Uuid, _>(id)
+        .execute(&mut conn)
+        .expect("lock the row");
+    Box::new(RowLock(conn))
 }
 
 /// A transaction holding a row lock.

@@ -26,3 +26,41 @@ pub fn a_store_that_cannot_be_opened_fails_at_once() {
         assert!(took < AT_ONCE, "{url}: took {took:?}: {err}");
     }
 }
+
+/// A `search_path` that names no existing schema: the session has no schema to create the
+/// tables in, and the connect says so before any migration runs.
+pub fn a_search_path_of_no_existing_schema_fails_the_connect() {
+    let url = server_url_with(&[("options", "-csearch_path=dal_no_such_schema")]);
+    let err = dal_postgres::Options::new(url)
+        .pool_size(1)
+        .connect()
+        .map(drop)
+        .expect_err("no schema to work in");
+    match &err {
+        DalError::Settings {
+            setting,
+            requested,
+            actual,
+            hint,
+        } => {
+            assert_eq!(setting, "current_schema()");
+            assert_eq!(requested, "a schema of search_path dal_no_such_schema");
+            assert_eq!(actual, "none");
+            assert!(hint.contains("create the schema"), "{hint}");
+        }
+        other => panic!("expected DalError::Settings, got {other:?}"),
+    }
+    assert!(!err.is_retryable());
+}
+
+/// Settings the URL asks for are compared as the server spells them: `5000` (milliseconds)
+/// is the `5s` the session shows, and the store opens.
+pub fn settings_in_the_url_are_compared_as_the_server_spells_them() {
+    let schema = crate::provision::postgres::TempSchema::with_connections(1);
+    let url = schema.url_with_options("-c statement_timeout=5000 -c work_mem=8192");
+    let store = dal_postgres::Options::new(url)
+        .pool_size(1)
+        .connect()
+        .expect("the settings took effect");
+    drop(store);
+}

@@ -98,11 +98,18 @@ impl TestBackend for Sqlite {
     }
 
     fn own_cases(&self) -> Vec<OwnCase> {
-        vec![OwnCase {
-            group: "opening",
-            name: "a_store_that_cannot_be_opened_fails_at_once",
-            run: opening::a_store_that_cannot_be_opened_fails_at_once,
-        }]
+        vec![
+            OwnCase {
+                group: "opening",
+                name: "a_store_that_cannot_be_opened_fails_at_once",
+                run: opening::a_store_that_cannot_be_opened_fails_at_once,
+            },
+            OwnCase {
+                group: "opening",
+                name: "verified_migrations_missing_fail_the_open",
+                run: opening::verified_migrations_missing_fail_the_open,
+            },
+        ]
     }
 }
 

@@ -34,3 +34,47 @@ pub fn a_store_that_cannot_be_opened_fails_at_once() {
     assert!(took < AT_ONCE, "took {took:?}: {err}");
     assert_eq!(std::fs::read(&not_a_database).expect("read"), contents);
 }
+
+/// Migrations verified instead of applied: a new file fails the open naming every migration,
+/// and stays without tables; after the migration step (which applies each once) it opens.
+pub fn verified_migrations_missing_fail_the_open() {
+    use dal_sqlite::Migrations;
+    let db = TempDatabase::new();
+    let path = db.path().to_string_lossy().into_owned();
+    let all: Vec<String> =
+        diesel::migration::MigrationSource::<diesel::sqlite::Sqlite>::migrations(
+            &dal_sqlite::MIGRATIONS,
+        )
+        .expect("the embedded migrations")
+        .iter()
+        .map(|m| m.name().version().to_string())
+        .collect();
+    let verify = || {
+        dal_sqlite::Options::new(path.clone())
+            .migrations(Migrations::Verify)
+            .open()
+            .map(drop)
+    };
+    match verify() {
+        Err(DalError::SchemaNotMigrated { pending }) => assert_eq!(pending, all),
+        other => panic!("expected SchemaNotMigrated, got {other:?}"),
+    }
+    let tables = || {
+        use diesel::{Connection, RunQueryDsl};
+        #[derive(diesel::QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let mut conn = diesel::SqliteConnection::establish(&path).expect("open");
+        diesel::sql_query("SELECT count(*) AS n FROM sqlite_master WHERE type = 'table'")
+            .get_result::<Count>(&mut conn)
+            .expect("sqlite_master")
+            .n
+    };
+    assert_eq!(tables(), 0);
+    let step = || dal_sqlite::Options::new(path.clone()).migrate();
+    assert_eq!(step().expect("first step"), all);
+    assert_eq!(step().expect("second step"), Vec::<String>::new());
+    verify().expect("every migration applied");
+}

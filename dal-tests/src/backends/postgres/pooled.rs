@@ -1,0 +1,352 @@
+//! `dal-postgres` behind a transaction-pooling proxy (PgBouncer, `pool_mode = transaction`),
+//! with [`dal_postgres::Options::transaction_pooling`] on: a database of its own per case
+//! ([`TempDatabase`]), its planner settings made on the database, and the proxy's own cases
+//! (options it drops, migrations of processes starting at once).
+//!
+//! It runs every group of the suite but `faults`, whose cases set a session's
+//! `lock_timeout` in the connection's `options` (which the proxy drops) and terminate the
+//! server sessions of a schema (which the proxy hides behind its pool). Every statement is
+//! planned for its execution here (nothing is kept prepared), so a store asked for generic
+//! or custom plans ([`Plans`]) gets the same as any other.
+
+use std::any::Any;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use dal_core::{DalError, TaskExecutionStore, TaskStore};
+use diesel::{Connection, PgConnection, RunQueryDsl};
+use uuid::Uuid;
+
+use super::{Postgres, execute, hold_lock_on};
+use crate::backend::{HeldLock, LockTimeout, OwnCase, StoreSetup, TestBackend, TestDatabase};
+use crate::cases::Group;
+use crate::operations::Statements;
+use crate::provision::pooler::{self, TempDatabase};
+use crate::provision::postgres::{ConnectionPermit, reserve_connections, with_params};
+
+/// The planner settings the store checks for behind a proxy, made on each case's database.
+pub const INDEX_PLANS: [(&str, &str); 2] =
+    [("enable_seqscan", "off"), ("enable_bitmapscan", "off")];
+
+/// PostgreSQL through PgBouncer in transaction pooling.
+#[derive(Debug, Clone, Copy)]
+pub struct Pooled;
+
+impl TestBackend for Pooled {
+    fn name(&self) -> &'static str {
+        "pgbouncer"
+    }
+
+    /// The same column as PostgreSQL's: behind the proxy every operation sends the same
+    /// statements.
+    fn title(&self) -> &'static str {
+        Postgres.title()
+    }
+
+    fn database(&self, connections: u32) -> Box<dyn TestDatabase> {
+        Box::new(Database {
+            database: TempDatabase::with_connections(connections, &INDEX_PLANS),
+            first_opened: AtomicBool::new(false),
+            permits: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn statement_counts(&self) -> Statements {
+        Postgres.statement_counts()
+    }
+
+    /// None: no statement is kept prepared on a connection.
+    fn prepared_per_connection(&self) -> usize {
+        0
+    }
+
+    fn prepared_per_prune_batch(&self) -> usize {
+        0
+    }
+
+    fn lock_timeout(&self) -> LockTimeout {
+        Postgres.lock_timeout()
+    }
+
+    fn id_literal(&self, id: Uuid) -> String {
+        Postgres.id_literal(id)
+    }
+
+    fn refuse_events_sql(&self, event_type: &str) -> String {
+        Postgres.refuse_events_sql(event_type)
+    }
+
+    fn empty_tables_sql(&self) -> &'static str {
+        Postgres.empty_tables_sql()
+    }
+
+    fn own_cases(&self) -> Vec<OwnCase> {
+        CASES
+            .iter()
+            .map(|&(name, run)| OwnCase {
+                group: "pooler",
+                name,
+                run,
+            })
+            .collect()
+    }
+
+    fn groups(&self) -> Vec<Group> {
+        crate::cases::groups_for(self.history())
+            .into_iter()
+            .filter(|(name, _)| *name != "faults")
+            .collect()
+    }
+
+    fn unavailable(&self) -> Option<String> {
+        pooler::unavailable()
+    }
+}
+
+/// A case's database behind the proxy, and the connections reserved for its stores.
+struct Database {
+    database: TempDatabase,
+    first_opened: AtomicBool,
+    // Released after the stores: the permits of stores after the first.
+    permits: Mutex<Vec<ConnectionPermit>>,
+}
+
+impl TestDatabase for Database {
+    fn open(&self, setup: &StoreSetup) -> Arc<dyn TaskExecutionStore> {
+        assert!(
+            setup.lock_timeout.is_none(),
+            "a lock timeout is a session setting, which the proxy drops"
+        );
+        if self.first_opened.swap(true, Ordering::Relaxed) {
+            self.permits
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(reserve_connections(setup.pool_size));
+        }
+        let mut options = dal_postgres::Options::new(self.database.pooled_url())
+            .transaction_pooling(true)
+            .pool_size(setup.pool_size)
+            .clock(setup.clock.clone())
+            .history(setup.history);
+        if let Some(instrumentation) = &setup.instrumentation {
+            options = options.instrumentation(instrumentation.clone());
+        }
+        Arc::new(
+            options
+                .connect()
+                .expect("connect a PostgreSQL store through the pooler"),
+        )
+    }
+
+    fn execute(&self, sql: &str) -> Result<(), String> {
+        execute(self.database.direct_url(), sql)
+    }
+
+    fn hold_lock_on(&self, id: Uuid) -> Box<dyn HeldLock> {
+        hold_lock_on(self.database.direct_url(), id)
+    }
+
+    /// None: the `faults` group does not run behind the proxy.
+    fn inject_fault(&self) -> usize {
+        0
+    }
+
+    fn check_integrity(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// The proxy's own cases.
+const CASES: &[(&str, fn())] = &[
+    (
+        "options_the_pooler_drops_fail_the_connect_and_nothing_is_written",
+        options_the_pooler_drops_fail_the_connect_and_nothing_is_written,
+    ),
+    (
+        "planner_settings_missing_on_the_server_fail_the_connect",
+        planner_settings_missing_on_the_server_fail_the_connect,
+    ),
+    (
+        "processes_connecting_at_once_migrate_once",
+        processes_connecting_at_once_migrate_once,
+    ),
+];
+
+/// The tables of the DAL in `schema` of the database at `url`.
+fn tables_in(url: &str, schema: &str) -> Vec<String> {
+    #[derive(diesel::QueryableByName)]
+    struct Table {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        tablename: String,
+    }
+    let mut conn = PgConnection::establish(url).expect("connect");
+    let mut names: Vec<String> = diesel::sql_query(
+        "SELECT tablename::text AS tablename FROM pg_tables WHERE schemaname = $1",
+    )
+    .bind::<diesel::sql_types::Text, _>(schema)
+    .load::<Table>(&mut conn)
+    .expect("pg_tables")
+    .into_iter()
+    .map(|t| t.tablename)
+    .collect();
+    names.sort();
+    names
+}
+
+/// A URL asking for schema `tenant` in its `options`, through the proxy, which drops them: the
+/// connect fails with the setting named, before anything is written in `public` (where the
+/// session would have written) or in `tenant`.
+fn options_the_pooler_drops_fail_the_connect_and_nothing_is_written() {
+    let database = TempDatabase::with_connections(2, &INDEX_PLANS);
+    execute(database.direct_url(), "CREATE SCHEMA tenant").expect("create the schema");
+    let url = with_params(
+        database.pooled_url(),
+        &[("options", "-csearch_path=tenant")],
+    );
+    let err = dal_postgres::Options::new(url)
+        .transaction_pooling(true)
+        .pool_size(1)
+        .connect()
+        .map(drop)
+        .expect_err("the search_path did not reach the server");
+    match &err {
+        DalError::Settings {
+            setting,
+            requested,
+            actual,
+            hint,
+        } => {
+            assert_eq!(setting, "search_path");
+            assert_eq!(requested, "tenant");
+            assert_eq!(actual, "\"$user\", public");
+            assert!(hint.contains("ALTER ROLE"), "{hint}");
+        }
+        other => panic!("expected DalError::Settings, got {other:?}"),
+    }
+    assert!(!err.is_retryable());
+    assert_eq!(
+        tables_in(database.direct_url(), "public"),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        tables_in(database.direct_url(), "tenant"),
+        Vec::<String>::new()
+    );
+
+    // Made on the database instead (before the proxy opens a session on it: a database's
+    // settings apply to the sessions opened after), the schema is used.
+    let settings = [INDEX_PLANS[0], INDEX_PLANS[1], ("search_path", "tenant")];
+    let database = TempDatabase::with_connections(2, &settings);
+    execute(database.direct_url(), "CREATE SCHEMA tenant").expect("create the schema");
+    let url = with_params(
+        database.pooled_url(),
+        &[("options", "-csearch_path=tenant")],
+    );
+    let store = dal_postgres::Options::new(url)
+        .transaction_pooling(true)
+        .pool_size(1)
+        .connect()
+        .expect("the search_path is the one asked for");
+    drop(store);
+    assert_eq!(
+        tables_in(database.direct_url(), "public"),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        tables_in(database.direct_url(), "tenant"),
+        [
+            "__diesel_schema_migrations",
+            "execution_events",
+            "task_executions"
+        ]
+    );
+}
+
+/// Behind the proxy the store sets no session settings: with the index plans asked for and not
+/// made on the server, the connect fails naming the first missing one and writes nothing;
+/// with them off, it opens.
+fn planner_settings_missing_on_the_server_fail_the_connect() {
+    let database = TempDatabase::with_connections(2, &[]);
+    let err = dal_postgres::Options::new(database.pooled_url())
+        .transaction_pooling(true)
+        .pool_size(1)
+        .connect()
+        .map(drop)
+        .expect_err("the planner settings are not made on the server");
+    match &err {
+        DalError::Settings {
+            setting,
+            requested,
+            actual,
+            hint,
+        } => {
+            assert_eq!(setting, "enable_seqscan");
+            assert_eq!(requested, "off");
+            assert_eq!(actual, "on");
+            assert!(hint.contains("ALTER ROLE"), "{hint}");
+        }
+        other => panic!("expected DalError::Settings, got {other:?}"),
+    }
+    assert_eq!(
+        tables_in(database.direct_url(), "public"),
+        Vec::<String>::new()
+    );
+    let store = dal_postgres::Options::new(database.pooled_url())
+        .transaction_pooling(true)
+        .index_plans(false)
+        .pool_size(1)
+        .connect()
+        .expect("no planner settings asked for");
+    let task = store
+        .create(&dal_core::NewTaskExecution::new(Uuid::now_v7(), "pooled"))
+        .expect("a write through the pooler");
+    assert_eq!(store.get(task.id).expect("read it back"), task);
+}
+
+/// Several processes (here threads, each a store of its own) connecting at once to a new
+/// database through the proxy: the migrations' transaction-scoped lock lets one migrate, and
+/// every store opens on the same schema.
+fn processes_connecting_at_once_migrate_once() {
+    const STORES: u32 = 4;
+    let database = TempDatabase::with_connections(STORES, &INDEX_PLANS);
+    let stores: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..STORES)
+            .map(|_| {
+                scope.spawn(|| {
+                    dal_postgres::Options::new(database.pooled_url())
+                        .transaction_pooling(true)
+                        .pool_size(1)
+                        .connect()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("no panic").expect("every store opens"))
+            .collect()
+    });
+    let created = stores[0]
+        .create(&dal_core::NewTaskExecution::new(Uuid::now_v7(), "first"))
+        .expect("create");
+    for store in &stores {
+        assert_eq!(store.get(created.id).expect("read"), created);
+    }
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let mut conn = PgConnection::establish(database.direct_url()).expect("connect");
+    let applied: Count = diesel::sql_query("SELECT count(*) AS n FROM __diesel_schema_migrations")
+        .get_result(&mut conn)
+        .expect("the migrations table");
+    let embedded =
+        diesel::migration::MigrationSource::<diesel::pg::Pg>::migrations(&dal_postgres::MIGRATIONS)
+            .expect("the embedded migrations")
+            .len();
+    assert_eq!(usize::try_from(applied.n).expect("a count"), embedded);
+}
