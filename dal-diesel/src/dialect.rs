@@ -4,9 +4,11 @@
 //! a statement that uses it is kept prepared.
 
 use dal_core::{StatusSet, TaskStatus};
+use diesel::backend::Backend;
 use diesel::expression::{AppearsOnTable, Expression, SelectableExpression, ValidGrouping};
-use diesel::query_builder::QueryId;
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::sql_types::{Bool, Nullable};
+use diesel::{QueryResult, RunQueryDsl};
 use uuid::Uuid;
 
 use crate::types::Instant;
@@ -103,6 +105,83 @@ pub struct Later<A, B> {
 /// The later of `a` (which may be NULL) and `b`.
 pub fn later<A, B>(a: A, b: B) -> Later<A, B> {
     Later { a, b }
+}
+
+/// `<query> LIMIT <n>`, `n` one parameter: ` LIMIT $n` on PostgreSQL, ` LIMIT +?` on SQLite.
+///
+/// SQLite plans a `LIMIT ?` for the value bound when it prepares the statement and marks the
+/// statement to be prepared again whenever that parameter is bound anew (the bundled SQLite
+/// 3.53: `sqlite3ExprIsInteger` reads a bound LIMIT), which Diesel does at every execution: the
+/// cached statement is compiled again each time it runs. `+?` is an expression, evaluated when
+/// the statement runs, so the statement stays prepared; the plans of the statements that use it
+/// read an index in the order they return and stop at the limit either way.
+#[derive(Debug, Clone, Copy)]
+pub struct Limited<Q> {
+    pub(crate) query: Q,
+    pub(crate) limit: i64,
+}
+
+/// `query LIMIT limit` (the query without a `LIMIT` of its own).
+pub fn limited<Q>(query: Q, limit: u32) -> Limited<Q> {
+    Limited {
+        query,
+        limit: i64::from(limit),
+    }
+}
+
+impl<Q: Query> Query for Limited<Q> {
+    type SqlType = Q::SqlType;
+}
+
+impl<Q: QueryId> QueryId for Limited<Q> {
+    type QueryId = Limited<Q::QueryId>;
+    const HAS_STATIC_QUERY_ID: bool = Q::HAS_STATIC_QUERY_ID;
+}
+
+impl<Q, Conn> RunQueryDsl<Conn> for Limited<Q> {}
+
+/// `<expr> IN (<query>)`, for a subquery Diesel's `eq_any` does not take (a [`Limited`]).
+#[derive(Debug, Clone, Copy)]
+pub struct InQuery<E, Q> {
+    expr: E,
+    query: Q,
+}
+
+/// `expr IN (query)`, `query` selecting one column of `expr`'s type.
+pub fn in_query<E, Q>(expr: E, query: Q) -> InQuery<E, Q> {
+    InQuery { expr, query }
+}
+
+impl<E: Expression, Q> Expression for InQuery<E, Q> {
+    type SqlType = Bool;
+}
+
+impl<E: QueryId, Q: QueryId> QueryId for InQuery<E, Q> {
+    type QueryId = InQuery<E::QueryId, Q::QueryId>;
+    const HAS_STATIC_QUERY_ID: bool = E::HAS_STATIC_QUERY_ID && Q::HAS_STATIC_QUERY_ID;
+}
+
+impl<E: AppearsOnTable<QS>, Q, QS> AppearsOnTable<QS> for InQuery<E, Q> {}
+
+impl<E: SelectableExpression<QS>, Q, QS> SelectableExpression<QS> for InQuery<E, Q> {}
+
+impl<E: ValidGrouping<G>, Q, G> ValidGrouping<G> for InQuery<E, Q> {
+    type IsAggregate = E::IsAggregate;
+}
+
+impl<E, Q, DB> QueryFragment<DB> for InQuery<E, Q>
+where
+    DB: Backend,
+    E: QueryFragment<DB>,
+    Q: QueryFragment<DB>,
+{
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        self.expr.walk_ast(out.reborrow())?;
+        out.push_sql(" IN (");
+        self.query.walk_ast(out.reborrow())?;
+        out.push_sql(")");
+        Ok(())
+    }
 }
 
 /// A list bound whole as one parameter: what [`InList`] needs to know of it on each database.

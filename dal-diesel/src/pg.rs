@@ -8,11 +8,11 @@ use diesel::deserialize::{self, FromSql};
 use diesel::pg::{Pg, PgValue};
 use diesel::query_builder::{AstPass, QueryFragment};
 use diesel::serialize::{self, Output, ToSql};
-use diesel::sql_types::{self, Array, HasSqlType, Text};
+use diesel::sql_types::{self, Array, BigInt, HasSqlType, Text};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::dialect::{IdList, InList, Later, List, StatusIn, TextList};
+use crate::dialect::{IdList, InList, Later, Limited, List, StatusIn, TextList};
 use crate::types::{Id, Instant, Json};
 
 /// `ToSql`/`FromSql` of a shared type as those of Diesel's native PostgreSQL type.
@@ -82,6 +82,16 @@ impl<A: QueryFragment<Pg>, B: QueryFragment<Pg>> QueryFragment<Pg> for Later<A, 
         out.push_sql(", ");
         self.b.walk_ast(out.reborrow())?;
         out.push_sql(")");
+        Ok(())
+    }
+}
+
+/// `<query> LIMIT $n`.
+impl<Q: QueryFragment<Pg>> QueryFragment<Pg> for Limited<Q> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        self.query.walk_ast(out.reborrow())?;
+        out.push_sql(" LIMIT ");
+        out.push_bind_param::<BigInt, _>(&self.limit)?;
         Ok(())
     }
 }

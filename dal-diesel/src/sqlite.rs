@@ -16,7 +16,7 @@ use diesel::sqlite::{Sqlite, SqliteValue};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::dialect::{IdList, InList, Later, List, StatusIn, TextList};
+use crate::dialect::{IdList, InList, Later, Limited, List, StatusIn, TextList};
 use crate::types::{Id, Instant, Json, undecodable};
 
 impl ToSql<Id, Sqlite> for Uuid {
@@ -125,6 +125,17 @@ impl<A: QueryFragment<Sqlite>, B: QueryFragment<Sqlite>> QueryFragment<Sqlite> f
         out.push_sql("), ");
         self.b.walk_ast(out.reborrow())?;
         out.push_sql(")");
+        Ok(())
+    }
+}
+
+/// `<query> LIMIT +?`: an expression SQLite evaluates when the statement runs, so that binding
+/// a new limit does not make it prepare the statement again (see [`Limited`]).
+impl<Q: QueryFragment<Sqlite>> QueryFragment<Sqlite> for Limited<Q> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
+        self.query.walk_ast(out.reborrow())?;
+        out.push_sql(" LIMIT +");
+        out.push_bind_param::<BigInt, _>(&self.limit)?;
         Ok(())
     }
 }

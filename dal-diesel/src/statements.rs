@@ -15,7 +15,7 @@
 #[doc(hidden)]
 pub mod prelude {
     pub use crate::bind::id as bind_id;
-    pub use crate::dialect::{in_ids, in_texts, status_in};
+    pub use crate::dialect::{in_ids, in_texts, limited, status_in};
     pub use crate::prepared::PreparedAs;
     pub use crate::row::{EventRow, Row, events, tasks};
     pub use crate::schema::execution_events as e;
@@ -179,8 +179,7 @@ macro_rules! reads {
             id: $crate::__p::Uuid,
         ) -> $crate::__p::Result<Option<$crate::__p::TaskExecution>> {
             use $crate::__p::*;
-            // By primary key: at most one row. No LIMIT: SQLite prepares a statement whose
-            // LIMIT is a parameter again each time it runs.
+            // By primary key: at most one row, so no LIMIT (`get_result` adds none).
             self.$read(|conn| {
                 t::table
                     .find(bind_id(id))
@@ -234,15 +233,17 @@ macro_rules! reads {
                 .filter(t::status.eq($crate::statements::ready()))
                 .filter(t::due_at.le(Some(due_at)))
                 .order((t::due_at, t::id))
-                .limit(i64::from(limit))
                 .select(Row::as_select());
             tasks(self.$read(|conn| {
                 if retries_only {
                     // Its own statement, on the retries' own partial index.
-                    PreparedAs::<keys::ListRetries, _>::new(due.filter(t::retry_at.is_not_null()))
-                        .load(conn)
+                    PreparedAs::<keys::ListRetries, _>::new(limited(
+                        due.filter(t::retry_at.is_not_null()),
+                        limit,
+                    ))
+                    .load(conn)
                 } else {
-                    PreparedAs::<keys::ListReady, _>::new(due).load(conn)
+                    PreparedAs::<keys::ListReady, _>::new(limited(due, limit)).load(conn)
                 }
             })?)
         }
@@ -269,13 +270,15 @@ macro_rules! reads {
         ) -> $crate::__p::Result<Vec<$crate::__p::ExecutionEvent>> {
             use $crate::__p::*;
             events(self.$read(|conn| {
-                e::table
-                    .filter(e::workflow_execution_id.eq(bind_id(workflow_execution_id)))
-                    .filter(e::seq.gt(after))
-                    .order(e::seq)
-                    .limit(i64::from(limit))
-                    .select(EventRow::as_select())
-                    .load(conn)
+                limited(
+                    e::table
+                        .filter(e::workflow_execution_id.eq(bind_id(workflow_execution_id)))
+                        .filter(e::seq.gt(after))
+                        .order(e::seq)
+                        .select(EventRow::as_select()),
+                    limit,
+                )
+                .load(conn)
             })?)
         }
 

@@ -20,10 +20,15 @@
 //!   distinct ids.
 //! - The data: the operation's arguments `||` the row's counters, as `EventSpec::data_for`
 //!   builds them on SQLite.
+//!
+//! A batch create's events are the exception ([`logged_insert`]): their rows are known before
+//! the statement runs, so their ids and columns are bound as arrays in task id order,
+//! `logged AS (INSERT ... SELECT unnest(...), ...)`.
 
 use chrono::{DateTime, Utc};
-use dal_core::TaskStatus;
 use dal_core::event::EventSpec;
+use dal_core::ids::Ids;
+use dal_core::{TaskExecution, TaskStatus};
 use dal_diesel::bind::{instant, json};
 use dal_diesel::schema::execution_events as e;
 use dal_diesel::schema::{changed, targets};
@@ -31,7 +36,10 @@ use dal_diesel::types::{Id, Json};
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
-use diesel::sql_types::{Integer, Nullable, Text};
+use diesel::sql_types::{Array, Integer, Nullable, Text};
+use uuid::Uuid;
+
+use crate::statements::unnest;
 
 diesel::define_sql_function! {
     /// A random (version 4) UUID, made by the server.
@@ -265,6 +273,59 @@ pub(crate) fn logged<P, W>(
         .into_columns(EVENT_COLUMNS);
     Logged {
         prelude,
+        write,
+        log,
+    }
+}
+
+/// `write`, an `INSERT` of `rows` (`RETURNING` them), with one `event` per row, at time `at`,
+/// in the same statement, the events' ids and rows bound rather than made from `changed`.
+///
+/// An insert writes exactly the rows it is given, or fails whole, so the rows its events are
+/// for are known before it runs: their ids (from `ids`, as on SQLite), task ids, workflow
+/// execution ids and counters are bound as arrays in task id order, and the data is built as
+/// for every other write (the arguments `||` the counters). The server then neither sorts
+/// `changed` nor makes a random UUID and its text for each event (BENCHMARKS.md, "Batch
+/// creates on PostgreSQL").
+pub(crate) fn logged_insert<W>(
+    write: W,
+    event: &EventSpec,
+    rows: &[TaskExecution],
+    ids: &Ids,
+    at: DateTime<Utc>,
+) -> Logged<NoPrelude, W, impl QueryFragment<Pg> + use<W>> {
+    let mut sorted: Vec<&TaskExecution> = rows.iter().collect();
+    sorted.sort_unstable_by_key(|row| row.id);
+    let column = |value: fn(&TaskExecution) -> Uuid| -> Vec<Uuid> {
+        sorted.iter().map(|row| value(row)).collect()
+    };
+    let counter = |value: fn(&TaskExecution) -> i32| -> Vec<i32> {
+        sorted.iter().map(|row| value(row)).collect()
+    };
+    let event_ids: Vec<Uuid> = sorted.iter().map(|_| ids.at(at)).collect();
+    let log = diesel::select((
+        unnest(event_ids.into_sql::<Array<Id>>()),
+        unnest(column(|row| row.workflow_execution_id).into_sql::<Array<Id>>()),
+        unnest(column(|row| row.id).into_sql::<Array<Id>>()),
+        event.event_type.as_str().into_sql::<Text>(),
+        Merged::new(
+            json(event.data_value()),
+            jsonb_build_object(
+                "attempt",
+                unnest(counter(|row| row.attempt).into_sql::<Array<Integer>>()),
+                "claim",
+                unnest(counter(|row| row.claim_count).into_sql::<Array<Integer>>()),
+                "recovery_attempts",
+                unnest(counter(|row| row.recovery_attempts).into_sql::<Array<Integer>>()),
+            ),
+        ),
+        event.runner_id.into_sql::<Nullable<Id>>(),
+        instant(at),
+    ))
+    .insert_into(e::table)
+    .into_columns(EVENT_COLUMNS);
+    Logged {
+        prelude: NoPrelude,
         write,
         log,
     }

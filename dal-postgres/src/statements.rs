@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use dal_core::event::EventSpec;
+use dal_core::ids::Ids;
 use dal_core::plan::{ClaimRange, CyclePlan, Plan, Stale};
 use dal_core::{Backend, DalError, Lease, PruneCursor, Pruned, Result, StatusSet, TaskExecution};
 use dal_diesel::errors::{from_diesel, from_pool};
@@ -19,7 +20,9 @@ use diesel::result::DatabaseErrorKind as Kind;
 use diesel::sql_types::{Array, Integer, Nullable, Text};
 use uuid::Uuid;
 
-use crate::history::{Cycle, NoPrelude, Plain, Targets, cycle_log, logged, target_ids};
+use crate::history::{
+    Cycle, NoPrelude, Plain, Targets, cycle_log, logged, logged_insert, target_ids,
+};
 use crate::leases::{held_by, held_for_cycle};
 
 diesel::define_sql_function! {
@@ -40,14 +43,19 @@ diesel::define_sql_function! {
 /// The connection pool of a PostgreSQL store.
 pub type PgPool = Pool<ConnectionManager<PgConnection>>;
 
-/// The PostgreSQL backend: a pool of connections.
+/// The PostgreSQL backend: a pool of connections, and the generator of a batch create's event
+/// ids.
 pub struct PgBackend {
     pool: PgPool,
+    event_ids: Ids,
 }
 
 impl PgBackend {
     pub(crate) fn new(pool: PgPool) -> Self {
-        PgBackend { pool }
+        PgBackend {
+            pool,
+            event_ids: Ids::new(),
+        }
     }
 
     /// The store's connection pool, for statements of your own (reports, extensions,
@@ -224,7 +232,13 @@ impl Backend for PgBackend {
                 t::due_at,
             ))
             .returning(Row::as_returning());
-            write_logged!(conn, keys::InsertMany, NoPrelude, write, event, at)
+            match event {
+                Some(event) => PreparedAs::<(keys::InsertMany, keys::Logged), _>::new(
+                    logged_insert(write, event, rows_in, &self.event_ids, at),
+                )
+                .get_results::<Row>(conn),
+                None => write_logged!(conn, keys::InsertMany, NoPrelude, write, event, at),
+            }
         })?;
         rows(stored)
     }

@@ -17,7 +17,9 @@ use diesel::prelude::*;
 use diesel::sql_types::{Integer, Text};
 use uuid::Uuid;
 
-/// The next finished tasks before the cut-off (`?1`), after the cursor (`?2`, `?3`), at most `?4`.
+/// The next finished tasks before the cut-off (`?1`), after the cursor (`?2`, `?3`), at most `?4`
+/// (`+?`: SQLite prepares a statement with `LIMIT ?` again whenever the limit is bound, see
+/// `dal_diesel::dialect::Limited`).
 const SCAN: &str = concat!(
     "\
 SELECT id, workflow_execution_id, completed_at FROM task_executions
@@ -26,7 +28,7 @@ WHERE status IN ",
     " AND completed_at < ?
   AND (completed_at, id) > (?, ?)
 ORDER BY completed_at, id
-LIMIT ?"
+LIMIT +?"
 );
 
 /// Of the workflow executions in `?1` (a JSON array of hex ids), those whose every task is

@@ -8,7 +8,7 @@ use dal_core::ids::Ids;
 use dal_core::plan::{ClaimRange, CyclePlan, Plan, Stale};
 use dal_core::{Backend, DalError, Lease, PruneCursor, Pruned, Result, TaskExecution};
 use dal_diesel::bind::id as bind_id;
-use dal_diesel::dialect::status_in;
+use dal_diesel::dialect::{in_query, limited, status_in};
 use dal_diesel::errors::from_pool;
 use dal_diesel::prepared::PreparedAs;
 use dal_diesel::row::{NewRow, Row, tasks as rows};
@@ -161,11 +161,10 @@ fn claim_oldest(
                 .field(t::due_at)
                 .between(Some(range.from), Some(range.due_at)),
         )
-        .order((candidates.field(t::due_at), candidates.field(t::id)))
-        .limit(i64::from(range.limit));
+        .order((candidates.field(t::due_at), candidates.field(t::id)));
     PreparedAs::<keys::Claim, _>::new(
         diesel::update(tasks)
-            .filter(t::id.eq_any(oldest_due))
+            .filter(in_query(t::id, limited(oldest_due, range.limit)))
             .set(plan_set!(&plan.effects))
             .returning((Row::as_returning(), t::due_at)),
     )
