@@ -27,6 +27,8 @@ pub const ROLE: &str = "dal_test_dml_only";
 pub struct DmlOnly;
 
 impl TestBackend for DmlOnly {
+    as_postgres!();
+
     fn name(&self) -> &'static str {
         "postgres_dml_only"
     }
@@ -40,32 +42,12 @@ impl TestBackend for DmlOnly {
         Box::new(Schema::new(connections, Some(ROLE)))
     }
 
-    fn statement_counts(&self) -> Statements {
-        Postgres.statement_counts()
-    }
-
     fn prepared_per_connection(&self) -> usize {
         Postgres.prepared_per_connection()
     }
 
     fn prepared_per_prune_batch(&self) -> usize {
         Postgres.prepared_per_prune_batch()
-    }
-
-    fn lock_timeout(&self) -> LockTimeout {
-        Postgres.lock_timeout()
-    }
-
-    fn id_literal(&self, id: Uuid) -> String {
-        Postgres.id_literal(id)
-    }
-
-    fn refuse_events_sql(&self, event_type: &str) -> String {
-        Postgres.refuse_events_sql(event_type)
-    }
-
-    fn empty_tables_sql(&self) -> &'static str {
-        Postgres.empty_tables_sql()
     }
 
     fn own_cases(&self) -> Vec<OwnCase> {

@@ -1,6 +1,32 @@
 //! `dal-postgres` under test: a schema of its own per case on the server
 //! [`crate::provision::postgres`] finds, and the cases only PostgreSQL has.
 
+/// The [`TestBackend`] methods of a PostgreSQL variant (a role, a pooler) that answer as
+/// [`Postgres`] does: the statements and the SQL are the same.
+macro_rules! as_postgres {
+    () => {
+        fn statement_counts(&self) -> Statements {
+            Postgres.statement_counts()
+        }
+
+        fn lock_timeout(&self) -> LockTimeout {
+            Postgres.lock_timeout()
+        }
+
+        fn id_literal(&self, id: Uuid) -> String {
+            Postgres.id_literal(id)
+        }
+
+        fn refuse_events_sql(&self, event_type: &str) -> String {
+            Postgres.refuse_events_sql(event_type)
+        }
+
+        fn empty_tables_sql(&self) -> &'static str {
+            Postgres.empty_tables_sql()
+        }
+    };
+}
+
 pub mod dml_only;
 mod errors;
 mod opening;
@@ -128,9 +154,47 @@ pub struct Schema {
     /// The role the stores connect as, with only DML rights on the schema, which was migrated
     /// beforehand; `None`: the server's user, which migrates it.
     role: Option<&'static str>,
+    stores: Stores,
+}
+
+/// The stores a case opens on its database: the connections of each store after the first
+/// are reserved as it opens (the first one's came with the database).
+#[derive(Default)]
+struct Stores {
     first_opened: AtomicBool,
     // Released after the stores: the permits of stores after the first.
     permits: Mutex<Vec<ConnectionPermit>>,
+}
+
+impl Stores {
+    /// A store at `url` as `setup` asks, with `configure` applied to its options.
+    fn open(
+        &self,
+        url: String,
+        setup: &StoreSetup,
+        configure: impl FnOnce(dal_postgres::Options) -> dal_postgres::Options,
+    ) -> Arc<dyn TaskExecutionStore> {
+        if self.first_opened.swap(true, Ordering::Relaxed) {
+            self.permits
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(reserve_connections(setup.pool_size));
+        }
+        let mut options = configure(
+            dal_postgres::Options::new(url)
+                .pool_size(setup.pool_size)
+                .clock(setup.clock.clone())
+                .history(setup.history),
+        );
+        if let Some(instrumentation) = &setup.instrumentation {
+            options = options.instrumentation(instrumentation.clone());
+        }
+        Arc::new(
+            options
+                .connect()
+                .expect("connect a PostgreSQL store for a case"),
+        )
+    }
 }
 
 /// The schema of a PostgreSQL fixture.
@@ -151,8 +215,7 @@ impl Schema {
         Schema {
             schema,
             role,
-            first_opened: AtomicBool::new(false),
-            permits: Mutex::new(Vec::new()),
+            stores: Stores::default(),
         }
     }
 
@@ -178,31 +241,13 @@ fn session_options(setup: &StoreSetup) -> String {
 
 impl TestDatabase for Schema {
     fn open(&self, setup: &StoreSetup) -> Arc<dyn TaskExecutionStore> {
-        if self.first_opened.swap(true, Ordering::Relaxed) {
-            self.permits
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(reserve_connections(setup.pool_size));
+        let url = self.schema.url_with_options(&session_options(setup));
+        match self.role {
+            None => self.stores.open(url, setup, |options| options),
+            Some(_) => self.stores.open(dml_only::as_role(&url), setup, |options| {
+                options.migrations(dal_postgres::Migrations::Verify)
+            }),
         }
-        let mut url = self.schema.url_with_options(&session_options(setup));
-        let mut migrations = dal_postgres::Migrations::Apply;
-        if self.role.is_some() {
-            url = dml_only::as_role(&url);
-            migrations = dal_postgres::Migrations::Verify;
-        }
-        let mut options = dal_postgres::Options::new(url)
-            .migrations(migrations)
-            .pool_size(setup.pool_size)
-            .clock(setup.clock.clone())
-            .history(setup.history);
-        if let Some(instrumentation) = &setup.instrumentation {
-            options = options.instrumentation(instrumentation.clone());
-        }
-        Arc::new(
-            options
-                .connect()
-                .expect("connect a PostgreSQL store to a test schema"),
-        )
     }
 
     fn execute(&self, sql: &str) -> Result<(), String> {

@@ -27,6 +27,30 @@ pub fn a_store_that_cannot_be_opened_fails_at_once() {
     }
 }
 
+/// Asserts that `err` is [`DalError::Settings`] with these fields (`hint` containing
+/// `hint_has`), and not retryable.
+pub fn assert_settings_error(
+    err: &DalError,
+    (setting, requested, actual): (&str, &str, &str),
+    hint_has: &str,
+) {
+    match err {
+        DalError::Settings {
+            setting: found_setting,
+            requested: found_requested,
+            actual: found_actual,
+            hint,
+        } => {
+            assert_eq!(found_setting, setting);
+            assert_eq!(found_requested, requested);
+            assert_eq!(found_actual, actual);
+            assert!(hint.contains(hint_has), "{hint}");
+        }
+        other => panic!("expected DalError::Settings, got {other:?}"),
+    }
+    assert!(!err.is_retryable());
+}
+
 /// A `search_path` that names no existing schema: the session has no schema to create the
 /// tables in, and the connect says so before any migration runs.
 pub fn a_search_path_of_no_existing_schema_fails_the_connect() {
@@ -36,21 +60,15 @@ pub fn a_search_path_of_no_existing_schema_fails_the_connect() {
         .connect()
         .map(drop)
         .expect_err("no schema to work in");
-    match &err {
-        DalError::Settings {
-            setting,
-            requested,
-            actual,
-            hint,
-        } => {
-            assert_eq!(setting, "current_schema()");
-            assert_eq!(requested, "a schema of search_path dal_no_such_schema");
-            assert_eq!(actual, "none");
-            assert!(hint.contains("create the schema"), "{hint}");
-        }
-        other => panic!("expected DalError::Settings, got {other:?}"),
-    }
-    assert!(!err.is_retryable());
+    assert_settings_error(
+        &err,
+        (
+            "current_schema()",
+            "a schema of search_path dal_no_such_schema",
+            "none",
+        ),
+        "create the schema",
+    );
 }
 
 /// Settings the URL asks for are compared as the server spells them: `5000` (milliseconds)

@@ -10,19 +10,19 @@
 //! or custom plans ([`Plans`]) gets the same as any other.
 
 use std::any::Any;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
-use dal_core::{DalError, TaskExecutionStore, TaskStore};
+use dal_core::{TaskExecutionStore, TaskStore};
 use diesel::{Connection, PgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use super::{Postgres, execute, hold_lock_on};
+use super::opening::assert_settings_error;
+use super::{Postgres, Stores, execute, hold_lock_on};
 use crate::backend::{HeldLock, LockTimeout, OwnCase, StoreSetup, TestBackend, TestDatabase};
 use crate::cases::Group;
 use crate::operations::Statements;
 use crate::provision::pooler::{self, TempDatabase};
-use crate::provision::postgres::{ConnectionPermit, reserve_connections, with_params};
+use crate::provision::postgres::with_params;
 
 /// The planner settings the store checks for behind a proxy, made on each case's database.
 pub const INDEX_PLANS: [(&str, &str); 2] =
@@ -33,6 +33,8 @@ pub const INDEX_PLANS: [(&str, &str); 2] =
 pub struct Pooled;
 
 impl TestBackend for Pooled {
+    as_postgres!();
+
     fn name(&self) -> &'static str {
         "pgbouncer"
     }
@@ -46,13 +48,8 @@ impl TestBackend for Pooled {
     fn database(&self, connections: u32) -> Box<dyn TestDatabase> {
         Box::new(Database {
             database: TempDatabase::with_connections(connections, &INDEX_PLANS),
-            first_opened: AtomicBool::new(false),
-            permits: Mutex::new(Vec::new()),
+            stores: Stores::default(),
         })
-    }
-
-    fn statement_counts(&self) -> Statements {
-        Postgres.statement_counts()
     }
 
     /// None: no statement is kept prepared on a connection.
@@ -62,22 +59,6 @@ impl TestBackend for Pooled {
 
     fn prepared_per_prune_batch(&self) -> usize {
         0
-    }
-
-    fn lock_timeout(&self) -> LockTimeout {
-        Postgres.lock_timeout()
-    }
-
-    fn id_literal(&self, id: Uuid) -> String {
-        Postgres.id_literal(id)
-    }
-
-    fn refuse_events_sql(&self, event_type: &str) -> String {
-        Postgres.refuse_events_sql(event_type)
-    }
-
-    fn empty_tables_sql(&self) -> &'static str {
-        Postgres.empty_tables_sql()
     }
 
     fn own_cases(&self) -> Vec<OwnCase> {
@@ -106,9 +87,7 @@ impl TestBackend for Pooled {
 /// A case's database behind the proxy, and the connections reserved for its stores.
 struct Database {
     database: TempDatabase,
-    first_opened: AtomicBool,
-    // Released after the stores: the permits of stores after the first.
-    permits: Mutex<Vec<ConnectionPermit>>,
+    stores: Stores,
 }
 
 impl TestDatabase for Database {
@@ -117,25 +96,10 @@ impl TestDatabase for Database {
             setup.lock_timeout.is_none(),
             "a lock timeout is a session setting, which the proxy drops"
         );
-        if self.first_opened.swap(true, Ordering::Relaxed) {
-            self.permits
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(reserve_connections(setup.pool_size));
-        }
-        let mut options = dal_postgres::Options::new(self.database.pooled_url())
-            .transaction_pooling(true)
-            .pool_size(setup.pool_size)
-            .clock(setup.clock.clone())
-            .history(setup.history);
-        if let Some(instrumentation) = &setup.instrumentation {
-            options = options.instrumentation(instrumentation.clone());
-        }
-        Arc::new(
-            options
-                .connect()
-                .expect("connect a PostgreSQL store through the pooler"),
-        )
+        self.stores
+            .open(self.database.pooled_url().to_owned(), setup, |options| {
+                options.transaction_pooling(true)
+            })
     }
 
     fn execute(&self, sql: &str) -> Result<(), String> {
@@ -213,21 +177,11 @@ fn options_the_pooler_drops_fail_the_connect_and_nothing_is_written() {
         .connect()
         .map(drop)
         .expect_err("the search_path did not reach the server");
-    match &err {
-        DalError::Settings {
-            setting,
-            requested,
-            actual,
-            hint,
-        } => {
-            assert_eq!(setting, "search_path");
-            assert_eq!(requested, "tenant");
-            assert_eq!(actual, "\"$user\", public");
-            assert!(hint.contains("ALTER ROLE"), "{hint}");
-        }
-        other => panic!("expected DalError::Settings, got {other:?}"),
-    }
-    assert!(!err.is_retryable());
+    assert_settings_error(
+        &err,
+        ("search_path", "tenant", "\"$user\", public"),
+        "ALTER ROLE",
+    );
     assert_eq!(
         tables_in(database.direct_url(), "public"),
         Vec::<String>::new()
@@ -277,20 +231,7 @@ fn planner_settings_missing_on_the_server_fail_the_connect() {
         .connect()
         .map(drop)
         .expect_err("the planner settings are not made on the server");
-    match &err {
-        DalError::Settings {
-            setting,
-            requested,
-            actual,
-            hint,
-        } => {
-            assert_eq!(setting, "enable_seqscan");
-            assert_eq!(requested, "off");
-            assert_eq!(actual, "on");
-            assert!(hint.contains("ALTER ROLE"), "{hint}");
-        }
-        other => panic!("expected DalError::Settings, got {other:?}"),
-    }
+    assert_settings_error(&err, ("enable_seqscan", "off", "on"), "ALTER ROLE");
     assert_eq!(
         tables_in(database.direct_url(), "public"),
         Vec::<String>::new()
