@@ -147,8 +147,8 @@ pub enum Migrations {
     /// processes starting at once do not race. Needs a role that may run DDL.
     #[default]
     Apply,
-    /// Apply none; check that every migration of this build is applied (one read of Diesel's
-    /// `__diesel_schema_migrations` table), and fail with
+    /// Apply none; check that every migration of this build is applied (two `SELECT`s: whether
+    /// Diesel's `__diesel_schema_migrations` table exists, and its versions), and fail with
     /// [`DalError::SchemaNotMigrated`] otherwise. Works with a role that has only DML rights,
     /// once the migrations ran as a separate step (`Options::migrate`). Migrations newer than
     /// this build's are accepted: a schema migrated ahead of a rolling deployment still serves

@@ -40,8 +40,9 @@ pub struct Options {
 /// What each of the store's sessions runs when it opens, with [`Options::index_plans`] on.
 pub const INDEX_PLANS: &str = "SET enable_seqscan = off; SET enable_bitmapscan = off";
 
-/// The settings of [`INDEX_PLANS`], as checked behind a transaction pooler.
-const INDEX_PLAN_SETTINGS: [(&str, &str); 2] =
+/// The settings of [`INDEX_PLANS`] (name, value): what the store checks for behind a
+/// transaction pooler, where they must be made on the server (`ALTER ROLE ... SET`).
+pub const INDEX_PLAN_SETTINGS: [(&str, &str); 2] =
     [("enable_seqscan", "off"), ("enable_bitmapscan", "off")];
 
 impl Options {

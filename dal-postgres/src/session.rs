@@ -159,7 +159,8 @@ fn read(conn: &mut PgConnection, sql: &'static str, binds: &[&str]) -> Result<Op
 
 /// Fails with [`DalError::Settings`] unless the session on `conn` has each of `requested`
 /// (compared as the server spells the value: each one is set with `SET LOCAL` inside a
-/// transaction that is rolled back, and the spelling it gets compared with the session's), a
+/// transaction that is rolled back, and the spelling it gets compared with the session's; a
+/// custom setting the session lacks, such as a dropped `myapp.tenant`, reads as empty), a
 /// schema selected by its `search_path`, and, when `planner_settings` is set, each of those
 /// at its value. Runs a few statements; writes nothing.
 pub fn check(
@@ -168,7 +169,7 @@ pub fn check(
     planner_settings: &[(&str, &str)],
 ) -> Result<()> {
     for (name, value) in requested {
-        let actual = read(conn, "SELECT current_setting($1) AS value", &[name])?;
+        let actual = read(conn, "SELECT current_setting($1, true) AS value", &[name])?;
         let wanted = normalized(conn, name, value)?;
         if actual != wanted {
             return Err(DalError::Settings {
@@ -194,7 +195,7 @@ pub fn check(
         });
     }
     for &(name, value) in planner_settings {
-        let actual = read(conn, "SELECT current_setting($1) AS value", &[name])?;
+        let actual = read(conn, "SELECT current_setting($1, true) AS value", &[name])?;
         if actual.as_deref() != Some(value) {
             return Err(DalError::Settings {
                 setting: name.to_owned(),

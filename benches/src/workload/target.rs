@@ -123,10 +123,9 @@ impl Target {
                 let mut admin = PgConnection::establish(url)
                     .map_err(|e| format!("cannot connect to {}: {e}", redact(url)))?;
                 let mut statements = vec![format!("CREATE DATABASE \"{name}\"")];
-                statements.extend(
-                    ["enable_seqscan", "enable_bitmapscan"]
-                        .map(|setting| format!("ALTER DATABASE \"{name}\" SET {setting} = off")),
-                );
+                statements.extend(dal_postgres::INDEX_PLAN_SETTINGS.map(|(setting, value)| {
+                    format!("ALTER DATABASE \"{name}\" SET {setting} = {value}")
+                }));
                 for sql in statements {
                     diesel::sql_query(&sql).execute(&mut admin).map_err(|e| {
                         format!("cannot create database {name} on {}: {e}", redact(url))

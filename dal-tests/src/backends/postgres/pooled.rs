@@ -25,8 +25,7 @@ use crate::provision::pooler::{self, TempDatabase};
 use crate::provision::postgres::with_params;
 
 /// The planner settings the store checks for behind a proxy, made on each case's database.
-pub const INDEX_PLANS: [(&str, &str); 2] =
-    [("enable_seqscan", "off"), ("enable_bitmapscan", "off")];
+const INDEX_PLANS: [(&str, &str); 2] = dal_postgres::INDEX_PLAN_SETTINGS;
 
 /// PostgreSQL through PgBouncer in transaction pooling.
 #[derive(Debug, Clone, Copy)]
@@ -188,6 +187,20 @@ fn options_the_pooler_drops_fail_the_connect_and_nothing_is_written() {
     );
     assert_eq!(
         tables_in(database.direct_url(), "tenant"),
+        Vec::<String>::new()
+    );
+
+    // A custom setting the session then lacks altogether reads as empty: the same error.
+    let url = with_params(database.pooled_url(), &[("options", "-cdal.tenant=a")]);
+    let err = dal_postgres::Options::new(url)
+        .transaction_pooling(true)
+        .pool_size(1)
+        .connect()
+        .map(drop)
+        .expect_err("the custom setting did not reach the server");
+    assert_settings_error(&err, ("dal.tenant", "a", ""), "ALTER ROLE");
+    assert_eq!(
+        tables_in(database.direct_url(), "public"),
         Vec::<String>::new()
     );
 
