@@ -169,9 +169,10 @@ ALTER TABLE execution_events ADD CONSTRAINT execution_events_event_type_check
     NOT VALID;
 ALTER TABLE execution_events VALIDATE CONSTRAINT execution_events_event_type_check;
 INSERT INTO task_executions (id, workflow_execution_id, task_name, status, attempt, max_attempts,
-    trigger_rules, task_configuration, created_at, updated_at)
+    trigger_rules, task_configuration, created_at, updated_at, due_at)
 SELECT dal_uuid_v7(now() - (10000 - g) * interval '1 ms'), md5('wf' || (g / 10))::uuid, 'task-' || (g % 10),
-    CASE WHEN g = 0 THEN 'ready' ELSE 'completed' END, 1, 3, '{"type":"Always"}', '{}', now(), now()
+    CASE WHEN g = 0 THEN 'ready' ELSE 'completed' END, 1, 3, '{"type":"Always"}', '{}', now(), now(),
+    CASE WHEN g = 0 THEN '2026-01-01T00:00:00.123456Z'::timestamptz END
 FROM generate_series(0, 10000 - 1) AS g;
 CREATE TABLE dal_pgbench_ids AS SELECT row_number() OVER (ORDER BY id) AS n, id FROM task_executions;
 CREATE UNIQUE INDEX ON dal_pgbench_ids (n);

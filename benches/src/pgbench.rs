@@ -126,9 +126,10 @@ pub fn generate() -> Result<Files, String> {
                 "-- The DAL's claim_ready(32): the locking subquery, the UPDATE and the events in one statement,\n\
                  -- after 32 new Ready tasks, as `cargo bench` does (`postgres/claim_32`), with UUIDv7 ids as the DAL's.\n\
                  INSERT INTO task_executions (id, workflow_execution_id, task_name, status, attempt, max_attempts, \
-                 trigger_rules, task_configuration, created_at, updated_at) SELECT dal_uuid_v7(clock_timestamp()), w.id, 't' || g, \
-                 'ready', 1, 1, '{{}}', '{{}}', now(), now() FROM generate_series(1, 32) AS g, (SELECT gen_random_uuid() AS id) AS w;\n{}\n",
-                script_statement(&claim, &[])?
+                 trigger_rules, task_configuration, created_at, updated_at, due_at) SELECT dal_uuid_v7(clock_timestamp()), w.id, 't' || g, \
+                 'ready', 1, 1, '{{}}', '{{}}', now(), now(), {due} FROM generate_series(1, 32) AS g, (SELECT gen_random_uuid() AS id) AS w;\n{}\n",
+                script_statement(&claim, &[])?,
+                due = due_literal(),
             ),
         ),
     ];
@@ -147,15 +148,26 @@ fn setup_sql() -> String {
     let _ = write!(
         sql,
         "INSERT INTO task_executions (id, workflow_execution_id, task_name, status, attempt, max_attempts,\n\
-         \x20   trigger_rules, task_configuration, created_at, updated_at)\n\
+         \x20   trigger_rules, task_configuration, created_at, updated_at, due_at)\n\
          SELECT dal_uuid_v7(now() - ({SEED_TASKS} - g) * interval '1 ms'), md5('wf' || (g / 10))::uuid, 'task-' || (g % 10),\n\
-         \x20   CASE WHEN g = 0 THEN 'ready' ELSE 'completed' END, 1, 3, '{{\"type\":\"Always\"}}', '{{}}', now(), now()\n\
+         \x20   CASE WHEN g = 0 THEN 'ready' ELSE 'completed' END, 1, 3, '{{\"type\":\"Always\"}}', '{{}}', now(), now(),\n\
+         \x20   CASE WHEN g = 0 THEN {due} END\n\
          FROM generate_series(0, {SEED_TASKS} - 1) AS g;\n\
          CREATE TABLE dal_pgbench_ids AS SELECT row_number() OVER (ORDER BY id) AS n, id FROM task_executions;\n\
          CREATE UNIQUE INDEX ON dal_pgbench_ids (n);\n\
-         VACUUM ANALYZE;\n"
+         VACUUM ANALYZE;\n",
+        due = due_literal(),
     );
     sql
+}
+
+/// The `due_at` of the seeded and inserted Ready tasks: the generated statements' time, as the
+/// DAL sets it when a task enters Ready at that time, so that the claim finds them due.
+fn due_literal() -> String {
+    format!(
+        "'{}'::timestamptz",
+        fixed_time().format("%Y-%m-%dT%H:%M:%S%.6fZ")
+    )
 }
 
 /// The PostgreSQL migrations' `up.sql`, in order (`benches/tests/pgbench_scripts.rs` checks
