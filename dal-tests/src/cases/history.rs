@@ -19,6 +19,7 @@ pub const CASES: &[Case] = &[
     case!(every_lease_less_transition_leaves_its_event),
     case!(rejected_calls_leave_no_event),
     case!(batches_leave_one_event_per_task),
+    case!(batches_of_every_size_log_each_event_in_task_order),
     case!(a_change_whose_event_cannot_be_written_is_rolled_back),
     case!(a_workflow_history_pages_in_order),
 ];
@@ -319,6 +320,46 @@ fn rejected_calls_leave_no_event(kind: Backend) {
     ]));
     assert!(s.recover_stale_claims(f.now(), 3).unwrap() == dal_core::Recovery::default());
     assert_eq!(s.events_for_workflow(wf, None, 1_000).unwrap(), before);
+}
+
+/// Batch writes of sizes around each of SQLite's fixed shapes of the events `INSERT` (padded
+/// to a power of two up to 256 rows, compiled per use above): every row gets exactly its
+/// event, in task id order, and the padding writes nothing.
+fn batches_of_every_size_log_each_event_in_task_order(kind: Backend) {
+    let f = Fixture::new(kind);
+    let s = f.store();
+    let runner = Uuid::now_v7();
+    for n in [2, 3, 31, 32, 33, 127, 128, 129, 255, 256, 257] {
+        let wf = workflow();
+        let tasks = ready_tasks(s, wf, n, 1);
+        let claimed = s.claim_ready(runner, n as u32).unwrap();
+        assert_eq!(claimed.len(), n, "{n} tasks");
+        let events = s.events_for_workflow(wf, None, 1_000).unwrap();
+        let mut ids: Vec<Uuid> = tasks.iter().map(|t| t.id).collect();
+        ids.sort_unstable();
+        let mut want: Vec<Expected> = ids
+            .iter()
+            .map(|&id| {
+                expected(
+                    id,
+                    EventType::Created,
+                    counters(1, 0, 0),
+                    None,
+                    tasks[0].created_at,
+                )
+            })
+            .collect();
+        want.extend(ids.iter().map(|&id| {
+            expected(
+                id,
+                EventType::Claimed,
+                counters(1, 1, 0),
+                Some(runner),
+                claimed[0].task.updated_at,
+            )
+        }));
+        assert_history(&events, wf, &want);
+    }
 }
 
 fn batches_leave_one_event_per_task(kind: Backend) {
