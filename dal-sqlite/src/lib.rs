@@ -21,6 +21,7 @@ mod history;
 mod leases;
 mod open;
 mod retention;
+mod shaped;
 mod statements;
 
 // The user API, by name: the prelude, and what a user names beyond it. The interface a backend

@@ -23,6 +23,7 @@ use uuid::Uuid;
 use crate::errors::from_diesel;
 use crate::history;
 use crate::leases::held_by;
+use crate::shaped::{self, TaskValues};
 
 /// SQLite's limit on bind parameters per statement (`SQLITE_MAX_VARIABLE_NUMBER` of the bundled
 /// build, the default since SQLite 3.32).
@@ -188,11 +189,18 @@ impl Backend for SqliteBackend {
         self.write_logged(event, rows_in.len() > chunk, at, |conn| {
             if let [one] = rows_in {
                 // The single-row statement has fixed SQL text, so it is prepared once per
-                // connection; a multi-row one differs with its row count.
+                // connection; up to 256 rows, a fixed shape (`shaped`); beyond, Diesel's
+                // multi-row `VALUES`, whose text differs with its row count.
                 return diesel::insert_into(tasks)
                     .values(NewRow::from(one))
                     .returning(Row::as_returning())
                     .get_results(conn);
+            }
+            if shaped::shaped(rows_in.len()) {
+                return shaped::insert_returning(
+                    conn,
+                    rows_in.iter().map(TaskValues::from).collect(),
+                );
             }
             let mut all = Vec::with_capacity(rows_in.len());
             for part in rows_in.chunks(chunk) {

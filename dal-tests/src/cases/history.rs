@@ -3,7 +3,9 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use dal_core::event::time_value;
-use dal_core::{Clock, DalError, EventType, ExecutionEvent, NewTaskExecution, TaskStatus};
+use dal_core::{
+    Clock, DalError, EventType, ExecutionEvent, NewTaskExecution, TaskExecution, TaskStatus,
+};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -332,6 +334,45 @@ fn batches_of_every_size_log_each_event_in_task_order(kind: Backend) {
     for n in [2, 3, 31, 32, 33, 127, 128, 129, 255, 256, 257] {
         let wf = workflow();
         let tasks = ready_tasks(s, wf, n, 1);
+        // The rows as given, in input order, and as stored.
+        let names: Vec<String> = tasks.iter().map(|t| t.task_name.clone()).collect();
+        assert_eq!(
+            names,
+            (0..n).map(|i| format!("r{i:05}")).collect::<Vec<_>>()
+        );
+        let defaults = NewTaskExecution::new(wf, "defaults");
+        for task in &tasks {
+            assert_eq!(
+                task,
+                &TaskExecution {
+                    id: task.id,
+                    workflow_execution_id: wf,
+                    task_name: task.task_name.clone(),
+                    status: TaskStatus::Ready,
+                    attempt: 1,
+                    max_attempts: 1,
+                    trigger_rules: defaults.trigger_rules.clone(),
+                    task_configuration: defaults.task_configuration.clone(),
+                    error_details: None,
+                    last_error: None,
+                    retry_at: None,
+                    started_at: None,
+                    completed_at: None,
+                    recovery_attempts: 0,
+                    last_recovery_at: None,
+                    claimed_by: None,
+                    heartbeat_at: None,
+                    claim_count: 0,
+                    abandoned_at: None,
+                    sub_status: None,
+                    created_at: f.now(),
+                    updated_at: f.now(),
+                }
+            );
+        }
+        let mut stored = s.list_for_workflow(wf).unwrap();
+        stored.sort_unstable_by(|a, b| a.task_name.cmp(&b.task_name));
+        assert_eq!(stored, tasks, "{n} tasks as stored");
         let claimed = s.claim_ready(runner, n as u32).unwrap();
         assert_eq!(claimed.len(), n, "{n} tasks");
         let events = s.events_for_workflow(wf, None, 1_000).unwrap();

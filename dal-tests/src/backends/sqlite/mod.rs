@@ -65,14 +65,14 @@ impl TestBackend for Sqlite {
         }
     }
 
-    /// Multi-row INSERTs of tasks, and of more than 256 events, change with their row count and
-    /// are not kept. Kept: the single-row INSERTs of a task and of an event, the events INSERT
-    /// of each fixed shape used (32 rows: the claim of 32, the completion of 30, and the
-    /// cycle's two parts; 128 rows: `create_many` of 100), the guarded UPDATE, the claim, the
+    /// Multi-row INSERTs of more than 256 rows change with their row count and are not kept.
+    /// Kept: the single-row INSERTs of a task and of an event, the INSERTs of each fixed shape
+    /// used (events of 32 rows: the claim of 32, the completion of 30 and the cycle's two parts;
+    /// tasks and events of 128 rows: `create_many` of 100), the guarded UPDATE, the claim, the
     /// batch completion, the sweep, 14 SELECTs, and the scan, the check and the two DELETEs of
     /// a retention batch.
     fn prepared_per_connection(&self) -> usize {
-        27
+        28
     }
 
     /// The scan, the check and the two DELETEs (`PreparedAs`).
