@@ -38,6 +38,11 @@ pub(crate) fn shaped(rows: usize) -> bool {
     (2..=SHAPED_UP_TO).contains(&rows)
 }
 
+/// The rows of the shape that carries `rows` rows: the next power of two, at least 2.
+fn shape_of(rows: usize) -> usize {
+    rows.next_power_of_two().max(2)
+}
+
 /// A row of a fixed-shape `INSERT`.
 pub(crate) trait ShapedRow {
     /// The statement cache's name of this table's shapes.
@@ -62,7 +67,7 @@ struct Shaped<R, Ret> {
 
 impl<R: ShapedRow, Ret> Shaped<R, Ret> {
     fn new(rows: Vec<R>, returning: Ret) -> Self {
-        let shape = rows.len().next_power_of_two().max(2);
+        let shape = shape_of(rows.len());
         Shaped {
             rows,
             shape,
@@ -151,6 +156,18 @@ impl<R: ShapedRow, Ret: QueryFragment<Sqlite>> QueryFragment<Sqlite> for Shaped<
     }
 }
 
+/// Binds each value as its SQL type, comma-separated.
+macro_rules! binds {
+    ($out:ident; $first_type:ty => $first:expr, $($sql_type:ty => $value:expr,)*) => {{
+        $out.push_bind_param::<$first_type, _>($first)?;
+        $(
+            $out.push_sql(", ");
+            $out.push_bind_param::<$sql_type, _>($value)?;
+        )*
+        Ok(())
+    }};
+}
+
 /// A new task's row (the columns of `dal_diesel::row::NewRow`).
 pub(crate) struct TaskValues<'a> {
     task: &'a TaskExecution,
@@ -180,29 +197,20 @@ impl ShapedRow for TaskValues<'_> {
 
     fn walk_binds<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
         let task = self.task;
-        out.push_bind_param::<Id, _>(&task.id)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Id, _>(&task.workflow_execution_id)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Text, _>(&task.task_name)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Text, _>(&self.status)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Integer, _>(&task.attempt)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Integer, _>(&task.max_attempts)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Json, _>(&task.trigger_rules)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Json, _>(&task.task_configuration)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Nullable<Instant>, _>(&task.retry_at)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Instant, _>(&task.created_at)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Instant, _>(&task.updated_at)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Nullable<Instant>, _>(&self.due_at)
+        binds!(out;
+            Id => &task.id,
+            Id => &task.workflow_execution_id,
+            Text => &task.task_name,
+            Text => &self.status,
+            Integer => &task.attempt,
+            Integer => &task.max_attempts,
+            Json => &task.trigger_rules,
+            Json => &task.task_configuration,
+            Nullable<Instant> => &task.retry_at,
+            Instant => &task.created_at,
+            Instant => &task.updated_at,
+            Nullable<Instant> => &self.due_at,
+        )
     }
 }
 
@@ -232,18 +240,45 @@ impl ShapedRow for EventValues<'_> {
 
     fn walk_binds<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
         let event = self.event;
-        out.push_bind_param::<Id, _>(&event.id)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Id, _>(&event.workflow_execution_id)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Id, _>(&event.task_execution_id)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Text, _>(&self.event_type)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Json, _>(&event.event_data)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Nullable<Id>, _>(&event.runner_id)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Instant, _>(&event.created_at)
+        binds!(out;
+            Id => &event.id,
+            Id => &event.workflow_execution_id,
+            Id => &event.task_execution_id,
+            Text => &self.event_type,
+            Json => &event.event_data,
+            Nullable<Id> => &event.runner_id,
+            Instant => &event.created_at,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each row type names one column per parameter it binds (the suite checks the values).
+    #[test]
+    fn each_row_names_one_column_per_parameter() {
+        for (into, binds) in [
+            (TaskValues::INTO, TaskValues::BINDS),
+            (EventValues::INTO, EventValues::BINDS),
+        ] {
+            let columns = into
+                .split_once('(')
+                .map(|(_, list)| list.trim_end_matches(')').split(',').count());
+            assert_eq!(columns, Some(binds), "{into}");
+        }
+    }
+
+    /// Shapes are powers of two from 2 to the limit, and only batches of 2 to 256 rows use one.
+    #[test]
+    fn shapes() {
+        let used: Vec<bool> = [0, 1, 2, 256, 257].into_iter().map(shaped).collect();
+        assert_eq!(used, [false, false, true, true, false]);
+        let shapes: Vec<usize> = [2, 3, 4, 5, 31, 32, 33, 129, 255, 256]
+            .into_iter()
+            .map(shape_of)
+            .collect();
+        assert_eq!(shapes, [2, 4, 4, 8, 32, 32, 64, 256, 256, 256]);
     }
 }

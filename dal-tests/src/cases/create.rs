@@ -7,7 +7,7 @@ use dal_core::{DalError, NewTaskExecution, Problem, TaskExecution, TaskStatus};
 use serde_json::json;
 
 use super::Case;
-use super::support::{expect_err, workflow};
+use super::support::{expect_err, new_row, workflow};
 use crate::backend::Backend;
 use crate::case;
 use crate::fixture::Fixture;
@@ -86,33 +86,7 @@ fn create_applies_the_defaults(kind: Backend) {
     let f = Fixture::new(kind);
     let wf = workflow();
     let created = f.store.create(&NewTaskExecution::new(wf, "load")).unwrap();
-    assert_eq!(
-        created,
-        TaskExecution {
-            id: created.id,
-            workflow_execution_id: wf,
-            task_name: "load".into(),
-            status: TaskStatus::NotStarted,
-            attempt: 1,
-            max_attempts: 1,
-            trigger_rules: json!({"type": "Always"}),
-            task_configuration: json!({}),
-            error_details: None,
-            last_error: None,
-            retry_at: None,
-            started_at: None,
-            completed_at: None,
-            recovery_attempts: 0,
-            last_recovery_at: None,
-            claimed_by: None,
-            heartbeat_at: None,
-            claim_count: 0,
-            abandoned_at: None,
-            sub_status: None,
-            created_at: f.now(),
-            updated_at: f.now(),
-        }
-    );
+    assert_eq!(created, new_row(created.id, wf, "load", f.now()));
     assert_eq!(f.store.get(created.id).unwrap(), created);
 }
 
@@ -160,33 +134,12 @@ fn create_many_returns_rows_in_input_order(kind: Backend) {
     let created = f.store.create_many(&news).unwrap();
     assert_eq!(created.len(), news.len());
     for (row, new) in created.iter().zip(&news) {
-        assert_eq!(
-            row,
-            &TaskExecution {
-                id: row.id,
-                workflow_execution_id: new.workflow_execution_id,
-                task_name: new.task_name.clone(),
-                status: TaskStatus::NotStarted,
-                attempt: 1,
-                max_attempts: new.max_attempts,
-                trigger_rules: json!({"type": "Always"}),
-                task_configuration: new.task_configuration.clone(),
-                error_details: None,
-                last_error: None,
-                retry_at: None,
-                started_at: None,
-                completed_at: None,
-                recovery_attempts: 0,
-                last_recovery_at: None,
-                claimed_by: None,
-                heartbeat_at: None,
-                claim_count: 0,
-                abandoned_at: None,
-                sub_status: None,
-                created_at: f.now(),
-                updated_at: f.now(),
-            }
-        );
+        let want = TaskExecution {
+            max_attempts: new.max_attempts,
+            task_configuration: new.task_configuration.clone(),
+            ..new_row(row.id, new.workflow_execution_id, &new.task_name, f.now())
+        };
+        assert_eq!(row, &want);
         assert_eq!(f.store.get(row.id).unwrap(), *row);
     }
     // Ids increase in input order, so reads by creation return the input order.

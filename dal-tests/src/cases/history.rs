@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::Case;
-use super::support::{expect_err, ready_tasks, task_in, workflow};
+use super::support::{expect_err, new_row, ready_tasks, task_in, workflow};
 use crate::backend::Backend;
 use crate::case;
 use crate::fixture::Fixture;
@@ -340,35 +340,12 @@ fn batches_of_every_size_log_each_event_in_task_order(kind: Backend) {
             names,
             (0..n).map(|i| format!("r{i:05}")).collect::<Vec<_>>()
         );
-        let defaults = NewTaskExecution::new(wf, "defaults");
         for task in &tasks {
-            assert_eq!(
-                task,
-                &TaskExecution {
-                    id: task.id,
-                    workflow_execution_id: wf,
-                    task_name: task.task_name.clone(),
-                    status: TaskStatus::Ready,
-                    attempt: 1,
-                    max_attempts: 1,
-                    trigger_rules: defaults.trigger_rules.clone(),
-                    task_configuration: defaults.task_configuration.clone(),
-                    error_details: None,
-                    last_error: None,
-                    retry_at: None,
-                    started_at: None,
-                    completed_at: None,
-                    recovery_attempts: 0,
-                    last_recovery_at: None,
-                    claimed_by: None,
-                    heartbeat_at: None,
-                    claim_count: 0,
-                    abandoned_at: None,
-                    sub_status: None,
-                    created_at: f.now(),
-                    updated_at: f.now(),
-                }
-            );
+            let want = TaskExecution {
+                status: TaskStatus::Ready,
+                ..new_row(task.id, wf, &task.task_name, f.now())
+            };
+            assert_eq!(task, &want);
         }
         let mut stored = s.list_for_workflow(wf).unwrap();
         stored.sort_unstable_by(|a, b| a.task_name.cmp(&b.task_name));

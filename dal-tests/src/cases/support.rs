@@ -8,6 +8,40 @@ pub fn workflow() -> Uuid {
     Uuid::now_v7()
 }
 
+/// The row `NewTaskExecution::new(wf, name)` is created as, with id `id`, at `now`: every
+/// default spelled out (`NotStarted`, attempt 1 of 1, `{"type": "Always"}`, `{}`, no times).
+pub fn new_row(
+    id: Uuid,
+    wf: Uuid,
+    name: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> TaskExecution {
+    TaskExecution {
+        id,
+        workflow_execution_id: wf,
+        task_name: name.into(),
+        status: TaskStatus::NotStarted,
+        attempt: 1,
+        max_attempts: 1,
+        trigger_rules: serde_json::json!({"type": "Always"}),
+        task_configuration: serde_json::json!({}),
+        error_details: None,
+        last_error: None,
+        retry_at: None,
+        started_at: None,
+        completed_at: None,
+        recovery_attempts: 0,
+        last_recovery_at: None,
+        claimed_by: None,
+        heartbeat_at: None,
+        claim_count: 0,
+        abandoned_at: None,
+        sub_status: None,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
 /// Creates a task named `name` of workflow `wf` with `max_attempts` and brings it to
 /// `status` through the public operations.
 pub fn task_in(
