@@ -45,7 +45,7 @@ pub(crate) fn log_each(
             .values(NewEventRow::from(one))
             .execute(conn)?;
     } else if shaped::shaped(events.len()) {
-        shaped::insert(conn, events.iter().map(EventValues::from).collect())?;
+        shaped::insert_events(conn, events.iter().map(EventValues::from).collect())?;
     } else {
         for part in events.chunks(MAX_BINDS / NewEventRow::BINDS) {
             let part: Vec<NewEventRow<'_>> = part.iter().map(NewEventRow::from).collect();

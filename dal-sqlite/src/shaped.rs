@@ -45,8 +45,6 @@ fn shape_of(rows: usize) -> usize {
 
 /// A row of a fixed-shape `INSERT`.
 pub(crate) trait ShapedRow {
-    /// The statement cache's name of this table's shapes.
-    type Key: 'static;
     /// `table (column, ...)`.
     const INTO: &'static str;
     /// Its parameters.
@@ -76,19 +74,19 @@ impl<R: ShapedRow, Ret> Shaped<R, Ret> {
     }
 }
 
-/// Runs `$run` on the statement kept prepared under its shape's key.
+/// Runs `$run` on the statement kept prepared under its shape's key (of table `$key`).
 macro_rules! by_shape {
-    ($statement:expr, $run:ident, $conn:expr) => {{
+    ($statement:expr, $key:ty, $run:ident, $conn:expr) => {{
         let statement = $statement;
         match statement.shape {
-            2 => PreparedAs::<Shape<R::Key, 2>, _>::new(statement).$run($conn),
-            4 => PreparedAs::<Shape<R::Key, 4>, _>::new(statement).$run($conn),
-            8 => PreparedAs::<Shape<R::Key, 8>, _>::new(statement).$run($conn),
-            16 => PreparedAs::<Shape<R::Key, 16>, _>::new(statement).$run($conn),
-            32 => PreparedAs::<Shape<R::Key, 32>, _>::new(statement).$run($conn),
-            64 => PreparedAs::<Shape<R::Key, 64>, _>::new(statement).$run($conn),
-            128 => PreparedAs::<Shape<R::Key, 128>, _>::new(statement).$run($conn),
-            256 => PreparedAs::<Shape<R::Key, 256>, _>::new(statement).$run($conn),
+            2 => PreparedAs::<Shape<$key, 2>, _>::new(statement).$run($conn),
+            4 => PreparedAs::<Shape<$key, 4>, _>::new(statement).$run($conn),
+            8 => PreparedAs::<Shape<$key, 8>, _>::new(statement).$run($conn),
+            16 => PreparedAs::<Shape<$key, 16>, _>::new(statement).$run($conn),
+            32 => PreparedAs::<Shape<$key, 32>, _>::new(statement).$run($conn),
+            64 => PreparedAs::<Shape<$key, 64>, _>::new(statement).$run($conn),
+            128 => PreparedAs::<Shape<$key, 128>, _>::new(statement).$run($conn),
+            256 => PreparedAs::<Shape<$key, 256>, _>::new(statement).$run($conn),
             rows => Err(diesel::result::Error::QueryBuilderError(
                 format!("no INSERT shape of {rows} rows").into(),
             )),
@@ -96,22 +94,23 @@ macro_rules! by_shape {
     }};
 }
 
-/// Inserts `rows` (2 to [`SHAPED_UP_TO`]) in one fixed-shape statement.
-pub(crate) fn insert<R: ShapedRow>(
+/// Inserts the events `rows` (2 to [`SHAPED_UP_TO`]) in one fixed-shape statement.
+pub(crate) fn insert_events(
     conn: &mut SqliteConnection,
-    rows: Vec<R>,
+    rows: Vec<EventValues<'_>>,
 ) -> QueryResult<usize> {
-    by_shape!(Shaped::new(rows, ()), execute, conn)
+    by_shape!(Shaped::new(rows, ()), Events, execute, conn)
 }
 
 /// Inserts the tasks `rows` (2 to [`SHAPED_UP_TO`]) in one fixed-shape statement and returns
-/// them as inserted.
-pub(crate) fn insert_returning<R: ShapedRow>(
+/// them as inserted. Each function has its own key: a key names one statement text.
+pub(crate) fn insert_returning(
     conn: &mut SqliteConnection,
-    rows: Vec<R>,
+    rows: Vec<TaskValues<'_>>,
 ) -> QueryResult<Vec<Row>> {
     by_shape!(
         Shaped::new(rows, Returning(Row::as_returning())),
+        Tasks,
         get_results,
         conn
     )
@@ -185,11 +184,10 @@ impl<'a> From<&'a TaskExecution> for TaskValues<'a> {
     }
 }
 
-/// The tasks' shapes.
-pub(crate) struct Tasks;
+/// The statement cache's name of the tasks' shapes (with `RETURNING`).
+struct Tasks;
 
 impl ShapedRow for TaskValues<'_> {
-    type Key = Tasks;
     const INTO: &'static str = "task_executions (id, workflow_execution_id, task_name, status, \
         attempt, max_attempts, trigger_rules, task_configuration, retry_at, created_at, \
         updated_at, due_at)";
@@ -229,11 +227,10 @@ impl<'a> From<&'a NewEvent> for EventValues<'a> {
     }
 }
 
-/// The events' shapes.
-pub(crate) struct Events;
+/// The statement cache's name of the events' shapes.
+struct Events;
 
 impl ShapedRow for EventValues<'_> {
-    type Key = Events;
     const INTO: &'static str = "execution_events (id, workflow_execution_id, task_execution_id, \
         event_type, event_data, runner_id, created_at)";
     const BINDS: usize = dal_diesel::row::NewEventRow::BINDS;
