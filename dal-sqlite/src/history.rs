@@ -1,6 +1,6 @@
 //! The execution history on SQLite: SQLite has no data-modifying `WITH`, so a write and its
 //! events run as one `BEGIN IMMEDIATE` transaction: the write (`... RETURNING`), one multi-row
-//! `INSERT` of the events built from the returned rows (no read; of a fixed shape up to 256
+//! `INSERT` of the events built from the returned rows (no read; of a fixed shape up to 1,024
 //! events, see `shaped`), `COMMIT`.
 
 use chrono::{DateTime, Utc};

@@ -189,7 +189,7 @@ impl Backend for SqliteBackend {
         self.write_logged(event, rows_in.len() > chunk, at, |conn| {
             if let [one] = rows_in {
                 // The single-row statement has fixed SQL text, so it is prepared once per
-                // connection; up to 256 rows, a fixed shape (`shaped`); beyond, Diesel's
+                // connection; up to 1,024 rows, a fixed shape (`shaped`); beyond, Diesel's
                 // multi-row `VALUES`, whose text differs with its row count.
                 return diesel::insert_into(tasks)
                     .values(NewRow::from(one))

@@ -324,14 +324,17 @@ fn rejected_calls_leave_no_event(kind: Backend) {
     assert_eq!(s.events_for_workflow(wf, None, 1_000).unwrap(), before);
 }
 
-/// Batch writes of sizes around each of SQLite's fixed shapes of the events `INSERT` (padded
-/// to a power of two up to 256 rows, compiled per use above): every row gets exactly its
-/// event, in task id order, and the padding writes nothing.
+/// Batch writes of sizes around each of SQLite's fixed shapes of the tasks' and the events'
+/// `INSERT`s (padded to a power of two up to 1,024 rows, compiled per use above): every row is
+/// written as given and gets exactly its event, in task id order, and the padding writes
+/// nothing.
 fn batches_of_every_size_log_each_event_in_task_order(kind: Backend) {
     let f = Fixture::new(kind);
     let s = f.store();
     let runner = Uuid::now_v7();
-    for n in [2, 3, 31, 32, 33, 127, 128, 129, 255, 256, 257] {
+    for n in [
+        2, 3, 31, 32, 33, 127, 128, 129, 255, 256, 257, 511, 512, 513, 1023, 1024, 1025,
+    ] {
         let wf = workflow();
         let tasks = ready_tasks(s, wf, n, 1);
         // The rows as given, in input order, and as stored.
@@ -352,7 +355,7 @@ fn batches_of_every_size_log_each_event_in_task_order(kind: Backend) {
         assert_eq!(stored, tasks, "{n} tasks as stored");
         let claimed = s.claim_ready(runner, n as u32).unwrap();
         assert_eq!(claimed.len(), n, "{n} tasks");
-        let events = s.events_for_workflow(wf, None, 1_000).unwrap();
+        let events = s.events_for_workflow(wf, None, 2 * n as u32).unwrap();
         let mut ids: Vec<Uuid> = tasks.iter().map(|t| t.id).collect();
         ids.sort_unstable();
         let mut want: Vec<Expected> = ids
