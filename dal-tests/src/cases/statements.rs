@@ -442,7 +442,7 @@ fn every_operation_sends_the_documented_statements(kind: Backend) {
         }
     }
     // Every statement with a fixed text is prepared once per connection, on its first use (on
-    // PostgreSQL one more round trip, once); SQLite's multi-row INSERTs of more than 256 rows
+    // PostgreSQL one more round trip, once); SQLite's multi-row INSERTs of more than 1,024 rows
     // vary with their row count and are never kept.
     let prepared: usize = first.iter().map(|(_, c)| c.prepares).sum();
     assert_eq!(
