@@ -12,8 +12,9 @@
 //!
 //! padded with rows of NULLs to the next power of two, which the `WHERE` leaves out (the first
 //! column, an id, is never NULL). That gives ten shapes per table, each kept prepared under its
-//! own key (`PreparedAs`) once a connection has used it. SQLite yields the `VALUES` rows in their order, so the rows are
-//! inserted (and take their `seq`) in the order given, as with a plain multi-row `VALUES`.
+//! own key (`PreparedAs`) once a connection has used it. SQLite yields the `VALUES` rows in
+//! their order, so the rows are inserted (and take their `seq`) in the order given, as with a
+//! plain multi-row `VALUES`.
 //! Larger `INSERT`s keep Diesel's multi-row `VALUES`, compiled at each use (in chunks of
 //! SQLite's bind-parameter limit).
 

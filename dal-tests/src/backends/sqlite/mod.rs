@@ -71,9 +71,8 @@ impl TestBackend for Sqlite {
     /// 30; tasks and events of 128 rows: `create_many` of 100; events of 1,024 rows: the claim
     /// of 1,000, whose shape the recovery of 1,000 then shares; the cycles' 62 and 60 events use
     /// the shape of 64, which the unmeasured claim of 64 before them prepared), the guarded
-    /// UPDATE, the claim, the
-    /// batch completion, the sweep, 14 SELECTs, and the scan, the check and the two DELETEs of
-    /// a retention batch.
+    /// UPDATE, the claim, the batch completion, the sweep, 14 SELECTs, and the scan, the check
+    /// and the two DELETEs of a retention batch.
     fn prepared_per_connection(&self) -> usize {
         29
     }
