@@ -189,6 +189,43 @@ fn runner_cycle(c: &mut Criterion, env: &BenchEnv) {
     group.finish();
 }
 
+/// A failed attempt retried: one `fail_and_retry` against `fail` then `schedule_retry`, each on
+/// a task claimed for it (its retry an hour away, so that no later claim takes it).
+fn retry_after_failure(c: &mut Criterion, env: &BenchEnv) {
+    let mut group = c.benchmark_group(format!("{}/retry_after_failure", env.kind));
+    let runner = Uuid::now_v7();
+    let held = || {
+        let new = NewTaskExecution::new(Uuid::now_v7(), name())
+            .with_status(TaskStatus::Ready)
+            .with_max_attempts(3);
+        let task = env.store.create(&new).unwrap();
+        env.store.claim_task(task.id, runner).unwrap().lease
+    };
+    let later = || chrono::Utc::now() + chrono::TimeDelta::hours(1);
+    group.bench_function("fail_and_retry", |b| {
+        b.iter_batched(
+            held,
+            |lease| {
+                let retried = env.store.fail_and_retry(&lease, "e", later()).unwrap();
+                assert_eq!(retried.attempt, 2);
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    group.bench_function("fail_then_schedule_retry", |b| {
+        b.iter_batched(
+            held,
+            |lease| {
+                let failed = env.store.fail(&lease, "e").unwrap();
+                let retried = env.store.schedule_retry(failed.id, later()).unwrap();
+                assert_eq!(retried.attempt, 2);
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    group.finish();
+}
+
 /// Completes what the runner still holds, so that no claimed task is left for the next
 /// group.
 fn finish_claimed(env: &BenchEnv, runner: Uuid, finish: &dyn Fn(Vec<Lease>)) {
@@ -264,6 +301,7 @@ fn main() {
         create_many(&mut c, &env);
         claim(&mut c, &env);
         runner_cycle(&mut c, &env);
+        retry_after_failure(&mut c, &env);
         read_rows(&mut c, &env);
         task_life(&mut c, &env);
     }

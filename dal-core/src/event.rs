@@ -30,7 +30,8 @@ pub enum EventType {
     Skipped,
     /// `mark_abandoned`, or a sweep at the recovery cap; data: `reason`.
     Abandoned,
-    /// `schedule_retry`; data: `retry_at`.
+    /// `schedule_retry`; data: `retry_at`. Or `fail_and_retry` (a failed attempt retried
+    /// under its lease, one change); data: `retry_at` and `error`.
     RetryScheduled,
     /// `reset_task_for_recovery`, or a sweep; data from a sweep: `stale_before`.
     Recovered,

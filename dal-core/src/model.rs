@@ -81,9 +81,9 @@ impl TaskExecution {
 
 /// Proof of one claim of one task by one runner: the fence of the runner protocol.
 ///
-/// `heartbeat`, `complete`, `fail` and `release` take a lease and succeed only while it is the
-/// task's current claim (same runner, same claim number); otherwise they fail with
-/// `DalError::ClaimLost` and change nothing. A runner presumed dead whose task was recovered
+/// `heartbeat`, `complete`, `fail`, `fail_and_retry` and `release` take a lease and succeed
+/// only while it is the task's current claim (same runner, same claim number); otherwise they
+/// fail with `DalError::ClaimLost` and change nothing. A runner presumed dead whose task was recovered
 /// and claimed again, by another runner or by itself, cannot finish the old attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Lease {

@@ -326,6 +326,26 @@ impl Plan {
         )
     }
 
+    /// A failed attempt whose next attempt is queued at once: `Running` -> `Ready` with the
+    /// effects of [`Transition::ScheduleRetry`] (`attempt + 1`, `retry_at` set, the claim and
+    /// the attempt's times cleared), `last_error` set to `error`, only while
+    /// `attempt < max_attempts`. One change, so one event: `retry_scheduled` with `retry_at`
+    /// and `error`. The row it leaves is the row `mark_failed` then `schedule_retry` leave.
+    pub fn fail_and_retry(error: &str, retry_at: DateTime<Utc>, now: DateTime<Utc>) -> Plan {
+        let retry = Transition::ScheduleRetry { retry_at };
+        let mut plan = Plan::new(
+            "fail_and_retry",
+            StatusSet::of(&[TaskStatus::Running]),
+            Effects {
+                last_error: Assign::Set(error.to_owned()),
+                ..retry.plan(now).effects
+            },
+            Some(retry.event().with("error", error)),
+        );
+        plan.guard.needs_attempt_left = true;
+        plan
+    }
+
     /// The reset of a claim whose heartbeat is older than `stale_before`: as
     /// `reset_task_for_recovery`.
     pub fn recover_stale(stale_before: DateTime<Utc>, now: DateTime<Utc>) -> Plan {

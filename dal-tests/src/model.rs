@@ -577,6 +577,42 @@ impl Model {
         Ok(self.tasks[i].clone())
     }
 
+    /// `fail_and_retry`: `Running` -> `Ready` for the next attempt under the lease, with one
+    /// `retry_scheduled` event that keeps the error.
+    pub fn fail_and_retry(
+        &mut self,
+        lease: &Lease,
+        error: &str,
+        retry_at: DateTime<Utc>,
+    ) -> Outcome<TaskExecution> {
+        validate::message("error", error)?;
+        validate::time("retry_at", retry_at)?;
+        let i = self.leased(lease, &[Running], Ready)?;
+        let t = &self.tasks[i];
+        if t.attempt >= t.max_attempts {
+            return Err(Failure::RetriesExhausted(t.id, t.attempt, t.max_attempts));
+        }
+        let (now, retry_at) = (self.now, to_micros(retry_at));
+        let t = &mut self.tasks[i];
+        t.status = Ready;
+        t.attempt += 1;
+        t.retry_at = Some(retry_at);
+        t.error_details = None;
+        t.last_error = Some(error.to_owned());
+        t.started_at = None;
+        t.completed_at = None;
+        t.abandoned_at = None;
+        t.claimed_by = None;
+        t.heartbeat_at = None;
+        t.updated_at = now;
+        self.requeue(i);
+        let mut data = serde_json::Map::new();
+        data.insert("retry_at".into(), time_value(retry_at));
+        data.insert("error".into(), error.into());
+        self.log(i, EventType::RetryScheduled, data, Some(lease.runner_id));
+        Ok(self.tasks[i].clone())
+    }
+
     /// `release`.
     pub fn release(&mut self, lease: &Lease) -> Outcome<TaskExecution> {
         let i = self.leased(lease, &CLAIMED, Ready)?;

@@ -64,6 +64,7 @@ operations! {
     FinishAndClaimFailing => "finish_and_claim (28 completed, 2 failed, 32 claimed)",
     FinishAndClaimNothing => "finish_and_claim (nothing finished, limit 0)",
     Fail => "fail",
+    FailAndRetry => "fail_and_retry",
     Release => "release",
     RejectedLease => "rejected lease (claim lost)",
     FindStaleClaims => "find_stale_claims",
@@ -142,7 +143,7 @@ impl Operation {
             Create | CreateMany100 | MarkReady | MarkRunning | MarkCompleted | ResetRetryState
             | MarkFailed | ScheduleRetry | ResetTaskForRecovery | MarkSkipped | MarkAbandoned
             | SetSubStatus | Claim1 | Claim32 | Claim1000 | ClaimTask | Complete
-            | CompleteMany30 | Fail | Release => s.logged_write,
+            | CompleteMany30 | Fail | FailAndRetry | Release => s.logged_write,
             RejectedTransition | RejectedLease | ClaimTaskRejected => s.rejected_write,
             CreateMany7000 => s.large_batch,
             ClaimNoneReady => s.empty_claim,

@@ -77,6 +77,13 @@ pub struct Args {
     #[serde(default)]
     pub cycle: RunnerCycle,
 
+    /// How a runner fails a task that has attempts left: `fail-and-retry` (one call,
+    /// `fail_and_retry`: the next attempt queued under the lease), or `fail-then-schedule`
+    /// (`fail`, then `schedule_retry`: two calls, the protocol before `fail_and_retry`).
+    #[arg(long, value_enum, default_value_t = RetryPath::FailAndRetry)]
+    #[serde(default)]
+    pub retry: RetryPath,
+
     /// Whether the store writes the execution history (`kept`) or not (`off`, the store option
     /// for engines that keep none). With it off, the checks that read the history are left out
     /// of the report: only the rows are checked.
@@ -148,6 +155,17 @@ pub enum RunnerCycle {
     /// `fail` per failure, `complete_many`, `claim_ready`: the protocol before
     /// `finish_and_claim`.
     TwoStatements,
+}
+
+/// How a runner fails a task that has attempts left (`--retry`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RetryPath {
+    /// `fail_and_retry`: one call.
+    #[default]
+    FailAndRetry,
+    /// `fail`, then `schedule_retry`: two calls.
+    FailThenSchedule,
 }
 
 /// `--history`: whether the store writes the execution history.

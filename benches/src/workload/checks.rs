@@ -261,7 +261,7 @@ impl Checker {
         }
     }
 
-    /// Check 3: in a history, a claim ends (completed, failed, released, recovered,
+    /// Check 3: in a history, a claim ends (completed, failed, retried, released, recovered,
     /// abandoned) before the next begins.
     fn claims_of(&mut self, task: Uuid, events: &[ExecutionEvent]) {
         let mut open = false;
@@ -281,6 +281,7 @@ impl Checker {
                 }
                 EventType::Completed
                 | EventType::Failed
+                | EventType::RetryScheduled
                 | EventType::Released
                 | EventType::Recovered
                 | EventType::Abandoned => open = false,
@@ -295,7 +296,10 @@ impl Checker {
         for event in events {
             match event.event_type {
                 EventType::Claimed => holder = event.runner_id,
-                EventType::Completed | EventType::Failed => {
+                // A retry under a lease (`fail_and_retry`) finishes the attempt too; one by
+                // id (`schedule_retry`) follows a failure and names no runner.
+                EventType::RetryScheduled if event.runner_id.is_none() => {}
+                EventType::Completed | EventType::Failed | EventType::RetryScheduled => {
                     if event.runner_id != holder {
                         self.fencing.add(|| {
                             format!(

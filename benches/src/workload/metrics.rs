@@ -10,13 +10,14 @@ use serde::Serialize;
 
 /// The operations whose latency the report shows: the store's, and `record_batch`, the
 /// workload's own update of its run record after each creation batch (not a DAL call).
-pub const OPERATIONS: [&str; 11] = [
+pub const OPERATIONS: [&str; 12] = [
     "create_many",
     "finish_and_claim",
     "claim_ready",
     "heartbeat",
     "complete_many",
     "fail",
+    "fail_and_retry",
     "schedule_retry",
     "recover_stale_claims",
     "stale_complete_many",
@@ -56,6 +57,10 @@ impl Latencies {
 
     /// Records one call of `operation` that took `took`.
     pub fn record(&mut self, operation: &'static str, took: Duration) {
+        debug_assert!(
+            OPERATIONS.contains(&operation),
+            "{operation} is not in OPERATIONS"
+        );
         if let Some(histogram) = self.histograms.get_mut(operation) {
             let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1);
             histogram.saturating_record(micros);

@@ -6,9 +6,9 @@
 //! each is read back ([`Plan::resume`]):
 //!
 //! - stored: its tasks and history are the starting point ([`Before::Stored`]); tasks that
-//!   failed with attempts left but were not yet retried (the process died between `fail` and
-//!   `schedule_retry`) are retried by the new run before its runners start; tasks claimed by
-//!   the dead process are recovered by the sweeper once their heartbeats are stale;
+//!   failed with attempts left but were not yet retried (with `--retry fail-then-schedule`,
+//!   the process died between `fail` and `schedule_retry`) are retried by the new run before
+//!   its runners start; tasks claimed by the dead process are recovered by the sweeper once their heartbeats are stale;
 //! - absent, in a batch the record says was created, or in a batch of which other workflow
 //!   executions are stored: retention removed it ([`Before::Pruned`]; `prune_finished` only
 //!   removes workflow executions whose every task is terminal);

@@ -15,7 +15,7 @@ use dal_core::{
 use indicatif::{ProgressBar, ProgressStyle};
 use uuid::Uuid;
 
-use super::args::{Args, RunnerCycle};
+use super::args::{Args, RetryPath, RunnerCycle};
 use super::ledger::{Finish, Ledger};
 use super::metrics::{Collected, Latencies, Outcomes};
 use super::plan::{Plan, Retry};
@@ -267,7 +267,8 @@ fn create(shared: &Shared, batches: &[(u64, Vec<Uuid>)], mut recorder: Option<Re
 /// With `--cycle one-statement` the batch's completions and its failures without attempts left
 /// and the claim of the next batch are one `finish_and_claim`; with `two-statements` each
 /// failure is a `fail`, then one `complete_many`, then `claim_ready`. Either way a failed task
-/// with attempts left is failed and retried (`schedule_retry`) at once.
+/// with attempts left is retried at once: one `fail_and_retry`, or with `--retry
+/// fail-then-schedule` a `fail` and a `schedule_retry`.
 fn runner(shared: &Shared, index: usize) {
     let args = &shared.args;
     let store = &*shared.store;
@@ -381,12 +382,30 @@ fn runner(shared: &Shared, index: usize) {
             }
             // A failed task leaves this runner now: retried, another runner may claim it. In
             // the one-statement cycle a failure without attempts left goes with the next
-            // cycle; one to be retried is failed and retried at once, as in the other, while
-            // the rest of its batch (often of its workflow execution) is still running: sent
-            // with the cycle, it could finish its workflow execution, which retention may
-            // remove before the retry is scheduled.
+            // cycle. One to be retried is retried at once, in either cycle, while the rest of
+            // its batch (often of its workflow execution) is still running: `fail_and_retry`
+            // never shows it `Failed`; with `fail` then `schedule_retry` it is `Failed` in
+            // between, and sent with the cycle that moment could finish its workflow
+            // execution, which retention may remove before the retry is scheduled.
             shared.stop_executing(task.id);
-            if one_statement && task.attempt >= task.max_attempts {
+            let last_attempt = task.attempt >= task.max_attempts;
+            if !last_attempt && args.retry == RetryPath::FailAndRetry {
+                match latencies.time("fail_and_retry", || {
+                    store.fail_and_retry(lease, "simulated failure", Utc::now())
+                }) {
+                    Ok(retried) => {
+                        Outcomes::add(&outcomes.failures);
+                        Outcomes::add(&outcomes.retries);
+                        ledger.changed(retried.workflow_execution_id);
+                    }
+                    Err(DalError::ClaimLost { .. } | DalError::NotFound { .. }) => {
+                        Outcomes::add(&outcomes.claims_lost);
+                    }
+                    Err(err) => shared.fail_run("fail_and_retry", &err),
+                }
+                continue;
+            }
+            if one_statement && last_attempt {
                 finished.failed.push(FailedTask {
                     lease: *lease,
                     error: "simulated failure".into(),

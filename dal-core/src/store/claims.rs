@@ -18,9 +18,9 @@ use crate::{
 ///
 /// A runner claims tasks with [`ClaimStore::claim_ready`] and gets a [`Lease`] per task; it
 /// heart-beats while it works and finishes with [`ClaimStore::complete`],
-/// [`ClaimStore::fail`] or [`ClaimStore::release`]. Those four take the lease and succeed only
-/// while it is the task's current claim; otherwise they fail with [`DalError::ClaimLost`] and
-/// change nothing. A sweeper calls [`ClaimStore::recover_stale_claims`] to reset (or, past a
+/// [`ClaimStore::fail`], [`ClaimStore::fail_and_retry`] or [`ClaimStore::release`]. Those take
+/// the lease and succeed only while it is the task's current claim; otherwise they fail with
+/// [`DalError::ClaimLost`] and change nothing. A sweeper calls [`ClaimStore::recover_stale_claims`] to reset (or, past a
 /// cap, abandon) the tasks of runners that stopped heart-beating. Every call is one statement,
 /// except the sweep (two: one per outcome), whatever the number of tasks.
 pub trait ClaimStore: Send + Sync {
@@ -68,6 +68,27 @@ pub trait ClaimStore: Send + Sync {
     /// clears the claim. Errors: as [`ClaimStore::complete`], and [`DalError::Validation`] for
     /// the error text.
     fn fail(&self, lease: &Lease, error: &str) -> Result<TaskExecution>;
+
+    /// A failed attempt retried: `Running` -> `Ready` for the next attempt in one guarded
+    /// `UPDATE` (with its event), the claim checked in the same statement: `attempt + 1`,
+    /// `retry_at` and the queue position set to `retry_at` (or now, if that is later),
+    /// `last_error = error`, the claim, `error_details` and the attempt's times cleared; only
+    /// while `attempt < max_attempts`. The row it leaves is what [`ClaimStore::fail`] then
+    /// [`crate::TaskStore::schedule_retry`] leave, without the moment in between when the task
+    /// is `Failed`, terminal, for anyone reading it (a scheduler that would finish its
+    /// workflow execution, a retention pass that would remove it), and without a second round
+    /// trip. Its one event is `retry_scheduled`, with `retry_at`, `error` and the runner.
+    ///
+    /// Errors (nothing changed): [`DalError::Validation`] for the error text or `retry_at`
+    /// (before any statement), [`DalError::ClaimLost`], [`DalError::InvalidTransition`] when
+    /// the task is not `Running`, [`DalError::RetriesExhausted`] on its last attempt (fail it
+    /// with [`ClaimStore::fail`] instead), [`DalError::NotFound`].
+    fn fail_and_retry(
+        &self,
+        lease: &Lease,
+        error: &str,
+        retry_at: DateTime<Utc>,
+    ) -> Result<TaskExecution>;
 
     /// Completes a runner's batch in one statement: every task whose lease in `leases` is still
     /// its current claim goes `Running` -> `Completed`, each with its event; the others are
@@ -263,6 +284,18 @@ impl<B: Backend> ClaimStore for Store<B> {
         transition.validate()?;
         let plan = transition.plan(self.now()).leased(*lease);
         self.guarded_write(lease.task_id, &plan, transition.to())
+    }
+
+    fn fail_and_retry(
+        &self,
+        lease: &Lease,
+        error: &str,
+        retry_at: DateTime<Utc>,
+    ) -> Result<TaskExecution> {
+        validate::message("error", error)?;
+        validate::time("retry_at", retry_at)?;
+        let plan = Plan::fail_and_retry(error, retry_at, self.now()).leased(*lease);
+        self.guarded_write(lease.task_id, &plan, TaskStatus::Ready)
     }
 
     fn complete_many(&self, leases: &[Lease]) -> Result<Completion> {

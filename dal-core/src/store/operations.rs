@@ -35,6 +35,11 @@ macro_rules! store_operations {
                 heartbeat(lease: ref Lease) -> TaskExecution;
                 complete(lease: ref Lease) -> TaskExecution;
                 fail(lease: ref Lease, error: ref str) -> TaskExecution;
+                fail_and_retry(
+                    lease: ref Lease,
+                    error: ref str,
+                    retry_at: val DateTime<Utc>
+                ) -> TaskExecution;
                 complete_many(leases: ref [Lease]) -> Completion;
                 finish_and_claim(
                     runner_id: val Uuid,

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use chrono::TimeDelta;
-use dal_core::{Clock, DalError, Lease, NewTaskExecution, TaskExecution, TaskStatus};
+use dal_core::{Clock, DalError, Lease, NewTaskExecution, Problem, TaskExecution, TaskStatus};
 use uuid::Uuid;
 
 use super::Case;
@@ -24,6 +24,7 @@ pub const CASES: &[Case] = &[
     case!(heartbeat_moves_only_heartbeat_at),
     case!(complete_and_fail_need_the_current_lease),
     case!(release_gives_the_task_back_without_counting_an_attempt),
+    case!(fail_and_retry_queues_the_next_attempt_under_the_lease),
     case!(complete_many_completes_the_batch_leases_that_still_hold),
     case!(a_crashed_runner_cannot_finish_a_recovered_task),
     case!(a_runner_cannot_finish_an_old_claim_of_a_task_it_claimed_again),
@@ -219,6 +220,141 @@ fn complete_and_fail_need_the_current_lease(kind: Backend) {
     let err = expect_err(s.fail(&second.lease, "bad\0"));
     assert!(matches!(err, DalError::Validation(_)), "{err:?}");
     assert_unchanged(s, &failed);
+}
+
+fn fail_and_retry_queues_the_next_attempt_under_the_lease(kind: Backend) {
+    let f = Fixture::new(kind);
+    let s = f.store();
+    ready_tasks(s, workflow(), 2, 2);
+    let r = runner();
+    let mut claims = s.claim_ready(r, 2).unwrap();
+    let (other, claimed) = (claims.pop().unwrap(), claims.pop().unwrap());
+
+    // Rejected input: nothing sent, nothing changed.
+    let (results, counts) = f.log.measure(|| {
+        [
+            s.fail_and_retry(&claimed.lease, "bad\0", f.now()),
+            s.fail_and_retry(
+                &claimed.lease,
+                &"x".repeat(dal_core::validate::MESSAGE_MAX_BYTES + 1),
+                f.now(),
+            ),
+            s.fail_and_retry(
+                &claimed.lease,
+                "e",
+                dal_core::validate::earliest_time() - TimeDelta::days(1),
+            ),
+        ]
+    });
+    let rejected: Vec<(String, Problem)> = results
+        .into_iter()
+        .map(|result| match expect_err(result) {
+            DalError::Validation(v) => (v.field, v.problem),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let too_long = Problem::TooLong {
+        max: dal_core::validate::MESSAGE_MAX_BYTES,
+        len: dal_core::validate::MESSAGE_MAX_BYTES + 1,
+        unit: "bytes",
+    };
+    assert_eq!(
+        rejected,
+        [
+            ("error".to_owned(), Problem::ContainsNul),
+            ("error".to_owned(), too_long),
+            ("retry_at".to_owned(), Problem::TimeOutOfRange),
+        ]
+    );
+    assert_eq!(counts.statements, 0);
+    assert_unchanged(s, &claimed.task);
+
+    // Another runner's lease, or an old claim number: lost, nothing changed.
+    let foreign = Lease {
+        runner_id: runner(),
+        ..claimed.lease
+    };
+    let old = Lease {
+        claim: claimed.lease.claim - 1,
+        ..claimed.lease
+    };
+    for lease in [foreign, old] {
+        let err = expect_err(s.fail_and_retry(&lease, "e", f.now()));
+        assert!(
+            matches!(err, DalError::ClaimLost { id } if id == claimed.task.id),
+            "{err:?}"
+        );
+    }
+    assert_unchanged(s, &claimed.task);
+
+    let now = f.tick();
+    let retry_at = now + TimeDelta::seconds(30);
+    let retried = s
+        .fail_and_retry(&claimed.lease, "exit code 2", retry_at)
+        .unwrap();
+    let expected = TaskExecution {
+        status: Ready,
+        attempt: 2,
+        retry_at: Some(retry_at),
+        error_details: None,
+        last_error: Some("exit code 2".into()),
+        started_at: None,
+        completed_at: None,
+        claimed_by: None,
+        heartbeat_at: None,
+        updated_at: now,
+        ..claimed.task.clone()
+    };
+    assert_eq!(retried, expected);
+    assert_unchanged(s, &expected);
+    if let Some(last) = checked_history(&f, &retried).pop() {
+        assert_eq!(
+            (last.event_type, last.runner_id, last.created_at),
+            (dal_core::EventType::RetryScheduled, Some(r), now)
+        );
+        assert_eq!(
+            last.event_data,
+            serde_json::json!({
+                "retry_at": dal_core::event::time_value(retry_at),
+                "error": "exit code 2",
+                "attempt": 2,
+                "claim": 1,
+                "recovery_attempts": 0,
+            })
+        );
+    }
+    // Not due before `retry_at`; the claim ended with the retry.
+    assert!(s.claim_ready(r, 1).unwrap().is_empty());
+    let err = expect_err(s.fail_and_retry(&claimed.lease, "again", f.now()));
+    assert!(matches!(err, DalError::ClaimLost { .. }), "{err:?}");
+    assert_unchanged(s, &expected);
+
+    // Due at `retry_at`, claimed again: the last attempt cannot be retried.
+    f.clock.advance(TimeDelta::seconds(30));
+    let again = s.claim_ready(r, 1).unwrap().remove(0);
+    assert_eq!((again.task.id, again.task.attempt), (claimed.task.id, 2));
+    let err = expect_err(s.fail_and_retry(&again.lease, "e", f.now()));
+    assert!(
+        matches!(err, DalError::RetriesExhausted { id, attempt: 2, max_attempts: 2 }
+            if id == claimed.task.id),
+        "{err:?}"
+    );
+    assert_unchanged(s, &again.task);
+
+    // A released task's lease no longer holds; an unknown task is not found.
+    let released = s.release(&other.lease).unwrap();
+    let gone = expect_err(s.fail_and_retry(&other.lease, "e", f.now()));
+    assert!(matches!(gone, DalError::ClaimLost { .. }), "{gone:?}");
+    assert_unchanged(s, &released);
+    let missing = Lease {
+        task_id: Uuid::now_v7(),
+        ..other.lease
+    };
+    let err = expect_err(s.fail_and_retry(&missing, "e", f.now()));
+    assert!(
+        matches!(err, DalError::NotFound { id } if id == missing.task_id),
+        "{err:?}"
+    );
 }
 
 fn release_gives_the_task_back_without_counting_an_attempt(kind: Backend) {

@@ -91,7 +91,8 @@ pub enum Op {
     ClaimTask(usize, usize),
     /// `set_sub_status(task, [None, Active, Deferred][which])`.
     SubStatus(usize, u8),
-    /// `heartbeat`, `complete`, `fail` (with a text), `release` of a lease.
+    /// `heartbeat`, `complete`, `fail` (with a text), `release`, `fail_and_retry` (with a text,
+    /// due from 30 s before now to 50 s after) of a lease.
     Leased(usize, u8, usize),
     /// `complete_many` of some leases.
     CompleteMany(Vec<usize>),
@@ -132,7 +133,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (0..3usize, 0..5u32).prop_map(|(r, l)| Op::Claim(r, l)),
         3 => (any::<usize>(), 0..3usize).prop_map(|(t, r)| Op::ClaimTask(t, r)),
         3 => (any::<usize>(), 0..3u8).prop_map(|(t, w)| Op::SubStatus(t, w)),
-        5 => (any::<usize>(), 0..4u8, 0..5usize).prop_map(|(l, k, x)| Op::Leased(l, k, x)),
+        5 => (any::<usize>(), 0..5u8, 0..5usize).prop_map(|(l, k, x)| Op::Leased(l, k, x)),
         1 => proptest::collection::vec(any::<usize>(), 0..4).prop_map(Op::CompleteMany),
         2 => cycle(0..4u32),
         2 => (0..120i64, 0..3i32).prop_map(|(s, m)| Op::Sweep(s, m)),
@@ -503,16 +504,23 @@ pub fn run_sequence(f: &Fixture, ops: &[Op]) -> Result<(), String> {
                     model.set_sub_status(id, sub),
                 )?;
             }
-            Op::Leased(lease, kind, text) => {
+            Op::Leased(lease, kind, text_index) => {
                 let Some(lease) = (!leases.is_empty()).then(|| leases[lease % leases.len()]) else {
                     continue;
                 };
-                let text = TEXTS[text % TEXTS.len()];
+                let text = TEXTS[text_index % TEXTS.len()];
                 let (stored, predicted) = match kind {
                     0 => (failure(s.heartbeat(&lease)), model.heartbeat(&lease)),
                     1 => (failure(s.complete(&lease)), model.complete(&lease)),
                     2 => (failure(s.fail(&lease, text)), model.fail(&lease, text)),
-                    _ => (failure(s.release(&lease)), model.release(&lease)),
+                    3 => (failure(s.release(&lease)), model.release(&lease)),
+                    _ => {
+                        let retry_at = now + TimeDelta::seconds(20 * *text_index as i64 - 30);
+                        (
+                            failure(s.fail_and_retry(&lease, text, retry_at)),
+                            model.fail_and_retry(&lease, text, retry_at),
+                        )
+                    }
                 };
                 same(step, op, stored, predicted)?;
             }

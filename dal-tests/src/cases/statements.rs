@@ -289,6 +289,17 @@ fn run_claims(f: &Fixture, pass: usize, measure: &mut dyn FnMut(Operation, &mut 
             TaskStatus::Failed
         )
     });
+    // A task with an attempt left, claimed by itself; retried an hour from now, so that no
+    // claim below takes it.
+    let retried = ready_tasks(s, workflow(), 1, 2).remove(0);
+    let held = s.claim_task(retried.id, runner).unwrap();
+    let later = f.now() + chrono::TimeDelta::hours(1);
+    measure(Operation::FailAndRetry, &mut || {
+        assert_eq!(
+            s.fail_and_retry(&held.lease, "e", later).unwrap().attempt,
+            2
+        )
+    });
     measure(Operation::Release, &mut || {
         assert_eq!(s.release(&some[1].lease).unwrap().status, TaskStatus::Ready)
     });
