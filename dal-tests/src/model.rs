@@ -395,14 +395,7 @@ impl Model {
                 if row.attempt >= row.max_attempts {
                     return Err(Failure::RetriesExhausted(id, row.attempt, row.max_attempts));
                 }
-                next.status = Ready;
-                next.attempt += 1;
-                next.retry_at = Some(to_micros(*retry_at));
-                next.error_details = None;
-                next.started_at = None;
-                next.completed_at = None;
-                next.abandoned_at = None;
-                release(&mut next);
+                retry(&mut next, to_micros(*retry_at));
                 data.insert("retry_at".into(), time_value(to_micros(*retry_at)));
             }
             Transition::ResetForRecovery => {
@@ -594,16 +587,8 @@ impl Model {
         }
         let (now, retry_at) = (self.now, to_micros(retry_at));
         let t = &mut self.tasks[i];
-        t.status = Ready;
-        t.attempt += 1;
-        t.retry_at = Some(retry_at);
-        t.error_details = None;
+        retry(t, retry_at);
         t.last_error = Some(error.to_owned());
-        t.started_at = None;
-        t.completed_at = None;
-        t.abandoned_at = None;
-        t.claimed_by = None;
-        t.heartbeat_at = None;
         t.updated_at = now;
         self.requeue(i);
         let mut data = serde_json::Map::new();
@@ -1037,6 +1022,20 @@ fn fail(t: &mut TaskExecution, error: &str, now: DateTime<Utc>) {
     t.error_details = Some(error.to_owned());
     t.last_error = Some(error.to_owned());
     t.completed_at = Some(now);
+    t.claimed_by = None;
+    t.heartbeat_at = None;
+}
+
+/// The next attempt queued at `retry_at` (`schedule_retry`, `fail_and_retry`): `Ready`, the
+/// attempt counted, the claim, the error details and the attempt's times cleared.
+fn retry(t: &mut TaskExecution, retry_at: DateTime<Utc>) {
+    t.status = Ready;
+    t.attempt += 1;
+    t.retry_at = Some(retry_at);
+    t.error_details = None;
+    t.started_at = None;
+    t.completed_at = None;
+    t.abandoned_at = None;
     t.claimed_by = None;
     t.heartbeat_at = None;
 }
