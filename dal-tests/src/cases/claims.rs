@@ -514,6 +514,7 @@ fn a_crashed_runner_cannot_finish_a_recovered_task(kind: Backend) {
         for late in [
             s.complete(&claim.lease),
             s.fail(&claim.lease, "late"),
+            s.fail_and_retry(&claim.lease, "late", now),
             s.heartbeat(&claim.lease),
             s.release(&claim.lease),
         ] {

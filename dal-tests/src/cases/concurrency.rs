@@ -142,14 +142,17 @@ const CALLS_PER_THREAD: usize = 350;
 
 /// The least number of calls of each kind that changed something, over all threads: with 11
 /// kinds and 8 threads of 250 calls the fewest was 6 (`heartbeat`, 8 runs on the four backends
-/// of the suite, 2026-12-02); the threads make 350 calls each for a wider margin.
+/// of the suite, 2026-12-02); the threads make 350 calls each for a wider margin. With 12 kinds
+/// (`fail_and_retry` added) and 350 calls the fewest was 14 (one run on the seven backends,
+/// 2026-12-04).
 const LEAST_CHANGED: usize = 5;
 
 /// The kinds of call the random case makes.
-const KINDS: [&str; 11] = [
+const KINDS: [&str; 12] = [
     "claim_ready",
     "complete",
     "fail",
+    "fail_and_retry",
     "heartbeat",
     "release",
     "reset_task_for_recovery",
@@ -229,9 +232,9 @@ fn concurrent_random_calls_keep_the_invariants(kind: Backend) {
             let task = shared_tasks[pick(&mut seq, shared_tasks.len())];
             let lease_at = (!leases.is_empty()).then(|| pick(&mut seq, leases.len()));
             let lease = lease_at.map(|at| leases[at]);
-            let choice = seq.next_in(0, 11);
+            let choice = seq.next_in(0, 12);
             // The lease calls need a lease; without one the thread claims instead.
-            let choice = if lease.is_none() && (2..=5).contains(&choice) {
+            let choice = if lease.is_none() && ((2..=5).contains(&choice) || choice == 12) {
                 0
             } else {
                 choice
@@ -337,6 +340,16 @@ fn concurrent_random_calls_keep_the_invariants(kind: Backend) {
                     }
                     ("set_sub_status", set.is_some())
                 }
+                12 => {
+                    let retried = tally.call(
+                        "fail_and_retry",
+                        leased(&|l| store.fail_and_retry(l, "boom", later)),
+                    );
+                    if let Some(row) = &retried {
+                        Tally::add(&mut tally.events, row.id);
+                    }
+                    ("fail_and_retry", retried.is_some())
+                }
                 _ => {
                     let reset = tally.call("reset_retry_state", store.reset_retry_state(task));
                     if reset.is_some() {
@@ -349,7 +362,7 @@ fn concurrent_random_calls_keep_the_invariants(kind: Backend) {
                 tally.changed(kind);
             }
             // A runner forgets a lease it ended or found lost; it keeps one it heart-beat.
-            let ended = ["complete", "fail", "release"].contains(&kind)
+            let ended = ["complete", "fail", "fail_and_retry", "release"].contains(&kind)
                 || (kind == "heartbeat" && !changed);
             if let Some(at) = lease_at.filter(|_| ended) {
                 leases.swap_remove(at);
