@@ -149,6 +149,7 @@ fn runner_cycle(c: &mut Criterion, env: &BenchEnv) {
         assert_eq!(leases.len(), 32);
         env.store.create_many(&news(32, TaskStatus::Ready)).unwrap();
         Finished {
+            retried: Vec::new(),
             completed: leases,
             failed: Vec::new(),
         }

@@ -32,7 +32,7 @@ pub use error::{DalError, DatabaseErrorKind, Problem, Result, ValidationError};
 pub use event::{EventType, ExecutionEvent};
 pub use model::{
     Claimed, Completion, Cycle, FailedTask, Finished, Lease, NewTaskExecution, PruneCursor, Pruned,
-    Recovery, RetryStats, StatusCounts, TaskExecution,
+    Recovery, RetriedTask, RetryStats, StatusCounts, TaskExecution,
 };
 pub use plan::Transition;
 pub use status::{StatusSet, SubStatus, TaskStatus};

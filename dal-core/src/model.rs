@@ -185,20 +185,36 @@ pub struct FailedTask {
     pub error: String,
 }
 
-/// What a runner hands back at the end of a cycle: the tasks it completed and those it failed,
-/// each with its lease. See [`crate::ClaimStore::finish_and_claim`].
+/// A failed attempt of a task to be retried, with its error and when the next attempt is due:
+/// one entry of [`Finished::retried`], what [`crate::ClaimStore::fail_and_retry`] does alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetriedTask {
+    /// The lease the runner holds on the task.
+    pub lease: Lease,
+    /// The error, kept in `last_error` and in the `retry_scheduled` event.
+    pub error: String,
+    /// When the next attempt is due.
+    pub retry_at: DateTime<Utc>,
+}
+
+/// What a runner hands back at the end of a cycle: the tasks it completed, those it failed and
+/// those whose failed attempt is to be retried, each with its lease. See
+/// [`crate::ClaimStore::finish_and_claim`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Finished {
     /// The leases of the tasks completed.
     pub completed: Vec<Lease>,
     /// The tasks failed, each with its error.
     pub failed: Vec<FailedTask>,
+    /// The tasks whose failed attempt is retried, each with its error and retry time; one
+    /// on its last attempt is failed instead.
+    pub retried: Vec<RetriedTask>,
 }
 
 impl Finished {
     /// Whether there is nothing to finish.
     pub fn is_empty(&self) -> bool {
-        self.completed.is_empty() && self.failed.is_empty()
+        self.completed.is_empty() && self.failed.is_empty() && self.retried.is_empty()
     }
 }
 
@@ -207,9 +223,12 @@ impl Finished {
 pub struct Cycle {
     /// The tasks completed, as written, by id.
     pub completed: Vec<TaskExecution>,
-    /// The tasks failed, as written, by id.
+    /// The tasks failed, as written, by id: those of [`Finished::failed`], and those of
+    /// [`Finished::retried`] that were on their last attempt.
     pub failed: Vec<TaskExecution>,
-    /// The leases (of either list) that were no longer the current claim, or whose task was
+    /// The tasks whose retry was scheduled (`Ready`, `attempt + 1`), as written, by id.
+    pub retried: Vec<TaskExecution>,
+    /// The leases (of any list) that were no longer the current claim, or whose task was
     /// not in a status the outcome may start from: their tasks were left unchanged.
     pub lost: Vec<Lease>,
     /// The tasks claimed for the next cycle, by id, each with its lease.

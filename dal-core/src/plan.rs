@@ -416,8 +416,9 @@ pub struct ClaimRange {
 }
 
 /// The plans of one runner cycle (`ClaimStore::finish_and_claim`), formed by the store: the
-/// completions (one plan for all leases), the failures (one plan per task, which differ only in
-/// the error: [`CyclePlan::failure`]) and the claim.
+/// completions (one plan for all leases), the failures and the retries (one plan per task,
+/// which differ only in the error and the retry time: [`CyclePlan::failure`],
+/// [`CyclePlan::retrial`]) and the claim.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CyclePlan<'a> {
     /// The leases of the tasks to complete.
@@ -427,9 +428,17 @@ pub struct CyclePlan<'a> {
     /// The failed tasks, each with its lease and error.
     pub failed: &'a [crate::FailedTask],
     /// `MarkFailed` from `Running` (a cycle fails the tasks its runner runs) with an empty
-    /// error, with the runner's event: what every failure's plan is, but for its error, which goes in `error_details`, `last_error` and the event's
-    /// `error` (for a backend that binds the errors as data of one statement).
+    /// error, with the runner's event: what every failure's plan is, but for its error, which
+    /// goes in `error_details`, `last_error` and the event's `error` (for a backend that binds
+    /// the errors as data of one statement). A retried task on its last attempt gets it too.
     pub fail: Plan,
+    /// The tasks whose failed attempt is retried, each with its lease, error and retry time.
+    pub retried: &'a [crate::RetriedTask],
+    /// [`Plan::fail_and_retry`] with an empty error and the cycle's time as the retry time,
+    /// with the runner's event: what every retry's plan is, but for its error (`last_error`)
+    /// and its retry time (`retry_at`, the queue position), and its event's data, which
+    /// [`CyclePlan::retrial`] gives.
+    pub retry: Plan,
     /// The tasks to claim.
     pub range: ClaimRange,
     /// The claim, as [`Plan::claim`].
@@ -441,17 +450,42 @@ impl CyclePlan<'_> {
     /// [`CyclePlan::fail`] has one.
     pub fn failure(&self, i: usize) -> Option<Plan> {
         let failed = self.failed.get(i)?;
+        Some(self.failing(failed.lease, &failed.error))
+    }
+
+    /// The plan of retry `i`: [`Plan::fail_and_retry`] with its error and retry time, leased,
+    /// with an event when [`CyclePlan::retry`] has one.
+    pub fn retrial(&self, i: usize) -> Option<Plan> {
+        let retried = self.retried.get(i)?;
+        let mut plan = Plan::fail_and_retry(
+            &retried.error,
+            retried.retry_at,
+            self.retry.effects.updated_at,
+        )
+        .leased(retried.lease);
+        if self.retry.event.is_none() {
+            plan.event = None;
+        }
+        Some(plan)
+    }
+
+    /// The plan of retry `i` when its task is on its last attempt: the failure it becomes,
+    /// `MarkFailed` with its error, as [`CyclePlan::failure`].
+    pub fn exhausted(&self, i: usize) -> Option<Plan> {
+        let retried = self.retried.get(i)?;
+        Some(self.failing(retried.lease, &retried.error))
+    }
+
+    fn failing(&self, lease: Lease, error: &str) -> Plan {
         let transition = Transition::MarkFailed {
-            error: failed.error.clone(),
+            error: error.to_owned(),
         };
-        let mut plan = transition
-            .plan(self.fail.effects.updated_at)
-            .leased(failed.lease);
+        let mut plan = transition.plan(self.fail.effects.updated_at).leased(lease);
         plan.guard.from = self.fail.guard.from;
         if self.fail.event.is_none() {
             plan.event = None;
         }
-        Some(plan)
+        plan
     }
 }
 

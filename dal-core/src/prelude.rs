@@ -19,7 +19,7 @@ pub use crate::error::{DalError, DatabaseErrorKind, Problem, Result, ValidationE
 pub use crate::event::{EventType, ExecutionEvent};
 pub use crate::model::{
     Claimed, Completion, Cycle, FailedTask, Finished, Lease, NewTaskExecution, PruneCursor, Pruned,
-    Recovery, RetryStats, StatusCounts, TaskExecution,
+    Recovery, RetriedTask, RetryStats, StatusCounts, TaskExecution,
 };
 pub use crate::plan::Transition;
 pub use crate::status::{SubStatus, TaskStatus};

@@ -107,15 +107,21 @@ diesel::table! {
 
 diesel::table! {
     use diesel::sql_types::*;
-    use crate::types::Id;
+    use crate::types::{Id, Instant, Json};
 
     /// Not a table (PostgreSQL): the name a multi-row write gives, in a `WITH`, to the ids of the rows it
     /// changes, selected and locked before it (see the PostgreSQL backend's `history::Targets`).
     targets (id) {
         /// The task.
         id -> Id,
-        /// A runner cycle's failure: the error the task fails with (`NULL`: it completes).
+        /// A runner cycle's failure or retry: the error the attempt failed with (`NULL`: the
+        /// task completes).
         error -> Nullable<Text>,
+        /// A runner cycle's retry: when the next attempt is due (`NULL`: no retry, or none
+        /// left, and the task fails).
+        retry_at -> Nullable<Instant>,
+        /// A runner cycle's retry: its event's arguments, as the store made them.
+        data -> Nullable<Json>,
     }
 }
 
@@ -130,4 +136,10 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(task_executions, execution_events, targets, fresh);
+diesel::allow_tables_to_appear_in_same_query!(
+    task_executions,
+    execution_events,
+    targets,
+    fresh,
+    changed
+);

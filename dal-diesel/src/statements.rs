@@ -66,6 +66,8 @@ macro_rules! plan_set {
         $crate::plan_set!(@set $effects, |e| (
             $crate::assign!(t::error_details, e.error_details, Text),
             $crate::assign!(t::last_error, e.last_error, Text),
+            $crate::assign!(t::retry_at, e.retry_at, Instant),
+            $crate::plan_set!(@retry_at e),
         ))
     };
     // A batch of failures with an error each: `error_details` and `last_error` both set to
@@ -74,9 +76,29 @@ macro_rules! plan_set {
         $crate::plan_set!(@set $effects, |e| (
             t::error_details.eq($error),
             t::last_error.eq($error),
+            $crate::assign!(t::retry_at, e.retry_at, Instant),
+            $crate::plan_set!(@retry_at e),
         ))
     };
-    (@set $effects:expr, |$e:ident| ($error_details:expr, $last_error:expr,)) => {{
+    // A batch of retries with an error and a retry time each: `last_error` set to `$error`,
+    // `retry_at` (and the queue position) to `$retry_at`, expressions of the row (the plan's
+    // own values are not used).
+    ($effects:expr, last_error = $error:expr, retry_at = $retry_at:expr) => {
+        $crate::plan_set!(@set $effects, |e| (
+            $crate::assign!(t::error_details, e.error_details, Text),
+            t::last_error.eq($error),
+            t::retry_at.eq($retry_at),
+            $retry_at,
+        ))
+    };
+    // The retry time as written: the row's own when the plan keeps it, or the plan's.
+    (@retry_at $e:ident) => {
+        case_when($e.retry_at.keeps().into_sql::<Bool>(), t::retry_at)
+            .otherwise($e.retry_at.value().cloned().into_sql::<Nullable<Instant>>())
+    };
+    (@set $effects:expr, |$e:ident| (
+        $error_details:expr, $last_error:expr, $retry_at:expr, $retry_value:expr,
+    )) => {{
         use $crate::__diesel::dsl::case_when;
         use $crate::__diesel::prelude::*;
         use $crate::__diesel::sql_types::{Bool, Nullable, Text};
@@ -94,7 +116,7 @@ macro_rules! plan_set {
             t::claim_count.eq(t::claim_count * claims_m + claims_a),
             $error_details,
             $last_error,
-            $crate::assign!(t::retry_at, e.retry_at, Instant),
+            $retry_at,
             $crate::assign!(t::started_at, e.started_at, Instant),
             $crate::assign!(t::completed_at, e.completed_at, Instant),
             $crate::assign!(t::last_recovery_at, e.last_recovery_at, Instant),
@@ -114,11 +136,7 @@ macro_rules! plan_set {
             // the later of its retry time as written and now; kept otherwise.
             t::due_at.eq(case_when(
                 (e.status == $crate::__core::TaskStatus::Ready).into_sql::<Bool>(),
-                $crate::dialect::later(
-                    case_when(e.retry_at.keeps().into_sql::<Bool>(), t::retry_at)
-                        .otherwise(e.retry_at.value().cloned().into_sql::<Nullable<Instant>>()),
-                    $crate::bind::instant(e.updated_at),
-                ),
+                $crate::dialect::later($retry_value, $crate::bind::instant(e.updated_at)),
             )
             .otherwise(t::due_at)),
         )

@@ -353,18 +353,23 @@ const EVENT_COLUMNS: (
 /// The events of a runner cycle (see [`Cycle`]), for each row of `changed` by its status as
 /// written: `completed` rows get `complete`, `failed` rows `fail` with the row's error as its
 /// `error` (each failure's plan puts its error in `error_details` and in its event's `error`),
-/// `running` rows (claimed) get `claim`; all of the cycle's runner, at `at`.
+/// `ready` rows (retried) `retry` with the arguments its target carries (each retry's plan's
+/// own, made by the store), `running` rows (claimed) get `claim`; all of the cycle's runner, at
+/// `at`.
 pub(crate) fn cycle_log(
     complete: &EventSpec,
     fail: &EventSpec,
+    retry: &EventSpec,
     claim: &EventSpec,
     at: DateTime<Utc>,
 ) -> impl QueryFragment<Pg> + use<> {
     use diesel::dsl::case_when;
     let completed = || changed::status.eq(TaskStatus::Completed.as_str());
     let failed = || changed::status.eq(TaskStatus::Failed.as_str());
+    let retried = || changed::status.eq(TaskStatus::Ready.as_str());
     let event_type = case_when(completed(), complete.event_type.as_str().into_sql::<Text>())
         .when(failed(), fail.event_type.as_str().into_sql::<Text>())
+        .when(retried(), retry.event_type.as_str().into_sql::<Text>())
         .otherwise(claim.event_type.as_str().into_sql::<Text>());
     let arguments = case_when(completed(), json(complete.data_value()))
         .when(
@@ -373,6 +378,14 @@ pub(crate) fn cycle_log(
                 json(fail.data_value()),
                 json_of_error("error", changed::error_details),
             ),
+        )
+        .when(
+            retried(),
+            targets::table
+                .filter(targets::id.eq(changed::id))
+                .select(targets::data)
+                .single_value()
+                .assume_not_null(),
         )
         .otherwise(json(claim.data_value()));
     changed::table
@@ -393,58 +406,65 @@ pub(crate) fn cycle_log(
 /// A runner cycle as one statement:
 ///
 /// ```sql
-/// WITH targets (id, error) AS MATERIALIZED (<the finished tasks, locked in id order>),
+/// WITH targets (id, error, retry_at, data) AS MATERIALIZED (<the finished tasks, locked in
+///                                                           id order>),
 ///      done AS (<complete those without an error> RETURNING <row>, due_at),
-///      failed AS (<fail those with one> RETURNING <row>, due_at),
+///      failed AS (<fail those with one and no retry> RETURNING <row>, due_at),
+///      retried AS (<retry those with a retry time> RETURNING <row>, due_at),
 ///      fresh (id) AS MATERIALIZED (<the oldest due Ready tasks, SKIP LOCKED>),
 ///      claimed AS (<claim them> RETURNING <row>, due_at),
 ///      changed AS (SELECT * FROM done UNION ALL SELECT * FROM failed
-///                  UNION ALL SELECT * FROM claimed),
+///                  UNION ALL SELECT * FROM retried UNION ALL SELECT * FROM claimed),
 ///      logged AS (<insert the events of changed, in task id order>)  -- with history
 /// SELECT * FROM changed
 /// ```
 ///
-/// The three writes change disjoint rows (the finished tasks are claimed ones, the claimed
-/// were `Ready`) and all see the statement's one snapshot, so the claim cannot take a task
-/// this statement finishes; a row's status as written says which write returned it.
+/// The four writes change disjoint rows (the finished tasks are claimed ones, split by their
+/// outcome; the claimed were `Ready`) and all see the statement's one snapshot, so the claim
+/// cannot take a task this statement finishes or retries; a row's status as written says which
+/// write returned it.
 #[derive(Debug)]
-pub(crate) struct Cycle<H, D, F, C, W, L> {
+pub(crate) struct Cycle<H, D, F, R, C, W, L> {
     pub(crate) held: H,
     pub(crate) done: D,
     pub(crate) failed: F,
+    pub(crate) retried: R,
     pub(crate) fresh: C,
     pub(crate) claimed: W,
     /// The event insert; none with the history off.
     pub(crate) log: Option<L>,
 }
 
-impl<H, D: Query, F, C, W, L> Query for Cycle<H, D, F, C, W, L> {
+impl<H, D: Query, F, R, C, W, L> Query for Cycle<H, D, F, R, C, W, L> {
     type SqlType = D::SqlType;
 }
 
-impl<H, D, F, C, W, L> QueryFragment<Pg> for Cycle<H, D, F, C, W, L>
+impl<H, D, F, R, C, W, L> QueryFragment<Pg> for Cycle<H, D, F, R, C, W, L>
 where
     H: QueryFragment<Pg>,
     D: QueryFragment<Pg>,
     F: QueryFragment<Pg>,
+    R: QueryFragment<Pg>,
     C: QueryFragment<Pg>,
     W: QueryFragment<Pg>,
     L: QueryFragment<Pg>,
 {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        out.push_sql("WITH targets (id, error) AS MATERIALIZED (");
+        out.push_sql("WITH targets (id, error, retry_at, data) AS MATERIALIZED (");
         self.held.walk_ast(out.reborrow())?;
         out.push_sql("), done AS (");
         self.done.walk_ast(out.reborrow())?;
         out.push_sql("), failed AS (");
         self.failed.walk_ast(out.reborrow())?;
+        out.push_sql("), retried AS (");
+        self.retried.walk_ast(out.reborrow())?;
         out.push_sql("), fresh (id) AS MATERIALIZED (");
         self.fresh.walk_ast(out.reborrow())?;
         out.push_sql("), claimed AS (");
         self.claimed.walk_ast(out.reborrow())?;
         out.push_sql(
             "), changed AS (SELECT * FROM done UNION ALL SELECT * FROM failed \
-             UNION ALL SELECT * FROM claimed)",
+             UNION ALL SELECT * FROM retried UNION ALL SELECT * FROM claimed)",
         );
         if let Some(log) = &self.log {
             out.push_sql(", logged AS (");
@@ -456,12 +476,12 @@ where
     }
 }
 
-impl<H, D, F, C, W, L> QueryId for Cycle<H, D, F, C, W, L> {
+impl<H, D, F, R, C, W, L> QueryId for Cycle<H, D, F, R, C, W, L> {
     type QueryId = ();
     const HAS_STATIC_QUERY_ID: bool = false;
 }
 
-impl<H, D, F, C, W, L, Conn> RunQueryDsl<Conn> for Cycle<H, D, F, C, W, L> {}
+impl<H, D, F, R, C, W, L, Conn> RunQueryDsl<Conn> for Cycle<H, D, F, R, C, W, L> {}
 
 #[cfg(test)]
 mod tests {

@@ -318,10 +318,13 @@ impl Backend for PgBackend {
     fn cycle(&self, cycle: &CyclePlan<'_>) -> Result<Vec<(TaskExecution, DateTime<Utc>)>> {
         use dal_diesel::schema::{fresh, targets};
         use diesel::dsl::array;
-        let (complete, fail, claim) = (&cycle.complete, &cycle.fail, &cycle.claim);
-        // The three plans come from one store: all with their events, or none (history off).
-        let events = match (&complete.event, &fail.event, &claim.event) {
-            (Some(complete), Some(fail), Some(claim)) => Some((complete, fail, claim)),
+        let (complete, fail, retry, claim) =
+            (&cycle.complete, &cycle.fail, &cycle.retry, &cycle.claim);
+        // The plans come from one store: all with their events, or none (history off).
+        let events = match (&complete.event, &fail.event, &retry.event, &claim.event) {
+            (Some(complete), Some(fail), Some(retry), Some(claim)) => {
+                Some((complete, fail, retry, claim))
+            }
             _ => None,
         };
         let from = StatusSet::of(
@@ -330,12 +333,14 @@ impl Backend for PgBackend {
                 .from
                 .iter()
                 .chain(fail.guard.from.iter())
+                .chain(retry.guard.from.iter())
                 .collect::<Vec<_>>(),
         );
         let statuses = |set: StatusSet| set.iter().map(|s| s.as_str()).collect::<Vec<_>>();
+        let of_target = || targets::table.filter(targets::id.eq(t::id));
         let statement = Cycle {
-            // Completed and failed tasks locked together, in id order.
-            held: held_for_cycle(cycle.completed, cycle.failed, from),
+            // Completed, failed and retried tasks locked together, in id order.
+            held: held_for_cycle(cycle, from),
             done: diesel::update(tasks)
                 .filter(
                     t::id.eq_any(array(
@@ -347,21 +352,36 @@ impl Backend for PgBackend {
                 .filter(t::status.eq_any(statuses(complete.guard.from)))
                 .set(plan_set!(&complete.effects))
                 .returning((Row::as_returning(), t::due_at)),
+            // Failures, and retries without an attempt left (their `retry_at` is not returned).
             failed: diesel::update(tasks)
                 .filter(
                     t::id.eq_any(array(
                         targets::table
                             .filter(targets::error.is_not_null())
+                            .filter(targets::retry_at.is_null())
                             .select(targets::id),
                     )),
                 )
                 .filter(t::status.eq_any(statuses(fail.guard.from)))
                 .set(plan_set!(
                     &fail.effects,
-                    error = targets::table
-                        .filter(targets::id.eq(t::id))
-                        .select(targets::error)
-                        .single_value()
+                    error = of_target().select(targets::error).single_value()
+                ))
+                .returning((Row::as_returning(), t::due_at)),
+            retried: diesel::update(tasks)
+                .filter(
+                    t::id.eq_any(array(
+                        targets::table
+                            .filter(targets::retry_at.is_not_null())
+                            .select(targets::id),
+                    )),
+                )
+                .filter(t::status.eq_any(statuses(retry.guard.from)))
+                .filter(t::attempt.lt(t::max_attempts))
+                .set(plan_set!(
+                    &retry.effects,
+                    last_error = of_target().select(targets::error).single_value(),
+                    retry_at = of_target().select(targets::retry_at).single_value()
                 ))
                 .returning((Row::as_returning(), t::due_at)),
             fresh: oldest_due!(cycle.range),
@@ -369,10 +389,11 @@ impl Backend for PgBackend {
                 .filter(t::id.eq_any(array(fresh::table.select(fresh::id))))
                 .set(plan_set!(&claim.effects))
                 .returning((Row::as_returning(), t::due_at)),
-            log: events.map(|(complete_event, fail_event, claim_event)| {
+            log: events.map(|(complete_event, fail_event, retry_event, claim_event)| {
                 cycle_log(
                     complete_event,
                     fail_event,
+                    retry_event,
                     claim_event,
                     complete.effects.updated_at,
                 )

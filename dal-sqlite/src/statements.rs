@@ -269,7 +269,7 @@ impl Backend for SqliteBackend {
         let mut conn = self.pool.get().map_err(from_pool)?;
         let at = cycle.complete.effects.updated_at;
         // The writes in the order the PostgreSQL statement locks: the leased rows, then the
-        // claim; then every row's event, in task id order.
+        // claim (then the retries, see below); then every row's event, in task id order.
         conn.immediate_transaction(|conn| {
             let mut written: Vec<(Row, Option<DateTime<Utc>>, &Plan)> = Vec::new();
             if !cycle.completed.is_empty() {
@@ -286,6 +286,23 @@ impl Backend for SqliteBackend {
             if cycle.range.limit > 0 {
                 let rows = claim_oldest(conn, &cycle.range, &cycle.claim)?;
                 written.extend(rows.into_iter().map(|(row, at)| (row, at, &cycle.claim)));
+            }
+            // The retries after the claim, which would otherwise see a retry already due as
+            // `Ready` (on PostgreSQL every write sees the statement's one snapshot). A retry's
+            // guard is its failure's and an attempt left: when the retry does not
+            // apply but the failure does, the task was on its last attempt.
+            let retries: Vec<(Plan, Plan)> = (0..cycle.retried.len())
+                .filter_map(|i| Some((cycle.retrial(i)?, cycle.exhausted(i)?)))
+                .collect();
+            for (retried, (retry, exhausted)) in cycle.retried.iter().zip(&retries) {
+                let id = retried.lease.task_id;
+                let rows = apply_one(conn, id, retry)?;
+                if rows.is_empty() {
+                    let rows = apply_one(conn, id, exhausted)?;
+                    written.extend(rows.into_iter().map(|row| (row, None, exhausted)));
+                } else {
+                    written.extend(rows.into_iter().map(|row| (row, None, retry)));
+                }
             }
             let mut changed = Vec::with_capacity(written.len());
             for (row, position, plan) in written {

@@ -655,8 +655,9 @@ impl Model {
         })
     }
 
-    /// `finish_and_claim`: the completions and failures of `finished` whose lease is the
-    /// current claim of a `Running` task, then a claim of up to `limit`, all in task id order.
+    /// `finish_and_claim`: the completions, failures and retries of `finished` whose lease is
+    /// the current claim of a `Running` task (a retry on the last attempt a failure), then a
+    /// claim of up to `limit`, all in task id order.
     pub fn finish_and_claim(
         &mut self,
         runner: Uuid,
@@ -694,16 +695,46 @@ impl Model {
                 );
             }
         }
-        // What each task becomes: completed, failed (with its error) or claimed.
-        let mut changes: BTreeMap<Uuid, (usize, Option<&str>)> = BTreeMap::new();
+        for (i, r) in finished.retried.iter().enumerate() {
+            if r.lease.runner_id != runner {
+                return invalid(
+                    format!("finished.retried[{i}].lease.runner_id"),
+                    Problem::NotTheSameRunner,
+                );
+            }
+            validate::message(&format!("finished.retried[{i}].error"), &r.error)?;
+            validate::time(&format!("finished.retried[{i}].retry_at"), r.retry_at)?;
+            if let Some(first) = seen.insert(r.lease.task_id, format!("finished.retried[{i}]")) {
+                return invalid(
+                    format!("finished.retried[{i}].lease.task_id"),
+                    Problem::FinishedTwice { first },
+                );
+            }
+        }
+        // What each task becomes.
+        let mut changes: BTreeMap<Uuid, (usize, Finish<'_>)> = BTreeMap::new();
         for lease in &finished.completed {
             if let Ok(i) = self.leased(lease, &[Running], Completed) {
-                changes.entry(self.tasks[i].id).or_insert((i, None));
+                changes
+                    .entry(self.tasks[i].id)
+                    .or_insert((i, Finish::Complete));
             }
         }
         for f in &finished.failed {
             if let Ok(i) = self.leased(&f.lease, &[Running], Failed) {
-                changes.insert(self.tasks[i].id, (i, Some(f.error.as_str())));
+                changes.insert(self.tasks[i].id, (i, Finish::Fail(&f.error)));
+            }
+        }
+        for r in &finished.retried {
+            if let Ok(i) = self.leased(&r.lease, &[Running], Ready) {
+                let t = &self.tasks[i];
+                // On its last attempt, a retried task fails instead.
+                let change = if t.attempt < t.max_attempts {
+                    Finish::Retry(&r.error, r.retry_at)
+                } else {
+                    Finish::Fail(&r.error)
+                };
+                changes.insert(t.id, (i, change));
             }
         }
         let finishing = changes.len();
@@ -713,27 +744,40 @@ impl Model {
         for &i in &claims {
             claimed.insert(self.tasks[i].id);
         }
-        let mut order: Vec<(Uuid, usize, Option<Option<&str>>)> = changes
+        let mut order: Vec<(Uuid, usize, Option<Finish<'_>>)> = changes
             .iter()
-            .map(|(&id, &(i, error))| (id, i, Some(error)))
+            .map(|(&id, &(i, change))| (id, i, Some(change)))
             .chain(claims.iter().map(|&i| (self.tasks[i].id, i, None)))
             .collect();
         order.sort_by_key(|(id, _, _)| *id);
         debug_assert_eq!(order.len(), finishing + claimed.len());
         for (_, i, change) in order {
+            let now = self.now;
             match change {
-                Some(None) => {
+                Some(Finish::Complete) => {
                     self.complete_at(i, runner);
                     cycle.completed.push(self.tasks[i].clone());
                 }
-                Some(Some(error)) => {
-                    let now = self.now;
+                Some(Finish::Fail(error)) => {
                     fail(&mut self.tasks[i], error, now);
                     self.tasks[i].updated_at = now;
                     let mut data = serde_json::Map::new();
                     data.insert("error".into(), error.into());
                     self.log(i, EventType::Failed, data, Some(runner));
                     cycle.failed.push(self.tasks[i].clone());
+                }
+                Some(Finish::Retry(error, retry_at)) => {
+                    let retry_at = to_micros(retry_at);
+                    let t = &mut self.tasks[i];
+                    retry(t, retry_at);
+                    t.last_error = Some(error.to_owned());
+                    t.updated_at = now;
+                    self.requeue(i);
+                    let mut data = serde_json::Map::new();
+                    data.insert("retry_at".into(), time_value(retry_at));
+                    data.insert("error".into(), error.into());
+                    self.log(i, EventType::RetryScheduled, data, Some(runner));
+                    cycle.retried.push(self.tasks[i].clone());
                 }
                 None => cycle.claimed.push(self.claim(i, runner)),
             }
@@ -742,6 +786,7 @@ impl Model {
             .completed
             .iter()
             .chain(finished.failed.iter().map(|f| &f.lease))
+            .chain(finished.retried.iter().map(|r| &r.lease))
             .filter(|l| !changes.contains_key(&l.task_id))
             .copied()
             .collect();
@@ -1028,6 +1073,14 @@ fn fail(t: &mut TaskExecution, error: &str, now: DateTime<Utc>) {
 
 /// The next attempt queued at `retry_at` (`schedule_retry`, `fail_and_retry`): `Ready`, the
 /// attempt counted, the claim, the error details and the attempt's times cleared.
+/// What a runner cycle does with one of the tasks it finishes.
+#[derive(Debug, Clone, Copy)]
+enum Finish<'a> {
+    Complete,
+    Fail(&'a str),
+    Retry(&'a str, DateTime<Utc>),
+}
+
 fn retry(t: &mut TaskExecution, retry_at: DateTime<Utc>) {
     t.status = Ready;
     t.attempt += 1;

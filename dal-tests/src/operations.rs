@@ -62,6 +62,7 @@ operations! {
     CompleteMany30 => "complete_many (30 tasks)",
     FinishAndClaim => "finish_and_claim (30 completed, 32 claimed)",
     FinishAndClaimFailing => "finish_and_claim (28 completed, 2 failed, 32 claimed)",
+    FinishAndClaimRetrying => "finish_and_claim (28 completed, 2 retried, 32 claimed)",
     FinishAndClaimNothing => "finish_and_claim (nothing finished, limit 0)",
     Fail => "fail",
     FailAndRetry => "fail_and_retry",
@@ -108,7 +109,8 @@ pub struct Statements {
     pub empty_claim: usize,
     /// A runner cycle that completes tasks and claims others.
     pub cycle: usize,
-    /// What each failed task adds to a runner cycle.
+    /// What each failed or retried task adds to a runner cycle (a retried one on its last
+    /// attempt, which fails instead: twice that).
     pub cycle_per_failure: usize,
     /// A sweep that recovers stale claims (abandon those at the cap, reset the others).
     pub sweep: usize,
@@ -148,7 +150,7 @@ impl Operation {
             CreateMany7000 => s.large_batch,
             ClaimNoneReady => s.empty_claim,
             FinishAndClaim => s.cycle,
-            FinishAndClaimFailing => s.cycle + 2 * s.cycle_per_failure,
+            FinishAndClaimFailing | FinishAndClaimRetrying => s.cycle + 2 * s.cycle_per_failure,
             Recover1000 | Recover1 => s.sweep,
             PruneRemoving => s.prune_removing,
             PruneNoneFinished => s.prune_none_finished,

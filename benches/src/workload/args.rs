@@ -77,10 +77,12 @@ pub struct Args {
     #[serde(default)]
     pub cycle: RunnerCycle,
 
-    /// How a runner fails a task that has attempts left: `fail-and-retry` (one call,
-    /// `fail_and_retry`: the next attempt queued under the lease), or `fail-then-schedule`
-    /// (`fail`, then `schedule_retry`: two calls, the protocol before `fail_and_retry`).
-    #[arg(long, value_enum, default_value_t = RetryPath::FailAndRetry)]
+    /// How a runner fails a task that has attempts left: `in-cycle` (with the batch, in the
+    /// next `finish_and_claim`'s `Finished::retried`: no call of its own; with `--cycle
+    /// two-statements` as `fail-and-retry`), `fail-and-retry` (one call, `fail_and_retry`: the
+    /// next attempt queued under the lease at once), or `fail-then-schedule` (`fail`, then
+    /// `schedule_retry`: two calls, the protocol before `fail_and_retry`).
+    #[arg(long, value_enum, default_value_t = RetryPath::InCycle)]
     #[serde(default)]
     pub retry: RetryPath,
 
@@ -161,8 +163,10 @@ pub enum RunnerCycle {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RetryPath {
-    /// `fail_and_retry`: one call.
+    /// In the next `finish_and_claim`, with the rest of the batch: no call of its own.
     #[default]
+    InCycle,
+    /// `fail_and_retry`: one call.
     FailAndRetry,
     /// `fail`, then `schedule_retry`: two calls.
     FailThenSchedule,

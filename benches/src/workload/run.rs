@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use dal_core::{
-    Claimed, DalError, FailedTask, Lease, NewTaskExecution, PruneCursor, TaskExecution,
-    TaskExecutionStore, TaskStatus,
+    Claimed, DalError, FailedTask, Lease, NewTaskExecution, PruneCursor, RetriedTask,
+    TaskExecution, TaskExecutionStore, TaskStatus,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use uuid::Uuid;
@@ -264,11 +264,11 @@ fn create(shared: &Shared, batches: &[(u64, Vec<Uuid>)], mut recorder: Option<Re
 /// rest; a crashing runner now and then dies mid-batch, leaving its claims, and comes back
 /// under a new id, trying to finish its old leases once they are surely stale.
 ///
-/// With `--cycle one-statement` the batch's completions and its failures without attempts left
-/// and the claim of the next batch are one `finish_and_claim`; with `two-statements` each
-/// failure is a `fail`, then one `complete_many`, then `claim_ready`. Either way a failed task
-/// with attempts left is retried at once: one `fail_and_retry`, or with `--retry
-/// fail-then-schedule` a `fail` and a `schedule_retry`.
+/// With `--cycle one-statement` the batch's completions, its failures and its retries and the
+/// claim of the next batch are one `finish_and_claim`; with `two-statements` each failure is a
+/// `fail`, then one `complete_many`, then `claim_ready`. With `--retry fail-and-retry` (and
+/// with `two-statements`) a failed task with attempts left is retried at once, one
+/// `fail_and_retry`; with `fail-then-schedule` a `fail` and a `schedule_retry`.
 fn runner(shared: &Shared, index: usize) {
     let args = &shared.args;
     let store = &*shared.store;
@@ -315,6 +315,7 @@ fn runner(shared: &Shared, index: usize) {
                     for task in &cycle.failed {
                         failed(shared, &mut latencies, task);
                     }
+                    retried(shared, &cycle.retried);
                     cycle.claimed
                 }
                 Err(err) => {
@@ -356,6 +357,7 @@ fn runner(shared: &Shared, index: usize) {
                 Outcomes::add(&outcomes.crashes);
                 let mut orphans = done.clone();
                 orphans.extend(finished.failed.drain(..).map(|f| f.lease));
+                orphans.extend(finished.retried.drain(..).map(|r| r.lease));
                 orphans.extend_from_slice(&held[i..]);
                 left_behind = Some((orphans, Instant::now()));
                 runner_id = Uuid::now_v7();
@@ -380,16 +382,24 @@ fn runner(shared: &Shared, index: usize) {
                 done.push(*lease);
                 continue;
             }
-            // A failed task leaves this runner now: retried, another runner may claim it. In
-            // the one-statement cycle a failure without attempts left goes with the next
-            // cycle. One to be retried is retried at once, in either cycle, while the rest of
-            // its batch (often of its workflow execution) is still running: `fail_and_retry`
-            // never shows it `Failed`; with `fail` then `schedule_retry` it is `Failed` in
-            // between, and sent with the cycle that moment could finish its workflow
-            // execution, which retention may remove before the retry is scheduled.
+            // A failed task with attempts left is retried: with the rest of the batch in the
+            // next cycle (`in-cycle`, never `Failed`: Running until then), or at once, while
+            // the rest of its batch is still running (`fail-and-retry`, never `Failed`
+            // either; with `fail-then-schedule` it is `Failed` in between, and sent with the
+            // cycle that moment could finish its workflow execution, which retention may
+            // remove before the retry is scheduled). A last attempt's failure goes with the
+            // next cycle.
             shared.stop_executing(task.id);
             let last_attempt = task.attempt >= task.max_attempts;
-            if !last_attempt && args.retry == RetryPath::FailAndRetry {
+            if !last_attempt && one_statement && args.retry == RetryPath::InCycle {
+                finished.retried.push(RetriedTask {
+                    lease: *lease,
+                    error: "simulated failure".into(),
+                    retry_at: Utc::now(),
+                });
+                continue;
+            }
+            if !last_attempt && args.retry != RetryPath::FailThenSchedule {
                 match latencies.time("fail_and_retry", || {
                     store.fail_and_retry(lease, "simulated failure", Utc::now())
                 }) {
@@ -445,6 +455,7 @@ fn runner(shared: &Shared, index: usize) {
                 for task in &cycle.failed {
                     failed(shared, &mut latencies, task);
                 }
+                retried(shared, &cycle.retried);
             }
             Err(err) => shared.fail_run("finish_and_claim", &err),
         }
@@ -465,6 +476,16 @@ fn completed(shared: &Shared, tasks: &[TaskExecution], lost: usize) {
         shared
             .ledger
             .finished(task.workflow_execution_id, Finish::Completed);
+    }
+}
+
+/// Counts the tasks a runner cycle retried (each a failure and a retry).
+fn retried(shared: &Shared, tasks: &[TaskExecution]) {
+    let (outcomes, ledger) = (&*shared.outcomes, &*shared.ledger);
+    for task in tasks {
+        Outcomes::add(&outcomes.failures);
+        Outcomes::add(&outcomes.retries);
+        ledger.changed(task.workflow_execution_id);
     }
 }
 

@@ -96,22 +96,25 @@ pub trait ClaimStore: Send + Sync {
     /// ([`DalError::Validation`] otherwise); an empty batch returns at once.
     fn complete_many(&self, leases: &[Lease]) -> Result<Completion>;
 
-    /// One runner cycle, as one atomic unit: completes the tasks of `finished.completed` and
-    /// fails those of `finished.failed` (each with its error), on the terms of
-    /// [`ClaimStore::complete_many`] and [`ClaimStore::fail`] (a lease must be the task's
-    /// current claim; a task finished otherwise is left unchanged and its lease returned as
-    /// lost; a failed task must be `Running`), then claims up to `limit` tasks for `runner_id` as [`ClaimStore::claim_ready`]
-    /// does. Each changed task gets its event. PostgreSQL: one statement (a data-modifying
-    /// `WITH`); SQLite: one transaction. A runner that loops on it spends one round trip per
-    /// cycle instead of two.
+    /// One runner cycle, as one atomic unit: completes the tasks of `finished.completed`,
+    /// fails those of `finished.failed` (each with its error) and retries those of
+    /// `finished.retried` (each with its error and retry time), on the terms of
+    /// [`ClaimStore::complete_many`], [`ClaimStore::fail`] and [`ClaimStore::fail_and_retry`]
+    /// (a lease must be the task's current claim; a task finished otherwise is left unchanged
+    /// and its lease returned as lost; a failed or retried task must be `Running`), then
+    /// claims up to `limit` tasks for `runner_id` as [`ClaimStore::claim_ready`] does. A
+    /// retried task on its last attempt is failed instead, as if it were in `finished.failed`,
+    /// and returned in [`Cycle::failed`]. Each changed task gets its event. PostgreSQL: one
+    /// statement (a data-modifying `WITH`); SQLite: one transaction. A runner that loops on it
+    /// spends one round trip per cycle instead of two, and none per failure.
     ///
     /// The finished tasks are locked together in task id order, the claimed ones skipped when
     /// another transaction holds them, so cycles, batches and sweeps cannot deadlock each
     /// other. Nothing is sent when there is nothing to finish and `limit` is 0.
     ///
     /// Errors (nothing written): [`DalError::Validation`] when a lease is not `runner_id`'s
-    /// ([`Problem::NotTheSameRunner`]), an error text is invalid, or a failed task is finished
-    /// twice ([`Problem::FinishedTwice`]).
+    /// ([`Problem::NotTheSameRunner`]), an error text or a retry time is invalid, or a task is
+    /// finished twice, in one list or in two ([`Problem::FinishedTwice`]).
     fn finish_and_claim(&self, runner_id: Uuid, finished: &Finished, limit: u32) -> Result<Cycle>;
 
     /// Gives a claimed task back: -> `Ready`, claim and `started_at` cleared, no attempt counted
@@ -157,7 +160,7 @@ fn by_id_with(
 }
 
 /// The plans of a runner cycle, after checking its input: every lease `runner_id`'s, every
-/// error valid, no failed task finished twice.
+/// error and retry time valid, no failed or retried task finished twice.
 fn cycle_plan<'a>(
     runner_id: Uuid,
     finished: &'a Finished,
@@ -196,6 +199,23 @@ fn cycle_plan<'a>(
             .into());
         }
     }
+    for (i, retried) in finished.retried.iter().enumerate() {
+        if retried.lease.runner_id != runner_id {
+            return Err(not_the_runner(format!(
+                "finished.retried[{i}].lease.runner_id"
+            )));
+        }
+        validate::message(&format!("finished.retried[{i}].error"), &retried.error)?;
+        validate::time(&format!("finished.retried[{i}].retry_at"), retried.retry_at)?;
+        if let Some(earlier) = first.insert(retried.lease.task_id, format!("finished.retried[{i}]"))
+        {
+            return Err(ValidationError::new(
+                format!("finished.retried[{i}].lease.task_id"),
+                Problem::FinishedTwice { first: earlier },
+            )
+            .into());
+        }
+    }
     let runner = Lease {
         task_id: Uuid::nil(),
         runner_id,
@@ -217,6 +237,8 @@ fn cycle_plan<'a>(
             },
             ..fail
         }),
+        retried: &finished.retried,
+        retry: history.of(Plan::fail_and_retry("", now, now).leased(runner)),
         range,
         claim: history.of(Plan::claim(runner_id, now)),
     })
@@ -354,6 +376,7 @@ impl<B: Backend> ClaimStore for Store<B> {
                     match task.status {
                         TaskStatus::Completed => done.completed.push(task),
                         TaskStatus::Failed => done.failed.push(task),
+                        TaskStatus::Ready if task.claimed_by.is_none() => done.retried.push(task),
                         _ => {
                             positions.push(at);
                             done.claimed.push(Claimed {
@@ -372,12 +395,14 @@ impl<B: Backend> ClaimStore for Store<B> {
                     .completed
                     .iter()
                     .chain(&done.failed)
+                    .chain(&done.retried)
                     .map(|task| task.id)
                     .collect();
                 done.lost = finished
                     .completed
                     .iter()
                     .chain(finished.failed.iter().map(|f| &f.lease))
+                    .chain(finished.retried.iter().map(|r| &r.lease))
                     .filter(|l| !finished_ids.contains(&l.task_id))
                     .copied()
                     .collect();

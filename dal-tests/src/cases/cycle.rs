@@ -3,9 +3,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use chrono::TimeDelta;
 use dal_core::{
-    DalError, EventType, FailedTask, Finished, Lease, Problem, TaskExecution, TaskStatus,
-    ValidationError,
+    DalError, EventType, FailedTask, Finished, Lease, Problem, RetriedTask, TaskExecution,
+    TaskStatus, ValidationError,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -24,6 +25,7 @@ pub const CASES: &[Case] = &[
     case!(a_cycle_finishes_a_batch_and_claims_the_next_as_one_change),
     case!(a_cycle_refuses_bad_input_and_writes_nothing),
     case!(a_cycle_that_only_claims_or_only_finishes),
+    case!(a_cycle_retries_failed_attempts_and_fails_the_last),
     case!(runners_cycling_together_finish_every_task_once),
 ];
 
@@ -73,6 +75,7 @@ fn a_cycle_finishes_a_batch_and_claims_the_next_as_one_change(kind: Backend) {
     let events_before = s.events_for_workflow(wf, None, 1_000).unwrap().len();
     let now = f.tick();
     let finished = Finished {
+        retried: Vec::new(),
         completed: vec![held[1].lease, held[0].lease, stale],
         failed: vec![failure(held[2].lease, "boom")],
     };
@@ -168,6 +171,167 @@ fn a_cycle_finishes_a_batch_and_claims_the_next_as_one_change(kind: Backend) {
     }
 }
 
+fn retrial(lease: Lease, error: &str, retry_at: chrono::DateTime<chrono::Utc>) -> RetriedTask {
+    RetriedTask {
+        lease,
+        error: error.into(),
+        retry_at,
+    }
+}
+
+/// Retried tasks of a cycle: each with an attempt left is `Ready` again with `attempt + 1`,
+/// its error and its retry time, exactly as `fail_and_retry` leaves it (not claimable by the
+/// same cycle even when due); one on its last attempt fails; a stale lease is lost.
+fn a_cycle_retries_failed_attempts_and_fails_the_last(kind: Backend) {
+    let f = Fixture::new(kind);
+    let s = f.store();
+    let wf = workflow();
+    let mut retryable = ready_tasks(s, wf, 3, 2);
+    retryable.sort_by_key(|t| t.id);
+    f.tick();
+    let one_attempt = |name: &str| {
+        s.create(
+            &dal_core::NewTaskExecution::new(wf, name)
+                .with_status(Ready)
+                .with_max_attempts(1),
+        )
+        .unwrap()
+    };
+    let last = one_attempt("last");
+    let runner = Uuid::now_v7();
+    let held = s.claim_ready(runner, 4).unwrap();
+    let held: HashMap<Uuid, _> = held.into_iter().map(|c| (c.task.id, c)).collect();
+    let (a, b, c, z) = (
+        &held[&retryable[0].id],
+        &held[&retryable[1].id],
+        &held[&retryable[2].id],
+        &held[&last.id],
+    );
+    f.tick();
+    let fresh = one_attempt("fresh");
+    let stale = Lease {
+        claim: c.lease.claim + 1,
+        ..c.lease
+    };
+    let events_before = s.events_for_workflow(wf, None, 1_000).unwrap().len();
+    let now = f.tick();
+    // `a` due at once (already past), `b` in an hour.
+    let (soon, later) = (now - TimeDelta::minutes(1), now + TimeDelta::hours(1));
+    let finished = Finished {
+        completed: vec![],
+        failed: vec![],
+        retried: vec![
+            retrial(b.lease, "exit code 3", later),
+            retrial(z.lease, "out of attempts", soon),
+            retrial(a.lease, "exit code 2", soon),
+            retrial(stale, "never applied", soon),
+        ],
+    };
+    let (cycle, counts) = f
+        .log
+        .measure(|| s.finish_and_claim(runner, &finished, 5).unwrap());
+    let shape = kind.statement_counts();
+    // Three retries, one of which fails instead (two writes where a backend writes each).
+    assert_eq!(
+        counts.statements,
+        shape.cycle + 4 * shape.cycle_per_failure + shape.cycle_per_failure
+    );
+
+    let retried_as = |held: &dal_core::Claimed, error: &str, retry_at| TaskExecution {
+        status: Ready,
+        attempt: 2,
+        retry_at: Some(retry_at),
+        error_details: None,
+        last_error: Some(error.into()),
+        started_at: None,
+        completed_at: None,
+        claimed_by: None,
+        heartbeat_at: None,
+        updated_at: now,
+        ..held.task.clone()
+    };
+    let mut retried = vec![
+        retried_as(a, "exit code 2", soon),
+        retried_as(b, "exit code 3", later),
+    ];
+    retried.sort_by_key(|t| t.id);
+    let failed = TaskExecution {
+        status: Failed,
+        error_details: Some("out of attempts".into()),
+        last_error: Some("out of attempts".into()),
+        completed_at: Some(now),
+        claimed_by: None,
+        heartbeat_at: None,
+        updated_at: now,
+        ..z.task.clone()
+    };
+    let claimed = claimed_at(&fresh, runner, now);
+    assert_eq!(cycle.retried, retried);
+    assert_eq!(cycle.failed, vec![failed.clone()]);
+    assert_eq!(cycle.completed, vec![]);
+    assert_eq!(cycle.lost, vec![stale]);
+    assert_eq!(
+        cycle.claimed.iter().map(|c| &c.task).collect::<Vec<_>>(),
+        vec![&claimed]
+    );
+    for row in retried.iter().chain([&failed, &claimed]) {
+        assert_eq!(&s.get(row.id).unwrap(), row);
+    }
+    assert_unchanged(s, &c.task);
+
+    let events = s.events_for_workflow(wf, None, 1_000).unwrap();
+    let new = &events[events_before..];
+    let retry_data = |at, error: &str| {
+        let mut data = counters(2, 1, 0);
+        data["retry_at"] = dal_core::event::time_value(at);
+        data["error"] = json!(error);
+        data
+    };
+    let mut expected: Vec<(Uuid, EventType, serde_json::Value)> = vec![
+        (
+            a.task.id,
+            EventType::RetryScheduled,
+            retry_data(soon, "exit code 2"),
+        ),
+        (
+            b.task.id,
+            EventType::RetryScheduled,
+            retry_data(later, "exit code 3"),
+        ),
+        (z.task.id, EventType::Failed, {
+            let mut data = counters(1, 1, 0);
+            data["error"] = json!("out of attempts");
+            data
+        }),
+        (fresh.id, EventType::Claimed, counters(1, 1, 0)),
+    ];
+    expected.sort_by_key(|(id, _, _)| *id);
+    if !f.keeps_history() {
+        expected.clear();
+    }
+    assert_eq!(
+        new.iter()
+            .map(|e| (e.task_execution_id, e.event_type, e.event_data.clone()))
+            .collect::<Vec<_>>(),
+        expected
+    );
+    for e in new {
+        assert_eq!((e.runner_id, e.created_at), (Some(runner), now));
+    }
+    for row in retried.iter().chain([&failed, &claimed]) {
+        checked_history(&f, row);
+    }
+
+    // The retry that was due is claimable now, the other waits for its time.
+    f.tick();
+    let next = s.claim_ready(Uuid::now_v7(), 5).unwrap();
+    assert_eq!(
+        next.iter().map(|c| c.task.id).collect::<Vec<_>>(),
+        vec![a.task.id]
+    );
+    assert_eq!(next[0].task.attempt, 2);
+}
+
 fn a_cycle_refuses_bad_input_and_writes_nothing(kind: Backend) {
     let f = Fixture::new(kind);
     let s = f.store();
@@ -181,10 +345,11 @@ fn a_cycle_refuses_bad_input_and_writes_nothing(kind: Backend) {
     };
     let before = s.list_for_workflow(wf).unwrap();
     let events = s.events_for_workflow(wf, None, 1_000).unwrap();
-    f.tick();
+    let now = f.tick();
     let cases: Vec<(Finished, &str, Problem)> = vec![
         (
             Finished {
+                retried: Vec::new(),
                 completed: vec![held[1].lease, other],
                 failed: vec![],
             },
@@ -193,6 +358,7 @@ fn a_cycle_refuses_bad_input_and_writes_nothing(kind: Backend) {
         ),
         (
             Finished {
+                retried: Vec::new(),
                 completed: vec![held[1].lease],
                 failed: vec![failure(other, "e")],
             },
@@ -201,6 +367,7 @@ fn a_cycle_refuses_bad_input_and_writes_nothing(kind: Backend) {
         ),
         (
             Finished {
+                retried: Vec::new(),
                 completed: vec![held[1].lease],
                 failed: vec![failure(held[0].lease, "nul \0 inside")],
             },
@@ -209,6 +376,7 @@ fn a_cycle_refuses_bad_input_and_writes_nothing(kind: Backend) {
         ),
         (
             Finished {
+                retried: Vec::new(),
                 completed: vec![held[1].lease, held[0].lease],
                 failed: vec![failure(held[2].lease, "e"), failure(held[0].lease, "e")],
             },
@@ -219,12 +387,69 @@ fn a_cycle_refuses_bad_input_and_writes_nothing(kind: Backend) {
         ),
         (
             Finished {
+                retried: Vec::new(),
                 completed: vec![],
                 failed: vec![failure(held[2].lease, "a"), failure(held[2].lease, "b")],
             },
             "finished.failed[1].lease.task_id",
             Problem::FinishedTwice {
                 first: "finished.failed[0]".into(),
+            },
+        ),
+        (
+            Finished {
+                retried: vec![retrial(other, "e", now)],
+                completed: vec![],
+                failed: vec![],
+            },
+            "finished.retried[0].lease.runner_id",
+            Problem::NotTheSameRunner,
+        ),
+        (
+            Finished {
+                retried: vec![
+                    retrial(held[0].lease, "", now),
+                    retrial(held[1].lease, "\0", now),
+                ],
+                completed: vec![],
+                failed: vec![],
+            },
+            "finished.retried[1].error",
+            Problem::ContainsNul,
+        ),
+        (
+            Finished {
+                retried: vec![retrial(
+                    held[0].lease,
+                    "e",
+                    dal_core::validate::earliest_time() - chrono::TimeDelta::days(1),
+                )],
+                completed: vec![],
+                failed: vec![],
+            },
+            "finished.retried[0].retry_at",
+            Problem::TimeOutOfRange,
+        ),
+        (
+            Finished {
+                retried: vec![retrial(held[2].lease, "e", now)],
+                completed: vec![],
+                failed: vec![failure(held[2].lease, "e")],
+            },
+            "finished.retried[0].lease.task_id",
+            Problem::FinishedTwice {
+                first: "finished.failed[0]".into(),
+            },
+        ),
+        (
+            Finished {
+                retried: vec![retrial(held[1].lease, "e", now)],
+                completed: vec![held[1].lease],
+                failed: vec![],
+            },
+            "finished.retried[0].lease.task_id",
+            Problem::FinishedTwice {
+                first: "finished.completed[0]".into(),
             },
         ),
     ];
@@ -274,6 +499,7 @@ fn a_cycle_that_only_claims_or_only_finishes(kind: Backend) {
         .finish_and_claim(
             runner,
             &Finished {
+                retried: Vec::new(),
                 completed: vec![],
                 failed: vec![
                     failure(first.claimed[0].lease, "late"),
@@ -302,6 +528,10 @@ fn a_cycle_that_only_claims_or_only_finishes(kind: Backend) {
     assert_unchanged(s, &tasks[2]);
 }
 
+/// Runners cycling on one queue: every task finished once, by one claim at a time. Every
+/// fifth task (by id) fails its first attempt and is retried by the cycle, every eleventh is
+/// retried whatever its attempt (so its second, its last, fails), every seventh fails when not
+/// retried; the others complete.
 fn runners_cycling_together_finish_every_task_once(kind: Backend) {
     let f = Fixture::with(
         kind,
@@ -312,7 +542,8 @@ fn runners_cycling_together_finish_every_task_once(kind: Backend) {
     );
     let wf = workflow();
     const TASKS: usize = 400;
-    ready_tasks(f.store(), wf, TASKS, 1);
+    ready_tasks(f.store(), wf, TASKS, 2);
+    let retry_at = f.now();
     let runners: Arc<Vec<Uuid>> = Arc::new((0..THREADS).map(|_| Uuid::now_v7()).collect());
     let results = {
         let runners = Arc::clone(&runners);
@@ -320,18 +551,23 @@ fn runners_cycling_together_finish_every_task_once(kind: Backend) {
             let runner = runners[i];
             let mut finished = Finished::default();
             let mut outcome: Vec<(Uuid, TaskStatus)> = Vec::new();
+            let mut retries: Vec<Uuid> = Vec::new();
             loop {
                 let cycle = store.finish_and_claim(runner, &finished, 8)?;
                 assert!(cycle.lost.is_empty(), "{:?}", cycle.lost);
                 outcome.extend(cycle.completed.iter().map(|t| (t.id, t.status)));
                 outcome.extend(cycle.failed.iter().map(|t| (t.id, t.status)));
-                if cycle.claimed.is_empty() {
-                    return Ok::<_, DalError>(outcome);
+                retries.extend(cycle.retried.iter().map(|t| t.id));
+                // Done when nothing was sent nor claimed: a retry sent is claimable next.
+                if cycle.claimed.is_empty() && finished.is_empty() {
+                    return Ok::<_, DalError>((outcome, retries));
                 }
-                // Every seventh task by id fails; the others complete.
                 finished = Finished::default();
                 for c in cycle.claimed {
-                    if c.task.id.as_u128() % 7 == 0 {
+                    let id = c.task.id.as_u128();
+                    if id % 11 == 0 || (id % 5 == 0 && c.task.attempt == 1) {
+                        finished.retried.push(retrial(c.lease, "flaky", retry_at));
+                    } else if id % 7 == 0 {
                         finished.failed.push(failure(c.lease, "seventh"));
                     } else {
                         finished.completed.push(c.lease);
@@ -341,36 +577,59 @@ fn runners_cycling_together_finish_every_task_once(kind: Backend) {
         })
     };
     let mut finished_by: HashMap<Uuid, TaskStatus> = HashMap::new();
+    let mut retried: Vec<Uuid> = Vec::new();
     for (i, result) in results.into_iter().enumerate() {
-        for (id, status) in result.unwrap_or_else(|e| panic!("{kind}: runner {i}: {e:?}")) {
+        let (outcome, retries) = result.unwrap_or_else(|e| panic!("{kind}: runner {i}: {e:?}"));
+        for (id, status) in outcome {
             assert!(
                 finished_by.insert(id, status).is_none(),
                 "{kind}: {id} finished twice"
             );
         }
+        retried.extend(retries);
     }
     assert_eq!(finished_by.len(), TASKS);
-    for row in f.store.list_for_workflow(wf).unwrap() {
-        let want = if row.id.as_u128() % 7 == 0 {
+    let rows = f.store.list_for_workflow(wf).unwrap();
+    let mut want_retried: Vec<Uuid> = rows
+        .iter()
+        .map(|row| row.id)
+        .filter(|id| id.as_u128() % 5 == 0 || id.as_u128() % 11 == 0)
+        .collect();
+    want_retried.sort();
+    retried.sort();
+    assert_eq!(retried, want_retried, "{kind}: each retried once");
+    for row in rows {
+        let id = row.id.as_u128();
+        let twice = id % 5 == 0 || id % 11 == 0;
+        let want = if id % 11 == 0 || id % 7 == 0 {
             Failed
         } else {
             Completed
         };
         assert_eq!((row.status, finished_by.get(&row.id)), (want, Some(&want)));
-        assert_eq!(row.claim_count, 1, "claimed once");
+        let attempts = if twice { 2 } else { 1 };
+        assert_eq!((row.claim_count, row.attempt), (attempts, attempts));
         let events = checked_history(&f, &row);
+        let last = if want == Failed {
+            EventType::Failed
+        } else {
+            EventType::Completed
+        };
+        let expected: Vec<EventType> = if twice {
+            vec![
+                EventType::Created,
+                EventType::Claimed,
+                EventType::RetryScheduled,
+                EventType::Claimed,
+                last,
+            ]
+        } else {
+            vec![EventType::Created, EventType::Claimed, last]
+        };
         if f.keeps_history() {
             assert_eq!(
                 events.iter().map(|e| e.event_type).collect::<Vec<_>>(),
-                [
-                    EventType::Created,
-                    EventType::Claimed,
-                    if want == Failed {
-                        EventType::Failed
-                    } else {
-                        EventType::Completed
-                    }
-                ]
+                expected
             );
         }
     }

@@ -53,6 +53,7 @@ fn no_write_leaves_an_event_with_the_history_off(kind: Backend) {
         .finish_and_claim(
             runner,
             &dal_core::Finished {
+                retried: Vec::new(),
                 completed: vec![claimed[0].lease],
                 failed: vec![dal_core::FailedTask {
                     lease: claimed[2].lease,

@@ -14,7 +14,8 @@ use std::thread;
 
 use chrono::TimeDelta;
 use dal_core::{
-    FailedTask, Finished, Lease, NewTaskExecution, TaskExecution, TaskExecutionStore, TaskStatus,
+    FailedTask, Finished, Lease, NewTaskExecution, RetriedTask, TaskExecution, TaskExecutionStore,
+    TaskStatus,
 };
 use uuid::Uuid;
 
@@ -88,8 +89,8 @@ fn batches_completed_in_opposite_orders_never_deadlock(kind: Backend) {
         backwards.reverse();
         let every_third: Vec<Lease> = leases.iter().step_by(3).copied().collect();
         let batches = [all, backwards, every_third];
-        // The third batch is a runner cycle: it completes half of its tasks, fails the other
-        // half and claims (nothing is Ready), locking the finished tasks together.
+        // The third batch is a runner cycle: it completes a third of its tasks, fails a third,
+        // retries a third and claims (nothing is Ready), locking the finished tasks together.
         let results: Vec<_> = batches
             .iter()
             .cloned()
@@ -102,20 +103,27 @@ fn batches_completed_in_opposite_orders_never_deadlock(kind: Backend) {
                     if i < 2 {
                         return store.complete_many(&batch).map(|c| (c.completed, c.lost));
                     }
-                    let (done, failed): (Vec<_>, Vec<_>) =
-                        batch.iter().enumerate().partition(|(j, _)| j % 2 == 0);
+                    // A third each: completed, failed, retried (on their only attempt:
+                    // failed by the cycle too).
+                    let third = |k: usize| batch.iter().skip(k).step_by(3).copied();
                     let finished = Finished {
-                        completed: done.into_iter().map(|(_, l)| *l).collect(),
-                        failed: failed
-                            .into_iter()
-                            .map(|(_, l)| FailedTask {
-                                lease: *l,
+                        completed: third(0).collect(),
+                        failed: third(1)
+                            .map(|lease| FailedTask {
+                                lease,
                                 error: "failed by the cycle".into(),
+                            })
+                            .collect(),
+                        retried: third(2)
+                            .map(|lease| RetriedTask {
+                                lease,
+                                error: "retried by the cycle".into(),
+                                retry_at: chrono::DateTime::UNIX_EPOCH,
                             })
                             .collect(),
                     };
                     store.finish_and_claim(runner, &finished, 4).map(|c| {
-                        assert!(c.claimed.is_empty());
+                        assert!(c.claimed.is_empty() && c.retried.is_empty());
                         (c.completed.into_iter().chain(c.failed).collect(), c.lost)
                     })
                 })

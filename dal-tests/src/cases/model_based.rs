@@ -13,7 +13,7 @@ use std::fmt::Debug;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use dal_core::{
-    Clock, FailedTask, Finished, Lease, NewTaskExecution, PruneCursor, SubStatus,
+    Clock, FailedTask, Finished, Lease, NewTaskExecution, PruneCursor, RetriedTask, SubStatus,
     TaskExecutionStore, TaskStatus, Transition,
 };
 use proptest::prelude::*;
@@ -96,8 +96,15 @@ pub enum Op {
     Leased(usize, u8, usize),
     /// `complete_many` of some leases.
     CompleteMany(Vec<usize>),
-    /// `finish_and_claim(runner, completed leases, failed leases with a text, limit)`.
-    Cycle(usize, Vec<usize>, Vec<(usize, usize)>, u32),
+    /// `finish_and_claim(runner, completed leases, failed leases with a text, limit, retried
+    /// leases with a text, due from 30 s before now to 50 s after)`.
+    Cycle(
+        usize,
+        Vec<usize>,
+        Vec<(usize, usize)>,
+        u32,
+        Vec<(usize, usize)>,
+    ),
     /// `recover_stale_claims(now - secs, max)`.
     Sweep(i64, i32),
     /// A read.
@@ -142,16 +149,17 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// A runner cycle: a runner, some leases to complete and some to fail (often of other runners
-/// or repeated, refused), a claim limit in `limits`.
+/// A runner cycle: a runner, some leases to complete, some to fail and some to retry (often of
+/// other runners or repeated, refused), a claim limit in `limits`.
 fn cycle(limits: std::ops::Range<u32>) -> impl Strategy<Value = Op> {
     (
         0..3usize,
         proptest::collection::vec(any::<usize>(), 0..4),
         proptest::collection::vec((any::<usize>(), 0..5usize), 0..3),
         limits,
+        proptest::collection::vec((any::<usize>(), 0..5usize), 0..3),
     )
-        .prop_map(|(r, done, failed, limit)| Op::Cycle(r, done, failed, limit))
+        .prop_map(|(r, done, failed, limit, retried)| Op::Cycle(r, done, failed, limit, retried))
 }
 
 /// A retention batch: a cut-off from 1 min after the current time to 90 s before it, a small
@@ -537,12 +545,20 @@ pub fn run_sequence(f: &Fixture, ops: &[Op]) -> Result<(), String> {
                     model.complete_many(&batch),
                 )?;
             }
-            Op::Cycle(runner, done, failed, limit) => {
+            Op::Cycle(runner, done, failed, limit, retried) => {
                 let pick_lease = |i: &usize| leases[i % leases.len()];
                 let finished = if leases.is_empty() {
                     Finished::default()
                 } else {
                     Finished {
+                        retried: retried
+                            .iter()
+                            .map(|(i, text)| RetriedTask {
+                                lease: pick_lease(i),
+                                error: TEXTS[text % TEXTS.len()].to_owned(),
+                                retry_at: now + TimeDelta::seconds(20 * *text as i64 - 30),
+                            })
+                            .collect(),
                         completed: done.iter().map(pick_lease).collect(),
                         failed: failed
                             .iter()

@@ -5,8 +5,8 @@
 use std::fmt::Write as _;
 
 use dal_core::{
-    FailedTask, Finished, NewTaskExecution, PruneCursor, Pruned, TaskExecution, TaskExecutionStore,
-    TaskStatus, validate,
+    FailedTask, Finished, NewTaskExecution, PruneCursor, Pruned, RetriedTask, TaskExecution,
+    TaskExecutionStore, TaskStatus, validate,
 };
 use uuid::Uuid;
 
@@ -310,14 +310,18 @@ fn run_claims(f: &Fixture, pass: usize, measure: &mut dyn FnMut(Operation, &mut 
     measure(Operation::CompleteMany30, &mut || {
         assert_eq!(s.complete_many(&batch).unwrap().completed.len(), 30)
     });
-    // Runner cycles: 64 claimed, then finished 30 (and 28 + 2 failed) while claiming 32 more.
-    ready_tasks(s, workflow(), 130, 1);
-    let held = s.claim_ready(runner, 64).unwrap();
+    // Runner cycles: 94 claimed, then finished 30 (and 28 + 2 failed, and 28 + 2 retried)
+    // while claiming 32 more.
+    ready_tasks(s, workflow(), 190, 2);
+    // In two claims, whose events' shapes (64 and 32 rows on SQLite) other operations use too.
+    let mut held = s.claim_ready(runner, 64).unwrap();
+    held.extend(s.claim_ready(runner, 30).unwrap());
     let leases = |range: std::ops::Range<usize>| -> Vec<dal_core::Lease> {
         held[range].iter().map(|c| c.lease).collect()
     };
     let mut next = Vec::new();
     let finished = Finished {
+        retried: Vec::new(),
         completed: leases(0..30),
         failed: Vec::new(),
     };
@@ -327,6 +331,7 @@ fn run_claims(f: &Fixture, pass: usize, measure: &mut dyn FnMut(Operation, &mut 
         next.extend(cycle.claimed.into_iter().map(|c| c.lease));
     });
     let finished = Finished {
+        retried: Vec::new(),
         completed: leases(30..58),
         failed: held[58..60]
             .iter()
@@ -348,14 +353,38 @@ fn run_claims(f: &Fixture, pass: usize, measure: &mut dyn FnMut(Operation, &mut 
         );
         next.extend(cycle.claimed.into_iter().map(|c| c.lease));
     });
+    let finished = Finished {
+        retried: held[88..90]
+            .iter()
+            .map(|c| RetriedTask {
+                lease: c.lease,
+                error: "e".into(),
+                retry_at: f.now() + chrono::TimeDelta::hours(1),
+            })
+            .collect(),
+        completed: leases(60..88),
+        failed: Vec::new(),
+    };
+    measure(Operation::FinishAndClaimRetrying, &mut || {
+        let cycle = s.finish_and_claim(runner, &finished, 32).unwrap();
+        assert_eq!(
+            (
+                cycle.completed.len(),
+                cycle.retried.len(),
+                cycle.claimed.len()
+            ),
+            (28, 2, 32)
+        );
+        next.extend(cycle.claimed.into_iter().map(|c| c.lease));
+    });
     measure(Operation::FinishAndClaimNothing, &mut || {
         assert_eq!(
             s.finish_and_claim(runner, &Finished::default(), 0).unwrap(),
             dal_core::Cycle::default()
         )
     });
-    next.extend(leases(60..64));
-    assert_eq!(s.complete_many(&next).unwrap().completed.len(), 68);
+    next.extend(leases(90..94));
+    assert_eq!(s.complete_many(&next).unwrap().completed.len(), 100);
     // Only the 1,000 are claimed now; they go stale.
     f.clock.advance(chrono::TimeDelta::minutes(1));
     let threshold = f.now() - chrono::TimeDelta::seconds(30);
