@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use criterion::{BatchSize, BenchmarkId, Criterion};
 use dal_benches::env::{BenchEnv, backends};
-use dal_core::{Finished, Lease, NewTaskExecution, TaskStatus};
+use dal_core::{Finished, Lease, NewTaskExecution, RetriedTask, TaskStatus};
 use uuid::Uuid;
 
 static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -190,6 +190,91 @@ fn runner_cycle(c: &mut Criterion, env: &BenchEnv) {
     group.finish();
 }
 
+/// A runner's turn with two of its 32 tasks failed and retried: one `finish_and_claim` that
+/// completes 30, retries 2 and claims the next 32, against a `fail_and_retry` for each of the
+/// two, then `finish_and_claim` of the 30 (the retries an hour away, so that no claim takes
+/// them).
+fn runner_cycle_retrying(c: &mut Criterion, env: &BenchEnv) {
+    let mut group = c.benchmark_group(format!("{}/runner_cycle_retrying", env.kind));
+    let runner = Uuid::now_v7();
+    let later = || chrono::Utc::now() + chrono::TimeDelta::hours(1);
+    let held = || {
+        let retryable = |news: Vec<NewTaskExecution>| -> Vec<NewTaskExecution> {
+            news.into_iter().map(|n| n.with_max_attempts(3)).collect()
+        };
+        env.store
+            .create_many(&retryable(news(32, TaskStatus::Ready)))
+            .unwrap();
+        let mut leases: Vec<Lease> = env
+            .store
+            .claim_ready(runner, 32)
+            .unwrap()
+            .into_iter()
+            .map(|c| c.lease)
+            .collect();
+        assert_eq!(leases.len(), 32);
+        env.store.create_many(&news(32, TaskStatus::Ready)).unwrap();
+        let retried = leases
+            .split_off(30)
+            .into_iter()
+            .map(|lease| RetriedTask {
+                lease,
+                error: "e".into(),
+                retry_at: later(),
+            })
+            .collect();
+        Finished {
+            retried,
+            completed: leases,
+            failed: Vec::new(),
+        }
+    };
+    let finish = |next: Vec<Lease>| assert_eq!(env.store.complete_many(&next).unwrap().lost, []);
+    group.bench_function("finish_and_claim", |b| {
+        b.iter_batched(
+            held,
+            |finished| {
+                let cycle = env.store.finish_and_claim(runner, &finished, 32).unwrap();
+                assert_eq!(
+                    (
+                        cycle.completed.len(),
+                        cycle.retried.len(),
+                        cycle.claimed.len()
+                    ),
+                    (30, 2, 32)
+                );
+                cycle.claimed
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    finish_claimed(env, runner, &finish);
+    group.bench_function("fail_and_retry_each_then_finish_and_claim", |b| {
+        b.iter_batched(
+            held,
+            |finished| {
+                for r in &finished.retried {
+                    let retried = env
+                        .store
+                        .fail_and_retry(&r.lease, &r.error, r.retry_at)
+                        .unwrap();
+                    assert_eq!(retried.attempt, 2);
+                }
+                let completed = Finished {
+                    retried: Vec::new(),
+                    ..finished
+                };
+                let cycle = env.store.finish_and_claim(runner, &completed, 32).unwrap();
+                assert_eq!((cycle.completed.len(), cycle.claimed.len()), (30, 32));
+                cycle.claimed
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    finish_claimed(env, runner, &finish);
+    group.finish();
+}
+
 /// A failed attempt retried: one `fail_and_retry` against `fail` then `schedule_retry`, each on
 /// a task claimed for it (its retry an hour away, so that no later claim takes it).
 fn retry_after_failure(c: &mut Criterion, env: &BenchEnv) {
@@ -302,6 +387,7 @@ fn main() {
         create_many(&mut c, &env);
         claim(&mut c, &env);
         runner_cycle(&mut c, &env);
+        runner_cycle_retrying(&mut c, &env);
         retry_after_failure(&mut c, &env);
         read_rows(&mut c, &env);
         task_life(&mut c, &env);
