@@ -131,28 +131,36 @@ fn claim(c: &mut Criterion, env: &BenchEnv) {
     group.finish();
 }
 
+/// 32 tasks of `max_attempts` claimed by `runner` (their leases), and 32 more ready for the
+/// next claim.
+fn claimed_32(env: &BenchEnv, runner: Uuid, max_attempts: i32) -> Vec<Lease> {
+    let tasks: Vec<NewTaskExecution> = news(32, TaskStatus::Ready)
+        .into_iter()
+        .map(|n| n.with_max_attempts(max_attempts))
+        .collect();
+    env.store.create_many(&tasks).unwrap();
+    let leases: Vec<Lease> = env
+        .store
+        .claim_ready(runner, 32)
+        .unwrap()
+        .into_iter()
+        .map(|c| c.lease)
+        .collect();
+    assert_eq!(leases.len(), 32);
+    env.store.create_many(&news(32, TaskStatus::Ready)).unwrap();
+    leases
+}
+
 /// A runner's turn: finish 32 claimed tasks and claim the next 32, as one `finish_and_claim`
 /// or as `complete_many` then `claim_ready`.
 fn runner_cycle(c: &mut Criterion, env: &BenchEnv) {
     let mut group = c.benchmark_group(format!("{}/runner_cycle_32", env.kind));
     let runner = Uuid::now_v7();
     // 32 claimed by the runner, and 32 more ready.
-    let held = || {
-        env.store.create_many(&news(32, TaskStatus::Ready)).unwrap();
-        let leases: Vec<Lease> = env
-            .store
-            .claim_ready(runner, 32)
-            .unwrap()
-            .into_iter()
-            .map(|c| c.lease)
-            .collect();
-        assert_eq!(leases.len(), 32);
-        env.store.create_many(&news(32, TaskStatus::Ready)).unwrap();
-        Finished {
-            retried: Vec::new(),
-            completed: leases,
-            failed: Vec::new(),
-        }
+    let held = || Finished {
+        retried: Vec::new(),
+        completed: claimed_32(env, runner, 1),
+        failed: Vec::new(),
     };
     let finish = |next: Vec<Lease>| assert_eq!(env.store.complete_many(&next).unwrap().lost, []);
     group.bench_function("finish_and_claim", |b| {
@@ -199,21 +207,7 @@ fn runner_cycle_retrying(c: &mut Criterion, env: &BenchEnv) {
     let runner = Uuid::now_v7();
     let later = || chrono::Utc::now() + chrono::TimeDelta::hours(1);
     let held = || {
-        let retryable = |news: Vec<NewTaskExecution>| -> Vec<NewTaskExecution> {
-            news.into_iter().map(|n| n.with_max_attempts(3)).collect()
-        };
-        env.store
-            .create_many(&retryable(news(32, TaskStatus::Ready)))
-            .unwrap();
-        let mut leases: Vec<Lease> = env
-            .store
-            .claim_ready(runner, 32)
-            .unwrap()
-            .into_iter()
-            .map(|c| c.lease)
-            .collect();
-        assert_eq!(leases.len(), 32);
-        env.store.create_many(&news(32, TaskStatus::Ready)).unwrap();
+        let mut leases = claimed_32(env, runner, 3);
         let retried = leases
             .split_off(30)
             .into_iter()

@@ -585,6 +585,13 @@ impl Model {
         if t.attempt >= t.max_attempts {
             return Err(Failure::RetriesExhausted(t.id, t.attempt, t.max_attempts));
         }
+        self.fail_and_retry_at(i, error, retry_at, lease.runner_id);
+        Ok(self.tasks[i].clone())
+    }
+
+    /// Task `i`'s failed attempt ended by `runner` and its next queued at `retry_at`, as
+    /// `fail_and_retry` and a runner cycle's retry leave it, with its event.
+    fn fail_and_retry_at(&mut self, i: usize, error: &str, retry_at: DateTime<Utc>, runner: Uuid) {
         let (now, retry_at) = (self.now, to_micros(retry_at));
         let t = &mut self.tasks[i];
         retry(t, retry_at);
@@ -594,8 +601,7 @@ impl Model {
         let mut data = serde_json::Map::new();
         data.insert("retry_at".into(), time_value(retry_at));
         data.insert("error".into(), error.into());
-        self.log(i, EventType::RetryScheduled, data, Some(lease.runner_id));
-        Ok(self.tasks[i].clone())
+        self.log(i, EventType::RetryScheduled, data, Some(runner));
     }
 
     /// `release`.
@@ -680,33 +686,32 @@ impl Model {
             seen.entry(l.task_id)
                 .or_insert_with(|| format!("finished.completed[{i}]"));
         }
-        for (i, f) in finished.failed.iter().enumerate() {
-            if f.lease.runner_id != runner {
-                return invalid(
-                    format!("finished.failed[{i}].lease.runner_id"),
-                    Problem::NotTheSameRunner,
-                );
+        // The failures, then the retries: each of the runner, with a valid error (and retry
+        // time), finished once.
+        let failures = finished
+            .failed
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (format!("finished.failed[{i}]"), &f.lease, &f.error, None));
+        let retries = finished.retried.iter().enumerate().map(|(i, r)| {
+            (
+                format!("finished.retried[{i}]"),
+                &r.lease,
+                &r.error,
+                Some(r.retry_at),
+            )
+        });
+        for (at, lease, error, retry_at) in failures.chain(retries) {
+            if lease.runner_id != runner {
+                return invalid(format!("{at}.lease.runner_id"), Problem::NotTheSameRunner);
             }
-            validate::message(&format!("finished.failed[{i}].error"), &f.error)?;
-            if let Some(first) = seen.insert(f.lease.task_id, format!("finished.failed[{i}]")) {
-                return invalid(
-                    format!("finished.failed[{i}].lease.task_id"),
-                    Problem::FinishedTwice { first },
-                );
+            validate::message(&format!("{at}.error"), error)?;
+            if let Some(retry_at) = retry_at {
+                validate::time(&format!("{at}.retry_at"), retry_at)?;
             }
-        }
-        for (i, r) in finished.retried.iter().enumerate() {
-            if r.lease.runner_id != runner {
+            if let Some(first) = seen.insert(lease.task_id, at.clone()) {
                 return invalid(
-                    format!("finished.retried[{i}].lease.runner_id"),
-                    Problem::NotTheSameRunner,
-                );
-            }
-            validate::message(&format!("finished.retried[{i}].error"), &r.error)?;
-            validate::time(&format!("finished.retried[{i}].retry_at"), r.retry_at)?;
-            if let Some(first) = seen.insert(r.lease.task_id, format!("finished.retried[{i}]")) {
-                return invalid(
-                    format!("finished.retried[{i}].lease.task_id"),
+                    format!("{at}.lease.task_id"),
                     Problem::FinishedTwice { first },
                 );
             }
@@ -767,16 +772,7 @@ impl Model {
                     cycle.failed.push(self.tasks[i].clone());
                 }
                 Some(Finish::Retry(error, retry_at)) => {
-                    let retry_at = to_micros(retry_at);
-                    let t = &mut self.tasks[i];
-                    retry(t, retry_at);
-                    t.last_error = Some(error.to_owned());
-                    t.updated_at = now;
-                    self.requeue(i);
-                    let mut data = serde_json::Map::new();
-                    data.insert("retry_at".into(), time_value(retry_at));
-                    data.insert("error".into(), error.into());
-                    self.log(i, EventType::RetryScheduled, data, Some(runner));
+                    self.fail_and_retry_at(i, error, retry_at, runner);
                     cycle.retried.push(self.tasks[i].clone());
                 }
                 None => cycle.claimed.push(self.claim(i, runner)),

@@ -183,34 +183,32 @@ fn cycle_plan<'a>(
             .entry(lease.task_id)
             .or_insert_with(|| format!("finished.completed[{i}]"));
     }
-    for (i, failure) in finished.failed.iter().enumerate() {
-        if failure.lease.runner_id != runner_id {
-            return Err(not_the_runner(format!(
-                "finished.failed[{i}].lease.runner_id"
-            )));
+    // The failures, then the retries: each of the runner, with a valid error (and retry time),
+    // finished once.
+    let failures = finished
+        .failed
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (format!("finished.failed[{i}]"), &f.lease, &f.error, None));
+    let retries = finished.retried.iter().enumerate().map(|(i, r)| {
+        (
+            format!("finished.retried[{i}]"),
+            &r.lease,
+            &r.error,
+            Some(r.retry_at),
+        )
+    });
+    for (at, lease, error, retry_at) in failures.chain(retries) {
+        if lease.runner_id != runner_id {
+            return Err(not_the_runner(format!("{at}.lease.runner_id")));
         }
-        validate::message(&format!("finished.failed[{i}].error"), &failure.error)?;
-        if let Some(earlier) = first.insert(failure.lease.task_id, format!("finished.failed[{i}]"))
-        {
+        validate::message(&format!("{at}.error"), error)?;
+        if let Some(retry_at) = retry_at {
+            validate::time(&format!("{at}.retry_at"), retry_at)?;
+        }
+        if let Some(earlier) = first.insert(lease.task_id, at.clone()) {
             return Err(ValidationError::new(
-                format!("finished.failed[{i}].lease.task_id"),
-                Problem::FinishedTwice { first: earlier },
-            )
-            .into());
-        }
-    }
-    for (i, retried) in finished.retried.iter().enumerate() {
-        if retried.lease.runner_id != runner_id {
-            return Err(not_the_runner(format!(
-                "finished.retried[{i}].lease.runner_id"
-            )));
-        }
-        validate::message(&format!("finished.retried[{i}].error"), &retried.error)?;
-        validate::time(&format!("finished.retried[{i}].retry_at"), retried.retry_at)?;
-        if let Some(earlier) = first.insert(retried.lease.task_id, format!("finished.retried[{i}]"))
-        {
-            return Err(ValidationError::new(
-                format!("finished.retried[{i}].lease.task_id"),
+                format!("{at}.lease.task_id"),
                 Problem::FinishedTwice { first: earlier },
             )
             .into());

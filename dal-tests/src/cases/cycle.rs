@@ -53,6 +53,31 @@ fn claimed_at(
     }
 }
 
+/// The events a cycle wrote (`new`): one per changed task, as `expected` lists them (task,
+/// type, data), in task id order, all of `runner` at `now` in workflow execution `wf`; none
+/// with the history off.
+fn cycle_events(
+    f: &Fixture,
+    new: &[dal_core::ExecutionEvent],
+    mut expected: Vec<(Uuid, EventType, serde_json::Value)>,
+    (runner, now, wf): (Uuid, chrono::DateTime<chrono::Utc>, Uuid),
+) {
+    expected.sort_by_key(|(id, _, _)| *id);
+    if !f.keeps_history() {
+        expected.clear();
+    }
+    assert_eq!(
+        new.iter()
+            .map(|e| (e.task_execution_id, e.event_type, e.event_data.clone()))
+            .collect::<Vec<_>>(),
+        expected
+    );
+    for e in new {
+        assert_eq!((e.runner_id, e.created_at), (Some(runner), now));
+        assert_eq!(e.workflow_execution_id, wf);
+    }
+}
+
 fn a_cycle_finishes_a_batch_and_claims_the_next_as_one_change(kind: Backend) {
     let f = Fixture::new(kind);
     let s = f.store();
@@ -138,7 +163,7 @@ fn a_cycle_finishes_a_batch_and_claims_the_next_as_one_change(kind: Backend) {
     // One event per changed task, of its outcome, all of the runner at `now`, in task id order.
     let events = s.events_for_workflow(wf, None, 1_000).unwrap();
     let new = &events[events_before..];
-    let mut expected: Vec<(Uuid, EventType, serde_json::Value)> = completed
+    let expected: Vec<(Uuid, EventType, serde_json::Value)> = completed
         .iter()
         .map(|t| (t.id, EventType::Completed, counters(1, 1, 0)))
         .chain([(failed.id, EventType::Failed, {
@@ -152,20 +177,7 @@ fn a_cycle_finishes_a_batch_and_claims_the_next_as_one_change(kind: Backend) {
                 .map(|t| (t.id, EventType::Claimed, counters(1, 1, 0))),
         )
         .collect();
-    expected.sort_by_key(|(id, _, _)| *id);
-    if !f.keeps_history() {
-        expected.clear();
-    }
-    assert_eq!(
-        new.iter()
-            .map(|e| (e.task_execution_id, e.event_type, e.event_data.clone()))
-            .collect::<Vec<_>>(),
-        expected
-    );
-    for e in new {
-        assert_eq!((e.runner_id, e.created_at), (Some(runner), now));
-        assert_eq!(e.workflow_execution_id, wf);
-    }
+    cycle_events(&f, new, expected, (runner, now, wf));
     for row in completed.iter().chain([&failed]).chain(&claimed) {
         checked_history(&f, row);
     }
@@ -287,7 +299,7 @@ fn a_cycle_retries_failed_attempts_and_fails_the_last(kind: Backend) {
         data["error"] = json!(error);
         data
     };
-    let mut expected: Vec<(Uuid, EventType, serde_json::Value)> = vec![
+    let expected: Vec<(Uuid, EventType, serde_json::Value)> = vec![
         (
             a.task.id,
             EventType::RetryScheduled,
@@ -305,19 +317,7 @@ fn a_cycle_retries_failed_attempts_and_fails_the_last(kind: Backend) {
         }),
         (fresh.id, EventType::Claimed, counters(1, 1, 0)),
     ];
-    expected.sort_by_key(|(id, _, _)| *id);
-    if !f.keeps_history() {
-        expected.clear();
-    }
-    assert_eq!(
-        new.iter()
-            .map(|e| (e.task_execution_id, e.event_type, e.event_data.clone()))
-            .collect::<Vec<_>>(),
-        expected
-    );
-    for e in new {
-        assert_eq!((e.runner_id, e.created_at), (Some(runner), now));
-    }
+    cycle_events(&f, new, expected, (runner, now, wf));
     for row in retried.iter().chain([&failed, &claimed]) {
         checked_history(&f, row);
     }
