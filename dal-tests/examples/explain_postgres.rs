@@ -19,7 +19,9 @@
 use std::process::ExitCode;
 
 use chrono::{TimeDelta, Utc};
-use dal_postgres::{ClaimStore, Options, RetentionStore, TaskStore, WorkflowReads};
+use dal_postgres::{
+    ClaimStore, Finished, Options, RetentionStore, RetriedTask, TaskStore, WorkflowReads,
+};
 use diesel::{Connection, PgConnection, RunQueryDsl};
 
 const SCHEMA: &str = "dal_explain";
@@ -172,6 +174,29 @@ fn run(url: &str) -> Result<(), Box<dyn std::error::Error>> {
     step("complete_many (32 leases)")?;
     let leases: Vec<_> = claimed.iter().map(|c| c.lease).collect();
     store.complete_many(&leases)?;
+    let runner = uuid::Uuid::now_v7();
+    let mut held: Vec<_> = store
+        .claim_ready(runner, 32)?
+        .into_iter()
+        .map(|c| c.lease)
+        .collect();
+    let retried = held
+        .split_off(held.len().saturating_sub(2))
+        .into_iter()
+        .map(|lease| RetriedTask {
+            lease,
+            error: "retried".into(),
+            retry_at: Utc::now() + TimeDelta::minutes(1),
+        })
+        .collect();
+    step("finish_and_claim (30 completed, 2 retried, 32 claimed)")?;
+    let finished = Finished {
+        completed: held,
+        failed: Vec::new(),
+        retried,
+    };
+    // What it claims stays claimed, with a fresh heartbeat: no sweep below touches it.
+    store.finish_and_claim(runner, &finished, 32)?;
     step("recover_stale_claims (heartbeat older than 10 minutes)")?;
     store.recover_stale_claims(Utc::now() - TimeDelta::minutes(10), 3)?;
     step("prune_finished (1,000 finished tasks scanned)")?;
