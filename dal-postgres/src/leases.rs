@@ -54,6 +54,11 @@ struct Outcomes {
 pub(crate) fn held_by(leases: &[Lease], from: StatusSet) -> HeldBy {
     let mut sorted = leases.to_vec();
     sorted.sort_unstable_by_key(|l| (l.task_id, l.runner_id, l.claim));
+    of_sorted(&sorted, from)
+}
+
+/// [`held_by`] of leases already in its order.
+fn of_sorted(sorted: &[Lease], from: StatusSet) -> HeldBy {
     HeldBy {
         ids: sorted.iter().map(|l| l.task_id).collect(),
         runners: sorted.iter().map(|l| l.runner_id).collect(),
@@ -116,7 +121,7 @@ pub(crate) fn held_for_cycle(cycle: &CyclePlan<'_>, from: StatusSet) -> HeldBy {
     }
     HeldBy {
         outcomes: Some(outcomes),
-        ..held_by(&leases, from)
+        ..of_sorted(&leases, from)
     }
 }
 
