@@ -175,3 +175,34 @@ fn retention_of_unfinished_work_fails() {
         vec![TERMINAL]
     );
 }
+
+#[test]
+fn a_run_reports_when_creation_ended_and_the_claims_that_found_nothing() {
+    // One task and four runners: whichever runner claims it, the others find the queue
+    // empty (before the task is created or after it is claimed) and wait.
+    let args = Args::parse_from([
+        "workload",
+        "--quiet",
+        "--workflows",
+        "1",
+        "--tasks-per-workflow",
+        "1",
+        "--runners",
+        "4",
+        "--crashing-runners",
+        "0",
+        "--fail-rate",
+        "0",
+    ]);
+    let (target, finished) = run_on_sqlite(&args);
+    assert!(finished.creation > std::time::Duration::ZERO);
+    assert!(finished.creation <= finished.elapsed);
+    let outcomes = finished.outcomes.snapshot();
+    assert_eq!(outcomes["claims"], 1);
+    assert_eq!(outcomes["completed"], 1);
+    assert!(outcomes["empty_claims"] > 0, "{outcomes:?}");
+    assert_eq!(
+        failing(&target, &finished.ledger, &finished.outcomes),
+        Vec::<&str>::new()
+    );
+}

@@ -154,6 +154,9 @@ pub struct Outcomes {
     pub pruned_tasks: AtomicU64,
     /// Execution events removed with them.
     pub pruned_events: AtomicU64,
+    /// Claims (and runner cycles) that found no task due: the runner waited 1 ms and asked
+    /// again. Many of them mean the runners outpaced the creator.
+    pub empty_claims: AtomicU64,
 }
 
 impl Outcomes {
@@ -183,6 +186,7 @@ impl Outcomes {
             ("pruned_workflows", get(&self.pruned_workflows)),
             ("pruned_tasks", get(&self.pruned_tasks)),
             ("pruned_events", get(&self.pruned_events)),
+            ("empty_claims", get(&self.empty_claims)),
         ])
     }
 }

@@ -194,6 +194,7 @@ fn execute_in(target: &Target, args: &Args) -> Result<Report, String> {
         crash_rate: args.crash_rate,
         retention: args.retention.clone(),
         elapsed_s,
+        creation_s: finished.creation.as_secs_f64(),
         tasks_per_second: tasks_run as f64 / elapsed_s,
         statements,
         statements_per_task: statements as f64 / tasks_run as f64,

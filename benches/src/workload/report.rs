@@ -44,6 +44,9 @@ pub struct Report {
     pub retention: Retention,
     /// Seconds from the first create to the last task's end.
     pub elapsed_s: f64,
+    /// Seconds from the first create to the end of the last creation batch: a run whose
+    /// runners keep up with the creator ends soon after.
+    pub creation_s: f64,
     /// Tasks through their whole life per second (of `tasks_run`).
     pub tasks_per_second: f64,
     /// Statements sent during the run (Diesel instrumentation; `BEGIN`/`COMMIT` included).
@@ -112,8 +115,8 @@ impl Report {
         };
         let _ = writeln!(
             out,
-            "  {:.0} tasks/s through their whole life ({} tasks in {:.2} s)",
-            self.tasks_per_second, self.tasks_run, self.elapsed_s
+            "  {:.0} tasks/s through their whole life ({} tasks in {:.2} s, the last created after {:.2} s)",
+            self.tasks_per_second, self.tasks_run, self.elapsed_s, self.creation_s
         );
         let _ = writeln!(
             out,

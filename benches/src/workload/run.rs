@@ -27,6 +27,8 @@ pub struct Finished {
     pub ledger: Arc<Ledger>,
     /// From the start of creation to the last task's end.
     pub elapsed: Duration,
+    /// From the start of creation to the end of the last creation batch.
+    pub creation: Duration,
     /// Latencies of every thread.
     pub latencies: Arc<Collected>,
     /// Counted outcomes.
@@ -47,6 +49,9 @@ struct Shared {
     /// Tasks being executed right now, by any runner.
     executing: Mutex<HashSet<Uuid>>,
     error: Mutex<Option<String>>,
+    /// When the run started, and how long after it the creator finished.
+    start: Instant,
+    creation: Mutex<Duration>,
 }
 
 impl Shared {
@@ -136,6 +141,8 @@ pub fn run(
         latencies: Arc::new(Collected::default()),
         executing: Mutex::new(HashSet::new()),
         error: Mutex::new(None),
+        start: Instant::now(),
+        creation: Mutex::new(Duration::ZERO),
     });
     let progress = if args.quiet {
         ProgressBar::hidden()
@@ -150,7 +157,7 @@ pub fn run(
         .progress_chars("=> "),
     );
 
-    let start = Instant::now();
+    let start = shared.start;
     retry(&shared, &plan.retries);
     let mut threads = Vec::new();
     {
@@ -192,9 +199,14 @@ pub fn run(
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .take();
+    let creation = *shared
+        .creation
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
     Finished {
         ledger,
         elapsed,
+        creation,
         latencies: Arc::clone(&shared.latencies),
         outcomes: Arc::clone(&shared.outcomes),
         error,
@@ -257,6 +269,10 @@ fn create(shared: &Shared, batches: &[(u64, Vec<Uuid>)], mut recorder: Option<Re
             break;
         }
     }
+    *shared
+        .creation
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner) = shared.start.elapsed();
     shared.latencies.add(&latencies);
 }
 
@@ -333,6 +349,7 @@ fn runner(shared: &Shared, index: usize) {
             }
         };
         if claimed.is_empty() {
+            Outcomes::add(&outcomes.empty_claims);
             thread::sleep(Duration::from_millis(1));
             continue;
         }
