@@ -49,9 +49,6 @@ struct Shared {
     /// Tasks being executed right now, by any runner.
     executing: Mutex<HashSet<Uuid>>,
     error: Mutex<Option<String>>,
-    /// When the run started, and how long after it the creator finished.
-    start: Instant,
-    creation: Mutex<Duration>,
 }
 
 impl Shared {
@@ -141,8 +138,6 @@ pub fn run(
         latencies: Arc::new(Collected::default()),
         executing: Mutex::new(HashSet::new()),
         error: Mutex::new(None),
-        start: Instant::now(),
-        creation: Mutex::new(Duration::ZERO),
     });
     let progress = if args.quiet {
         ProgressBar::hidden()
@@ -157,17 +152,17 @@ pub fn run(
         .progress_chars("=> "),
     );
 
-    let start = shared.start;
+    let start = Instant::now();
     retry(&shared, &plan.retries);
-    let mut threads = Vec::new();
-    {
+    let creator = {
         let shared = Arc::clone(&shared);
         let batches: Vec<(u64, Vec<Uuid>)> = plan
             .batches_to_create()
             .map(|(number, batch)| (number, batch.to_vec()))
             .collect();
-        threads.push(thread::spawn(move || create(&shared, &batches, recorder)));
-    }
+        thread::spawn(move || create(&shared, &batches, recorder, start))
+    };
+    let mut threads = Vec::new();
     for index in 0..args.runners as usize {
         let shared = Arc::clone(&shared);
         threads.push(thread::spawn(move || runner(&shared, index)));
@@ -186,10 +181,17 @@ pub fn run(
     }
     let elapsed = start.elapsed();
     shared.stop.store(true, Ordering::Relaxed);
+    let panicked = || {
+        let mut slot = shared.error.lock().unwrap_or_else(PoisonError::into_inner);
+        slot.get_or_insert_with(|| "a workload thread panicked".to_owned());
+    };
+    let creation = creator.join().unwrap_or_else(|_| {
+        panicked();
+        Duration::ZERO
+    });
     for thread in threads {
         if thread.join().is_err() {
-            let mut slot = shared.error.lock().unwrap_or_else(PoisonError::into_inner);
-            slot.get_or_insert_with(|| "a workload thread panicked".to_owned());
+            panicked();
         }
     }
     progress.set_position(ledger.finished_tasks());
@@ -199,10 +201,6 @@ pub fn run(
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .take();
-    let creation = *shared
-        .creation
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner);
     Finished {
         ledger,
         elapsed,
@@ -232,8 +230,13 @@ fn retry(shared: &Shared, retries: &[Retry]) {
 }
 
 /// The scheduler's part: creates the workflows' tasks, `Ready`, a batch of workflows at a time,
-/// and records each batch made.
-fn create(shared: &Shared, batches: &[(u64, Vec<Uuid>)], mut recorder: Option<Recorder>) {
+/// and records each batch made. Returns how long after `start` it ended.
+fn create(
+    shared: &Shared,
+    batches: &[(u64, Vec<Uuid>)],
+    mut recorder: Option<Recorder>,
+    start: Instant,
+) -> Duration {
     let mut latencies = Latencies::default();
     let args = &shared.args;
     let pause = Duration::from_millis(args.create_pause_ms);
@@ -269,11 +272,8 @@ fn create(shared: &Shared, batches: &[(u64, Vec<Uuid>)], mut recorder: Option<Re
             break;
         }
     }
-    *shared
-        .creation
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner) = shared.start.elapsed();
     shared.latencies.add(&latencies);
+    start.elapsed()
 }
 
 /// One runner: claims a batch, executes it, fails (and retries) what fails and completes the
