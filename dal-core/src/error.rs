@@ -313,7 +313,8 @@ pub enum Problem {
         /// The index of the first occurrence.
         first: usize,
     },
-    /// A runner cycle finishes the same task twice (failed, and completed or failed before).
+    /// A batch of leases (`complete_many`, a runner cycle) finishes the same task twice: by the
+    /// same lease or by two of its claims, in one list or in two.
     FinishedTwice {
         /// Where it was first finished, e.g. `finished.completed[2]`.
         first: String,

@@ -629,17 +629,25 @@ impl Model {
         let Some(first) = leases.first() else {
             return Ok(Completion::default());
         };
-        if let Some(other) = leases.iter().position(|l| l.runner_id != first.runner_id) {
-            return Err(Failure::Validation(
-                format!("leases[{other}].runner_id"),
-                Problem::NotTheSameRunner,
-            ));
+        for (i, lease) in leases.iter().enumerate() {
+            if lease.runner_id != first.runner_id {
+                return Err(Failure::Validation(
+                    format!("leases[{i}].runner_id"),
+                    Problem::NotTheSameRunner,
+                ));
+            }
+            if let Some(j) = leases[..i].iter().position(|l| l.task_id == lease.task_id) {
+                return Err(Failure::Validation(
+                    format!("leases[{i}].task_id"),
+                    Problem::FinishedTwice {
+                        first: format!("leases[{j}]"),
+                    },
+                ));
+            }
         }
         let mut done: Vec<usize> = Vec::new();
         for lease in leases {
-            if let Ok(i) = self.leased(lease, &[Running], Completed)
-                && !done.contains(&i)
-            {
+            if let Ok(i) = self.leased(lease, &[Running], Completed) {
                 done.push(i);
             }
         }
@@ -671,20 +679,15 @@ impl Model {
         limit: u32,
     ) -> Outcome<Cycle> {
         let invalid = |field: String, problem| Err(Failure::Validation(field, problem));
-        if let Some(i) = finished
-            .completed
-            .iter()
-            .position(|l| l.runner_id != runner)
-        {
-            return invalid(
-                format!("finished.completed[{i}].runner_id"),
-                Problem::NotTheSameRunner,
-            );
-        }
         let mut seen: HashMap<Uuid, String> = HashMap::new();
         for (i, l) in finished.completed.iter().enumerate() {
-            seen.entry(l.task_id)
-                .or_insert_with(|| format!("finished.completed[{i}]"));
+            let at = format!("finished.completed[{i}]");
+            if l.runner_id != runner {
+                return invalid(format!("{at}.runner_id"), Problem::NotTheSameRunner);
+            }
+            if let Some(first) = seen.insert(l.task_id, at.clone()) {
+                return invalid(format!("{at}.task_id"), Problem::FinishedTwice { first });
+            }
         }
         // The failures, then the retries: each of the runner, with a valid error (and retry
         // time), finished once.
@@ -720,9 +723,7 @@ impl Model {
         let mut changes: BTreeMap<Uuid, (usize, Finish<'_>)> = BTreeMap::new();
         for lease in &finished.completed {
             if let Ok(i) = self.leased(lease, &[Running], Completed) {
-                changes
-                    .entry(self.tasks[i].id)
-                    .or_insert((i, Finish::Complete));
+                changes.insert(self.tasks[i].id, (i, Finish::Complete));
             }
         }
         for f in &finished.failed {

@@ -92,8 +92,10 @@ pub trait ClaimStore: Send + Sync {
 
     /// Completes a runner's batch in one statement: every task whose lease in `leases` is still
     /// its current claim goes `Running` -> `Completed`, each with its event; the others are
-    /// left unchanged and returned as lost. All leases must be of one runner
-    /// ([`DalError::Validation`] otherwise); an empty batch returns at once.
+    /// left unchanged and returned as lost: each lease comes back exactly once. An empty batch
+    /// returns at once. Errors (nothing written): [`DalError::Validation`] when the leases are
+    /// not all of one runner ([`Problem::NotTheSameRunner`]) or name a task twice, even with
+    /// different claims ([`Problem::FinishedTwice`]).
     fn complete_many(&self, leases: &[Lease]) -> Result<Completion>;
 
     /// One runner cycle, as one atomic unit: completes the tasks of `finished.completed`,
@@ -114,7 +116,9 @@ pub trait ClaimStore: Send + Sync {
     ///
     /// Errors (nothing written): [`DalError::Validation`] when a lease is not `runner_id`'s
     /// ([`Problem::NotTheSameRunner`]), an error text or a retry time is invalid, or a task is
-    /// finished twice, in one list or in two ([`Problem::FinishedTwice`]).
+    /// finished twice, in one list or in two, by the same lease or by two of its claims
+    /// ([`Problem::FinishedTwice`]). Otherwise each lease comes back exactly once: in
+    /// `completed`, `failed`, `retried` or `lost`.
     fn finish_and_claim(&self, runner_id: Uuid, finished: &Finished, limit: u32) -> Result<Cycle>;
 
     /// Gives a claimed task back: -> `Ready`, claim and `started_at` cleared, no attempt counted
@@ -159,6 +163,11 @@ fn by_id_with(
     rows
 }
 
+/// `Validation(FinishedTwice)`: the task of `field` was finished first at `first`.
+fn finished_twice(field: String, first: String) -> DalError {
+    ValidationError::new(field, Problem::FinishedTwice { first }).into()
+}
+
 /// The plans of a runner cycle, after checking its input: every lease `runner_id`'s, every
 /// error and retry time valid, no failed or retried task finished twice.
 fn cycle_plan<'a>(
@@ -170,18 +179,17 @@ fn cycle_plan<'a>(
 ) -> Result<CyclePlan<'a>> {
     let not_the_runner =
         |field: String| DalError::from(ValidationError::new(field, Problem::NotTheSameRunner));
-    if let Some(i) = finished
-        .completed
-        .iter()
-        .position(|l| l.runner_id != runner_id)
-    {
-        return Err(not_the_runner(format!("finished.completed[{i}].runner_id")));
-    }
+    // Every lease of the runner, and every task finished once: each lease then comes back
+    // exactly once, in `completed`, `failed`, `retried` or `lost`.
     let mut first: std::collections::HashMap<Uuid, String> = std::collections::HashMap::new();
     for (i, lease) in finished.completed.iter().enumerate() {
-        first
-            .entry(lease.task_id)
-            .or_insert_with(|| format!("finished.completed[{i}]"));
+        let at = format!("finished.completed[{i}]");
+        if lease.runner_id != runner_id {
+            return Err(not_the_runner(format!("{at}.runner_id")));
+        }
+        if let Some(earlier) = first.insert(lease.task_id, at.clone()) {
+            return Err(finished_twice(format!("{at}.task_id"), earlier));
+        }
     }
     // The failures, then the retries: each of the runner, with a valid error (and retry time),
     // finished once.
@@ -207,11 +215,7 @@ fn cycle_plan<'a>(
             validate::time(&format!("{at}.retry_at"), retry_at)?;
         }
         if let Some(earlier) = first.insert(lease.task_id, at.clone()) {
-            return Err(ValidationError::new(
-                format!("{at}.lease.task_id"),
-                Problem::FinishedTwice { first: earlier },
-            )
-            .into());
+            return Err(finished_twice(format!("{at}.lease.task_id"), earlier));
         }
     }
     let runner = Lease {
@@ -322,12 +326,21 @@ impl<B: Backend> ClaimStore for Store<B> {
         let Some(first) = leases.first() else {
             return Ok(Completion::default());
         };
-        if let Some(other) = leases.iter().position(|l| l.runner_id != first.runner_id) {
-            return Err(ValidationError::new(
-                format!("leases[{other}].runner_id"),
-                Problem::NotTheSameRunner,
-            )
-            .into());
+        let mut seen = std::collections::HashMap::with_capacity(leases.len());
+        for (i, lease) in leases.iter().enumerate() {
+            if lease.runner_id != first.runner_id {
+                return Err(ValidationError::new(
+                    format!("leases[{i}].runner_id"),
+                    Problem::NotTheSameRunner,
+                )
+                .into());
+            }
+            if let Some(j) = seen.insert(lease.task_id, i) {
+                return Err(finished_twice(
+                    format!("leases[{i}].task_id"),
+                    format!("leases[{j}]"),
+                ));
+            }
         }
         let plan = self
             .history

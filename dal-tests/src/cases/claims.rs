@@ -456,6 +456,29 @@ fn complete_many_completes_the_batch_leases_that_still_hold(kind: Backend) {
     assert_eq!(counts.statements, 0);
     assert_unchanged(s, &mine.task);
     assert_unchanged(s, &theirs.task);
+    // A task twice, by one lease or by a stale lease beside the current one: refused, as
+    // neither lease could come back on its own.
+    let stale = Lease {
+        claim: mine.lease.claim - 1,
+        ..mine.lease
+    };
+    for (batch, first) in [
+        (vec![mine.lease, mine.lease], "leases[0]"),
+        (vec![stale, again.lease, mine.lease], "leases[0]"),
+    ] {
+        let (result, counts) = f.log.measure(|| s.complete_many(&batch));
+        let err = expect_err(result);
+        let twice = dal_core::Problem::FinishedTwice {
+            first: first.into(),
+        };
+        assert!(
+            matches!(&err, DalError::Validation(v) if v.field == format!("leases[{}].task_id", batch.len() - 1)
+                && v.problem == twice),
+            "{err:?}"
+        );
+        assert_eq!(counts.statements, 0);
+        assert_unchanged(s, &mine.task);
+    }
     let (empty, counts) = f.log.measure(|| s.complete_many(&[]).unwrap());
     assert_eq!(
         (empty, counts.statements),

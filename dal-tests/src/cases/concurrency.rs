@@ -148,8 +148,9 @@ const CALLS_PER_THREAD: usize = 350;
 const LEAST_CHANGED: usize = 5;
 
 /// The kinds of call the random case makes.
-const KINDS: [&str; 12] = [
+const KINDS: [&str; 13] = [
     "claim_ready",
+    "finish_and_claim",
     "complete",
     "fail",
     "fail_and_retry",
@@ -234,7 +235,7 @@ fn concurrent_random_calls_keep_the_invariants(kind: Backend) {
             let task = shared_tasks[pick(&mut seq, shared_tasks.len())];
             let lease_at = (!leases.is_empty()).then(|| pick(&mut seq, leases.len()));
             let lease = lease_at.map(|at| leases[at]);
-            let choice = seq.next_in(0, 12);
+            let choice = seq.next_in(0, 13);
             // The lease calls need a lease; without one the thread claims instead.
             let choice = if lease.is_none() && ((2..=5).contains(&choice) || choice == 12) {
                 0
@@ -351,6 +352,66 @@ fn concurrent_random_calls_keep_the_invariants(kind: Backend) {
                         Tally::add(&mut tally.events, row.id);
                     }
                     ("fail_and_retry", retried.is_some())
+                }
+                13 => {
+                    // A runner cycle over the thread's leases, some stale by now, each task
+                    // once: half completed, half retried. Every lease comes back exactly once.
+                    let mut batch: Vec<Lease> = Vec::new();
+                    for l in &leases {
+                        if !batch.iter().any(|b| b.task_id == l.task_id) {
+                            batch.push(*l);
+                        }
+                    }
+                    let retried = batch.split_off(batch.len() / 2);
+                    let finished = dal_core::Finished {
+                        retried: retried
+                            .iter()
+                            .map(|&lease| dal_core::RetriedTask {
+                                lease,
+                                error: "boom".into(),
+                                retry_at: later,
+                            })
+                            .collect(),
+                        completed: batch.clone(),
+                        failed: Vec::new(),
+                    };
+                    batch.extend(retried);
+                    let done = tally.call(
+                        "finish_and_claim",
+                        store.finish_and_claim(runner, &finished, 1),
+                    );
+                    let answered = done.is_some();
+                    let cycle = done.unwrap_or_default();
+                    let mut back: Vec<Lease> = cycle
+                        .completed
+                        .iter()
+                        .chain(&cycle.failed)
+                        .chain(&cycle.retried)
+                        .map(|row| {
+                            Tally::add(&mut tally.events, row.id);
+                            Lease {
+                                task_id: row.id,
+                                runner_id: runner,
+                                claim: row.claim_count,
+                            }
+                        })
+                        .chain(cycle.lost.iter().copied())
+                        .collect();
+                    if answered {
+                        back.sort_by_key(|l| l.task_id);
+                        batch.sort_by_key(|l| l.task_id);
+                        assert_eq!(back, batch, "each lease comes back exactly once");
+                    }
+                    for claim in &cycle.claimed {
+                        Tally::add(&mut tally.events, claim.task.id);
+                        *tally.claims.entry(claim.task.id).or_default() += 1;
+                    }
+                    leases.retain(|l| !batch.contains(l));
+                    leases.extend(cycle.claimed.iter().map(|c| c.lease));
+                    (
+                        "finish_and_claim",
+                        back.len() > cycle.lost.len() || !cycle.claimed.is_empty(),
+                    )
                 }
                 _ => {
                     let reset = tally.call("reset_retry_state", store.reset_retry_state(task));

@@ -398,6 +398,35 @@ fn a_cycle_refuses_bad_input_and_writes_nothing(kind: Backend) {
         ),
         (
             Finished {
+                retried: Vec::new(),
+                completed: vec![held[1].lease, held[0].lease, held[1].lease],
+                failed: vec![],
+            },
+            "finished.completed[2].task_id",
+            Problem::FinishedTwice {
+                first: "finished.completed[0]".into(),
+            },
+        ),
+        (
+            // A stale lease beside the current one of its task: the task twice.
+            Finished {
+                retried: Vec::new(),
+                completed: vec![
+                    held[1].lease,
+                    Lease {
+                        claim: held[1].lease.claim - 1,
+                        ..held[1].lease
+                    },
+                ],
+                failed: vec![],
+            },
+            "finished.completed[1].task_id",
+            Problem::FinishedTwice {
+                first: "finished.completed[0]".into(),
+            },
+        ),
+        (
+            Finished {
                 retried: vec![retrial(other, "e", now)],
                 completed: vec![],
                 failed: vec![],

@@ -94,16 +94,19 @@ pub enum Op {
     /// `heartbeat`, `complete`, `fail` (with a text), `release`, `fail_and_retry` (with a text,
     /// due from 30 s before now to 50 s after) of a lease.
     Leased(usize, u8, usize),
-    /// `complete_many` of some leases.
-    CompleteMany(Vec<usize>),
+    /// `complete_many` of some leases; with `true`, also another lease of the first one's task
+    /// (a stale or current claim of it) or, when it has none, the same lease again.
+    CompleteMany(Vec<usize>, bool),
     /// `finish_and_claim(runner, completed leases, failed leases with a text, limit, retried
-    /// leases with a text, due from 30 s before now to 50 s after)`.
+    /// leases with a text, due from 30 s before now to 50 s after)`; with `true`, the
+    /// completed leases also name the first one's task again, as `CompleteMany`'s do.
     Cycle(
         usize,
         Vec<usize>,
         Vec<(usize, usize)>,
         u32,
         Vec<(usize, usize)>,
+        bool,
     ),
     /// `recover_stale_claims(now - secs, max)`.
     Sweep(i64, i32),
@@ -141,12 +144,21 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (any::<usize>(), 0..3usize).prop_map(|(t, r)| Op::ClaimTask(t, r)),
         3 => (any::<usize>(), 0..3u8).prop_map(|(t, w)| Op::SubStatus(t, w)),
         5 => (any::<usize>(), 0..5u8, 0..5usize).prop_map(|(l, k, x)| Op::Leased(l, k, x)),
-        1 => proptest::collection::vec(any::<usize>(), 0..4).prop_map(Op::CompleteMany),
+        1 => complete_many(0..4),
         2 => cycle(0..4u32),
         2 => (0..120i64, 0..3i32).prop_map(|(s, m)| Op::Sweep(s, m)),
         3 => (0..13u8, any::<usize>()).prop_map(|(k, x)| Op::Read(k, x)),
         2 => prune(),
     ]
+}
+
+/// A batch of `sizes` leases, now and then naming one task twice.
+fn complete_many(sizes: std::ops::Range<usize>) -> impl Strategy<Value = Op> {
+    (
+        proptest::collection::vec(any::<usize>(), sizes),
+        proptest::bool::weighted(0.3),
+    )
+        .prop_map(|(picks, twice)| Op::CompleteMany(picks, twice))
 }
 
 /// A runner cycle: a runner, some leases to complete, some to fail and some to retry (often of
@@ -158,8 +170,28 @@ fn cycle(limits: std::ops::Range<u32>) -> impl Strategy<Value = Op> {
         proptest::collection::vec((any::<usize>(), 0..5usize), 0..3),
         limits,
         proptest::collection::vec((any::<usize>(), 0..5usize), 0..3),
+        proptest::bool::weighted(0.3),
     )
-        .prop_map(|(r, done, failed, limit, retried)| Op::Cycle(r, done, failed, limit, retried))
+        .prop_map(|(r, done, failed, limit, retried, twice)| {
+            Op::Cycle(r, done, failed, limit, retried, twice)
+        })
+}
+
+/// `picks` resolved among `leases`; with `twice`, also another lease of the first one's task
+/// (stale or current), or the first one again when its task has no other.
+fn lease_batch(leases: &[Lease], picks: &[usize], twice: bool) -> Vec<Lease> {
+    if leases.is_empty() {
+        return Vec::new();
+    }
+    let mut batch: Vec<Lease> = picks.iter().map(|i| leases[i % leases.len()]).collect();
+    if let (true, Some(&first)) = (twice, batch.first()) {
+        let other = leases
+            .iter()
+            .rev()
+            .find(|l| l.task_id == first.task_id && **l != first);
+        batch.push(other.copied().unwrap_or(first));
+    }
+    batch
 }
 
 /// A retention batch: a cut-off from 1 min after the current time to 90 s before it, a small
@@ -181,7 +213,7 @@ fn finishing() -> impl Strategy<Value = Op> {
         2 => (0..3usize, 1..5u32).prop_map(|(r, l)| Op::Claim(r, l)),
         1 => (any::<usize>(), 0..3usize).prop_map(|(t, r)| Op::ClaimTask(t, r)),
         3 => (any::<usize>(), 1..3u8, 0..4usize).prop_map(|(l, k, x)| Op::Leased(l, k, x)),
-        1 => proptest::collection::vec(any::<usize>(), 1..4).prop_map(Op::CompleteMany),
+        1 => complete_many(1..4),
         1 => cycle(1..4u32),
         3 => (any::<usize>(), prop_oneof![Just(1u8), Just(5u8)], 0..4usize)
             .prop_map(|(t, k, x)| Op::Transition(t, k, x, 0)),
@@ -305,7 +337,21 @@ pub fn found_sequences() -> Vec<Vec<Op>> {
             Op::CreateMany(vec![spec(0, 1, true, 1), spec(0, 2, true, 1)]),
             Op::Claim(1, 2),
             Op::Leased(0, 3, 0),
-            Op::CompleteMany(vec![0, 1, 1]),
+            Op::CompleteMany(vec![0, 1, 1], false),
+        ],
+        // A cycle completing one lease twice, then a stale lease beside the current one of its
+        // task, in a cycle and in a batch: each refused (a lease comes back exactly once or the
+        // call writes nothing).
+        vec![
+            Op::Create(spec(0, 1, true, 1)),
+            Op::Claim(0, 1),
+            Op::Cycle(0, vec![0, 0], vec![], 0, vec![], false),
+            Op::Advance(60),
+            Op::Sweep(30, 2),
+            Op::Claim(0, 1),
+            Op::Cycle(0, vec![1, 0], vec![], 1, vec![], false),
+            Op::CompleteMany(vec![0], true),
+            Op::CompleteMany(vec![1], false),
         ],
         // Duplicates inside a batch, a clash with an existing task, and a blank name.
         vec![
@@ -338,7 +384,7 @@ pub fn found_sequences() -> Vec<Vec<Op>> {
             ]),
             Op::Create(spec(2, 1, false, 1)),
             Op::Claim(0, 4),
-            Op::CompleteMany(vec![0, 1, 2, 3]),
+            Op::CompleteMany(vec![0, 1, 2, 3], false),
             Op::Advance(10),
             Op::Prune(0, 1, false),
             Op::Prune(0, 1, true),
@@ -532,12 +578,8 @@ pub fn run_sequence(f: &Fixture, ops: &[Op]) -> Result<(), String> {
                 };
                 same(step, op, stored, predicted)?;
             }
-            Op::CompleteMany(picks) => {
-                let batch: Vec<Lease> = if leases.is_empty() {
-                    Vec::new()
-                } else {
-                    picks.iter().map(|i| leases[i % leases.len()]).collect()
-                };
+            Op::CompleteMany(picks, twice) => {
+                let batch = lease_batch(&leases, picks, *twice);
                 same(
                     step,
                     op,
@@ -545,7 +587,7 @@ pub fn run_sequence(f: &Fixture, ops: &[Op]) -> Result<(), String> {
                     model.complete_many(&batch),
                 )?;
             }
-            Op::Cycle(runner, done, failed, limit, retried) => {
+            Op::Cycle(runner, done, failed, limit, retried, twice) => {
                 let pick_lease = |i: &usize| leases[i % leases.len()];
                 let finished = if leases.is_empty() {
                     Finished::default()
@@ -559,7 +601,7 @@ pub fn run_sequence(f: &Fixture, ops: &[Op]) -> Result<(), String> {
                                 retry_at: now + TimeDelta::seconds(20 * *text as i64 - 30),
                             })
                             .collect(),
-                        completed: done.iter().map(pick_lease).collect(),
+                        completed: lease_batch(&leases, done, *twice),
                         failed: failed
                             .iter()
                             .map(|(i, text)| FailedTask {
