@@ -86,8 +86,6 @@ pub enum DalError {
     },
     /// SQLite: the database stayed locked by another process's writer for longer than the
     /// busy timeout (`SQLITE_BUSY`). Nothing was written; the call may be retried.
-    /// (PostgreSQL's `lock_timeout` error, SQLSTATE 55P03, is [`DatabaseErrorKind::Other`]:
-    /// the driver does not report that SQLSTATE; see [`DatabaseErrorKind`].)
     #[error("database is busy: {source}")]
     Busy {
         /// The driver's error.
@@ -148,30 +146,25 @@ pub enum DalError {
 
 impl DalError {
     /// Whether the same call may succeed if made again unchanged: the database was busy, the
-    /// connection failed, or a serialization conflict was reported.
+    /// connection failed, or the database reported a serialization failure, a deadlock or a
+    /// lock it could not get in time ([`DatabaseErrorKind::is_retryable`]).
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            DalError::Busy { .. }
-                | DalError::Connection { .. }
-                | DalError::Database {
-                    kind: DatabaseErrorKind::SerializationFailure,
-                    ..
-                }
-        )
+        match self {
+            DalError::Busy { .. } | DalError::Connection { .. } => true,
+            DalError::Database { kind, .. } => kind.is_retryable(),
+            _ => false,
+        }
     }
-}
 
-impl DalError {
-    /// Whether the database rolled the call's statement back because of a transient conflict
-    /// with a concurrent transaction (a serialization failure): nothing was
-    /// written, and the same call made again is expected to succeed. The store makes such
-    /// calls again itself, a few times, before returning this error.
+    /// Whether the database rolled the call's statement back because of a conflict with a
+    /// concurrent transaction (a serialization failure or a deadlock): nothing was written,
+    /// and the same call made again is expected to succeed. The store makes such calls again
+    /// itself, a few times, before returning this error.
     pub fn is_conflict(&self) -> bool {
         matches!(
             self,
             DalError::Database {
-                kind: DatabaseErrorKind::SerializationFailure,
+                kind: DatabaseErrorKind::SerializationFailure | DatabaseErrorKind::Deadlock,
                 ..
             }
         )
@@ -198,35 +191,50 @@ impl From<crate::event::UnknownEventType> for DalError {
     }
 }
 
-/// The kind of a [`DalError::Database`] error.
+/// The kind of a [`DalError::Database`] error: on PostgreSQL by its SQLSTATE, on SQLite by its
+/// result code, never by its message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum DatabaseErrorKind {
-    /// A unique constraint rejected the write. The store turns this into
-    /// [`DalError::AlreadyExists`] wherever it can tell which task is taken.
+    /// A unique constraint rejected the write (23505; `SQLITE_CONSTRAINT_UNIQUE`). The store
+    /// turns this into [`DalError::AlreadyExists`] wherever it can tell which task is taken.
     UniqueViolation,
-    /// A constraint of the schema rejected the write (validation lets nothing through that a
-    /// constraint would reject, so this means the schema and the code disagree).
+    /// Another integrity constraint rejected the write (class 23; SQLite's `CHECK`, `NOT NULL`
+    /// and foreign keys). Validation lets nothing through that a constraint of the schema
+    /// would reject, so this means the schema and the code disagree.
     ConstraintViolation,
-    /// PostgreSQL SQLSTATE 40001: the statement was rolled back because it could not be
-    /// serialized with a concurrent transaction (under `REPEATABLE READ` or `SERIALIZABLE`
-    /// isolation, set by the server's or the role's default). Nothing was written; the store
-    /// makes the call again itself, a few times, before returning this error. Retryable.
+    /// 40001: the statement was rolled back because it could not be serialized with a
+    /// concurrent transaction (under `REPEATABLE READ` or `SERIALIZABLE`, set by the server's or
+    /// the role's default). Nothing was written; retryable, and retried by the store.
     SerializationFailure,
+    /// 40P01: the statement was rolled back to break a deadlock with another transaction. The
+    /// store's own statements lock in one order and never deadlock each other; a transaction
+    /// of another client can. Nothing was written; retryable, and retried by the store.
+    Deadlock,
+    /// 55P03: a lock the statement needed was not granted within `lock_timeout` (or `NOWAIT`).
+    /// Nothing was written; retryable once the lock's holder is done.
+    LockNotAvailable,
+    /// 57014: the statement was cancelled, by `statement_timeout` or by a cancel request.
+    /// Nothing was written. Not retryable: the same statement would meet the same limit.
+    QueryCanceled,
     /// A stored value could not be read back into the model (e.g. an unknown status text).
     UnexpectedData,
-    /// Anything else the database reported, with its message as the error's source.
-    ///
-    /// On PostgreSQL this includes errors whose SQLSTATE the driver does not report: Diesel
-    /// 2.3 reads the SQLSTATE only to choose one of its own kinds (unique, foreign-key,
-    /// not-null and check violations, 40001, connection failures) and drops it otherwise, and
-    /// this crate never classifies an error by its message, which is in the server's
-    /// `lc_messages` language. So a deadlock (40P01), a lock or statement timeout (55P03,
-    /// 57014) and a cancelled query are `Other` and not retryable here. The DAL's own
-    /// statements never deadlock each other (they take row locks in one global order or skip
-    /// locked rows). A session killed by the server (57P01 to 57P03) or refused for too many
-    /// connections (53300) leaves no usable connection: that is [`DalError::Connection`].
+    /// Anything else the database reported, with its message as the error's source. A session
+    /// ended by the server (57P01 to 57P03, class 08) is [`DalError::Connection`] instead.
     Other,
+}
+
+impl DatabaseErrorKind {
+    /// Whether a statement that failed so may succeed if made again: serialization failures,
+    /// deadlocks and locks not granted in time.
+    pub fn is_retryable(self) -> bool {
+        matches!(
+            self,
+            DatabaseErrorKind::SerializationFailure
+                | DatabaseErrorKind::Deadlock
+                | DatabaseErrorKind::LockNotAvailable
+        )
+    }
 }
 
 impl fmt::Display for DatabaseErrorKind {
@@ -235,6 +243,9 @@ impl fmt::Display for DatabaseErrorKind {
             DatabaseErrorKind::UniqueViolation => "unique violation",
             DatabaseErrorKind::ConstraintViolation => "constraint violation",
             DatabaseErrorKind::SerializationFailure => "serialization failure",
+            DatabaseErrorKind::Deadlock => "deadlock",
+            DatabaseErrorKind::LockNotAvailable => "lock not available",
+            DatabaseErrorKind::QueryCanceled => "query cancelled",
             DatabaseErrorKind::UnexpectedData => "unexpected data",
             DatabaseErrorKind::Other => "other",
         })

@@ -72,7 +72,8 @@ impl fmt::Debug for Setup {
     }
 }
 
-/// A pool of up to `size` connections to `url`, each set up by `setup`, and waiting at most
+/// A pool of up to `size` connections to `url`, each set up by `setup` (a [`Setup`], or a
+/// backend's customizer around one), and waiting at most
 /// `timeout` for a connection. A checkout costs no round trip (no `SELECT 1` before each use):
 /// a lost connection is found by the statement that uses it, which fails with
 /// [`DalError::Connection`] (retryable). `tune` adjusts the rest.
@@ -80,7 +81,7 @@ pub fn pool<C>(
     url: &str,
     size: u32,
     timeout: Duration,
-    setup: Setup,
+    setup: impl CustomizeConnection<C, r2d2::Error> + 'static,
     tune: impl FnOnce(r2d2::Builder<ConnectionManager<C>>) -> r2d2::Builder<ConnectionManager<C>>,
 ) -> Result<Pool<ConnectionManager<C>>>
 where

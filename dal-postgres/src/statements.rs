@@ -69,18 +69,21 @@ impl PgBackend {
     fn run<T>(&self, run: impl FnOnce(&mut PgConnection) -> QueryResult<T>) -> Result<T> {
         let mut conn = self.pool.get().map_err(from_pool)?;
         run(&mut conn).map_err(|err| {
-            let without_kind =
-                matches!(err, diesel::result::Error::DatabaseError(Kind::Unknown, _));
+            // An error the server did not report (no SQLSTATE) may be the connection's loss.
+            let unreported = matches!(
+                &err,
+                diesel::result::Error::DatabaseError(Kind::Unknown, info) if info.sqlstate().is_none()
+            );
             match from_diesel(err) {
                 // A lost connection: retired, so that the pool opens a new one.
                 err @ DalError::Connection { .. } => {
                     retire(&mut conn);
                     err
                 }
-                // An error without a kind may be the connection's loss, which Diesel does not
-                // always see (libpq reports it before it marks the connection bad, as after a
-                // server's crash); the connection's state tells, and the probe retires it.
-                DalError::Database { source, .. } if without_kind && retire(&mut conn) => {
+                // Diesel does not always see a connection's loss (libpq reports it before it
+                // marks the connection bad, as after a server's crash); the connection's state
+                // tells, and the probe retires it.
+                DalError::Database { source, .. } if unreported && retire(&mut conn) => {
                     DalError::Connection { source }
                 }
                 err => err,

@@ -1,22 +1,56 @@
-//! SQLite's errors as [`DalError`]s: its busy errors here, the rest as on every database
-//! (`dal_diesel::errors`).
+//! SQLite's busy errors, by result code: SQLite calls a connection's busy handler only when a
+//! lock it needs is held (`SQLITE_BUSY`), and the store's handler notes when it gives up, so
+//! the error that follows is [`DalError::Busy`]. Diesel keeps SQLite's result code to itself
+//! (it reports `SQLITE_BUSY` as an unknown error with a message), and no error is classified
+//! by its message. The rest is mapped as on every database (`dal_diesel::errors`).
+
+use std::cell::Cell;
+use std::time::{Duration, Instant};
 
 use dal_core::DalError;
-use diesel::result::{DatabaseErrorKind as Kind, Error};
+use diesel::SqliteConnection;
+use diesel::result::Error;
+use diesel::sqlite::BusyDecision;
+
+thread_local! {
+    /// Whether a busy handler on this thread gave up since the flag was last read. The handler
+    /// runs on the thread that runs the statement, before the statement returns its error.
+    static GAVE_UP: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The waits between tries while a lock is held, as SQLite's own busy timeout makes them.
+const WAITS_MS: [u64; 12] = [1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100];
+
+/// Installs on `conn` a busy handler that waits for a lock for up to `timeout`, as SQLite's
+/// busy timeout does, then gives up (the statement fails with `SQLITE_BUSY`) and notes it.
+pub(crate) fn wait_when_busy(conn: &mut SqliteConnection, timeout: Duration) {
+    let mut since = Instant::now();
+    conn.on_busy(move |tries| {
+        if tries == 0 {
+            since = Instant::now();
+        }
+        let left = timeout.saturating_sub(since.elapsed());
+        if left.is_zero() {
+            GAVE_UP.with(|flag| flag.set(true));
+            return BusyDecision::GiveUp;
+        }
+        let wait = WAITS_MS[usize::try_from(tries).unwrap_or(0).min(WAITS_MS.len() - 1)];
+        std::thread::sleep(Duration::from_millis(wait).min(left));
+        BusyDecision::Retry
+    });
+}
+
+/// Forgets a give-up noted by a statement whose error was not mapped here.
+pub(crate) fn forget_busy() {
+    GAVE_UP.with(|flag| flag.set(false));
+}
 
 /// Maps an error of a statement.
 pub(crate) fn from_diesel(err: Error) -> DalError {
-    match &err {
-        // SQLITE_BUSY and SQLITE_LOCKED: Diesel keeps only the message, whose text SQLite fixes
-        // (it is not translated).
-        Error::DatabaseError(Kind::Unknown, info)
-            if info.message().starts_with("database is locked")
-                || info.message().starts_with("database table is locked") =>
-        {
-            DalError::Busy {
-                source: Box::new(err),
-            }
-        }
-        _ => dal_diesel::errors::from_diesel(err),
+    if GAVE_UP.with(|flag| flag.replace(false)) && matches!(err, Error::DatabaseError(..)) {
+        return DalError::Busy {
+            source: Box::new(err),
+        };
     }
+    dal_diesel::errors::from_diesel(err)
 }

@@ -11,10 +11,11 @@ use dal_diesel::open::{
     check_pool_size, pool, versions,
 };
 use diesel::connection::SimpleConnection;
+use diesel::r2d2::{self, CustomizeConnection};
 use diesel::{Connection, SqliteConnection};
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 
-use crate::errors::from_diesel;
+use crate::errors::{from_diesel, wait_when_busy};
 use crate::statements::SqliteBackend;
 
 /// The schema migrations, embedded in the binary and applied by [`Options::open`].
@@ -143,9 +144,13 @@ impl Options {
     /// database fails the call at once with its error, where the pool would try again and
     /// again until the checkout timeout.
     ///
+    /// With [`Migrations::Verify`] the file is opened read-only for the check and nothing is
+    /// written before it passes: a missing file is not created.
+    ///
     /// Errors: [`DalError::Validation`] for a pool size of 0, [`DalError::Connection`] when
-    /// the file cannot be opened, [`DalError::Database`] when it is not a database (its setup
-    /// fails), [`DalError::Migration`] when a migration fails.
+    /// the file cannot be opened (or, verified, does not exist), [`DalError::Database`] when
+    /// it is not a database (its setup fails), [`DalError::Migration`] when a migration fails,
+    /// [`DalError::SchemaNotMigrated`] when verified migrations are missing.
     pub fn open(self) -> Result<SqliteStore> {
         let migrations = self.migrations;
         check_pool_size(self.pool_size)?;
@@ -155,22 +160,28 @@ impl Options {
             Synchronous::Full => "FULL",
         };
         let pragmas = format!(
-            "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; \
-             PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON; PRAGMA cache_size = -65536;",
-            self.busy_timeout.as_millis()
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; \
+             PRAGMA foreign_keys = ON; PRAGMA cache_size = -65536;"
         );
         if !in_memory {
-            let mut first =
-                SqliteConnection::establish(&self.path).map_err(|e| DalError::Connection {
-                    source: Box::new(e),
-                })?;
-            first.batch_execute(&pragmas).map_err(from_diesel)?;
+            let mut first = if migrations == Migrations::Verify {
+                // Verified, the file is read and nothing is written: not created, not set up.
+                read_only(&self.path)?
+            } else {
+                let mut first = establish(&self.path)?;
+                first.batch_execute(&pragmas).map_err(from_diesel)?;
+                first
+            };
+            wait_when_busy(&mut first, self.busy_timeout);
             run(migrations, &mut first)?;
         }
-        let setup = Setup {
-            settings: Some(pragmas),
-            prepared_statements: true,
-            instrumentation: self.instrumentation,
+        let setup = Busy {
+            setup: Setup {
+                settings: Some(pragmas),
+                prepared_statements: true,
+                instrumentation: self.instrumentation,
+            },
+            timeout: self.busy_timeout,
         };
         // An in-memory database lives as long as its one connection.
         let size = if in_memory { 1 } else { self.pool_size };
@@ -193,16 +204,59 @@ impl Options {
     ///
     /// Errors: those of [`Options::open`].
     pub fn migrate(self) -> Result<Vec<String>> {
-        let mut conn =
-            SqliteConnection::establish(&self.path).map_err(|e| DalError::Connection {
-                source: Box::new(e),
-            })?;
-        conn.batch_execute(&format!(
-            "PRAGMA busy_timeout = {}; PRAGMA foreign_keys = ON;",
-            self.busy_timeout.as_millis()
-        ))
-        .map_err(from_diesel)?;
+        let mut conn = establish(&self.path)?;
+        conn.batch_execute("PRAGMA foreign_keys = ON;")
+            .map_err(from_diesel)?;
+        wait_when_busy(&mut conn, self.busy_timeout);
         migrate(&mut conn)
+    }
+}
+
+/// A connection to `path`, creating the file if it is missing.
+fn establish(path: &str) -> Result<SqliteConnection> {
+    SqliteConnection::establish(path).map_err(|e| DalError::Connection {
+        source: Box::new(e),
+    })
+}
+
+/// A read-only connection to the existing database at `path` (a path or a `file:` URI): a
+/// missing file is an error that says so, and nothing is created, not even `-wal`/`-shm` of a
+/// database in rollback mode.
+fn read_only(path: &str) -> Result<SqliteConnection> {
+    let uri = match path.strip_prefix("file:") {
+        Some(rest) => format!(
+            "file:{rest}{}mode=ro",
+            if rest.contains('?') { '&' } else { '?' }
+        ),
+        None if !std::path::Path::new(path).exists() => {
+            return Err(DalError::Connection {
+                source: format!("the SQLite database {path} does not exist").into(),
+            });
+        }
+        // In a URI `%`, `?` and `#` are escapes and delimiters.
+        None => format!(
+            "file:{}?mode=ro",
+            path.replace('%', "%25")
+                .replace('?', "%3f")
+                .replace('#', "%23")
+        ),
+    };
+    establish(&uri)
+}
+
+/// The pool's customizer: the shared setup, then the busy handler (SQLite's `busy_timeout`
+/// pragma would replace it).
+#[derive(Debug)]
+struct Busy {
+    setup: Setup,
+    timeout: Duration,
+}
+
+impl CustomizeConnection<SqliteConnection, r2d2::Error> for Busy {
+    fn on_acquire(&self, conn: &mut SqliteConnection) -> std::result::Result<(), r2d2::Error> {
+        self.setup.on_acquire(conn)?;
+        wait_when_busy(conn, self.timeout);
+        Ok(())
     }
 }
 

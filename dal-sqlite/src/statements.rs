@@ -17,10 +17,10 @@ use dal_diesel::statements::ready;
 use dal_diesel::{apply_write, plan_set};
 use diesel::SqliteConnection;
 use diesel::prelude::*;
-use diesel::r2d2::{ConnectionManager, Pool};
+use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
 use uuid::Uuid;
 
-use crate::errors::from_diesel;
+use crate::errors::{forget_busy, from_diesel};
 use crate::history;
 use crate::leases::held_by;
 use crate::shaped::{self, TaskValues};
@@ -65,7 +65,7 @@ impl SqliteBackend {
         write: impl FnOnce(&mut SqliteConnection) -> QueryResult<Vec<Row>>,
     ) -> Result<Vec<TaskExecution>> {
         let _gate = self.gate();
-        let mut conn = self.pool.get().map_err(from_pool)?;
+        let mut conn = self.conn()?;
         if event.is_none() && !several {
             return rows(write(&mut conn).map_err(from_diesel)?);
         }
@@ -90,8 +90,14 @@ impl SqliteBackend {
     }
 
     fn read<T>(&self, run: impl FnOnce(&mut SqliteConnection) -> QueryResult<T>) -> Result<T> {
-        let mut conn = self.pool.get().map_err(from_pool)?;
+        let mut conn = self.conn()?;
         run(&mut conn).map_err(from_diesel)
+    }
+
+    /// A pooled connection, with no give-up of a busy handler left noted on this thread.
+    fn conn(&self) -> Result<PooledConnection<ConnectionManager<SqliteConnection>>> {
+        forget_busy();
+        self.pool.get().map_err(from_pool)
     }
 
     fn gate(&self) -> MutexGuard<'_, ()> {
@@ -266,7 +272,7 @@ impl Backend for SqliteBackend {
 
     fn cycle(&self, cycle: &CyclePlan<'_>) -> Result<Vec<(TaskExecution, DateTime<Utc>)>> {
         let _gate = self.gate();
-        let mut conn = self.pool.get().map_err(from_pool)?;
+        let mut conn = self.conn()?;
         let at = cycle.complete.effects.updated_at;
         // The writes in the order the PostgreSQL statement locks: the leased rows, then the
         // claim (then the retries, see below); then every row's event, in task id order.
@@ -355,7 +361,7 @@ impl Backend for SqliteBackend {
         after: Option<PruneCursor>,
     ) -> Result<Pruned> {
         use crate::retention::{find, remove};
-        let mut conn = self.pool.get().map_err(from_pool)?;
+        let mut conn = self.conn()?;
         // The batch is read without the write lock; only a batch with something to remove
         // takes it, and checks again under it before deleting.
         let found = find(&mut conn, older_than, limit, after).map_err(from_diesel)?;

@@ -120,9 +120,9 @@ pub struct OwnCase {
 pub enum LockTimeout {
     /// [`dal_core::DalError::Busy`]: typed and retryable (SQLite's `SQLITE_BUSY`).
     Busy,
-    /// [`dal_core::DatabaseErrorKind::Other`], not retryable: the driver does not report the
-    /// error's code (PostgreSQL's 55P03 through Diesel 2.3).
-    Untyped,
+    /// [`dal_core::DatabaseErrorKind::LockNotAvailable`]: typed and retryable (PostgreSQL's
+    /// `lock_timeout`, SQLSTATE 55P03).
+    LockNotAvailable,
 }
 
 /// Which plans a PostgreSQL store's sessions use; other backends have one kind of plan and

@@ -187,10 +187,20 @@ fn a_write_that_cannot_get_its_lock_in_time_changes_nothing(kind: Backend) {
             assert!(matches!(err, DalError::Busy { .. }), "{err:?}");
             assert!(err.is_retryable());
         }
-        // PostgreSQL's lock_timeout (SQLSTATE 55P03): Diesel does not report that SQLSTATE,
-        // and the store does not read messages, so it is `Other` (see
-        // `DatabaseErrorKind::Other`).
-        LockTimeout::Untyped => assert_untyped(&err),
+        // PostgreSQL's lock_timeout (SQLSTATE 55P03): typed, retryable.
+        LockTimeout::LockNotAvailable => {
+            assert!(
+                matches!(
+                    err,
+                    DalError::Database {
+                        kind: DatabaseErrorKind::LockNotAvailable,
+                        ..
+                    }
+                ),
+                "{err:?}"
+            );
+            assert!(err.is_retryable() && !err.is_conflict());
+        }
     }
     assert!(started.elapsed() < Duration::from_secs(5));
     drop(held);
@@ -199,19 +209,4 @@ fn a_write_that_cannot_get_its_lock_in_time_changes_nothing(kind: Backend) {
     f.assert_intact();
     let after = f.store.reset_task_for_recovery(task.id).unwrap();
     assert_eq!(after.recovery_attempts, 1);
-}
-
-/// `Other`, not retryable: an error whose code the driver does not report.
-pub fn assert_untyped(err: &DalError) {
-    assert!(
-        matches!(
-            err,
-            DalError::Database {
-                kind: DatabaseErrorKind::Other,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
-    assert!(!err.is_retryable());
 }

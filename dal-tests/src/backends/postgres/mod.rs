@@ -101,7 +101,7 @@ impl TestBackend for Postgres {
     }
 
     fn lock_timeout(&self) -> LockTimeout {
-        LockTimeout::Untyped
+        LockTimeout::LockNotAvailable
     }
 
     fn id_literal(&self, id: Uuid) -> String {

@@ -35,8 +35,10 @@ pub fn a_store_that_cannot_be_opened_fails_at_once() {
     assert_eq!(std::fs::read(&not_a_database).expect("read"), contents);
 }
 
-/// Migrations verified instead of applied: a new file fails the open naming every migration,
-/// and stays without tables; after the migration step (which applies each once) it opens.
+/// Migrations verified instead of applied: a missing file is an error that says so, and nothing
+/// is created (no file, no `-wal`, no `-shm`); an empty database fails the open naming every
+/// migration and is left as it was; after the migration step (which applies each once) it
+/// opens.
 pub fn verified_migrations_missing_fail_the_open() {
     use dal_sqlite::Migrations;
     let db = TempDatabase::new();
@@ -55,10 +57,34 @@ pub fn verified_migrations_missing_fail_the_open() {
             .open()
             .map(drop)
     };
+    let files = || {
+        let mut names: Vec<String> = std::fs::read_dir(db.path().parent().expect("a directory"))
+            .expect("list the directory")
+            .map(|e| {
+                e.expect("an entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        names.sort();
+        names
+    };
+    match verify() {
+        Err(DalError::Connection { source }) => {
+            assert!(source.to_string().contains("does not exist"), "{source}")
+        }
+        other => panic!("expected a missing file, got {other:?}"),
+    }
+    assert_eq!(files(), Vec::<String>::new(), "Verify wrote a file");
+    // An empty database (a file of no bytes): not migrated, and left as it was.
+    std::fs::write(db.path(), b"").expect("an empty database");
     match verify() {
         Err(DalError::SchemaNotMigrated { pending }) => assert_eq!(pending, all),
         other => panic!("expected SchemaNotMigrated, got {other:?}"),
     }
+    assert_eq!(files(), ["tasks.db"], "Verify wrote a file");
+    assert_eq!(std::fs::read(db.path()).expect("read").len(), 0);
     let tables = || {
         use diesel::{Connection, RunQueryDsl};
         #[derive(diesel::QueryableByName)]
