@@ -202,10 +202,14 @@ fn remove_orphans() {
     }
 }
 
-/// The directory holding `initdb` and `pg_ctl`: `pg_config --bindir`, else the first such
+/// The directory holding `initdb` and `pg_ctl`: `DAL_TEST_PG_BINDIR` when set (`.ci/postgres`
+/// prints one), else `pg_config --bindir`, else the first such
 /// directory on `PATH`, else the newest `/usr/lib/postgresql/<version>/bin` (Debian, Ubuntu).
 pub fn find_bindir() -> Option<PathBuf> {
     let has_both = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
+    if let Some(dir) = std::env::var_os("DAL_TEST_PG_BINDIR").map(PathBuf::from) {
+        return has_both(&dir).then_some(dir);
+    }
     let from_pg_config = Command::new("pg_config")
         .arg("--bindir")
         .stderr(Stdio::null())

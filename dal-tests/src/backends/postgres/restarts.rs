@@ -142,8 +142,10 @@ fn calls_across_server_restarts_are_all_or_nothing_and_the_pool_recovers() {
         .filter(|r| r.status == TaskStatus::Completed)
         .count();
     eprintln!(
-        "restarts: {RESTARTS} ({} fast, {} immediate), calls {calls}, failed with Connection \
-         {failed}, unexpected errors 0, half-written 0, tasks completed {completed} of {TASKS}",
+        "restarts of {}: {RESTARTS} ({} fast, {} immediate), calls {calls}, failed with \
+         Connection {failed}, unexpected errors 0, half-written 0, tasks completed {completed} \
+         of {TASKS}",
+        cluster.0.bindir().display(),
         RESTARTS.div_ceil(2),
         RESTARTS / 2
     );
