@@ -105,7 +105,7 @@ fn main() {
     let calls: usize = std::env::args().nth(2).map_or(50, |a| a.parse().unwrap());
     if backend == "sqlite" {
         let file = std::env::temp_dir().join(format!("dal-op-cpu-{}.db", std::process::id()));
-        let store = dal_sqlite::Options::new(file.to_string_lossy().into_owned())
+        let store = dal_sqlite::SqliteOptions::new(file.to_string_lossy().into_owned())
             .pool_size(1)
             .open()
             .unwrap();
@@ -118,7 +118,7 @@ fn main() {
         let schema = TempSchema::with_connections(1);
         let store = schema.connect(|o| o.pool_size(1));
         let pid = {
-            let mut conn = store.backend().pool().get().unwrap();
+            let mut conn = store.pool().get().unwrap();
             diesel::sql_query("SELECT pg_backend_pid() AS pid")
                 .get_result::<Pid>(&mut conn)
                 .unwrap()

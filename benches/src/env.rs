@@ -58,7 +58,7 @@ impl BenchEnv {
             BackendKind::Sqlite => {
                 let file = TempDatabase::new();
                 let store = file.open(|options| options.pool_size(4));
-                let baseline = SqliteBaseline(store.backend().pool().clone());
+                let baseline = SqliteBaseline(store.pool().clone());
                 BenchEnv {
                     kind,
                     store: Arc::new(store),
@@ -81,12 +81,12 @@ impl BenchEnv {
                     options.push_str(" -c enable_seqscan=off -c enable_bitmapscan=off");
                 }
                 let url = schema.url_with_options(options.trim());
-                let store = dal_postgres::Options::new(url)
+                let store = dal_postgres::PgOptions::new(url)
                     .transaction_pooling(pooling)
                     .pool_size(4)
                     .connect()
                     .expect("connect a PostgreSQL store for the benchmarks");
-                let baseline = PgBaseline(store.backend().pool().clone());
+                let baseline = PgBaseline(store.pool().clone());
                 BenchEnv {
                     kind,
                     store: Arc::new(store),

@@ -255,7 +255,7 @@ fn a_sqlite_run_killed_twice_is_finished_by_a_third_process() {
     let file = path.display().to_string();
     let mut watch = Watch::new(Database::Sqlite(path.clone()), move || {
         Box::new(
-            dal_sqlite::Options::new(file.clone())
+            dal_sqlite::SqliteOptions::new(file.clone())
                 .pool_size(1)
                 .open()
                 .expect("open the file"),
@@ -358,7 +358,7 @@ fn a_postgres_run_killed_mid_run_is_finished_by_a_new_process() {
     let store_url = in_schema.clone();
     let mut watch = Watch::new(database, move || {
         Box::new(
-            dal_postgres::Options::new(store_url.clone())
+            dal_postgres::PgOptions::new(store_url.clone())
                 .pool_size(1)
                 .connect()
                 .expect("connect"),

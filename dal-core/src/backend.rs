@@ -22,6 +22,12 @@ pub trait Backend: Send + Sync + 'static {
     /// The backend's name in traces and test names: `"postgres"` or `"sqlite"`.
     const NAME: &'static str;
 
+    /// The connection pool, for statements of the user's own.
+    type Pool;
+
+    /// The store's connection pool.
+    fn pool(&self) -> &Self::Pool;
+
     /// Inserts fully formed rows (ids and times already assigned, input already validated) and
     /// returns them as stored (`INSERT ... RETURNING`), in any order, with one `event` per row
     /// (when there is one: none with the history off) written in the same atomic unit. All or nothing: one multi-row statement, or, only where

@@ -7,11 +7,11 @@
 //! ```
 //!
 //! `apply` runs as a role that may run DDL; the application then connects as a role with
-//! DML rights only, with `Options::migrations(Migrations::Verify)`.
+//! DML rights only, with `PgOptions::migrations(Migrations::Verify)`.
 
 use std::process::ExitCode;
 
-use dal_postgres::{Migrations, Options};
+use dal_postgres::{Migrations, PgOptions};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -20,7 +20,7 @@ fn main() -> ExitCode {
             print!("{}", dal_postgres::migrations_sql());
             Ok(())
         }
-        ["apply", url] => Options::new(url).pool_size(1).migrate().map(|applied| {
+        ["apply", url] => PgOptions::new(url).pool_size(1).migrate().map(|applied| {
             if applied.is_empty() {
                 println!("the schema is up to date");
             }
@@ -28,7 +28,7 @@ fn main() -> ExitCode {
                 println!("applied {version}");
             }
         }),
-        ["verify", url] => Options::new(url)
+        ["verify", url] => PgOptions::new(url)
             .pool_size(1)
             .migrations(Migrations::Verify)
             .connect()

@@ -33,5 +33,5 @@ pub use dal_diesel::open::Migrations;
 pub use dal_diesel::row::Row as TaskRow;
 pub use dal_diesel::{bind, schema, types};
 pub use migrations::{MIGRATION_SQL, MIGRATIONS, MigrationSql, migrations_sql};
-pub use open::{INDEX_PLAN_SETTINGS, INDEX_PLANS, Options, PostgresStore, connect};
+pub use open::{INDEX_PLAN_SETTINGS, INDEX_PLANS, PgOptions, PgStore, connect};
 pub use statements::{PgBackend, PgPool};

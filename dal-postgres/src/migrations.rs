@@ -1,13 +1,13 @@
 //! The schema's migrations: applied at connect (the default), verified, or applied as a step of
-//! their own ([`crate::Options::migrate`]), and their SQL for review ([`migrations_sql`]).
+//! their own ([`crate::PgOptions::migrate`]), and their SQL for review ([`migrations_sql`]).
 
 use dal_core::Result;
 use dal_diesel::open::{MIGRATIONS_TABLE, MigrateError, applied, apply, check_applied, versions};
 use diesel::{Connection, PgConnection, RunQueryDsl};
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 
-/// The schema migrations, embedded in the binary and applied by [`crate::Options::connect`]
-/// (or [`crate::Options::migrate`]).
+/// The schema migrations, embedded in the binary and applied by [`crate::PgOptions::connect`]
+/// (or [`crate::PgOptions::migrate`]).
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
 /// The key of the advisory lock that serializes migrations between processes.
@@ -77,11 +77,11 @@ pub(crate) fn verify(conn: &mut PgConnection) -> Result<()> {
 }
 
 /// The SQL that migrating an empty database runs, for a DBA to review: each migration in
-/// order, in the one transaction and under the lock [`crate::Options::migrate`] takes, with
+/// order, in the one transaction and under the lock [`crate::PgOptions::migrate`] takes, with
 /// the bookkeeping of Diesel's [`MIGRATIONS_TABLE`] that marks it applied.
 pub fn migrations_sql() -> String {
     let mut out = format!(
-        "-- The migrations of dal-postgres {}, oldest first, as Options::migrate applies them to\n\
+        "-- The migrations of dal-postgres {}, oldest first, as PgOptions::migrate applies them to\n\
          -- an empty schema, in one transaction (on a schema migrated before, it applies only\n\
          -- those whose version {MIGRATIONS_TABLE} does not list).\n\
          BEGIN;\n\

@@ -14,17 +14,17 @@ use crate::session;
 use crate::statements::PgBackend;
 
 /// A task-execution store on PostgreSQL.
-pub type PostgresStore = Store<PgBackend>;
+pub type PgStore = Store<PgBackend>;
 
 /// Connects a store to the PostgreSQL database at `url` (a libpq URL or key-value string) with
-/// the default [`Options`], applying pending migrations.
-pub fn connect(url: impl Into<String>) -> Result<PostgresStore> {
-    Options::new(url).connect()
+/// the default [`PgOptions`], applying pending migrations.
+pub fn connect(url: impl Into<String>) -> Result<PgStore> {
+    PgOptions::new(url).connect()
 }
 
 /// How to connect a PostgreSQL store.
 #[derive(Clone)]
-pub struct Options {
+pub struct PgOptions {
     url: String,
     pool_size: u32,
     min_idle: Option<u32>,
@@ -37,7 +37,7 @@ pub struct Options {
     migrations: Migrations,
 }
 
-/// What each of the store's sessions runs when it opens, with [`Options::index_plans`] on.
+/// What each of the store's sessions runs when it opens, with [`PgOptions::index_plans`] on.
 pub const INDEX_PLANS: &str = "SET enable_seqscan = off; SET enable_bitmapscan = off";
 
 /// The settings of [`INDEX_PLANS`] (name, value): what the store checks for behind a
@@ -45,16 +45,16 @@ pub const INDEX_PLANS: &str = "SET enable_seqscan = off; SET enable_bitmapscan =
 pub const INDEX_PLAN_SETTINGS: [(&str, &str); 2] =
     [("enable_seqscan", "off"), ("enable_bitmapscan", "off")];
 
-impl Options {
-    /// Options for the database at `url`, e.g. `postgres://user@host:5432/db?sslmode=require`.
+impl PgOptions {
+    /// PgOptions for the database at `url`, e.g. `postgres://user@host:5432/db?sslmode=require`.
     /// Everything libpq accepts in a URL works (TLS, `options=-c statement_timeout=5s`,
     /// `search_path`, ...). Server settings asked for in `options` (or `PGOPTIONS`) are
     /// checked when the store connects: one that did not take effect (a connection pooler
-    /// drops `options`) fails [`Options::connect`] with [`DalError::Settings`] before anything
+    /// drops `options`) fails [`PgOptions::connect`] with [`DalError::Settings`] before anything
     /// is written. Behind a pooler, make them on the server (`ALTER ROLE ... SET`, `ALTER
     /// DATABASE ... SET`; README, "Running in production").
     pub fn new(url: impl Into<String>) -> Self {
-        Options {
+        PgOptions {
             url: url.into(),
             pool_size: 10,
             min_idle: None,
@@ -110,7 +110,7 @@ impl Options {
     ///
     /// Behind a transaction-pooling proxy a session's settings do not stay with the client
     /// (and would leak into other clients' transactions): with
-    /// [`Options::transaction_pooling`] the store does not set them, but checks at connect that
+    /// [`PgOptions::transaction_pooling`] the store does not set them, but checks at connect that
     /// the server has them, and fails with [`DalError::Settings`] otherwise. Set them on the
     /// DAL's role (`ALTER ROLE dal SET enable_seqscan = off; ALTER ROLE dal SET
     /// enable_bitmapscan = off`) or database, or turn this option off.
@@ -127,7 +127,7 @@ impl Options {
     /// - no statement is kept prepared by name (Diesel's statement cache is off): each one is
     ///   sent with its parameters as one unnamed statement (`PQsendQueryParams`), parsed and
     ///   planned for that execution;
-    /// - its sessions run no `SET` ([`Options::index_plans`]' settings must be made on the
+    /// - its sessions run no `SET` ([`PgOptions::index_plans`]' settings must be made on the
     ///   server, and are checked at connect);
     /// - everything else already holds on any connection: each operation is one statement
     ///   (no operation opens a transaction of several statements), migrations
@@ -149,9 +149,9 @@ impl Options {
         self
     }
 
-    /// What [`Options::connect`] does about the schema's migrations (default:
+    /// What [`PgOptions::connect`] does about the schema's migrations (default:
     /// [`Migrations::Apply`]). With migrations run as a deployment step of their own
-    /// ([`Options::migrate`], by a role that may run DDL), [`Migrations::Verify`] lets the
+    /// ([`PgOptions::migrate`], by a role that may run DDL), [`Migrations::Verify`] lets the
     /// application run with a role that has only DML rights, and fails the connect with
     /// [`DalError::SchemaNotMigrated`] while the schema lacks one of this build's migrations.
     pub fn migrations(mut self, migrations: Migrations) -> Self {
@@ -168,11 +168,11 @@ impl Options {
     /// Opens one connection, checks its session (below), applies pending migrations on it in
     /// one transaction holding a transaction-scoped advisory lock (so processes connecting at
     /// once do not race, behind a transaction pooler too), or verifies them, or neither, as
-    /// [`Options::migrations`] says, then opens the pool.
+    /// [`PgOptions::migrations`] says, then opens the pool.
     ///
     /// The session check, before anything is written: each server setting the URL's `options`
     /// (or `PGOPTIONS`) asks for has its value, a schema of the `search_path` exists, and with
-    /// [`Options::transaction_pooling`] and [`Options::index_plans`] both on, the planner
+    /// [`PgOptions::transaction_pooling`] and [`PgOptions::index_plans`] both on, the planner
     /// settings of [`INDEX_PLANS`] are set on the server. A few statements, on the first
     /// connection only.
     ///
@@ -190,7 +190,7 @@ impl Options {
     /// timeout, [`DalError::Settings`] when the session is not as asked (nothing is written
     /// then), [`DalError::Migration`] when a migration fails, [`DalError::SchemaNotMigrated`]
     /// when verified migrations are missing.
-    pub fn connect(self) -> Result<PostgresStore> {
+    pub fn connect(self) -> Result<PgStore> {
         check_pool_size(self.pool_size)?;
         let url = with_connect_timeout(&self.url, self.connect_timeout);
         let mut first = self.first_connection(&url)?;
@@ -215,14 +215,14 @@ impl Options {
     }
 }
 
-impl Options {
+impl PgOptions {
     /// Applies the pending migrations and returns their versions, oldest first (none when the
     /// schema is up to date), without opening a store: the migration step of a deployment
     /// that runs the application with [`Migrations::Verify`]. The same session check and the
-    /// same locked transaction as [`Options::connect`], on one connection, closed afterwards;
+    /// same locked transaction as [`PgOptions::connect`], on one connection, closed afterwards;
     /// [`crate::migrations_sql`] prints what it runs.
     ///
-    /// Errors: those of [`Options::connect`] (but the pool's).
+    /// Errors: those of [`PgOptions::connect`] (but the pool's).
     pub fn migrate(self) -> Result<Vec<String>> {
         let url = with_connect_timeout(&self.url, self.connect_timeout);
         let mut conn = self.first_connection(&url)?;
@@ -230,7 +230,7 @@ impl Options {
     }
 
     /// The first connection, made outside the pool, its session checked (see
-    /// [`Options::connect`]).
+    /// [`PgOptions::connect`]).
     fn first_connection(&self, url: &str) -> Result<PgConnection> {
         let mut first = PgConnection::establish(url).map_err(|e| DalError::Connection {
             source: Box::new(e),
@@ -248,9 +248,9 @@ impl Options {
     }
 }
 
-impl fmt::Debug for Options {
+impl fmt::Debug for PgOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Options")
+        f.debug_struct("PgOptions")
             .field("pool_size", &self.pool_size)
             .field("history", &self.history)
             .field("min_idle", &self.min_idle)

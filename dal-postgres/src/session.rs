@@ -204,7 +204,7 @@ pub fn check(
                 hint: format!(
                     "behind a transaction pooler the store cannot set it on its sessions: set \
                      it on the store's role (ALTER ROLE <role> SET {name} = {value}) or \
-                     database, or turn Options::index_plans off"
+                     database, or turn PgOptions::index_plans off"
                 ),
             });
         }

@@ -58,12 +58,6 @@ impl PgBackend {
         }
     }
 
-    /// The store's connection pool, for statements of your own (reports, extensions,
-    /// benchmarks).
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
     /// Runs `run` on a pooled connection. When the connection turns out to be lost, it is
     /// retired so that the pool opens a new one instead of handing the dead one out again.
     fn run<T>(&self, run: impl FnOnce(&mut PgConnection) -> QueryResult<T>) -> Result<T> {
@@ -181,6 +175,12 @@ fn column<'a, T>(rows: &'a [TaskExecution], value: impl Fn(&'a TaskExecution) ->
 
 impl Backend for PgBackend {
     const NAME: &'static str = "postgres";
+
+    type Pool = PgPool;
+
+    fn pool(&self) -> &PgPool {
+        &self.pool
+    }
 
     fn insert(
         &self,

@@ -10,7 +10,7 @@
 //! ```
 //!
 //! SQLite is bundled (no system library needed). Every connection runs in WAL mode with a busy
-//! timeout, `foreign_keys` on and `synchronous = NORMAL` (see [`Options`]). A read is one
+//! timeout, `foreign_keys` on and `synchronous = NORMAL` (see [`SqliteOptions`]). A read is one
 //! statement. A write and the history events it leaves run in one `BEGIN IMMEDIATE`
 //! transaction (`BEGIN`, the write, the events' `INSERT`, `COMMIT`: 4 statements; a
 //! `create_many` larger than one chunk of bind parameters has an `INSERT` per chunk), so the
@@ -34,7 +34,7 @@ pub use dal_diesel::open::InstrumentationFactory;
 pub use dal_diesel::open::Migrations;
 pub use dal_diesel::row::Row as TaskRow;
 pub use dal_diesel::{bind, schema, types};
-pub use open::{MIGRATIONS, Options, SqliteStore, Synchronous, open};
+pub use open::{MIGRATIONS, SqliteOptions, SqliteStore, Synchronous, open};
 pub use statements::{SqliteBackend, SqlitePool};
 
 /// The README's Rust examples, compiled as doc tests.

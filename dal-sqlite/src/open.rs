@@ -18,16 +18,16 @@ use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use crate::errors::{from_diesel, wait_when_busy};
 use crate::statements::SqliteBackend;
 
-/// The schema migrations, embedded in the binary and applied by [`Options::open`].
+/// The schema migrations, embedded in the binary and applied by [`SqliteOptions::open`].
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
 /// A task-execution store on SQLite.
 pub type SqliteStore = Store<SqliteBackend>;
 
 /// Opens a store on the SQLite database at `path` (created if missing) with the default
-/// [`Options`], applying pending migrations.
+/// [`SqliteOptions`], applying pending migrations.
 pub fn open(path: impl Into<String>) -> Result<SqliteStore> {
-    Options::new(path).open()
+    SqliteOptions::new(path).open()
 }
 
 /// How SQLite makes a commit durable (`PRAGMA synchronous`).
@@ -43,7 +43,7 @@ pub enum Synchronous {
 
 /// How to open a SQLite store.
 #[derive(Clone)]
-pub struct Options {
+pub struct SqliteOptions {
     path: String,
     pool_size: u32,
     busy_timeout: Duration,
@@ -55,11 +55,11 @@ pub struct Options {
     migrations: Migrations,
 }
 
-impl Options {
-    /// Options for the database at `path`: a file path, or a `file:` URI. `:memory:` gives a
+impl SqliteOptions {
+    /// SqliteOptions for the database at `path`: a file path, or a `file:` URI. `:memory:` gives a
     /// private in-memory database, which the store then serves over a single connection.
     pub fn new(path: impl Into<String>) -> Self {
-        Options {
+        SqliteOptions {
             path: path.into(),
             pool_size: 8,
             busy_timeout: Duration::from_secs(5),
@@ -88,13 +88,13 @@ impl Options {
 
     /// How long an operation waits for a free connection of the pool before failing with
     /// [`DalError::Connection`] (default 30 s). The same knob as PostgreSQL's
-    /// `Options::connect_timeout`, where it also bounds connecting to the server.
+    /// `SqliteOptions::connect_timeout`, where it also bounds connecting to the server.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
     }
 
-    /// The former name of [`Options::connect_timeout`].
+    /// The former name of [`SqliteOptions::connect_timeout`].
     #[deprecated(note = "use connect_timeout, the name both backends share")]
     pub fn checkout_timeout(self, timeout: Duration) -> Self {
         self.connect_timeout(timeout)
@@ -120,7 +120,7 @@ impl Options {
         self
     }
 
-    /// What [`Options::open`] does about the schema's migrations (default:
+    /// What [`SqliteOptions::open`] does about the schema's migrations (default:
     /// [`Migrations::Apply`]; [`Migrations::Verify`] fails the open with
     /// [`DalError::SchemaNotMigrated`] while the file lacks one of this build's migrations,
     /// as on PostgreSQL).
@@ -196,13 +196,13 @@ impl Options {
     }
 }
 
-impl Options {
+impl SqliteOptions {
     /// Applies the pending migrations and returns their versions, oldest first (none when the
     /// file is up to date), without opening a store: the migration step of a deployment that
     /// opens the store with [`Migrations::Verify`]. One connection, set up as the pool's, and
-    /// the same `BEGIN IMMEDIATE` transaction as [`Options::open`].
+    /// the same `BEGIN IMMEDIATE` transaction as [`SqliteOptions::open`].
     ///
-    /// Errors: those of [`Options::open`].
+    /// Errors: those of [`SqliteOptions::open`].
     pub fn migrate(self) -> Result<Vec<String>> {
         let mut conn = establish(&self.path)?;
         conn.batch_execute("PRAGMA foreign_keys = ON;")
@@ -260,9 +260,9 @@ impl CustomizeConnection<SqliteConnection, r2d2::Error> for Busy {
     }
 }
 
-impl fmt::Debug for Options {
+impl fmt::Debug for SqliteOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Options")
+        f.debug_struct("SqliteOptions")
             .field("path", &self.path)
             .field("pool_size", &self.pool_size)
             .field("history", &self.history)

@@ -82,13 +82,6 @@ impl SqliteBackend {
         })
     }
 
-    /// The store's connection pool, for statements of your own (reports, extensions,
-    /// benchmarks). Connections come set up like the store's own; writes made through them do
-    /// not take the store's write gate and so wait in SQLite's busy handler instead.
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
-    }
-
     fn read<T>(&self, run: impl FnOnce(&mut SqliteConnection) -> QueryResult<T>) -> Result<T> {
         let mut conn = self.conn()?;
         run(&mut conn).map_err(from_diesel)
@@ -180,6 +173,12 @@ fn claim_oldest(
 
 impl Backend for SqliteBackend {
     const NAME: &'static str = "sqlite";
+
+    type Pool = SqlitePool;
+
+    fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
 
     fn insert(
         &self,

@@ -20,7 +20,7 @@ use std::process::ExitCode;
 
 use chrono::{TimeDelta, Utc};
 use dal_postgres::{
-    ClaimStore, Finished, Options, RetentionStore, RetriedTask, TaskStore, WorkflowReads,
+    ClaimStore, Finished, PgOptions, RetentionStore, RetriedTask, TaskStore, WorkflowReads,
 };
 use diesel::{Connection, PgConnection, RunQueryDsl};
 
@@ -126,7 +126,7 @@ fn run(url: &str) -> Result<(), Box<dyn std::error::Error>> {
     );
     let log_file = server_log(&mut admin)?;
     let start = log_size(&mut admin, &log_file)?;
-    let store = Options::new(explained).pool_size(1).connect()?;
+    let store = PgOptions::new(explained).pool_size(1).connect()?;
     // 100 workflow executions spread over the table.
     let some: Vec<uuid::Uuid> = diesel::sql_query(
         "SELECT md5('wf' || (n * 997))::uuid AS id FROM generate_series(0, 99) AS n",

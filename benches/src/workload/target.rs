@@ -228,7 +228,7 @@ impl Target {
                 open_sqlite(path, self.pool_size, clock, self.history, counter)
             }
             Database::Postgres { pooled, .. } => {
-                let store = dal_postgres::Options::new(self.database.url())
+                let store = dal_postgres::PgOptions::new(self.database.url())
                     .transaction_pooling(*pooled)
                     .pool_size(self.pool_size)
                     .clock(clock)
@@ -281,7 +281,7 @@ fn open_sqlite(
     history: dal_core::History,
     counter: &StatementCounter,
 ) -> Result<Arc<dyn TaskExecutionStore>, String> {
-    let store = dal_sqlite::Options::new(path.display().to_string())
+    let store = dal_sqlite::SqliteOptions::new(path.display().to_string())
         .pool_size(pool_size)
         .clock(clock)
         .history(history)

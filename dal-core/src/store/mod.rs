@@ -135,6 +135,12 @@ impl<B: Backend> Store<B> {
         &self.backend
     }
 
+    /// The store's connection pool, for statements of your own (reports, extensions). Its
+    /// connections are set up as the store's.
+    pub fn pool(&self) -> &B::Pool {
+        self.backend.pool()
+    }
+
     /// The clock the store reads time from.
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock

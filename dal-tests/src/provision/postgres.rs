@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock, PoisonError};
 use std::thread::ThreadId;
 
-use dal_postgres::{Options, PostgresStore};
+use dal_postgres::{PgOptions, PgStore};
 use diesel::{Connection, PgConnection, RunQueryDsl};
 
 /// How to get a PostgreSQL server, for the failure message.
@@ -547,13 +547,13 @@ impl TempSchema {
         schema_url(&server().url, &self.name, extra)
     }
 
-    /// Options for a store in this schema.
-    pub fn options(&self) -> Options {
-        Options::new(self.url.clone())
+    /// PgOptions for a store in this schema.
+    pub fn options(&self) -> PgOptions {
+        PgOptions::new(self.url.clone())
     }
 
     /// Connects a store with `configure` applied to this schema's options.
-    pub fn connect(&self, configure: impl FnOnce(Options) -> Options) -> PostgresStore {
+    pub fn connect(&self, configure: impl FnOnce(PgOptions) -> PgOptions) -> PgStore {
         configure(self.options())
             .connect()
             .expect("connect a PostgreSQL store to a test schema")

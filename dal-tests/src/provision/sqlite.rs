@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use dal_sqlite::{Options, SqliteStore};
+use dal_sqlite::{SqliteOptions, SqliteStore};
 use tempfile::TempDir;
 
 /// A SQLite database in a temporary directory, removed on drop.
@@ -26,13 +26,13 @@ impl TempDatabase {
         self.dir.path().join("tasks.db")
     }
 
-    /// Options for a store on this database.
-    pub fn options(&self) -> Options {
-        Options::new(self.path().to_string_lossy().into_owned())
+    /// SqliteOptions for a store on this database.
+    pub fn options(&self) -> SqliteOptions {
+        SqliteOptions::new(self.path().to_string_lossy().into_owned())
     }
 
     /// Opens a store with `options` applied to this database's options.
-    pub fn open(&self, configure: impl FnOnce(Options) -> Options) -> SqliteStore {
+    pub fn open(&self, configure: impl FnOnce(SqliteOptions) -> SqliteOptions) -> SqliteStore {
         configure(self.options())
             .open()
             .expect("open a SQLite store on a temporary file")

@@ -1,5 +1,5 @@
 //! `dal-postgres` as a deployment with migrations as a step of their own runs it: each case's
-//! schema is migrated first by the server's user ([`dal_postgres::Options::migrate`]), and
+//! schema is migrated first by the server's user ([`dal_postgres::PgOptions::migrate`]), and
 //! the stores connect as a role with only DML rights on it (`SELECT`, `INSERT`, `UPDATE`,
 //! `DELETE`: no `CREATE`, not the tables' owner), with
 //! [`dal_postgres::Migrations::Verify`]. The whole suite runs this way, and the migration
@@ -98,7 +98,7 @@ pub fn as_role(url: &str) -> String {
 /// `role` DML rights on what the migrations made.
 pub fn grant(schema: &TempSchema, role: &str) {
     ensure_role();
-    dal_postgres::Options::new(schema.url())
+    dal_postgres::PgOptions::new(schema.url())
         .pool_size(1)
         .migrate()
         .expect("the migration step");
@@ -164,7 +164,7 @@ fn relations_in(schema: &TempSchema) -> i64 {
     .n
 }
 
-fn expect_not_migrated(result: Result<dal_postgres::PostgresStore, DalError>, pending: &[String]) {
+fn expect_not_migrated(result: Result<dal_postgres::PgStore, DalError>, pending: &[String]) {
     match result.map(drop) {
         Err(DalError::SchemaNotMigrated { pending: found }) => assert_eq!(found, pending),
         other => panic!("expected SchemaNotMigrated, got {other:?}"),
@@ -176,7 +176,7 @@ fn expect_not_migrated(result: Result<dal_postgres::PostgresStore, DalError>, pe
 fn verified_migrations_missing_fail_the_connect_and_nothing_is_written() {
     let schema = TempSchema::with_connections(1);
     let verify = || {
-        dal_postgres::Options::new(schema.url())
+        dal_postgres::PgOptions::new(schema.url())
             .pool_size(1)
             .migrations(Migrations::Verify)
             .connect()
@@ -185,7 +185,7 @@ fn verified_migrations_missing_fail_the_connect_and_nothing_is_written() {
     expect_not_migrated(verify(), &all);
     assert_eq!(relations_in(&schema), 0);
 
-    dal_postgres::Options::new(schema.url())
+    dal_postgres::PgOptions::new(schema.url())
         .migrate()
         .expect("migrate");
     let newest = all.last().expect("a migration").clone();
@@ -205,10 +205,10 @@ fn verified_migrations_missing_fail_the_connect_and_nothing_is_written() {
 /// The step applies every migration, oldest first, then none; a store verifying them opens.
 fn the_migration_step_applies_each_migration_once() {
     let schema = TempSchema::with_connections(1);
-    let step = || dal_postgres::Options::new(schema.url()).migrate();
+    let step = || dal_postgres::PgOptions::new(schema.url()).migrate();
     assert_eq!(step().expect("first step"), versions());
     assert_eq!(step().expect("second step"), Vec::<String>::new());
-    let store = dal_postgres::Options::new(schema.url())
+    let store = dal_postgres::PgOptions::new(schema.url())
         .pool_size(1)
         .migrations(Migrations::Verify)
         .connect()
@@ -231,7 +231,7 @@ fn the_dml_only_role_cannot_migrate() {
             schema.name()
         ))
         .expect("grant usage");
-    let err = dal_postgres::Options::new(as_role(schema.url()))
+    let err = dal_postgres::PgOptions::new(as_role(schema.url()))
         .pool_size(1)
         .connect()
         .map(drop)
@@ -248,7 +248,7 @@ fn the_printed_sql_migrates_a_schema_the_store_verifies() {
     let sql = dal_postgres::migrations_sql();
     let mut admin = PgConnection::establish(schema.url()).expect("connect");
     admin.batch_execute(&sql).expect("the printed SQL runs");
-    let store = dal_postgres::Options::new(schema.url())
+    let store = dal_postgres::PgOptions::new(schema.url())
         .pool_size(1)
         .migrations(Migrations::Verify)
         .connect()
@@ -259,7 +259,7 @@ fn the_printed_sql_migrates_a_schema_the_store_verifies() {
     assert_eq!(store.get(task.id).expect("get"), task);
     drop(store);
     assert_eq!(
-        dal_postgres::Options::new(schema.url())
+        dal_postgres::PgOptions::new(schema.url())
             .migrate()
             .expect("nothing left to apply"),
         Vec::<String>::new()
@@ -272,7 +272,7 @@ fn the_printed_sql_migrates_a_schema_the_store_verifies() {
 /// fails on the missing table.
 fn skipped_migrations_are_neither_applied_nor_checked() {
     let schema = TempSchema::with_connections(1);
-    let store = dal_postgres::Options::new(schema.url())
+    let store = dal_postgres::PgOptions::new(schema.url())
         .pool_size(1)
         .migrations(Migrations::Skip)
         .connect()

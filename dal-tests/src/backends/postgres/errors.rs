@@ -196,7 +196,7 @@ fn a_statement_cancelled_by_its_timeout_changes_nothing() {
     );
     let schema = super::schema_of(&f);
     let _permit = reserve_connections(2);
-    let timed = dal_postgres::Options::new(schema.url_with_options("-c statement_timeout=500"))
+    let timed = dal_postgres::PgOptions::new(schema.url_with_options("-c statement_timeout=500"))
         .pool_size(2)
         .clock(f.clock.clone())
         .connect()

@@ -172,7 +172,7 @@ impl Stores {
         &self,
         url: String,
         setup: &StoreSetup,
-        configure: impl FnOnce(dal_postgres::Options) -> dal_postgres::Options,
+        configure: impl FnOnce(dal_postgres::PgOptions) -> dal_postgres::PgOptions,
     ) -> Arc<dyn TaskExecutionStore> {
         if self.first_opened.swap(true, Ordering::Relaxed) {
             self.permits
@@ -181,7 +181,7 @@ impl Stores {
                 .push(reserve_connections(setup.pool_size));
         }
         let mut options = configure(
-            dal_postgres::Options::new(url)
+            dal_postgres::PgOptions::new(url)
                 .pool_size(setup.pool_size)
                 .clock(setup.clock.clone())
                 .history(setup.history),

@@ -17,7 +17,7 @@ pub fn a_store_that_cannot_be_opened_fails_at_once() {
     ];
     for url in urls {
         let (err, took) = failure(|| {
-            dal_postgres::Options::new(url.clone())
+            dal_postgres::PgOptions::new(url.clone())
                 .connect_timeout(TIMEOUT)
                 .connect()
                 .map(drop)
@@ -55,7 +55,7 @@ pub fn assert_settings_error(
 /// tables in, and the connect says so before any migration runs.
 pub fn a_search_path_of_no_existing_schema_fails_the_connect() {
     let url = server_url_with(&[("options", "-csearch_path=dal_no_such_schema")]);
-    let err = dal_postgres::Options::new(url)
+    let err = dal_postgres::PgOptions::new(url)
         .pool_size(1)
         .connect()
         .map(drop)
@@ -76,7 +76,7 @@ pub fn a_search_path_of_no_existing_schema_fails_the_connect() {
 pub fn settings_in_the_url_are_compared_as_the_server_spells_them() {
     let schema = crate::provision::postgres::TempSchema::with_connections(1);
     let url = schema.url_with_options("-c statement_timeout=5000 -c work_mem=8192");
-    let store = dal_postgres::Options::new(url)
+    let store = dal_postgres::PgOptions::new(url)
         .pool_size(1)
         .connect()
         .expect("the settings took effect");

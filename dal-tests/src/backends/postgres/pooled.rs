@@ -1,5 +1,5 @@
 //! `dal-postgres` behind a transaction-pooling proxy (PgBouncer, `pool_mode = transaction`),
-//! with [`dal_postgres::Options::transaction_pooling`] on: a database of its own per case
+//! with [`dal_postgres::PgOptions::transaction_pooling`] on: a database of its own per case
 //! ([`TempDatabase`]), its planner settings made on the database, and the proxy's own cases
 //! (options it drops, migrations of processes starting at once).
 //!
@@ -170,7 +170,7 @@ fn options_the_pooler_drops_fail_the_connect_and_nothing_is_written() {
         database.pooled_url(),
         &[("options", "-csearch_path=tenant")],
     );
-    let err = dal_postgres::Options::new(url)
+    let err = dal_postgres::PgOptions::new(url)
         .transaction_pooling(true)
         .pool_size(1)
         .connect()
@@ -192,7 +192,7 @@ fn options_the_pooler_drops_fail_the_connect_and_nothing_is_written() {
 
     // A custom setting the session then lacks altogether reads as empty: the same error.
     let url = with_params(database.pooled_url(), &[("options", "-cdal.tenant=a")]);
-    let err = dal_postgres::Options::new(url)
+    let err = dal_postgres::PgOptions::new(url)
         .transaction_pooling(true)
         .pool_size(1)
         .connect()
@@ -213,7 +213,7 @@ fn options_the_pooler_drops_fail_the_connect_and_nothing_is_written() {
         database.pooled_url(),
         &[("options", "-csearch_path=tenant")],
     );
-    let store = dal_postgres::Options::new(url)
+    let store = dal_postgres::PgOptions::new(url)
         .transaction_pooling(true)
         .pool_size(1)
         .connect()
@@ -238,7 +238,7 @@ fn options_the_pooler_drops_fail_the_connect_and_nothing_is_written() {
 /// with them off, it opens.
 fn planner_settings_missing_on_the_server_fail_the_connect() {
     let database = TempDatabase::with_connections(2, &[]);
-    let err = dal_postgres::Options::new(database.pooled_url())
+    let err = dal_postgres::PgOptions::new(database.pooled_url())
         .transaction_pooling(true)
         .pool_size(1)
         .connect()
@@ -249,7 +249,7 @@ fn planner_settings_missing_on_the_server_fail_the_connect() {
         tables_in(database.direct_url(), "public"),
         Vec::<String>::new()
     );
-    let store = dal_postgres::Options::new(database.pooled_url())
+    let store = dal_postgres::PgOptions::new(database.pooled_url())
         .transaction_pooling(true)
         .index_plans(false)
         .pool_size(1)
@@ -271,7 +271,7 @@ fn processes_connecting_at_once_migrate_once() {
         let handles: Vec<_> = (0..STORES)
             .map(|_| {
                 scope.spawn(|| {
-                    dal_postgres::Options::new(database.pooled_url())
+                    dal_postgres::PgOptions::new(database.pooled_url())
                         .transaction_pooling(true)
                         .pool_size(1)
                         .connect()

@@ -55,7 +55,7 @@ fn calls_across_server_restarts_are_all_or_nothing_and_the_pool_recovers() {
     let cluster = Own(cluster::start().expect("a private cluster (needs initdb and pg_ctl)"));
     let pool_size = 4;
     let store: Arc<dyn TaskExecutionStore> = Arc::new(
-        dal_postgres::Options::new(cluster.0.url())
+        dal_postgres::PgOptions::new(cluster.0.url())
             .pool_size(pool_size)
             .connect_timeout(Duration::from_secs(30))
             .connect()

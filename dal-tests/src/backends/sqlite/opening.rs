@@ -11,7 +11,7 @@ pub fn a_store_that_cannot_be_opened_fails_at_once() {
     let missing_dir = db.path().with_file_name("no-such-dir");
     let in_missing_dir = missing_dir.join("x.db").to_string_lossy().into_owned();
     let (err, took) = failure(|| {
-        dal_sqlite::Options::new(in_missing_dir)
+        dal_sqlite::SqliteOptions::new(in_missing_dir)
             .connect_timeout(TIMEOUT)
             .open()
             .map(drop)
@@ -25,7 +25,7 @@ pub fn a_store_that_cannot_be_opened_fails_at_once() {
     let contents = vec![b'x'; 8192];
     std::fs::write(&not_a_database, &contents).expect("write the file");
     let (err, took) = failure(|| {
-        dal_sqlite::Options::new(not_a_database.to_string_lossy().into_owned())
+        dal_sqlite::SqliteOptions::new(not_a_database.to_string_lossy().into_owned())
             .connect_timeout(TIMEOUT)
             .open()
             .map(drop)
@@ -52,7 +52,7 @@ pub fn verified_migrations_missing_fail_the_open() {
         .map(|m| m.name().version().to_string())
         .collect();
     let verify = || {
-        dal_sqlite::Options::new(path.clone())
+        dal_sqlite::SqliteOptions::new(path.clone())
             .migrations(Migrations::Verify)
             .open()
             .map(drop)
@@ -99,7 +99,7 @@ pub fn verified_migrations_missing_fail_the_open() {
             .n
     };
     assert_eq!(tables(), 0);
-    let step = || dal_sqlite::Options::new(path.clone()).migrate();
+    let step = || dal_sqlite::SqliteOptions::new(path.clone()).migrate();
     assert_eq!(step().expect("first step"), all);
     assert_eq!(step().expect("second step"), Vec::<String>::new());
     verify().expect("every migration applied");
