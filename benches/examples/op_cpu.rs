@@ -96,6 +96,59 @@ fn run<S: TaskStore + ClaimStore>(name: &str, store: &S, server: &dyn Fn() -> u6
         || store.create_many(&news(32, TaskStatus::Ready)).unwrap(),
         |_| assert_eq!(store.claim_ready(runner, 32).unwrap().len(), 32),
     );
+    measure(
+        &format!("{name} complete_many(32)"),
+        calls * 5,
+        server,
+        || {
+            store.create_many(&news(32, TaskStatus::Ready)).unwrap();
+            let leases: Vec<_> = store
+                .claim_ready(runner, 32)
+                .unwrap()
+                .iter()
+                .map(|c| c.lease)
+                .collect();
+            leases
+        },
+        |leases| assert_eq!(store.complete_many(&leases).unwrap().completed.len(), 32),
+    );
+    measure(
+        &format!("{name} finish_and_claim(32, 32)"),
+        calls * 5,
+        server,
+        || {
+            store.create_many(&news(64, TaskStatus::Ready)).unwrap();
+            let leases: Vec<_> = store
+                .claim_ready(runner, 32)
+                .unwrap()
+                .iter()
+                .map(|c| c.lease)
+                .collect();
+            dal_core::Finished {
+                completed: leases,
+                ..Default::default()
+            }
+        },
+        |finished| {
+            assert_eq!(
+                store
+                    .finish_and_claim(runner, &finished, 32)
+                    .unwrap()
+                    .claimed
+                    .len(),
+                32
+            )
+        },
+    );
+    measure(
+        &format!("{name} mark_ready"),
+        calls * 5,
+        server,
+        || store.create(&news(1, TaskStatus::NotStarted)[0]).unwrap(),
+        |task| {
+            store.mark_ready(task.id).unwrap();
+        },
+    );
 }
 
 fn main() {

@@ -14,10 +14,10 @@
 
 use chrono::{DateTime, Utc};
 use dal_core::{DalError, TaskExecution};
-use dal_sqlite::TaskRow;
-use dal_sqlite::bind::{id, instant, json};
-use dal_sqlite::schema::{execution_events as e, task_executions as t};
-use dal_sqlite::types::IdValue;
+use dal_diesel::bind::{id, instant, json};
+use dal_diesel::row::Row as TaskRow;
+use dal_diesel::schema::{execution_events as e, task_executions as t};
+use dal_diesel::types::IdValue;
 use diesel::prelude::*;
 use serde_json::json;
 use uuid::Uuid;

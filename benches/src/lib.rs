@@ -10,5 +10,4 @@
 
 pub mod baseline;
 pub mod env;
-pub mod pgbench;
 pub mod workload;

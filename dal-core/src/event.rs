@@ -172,38 +172,6 @@ impl EventSpec {
         data.insert("recovery_attempts".into(), row.recovery_attempts.into());
         Value::Object(data)
     }
-
-    /// The event for `row`, with id `id`, at `at`; `seq` is given by the database.
-    pub fn event_for(&self, row: &TaskExecution, id: Uuid, at: DateTime<Utc>) -> NewEvent {
-        NewEvent {
-            id,
-            workflow_execution_id: row.workflow_execution_id,
-            task_execution_id: row.id,
-            event_type: self.event_type,
-            event_data: self.data_for(row),
-            runner_id: self.runner_id,
-            created_at: at,
-        }
-    }
-}
-
-/// An event to insert (everything but `seq`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct NewEvent {
-    /// See [`ExecutionEvent::id`].
-    pub id: Uuid,
-    /// See [`ExecutionEvent::workflow_execution_id`].
-    pub workflow_execution_id: Uuid,
-    /// See [`ExecutionEvent::task_execution_id`].
-    pub task_execution_id: Uuid,
-    /// See [`ExecutionEvent::event_type`].
-    pub event_type: EventType,
-    /// See [`ExecutionEvent::event_data`].
-    pub event_data: Value,
-    /// See [`ExecutionEvent::runner_id`].
-    pub runner_id: Option<Uuid>,
-    /// See [`ExecutionEvent::created_at`].
-    pub created_at: DateTime<Utc>,
 }
 
 /// A time as event data: RFC 3339 in UTC with microseconds.
@@ -228,7 +196,7 @@ mod tests {
         let at = DateTime::<Utc>::UNIX_EPOCH;
         let spec = EventSpec::new(EventType::RetryScheduled).with("retry_at", time_value(at));
         assert_eq!(time_value(at), Value::from("1970-01-01T00:00:00.000000Z"));
-        let mut row = crate::model::sample_row(crate::TaskStatus::Running, 1, 3);
+        let mut row = crate::model::sample_row();
         row.attempt = 2;
         row.claim_count = 5;
         assert_eq!(

@@ -1,14 +1,10 @@
-//! The core of the task-execution data-access layer: the models, the one error type, input
-//! validation, the transition plans (the state machine as data), the clock, and the
-//! [`TaskStore`] trait with its implementation [`Store`] over any [`Backend`].
+//! The core of the task-execution data-access layer: the rows, the one error type, input
+//! validation, the clock, the state machine as data ([`plan`]), and the store traits with
+//! their one implementation [`Store`] over any [`Backend`]. No database driver code.
 //!
-//! This crate holds no database driver code. Depend on a backend crate, `dal-sqlite` or
-//! `dal-postgres`, which re-exports everything here; [`prelude`] is what a user needs in scope.
-//!
-//! The rest is the interface a backend implements and builds on, for backend authors: the
-//! [`Backend`] trait, [`Store::new`], the plans ([`plan`]), event specs ([`event::EventSpec`]),
-//! ids ([`ids`]). A store's user never needs them; the Diesel layer the backends share is the
-//! crate `dal-diesel`.
+//! Users depend on one backend crate, `dal-postgres` or `dal-sqlite`, which re-exports what
+//! they need; [`prelude`] brings it into scope. [`Backend`], [`plan`] and [`event::EventSpec`]
+//! are the interface a backend implements, for backend authors, and not stable.
 
 #[cfg(feature = "tokio")]
 mod asynchronous;
@@ -16,10 +12,9 @@ pub mod backend;
 pub mod clock;
 pub mod error;
 pub mod event;
-pub mod ids;
 pub mod model;
+mod operations;
 pub mod plan;
-pub mod prelude;
 pub mod status;
 pub mod store;
 pub mod validate;
@@ -40,3 +35,35 @@ pub use store::{
     ClaimStore, History, HistoryStore, RetentionStore, Store, TaskExecutionStore, TaskStore,
     WorkflowReads,
 };
+
+/// What a user of a store needs in scope, in one import: the store traits (the methods are
+/// spread over them), the rows and inputs they take and return, the errors, the clock.
+///
+/// ```
+/// use dal_core::prelude::*;
+///
+/// /// Claims up to 32 tasks for `runner` and completes them: works on any backend's store.
+/// fn drain(store: &dyn TaskExecutionStore, runner: uuid::Uuid) -> Result<usize> {
+///     let claimed: Vec<Claimed> = store.claim_ready(runner, 32)?;
+///     let leases: Vec<Lease> = claimed.iter().map(|c| c.lease).collect();
+///     Ok(store.complete_many(&leases)?.completed.len())
+/// }
+/// ```
+pub mod prelude {
+    #[cfg(feature = "tokio")]
+    pub use crate::AsyncStore;
+    pub use crate::clock::{Clock, ManualClock, SystemClock};
+    pub use crate::error::{DalError, DatabaseErrorKind, Problem, Result, ValidationError};
+    pub use crate::event::{EventType, ExecutionEvent};
+    pub use crate::model::{
+        Claimed, Completion, Cycle, FailedTask, Finished, Lease, NewTaskExecution, PruneCursor,
+        Pruned, Recovery, RetriedTask, RetryStats, StatusCounts, TaskExecution,
+    };
+    pub use crate::plan::Transition;
+    pub use crate::status::{SubStatus, TaskStatus};
+    pub use crate::store::{
+        ClaimStore, History, HistoryStore, RetentionStore, TaskExecutionStore, TaskStore,
+        WorkflowReads,
+    };
+    pub use crate::validate::sanitize_message;
+}

@@ -7,10 +7,8 @@ use uuid::Uuid;
 
 use crate::{SubStatus, TaskStatus};
 
-/// One task execution: a row of `task_executions`, as both backends return it.
-///
-/// Times have microsecond precision on both backends. Every operation of the store returns
-/// the row as the statement that wrote it left it (`RETURNING`), never a second read.
+/// One task execution: a row of `task_executions`, as the statement that wrote or read it
+/// returned it. Times have microsecond precision on both backends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskExecution {
     /// Primary key; a UUIDv7, so keys arrive in time order.
@@ -79,12 +77,9 @@ impl TaskExecution {
     }
 }
 
-/// Proof of one claim of one task by one runner: the fence of the runner protocol.
-///
-/// `heartbeat`, `complete`, `fail`, `fail_and_retry` and `release` take a lease and succeed
-/// only while it is the task's current claim (same runner, same claim number); otherwise they
-/// fail with `DalError::ClaimLost` and change nothing. A runner presumed dead whose task was recovered
-/// and claimed again, by another runner or by itself, cannot finish the old attempt.
+/// Proof of one claim of one task by one runner: the fence of the runner protocol. A call
+/// that takes a lease succeeds only while it is the task's current claim (same runner, same
+/// claim number), so a runner presumed dead cannot finish an attempt that was recovered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Lease {
     /// The claimed task.
@@ -145,18 +140,6 @@ impl StatusCounts {
             TaskStatus::Completed => self.completed,
             TaskStatus::Failed => self.failed,
             TaskStatus::Skipped => self.skipped,
-        }
-    }
-
-    /// A mutable reference to the count of `status`.
-    pub fn get_mut(&mut self, status: TaskStatus) -> &mut i64 {
-        match status {
-            TaskStatus::NotStarted => &mut self.not_started,
-            TaskStatus::Ready => &mut self.ready,
-            TaskStatus::Running => &mut self.running,
-            TaskStatus::Completed => &mut self.completed,
-            TaskStatus::Failed => &mut self.failed,
-            TaskStatus::Skipped => &mut self.skipped,
         }
     }
 
@@ -352,16 +335,17 @@ impl NewTaskExecution {
     }
 }
 
-/// A row for unit tests.
+/// A row for unit tests: `Ready`, attempt 1 of 3.
 #[cfg(test)]
-pub(crate) fn sample_row(status: TaskStatus, attempt: i32, max_attempts: i32) -> TaskExecution {
+pub(crate) fn sample_row() -> TaskExecution {
+    let at = DateTime::<Utc>::UNIX_EPOCH;
     TaskExecution {
         id: Uuid::nil(),
         workflow_execution_id: Uuid::nil(),
         task_name: "t".into(),
-        status,
-        attempt,
-        max_attempts,
+        status: TaskStatus::Ready,
+        attempt: 1,
+        max_attempts: 3,
         trigger_rules: serde_json::json!({}),
         task_configuration: serde_json::json!({}),
         error_details: None,
@@ -376,8 +360,8 @@ pub(crate) fn sample_row(status: TaskStatus, attempt: i32, max_attempts: i32) ->
         claim_count: 0,
         abandoned_at: None,
         sub_status: None,
-        created_at: DateTime::<Utc>::UNIX_EPOCH,
-        updated_at: DateTime::<Utc>::UNIX_EPOCH,
+        created_at: at,
+        updated_at: at,
     }
 }
 

@@ -1,27 +1,23 @@
-//! Transitions as data: what each operation may start from and what it writes.
-//!
-//! Users need only [`Transition`] (for `TaskStore::transition`); [`Plan`], [`Guard`] and the
-//! effects are **for backend authors**, who turn a plan into SQL.
-//!
-//! This module is the single place where the state machine lives. A backend never decides which
-//! statuses an operation accepts or which columns it changes: it turns a [`Plan`] into one
-//! guarded `UPDATE ... RETURNING` (see `dal_core::backend`). Both backends therefore apply the
-//! same rules by construction, and the rules are read here, once.
+//! The state machine as data: which statuses a write may start from, what it sets on every
+//! column, and the event it leaves. Every rule is here, once; a backend turns a [`Plan`] into
+//! a guarded `UPDATE ... RETURNING` and decides nothing.
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::clock::to_micros;
-use crate::error::DalError;
+use crate::error::{DalError, ValidationError};
 use crate::event::{EventSpec, EventType, time_value};
 use crate::status::StatusSet;
-use crate::{Lease, SubStatus, TaskExecution, TaskStatus};
+use crate::{Lease, SubStatus, TaskExecution, TaskStatus, validate};
 
-/// A change of status asked of one task, with its arguments.
+use Assign::{Clear, Set};
+use TaskStatus::*;
+
+/// A change of status asked of one task, with its arguments (`TaskStore::transition`).
 ///
-/// Exhaustive on purpose: the reference model and the generated call sequences of `dal-tests`
-/// match every variant, so a new transition does not build until it is modelled and generated
-/// (and adding one is a breaking change of `dal-core`).
+/// Exhaustive on purpose: the reference model of the tests matches every variant, so a new
+/// transition does not build until it is modelled.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Transition {
     /// `NotStarted` -> `Ready`.
@@ -54,82 +50,108 @@ pub enum Transition {
     /// dead.
     ResetForRecovery,
     /// `Ready | Completed | Failed | Skipped` -> `Ready` with attempt 1 and the retry, error and
-    /// timing fields cleared (a manual re-run). A `Running` task must be released or recovered
-    /// first; a `NotStarted` one still waits for its dependencies.
+    /// timing fields cleared (a manual re-run).
     ResetRetryState,
 }
 
 impl Transition {
-    /// The operation's name, as used in traces and documents.
+    /// The plan that carries the transition out at `now`: one arm per transition.
+    pub fn plan(&self, now: DateTime<Utc>) -> Plan {
+        let (operation, from, effects, event): (_, &[TaskStatus], _, _) = match self {
+            Transition::MarkReady => (
+                "mark_ready",
+                &[NotStarted],
+                Effects::keep(Ready, now),
+                EventSpec::new(EventType::Ready),
+            ),
+            Transition::MarkSkipped { reason } => (
+                "mark_skipped",
+                &[NotStarted, Ready],
+                Effects {
+                    error_details: Set(reason.clone()),
+                    completed_at: Set(now),
+                    ..Effects::unclaimed(Skipped, now)
+                },
+                EventSpec::new(EventType::Skipped).with("reason", reason.as_str()),
+            ),
+            Transition::MarkRunning => (
+                "mark_running",
+                &[Ready],
+                Effects {
+                    started_at: Set(now),
+                    ..Effects::keep(Running, now)
+                },
+                EventSpec::new(EventType::Started),
+            ),
+            Transition::MarkCompleted => (
+                "mark_completed",
+                &[Running],
+                Effects {
+                    completed_at: Set(now),
+                    ..Effects::unclaimed(Completed, now)
+                },
+                EventSpec::new(EventType::Completed),
+            ),
+            Transition::MarkFailed { error } => (
+                "mark_failed",
+                &[Ready, Running],
+                Effects::failed(error, now),
+                EventSpec::new(EventType::Failed).with("error", error.as_str()),
+            ),
+            Transition::MarkAbandoned { reason } => (
+                "mark_abandoned",
+                &[NotStarted, Ready, Running],
+                Effects {
+                    abandoned_at: Set(now),
+                    ..Effects::failed(reason, now)
+                },
+                EventSpec::new(EventType::Abandoned).with("reason", reason.as_str()),
+            ),
+            Transition::ScheduleRetry { retry_at } => {
+                let plan = Plan::retry(*retry_at, now);
+                return Plan {
+                    operation: "schedule_retry",
+                    guard: Guard::from(&[Running, Failed]).with_attempt_left(),
+                    ..plan
+                };
+            }
+            Transition::ResetForRecovery => (
+                "reset_task_for_recovery",
+                &[Running, Ready],
+                Effects {
+                    recovery_attempts: Counter::Increment,
+                    last_recovery_at: Set(now),
+                    started_at: Clear,
+                    ..Effects::unclaimed(Ready, now)
+                },
+                EventSpec::new(EventType::Recovered),
+            ),
+            Transition::ResetRetryState => (
+                "reset_retry_state",
+                &[Ready, Completed, Failed, Skipped],
+                Effects {
+                    attempt: Counter::Reset,
+                    retry_at: Clear,
+                    error_details: Clear,
+                    last_error: Clear,
+                    started_at: Clear,
+                    completed_at: Clear,
+                    abandoned_at: Clear,
+                    ..Effects::unclaimed(Ready, now)
+                },
+                EventSpec::new(EventType::Reset),
+            ),
+        };
+        Plan::new(operation, Guard::from(from), effects, Some(event))
+    }
+
+    /// The operation's name, as in traces.
     pub fn name(&self) -> &'static str {
-        match self {
-            Transition::MarkReady => "mark_ready",
-            Transition::MarkSkipped { .. } => "mark_skipped",
-            Transition::MarkRunning => "mark_running",
-            Transition::MarkCompleted => "mark_completed",
-            Transition::MarkFailed { .. } => "mark_failed",
-            Transition::MarkAbandoned { .. } => "mark_abandoned",
-            Transition::ScheduleRetry { .. } => "schedule_retry",
-            Transition::ResetForRecovery => "reset_task_for_recovery",
-            Transition::ResetRetryState => "reset_retry_state",
-        }
-    }
-
-    /// The statuses the transition may start from.
-    pub fn from(&self) -> StatusSet {
-        use TaskStatus::*;
-        match self {
-            Transition::MarkReady => StatusSet::of(&[NotStarted]),
-            Transition::MarkSkipped { .. } => StatusSet::of(&[NotStarted, Ready]),
-            Transition::MarkRunning => StatusSet::of(&[Ready]),
-            Transition::MarkCompleted => StatusSet::of(&[Running]),
-            Transition::MarkFailed { .. } => StatusSet::of(&[Ready, Running]),
-            Transition::MarkAbandoned { .. } => StatusSet::NON_TERMINAL,
-            Transition::ScheduleRetry { .. } => StatusSet::of(&[Running, Failed]),
-            Transition::ResetForRecovery => StatusSet::of(&[Running, Ready]),
-            Transition::ResetRetryState => StatusSet::of(&[Ready, Completed, Failed, Skipped]),
-        }
-    }
-
-    /// The status the transition leads to.
-    pub fn to(&self) -> TaskStatus {
-        match self {
-            Transition::MarkReady
-            | Transition::ScheduleRetry { .. }
-            | Transition::ResetForRecovery
-            | Transition::ResetRetryState => TaskStatus::Ready,
-            Transition::MarkSkipped { .. } => TaskStatus::Skipped,
-            Transition::MarkRunning => TaskStatus::Running,
-            Transition::MarkCompleted => TaskStatus::Completed,
-            Transition::MarkFailed { .. } | Transition::MarkAbandoned { .. } => TaskStatus::Failed,
-        }
-    }
-
-    /// The event the transition writes.
-    pub fn event(&self) -> EventSpec {
-        match self {
-            Transition::MarkReady => EventSpec::new(EventType::Ready),
-            Transition::MarkSkipped { reason } => {
-                EventSpec::new(EventType::Skipped).with("reason", reason.as_str())
-            }
-            Transition::MarkRunning => EventSpec::new(EventType::Started),
-            Transition::MarkCompleted => EventSpec::new(EventType::Completed),
-            Transition::MarkFailed { error } => {
-                EventSpec::new(EventType::Failed).with("error", error.as_str())
-            }
-            Transition::MarkAbandoned { reason } => {
-                EventSpec::new(EventType::Abandoned).with("reason", reason.as_str())
-            }
-            Transition::ScheduleRetry { retry_at } => EventSpec::new(EventType::RetryScheduled)
-                .with("retry_at", time_value(to_micros(*retry_at))),
-            Transition::ResetForRecovery => EventSpec::new(EventType::Recovered),
-            Transition::ResetRetryState => EventSpec::new(EventType::Reset),
-        }
+        self.plan(DateTime::UNIX_EPOCH).operation
     }
 
     /// Checks the transition's arguments; rejected arguments write nothing.
-    pub fn validate(&self) -> Result<(), crate::ValidationError> {
-        use crate::validate;
+    pub fn validate(&self) -> Result<(), ValidationError> {
         match self {
             Transition::MarkSkipped { reason } | Transition::MarkAbandoned { reason } => {
                 validate::message("reason", reason)
@@ -139,123 +161,46 @@ impl Transition {
             _ => Ok(()),
         }
     }
-
-    /// The plan that carries the transition out at time `now`.
-    pub fn plan(&self, now: DateTime<Utc>) -> Plan {
-        let keep = Effects::keep(self.to(), now);
-        let effects = match self {
-            Transition::MarkReady => keep,
-            Transition::MarkSkipped { reason } => Effects {
-                error_details: Assign::Set(reason.clone()),
-                completed_at: Assign::Set(now),
-                ..keep.release_claim()
-            },
-            Transition::MarkRunning => Effects {
-                started_at: Assign::Set(now),
-                ..keep
-            },
-            Transition::MarkCompleted => Effects {
-                completed_at: Assign::Set(now),
-                ..keep.release_claim()
-            },
-            Transition::MarkFailed { error } => Effects {
-                error_details: Assign::Set(error.clone()),
-                last_error: Assign::Set(error.clone()),
-                completed_at: Assign::Set(now),
-                ..keep.release_claim()
-            },
-            Transition::MarkAbandoned { reason } => Effects {
-                error_details: Assign::Set(reason.clone()),
-                last_error: Assign::Set(reason.clone()),
-                completed_at: Assign::Set(now),
-                abandoned_at: Assign::Set(now),
-                ..keep.release_claim()
-            },
-            Transition::ScheduleRetry { retry_at } => Effects {
-                attempt: Counter::Increment,
-                // Cut here, as every time the caller gives: both backends then store it exactly.
-                retry_at: Assign::Set(to_micros(*retry_at)),
-                error_details: Assign::Clear,
-                started_at: Assign::Clear,
-                completed_at: Assign::Clear,
-                abandoned_at: Assign::Clear,
-                ..keep.release_claim()
-            },
-            Transition::ResetForRecovery => Effects {
-                recovery_attempts: Counter::Increment,
-                last_recovery_at: Assign::Set(now),
-                started_at: Assign::Clear,
-                ..keep.release_claim()
-            },
-            Transition::ResetRetryState => Effects {
-                attempt: Counter::Reset,
-                retry_at: Assign::Clear,
-                error_details: Assign::Clear,
-                last_error: Assign::Clear,
-                started_at: Assign::Clear,
-                completed_at: Assign::Clear,
-                abandoned_at: Assign::Clear,
-                ..keep.release_claim()
-            },
-        };
-        Plan {
-            operation: self.name(),
-            effects: effects.settled(),
-            guard: Guard {
-                from: self.from(),
-                needs_attempt_left: matches!(self, Transition::ScheduleRetry { .. }),
-                lease: None,
-                unclaimed: false,
-                due_by: None,
-            },
-            event: Some(self.event()),
-        }
-    }
 }
 
 /// The statuses a claimed task can be in: `Running`, or claimed and still `Ready`.
-pub const CLAIMED: StatusSet = StatusSet::of(&[TaskStatus::Running, TaskStatus::Ready]);
+pub const CLAIMED: StatusSet = StatusSet::of(&[Running, Ready]);
+
+/// One guarded write: which row it may touch, what it sets, and the event it leaves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// The operation's name, as in traces.
+    pub operation: &'static str,
+    /// The condition the row must meet, checked by the statement that writes.
+    pub guard: Guard,
+    /// What the statement sets.
+    pub effects: Effects,
+    /// The event written for each changed task in the same atomic unit; `None`: the change is
+    /// not history (a heartbeat), or the store keeps none.
+    pub event: Option<EventSpec>,
+}
 
 impl Plan {
     fn new(
         operation: &'static str,
-        from: StatusSet,
+        guard: Guard,
         effects: Effects,
         event: Option<EventSpec>,
     ) -> Plan {
+        // Only a running task has a sub-status.
+        let sub_status = match effects.status {
+            Running => effects.sub_status,
+            _ => Clear,
+        };
         Plan {
             operation,
-            guard: Guard {
-                from,
-                needs_attempt_left: false,
-                lease: None,
-                unclaimed: false,
-                due_by: None,
+            guard,
+            effects: Effects {
+                sub_status,
+                ..effects
             },
-            effects: effects.settled(),
             event,
         }
-    }
-
-    /// Sets (or clears) the sub-status of a `Running` task; its event is `deferred` when the
-    /// task is deferred, `resumed` otherwise, with the new `sub_status` (or null).
-    pub fn sub_status(sub_status: Option<SubStatus>, now: DateTime<Utc>) -> Plan {
-        let event = match sub_status {
-            Some(SubStatus::Deferred) => EventType::Deferred,
-            Some(SubStatus::Active) | None => EventType::Resumed,
-        };
-        Plan::new(
-            "set_sub_status",
-            StatusSet::of(&[TaskStatus::Running]),
-            Effects {
-                sub_status: sub_status.map_or(Assign::Clear, Assign::Set),
-                ..Effects::keep(TaskStatus::Running, now)
-            },
-            Some(EventSpec::new(event).with(
-                "sub_status",
-                sub_status.map_or(serde_json::Value::Null, |s| s.as_str().into()),
-            )),
-        )
     }
 
     /// The same plan, allowed only while `lease` is the task's current claim; its event names
@@ -268,28 +213,53 @@ impl Plan {
         self
     }
 
-    /// Claim by `runner_id`: `Ready` -> `Running` with `claimed_by`, `heartbeat_at` and
-    /// `started_at` set and `claim_count + 1`.
-    pub fn claim(runner_id: Uuid, now: DateTime<Utc>) -> Plan {
+    /// The same plan without its event (the store keeps no history).
+    pub fn unlogged(self) -> Plan {
+        Plan {
+            event: None,
+            ..self
+        }
+    }
+
+    /// Sets (or clears) the sub-status of a `Running` task; its event is `deferred` when the
+    /// task is deferred, `resumed` otherwise, with the new `sub_status` (or null).
+    pub fn sub_status(sub_status: Option<SubStatus>, now: DateTime<Utc>) -> Plan {
+        let (event, value) = match sub_status {
+            Some(SubStatus::Deferred) => (EventType::Deferred, "deferred".into()),
+            Some(SubStatus::Active) => (EventType::Resumed, "active".into()),
+            None => (EventType::Resumed, serde_json::Value::Null),
+        };
         Plan::new(
-            "claim_ready",
-            StatusSet::of(&[TaskStatus::Ready]),
+            "set_sub_status",
+            Guard::from(&[Running]),
             Effects {
-                claimed_by: Assign::Set(runner_id),
-                heartbeat_at: Assign::Set(now),
-                started_at: Assign::Set(now),
-                claim_count: Counter::Increment,
-                ..Effects::keep(TaskStatus::Running, now)
+                sub_status: sub_status.map_or(Clear, Set),
+                ..Effects::keep(Running, now)
             },
-            Some(EventSpec {
-                runner_id: Some(runner_id),
-                ..EventSpec::new(EventType::Claimed)
-            }),
+            Some(EventSpec::new(event).with("sub_status", value)),
         )
     }
 
-    /// The targeted claim of one task by `runner_id`: the claim's effects and event, allowed
-    /// only while the task is `Ready`, unclaimed and due (`retry_at` unset or not after `now`).
+    /// A claim by `runner_id`: `Ready` -> `Running` with `claimed_by`, `heartbeat_at` and
+    /// `started_at` set and `claim_count + 1`.
+    pub fn claim(runner_id: Uuid, now: DateTime<Utc>) -> Plan {
+        let mut event = EventSpec::new(EventType::Claimed);
+        event.runner_id = Some(runner_id);
+        Plan::new(
+            "claim_ready",
+            Guard::from(&[Ready]),
+            Effects {
+                claimed_by: Set(runner_id),
+                heartbeat_at: Set(now),
+                started_at: Set(now),
+                claim_count: Counter::Increment,
+                ..Effects::keep(Running, now)
+            },
+            Some(event),
+        )
+    }
+
+    /// The claim of one given task: a claim, allowed only while the task is unclaimed and due.
     pub fn claim_task(runner_id: Uuid, now: DateTime<Utc>) -> Plan {
         let mut plan = Plan::claim(runner_id, now);
         plan.operation = "claim_task";
@@ -298,18 +268,13 @@ impl Plan {
         plan
     }
 
-    /// A heartbeat: `heartbeat_at = now`, nothing else but `updated_at`. Heartbeats are not
-    /// history: no event.
+    /// A heartbeat: `heartbeat_at = now`. Not history: no event.
     pub fn heartbeat(now: DateTime<Utc>) -> Plan {
-        Plan::new(
-            "heartbeat",
-            StatusSet::of(&[TaskStatus::Running]),
-            Effects {
-                heartbeat_at: Assign::Set(now),
-                ..Effects::keep(TaskStatus::Running, now)
-            },
-            None,
-        )
+        let effects = Effects {
+            heartbeat_at: Set(now),
+            ..Effects::keep(Running, now)
+        };
+        Plan::new("heartbeat", Guard::from(&[Running]), effects, None)
     }
 
     /// Gives a claimed task back: -> `Ready`, claim and `started_at` cleared, no attempt
@@ -317,45 +282,75 @@ impl Plan {
     pub fn release(now: DateTime<Utc>) -> Plan {
         Plan::new(
             "release",
-            CLAIMED,
+            Guard {
+                from: CLAIMED,
+                ..Guard::default()
+            },
             Effects {
-                started_at: Assign::Clear,
-                ..Effects::keep(TaskStatus::Ready, now).release_claim()
+                started_at: Clear,
+                ..Effects::unclaimed(Ready, now)
             },
             Some(EventSpec::new(EventType::Released)),
         )
     }
 
-    /// A failed attempt whose next attempt is queued at once: `Running` -> `Ready` with the
-    /// effects of [`Transition::ScheduleRetry`] (`attempt + 1`, `retry_at` set, the claim and
-    /// the attempt's times cleared), `last_error` set to `error`, only while
-    /// `attempt < max_attempts`. One change, so one event: `retry_scheduled` with `retry_at`
-    /// and `error`. The row it leaves is the row `mark_failed` then `schedule_retry` leave.
-    pub fn fail_and_retry(error: &str, retry_at: DateTime<Utc>, now: DateTime<Utc>) -> Plan {
-        let retry = Transition::ScheduleRetry { retry_at };
-        let mut plan = Plan::new(
-            "fail_and_retry",
-            StatusSet::of(&[TaskStatus::Running]),
+    /// `Ready` again for the next attempt at `retry_at` (cut to microseconds): `attempt + 1`,
+    /// the claim, `error_details` and the attempt's times cleared; event `retry_scheduled`.
+    /// The guard is the caller's.
+    fn retry(retry_at: DateTime<Utc>, now: DateTime<Utc>) -> Plan {
+        let retry_at = to_micros(retry_at);
+        Plan::new(
+            "schedule_retry",
+            Guard::default(),
             Effects {
-                last_error: Assign::Set(error.to_owned()),
-                ..retry.plan(now).effects
+                attempt: Counter::Increment,
+                retry_at: Set(retry_at),
+                error_details: Clear,
+                started_at: Clear,
+                completed_at: Clear,
+                abandoned_at: Clear,
+                ..Effects::unclaimed(Ready, now)
             },
-            Some(retry.event().with("error", error)),
-        );
-        plan.guard.needs_attempt_left = true;
+            Some(EventSpec::new(EventType::RetryScheduled).with("retry_at", time_value(retry_at))),
+        )
+    }
+
+    /// A failed attempt retried at once: `Running` -> `Ready` as `schedule_retry` leaves it,
+    /// with `last_error = error`, only while an attempt is left; one `retry_scheduled` event
+    /// with `retry_at` and `error`.
+    pub fn fail_and_retry(error: &str, retry_at: DateTime<Utc>, now: DateTime<Utc>) -> Plan {
+        let mut plan = Plan::retry(retry_at, now);
+        plan.operation = "fail_and_retry";
+        plan.guard = Guard::from(&[Running]).with_attempt_left();
+        plan.effects.last_error = Set(error.to_owned());
+        plan.event = plan.event.map(|event| event.with("error", error));
+        plan
+    }
+
+    /// `MarkFailed` from `Running`, the failure of a runner cycle: with `attempt_left`
+    /// `Some(false)`, what a retried attempt becomes on its last attempt.
+    pub fn fail_running(error: &str, now: DateTime<Utc>, attempt_left: Option<bool>) -> Plan {
+        let mut plan = Transition::MarkFailed {
+            error: error.to_owned(),
+        }
+        .plan(now);
+        plan.guard = Guard {
+            attempt_left,
+            ..Guard::from(&[Running])
+        };
         plan
     }
 
     /// The reset of a claim whose heartbeat is older than `stale_before`: as
-    /// `reset_task_for_recovery`.
+    /// `reset_task_for_recovery`, from a claimed status.
     pub fn recover_stale(stale_before: DateTime<Utc>, now: DateTime<Utc>) -> Plan {
-        let reset = Transition::ResetForRecovery;
-        Plan::new(
-            "recover_stale_claims",
-            CLAIMED,
-            reset.plan(now).effects,
-            Some(reset.event().with("stale_before", time_value(stale_before))),
-        )
+        let mut plan = Transition::ResetForRecovery.plan(now);
+        plan.operation = "recover_stale_claims";
+        plan.guard.from = CLAIMED;
+        plan.event = plan
+            .event
+            .map(|event| event.with("stale_before", time_value(stale_before)));
+        plan
     }
 
     /// The abandonment of a stale claim that reached the recovery cap: as `mark_abandoned`.
@@ -364,177 +359,48 @@ impl Plan {
             "abandoned: its runner stopped heart-beating and the task was already recovered \
              {max_recovery_attempts} times"
         );
-        let abandon = Transition::MarkAbandoned { reason };
-        Plan::new(
-            "recover_stale_claims",
-            CLAIMED,
-            abandon.plan(now).effects,
-            Some(abandon.event()),
-        )
-    }
-}
-
-/// The queue position of a task: when a `Ready` task becomes claimable, `None` for a task in
-/// any other status.
-///
-/// It is the later of the task's `retry_at` and `entered`, the time the task (last) entered
-/// `Ready`, so that `due_at <= now` holds exactly when the task is claimable now. Claims and
-/// `list_ready` take the smallest `(due_at, id)` first: the tasks in the order they became due.
-/// Each backend stores it in a column of its own (not part of [`crate::TaskExecution`]),
-/// sets it in the statement of every write that moves a task into `Ready`, with this rule
-/// written in SQL, and leaves it as it is otherwise; a partial index on `(due_at, id)` of the
-/// `Ready` tasks is the claim's path.
-pub fn due_at(
-    status: TaskStatus,
-    retry_at: Option<DateTime<Utc>>,
-    entered: DateTime<Utc>,
-) -> Option<DateTime<Utc>> {
-    (status == TaskStatus::Ready).then(|| retry_at.map_or(entered, |at| at.max(entered)))
-}
-
-/// Which claimed tasks a sweep touches: claimed (`claimed_by` set), in [`CLAIMED`] statuses,
-/// last heartbeat before `older_than`, and `recovery_attempts` within `recovery_attempts`
-/// (inclusive). The statement that writes checks all of it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stale {
-    /// Heartbeats before this time are stale.
-    pub older_than: DateTime<Utc>,
-    /// The inclusive range of `recovery_attempts`.
-    pub recovery_attempts: (i32, i32),
-}
-
-/// Which `Ready` tasks a claim takes: those whose queue position ([`due_at`]) is from `from`
-/// to `due_at`, smallest `(due_at, id)` first, at most `limit`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClaimRange {
-    /// The latest queue position claimed (the store's now).
-    pub due_at: DateTime<Utc>,
-    /// The earliest queue position claimed (the store's queue floor).
-    pub from: DateTime<Utc>,
-    /// At most this many tasks (0: none).
-    pub limit: u32,
-}
-
-/// The plans of one runner cycle (`ClaimStore::finish_and_claim`), formed by the store: the
-/// completions (one plan for all leases), the failures and the retries (one plan per task,
-/// which differ only in the error and the retry time: [`CyclePlan::failure`],
-/// [`CyclePlan::retrial`]) and the claim.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CyclePlan<'a> {
-    /// The leases of the tasks to complete.
-    pub completed: &'a [Lease],
-    /// `MarkCompleted`, with the runner's event.
-    pub complete: Plan,
-    /// The failed tasks, each with its lease and error.
-    pub failed: &'a [crate::FailedTask],
-    /// `MarkFailed` from `Running` (a cycle fails the tasks its runner runs) with an empty
-    /// error, with the runner's event: what every failure's plan is, but for its error, which
-    /// goes in `error_details`, `last_error` and the event's `error` (for a backend that binds
-    /// the errors as data of one statement). A retried task on its last attempt gets it too.
-    pub fail: Plan,
-    /// The tasks whose failed attempt is retried, each with its lease, error and retry time.
-    pub retried: &'a [crate::RetriedTask],
-    /// [`Plan::fail_and_retry`] with an empty error and the cycle's time as the retry time,
-    /// with the runner's event: what every retry's plan is, but for its error (`last_error`)
-    /// and its retry time (`retry_at`, the queue position), and its event's data, which
-    /// [`CyclePlan::retrial`] gives.
-    pub retry: Plan,
-    /// The tasks to claim.
-    pub range: ClaimRange,
-    /// The claim, as [`Plan::claim`].
-    pub claim: Plan,
-}
-
-impl CyclePlan<'_> {
-    /// The plan of failure `i`: `MarkFailed` with its error, leased, with an event when
-    /// [`CyclePlan::fail`] has one.
-    pub fn failure(&self, i: usize) -> Option<Plan> {
-        let failed = self.failed.get(i)?;
-        Some(self.failing(failed.lease, &failed.error))
-    }
-
-    /// The plan of retry `i`: [`Plan::fail_and_retry`] with its error and retry time, leased,
-    /// with an event when [`CyclePlan::retry`] has one.
-    pub fn retrial(&self, i: usize) -> Option<Plan> {
-        let retried = self.retried.get(i)?;
-        let mut plan = Plan::fail_and_retry(
-            &retried.error,
-            retried.retry_at,
-            self.retry.effects.updated_at,
-        )
-        .leased(retried.lease);
-        if self.retry.event.is_none() {
-            plan.event = None;
-        }
-        Some(plan)
-    }
-
-    /// The plan of retry `i` when its task is on its last attempt: the failure it becomes,
-    /// `MarkFailed` with its error, as [`CyclePlan::failure`].
-    pub fn exhausted(&self, i: usize) -> Option<Plan> {
-        let retried = self.retried.get(i)?;
-        Some(self.failing(retried.lease, &retried.error))
-    }
-
-    fn failing(&self, lease: Lease, error: &str) -> Plan {
-        let transition = Transition::MarkFailed {
-            error: error.to_owned(),
-        };
-        let mut plan = transition.plan(self.fail.effects.updated_at).leased(lease);
-        plan.guard.from = self.fail.guard.from;
-        if self.fail.event.is_none() {
-            plan.event = None;
-        }
+        let mut plan = Transition::MarkAbandoned { reason }.plan(now);
+        plan.operation = "recover_stale_claims";
+        plan.guard.from = CLAIMED;
         plan
     }
 }
 
-/// One guarded write: which rows it may touch and what it sets on them.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Plan {
-    /// The operation's name.
-    pub operation: &'static str,
-    /// The condition a row must meet, checked in the statement that writes.
-    pub guard: Guard,
-    /// What the statement writes.
-    pub effects: Effects,
-    /// The event written for each changed task, in the same atomic unit (`None`: the change is
-    /// not history, e.g. a heartbeat).
-    pub event: Option<EventSpec>,
-}
-
-/// The condition of a guarded write, checked by the database in the `WHERE` clause of the
-/// statement that writes, so no read comes before the write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The condition of a guarded write, checked in the `WHERE` clause of the statement that
+/// writes, so no read comes before the write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Guard {
     /// The statuses the row may be in.
     pub from: StatusSet,
-    /// Whether `attempt < max_attempts` must hold.
-    pub needs_attempt_left: bool,
-    /// When set, the row's claim must be this lease: `claimed_by = runner_id AND
-    /// claim_count = claim`.
+    /// `Some(true)`: `attempt < max_attempts` must hold; `Some(false)`: it must not.
+    pub attempt_left: Option<bool>,
+    /// When set, the row's claim must be this lease (`claimed_by`, `claim_count`); its task is
+    /// the row written.
     pub lease: Option<Lease>,
-    /// Whether the row must be unclaimed: `claimed_by IS NULL`.
+    /// Whether the row must be unclaimed (`claimed_by IS NULL`).
     pub unclaimed: bool,
-    /// When set, the row must be due by this time: `retry_at IS NULL OR retry_at <= due_by`.
+    /// When set, the row must be due by this time (`retry_at` unset or not after it).
     pub due_by: Option<DateTime<Utc>>,
 }
 
 impl Guard {
-    /// Whether `row` meets the guard: [`Guard::rejection`] finds nothing against it.
-    pub fn admits(&self, row: &TaskExecution) -> bool {
-        self.rejection(row.id, row.status, Some(row)).is_none()
+    fn from(statuses: &[TaskStatus]) -> Guard {
+        Guard {
+            from: StatusSet::of(statuses),
+            ..Guard::default()
+        }
     }
 
-    fn holds_lease(&self, row: &TaskExecution) -> bool {
-        self.lease.is_none_or(|lease| {
-            row.claimed_by == Some(lease.runner_id) && row.claim_count == lease.claim
-        })
+    fn with_attempt_left(self) -> Guard {
+        Guard {
+            attempt_left: Some(true),
+            ..self
+        }
     }
 
-    /// Why the guarded write of `plan` did not touch task `id`, given the row as read after it
-    /// (`None`: no such row). Returns `None` when the row now meets the guard: it changed between
-    /// the write and the read, and the write may be tried again.
+    /// Why a write guarded so did not touch task `id`, given the row as read after it (`None`:
+    /// no such row); `to` is the status the write was to leave. `None` when the row meets the
+    /// guard: it changed between the write and the read, and the write may be tried again.
     pub fn rejection(
         &self,
         id: Uuid,
@@ -544,40 +410,42 @@ impl Guard {
         let Some(row) = row else {
             return Some(DalError::NotFound { id });
         };
-        if !self.holds_lease(row) {
+        if self.lease.is_some() && self.lease != row.lease() {
             return Some(DalError::ClaimLost { id });
         }
         if let (true, Some(runner_id)) = (self.unclaimed, row.claimed_by) {
             return Some(DalError::AlreadyClaimed { id, runner_id });
         }
-        if !self.from.contains(row.status) {
+        let attempt_left = row.attempt < row.max_attempts;
+        if !self.from.contains(row.status) || self.attempt_left == Some(false) && attempt_left {
             return Some(DalError::InvalidTransition {
                 id,
                 from: row.status,
                 to,
             });
         }
-        if self.needs_attempt_left && row.attempt >= row.max_attempts {
+        if self.attempt_left == Some(true) && !attempt_left {
             return Some(DalError::RetriesExhausted {
                 id,
                 attempt: row.attempt,
                 max_attempts: row.max_attempts,
             });
         }
-        if let (Some(due_by), Some(retry_at)) = (self.due_by, row.retry_at)
-            && retry_at > due_by
-        {
-            return Some(DalError::NotDue { id, retry_at });
+        match (self.due_by, row.retry_at) {
+            (Some(due_by), Some(retry_at)) if retry_at > due_by => {
+                Some(DalError::NotDue { id, retry_at })
+            }
+            _ => None,
         }
-        None
     }
 }
 
-/// What a guarded write sets. Every column a transition may touch is listed, so a backend
+/// What a guarded write sets. Every column a write may touch is listed, so that a backend
 /// writes one fixed statement for every plan.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Effects {
-    /// The new status.
+    /// The new status. A write that leaves the task `Ready` (re)queues it: its queue position
+    /// becomes [`due_at`] of the retry time as written and `updated_at`.
     pub status: TaskStatus,
     /// `attempt`: kept, `+ 1`, or back to 1.
     pub attempt: Counter,
@@ -605,7 +473,7 @@ pub struct Effects {
     pub abandoned_at: Assign<DateTime<Utc>>,
     /// `sub_status`: cleared by every write whose status is not `Running`.
     pub sub_status: Assign<SubStatus>,
-    /// `updated_at`, always written.
+    /// `updated_at`, always written: the write's time.
     pub updated_at: DateTime<Utc>,
 }
 
@@ -631,25 +499,22 @@ impl Effects {
         }
     }
 
-    /// The same effects, with the sub-status cleared when the status is not `Running`: only a
-    /// running task has one.
-    fn settled(self) -> Self {
-        if self.status == TaskStatus::Running {
-            self
-        } else {
-            Effects {
-                sub_status: Assign::Clear,
-                ..self
-            }
+    /// As [`Effects::keep`], and the claim (`claimed_by`, `heartbeat_at`) cleared.
+    fn unclaimed(status: TaskStatus, now: DateTime<Utc>) -> Self {
+        Effects {
+            claimed_by: Clear,
+            heartbeat_at: Clear,
+            ..Effects::keep(status, now)
         }
     }
 
-    /// The same effects, also clearing the claim (`claimed_by`, `heartbeat_at`).
-    pub fn release_claim(self) -> Self {
+    /// `Failed` with `message` as the error, at `now`.
+    fn failed(message: &str, now: DateTime<Utc>) -> Self {
         Effects {
-            claimed_by: Assign::Clear,
-            heartbeat_at: Assign::Clear,
-            ..self
+            error_details: Set(message.to_owned()),
+            last_error: Set(message.to_owned()),
+            completed_at: Set(now),
+            ..Effects::unclaimed(Failed, now)
         }
     }
 }
@@ -666,13 +531,12 @@ pub enum Assign<T> {
 }
 
 impl<T> Assign<T> {
-    /// Whether the stored value is left as it is. A backend writes
-    /// `col = CASE WHEN <keeps> THEN col ELSE <value> END`.
+    /// Whether the stored value is kept: `col = CASE WHEN <keeps> THEN col ELSE <value> END`.
     pub fn keeps(&self) -> bool {
         matches!(self, Assign::Keep)
     }
 
-    /// The value to store when the column is not kept (`None` stores `NULL`).
+    /// The value stored when the column is not kept (`None`: `NULL`).
     pub fn value(&self) -> Option<&T> {
         match self {
             Assign::Set(value) => Some(value),
@@ -681,21 +545,20 @@ impl<T> Assign<T> {
     }
 }
 
-/// What a write does to a counter column.
+/// What a write does to a counter column, computed by the database (`col = col * m + a`), so
+/// concurrent writers never lose a count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Counter {
     /// Leave it.
     Keep,
-    /// Add one, computed by the database (`col = col + 1`): concurrent writers never lose a
-    /// count.
+    /// Add one.
     Increment,
-    /// Back to its first value (1 for `attempt`, 0 for `recovery_attempts`).
+    /// Back to its first value (1 for `attempt`).
     Reset,
 }
 
 impl Counter {
-    /// The coefficients `(m, a)` of the backend's expression `col = col * m + a`, given the
-    /// counter's first value.
+    /// `(m, a)` of `col = col * m + a`, given the counter's first value.
     pub fn coefficients(self, first: i32) -> (i32, i32) {
         match self {
             Counter::Keep => (1, 0),
@@ -705,10 +568,48 @@ impl Counter {
     }
 }
 
+/// The queue position of a task: the time a `Ready` task becomes claimable, `None` in any
+/// other status. The later of its `retry_at` and `entered`, the time it (last) entered `Ready`,
+/// so that `due_at <= now` holds exactly when it is claimable. Claims take the smallest
+/// `(due_at, id)` first. Each backend keeps it in a column of its own, set with this rule by
+/// every write that leaves a task `Ready` and kept by every other, and reads the `Ready` tasks
+/// in that order from a partial index.
+pub fn due_at(
+    status: TaskStatus,
+    retry_at: Option<DateTime<Utc>>,
+    entered: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    (status == Ready).then(|| retry_at.map_or(entered, |at| at.max(entered)))
+}
+
+/// Which claimed tasks a sweep touches: claimed (`claimed_by` set), in [`CLAIMED`] statuses,
+/// last heartbeat before `older_than`, `recovery_attempts` within `recovery_attempts`
+/// (inclusive). The statement that writes checks all of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stale {
+    /// Heartbeats before this time are stale.
+    pub older_than: DateTime<Utc>,
+    /// The inclusive range of `recovery_attempts`.
+    pub recovery_attempts: (i32, i32),
+}
+
+/// A claim: up to `limit` `Ready` tasks whose queue position ([`due_at`]) is from `from` to
+/// `due_at`, smallest `(due_at, id)` first, each written with `plan`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claim {
+    /// The latest queue position claimed: the store's now.
+    pub due_at: DateTime<Utc>,
+    /// The earliest queue position claimed.
+    pub from: DateTime<Utc>,
+    /// At most this many tasks (0: none).
+    pub limit: u32,
+    /// What a claimed task is written with ([`Plan::claim`]).
+    pub plan: Plan,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use TaskStatus::*;
 
     fn at(secs: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(secs, 0).unwrap_or_default()
@@ -730,59 +631,46 @@ mod tests {
 
     #[test]
     fn the_state_machine_is_the_documented_one() {
-        let table: Vec<(&str, Vec<TaskStatus>, TaskStatus)> = all()
+        let table: Vec<(&str, Vec<TaskStatus>, TaskStatus, bool)> = all()
             .iter()
-            .map(|t| (t.name(), t.from().iter().collect(), t.to()))
+            .map(|t| {
+                let plan = t.plan(at(7));
+                assert_eq!(plan.effects.updated_at, at(7));
+                let keeps_claim = plan.effects.claimed_by.keeps();
+                assert_eq!(keeps_claim, plan.effects.heartbeat_at.keeps());
+                let from = plan.guard.from.iter().collect();
+                (plan.operation, from, plan.effects.status, keeps_claim)
+            })
             .collect();
         assert_eq!(
             table,
             vec![
-                ("mark_ready", vec![NotStarted], Ready),
-                ("mark_skipped", vec![NotStarted, Ready], Skipped),
-                ("mark_running", vec![Ready], Running),
-                ("mark_completed", vec![Running], Completed),
-                ("mark_failed", vec![Ready, Running], Failed),
-                ("mark_abandoned", vec![NotStarted, Ready, Running], Failed),
-                ("schedule_retry", vec![Running, Failed], Ready),
-                ("reset_task_for_recovery", vec![Ready, Running], Ready),
+                ("mark_ready", vec![NotStarted], Ready, true),
+                ("mark_skipped", vec![NotStarted, Ready], Skipped, false),
+                ("mark_running", vec![Ready], Running, true),
+                ("mark_completed", vec![Running], Completed, false),
+                ("mark_failed", vec![Ready, Running], Failed, false),
+                (
+                    "mark_abandoned",
+                    vec![NotStarted, Ready, Running],
+                    Failed,
+                    false
+                ),
+                ("schedule_retry", vec![Running, Failed], Ready, false),
+                (
+                    "reset_task_for_recovery",
+                    vec![Ready, Running],
+                    Ready,
+                    false
+                ),
                 (
                     "reset_retry_state",
                     vec![Ready, Completed, Failed, Skipped],
-                    Ready
+                    Ready,
+                    false
                 ),
             ]
         );
-    }
-
-    #[test]
-    fn every_plan_writes_its_status_and_time() {
-        for transition in all() {
-            let plan = transition.plan(at(7));
-            assert_eq!(plan.effects.status, transition.to());
-            assert_eq!(plan.effects.updated_at, at(7));
-            assert_eq!(plan.operation, transition.name());
-            assert_eq!(plan.guard.from, transition.from());
-        }
-    }
-
-    #[test]
-    fn only_mark_ready_and_mark_running_keep_the_claim() {
-        for transition in all() {
-            let plan = transition.plan(at(1));
-            let keeps = matches!(transition, Transition::MarkReady | Transition::MarkRunning);
-            assert_eq!(
-                plan.effects.claimed_by.keeps(),
-                keeps,
-                "{}",
-                transition.name()
-            );
-            assert_eq!(
-                plan.effects.heartbeat_at.keeps(),
-                keeps,
-                "{}",
-                transition.name()
-            );
-        }
     }
 
     #[test]
@@ -791,93 +679,25 @@ mod tests {
         assert_eq!(due_at(Ready, Some(at(9)), at(5)), Some(at(9)));
         assert_eq!(due_at(Ready, Some(at(2)), at(5)), Some(at(5)));
         assert_eq!(due_at(NotStarted, Some(at(9)), at(5)), None);
-        assert_eq!(due_at(Running, None, at(5)), None);
-    }
-
-    #[test]
-    fn counters_are_linear() {
-        assert_eq!(Counter::Keep.coefficients(1), (1, 0));
-        assert_eq!(Counter::Increment.coefficients(1), (1, 1));
-        assert_eq!(Counter::Reset.coefficients(1), (0, 1));
-        assert_eq!(
-            (Assign::Set(3).keeps(), Assign::Set(3).value()),
-            (false, Some(&3))
-        );
-        assert_eq!(
-            (Assign::<i32>::Clear.keeps(), Assign::<i32>::Clear.value()),
-            (false, None)
-        );
-        assert_eq!(
-            (Assign::<i32>::Keep.keeps(), Assign::<i32>::Keep.value()),
-            (true, None)
-        );
-    }
-
-    fn row(status: TaskStatus, attempt: i32, max_attempts: i32) -> TaskExecution {
-        crate::model::sample_row(status, attempt, max_attempts)
-    }
-
-    #[test]
-    fn a_lease_admits_only_its_own_claim() {
-        let runner = Uuid::from_u128(7);
-        let mut claimed = row(Running, 1, 1);
-        claimed.claimed_by = Some(runner);
-        claimed.claim_count = 2;
-        let lease = claimed.lease().unwrap_or_else(|| unreachable!());
-        let guard = Plan::heartbeat(at(1)).leased(lease).guard;
-        assert!(guard.admits(&claimed));
-        let reclaimed = TaskExecution {
-            claim_count: 3,
-            ..claimed.clone()
-        };
-        assert!(!guard.admits(&reclaimed));
-        assert!(matches!(
-            guard.rejection(claimed.id, Running, Some(&reclaimed)),
-            Some(DalError::ClaimLost { .. })
-        ));
-        let released = TaskExecution {
-            claimed_by: None,
-            status: Ready,
-            ..claimed.clone()
-        };
-        assert!(matches!(
-            guard.rejection(claimed.id, Running, Some(&released)),
-            Some(DalError::ClaimLost { .. })
-        ));
-    }
-
-    #[test]
-    fn claims_count_and_sweeps_reuse_the_transitions() {
-        let runner = Uuid::from_u128(9);
-        let claim = Plan::claim(runner, at(3));
-        assert_eq!(claim.guard.from, StatusSet::of(&[Ready]));
-        assert_eq!(claim.effects.claim_count, Counter::Increment);
-        assert_eq!(claim.effects.claimed_by, Assign::Set(runner));
-        assert_eq!(claim.effects.status, Running);
-        assert_eq!(
-            Plan::recover_stale(at(2), at(3)).effects,
-            Transition::ResetForRecovery.plan(at(3)).effects
-        );
-        assert_eq!(Plan::abandon_stale(5, at(3)).effects.status, Failed);
-        assert_eq!(
-            Plan::abandon_stale(5, at(3)).effects.abandoned_at,
-            Assign::Set(at(3))
-        );
-        assert_eq!(Plan::release(at(3)).effects.attempt, Counter::Keep);
     }
 
     #[test]
     fn rejections_say_why() {
         let id = Uuid::nil();
-        let guard = Transition::ScheduleRetry { retry_at: at(1) }
+        let row = |status, attempt| TaskExecution {
+            status,
+            attempt,
+            ..crate::model::sample_row()
+        };
+        let retry = Transition::ScheduleRetry { retry_at: at(1) }
             .plan(at(1))
             .guard;
         assert!(matches!(
-            guard.rejection(id, Ready, None),
-            Some(DalError::NotFound { id: found }) if found == id
+            retry.rejection(id, Ready, None),
+            Some(DalError::NotFound { .. })
         ));
         assert!(matches!(
-            guard.rejection(id, Ready, Some(&row(Completed, 1, 3))),
+            retry.rejection(id, Ready, Some(&row(Completed, 1))),
             Some(DalError::InvalidTransition {
                 from: Completed,
                 to: Ready,
@@ -885,20 +705,41 @@ mod tests {
             })
         ));
         assert!(matches!(
-            guard.rejection(id, Ready, Some(&row(Failed, 3, 3))),
+            retry.rejection(id, Ready, Some(&row(Failed, 3))),
             Some(DalError::RetriesExhausted {
                 attempt: 3,
                 max_attempts: 3,
                 ..
             })
         ));
-        assert!(
-            guard
-                .rejection(id, Ready, Some(&row(Failed, 2, 3)))
-                .is_none()
-        );
-        assert!(guard.admits(&row(Failed, 2, 3)));
-        assert!(!guard.admits(&row(Failed, 3, 3)));
-        assert!(!guard.admits(&row(Ready, 1, 3)));
+        assert!(retry.rejection(id, Ready, Some(&row(Failed, 2))).is_none());
+        let mut claimed = row(Running, 1);
+        claimed.claimed_by = Some(Uuid::from_u128(7));
+        claimed.claim_count = 2;
+        let lease = claimed.lease().unwrap_or_else(|| unreachable!());
+        let beat = Plan::heartbeat(at(1)).leased(lease).guard;
+        assert!(beat.rejection(id, Running, Some(&claimed)).is_none());
+        let reclaimed = TaskExecution {
+            claim_count: 3,
+            ..claimed.clone()
+        };
+        assert!(matches!(
+            beat.rejection(id, Running, Some(&reclaimed)),
+            Some(DalError::ClaimLost { .. })
+        ));
+        let targeted = Plan::claim_task(Uuid::nil(), at(1)).guard;
+        assert!(matches!(
+            targeted.rejection(id, Running, Some(&claimed)),
+            Some(DalError::AlreadyClaimed { .. })
+        ));
+        let later = TaskExecution {
+            status: Ready,
+            retry_at: Some(at(2)),
+            ..row(Ready, 1)
+        };
+        assert!(matches!(
+            targeted.rejection(id, Running, Some(&later)),
+            Some(DalError::NotDue { .. })
+        ));
     }
 }

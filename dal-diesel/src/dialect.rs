@@ -4,14 +4,11 @@
 //! a statement that uses it is kept prepared.
 
 use dal_core::{StatusSet, TaskStatus};
-use diesel::backend::Backend;
+use diesel::RunQueryDsl;
 use diesel::expression::{AppearsOnTable, Expression, SelectableExpression, ValidGrouping};
-use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
-use diesel::sql_types::{Bool, Nullable};
-use diesel::{QueryResult, RunQueryDsl};
+use diesel::query_builder::{Query, QueryId};
+use diesel::sql_types::Bool;
 use uuid::Uuid;
-
-use crate::types::Instant;
 
 /// A list of ids bound whole as one parameter: an array on PostgreSQL, a JSON array of hex
 /// texts on SQLite.
@@ -94,19 +91,6 @@ impl<E> StatusIn<E> {
     }
 }
 
-/// The later of two times, `a` possibly NULL (then `b`): `greatest` on PostgreSQL, `max` of a
-/// `coalesce` on SQLite.
-#[derive(Debug, Clone, Copy)]
-pub struct Later<A, B> {
-    pub(crate) a: A,
-    pub(crate) b: B,
-}
-
-/// The later of `a` (which may be NULL) and `b`.
-pub fn later<A, B>(a: A, b: B) -> Later<A, B> {
-    Later { a, b }
-}
-
 /// `<query> LIMIT <n>`, `n` one parameter: ` LIMIT $n` on PostgreSQL, ` LIMIT +?` on SQLite.
 ///
 /// SQLite plans a `LIMIT ?` for the value bound when it prepares the statement and marks the
@@ -139,50 +123,6 @@ impl<Q: QueryId> QueryId for Limited<Q> {
 }
 
 impl<Q, Conn> RunQueryDsl<Conn> for Limited<Q> {}
-
-/// `<expr> IN (<query>)`, for a subquery Diesel's `eq_any` does not take (a [`Limited`]).
-#[derive(Debug, Clone, Copy)]
-pub struct InQuery<E, Q> {
-    expr: E,
-    query: Q,
-}
-
-/// `expr IN (query)`, `query` selecting one column of `expr`'s type.
-pub fn in_query<E, Q>(expr: E, query: Q) -> InQuery<E, Q> {
-    InQuery { expr, query }
-}
-
-impl<E: Expression, Q> Expression for InQuery<E, Q> {
-    type SqlType = Bool;
-}
-
-impl<E: QueryId, Q: QueryId> QueryId for InQuery<E, Q> {
-    type QueryId = InQuery<E::QueryId, Q::QueryId>;
-    const HAS_STATIC_QUERY_ID: bool = E::HAS_STATIC_QUERY_ID && Q::HAS_STATIC_QUERY_ID;
-}
-
-impl<E: AppearsOnTable<QS>, Q, QS> AppearsOnTable<QS> for InQuery<E, Q> {}
-
-impl<E: SelectableExpression<QS>, Q, QS> SelectableExpression<QS> for InQuery<E, Q> {}
-
-impl<E: ValidGrouping<G>, Q, G> ValidGrouping<G> for InQuery<E, Q> {
-    type IsAggregate = E::IsAggregate;
-}
-
-impl<E, Q, DB> QueryFragment<DB> for InQuery<E, Q>
-where
-    DB: Backend,
-    E: QueryFragment<DB>,
-    Q: QueryFragment<DB>,
-{
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
-        self.expr.walk_ast(out.reborrow())?;
-        out.push_sql(" IN (");
-        self.query.walk_ast(out.reborrow())?;
-        out.push_sql(")");
-        Ok(())
-    }
-}
 
 /// A list bound whole as one parameter: what [`InList`] needs to know of it on each database.
 pub trait List {
@@ -238,29 +178,4 @@ impl<E: SelectableExpression<QS>, QS> SelectableExpression<QS> for StatusIn<E> {
 
 impl<E: ValidGrouping<G>, G> ValidGrouping<G> for StatusIn<E> {
     type IsAggregate = E::IsAggregate;
-}
-
-impl<A: Expression, B: Expression> Expression for Later<A, B> {
-    type SqlType = Nullable<Instant>;
-}
-
-impl<A: QueryId, B: QueryId> QueryId for Later<A, B> {
-    type QueryId = Later<A::QueryId, B::QueryId>;
-    const HAS_STATIC_QUERY_ID: bool = A::HAS_STATIC_QUERY_ID && B::HAS_STATIC_QUERY_ID;
-}
-
-impl<A: AppearsOnTable<QS>, B: AppearsOnTable<QS>, QS> AppearsOnTable<QS> for Later<A, B> where
-    Self: Expression
-{
-}
-
-impl<A: SelectableExpression<QS>, B: SelectableExpression<QS>, QS> SelectableExpression<QS>
-    for Later<A, B>
-where
-    Self: AppearsOnTable<QS>,
-{
-}
-
-impl<A: ValidGrouping<G>, B, G> ValidGrouping<G> for Later<A, B> {
-    type IsAggregate = A::IsAggregate;
 }

@@ -1,15 +1,13 @@
 //! The Diesel layer the backends of the task-execution DAL share. **For backend authors**:
-//! users depend on `dal-postgres` or `dal-sqlite`, which re-export what they need of it
-//! (`schema`, `TaskRow`).
+//! users depend on `dal-postgres` or `dal-sqlite`.
 //!
-//! - [`types`]: the schema's own SQL types (`Id`, `Time`, `Json`), each encoded by each
+//! - [`types`]: the schema's own SQL types (`Id`, `Instant`, `Json`), each encoded by each
 //!   database in its own way (`pg.rs`, `sqlite.rs`, features `postgres` and `sqlite`).
-//! - [`schema`]: the one `table!` schema; [`row`]: the one row type and its conversions.
-//! - [`dialect`]: the expressions each database writes in its dialect (lists, status sets, the
-//!   later of two times).
-//! - [`statements`]: the statements both databases run alike, written once.
-//! - [`prepared`], [`errors`], [`open`]: how statements are sent, error mapping, pool and
-//!   migration plumbing.
+//! - [`schema`], [`row`]: the one schema and the rows read from it.
+//! - [`write`]: a plan as the values and the SQL text of a guarded write, for both databases.
+//! - [`reads`], [`dialect`]: the reads, written once, and the expressions whose SQL differs.
+//! - [`prepared`], [`errors`], [`open`]: statements kept prepared, error mapping, pools,
+//!   options and migrations.
 
 pub mod bind;
 pub mod dialect;
@@ -18,16 +16,17 @@ pub mod open;
 #[cfg(feature = "postgres")]
 mod pg;
 pub mod prepared;
+pub mod reads;
 pub mod row;
 pub mod schema;
 #[cfg(feature = "sqlite")]
 mod sqlite;
-pub mod statements;
 pub mod types;
+pub mod write;
 
 #[doc(hidden)]
 pub use dal_core as __core;
 #[doc(hidden)]
 pub use diesel as __diesel;
 #[doc(hidden)]
-pub use statements::prelude as __p;
+pub use reads::prelude as __p;

@@ -1,11 +1,11 @@
-//! What opening a store is made of on either database: the pool, the setup of each of its
-//! connections, and applying the embedded migrations.
+//! What opening a store is made of on either database: the options both share, the pool, the
+//! setup of each of its connections, and applying or verifying the embedded migrations.
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dal_core::{DalError, Result};
+use dal_core::{Clock, DalError, History, Result, SystemClock};
 use diesel::Connection;
 use diesel::backend::Backend;
 use diesel::connection::{CacheSize, Instrumentation, SimpleConnection};
@@ -19,6 +19,108 @@ use crate::errors::from_diesel;
 /// Makes the Diesel instrumentation installed on each new connection of the pool (for
 /// statement counting, tracing or metrics).
 pub type InstrumentationFactory = Arc<dyn Fn() -> Box<dyn Instrumentation> + Send + Sync>;
+
+/// The options of a store that both backends have, set with the methods
+/// [`common_options!`](crate::common_options) gives each backend's builder.
+#[derive(Clone)]
+pub struct Common {
+    /// The pool's size.
+    pub pool_size: u32,
+    /// How long connecting, or waiting for a free connection, may take.
+    pub connect_timeout: Duration,
+    /// The store's clock.
+    pub clock: Arc<dyn Clock>,
+    /// Diesel instrumentation for each connection.
+    pub instrumentation: Option<InstrumentationFactory>,
+    /// Whether the store writes the history.
+    pub history: History,
+    /// What opening does about the migrations.
+    pub migrations: Migrations,
+}
+
+impl Common {
+    /// The defaults, with the backend's pool size and timeout.
+    pub fn new(pool_size: u32, connect_timeout: Duration) -> Self {
+        Common {
+            pool_size,
+            connect_timeout,
+            clock: Arc::new(SystemClock),
+            instrumentation: None,
+            history: History::Kept,
+            migrations: Migrations::Apply,
+        }
+    }
+
+    /// The setup of the pool's connections.
+    pub fn setup(&self, settings: Option<String>, prepared_statements: bool) -> Setup {
+        Setup {
+            settings,
+            prepared_statements,
+            instrumentation: self.instrumentation.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for Common {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Common")
+            .field("pool_size", &self.pool_size)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("clock", &self.clock)
+            .field("instrumentation", &self.instrumentation.is_some())
+            .field("history", &self.history)
+            .field("migrations", &self.migrations)
+            .finish()
+    }
+}
+
+/// The setters of the options both backends have, for a builder with a field `common`
+/// ([`Common`]).
+#[macro_export]
+macro_rules! common_options {
+    () => {
+        /// How many connections the pool holds (at least 1).
+        pub fn pool_size(mut self, size: u32) -> Self {
+            self.common.pool_size = size;
+            self
+        }
+
+        /// How long connecting, and an operation waiting for a free connection, may take
+        /// before failing with `DalError::Connection`.
+        pub fn connect_timeout(mut self, timeout: std::time::Duration) -> Self {
+            self.common.connect_timeout = timeout;
+            self
+        }
+
+        /// The clock the store reads time from (default: the system clock).
+        pub fn clock(mut self, clock: std::sync::Arc<dyn dal_core::Clock>) -> Self {
+            self.common.clock = clock;
+            self
+        }
+
+        /// Whether the store writes the execution history (default: `History::Kept`).
+        pub fn history(mut self, history: dal_core::History) -> Self {
+            self.common.history = history;
+            self
+        }
+
+        /// What opening does about the schema's migrations (default: `Migrations::Apply`).
+        /// With the migrations applied as a step of their own (`migrate`, by a role that
+        /// may run DDL), `Migrations::Verify` opens with a role that has DML rights only, and
+        /// fails with `DalError::SchemaNotMigrated` while a migration of this build is missing.
+        pub fn migrations(mut self, migrations: $crate::open::Migrations) -> Self {
+            self.common.migrations = migrations;
+            self
+        }
+
+        /// Diesel instrumentation to install on every connection of the pool (statement
+        /// counting, tracing, metrics).
+        pub fn instrumentation(mut self, factory: $crate::open::InstrumentationFactory) -> Self {
+            self.common.instrumentation = Some(factory);
+            self
+        }
+    };
+}
 
 /// Fails with [`DalError::Validation`] for a pool of no connections.
 pub fn check_pool_size(size: u32) -> Result<()> {

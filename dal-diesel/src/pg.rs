@@ -12,7 +12,7 @@ use diesel::sql_types::{self, Array, BigInt, HasSqlType, Text};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::dialect::{IdList, InList, Later, Limited, List, StatusIn, TextList};
+use crate::dialect::{IdList, InList, Limited, List, StatusIn, TextList};
 use crate::types::{Id, Instant, Json};
 
 /// `ToSql`/`FromSql` of a shared type as those of Diesel's native PostgreSQL type.
@@ -69,18 +69,6 @@ impl<E: QueryFragment<Pg>> QueryFragment<Pg> for StatusIn<E> {
         self.expr.walk_ast(out.reborrow())?;
         out.push_sql(" = ANY(");
         out.push_bind_param::<Array<Text>, _>(self.present())?;
-        out.push_sql(")");
-        Ok(())
-    }
-}
-
-/// `greatest(a, b)`, which ignores a NULL `a`.
-impl<A: QueryFragment<Pg>, B: QueryFragment<Pg>> QueryFragment<Pg> for Later<A, B> {
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        out.push_sql("greatest(");
-        self.a.walk_ast(out.reborrow())?;
-        out.push_sql(", ");
-        self.b.walk_ast(out.reborrow())?;
         out.push_sql(")");
         Ok(())
     }

@@ -1,22 +1,19 @@
-//! Rows as both databases store them, and their conversion to and from the model. With the
-//! schema's own types ([`crate::types`]) a column decodes to its model type directly; only the
-//! status, the sub-status and an event's type are parsed here.
+//! Rows as both databases return them, and their conversion to the model. With the schema's own
+//! types ([`crate::types`]) a column decodes to its model type directly; only the status, the
+//! sub-status and an event's type are parsed here.
 
 use chrono::{DateTime, Utc};
-use dal_core::event::NewEvent;
 use dal_core::{DalError, ExecutionEvent, Result, TaskExecution};
 use diesel::prelude::*;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::bind::Bind;
 use crate::schema::{execution_events, task_executions};
 use crate::types::{Id, IdValue, Instant, Json, MaybeId};
+use diesel::sql_types::{Integer, Nullable, Text};
 
-/// A `task_executions` row as read (`SELECT` or `RETURNING`), exported as `TaskRow` for
-/// statements of your own over the store's pool: select it with `TaskRow::as_select()` (or
-/// `as_returning()`) and convert it with `TaskExecution::try_from`, which fails with
-/// [`DalError::Database`] on a value the schema should not hold.
+/// A `task_executions` row as read (`SELECT` or `RETURNING`); `TaskExecution::try_from` fails
+/// with [`DalError::Database`] on a value the schema should not hold.
 #[derive(Debug, Queryable, Selectable)]
 #[diesel(table_name = task_executions)]
 pub struct Row {
@@ -83,53 +80,74 @@ pub fn tasks(rows: Vec<Row>) -> Result<Vec<TaskExecution>> {
     rows.into_iter().map(TaskExecution::try_from).collect()
 }
 
-/// The columns a new task is inserted with; the others take their defaults (`NULL`, 0).
-/// Insertable by value only (its fields are converted to parameters on the way).
-#[derive(Debug, Insertable)]
-#[diesel(table_name = task_executions, treat_none_as_default_value = false)]
-pub struct NewRow<'a> {
-    #[diesel(serialize_as = Bind<Id, Uuid>)]
-    id: Uuid,
-    #[diesel(serialize_as = Bind<Id, Uuid>)]
-    workflow_execution_id: Uuid,
-    task_name: &'a str,
-    status: &'static str,
-    attempt: i32,
-    max_attempts: i32,
-    #[diesel(serialize_as = Bind<Json, &'a Value>)]
-    trigger_rules: &'a Value,
-    #[diesel(serialize_as = Bind<Json, &'a Value>)]
-    task_configuration: &'a Value,
-    retry_at: Option<DateTime<Utc>>,
-    #[diesel(serialize_as = Bind<Instant, DateTime<Utc>>)]
-    created_at: DateTime<Utc>,
-    #[diesel(serialize_as = Bind<Instant, DateTime<Utc>>)]
-    updated_at: DateTime<Utc>,
-    due_at: Option<DateTime<Utc>>,
+/// The columns a write returns, in the order of [`Row`], then the queue position: a write's
+/// `RETURNING` list, decoded by position as [`Written`].
+pub const RETURNING: &str = "id, workflow_execution_id, task_name, status, attempt, \
+    max_attempts, trigger_rules, task_configuration, error_details, last_error, retry_at, \
+    started_at, completed_at, recovery_attempts, last_recovery_at, claimed_by, heartbeat_at, \
+    abandoned_at, created_at, updated_at, claim_count, sub_status, due_at";
+
+/// The SQL types of [`RETURNING`].
+pub type Returned = (
+    (
+        Id,
+        Id,
+        Text,
+        Text,
+        Integer,
+        Integer,
+        Json,
+        Json,
+        Nullable<Text>,
+        Nullable<Text>,
+        Nullable<Instant>,
+        Nullable<Instant>,
+        Nullable<Instant>,
+        Integer,
+        Nullable<Instant>,
+        Nullable<Id>,
+        Nullable<Instant>,
+        Nullable<Instant>,
+        Instant,
+        Instant,
+        Integer,
+        Nullable<Text>,
+    ),
+    Nullable<Instant>,
+);
+
+/// A row as a write returned it, with its queue position.
+pub type Written = (Row, Option<DateTime<Utc>>);
+
+/// A write whose text ends in `RETURNING` [`RETURNING`] (or selects it), typed so that its rows
+/// decode by position.
+#[derive(Debug)]
+pub struct Returning<Q>(pub Q);
+
+impl<Q> diesel::query_builder::Query for Returning<Q> {
+    type SqlType = Returned;
 }
 
-impl NewRow<'_> {
-    /// How many bind parameters one row takes.
-    pub const BINDS: usize = 12;
-}
-
-impl<'a> From<&'a TaskExecution> for NewRow<'a> {
-    fn from(task: &'a TaskExecution) -> Self {
-        NewRow {
-            id: task.id,
-            workflow_execution_id: task.workflow_execution_id,
-            task_name: &task.task_name,
-            status: task.status.as_str(),
-            attempt: task.attempt,
-            max_attempts: task.max_attempts,
-            trigger_rules: &task.trigger_rules,
-            task_configuration: &task.task_configuration,
-            retry_at: task.retry_at,
-            created_at: task.created_at,
-            updated_at: task.updated_at,
-            due_at: dal_core::plan::due_at(task.status, task.retry_at, task.created_at),
-        }
+impl<Q: diesel::query_builder::QueryFragment<DB>, DB: diesel::backend::Backend>
+    diesel::query_builder::QueryFragment<DB> for Returning<Q>
+{
+    fn walk_ast<'b>(&'b self, pass: diesel::query_builder::AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        self.0.walk_ast(pass)
     }
+}
+
+impl<Q: diesel::query_builder::QueryId> diesel::query_builder::QueryId for Returning<Q> {
+    type QueryId = Q::QueryId;
+    const HAS_STATIC_QUERY_ID: bool = Q::HAS_STATIC_QUERY_ID;
+}
+
+impl<Q, Conn> RunQueryDsl<Conn> for Returning<Q> {}
+
+/// Written rows as the model.
+pub fn written(rows: Vec<Written>) -> Result<Vec<(TaskExecution, Option<DateTime<Utc>>)>> {
+    rows.into_iter()
+        .map(|(row, due_at)| Ok((TaskExecution::try_from(row)?, due_at)))
+        .collect()
 }
 
 /// An `execution_events` row as read.
@@ -170,42 +188,4 @@ impl TryFrom<EventRow> for ExecutionEvent {
 /// Event rows as the model.
 pub fn events(rows: Vec<EventRow>) -> Result<Vec<ExecutionEvent>> {
     rows.into_iter().map(ExecutionEvent::try_from).collect()
-}
-
-/// An event as inserted by a statement of its own (where the database cannot insert a write's
-/// events in the write's statement).
-#[derive(Debug, Insertable)]
-#[diesel(table_name = execution_events, treat_none_as_default_value = false)]
-pub struct NewEventRow<'a> {
-    #[diesel(serialize_as = Bind<Id, Uuid>)]
-    id: Uuid,
-    #[diesel(serialize_as = Bind<Id, Uuid>)]
-    workflow_execution_id: Uuid,
-    #[diesel(serialize_as = Bind<Id, Uuid>)]
-    task_execution_id: Uuid,
-    event_type: &'static str,
-    #[diesel(serialize_as = Bind<Json, &'a Value>)]
-    event_data: &'a Value,
-    runner_id: Option<Uuid>,
-    #[diesel(serialize_as = Bind<Instant, DateTime<Utc>>)]
-    created_at: DateTime<Utc>,
-}
-
-impl NewEventRow<'_> {
-    /// How many bind parameters one row takes.
-    pub const BINDS: usize = 7;
-}
-
-impl<'a> From<&'a NewEvent> for NewEventRow<'a> {
-    fn from(event: &'a NewEvent) -> Self {
-        NewEventRow {
-            id: event.id,
-            workflow_execution_id: event.workflow_execution_id,
-            task_execution_id: event.task_execution_id,
-            event_type: event.event_type.as_str(),
-            event_data: &event.event_data,
-            runner_id: event.runner_id,
-            created_at: event.created_at,
-        }
-    }
 }

@@ -16,7 +16,7 @@ use diesel::sqlite::{Sqlite, SqliteValue};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::dialect::{IdList, InList, Later, Limited, List, StatusIn, TextList};
+use crate::dialect::{IdList, InList, Limited, List, StatusIn, TextList};
 use crate::types::{Id, Instant, Json, undecodable};
 
 impl ToSql<Id, Sqlite> for Uuid {
@@ -110,20 +110,6 @@ impl<E: QueryFragment<Sqlite>> QueryFragment<Sqlite> for StatusIn<E> {
             out.push_sql(" = ");
             out.push_bind_param::<Nullable<Text>, _>(slot)?;
         }
-        out.push_sql(")");
-        Ok(())
-    }
-}
-
-/// `max(coalesce(a, b), b)`: SQLite's two-argument `max` is NULL when either argument is.
-impl<A: QueryFragment<Sqlite>, B: QueryFragment<Sqlite>> QueryFragment<Sqlite> for Later<A, B> {
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
-        out.push_sql("max(coalesce(");
-        self.a.walk_ast(out.reborrow())?;
-        out.push_sql(", ");
-        self.b.walk_ast(out.reborrow())?;
-        out.push_sql("), ");
-        self.b.walk_ast(out.reborrow())?;
         out.push_sql(")");
         Ok(())
     }

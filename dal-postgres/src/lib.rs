@@ -14,24 +14,14 @@
 //! default (TLS to managed servers works through it); the `bundled-libpq` feature builds
 //! libpq from source instead.
 
-mod history;
-mod leases;
+mod backend;
 mod migrations;
 mod open;
 mod retention;
 mod session;
-mod statements;
 
-// The user API, by name: the prelude, and what a user names beyond it. The interface a backend
-// implements (`Backend`, plans, event specs, ids) stays in `dal_core`, for backend authors.
-#[cfg(feature = "tokio")]
-pub use dal_core::AsyncStore;
+pub use backend::PgPool;
 pub use dal_core::prelude::{self, *};
-pub use dal_core::{ManualClock, StatusSet, Store, validate};
-pub use dal_diesel::open::InstrumentationFactory;
-pub use dal_diesel::open::Migrations;
-pub use dal_diesel::row::Row as TaskRow;
-pub use dal_diesel::{bind, schema, types};
-pub use migrations::{MIGRATION_SQL, MIGRATIONS, MigrationSql, migrations_sql};
+pub use dal_diesel::open::{InstrumentationFactory, Migrations};
+pub use migrations::{MIGRATIONS, migrations_sql};
 pub use open::{INDEX_PLAN_SETTINGS, INDEX_PLANS, PgOptions, PgStore, connect};
-pub use statements::{PgBackend, PgPool};

@@ -1,17 +1,16 @@
 //! Connecting a store: the connection pool and migrations.
 
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
-use dal_core::{Clock, DalError, History, Result, Store, SystemClock};
-use dal_diesel::open::{InstrumentationFactory, Migrations, Setup, check_pool_size, pool};
+use dal_core::{DalError, Result, Store};
+use dal_diesel::open::{Common, Migrations, check_pool_size, pool};
 use diesel::connection::CacheSize;
 use diesel::{Connection, PgConnection};
 
+use crate::backend::PgBackend;
 use crate::migrations::{migrate, verify};
 use crate::session;
-use crate::statements::PgBackend;
 
 /// A task-execution store on PostgreSQL.
 pub type PgStore = Store<PgBackend>;
@@ -26,15 +25,10 @@ pub fn connect(url: impl Into<String>) -> Result<PgStore> {
 #[derive(Clone)]
 pub struct PgOptions {
     url: String,
-    pool_size: u32,
+    common: Common,
     min_idle: Option<u32>,
-    connect_timeout: Duration,
-    clock: Arc<dyn Clock>,
-    instrumentation: Option<InstrumentationFactory>,
-    history: History,
     index_plans: bool,
     transaction_pooling: bool,
-    migrations: Migrations,
 }
 
 /// What each of the store's sessions runs when it opens, with [`PgOptions::index_plans`] on.
@@ -56,112 +50,41 @@ impl PgOptions {
     pub fn new(url: impl Into<String>) -> Self {
         PgOptions {
             url: url.into(),
-            pool_size: 10,
+            common: Common::new(10, Duration::from_secs(10)),
             min_idle: None,
-            connect_timeout: Duration::from_secs(10),
-            clock: Arc::new(SystemClock),
-            instrumentation: None,
-            history: History::Kept,
             index_plans: true,
             transaction_pooling: false,
-            migrations: Migrations::Apply,
         }
     }
 
-    /// How many connections the pool may hold (default 10; at least 1).
-    pub fn pool_size(mut self, size: u32) -> Self {
-        self.pool_size = size;
-        self
-    }
+    dal_diesel::common_options!();
 
-    /// How many idle connections the pool keeps open (default: `pool_size`, all opened at
+    /// How many idle connections the pool keeps open (default: all of them, opened at
     /// connect).
     pub fn min_idle(mut self, min_idle: u32) -> Self {
         self.min_idle = Some(min_idle);
         self
     }
 
-    /// How long connecting, and an operation waiting for a free connection, may take before
-    /// failing with [`DalError::Connection`] (default 10 s).
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
-        self
-    }
-
-    /// The clock the store reads time from (default: the system clock).
-    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = clock;
-        self
-    }
-
     /// Whether the store's sessions plan every statement as the index scan it was written for
-    /// (default: on). Each session runs [`INDEX_PLANS`] when it opens.
-    ///
-    /// Every statement of the DAL reads a partial index in the order it wants, or probes a
-    /// key; none is meant to read a whole table (`count_by_status` aside, which then reads
-    /// the primary key's index instead). PostgreSQL chooses otherwise when its statistics say
-    /// the table is small: on a table created empty, until autovacuum's `ANALYZE` catches up
-    /// (a minute or more), and for good with autovacuum off. A prepared statement's generic
-    /// plan made then is kept; measured here, a generic `complete_many` planned on the empty
-    /// table joined by hash over a sequential scan for the whole run, and custom claims read a
-    /// thousand index entries each through a bitmap scan and a sort instead of stopping at
-    /// their limit. With these two planner settings off for the DAL's own sessions, the plans
-    /// are the index plans whatever the statistics, generic or custom.
-    ///
-    /// Behind a transaction-pooling proxy a session's settings do not stay with the client
-    /// (and would leak into other clients' transactions): with
-    /// [`PgOptions::transaction_pooling`] the store does not set them, but checks at connect that
-    /// the server has them, and fails with [`DalError::Settings`] otherwise. Set them on the
-    /// DAL's role (`ALTER ROLE dal SET enable_seqscan = off; ALTER ROLE dal SET
-    /// enable_bitmapscan = off`) or database, or turn this option off.
+    /// (default: on): each session runs [`INDEX_PLANS`] when it opens. Every statement reads a
+    /// partial index in its order or probes a key; with statistics that say a table is small
+    /// (a new table, or autovacuum off), PostgreSQL would choose a sequential scan instead,
+    /// and keep that generic plan for good. Behind a transaction pooler ([`Self::transaction_pooling`])
+    /// the store cannot set them: they must be set on the server (`ALTER ROLE ... SET`), and
+    /// are checked at connect ([`DalError::Settings`] otherwise).
     pub fn index_plans(mut self, on: bool) -> Self {
         self.index_plans = on;
         self
     }
 
     /// Whether the store works behind a transaction-pooling proxy (PgBouncer's `pool_mode =
-    /// transaction`, or a managed equivalent), where each transaction of a client may run on
-    /// another server session (default: off, a session per pooled connection).
-    ///
-    /// On, the store keeps nothing on a server session between its statements:
-    /// - no statement is kept prepared by name (Diesel's statement cache is off): each one is
-    ///   sent with its parameters as one unnamed statement (`PQsendQueryParams`), parsed and
-    ///   planned for that execution;
-    /// - its sessions run no `SET` ([`PgOptions::index_plans`]' settings must be made on the
-    ///   server, and are checked at connect);
-    /// - everything else already holds on any connection: each operation is one statement
-    ///   (no operation opens a transaction of several statements), migrations
-    ///   take a transaction-scoped advisory lock inside their one transaction, and no
-    ///   temporary table, session advisory lock, `LISTEN` or cursor is used.
-    ///
-    /// Every operation stays one atomic statement. The cost is a parse and a plan per
-    /// statement on the server (BENCHMARKS.md, "Transaction pooling", has the figures).
+    /// transaction`), where each transaction may run on another server session (default:
+    /// off). On, nothing is kept on a session between statements: no statement is kept
+    /// prepared (each is parsed and planned for its execution), and its sessions run no `SET`.
+    /// Every operation is still one atomic statement.
     pub fn transaction_pooling(mut self, on: bool) -> Self {
         self.transaction_pooling = on;
-        self
-    }
-
-    /// Whether the store writes the execution history (default: [`History::Kept`]). With
-    /// [`History::Off`] no write inserts events: for engines that keep no history, each write
-    /// is then a little cheaper (see [`History`]).
-    pub fn history(mut self, history: History) -> Self {
-        self.history = history;
-        self
-    }
-
-    /// What [`PgOptions::connect`] does about the schema's migrations (default:
-    /// [`Migrations::Apply`]). With migrations run as a deployment step of their own
-    /// ([`PgOptions::migrate`], by a role that may run DDL), [`Migrations::Verify`] lets the
-    /// application run with a role that has only DML rights, and fails the connect with
-    /// [`DalError::SchemaNotMigrated`] while the schema lacks one of this build's migrations.
-    pub fn migrations(mut self, migrations: Migrations) -> Self {
-        self.migrations = migrations;
-        self
-    }
-
-    /// Diesel instrumentation to install on every connection of the pool.
-    pub fn instrumentation(mut self, factory: InstrumentationFactory) -> Self {
-        self.instrumentation = Some(factory);
         self
     }
 
@@ -191,27 +114,27 @@ impl PgOptions {
     /// then), [`DalError::Migration`] when a migration fails, [`DalError::SchemaNotMigrated`]
     /// when verified migrations are missing.
     pub fn connect(self) -> Result<PgStore> {
-        check_pool_size(self.pool_size)?;
-        let url = with_connect_timeout(&self.url, self.connect_timeout);
+        let common = &self.common;
+        check_pool_size(common.pool_size)?;
+        let url = with_connect_timeout(&self.url, common.connect_timeout);
         let mut first = self.first_connection(&url)?;
-        match self.migrations {
+        match common.migrations {
             Migrations::Apply => drop(migrate(&mut first)?),
             Migrations::Verify => verify(&mut first)?,
             Migrations::Skip => {}
         }
         drop(first);
         let pooled = self.transaction_pooling;
-        let setup = Setup {
-            settings: (self.index_plans && !pooled).then(|| INDEX_PLANS.to_owned()),
-            prepared_statements: !pooled,
-            instrumentation: self.instrumentation,
-        };
+        let setup = common.setup(
+            (self.index_plans && !pooled).then(|| INDEX_PLANS.to_owned()),
+            !pooled,
+        );
         // The backend retires a connection a statement found lost, and the pool opens a new one.
         let min_idle = self.min_idle;
-        let pool = pool(&url, self.pool_size, self.connect_timeout, setup, |b| {
+        let pool = pool(&url, common.pool_size, common.connect_timeout, setup, |b| {
             b.min_idle(min_idle)
         })?;
-        Ok(Store::new(PgBackend::new(pool), self.clock).with_history(self.history))
+        Ok(Store::new(PgBackend::new(pool), common.clock.clone()).with_history(common.history))
     }
 }
 
@@ -224,7 +147,7 @@ impl PgOptions {
     ///
     /// Errors: those of [`PgOptions::connect`] (but the pool's).
     pub fn migrate(self) -> Result<Vec<String>> {
-        let url = with_connect_timeout(&self.url, self.connect_timeout);
+        let url = with_connect_timeout(&self.url, self.common.connect_timeout);
         let mut conn = self.first_connection(&url)?;
         migrate(&mut conn)
     }
@@ -251,15 +174,10 @@ impl PgOptions {
 impl fmt::Debug for PgOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PgOptions")
-            .field("pool_size", &self.pool_size)
-            .field("history", &self.history)
+            .field("common", &self.common)
             .field("min_idle", &self.min_idle)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("clock", &self.clock)
-            .field("instrumentation", &self.instrumentation.is_some())
             .field("index_plans", &self.index_plans)
             .field("transaction_pooling", &self.transaction_pooling)
-            .field("migrations", &self.migrations)
             .finish_non_exhaustive()
     }
 }

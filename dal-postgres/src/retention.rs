@@ -12,13 +12,10 @@ use uuid::Uuid;
 /// rows, as they are now, and delete the tasks and events of the ones still finished.
 ///
 /// `$1` the cut-off, `$2`/`$3` the cursor (`completed_at`, id) to scan after, `$4` the batch.
-const PRUNE: &str = concat!(
-    "\
+const PRUNE: &str = "\
 WITH scanned AS MATERIALIZED (
     SELECT id, workflow_execution_id, completed_at FROM task_executions
-    WHERE status IN ",
-    dal_core::terminal_statuses_sql!(),
-    " AND completed_at < $1
+    WHERE status IN ('completed', 'failed', 'skipped') AND completed_at < $1
       AND (completed_at, id) > ($2, $3)
     ORDER BY completed_at, id
     LIMIT $4
@@ -27,9 +24,7 @@ WITH scanned AS MATERIALIZED (
     WHERE NOT EXISTS (
         SELECT 1 FROM task_executions t
         WHERE t.workflow_execution_id = seen.workflow_execution_id
-          AND (t.status NOT IN ",
-    dal_core::terminal_statuses_sql!(),
-    " OR t.updated_at >= $1))
+          AND (t.status NOT IN ('completed', 'failed', 'skipped') OR t.updated_at >= $1))
 ), locked AS MATERIALIZED (
     SELECT id, workflow_execution_id, status, updated_at FROM task_executions
     WHERE workflow_execution_id IN (SELECT workflow_execution_id FROM finished)
@@ -38,9 +33,7 @@ WITH scanned AS MATERIALIZED (
 ), doomed AS MATERIALIZED (
     SELECT workflow_execution_id FROM locked
     GROUP BY workflow_execution_id
-    HAVING bool_and(status IN ",
-    dal_core::terminal_statuses_sql!(),
-    ") AND max(updated_at) < $1
+    HAVING bool_and(status IN ('completed', 'failed', 'skipped')) AND max(updated_at) < $1
 ), tasks_gone AS (
     DELETE FROM task_executions
     WHERE id IN (SELECT locked.id FROM locked JOIN doomed USING (workflow_execution_id))
@@ -56,8 +49,7 @@ SELECT
     (SELECT id FROM scanned ORDER BY completed_at DESC, id DESC LIMIT 1) AS last_id,
     (SELECT coalesce(array_agg(workflow_execution_id), '{}') FROM doomed) AS workflows,
     (SELECT count(*) FROM tasks_gone) AS tasks,
-    (SELECT count(*) FROM events_gone) AS events"
-);
+    (SELECT count(*) FROM events_gone) AS events";
 
 /// What the statement returns: one row.
 #[derive(Debug, QueryableByName)]
@@ -76,26 +68,6 @@ struct Batch {
     events: i64,
 }
 
-/// The statement of one batch, with its parameters bound.
-pub(crate) fn prune_batch(
-    older_than: DateTime<Utc>,
-    limit: u32,
-    after: Option<PruneCursor>,
-) -> impl RunQueryDsl<PgConnection>
-+ diesel::query_builder::QueryFragment<diesel::pg::Pg>
-+ diesel::query_builder::Query<SqlType = diesel::sql_types::Untyped> {
-    // Before every finished task: the store's times are from year 1 on, its ids UUIDv7.
-    let after = after.unwrap_or(PruneCursor {
-        completed_at: dal_core::validate::earliest_time(),
-        task_id: Uuid::nil(),
-    });
-    diesel::sql_query(PRUNE)
-        .bind::<Timestamptz, _>(older_than)
-        .bind::<Timestamptz, _>(after.completed_at)
-        .bind::<SqlUuid, _>(after.task_id)
-        .bind::<Integer, _>(i32::try_from(limit).unwrap_or(i32::MAX))
-}
-
 /// Runs one batch on `conn`.
 pub(crate) fn prune(
     conn: &mut PgConnection,
@@ -103,10 +75,19 @@ pub(crate) fn prune(
     limit: u32,
     after: Option<PruneCursor>,
 ) -> QueryResult<Pruned> {
-    // Not kept prepared: planned for each batch with the table as it is now (see
-    // `Unprepared`); batches are rare and their best plan depends on the table's size.
-    let batch: Batch =
-        dal_diesel::prepared::Unprepared(prune_batch(older_than, limit, after)).get_result(conn)?;
+    // Before every finished task: the store's times are from year 1 on, its ids UUIDv7.
+    let after = after.unwrap_or(PruneCursor {
+        completed_at: dal_core::validate::earliest_time(),
+        task_id: Uuid::nil(),
+    });
+    // Not kept prepared (Diesel does not cache a `sql_query`): planned for each batch with the
+    // table as it is then; batches are rare and their best plan depends on the table's size.
+    let batch: Batch = diesel::sql_query(PRUNE)
+        .bind::<Timestamptz, _>(older_than)
+        .bind::<Timestamptz, _>(after.completed_at)
+        .bind::<SqlUuid, _>(after.task_id)
+        .bind::<Integer, _>(i32::try_from(limit).unwrap_or(i32::MAX))
+        .get_result(conn)?;
     Ok(Pruned {
         workflows: batch.workflows,
         tasks: u64::try_from(batch.tasks).unwrap_or_default(),

@@ -16,26 +16,15 @@
 //! `create_many` larger than one chunk of bind parameters has an `INSERT` per chunk), so the
 //! change and its events are stored together or not at all.
 
+mod backend;
 mod errors;
-mod history;
-mod leases;
 mod open;
 mod retention;
-mod shaped;
-mod statements;
 
-// The user API, by name: the prelude, and what a user names beyond it. The interface a backend
-// implements (`Backend`, plans, event specs, ids) stays in `dal_core`, for backend authors.
-#[cfg(feature = "tokio")]
-pub use dal_core::AsyncStore;
+pub use backend::SqlitePool;
 pub use dal_core::prelude::{self, *};
-pub use dal_core::{ManualClock, StatusSet, Store, validate};
-pub use dal_diesel::open::InstrumentationFactory;
-pub use dal_diesel::open::Migrations;
-pub use dal_diesel::row::Row as TaskRow;
-pub use dal_diesel::{bind, schema, types};
+pub use dal_diesel::open::{InstrumentationFactory, Migrations};
 pub use open::{MIGRATIONS, SqliteOptions, SqliteStore, Synchronous, open};
-pub use statements::{SqliteBackend, SqlitePool};
 
 /// The README's Rust examples, compiled as doc tests.
 #[doc = include_str!("../../README.md")]

@@ -1,22 +1,21 @@
 //! Opening a store: the connection pool, per-connection settings and migrations.
 
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
-use dal_core::{Clock, DalError, History, Result, Store, SystemClock};
+use dal_core::{DalError, Result, Store};
 use dal_diesel::errors::from_pool;
 use dal_diesel::open::{
-    InstrumentationFactory, MigrateError, Migrations, Setup, applied, apply, check_applied,
-    check_pool_size, pool, versions,
+    Common, MigrateError, Migrations, Setup, applied, apply, check_applied, check_pool_size, pool,
+    versions,
 };
 use diesel::connection::SimpleConnection;
 use diesel::r2d2::{self, CustomizeConnection};
 use diesel::{Connection, SqliteConnection};
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 
+use crate::backend::SqliteBackend;
 use crate::errors::{from_diesel, wait_when_busy};
-use crate::statements::SqliteBackend;
 
 /// The schema migrations, embedded in the binary and applied by [`SqliteOptions::open`].
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
@@ -45,39 +44,26 @@ pub enum Synchronous {
 #[derive(Clone)]
 pub struct SqliteOptions {
     path: String,
-    pool_size: u32,
+    common: Common,
     busy_timeout: Duration,
-    connect_timeout: Duration,
     synchronous: Synchronous,
-    clock: Arc<dyn Clock>,
-    instrumentation: Option<InstrumentationFactory>,
-    history: History,
-    migrations: Migrations,
 }
 
 impl SqliteOptions {
-    /// SqliteOptions for the database at `path`: a file path, or a `file:` URI. `:memory:` gives a
+    /// Options for the database at `path`: a file path, or a `file:` URI. `:memory:` gives a
     /// private in-memory database, which the store then serves over a single connection.
+    /// Defaults: a pool of 8 (writes take turns, reads run in parallel), a connect timeout of
+    /// 30 s.
     pub fn new(path: impl Into<String>) -> Self {
         SqliteOptions {
             path: path.into(),
-            pool_size: 8,
+            common: Common::new(8, Duration::from_secs(30)),
             busy_timeout: Duration::from_secs(5),
-            connect_timeout: Duration::from_secs(30),
             synchronous: Synchronous::Normal,
-            clock: Arc::new(SystemClock),
-            instrumentation: None,
-            history: History::Kept,
-            migrations: Migrations::Apply,
         }
     }
 
-    /// How many connections the pool keeps (default 8; at least 1). Writes take turns;
-    /// reads run in parallel.
-    pub fn pool_size(mut self, size: u32) -> Self {
-        self.pool_size = size;
-        self
-    }
+    dal_diesel::common_options!();
 
     /// How long a write waits for another process's lock before failing with
     /// [`DalError::Busy`] (default 5 s).
@@ -86,52 +72,9 @@ impl SqliteOptions {
         self
     }
 
-    /// How long an operation waits for a free connection of the pool before failing with
-    /// [`DalError::Connection`] (default 30 s). The same knob as PostgreSQL's
-    /// `SqliteOptions::connect_timeout`, where it also bounds connecting to the server.
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
-        self
-    }
-
-    /// The former name of [`SqliteOptions::connect_timeout`].
-    #[deprecated(note = "use connect_timeout, the name both backends share")]
-    pub fn checkout_timeout(self, timeout: Duration) -> Self {
-        self.connect_timeout(timeout)
-    }
-
     /// The durability of commits (default [`Synchronous::Normal`]).
     pub fn synchronous(mut self, synchronous: Synchronous) -> Self {
         self.synchronous = synchronous;
-        self
-    }
-
-    /// The clock the store reads time from (default: the system clock).
-    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = clock;
-        self
-    }
-
-    /// Whether the store writes the execution history (default: [`History::Kept`]). With
-    /// [`History::Off`] no write inserts events: for engines that keep no history, each write
-    /// is then a little cheaper (see [`History`]).
-    pub fn history(mut self, history: History) -> Self {
-        self.history = history;
-        self
-    }
-
-    /// What [`SqliteOptions::open`] does about the schema's migrations (default:
-    /// [`Migrations::Apply`]; [`Migrations::Verify`] fails the open with
-    /// [`DalError::SchemaNotMigrated`] while the file lacks one of this build's migrations,
-    /// as on PostgreSQL).
-    pub fn migrations(mut self, migrations: Migrations) -> Self {
-        self.migrations = migrations;
-        self
-    }
-
-    /// Diesel instrumentation to install on every connection of the pool.
-    pub fn instrumentation(mut self, factory: InstrumentationFactory) -> Self {
-        self.instrumentation = Some(factory);
         self
     }
 
@@ -152,8 +95,9 @@ impl SqliteOptions {
     /// it is not a database (its setup fails), [`DalError::Migration`] when a migration fails,
     /// [`DalError::SchemaNotMigrated`] when verified migrations are missing.
     pub fn open(self) -> Result<SqliteStore> {
-        let migrations = self.migrations;
-        check_pool_size(self.pool_size)?;
+        let common = &self.common;
+        let migrations = common.migrations;
+        check_pool_size(common.pool_size)?;
         let in_memory = self.path == ":memory:" || self.path.contains("mode=memory");
         let synchronous = match self.synchronous {
             Synchronous::Normal => "NORMAL",
@@ -176,23 +120,19 @@ impl SqliteOptions {
             run(migrations, &mut first)?;
         }
         let setup = Busy {
-            setup: Setup {
-                settings: Some(pragmas),
-                prepared_statements: true,
-                instrumentation: self.instrumentation,
-            },
+            setup: common.setup(Some(pragmas), true),
             timeout: self.busy_timeout,
         };
         // An in-memory database lives as long as its one connection.
-        let size = if in_memory { 1 } else { self.pool_size };
-        let pool = pool(&self.path, size, self.connect_timeout, setup, |b| {
+        let size = if in_memory { 1 } else { common.pool_size };
+        let pool = pool(&self.path, size, common.connect_timeout, setup, |b| {
             b.max_lifetime(None).idle_timeout(None)
         })?;
         if in_memory {
             // The database is the pool's one connection: migrated there.
             run(migrations, &mut *pool.get().map_err(from_pool)?)?;
         }
-        Ok(Store::new(SqliteBackend::new(pool), self.clock).with_history(self.history))
+        Ok(Store::new(SqliteBackend::new(pool), common.clock.clone()).with_history(common.history))
     }
 }
 
@@ -264,14 +204,9 @@ impl fmt::Debug for SqliteOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SqliteOptions")
             .field("path", &self.path)
-            .field("pool_size", &self.pool_size)
-            .field("history", &self.history)
+            .field("common", &self.common)
             .field("busy_timeout", &self.busy_timeout)
-            .field("connect_timeout", &self.connect_timeout)
             .field("synchronous", &self.synchronous)
-            .field("clock", &self.clock)
-            .field("instrumentation", &self.instrumentation.is_some())
-            .field("migrations", &self.migrations)
             .finish()
     }
 }

@@ -10,7 +10,7 @@
 use chrono::{DateTime, Utc};
 use dal_core::{PruneCursor, Pruned};
 use dal_diesel::dialect::{IdList, in_ids};
-use dal_diesel::prepared::PreparedAs;
+use dal_diesel::prepared::Prepared;
 use dal_diesel::schema::{execution_events, task_executions};
 use dal_diesel::types::{Id, IdValue, Instant};
 use diesel::prelude::*;
@@ -20,28 +20,20 @@ use uuid::Uuid;
 /// The next finished tasks before the cut-off (`?1`), after the cursor (`?2`, `?3`), at most `?4`
 /// (`+?`: SQLite prepares a statement with `LIMIT ?` again whenever the limit is bound, see
 /// `dal_diesel::dialect::Limited`).
-const SCAN: &str = concat!(
-    "\
+const SCAN: &str = "\
 SELECT id, workflow_execution_id, completed_at FROM task_executions
-WHERE status IN ",
-    dal_core::terminal_statuses_sql!(),
-    " AND completed_at < ?
+WHERE status IN ('completed', 'failed', 'skipped') AND completed_at < ?
   AND (completed_at, id) > (?, ?)
 ORDER BY completed_at, id
-LIMIT +?"
-);
+LIMIT +?";
 
 /// Of the workflow executions in `?1` (a JSON array of hex ids), those whose every task is
 /// finished and none changed at or after `?2`.
-const DOOMED: &str = concat!(
-    "\
+const DOOMED: &str = "\
 SELECT workflow_execution_id FROM task_executions
 WHERE workflow_execution_id IN (SELECT unhex(value) FROM json_each(?))
 GROUP BY workflow_execution_id
-HAVING min(status IN ",
-    dal_core::terminal_statuses_sql!(),
-    ") = 1 AND max(updated_at) < ?"
-);
+HAVING min(status IN ('completed', 'failed', 'skipped')) = 1 AND max(updated_at) < ?";
 
 #[derive(Debug, QueryableByName)]
 struct Scanned {
@@ -57,12 +49,6 @@ struct Scanned {
 struct Doomed {
     #[diesel(sql_type = Id)]
     workflow_execution_id: IdValue,
-}
-
-/// The keys its statements are kept prepared under.
-mod keys {
-    pub(super) struct Scan;
-    pub(super) struct Doomed;
 }
 
 /// What [`find`] read: where the pass goes on, and the workflow executions that looked
@@ -88,7 +74,7 @@ pub(crate) fn find(
         completed_at: dal_core::validate::earliest_time(),
         task_id: Uuid::nil(),
     });
-    let scanned: Vec<Scanned> = PreparedAs::<keys::Scan, _>::new(
+    let scanned: Vec<Scanned> = Prepared(
         diesel::sql_query(SCAN)
             .bind::<Instant, _>(older_than)
             .bind::<Instant, _>(after.completed_at)
@@ -129,7 +115,7 @@ fn finished_among(
     if candidates.is_empty() {
         return Ok(Vec::new());
     }
-    let doomed: Vec<Doomed> = PreparedAs::<keys::Doomed, _>::new(
+    let doomed: Vec<Doomed> = Prepared(
         diesel::sql_query(DOOMED)
             .bind::<Text, _>(IdList(candidates))
             .bind::<Instant, _>(older_than),

@@ -1035,7 +1035,7 @@ impl Model {
     pub fn count_by_status(&self) -> StatusCounts {
         let mut counts = StatusCounts::default();
         for t in &self.tasks {
-            *counts.get_mut(t.status) += 1;
+            add_count(&mut counts, t.status);
         }
         counts
     }
@@ -1201,4 +1201,15 @@ fn replay_from(
             "history replays to {replayed:?}, the row is {stored:?}"
         ))
     }
+}
+
+fn add_count(counts: &mut StatusCounts, status: TaskStatus) {
+    *match status {
+        TaskStatus::NotStarted => &mut counts.not_started,
+        TaskStatus::Ready => &mut counts.ready,
+        TaskStatus::Running => &mut counts.running,
+        TaskStatus::Completed => &mut counts.completed,
+        TaskStatus::Failed => &mut counts.failed,
+        TaskStatus::Skipped => &mut counts.skipped,
+    } += 1;
 }

@@ -150,7 +150,8 @@ impl Operation {
             CreateMany7000 => s.large_batch,
             ClaimNoneReady => s.empty_claim,
             FinishAndClaim => s.cycle,
-            FinishAndClaimFailing | FinishAndClaimRetrying => s.cycle + 2 * s.cycle_per_failure,
+            // The two failures (retries) have one error (retry time): one plan.
+            FinishAndClaimFailing | FinishAndClaimRetrying => s.cycle + s.cycle_per_failure,
             Recover1000 | Recover1 => s.sweep,
             PruneRemoving => s.prune_removing,
             PruneNoneFinished => s.prune_none_finished,

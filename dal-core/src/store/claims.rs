@@ -4,12 +4,13 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use std::collections::HashMap;
+
 use super::Store;
 use crate::backend::Backend;
 use crate::clock;
-use crate::error::{DalError, Result};
-use crate::error::{Problem, ValidationError};
-use crate::plan::{ClaimRange, CyclePlan, Plan, Stale, Transition};
+use crate::error::{DalError, Problem, Result, ValidationError};
+use crate::plan::{Claim, Plan, Stale, Transition};
 use crate::{
     Claimed, Completion, Cycle, Finished, Lease, Recovery, TaskExecution, TaskStatus, validate,
 };
@@ -156,94 +157,128 @@ fn by_id(mut rows: Vec<TaskExecution>) -> Vec<TaskExecution> {
     rows
 }
 
-fn by_id_with(
-    mut rows: Vec<(TaskExecution, DateTime<Utc>)>,
-) -> Vec<(TaskExecution, DateTime<Utc>)> {
-    rows.sort_unstable_by_key(|(row, _)| row.id);
-    rows
-}
-
 /// `Validation(FinishedTwice)`: the task of `field` was finished first at `first`.
 fn finished_twice(field: String, first: String) -> DalError {
     ValidationError::new(field, Problem::FinishedTwice { first }).into()
 }
 
-/// The plans of a runner cycle, after checking its input: every lease `runner_id`'s, every
-/// error and retry time valid, no failed or retried task finished twice.
-fn cycle_plan<'a>(
-    runner_id: Uuid,
-    finished: &'a Finished,
-    now: DateTime<Utc>,
-    history: super::History,
-    range: ClaimRange,
-) -> Result<CyclePlan<'a>> {
-    let not_the_runner =
-        |field: String| DalError::from(ValidationError::new(field, Problem::NotTheSameRunner));
-    // Every lease of the runner, and every task finished once: each lease then comes back
-    // exactly once, in `completed`, `failed`, `retried` or `lost`.
-    let mut first: std::collections::HashMap<Uuid, String> = std::collections::HashMap::new();
-    for (i, lease) in finished.completed.iter().enumerate() {
-        let at = format!("finished.completed[{i}]");
-        if lease.runner_id != runner_id {
-            return Err(not_the_runner(format!("{at}.runner_id")));
-        }
-        if let Some(earlier) = first.insert(lease.task_id, at.clone()) {
-            return Err(finished_twice(format!("{at}.task_id"), earlier));
-        }
-    }
-    // The failures, then the retries: each of the runner, with a valid error (and retry time),
-    // finished once.
-    let failures = finished
-        .failed
+/// `Validation(NotTheSameRunner)` for `field`.
+fn not_the_runner(field: String) -> DalError {
+    ValidationError::new(field, Problem::NotTheSameRunner).into()
+}
+
+/// The writes of a runner cycle, in task id order (the order their rows are locked in), after
+/// checking its input: every lease `runner_id`'s, every error and retry time valid, every task
+/// finished once. A retried task gets two plans with complementary guards: its retry while an
+/// attempt is left, its failure on its last attempt.
+fn finish_plans(runner_id: Uuid, finished: &Finished, now: DateTime<Utc>) -> Result<Vec<Plan>> {
+    let mut first: HashMap<Uuid, String> = HashMap::new();
+    let mut plans = Vec::new();
+    let entries = finished
+        .completed
         .iter()
         .enumerate()
-        .map(|(i, f)| (format!("finished.failed[{i}]"), &f.lease, &f.error, None));
-    let retries = finished.retried.iter().enumerate().map(|(i, r)| {
-        (
-            format!("finished.retried[{i}]"),
-            &r.lease,
-            &r.error,
-            Some(r.retry_at),
-        )
-    });
-    for (at, lease, error, retry_at) in failures.chain(retries) {
+        .map(|(i, l)| (format!("finished.completed[{i}]"), "", l, None, None))
+        .chain(finished.failed.iter().enumerate().map(|(i, f)| {
+            let at = format!("finished.failed[{i}]");
+            (at, ".lease", &f.lease, Some(&f.error), None)
+        }))
+        .chain(finished.retried.iter().enumerate().map(|(i, r)| {
+            let at = format!("finished.retried[{i}]");
+            (at, ".lease", &r.lease, Some(&r.error), Some(r.retry_at))
+        }));
+    for (at, lease_at, lease, error, retry_at) in entries {
         if lease.runner_id != runner_id {
-            return Err(not_the_runner(format!("{at}.lease.runner_id")));
+            return Err(not_the_runner(format!("{at}{lease_at}.runner_id")));
         }
-        validate::message(&format!("{at}.error"), error)?;
+        if let Some(error) = error {
+            validate::message(&format!("{at}.error"), error)?;
+        }
         if let Some(retry_at) = retry_at {
             validate::time(&format!("{at}.retry_at"), retry_at)?;
         }
         if let Some(earlier) = first.insert(lease.task_id, at.clone()) {
-            return Err(finished_twice(format!("{at}.lease.task_id"), earlier));
+            return Err(finished_twice(format!("{at}{lease_at}.task_id"), earlier));
+        }
+        let new = match (error, retry_at) {
+            (None, _) => vec![Transition::MarkCompleted.plan(now)],
+            (Some(error), None) => vec![Plan::fail_running(error, now, None)],
+            (Some(error), Some(retry_at)) => vec![
+                Plan::fail_and_retry(error, retry_at, now),
+                Plan::fail_running(error, now, Some(false)),
+            ],
+        };
+        plans.extend(new.into_iter().map(|plan| plan.leased(*lease)));
+    }
+    plans.sort_by_key(|plan| plan.guard.lease.map(|lease| lease.task_id));
+    Ok(plans)
+}
+
+impl<B: Backend> Store<B> {
+    /// A claim by `runner_id` of up to `limit` tasks due now, from the store's claim floor.
+    fn claim(&self, runner_id: Uuid, limit: u32, now: DateTime<Utc>) -> Claim {
+        Claim {
+            due_at: now,
+            from: self.floors.claim_start(now),
+            limit,
+            plan: self.history.of(Plan::claim(runner_id, now)),
         }
     }
-    let runner = Lease {
-        task_id: Uuid::nil(),
-        runner_id,
-        claim: 0,
-    };
-    let fail = Transition::MarkFailed {
-        error: String::new(),
+
+    /// Runs a cycle of `finished` plans (for the leases `given`, in the caller's order) and
+    /// `claim` for `runner_id`, and sorts what it wrote by outcome; the leases of `given` whose
+    /// task was not written are lost.
+    fn run_cycle(
+        &self,
+        operation: &'static str,
+        runner_id: Uuid,
+        (finished, given): (&[Plan], &[&Lease]),
+        claim: &Claim,
+    ) -> Result<Cycle> {
+        let finished: Vec<Plan> = finished
+            .iter()
+            .map(|p| self.history.of(p.clone()))
+            .collect();
+        let result = self
+            .retrying(operation, || self.backend.cycle(&finished, claim))
+            .map(|mut rows| {
+                rows.sort_unstable_by_key(|(row, _)| row.id);
+                let mut done = Cycle::default();
+                let mut positions = Vec::new();
+                for (task, at) in rows {
+                    match task.status {
+                        TaskStatus::Completed => done.completed.push(task),
+                        TaskStatus::Failed => done.failed.push(task),
+                        TaskStatus::Ready => done.retried.push(task),
+                        _ => {
+                            positions.extend(at);
+                            let lease = Lease {
+                                task_id: task.id,
+                                runner_id,
+                                claim: task.claim_count,
+                            };
+                            done.claimed.push(Claimed { task, lease });
+                        }
+                    }
+                }
+                self.floors.claimed(claim.limit, &positions);
+                let written: std::collections::HashSet<Uuid> = done
+                    .completed
+                    .iter()
+                    .chain(&done.failed)
+                    .chain(&done.retried)
+                    .map(|task| task.id)
+                    .collect();
+                done.lost = given
+                    .iter()
+                    .filter(|lease| !written.contains(&lease.task_id))
+                    .map(|lease| **lease)
+                    .collect();
+                done
+            });
+        self.trace(operation, None, &result, 1);
+        result
     }
-    .plan(now)
-    .leased(runner);
-    Ok(CyclePlan {
-        completed: &finished.completed,
-        complete: history.of(Transition::MarkCompleted.plan(now).leased(runner)),
-        failed: &finished.failed,
-        fail: history.of(Plan {
-            guard: crate::plan::Guard {
-                from: crate::StatusSet::of(&[TaskStatus::Running]),
-                ..fail.guard
-            },
-            ..fail
-        }),
-        retried: &finished.retried,
-        retry: history.of(Plan::fail_and_retry("", now, now).leased(runner)),
-        range,
-        claim: history.of(Plan::claim(runner_id, now)),
-    })
 }
 
 impl<B: Backend> ClaimStore for Store<B> {
@@ -251,54 +286,28 @@ impl<B: Backend> ClaimStore for Store<B> {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let now = self.now();
-        let plan = self.history.of(Plan::claim(runner_id, now));
-        let from = self.floors.claim_start(now);
-        let result = self
-            .retrying("claim_ready", || {
-                self.backend.claim(now, from, limit, &plan)
-            })
-            .map(|claimed| {
-                let positions: Vec<DateTime<Utc>> = claimed.iter().map(|(_, at)| *at).collect();
-                self.floors.claimed(limit, &positions);
-                by_id(claimed.into_iter().map(|(task, _)| task).collect())
-                    .into_iter()
-                    .map(|task| Claimed {
-                        lease: Lease {
-                            task_id: task.id,
-                            runner_id,
-                            claim: task.claim_count,
-                        },
-                        task,
-                    })
-                    .collect()
-            });
-        self.trace("claim_ready", None, &result, 1);
-        result
+        let claim = self.claim(runner_id, limit, self.now());
+        let cycle = self.run_cycle("claim_ready", runner_id, (&[], &[]), &claim)?;
+        Ok(cycle.claimed)
     }
 
     fn claim_task(&self, id: Uuid, runner_id: Uuid) -> Result<Claimed> {
-        let plan = Plan::claim_task(runner_id, self.now());
-        let task = self.guarded_write(id, &plan, TaskStatus::Running)?;
-        Ok(Claimed {
-            lease: Lease {
-                task_id: task.id,
-                runner_id,
-                claim: task.claim_count,
-            },
-            task,
-        })
+        let task = self.guarded_write(id, Plan::claim_task(runner_id, self.now()))?;
+        let lease = Lease {
+            task_id: task.id,
+            runner_id,
+            claim: task.claim_count,
+        };
+        Ok(Claimed { task, lease })
     }
 
     fn heartbeat(&self, lease: &Lease) -> Result<TaskExecution> {
-        let plan = Plan::heartbeat(self.now()).leased(*lease);
-        self.guarded_write(lease.task_id, &plan, TaskStatus::Running)
+        self.guarded_write(lease.task_id, Plan::heartbeat(self.now()).leased(*lease))
     }
 
     fn complete(&self, lease: &Lease) -> Result<TaskExecution> {
-        let transition = Transition::MarkCompleted;
-        let plan = transition.plan(self.now()).leased(*lease);
-        self.guarded_write(lease.task_id, &plan, transition.to())
+        let plan = Transition::MarkCompleted.plan(self.now()).leased(*lease);
+        self.guarded_write(lease.task_id, plan)
     }
 
     fn fail(&self, lease: &Lease, error: &str) -> Result<TaskExecution> {
@@ -306,8 +315,7 @@ impl<B: Backend> ClaimStore for Store<B> {
             error: error.to_owned(),
         };
         transition.validate()?;
-        let plan = transition.plan(self.now()).leased(*lease);
-        self.guarded_write(lease.task_id, &plan, transition.to())
+        self.guarded_write(lease.task_id, transition.plan(self.now()).leased(*lease))
     }
 
     fn fail_and_retry(
@@ -319,21 +327,17 @@ impl<B: Backend> ClaimStore for Store<B> {
         validate::message("error", error)?;
         validate::time("retry_at", retry_at)?;
         let plan = Plan::fail_and_retry(error, retry_at, self.now()).leased(*lease);
-        self.guarded_write(lease.task_id, &plan, TaskStatus::Ready)
+        self.guarded_write(lease.task_id, plan)
     }
 
     fn complete_many(&self, leases: &[Lease]) -> Result<Completion> {
         let Some(first) = leases.first() else {
             return Ok(Completion::default());
         };
-        let mut seen = std::collections::HashMap::with_capacity(leases.len());
+        let mut seen = HashMap::with_capacity(leases.len());
         for (i, lease) in leases.iter().enumerate() {
             if lease.runner_id != first.runner_id {
-                return Err(ValidationError::new(
-                    format!("leases[{i}].runner_id"),
-                    Problem::NotTheSameRunner,
-                )
-                .into());
+                return Err(not_the_runner(format!("leases[{i}].runner_id")));
             }
             if let Some(j) = seen.insert(lease.task_id, i) {
                 return Err(finished_twice(
@@ -342,97 +346,43 @@ impl<B: Backend> ClaimStore for Store<B> {
                 ));
             }
         }
-        let plan = self
-            .history
-            .of(Transition::MarkCompleted.plan(self.now()).leased(*first));
-        let result = self
-            .retrying("complete_many", || self.backend.apply_leased(leases, &plan))
-            .map(|rows| {
-                let done: std::collections::HashSet<Uuid> = rows.iter().map(|row| row.id).collect();
-                Completion {
-                    completed: by_id(rows),
-                    lost: leases
-                        .iter()
-                        .filter(|l| !done.contains(&l.task_id))
-                        .copied()
-                        .collect(),
-                }
-            });
-        self.trace("complete_many", None, &result, 1);
-        result
+        let now = self.now();
+        let complete = Transition::MarkCompleted.plan(now);
+        let mut plans: Vec<Plan> = leases.iter().map(|l| complete.clone().leased(*l)).collect();
+        plans.sort_by_key(|plan| plan.guard.lease.map(|lease| lease.task_id));
+        let given: Vec<&Lease> = leases.iter().collect();
+        let none = self.claim(first.runner_id, 0, now);
+        let cycle = self.run_cycle("complete_many", first.runner_id, (&plans, &given), &none)?;
+        Ok(Completion {
+            completed: cycle.completed,
+            lost: cycle.lost,
+        })
     }
 
     fn finish_and_claim(&self, runner_id: Uuid, finished: &Finished, limit: u32) -> Result<Cycle> {
         let now = self.now();
-        let cycle = cycle_plan(
-            runner_id,
-            finished,
-            now,
-            self.history,
-            ClaimRange {
-                due_at: now,
-                from: self.floors.claim_start(now),
-                limit,
-            },
-        )?;
-        if finished.is_empty() && limit == 0 {
+        let plans = finish_plans(runner_id, finished, now)?;
+        if plans.is_empty() && limit == 0 {
             return Ok(Cycle::default());
         }
-        let result = self
-            .retrying("finish_and_claim", || self.backend.cycle(&cycle))
-            .map(|rows| {
-                let mut done = Cycle::default();
-                let mut positions = Vec::new();
-                for (task, at) in by_id_with(rows) {
-                    match task.status {
-                        TaskStatus::Completed => done.completed.push(task),
-                        TaskStatus::Failed => done.failed.push(task),
-                        TaskStatus::Ready if task.claimed_by.is_none() => done.retried.push(task),
-                        _ => {
-                            positions.push(at);
-                            done.claimed.push(Claimed {
-                                lease: Lease {
-                                    task_id: task.id,
-                                    runner_id,
-                                    claim: task.claim_count,
-                                },
-                                task,
-                            });
-                        }
-                    }
-                }
-                self.floors.claimed(limit, &positions);
-                let finished_ids: std::collections::HashSet<Uuid> = done
-                    .completed
-                    .iter()
-                    .chain(&done.failed)
-                    .chain(&done.retried)
-                    .map(|task| task.id)
-                    .collect();
-                done.lost = finished
-                    .completed
-                    .iter()
-                    .chain(finished.failed.iter().map(|f| &f.lease))
-                    .chain(finished.retried.iter().map(|r| &r.lease))
-                    .filter(|l| !finished_ids.contains(&l.task_id))
-                    .copied()
-                    .collect();
-                done
-            });
-        self.trace("finish_and_claim", None, &result, 1);
-        result
+        let given: Vec<&Lease> = finished
+            .completed
+            .iter()
+            .chain(finished.failed.iter().map(|f| &f.lease))
+            .chain(finished.retried.iter().map(|r| &r.lease))
+            .collect();
+        let claim = self.claim(runner_id, limit, now);
+        self.run_cycle("finish_and_claim", runner_id, (&plans, &given), &claim)
     }
 
     fn release(&self, lease: &Lease) -> Result<TaskExecution> {
-        let plan = Plan::release(self.now()).leased(*lease);
-        self.guarded_write(lease.task_id, &plan, TaskStatus::Ready)
+        self.guarded_write(lease.task_id, Plan::release(self.now()).leased(*lease))
     }
 
     fn find_stale_claims(&self, older_than: DateTime<Utc>) -> Result<Vec<TaskExecution>> {
         validate::time("older_than", older_than)?;
         // Cut to microseconds here, as every stored time is, rather than by each driver's rule.
-        let older_than = clock::to_micros(older_than);
-        let result = self.backend.find_stale(older_than);
+        let result = self.backend.find_stale(clock::to_micros(older_than));
         self.trace("find_stale_claims", None, &result, 1);
         result
     }
@@ -446,39 +396,27 @@ impl<B: Backend> ClaimStore for Store<B> {
         validate::in_range("max_recovery_attempts", max_recovery_attempts, 0, i32::MAX)?;
         let older_than = clock::to_micros(older_than);
         let now = self.now();
-        let mut backend_calls = 0;
-        let result = (|| {
-            backend_calls += 1;
-            let abandon = self
-                .history
-                .of(Plan::abandon_stale(max_recovery_attempts, now));
-            let at_cap = Stale {
+        let sweep = |recovery_attempts, plan: Plan| {
+            let stale = Stale {
                 older_than,
-                recovery_attempts: (max_recovery_attempts, i32::MAX),
+                recovery_attempts,
             };
-            let abandoned = self.retrying("recover_stale_claims", || {
-                self.backend.apply_stale(&at_cap, &abandon)
-            })?;
-            backend_calls += 1;
+            let plan = self.history.of(plan);
+            self.retrying("recover_stale_claims", || self.backend.sweep(&stale, &plan))
+        };
+        let result = (|| {
+            let abandon = Plan::abandon_stale(max_recovery_attempts, now);
+            let abandoned = sweep((max_recovery_attempts, i32::MAX), abandon)?;
             let reset = match max_recovery_attempts {
                 0 => Vec::new(),
-                max => {
-                    let reset = self.history.of(Plan::recover_stale(older_than, now));
-                    let below_cap = Stale {
-                        older_than,
-                        recovery_attempts: (0, max - 1),
-                    };
-                    self.retrying("recover_stale_claims", || {
-                        self.backend.apply_stale(&below_cap, &reset)
-                    })?
-                }
+                max => sweep((0, max - 1), Plan::recover_stale(older_than, now))?,
             };
             Ok::<_, DalError>(Recovery {
                 reset: by_id(reset),
                 abandoned: by_id(abandoned),
             })
         })();
-        self.trace("recover_stale_claims", None, &result, backend_calls);
+        self.trace("recover_stale_claims", None, &result, 2);
         result
     }
 

@@ -1,18 +1,13 @@
-//! The store traits and their one implementation, [`Store`], over any [`Backend`].
-//!
-//! `tasks` holds the foundation operations ([`TaskStore`]), `claims` the runner protocol
-//! ([`ClaimStore`]), `history` the reads of the execution history ([`HistoryStore`]),
-//! `workflows` the scheduler's reads ([`WorkflowReads`]), `retention` the removal of finished
-//! work ([`RetentionStore`]). What every operation shares (time, ids, guarded writes, retries
-//! of transient conflicts, tracing) is here.
+//! The store traits and their one implementation, [`Store`], over any [`Backend`]: `tasks`
+//! ([`TaskStore`]), `claims` (the runner protocol, [`ClaimStore`]), `reads` ([`HistoryStore`],
+//! [`WorkflowReads`]), `retention` ([`RetentionStore`]). What every operation shares (time,
+//! ids, guarded writes, retries of conflicts, tracing) is here.
 
 mod claims;
 mod floor;
-mod history;
-mod operations;
+mod reads;
 mod retention;
 mod tasks;
-mod workflows;
 
 use std::fmt;
 use std::sync::Arc;
@@ -22,17 +17,15 @@ use uuid::Uuid;
 
 pub use claims::ClaimStore;
 pub use floor::FULL_SCAN_EVERY;
-pub use history::HistoryStore;
+pub use reads::{HistoryStore, WorkflowReads};
 pub use retention::{MAX_PRUNE_BATCH, RetentionStore};
 pub use tasks::TaskStore;
-pub use workflows::WorkflowReads;
 
+use crate::TaskExecution;
 use crate::backend::Backend;
-use crate::clock::{self, Clock};
+use crate::clock::{self, Clock, Ids};
 use crate::error::{DalError, DatabaseErrorKind, Result};
-use crate::ids::Ids;
 use crate::plan::Plan;
-use crate::{TaskExecution, TaskStatus};
 
 /// Everything a store offers, for `&dyn TaskExecutionStore` or `Arc<dyn TaskExecutionStore>`.
 /// Implemented for every type that implements the traits it groups.
@@ -99,11 +92,11 @@ pub enum History {
 
 impl History {
     /// `plan` as this setting writes it: without its event when the history is off.
-    pub fn of(self, mut plan: Plan) -> Plan {
-        if self == History::Off {
-            plan.event = None;
+    pub fn of(self, plan: Plan) -> Plan {
+        match self {
+            History::Kept => plan,
+            History::Off => plan.unlogged(),
         }
-        plan
     }
 }
 
@@ -160,27 +153,25 @@ impl<B: Backend> Store<B> {
     }
 
     /// Applies `plan` to task `id` with one guarded write. When it matches no row, reads the
-    /// row once to say why (`to` is the status the caller asked for); when the row meets the
-    /// guard by then, it changed in between and the write is tried again.
-    fn guarded_write(&self, id: Uuid, plan: &Plan, to: TaskStatus) -> Result<TaskExecution> {
-        let unlogged;
-        let plan = match self.history {
-            History::Kept => plan,
-            History::Off => {
-                unlogged = self.history.of(plan.clone());
-                &unlogged
-            }
-        };
+    /// row once to say why; when the row meets the guard by then, it changed in between and
+    /// the write is tried again.
+    fn guarded_write(&self, id: Uuid, plan: Plan) -> Result<TaskExecution> {
+        let plan = self.history.of(plan);
         let mut backend_calls = 0;
         let result = (|| {
             for _ in 0..GUARDED_WRITE_TRIES {
                 backend_calls += 1;
-                if let Some(row) = self.retrying(plan.operation, || self.backend.apply(id, plan))? {
+                if let Some(row) =
+                    self.retrying(plan.operation, || self.backend.apply(id, &plan))?
+                {
                     return Ok(row);
                 }
                 backend_calls += 1;
                 let found = self.backend.get(id)?;
-                if let Some(rejection) = plan.guard.rejection(id, to, found.as_ref()) {
+                if let Some(rejection) =
+                    plan.guard
+                        .rejection(id, plan.effects.status, found.as_ref())
+                {
                     return Err(rejection);
                 }
             }

@@ -11,14 +11,7 @@ use crate::clock;
 use crate::error::{DalError, DatabaseErrorKind, Result};
 use crate::event::{EventSpec, EventType};
 use crate::plan::{Plan, Transition};
-use crate::{NewTaskExecution, SubStatus, TaskExecution, TaskStatus, validate};
-
-impl<B> Store<B> {
-    /// The event of a created task, unless the history is off.
-    fn created(&self) -> Option<EventSpec> {
-        (self.history == super::History::Kept).then(|| EventSpec::new(EventType::Created))
-    }
-}
+use crate::{NewTaskExecution, SubStatus, TaskExecution, validate};
 
 /// The operations on task executions. Implemented by [`Store`] for every backend; use it as
 /// `&dyn TaskStore` or generically. `Send + Sync`: share one store between threads (it holds a
@@ -140,6 +133,8 @@ pub trait TaskStore: Send + Sync {
 }
 
 impl<B: Backend> Store<B> {
+    /// The row a new task is inserted as: an id made at `now`, the times `now`, the rest the
+    /// input's or its column's default.
     fn new_row(&self, new: &NewTaskExecution, now: DateTime<Utc>) -> TaskExecution {
         TaskExecution {
             id: self.new_id(now),
@@ -165,6 +160,18 @@ impl<B: Backend> Store<B> {
             created_at: now,
             updated_at: now,
         }
+    }
+
+    /// Inserts `rows` (made for `news`) with their `created` events unless the history is off.
+    fn insert(
+        &self,
+        rows: &[TaskExecution],
+        news: &[NewTaskExecution],
+    ) -> Result<Vec<TaskExecution>> {
+        let created =
+            (self.history == super::History::Kept).then(|| EventSpec::new(EventType::Created));
+        self.retrying("create", || self.backend.insert(rows, created.as_ref()))
+            .map_err(|err| self.explain_insert_error(err, news))
     }
 
     /// Turns a unique violation of an insert into [`DalError::AlreadyExists`] naming a task of
@@ -215,11 +222,7 @@ impl<B: Backend> TaskStore for Store<B> {
         let row = self.new_row(new, self.now());
         let id = row.id;
         let result = self
-            .retrying("create", || {
-                self.backend
-                    .insert(std::slice::from_ref(&row), self.created().as_ref())
-            })
-            .map_err(|err| self.explain_insert_error(err, std::slice::from_ref(new)))
+            .insert(std::slice::from_ref(&row), std::slice::from_ref(new))
             .and_then(|rows| {
                 rows.into_iter()
                     .next()
@@ -243,30 +246,23 @@ impl<B: Backend> TaskStore for Store<B> {
             .collect();
         // Inserted in one global order, by workflow execution and task name: two batches that
         // insert the same names wait for each other's uniqueness checks in the same order, so
-        // they cannot deadlock (one fails with AlreadyExists). Ids stay in input order.
+        // they cannot deadlock (one fails with AlreadyExists). Returned in input order.
         rows.sort_unstable_by(|a, b| {
             (a.workflow_execution_id, &a.task_name).cmp(&(b.workflow_execution_id, &b.task_name))
         });
-        let result = self
-            .retrying("create_many", || {
-                self.backend.insert(&rows, self.created().as_ref())
-            })
-            .map_err(|err| self.explain_insert_error(err, news))
-            .and_then(|stored| {
-                let mut ordered: Vec<Option<TaskExecution>> = vec![None; rows.len()];
-                for row in stored {
-                    match position.get(&row.id) {
-                        Some(&i) => ordered[i] = Some(row),
-                        None => {
-                            return Err(unexpected("INSERT ... RETURNING returned an unknown id"));
-                        }
-                    }
-                }
-                ordered
-                    .into_iter()
-                    .collect::<Option<Vec<_>>>()
-                    .ok_or_else(|| unexpected("INSERT ... RETURNING returned fewer rows"))
-            });
+        let result = self.insert(&rows, news).and_then(|stored| {
+            let mut ordered: Vec<Option<TaskExecution>> = vec![None; rows.len()];
+            for row in stored {
+                let i = position
+                    .get(&row.id)
+                    .ok_or_else(|| unexpected("INSERT ... RETURNING returned an unknown id"))?;
+                ordered[*i] = Some(row);
+            }
+            ordered
+                .into_iter()
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| unexpected("INSERT ... RETURNING returned fewer rows"))
+        });
         self.trace("create_many", None, &result, 1);
         result
     }
@@ -287,12 +283,11 @@ impl<B: Backend> TaskStore for Store<B> {
     }
 
     fn set_sub_status(&self, id: Uuid, sub_status: Option<SubStatus>) -> Result<TaskExecution> {
-        let plan = Plan::sub_status(sub_status, self.now());
-        self.guarded_write(id, &plan, TaskStatus::Running)
+        self.guarded_write(id, Plan::sub_status(sub_status, self.now()))
     }
 
     fn transition(&self, id: Uuid, transition: Transition) -> Result<TaskExecution> {
         transition.validate()?;
-        self.guarded_write(id, &transition.plan(self.now()), transition.to())
+        self.guarded_write(id, transition.plan(self.now()))
     }
 }

@@ -130,7 +130,7 @@ fn tasks_in(f: &Fixture, wf: Uuid, statuses: &[TaskStatus]) -> Vec<TaskExecution
 fn counts_of(snapshots: &[&Snapshot]) -> StatusCounts {
     let mut counts = StatusCounts::default();
     for task in snapshots.iter().flat_map(|s| &s.tasks) {
-        *counts.get_mut(task.status) += 1;
+        add_count(&mut counts, task.status);
     }
     counts
 }
@@ -748,4 +748,15 @@ fn a_batch_keeps_its_statements_prepared(kind: Backend) {
     assert_eq!(cold.statements, warm.statements);
     assert_eq!(cold.prepares, prepared, "{kind}: {:#?}", cold.sql);
     assert_eq!(warm.prepares, 0, "{kind}: {:#?}", warm.sql);
+}
+
+fn add_count(counts: &mut StatusCounts, status: TaskStatus) {
+    *match status {
+        TaskStatus::NotStarted => &mut counts.not_started,
+        TaskStatus::Ready => &mut counts.ready,
+        TaskStatus::Running => &mut counts.running,
+        TaskStatus::Completed => &mut counts.completed,
+        TaskStatus::Failed => &mut counts.failed,
+        TaskStatus::Skipped => &mut counts.skipped,
+    } += 1;
 }

@@ -92,7 +92,7 @@ impl TestBackend for Postgres {
     /// (heartbeats), the logged claim and batch completion, and the SELECTs; not the sweep and
     /// the retention batch, which are planned anew each time (`Unprepared`).
     fn prepared_per_connection(&self) -> usize {
-        22
+        20
     }
 
     /// None: a batch is planned anew each time (`Unprepared`).

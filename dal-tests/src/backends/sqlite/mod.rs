@@ -43,9 +43,9 @@ impl TestBackend for Sqlite {
             logged_write: 4,
             // The write that matched nothing in its transaction, then one SELECT.
             rejected_write: 4,
-            // 2,730 task rows and 4,680 events a statement: BEGIN, three INSERTs of tasks, two
+            // 2,048 task rows and 4,096 events a statement: BEGIN, four INSERTs of tasks, two
             // of events, COMMIT.
-            large_batch: 7,
+            large_batch: 8,
             // BEGIN IMMEDIATE, the claim, COMMIT (no events to insert).
             empty_claim: 3,
             // BEGIN IMMEDIATE, the completions, the claim, the INSERT of the events, COMMIT.
@@ -65,16 +65,10 @@ impl TestBackend for Sqlite {
         }
     }
 
-    /// Multi-row INSERTs of more than 1,024 rows change with their row count and are not kept.
-    /// Kept: the single-row INSERTs of a task and of an event, the INSERTs of each fixed shape
-    /// first used by a measured call (events of 32 rows: the claim of 32 and the completion of
-    /// 30; tasks and events of 128 rows: `create_many` of 100; events of 1,024 rows: the claim
-    /// of 1,000, whose shape the recovery of 1,000 then shares; the cycles' 62 and 60 events use
-    /// the shape of 64, which the unmeasured claim of 64 before them prepared), the guarded
-    /// UPDATE, the claim, the batch completion, the sweep, 14 SELECTs, and the scan, the check
-    /// and the two DELETEs of a retention batch.
+    /// Every statement is kept: the INSERTs of each shape a measured call used, the guarded
+    /// UPDATEs, the claim, the sweep, the SELECTs and the statements of a retention batch.
     fn prepared_per_connection(&self) -> usize {
-        29
+        32
     }
 
     /// The scan, the check and the two DELETEs (`PreparedAs`).

@@ -1,4 +1,5 @@
-//! Workflow-level reads for the scheduler: one statement each, the aggregation in SQL.
+//! The reads: the execution history, and the scheduler's questions about workflow executions.
+//! One statement each, the aggregation in SQL.
 
 use std::collections::HashMap;
 
@@ -7,7 +8,7 @@ use uuid::Uuid;
 use super::Store;
 use crate::backend::Backend;
 use crate::error::Result;
-use crate::{RetryStats, StatusCounts, TaskExecution, TaskStatus};
+use crate::{ExecutionEvent, RetryStats, StatusCounts, TaskExecution, TaskStatus};
 
 /// The questions a scheduler tick asks about many workflow executions at once. Each is one
 /// statement whatever the number of workflows or tasks; inputs of tens of thousands of ids are
@@ -170,11 +171,67 @@ impl<B: Backend> WorkflowReads for Store<B> {
         let result = self.backend.count_by_status().map(|rows| {
             let mut counts = StatusCounts::default();
             for (status, count) in rows {
-                *counts.get_mut(status) += count;
+                *match status {
+                    TaskStatus::NotStarted => &mut counts.not_started,
+                    TaskStatus::Ready => &mut counts.ready,
+                    TaskStatus::Running => &mut counts.running,
+                    TaskStatus::Completed => &mut counts.completed,
+                    TaskStatus::Failed => &mut counts.failed,
+                    TaskStatus::Skipped => &mut counts.skipped,
+                } += count;
             }
             counts
         });
         self.trace("count_by_status", None, &result, 1);
+        result
+    }
+}
+
+/// The execution history: every change to a task leaves one event, written in the same atomic
+/// unit as the change (heartbeats excepted); a rejected or rolled-back call leaves none.
+pub trait HistoryStore: Send + Sync {
+    /// The events of one task, oldest first (one `SELECT`). An unknown id has no events.
+    fn events_for_task(&self, task_execution_id: Uuid) -> Result<Vec<ExecutionEvent>>;
+
+    /// Up to `limit` events of a workflow execution, oldest first, starting after the event
+    /// whose `seq` is `after` (keyset pagination: pass the last `seq` of a page to get the
+    /// next; `None` starts at the beginning). One `SELECT`; a `limit` of 0 returns nothing
+    /// without a round trip.
+    ///
+    /// `seq` is allocated when an event is written, which on PostgreSQL is not quite commit
+    /// order: a reader paging through a workflow that is changing at that moment may see a
+    /// later page skip an event committed just after it read. Page again from an earlier
+    /// `seq` to be sure, or read a workflow's history once it has finished.
+    fn events_for_workflow(
+        &self,
+        workflow_execution_id: Uuid,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<ExecutionEvent>>;
+}
+
+impl<B: Backend> HistoryStore for Store<B> {
+    fn events_for_task(&self, task_execution_id: Uuid) -> Result<Vec<ExecutionEvent>> {
+        let result = self.backend.events_for_task(task_execution_id);
+        self.trace("events_for_task", Some(task_execution_id), &result, 1);
+        result
+    }
+
+    fn events_for_workflow(
+        &self,
+        workflow_execution_id: Uuid,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<ExecutionEvent>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let result = self.backend.events_for_workflow(
+            workflow_execution_id,
+            after.unwrap_or(i64::MIN),
+            limit,
+        );
+        self.trace("events_for_workflow", None, &result, 1);
         result
     }
 }

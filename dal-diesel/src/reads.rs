@@ -1,22 +1,15 @@
-//! The statements both databases run alike, written once.
-//!
-//! With one schema and the dialect in expressions ([`crate::dialect`]), these statements have
-//! the same source for both databases. They are macros, expanded in each backend's
-//! `impl Backend`: Diesel checks a statement against a backend through trait bounds on its
-//! concrete type, so a function generic over the backend would restate, for each statement,
-//! the bounds of every clause it uses; an expansion is checked against its one backend
-//! instead, by the compiler, like any other code of that crate.
-//!
-//! The writes whose shape differs (how a write and its events become one atomic unit, a
-//! claim's locking, a batch insert's binds) stay in each backend and use [`plan_set!`](crate::plan_set) and
-//! [`apply_write!`](crate::apply_write) from here.
+//! The reads, written once for both databases with one schema and the dialect in expressions
+//! ([`crate::dialect`]). A macro, expanded in each backend's `impl Backend`: Diesel checks a
+//! statement against a backend through trait bounds on its concrete type, which a function
+//! generic over the backend would restate for every clause; an expansion is checked against
+//! its one backend.
 
 /// What the read statements use, for the expansions of [`reads!`](crate::reads).
 #[doc(hidden)]
 pub mod prelude {
     pub use crate::bind::id as bind_id;
     pub use crate::dialect::{in_ids, in_texts, limited, status_in};
-    pub use crate::prepared::PreparedAs;
+    pub use crate::prepared::Prepared;
     pub use crate::row::{EventRow, Row, events, tasks};
     pub use crate::schema::execution_events as e;
     pub use crate::schema::task_executions as t;
@@ -27,163 +20,6 @@ pub mod prelude {
     pub use diesel::prelude::*;
     pub use diesel::sql_types::{Bool, Integer, Nullable, Text};
     pub use uuid::Uuid;
-}
-
-/// The keys the read statements are kept prepared under (see [`crate::prepared::PreparedAs`]).
-#[doc(hidden)]
-pub mod keys {
-    /// `list_ready`.
-    pub struct ListReady;
-    /// `list_ready` of retries only.
-    pub struct ListRetries;
-}
-
-/// `col = CASE WHEN <keep> THEN col ELSE <value> END`, `$sql` the column's type.
-#[doc(hidden)]
-#[macro_export]
-macro_rules! assign {
-    ($col:expr, $assign:expr, $sql:ty) => {
-        $col.eq($crate::__diesel::dsl::case_when(
-            $assign
-                .keeps()
-                .into_sql::<$crate::__diesel::sql_types::Bool>(),
-            $col,
-        )
-        .otherwise(
-            $assign
-                .value()
-                .cloned()
-                .into_sql::<$crate::__diesel::sql_types::Nullable<$sql>>(),
-        ))
-    };
-}
-
-/// The `SET` list of a plan's [`dal_core::plan::Effects`]: every column a plan may touch, in
-/// one fixed text, so that the statement is the same for every plan and stays prepared.
-#[macro_export]
-macro_rules! plan_set {
-    ($effects:expr) => {
-        $crate::plan_set!(@set $effects, |e| (
-            $crate::assign!(t::error_details, e.error_details, Text),
-            $crate::assign!(t::last_error, e.last_error, Text),
-            $crate::assign!(t::retry_at, e.retry_at, Instant),
-            $crate::plan_set!(@retry_at e),
-        ))
-    };
-    // A batch of failures with an error each: `error_details` and `last_error` both set to
-    // `$error`, an expression of the row (the plan's own error value is not used).
-    ($effects:expr, error = $error:expr) => {
-        $crate::plan_set!(@set $effects, |e| (
-            t::error_details.eq($error),
-            t::last_error.eq($error),
-            $crate::assign!(t::retry_at, e.retry_at, Instant),
-            $crate::plan_set!(@retry_at e),
-        ))
-    };
-    // A batch of retries with an error and a retry time each: `last_error` set to `$error`,
-    // `retry_at` (and the queue position) to `$retry_at`, expressions of the row (the plan's
-    // own values are not used).
-    ($effects:expr, last_error = $error:expr, retry_at = $retry_at:expr) => {
-        $crate::plan_set!(@set $effects, |e| (
-            $crate::assign!(t::error_details, e.error_details, Text),
-            t::last_error.eq($error),
-            t::retry_at.eq($retry_at),
-            $retry_at,
-        ))
-    };
-    // The retry time as written: the row's own when the plan keeps it, or the plan's.
-    (@retry_at $e:ident) => {
-        case_when($e.retry_at.keeps().into_sql::<Bool>(), t::retry_at)
-            .otherwise($e.retry_at.value().cloned().into_sql::<Nullable<Instant>>())
-    };
-    (@set $effects:expr, |$e:ident| (
-        $error_details:expr, $last_error:expr, $retry_at:expr, $retry_value:expr,
-    )) => {{
-        use $crate::__diesel::dsl::case_when;
-        use $crate::__diesel::prelude::*;
-        use $crate::__diesel::sql_types::{Bool, Nullable, Text};
-        use $crate::schema::task_executions as t;
-        use $crate::types::{Id, Instant};
-        let $e = $effects;
-        let e = $e;
-        let (attempt_m, attempt_a) = e.attempt.coefficients(1);
-        let (recovery_m, recovery_a) = e.recovery_attempts.coefficients(0);
-        let (claims_m, claims_a) = e.claim_count.coefficients(0);
-        (
-            t::status.eq(e.status.as_str()),
-            t::attempt.eq(t::attempt * attempt_m + attempt_a),
-            t::recovery_attempts.eq(t::recovery_attempts * recovery_m + recovery_a),
-            t::claim_count.eq(t::claim_count * claims_m + claims_a),
-            $error_details,
-            $last_error,
-            $retry_at,
-            $crate::assign!(t::started_at, e.started_at, Instant),
-            $crate::assign!(t::completed_at, e.completed_at, Instant),
-            $crate::assign!(t::last_recovery_at, e.last_recovery_at, Instant),
-            $crate::assign!(t::claimed_by, e.claimed_by, Id),
-            $crate::assign!(t::heartbeat_at, e.heartbeat_at, Instant),
-            $crate::assign!(t::abandoned_at, e.abandoned_at, Instant),
-            t::sub_status.eq(
-                case_when(e.sub_status.keeps().into_sql::<Bool>(), t::sub_status).otherwise(
-                    e.sub_status
-                        .value()
-                        .map(|s| s.as_str())
-                        .into_sql::<Nullable<Text>>(),
-                ),
-            ),
-            t::updated_at.eq($crate::bind::instant(e.updated_at)),
-            // The queue position, set when the task enters Ready (`dal_core::plan::due_at`):
-            // the later of its retry time as written and now; kept otherwise.
-            t::due_at.eq(case_when(
-                (e.status == $crate::__core::TaskStatus::Ready).into_sql::<Bool>(),
-                $crate::dialect::later($retry_value, $crate::bind::instant(e.updated_at)),
-            )
-            .otherwise(t::due_at)),
-        )
-    }};
-}
-
-/// `UPDATE task_executions SET <plan_set!> WHERE id = $id AND status IN <from> AND <attempt
-/// left, if the plan needs one> AND <the lease is the current claim, if the plan has one>
-/// RETURNING <Row>`: one task's guarded write, `$plan` a [`dal_core::plan::Plan`].
-#[macro_export]
-macro_rules! apply_write {
-    ($id:expr, $plan:expr) => {{
-        use $crate::__diesel::prelude::*;
-        use $crate::__diesel::sql_types::Bool;
-        use $crate::schema::task_executions as t;
-        let plan = $plan;
-        let lease = plan.guard.lease;
-        let lease_guard = lease.is_none().into_sql::<Bool>().or(t::claimed_by
-            .eq(lease.map(|l| l.runner_id))
-            .and(t::claim_count.eq(lease.map_or(0, |l| l.claim))));
-        let attempt_guard = t::attempt.lt(t::max_attempts).or(plan
-            .guard
-            .needs_attempt_left
-            .into_sql::<Bool>()
-            .eq(false));
-        let claim_guard = plan
-            .guard
-            .unclaimed
-            .into_sql::<Bool>()
-            .eq(false)
-            .or(t::claimed_by.is_null());
-        let due_by = plan.guard.due_by;
-        let due_guard = due_by
-            .is_none()
-            .into_sql::<Bool>()
-            .or(t::retry_at.is_null())
-            .or(t::retry_at.le(due_by));
-        $crate::__diesel::update(t::table)
-            .filter(t::id.eq($id))
-            .filter($crate::dialect::status_in(t::status, plan.guard.from))
-            .filter(attempt_guard)
-            .filter(lease_guard)
-            .filter(claim_guard)
-            .filter(due_guard)
-            .set($crate::plan_set!(&plan.effects))
-            .returning($crate::row::Row::as_returning())
-    }};
 }
 
 /// The read primitives of [`dal_core::Backend`], each one `SELECT`, as methods of the
@@ -246,22 +82,17 @@ macro_rules! reads {
             retries_only: bool,
         ) -> $crate::__p::Result<Vec<$crate::__p::TaskExecution>> {
             use $crate::__p::*;
-            use $crate::statements::keys;
             let due = t::table
-                .filter(t::status.eq($crate::statements::ready()))
+                .filter(t::status.eq($crate::reads::ready()))
                 .filter(t::due_at.le(Some(due_at)))
                 .order((t::due_at, t::id))
                 .select(Row::as_select());
             tasks(self.$read(|conn| {
                 if retries_only {
                     // Its own statement, on the retries' own partial index.
-                    PreparedAs::<keys::ListRetries, _>::new(limited(
-                        due.filter(t::retry_at.is_not_null()),
-                        limit,
-                    ))
-                    .load(conn)
+                    Prepared(limited(due.filter(t::retry_at.is_not_null()), limit)).load(conn)
                 } else {
-                    PreparedAs::<keys::ListReady, _>::new(limited(due, limit)).load(conn)
+                    Prepared(limited(due, limit)).load(conn)
                 }
             })?)
         }
