@@ -1,48 +1,69 @@
-//! The workload's checks pass on a run whose pruner removes finished work as it goes, and
-//! still fail when the database or the record of the run disagree (on SQLite, no server needed).
-#![allow(clippy::expect_used, clippy::panic)] // test helpers: a failed setup is a failed test
+//! The workload's checks pass on runs whose pruner removes finished work as it goes, and fail
+//! when the database and the ledger disagree; `--resume` reads exactly what a dead process left
+//! and finishes it. On SQLite: no server needed.
+#![allow(clippy::expect_used, clippy::panic)] // a failed setup is a failed test
+
+use std::time::{Duration, Instant};
 
 use chrono::{TimeDelta, Utc};
 use clap::Parser;
 use dal_benches::workload::args::Args;
-use dal_benches::workload::checks::{Check, run_checks};
-use dal_benches::workload::ledger::Ledger;
-use dal_benches::workload::metrics::Outcomes;
-use dal_benches::workload::plan::Plan;
-use dal_benches::workload::run::{self, Finished};
-use dal_benches::workload::target::{Database, Target};
-use dal_core::{NewTaskExecution, Pruned, TaskExecutionStore, TaskStatus};
-use dal_tests::counter::StatementCounter;
-use diesel::sql_types::Binary;
-use diesel::{Connection, RunQueryDsl, SqliteConnection};
+use dal_benches::workload::checks::{CHECKS, run_checks};
+use dal_benches::workload::ledger::{Before, Counted, Ledger, workflow_id};
+use dal_benches::workload::metrics::Metrics;
+use dal_benches::workload::plan::{Plan, Resumed};
+use dal_benches::workload::run::{Ran, run};
+use dal_benches::workload::target::{Conn, Target};
+use dal_core::{History, NewTaskExecution, Pruned, TaskExecutionStore, TaskStatus};
+use diesel::{RunQueryDsl, sql_types::Binary};
 use uuid::Uuid;
 
-const TERMINAL: &str = "every task reached a terminal status";
-const EVENTS: &str = "every change left exactly one event";
-const REPLAY: &str = "every history replays to its task's row";
+const TERMINAL: &str = CHECKS[0];
 
-fn args(retention: &[&str]) -> Args {
-    let mut argv = vec!["workload", "--quiet", "--workflows", "40", "--runners", "2"];
-    argv.extend_from_slice(retention);
-    Args::parse_from(argv)
+fn args(more: &str) -> Args {
+    Args::parse_from(
+        ["workload", "--quiet"]
+            .into_iter()
+            .chain(more.split_whitespace()),
+    )
 }
 
-fn store(target: &Target) -> std::sync::Arc<dyn TaskExecutionStore> {
-    target.connect(&StatementCounter::new()).expect("connect")
+fn store(target: &Target) -> Box<dyn TaskExecutionStore> {
+    target
+        .connect(4, History::Kept, None)
+        .expect("open the store")
 }
 
-/// A run on a fresh SQLite file.
-fn run_on_sqlite(args: &Args) -> (Target, Finished) {
-    let target = Target::open(args).expect("create the database");
-    let plan = Plan::fresh(Uuid::now_v7(), args.workflows);
-    let finished = run::run(store(&target), args, &plan, None);
-    assert_eq!(finished.error, None);
-    (target, finished)
+/// A run of `plan` on `target`, in a thread: a run that cannot finish would wait for ever.
+fn run_plan(target: &Target, args: &Args, plan: &Plan) -> Ran {
+    let store = store(target);
+    let ran = std::thread::scope(|scope| {
+        let ran = scope.spawn(|| run(&*store, &args.job, plan, None, true));
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !ran.is_finished() {
+            assert!(Instant::now() < deadline, "the run did not end");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        ran.join().expect("the run")
+    });
+    assert_eq!(ran.error, None);
+    ran
 }
 
-fn failing(target: &Target, ledger: &Ledger, outcomes: &Outcomes) -> Vec<&'static str> {
-    let checks: Vec<Check> =
-        run_checks(&*store(target), ledger, outcomes).expect("read the results back");
+/// A new run on a new SQLite file.
+fn fresh(more: &str) -> (Target, Ran) {
+    let args = args(more);
+    let target = Target::open(&args).expect("create the database");
+    let ran = run_plan(
+        &target,
+        &args,
+        &Plan::fresh(Uuid::now_v7(), args.job.workflows),
+    );
+    (target, ran)
+}
+
+fn failing(target: &Target, ledger: &Ledger, metrics: &Metrics) -> Vec<&'static str> {
+    let checks = run_checks(&*store(target), ledger, metrics).expect("read the results back");
     assert_eq!(checks.len(), 7);
     checks
         .into_iter()
@@ -52,157 +73,175 @@ fn failing(target: &Target, ledger: &Ledger, outcomes: &Outcomes) -> Vec<&'stati
 }
 
 fn sql(target: &Target, statement: &str, workflow: Uuid) {
-    let Database::Sqlite(path) = &target.database else {
-        panic!("a SQLite target")
+    let Ok(Conn::Sqlite(mut conn)) = target.db.connect() else {
+        panic!("a SQLite file")
     };
-    let mut conn = SqliteConnection::establish(&path.display().to_string()).expect("open");
-    diesel::sql_query(statement)
-        .bind::<Binary, _>(workflow.as_bytes().to_vec())
-        .execute(&mut conn)
-        .expect("tamper");
-}
-
-/// After a run without a pruner, prunes one batch of `limit` finished tasks, recorded as the
-/// pruner would; returns a workflow execution still stored.
-fn prune_some(target: &Target, finished: &Finished, limit: u32) -> Uuid {
-    let older_than = Utc::now() + TimeDelta::seconds(1);
-    let pruned = store(target)
-        .prune_finished(older_than, limit, None)
-        .expect("prune");
-    assert!(!pruned.workflows.is_empty());
-    finished.ledger.pruned(&pruned);
-    let ledger = &finished.ledger;
-    *ledger
-        .workflows()
-        .iter()
-        .find(|w| ledger.counted(**w).is_some_and(|c| c.pruned == 0))
-        .expect("a workflow execution left")
+    let query = diesel::sql_query(statement).bind::<Binary, _>(workflow.as_bytes().to_vec());
+    query.execute(&mut conn).expect("tamper with the database");
 }
 
 #[test]
 fn a_run_whose_pruner_removes_finished_work_passes_every_check() {
-    let (target, finished) = run_on_sqlite(&args(&["--prune-every-ms", "20", "--retain-ms", "0"]));
-    assert!(finished.outcomes.snapshot()["pruned_workflows"] > 0);
-    assert_eq!(
-        failing(&target, &finished.ledger, &finished.outcomes),
-        Vec::<&str>::new()
-    );
+    let (target, ran) = fresh("--workflows 40 --prune-every-ms 20 --retain-ms 0");
+    assert!(ran.metrics.outcomes()["pruned_workflows"] > 0);
+    assert!(failing(&target, &ran.ledger, &ran.metrics).is_empty());
 }
 
-#[test]
-fn a_lost_event_fails_the_event_count_and_the_replay() {
-    let (target, finished) = run_on_sqlite(&args(&["--prune-every-ms", "0"]));
-    let stored = prune_some(&target, &finished, 50);
-    assert_eq!(
-        failing(&target, &finished.ledger, &finished.outcomes),
-        Vec::<&str>::new()
-    );
-    sql(
+/// The checks failing after `tamper` with a workflow execution still stored, of a run whose
+/// other workflow executions were partly removed (the removal reported).
+fn tampered(tamper: impl FnOnce(&Target, &Ledger, Uuid)) -> Vec<&'static str> {
+    let (target, ran) = fresh("--workflows 40 --prune-every-ms 0");
+    let pruned = store(&target).prune_finished(Utc::now() + TimeDelta::seconds(1), 50, None);
+    ran.ledger.pruned(&pruned.expect("prune"));
+    assert!(failing(&target, &ran.ledger, &ran.metrics).is_empty());
+    let stored = |w: &Uuid| ran.ledger.counted(*w).is_some_and(|c| c.pruned == 0);
+    tamper(
         &target,
-        "DELETE FROM execution_events WHERE seq = \
-         (SELECT max(seq) FROM execution_events WHERE workflow_execution_id = ?)",
-        stored,
+        &ran.ledger,
+        ran.ledger.workflows().find(stored).expect("one left"),
     );
-    assert_eq!(
-        failing(&target, &finished.ledger, &finished.outcomes),
-        vec![REPLAY, EVENTS]
-    );
+    failing(&target, &ran.ledger, &ran.metrics)
 }
 
 #[test]
-fn a_workflow_removed_without_a_report_fails() {
-    let (target, finished) = run_on_sqlite(&args(&["--prune-every-ms", "0"]));
-    let stored = prune_some(&target, &finished, 50);
-    sql(
-        &target,
-        "DELETE FROM task_executions WHERE workflow_execution_id = ?",
-        stored,
-    );
-    assert!(failing(&target, &finished.ledger, &finished.outcomes).contains(&TERMINAL));
-}
-
-#[test]
-fn a_workflow_reported_removed_but_still_stored_fails() {
-    let (target, finished) = run_on_sqlite(&args(&["--prune-every-ms", "0"]));
-    let stored = prune_some(&target, &finished, 50);
-    let counted = finished.ledger.counted(stored).unwrap_or_default();
-    finished.ledger.pruned(&Pruned {
-        workflows: vec![stored],
-        tasks: 10,
-        events: counted.events,
-        next: None,
-    });
+fn the_checks_fail_when_the_database_and_the_ledger_disagree() {
+    let lost = "DELETE FROM execution_events WHERE seq = \
+                (SELECT max(seq) FROM execution_events WHERE workflow_execution_id = ?)";
     assert_eq!(
-        failing(&target, &finished.ledger, &finished.outcomes),
-        vec![TERMINAL]
+        tampered(|target, _, w| sql(target, lost, w)),
+        [CHECKS[4], CHECKS[5]]
     );
+    let removed = "DELETE FROM task_executions WHERE workflow_execution_id = ?";
+    assert!(tampered(|target, _, w| sql(target, removed, w)).contains(&TERMINAL));
+    let reported = |_: &Target, ledger: &Ledger, workflow| {
+        let events = ledger.counted(workflow).map_or(0, |c| c.events);
+        let workflows = vec![workflow];
+        ledger.pruned(&Pruned {
+            workflows,
+            tasks: 10,
+            events,
+            next: None,
+        });
+    };
+    assert_eq!(tampered(reported), [TERMINAL]);
 }
 
 #[test]
 fn retention_of_unfinished_work_fails() {
-    // A workflow execution created and never worked on, removed as if retention had taken it.
-    let args = args(&[]);
-    let target = Target::open(&args).expect("create the database");
-    let workflow = Uuid::now_v7();
-    let news: Vec<NewTaskExecution> = (0..10)
-        .map(|i| {
-            NewTaskExecution::new(workflow, format!("task-{i}")).with_status(TaskStatus::Ready)
-        })
+    // A workflow execution created and never worked on, removed as retention would.
+    let target = Target::open(&args("")).expect("create the database");
+    let run_id = Uuid::now_v7();
+    let (workflow, ledger) = (
+        workflow_id(run_id, 0),
+        Ledger::new(run_id, &[Before::Nothing], 10),
+    );
+    let news: Vec<_> = (0..10)
+        .map(|i| NewTaskExecution::new(workflow, format!("t{i}")))
         .collect();
     store(&target).create_many(&news).expect("create");
-    let ledger = Ledger::new(vec![workflow], 10);
-    for _ in 0..10 {
-        ledger.changed(workflow);
+    (0..10).for_each(|_| ledger.changed(workflow));
+    for table in ["task_executions", "execution_events"] {
+        sql(
+            &target,
+            &format!("DELETE FROM {table} WHERE workflow_execution_id = ?"),
+            workflow,
+        );
     }
-    sql(
-        &target,
-        "DELETE FROM task_executions WHERE workflow_execution_id = ?",
-        workflow,
-    );
-    sql(
-        &target,
-        "DELETE FROM execution_events WHERE workflow_execution_id = ?",
-        workflow,
-    );
+    let workflows = vec![workflow];
     ledger.pruned(&Pruned {
-        workflows: vec![workflow],
+        workflows,
         tasks: 10,
         events: 10,
         next: None,
     });
-    assert_eq!(
-        failing(&target, &ledger, &Outcomes::default()),
-        vec![TERMINAL]
-    );
+    assert_eq!(failing(&target, &ledger, &Metrics::default()), [TERMINAL]);
 }
 
 #[test]
 fn a_run_reports_when_creation_ended_and_the_claims_that_found_nothing() {
-    // One task and four runners: whichever runner claims it, the others find the queue
-    // empty (before the task is created or after it is claimed) and wait.
-    let args = Args::parse_from([
-        "workload",
-        "--quiet",
-        "--workflows",
-        "1",
-        "--tasks-per-workflow",
-        "1",
-        "--runners",
-        "4",
-        "--crashing-runners",
-        "0",
-        "--fail-rate",
-        "0",
-    ]);
-    let (target, finished) = run_on_sqlite(&args);
-    assert!(finished.creation > std::time::Duration::ZERO);
-    assert!(finished.creation <= finished.elapsed);
-    let outcomes = finished.outcomes.snapshot();
-    assert_eq!(outcomes["claims"], 1);
-    assert_eq!(outcomes["completed"], 1);
+    // One task, four runners: those that do not get it find nothing due, and wait.
+    let (target, ran) = fresh("--workflows 1 --tasks-per-workflow 1 --runners 4 --fail-rate 0");
+    assert!(Duration::ZERO < ran.creation && ran.creation <= ran.elapsed);
+    let outcomes = ran.metrics.outcomes();
+    assert_eq!((outcomes["claims"], outcomes["completed"]), (1, 1));
     assert!(outcomes["empty_claims"] > 0, "{outcomes:?}");
+    assert!(failing(&target, &ran.ledger, &ran.metrics).is_empty());
+}
+
+#[test]
+fn a_resumed_run_reads_what_a_dead_process_left_and_finishes_it() {
+    let args =
+        args("--workflows 300 --tasks-per-workflow 2 --stale-after-ms 10 --prune-every-ms 0");
+    let target = Target::open(&args).expect("create the database");
+    let store = store(&target);
+    let (run_id, dead) = (Uuid::now_v7(), Uuid::now_v7());
+    let wf = |i| workflow_id(run_id, i);
+    // Batches 0 and 1 created, the record saying 1 (the process died before recording the
+    // second); batch 2 never created.
+    let news: Vec<NewTaskExecution> = (0..200)
+        .flat_map(|i| (0..2).map(move |t| NewTaskExecution::new(wf(i), format!("t{t}"))))
+        .map(|new| new.with_status(TaskStatus::Ready).with_max_attempts(3))
+        .collect();
+    store.create_many(&news).expect("create");
+    // Workflow executions 0 and 1 finished, then 0 removed; 2 claimed by the dead runner.
+    for workflow in [wf(0), wf(1), wf(2)] {
+        let claimed = store.claim_ready(dead, 2).expect("claim");
+        assert!(
+            claimed
+                .iter()
+                .all(|c| c.task.workflow_execution_id == workflow)
+        );
+        let leases: Vec<_> = claimed.iter().map(|c| c.lease).collect();
+        if workflow != wf(2) {
+            assert_eq!(
+                store
+                    .complete_many(&leases)
+                    .expect("complete")
+                    .completed
+                    .len(),
+                2
+            );
+        }
+    }
+    let pruned = store.prune_finished(Utc::now() + TimeDelta::seconds(1), 2, None);
+    assert_eq!(pruned.expect("prune").workflows, [wf(0)]);
+
+    let plan = Plan::resume(&*store, run_id, 300, 1).expect("read back");
+    let stored = |completed, events| {
+        Before::Stored(Counted {
+            completed,
+            events,
+            ..Default::default()
+        })
+    };
+    let mut before = vec![Before::Pruned, stored(2, 6), stored(0, 4)];
+    before.extend(
+        [stored(0, 2)]
+            .repeat(197)
+            .into_iter()
+            .chain([Before::Nothing; 100]),
+    );
+    assert_eq!(plan.before, before);
+    let (finished, claimed, events) = (2, 2, 6 + 4 + 197 * 2);
+    let found = Resumed {
+        workflows_stored: 199,
+        workflows_pruned: 1,
+        workflows_to_create: 100,
+        tasks_finished: finished,
+        tasks_claimed: claimed,
+        events,
+    };
+    assert_eq!(plan.resumed, Some(found));
+    assert_eq!(plan.batches_to_create(), [(2, 200..300)]);
+
+    // The claims recovered from the dead runner, batch 2 created, everything finished.
+    let ran = run_plan(&target, &args, &plan);
+    let recovered = store.list_for_workflow(wf(2)).expect("read");
+    assert!(recovered.iter().all(|t| t.recovery_attempts >= 1));
+    assert!(failing(&target, &ran.ledger, &ran.metrics).is_empty());
+    let counts = store.count_by_status().expect("count");
     assert_eq!(
-        failing(&target, &finished.ledger, &finished.outcomes),
-        Vec::<&str>::new()
+        (counts.total(), counts.completed + counts.failed),
+        (598, 598)
     );
 }
