@@ -7,18 +7,18 @@ use std::time::{Duration, Instant};
 
 use chrono::{TimeDelta, Utc};
 use clap::Parser;
-use dal_benches::workload::args::Args;
 use dal_benches::workload::checks::{CHECKS, run_checks};
-use dal_benches::workload::ledger::{Before, Counted, Ledger, workflow_id};
-use dal_benches::workload::metrics::Metrics;
-use dal_benches::workload::plan::{Plan, Resumed};
-use dal_benches::workload::run::{Ran, run};
+use dal_benches::workload::ledger::{Counted, Ledger, workflow_id};
 use dal_benches::workload::target::{Conn, Target};
+use dal_benches::workload::{args::Args, metrics::Metrics, plan::Resumed, plan::resume, run::run};
 use dal_core::{History, NewTaskExecution, Pruned, TaskExecutionStore, TaskStatus};
 use diesel::{RunQueryDsl, sql_types::Binary};
 use uuid::Uuid;
 
 const TERMINAL: &str = CHECKS[0];
+
+/// A run's database, its ledger, and its metrics.
+type Run = (Target, Ledger, Metrics);
 
 fn args(more: &str) -> Args {
     Args::parse_from(
@@ -30,15 +30,16 @@ fn args(more: &str) -> Args {
 
 fn store(target: &Target) -> Box<dyn TaskExecutionStore> {
     target
-        .connect(4, History::Kept, None)
+        .connect(4, History::Kept, &Default::default())
         .expect("open the store")
 }
 
-/// A run of `plan` on `target`, in a thread: a run that cannot finish would wait for ever.
-fn run_plan(target: &Target, args: &Args, plan: &Plan) -> Ran {
-    let store = store(target);
+/// Runs `ledger`'s workflow executions on `target`, in a thread: a run that cannot finish would
+/// wait for ever.
+fn run_on(target: Target, args: &Args, ledger: Ledger) -> Run {
+    let store = store(&target);
     let ran = std::thread::scope(|scope| {
-        let ran = scope.spawn(|| run(&*store, &args.job, plan, None, true));
+        let ran = scope.spawn(|| run(&*store, &args.job, &ledger, None, true));
         let deadline = Instant::now() + Duration::from_secs(120);
         while !ran.is_finished() {
             assert!(Instant::now() < deadline, "the run did not end");
@@ -47,22 +48,25 @@ fn run_plan(target: &Target, args: &Args, plan: &Plan) -> Ran {
         ran.join().expect("the run")
     });
     assert_eq!(ran.error, None);
-    ran
+    (target, ledger, ran.metrics)
 }
 
 /// A new run on a new SQLite file.
-fn fresh(more: &str) -> (Target, Ran) {
+fn fresh(more: &str) -> Run {
     let args = args(more);
-    let target = Target::open(&args).expect("create the database");
-    let ran = run_plan(
-        &target,
-        &args,
-        &Plan::fresh(Uuid::now_v7(), args.job.workflows),
+    let ledger = Ledger::new(
+        Uuid::now_v7(),
+        args.job.workflows,
+        args.job.tasks_per_workflow,
     );
-    (target, ran)
+    run_on(
+        Target::open(&args).expect("create the database"),
+        &args,
+        ledger,
+    )
 }
 
-fn failing(target: &Target, ledger: &Ledger, metrics: &Metrics) -> Vec<&'static str> {
+fn failing((target, ledger, metrics): &Run) -> Vec<&'static str> {
     let checks = run_checks(&*store(target), ledger, metrics).expect("read the results back");
     assert_eq!(checks.len(), 7);
     checks
@@ -82,25 +86,25 @@ fn sql(target: &Target, statement: &str, workflow: Uuid) {
 
 #[test]
 fn a_run_whose_pruner_removes_finished_work_passes_every_check() {
-    let (target, ran) = fresh("--workflows 40 --prune-every-ms 20 --retain-ms 0");
-    assert!(ran.metrics.outcomes()["pruned_workflows"] > 0);
-    assert!(failing(&target, &ran.ledger, &ran.metrics).is_empty());
+    let run = fresh("--workflows 40 --prune-every-ms 20 --retain-ms 0");
+    assert!(run.2.outcomes()["pruned_workflows"] > 0);
+    assert!(failing(&run).is_empty());
 }
 
 /// The checks failing after `tamper` with a workflow execution still stored, of a run whose
 /// other workflow executions were partly removed (the removal reported).
 fn tampered(tamper: impl FnOnce(&Target, &Ledger, Uuid)) -> Vec<&'static str> {
-    let (target, ran) = fresh("--workflows 40 --prune-every-ms 0");
-    let pruned = store(&target).prune_finished(Utc::now() + TimeDelta::seconds(1), 50, None);
-    ran.ledger.pruned(&pruned.expect("prune"));
-    assert!(failing(&target, &ran.ledger, &ran.metrics).is_empty());
-    let stored = |w: &Uuid| ran.ledger.counted(*w).is_some_and(|c| c.pruned == 0);
+    let run = fresh("--workflows 40 --prune-every-ms 0");
+    let pruned = store(&run.0).prune_finished(Utc::now() + TimeDelta::seconds(1), 50, None);
+    run.1.pruned(&pruned.expect("prune"));
+    assert!(failing(&run).is_empty());
+    let stored = |w: &Uuid| run.1.counted(*w).is_some_and(|c| c.pruned == 0);
     tamper(
-        &target,
-        &ran.ledger,
-        ran.ledger.workflows().find(stored).expect("one left"),
+        &run.0,
+        &run.1,
+        run.1.workflows().find(stored).expect("one left"),
     );
-    failing(&target, &ran.ledger, &ran.metrics)
+    failing(&run)
 }
 
 #[test]
@@ -130,11 +134,8 @@ fn the_checks_fail_when_the_database_and_the_ledger_disagree() {
 fn retention_of_unfinished_work_fails() {
     // A workflow execution created and never worked on, removed as retention would.
     let target = Target::open(&args("")).expect("create the database");
-    let run_id = Uuid::now_v7();
-    let (workflow, ledger) = (
-        workflow_id(run_id, 0),
-        Ledger::new(run_id, &[Before::Nothing], 10),
-    );
+    let ledger = Ledger::new(Uuid::now_v7(), 1, 10);
+    let workflow = workflow_id(ledger.run(), 0);
     let news: Vec<_> = (0..10)
         .map(|i| NewTaskExecution::new(workflow, format!("t{i}")))
         .collect();
@@ -154,18 +155,21 @@ fn retention_of_unfinished_work_fails() {
         events: 10,
         next: None,
     });
-    assert_eq!(failing(&target, &ledger, &Metrics::default()), [TERMINAL]);
+    assert_eq!(failing(&(target, ledger, Metrics::default())), [TERMINAL]);
 }
 
 #[test]
 fn a_run_reports_when_creation_ended_and_the_claims_that_found_nothing() {
     // One task, four runners: those that do not get it find nothing due, and wait.
-    let (target, ran) = fresh("--workflows 1 --tasks-per-workflow 1 --runners 4 --fail-rate 0");
+    let args = args("--workflows 1 --tasks-per-workflow 1 --runners 4 --fail-rate 0");
+    let target = Target::open(&args).expect("create the database");
+    let ledger = Ledger::new(Uuid::now_v7(), 1, 1);
+    let ran = run(&*store(&target), &args.job, &ledger, None, true);
     assert!(Duration::ZERO < ran.creation && ran.creation <= ran.elapsed);
     let outcomes = ran.metrics.outcomes();
     assert_eq!((outcomes["claims"], outcomes["completed"]), (1, 1));
     assert!(outcomes["empty_claims"] > 0, "{outcomes:?}");
-    assert!(failing(&target, &ran.ledger, &ran.metrics).is_empty());
+    assert!(failing(&(target, ledger, ran.metrics)).is_empty());
 }
 
 #[test]
@@ -173,9 +177,8 @@ fn a_resumed_run_reads_what_a_dead_process_left_and_finishes_it() {
     let args =
         args("--workflows 300 --tasks-per-workflow 2 --stale-after-ms 10 --prune-every-ms 0");
     let target = Target::open(&args).expect("create the database");
-    let store = store(&target);
-    let (run_id, dead) = (Uuid::now_v7(), Uuid::now_v7());
-    let wf = |i| workflow_id(run_id, i);
+    let (store, run_id, dead) = (store(&target), Uuid::now_v7(), Uuid::now_v7());
+    let (mut ledger, wf) = (Ledger::new(run_id, 300, 2), |i| workflow_id(run_id, i));
     // Batches 0 and 1 created, the record saying 1 (the process died before recording the
     // second); batch 2 never created.
     let news: Vec<NewTaskExecution> = (0..200)
@@ -206,39 +209,45 @@ fn a_resumed_run_reads_what_a_dead_process_left_and_finishes_it() {
     let pruned = store.prune_finished(Utc::now() + TimeDelta::seconds(1), 2, None);
     assert_eq!(pruned.expect("prune").workflows, [wf(0)]);
 
-    let plan = Plan::resume(&*store, run_id, 300, 1).expect("read back");
-    let stored = |completed, events| {
-        Before::Stored(Counted {
-            completed,
-            events,
-            ..Default::default()
-        })
+    let found = resume(&*store, &mut ledger, 1).expect("read back");
+    let stored = |completed, events| Counted {
+        completed,
+        events,
+        ..Default::default()
     };
-    let mut before = vec![Before::Pruned, stored(2, 6), stored(0, 4)];
-    before.extend(
-        [stored(0, 2)]
-            .repeat(197)
-            .into_iter()
-            .chain([Before::Nothing; 100]),
+    let pruned_before = Counted {
+        pruned_before: true,
+        ..Default::default()
+    };
+    let counted: Vec<_> = [0, 1, 2, 199, 200]
+        .map(|i| ledger.counted(wf(i)).expect("of the run"))
+        .into();
+    assert_eq!(
+        counted,
+        [
+            pruned_before,
+            stored(2, 6),
+            stored(0, 4),
+            stored(0, 2),
+            Counted::default()
+        ]
     );
-    assert_eq!(plan.before, before);
-    let (finished, claimed, events) = (2, 2, 6 + 4 + 197 * 2);
-    let found = Resumed {
+    let expected = Resumed {
         workflows_stored: 199,
         workflows_pruned: 1,
         workflows_to_create: 100,
-        tasks_finished: finished,
-        tasks_claimed: claimed,
-        events,
+        tasks_finished: 2,
+        tasks_claimed: 2,
+        events: 6 + 4 + 197 * 2,
     };
-    assert_eq!(plan.resumed, Some(found));
-    assert_eq!(plan.batches_to_create(), [(2, 200..300)]);
+    assert_eq!(found, expected);
+    assert_eq!(ledger.batches_to_create(), [(2, 200..300)]);
 
     // The claims recovered from the dead runner, batch 2 created, everything finished.
-    let ran = run_plan(&target, &args, &plan);
+    let run = run_on(target, &args, ledger);
     let recovered = store.list_for_workflow(wf(2)).expect("read");
     assert!(recovered.iter().all(|t| t.recovery_attempts >= 1));
-    assert!(failing(&target, &ran.ledger, &ran.metrics).is_empty());
+    assert!(failing(&run).is_empty());
     let counts = store.count_by_status().expect("count");
     assert_eq!(
         (counts.total(), counts.completed + counts.failed),

@@ -143,7 +143,7 @@ pub fn run_checks(
         }
     }
 
-    let batches = ledger.batches();
+    let batches = ledger.batches_pruned();
     let expected = ledger.workflows().count() as u64 * per_workflow;
     let removed_tasks: u64 = batches.iter().map(|b| b.tasks).sum();
     if stored_tasks + removed_tasks + removed_before != expected {

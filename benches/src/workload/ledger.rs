@@ -1,11 +1,12 @@
-//! What the run did to each of its workflow executions, counted as it happened: how their
-//! tasks finished, the events its calls wrote, and what retention reported removing.
+//! The run's workflow executions and what happened to each, counted as it happened: how their
+//! tasks finished, the events the run's calls wrote, and what retention reported removing.
 //!
 //! Retention deletes finished workflow executions during the run, so at the end the database
 //! no longer holds all the checks look at: for those, the ledger is what is known; for those
 //! still stored, the checks compare it with the database. A resumed run's ledger starts from
-//! what the database held ([`Before`]).
+//! what the database held ([`Ledger::held`]).
 
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Mutex, PoisonError};
 
@@ -13,6 +14,9 @@ use dal_core::{Pruned, TaskExecution, TaskStatus};
 use uuid::Uuid;
 
 use super::metrics::Outcome;
+
+/// Workflow executions per `create_many`.
+pub const WORKFLOWS_PER_BATCH: usize = 100;
 
 /// The id of the `index`th workflow execution of run `run`: the run id's first 8 bytes, then
 /// the index, as a version-8 UUID. So a run's id names all its workflow executions.
@@ -81,17 +85,6 @@ impl Counted {
     }
 }
 
-/// What the database held of a workflow execution when the run started.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Before {
-    /// Nothing: the run creates it.
-    Nothing,
-    /// Its tasks, with these figures.
-    Stored(Counted),
-    /// Removed by retention.
-    Pruned,
-}
-
 #[derive(Debug, Default)]
 struct Tally {
     /// Completed, exhausted, abandoned.
@@ -100,6 +93,8 @@ struct Tally {
     events: AtomicU64,
     pruned: AtomicU32,
     settled: AtomicBool,
+    /// In the database when the run started (stored, or already removed).
+    held: bool,
     pruned_before: bool,
 }
 
@@ -117,44 +112,62 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// The ledger of run `run`: a workflow execution of `tasks_per_workflow` tasks per entry of
-    /// `before`, what the database held of it.
-    pub fn new(run: Uuid, before: &[Before], tasks_per_workflow: u32) -> Ledger {
-        let count = |n: u64| AtomicU32::new(u32::try_from(n).unwrap_or(u32::MAX));
-        let mut all = Counted::default();
-        let mut tally = |before: &Before| match *before {
-            Before::Nothing => Tally::default(),
-            Before::Pruned => Tally {
-                pruned_before: true,
-                settled: true.into(),
-                ..Tally::default()
-            },
-            Before::Stored(c) => {
-                all.add(&c);
-                let settled = c.finished() >= u64::from(tasks_per_workflow);
-                let (finished, events) = (count(c.finished()), c.events.into());
-                let outcomes = c.outcomes().map(count);
-                Tally {
-                    outcomes,
-                    finished,
-                    events,
-                    settled: settled.into(),
-                    ..Tally::default()
-                }
-            }
-        };
-        let tallies: Vec<Tally> = before.iter().map(&mut tally).collect();
-        let settled = tallies.iter().filter(|t| t.settled.load(Relaxed)).count();
+    /// The ledger of run `run`: `workflows` workflow executions of `tasks_per_workflow` tasks,
+    /// none in the database yet.
+    pub fn new(run: Uuid, workflows: u32, tasks_per_workflow: u32) -> Ledger {
         Ledger {
             run,
             tasks_per_workflow,
-            tallies,
-            settled: settled.into(),
-            finished: all.finished().into(),
+            tallies: (0..workflows).map(|_| Tally::default()).collect(),
+            settled: 0.into(),
+            finished: 0.into(),
             strays: 0.into(),
             batches: Mutex::default(),
-            before: all,
+            before: Counted::default(),
         }
+    }
+
+    /// Starts the `index`th workflow execution from what the database held: its tasks, so
+    /// counted, or nothing, retention having removed it.
+    pub fn held(&mut self, index: usize, stored: Option<Counted>) {
+        let count = |n: u64| AtomicU32::new(u32::try_from(n).unwrap_or(u32::MAX));
+        let Some(tally) = self.tallies.get_mut(index) else {
+            return;
+        };
+        let settled = match stored {
+            None => true,
+            Some(c) => {
+                (tally.outcomes, tally.finished) = (c.outcomes().map(count), count(c.finished()));
+                tally.events = c.events.into();
+                self.before.add(&c);
+                *self.finished.get_mut() += c.finished();
+                c.finished() >= u64::from(self.tasks_per_workflow)
+            }
+        };
+        (tally.held, tally.pruned_before) = (true, stored.is_none());
+        if settled && !*tally.settled.get_mut() {
+            *tally.settled.get_mut() = true;
+            *self.settled.get_mut() += 1;
+        }
+    }
+
+    /// The creation batches: their workflow executions' indexes.
+    pub fn batches(&self) -> impl Iterator<Item = Range<usize>> + use<> {
+        let n = self.tallies.len();
+        let batch = move |b: usize| b * WORKFLOWS_PER_BATCH..((b + 1) * WORKFLOWS_PER_BATCH).min(n);
+        (0..n.div_ceil(WORKFLOWS_PER_BATCH)).map(batch)
+    }
+
+    /// The creation batches still to make (none of their workflow executions held), each with
+    /// its number.
+    pub fn batches_to_create(&self) -> Vec<(u64, Range<usize>)> {
+        let batches = self
+            .batches()
+            .enumerate()
+            .map(|(n, range)| (n as u64, range));
+        batches
+            .filter(|(_, range)| !self.tallies[range.start].held)
+            .collect()
     }
 
     fn tally(&self, workflow: Uuid) -> Option<&Tally> {
@@ -227,6 +240,11 @@ impl Ledger {
         self.strays.load(Relaxed)
     }
 
+    /// The run's id.
+    pub fn run(&self) -> Uuid {
+        self.run
+    }
+
     /// The workflow executions of the run, in creation order.
     pub fn workflows(&self) -> impl Iterator<Item = Uuid> + '_ {
         (0..self.tallies.len()).map(|i| workflow_id(self.run, i))
@@ -257,7 +275,7 @@ impl Ledger {
     }
 
     /// The `prune_finished` batches that removed anything, in the order they reported.
-    pub fn batches(&self) -> Vec<Pruned> {
+    pub fn batches_pruned(&self) -> Vec<Pruned> {
         self.batches
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

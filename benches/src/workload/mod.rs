@@ -22,7 +22,8 @@ use std::process::ExitCode;
 use args::{Args, HistoryMode, Job};
 use dal_core::{History, TaskExecutionStore};
 use harness::StatementCounter;
-use plan::Plan;
+use ledger::Ledger;
+use plan::Resumed;
 use record::{Recorder, RunLock};
 use report::Report;
 use target::Target;
@@ -69,16 +70,16 @@ fn execute_in(target: &Target, args: &Args) -> Result<Report, String> {
     // Held until the run's end: a second workload on this database is refused at once.
     let _lock = RunLock::take(target)?;
     let mut recorder = Recorder::open(&target.db)?;
-    // The first store migrates a new database. Those that only read are not counted; they
-    // are closed during the run, whose sessions the footprint waits for.
-    let reader = target.connect(1, History::Kept, None)?;
-    let (job, plan) = prepare(target, &*reader, args, &mut recorder)?;
+    // The first store migrates a new database. Those that only read are not counted; they are
+    // closed during the run, whose sessions the footprint waits for.
+    let reader = target.connect(1, History::Kept, &StatementCounter::new())?;
+    let (job, ledger, resumed) = prepare(target, &*reader, args, &mut recorder)?;
     drop(reader);
     let counter = StatementCounter::new();
     let pool_size = job.pool_size.unwrap_or(job.runners + 2);
-    let store = target.connect(pool_size, job.history(), Some(counter.factory()))?;
+    let store = target.connect(pool_size, job.history(), &counter)?;
     let start = footprint::read(&target.db).ok();
-    let ran = run::run(&*store, &job, &plan, Some(recorder), args.quiet);
+    let ran = run::run(&*store, &job, &ledger, Some(recorder), args.quiet);
     // Its connections closed, so that the footprint sees all they did.
     drop(store);
     let (statements, prepares, transactions) = counter.totals();
@@ -89,24 +90,24 @@ fn execute_in(target: &Target, args: &Args) -> Result<Report, String> {
     let claims = operations.get("finish_and_claim").map_or(0, |l| l.calls);
     let footprint = footprint::after_run(&target.db, start.as_deref(), claims);
     let footprint = footprint.map_err(|err| eprintln!("workload: {err}")).ok();
-    let reader = target.connect(1, History::Kept, None)?;
-    let checks = checks::run_checks(&*reader, &ran.ledger, &ran.metrics);
+    let reader = target.connect(1, History::Kept, &StatementCounter::new())?;
+    let checks = checks::run_checks(&*reader, &ledger, &ran.metrics);
     let mut checks = checks.map_err(|err| format!("reading the results back failed: {err}"))?;
     if job.history == HistoryMode::Off {
         checks.truncate(checks::ROW_CHECKS);
     }
     // The tasks this process took through their whole life.
-    let tasks = job.tasks();
-    let done_before = plan.resumed.as_ref().map_or(0, |r| {
-        r.tasks_finished + r.workflows_pruned * u64::from(job.tasks_per_workflow)
-    });
-    let tasks_run = tasks.saturating_sub(done_before).max(1);
+    let (tasks, per_workflow) = (job.tasks(), u64::from(job.tasks_per_workflow));
+    let before = resumed
+        .as_ref()
+        .map_or(0, |r| r.tasks_finished + r.workflows_pruned * per_workflow);
+    let tasks_run = tasks.saturating_sub(before).max(1);
     let elapsed_s = ran.elapsed.as_secs_f64();
     Ok(Report {
         backend: target.backend,
         location: target.location.clone(),
-        run_id: plan.run_id.to_string(),
-        resumed: plan.resumed,
+        run_id: ledger.run().to_string(),
+        resumed,
         tasks,
         tasks_run,
         elapsed_s,
@@ -125,22 +126,23 @@ fn execute_in(target: &Target, args: &Args) -> Result<Report, String> {
     })
 }
 
-/// The job and plan of the run: the one recorded in the database (`--resume`), or a new one,
-/// recorded now. A new run is refused on a database that holds tasks.
+/// The run: the one recorded in the database, read back (`--resume`), or a new one, recorded
+/// now. A new run is refused on a database that holds tasks.
 fn prepare(
     target: &Target,
     store: &dyn TaskExecutionStore,
     args: &Args,
     recorder: &mut Recorder,
-) -> Result<(Job, Plan), String> {
+) -> Result<(Job, Ledger, Option<Resumed>), String> {
     let location = &target.location;
     let recorded = recorder.read()?;
     if args.resume {
         let record = recorded.ok_or_else(|| format!("{location} holds no run to resume"))?;
         let (run_id, job) = (record.run_id, record.job);
-        let plan = Plan::resume(store, run_id, job.workflows, record.created_batches);
-        let plan = plan.map_err(|err| format!("cannot read back run {run_id}: {err}"))?;
-        return Ok((job, plan));
+        let mut ledger = Ledger::new(run_id, job.workflows, job.tasks_per_workflow);
+        let found = plan::resume(store, &mut ledger, record.created_batches);
+        let found = found.map_err(|err| format!("cannot read back run {run_id}: {err}"))?;
+        return Ok((job, ledger, Some(found)));
     }
     let held = store
         .count_by_status()
@@ -158,7 +160,8 @@ fn prepare(
             "{location} holds {held} tasks that no workload run recorded"
         ));
     }
-    let run_id = Uuid::now_v7();
-    recorder.start(run_id, &args.job)?;
-    Ok((args.job.clone(), Plan::fresh(run_id, args.job.workflows)))
+    let (run_id, job) = (Uuid::now_v7(), args.job.clone());
+    recorder.start(run_id, &job)?;
+    let ledger = Ledger::new(run_id, job.workflows, job.tasks_per_workflow);
+    Ok((job, ledger, None))
 }

@@ -1,7 +1,6 @@
-//! What a run has to do: its workflow executions, created in batches, and, when it resumes a
-//! run whose process died, what that process left.
+//! What a process that died left of its run, read back when `--resume` starts.
 //!
-//! On `--resume` each workflow execution of the run is read back ([`Plan::resume`]):
+//! Each workflow execution of the run (its id comes from the run's id) is:
 //! - stored: its tasks and history are the starting point; the claims the dead process held
 //!   are recovered by the sweeper once stale;
 //! - absent, in a batch the record says was created or of which others are stored: retention
@@ -12,16 +11,12 @@
 //! recorded, and all of it already finished and removed. It is then created and run again.
 
 use std::collections::BTreeMap;
-use std::ops::Range;
 
 use dal_core::{DalError, ExecutionEvent, TaskExecution, TaskExecutionStore};
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::ledger::{Before, Counted, workflow_id};
-
-/// Workflow executions per `create_many`.
-pub const WORKFLOWS_PER_BATCH: usize = 100;
+use super::ledger::{Counted, Ledger, workflow_id};
 
 /// What a resumed run found, for the report.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
@@ -40,94 +35,47 @@ pub struct Resumed {
     pub events: u64,
 }
 
-/// What a run has to do.
-#[derive(Debug, Clone)]
-pub struct Plan {
-    /// The run's id.
-    pub run_id: Uuid,
-    /// What the database held of each workflow execution, in creation order.
-    pub before: Vec<Before>,
-    /// Set when the run resumes one whose process died.
-    pub resumed: Option<Resumed>,
-}
-
-/// The history of a workflow execution by task, each oldest first.
-pub type Histories = BTreeMap<Uuid, Vec<ExecutionEvent>>;
-
-impl Plan {
-    /// A new run of `workflows` workflow executions.
-    pub fn fresh(run_id: Uuid, workflows: u32) -> Plan {
-        let before = vec![Before::Nothing; workflows as usize];
-        Plan {
-            run_id,
-            before,
-            resumed: None,
-        }
-    }
-
-    /// Run `run_id` (of `workflows` workflow executions, `created_batches` creation batches
-    /// recorded) as `store` holds it.
-    pub fn resume(
-        store: &dyn TaskExecutionStore,
-        run_id: Uuid,
-        workflows: u32,
-        created_batches: u64,
-    ) -> Result<Plan, DalError> {
-        let mut plan = Plan::fresh(run_id, workflows);
-        let mut found = Resumed::default();
-        for (number, range) in plan.batches().enumerate() {
-            let mut created = (number as u64) < created_batches;
-            for index in range.clone() {
-                let (tasks, histories) = read_workflow(store, workflow_id(run_id, index))?;
-                if tasks.is_empty() {
-                    continue;
-                }
+/// Starts `ledger` from what `store` holds of its run, `created_batches` creation batches
+/// recorded.
+pub fn resume(
+    store: &dyn TaskExecutionStore,
+    ledger: &mut Ledger,
+    created_batches: u64,
+) -> Result<Resumed, DalError> {
+    let mut found = Resumed::default();
+    for (number, batch) in ledger.batches().enumerate() {
+        let mut held = Vec::new();
+        for index in batch.clone() {
+            let (tasks, histories) = read_workflow(store, workflow_id(ledger.run(), index))?;
+            if !tasks.is_empty() {
+                let events = histories.values().map(|h| h.len() as u64).sum();
                 let counted = Counted {
-                    events: histories.values().map(|h| h.len() as u64).sum(),
+                    events,
                     ..Counted::of_rows(&tasks)
                 };
-                created = true;
                 found.workflows_stored += 1;
                 found.tasks_finished += counted.finished();
                 found.tasks_claimed +=
                     tasks.iter().filter(|t| t.claimed_by.is_some()).count() as u64;
-                found.events += counted.events;
-                plan.before[index] = Before::Stored(counted);
-            }
-            for before in plan.before[range]
-                .iter_mut()
-                .filter(|b| **b == Before::Nothing)
-            {
-                if created {
-                    found.workflows_pruned += 1;
-                    *before = Before::Pruned;
-                } else {
-                    found.workflows_to_create += 1;
-                }
+                found.events += events;
+                held.push((index, Some(counted)));
             }
         }
-        plan.resumed = Some(found);
-        Ok(plan)
+        if held.is_empty() && number as u64 >= created_batches {
+            found.workflows_to_create += batch.len() as u64;
+            continue;
+        }
+        found.workflows_pruned += (batch.len() - held.len()) as u64;
+        for index in batch {
+            let stored = held.iter().find(|(i, _)| *i == index).and_then(|(_, c)| *c);
+            ledger.held(index, stored);
+        }
     }
-
-    /// The creation batches: their workflow executions' indexes.
-    pub fn batches(&self) -> impl Iterator<Item = Range<usize>> + use<> {
-        let n = self.before.len();
-        let batch = move |b: usize| b * WORKFLOWS_PER_BATCH..((b + 1) * WORKFLOWS_PER_BATCH).min(n);
-        (0..n.div_ceil(WORKFLOWS_PER_BATCH)).map(batch)
-    }
-
-    /// The batches still to create, each with its number.
-    pub fn batches_to_create(&self) -> Vec<(u64, Range<usize>)> {
-        let batches = self
-            .batches()
-            .enumerate()
-            .map(|(n, range)| (n as u64, range));
-        batches
-            .filter(|(_, range)| self.before[range.start] == Before::Nothing)
-            .collect()
-    }
+    Ok(found)
 }
+
+/// The history of a workflow execution by task, each oldest first.
+pub type Histories = BTreeMap<Uuid, Vec<ExecutionEvent>>;
 
 /// A workflow execution's tasks and history.
 pub fn read_workflow(

@@ -15,13 +15,10 @@ use uuid::Uuid;
 use super::args::Job;
 use super::ledger::{Ledger, workflow_id};
 use super::metrics::{Metrics, Op, Outcome};
-use super::plan::Plan;
 use super::record::Recorder;
 
-/// What a run hands to the checks and the report.
+/// What a run measured.
 pub struct Ran {
-    /// What happened to each workflow execution.
-    pub ledger: Ledger,
     /// Every thread's latencies and outcomes.
     pub metrics: Metrics,
     /// From the first creation to the last task's end.
@@ -32,13 +29,78 @@ pub struct Ran {
     pub error: Option<String>,
 }
 
+/// What the run's threads share.
 struct Shared<'a> {
     store: &'a dyn TaskExecutionStore,
     job: &'a Job,
-    ledger: Ledger,
+    ledger: &'a Ledger,
     stop: AtomicBool,
     error: Mutex<Option<String>>,
     creation: OnceLock<Duration>,
+}
+
+/// Runs `job` on `store` until every task of `ledger` has finished or was removed, or a
+/// thread met an error. After each creation batch `recorder`, if any, records it.
+pub fn run(
+    store: &dyn TaskExecutionStore,
+    job: &Job,
+    ledger: &Ledger,
+    recorder: Option<Recorder>,
+    quiet: bool,
+) -> Ran {
+    let (stop, error, creation) = (AtomicBool::new(false), Mutex::new(None), OnceLock::new());
+    let shared = Shared {
+        store,
+        job,
+        ledger,
+        stop,
+        error,
+        creation,
+    };
+    let progress = ProgressBar::new(job.tasks());
+    let template = "{spinner} {elapsed_precise} [{bar:40}] {pos}/{len} tasks finished, {per_sec}";
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        progress.set_style(style.progress_chars("=> "));
+    }
+    if quiet {
+        progress.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    let (s, start, mut metrics) = (&shared, Instant::now(), Metrics::default());
+    let elapsed = thread::scope(|scope| {
+        let mut threads = vec![
+            scope.spawn(|| create(s, recorder, start)),
+            scope.spawn(|| sweeper(s)),
+        ];
+        threads.extend((0..job.runners).map(|index| scope.spawn(move || runner(s, index))));
+        if job.prune_every_ms > 0 {
+            threads.push(scope.spawn(|| pruner(s)));
+        }
+        while !ledger.all_settled() && !s.stopped() {
+            progress.set_position(ledger.finished_tasks());
+            thread::sleep(Duration::from_millis(20));
+        }
+        let elapsed = start.elapsed();
+        s.stop.store(true, Relaxed);
+        for thread in threads {
+            match thread.join() {
+                Ok(done) => metrics.merge(&done),
+                Err(_) => s.fail("a workload thread", "panicked"),
+            }
+        }
+        elapsed
+    });
+    progress.finish_and_clear();
+    let creation = shared.creation.get().copied().unwrap_or_default();
+    let error = shared
+        .error
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner);
+    Ran {
+        metrics,
+        elapsed,
+        creation,
+        error,
+    }
 }
 
 impl Shared<'_> {
@@ -65,7 +127,14 @@ impl Shared<'_> {
         false
     }
 
-    /// Counts tasks that finished as `how` (completed, exhausted, abandoned).
+    /// Counts tasks a call changed, each with its event.
+    fn changed(&self, tasks: &[TaskExecution]) {
+        for task in tasks {
+            self.ledger.changed(task.workflow_execution_id);
+        }
+    }
+
+    /// Counts tasks that finished as `how`: completed, exhausted or abandoned.
     fn finished(&self, metrics: &mut Metrics, tasks: &[TaskExecution], how: Outcome) {
         metrics.count(how, tasks.len());
         for task in tasks {
@@ -74,92 +143,26 @@ impl Shared<'_> {
     }
 }
 
-/// Runs `plan`'s job on `store` until every task has finished or was removed, or a thread met
-/// an error. After each creation batch `recorder`, if any, records it.
-pub fn run(
-    store: &dyn TaskExecutionStore,
-    job: &Job,
-    plan: &Plan,
-    recorder: Option<Recorder>,
-    quiet: bool,
-) -> Ran {
-    let ledger = Ledger::new(plan.run_id, &plan.before, job.tasks_per_workflow);
-    let (stop, error, creation) = (AtomicBool::new(false), Mutex::new(None), OnceLock::new());
-    let shared = Shared {
-        store,
-        job,
-        ledger,
-        stop,
-        error,
-        creation,
-    };
-    let progress = ProgressBar::new(job.tasks());
-    let template = "{spinner} {elapsed_precise} [{bar:40}] {pos}/{len} tasks finished, {per_sec}";
-    if let Ok(style) = ProgressStyle::with_template(template) {
-        progress.set_style(style.progress_chars("=> "));
-    }
-    if quiet {
-        progress.set_draw_target(ProgressDrawTarget::hidden());
-    }
-    let (s, start, mut metrics) = (&shared, Instant::now(), Metrics::default());
-    let elapsed = thread::scope(|scope| {
-        let creator = scope.spawn(|| create(s, plan, recorder, start));
-        let mut threads = vec![creator, scope.spawn(|| sweeper(s))];
-        threads.extend((0..job.runners).map(|index| scope.spawn(move || runner(s, index))));
-        if job.prune_every_ms > 0 {
-            threads.push(scope.spawn(|| pruner(s)));
-        }
-        while !s.ledger.all_settled() && !s.stopped() {
-            progress.set_position(s.ledger.finished_tasks());
-            thread::sleep(Duration::from_millis(20));
-        }
-        let elapsed = start.elapsed();
-        s.stop.store(true, Relaxed);
-        for thread in threads {
-            match thread.join() {
-                Ok(done) => metrics.merge(&done),
-                Err(_) => s.fail("a workload thread", "panicked"),
-            }
-        }
-        elapsed
-    });
-    progress.finish_and_clear();
-    let creation = shared.creation.get().copied().unwrap_or_default();
-    let error = shared
-        .error
-        .into_inner()
-        .unwrap_or_else(PoisonError::into_inner);
-    Ran {
-        ledger: shared.ledger,
-        metrics,
-        elapsed,
-        creation,
-        error,
-    }
-}
-
 /// The scheduler: creates the tasks, `Ready`, a batch of workflow executions at a time, and
 /// records each batch made.
-fn create(s: &Shared, plan: &Plan, mut recorder: Option<Recorder>, start: Instant) -> Metrics {
+fn create(s: &Shared, mut recorder: Option<Recorder>, start: Instant) -> Metrics {
     let (job, mut metrics) = (s.job, Metrics::default());
-    for (i, (number, batch)) in plan.batches_to_create().into_iter().enumerate() {
+    for (i, (number, batch)) in s.ledger.batches_to_create().into_iter().enumerate() {
         if s.stopped() || (i > 0 && !s.pause(job.create_pause_ms)) {
             break;
         }
-        let tasks = |workflow| {
-            (0..job.tasks_per_workflow).map(move |t| {
+        let mut news = Vec::new();
+        for workflow in batch.map(|index| workflow_id(s.ledger.run(), index)) {
+            for t in 0..job.tasks_per_workflow {
                 let new = NewTaskExecution::new(workflow, format!("task-{t}"));
-                new.with_status(TaskStatus::Ready)
-                    .with_max_attempts(job.max_attempts)
-            })
-        };
-        let news: Vec<_> = batch
-            .flat_map(|w| tasks(workflow_id(plan.run_id, w)))
-            .collect();
+                news.push(
+                    new.with_status(TaskStatus::Ready)
+                        .with_max_attempts(job.max_attempts),
+                );
+            }
+        }
         match metrics.time(Op::CreateMany, || s.store.create_many(&news)) {
-            Ok(created) => created
-                .iter()
-                .for_each(|t| s.ledger.changed(t.workflow_execution_id)),
+            Ok(created) => s.changed(&created),
             Err(err) => {
                 s.fail("create_many", err);
                 break;
@@ -214,10 +217,10 @@ fn runner(s: &Shared, index: u32) -> Metrics {
     while !s.stopped() {
         if let Some((old, leases, _)) = left_behind.take_if(|(.., at)| at.elapsed() > surely_stale)
         {
-            cycle(s, &mut metrics, Op::StaleFinishAndClaim, old, &leases, 0);
+            cycle(s, &mut metrics, (Op::StaleFinishAndClaim, old), &leases, 0);
         }
-        let op = Op::FinishAndClaim;
-        let Some(claimed) = cycle(s, &mut metrics, op, runner, &finished, job.batch) else {
+        let op = (Op::FinishAndClaim, runner);
+        let Some(claimed) = cycle(s, &mut metrics, op, &finished, job.batch) else {
             break;
         };
         finished = Finished::default();
@@ -227,9 +230,9 @@ fn runner(s: &Shared, index: u32) -> Metrics {
             continue;
         }
         metrics.count(Outcome::Claims, claimed.len());
-        claimed
-            .iter()
-            .for_each(|c| s.ledger.changed(c.task.workflow_execution_id));
+        for claim in &claimed {
+            s.ledger.changed(claim.task.workflow_execution_id);
+        }
         let crash = index < job.crashing_runners && dice.chance(job.crash_rate);
         let crash_at = crash.then(|| (dice.next() % claimed.len() as u64) as usize);
         let mut last_beat = Instant::now();
@@ -249,7 +252,7 @@ fn runner(s: &Shared, index: u32) -> Metrics {
             }
             if last_beat.elapsed() > stale_after / 4 {
                 for claim in &claimed {
-                    // A claim the sweeper recovered is lost, and its task may even be gone.
+                    // A claim the sweeper recovered is lost; its task may even be gone.
                     match metrics.time(Op::Heartbeat, || s.store.heartbeat(&claim.lease)) {
                         Ok(_) | Err(DalError::ClaimLost { .. } | DalError::NotFound { .. }) => {}
                         Err(err) => s.fail("heartbeat", err),
@@ -260,39 +263,36 @@ fn runner(s: &Shared, index: u32) -> Metrics {
             if job.work_us > 0 {
                 thread::sleep(Duration::from_micros(job.work_us));
             }
-            let (lease, error) = (*lease, || "simulated failure".to_owned());
             if !dice.chance(job.fail_rate) {
-                finished.completed.push(lease);
-            } else if task.attempt < task.max_attempts {
-                let (error, retry_at) = (error(), Utc::now());
+                finished.completed.push(*lease);
+                continue;
+            }
+            let (lease, error, retry_at) = (*lease, "simulated failure".to_owned(), Utc::now());
+            if task.attempt < task.max_attempts {
                 finished.retried.push(RetriedTask {
                     lease,
                     error,
                     retry_at,
                 });
             } else {
-                finished.failed.push(FailedTask {
-                    lease,
-                    error: error(),
-                });
+                finished.failed.push(FailedTask { lease, error });
             }
         }
     }
     // What the last batch finished, when the run stopped before the next cycle.
     if !finished.is_empty() {
-        cycle(s, &mut metrics, Op::FinishAndClaim, runner, &finished, 0);
+        cycle(s, &mut metrics, (Op::FinishAndClaim, runner), &finished, 0);
     }
     metrics
 }
 
-/// One `finish_and_claim` of `runner`, counted; what it claimed, or `None` when it failed (the
+/// One `finish_and_claim` of a runner, counted; what it claimed, or `None` when it failed (the
 /// run then stops). With a crashed runner's old leases (`StaleFinishAndClaim`) a lost lease is
 /// a stale completion refused; with a live runner's, a claim lost while it worked.
 fn cycle(
     s: &Shared,
     metrics: &mut Metrics,
-    op: Op,
-    runner: Uuid,
+    (op, runner): (Op, Uuid),
     finished: &Finished,
     limit: u32,
 ) -> Option<Vec<Claimed>> {
@@ -306,11 +306,9 @@ fn cycle(
     }
     s.finished(metrics, &cycle.completed, Outcome::Completed);
     s.finished(metrics, &cycle.failed, Outcome::Exhausted);
+    s.changed(&cycle.retried);
     metrics.count(Outcome::Failures, cycle.failed.len() + cycle.retried.len());
     metrics.count(Outcome::Retries, cycle.retried.len());
-    for task in &cycle.retried {
-        s.ledger.changed(task.workflow_execution_id);
-    }
     Some(cycle.claimed)
 }
 
@@ -324,9 +322,7 @@ fn sweeper(s: &Shared) -> Metrics {
         match metrics.time(Op::RecoverStaleClaims, sweep) {
             Ok(recovery) => {
                 metrics.count(Outcome::Recovered, recovery.reset.len());
-                for task in &recovery.reset {
-                    s.ledger.changed(task.workflow_execution_id);
-                }
+                s.changed(&recovery.reset);
                 s.finished(&mut metrics, &recovery.abandoned, Outcome::Abandoned);
             }
             Err(err) => s.fail("recover_stale_claims", err),

@@ -6,11 +6,12 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use dal_core::{DalError, History, TaskExecutionStore};
-use dal_postgres::{InstrumentationFactory, PgOptions};
+use dal_postgres::PgOptions;
 use dal_sqlite::SqliteOptions;
 use diesel::{Connection, PgConnection, RunQueryDsl, SqliteConnection};
 
 use super::args::{Args, Location};
+use super::harness::StatementCounter;
 
 /// The planner settings the store needs of the server behind a transaction pooler, where its
 /// sessions cannot make them.
@@ -150,42 +151,34 @@ impl Target {
     }
 
     /// A store on the run's database (migrating it the first time), of `pool_size`
-    /// connections, its statements seen by `instrumentation`.
+    /// connections, its statements counted by `counter`.
     pub fn connect(
         &self,
         pool_size: u32,
         history: History,
-        instrumentation: Option<InstrumentationFactory>,
+        counter: &StatementCounter,
     ) -> Result<Box<dyn TaskExecutionStore>, String> {
         let failed = |e: DalError| format!("cannot open the store on {}: {e}", self.location);
+        let (size, counter) = (pool_size, counter.factory());
         Ok(match &self.db {
             Db::Sqlite(path) => {
-                let options = SqliteOptions::new(path.to_string_lossy()).pool_size(pool_size);
-                let options = match instrumentation {
-                    Some(factory) => options.instrumentation(factory),
-                    None => options,
-                };
-                Box::new(options.history(history).open().map_err(failed)?)
+                let options = SqliteOptions::new(path.to_string_lossy()).pool_size(size);
+                let store = options.history(history).instrumentation(counter).open();
+                Box::new(store.map_err(failed)?)
             }
             Db::Postgres(url, schema, pooled) => {
                 let search_path = format!("-csearch_path={schema}");
-                let session = [
-                    ("options", search_path.as_str()),
-                    ("application_name", schema),
-                ];
+                let session = [("options", &*search_path), ("application_name", schema)];
                 let url = if *pooled {
                     url.clone()
                 } else {
                     with_params(url, &session)
                 };
                 let options = PgOptions::new(url)
-                    .pool_size(pool_size)
+                    .pool_size(size)
                     .transaction_pooling(*pooled);
-                let options = match instrumentation {
-                    Some(factory) => options.instrumentation(factory),
-                    None => options,
-                };
-                Box::new(options.history(history).connect().map_err(failed)?)
+                let store = options.history(history).instrumentation(counter).connect();
+                Box::new(store.map_err(failed)?)
             }
         })
     }
