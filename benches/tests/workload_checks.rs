@@ -3,16 +3,17 @@
 //! and finishes it. On SQLite: no server needed.
 #![allow(clippy::expect_used, clippy::panic)] // a failed setup is a failed test
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
 use clap::Parser;
 use dal_benches::workload::checks::{CHECKS, run_checks};
-use dal_benches::workload::ledger::{Counted, Ledger, workflow_id};
+use dal_benches::workload::ledger::{Ledger, workflow_id};
 use dal_benches::workload::target::{Conn, Target};
-use dal_benches::workload::{args::Args, metrics::Metrics, plan::Resumed, plan::resume, run::run};
-use dal_core::{History, NewTaskExecution, Pruned, TaskExecutionStore, TaskStatus};
+use dal_benches::workload::{args::Args, metrics::Metrics, plan::resume, run::run};
+use dal_core::{Claimed, History, NewTaskExecution, Pruned, TaskExecutionStore, TaskStatus};
 use diesel::{RunQueryDsl, sql_types::Binary};
+use serde_json::json;
 use uuid::Uuid;
 
 const TERMINAL: &str = CHECKS[0];
@@ -21,32 +22,18 @@ const TERMINAL: &str = CHECKS[0];
 type Run = (Target, Ledger, Metrics);
 
 fn args(more: &str) -> Args {
-    Args::parse_from(
-        ["workload", "--quiet"]
-            .into_iter()
-            .chain(more.split_whitespace()),
-    )
+    let more = more.split_whitespace();
+    Args::parse_from(["workload", "--quiet"].into_iter().chain(more))
 }
 
 fn store(target: &Target) -> Box<dyn TaskExecutionStore> {
-    target
-        .connect(4, History::Kept, &Default::default())
-        .expect("open the store")
+    let store = target.connect(4, History::Kept, &Default::default());
+    store.expect("open the store")
 }
 
-/// Runs `ledger`'s workflow executions on `target`, in a thread: a run that cannot finish would
-/// wait for ever.
+/// Runs `ledger`'s workflow executions on `target`.
 fn run_on(target: Target, args: &Args, ledger: Ledger) -> Run {
-    let store = store(&target);
-    let ran = std::thread::scope(|scope| {
-        let ran = scope.spawn(|| run(&*store, &args.job, &ledger, None, true));
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while !ran.is_finished() {
-            assert!(Instant::now() < deadline, "the run did not end");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        ran.join().expect("the run")
-    });
+    let ran = run(&*store(&target), &args.job, &ledger, None, true);
     assert_eq!(ran.error, None);
     (target, ledger, ran.metrics)
 }
@@ -54,26 +41,27 @@ fn run_on(target: Target, args: &Args, ledger: Ledger) -> Run {
 /// A new run on a new SQLite file.
 fn fresh(more: &str) -> Run {
     let args = args(more);
-    let ledger = Ledger::new(
-        Uuid::now_v7(),
-        args.job.workflows,
-        args.job.tasks_per_workflow,
-    );
-    run_on(
-        Target::open(&args).expect("create the database"),
-        &args,
-        ledger,
-    )
+    let (run, job) = (Uuid::now_v7(), &args.job);
+    let ledger = Ledger::new(run, job.workflows, job.tasks_per_workflow);
+    let target = Target::open(&args).expect("create the database");
+    run_on(target, &args, ledger)
 }
 
 fn failing((target, ledger, metrics): &Run) -> Vec<&'static str> {
     let checks = run_checks(&*store(target), ledger, metrics).expect("read the results back");
     assert_eq!(checks.len(), 7);
-    checks
-        .into_iter()
-        .filter(|c| !c.passed)
-        .map(|c| c.name)
-        .collect()
+    let failed = checks.into_iter().filter(|c| !c.passed);
+    failed.map(|c| c.name).collect()
+}
+
+/// What a `prune_finished` batch reports when it removes `workflow`, of 10 tasks.
+fn removed(workflow: Uuid, events: u64) -> Pruned {
+    Pruned {
+        workflows: vec![workflow],
+        tasks: 10,
+        events,
+        next: None,
+    }
 }
 
 fn sql(target: &Target, statement: &str, workflow: Uuid) {
@@ -99,11 +87,8 @@ fn tampered(tamper: impl FnOnce(&Target, &Ledger, Uuid)) -> Vec<&'static str> {
     run.1.pruned(&pruned.expect("prune"));
     assert!(failing(&run).is_empty());
     let stored = |w: &Uuid| run.1.counted(*w).is_some_and(|c| c.pruned == 0);
-    tamper(
-        &run.0,
-        &run.1,
-        run.1.workflows().find(stored).expect("one left"),
-    );
+    let workflow = run.1.workflows().find(stored).expect("one left");
+    tamper(&run.0, &run.1, workflow);
     failing(&run)
 }
 
@@ -111,21 +96,13 @@ fn tampered(tamper: impl FnOnce(&Target, &Ledger, Uuid)) -> Vec<&'static str> {
 fn the_checks_fail_when_the_database_and_the_ledger_disagree() {
     let lost = "DELETE FROM execution_events WHERE seq = \
                 (SELECT max(seq) FROM execution_events WHERE workflow_execution_id = ?)";
-    assert_eq!(
-        tampered(|target, _, w| sql(target, lost, w)),
-        [CHECKS[4], CHECKS[5]]
-    );
-    let removed = "DELETE FROM task_executions WHERE workflow_execution_id = ?";
-    assert!(tampered(|target, _, w| sql(target, removed, w)).contains(&TERMINAL));
+    let lost = tampered(|target, _, w| sql(target, lost, w));
+    assert_eq!(lost, [CHECKS[4], CHECKS[5]]);
+    let gone = "DELETE FROM task_executions WHERE workflow_execution_id = ?";
+    assert!(tampered(|target, _, w| sql(target, gone, w)).contains(&TERMINAL));
     let reported = |_: &Target, ledger: &Ledger, workflow| {
         let events = ledger.counted(workflow).map_or(0, |c| c.events);
-        let workflows = vec![workflow];
-        ledger.pruned(&Pruned {
-            workflows,
-            tasks: 10,
-            events,
-            next: None,
-        });
+        ledger.pruned(&removed(workflow, events));
     };
     assert_eq!(tampered(reported), [TERMINAL]);
 }
@@ -135,26 +112,16 @@ fn retention_of_unfinished_work_fails() {
     // A workflow execution created and never worked on, removed as retention would.
     let target = Target::open(&args("")).expect("create the database");
     let ledger = Ledger::new(Uuid::now_v7(), 1, 10);
-    let workflow = workflow_id(ledger.run(), 0);
-    let news: Vec<_> = (0..10)
-        .map(|i| NewTaskExecution::new(workflow, format!("t{i}")))
-        .collect();
+    let workflow = workflow_id(ledger.run, 0);
+    let new = |i| NewTaskExecution::new(workflow, format!("t{i}"));
+    let news: Vec<_> = (0..10).map(new).collect();
     store(&target).create_many(&news).expect("create");
     (0..10).for_each(|_| ledger.changed(workflow));
     for table in ["task_executions", "execution_events"] {
-        sql(
-            &target,
-            &format!("DELETE FROM {table} WHERE workflow_execution_id = ?"),
-            workflow,
-        );
+        let delete = format!("DELETE FROM {table} WHERE workflow_execution_id = ?");
+        sql(&target, &delete, workflow);
     }
-    let workflows = vec![workflow];
-    ledger.pruned(&Pruned {
-        workflows,
-        tasks: 10,
-        events: 10,
-        next: None,
-    });
+    ledger.pruned(&removed(workflow, 10));
     assert_eq!(failing(&(target, ledger, Metrics::default())), [TERMINAL]);
 }
 
@@ -174,8 +141,7 @@ fn a_run_reports_when_creation_ended_and_the_claims_that_found_nothing() {
 
 #[test]
 fn a_resumed_run_reads_what_a_dead_process_left_and_finishes_it() {
-    let args =
-        args("--workflows 300 --tasks-per-workflow 2 --stale-after-ms 10 --prune-every-ms 0");
+    let args = args("--workflows 300 --tasks-per-workflow 2 --prune-every-ms 0");
     let target = Target::open(&args).expect("create the database");
     let (store, run_id, dead) = (store(&target), Uuid::now_v7(), Uuid::now_v7());
     let (mut ledger, wf) = (Ledger::new(run_id, 300, 2), |i| workflow_id(run_id, i));
@@ -189,58 +155,26 @@ fn a_resumed_run_reads_what_a_dead_process_left_and_finishes_it() {
     // Workflow executions 0 and 1 finished, then 0 removed; 2 claimed by the dead runner.
     for workflow in [wf(0), wf(1), wf(2)] {
         let claimed = store.claim_ready(dead, 2).expect("claim");
-        assert!(
-            claimed
-                .iter()
-                .all(|c| c.task.workflow_execution_id == workflow)
-        );
+        let of = |c: &Claimed| c.task.workflow_execution_id;
+        assert_eq!(claimed.iter().map(of).collect::<Vec<_>>(), [workflow; 2]);
         let leases: Vec<_> = claimed.iter().map(|c| c.lease).collect();
         if workflow != wf(2) {
-            assert_eq!(
-                store
-                    .complete_many(&leases)
-                    .expect("complete")
-                    .completed
-                    .len(),
-                2
-            );
+            let completion = store.complete_many(&leases).expect("complete");
+            assert_eq!(completion.completed.len(), 2);
         }
     }
     let pruned = store.prune_finished(Utc::now() + TimeDelta::seconds(1), 2, None);
     assert_eq!(pruned.expect("prune").workflows, [wf(0)]);
 
     let found = resume(&*store, &mut ledger, 1).expect("read back");
-    let stored = |completed, events| Counted {
-        completed,
-        events,
-        ..Default::default()
-    };
-    let pruned_before = Counted {
-        pruned_before: true,
-        ..Default::default()
-    };
-    let counted: Vec<_> = [0, 1, 2, 199, 200]
-        .map(|i| ledger.counted(wf(i)).expect("of the run"))
-        .into();
-    assert_eq!(
-        counted,
-        [
-            pruned_before,
-            stored(2, 6),
-            stored(0, 4),
-            stored(0, 2),
-            Counted::default()
-        ]
-    );
-    let expected = Resumed {
-        workflows_stored: 199,
-        workflows_pruned: 1,
-        workflows_to_create: 100,
-        tasks_finished: 2,
-        tasks_claimed: 2,
-        events: 6 + 4 + 197 * 2,
-    };
-    assert_eq!(found, expected);
+    // As counted: completed, events; 0 removed before.
+    let counted = |i| ledger.counted(wf(i)).expect("of the run");
+    let read = [0, 1, 2, 199, 200].map(|i| (counted(i).completed, counted(i).events));
+    assert_eq!(read, [(0, 0), (2, 6), (0, 4), (0, 2), (0, 0)]);
+    assert!(counted(0).pruned_before && !counted(1).pruned_before);
+    let expected = json!({"workflows_stored": 199, "workflows_pruned": 1, "workflows_to_create": 100,
+                          "tasks_finished": 2, "tasks_claimed": 2, "events": 6 + 4 + 197 * 2});
+    assert_eq!(json!(found), expected);
     assert_eq!(ledger.batches_to_create(), [(2, 200..300)]);
 
     // The claims recovered from the dead runner, batch 2 created, everything finished.
@@ -249,8 +183,5 @@ fn a_resumed_run_reads_what_a_dead_process_left_and_finishes_it() {
     assert!(recovered.iter().all(|t| t.recovery_attempts >= 1));
     assert!(failing(&run).is_empty());
     let counts = store.count_by_status().expect("count");
-    assert_eq!(
-        (counts.total(), counts.completed + counts.failed),
-        (598, 598)
-    );
+    assert_eq!([counts.total(), counts.completed + counts.failed], [598; 2]);
 }

@@ -58,7 +58,7 @@ pub fn run_checks(
     ledger: &Ledger,
     metrics: &Metrics,
 ) -> Result<Vec<Check>, DalError> {
-    let per_workflow = ledger.tasks_per_workflow();
+    let per_workflow = u64::from(ledger.tasks_per_workflow);
     // Per check: how many problems, and the first.
     let mut problems: [(u64, Option<String>); 7] = Default::default();
     let mut flag = |check: usize, problem: String| {
@@ -80,11 +80,8 @@ pub fn run_checks(
             continue;
         }
         let (tasks, histories) = read_workflow(store, workflow)?;
-        let events = histories.values().map(|h| h.len() as u64).sum();
-        let found = Counted {
-            events,
-            ..Counted::of_rows(&tasks)
-        };
+        let mut found = Counted::of_rows(&tasks);
+        found.events = histories.values().map(|h| h.len() as u64).sum();
         stored.add(&found);
         stored_tasks += tasks.len() as u64;
         if tasks.len() as u64 != per_workflow {
@@ -92,16 +89,11 @@ pub fn run_checks(
         }
         if found.outcomes() != counted.outcomes() {
             let (db, run) = (describe(&found), describe(&counted));
-            flag(
-                OUTCOMES,
-                format!("{workflow}: {db} in the database, {run} counted"),
-            );
+            flag(OUTCOMES, format!("{workflow}: {db}, {run} counted"));
         }
         if found.events != counted.events {
-            flag(
-                EVENTS,
-                format!("{workflow}: {events} events, {} changes", counted.events),
-            );
+            let (db, run) = (found.events, counted.events);
+            flag(EVENTS, format!("{workflow}: {db} events, {run} changes"));
         }
         for task in &tasks {
             let id = task.id;
@@ -114,20 +106,15 @@ pub fn run_checks(
             for event in history {
                 let (seq, by) = (event.seq, event.runner_id);
                 match event.event_type {
-                    EventType::Claimed if holder.is_some() => {
-                        flag(
-                            OVERLAPPING,
-                            format!("task {id} claimed while claimed (seq {seq})"),
-                        );
+                    EventType::Claimed => {
+                        if holder.is_some() {
+                            flag(OVERLAPPING, format!("task {id} claimed twice, {seq}"));
+                        }
                         (claims, holder) = (claims + 1, Some(by));
                     }
-                    EventType::Claimed => (claims, holder) = (claims + 1, Some(by)),
                     EventType::Completed | EventType::Failed | EventType::RetryScheduled => {
                         if holder != Some(by) {
-                            flag(
-                                FENCING,
-                                format!("task {id}: {by:?} finished {holder:?}'s claim"),
-                            );
+                            flag(FENCING, format!("{id}: {by:?} ended {holder:?}'s claim"));
                         }
                         (fenced, holder) = (fenced + 1, None);
                     }
@@ -146,35 +133,25 @@ pub fn run_checks(
     let batches = ledger.batches_pruned();
     let expected = ledger.workflows().count() as u64 * per_workflow;
     let removed_tasks: u64 = batches.iter().map(|b| b.tasks).sum();
-    if stored_tasks + removed_tasks + removed_before != expected {
-        let all = stored_tasks + removed_tasks + removed_before;
-        flag(
-            TERMINAL,
-            format!("{all} tasks stored or removed, {expected} created"),
-        );
+    let all = stored_tasks + removed_tasks + removed_before;
+    if all != expected {
+        flag(TERMINAL, format!("{all} tasks, {expected} created"));
     }
     let in_store = u64::try_from(store.count_by_status()?.total()).unwrap_or_default();
-    if in_store != stored_tasks || ledger.strays() > 0 {
-        let strays = ledger.strays();
-        flag(
-            TERMINAL,
-            format!(
-                "{in_store} tasks in the store, {stored_tasks} of the run's, {strays} rows not"
-            ),
-        );
+    let strays = ledger.strays();
+    if in_store != stored_tasks || strays > 0 {
+        let problem = format!("{in_store} tasks stored, {stored_tasks} of the run, {strays} not");
+        flag(TERMINAL, problem);
     }
     let mut total = stored;
     total.add(&removed);
-    let mut reported = ledger.before();
+    let mut reported = ledger.before;
     reported.completed += metrics.get(Outcome::Completed);
     reported.exhausted += metrics.get(Outcome::Exhausted);
     reported.abandoned += metrics.get(Outcome::Abandoned);
     if total.outcomes() != reported.outcomes() {
         let (db, run) = (describe(&total), describe(&reported));
-        flag(
-            OUTCOMES,
-            format!("{db} in the database or removed, {run} reported"),
-        );
+        flag(OUTCOMES, format!("{db} stored or removed, {run} reported"));
     }
     let mut seen = BTreeSet::new();
     for (n, batch) in batches.iter().enumerate() {
@@ -183,17 +160,12 @@ pub fn run_checks(
             match ledger.counted(*workflow) {
                 _ if !seen.insert(workflow) => flag(PRUNING, format!("{workflow} removed twice")),
                 Some(counted) => written += counted.events,
-                None => flag(
-                    PRUNING,
-                    format!("batch {n} removed {workflow}, not of this run"),
-                ),
+                None => flag(PRUNING, format!("batch {n}: {workflow} not of the run")),
             }
         }
         if batch.events != written {
-            flag(
-                EVENTS,
-                format!("batch {n} deleted {} events of {written}", batch.events),
-            );
+            let deleted = batch.events;
+            flag(EVENTS, format!("batch {n}: {deleted} events of {written}"));
         }
         if batch.tasks != batch.workflows.len() as u64 * per_workflow {
             flag(PRUNING, format!("batch {n} deleted {} tasks", batch.tasks));
@@ -205,20 +177,17 @@ pub fn run_checks(
         tasks => format!("; {tasks} removed tasks' histories gone"),
     };
     let removed_events: u64 = batches.iter().map(|b| b.events).sum();
-    let pruned = batches.iter().map(|b| b.workflows.len()).sum::<usize>();
+    let pruned: usize = batches.iter().map(|b| b.workflows.len()).sum();
+    let (total, removed, events) = (describe(&total), describe(&removed), stored.events);
     let oks = [
         format!(
             "{stored_tasks} stored, {removed_tasks} removed, {removed_before} before, of {expected}"
         ),
-        format!(
-            "{}, of which removed: {}",
-            describe(&total),
-            describe(&removed)
-        ),
+        format!("{total}, of which removed: {removed}"),
         format!("{claims} claims{gone}"),
         format!("{fenced} completions and failures{gone}"),
-        format!("{} events over {stored_tasks} tasks{gone}", stored.events),
-        format!("{} events stored, {removed_events} removed", stored.events),
+        format!("{events} events over {stored_tasks} tasks{gone}"),
+        format!("{events} events stored, {removed_events} removed"),
         format!("{pruned} workflow executions in {} batches", batches.len()),
     ];
     let checks = problems.into_iter().zip(CHECKS).zip(oks);

@@ -1,10 +1,6 @@
 //! The run's workflow executions and what happened to each, counted as it happened: how their
-//! tasks finished, the events the run's calls wrote, and what retention reported removing.
-//!
-//! Retention deletes finished workflow executions during the run, so at the end the database
-//! no longer holds all the checks look at: for those, the ledger is what is known; for those
-//! still stored, the checks compare it with the database. A resumed run's ledger starts from
-//! what the database held ([`Ledger::held`]).
+//! tasks finished, the events written, what retention reported removing. Of those retention
+//! removed, the ledger is all the checks know; the others they compare with the database.
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -101,14 +97,17 @@ struct Tally {
 /// The ledger of a run, shared by its threads.
 #[derive(Debug)]
 pub struct Ledger {
-    run: Uuid,
-    tasks_per_workflow: u32,
+    /// The run's id.
+    pub run: Uuid,
+    /// Tasks in each workflow execution.
+    pub tasks_per_workflow: u32,
+    /// What the stored workflow executions had finished when the run started.
+    pub before: Counted,
     tallies: Vec<Tally>,
     settled: AtomicUsize,
     finished: AtomicU64,
     strays: AtomicU64,
     batches: Mutex<Vec<Pruned>>,
-    before: Counted,
 }
 
 impl Ledger {
@@ -134,19 +133,13 @@ impl Ledger {
         let Some(tally) = self.tallies.get_mut(index) else {
             return;
         };
-        let settled = match stored {
-            None => true,
-            Some(c) => {
-                (tally.outcomes, tally.finished) = (c.outcomes().map(count), count(c.finished()));
-                tally.events = c.events.into();
-                self.before.add(&c);
-                *self.finished.get_mut() += c.finished();
-                c.finished() >= u64::from(self.tasks_per_workflow)
-            }
-        };
-        (tally.held, tally.pruned_before) = (true, stored.is_none());
-        if settled && !*tally.settled.get_mut() {
-            *tally.settled.get_mut() = true;
+        let c = stored.unwrap_or_default();
+        (tally.outcomes, tally.finished) = (c.outcomes().map(count), count(c.finished()));
+        (tally.events, tally.held, tally.pruned_before) = (c.events.into(), true, stored.is_none());
+        self.before.add(&c);
+        *self.finished.get_mut() += c.finished();
+        let settled = stored.is_none() || c.finished() >= u64::from(self.tasks_per_workflow);
+        if settled && !std::mem::replace(tally.settled.get_mut(), true) {
             *self.settled.get_mut() += 1;
         }
     }
@@ -161,13 +154,13 @@ impl Ledger {
     /// The creation batches still to make (none of their workflow executions held), each with
     /// its number.
     pub fn batches_to_create(&self) -> Vec<(u64, Range<usize>)> {
-        let batches = self
-            .batches()
-            .enumerate()
-            .map(|(n, range)| (n as u64, range));
-        batches
-            .filter(|(_, range)| !self.tallies[range.start].held)
-            .collect()
+        let mut to_create = Vec::new();
+        for (n, range) in self.batches().enumerate() {
+            if !self.tallies[range.start].held {
+                to_create.push((n as u64, range));
+            }
+        }
+        to_create
     }
 
     fn tally(&self, workflow: Uuid) -> Option<&Tally> {
@@ -240,24 +233,9 @@ impl Ledger {
         self.strays.load(Relaxed)
     }
 
-    /// The run's id.
-    pub fn run(&self) -> Uuid {
-        self.run
-    }
-
     /// The workflow executions of the run, in creation order.
     pub fn workflows(&self) -> impl Iterator<Item = Uuid> + '_ {
         (0..self.tallies.len()).map(|i| workflow_id(self.run, i))
-    }
-
-    /// Tasks in each workflow execution.
-    pub fn tasks_per_workflow(&self) -> u64 {
-        u64::from(self.tasks_per_workflow)
-    }
-
-    /// What the stored workflow executions had finished when the run started.
-    pub fn before(&self) -> Counted {
-        self.before
     }
 
     /// The figures of `workflow`, if it is one of the run's.

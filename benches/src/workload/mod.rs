@@ -24,7 +24,7 @@ use dal_core::{History, TaskExecutionStore};
 use harness::StatementCounter;
 use ledger::Ledger;
 use plan::Resumed;
-use record::{Recorder, RunLock};
+use record::Recorder;
 use report::Report;
 use target::Target;
 use uuid::Uuid;
@@ -58,17 +58,9 @@ pub fn write_json(path: &std::path::Path, value: &impl serde::Serialize) -> Resu
 /// Runs the workload `args` describe in its database (removed afterwards unless kept) and
 /// returns its report. An error is a run that could not be made.
 pub fn execute(args: &Args) -> Result<Report, String> {
-    let target = Target::open(args)?;
-    let report = execute_in(&target, args);
-    if let Err(err) = target.close() {
-        eprintln!("workload: cleaning up failed: {err}");
-    }
-    report
-}
-
-fn execute_in(target: &Target, args: &Args) -> Result<Report, String> {
+    let target = &Target::open(args)?;
     // Held until the run's end: a second workload on this database is refused at once.
-    let _lock = RunLock::take(target)?;
+    let _lock = record::lock(target)?;
     let mut recorder = Recorder::open(&target.db)?;
     // The first store migrates a new database. Those that only read are not counted; they are
     // closed during the run, whose sessions the footprint waits for.
@@ -82,7 +74,7 @@ fn execute_in(target: &Target, args: &Args) -> Result<Report, String> {
     let ran = run::run(&*store, &job, &ledger, Some(recorder), args.quiet);
     // Its connections closed, so that the footprint sees all they did.
     drop(store);
-    let (statements, prepares, transactions) = counter.totals();
+    let (statements, _, _) = counter.totals();
     if let Some(error) = &ran.error {
         return Err(format!("the run stopped: {error}"));
     }
@@ -106,7 +98,7 @@ fn execute_in(target: &Target, args: &Args) -> Result<Report, String> {
     Ok(Report {
         backend: target.backend,
         location: target.location.clone(),
-        run_id: ledger.run().to_string(),
+        run_id: ledger.run.to_string(),
         resumed,
         tasks,
         tasks_run,
@@ -115,8 +107,6 @@ fn execute_in(target: &Target, args: &Args) -> Result<Report, String> {
         tasks_per_second: tasks_run as f64 / elapsed_s,
         statements,
         statements_per_task: statements as f64 / tasks_run as f64,
-        prepares,
-        transactions,
         operations,
         outcomes: ran.metrics.outcomes(),
         passed: checks.iter().all(|c| c.passed),

@@ -1,14 +1,8 @@
-//! What a process that died left of its run, read back when `--resume` starts.
-//!
-//! Each workflow execution of the run (its id comes from the run's id) is:
-//! - stored: its tasks and history are the starting point; the claims the dead process held
-//!   are recovered by the sweeper once stale;
-//! - absent, in a batch the record says was created or of which others are stored: retention
-//!   removed it (it removes only workflow executions whose every task finished);
-//! - absent otherwise: never created; the new run creates it.
-//!
-//! The one case this cannot tell: a batch created just before the process died, not yet
-//! recorded, and all of it already finished and removed. It is then created and run again.
+//! What a process that died left of its run, read back by `--resume`. Each workflow execution
+//! of the run is stored (the starting point; the sweeper recovers the dead process's claims), or
+//! absent: removed by retention if its batch was recorded or has others stored, else never
+//! created. So a batch created but not recorded, and all of it finished and removed since, is
+//! created and run again: the one case this cannot tell.
 
 use std::collections::BTreeMap;
 
@@ -46,7 +40,7 @@ pub fn resume(
     for (number, batch) in ledger.batches().enumerate() {
         let mut held = Vec::new();
         for index in batch.clone() {
-            let (tasks, histories) = read_workflow(store, workflow_id(ledger.run(), index))?;
+            let (tasks, histories) = read_workflow(store, workflow_id(ledger.run, index))?;
             if !tasks.is_empty() {
                 let events = histories.values().map(|h| h.len() as u64).sum();
                 let counted = Counted {

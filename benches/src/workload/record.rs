@@ -1,21 +1,15 @@
-//! The run record and the run lock.
-//!
-//! The record is one row of the workload's own table `dal_workload_run`: the run's id, its job
-//! and the creation batches made so far, written when the run starts and after each creation
-//! batch, so that `--resume` knows the run's workflow executions (their ids come from the run's
-//! id) and which batches exist. On PostgreSQL it is in the run's schema; on SQLite in a small
-//! database beside the file (`PATH.workload-run`), since in the run's file each update would
-//! wait for SQLite's one write lock behind the runners.
-//!
-//! The lock keeps a second workload off the database: an `flock` on `PATH.workload-lock` (left
-//! in place), or a session advisory lock keyed by the schema on PostgreSQL. Either goes with the
-//! process however it dies.
+//! The run record: one row of the workload's own table `dal_workload_run` (the run's id, its
+//! job, the creation batches made so far), so that `--resume` knows the run's workflow
+//! executions. In the run's schema on PostgreSQL; on SQLite in a database beside the file
+//! (`PATH.workload-run`), where an update does not wait for the runners' write lock. And the
+//! run lock, which goes with the process however it dies.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::any::Any;
+use std::fs::{OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 
-use diesel::sql_types::{BigInt, Bool, Text};
-use diesel::{Connection, PgConnection, QueryableByName, RunQueryDsl, SqliteConnection};
+use diesel::sql_types::{BigInt, Text};
+use diesel::{Connection, QueryableByName, RunQueryDsl, SqliteConnection};
 use uuid::Uuid;
 
 use super::args::Job;
@@ -63,10 +57,8 @@ impl Recorder {
             }
             Db::Postgres(..) => db.connect()?,
         };
-        Ok(Recorder {
-            conn,
-            table: db.table("dal_workload_run"),
-        })
+        let table = db.table("dal_workload_run");
+        Ok(Recorder { conn, table })
     }
 
     /// Connects to the record of the run in `db`, creating its table if it is missing.
@@ -114,10 +106,8 @@ impl Recorder {
 
     /// Records that `batches` creation batches exist.
     pub fn created(&mut self, batches: u64) -> Result<(), String> {
-        self.execute(format!(
-            "UPDATE {} SET created_batches = {batches}",
-            self.table
-        ))
+        let table = &self.table;
+        self.execute(format!("UPDATE {table} SET created_batches = {batches}"))
     }
 }
 
@@ -128,58 +118,37 @@ fn beside(path: &Path, suffix: &str) -> PathBuf {
     name.into()
 }
 
-/// Held for the whole run: no other workload works on the same database meanwhile.
-#[allow(dead_code)] // held, never read
-pub enum RunLock {
-    /// The `flock` beside the SQLite file.
-    File(File),
-    /// The session holding the advisory lock.
-    Session(PgConnection),
-    /// None needed: behind a transaction pooler the run's database is its own.
-    Fresh,
-}
-
-#[derive(QueryableByName)]
-struct Locked {
-    #[diesel(sql_type = Bool)]
-    locked: bool,
-}
-
-impl RunLock {
-    /// Takes the lock of `target`'s database at once, or says that another run holds it.
-    pub fn take(target: &Target) -> Result<RunLock, String> {
-        let busy = format!("another workload is working on {} now", target.location);
-        match &target.db {
-            Db::Sqlite(path) => {
-                let name = beside(path, ".workload-lock");
-                let file = OpenOptions::new()
-                    .create(true)
-                    .truncate(false)
-                    .write(true)
-                    .open(&name);
-                let file = file.map_err(|e| format!("cannot open {}: {e}", name.display()))?;
-                match file.try_lock() {
-                    Ok(()) => Ok(RunLock::File(file)),
-                    Err(TryLockError::WouldBlock) => Err(busy),
-                    Err(TryLockError::Error(e)) => {
-                        Err(format!("cannot lock {}: {e}", name.display()))
-                    }
-                }
+/// Takes the lock of `target`'s database at once, or says that another run holds it. What it
+/// returns holds the lock until dropped.
+pub fn lock(target: &Target) -> Result<Box<dyn Any>, String> {
+    let busy = format!("another workload is working on {} now", target.location);
+    match &target.db {
+        Db::Sqlite(path) => {
+            let name = beside(path, ".workload-lock");
+            let open = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&name);
+            let file = open.map_err(|e| format!("cannot open {}: {e}", name.display()))?;
+            match file.try_lock() {
+                Ok(()) => Ok(Box::new(file)),
+                Err(TryLockError::WouldBlock) => Err(busy),
+                Err(TryLockError::Error(e)) => Err(format!("cannot lock {}: {e}", name.display())),
             }
-            Db::Postgres(_, _, true) => Ok(RunLock::Fresh),
-            Db::Postgres(url, schema, false) => {
-                let mut conn = pg(url)?;
-                let locked: Locked = diesel::sql_query(
-                    "SELECT pg_try_advisory_lock(hashtextextended('dal-workload ' || $1, 0)) AS locked",
-                )
+        }
+        // Behind a transaction pooler the run's database is its own.
+        Db::Postgres(_, _, true) => Ok(Box::new(())),
+        Db::Postgres(url, schema, false) => {
+            let mut conn = pg(url)?;
+            let sql =
+                "SELECT 1 WHERE pg_try_advisory_lock(hashtextextended('dal-workload ' || $1, 0))";
+            let locked = diesel::sql_query(sql)
                 .bind::<Text, _>(schema)
-                .get_result(&mut conn)
-                .map_err(|e| format!("cannot take the run lock: {e}"))?;
-                if locked.locked {
-                    Ok(RunLock::Session(conn))
-                } else {
-                    Err(busy)
-                }
+                .execute(&mut conn);
+            match locked.map_err(|e| format!("cannot take the run lock: {e}"))? {
+                1 => Ok(Box::new(conn)),
+                _ => Err(busy),
             }
         }
     }

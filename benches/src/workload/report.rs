@@ -39,10 +39,6 @@ pub struct Report {
     pub statements: u64,
     /// Per task run.
     pub statements_per_task: f64,
-    /// Statements prepared into the connections' caches.
-    pub prepares: u64,
-    /// Transactions begun.
-    pub transactions: u64,
     /// Latency per operation.
     pub operations: BTreeMap<String, OperationLatency>,
     /// What happened, as counted.
@@ -58,60 +54,47 @@ pub struct Report {
 impl Report {
     /// The report for people.
     pub fn render(&self) -> String {
-        let (job, mut out) = (&self.job, String::new());
-        let (workflows, runners, crashing) = (job.workflows, job.runners, job.crashing_runners);
-        let _ = writeln!(
-            out,
-            "workload on {} ({}): {} tasks in {workflows} workflow executions, {runners} runners \
-             ({crashing} crashing), claims of {}, {}% failing, work {} µs",
-            self.backend,
-            self.location,
-            self.tasks,
-            job.batch,
-            job.fail_rate * 100.0,
-            job.work_us
+        let (job, tasks, location) = (&self.job, self.tasks, &self.location);
+        let (workflows, runners, batch) = (job.workflows, job.runners, job.batch);
+        let (crashing, failing, work) = (job.crashing_runners, job.fail_rate * 100.0, job.work_us);
+        let mut out = format!(
+            "workload on {} ({location}): {tasks} tasks in {workflows} workflow executions, \
+             {runners} runners ({crashing} crashing), claims of {batch}, {failing}% failing, \
+             work {work} µs\n",
+            self.backend
         );
         if let Some(r) = &self.resumed {
-            let (stored, pruned, to_create) = (
-                r.workflows_stored,
-                r.workflows_pruned,
-                r.workflows_to_create,
-            );
+            let (stored, removed) = (r.workflows_stored, r.workflows_pruned);
+            let (to_create, finished, claimed) =
+                (r.workflows_to_create, r.tasks_finished, r.tasks_claimed);
             let _ = writeln!(
                 out,
-                "  resumed run {}: {stored} workflow executions stored, {pruned} removed, {to_create} \
-                 to create; {} tasks finished, {} claimed by the dead process; {} events",
-                self.run_id, r.tasks_finished, r.tasks_claimed, r.events
+                "  resumed run {}: {stored} workflow executions stored, {removed} removed, \
+                 {to_create} to create; {finished} tasks finished, {claimed} claimed by the dead \
+                 process; {} events",
+                self.run_id, r.events
             );
         }
         let (every, batch, retain) = (job.prune_every_ms, job.prune_batch, job.retain_ms);
-        let _ = match every {
-            0 => writeln!(out, "  retention: off"),
-            _ => writeln!(
-                out,
-                "  retention: a pass every {every} ms, batches of {batch}, keeping {retain} ms"
+        out += &match every {
+            0 => "  retention: off\n".to_owned(),
+            _ => format!(
+                "  retention: a pass every {every} ms, batches of {batch}, keeping {retain} ms\n"
             ),
         };
-        let _ = writeln!(
-            out,
-            "  {:.0} tasks/s through their whole life ({} tasks in {:.2} s, the last created after \
-             {:.2} s)\n  {} statements, {:.2} per task; {} transactions; {} statements prepared\n  \
-             {:<24}{:>10}{:>10}{:>10}{:>10}{:>10}",
+        let (speed, run, elapsed, created) = (
             self.tasks_per_second,
             self.tasks_run,
             self.elapsed_s,
             self.creation_s,
-            self.statements,
-            self.statements_per_task,
-            self.transactions,
-            self.prepares,
-            "operation",
-            "calls",
-            "p50 µs",
-            "p95 µs",
-            "p99 µs",
-            "max µs"
         );
+        let (statements, per_task) = (self.statements, self.statements_per_task);
+        let _ = writeln!(
+            out,
+            "  {speed:.0} tasks/s through their whole life ({run} tasks in {elapsed:.2} s, the last \
+             created after {created:.2} s)\n  {statements} statements, {per_task:.2} per task"
+        );
+        out += "  operation                    calls    p50 µs    p95 µs    p99 µs    max µs\n";
         for (op, l) in &self.operations {
             let (calls, p50, p95, p99, max) = (l.calls, l.p50_us, l.p95_us, l.p99_us, l.max_us);
             let _ = writeln!(
@@ -131,12 +114,9 @@ impl Report {
         }
         out += "  footprint after the run:\n";
         for r in self.footprint.iter().flatten() {
-            let name = if r.kind == "index" {
-                format!("  {}", r.name)
-            } else {
-                r.name.clone()
-            };
-            let _ = write!(out, "    {name:<42}{:>6}{:>12}", r.kind, bytes(r.bytes));
+            let indent = if r.kind == "index" { "  " } else { "" };
+            let (name, kind, size) = (format!("{indent}{}", r.name), &r.kind, bytes(r.bytes));
+            let _ = write!(out, "    {name:<42}{kind:>6}{size:>12}");
             if let Some(free) = r.free_bytes {
                 let _ = write!(out, "   of which free pages {}", bytes(free));
             }

@@ -152,13 +152,11 @@ fn create(s: &Shared, mut recorder: Option<Recorder>, start: Instant) -> Metrics
             break;
         }
         let mut news = Vec::new();
-        for workflow in batch.map(|index| workflow_id(s.ledger.run(), index)) {
+        for workflow in batch.map(|index| workflow_id(s.ledger.run, index)) {
             for t in 0..job.tasks_per_workflow {
                 let new = NewTaskExecution::new(workflow, format!("task-{t}"));
-                news.push(
-                    new.with_status(TaskStatus::Ready)
-                        .with_max_attempts(job.max_attempts),
-                );
+                let new = new.with_status(TaskStatus::Ready);
+                news.push(new.with_max_attempts(job.max_attempts));
             }
         }
         match metrics.time(Op::CreateMany, || s.store.create_many(&news)) {
@@ -212,11 +210,10 @@ fn runner(s: &Shared, index: u32) -> Metrics {
     let surely_stale = stale_after + 2 * Duration::from_millis(job.sweep_every_ms);
     let mut runner = Uuid::now_v7();
     // What a crash left behind: the runner it was, its leases (as completions), and when.
-    let mut left_behind: Option<(Uuid, Finished, Instant)> = None;
+    let mut left: Option<(Uuid, Finished, Instant)> = None;
     let mut finished = Finished::default();
     while !s.stopped() {
-        if let Some((old, leases, _)) = left_behind.take_if(|(.., at)| at.elapsed() > surely_stale)
-        {
+        if let Some((old, leases, _)) = left.take_if(|(.., at)| at.elapsed() > surely_stale) {
             cycle(s, &mut metrics, (Op::StaleFinishAndClaim, old), &leases, 0);
         }
         let op = (Op::FinishAndClaim, runner);
@@ -246,7 +243,7 @@ fn runner(s: &Shared, index: u32) -> Metrics {
                     completed,
                     ..Finished::default()
                 };
-                left_behind = Some((runner, leases, Instant::now()));
+                left = Some((runner, leases, Instant::now()));
                 (runner, finished) = (Uuid::now_v7(), Finished::default());
                 break;
             }

@@ -68,7 +68,7 @@ impl Db {
     }
 }
 
-/// The database of a run, and what to remove when it ends.
+/// The database of a run; what the run created is removed when it is dropped, unless kept.
 pub struct Target {
     /// `sqlite` or `postgres`.
     pub backend: &'static str,
@@ -76,9 +76,9 @@ pub struct Target {
     pub location: String,
     /// Where, for connections.
     pub db: Db,
-    /// Removes the temporary directory when dropped.
+    /// The temporary directory of a SQLite file.
     _dir: Option<tempfile::TempDir>,
-    /// What drops the database or schema, and where.
+    /// The server, and the statement that drops the run's database or schema.
     drop: Option<(String, String)>,
 }
 
@@ -95,28 +95,20 @@ impl Target {
                 Db::Sqlite(path)
             }
             Location::Sqlite(path) if args.resume && !path.is_file() => {
-                return Err(format!(
-                    "there is no SQLite file {} to resume",
-                    path.display()
-                ));
+                let missing = format!("there is no SQLite file {} to resume", path.display());
+                return Err(missing);
             }
             Location::Sqlite(path) => Db::Sqlite(path),
             Location::Postgres(url) if args.transaction_pooling => {
                 let name = fresh_name();
-                let mut sql = vec![format!("CREATE DATABASE \"{name}\"")];
-                sql.extend(
-                    INDEX_PLAN_SETTINGS.map(|s| format!("ALTER DATABASE \"{name}\" SET {s}")),
-                );
-                run_sql(&url, &sql)?;
-                drop = Some((
-                    url.clone(),
-                    format!("DROP DATABASE \"{name}\" WITH (FORCE)"),
-                ));
-                Db::Postgres(
-                    with_params(&url, &[("dbname", &name)]),
-                    "public".into(),
-                    true,
-                )
+                let create = [format!("CREATE DATABASE \"{name}\"")];
+                let settings =
+                    INDEX_PLAN_SETTINGS.map(|s| format!("ALTER DATABASE \"{name}\" SET {s}"));
+                run_sql(&url, &[&create[..], &settings].concat())?;
+                let sql = format!("DROP DATABASE \"{name}\" WITH (FORCE)");
+                drop = Some((url.clone(), sql));
+                let url = with_params(&url, &[("dbname", &name)]);
+                Db::Postgres(url, "public".into(), true)
             }
             Location::Postgres(url) => {
                 let schema = args.schema.clone().unwrap_or_else(fresh_name);
@@ -140,12 +132,12 @@ impl Target {
                 ("postgres", format!("{} schema {schema}", redact(url)))
             }
         };
-        let drop = drop.filter(|_| !args.keep);
+        let (_dir, drop) = (dir, drop.filter(|_| !args.keep));
         Ok(Target {
             backend,
             location,
             db,
-            _dir: dir,
+            _dir,
             drop,
         })
     }
@@ -182,12 +174,14 @@ impl Target {
             }
         })
     }
+}
 
-    /// Removes what the run created, unless it is to be kept.
-    pub fn close(self) -> Result<(), String> {
-        match &self.drop {
-            Some((url, sql)) => run_sql(url, std::slice::from_ref(sql)),
-            None => Ok(()),
+impl Drop for Target {
+    fn drop(&mut self) {
+        if let Some((url, sql)) = self.drop.take()
+            && let Err(err) = run_sql(&url, &[sql])
+        {
+            eprintln!("workload: cleaning up failed: {err}");
         }
     }
 }
@@ -214,18 +208,16 @@ fn fresh_name() -> String {
     format!("dal_workload_{now}_{}_{n}", std::process::id())
 }
 
-/// `url` (a `postgres://` URL or libpq's keyword/value form) with `params` added.
+/// `url` (a `postgres://` URL or libpq's keyword/value form) with `params` added (values
+/// with neither spaces nor quotes).
 pub fn with_params(url: &str, params: &[(&str, &str)]) -> String {
     let mut out = url.to_owned();
     for (key, value) in params {
         if url.contains("://") {
-            out.push(if out.contains('?') { '&' } else { '?' });
-            out += &format!("{key}={}", value.replace('=', "%3D").replace(' ', "%20"));
+            let separator = if out.contains('?') { '&' } else { '?' };
+            out += &format!("{separator}{key}={}", value.replace('=', "%3D"));
         } else {
-            out += &format!(
-                " {key}='{}'",
-                value.replace('\\', "\\\\").replace('\'', "\\'")
-            );
+            out += &format!(" {key}='{value}'");
         }
     }
     out
@@ -234,14 +226,9 @@ pub fn with_params(url: &str, params: &[(&str, &str)]) -> String {
 /// `url` without its password.
 pub fn redact(url: &str) -> String {
     let Some(scheme) = url.find("://") else {
-        let words = url.split(' ').map(|w| {
-            if w.starts_with("password=") {
-                "password=***"
-            } else {
-                w
-            }
-        });
-        return words.collect::<Vec<_>>().join(" ");
+        let words = url.split(' ');
+        let hidden = words.map(|w| w.strip_prefix("password=").map_or(w, |_| "password=***"));
+        return hidden.collect::<Vec<_>>().join(" ");
     };
     let at = url.rfind('@').filter(|&at| at > scheme + 3);
     match at.and_then(|at| Some((at, url[scheme + 3..at].split_once(':')?.0))) {
