@@ -67,7 +67,7 @@ fn wait_for(recorder: &mut Recorder, child: &mut Child, batches: u64) {
 /// exists; then resumes it to the end and returns the report, once every check passed.
 fn killed_and_resumed(location: &[&str], resumes_killed: usize) -> Value {
     let target = Target::open(&Args::parse_from(["workload"].iter().chain(location)));
-    let mut recorder = Recorder::connect(&target.expect("the database").db).expect("the record");
+    let mut recorder = Recorder::open(&target.expect("the database").db).expect("the record");
     let kill = |mut child: Child| child.kill().and_then(|()| child.wait()).expect("kill -9");
     let mut run = workload(location, RUN);
     wait_for(&mut recorder, &mut run, 1);
@@ -90,6 +90,13 @@ fn killed_and_resumed(location: &[&str], resumes_killed: usize) -> Value {
     let report: Value = serde_json::from_slice(&std::fs::read(&json).expect("read")).expect("json");
     let checks = report["checks"].as_array().map(Vec::len);
     assert!(report["passed"] == true && checks == Some(7), "{stdout}");
+    // Its runners waited for the dead process's claims to go stale, with nothing else to do.
+    assert!(
+        report["outcomes"]["empty_claims"].as_u64() > Some(0),
+        "{stdout}"
+    );
+    let (created, elapsed) = (report["creation_s"].as_f64(), report["elapsed_s"].as_f64());
+    assert!(Some(0.0) < created && created <= elapsed, "{stdout}");
     report
 }
 

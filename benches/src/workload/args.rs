@@ -64,8 +64,8 @@ pub struct Job {
     #[arg(long, default_value_t = 0)]
     pub work_us: u64,
     /// Whether the store writes the execution history (`off`: only the rows are checked).
-    #[arg(long, value_enum, default_value_t = HistoryMode::Kept)]
-    pub history: HistoryMode,
+    #[arg(long, default_value = "kept", value_parser = ["kept", "off"])]
+    pub history: String,
     /// Share of task executions that fail (retried while attempts are left).
     #[arg(long, default_value_t = 0.05, value_parser = share)]
     pub fail_rate: f64,
@@ -106,38 +106,24 @@ pub struct Job {
 
 const YEAR_MS: u64 = 366 * 24 * 3_600 * 1_000;
 
-/// `--history`: whether the store writes the execution history.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum HistoryMode {
-    /// Every change writes its event.
-    Kept,
-    /// No events.
-    Off,
-}
-
-/// Where a run works, as the command line names it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Location {
-    /// A new SQLite file in a temporary directory.
+/// Where a run works, as the command line names it: a new SQLite file in a temporary
+/// directory, a given SQLite file, or a PostgreSQL database.
+pub(crate) enum Location {
     TempSqlite,
-    /// The SQLite file at this path.
     Sqlite(PathBuf),
-    /// The PostgreSQL database at this URL.
     Postgres(String),
 }
 
 impl Args {
     /// Where the run works, once the arguments are checked against each other.
-    pub fn location(&self) -> Result<Location, String> {
+    pub(crate) fn location(&self) -> Result<Location, String> {
         let location = match self.database_url.as_deref() {
             None => Location::TempSqlite,
             Some(url) if url.starts_with("sqlite://") => Location::Sqlite(url[9..].into()),
             // A URL, or libpq's keyword=value form.
-            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-                Location::Postgres(url.to_owned())
-            }
-            Some(url) if !url.contains("://") && url.contains('=') => {
+            Some(url)
+                if url.starts_with("postgres") || !url.contains("://") && url.contains('=') =>
+            {
                 Location::Postgres(url.into())
             }
             Some(other) => return Err(format!("unknown database URL scheme in {other:?}")),
@@ -166,9 +152,11 @@ impl Job {
 
     /// The store's history setting.
     pub fn history(&self) -> dal_core::History {
-        match self.history {
-            HistoryMode::Kept => dal_core::History::Kept,
-            HistoryMode::Off => dal_core::History::Off,
+        let off = self.history == "off";
+        if off {
+            dal_core::History::Off
+        } else {
+            dal_core::History::Kept
         }
     }
 }

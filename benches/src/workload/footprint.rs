@@ -6,7 +6,7 @@
 use std::thread;
 use std::time::{Duration, Instant};
 
-use diesel::sql_types::{BigInt, Text};
+use diesel::sql_types::Text;
 use diesel::{QueryableByName, RunQueryDsl};
 use serde::{Deserialize, Serialize};
 
@@ -72,12 +72,6 @@ struct Json {
     json: String,
 }
 
-#[derive(QueryableByName)]
-struct Count {
-    #[diesel(sql_type = BigInt)]
-    count: i64,
-}
-
 /// The footprint now.
 pub fn read(db: &Db) -> Result<Vec<Relation>, String> {
     let sql = match db {
@@ -92,11 +86,7 @@ pub fn read(db: &Db) -> Result<Vec<Relation>, String> {
 
 /// The footprint after the run, each index with its entries read per claim since `start`
 /// (PostgreSQL, without a pooler), over `claims` claims.
-pub fn after_run(
-    db: &Db,
-    start: Option<&[Relation]>,
-    claims: u64,
-) -> Result<Vec<Relation>, String> {
+pub fn after(db: &Db, start: Option<&[Relation]>, claims: u64) -> Result<Vec<Relation>, String> {
     let ended = match db {
         Db::Postgres(url, schema, false) => sessions_ended(url, schema)?,
         _ => false,
@@ -117,16 +107,10 @@ pub fn after_run(
 fn sessions_ended(url: &str, schema: &str) -> Result<bool, String> {
     let mut conn = pg(url)?;
     let deadline = Instant::now() + Duration::from_secs(15);
-    let sql = "SELECT count(*) AS count FROM pg_stat_activity WHERE application_name = $1";
+    let sql = format!("SELECT 1 FROM pg_stat_activity WHERE application_name = '{schema}'");
     while Instant::now() < deadline {
-        let left: Result<Count, _> = diesel::sql_query(sql)
-            .bind::<Text, _>(schema)
-            .get_result(&mut conn);
-        if left
-            .map_err(|e| format!("cannot read pg_stat_activity: {e}"))?
-            .count
-            == 0
-        {
+        let left = diesel::sql_query(&sql).execute(&mut conn);
+        if left.map_err(|e| format!("cannot read pg_stat_activity: {e}"))? == 0 {
             return Ok(true);
         }
         thread::sleep(Duration::from_millis(10));

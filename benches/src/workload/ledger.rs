@@ -106,7 +106,6 @@ pub struct Ledger {
     tallies: Vec<Tally>,
     settled: AtomicUsize,
     finished: AtomicU64,
-    strays: AtomicU64,
     batches: Mutex<Vec<Pruned>>,
 }
 
@@ -120,7 +119,6 @@ impl Ledger {
             tallies: (0..workflows).map(|_| Tally::default()).collect(),
             settled: 0.into(),
             finished: 0.into(),
-            strays: 0.into(),
             batches: Mutex::default(),
             before: Counted::default(),
         }
@@ -164,11 +162,7 @@ impl Ledger {
     }
 
     fn tally(&self, workflow: Uuid) -> Option<&Tally> {
-        let tally = workflow_index(self.run, workflow).and_then(|i| self.tallies.get(i));
-        if tally.is_none() {
-            self.strays.fetch_add(1, Relaxed);
-        }
-        tally
+        self.tallies.get(workflow_index(self.run, workflow)?)
     }
 
     fn settle(&self, tally: &Tally) {
@@ -190,13 +184,12 @@ impl Ledger {
         let Some(tally) = self.tally(workflow) else {
             return;
         };
-        let outcome = match how {
-            Outcome::Completed => 0,
-            Outcome::Exhausted => 1,
-            _ => 2,
-        };
         tally.events.fetch_add(1, Relaxed);
-        tally.outcomes[outcome].fetch_add(1, Relaxed);
+        // `how` is one of the first three outcomes.
+        tally
+            .outcomes
+            .get(how as usize)
+            .map(|n| n.fetch_add(1, Relaxed));
         self.finished.fetch_add(1, Relaxed);
         if tally.finished.fetch_add(1, Relaxed) + 1 == self.tasks_per_workflow {
             self.settle(tally);
@@ -226,11 +219,6 @@ impl Ledger {
     /// Tasks seen finishing, with those finished before the run started.
     pub fn finished_tasks(&self) -> u64 {
         self.finished.load(Relaxed)
-    }
-
-    /// Rows the store returned of workflow executions not of this run.
-    pub fn strays(&self) -> u64 {
-        self.strays.load(Relaxed)
     }
 
     /// The workflow executions of the run, in creation order.

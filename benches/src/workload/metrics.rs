@@ -31,14 +31,15 @@ named! {
 }
 
 named! {
-    /// What happened. Failures are retried or, on their last attempt, exhausted. A crashed
+    /// What happened; first how tasks finished. Failures are retried or, on their last attempt,
+    /// exhausted. A crashed
     /// runner's old leases come back refused (lost: recovered meanwhile) or accepted (still
     /// current); a live runner's lost leases are `claims_lost`. `empty_claims`: cycles that
     /// found nothing due, each followed by a wait.
     enum Outcome {
-        Claims = "claims", Completed = "completed", Failures = "failures", Retries = "retries",
-        Exhausted = "exhausted", Crashes = "crashes", Recovered = "recovered",
-        Abandoned = "abandoned", StaleRefused = "stale_completions_refused",
+        Completed = "completed", Exhausted = "exhausted", Abandoned = "abandoned",
+        Claims = "claims", Failures = "failures", Retries = "retries", Crashes = "crashes",
+        Recovered = "recovered", StaleRefused = "stale_completions_refused",
         StaleAccepted = "stale_completions_accepted", ClaimsLost = "claims_lost",
         PrunePasses = "prune_passes", PrunedWorkflows = "pruned_workflows",
         PrunedTasks = "pruned_tasks", PrunedEvents = "pruned_events", EmptyClaims = "empty_claims",

@@ -19,7 +19,7 @@ pub mod target;
 
 use std::process::ExitCode;
 
-use args::{Args, HistoryMode, Job};
+use args::{Args, Job};
 use dal_core::{History, TaskExecutionStore};
 use harness::StatementCounter;
 use ledger::Ledger;
@@ -34,9 +34,8 @@ use uuid::Uuid;
 pub fn main_with(args: Args) -> ExitCode {
     let report = execute(&args).and_then(|report| {
         print!("{}", report.render());
-        args.json
-            .as_ref()
-            .map_or(Ok(()), |path| write_json(path, &report))?;
+        let json = args.json.as_ref();
+        json.map_or(Ok(()), |path| write_json(path, &report))?;
         Ok(report)
     });
     match report {
@@ -75,25 +74,22 @@ pub fn execute(args: &Args) -> Result<Report, String> {
     // Its connections closed, so that the footprint sees all they did.
     drop(store);
     let (statements, _, _) = counter.totals();
-    if let Some(error) = &ran.error {
-        return Err(format!("the run stopped: {error}"));
-    }
+    let ran = ran.map_err(|error| format!("the run stopped: {error}"))?;
     let operations = ran.metrics.operations();
     let claims = operations.get("finish_and_claim").map_or(0, |l| l.calls);
-    let footprint = footprint::after_run(&target.db, start.as_deref(), claims);
+    let footprint = footprint::after(&target.db, start.as_deref(), claims);
     let footprint = footprint.map_err(|err| eprintln!("workload: {err}")).ok();
     let reader = target.connect(1, History::Kept, &StatementCounter::new())?;
     let checks = checks::run_checks(&*reader, &ledger, &ran.metrics);
     let mut checks = checks.map_err(|err| format!("reading the results back failed: {err}"))?;
-    if job.history == HistoryMode::Off {
+    if job.history() == History::Off {
         checks.truncate(checks::ROW_CHECKS);
     }
     // The tasks this process took through their whole life.
     let (tasks, per_workflow) = (job.tasks(), u64::from(job.tasks_per_workflow));
-    let before = resumed
-        .as_ref()
-        .map_or(0, |r| r.tasks_finished + r.workflows_pruned * per_workflow);
-    let tasks_run = tasks.saturating_sub(before).max(1);
+    let r = resumed.clone().unwrap_or_default();
+    let tasks_run = tasks.saturating_sub(r.tasks_finished + r.workflows_pruned * per_workflow);
+    let tasks_run = tasks_run.max(1);
     let elapsed_s = ran.elapsed.as_secs_f64();
     Ok(Report {
         backend: target.backend,
@@ -134,10 +130,10 @@ fn prepare(
         let found = found.map_err(|err| format!("cannot read back run {run_id}: {err}"))?;
         return Ok((job, ledger, Some(found)));
     }
-    let held = store
-        .count_by_status()
-        .map_err(|e| format!("cannot count the tasks: {e}"))?;
-    let held = held.total();
+    let held = store.count_by_status();
+    let held = held
+        .map_err(|e| format!("cannot count the tasks: {e}"))?
+        .total();
     if let Some(record) = recorded {
         return Err(format!(
             "{location} holds workload run {} ({held} tasks): finish it with --resume, or use \
@@ -146,9 +142,7 @@ fn prepare(
         ));
     }
     if held > 0 {
-        return Err(format!(
-            "{location} holds {held} tasks that no workload run recorded"
-        ));
+        return Err(format!("{location} holds {held} tasks, of no workload run"));
     }
     let (run_id, job) = (Uuid::now_v7(), args.job.clone());
     recorder.start(run_id, &job)?;

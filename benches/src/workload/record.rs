@@ -37,19 +37,16 @@ struct Row {
 }
 
 /// A connection to the run's record.
-pub struct Recorder {
-    conn: Conn,
-    table: String,
-}
+pub struct Recorder(Conn);
 
 impl Recorder {
-    /// Connects to the record of the run in `db`, as it is (reading fails while there is none).
-    pub fn connect(db: &Db) -> Result<Recorder, String> {
+    /// Connects to the record of the run in `db`, creating its table if it is missing.
+    pub fn open(db: &Db) -> Result<Recorder, String> {
         let conn = match db {
             Db::Sqlite(path) => {
                 let path = beside(path, ".workload-run");
-                let mut conn = SqliteConnection::establish(&path.to_string_lossy())
-                    .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+                let conn = SqliteConnection::establish(&path.to_string_lossy());
+                let mut conn = conn.map_err(|e| format!("cannot open {}: {e}", path.display()))?;
                 // A reader (the crash test) may hold it for a moment.
                 let wait = diesel::sql_query("PRAGMA busy_timeout = 10000").execute(&mut conn);
                 wait.map_err(|e| e.to_string())?;
@@ -57,30 +54,23 @@ impl Recorder {
             }
             Db::Postgres(..) => db.connect()?,
         };
-        let table = db.table("dal_workload_run");
-        Ok(Recorder { conn, table })
-    }
-
-    /// Connects to the record of the run in `db`, creating its table if it is missing.
-    pub fn open(db: &Db) -> Result<Recorder, String> {
-        let mut recorder = Recorder::connect(db)?;
-        recorder.execute(format!(
-            "CREATE TABLE IF NOT EXISTS {} (run_id TEXT PRIMARY KEY, job TEXT NOT NULL, \
-             created_batches BIGINT NOT NULL)",
-            recorder.table
-        ))?;
+        let mut recorder = Recorder(conn);
+        recorder.execute(
+            "CREATE TABLE IF NOT EXISTS dal_workload_run (run_id TEXT PRIMARY KEY, job TEXT NOT \
+             NULL, created_batches BIGINT NOT NULL)",
+        )?;
         Ok(recorder)
     }
 
-    fn execute(&mut self, sql: String) -> Result<(), String> {
-        let done = on_conn!(&mut self.conn, c => diesel::sql_query(sql).execute(c));
+    fn execute(&mut self, sql: &str) -> Result<(), String> {
+        let done = on_conn!(&mut self.0, c => diesel::sql_query(sql).execute(c));
         done.map(drop).map_err(|e| format!("the run record: {e}"))
     }
 
     /// The run recorded, if one is.
     pub fn read(&mut self) -> Result<Option<RunRecord>, String> {
-        let sql = format!("SELECT run_id, job, created_batches FROM {}", self.table);
-        let rows: Vec<Row> = on_conn!(&mut self.conn, c => diesel::sql_query(sql).load(c))
+        let sql = "SELECT run_id, job, created_batches FROM dal_workload_run";
+        let rows: Vec<Row> = on_conn!(&mut self.0, c => diesel::sql_query(sql).load(c))
             .map_err(|e| format!("cannot read the run record: {e}"))?;
         let Some(row) = rows.into_iter().next() else {
             return Ok(None);
@@ -94,20 +84,18 @@ impl Recorder {
 
     /// Records a new run.
     pub fn start(&mut self, run_id: Uuid, job: &Job) -> Result<(), String> {
-        let json = serde_json::to_string(job).map_err(|e| e.to_string())?;
-        // SQLite takes `$N` parameters too.
-        let insert = diesel::sql_query(format!("INSERT INTO {} VALUES ($1, $2, 0)", self.table))
-            .bind::<Text, _>(run_id.to_string())
-            .bind::<Text, _>(json);
-        let done = on_conn!(&mut self.conn, c => insert.execute(c));
-        done.map(drop)
-            .map_err(|e| format!("cannot record the run: {e}"))
+        let job = serde_json::to_string(job)
+            .map_err(|e| e.to_string())?
+            .replace('\'', "''");
+        self.execute(&format!(
+            "INSERT INTO dal_workload_run VALUES ('{run_id}', '{job}', 0)"
+        ))
     }
 
     /// Records that `batches` creation batches exist.
     pub fn created(&mut self, batches: u64) -> Result<(), String> {
-        let table = &self.table;
-        self.execute(format!("UPDATE {table} SET created_batches = {batches}"))
+        let sql = format!("UPDATE dal_workload_run SET created_batches = {batches}");
+        self.execute(&sql)
     }
 }
 

@@ -25,8 +25,6 @@ pub struct Ran {
     pub elapsed: Duration,
     /// From the first creation to the end of the last creation batch.
     pub creation: Duration,
-    /// The first error that stopped the run, if any.
-    pub error: Option<String>,
 }
 
 /// What the run's threads share.
@@ -39,15 +37,16 @@ struct Shared<'a> {
     creation: OnceLock<Duration>,
 }
 
-/// Runs `job` on `store` until every task of `ledger` has finished or was removed, or a
-/// thread met an error. After each creation batch `recorder`, if any, records it.
+/// Runs `job` on `store` until every task of `ledger` has finished or was removed; the first
+/// error that stops it instead, if one does. After each creation batch `recorder`, if any,
+/// records it.
 pub fn run(
     store: &dyn TaskExecutionStore,
     job: &Job,
     ledger: &Ledger,
     recorder: Option<Recorder>,
     quiet: bool,
-) -> Ran {
+) -> Result<Ran, String> {
     let (stop, error, creation) = (AtomicBool::new(false), Mutex::new(None), OnceLock::new());
     let shared = Shared {
         store,
@@ -91,15 +90,17 @@ pub fn run(
     });
     progress.finish_and_clear();
     let creation = shared.creation.get().copied().unwrap_or_default();
-    let error = shared
+    match shared
         .error
         .into_inner()
-        .unwrap_or_else(PoisonError::into_inner);
-    Ran {
-        metrics,
-        elapsed,
-        creation,
-        error,
+        .unwrap_or_else(PoisonError::into_inner)
+    {
+        Some(error) => Err(error),
+        None => Ok(Ran {
+            metrics,
+            elapsed,
+            creation,
+        }),
     }
 }
 

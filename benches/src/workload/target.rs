@@ -11,7 +11,7 @@ use dal_sqlite::SqliteOptions;
 use diesel::{Connection, PgConnection, RunQueryDsl, SqliteConnection};
 
 use super::args::{Args, Location};
-use super::harness::StatementCounter;
+use super::harness::{StatementCounter, with_params};
 
 /// The planner settings the store needs of the server behind a transaction pooler, where its
 /// sessions cannot make them.
@@ -28,8 +28,7 @@ pub enum Db {
     Postgres(String, String, bool),
 }
 
-/// A connection of the workload's own: to the SQLite file, or to the PostgreSQL database
-/// (names qualified with the schema, no `search_path`).
+/// A connection of the workload's own: to the SQLite file, or to the PostgreSQL database.
 pub enum Conn {
     /// SQLite.
     Sqlite(SqliteConnection),
@@ -49,21 +48,34 @@ macro_rules! on_conn {
 pub(crate) use on_conn;
 
 impl Db {
-    /// A connection of the workload's own to the run's database.
+    /// A connection of the workload's own to the run's database (in its schema).
     pub fn connect(&self) -> Result<Conn, String> {
         match self {
             Db::Sqlite(path) => SqliteConnection::establish(&path.to_string_lossy())
                 .map(Conn::Sqlite)
                 .map_err(|e| format!("cannot open {}: {e}", path.display())),
-            Db::Postgres(url, ..) => pg(url).map(Conn::Pg),
+            Db::Postgres(..) => pg(&self.url(false)).map(Conn::Pg),
         }
     }
 
-    /// `name` qualified with the run's schema.
-    pub fn table(&self, name: &str) -> String {
+    /// The run's PostgreSQL database, in its schema; for the store's sessions (`store`), also
+    /// named after it.
+    fn url(&self, store: bool) -> String {
         match self {
-            Db::Sqlite(_) => name.to_owned(),
-            Db::Postgres(_, schema, _) => format!("\"{schema}\".{name}"),
+            Db::Postgres(url, schema, false) => {
+                let search_path = format!("-csearch_path={schema}");
+                let name = if store {
+                    schema.as_str()
+                } else {
+                    "dal-workload"
+                };
+                with_params(
+                    url,
+                    &[("options", &search_path), ("application_name", name)],
+                )
+            }
+            Db::Postgres(url, ..) => url.clone(),
+            Db::Sqlite(path) => path.display().to_string(),
         }
     }
 }
@@ -158,17 +170,9 @@ impl Target {
                 let store = options.history(history).instrumentation(counter).open();
                 Box::new(store.map_err(failed)?)
             }
-            Db::Postgres(url, schema, pooled) => {
-                let search_path = format!("-csearch_path={schema}");
-                let session = [("options", &*search_path), ("application_name", schema)];
-                let url = if *pooled {
-                    url.clone()
-                } else {
-                    with_params(url, &session)
-                };
-                let options = PgOptions::new(url)
-                    .pool_size(size)
-                    .transaction_pooling(*pooled);
+            Db::Postgres(_, _, pooled) => {
+                let options = PgOptions::new(self.db.url(true)).pool_size(size);
+                let options = options.transaction_pooling(*pooled);
                 let store = options.history(history).instrumentation(counter).connect();
                 Box::new(store.map_err(failed)?)
             }
@@ -206,21 +210,6 @@ fn fresh_name() -> String {
     let now = chrono::Utc::now().format("%Y%m%d%H%M%S");
     let n = MADE.fetch_add(1, Ordering::Relaxed);
     format!("dal_workload_{now}_{}_{n}", std::process::id())
-}
-
-/// `url` (a `postgres://` URL or libpq's keyword/value form) with `params` added (values
-/// with neither spaces nor quotes).
-pub fn with_params(url: &str, params: &[(&str, &str)]) -> String {
-    let mut out = url.to_owned();
-    for (key, value) in params {
-        if url.contains("://") {
-            let separator = if out.contains('?') { '&' } else { '?' };
-            out += &format!("{separator}{key}={}", value.replace('=', "%3D"));
-        } else {
-            out += &format!(" {key}='{value}'");
-        }
-    }
-    out
 }
 
 /// `url` without its password.
