@@ -25,10 +25,7 @@ fn workload(location: &[&str], more: &str) -> Child {
     let mut command = Command::new(env!("CARGO_BIN_EXE_workload"));
     command.args(location).args(more.split_whitespace());
     command.stdin(Stdio::null()).stdout(Stdio::piped());
-    command
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the workload")
+    command.stderr(Stdio::piped()).spawn().expect("spawn")
 }
 
 /// Waits for `child` to end, for at most `limit`.
@@ -91,10 +88,8 @@ fn killed_and_resumed(location: &[&str], resumes_killed: usize) -> Value {
     let checks = report["checks"].as_array().map(Vec::len);
     assert!(report["passed"] == true && checks == Some(7), "{stdout}");
     // Its runners waited for the dead process's claims to go stale, with nothing else to do.
-    assert!(
-        report["outcomes"]["empty_claims"].as_u64() > Some(0),
-        "{stdout}"
-    );
+    let waited = report["outcomes"]["empty_claims"].as_u64();
+    assert!(waited > Some(0), "{stdout}");
     let (created, elapsed) = (report["creation_s"].as_f64(), report["elapsed_s"].as_f64());
     assert!(Some(0.0) < created && created <= elapsed, "{stdout}");
     report

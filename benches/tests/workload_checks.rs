@@ -130,10 +130,9 @@ fn a_resumed_run_reads_what_a_dead_process_left_and_finishes_it() {
     let (mut ledger, wf) = (Ledger::new(run_id, 300, 2), |i| workflow_id(run_id, i));
     // Batches 0 and 1 created, the record saying 1 (the process died before recording the
     // second); batch 2 never created.
-    let news: Vec<NewTaskExecution> = (0..200)
-        .flat_map(|i| (0..2).map(move |t| NewTaskExecution::new(wf(i), format!("t{t}"))))
-        .map(|new| new.with_status(TaskStatus::Ready).with_max_attempts(3))
-        .collect();
+    let new = |i: usize| NewTaskExecution::new(wf(i / 2), format!("t{}", i % 2));
+    let ready = |i| new(i).with_status(TaskStatus::Ready).with_max_attempts(3);
+    let news: Vec<_> = (0..400).map(ready).collect();
     store.create_many(&news).expect("create");
     // Workflow executions 0 and 1 finished, then 0 removed; 2 claimed by the dead runner.
     for workflow in [wf(0), wf(1), wf(2)] {

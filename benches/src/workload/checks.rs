@@ -141,7 +141,7 @@ pub fn run_checks(
     if in_store != stored_tasks {
         flag(
             TERMINAL,
-            format!("{in_store} tasks stored, {stored_tasks} of the run"),
+            format!("{in_store} tasks stored, {stored_tasks} ours"),
         );
     }
     let mut total = stored;
@@ -181,9 +181,7 @@ pub fn run_checks(
     let pruned: usize = batches.iter().map(|b| b.workflows.len()).sum();
     let (total, removed, events) = (describe(&total), describe(&removed), stored.events);
     let oks = [
-        format!(
-            "{stored_tasks} stored, {removed_tasks} removed, {removed_before} before, of {expected}"
-        ),
+        format!("{stored_tasks} stored, {removed_tasks} removed, {removed_before} before"),
         format!("{total}, of which removed: {removed}"),
         format!("{claims} claims{gone}"),
         format!("{fenced} completions and failures{gone}"),

@@ -39,18 +39,17 @@ pub struct Relation {
     pub read_per_claim: Option<f64>,
 }
 
-/// The tables covered, each followed by its indexes.
-const TABLES: &str = "'task_executions', 'execution_events'";
-
 const POSTGRES: &str = r#"
 SELECT coalesce(json_agg(r ORDER BY r."table" DESC, r.kind DESC, r.name), '[]')::text AS json FROM (
   SELECT relname AS "table", relname AS name, 'table' AS kind, pg_relation_size(relid) AS bytes,
     n_live_tup AS live_rows, n_dead_tup AS dead_rows, autovacuum_count AS autovacuums,
     NULL::bigint AS entries
-  FROM pg_stat_user_tables WHERE schemaname = 'SCHEMA' AND relname IN (TABLES)
+  FROM pg_stat_user_tables
+  WHERE schemaname = 'SCHEMA' AND relname IN ('task_executions', 'execution_events')
   UNION ALL
   SELECT relname, indexrelname, 'index', pg_relation_size(indexrelid), NULL, NULL, NULL, idx_tup_read
-  FROM pg_stat_user_indexes WHERE schemaname = 'SCHEMA' AND relname IN (TABLES)
+  FROM pg_stat_user_indexes
+  WHERE schemaname = 'SCHEMA' AND relname IN ('task_executions', 'execution_events')
 ) AS r"#;
 
 /// `dbstat` counts each b-tree's pages (the bundled SQLite has it).
@@ -62,7 +61,8 @@ SELECT json_group_array(json_object('table', t, 'name', n, 'kind', k, 'bytes', b
   FROM pragma_page_count(), pragma_page_size(), pragma_freelist_count()
   UNION ALL
   SELECT * FROM (SELECT m.tbl_name, s.name, m.type, sum(s.pgsize), NULL
-    FROM dbstat AS s JOIN sqlite_schema AS m ON m.name = s.name WHERE m.tbl_name IN (TABLES)
+    FROM dbstat AS s JOIN sqlite_schema AS m ON m.name = s.name
+    WHERE m.tbl_name IN ('task_executions', 'execution_events')
     GROUP BY s.name ORDER BY 1 DESC, 3 DESC, 2)
 )"#;
 
@@ -78,10 +78,11 @@ pub fn read(db: &Db) -> Result<Vec<Relation>, String> {
         Db::Postgres(_, schema, _) => POSTGRES.replace("SCHEMA", schema),
         Db::Sqlite(_) => SQLITE.to_owned(),
     };
-    let query = diesel::sql_query(sql.replace("TABLES", TABLES));
-    let json: Json = on_conn!(&mut db.connect()?, c => query.get_result(c))
-        .map_err(|e| format!("cannot read the footprint: {e}"))?;
-    serde_json::from_str(&json.json).map_err(|e| format!("cannot read the footprint: {e}"))
+    let query = diesel::sql_query(sql);
+    let json: Result<Json, _> = on_conn!(&mut db.connect()?, c => query.get_result(c));
+    let failed = |e: &dyn std::fmt::Display| format!("cannot read the footprint: {e}");
+    let json = json.map_err(|e| failed(&e))?.json;
+    serde_json::from_str(&json).map_err(|e| failed(&e))
 }
 
 /// The footprint after the run, each index with its entries read per claim since `start`

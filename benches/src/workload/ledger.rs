@@ -95,7 +95,7 @@ struct Tally {
 }
 
 /// The ledger of a run, shared by its threads.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Ledger {
     /// The run's id.
     pub run: Uuid,
@@ -113,14 +113,12 @@ impl Ledger {
     /// The ledger of run `run`: `workflows` workflow executions of `tasks_per_workflow` tasks,
     /// none in the database yet.
     pub fn new(run: Uuid, workflows: u32, tasks_per_workflow: u32) -> Ledger {
+        let tallies = (0..workflows).map(|_| Tally::default()).collect();
         Ledger {
             run,
             tasks_per_workflow,
-            tallies: (0..workflows).map(|_| Tally::default()).collect(),
-            settled: 0.into(),
-            finished: 0.into(),
-            batches: Mutex::default(),
-            before: Counted::default(),
+            tallies,
+            ..Ledger::default()
         }
     }
 
@@ -186,10 +184,8 @@ impl Ledger {
         };
         tally.events.fetch_add(1, Relaxed);
         // `how` is one of the first three outcomes.
-        tally
-            .outcomes
-            .get(how as usize)
-            .map(|n| n.fetch_add(1, Relaxed));
+        let outcome = tally.outcomes.get(how as usize);
+        outcome.map(|n| n.fetch_add(1, Relaxed));
         self.finished.fetch_add(1, Relaxed);
         if tally.finished.fetch_add(1, Relaxed) + 1 == self.tasks_per_workflow {
             self.settle(tally);
@@ -242,9 +238,7 @@ impl Ledger {
 
     /// The `prune_finished` batches that removed anything, in the order they reported.
     pub fn batches_pruned(&self) -> Vec<Pruned> {
-        self.batches
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        let batches = self.batches.lock().unwrap_or_else(PoisonError::into_inner);
+        batches.clone()
     }
 }

@@ -107,38 +107,33 @@ impl Metrics {
                 let _ = mine.add(theirs);
             }
         }
-        self.outcomes
-            .iter_mut()
-            .zip(&other.outcomes)
-            .for_each(|(a, b)| *a += b);
+        for (mine, theirs) in self.outcomes.iter_mut().zip(&other.outcomes) {
+            *mine += theirs;
+        }
     }
 
     /// The latency of each operation called, by name.
     pub fn operations(&self) -> BTreeMap<String, OperationLatency> {
-        let called = self
-            .latencies
-            .iter()
-            .zip(Op::NAMES)
-            .filter_map(|(h, name)| {
-                let h = h.as_ref().filter(|h| !h.is_empty())?;
-                let latency = OperationLatency {
-                    calls: h.len(),
-                    p50_us: h.value_at_quantile(0.50),
-                    p95_us: h.value_at_quantile(0.95),
-                    p99_us: h.value_at_quantile(0.99),
-                    max_us: h.max(),
-                };
-                Some((name.to_string(), latency))
-            });
-        called.collect()
+        let mut operations = BTreeMap::new();
+        for (h, name) in self.latencies.iter().zip(Op::NAMES) {
+            let Some(h) = h.as_ref().filter(|h| !h.is_empty()) else {
+                continue;
+            };
+            let latency = OperationLatency {
+                calls: h.len(),
+                p50_us: h.value_at_quantile(0.50),
+                p95_us: h.value_at_quantile(0.95),
+                p99_us: h.value_at_quantile(0.99),
+                max_us: h.max(),
+            };
+            operations.insert(name.to_string(), latency);
+        }
+        operations
     }
 
     /// Every outcome's count, by name.
     pub fn outcomes(&self) -> BTreeMap<&'static str, u64> {
-        Outcome::NAMES
-            .iter()
-            .copied()
-            .zip(self.outcomes.iter().copied())
-            .collect()
+        let counts = self.outcomes.iter().copied();
+        Outcome::NAMES.iter().copied().zip(counts).collect()
     }
 }

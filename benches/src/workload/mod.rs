@@ -1,9 +1,7 @@
-//! The workload: the store doing its real job, measured and checked.
-//!
-//! [`execute`] opens the run's database ([`target`]), takes its lock and reads its record
-//! ([`record`]), plans the run, new or resumed ([`plan`]), runs it ([`run`]) into a ledger
-//! ([`ledger`]) and metrics ([`metrics`]), reads the footprint ([`footprint`]), checks the
-//! run against the database ([`checks`]) and reports ([`report`]).
+//! The workload: the store doing its real job, measured and checked. [`execute`] opens the
+//! run's database ([`target`]), locks it and records the run ([`record`]), reads back what a dead
+//! process left ([`plan`]), runs it ([`run`]) into a [`ledger`] and [`metrics`], then reads the
+//! [`footprint`], [`checks`] the run against the database and makes the [`report`].
 
 pub mod args;
 pub mod checks;
@@ -88,8 +86,8 @@ pub fn execute(args: &Args) -> Result<Report, String> {
     // The tasks this process took through their whole life.
     let (tasks, per_workflow) = (job.tasks(), u64::from(job.tasks_per_workflow));
     let r = resumed.clone().unwrap_or_default();
-    let tasks_run = tasks.saturating_sub(r.tasks_finished + r.workflows_pruned * per_workflow);
-    let tasks_run = tasks_run.max(1);
+    let done = r.tasks_finished + r.workflows_pruned * per_workflow;
+    let tasks_run = tasks.saturating_sub(done).max(1);
     let elapsed_s = ran.elapsed.as_secs_f64();
     Ok(Report {
         backend: target.backend,
@@ -130,15 +128,11 @@ fn prepare(
         let found = found.map_err(|err| format!("cannot read back run {run_id}: {err}"))?;
         return Ok((job, ledger, Some(found)));
     }
-    let held = store.count_by_status();
-    let held = held
-        .map_err(|e| format!("cannot count the tasks: {e}"))?
-        .total();
+    let held = store.count_by_status().map_err(|e| e.to_string())?.total();
     if let Some(record) = recorded {
+        let run = record.run_id;
         return Err(format!(
-            "{location} holds workload run {} ({held} tasks): finish it with --resume, or use \
-             a new database",
-            record.run_id
+            "{location} holds run {run}: finish it with --resume"
         ));
     }
     if held > 0 {

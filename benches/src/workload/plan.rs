@@ -38,31 +38,26 @@ pub fn resume(
 ) -> Result<Resumed, DalError> {
     let mut found = Resumed::default();
     for (number, batch) in ledger.batches().enumerate() {
-        let mut held = Vec::new();
+        let mut stored = Vec::new();
         for index in batch.clone() {
             let (tasks, histories) = read_workflow(store, workflow_id(ledger.run, index))?;
-            if !tasks.is_empty() {
-                let events = histories.values().map(|h| h.len() as u64).sum();
-                let counted = Counted {
-                    events,
-                    ..Counted::of_rows(&tasks)
-                };
-                found.workflows_stored += 1;
-                found.tasks_finished += counted.finished();
-                found.tasks_claimed +=
-                    tasks.iter().filter(|t| t.claimed_by.is_some()).count() as u64;
-                found.events += events;
-                held.push((index, Some(counted)));
-            }
+            let mut counted = Counted::of_rows(&tasks);
+            counted.events = histories.values().map(|h| h.len() as u64).sum();
+            let claimed = tasks.iter().filter(|t| t.claimed_by.is_some()).count();
+            found.tasks_claimed += claimed as u64;
+            found.tasks_finished += counted.finished();
+            found.events += counted.events;
+            stored.push((!tasks.is_empty()).then_some(counted));
         }
-        if held.is_empty() && number as u64 >= created_batches {
+        let held = stored.iter().flatten().count() as u64;
+        found.workflows_stored += held;
+        if held == 0 && number as u64 >= created_batches {
             found.workflows_to_create += batch.len() as u64;
             continue;
         }
-        found.workflows_pruned += (batch.len() - held.len()) as u64;
-        for index in batch {
-            let stored = held.iter().find(|(i, _)| *i == index).and_then(|(_, c)| *c);
-            ledger.held(index, stored);
+        found.workflows_pruned += batch.len() as u64 - held;
+        for (index, counted) in batch.zip(stored) {
+            ledger.held(index, counted);
         }
     }
     Ok(found)
@@ -84,10 +79,8 @@ pub fn read_workflow(
         let Some(last) = page.last() else { break };
         after = Some(last.seq);
         for event in page {
-            histories
-                .entry(event.task_execution_id)
-                .or_default()
-                .push(event);
+            let task = event.task_execution_id;
+            histories.entry(task).or_default().push(event);
         }
     }
     Ok((tasks, histories))

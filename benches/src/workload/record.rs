@@ -84,12 +84,10 @@ impl Recorder {
 
     /// Records a new run.
     pub fn start(&mut self, run_id: Uuid, job: &Job) -> Result<(), String> {
-        let job = serde_json::to_string(job)
-            .map_err(|e| e.to_string())?
-            .replace('\'', "''");
-        self.execute(&format!(
-            "INSERT INTO dal_workload_run VALUES ('{run_id}', '{job}', 0)"
-        ))
+        let job = serde_json::to_string(job).map_err(|e| e.to_string())?;
+        let job = job.replace('\'', "''");
+        let sql = format!("INSERT INTO dal_workload_run VALUES ('{run_id}', '{job}', 0)");
+        self.execute(&sql)
     }
 
     /// Records that `batches` creation batches exist.
@@ -113,11 +111,8 @@ pub fn lock(target: &Target) -> Result<Box<dyn Any>, String> {
     match &target.db {
         Db::Sqlite(path) => {
             let name = beside(path, ".workload-lock");
-            let open = OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&name);
+            let mut options = OpenOptions::new();
+            let open = options.create(true).truncate(false).write(true).open(&name);
             let file = open.map_err(|e| format!("cannot open {}: {e}", name.display()))?;
             match file.try_lock() {
                 Ok(()) => Ok(Box::new(file)),
@@ -129,11 +124,10 @@ pub fn lock(target: &Target) -> Result<Box<dyn Any>, String> {
         Db::Postgres(_, _, true) => Ok(Box::new(())),
         Db::Postgres(url, schema, false) => {
             let mut conn = pg(url)?;
-            let sql =
-                "SELECT 1 WHERE pg_try_advisory_lock(hashtextextended('dal-workload ' || $1, 0))";
-            let locked = diesel::sql_query(sql)
-                .bind::<Text, _>(schema)
-                .execute(&mut conn);
+            let key = format!("dal-workload {schema}");
+            let sql = "SELECT 1 WHERE pg_try_advisory_lock(hashtextextended($1, 0))";
+            let locked = diesel::sql_query(sql).bind::<Text, _>(key);
+            let locked = locked.execute(&mut conn);
             match locked.map_err(|e| format!("cannot take the run lock: {e}"))? {
                 1 => Ok(Box::new(conn)),
                 _ => Err(busy),

@@ -65,8 +65,8 @@ impl Report {
         );
         if let Some(r) = &self.resumed {
             let (stored, removed) = (r.workflows_stored, r.workflows_pruned);
-            let (to_create, finished, claimed) =
-                (r.workflows_to_create, r.tasks_finished, r.tasks_claimed);
+            let to_create = r.workflows_to_create;
+            let (finished, claimed) = (r.tasks_finished, r.tasks_claimed);
             let _ = writeln!(
                 out,
                 "  resumed run {}: {stored} workflow executions stored, {removed} removed, \
@@ -82,12 +82,8 @@ impl Report {
                 "  retention: a pass every {every} ms, batches of {batch}, keeping {retain} ms\n"
             ),
         };
-        let (speed, run, elapsed, created) = (
-            self.tasks_per_second,
-            self.tasks_run,
-            self.elapsed_s,
-            self.creation_s,
-        );
+        let (speed, run) = (self.tasks_per_second, self.tasks_run);
+        let (elapsed, created) = (self.elapsed_s, self.creation_s);
         let (statements, per_task) = (self.statements, self.statements_per_task);
         let _ = writeln!(
             out,
@@ -97,16 +93,11 @@ impl Report {
         out += "  operation                    calls    p50 µs    p95 µs    p99 µs    max µs\n";
         for (op, l) in &self.operations {
             let (calls, p50, p95, p99, max) = (l.calls, l.p50_us, l.p95_us, l.p99_us, l.max_us);
-            let _ = writeln!(
-                out,
-                "  {op:<24}{calls:>10}{p50:>10}{p95:>10}{p99:>10}{max:>10}"
-            );
+            let row = format!("  {op:<24}{calls:>10}{p50:>10}{p95:>10}{p99:>10}{max:>10}\n");
+            out += &row;
         }
-        let outcomes: Vec<String> = self
-            .outcomes
-            .iter()
-            .map(|(k, v)| format!("{k} {v}"))
-            .collect();
+        let outcomes = self.outcomes.iter().map(|(k, v)| format!("{k} {v}"));
+        let outcomes: Vec<String> = outcomes.collect();
         let _ = writeln!(out, "  outcomes: {}\n  checks:", outcomes.join(", "));
         for check in &self.checks {
             let mark = if check.passed { "ok  " } else { "FAIL" };
@@ -120,9 +111,8 @@ impl Report {
             if let Some(free) = r.free_bytes {
                 let _ = write!(out, "   of which free pages {}", bytes(free));
             }
-            if let (Some(live), Some(dead), Some(vacuums)) =
-                (r.live_rows, r.dead_rows, r.autovacuums)
-            {
+            if let (Some(live), Some(dead)) = (r.live_rows, r.dead_rows) {
+                let vacuums = r.autovacuums.unwrap_or_default();
                 let _ = write!(
                     out,
                     "   live rows {live}, dead {dead}, autovacuums {vacuums}"
@@ -139,16 +129,10 @@ impl Report {
 
 /// A size in bytes for people: B, KiB, MiB or GiB.
 pub fn bytes(n: i64) -> String {
-    let mut value = n as f64;
-    for unit in ["B", "KiB", "MiB"] {
-        if value.abs() < 1024.0 {
-            return if unit == "B" {
-                format!("{n} B")
-            } else {
-                format!("{value:.1} {unit}")
-            };
-        }
-        value /= 1024.0;
+    let (mut value, mut unit) = (n as f64, 0);
+    while value.abs() >= 1024.0 && unit < 3 {
+        (value, unit) = (value / 1024.0, unit + 1);
     }
-    format!("{value:.1} GiB")
+    let decimals = usize::from(unit > 0);
+    format!("{value:.decimals$} {}", ["B", "KiB", "MiB", "GiB"][unit])
 }

@@ -66,10 +66,8 @@ pub fn run(
     }
     let (s, start, mut metrics) = (&shared, Instant::now(), Metrics::default());
     let elapsed = thread::scope(|scope| {
-        let mut threads = vec![
-            scope.spawn(|| create(s, recorder, start)),
-            scope.spawn(|| sweeper(s)),
-        ];
+        let mut threads = vec![scope.spawn(|| create(s, recorder, start))];
+        threads.push(scope.spawn(|| sweeper(s)));
         threads.extend((0..job.runners).map(|index| scope.spawn(move || runner(s, index))));
         if job.prune_every_ms > 0 {
             threads.push(scope.spawn(|| pruner(s)));
@@ -90,18 +88,14 @@ pub fn run(
     });
     progress.finish_and_clear();
     let creation = shared.creation.get().copied().unwrap_or_default();
-    match shared
-        .error
-        .into_inner()
-        .unwrap_or_else(PoisonError::into_inner)
-    {
-        Some(error) => Err(error),
-        None => Ok(Ran {
-            metrics,
-            elapsed,
-            creation,
-        }),
-    }
+    let error = shared.error.into_inner();
+    let error = error.unwrap_or_else(PoisonError::into_inner);
+    let ran = Ran {
+        metrics,
+        elapsed,
+        creation,
+    };
+    error.map_or(Ok(ran), Err)
 }
 
 impl Shared<'_> {
@@ -118,14 +112,11 @@ impl Shared<'_> {
     /// Sleeps for `ms` milliseconds, waking early when the run stops; false when it stopped.
     fn pause(&self, ms: u64) -> bool {
         let until = Instant::now() + Duration::from_millis(ms);
-        while !self.stopped() {
+        while !self.stopped() && Instant::now() < until {
             let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return true;
-            }
             thread::sleep(left.min(Duration::from_millis(20)));
         }
-        false
+        !self.stopped()
     }
 
     /// Counts tasks a call changed, each with its event.

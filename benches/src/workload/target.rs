@@ -13,10 +13,6 @@ use diesel::{Connection, PgConnection, RunQueryDsl, SqliteConnection};
 use super::args::{Args, Location};
 use super::harness::{StatementCounter, with_params};
 
-/// The planner settings the store needs of the server behind a transaction pooler, where its
-/// sessions cannot make them.
-const INDEX_PLAN_SETTINGS: [&str; 2] = ["enable_seqscan = off", "enable_bitmapscan = off"];
-
 /// The database a run works in.
 #[derive(Debug, Clone)]
 pub enum Db {
@@ -64,11 +60,7 @@ impl Db {
         match self {
             Db::Postgres(url, schema, false) => {
                 let search_path = format!("-csearch_path={schema}");
-                let name = if store {
-                    schema.as_str()
-                } else {
-                    "dal-workload"
-                };
+                let name: &str = if store { schema } else { "workload" };
                 with_params(
                     url,
                     &[("options", &search_path), ("application_name", name)],
@@ -114,8 +106,9 @@ impl Target {
             Location::Postgres(url) if args.transaction_pooling => {
                 let name = fresh_name();
                 let create = [format!("CREATE DATABASE \"{name}\"")];
-                let settings =
-                    INDEX_PLAN_SETTINGS.map(|s| format!("ALTER DATABASE \"{name}\" SET {s}"));
+                // The planner settings the store needs of the server behind a pooler.
+                let set = |s| format!("ALTER DATABASE \"{name}\" SET {s} = off");
+                let settings = ["enable_seqscan", "enable_bitmapscan"].map(set);
                 run_sql(&url, &[&create[..], &settings].concat())?;
                 let sql = format!("DROP DATABASE \"{name}\" WITH (FORCE)");
                 drop = Some((url.clone(), sql));
