@@ -276,7 +276,7 @@ fn summary(points: &[Point]) -> String {
             let (what, name) = k.split_once(':').unwrap_or_default();
             let index = !["database file", "task_executions", "execution_events"].contains(&name);
             let events = name.contains("execution_events");
-            (what != "bytes", events, index, name)
+            (what != "bytes", events, index, name, *k)
         });
         names.dedup();
         let mut headings = vec![format!("{backend:?} at the end")];
@@ -333,9 +333,12 @@ fn markdown(headings: &[String], rows: Vec<Vec<String>>) -> String {
 /// one line per backend.
 fn plot(points: &[Point]) -> String {
     let (width, height, margin) = (440.0, 300.0, 60.0);
-    let logs: Vec<f64> = points.iter().map(|p| (p.tasks as f64).log10()).collect();
-    let low = logs.iter().copied().fold(f64::INFINITY, f64::min);
-    let span = (logs.iter().copied().fold(f64::NEG_INFINITY, f64::max) - low).max(1e-9);
+    let sizes: std::collections::BTreeSet<u64> = points.iter().map(|p| p.tasks).collect();
+    let log = |tasks: u64| (tasks.max(1) as f64).log10();
+    let (low, high) = (
+        sizes.first().map_or(0.0, |t| log(*t)),
+        sizes.last().map_or(1.0, |t| log(*t)),
+    );
     let mut svg = format!(
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{height}" font-family="sans-serif" font-size="11">"#,
         2.0 * width
@@ -346,40 +349,37 @@ fn plot(points: &[Point]) -> String {
         let (right, bottom) = (left + width - 1.5 * margin, height - margin);
         let values = points.iter().filter_map(|p| p.median.get(figure));
         let top = values.fold(1e-9, |a: f64, b| a.max(*b)) * 1.1;
-        let x = |tasks: u64| left + ((tasks as f64).log10() - low) / span * (right - left);
+        let x = |tasks| left + (log(tasks) - low) / (high - low).max(1e-9) * (right - left);
         let y = |v: f64| bottom - v / top * (bottom - 30.0);
-        svg += &text(
-            (left + right) / 2.0,
-            18.0,
-            "middle",
-            &format!("{figure} against tasks"),
+        let title = format!("{figure} against tasks");
+        svg += &text((left + right) / 2.0, 18.0, "middle", &title);
+        svg += &format!(
+            "<path d=\"M{left} 30 V{bottom} H{right}\" stroke=\"black\" fill=\"none\"/>\n"
         );
-        svg += &format!(r#"<path d="M{left} 30 V{bottom} H{right}" stroke="black" fill="none"/>"#);
         for tick in [0.0, 0.25, 0.5, 0.75, 1.0].map(|t| t * top) {
-            svg += &text(left - 5.0, y(tick) + 4.0, "end", &group(tick, 1));
+            let label = group(tick, usize::from(top < 100.0));
+            svg += &text(left - 5.0, y(tick) + 4.0, "end", &label);
         }
-        for p in points {
-            svg += &text(
-                x(p.tasks),
-                bottom + 16.0,
-                "middle",
-                &group(p.tasks as f64, 0),
-            );
+        for &tasks in &sizes {
+            svg += &text(x(tasks), bottom + 16.0, "middle", &group(tasks as f64, 0));
         }
-        for (backend, colour) in [(Backend::Sqlite, "#1f77b4"), (Backend::Postgres, "#d62728")] {
+        let backends = [(Backend::Sqlite, "#1f77b4"), (Backend::Postgres, "#d62728")];
+        for (i, (backend, colour)) in backends.into_iter().enumerate() {
             let mine = points.iter().filter(|p| p.backend == backend);
             let line: Vec<(f64, f64)> = mine
                 .filter_map(|p| Some((x(p.tasks), y(*p.median.get(figure)?))))
                 .collect();
+            if line.is_empty() {
+                continue;
+            }
             let path: Vec<String> = line.iter().map(|(x, y)| format!("{x:.1},{y:.1}")).collect();
             svg += &format!(r#"<g fill="{colour}" stroke="{colour}" stroke-width="2">"#);
             svg += &format!(r#"<polyline points="{}" fill="none"/>"#, path.join(" "));
             for (x, y) in &line {
                 svg += &format!(r#"<circle cx="{x:.1}" cy="{y:.1}" r="3"/>"#);
             }
-            if let Some((x, y)) = line.last() {
-                svg += &text(x + 6.0, *y, "start", &format!("{backend:?}"));
-            }
+            let legend = left + 80.0 * i as f64;
+            svg += &text(legend, height - 12.0, "start", &format!("{backend:?}"));
             svg += "</g>\n";
         }
     }

@@ -95,7 +95,10 @@ impl Target {
                 let temp = tempfile::Builder::new().prefix("dal-workload-").tempdir();
                 let temp = temp.map_err(|e| format!("cannot create a temporary directory: {e}"))?;
                 let path = temp.path().join("workload.db");
-                dir = Some(temp).filter(|_| !args.keep);
+                match args.keep {
+                    true => _ = temp.keep(),
+                    false => dir = Some(temp),
+                }
                 Db::Sqlite(path)
             }
             Location::Sqlite(path) if args.resume && !path.is_file() => {
