@@ -200,15 +200,16 @@ fn runner(s: &Shared, index: u32) -> Metrics {
     let mut dice = Dice(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let stale_after = Duration::from_millis(job.stale_after_ms);
     let surely_stale = stale_after + 2 * Duration::from_millis(job.sweep_every_ms);
-    let mut runner = Uuid::now_v7();
-    // What a crash left behind: the runner it was, its leases (as completions), and when.
+    let mut id = Uuid::now_v7();
+    // The runner id it works under; what a crash left behind: the id it had, its leases (as
+    // completions), and when.
     let mut left: Option<(Uuid, Finished, Instant)> = None;
     let mut finished = Finished::default();
     while !s.stopped() {
         if let Some((old, leases, _)) = left.take_if(|(.., at)| at.elapsed() > surely_stale) {
             cycle(s, &mut metrics, (Op::StaleFinishAndClaim, old), &leases, 0);
         }
-        let op = (Op::FinishAndClaim, runner);
+        let op = (Op::FinishAndClaim, id);
         let Some(claimed) = cycle(s, &mut metrics, op, &finished, job.batch) else {
             break;
         };
@@ -235,8 +236,8 @@ fn runner(s: &Shared, index: u32) -> Metrics {
                     completed,
                     ..Finished::default()
                 };
-                left = Some((runner, leases, Instant::now()));
-                (runner, finished) = (Uuid::now_v7(), Finished::default());
+                left = Some((id, leases, Instant::now()));
+                (id, finished) = (Uuid::now_v7(), Finished::default());
                 break;
             }
             if last_beat.elapsed() > stale_after / 4 {
@@ -270,7 +271,7 @@ fn runner(s: &Shared, index: u32) -> Metrics {
     }
     // What the last batch finished, when the run stopped before the next cycle.
     if !finished.is_empty() {
-        cycle(s, &mut metrics, (Op::FinishAndClaim, runner), &finished, 0);
+        cycle(s, &mut metrics, (Op::FinishAndClaim, id), &finished, 0);
     }
     metrics
 }
