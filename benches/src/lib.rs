@@ -6,7 +6,7 @@
 //!   report of throughput, latencies, statements per task, correctness checks and the tables'
 //!   and indexes' sizes.
 //! - `src/bin/scale.rs`: the workload at growing task counts on both backends, summarized as
-//!   markdown ([`workload::scale`]).
+//!   markdown and plotted as SVG.
 
 pub mod baseline;
 pub mod env;

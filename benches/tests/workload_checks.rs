@@ -1,208 +1,169 @@
-//! The workload's checks pass on a run whose pruner removes finished work as it goes, and
-//! still fail when the database or the record of the run disagree (on SQLite, no server needed).
-#![allow(clippy::expect_used, clippy::panic)] // test helpers: a failed setup is a failed test
+//! The workload's checks pass on runs whose pruner removes finished work as it goes, and fail
+//! when the database and the ledger disagree; `--resume` reads exactly what a dead process left
+//! and finishes it. On SQLite: no server needed.
+#![allow(clippy::expect_used, clippy::panic)] // a failed setup is a failed test
 
 use chrono::{TimeDelta, Utc};
 use clap::Parser;
-use dal_benches::workload::args::Args;
-use dal_benches::workload::checks::{Check, run_checks};
-use dal_benches::workload::ledger::Ledger;
-use dal_benches::workload::metrics::Outcomes;
-use dal_benches::workload::plan::Plan;
-use dal_benches::workload::run::{self, Finished};
-use dal_benches::workload::target::{Database, Target};
-use dal_core::{NewTaskExecution, Pruned, TaskExecutionStore, TaskStatus};
-use dal_tests::counter::StatementCounter;
-use diesel::sql_types::Binary;
-use diesel::{Connection, RunQueryDsl, SqliteConnection};
+use dal_benches::workload::checks::{CHECKS, run_checks};
+use dal_benches::workload::ledger::{Ledger, workflow_id};
+use dal_benches::workload::target::{Conn, Target};
+use dal_benches::workload::{args::Args, metrics::Metrics, plan::resume, run::run};
+use dal_core::{Claimed, History, NewTaskExecution, Pruned, TaskExecutionStore, TaskStatus};
+use diesel::{RunQueryDsl, sql_types::Binary};
+use serde_json::json;
 use uuid::Uuid;
 
-const TERMINAL: &str = "every task reached a terminal status";
-const EVENTS: &str = "every change left exactly one event";
-const REPLAY: &str = "every history replays to its task's row";
+const TERMINAL: &str = CHECKS[0];
 
-fn args(retention: &[&str]) -> Args {
-    let mut argv = vec!["workload", "--quiet", "--workflows", "40", "--runners", "2"];
-    argv.extend_from_slice(retention);
-    Args::parse_from(argv)
+/// A run's database, its ledger, and its metrics.
+type Run = (Target, Ledger, Metrics);
+
+fn args(more: &str) -> Args {
+    let more = more.split_whitespace();
+    Args::parse_from(["workload", "--quiet"].into_iter().chain(more))
 }
 
-fn store(target: &Target) -> std::sync::Arc<dyn TaskExecutionStore> {
-    target.connect(&StatementCounter::new()).expect("connect")
+fn store(target: &Target) -> Box<dyn TaskExecutionStore> {
+    let store = target.connect(4, History::Kept, &Default::default());
+    store.expect("open the store")
 }
 
-/// A run on a fresh SQLite file.
-fn run_on_sqlite(args: &Args) -> (Target, Finished) {
-    let target = Target::open(args).expect("create the database");
-    let plan = Plan::fresh(Uuid::now_v7(), args.workflows);
-    let finished = run::run(store(&target), args, &plan, None);
-    assert_eq!(finished.error, None);
-    (target, finished)
+/// Runs `ledger`'s workflow executions on `target`.
+fn run_on(target: Target, args: &Args, ledger: Ledger) -> Run {
+    let ran = run(&*store(&target), &args.job, &ledger, None, true).expect("the run");
+    (target, ledger, ran.metrics)
 }
 
-fn failing(target: &Target, ledger: &Ledger, outcomes: &Outcomes) -> Vec<&'static str> {
-    let checks: Vec<Check> =
-        run_checks(&*store(target), ledger, outcomes).expect("read the results back");
+/// A new run on a new SQLite file.
+fn fresh(more: &str) -> Run {
+    let args = args(more);
+    let (run, job) = (Uuid::now_v7(), &args.job);
+    let ledger = Ledger::new(run, job.workflows, job.tasks_per_workflow);
+    let target = Target::open(&args).expect("create the database");
+    run_on(target, &args, ledger)
+}
+
+fn failing((target, ledger, metrics): &Run) -> Vec<&'static str> {
+    let checks = run_checks(&*store(target), ledger, metrics).expect("read the results back");
     assert_eq!(checks.len(), 7);
-    checks
-        .into_iter()
-        .filter(|c| !c.passed)
-        .map(|c| c.name)
-        .collect()
+    let failed = checks.into_iter().filter(|c| !c.passed);
+    failed.map(|c| c.name).collect()
+}
+
+/// What a `prune_finished` batch reports when it removes `workflow`, of 10 tasks.
+fn removed(workflow: Uuid, events: u64) -> Pruned {
+    Pruned {
+        workflows: vec![workflow],
+        tasks: 10,
+        events,
+        next: None,
+    }
 }
 
 fn sql(target: &Target, statement: &str, workflow: Uuid) {
-    let Database::Sqlite(path) = &target.database else {
-        panic!("a SQLite target")
+    let Ok(Conn::Sqlite(mut conn)) = target.db.connect() else {
+        panic!("a SQLite file")
     };
-    let mut conn = SqliteConnection::establish(&path.display().to_string()).expect("open");
-    diesel::sql_query(statement)
-        .bind::<Binary, _>(workflow.as_bytes().to_vec())
-        .execute(&mut conn)
-        .expect("tamper");
-}
-
-/// After a run without a pruner, prunes one batch of `limit` finished tasks, recorded as the
-/// pruner would; returns a workflow execution still stored.
-fn prune_some(target: &Target, finished: &Finished, limit: u32) -> Uuid {
-    let older_than = Utc::now() + TimeDelta::seconds(1);
-    let pruned = store(target)
-        .prune_finished(older_than, limit, None)
-        .expect("prune");
-    assert!(!pruned.workflows.is_empty());
-    finished.ledger.pruned(&pruned);
-    let ledger = &finished.ledger;
-    *ledger
-        .workflows()
-        .iter()
-        .find(|w| ledger.counted(**w).is_some_and(|c| c.pruned == 0))
-        .expect("a workflow execution left")
+    let query = diesel::sql_query(statement).bind::<Binary, _>(workflow.as_bytes().to_vec());
+    query.execute(&mut conn).expect("tamper with the database");
 }
 
 #[test]
 fn a_run_whose_pruner_removes_finished_work_passes_every_check() {
-    let (target, finished) = run_on_sqlite(&args(&["--prune-every-ms", "20", "--retain-ms", "0"]));
-    assert!(finished.outcomes.snapshot()["pruned_workflows"] > 0);
-    assert_eq!(
-        failing(&target, &finished.ledger, &finished.outcomes),
-        Vec::<&str>::new()
-    );
+    let run = fresh("--workflows 40 --prune-every-ms 20 --retain-ms 0");
+    assert!(run.2.outcomes()["pruned_workflows"] > 0);
+    assert!(failing(&run).is_empty());
+}
+
+/// The checks failing after `tamper` with a workflow execution still stored, of a run whose
+/// other workflow executions were partly removed (the removal reported).
+fn tampered(tamper: impl FnOnce(&Target, &Ledger, Uuid)) -> Vec<&'static str> {
+    let run = fresh("--workflows 40 --prune-every-ms 0");
+    let pruned = store(&run.0).prune_finished(Utc::now() + TimeDelta::seconds(1), 50, None);
+    run.1.pruned(&pruned.expect("prune"));
+    assert!(failing(&run).is_empty());
+    let stored = |w: &Uuid| run.1.counted(*w).is_some_and(|c| c.pruned == 0);
+    let workflow = run.1.workflows().find(stored).expect("one left");
+    tamper(&run.0, &run.1, workflow);
+    failing(&run)
 }
 
 #[test]
-fn a_lost_event_fails_the_event_count_and_the_replay() {
-    let (target, finished) = run_on_sqlite(&args(&["--prune-every-ms", "0"]));
-    let stored = prune_some(&target, &finished, 50);
-    assert_eq!(
-        failing(&target, &finished.ledger, &finished.outcomes),
-        Vec::<&str>::new()
-    );
-    sql(
-        &target,
-        "DELETE FROM execution_events WHERE seq = \
-         (SELECT max(seq) FROM execution_events WHERE workflow_execution_id = ?)",
-        stored,
-    );
-    assert_eq!(
-        failing(&target, &finished.ledger, &finished.outcomes),
-        vec![REPLAY, EVENTS]
-    );
-}
-
-#[test]
-fn a_workflow_removed_without_a_report_fails() {
-    let (target, finished) = run_on_sqlite(&args(&["--prune-every-ms", "0"]));
-    let stored = prune_some(&target, &finished, 50);
-    sql(
-        &target,
-        "DELETE FROM task_executions WHERE workflow_execution_id = ?",
-        stored,
-    );
-    assert!(failing(&target, &finished.ledger, &finished.outcomes).contains(&TERMINAL));
-}
-
-#[test]
-fn a_workflow_reported_removed_but_still_stored_fails() {
-    let (target, finished) = run_on_sqlite(&args(&["--prune-every-ms", "0"]));
-    let stored = prune_some(&target, &finished, 50);
-    let counted = finished.ledger.counted(stored).unwrap_or_default();
-    finished.ledger.pruned(&Pruned {
-        workflows: vec![stored],
-        tasks: 10,
-        events: counted.events,
-        next: None,
-    });
-    assert_eq!(
-        failing(&target, &finished.ledger, &finished.outcomes),
-        vec![TERMINAL]
-    );
+fn the_checks_fail_when_the_database_and_the_ledger_disagree() {
+    let lost = "DELETE FROM execution_events WHERE seq = \
+                (SELECT max(seq) FROM execution_events WHERE workflow_execution_id = ?)";
+    let lost = tampered(|target, _, w| sql(target, lost, w));
+    assert_eq!(lost, [CHECKS[4], CHECKS[5]]);
+    let gone = "DELETE FROM task_executions WHERE workflow_execution_id = ?";
+    assert!(tampered(|target, _, w| sql(target, gone, w)).contains(&TERMINAL));
+    let reported = |_: &Target, ledger: &Ledger, workflow| {
+        let events = ledger.counted(workflow).map_or(0, |c| c.events);
+        ledger.pruned(&removed(workflow, events));
+    };
+    assert_eq!(tampered(reported), [TERMINAL]);
 }
 
 #[test]
 fn retention_of_unfinished_work_fails() {
-    // A workflow execution created and never worked on, removed as if retention had taken it.
-    let args = args(&[]);
-    let target = Target::open(&args).expect("create the database");
-    let workflow = Uuid::now_v7();
-    let news: Vec<NewTaskExecution> = (0..10)
-        .map(|i| {
-            NewTaskExecution::new(workflow, format!("task-{i}")).with_status(TaskStatus::Ready)
-        })
-        .collect();
+    // A workflow execution created and never worked on, removed as retention would.
+    let target = Target::open(&args("")).expect("create the database");
+    let ledger = Ledger::new(Uuid::now_v7(), 1, 10);
+    let workflow = workflow_id(ledger.run, 0);
+    let new = |i| NewTaskExecution::new(workflow, format!("t{i}"));
+    let news: Vec<_> = (0..10).map(new).collect();
     store(&target).create_many(&news).expect("create");
-    let ledger = Ledger::new(vec![workflow], 10);
-    for _ in 0..10 {
-        ledger.changed(workflow);
+    (0..10).for_each(|_| ledger.changed(workflow));
+    for table in ["task_executions", "execution_events"] {
+        let delete = format!("DELETE FROM {table} WHERE workflow_execution_id = ?");
+        sql(&target, &delete, workflow);
     }
-    sql(
-        &target,
-        "DELETE FROM task_executions WHERE workflow_execution_id = ?",
-        workflow,
-    );
-    sql(
-        &target,
-        "DELETE FROM execution_events WHERE workflow_execution_id = ?",
-        workflow,
-    );
-    ledger.pruned(&Pruned {
-        workflows: vec![workflow],
-        tasks: 10,
-        events: 10,
-        next: None,
-    });
-    assert_eq!(
-        failing(&target, &ledger, &Outcomes::default()),
-        vec![TERMINAL]
-    );
+    ledger.pruned(&removed(workflow, 10));
+    assert_eq!(failing(&(target, ledger, Metrics::default())), [TERMINAL]);
 }
 
 #[test]
-fn a_run_reports_when_creation_ended_and_the_claims_that_found_nothing() {
-    // One task and four runners: whichever runner claims it, the others find the queue
-    // empty (before the task is created or after it is claimed) and wait.
-    let args = Args::parse_from([
-        "workload",
-        "--quiet",
-        "--workflows",
-        "1",
-        "--tasks-per-workflow",
-        "1",
-        "--runners",
-        "4",
-        "--crashing-runners",
-        "0",
-        "--fail-rate",
-        "0",
-    ]);
-    let (target, finished) = run_on_sqlite(&args);
-    assert!(finished.creation > std::time::Duration::ZERO);
-    assert!(finished.creation <= finished.elapsed);
-    let outcomes = finished.outcomes.snapshot();
-    assert_eq!(outcomes["claims"], 1);
-    assert_eq!(outcomes["completed"], 1);
-    assert!(outcomes["empty_claims"] > 0, "{outcomes:?}");
-    assert_eq!(
-        failing(&target, &finished.ledger, &finished.outcomes),
-        Vec::<&str>::new()
-    );
+fn a_resumed_run_reads_what_a_dead_process_left_and_finishes_it() {
+    let args = args("--workflows 300 --tasks-per-workflow 2 --prune-every-ms 0");
+    let target = Target::open(&args).expect("create the database");
+    let (store, run_id, dead) = (store(&target), Uuid::now_v7(), Uuid::now_v7());
+    let (mut ledger, wf) = (Ledger::new(run_id, 300, 2), |i| workflow_id(run_id, i));
+    // Batches 0 and 1 created, the record saying 1 (the process died before recording the
+    // second); batch 2 never created.
+    let new = |i: usize| NewTaskExecution::new(wf(i / 2), format!("t{}", i % 2));
+    let ready = |i| new(i).with_status(TaskStatus::Ready).with_max_attempts(3);
+    let news: Vec<_> = (0..400).map(ready).collect();
+    store.create_many(&news).expect("create");
+    // Workflow executions 0 and 1 finished, then 0 removed; 2 claimed by the dead runner.
+    for workflow in [wf(0), wf(1), wf(2)] {
+        let claimed = store.claim_ready(dead, 2).expect("claim");
+        let of = |c: &Claimed| c.task.workflow_execution_id;
+        assert_eq!(claimed.iter().map(of).collect::<Vec<_>>(), [workflow; 2]);
+        let leases: Vec<_> = claimed.iter().map(|c| c.lease).collect();
+        if workflow != wf(2) {
+            let completion = store.complete_many(&leases).expect("complete");
+            assert_eq!(completion.completed.len(), 2);
+        }
+    }
+    let pruned = store.prune_finished(Utc::now() + TimeDelta::seconds(1), 2, None);
+    assert_eq!(pruned.expect("prune").workflows, [wf(0)]);
+
+    let found = resume(&*store, &mut ledger, 1).expect("read back");
+    // As counted: completed, events; 0 removed before.
+    let counted = |i| ledger.counted(wf(i)).expect("of the run");
+    let read = [0, 1, 2, 199, 200].map(|i| (counted(i).completed, counted(i).events));
+    assert_eq!(read, [(0, 0), (2, 6), (0, 4), (0, 2), (0, 0)]);
+    assert!(counted(0).pruned_before && !counted(1).pruned_before);
+    let expected = json!({"workflows_stored": 199, "workflows_pruned": 1, "workflows_to_create": 100,
+                          "tasks_finished": 2, "tasks_claimed": 2, "events": 6 + 4 + 197 * 2});
+    assert_eq!(json!(found), expected);
+    assert_eq!(ledger.batches_to_create(), [(2, 200..300)]);
+
+    // The claims recovered from the dead runner, batch 2 created, everything finished.
+    let run = run_on(target, &args, ledger);
+    let recovered = store.list_for_workflow(wf(2)).expect("read");
+    assert!(recovered.iter().all(|t| t.recovery_attempts >= 1));
+    assert!(failing(&run).is_empty());
+    let counts = store.count_by_status().expect("count");
+    assert_eq!([counts.total(), counts.completed + counts.failed], [598; 2]);
 }

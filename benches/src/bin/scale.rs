@@ -1,11 +1,393 @@
-//! The scale benchmark: the workload at 20,000, 200,000 and 2,000,000 tasks on SQLite and
-//! PostgreSQL, summarized as markdown. `cargo run --release -p dal-benches --bin scale -- --help`.
+//! The scale benchmark: the workload at growing sizes on each backend, each run in a fresh
+//! database and checked as the workload checks it. Prints a markdown summary of how throughput,
+//! claim latency, index reads and sizes grow with the store, and plots the cost per task against
+//! the number of tasks as SVG. `cargo run --release -p dal-benches --bin scale -- --help`.
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use dal_benches::workload::scale::{self, ScaleArgs};
+use dal_benches::workload::args::{Args, Job};
+use dal_benches::workload::report::{Report, bytes};
+use dal_benches::workload::{execute, target::pg, write_json};
+use diesel::sql_types::Text;
+use diesel::{QueryableByName, RunQueryDsl};
+use serde::Serialize;
+
+/// Runs the workload at each of `--sizes` tasks on each of `--backends`, `--runs` times each,
+/// and prints per backend and size the medians of tasks/s, the claim's latency
+/// (`finish_and_claim`), the index entries read per claim (PostgreSQL) and the tables' sizes.
+/// Exits with 1 when a run's check fails, 2 when a run cannot be made.
+#[derive(Debug, Parser)]
+#[command(name = "scale", version)]
+struct ScaleArgs {
+    /// Task counts to run at (each sets the run's `--workflows`).
+    #[arg(long, value_delimiter = ',', default_value = "20000,200000,2000000")]
+    sizes: Vec<u64>,
+    /// Backends to run on.
+    #[arg(long, value_delimiter = ',', default_value = "sqlite,postgres")]
+    backends: Vec<Backend>,
+    /// The PostgreSQL server and database (each run in a fresh schema there).
+    #[arg(long, value_name = "URL", default_value = SERVER)]
+    database_url: String,
+    /// Runs at each size and backend; the summary shows their medians.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    runs: u32,
+    /// The workload's arguments, for every run.
+    #[command(flatten)]
+    job: Job,
+    /// Also write every run's report and the medians as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// The plot (default: `scale.svg` beside `--json`, or in the current directory).
+    #[arg(long, value_name = "FILE")]
+    svg: Option<PathBuf>,
+    /// No progress bars.
+    #[arg(long)]
+    quiet: bool,
+}
+
+const SERVER: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A run's figures by name; the relations' are `bytes:NAME`, PostgreSQL's table counters
+/// `live rows:TABLE`, `dead rows:TABLE` and `autovacuums:TABLE`.
+type Figures = BTreeMap<String, f64>;
+
+/// The runs at one size on one backend.
+#[derive(Debug, Serialize)]
+struct Point {
+    backend: Backend,
+    tasks: u64,
+    median: Figures,
+    runs: Vec<Report>,
+}
+
+/// A PostgreSQL setting that moves the figures.
+#[derive(QueryableByName, Serialize)]
+struct Setting {
+    #[diesel(sql_type = Text)]
+    name: String,
+    #[diesel(sql_type = Text)]
+    value: String,
+}
 
 fn main() -> ExitCode {
-    scale::main_with(ScaleArgs::parse())
+    match scale(&ScaleArgs::parse()) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(message) => {
+            eprintln!("scale: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs every size on every backend; true when every check of every run passed.
+fn scale(args: &ScaleArgs) -> Result<bool, String> {
+    let per_workflow = u64::from(args.job.tasks_per_workflow);
+    let mut plan = Vec::new();
+    for &backend in &args.backends {
+        for &tasks in &args.sizes {
+            let workflows = u32::try_from(tasks / per_workflow).unwrap_or(0);
+            if workflows == 0 || tasks % per_workflow != 0 {
+                return Err(format!("--sizes: {tasks} is not whole workflow executions"));
+            }
+            let mut run = Args::parse_from(["workload"]);
+            run.database_url = (backend == Backend::Postgres).then(|| args.database_url.clone());
+            (run.job, run.quiet) = (args.job.clone(), args.quiet);
+            run.job.workflows = workflows;
+            plan.push((backend, tasks, run));
+        }
+    }
+    let settings = match args.backends.contains(&Backend::Postgres) {
+        true => server_settings(&args.database_url)?,
+        false => Vec::new(),
+    };
+    print!("{}", header(args, &settings));
+    let (mut points, mut passed) = (Vec::new(), true);
+    for (backend, tasks, run) in plan {
+        let mut runs = Vec::new();
+        for n in 1..=args.runs {
+            let report = execute(&run).map_err(|err| {
+                print!("{}", summary(&points));
+                format!("the run at {tasks} tasks on {backend:?} could not be made: {err}")
+            })?;
+            let (speed, verdict) = (
+                report.tasks_per_second,
+                if report.passed { "passed" } else { "FAILED" },
+            );
+            eprintln!("{backend:?}, {tasks} tasks, run {n}: {speed:.0} tasks/s, checks {verdict}");
+            if !report.passed {
+                passed = false;
+                eprint!("{}", report.render());
+            }
+            runs.push(report);
+        }
+        let median = median(runs.iter().map(figures).collect());
+        points.push(Point {
+            backend,
+            tasks,
+            median,
+            runs,
+        });
+    }
+    print!("{}", summary(&points));
+    let svg = args.svg.clone().unwrap_or_else(|| match &args.json {
+        Some(json) => json.with_file_name("scale.svg"),
+        None => "scale.svg".into(),
+    });
+    std::fs::write(&svg, plot(&points))
+        .map_err(|e| format!("cannot write {}: {e}", svg.display()))?;
+    if let Some(path) = &args.json {
+        let json = serde_json::json!({ "settings": settings, "points": points });
+        write_json(path, &json)?;
+    }
+    Ok(passed)
+}
+
+/// The settings of the server at `url` that move the figures, as `SHOW` prints them.
+fn server_settings(url: &str) -> Result<Vec<Setting>, String> {
+    let mut conn = pg(url).map_err(|e| format!("{e} (or leave it out: --backends sqlite)"))?;
+    diesel::sql_query(
+        "SELECT name, current_setting(name) AS value FROM unnest(ARRAY['server_version', \
+         'autovacuum', 'autovacuum_naptime', 'shared_buffers', 'max_wal_size', \
+         'synchronous_commit', 'plan_cache_mode']) AS name",
+    )
+    .load(&mut conn)
+    .map_err(|e| format!("cannot read the server's settings: {e}"))
+}
+
+/// What the summary shows of a run.
+fn figures(report: &Report) -> Figures {
+    let mut f = Figures::from([
+        ("tasks/s".into(), report.tasks_per_second),
+        ("µs per task".into(), 1e6 / report.tasks_per_second),
+    ]);
+    if let Some(claim) = report.operations.get("finish_and_claim") {
+        f.insert("claim p50 µs".into(), claim.p50_us as f64);
+        f.insert("claim p99 µs".into(), claim.p99_us as f64);
+    }
+    for r in report.footprint.iter().flatten() {
+        f.insert(format!("bytes:{}", r.name), r.bytes as f64);
+        let counters = [
+            ("live rows", r.live_rows),
+            ("dead rows", r.dead_rows),
+            ("autovacuums", r.autovacuums),
+        ];
+        for (name, value) in counters.iter().filter_map(|(n, v)| Some((n, (*v)?))) {
+            f.insert(format!("{name}:{}", r.name), value as f64);
+        }
+        if r.table == "task_executions"
+            && let Some(reads) = r.read_per_claim
+        {
+            *f.entry("index entries/claim".into()).or_default() += reads;
+        }
+    }
+    f
+}
+
+/// The median of each figure over `runs` (the mean of the middle two for an even count).
+fn median(runs: Vec<Figures>) -> Figures {
+    let mut values: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for (name, value) in runs.into_iter().flatten() {
+        values.entry(name).or_default().push(value);
+    }
+    let middle = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        (v[(v.len() - 1) / 2] + v[v.len() / 2]) / 2.0
+    };
+    values.into_iter().map(|(k, v)| (k, middle(v))).collect()
+}
+
+/// What was run, and where.
+fn header(args: &ScaleArgs, settings: &[Setting]) -> String {
+    let sizes: Vec<String> = args.sizes.iter().map(|s| group(*s as f64, 0)).collect();
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    let (j, runs) = (&args.job, args.runs);
+    let retention = format!(
+        "a retention pass every {} ms keeping {} ms",
+        j.prune_every_ms, j.retain_ms
+    );
+    let runners = format!(
+        "{} runners ({} crashing), claims of {}",
+        j.runners, j.crashing_runners, j.batch
+    );
+    let rows = settings
+        .iter()
+        .map(|s| vec![format!("`{}`", s.name), s.value.clone()]);
+    let headings = ["PostgreSQL setting".into(), "value".into()];
+    format!(
+        "## Scale: the workload at {} tasks\n\n{runners}, {retention}; seed {}; {runs} run(s) \
+         each; {cores} cores.\n\n{}",
+        sizes.join(", "),
+        j.seed,
+        markdown(&headings, rows.collect())
+    )
+}
+
+/// The columns of the main table: (figure, decimals); `×`: against the smallest size.
+const COLUMNS: [(&str, usize); 7] = [
+    ("tasks/s", 0),
+    ("× tasks/s", 2),
+    ("µs per task", 1),
+    ("claim p50 µs", 0),
+    ("claim p99 µs", 0),
+    ("× claim p99 µs", 2),
+    ("index entries/claim", 1),
+];
+
+/// Per backend and size: the medians, each against the smallest size; then per backend the
+/// tables' and indexes' sizes and (PostgreSQL) the tables' counters across the sizes.
+fn summary(points: &[Point]) -> String {
+    let mut headings = vec!["backend".to_owned(), "tasks".into()];
+    headings.extend(COLUMNS.iter().map(|(name, _)| name.to_string()));
+    let mut rows = Vec::new();
+    for point in points {
+        let same = points.iter().filter(|p| p.backend == point.backend);
+        let smallest = same.min_by_key(|p| p.tasks).map(|p| &p.median);
+        let mut cells = vec![format!("{:?}", point.backend), group(point.tasks as f64, 0)];
+        for (name, decimals) in COLUMNS {
+            let figure = name.trim_start_matches("× ");
+            let base = if figure == name {
+                Some(&1.0)
+            } else {
+                smallest.and_then(|b| b.get(figure))
+            };
+            let value = point.median.get(figure).zip(base).map(|(v, b)| v / b);
+            cells.push(value.map_or("–".into(), |v| group(v, decimals)));
+        }
+        rows.push(cells);
+    }
+    let mut out = format!("\n{}", markdown(&headings, rows));
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let mine: Vec<&Point> = points.iter().filter(|p| p.backend == backend).collect();
+        let mut names: Vec<&String> = mine.iter().flat_map(|p| p.median.keys()).collect();
+        names.retain(|k| k.contains(':'));
+        // Sizes first; each table before its indexes.
+        names.sort_by_key(|k| {
+            let (what, name) = k.split_once(':').unwrap_or_default();
+            let index = !["database file", "task_executions", "execution_events"].contains(&name);
+            let events = name.contains("execution_events");
+            (what != "bytes", events, index, name, *k)
+        });
+        names.dedup();
+        let mut headings = vec![format!("{backend:?} at the end")];
+        headings.extend(mine.iter().map(|p| group(p.tasks as f64, 0)));
+        let rows = names.iter().map(|name| {
+            let (what, relation) = name.split_once(':').unwrap_or_default();
+            let values = mine.iter().map(|p| p.median.get(*name));
+            let show = |v: &f64| {
+                if what == "bytes" {
+                    bytes(*v as i64)
+                } else {
+                    group(*v, 0)
+                }
+            };
+            let cells = values.map(|v| v.map_or("–".into(), show));
+            std::iter::once(format!("`{relation}` {what}"))
+                .chain(cells)
+                .collect()
+        });
+        out += &format!("\n{}", markdown(&headings, rows.collect()));
+    }
+    out
+}
+
+/// `v` with `decimals` decimals, the whole part grouped by thousands.
+fn group(v: f64, decimals: usize) -> String {
+    let text = format!("{v:.decimals$}");
+    let (whole, fraction) = text.split_at(text.find('.').unwrap_or(text.len()));
+    let digits = whole.trim_start_matches('-');
+    let mut out = whole[..whole.len() - digits.len()].to_owned();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out + fraction
+}
+
+/// A markdown table, its columns of numbers (all but the first) right-aligned.
+fn markdown(headings: &[String], rows: Vec<Vec<String>>) -> String {
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut out = format!("| {} |\n|---|", headings.join(" | "));
+    out += &"---:|".repeat(headings.len() - 1);
+    for row in rows {
+        out += &format!("\n| {} |", row.join(" | "));
+    }
+    out + "\n"
+}
+
+/// Two panels, µs per task and the claim's p99, against the number of tasks (logarithmic),
+/// one line per backend.
+fn plot(points: &[Point]) -> String {
+    let (width, height, margin) = (440.0, 300.0, 60.0);
+    let sizes: std::collections::BTreeSet<u64> = points.iter().map(|p| p.tasks).collect();
+    let log = |tasks: u64| (tasks.max(1) as f64).log10();
+    let (low, high) = (
+        sizes.first().map_or(0.0, |t| log(*t)),
+        sizes.last().map_or(1.0, |t| log(*t)),
+    );
+    let mut svg = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{height}" font-family="sans-serif" font-size="11">"#,
+        2.0 * width
+    );
+    svg += "\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
+    for (panel, figure) in ["µs per task", "claim p99 µs"].into_iter().enumerate() {
+        let left = panel as f64 * width + margin;
+        let (right, bottom) = (left + width - 1.5 * margin, height - margin);
+        let values = points.iter().filter_map(|p| p.median.get(figure));
+        let top = values.fold(1e-9, |a: f64, b| a.max(*b)) * 1.1;
+        let x = |tasks| left + (log(tasks) - low) / (high - low).max(1e-9) * (right - left);
+        let y = |v: f64| bottom - v / top * (bottom - 30.0);
+        let title = format!("{figure} against tasks");
+        svg += &text((left + right) / 2.0, 18.0, "middle", &title);
+        svg += &format!(
+            "<path d=\"M{left} 30 V{bottom} H{right}\" stroke=\"black\" fill=\"none\"/>\n"
+        );
+        for tick in [0.0, 0.25, 0.5, 0.75, 1.0].map(|t| t * top) {
+            let label = group(tick, usize::from(top < 100.0));
+            svg += &text(left - 5.0, y(tick) + 4.0, "end", &label);
+        }
+        for &tasks in &sizes {
+            svg += &text(x(tasks), bottom + 16.0, "middle", &group(tasks as f64, 0));
+        }
+        let backends = [(Backend::Sqlite, "#1f77b4"), (Backend::Postgres, "#d62728")];
+        for (i, (backend, colour)) in backends.into_iter().enumerate() {
+            let mine = points.iter().filter(|p| p.backend == backend);
+            let line: Vec<(f64, f64)> = mine
+                .filter_map(|p| Some((x(p.tasks), y(*p.median.get(figure)?))))
+                .collect();
+            if line.is_empty() {
+                continue;
+            }
+            let path: Vec<String> = line.iter().map(|(x, y)| format!("{x:.1},{y:.1}")).collect();
+            svg += &format!(r#"<g fill="{colour}" stroke="{colour}" stroke-width="2">"#);
+            svg += &format!(r#"<polyline points="{}" fill="none"/>"#, path.join(" "));
+            for (x, y) in &line {
+                svg += &format!(r#"<circle cx="{x:.1}" cy="{y:.1}" r="3"/>"#);
+            }
+            let legend = left + 80.0 * i as f64;
+            svg += &text(legend, height - 12.0, "start", &format!("{backend:?}"));
+            svg += "</g>\n";
+        }
+    }
+    svg + "</svg>\n"
+}
+
+/// An SVG text element.
+fn text(x: f64, y: f64, anchor: &str, body: &str) -> String {
+    format!(r#"<text x="{x:.1}" y="{y:.1}" text-anchor="{anchor}" stroke="none">{body}</text>"#)
+        + "\n"
 }

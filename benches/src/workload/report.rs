@@ -5,9 +5,9 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::args::Retention;
+use super::args::Job;
 use super::checks::Check;
-use super::footprint::{DUE_INDEX, Footprint};
+use super::footprint::Relation;
 use super::metrics::OperationLatency;
 use super::plan::Resumed;
 
@@ -18,46 +18,27 @@ pub struct Report {
     pub backend: &'static str,
     /// The database (no password).
     pub location: String,
-    /// The run's id, as recorded in its database.
+    /// The run's id.
     pub run_id: String,
-    /// What the database held when the run resumed (`--resume`), if it did.
+    /// What the database held when the run resumed, if it did.
     pub resumed: Option<Resumed>,
-    /// Workflow executions.
-    pub workflows: u32,
+    /// What was run.
+    #[serde(flatten)]
+    pub job: Job,
     /// Tasks of the run.
     pub tasks: u64,
-    /// Of which this process took to the end of their life (all of them, unless resumed).
+    /// Of which this process took through their whole life (all, unless resumed).
     pub tasks_run: u64,
-    /// Runner threads.
-    pub runners: u32,
-    /// Of which crash now and then.
-    pub crashing_runners: u32,
-    /// Claim batch size.
-    pub batch: u32,
-    /// Simulated work per task, µs.
-    pub work_us: u64,
-    /// Share of executions that fail.
-    pub fail_rate: f64,
-    /// Chance of a crash per batch of a crashing runner.
-    pub crash_rate: f64,
-    /// The pruner's settings.
-    pub retention: Retention,
-    /// Seconds from the first create to the last task's end.
+    /// Seconds from the first creation to the last task's end.
     pub elapsed_s: f64,
-    /// Seconds from the first create to the end of the last creation batch: a run whose
-    /// runners keep up with the creator ends soon after.
+    /// Seconds from the first creation to the end of the last creation batch.
     pub creation_s: f64,
-    /// Tasks through their whole life per second (of `tasks_run`).
+    /// `tasks_run` per second.
     pub tasks_per_second: f64,
-    /// Statements sent during the run (Diesel instrumentation; `BEGIN`/`COMMIT` included).
+    /// Statements the store's connections sent (`BEGIN`/`COMMIT` included).
     pub statements: u64,
-    /// Statements per task, over its whole life (creation, claims, completion, failures,
-    /// retries, recoveries, heartbeats and sweeps shared out).
+    /// Per task run.
     pub statements_per_task: f64,
-    /// Statements prepared into the connections' caches (first uses).
-    pub prepares: u64,
-    /// Transactions begun.
-    pub transactions: u64,
     /// Latency per operation.
     pub operations: BTreeMap<String, OperationLatency>,
     /// What happened, as counted.
@@ -66,146 +47,92 @@ pub struct Report {
     pub checks: Vec<Check>,
     /// Whether every check passed.
     pub passed: bool,
-    /// Table and index sizes and counters after the run, when they could be read.
-    pub footprint: Option<Footprint>,
+    /// Table and index sizes after the run, when they could be read.
+    pub footprint: Option<Vec<Relation>>,
 }
 
 impl Report {
     /// The report for people.
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "workload on {} ({}): {} tasks in {} workflow executions, {} runners ({} crashing), claims of {}, \
-             {}% failing, work {} µs",
-            self.backend,
-            self.location,
-            self.tasks,
-            self.workflows,
-            self.runners,
-            self.crashing_runners,
-            self.batch,
-            self.fail_rate * 100.0,
-            self.work_us
+        let (job, tasks, location) = (&self.job, self.tasks, &self.location);
+        let (workflows, runners, batch) = (job.workflows, job.runners, job.batch);
+        let (crashing, failing, work) = (job.crashing_runners, job.fail_rate * 100.0, job.work_us);
+        let mut out = format!(
+            "workload on {} ({location}): {tasks} tasks in {workflows} workflow executions, \
+             {runners} runners ({crashing} crashing), claims of {batch}, {failing}% failing, \
+             work {work} µs\n",
+            self.backend
         );
         if let Some(r) = &self.resumed {
+            let (stored, removed) = (r.workflows_stored, r.workflows_pruned);
+            let to_create = r.workflows_to_create;
+            let (finished, claimed) = (r.tasks_finished, r.tasks_claimed);
             let _ = writeln!(
                 out,
-                "  resumed run {}: {} workflow executions stored, {} pruned before, {} to create; \
-                 {} tasks finished, {} claimed by the dead process, {} failed and not yet retried; \
-                 {} events",
-                r.run_id,
-                r.workflows_stored,
-                r.workflows_pruned,
-                r.workflows_to_create,
-                r.tasks_finished,
-                r.tasks_claimed,
-                r.tasks_to_retry,
-                r.events
+                "  resumed run {}: {stored} workflow executions stored, {removed} removed, \
+                 {to_create} to create; {finished} tasks finished, {claimed} claimed by the dead \
+                 process; {} events",
+                self.run_id, r.events
             );
         }
-        let _ = if self.retention.enabled() {
-            writeln!(
-                out,
-                "  retention: a pass every {} ms, batches of {}, keeping {} ms",
-                self.retention.prune_every_ms, self.retention.prune_batch, self.retention.retain_ms
-            )
-        } else {
-            writeln!(out, "  retention: off")
+        let (every, batch, retain) = (job.prune_every_ms, job.prune_batch, job.retain_ms);
+        out += &match every {
+            0 => "  retention: off\n".to_owned(),
+            _ => format!(
+                "  retention: a pass every {every} ms, batches of {batch}, keeping {retain} ms\n"
+            ),
         };
+        let (speed, run) = (self.tasks_per_second, self.tasks_run);
+        let (elapsed, created) = (self.elapsed_s, self.creation_s);
+        let (statements, per_task) = (self.statements, self.statements_per_task);
         let _ = writeln!(
             out,
-            "  {:.0} tasks/s through their whole life ({} tasks in {:.2} s, the last created after {:.2} s)",
-            self.tasks_per_second, self.tasks_run, self.elapsed_s, self.creation_s
+            "  {speed:.0} tasks/s through their whole life ({run} tasks in {elapsed:.2} s, the last \
+             created after {created:.2} s)\n  {statements} statements, {per_task:.2} per task"
         );
-        let _ = writeln!(
-            out,
-            "  {} statements, {:.2} per task; {} transactions; {} statements prepared",
-            self.statements, self.statements_per_task, self.transactions, self.prepares
-        );
-        let _ = writeln!(
-            out,
-            "  {:<22}{:>10}{:>10}{:>10}{:>10}{:>10}",
-            "operation", "calls", "p50 µs", "p95 µs", "p99 µs", "max µs"
-        );
+        out += "  operation                    calls    p50 µs    p95 µs    p99 µs    max µs\n";
         for (op, l) in &self.operations {
-            let _ = writeln!(
-                out,
-                "  {op:<22}{:>10}{:>10}{:>10}{:>10}{:>10}",
-                l.calls, l.p50_us, l.p95_us, l.p99_us, l.max_us
-            );
+            let (calls, p50, p95, p99, max) = (l.calls, l.p50_us, l.p95_us, l.p99_us, l.max_us);
+            let row = format!("  {op:<24}{calls:>10}{p50:>10}{p95:>10}{p99:>10}{max:>10}\n");
+            out += &row;
         }
-        let outcomes: Vec<String> = self
-            .outcomes
-            .iter()
-            .map(|(k, v)| format!("{k} {v}"))
-            .collect();
-        let _ = writeln!(out, "  outcomes: {}", outcomes.join(", "));
-        let _ = writeln!(out, "  checks:");
+        let outcomes = self.outcomes.iter().map(|(k, v)| format!("{k} {v}"));
+        let outcomes: Vec<String> = outcomes.collect();
+        let _ = writeln!(out, "  outcomes: {}\n  checks:", outcomes.join(", "));
         for check in &self.checks {
             let mark = if check.passed { "ok  " } else { "FAIL" };
             let _ = writeln!(out, "    [{mark}] {}: {}", check.name, check.detail);
         }
-        if let Some(footprint) = &self.footprint {
-            render_footprint(&mut out, footprint);
+        out += "  footprint after the run:\n";
+        for r in self.footprint.iter().flatten() {
+            let indent = if r.kind == "index" { "  " } else { "" };
+            let (name, kind, size) = (format!("{indent}{}", r.name), &r.kind, bytes(r.bytes));
+            let _ = write!(out, "    {name:<42}{kind:>6}{size:>12}");
+            if let Some(free) = r.free_bytes {
+                let _ = write!(out, "   of which free pages {}", bytes(free));
+            }
+            if let (Some(live), Some(dead)) = (r.live_rows, r.dead_rows) {
+                let vacuums = r.autovacuums.unwrap_or_default();
+                let _ = write!(
+                    out,
+                    "   live rows {live}, dead {dead}, autovacuums {vacuums}"
+                );
+            }
+            if let Some(reads) = r.read_per_claim {
+                let _ = write!(out, "   {reads:.1} entries read per claim");
+            }
+            out.push('\n');
         }
         out
     }
 }
 
-fn render_footprint(out: &mut String, footprint: &Footprint) {
-    let _ = writeln!(out, "  footprint after the run:");
-    if let Some(file) = &footprint.file {
-        let _ = writeln!(
-            out,
-            "    database file {} ({} in free pages)",
-            bytes(file.bytes),
-            bytes(file.free_bytes)
-        );
-    }
-    for relation in &footprint.relations {
-        let indent = if relation.kind == "index" { "  " } else { "" };
-        let name = format!("{indent}{}", relation.name);
-        let _ = write!(
-            out,
-            "    {name:<42}{:>6}{:>12}",
-            relation.kind,
-            bytes(relation.bytes)
-        );
-        if let Some(t) = footprint.tables.iter().find(|t| t.table == relation.name) {
-            let _ = write!(
-                out,
-                "   live {}, dead {}, autovacuums {}, autoanalyzes {}",
-                t.live_tuples, t.dead_tuples, t.autovacuums, t.autoanalyzes
-            );
-        }
-        let _ = writeln!(out);
-    }
-    if let Some(reads) = &footprint.index_reads {
-        let _ = writeln!(
-            out,
-            "    index entries read per claim_ready ({} calls, {} scans of {DUE_INDEX}): {:.1} from \
-             {DUE_INDEX}, {:.1} from all indexes of task_executions",
-            reads.claims,
-            reads.due_index_scans,
-            reads.due_index_per_claim,
-            reads.all_indexes_per_claim
-        );
-    }
-}
-
 /// A size in bytes for people: B, KiB, MiB or GiB.
 pub fn bytes(n: i64) -> String {
-    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value.abs() >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
+    let (mut value, mut unit) = (n as f64, 0);
+    while value.abs() >= 1024.0 && unit < 3 {
+        (value, unit) = (value / 1024.0, unit + 1);
     }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
+    let decimals = usize::from(unit > 0);
+    format!("{value:.decimals$} {}", ["B", "KiB", "MiB", "GiB"][unit])
 }

@@ -1,324 +1,223 @@
-//! Where the workload runs: an embedded SQLite file, or a fresh schema on a PostgreSQL server.
+//! Where a run works: a SQLite file, a schema of a PostgreSQL database, or behind a
+//! transaction-pooling proxy a database of its own; the stores on it, and connections of the
+//! workload's own (record, lock, footprint) that the statement counter does not see.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use dal_core::{Clock, SystemClock, TaskExecutionStore};
-use dal_tests::counter::StatementCounter;
-use dal_tests::provision::postgres::with_params;
-use diesel::{Connection, PgConnection, RunQueryDsl};
+use dal_core::{DalError, History, TaskExecutionStore};
+use dal_postgres::PgOptions;
+use dal_sqlite::SqliteOptions;
+use diesel::{Connection, PgConnection, RunQueryDsl, SqliteConnection};
 
-use super::args::Args;
+use super::args::{Args, Location};
+use super::harness::{StatementCounter, with_params};
 
-/// The database a run works in, created for it: a SQLite file or a fresh PostgreSQL schema.
-/// The run connects stores to it ([`Target::connect`]) as often as it needs.
+/// The database a run works in.
+#[derive(Debug, Clone)]
+pub enum Db {
+    /// A SQLite file.
+    Sqlite(PathBuf),
+    /// A schema of a PostgreSQL database: the URL, the schema (also the `application_name` of
+    /// the store's sessions), and whether the URL is a transaction pooler's (which drops
+    /// `options`, so the run has the database to itself, in `public`).
+    Postgres(String, String, bool),
+}
+
+/// A connection of the workload's own: to the SQLite file, or to the PostgreSQL database.
+pub enum Conn {
+    /// SQLite.
+    Sqlite(SqliteConnection),
+    /// PostgreSQL.
+    Pg(PgConnection),
+}
+
+/// Runs `$body` with `$c` bound to the connection in `$conn`, whichever its backend.
+macro_rules! on_conn {
+    ($conn:expr, $c:ident => $body:expr) => {
+        match $conn {
+            $crate::workload::target::Conn::Sqlite($c) => $body,
+            $crate::workload::target::Conn::Pg($c) => $body,
+        }
+    };
+}
+pub(crate) use on_conn;
+
+impl Db {
+    /// A connection of the workload's own to the run's database (in its schema).
+    pub fn connect(&self) -> Result<Conn, String> {
+        match self {
+            Db::Sqlite(path) => SqliteConnection::establish(&path.to_string_lossy())
+                .map(Conn::Sqlite)
+                .map_err(|e| format!("cannot open {}: {e}", path.display())),
+            Db::Postgres(..) => pg(&self.url(false)).map(Conn::Pg),
+        }
+    }
+
+    /// The run's PostgreSQL database, in its schema; for the store's sessions (`store`), also
+    /// named after it.
+    fn url(&self, store: bool) -> String {
+        match self {
+            Db::Postgres(url, schema, false) => {
+                let search_path = format!("-csearch_path={schema}");
+                let name: &str = if store { schema } else { "workload" };
+                with_params(
+                    url,
+                    &[("options", &search_path), ("application_name", name)],
+                )
+            }
+            Db::Postgres(url, ..) => url.clone(),
+            Db::Sqlite(path) => path.display().to_string(),
+        }
+    }
+}
+
+/// The database of a run; what the run created is removed when it is dropped, unless kept.
 pub struct Target {
     /// `sqlite` or `postgres`.
     pub backend: &'static str,
-    /// Where, for the report (no password).
+    /// Where, for people (no password).
     pub location: String,
     /// Where, for connections.
-    pub database: Database,
-    pool_size: u32,
-    history: dal_core::History,
-    cleanup: Cleanup,
+    pub db: Db,
+    /// The temporary directory of a SQLite file.
+    _dir: Option<tempfile::TempDir>,
+    /// The server, and the statement that drops the run's database or schema.
+    drop: Option<(String, String)>,
 }
-
-/// Where the run's data lives.
-#[derive(Debug, Clone)]
-pub enum Database {
-    /// A SQLite file.
-    Sqlite(PathBuf),
-    /// A schema of a PostgreSQL database.
-    Postgres {
-        /// The server and database, as given.
-        url: String,
-        /// The run's schema; also the `application_name` of the store's connections, so that
-        /// the run's sessions can be told apart on the server (see `footprint`).
-        schema: String,
-        /// Whether `url` is a transaction-pooling proxy: it then names the run's own database,
-        /// whose `public` schema the run works in, and carries no `options`.
-        pooled: bool,
-    },
-}
-
-impl Database {
-    /// The URL of the run's database: a SQLite path, or the PostgreSQL URL with the run's
-    /// schema as `search_path` and `application_name`.
-    pub fn url(&self) -> String {
-        match self {
-            Database::Sqlite(path) => path.display().to_string(),
-            Database::Postgres {
-                url, pooled: true, ..
-            } => url.clone(),
-            Database::Postgres { url, schema, .. } => with_params(
-                url,
-                &[
-                    ("options", &format!("-csearch_path={schema}")),
-                    ("application_name", schema),
-                ],
-            ),
-        }
-    }
-}
-
-enum Cleanup {
-    Nothing,
-    TempDir(#[allow(dead_code)] tempfile::TempDir),
-    DropSchema { url: String, schema: String },
-    DropDatabase { url: String, name: String },
-}
-
-/// Schemas and databases made by this process (see [`fresh_name`]).
-static SCHEMAS: AtomicU32 = AtomicU32::new(0);
 
 impl Target {
-    /// Creates the database `args` asks for: a SQLite file (in a temporary directory unless a
-    /// `sqlite://` URL names one) or a new schema on a PostgreSQL server. Errors are one line
-    /// for the user.
+    /// Creates or finds the database `args` name. Errors are one line for the user.
     pub fn open(args: &Args) -> Result<Target, String> {
-        let pool_size = args.pool_size.unwrap_or(args.runners + 2);
-        match args.database_url.as_deref() {
-            None => {
-                let dir = tempfile::Builder::new()
-                    .prefix("dal-workload-")
-                    .tempdir()
-                    .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
-                let path = dir.path().join("workload.db");
-                let cleanup = if args.keep {
-                    let _ = dir.keep();
-                    Cleanup::Nothing
-                } else {
-                    Cleanup::TempDir(dir)
-                };
-                Ok(Target {
-                    backend: "sqlite",
-                    location: path.display().to_string(),
-                    database: Database::Sqlite(path),
-                    pool_size,
-                    history: args.history.store(),
-                    cleanup,
-                })
-            }
-            Some(url) if url.starts_with("sqlite://") => {
-                let path = PathBuf::from(&url["sqlite://".len()..]);
-                if args.resume && !path.is_file() {
-                    return Err(format!(
-                        "there is no SQLite file {} to resume a run in",
-                        path.display()
-                    ));
+        let (mut dir, mut drop) = (None, None);
+        let db = match args.location()? {
+            Location::TempSqlite => {
+                let temp = tempfile::Builder::new().prefix("dal-workload-").tempdir();
+                let temp = temp.map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+                let path = temp.path().join("workload.db");
+                match args.keep {
+                    true => _ = temp.keep(),
+                    false => dir = Some(temp),
                 }
-                Ok(Target {
-                    backend: "sqlite",
-                    location: path.display().to_string(),
-                    database: Database::Sqlite(path),
-                    pool_size,
-                    history: args.history.store(),
-                    cleanup: Cleanup::Nothing,
-                })
+                Db::Sqlite(path)
             }
-            Some(url) if is_postgres(url) && args.transaction_pooling => {
+            Location::Sqlite(path) if args.resume && !path.is_file() => {
+                let missing = format!("there is no SQLite file {} to resume", path.display());
+                return Err(missing);
+            }
+            Location::Sqlite(path) => Db::Sqlite(path),
+            Location::Postgres(url) if args.transaction_pooling => {
                 let name = fresh_name();
-                let mut admin = PgConnection::establish(url)
-                    .map_err(|e| format!("cannot connect to {}: {e}", redact(url)))?;
-                let mut statements = vec![format!("CREATE DATABASE \"{name}\"")];
-                statements.extend(dal_postgres::INDEX_PLAN_SETTINGS.map(|(setting, value)| {
-                    format!("ALTER DATABASE \"{name}\" SET {setting} = {value}")
-                }));
-                for sql in statements {
-                    diesel::sql_query(&sql).execute(&mut admin).map_err(|e| {
-                        format!("cannot create database {name} on {}: {e}", redact(url))
-                    })?;
+                let create = [format!("CREATE DATABASE \"{name}\"")];
+                // The planner settings the store needs of the server behind a pooler.
+                let set = |s| format!("ALTER DATABASE \"{name}\" SET {s} = off");
+                let settings = ["enable_seqscan", "enable_bitmapscan"].map(set);
+                run_sql(&url, &[&create[..], &settings].concat())?;
+                let sql = format!("DROP DATABASE \"{name}\" WITH (FORCE)");
+                drop = Some((url.clone(), sql));
+                let url = with_params(&url, &[("dbname", &name)]);
+                Db::Postgres(url, "public".into(), true)
+            }
+            Location::Postgres(url) => {
+                let schema = args.schema.clone().unwrap_or_else(fresh_name);
+                let exists = format!("SELECT 1 FROM pg_namespace WHERE nspname = '{schema}'");
+                if !args.resume {
+                    run_sql(&url, &[format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"")])?;
+                } else if !matches!(diesel::sql_query(exists).execute(&mut pg(&url)?), Ok(1)) {
+                    return Err(format!("there is no schema {schema} to resume a run in"));
                 }
-                let cleanup = if args.keep {
-                    Cleanup::Nothing
-                } else {
-                    Cleanup::DropDatabase {
-                        url: url.to_owned(),
-                        name: name.clone(),
-                    }
-                };
-                Ok(Target {
-                    backend: "postgres",
-                    location: format!("{} database {name} (transaction pooling)", redact(url)),
-                    database: Database::Postgres {
-                        url: with_params(url, &[("dbname", &name)]),
-                        schema: "public".to_owned(),
-                        pooled: true,
-                    },
-                    pool_size,
-                    history: args.history.store(),
-                    cleanup,
-                })
-            }
-            Some(url) if is_postgres(url) => {
-                let named = args.schema.clone();
-                let schema = named.clone().unwrap_or_else(fresh_name);
-                let mut admin = PgConnection::establish(url)
-                    .map_err(|e| format!("cannot connect to {}: {e}", redact(url)))?;
-                if args.resume {
-                    let found =
-                        diesel::sql_query("SELECT 1 AS one FROM pg_namespace WHERE nspname = $1")
-                            .bind::<diesel::sql_types::Text, _>(&schema)
-                            .execute(&mut admin)
-                            .map_err(|e| {
-                                format!("cannot look for schema {schema} on {}: {e}", redact(url))
-                            })?;
-                    if found == 0 {
-                        return Err(format!(
-                            "there is no schema {schema} on {} to resume a run in",
-                            redact(url)
-                        ));
-                    }
-                } else {
-                    let create = if named.is_some() {
-                        "CREATE SCHEMA IF NOT EXISTS"
-                    } else {
-                        "CREATE SCHEMA"
-                    };
-                    diesel::sql_query(format!("{create} \"{schema}\""))
-                        .execute(&mut admin)
-                        .map_err(|e| {
-                            format!("cannot create schema {schema} on {}: {e}", redact(url))
-                        })?;
+                // A schema named on the command line is the user's: never dropped.
+                if args.schema.is_none() {
+                    drop = Some((url.clone(), format!("DROP SCHEMA \"{schema}\" CASCADE")));
                 }
-                // A schema named on the command line is the user's: it is never dropped.
-                let cleanup = if args.keep || named.is_some() {
-                    Cleanup::Nothing
-                } else {
-                    Cleanup::DropSchema {
-                        url: url.to_owned(),
-                        schema: schema.clone(),
-                    }
-                };
-                Ok(Target {
-                    backend: "postgres",
-                    location: format!("{} schema {schema}", redact(url)),
-                    database: Database::Postgres {
-                        url: url.to_owned(),
-                        schema,
-                        pooled: false,
-                    },
-                    pool_size,
-                    history: args.history.store(),
-                    cleanup,
-                })
+                Db::Postgres(url, schema, false)
             }
-            Some(other) => {
-                let scheme = other.split("://").next().unwrap_or(other);
-                Err(format!(
-                    "unknown database URL scheme {scheme:?} in {other:?}: use postgres://USER@HOST/DB \
-                     (or libpq's keyword=value form) or sqlite://PATH (or no --database-url for a \
-                     temporary SQLite file)"
-                ))
+        };
+        let (backend, location) = match &db {
+            Db::Sqlite(path) => ("sqlite", path.display().to_string()),
+            Db::Postgres(url, _, true) => ("postgres", format!("{} (pooled)", redact(url))),
+            Db::Postgres(url, schema, _) => {
+                ("postgres", format!("{} schema {schema}", redact(url)))
             }
-        }
+        };
+        let (_dir, drop) = (dir, drop.filter(|_| !args.keep));
+        Ok(Target {
+            backend,
+            location,
+            db,
+            _dir,
+            drop,
+        })
     }
 
-    /// Connects a store to the run's database (migrating it the first time), its statements
-    /// counted by `counter`. Dropping the store closes its connections.
+    /// A store on the run's database (migrating it the first time), of `pool_size`
+    /// connections, its statements counted by `counter`.
     pub fn connect(
         &self,
+        pool_size: u32,
+        history: History,
         counter: &StatementCounter,
-    ) -> Result<Arc<dyn TaskExecutionStore>, String> {
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        match &self.database {
-            Database::Sqlite(path) => {
-                open_sqlite(path, self.pool_size, clock, self.history, counter)
+    ) -> Result<Box<dyn TaskExecutionStore>, String> {
+        let failed = |e: DalError| format!("cannot open the store on {}: {e}", self.location);
+        let (size, counter) = (pool_size, counter.factory());
+        Ok(match &self.db {
+            Db::Sqlite(path) => {
+                let options = SqliteOptions::new(path.to_string_lossy()).pool_size(size);
+                let store = options.history(history).instrumentation(counter).open();
+                Box::new(store.map_err(failed)?)
             }
-            Database::Postgres { pooled, .. } => {
-                let store = dal_postgres::PgOptions::new(self.database.url())
-                    .transaction_pooling(*pooled)
-                    .pool_size(self.pool_size)
-                    .clock(clock)
-                    .history(self.history)
-                    .instrumentation(counter.factory())
-                    .connect()
-                    .map_err(|err| format!("cannot open the store on {}: {err}", self.location))?;
-                Ok(Arc::new(store))
+            Db::Postgres(_, _, pooled) => {
+                let options = PgOptions::new(self.db.url(true)).pool_size(size);
+                let options = options.transaction_pooling(*pooled);
+                let store = options.history(history).instrumentation(counter).connect();
+                Box::new(store.map_err(failed)?)
             }
-        }
+        })
     }
+}
 
-    /// Removes what the run created, unless `--keep`.
-    pub fn close(self) -> Result<(), String> {
-        match self.cleanup {
-            Cleanup::Nothing | Cleanup::TempDir(_) => Ok(()),
-            Cleanup::DropSchema { url, schema } => {
-                let mut admin = PgConnection::establish(&url).map_err(|e| e.to_string())?;
-                diesel::sql_query(format!("DROP SCHEMA \"{schema}\" CASCADE"))
-                    .execute(&mut admin)
-                    .map(drop)
-                    .map_err(|e| e.to_string())
-            }
-            Cleanup::DropDatabase { url, name } => {
-                let mut admin = PgConnection::establish(&url).map_err(|e| e.to_string())?;
-                diesel::sql_query(format!("DROP DATABASE \"{name}\" WITH (FORCE)"))
-                    .execute(&mut admin)
-                    .map(drop)
-                    .map_err(|e| e.to_string())
-            }
+impl Drop for Target {
+    fn drop(&mut self) {
+        if let Some((url, sql)) = self.drop.take()
+            && let Err(err) = run_sql(&url, &[sql])
+        {
+            eprintln!("workload: cleaning up failed: {err}");
         }
     }
 }
 
-/// A new schema or database name: the time, the process and a counter, so that runs started
-/// in the same second get their own.
+/// A connection to the PostgreSQL server at `url`.
+pub fn pg(url: &str) -> Result<PgConnection, String> {
+    PgConnection::establish(url).map_err(|e| format!("cannot connect to {}: {e}", redact(url)))
+}
+
+fn run_sql(url: &str, statements: &[String]) -> Result<(), String> {
+    let mut conn = pg(url)?;
+    for sql in statements {
+        let done = diesel::sql_query(sql).execute(&mut conn);
+        done.map_err(|e| format!("{sql} on {}: {e}", redact(url)))?;
+    }
+    Ok(())
+}
+
+/// A new schema or database name: the time, the process and a counter.
 fn fresh_name() -> String {
-    format!(
-        "dal_workload_{}_{}_{}",
-        chrono::Utc::now().format("%Y%m%d%H%M%S"),
-        std::process::id(),
-        SCHEMAS.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-fn open_sqlite(
-    path: &std::path::Path,
-    pool_size: u32,
-    clock: Arc<dyn Clock>,
-    history: dal_core::History,
-    counter: &StatementCounter,
-) -> Result<Arc<dyn TaskExecutionStore>, String> {
-    let store = dal_sqlite::SqliteOptions::new(path.display().to_string())
-        .pool_size(pool_size)
-        .clock(clock)
-        .history(history)
-        .instrumentation(counter.factory())
-        .open()
-        .map_err(|e| format!("cannot open SQLite database {}: {e}", path.display()))?;
-    Ok(Arc::new(store))
-}
-
-/// Whether `url` names a PostgreSQL server: a `postgres://` URL, or a libpq keyword/value
-/// string (`host=/var/run/postgresql user=postgres`).
-pub fn is_postgres(url: &str) -> bool {
-    url.starts_with("postgres://")
-        || url.starts_with("postgresql://")
-        || (!url.contains("://") && url.contains('='))
+    static MADE: AtomicU32 = AtomicU32::new(0);
+    let now = chrono::Utc::now().format("%Y%m%d%H%M%S");
+    let n = MADE.fetch_add(1, Ordering::Relaxed);
+    format!("dal_workload_{now}_{}_{n}", std::process::id())
 }
 
 /// `url` without its password.
 pub fn redact(url: &str) -> String {
-    if !url.contains("://") {
-        return url
-            .split(' ')
-            .map(|word| match word.split_once('=') {
-                Some(("password", _)) => "password=***",
-                _ => word,
-            })
-            .collect::<Vec<_>>()
-            .join(" ");
-    }
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let credentials = &url[scheme + 3..at];
-            match credentials.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
+    let Some(scheme) = url.find("://") else {
+        let words = url.split(' ');
+        let hidden = words.map(|w| w.strip_prefix("password=").map_or(w, |_| "password=***"));
+        return hidden.collect::<Vec<_>>().join(" ");
+    };
+    let at = url.rfind('@').filter(|&at| at > scheme + 3);
+    match at.and_then(|at| Some((at, url[scheme + 3..at].split_once(':')?.0))) {
+        Some((at, user)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+        None => url.to_owned(),
     }
 }
