@@ -1,13 +1,11 @@
 //! The conformance suite of the task-execution DAL and the harness that provisions databases.
 //!
 //! Every case ([`cases`]) is written once, against the [`dal_core::TaskExecutionStore`] trait
-//! and a backend's factory ([`backend::TestBackend`]: a database of a case's own, raw SQL, the
-//! statement counts the backend promises). [`suite::main`] runs every case against the
-//! backends it is given, with test names `<backend>::<group>::<case>`. Each backend crate runs
-//! the suite from its own `tests/conformance.rs` with its backend of [`backends`];
-//! `cargo test -p dal-tests` runs it with both (`cargo test -p dal-tests -- sqlite::` one).
+//! and a backend's factory ([`suite::TestBackend`]). Each backend crate runs the suite from its
+//! own `tests/conformance` with its factory and its [`variants`] ([`suite::main`]), with test
+//! names `<backend>::<group>::<case>`.
 //!
-//! [`fixture::Fixture`] gives each case a store of its own (a temporary SQLite file, or a new
+//! [`suite::Fixture`] gives each case a store of its own (a temporary SQLite file, or a new
 //! PostgreSQL schema), a [`dal_core::ManualClock`] and a [`counter::StatementLog`]. How the
 //! PostgreSQL server is found is described in [`provision::postgres`]; benchmarks use the same
 //! provisioning.
@@ -19,17 +17,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[cfg(feature = "suite")]
-pub mod backend;
-#[cfg(feature = "suite")]
-pub mod backends;
-#[cfg(feature = "suite")]
 pub mod cases;
 pub mod counter;
-#[cfg(feature = "suite")]
-pub mod fixture;
 pub mod model;
 #[cfg(feature = "suite")]
 pub mod operations;
 pub mod provision;
 #[cfg(feature = "suite")]
 pub mod suite;
+#[cfg(feature = "suite")]
+pub mod variants;

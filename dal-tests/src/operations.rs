@@ -4,8 +4,6 @@
 
 use std::fmt::Write as _;
 
-use crate::backend::Backend;
-
 macro_rules! operations {
     ($($variant:ident => $label:literal,)*) => {
         /// An operation of the statement table, in the table's order.
@@ -164,30 +162,29 @@ impl Operation {
 const BEGIN: &str = "<!-- statements:begin -->";
 const END: &str = "<!-- statements:end -->";
 
-/// The statement table of `backends`, one column each, as the README shows it between its
-/// markers (`cargo run -p dal-tests --example statement_table` prints it).
-pub fn table(backends: &[Backend]) -> String {
+/// The statement table of `columns` (a title and its counts each), as the README shows it
+/// between its markers (`cargo run -p dal-tests --example statement_table` prints it).
+pub fn table(columns: &[(&str, Statements)]) -> String {
     let mut out = String::from("| Operation |");
-    for b in backends {
-        write!(out, " {} |", b.title()).unwrap_or_default();
+    for (title, _) in columns {
+        write!(out, " {title} |").unwrap_or_default();
     }
     out.push_str("\n|---|");
-    out.push_str(&"---|".repeat(backends.len()));
+    out.push_str(&"---|".repeat(columns.len()));
     out.push('\n');
     for op in Operation::ALL {
         write!(out, "| `{}` |", op.label()).unwrap_or_default();
-        for b in backends {
-            write!(out, " {} |", b.statements(*op)).unwrap_or_default();
+        for (_, counts) in columns {
+            write!(out, " {} |", op.statements(counts)).unwrap_or_default();
         }
         out.push('\n');
     }
     out
 }
 
-/// Checks the README's statement table against `backends`: its rows are [`Operation::ALL`] in
-/// order, and the column headed by each backend's title holds that backend's counts. Columns of
-/// backends not given are not checked.
-pub fn check_readme_table(readme: &str, backends: &[Backend]) -> Result<(), String> {
+/// Checks the README's statement table: its rows are [`Operation::ALL`] in order, and the
+/// column headed by each title of `columns` holds its counts. Other columns are not checked.
+pub fn check_readme_table(readme: &str, columns: &[(&str, Statements)]) -> Result<(), String> {
     let table = readme
         .split(BEGIN)
         .nth(1)
@@ -214,18 +211,17 @@ pub fn check_readme_table(readme: &str, backends: &[Backend]) -> Result<(), Stri
             "the README's rows {labels:#?}\n are not the operations {expected:#?}"
         ));
     }
-    for b in backends {
+    for (title, counts) in columns {
         let column = header
             .iter()
-            .position(|h| h == b.title())
-            .ok_or(format!("the README's table has no column {:?}", b.title()))?;
+            .position(|h| h == title)
+            .ok_or(format!("the README's table has no column {title:?}"))?;
         for (row, op) in rows.iter().zip(Operation::ALL) {
             let cell = row.get(column).map_or("", String::as_str);
-            let promised = b.statements(*op);
+            let promised = op.statements(counts);
             if cell != promised.to_string() {
                 return Err(format!(
-                    "README, {} column, {:?}: {cell:?}, but the backend sends {promised}",
-                    b.title(),
+                    "README, {title} column, {:?}: {cell:?}, but the backend sends {promised}",
                     op.label()
                 ));
             }

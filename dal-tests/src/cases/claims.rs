@@ -6,15 +6,15 @@ use chrono::TimeDelta;
 use dal_core::{Clock, DalError, Lease, NewTaskExecution, Problem, TaskExecution, TaskStatus};
 use uuid::Uuid;
 
-use super::Case;
 use super::concurrency::{THREADS, on_threads};
 use super::support::{
     Sequence, assert_unchanged, checked_history, expect_err, ready_tasks, task_in, workflow,
 };
-use crate::backend::Backend;
 use crate::case;
-use crate::fixture::Fixture;
 use crate::operations::Operation;
+use crate::suite::Backend;
+use crate::suite::Case;
+use crate::suite::Fixture;
 use TaskStatus::*;
 
 /// The cases of this group.
@@ -831,7 +831,7 @@ pub const MANY_TASKS: usize = 2_000;
 fn runners_claiming_in_batches_claim_every_task_exactly_once(kind: Backend) {
     let f = Fixture::with(
         kind,
-        crate::fixture::Setup {
+        crate::suite::Setup {
             pool_size: THREADS as u32,
             ..Default::default()
         },
@@ -843,7 +843,7 @@ fn runners_claiming_in_batches_claim_every_task_exactly_once(kind: Backend) {
 fn runners_claiming_random_batch_sizes_claim_every_task_exactly_once(kind: Backend) {
     let f = Fixture::with(
         kind,
-        crate::fixture::Setup {
+        crate::suite::Setup {
             pool_size: THREADS as u32,
             ..Default::default()
         },

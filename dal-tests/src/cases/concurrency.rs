@@ -12,11 +12,11 @@ use dal_core::{
 };
 use uuid::Uuid;
 
-use super::Case;
 use super::support::{Sequence, ready_tasks, task_in, workflow};
-use crate::backend::Backend;
 use crate::case;
-use crate::fixture::Fixture;
+use crate::suite::Backend;
+use crate::suite::Case;
+use crate::suite::Fixture;
 
 /// The cases of this group.
 pub const CASES: &[Case] = &[
@@ -213,7 +213,7 @@ impl Tally {
 fn concurrent_random_calls_keep_the_invariants(kind: Backend) {
     let f = Fixture::with(
         kind,
-        crate::fixture::Setup {
+        crate::suite::Setup {
             pool_size: THREADS as u32,
             ..Default::default()
         },

@@ -6,11 +6,11 @@ use dal_core::clock::to_micros;
 use dal_core::{DalError, NewTaskExecution, Problem, TaskExecution, TaskStatus};
 use serde_json::json;
 
-use super::Case;
 use super::support::{expect_err, new_row, workflow};
-use crate::backend::Backend;
 use crate::case;
-use crate::fixture::Fixture;
+use crate::suite::Backend;
+use crate::suite::Case;
+use crate::suite::Fixture;
 
 /// The cases of this group.
 pub const CASES: &[Case] = &[

@@ -11,13 +11,13 @@ use dal_core::{
 use serde_json::json;
 use uuid::Uuid;
 
-use super::Case;
 use super::concurrency::{THREADS, on_threads};
 use super::support::{assert_unchanged, checked_history, expect_err, ready_tasks, workflow};
-use crate::backend::Backend;
 use crate::case;
-use crate::fixture::{Fixture, Setup};
 use crate::model::counters;
+use crate::suite::Backend;
+use crate::suite::Case;
+use crate::suite::{Fixture, Setup};
 use TaskStatus::*;
 
 /// The cases of this group.

@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 use dal_core::{DalError, DatabaseErrorKind, NewTaskExecution, TaskExecution, TaskExecutionStore};
 use uuid::Uuid;
 
-use super::Case;
 use super::concurrency::{THREADS, on_threads};
 use super::support::{assert_unchanged, eventually, expect_err, ready_tasks, workflow};
-use crate::backend::{Backend, LockTimeout};
 use crate::case;
-use crate::fixture::{Fixture, Setup};
+use crate::suite::Case;
+use crate::suite::{Backend, LockTimeout};
+use crate::suite::{Fixture, Setup};
 
 /// The cases of this group.
 pub const CASES: &[Case] = &[
@@ -35,7 +35,7 @@ fn state(store: &dyn TaskExecutionStore, id: Uuid) -> (TaskExecution, usize) {
 }
 
 /// Injects the backend's fault again and again until `stop` (see
-/// [`crate::backend::TestDatabase::inject_fault`]). Returns how many faults were injected.
+/// [`crate::suite::TestDatabase::inject_fault`]). Returns how many faults were injected.
 fn inject(f: &Fixture, stop: &AtomicBool) -> usize {
     let mut faults = 0;
     while !stop.load(Ordering::Relaxed) {

@@ -9,11 +9,11 @@ use dal_core::{
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::Case;
 use super::support::{expect_err, new_row, ready_tasks, task_in, workflow};
-use crate::backend::Backend;
 use crate::case;
-use crate::fixture::Fixture;
+use crate::suite::Backend;
+use crate::suite::Case;
+use crate::suite::Fixture;
 
 /// The cases of this group.
 pub const CASES: &[Case] = &[

@@ -8,11 +8,11 @@ use dal_core::{Completion, DalError, Lease, NewTaskExecution, Problem, TaskStatu
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::Case;
 use super::support::{assert_unchanged, expect_err, ready_tasks, task_in, workflow};
-use crate::backend::Backend;
 use crate::case;
-use crate::fixture::Fixture;
+use crate::suite::Backend;
+use crate::suite::Case;
+use crate::suite::Fixture;
 
 /// The cases of this group.
 pub const CASES: &[Case] = &[

@@ -19,12 +19,12 @@ use dal_core::{
 };
 use uuid::Uuid;
 
-use super::Case;
 use super::concurrency::{THREADS, on_threads};
 use super::support::{checked_history, ready_tasks, workflow};
-use crate::backend::{Backend, Plans};
 use crate::case;
-use crate::fixture::{Fixture, Setup};
+use crate::suite::Case;
+use crate::suite::{Backend, Plans};
+use crate::suite::{Fixture, Setup};
 
 /// The cases of this group.
 pub const CASES: &[Case] = &[

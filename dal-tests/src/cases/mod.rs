@@ -1,5 +1,5 @@
-//! The conformance cases. Each is a plain function of the backend, written once; the suite
-//! runs every case against every backend.
+//! The conformance cases, by group. Each is a plain function of the backend, written once; a
+//! backend's test runs [`all`] of them, and its variants the groups they can change.
 
 pub mod claims;
 pub mod concurrency;
@@ -20,47 +20,10 @@ pub mod transitions;
 pub mod values;
 pub mod workflows;
 
-use crate::backend::Backend;
+use crate::suite::Group;
 
-/// One conformance case.
-#[derive(Clone, Copy)]
-pub struct Case {
-    /// The case's name inside its group.
-    pub name: &'static str,
-    /// Runs the case against a backend; panics on failure.
-    pub run: fn(Backend),
-}
-
-/// A group of cases: its name and its cases.
-pub type Group = (&'static str, &'static [Case]);
-
-/// Makes a [`Case`] of a function.
-#[macro_export]
-macro_rules! case {
-    ($f:ident) => {
-        $crate::cases::Case {
-            name: stringify!($f),
-            run: $f,
-        }
-    };
-}
-
-/// Every group of cases, for a backend that keeps the history or not: with the history off,
-/// the history's group gives way to a case that no event is written.
-pub fn groups_for(history: dal_core::History) -> Vec<Group> {
-    let mut groups = groups();
-    if history == dal_core::History::Off {
-        for (name, cases) in &mut groups {
-            if *name == "history" {
-                *cases = history::OFF;
-            }
-        }
-    }
-    groups
-}
-
-/// Every group of cases.
-pub fn groups() -> Vec<Group> {
+/// Every group, for a backend that keeps the history.
+pub fn all() -> Vec<Group> {
     vec![
         ("create", create::CASES),
         ("transitions", transitions::CASES),
@@ -78,5 +41,27 @@ pub fn groups() -> Vec<Group> {
         ("model", model_based::CASES),
         ("faults", faults::CASES),
         ("statements", statements::CASES),
+    ]
+}
+
+/// What a store with the history off changes: every write's statements and that it leaves no
+/// event, every answer (the model without history), and the invariants under concurrency.
+pub fn without_history() -> Vec<Group> {
+    vec![
+        ("model", model_based::CASES),
+        ("statements", statements::CASES),
+        ("history", history::OFF),
+        ("concurrency", concurrency::CASES),
+    ]
+}
+
+/// What another way to call or to connect (the async interface, a pooler, a DML-only role)
+/// changes: every operation's answer (the generated sequences call each one) and its
+/// statements, and the invariants under concurrency.
+pub fn calls() -> Vec<Group> {
+    vec![
+        ("model", model_based::CASES),
+        ("statements", statements::CASES),
+        ("concurrency", concurrency::CASES),
     ]
 }

@@ -20,11 +20,11 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use uuid::Uuid;
 
-use super::Case;
-use crate::backend::Backend;
 use crate::case;
-use crate::fixture::{Fixture, start_time};
 use crate::model::{Failure, Model, ModelEvent};
+use crate::suite::Backend;
+use crate::suite::Case;
+use crate::suite::{Fixture, start_time};
 
 /// The cases of this group.
 pub const CASES: &[Case] = &[

@@ -16,11 +16,11 @@ use dal_core::{
 };
 use uuid::Uuid;
 
-use super::Case;
 use super::support::{expect_err, task_in, workflow};
-use crate::backend::Backend;
 use crate::case;
-use crate::fixture::{Fixture, Setup};
+use crate::suite::Backend;
+use crate::suite::Case;
+use crate::suite::{Fixture, Setup};
 use TaskStatus::*;
 
 /// The cases of this group.

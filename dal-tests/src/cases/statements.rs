@@ -10,14 +10,14 @@ use dal_core::{
 };
 use uuid::Uuid;
 
-use super::Case;
 use super::create::BEYOND_ONE_CHUNK;
 use super::support::{expect_err, ready_tasks, workflow};
-use crate::backend::Backend;
 use crate::case;
 use crate::counter::Counts;
-use crate::fixture::{Fixture, Setup};
 use crate::operations::Operation;
+use crate::suite::Backend;
+use crate::suite::Case;
+use crate::suite::{Fixture, Setup};
 
 /// The cases of this group.
 pub const CASES: &[Case] = &[case!(every_operation_sends_the_documented_statements)];

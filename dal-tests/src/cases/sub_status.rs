@@ -6,13 +6,13 @@ use dal_core::{DalError, EventType, SubStatus, TaskExecution, TaskStatus};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::Case;
 use super::support::{
     assert_unchanged, checked_history, expect_err, ready_tasks, task_in, workflow,
 };
-use crate::backend::Backend;
 use crate::case;
-use crate::fixture::Fixture;
+use crate::suite::Backend;
+use crate::suite::Case;
+use crate::suite::Fixture;
 
 use crate::operations::Operation;
 use SubStatus::*;

@@ -150,7 +150,7 @@ pub fn eventually<T>(read: impl Fn() -> Result<T, dal_core::DalError>) -> T {
 
 /// The events of `row`'s task (the task as stored), checked: with the fixture's history kept,
 /// they replay to the row; with it off, there are none.
-pub fn checked_history(f: &crate::fixture::Fixture, row: &TaskExecution) -> Vec<ExecutionEvent> {
+pub fn checked_history(f: &crate::suite::Fixture, row: &TaskExecution) -> Vec<ExecutionEvent> {
     let events = f.store.events_for_task(row.id).expect("events_for_task");
     if f.keeps_history() {
         crate::model::replay(row, &events).unwrap_or_else(|e| panic!("{}: {e}", row.id));

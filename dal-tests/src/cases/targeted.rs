@@ -6,16 +6,16 @@ use chrono::TimeDelta;
 use dal_core::{Clock, DalError, EventType, Lease, NewTaskExecution, TaskExecution, TaskStatus};
 use uuid::Uuid;
 
-use super::Case;
 use super::concurrency::{THREADS, on_threads};
 use super::support::{
     assert_unchanged, checked_history, expect_err, ready_tasks, task_in, workflow,
 };
-use crate::backend::Backend;
 use crate::case;
-use crate::fixture::{Fixture, Setup};
 use crate::model::counters;
 use crate::operations::Operation;
+use crate::suite::Backend;
+use crate::suite::Case;
+use crate::suite::{Fixture, Setup};
 use TaskStatus::*;
 
 /// The cases of this group.

@@ -6,12 +6,12 @@ use dal_core::Clock;
 use dal_core::clock::to_micros;
 use dal_core::{DalError, Problem, TaskExecution, TaskStatus, Transition};
 
-use super::Case;
 use super::statements::rejected_transition;
 use super::support::{assert_unchanged, expect_err, task_in, workflow};
-use crate::backend::Backend;
 use crate::case;
-use crate::fixture::Fixture;
+use crate::suite::Backend;
+use crate::suite::Case;
+use crate::suite::Fixture;
 use TaskStatus::*;
 
 /// The cases of this group.

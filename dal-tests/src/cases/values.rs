@@ -12,11 +12,11 @@ use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::Case;
 use super::support::{ready_tasks, task_in, workflow};
-use crate::backend::Backend;
 use crate::case;
-use crate::fixture::Fixture;
+use crate::suite::Backend;
+use crate::suite::Case;
+use crate::suite::Fixture;
 
 /// The cases of this group.
 pub const CASES: &[Case] = &[
@@ -179,7 +179,7 @@ fn every_time_a_caller_gives_is_cut_to_the_microsecond(kind: Backend) {
                 .unwrap();
             prop_assert_eq!(pruned.workflows, vec![done.workflow_execution_id]);
         }
-        f.clock.set(crate::fixture::start_time());
+        f.clock.set(crate::suite::start_time());
         Ok(())
     });
     if let Err(failure) = result {

@@ -6,11 +6,11 @@ use std::collections::HashMap;
 use dal_core::{NewTaskExecution, RetryStats, StatusCounts, TaskExecution, TaskStatus};
 use uuid::Uuid;
 
-use super::Case;
 use super::support::{task_in, workflow};
-use crate::backend::Backend;
 use crate::case;
-use crate::fixture::Fixture;
+use crate::suite::Backend;
+use crate::suite::Case;
+use crate::suite::Fixture;
 use TaskStatus::*;
 
 /// The cases of this group.

@@ -1,7 +1,5 @@
-//! A backend with every call made through [`dal_core::AsyncStore`]: the suite's cases call a
-//! blocking store whose every operation runs the async operation on a tokio runtime, which
-//! runs the backend's blocking operation on the blocking pool. The whole suite then checks the
-//! async interface: same rows, same errors, same statements.
+//! The variants of any backend the suite runs: every call made through [`dal_core::AsyncStore`]
+//! ([`Async`]), and the history off ([`Unlogged`]).
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -9,23 +7,25 @@ use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use dal_core::plan::Transition;
 use dal_core::{
     AsyncStore, ClaimStore, Claimed, Completion, Cycle, ExecutionEvent, Finished, HistoryStore,
     Lease, NewTaskExecution, PruneCursor, Pruned, Recovery, Result, RetentionStore, RetryStats,
     StatusCounts, SubStatus, TaskExecution, TaskExecutionStore, TaskStatus, TaskStore,
     WorkflowReads,
 };
+use dal_core::{History, Transition};
 use uuid::Uuid;
 
-use crate::backend::{
-    Backend, HeldLock, LockTimeout, OwnCase, StoreSetup, TestBackend, TestDatabase,
-};
+use crate::case;
 use crate::cases::support::{ready_tasks, workflow};
-use crate::fixture::{Fixture, Setup};
 use crate::operations::Statements;
+use crate::suite::{
+    Backend, Case, Fixture, HeldLock, LockTimeout, Setup, StoreSetup, TestBackend, TestDatabase,
+};
 
-/// `inner`, called through the async interface.
+/// `inner`, every call made through the async interface: the cases call a blocking store whose
+/// every operation runs the async operation on a tokio runtime, which runs the backend's
+/// blocking operation on the blocking pool.
 pub struct Async {
     /// The backend underneath.
     pub inner: Backend,
@@ -73,27 +73,18 @@ impl TestBackend for Async {
     fn empty_tables_sql(&self) -> &'static str {
         self.inner.empty_tables_sql()
     }
-
-    fn own_cases(&self) -> Vec<OwnCase> {
-        let run: fn() = match self.inner.name() {
-            "postgres" => || the_runtime_runs_on_while_calls_wait(&super::POSTGRES),
-            _ => || the_runtime_runs_on_while_calls_wait(&super::SQLITE),
-        };
-        vec![OwnCase {
-            group: "async",
-            name: "the_runtime_runs_on_while_calls_wait",
-            run,
-        }]
-    }
 }
+
+/// The async interface's own case.
+pub const ASYNC: &[Case] = &[case!(the_runtime_runs_on_while_calls_wait)];
 
 /// On a runtime of one worker thread, with one call in flight at a time: a call waiting for a
 /// lock does not hold the worker (the case's own future runs meanwhile and releases the lock),
 /// and a second call waits for the first (it reads what the first wrote).
-fn the_runtime_runs_on_while_calls_wait(inner: Backend) {
+fn the_runtime_runs_on_while_calls_wait(kind: Backend) {
     let lock_timeout = Duration::from_secs(20);
     let f = Fixture::with(
-        inner,
+        kind,
         Setup {
             pool_size: 2,
             lock_timeout: Some(lock_timeout),
@@ -189,3 +180,63 @@ macro_rules! blocking_over_async {
 }
 
 dal_core::store_operations!(blocking_over_async);
+
+/// `inner`, with the history off: every write without its event.
+pub struct Unlogged {
+    /// The backend underneath.
+    pub inner: Backend,
+    /// The test-name prefix, e.g. `sqlite_no_history`.
+    pub name: &'static str,
+    /// The README column's heading.
+    pub title: &'static str,
+    /// What each shape of operation sends without events.
+    pub counts: Statements,
+    /// The statements a connection keeps prepared after the whole table ran.
+    pub prepared: usize,
+}
+
+impl TestBackend for Unlogged {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn title(&self) -> &'static str {
+        self.title
+    }
+
+    fn database(&self, connections: u32) -> Box<dyn TestDatabase> {
+        self.inner.database(connections)
+    }
+
+    fn statement_counts(&self) -> Statements {
+        self.counts
+    }
+
+    fn prepared_per_connection(&self) -> usize {
+        self.prepared
+    }
+
+    fn prepared_per_prune_batch(&self) -> usize {
+        self.inner.prepared_per_prune_batch()
+    }
+
+    fn lock_timeout(&self) -> LockTimeout {
+        self.inner.lock_timeout()
+    }
+
+    fn id_literal(&self, id: Uuid) -> String {
+        self.inner.id_literal(id)
+    }
+
+    fn refuse_events_sql(&self, event_type: &str) -> String {
+        self.inner.refuse_events_sql(event_type)
+    }
+
+    fn empty_tables_sql(&self) -> &'static str {
+        self.inner.empty_tables_sql()
+    }
+
+    fn history(&self) -> History {
+        History::Off
+    }
+}

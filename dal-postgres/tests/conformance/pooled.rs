@@ -16,13 +16,12 @@ use dal_core::{TaskExecutionStore, TaskStore};
 use diesel::{Connection, PgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use super::opening::assert_settings_error;
-use super::{Postgres, Stores, execute, hold_lock_on};
-use crate::backend::{HeldLock, LockTimeout, OwnCase, StoreSetup, TestBackend, TestDatabase};
-use crate::cases::Group;
-use crate::operations::Statements;
-use crate::provision::pooler::{self, TempDatabase};
-use crate::provision::postgres::with_params;
+use crate::factory::{Postgres, Stores, execute, hold_lock_on};
+use crate::opening::assert_settings_error;
+use dal_tests::operations::Statements;
+use dal_tests::provision::pooler::TempDatabase;
+use dal_tests::provision::postgres::with_params;
+use dal_tests::suite::{HeldLock, LockTimeout, StoreSetup, TestBackend, TestDatabase};
 
 /// The planner settings the store checks for behind a proxy, made on each case's database.
 const INDEX_PLANS: [(&str, &str); 2] = dal_postgres::INDEX_PLAN_SETTINGS;
@@ -58,28 +57,6 @@ impl TestBackend for Pooled {
 
     fn prepared_per_prune_batch(&self) -> usize {
         0
-    }
-
-    fn own_cases(&self) -> Vec<OwnCase> {
-        CASES
-            .iter()
-            .map(|&(name, run)| OwnCase {
-                group: "pooler",
-                name,
-                run,
-            })
-            .collect()
-    }
-
-    fn groups(&self) -> Vec<Group> {
-        crate::cases::groups_for(self.history())
-            .into_iter()
-            .filter(|(name, _)| *name != "faults")
-            .collect()
-    }
-
-    fn unavailable(&self) -> Option<String> {
-        pooler::unavailable()
     }
 }
 
@@ -124,7 +101,7 @@ impl TestDatabase for Database {
 }
 
 /// The proxy's own cases.
-const CASES: &[(&str, fn())] = &[
+pub const CASES: &[(&str, fn())] = &[
     (
         "options_the_pooler_drops_fail_the_connect_and_nothing_is_written",
         options_the_pooler_drops_fail_the_connect_and_nothing_is_written,

@@ -15,9 +15,9 @@ use std::time::Duration;
 use dal_core::{DalError, Lease, NewTaskExecution, TaskExecutionStore, TaskStatus};
 use uuid::Uuid;
 
-use crate::cases::support::{eventually, workflow};
-use crate::model::replay;
-use crate::provision::cluster::{self, Cluster};
+use dal_tests::cases::support::{eventually, workflow};
+use dal_tests::model::replay;
+use dal_tests::provision::cluster::{self, Cluster};
 
 /// The cases of this module, as `postgres::restarts::<name>`.
 pub const CASES: &[(&str, fn())] = &[(

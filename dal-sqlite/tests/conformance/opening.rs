@@ -2,8 +2,20 @@
 
 use dal_core::DalError;
 
-use crate::cases::opening::{AT_ONCE, TIMEOUT, failure};
-use crate::provision::sqlite::TempDatabase;
+use dal_tests::cases::opening::{AT_ONCE, TIMEOUT, failure};
+use dal_tests::provision::sqlite::TempDatabase;
+
+/// This backend's cases of opening a store.
+pub const CASES: &[(&str, fn())] = &[
+    (
+        "a_store_that_cannot_be_opened_fails_at_once",
+        a_store_that_cannot_be_opened_fails_at_once,
+    ),
+    (
+        "verified_migrations_missing_fail_the_open",
+        verified_migrations_missing_fail_the_open,
+    ),
+];
 
 /// SQLite: a file in a directory that does not exist, and a file that is not a database.
 pub fn a_store_that_cannot_be_opened_fails_at_once() {

@@ -5,22 +5,16 @@
 //! [`dal_postgres::Migrations::Verify`]. The whole suite runs this way, and the migration
 //! step's own cases.
 
-use std::sync::OnceLock;
-
 use dal_core::{DalError, TaskStore};
 use dal_postgres::Migrations;
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use super::{Postgres, Schema};
-use crate::backend::{LockTimeout, OwnCase, TestBackend, TestDatabase};
-use crate::operations::Statements;
-use crate::provision::postgres::{TempSchema, server_url, with_params};
-
-/// The role the stores connect as. Made once per server (it owns nothing and is granted rights
-/// on each case's schema only; the rights go with the schema).
-pub const ROLE: &str = "dal_test_dml_only";
+use crate::factory::{Postgres, ROLE, Schema, as_role, ensure_role};
+use dal_tests::operations::Statements;
+use dal_tests::provision::postgres::TempSchema;
+use dal_tests::suite::{LockTimeout, TestBackend, TestDatabase};
 
 /// PostgreSQL with a DML-only role and migrations verified.
 #[derive(Debug, Clone, Copy)]
@@ -49,72 +43,10 @@ impl TestBackend for DmlOnly {
     fn prepared_per_prune_batch(&self) -> usize {
         Postgres.prepared_per_prune_batch()
     }
-
-    fn own_cases(&self) -> Vec<OwnCase> {
-        CASES
-            .iter()
-            .map(|&(name, run)| OwnCase {
-                group: "migration_step",
-                name,
-                run,
-            })
-            .collect()
-    }
-}
-
-/// Makes [`ROLE`] if the server has none (once per process; concurrent test processes may race
-/// to make it, and either error of the loser is taken as "made"), and returns the name of the
-/// test server's database.
-fn ensure_role() -> &'static str {
-    static DATABASE: OnceLock<String> = OnceLock::new();
-    DATABASE.get_or_init(|| {
-        #[derive(diesel::QueryableByName)]
-        struct Name {
-            #[diesel(sql_type = diesel::sql_types::Text)]
-            name: String,
-        }
-        let mut admin = PgConnection::establish(server_url()).expect("connect");
-        admin
-            .batch_execute(&format!(
-                "DO $$ BEGIN CREATE ROLE {ROLE} LOGIN; \
-                 EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
-            ))
-            .expect("make the DML-only role");
-        diesel::sql_query("SELECT current_database()::text AS name")
-            .get_result::<Name>(&mut admin)
-            .expect("current_database()")
-            .name
-    })
-}
-
-/// `url` (of the test server) as [`ROLE`], in the same database (libpq would otherwise pick
-/// the database named like the role).
-pub fn as_role(url: &str) -> String {
-    let database = ensure_role();
-    with_params(url, &[("user", ROLE), ("dbname", database)])
-}
-
-/// Migrates `schema` as the server's user, as a deployment's migration step does, and gives
-/// `role` DML rights on what the migrations made.
-pub fn grant(schema: &TempSchema, role: &str) {
-    ensure_role();
-    dal_postgres::PgOptions::new(schema.url())
-        .pool_size(1)
-        .migrate()
-        .expect("the migration step");
-    let name = schema.name();
-    let mut admin = PgConnection::establish(schema.url()).expect("connect");
-    admin
-        .batch_execute(&format!(
-            "GRANT USAGE ON SCHEMA \"{name}\" TO {role}; \
-             GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA \"{name}\" TO {role}; \
-             GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA \"{name}\" TO {role}"
-        ))
-        .expect("grant DML rights");
 }
 
 /// The migration step's own cases.
-const CASES: &[(&str, fn())] = &[
+pub const CASES: &[(&str, fn())] = &[
     (
         "verified_migrations_missing_fail_the_connect_and_nothing_is_written",
         verified_migrations_missing_fail_the_connect_and_nothing_is_written,

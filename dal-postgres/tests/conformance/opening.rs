@@ -2,8 +2,24 @@
 
 use dal_core::DalError;
 
-use crate::cases::opening::{AT_ONCE, TIMEOUT, failure};
-use crate::provision::postgres::server_url_with;
+use dal_tests::cases::opening::{AT_ONCE, TIMEOUT, failure};
+use dal_tests::provision::postgres::server_url_with;
+
+/// This backend's cases of opening a store.
+pub const CASES: &[(&str, fn())] = &[
+    (
+        "a_store_that_cannot_be_opened_fails_at_once",
+        a_store_that_cannot_be_opened_fails_at_once,
+    ),
+    (
+        "a_search_path_of_no_existing_schema_fails_the_connect",
+        a_search_path_of_no_existing_schema_fails_the_connect,
+    ),
+    (
+        "settings_in_the_url_are_compared_as_the_server_spells_them",
+        settings_in_the_url_are_compared_as_the_server_spells_them,
+    ),
+];
 
 /// PostgreSQL: a refused connection, an unknown database, an unknown role.
 pub fn a_store_that_cannot_be_opened_fails_at_once() {
@@ -74,7 +90,7 @@ pub fn a_search_path_of_no_existing_schema_fails_the_connect() {
 /// Settings the URL asks for are compared as the server spells them: `5000` (milliseconds)
 /// is the `5s` the session shows, and the store opens.
 pub fn settings_in_the_url_are_compared_as_the_server_spells_them() {
-    let schema = crate::provision::postgres::TempSchema::with_connections(1);
+    let schema = dal_tests::provision::postgres::TempSchema::with_connections(1);
     let url = schema.url_with_options("-c statement_timeout=5000 -c work_mem=8192");
     let store = dal_postgres::PgOptions::new(url)
         .pool_size(1)

@@ -1,8 +1,6 @@
 //! `dal-sqlite` under test: a database file of its own per case, in a temporary directory,
 //! and the case only SQLite has.
 
-mod opening;
-
 use std::any::Any;
 use std::sync::Arc;
 use std::thread;
@@ -13,13 +11,16 @@ use diesel::connection::SimpleConnection;
 use diesel::{Connection, RunQueryDsl, SqliteConnection};
 use uuid::Uuid;
 
-use crate::backend::{HeldLock, LockTimeout, OwnCase, StoreSetup, TestBackend, TestDatabase};
-use crate::operations::Statements;
-use crate::provision::sqlite::TempDatabase;
+use dal_tests::operations::Statements;
+use dal_tests::provision::sqlite::TempDatabase;
+use dal_tests::suite::{HeldLock, LockTimeout, StoreSetup, TestBackend, TestDatabase};
 
 /// SQLite, as `dal-sqlite` uses it.
 #[derive(Debug, Clone, Copy)]
 pub struct Sqlite;
+
+/// The factory the suite runs with.
+pub static SQLITE: Sqlite = Sqlite;
 
 /// The busy timeout of the suite's stores unless a case sets its own.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -95,32 +96,12 @@ impl TestBackend for Sqlite {
     fn empty_tables_sql(&self) -> &'static str {
         "DELETE FROM execution_events; DELETE FROM task_executions;"
     }
-
-    fn own_cases(&self) -> Vec<OwnCase> {
-        vec![
-            OwnCase {
-                group: "opening",
-                name: "a_store_that_cannot_be_opened_fails_at_once",
-                run: opening::a_store_that_cannot_be_opened_fails_at_once,
-            },
-            OwnCase {
-                group: "opening",
-                name: "verified_migrations_missing_fail_the_open",
-                run: opening::verified_migrations_missing_fail_the_open,
-            },
-        ]
-    }
 }
 
 /// A case's database file.
 pub struct File(TempDatabase);
 
 impl File {
-    /// The file.
-    pub fn database(&self) -> &TempDatabase {
-        &self.0
-    }
-
     fn connect(&self) -> Result<SqliteConnection, String> {
         SqliteConnection::establish(&self.0.path().to_string_lossy()).map_err(|e| e.to_string())
     }

@@ -9,13 +9,13 @@ use diesel::{Connection, PgConnection};
 
 use dal_core::{TaskExecution, TaskStore};
 
-use crate::backends::POSTGRES;
-use crate::cases::support::{assert_unchanged, expect_err, ready_tasks, workflow};
-use crate::fixture::{Fixture, Setup};
-use crate::provision::postgres::reserve_connections;
+use crate::factory::POSTGRES;
+use dal_tests::cases::support::{assert_unchanged, expect_err, ready_tasks, workflow};
+use dal_tests::provision::postgres::reserve_connections;
+use dal_tests::suite::{Fixture, Setup};
 
-/// The cases of conflicts, as `postgres::locking::<name>`.
-pub const SERIALIZATION: &[(&str, fn())] = &[
+/// The cases of error codes, as `postgres::errors::<name>`.
+pub const CASES: &[(&str, fn())] = &[
     (
         "a_serialization_failure_is_retried_by_the_store",
         a_serialization_failure_is_retried_by_the_store,
@@ -28,13 +28,11 @@ pub const SERIALIZATION: &[(&str, fn())] = &[
         "a_lasting_serialization_failure_is_returned_after_the_retries",
         a_lasting_serialization_failure_is_returned_after_the_retries,
     ),
+    (
+        "a_statement_cancelled_by_its_timeout_changes_nothing",
+        a_statement_cancelled_by_its_timeout_changes_nothing,
+    ),
 ];
-
-/// The statement-timeout case, as `postgres::faults::<name>`.
-pub const TIMEOUTS: &[(&str, fn())] = &[(
-    "a_statement_cancelled_by_its_timeout_changes_nothing",
-    a_statement_cancelled_by_its_timeout_changes_nothing,
-)];
 
 /// Makes the next `failures` updates of `task_executions` in the fixture's schema fail with
 /// SQLSTATE 40001, as a serializable transaction's conflict would.
@@ -46,7 +44,7 @@ fn inject_serialization_failures(f: &Fixture, failures: u32) {
 /// SQLSTATE `code`. A sequence counts them, so the count survives the rollback of the failed
 /// statement.
 fn inject_failures(f: &Fixture, failures: u32, code: &str) {
-    let schema = super::schema_of(f);
+    let schema = crate::factory::schema_of(f);
     let mut conn = PgConnection::establish(schema.url()).expect("connect");
     conn.batch_execute(&format!(
         "CREATE SEQUENCE injected_failures;
@@ -119,7 +117,7 @@ fn a_lasting_serialization_failure_is_returned_after_the_retries() {
 fn a_deadlock_is_typed_by_its_code_and_retried_by_the_store() {
     let f = Fixture::new(&POSTGRES);
     let tasks = ready_tasks(f.store(), workflow(), 2, 1);
-    let schema = super::schema_of(&f);
+    let schema = crate::factory::schema_of(&f);
     let _permit = reserve_connections(2);
     let connect = || {
         let mut conn = PgConnection::establish(schema.url()).expect("connect");
@@ -194,7 +192,7 @@ fn a_statement_cancelled_by_its_timeout_changes_nothing() {
             ..Setup::default()
         },
     );
-    let schema = super::schema_of(&f);
+    let schema = crate::factory::schema_of(&f);
     let _permit = reserve_connections(2);
     let timed = dal_postgres::PgOptions::new(schema.url_with_options("-c statement_timeout=500"))
         .pool_size(2)

@@ -1,5 +1,5 @@
 //! `dal-postgres` under test: a schema of its own per case on the server
-//! [`crate::provision::postgres`] finds, and the cases only PostgreSQL has.
+//! [`dal_tests::provision::postgres`] finds, and the cases only PostgreSQL has.
 
 /// The [`TestBackend`] methods of a PostgreSQL variant (a role, a pooler) that answer as
 /// [`Postgres`] does: the statements and the SQL are the same.
@@ -27,15 +27,9 @@ macro_rules! as_postgres {
     };
 }
 
-pub mod dml_only;
-mod errors;
-mod opening;
-pub mod pooled;
-mod restarts;
-
 use std::any::Any;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread;
 use std::time::Duration;
 
@@ -44,15 +38,18 @@ use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use crate::backend::{
-    HeldLock, LockTimeout, OwnCase, Plans, StoreSetup, TestBackend, TestDatabase,
+use dal_tests::operations::Statements;
+use dal_tests::provision::postgres::{
+    ConnectionPermit, TempSchema, reserve_connections, server_url, with_params,
 };
-use crate::operations::Statements;
-use crate::provision::postgres::{ConnectionPermit, TempSchema, reserve_connections};
+use dal_tests::suite::{HeldLock, LockTimeout, Plans, StoreSetup, TestBackend, TestDatabase};
 
 /// PostgreSQL, as `dal-postgres` uses it.
 #[derive(Debug, Clone, Copy)]
 pub struct Postgres;
+
+/// The factory the suite runs with.
+pub static POSTGRES: Postgres = Postgres;
 
 impl TestBackend for Postgres {
     fn name(&self) -> &'static str {
@@ -118,34 +115,6 @@ impl TestBackend for Postgres {
     fn empty_tables_sql(&self) -> &'static str {
         "TRUNCATE task_executions, execution_events"
     }
-
-    fn own_cases(&self) -> Vec<OwnCase> {
-        let mut cases = vec![
-            OwnCase {
-                group: "opening",
-                name: "a_store_that_cannot_be_opened_fails_at_once",
-                run: opening::a_store_that_cannot_be_opened_fails_at_once,
-            },
-            OwnCase {
-                group: "opening",
-                name: "a_search_path_of_no_existing_schema_fails_the_connect",
-                run: opening::a_search_path_of_no_existing_schema_fails_the_connect,
-            },
-            OwnCase {
-                group: "opening",
-                name: "settings_in_the_url_are_compared_as_the_server_spells_them",
-                run: opening::settings_in_the_url_are_compared_as_the_server_spells_them,
-            },
-        ];
-        for (group, list) in [
-            ("restarts", restarts::CASES),
-            ("locking", errors::SERIALIZATION),
-            ("faults", errors::TIMEOUTS),
-        ] {
-            cases.extend(list.iter().map(|&(name, run)| OwnCase { group, name, run }));
-        }
-        cases
-    }
 }
 
 /// A case's schema, and the connections reserved for its stores.
@@ -160,7 +129,7 @@ pub struct Schema {
 /// The stores a case opens on its database: the connections of each store after the first
 /// are reserved as it opens (the first one's came with the database).
 #[derive(Default)]
-struct Stores {
+pub struct Stores {
     first_opened: AtomicBool,
     // Released after the stores: the permits of stores after the first.
     permits: Mutex<Vec<ConnectionPermit>>,
@@ -168,7 +137,7 @@ struct Stores {
 
 impl Stores {
     /// A store at `url` as `setup` asks, with `configure` applied to its options.
-    fn open(
+    pub fn open(
         &self,
         url: String,
         setup: &StoreSetup,
@@ -198,7 +167,7 @@ impl Stores {
 }
 
 /// The schema of a PostgreSQL fixture.
-fn schema_of(f: &crate::fixture::Fixture) -> &TempSchema {
+pub fn schema_of(f: &dal_tests::suite::Fixture) -> &TempSchema {
     f.database_as::<Schema>()
         .expect("a PostgreSQL fixture")
         .schema()
@@ -207,10 +176,10 @@ fn schema_of(f: &crate::fixture::Fixture) -> &TempSchema {
 impl Schema {
     /// A new schema for stores of `connections` in all; with `role`, migrated first (as a
     /// separate step) and the role given DML rights on it.
-    fn new(connections: u32, role: Option<&'static str>) -> Self {
+    pub fn new(connections: u32, role: Option<&'static str>) -> Self {
         let schema = TempSchema::with_connections(connections);
         if let Some(role) = role {
-            dml_only::grant(&schema, role);
+            grant(&schema, role);
         }
         Schema {
             schema,
@@ -244,7 +213,7 @@ impl TestDatabase for Schema {
         let url = self.schema.url_with_options(&session_options(setup));
         match self.role {
             None => self.stores.open(url, setup, |options| options),
-            Some(_) => self.stores.open(dml_only::as_role(&url), setup, |options| {
+            Some(_) => self.stores.open(as_role(&url), setup, |options| {
                 options.migrations(dal_postgres::Migrations::Verify)
             }),
         }
@@ -274,13 +243,13 @@ impl TestDatabase for Schema {
 }
 
 /// Runs `sql` over a connection of its own to `url`.
-fn execute(url: &str, sql: &str) -> Result<(), String> {
+pub fn execute(url: &str, sql: &str) -> Result<(), String> {
     let mut conn = PgConnection::establish(url).map_err(|e| e.to_string())?;
     conn.batch_execute(sql).map_err(|e| e.to_string())
 }
 
 /// A connection to `url` holding the lock of task `id`'s row in an open transaction.
-fn hold_lock_on(url: &str, id: Uuid) -> Box<dyn HeldLock> {
+pub fn hold_lock_on(url: &str, id: Uuid) -> Box<dyn HeldLock> {
     let mut conn = PgConnection::establish(url).expect("connect");
     diesel::sql_query("BEGIN")
         .execute(&mut conn)
@@ -320,4 +289,59 @@ impl HeldLock for RowLock {
     fn commit(&mut self) -> Result<(), String> {
         self.execute("COMMIT").map(drop)
     }
+}
+
+/// The role the stores connect as. Made once per server (it owns nothing and is granted rights
+/// on each case's schema only; the rights go with the schema).
+pub const ROLE: &str = "dal_test_dml_only";
+
+/// Makes [`ROLE`] if the server has none (once per process; concurrent test processes may race
+/// to make it, and either error of the loser is taken as "made"), and returns the name of the
+/// test server's database.
+pub fn ensure_role() -> &'static str {
+    static DATABASE: OnceLock<String> = OnceLock::new();
+    DATABASE.get_or_init(|| {
+        #[derive(diesel::QueryableByName)]
+        struct Name {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            name: String,
+        }
+        let mut admin = PgConnection::establish(server_url()).expect("connect");
+        admin
+            .batch_execute(&format!(
+                "DO $$ BEGIN CREATE ROLE {ROLE} LOGIN; \
+                 EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
+            ))
+            .expect("make the DML-only role");
+        diesel::sql_query("SELECT current_database()::text AS name")
+            .get_result::<Name>(&mut admin)
+            .expect("current_database()")
+            .name
+    })
+}
+
+/// `url` (of the test server) as [`ROLE`], in the same database (libpq would otherwise pick
+/// the database named like the role).
+pub fn as_role(url: &str) -> String {
+    let database = ensure_role();
+    with_params(url, &[("user", ROLE), ("dbname", database)])
+}
+
+/// Migrates `schema` as the server's user, as a deployment's migration step does, and gives
+/// `role` DML rights on what the migrations made.
+pub fn grant(schema: &TempSchema, role: &str) {
+    ensure_role();
+    dal_postgres::PgOptions::new(schema.url())
+        .pool_size(1)
+        .migrate()
+        .expect("the migration step");
+    let name = schema.name();
+    let mut admin = PgConnection::establish(schema.url()).expect("connect");
+    admin
+        .batch_execute(&format!(
+            "GRANT USAGE ON SCHEMA \"{name}\" TO {role}; \
+             GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA \"{name}\" TO {role}; \
+             GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA \"{name}\" TO {role}"
+        ))
+        .expect("grant DML rights");
 }
