@@ -6,10 +6,10 @@ use chrono::TimeDelta;
 use dal_core::{Clock, DalError, Lease, NewTaskExecution, Problem, TaskExecution, TaskStatus};
 use uuid::Uuid;
 
-use super::concurrency::{THREADS, on_threads};
 use super::support::{
     Sequence, assert_unchanged, checked_history, expect_err, ready_tasks, task_in, workflow,
 };
+use super::support::{THREADS, on_threads};
 use crate::case;
 use crate::operations::Operation;
 use crate::suite::Backend;

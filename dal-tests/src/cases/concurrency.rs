@@ -1,18 +1,14 @@
 //! Many threads on one store: no lost update, no double transition.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Barrier};
-use std::thread;
 
 use std::collections::HashMap;
 
 use chrono::TimeDelta;
-use dal_core::{
-    Clock, DalError, Lease, NewTaskExecution, SubStatus, TaskExecutionStore, TaskStatus,
-};
+use dal_core::{Clock, DalError, Lease, NewTaskExecution, SubStatus, TaskStatus};
 use uuid::Uuid;
 
-use super::support::{Sequence, ready_tasks, task_in, workflow};
+use super::support::{Sequence, THREADS, on_threads, ready_tasks, task_in, workflow};
 use crate::case;
 use crate::suite::Backend;
 use crate::suite::Case;
@@ -26,33 +22,7 @@ pub const CASES: &[Case] = &[
     case!(concurrent_random_calls_keep_the_invariants),
 ];
 
-/// How many threads the concurrency cases run.
-pub const THREADS: usize = 8;
 const RESETS_PER_THREAD: usize = 50;
-
-/// Runs `work(thread index, store)` on [`THREADS`] threads released together; returns their
-/// results in thread order.
-pub fn on_threads<T: Send + 'static>(
-    store: &Arc<dyn TaskExecutionStore>,
-    work: impl Fn(usize, &dyn TaskExecutionStore) -> T + Send + Sync + 'static,
-) -> Vec<T> {
-    let barrier = Arc::new(Barrier::new(THREADS));
-    let work = Arc::new(work);
-    let handles: Vec<_> = (0..THREADS)
-        .map(|i| {
-            let (store, barrier, work) =
-                (Arc::clone(store), Arc::clone(&barrier), Arc::clone(&work));
-            thread::spawn(move || {
-                barrier.wait();
-                work(i, &*store)
-            })
-        })
-        .collect();
-    handles
-        .into_iter()
-        .map(|h| h.join().expect("worker thread panicked"))
-        .collect()
-}
 
 fn concurrent_recovery_resets_lose_no_update(kind: Backend) {
     let f = Fixture::new(kind);

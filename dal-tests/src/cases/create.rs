@@ -6,7 +6,7 @@ use dal_core::clock::to_micros;
 use dal_core::{DalError, NewTaskExecution, Problem, TaskExecution, TaskStatus};
 use serde_json::json;
 
-use super::support::{expect_err, new_row, workflow};
+use super::support::{BEYOND_ONE_CHUNK, expect_err, new_row, workflow};
 use crate::case;
 use crate::suite::Backend;
 use crate::suite::Case;
@@ -181,10 +181,6 @@ fn create_many_rejects_the_whole_batch_for_one_taken_name(kind: Backend) {
     );
     assert_eq!(f.store.list_for_workflow(wf).unwrap(), vec![existing]);
 }
-
-/// More rows than one SQLite statement can bind (2,978 a chunk): several statements in one
-/// transaction there; one statement on PostgreSQL, which binds each column as one array.
-pub const BEYOND_ONE_CHUNK: usize = 7_000;
 
 fn create_many_beyond_one_chunk_is_all_or_nothing(kind: Backend) {
     let f = Fixture::new(kind);

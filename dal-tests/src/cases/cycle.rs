@@ -11,7 +11,7 @@ use dal_core::{
 use serde_json::json;
 use uuid::Uuid;
 
-use super::concurrency::{THREADS, on_threads};
+use super::support::{THREADS, on_threads};
 use super::support::{assert_unchanged, checked_history, expect_err, ready_tasks, workflow};
 use crate::case;
 use crate::model::counters;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use dal_core::{DalError, DatabaseErrorKind, NewTaskExecution, TaskExecution, TaskExecutionStore};
 use uuid::Uuid;
 
-use super::concurrency::{THREADS, on_threads};
+use super::support::{THREADS, on_threads};
 use super::support::{assert_unchanged, eventually, expect_err, ready_tasks, workflow};
 use crate::case;
 use crate::suite::Case;

@@ -19,7 +19,7 @@ use dal_core::{
 };
 use uuid::Uuid;
 
-use super::concurrency::{THREADS, on_threads};
+use super::support::{THREADS, on_threads};
 use super::support::{checked_history, ready_tasks, workflow};
 use crate::case;
 use crate::suite::Case;

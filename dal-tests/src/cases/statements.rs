@@ -10,7 +10,7 @@ use dal_core::{
 };
 use uuid::Uuid;
 
-use super::create::BEYOND_ONE_CHUNK;
+use super::support::BEYOND_ONE_CHUNK;
 use super::support::{expect_err, ready_tasks, workflow};
 use crate::case;
 use crate::counter::Counts;
@@ -21,12 +21,6 @@ use crate::suite::{Fixture, Setup};
 
 /// The cases of this group.
 pub const CASES: &[Case] = &[case!(every_operation_sends_the_documented_statements)];
-
-/// The statements a rejected transition sends on `kind`: the guarded write and the read that
-/// explains it (and, on SQLite, the transaction around the write).
-pub fn rejected_transition(kind: Backend) -> usize {
-    kind.statements(Operation::RejectedTransition)
-}
 
 /// Runs every operation of [`Operation::ALL`] once on a fresh task and returns what each sent.
 fn run_all(f: &Fixture, pass: usize) -> Vec<(Operation, Counts)> {

@@ -1,6 +1,12 @@
 //! Helpers shared by the cases.
 
-use dal_core::{DalError, ExecutionEvent, NewTaskExecution, TaskExecution, TaskStatus, TaskStore};
+use std::sync::{Arc, Barrier};
+use std::thread;
+
+use dal_core::{
+    DalError, ExecutionEvent, NewTaskExecution, TaskExecution, TaskExecutionStore, TaskStatus,
+    TaskStore,
+};
 use uuid::Uuid;
 
 /// A new workflow execution id.
@@ -158,4 +164,41 @@ pub fn checked_history(f: &crate::suite::Fixture, row: &TaskExecution) -> Vec<Ex
         assert_eq!(events, [], "no events with the history off");
     }
     events
+}
+
+/// How many threads the concurrency cases run.
+pub const THREADS: usize = 8;
+
+/// Runs `work(thread index, store)` on [`THREADS`] threads released together; returns their
+/// results in thread order.
+pub fn on_threads<T: Send + 'static>(
+    store: &Arc<dyn TaskExecutionStore>,
+    work: impl Fn(usize, &dyn TaskExecutionStore) -> T + Send + Sync + 'static,
+) -> Vec<T> {
+    let barrier = Arc::new(Barrier::new(THREADS));
+    let work = Arc::new(work);
+    let handles: Vec<_> = (0..THREADS)
+        .map(|i| {
+            let (store, barrier, work) =
+                (Arc::clone(store), Arc::clone(&barrier), Arc::clone(&work));
+            thread::spawn(move || {
+                barrier.wait();
+                work(i, &*store)
+            })
+        })
+        .collect();
+    handles
+        .into_iter()
+        .map(|h| h.join().expect("worker thread panicked"))
+        .collect()
+}
+
+/// More rows than one SQLite statement can bind (2,978 a chunk): several statements in one
+/// transaction there; one statement on PostgreSQL, which binds each column as one array.
+pub const BEYOND_ONE_CHUNK: usize = 7_000;
+
+/// The statements a rejected transition sends on `kind`: the guarded write and the read that
+/// explains it (and, on SQLite, the transaction around the write).
+pub fn rejected_transition(kind: crate::suite::Backend) -> usize {
+    kind.statements(crate::operations::Operation::RejectedTransition)
 }

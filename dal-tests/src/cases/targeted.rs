@@ -6,7 +6,7 @@ use chrono::TimeDelta;
 use dal_core::{Clock, DalError, EventType, Lease, NewTaskExecution, TaskExecution, TaskStatus};
 use uuid::Uuid;
 
-use super::concurrency::{THREADS, on_threads};
+use super::support::{THREADS, on_threads};
 use super::support::{
     assert_unchanged, checked_history, expect_err, ready_tasks, task_in, workflow,
 };

@@ -6,7 +6,7 @@ use dal_core::Clock;
 use dal_core::clock::to_micros;
 use dal_core::{DalError, Problem, TaskExecution, TaskStatus, Transition};
 
-use super::statements::rejected_transition;
+use super::support::rejected_transition;
 use super::support::{assert_unchanged, expect_err, task_in, workflow};
 use crate::case;
 use crate::suite::Backend;
