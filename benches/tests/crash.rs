@@ -107,9 +107,7 @@ fn a_sqlite_run_killed_twice_is_finished_by_a_third_process() {
         #[diesel(sql_type = Text)]
         integrity_check: String,
     }
-    let Ok(Conn::Sqlite(mut conn)) = Db::Sqlite(path).connect() else {
-        panic!("the file")
-    };
+    let Ok(Conn::Sqlite(mut conn)) = Db::Sqlite(path).connect() else { panic!("the file") };
     let integrity = diesel::sql_query("PRAGMA integrity_check").load::<Integrity>(&mut conn);
     let first = integrity.expect("check").into_iter().next();
     assert_eq!(first.map(|r| r.integrity_check), Some("ok".into()));

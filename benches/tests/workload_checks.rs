@@ -53,18 +53,11 @@ fn failing((target, ledger, metrics): &Run) -> Vec<&'static str> {
 
 /// What a `prune_finished` batch reports when it removes `workflow`, of 10 tasks.
 fn removed(workflow: Uuid, events: u64) -> Pruned {
-    Pruned {
-        workflows: vec![workflow],
-        tasks: 10,
-        events,
-        next: None,
-    }
+    Pruned { workflows: vec![workflow], tasks: 10, events, next: None }
 }
 
 fn sql(target: &Target, statement: &str, workflow: Uuid) {
-    let Ok(Conn::Sqlite(mut conn)) = target.db.connect() else {
-        panic!("a SQLite file")
-    };
+    let Ok(Conn::Sqlite(mut conn)) = target.db.connect() else { panic!("a SQLite file") };
     let query = diesel::sql_query(statement).bind::<Binary, _>(workflow.as_bytes().to_vec());
     query.execute(&mut conn).expect("tamper with the database");
 }

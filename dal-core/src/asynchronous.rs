@@ -36,10 +36,7 @@ pub struct AsyncStore<S: ?Sized = dyn TaskExecutionStore> {
 
 impl<S: ?Sized> Clone for AsyncStore<S> {
     fn clone(&self) -> Self {
-        AsyncStore {
-            store: Arc::clone(&self.store),
-            permits: Arc::clone(&self.permits),
-        }
+        AsyncStore { store: Arc::clone(&self.store), permits: Arc::clone(&self.permits) }
     }
 }
 
@@ -55,10 +52,7 @@ impl<S: TaskExecutionStore + ?Sized + 'static> AsyncStore<S> {
     /// Wraps `store`; at most `max_in_flight` calls (at least 1) run at once, the others wait
     /// for their turn without blocking a thread. Give it the store's pool size.
     pub fn new(store: Arc<S>, max_in_flight: usize) -> Self {
-        AsyncStore {
-            store,
-            permits: Arc::new(Semaphore::new(max_in_flight.max(1))),
-        }
+        AsyncStore { store, permits: Arc::new(Semaphore::new(max_in_flight.max(1))) }
     }
 
     /// The blocking store, for code that runs on a blocking thread already.
@@ -76,9 +70,7 @@ impl<S: TaskExecutionStore + ?Sized + 'static> AsyncStore<S> {
         let permit = Arc::clone(&self.permits)
             .acquire_owned()
             .await
-            .map_err(|e| DalError::Connection {
-                source: Box::new(e),
-            })?;
+            .map_err(|e| DalError::Connection { source: Box::new(e) })?;
         let store = Arc::clone(&self.store);
         let handle = tokio::task::spawn_blocking(move || {
             let _permit = permit;
@@ -87,9 +79,7 @@ impl<S: TaskExecutionStore + ?Sized + 'static> AsyncStore<S> {
         match handle.await {
             Ok(result) => result,
             Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
-            Err(err) => Err(DalError::Connection {
-                source: Box::new(err),
-            }),
+            Err(err) => Err(DalError::Connection { source: Box::new(err) }),
         }
     }
 }

@@ -36,9 +36,7 @@ pub struct ManualClock {
 impl ManualClock {
     /// A clock standing at `start`.
     pub fn new(start: DateTime<Utc>) -> Self {
-        ManualClock {
-            now: Mutex::new(start),
-        }
+        ManualClock { now: Mutex::new(start) }
     }
 
     /// Moves the clock to `to` (also backwards).
@@ -55,9 +53,7 @@ impl ManualClock {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, DateTime<Utc>> {
         // The guarded value is a plain time: a panic elsewhere cannot leave it half-written.
-        self.now
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.now.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -86,11 +82,7 @@ impl Ids {
     /// A UUIDv7 for time `at` (times before 1970 count as 1970).
     pub fn at(&self, at: DateTime<Utc>) -> Uuid {
         let secs = u64::try_from(at.timestamp()).unwrap_or(0);
-        Uuid::new_v7(Timestamp::from_unix(
-            &self.0,
-            secs,
-            at.timestamp_subsec_nanos(),
-        ))
+        Uuid::new_v7(Timestamp::from_unix(&self.0, secs, at.timestamp_subsec_nanos()))
     }
 }
 
@@ -119,15 +111,9 @@ mod tests {
     #[test]
     fn times_are_cut_to_microseconds() {
         let at = DateTime::<Utc>::UNIX_EPOCH + TimeDelta::nanoseconds(1_234_567_891);
-        assert_eq!(
-            to_micros(at),
-            DateTime::<Utc>::UNIX_EPOCH + TimeDelta::microseconds(1_234_567)
-        );
+        assert_eq!(to_micros(at), DateTime::<Utc>::UNIX_EPOCH + TimeDelta::microseconds(1_234_567));
         let before = DateTime::<Utc>::UNIX_EPOCH - TimeDelta::nanoseconds(1);
-        assert_eq!(
-            to_micros(before),
-            DateTime::<Utc>::UNIX_EPOCH - TimeDelta::microseconds(1)
-        );
+        assert_eq!(to_micros(before), DateTime::<Utc>::UNIX_EPOCH - TimeDelta::microseconds(1));
     }
 
     #[test]

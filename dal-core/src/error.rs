@@ -174,20 +174,14 @@ impl DalError {
 impl From<crate::status::UnknownStatus> for DalError {
     /// A status text read from the database that no [`TaskStatus`] has.
     fn from(err: crate::status::UnknownStatus) -> Self {
-        DalError::Database {
-            kind: DatabaseErrorKind::UnexpectedData,
-            source: Box::new(err),
-        }
+        DalError::Database { kind: DatabaseErrorKind::UnexpectedData, source: Box::new(err) }
     }
 }
 
 impl From<crate::event::UnknownEventType> for DalError {
     /// An event type text read from the database that no [`crate::EventType`] has.
     fn from(err: crate::event::UnknownEventType) -> Self {
-        DalError::Database {
-            kind: DatabaseErrorKind::UnexpectedData,
-            source: Box::new(err),
-        }
+        DalError::Database { kind: DatabaseErrorKind::UnexpectedData, source: Box::new(err) }
     }
 }
 
@@ -265,18 +259,12 @@ pub struct ValidationError {
 impl ValidationError {
     /// A problem with `field`.
     pub fn new(field: impl Into<String>, problem: Problem) -> Self {
-        ValidationError {
-            field: field.into(),
-            problem,
-        }
+        ValidationError { field: field.into(), problem }
     }
 
     /// The same error, with its field placed inside item `index` of a batch.
     pub fn in_batch(self, index: usize) -> Self {
-        ValidationError {
-            field: format!("tasks[{index}].{}", self.field),
-            problem: self.problem,
-        }
+        ValidationError { field: format!("tasks[{index}].{}", self.field), problem: self.problem }
     }
 }
 
@@ -378,9 +366,7 @@ mod tests {
 
     #[test]
     fn only_transient_failures_are_retryable() {
-        let busy = DalError::Busy {
-            source: "locked".into(),
-        };
+        let busy = DalError::Busy { source: "locked".into() };
         let missing = DalError::NotFound { id: Uuid::nil() };
         assert!(busy.is_retryable());
         assert!(!missing.is_retryable());

@@ -144,11 +144,7 @@ pub struct EventSpec {
 impl EventSpec {
     /// An event of `event_type` with no arguments and no runner.
     pub fn new(event_type: EventType) -> Self {
-        EventSpec {
-            event_type,
-            data: Map::new(),
-            runner_id: None,
-        }
+        EventSpec { event_type, data: Map::new(), runner_id: None }
     }
 
     /// The same event with one more argument.

@@ -242,10 +242,7 @@ impl PruneCursor {
     /// The cursor before every task that finished at `at` or later: a pass started after it
     /// reads only those (see `RetentionStore::prune_finished`).
     pub fn finished_since(at: DateTime<Utc>) -> Self {
-        PruneCursor {
-            completed_at: at,
-            task_id: Uuid::nil(),
-        }
+        PruneCursor { completed_at: at, task_id: Uuid::nil() }
     }
 }
 

@@ -77,19 +77,13 @@ impl Transition {
             Transition::MarkRunning => (
                 "mark_running",
                 &[Ready],
-                Effects {
-                    started_at: Set(now),
-                    ..Effects::keep(Running, now)
-                },
+                Effects { started_at: Set(now), ..Effects::keep(Running, now) },
                 EventSpec::new(EventType::Started),
             ),
             Transition::MarkCompleted => (
                 "mark_completed",
                 &[Running],
-                Effects {
-                    completed_at: Set(now),
-                    ..Effects::unclaimed(Completed, now)
-                },
+                Effects { completed_at: Set(now), ..Effects::unclaimed(Completed, now) },
                 EventSpec::new(EventType::Completed),
             ),
             Transition::MarkFailed { error } => (
@@ -101,10 +95,7 @@ impl Transition {
             Transition::MarkAbandoned { reason } => (
                 "mark_abandoned",
                 &[NotStarted, Ready, Running],
-                Effects {
-                    abandoned_at: Set(now),
-                    ..Effects::failed(reason, now)
-                },
+                Effects { abandoned_at: Set(now), ..Effects::failed(reason, now) },
                 EventSpec::new(EventType::Abandoned).with("reason", reason.as_str()),
             ),
             Transition::ScheduleRetry { retry_at } => {
@@ -192,15 +183,7 @@ impl Plan {
             Running => effects.sub_status,
             _ => Clear,
         };
-        Plan {
-            operation,
-            guard,
-            effects: Effects {
-                sub_status,
-                ..effects
-            },
-            event,
-        }
+        Plan { operation, guard, effects: Effects { sub_status, ..effects }, event }
     }
 
     /// The same plan, allowed only while `lease` is the task's current claim; its event names
@@ -215,10 +198,7 @@ impl Plan {
 
     /// The same plan without its event (the store keeps no history).
     pub fn unlogged(self) -> Plan {
-        Plan {
-            event: None,
-            ..self
-        }
+        Plan { event: None, ..self }
     }
 
     /// Sets (or clears) the sub-status of a `Running` task; its event is `deferred` when the
@@ -232,10 +212,7 @@ impl Plan {
         Plan::new(
             "set_sub_status",
             Guard::from(&[Running]),
-            Effects {
-                sub_status: sub_status.map_or(Clear, Set),
-                ..Effects::keep(Running, now)
-            },
+            Effects { sub_status: sub_status.map_or(Clear, Set), ..Effects::keep(Running, now) },
             Some(EventSpec::new(event).with("sub_status", value)),
         )
     }
@@ -270,10 +247,7 @@ impl Plan {
 
     /// A heartbeat: `heartbeat_at = now`. Not history: no event.
     pub fn heartbeat(now: DateTime<Utc>) -> Plan {
-        let effects = Effects {
-            heartbeat_at: Set(now),
-            ..Effects::keep(Running, now)
-        };
+        let effects = Effects { heartbeat_at: Set(now), ..Effects::keep(Running, now) };
         Plan::new("heartbeat", Guard::from(&[Running]), effects, None)
     }
 
@@ -282,14 +256,8 @@ impl Plan {
     pub fn release(now: DateTime<Utc>) -> Plan {
         Plan::new(
             "release",
-            Guard {
-                from: CLAIMED,
-                ..Guard::default()
-            },
-            Effects {
-                started_at: Clear,
-                ..Effects::unclaimed(Ready, now)
-            },
+            Guard { from: CLAIMED, ..Guard::default() },
+            Effects { started_at: Clear, ..Effects::unclaimed(Ready, now) },
             Some(EventSpec::new(EventType::Released)),
         )
     }
@@ -330,14 +298,8 @@ impl Plan {
     /// `MarkFailed` from `Running`, the failure of a runner cycle: with `attempt_left`
     /// `Some(false)`, what a retried attempt becomes on its last attempt.
     pub fn fail_running(error: &str, now: DateTime<Utc>, attempt_left: Option<bool>) -> Plan {
-        let mut plan = Transition::MarkFailed {
-            error: error.to_owned(),
-        }
-        .plan(now);
-        plan.guard = Guard {
-            attempt_left,
-            ..Guard::from(&[Running])
-        };
+        let mut plan = Transition::MarkFailed { error: error.to_owned() }.plan(now);
+        plan.guard = Guard { attempt_left, ..Guard::from(&[Running]) };
         plan
     }
 
@@ -347,9 +309,7 @@ impl Plan {
         let mut plan = Transition::ResetForRecovery.plan(now);
         plan.operation = "recover_stale_claims";
         plan.guard.from = CLAIMED;
-        plan.event = plan
-            .event
-            .map(|event| event.with("stale_before", time_value(stale_before)));
+        plan.event = plan.event.map(|event| event.with("stale_before", time_value(stale_before)));
         plan
     }
 
@@ -385,17 +345,11 @@ pub struct Guard {
 
 impl Guard {
     fn from(statuses: &[TaskStatus]) -> Guard {
-        Guard {
-            from: StatusSet::of(statuses),
-            ..Guard::default()
-        }
+        Guard { from: StatusSet::of(statuses), ..Guard::default() }
     }
 
     fn with_attempt_left(self) -> Guard {
-        Guard {
-            attempt_left: Some(true),
-            ..self
-        }
+        Guard { attempt_left: Some(true), ..self }
     }
 
     /// Why a write guarded so did not touch task `id`, given the row as read after it (`None`:
@@ -418,11 +372,7 @@ impl Guard {
         }
         let attempt_left = row.attempt < row.max_attempts;
         if !self.from.contains(row.status) || self.attempt_left == Some(false) && attempt_left {
-            return Some(DalError::InvalidTransition {
-                id,
-                from: row.status,
-                to,
-            });
+            return Some(DalError::InvalidTransition { id, from: row.status, to });
         }
         if self.attempt_left == Some(true) && !attempt_left {
             return Some(DalError::RetriesExhausted {
@@ -501,11 +451,7 @@ impl Effects {
 
     /// As [`Effects::keep`], and the claim (`claimed_by`, `heartbeat_at`) cleared.
     fn unclaimed(status: TaskStatus, now: DateTime<Utc>) -> Self {
-        Effects {
-            claimed_by: Clear,
-            heartbeat_at: Clear,
-            ..Effects::keep(status, now)
-        }
+        Effects { claimed_by: Clear, heartbeat_at: Clear, ..Effects::keep(status, now) }
     }
 
     /// `Failed` with `message` as the error, at `now`.
@@ -650,25 +596,10 @@ mod tests {
                 ("mark_running", vec![Ready], Running, true),
                 ("mark_completed", vec![Running], Completed, false),
                 ("mark_failed", vec![Ready, Running], Failed, false),
-                (
-                    "mark_abandoned",
-                    vec![NotStarted, Ready, Running],
-                    Failed,
-                    false
-                ),
+                ("mark_abandoned", vec![NotStarted, Ready, Running], Failed, false),
                 ("schedule_retry", vec![Running, Failed], Ready, false),
-                (
-                    "reset_task_for_recovery",
-                    vec![Ready, Running],
-                    Ready,
-                    false
-                ),
-                (
-                    "reset_retry_state",
-                    vec![Ready, Completed, Failed, Skipped],
-                    Ready,
-                    false
-                ),
+                ("reset_task_for_recovery", vec![Ready, Running], Ready, false),
+                ("reset_retry_state", vec![Ready, Completed, Failed, Skipped], Ready, false),
             ]
         );
     }
@@ -684,33 +615,16 @@ mod tests {
     #[test]
     fn rejections_say_why() {
         let id = Uuid::nil();
-        let row = |status, attempt| TaskExecution {
-            status,
-            attempt,
-            ..crate::model::sample_row()
-        };
-        let retry = Transition::ScheduleRetry { retry_at: at(1) }
-            .plan(at(1))
-            .guard;
-        assert!(matches!(
-            retry.rejection(id, Ready, None),
-            Some(DalError::NotFound { .. })
-        ));
+        let row = |status, attempt| TaskExecution { status, attempt, ..crate::model::sample_row() };
+        let retry = Transition::ScheduleRetry { retry_at: at(1) }.plan(at(1)).guard;
+        assert!(matches!(retry.rejection(id, Ready, None), Some(DalError::NotFound { .. })));
         assert!(matches!(
             retry.rejection(id, Ready, Some(&row(Completed, 1))),
-            Some(DalError::InvalidTransition {
-                from: Completed,
-                to: Ready,
-                ..
-            })
+            Some(DalError::InvalidTransition { from: Completed, to: Ready, .. })
         ));
         assert!(matches!(
             retry.rejection(id, Ready, Some(&row(Failed, 3))),
-            Some(DalError::RetriesExhausted {
-                attempt: 3,
-                max_attempts: 3,
-                ..
-            })
+            Some(DalError::RetriesExhausted { attempt: 3, max_attempts: 3, .. })
         ));
         assert!(retry.rejection(id, Ready, Some(&row(Failed, 2))).is_none());
         let mut claimed = row(Running, 1);
@@ -719,10 +633,7 @@ mod tests {
         let lease = claimed.lease().unwrap_or_else(|| unreachable!());
         let beat = Plan::heartbeat(at(1)).leased(lease).guard;
         assert!(beat.rejection(id, Running, Some(&claimed)).is_none());
-        let reclaimed = TaskExecution {
-            claim_count: 3,
-            ..claimed.clone()
-        };
+        let reclaimed = TaskExecution { claim_count: 3, ..claimed.clone() };
         assert!(matches!(
             beat.rejection(id, Running, Some(&reclaimed)),
             Some(DalError::ClaimLost { .. })
@@ -732,11 +643,7 @@ mod tests {
             targeted.rejection(id, Running, Some(&claimed)),
             Some(DalError::AlreadyClaimed { .. })
         ));
-        let later = TaskExecution {
-            status: Ready,
-            retry_at: Some(at(2)),
-            ..row(Ready, 1)
-        };
+        let later = TaskExecution { status: Ready, retry_at: Some(at(2)), ..row(Ready, 1) };
         assert!(matches!(
             targeted.rejection(id, Running, Some(&later)),
             Some(DalError::NotDue { .. })

@@ -49,10 +49,7 @@ impl TaskStatus {
 
     /// `Completed`, `Failed` and `Skipped` are terminal: nothing runs any more.
     pub const fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Skipped
-        )
+        matches!(self, TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Skipped)
     }
 }
 
@@ -122,18 +119,12 @@ pub struct StatusSet(u8);
 
 impl StatusSet {
     /// `NotStarted`, `Ready`, `Running`: the statuses in which a task may still run.
-    pub const NON_TERMINAL: StatusSet = StatusSet::of(&[
-        TaskStatus::NotStarted,
-        TaskStatus::Ready,
-        TaskStatus::Running,
-    ]);
+    pub const NON_TERMINAL: StatusSet =
+        StatusSet::of(&[TaskStatus::NotStarted, TaskStatus::Ready, TaskStatus::Running]);
 
     /// `Completed`, `Failed`, `Skipped`.
-    pub const TERMINAL: StatusSet = StatusSet::of(&[
-        TaskStatus::Completed,
-        TaskStatus::Failed,
-        TaskStatus::Skipped,
-    ]);
+    pub const TERMINAL: StatusSet =
+        StatusSet::of(&[TaskStatus::Completed, TaskStatus::Failed, TaskStatus::Skipped]);
 
     /// The set holding exactly `statuses`.
     pub const fn of(statuses: &[TaskStatus]) -> StatusSet {
@@ -153,16 +144,13 @@ impl StatusSet {
 
     /// The statuses of the set, in life-cycle order.
     pub fn iter(self) -> impl Iterator<Item = TaskStatus> {
-        TaskStatus::ALL
-            .into_iter()
-            .filter(move |status| self.contains(*status))
+        TaskStatus::ALL.into_iter().filter(move |status| self.contains(*status))
     }
 
     /// The set as the backends bind it: its statuses' texts between commas, `,ready,running,`,
     /// so that `instr(set, ',' || status || ',') > 0` tests a status with one parameter.
     pub fn to_sql_list(self) -> String {
-        self.iter()
-            .fold(",".to_owned(), |list, s| list + s.as_str() + ",")
+        self.iter().fold(",".to_owned(), |list, s| list + s.as_str() + ",")
     }
 }
 
@@ -179,41 +167,22 @@ mod tests {
     #[test]
     fn texts_round_trip_and_are_stable() {
         let texts: Vec<&str> = TaskStatus::ALL.iter().map(|s| s.as_str()).collect();
-        let stored = [
-            "not_started",
-            "ready",
-            "running",
-            "completed",
-            "failed",
-            "skipped",
-        ];
+        let stored = ["not_started", "ready", "running", "completed", "failed", "skipped"];
         assert_eq!(texts, stored);
         for status in TaskStatus::ALL {
             assert_eq!(status.as_str().parse::<TaskStatus>(), Ok(status));
-            assert_eq!(
-                serde_json::to_value(status).ok(),
-                Some(status.as_str().into())
-            );
+            assert_eq!(serde_json::to_value(status).ok(), Some(status.as_str().into()));
         }
         assert_eq!("deferred".parse::<SubStatus>(), Ok(SubStatus::Deferred));
-        assert_eq!(
-            "Ready".parse::<TaskStatus>(),
-            Err(UnknownStatus("Ready".into()))
-        );
-        let terminal: Vec<_> = TaskStatus::ALL
-            .into_iter()
-            .filter(|s| s.is_terminal())
-            .collect();
+        assert_eq!("Ready".parse::<TaskStatus>(), Err(UnknownStatus("Ready".into())));
+        let terminal: Vec<_> = TaskStatus::ALL.into_iter().filter(|s| s.is_terminal()).collect();
         assert_eq!(terminal, StatusSet::TERMINAL.iter().collect::<Vec<_>>());
     }
 
     #[test]
     fn sets_hold_what_they_were_built_from() {
         let set = StatusSet::of(&[TaskStatus::Running, TaskStatus::Ready]);
-        assert_eq!(
-            set.iter().collect::<Vec<_>>(),
-            [TaskStatus::Ready, TaskStatus::Running]
-        );
+        assert_eq!(set.iter().collect::<Vec<_>>(), [TaskStatus::Ready, TaskStatus::Running]);
         assert!(!set.contains(TaskStatus::Failed));
         assert_eq!(set.to_sql_list(), ",ready,running,");
         assert_eq!(StatusSet::of(&[]).to_sql_list(), ",");

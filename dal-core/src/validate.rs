@@ -27,10 +27,7 @@ type Checked<T = ()> = Result<T, ValidationError>;
 pub fn new_task(new: &NewTaskExecution) -> Checked {
     task_name(&new.task_name)?;
     if !matches!(new.status, TaskStatus::NotStarted | TaskStatus::Ready) {
-        return Err(ValidationError::new(
-            "status",
-            Problem::StatusNotAllowed(new.status),
-        ));
+        return Err(ValidationError::new("status", Problem::StatusNotAllowed(new.status)));
     }
     in_range("max_attempts", new.max_attempts, 1, i32::MAX)?;
     in_range("attempt", new.attempt, 1, new.max_attempts)?;
@@ -48,10 +45,8 @@ pub fn new_tasks(news: &[NewTaskExecution]) -> Checked {
     for (index, new) in news.iter().enumerate() {
         new_task(new).map_err(|e| e.in_batch(index))?;
         if let Some(first) = seen.insert((new.workflow_execution_id, &new.task_name), index) {
-            return Err(
-                ValidationError::new("task_name", Problem::DuplicateInBatch { first })
-                    .in_batch(index),
-            );
+            return Err(ValidationError::new("task_name", Problem::DuplicateInBatch { first })
+                .in_batch(index));
         }
     }
     Ok(())
@@ -68,11 +63,7 @@ pub fn task_name(name: &str) -> Checked {
     if len > TASK_NAME_MAX_CHARS {
         return Err(ValidationError::new(
             FIELD,
-            Problem::TooLong {
-                max: TASK_NAME_MAX_CHARS,
-                len,
-                unit: "characters",
-            },
+            Problem::TooLong { max: TASK_NAME_MAX_CHARS, len, unit: "characters" },
         ));
     }
     if name.contains('\0') {
@@ -90,11 +81,7 @@ pub fn message(field: &str, text: &str) -> Checked {
     if text.len() > MESSAGE_MAX_BYTES {
         return Err(ValidationError::new(
             field,
-            Problem::TooLong {
-                max: MESSAGE_MAX_BYTES,
-                len: text.len(),
-                unit: "bytes",
-            },
+            Problem::TooLong { max: MESSAGE_MAX_BYTES, len: text.len(), unit: "bytes" },
         ));
     }
     if text.contains('\0') {
@@ -147,11 +134,7 @@ pub fn in_range(field: &str, value: i32, min: i32, max: i32) -> Checked {
     } else {
         Err(ValidationError::new(
             field,
-            Problem::OutOfRange {
-                min: min.into(),
-                max: max.into(),
-                value: value.into(),
-            },
+            Problem::OutOfRange { min: min.into(), max: max.into(), value: value.into() },
         ))
     }
 }
@@ -161,19 +144,13 @@ pub fn in_range(field: &str, value: i32, min: i32, max: i32) -> Checked {
 pub fn json(field: &str, value: &Value) -> Checked {
     fn walk(value: &Value, depth: usize) -> Result<(), Problem> {
         if depth > JSON_MAX_DEPTH {
-            return Err(Problem::TooDeep {
-                max: JSON_MAX_DEPTH,
-            });
+            return Err(Problem::TooDeep { max: JSON_MAX_DEPTH });
         }
         match value {
             Value::String(s) if s.contains('\0') => Err(Problem::ContainsNul),
             Value::Array(items) => items.iter().try_for_each(|v| walk(v, depth + 1)),
             Value::Object(map) => map.iter().try_for_each(|(k, v)| {
-                if k.contains('\0') {
-                    Err(Problem::ContainsNul)
-                } else {
-                    walk(v, depth + 1)
-                }
+                if k.contains('\0') { Err(Problem::ContainsNul) } else { walk(v, depth + 1) }
             }),
             _ => Ok(()),
         }
@@ -206,25 +183,12 @@ mod tests {
 
     #[test]
     fn rejects_bad_names() {
-        assert_eq!(
-            problem_of(task_name("  ")),
-            Some(("task_name".into(), Problem::Blank))
-        );
+        assert_eq!(problem_of(task_name("  ")), Some(("task_name".into(), Problem::Blank)));
         assert_eq!(
             problem_of(task_name(&"a".repeat(256))),
-            Some((
-                "task_name".into(),
-                Problem::TooLong {
-                    max: 255,
-                    len: 256,
-                    unit: "characters"
-                }
-            ))
+            Some(("task_name".into(), Problem::TooLong { max: 255, len: 256, unit: "characters" }))
         );
-        assert_eq!(
-            problem_of(task_name("a\0b")),
-            Some(("task_name".into(), Problem::ContainsNul))
-        );
+        assert_eq!(problem_of(task_name("a\0b")), Some(("task_name".into(), Problem::ContainsNul)));
         assert_eq!(
             problem_of(task_name("a\nb")),
             Some(("task_name".into(), Problem::ContainsControl))
@@ -233,44 +197,23 @@ mod tests {
 
     #[test]
     fn rejects_bad_attempts_and_statuses() {
-        let zero = NewTaskExecution {
-            max_attempts: 0,
-            ..new()
-        };
+        let zero = NewTaskExecution { max_attempts: 0, ..new() };
         assert_eq!(
             problem_of(new_task(&zero)),
             Some((
                 "max_attempts".into(),
-                Problem::OutOfRange {
-                    min: 1,
-                    max: i32::MAX.into(),
-                    value: 0
-                }
+                Problem::OutOfRange { min: 1, max: i32::MAX.into(), value: 0 }
             ))
         );
-        let beyond = NewTaskExecution {
-            attempt: 4,
-            max_attempts: 3,
-            ..new()
-        };
+        let beyond = NewTaskExecution { attempt: 4, max_attempts: 3, ..new() };
         assert_eq!(
             problem_of(new_task(&beyond)),
-            Some((
-                "attempt".into(),
-                Problem::OutOfRange {
-                    min: 1,
-                    max: 3,
-                    value: 4
-                }
-            ))
+            Some(("attempt".into(), Problem::OutOfRange { min: 1, max: 3, value: 4 }))
         );
         let running = new().with_status(TaskStatus::Running);
         assert_eq!(
             problem_of(new_task(&running)),
-            Some((
-                "status".into(),
-                Problem::StatusNotAllowed(TaskStatus::Running)
-            ))
+            Some(("status".into(), Problem::StatusNotAllowed(TaskStatus::Running)))
         );
     }
 
@@ -292,12 +235,7 @@ mod tests {
         }
         assert_eq!(
             problem_of(json("c", &deep)),
-            Some((
-                "c".into(),
-                Problem::TooDeep {
-                    max: JSON_MAX_DEPTH
-                }
-            ))
+            Some(("c".into(), Problem::TooDeep { max: JSON_MAX_DEPTH }))
         );
         let mut ok = json!(1);
         for _ in 1..JSON_MAX_DEPTH {
@@ -324,15 +262,9 @@ mod tests {
         ];
         assert_eq!(
             problem_of(new_tasks(&batch)),
-            Some((
-                "tasks[2].task_name".into(),
-                Problem::DuplicateInBatch { first: 0 }
-            ))
+            Some(("tasks[2].task_name".into(), Problem::DuplicateInBatch { first: 0 }))
         );
-        let bad = [
-            NewTaskExecution::new(wf, "a"),
-            NewTaskExecution::new(wf, ""),
-        ];
+        let bad = [NewTaskExecution::new(wf, "a"), NewTaskExecution::new(wf, "")];
         assert_eq!(
             problem_of(new_tasks(&bad)),
             Some(("tasks[1].task_name".into(), Problem::Blank))

@@ -31,10 +31,7 @@ pub struct Bind<ST, T> {
 impl<ST, T> Bind<ST, T> {
     /// `value`, bound as `ST`.
     pub fn new(value: T) -> Self {
-        Bind {
-            value,
-            sql_type: PhantomData,
-        }
+        Bind { value, sql_type: PhantomData }
     }
 }
 

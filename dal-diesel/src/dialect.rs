@@ -29,18 +29,12 @@ pub struct InList<E, L> {
 
 /// `expr IN ids`.
 pub fn in_ids<E>(expr: E, ids: &[Uuid]) -> InList<E, IdList<'_>> {
-    InList {
-        expr,
-        list: IdList(ids),
-    }
+    InList { expr, list: IdList(ids) }
 }
 
 /// `expr IN texts`.
 pub fn in_texts<'a, E>(expr: E, texts: &'a [&'a str]) -> InList<E, TextList<'a>> {
-    InList {
-        expr,
-        list: TextList(texts),
-    }
+    InList { expr, list: TextList(texts) }
 }
 
 /// Ids as one JSON array of hex texts, for SQLite's `IN (SELECT unhex(value) FROM
@@ -75,12 +69,7 @@ pub fn status_in<E>(expr: E, set: StatusSet) -> StatusIn<E> {
         *name = status.as_str();
         len += 1;
     }
-    StatusIn {
-        expr,
-        slots,
-        names,
-        len,
-    }
+    StatusIn { expr, slots, names, len }
 }
 
 impl<E> StatusIn<E> {
@@ -107,10 +96,7 @@ pub struct Limited<Q> {
 
 /// `query LIMIT limit` (the query without a `LIMIT` of its own).
 pub fn limited<Q>(query: Q, limit: u32) -> Limited<Q> {
-    Limited {
-        query,
-        limit: i64::from(limit),
-    }
+    Limited { query, limit: i64::from(limit) }
 }
 
 impl<Q: Query> Query for Limited<Q> {

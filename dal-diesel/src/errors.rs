@@ -9,17 +9,13 @@ use diesel::result::{DatabaseErrorKind as Kind, Error};
 pub fn from_diesel(err: Error) -> DalError {
     let kind = match &err {
         Error::DatabaseError(Kind::ClosedConnection | Kind::UnableToSendCommand, _) => {
-            return DalError::Connection {
-                source: Box::new(err),
-            };
+            return DalError::Connection { source: Box::new(err) };
         }
         Error::DatabaseError(kind, info) => match info.sqlstate() {
             Some(code) => match by_sqlstate(code.as_str()) {
                 Some(kind) => kind,
                 None => {
-                    return DalError::Connection {
-                        source: Box::new(err),
-                    };
+                    return DalError::Connection { source: Box::new(err) };
                 }
             },
             None => match kind {
@@ -35,10 +31,7 @@ pub fn from_diesel(err: Error) -> DalError {
         Error::DeserializationError(_) => Dal::UnexpectedData,
         _ => Dal::Other,
     };
-    DalError::Database {
-        kind,
-        source: Box::new(err),
-    }
+    DalError::Database { kind, source: Box::new(err) }
 }
 
 /// The kind of a PostgreSQL error by its SQLSTATE; `None` for a session the server ended
@@ -59,9 +52,7 @@ fn by_sqlstate(code: &str) -> Option<Dal> {
 
 /// Maps a failure to check a connection out of the pool.
 pub fn from_pool(err: diesel::r2d2::PoolError) -> DalError {
-    DalError::Connection {
-        source: Box::new(err),
-    }
+    DalError::Connection { source: Box::new(err) }
 }
 
 #[cfg(test)]

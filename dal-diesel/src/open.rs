@@ -53,11 +53,7 @@ impl Common {
 
     /// The setup of the pool's connections.
     pub fn setup(&self, settings: Option<String>, prepared_statements: bool) -> Setup {
-        Setup {
-            settings,
-            prepared_statements,
-            instrumentation: self.instrumentation.clone(),
-        }
+        Setup { settings, prepared_statements, instrumentation: self.instrumentation.clone() }
     }
 }
 
@@ -151,8 +147,7 @@ pub struct Setup {
 impl<C: Connection + SimpleConnection> CustomizeConnection<C, r2d2::Error> for Setup {
     fn on_acquire(&self, conn: &mut C) -> std::result::Result<(), r2d2::Error> {
         if let Some(settings) = &self.settings {
-            conn.batch_execute(settings)
-                .map_err(r2d2::Error::QueryError)?;
+            conn.batch_execute(settings).map_err(r2d2::Error::QueryError)?;
         }
         if !self.prepared_statements {
             conn.set_prepared_statement_cache_size(CacheSize::Disabled);
@@ -198,9 +193,7 @@ where
             .connection_customizer(Box::new(setup)),
     )
     .build(ConnectionManager::new(url))
-    .map_err(|e| DalError::Connection {
-        source: Box::new(e),
-    })
+    .map_err(|e| DalError::Connection { source: Box::new(e) })
 }
 
 /// A failure while migrating: a statement's, or the migration harness's.
@@ -271,25 +264,16 @@ where
 {
     let list = diesel::migration::MigrationSource::<DB>::migrations(migrations)
         .map_err(|source| DalError::Migration { source })?;
-    Ok(list
-        .iter()
-        .map(|m| m.name().version().to_string())
-        .collect())
+    Ok(list.iter().map(|m| m.name().version().to_string()).collect())
 }
 
 /// Fails with [`DalError::SchemaNotMigrated`] when one of `needed` is not among `applied`
 /// (`None`: the schema has no table of applied migrations).
 pub fn check_applied(needed: Vec<String>, applied: Option<Vec<String>>) -> Result<()> {
     let applied = applied.unwrap_or_default();
-    let pending: Vec<String> = needed
-        .into_iter()
-        .filter(|version| !applied.contains(version))
-        .collect();
-    if pending.is_empty() {
-        Ok(())
-    } else {
-        Err(DalError::SchemaNotMigrated { pending })
-    }
+    let pending: Vec<String> =
+        needed.into_iter().filter(|version| !applied.contains(version)).collect();
+    if pending.is_empty() { Ok(()) } else { Err(DalError::SchemaNotMigrated { pending }) }
 }
 
 #[derive(diesel::QueryableByName)]
@@ -316,9 +300,7 @@ where
     diesel::query_builder::SqlQuery: diesel::query_builder::QueryFragment<C::Backend>,
 {
     use diesel::RunQueryDsl;
-    let found: Present = diesel::sql_query(table_exists)
-        .get_result(conn)
-        .map_err(from_diesel)?;
+    let found: Present = diesel::sql_query(table_exists).get_result(conn).map_err(from_diesel)?;
     if !found.present {
         return Ok(None);
     }

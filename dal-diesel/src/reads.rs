@@ -35,11 +35,7 @@ macro_rules! reads {
             use $crate::__p::*;
             // By primary key: at most one row, so no LIMIT (`get_result` adds none).
             self.$read(|conn| {
-                t::table
-                    .find(bind_id(id))
-                    .select(Row::as_select())
-                    .get_result(conn)
-                    .optional()
+                t::table.find(bind_id(id)).select(Row::as_select()).get_result(conn).optional()
             })?
             .map(TaskExecution::try_from)
             .transpose()
@@ -174,11 +170,7 @@ macro_rules! reads {
             let found: Vec<(IdValue, String, String)> = self.$read(|conn| {
                 t::table
                     .filter(in_ids(t::workflow_execution_id, workflow_execution_ids))
-                    .filter(
-                        every_name
-                            .into_sql::<Bool>()
-                            .or(in_texts(t::task_name, names)),
-                    )
+                    .filter(every_name.into_sql::<Bool>().or(in_texts(t::task_name, names)))
                     .select((t::workflow_execution_id, t::task_name, t::status))
                     .load(conn)
             })?;
@@ -283,15 +275,9 @@ macro_rules! reads {
         fn count_by_status(&self) -> $crate::__p::Result<Vec<($crate::__p::TaskStatus, i64)>> {
             use $crate::__p::*;
             let counts: Vec<(String, i64)> = self.$read(|conn| {
-                t::table
-                    .group_by(t::status)
-                    .select((t::status, count_star()))
-                    .load(conn)
+                t::table.group_by(t::status).select((t::status, count_star())).load(conn)
             })?;
-            counts
-                .into_iter()
-                .map(|(status, count)| Ok((status.parse()?, count)))
-                .collect()
+            counts.into_iter().map(|(status, count)| Ok((status.parse()?, count))).collect()
         }
     };
 }

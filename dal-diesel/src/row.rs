@@ -145,9 +145,7 @@ impl<Q, Conn> RunQueryDsl<Conn> for Returning<Q> {}
 
 /// Written rows as the model.
 pub fn written(rows: Vec<Written>) -> Result<Vec<(TaskExecution, Option<DateTime<Utc>>)>> {
-    rows.into_iter()
-        .map(|(row, due_at)| Ok((TaskExecution::try_from(row)?, due_at)))
-        .collect()
+    rows.into_iter().map(|(row, due_at)| Ok((TaskExecution::try_from(row)?, due_at))).collect()
 }
 
 /// An `execution_events` row as read.

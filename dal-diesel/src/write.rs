@@ -73,11 +73,7 @@ pub const PLAN: [&str; 35] = [
 
 /// The values of task `id` and `lease`, in the order of [`TASK`].
 pub fn task(id: Uuid, lease: Option<Lease>) -> [Param; 3] {
-    [
-        Param::Id(Some(id)),
-        Param::Id(lease.map(|l| l.runner_id)),
-        Param::Int(lease.map(|l| l.claim)),
-    ]
+    [Param::Id(Some(id)), Param::Id(lease.map(|l| l.runner_id)), Param::Int(lease.map(|l| l.claim))]
 }
 
 /// The values of `plan` but its lease, in the order of [`PLAN`].
@@ -108,21 +104,14 @@ pub fn params(plan: &Plan) -> Vec<Param> {
     params.extend(time(&e.started_at));
     params.extend(time(&e.completed_at));
     params.extend(time(&e.last_recovery_at));
-    params.extend([
-        Bool(Some(e.claimed_by.keeps())),
-        Id(e.claimed_by.value().copied()),
-    ]);
+    params.extend([Bool(Some(e.claimed_by.keeps())), Id(e.claimed_by.value().copied())]);
     params.extend(time(&e.heartbeat_at));
     params.extend(time(&e.abandoned_at));
     params.extend([
         Bool(Some(e.sub_status.keeps())),
         Text(e.sub_status.value().map(|s| s.as_str().to_owned())),
         Time(Some(e.updated_at)),
-        Text(
-            plan.event
-                .as_ref()
-                .map(|ev| ev.event_type.as_str().to_owned()),
-        ),
+        Text(plan.event.as_ref().map(|ev| ev.event_type.as_str().to_owned())),
         Json(plan.event.as_ref().map(|ev| ev.data_value())),
         Id(plan.event.as_ref().and_then(|ev| ev.runner_id)),
     ]);
@@ -214,27 +203,17 @@ mod tests {
     #[test]
     fn a_batch_binds_each_distinct_plan_once() {
         let at = DateTime::UNIX_EPOCH;
-        let lease = |n| Lease {
-            task_id: Uuid::from_u128(n),
-            runner_id: Uuid::from_u128(9),
-            claim: 1,
-        };
+        let lease =
+            |n| Lease { task_id: Uuid::from_u128(n), runner_id: Uuid::from_u128(9), claim: 1 };
         let done = Transition::MarkCompleted.plan(at);
         let failed = Transition::MarkFailed { error: "e".into() }.plan(at);
-        let plans = [
-            done.clone().leased(lease(1)),
-            failed.leased(lease(2)),
-            done.leased(lease(3)),
-        ];
+        let plans = [done.clone().leased(lease(1)), failed.leased(lease(2)), done.leased(lease(3))];
         let (distinct, tasks) = distinct(&plans);
         assert_eq!(distinct.len(), 2);
         assert_eq!(tasks, [(lease(1), 0), (lease(2), 1), (lease(3), 0)]);
         let value = |name| distinct[1].1[PLAN.iter().position(|c| *c == name).unwrap_or(0)].clone();
         assert_eq!(distinct[1].1.len(), PLAN.len());
-        assert_eq!(
-            value("from_statuses"),
-            Param::Text(Some(",ready,running,".into()))
-        );
+        assert_eq!(value("from_statuses"), Param::Text(Some(",ready,running,".into())));
         assert_eq!(value("error_details"), Param::Text(Some("e".into())));
         assert_eq!(value("keep_retry_at"), Param::Bool(Some(true)));
         assert_eq!(value("event_runner"), Param::Id(Some(Uuid::from_u128(9))));

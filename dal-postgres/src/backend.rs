@@ -35,10 +35,7 @@ pub struct PgBackend {
 
 impl PgBackend {
     pub(crate) fn new(pool: PgPool) -> Self {
-        PgBackend {
-            pool,
-            event_ids: Ids::default(),
-        }
+        PgBackend { pool, event_ids: Ids::default() }
     }
 
     /// Runs `run` on a pooled connection. A connection found lost is retired, so that the pool
@@ -104,10 +101,7 @@ const LOGGED: &str = "logged AS (INSERT INTO execution_events (id, workflow_exec
 
 /// `$from, ..., $from + n - 1`.
 fn placeholders(from: usize, n: usize) -> String {
-    (from..from + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    (from..from + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }
 
 /// One guarded write: `$1` and `$2` the events' ids, then the task's id and lease and the plan's
@@ -191,13 +185,8 @@ fn batch_sql(finished: bool, claim: bool) -> String {
 /// The batch statements, built once: leased writes, a claim, a cycle.
 fn batch(finished: bool, claim: bool) -> &'static str {
     static SQL: OnceLock<[String; 3]> = OnceLock::new();
-    let [leased, claims, cycle] = SQL.get_or_init(|| {
-        [
-            batch_sql(true, false),
-            batch_sql(false, true),
-            batch_sql(true, true),
-        ]
-    });
+    let [leased, claims, cycle] =
+        SQL.get_or_init(|| [batch_sql(true, false), batch_sql(false, true), batch_sql(true, true)]);
     match (finished, claim) {
         (true, false) => leased,
         (false, true) => claims,
@@ -241,10 +230,9 @@ const INSERT: &str = "WITH changed AS (INSERT INTO task_executions (id, workflow
 /// 9562 leaves to the implementation (its method 3). Times before 1970 count as 1970.
 fn event_id_head(at: DateTime<Utc>) -> String {
     let (millis, fraction) = match u64::try_from(at.timestamp_millis()) {
-        Ok(millis) => (
-            millis,
-            u64::from(at.timestamp_subsec_nanos() % 1_000_000) * 4096 / 1_000_000,
-        ),
+        Ok(millis) => {
+            (millis, u64::from(at.timestamp_subsec_nanos() % 1_000_000) * 4096 / 1_000_000)
+        }
         Err(_) => (0, 0),
     };
     let (high, low) = ((millis >> 16) & 0xffff_ffff, millis & 0xffff);
@@ -327,45 +315,39 @@ impl Backend for PgBackend {
         fn column<T>(rows: &[TaskExecution], f: impl Fn(&TaskExecution) -> T) -> Vec<T> {
             rows.iter().map(f).collect()
         }
-        let query = statement(
-            INSERT,
-            (&self.event_ids, event.map_or(0, |_| rows.len())),
-            first.created_at,
-        )
-        .bind::<Array<SqlUuid>, _>(column(rows, |r| r.id))
-        .bind::<Array<SqlUuid>, _>(column(rows, |r| r.workflow_execution_id))
-        .bind::<Array<Text>, _>(column(rows, |r| r.task_name.clone()))
-        .bind::<Array<Text>, _>(column(rows, |r| r.status.as_str()))
-        .bind::<Array<Integer>, _>(column(rows, |r| r.attempt))
-        .bind::<Array<Integer>, _>(column(rows, |r| r.max_attempts))
-        .bind::<Array<Jsonb>, _>(column(rows, |r| r.trigger_rules.clone()))
-        .bind::<Array<Jsonb>, _>(column(rows, |r| r.task_configuration.clone()))
-        .bind::<Array<Nullable<Timestamptz>>, _>(column(rows, |r| r.retry_at))
-        .bind::<Array<Timestamptz>, _>(column(rows, |r| r.created_at))
-        .bind::<Array<Timestamptz>, _>(column(rows, |r| r.updated_at))
-        .bind::<Array<Nullable<Timestamptz>>, _>(column(rows, |r| {
-            dal_core::plan::due_at(r.status, r.retry_at, r.created_at)
-        }))
-        .bind::<Nullable<Text>, _>(event.map(|e| e.event_type.as_str()))
-        .bind::<Nullable<Jsonb>, _>(event.map(EventSpec::data_value))
-        .sql(LOGGED)
-        .sql(RETURNING)
-        .sql(" FROM changed");
+        let query =
+            statement(INSERT, (&self.event_ids, event.map_or(0, |_| rows.len())), first.created_at)
+                .bind::<Array<SqlUuid>, _>(column(rows, |r| r.id))
+                .bind::<Array<SqlUuid>, _>(column(rows, |r| r.workflow_execution_id))
+                .bind::<Array<Text>, _>(column(rows, |r| r.task_name.clone()))
+                .bind::<Array<Text>, _>(column(rows, |r| r.status.as_str()))
+                .bind::<Array<Integer>, _>(column(rows, |r| r.attempt))
+                .bind::<Array<Integer>, _>(column(rows, |r| r.max_attempts))
+                .bind::<Array<Jsonb>, _>(column(rows, |r| r.trigger_rules.clone()))
+                .bind::<Array<Jsonb>, _>(column(rows, |r| r.task_configuration.clone()))
+                .bind::<Array<Nullable<Timestamptz>>, _>(column(rows, |r| r.retry_at))
+                .bind::<Array<Timestamptz>, _>(column(rows, |r| r.created_at))
+                .bind::<Array<Timestamptz>, _>(column(rows, |r| r.updated_at))
+                .bind::<Array<Nullable<Timestamptz>>, _>(column(rows, |r| {
+                    dal_core::plan::due_at(r.status, r.retry_at, r.created_at)
+                }))
+                .bind::<Nullable<Text>, _>(event.map(|e| e.event_type.as_str()))
+                .bind::<Nullable<Jsonb>, _>(event.map(EventSpec::data_value))
+                .sql(LOGGED)
+                .sql(RETURNING)
+                .sql(" FROM changed");
         Ok(self.write(query)?.into_iter().map(|(row, _)| row).collect())
     }
 
     fn apply(&self, id: Uuid, plan: &Plan) -> Result<Option<TaskExecution>> {
-        let query = task(id, plan.guard.lease)
-            .into_iter()
-            .chain(params(plan))
-            .fold(
-                statement(
-                    apply_sql(),
-                    (&self.event_ids, plan.event.as_ref().map_or(0, |_| 1)),
-                    plan.effects.updated_at,
-                ),
-                bind,
-            );
+        let query = task(id, plan.guard.lease).into_iter().chain(params(plan)).fold(
+            statement(
+                apply_sql(),
+                (&self.event_ids, plan.event.as_ref().map_or(0, |_| 1)),
+                plan.effects.updated_at,
+            ),
+            bind,
+        );
         Ok(self.write(query)?.pop().map(|(row, _)| row))
     }
 
@@ -380,11 +362,7 @@ impl Backend for PgBackend {
         }
         let at = claim.plan.effects.updated_at;
         // The store's plans all have their events, or none (the history off).
-        let events = claim
-            .plan
-            .event
-            .as_ref()
-            .map_or(0, |_| finished.len() + claim.limit as usize);
+        let events = claim.plan.event.as_ref().map_or(0, |_| finished.len() + claim.limit as usize);
         let mut query = statement(batch(finishing, claiming), (&self.event_ids, events), at);
         if finishing {
             let (plans, tasks) = distinct(finished);
@@ -399,10 +377,7 @@ impl Backend for PgBackend {
                 )
                 .bind::<Array<Integer>, _>(tasks.iter().map(|(l, _)| l.claim).collect::<Vec<_>>())
                 .bind::<Array<BigInt>, _>(
-                    tasks
-                        .iter()
-                        .map(|(_, plan)| *plan as i64 + 1)
-                        .collect::<Vec<_>>(),
+                    tasks.iter().map(|(_, plan)| *plan as i64 + 1).collect::<Vec<_>>(),
                 );
         }
         if claiming {
@@ -420,10 +395,7 @@ impl Backend for PgBackend {
         let statuses: Vec<&str> = CLAIMED.iter().map(|s| s.as_str()).collect();
         let query = params(plan)
             .into_iter()
-            .fold(
-                statement(sweep_sql(), (&self.event_ids, 0), plan.effects.updated_at),
-                bind,
-            )
+            .fold(statement(sweep_sql(), (&self.event_ids, 0), plan.effects.updated_at), bind)
             .bind::<Timestamptz, _>(stale.older_than)
             .bind::<Array<Text>, _>(statuses)
             .bind::<Integer, _>(stale.recovery_attempts.0)
@@ -447,9 +419,7 @@ impl Backend for PgBackend {
 
 impl std::fmt::Debug for PgBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PgBackend")
-            .field("pool", &self.pool.state())
-            .finish_non_exhaustive()
+        f.debug_struct("PgBackend").field("pool", &self.pool.state()).finish_non_exhaustive()
     }
 }
 
@@ -464,17 +434,10 @@ mod tests {
         let head = event_id_head(at);
         let millis = 1_767_225_600_123u64;
         let fraction = 456_789 * 4096 / 1_000_000;
-        let expected = format!(
-            "{:08x}-{:04x}-7{fraction:03x}",
-            millis >> 16,
-            millis & 0xffff
-        );
+        let expected = format!("{:08x}-{:04x}-7{fraction:03x}", millis >> 16, millis & 0xffff);
         assert_eq!(head, expected);
         let id = Uuid::parse_str(&format!("{head}-8000-000000000000")).unwrap_or_default();
-        assert_eq!(
-            id.get_timestamp().map(|t| t.to_unix()),
-            Some((1_767_225_600, 123_000_000))
-        );
+        assert_eq!(id.get_timestamp().map(|t| t.to_unix()), Some((1_767_225_600, 123_000_000)));
         let later = DateTime::from_timestamp(1_767_225_600, 123_999_000).unwrap_or_default();
         assert!(event_id_head(later) > head);
         let before_1970 = DateTime::UNIX_EPOCH - chrono::TimeDelta::days(1);

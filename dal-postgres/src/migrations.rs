@@ -69,10 +69,8 @@ pub(crate) fn migrate(conn: &mut PgConnection) -> Result<Vec<String>> {
 /// Fails with [`dal_core::DalError::SchemaNotMigrated`] unless every migration of
 /// [`MIGRATIONS`] is applied on `conn`. Two `SELECT`s; no DDL right needed.
 pub(crate) fn verify(conn: &mut PgConnection) -> Result<()> {
-    let present = applied(
-        conn,
-        "SELECT to_regclass('__diesel_schema_migrations') IS NOT NULL AS present",
-    )?;
+    let present =
+        applied(conn, "SELECT to_regclass('__diesel_schema_migrations') IS NOT NULL AS present")?;
     check_applied(versions::<diesel::pg::Pg>(&MIGRATIONS)?, present)
 }
 
@@ -124,13 +122,7 @@ mod tests {
         let embedded = versions::<diesel::pg::Pg>(&MIGRATIONS).expect("the embedded migrations");
         let listed: Vec<String> = MIGRATION_SQL
             .iter()
-            .map(|m| {
-                m.name
-                    .split('_')
-                    .next()
-                    .unwrap_or_default()
-                    .replace('-', "")
-            })
+            .map(|m| m.name.split('_').next().unwrap_or_default().replace('-', ""))
             .collect();
         assert_eq!(listed, embedded);
         let sql = migrations_sql();

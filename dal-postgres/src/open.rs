@@ -125,15 +125,12 @@ impl PgOptions {
         }
         drop(first);
         let pooled = self.transaction_pooling;
-        let setup = common.setup(
-            (self.index_plans && !pooled).then(|| INDEX_PLANS.to_owned()),
-            !pooled,
-        );
+        let setup =
+            common.setup((self.index_plans && !pooled).then(|| INDEX_PLANS.to_owned()), !pooled);
         // The backend retires a connection a statement found lost, and the pool opens a new one.
         let min_idle = self.min_idle;
-        let pool = pool(&url, common.pool_size, common.connect_timeout, setup, |b| {
-            b.min_idle(min_idle)
-        })?;
+        let pool =
+            pool(&url, common.pool_size, common.connect_timeout, setup, |b| b.min_idle(min_idle))?;
         Ok(Store::new(PgBackend::new(pool), common.clock.clone()).with_history(common.history))
     }
 }
@@ -155,17 +152,13 @@ impl PgOptions {
     /// The first connection, made outside the pool, its session checked (see
     /// [`PgOptions::connect`]).
     fn first_connection(&self, url: &str) -> Result<PgConnection> {
-        let mut first = PgConnection::establish(url).map_err(|e| DalError::Connection {
-            source: Box::new(e),
-        })?;
+        let mut first = PgConnection::establish(url)
+            .map_err(|e| DalError::Connection { source: Box::new(e) })?;
         if self.transaction_pooling {
             first.set_prepared_statement_cache_size(CacheSize::Disabled);
         }
-        let planner: &[(&str, &str)] = if self.transaction_pooling && self.index_plans {
-            &INDEX_PLAN_SETTINGS
-        } else {
-            &[]
-        };
+        let planner: &[(&str, &str)] =
+            if self.transaction_pooling && self.index_plans { &INDEX_PLAN_SETTINGS } else { &[] };
         session::check(&mut first, &session::requested_settings(url), planner)?;
         Ok(first)
     }
@@ -213,10 +206,7 @@ mod tests {
             "postgres://h/db?connect_timeout=10"
         );
         assert_eq!(
-            with_connect_timeout(
-                "postgres://h/db?sslmode=require",
-                Duration::from_millis(1_500)
-            ),
+            with_connect_timeout("postgres://h/db?sslmode=require", Duration::from_millis(1_500)),
             "postgres://h/db?sslmode=require&connect_timeout=2"
         );
         assert_eq!(

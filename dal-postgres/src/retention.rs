@@ -96,9 +96,6 @@ pub(crate) fn prune(
             .last_completed_at
             .zip(batch.last_id)
             .filter(|_| batch.scanned >= i64::from(limit))
-            .map(|(completed_at, task_id)| PruneCursor {
-                completed_at,
-                task_id,
-            }),
+            .map(|(completed_at, task_id)| PruneCursor { completed_at, task_id }),
     })
 }

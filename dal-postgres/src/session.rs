@@ -31,9 +31,7 @@ fn options_of(url: &str) -> Option<String> {
             (percent_decode(key) == "options").then(|| percent_decode(value))
         })
     } else {
-        keyword_values(url)
-            .into_iter()
-            .find_map(|(key, value)| (key == "options").then_some(value))
+        keyword_values(url).into_iter().find_map(|(key, value)| (key == "options").then_some(value))
     }
 }
 
@@ -148,13 +146,8 @@ struct Setting {
 
 fn read(conn: &mut PgConnection, sql: &'static str, binds: &[&str]) -> Result<Option<String>> {
     let query = diesel::sql_query(sql).into_boxed();
-    let query = binds
-        .iter()
-        .fold(query, |q, value| q.bind::<Text, _>(value.to_string()));
-    query
-        .get_result::<Setting>(conn)
-        .map(|s| s.value)
-        .map_err(from_diesel)
+    let query = binds.iter().fold(query, |q, value| q.bind::<Text, _>(value.to_string()));
+    query.get_result::<Setting>(conn).map(|s| s.value).map_err(from_diesel)
 }
 
 /// Fails with [`DalError::Settings`] unless the session on `conn` has each of `requested`
@@ -218,11 +211,7 @@ pub fn check(
 fn normalized(conn: &mut PgConnection, name: &str, value: &str) -> Result<Option<String>> {
     use diesel::connection::SimpleConnection;
     conn.batch_execute("BEGIN").map_err(from_diesel)?;
-    let spelled = read(
-        conn,
-        "SELECT set_config($1, $2, true) AS value",
-        &[name, value],
-    );
+    let spelled = read(conn, "SELECT set_config($1, $2, true) AS value", &[name, value]);
     conn.batch_execute("ROLLBACK").map_err(from_diesel)?;
     spelled
 }
@@ -232,9 +221,7 @@ mod tests {
     use super::*;
 
     fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
-        list.iter()
-            .map(|&(k, v)| (k.to_owned(), v.to_owned()))
-            .collect()
+        list.iter().map(|&(k, v)| (k.to_owned(), v.to_owned())).collect()
     }
 
     #[test]

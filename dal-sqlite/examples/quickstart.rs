@@ -9,12 +9,9 @@ use dal_sqlite::{DalError, NewTaskExecution, TaskExecution, TaskStore};
 use uuid::Uuid;
 
 fn main() -> ExitCode {
-    let path = std::env::args().nth(1).unwrap_or_else(|| {
-        std::env::temp_dir()
-            .join("dal-quickstart.db")
-            .display()
-            .to_string()
-    });
+    let path = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| std::env::temp_dir().join("dal-quickstart.db").display().to_string());
     match run(&path) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

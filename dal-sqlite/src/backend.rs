@@ -63,11 +63,7 @@ type Logged<'e> = Vec<(Rows, Option<&'e EventSpec>)>;
 
 impl SqliteBackend {
     pub(crate) fn new(pool: SqlitePool) -> Self {
-        SqliteBackend {
-            pool,
-            write_gate: Mutex::new(()),
-            event_ids: Ids::default(),
-        }
+        SqliteBackend { pool, write_gate: Mutex::new(()), event_ids: Ids::default() }
     }
 
     /// A pooled connection, with no give-up of a busy handler left noted on this thread.
@@ -89,10 +85,7 @@ impl SqliteBackend {
         at: DateTime<Utc>,
         write: impl FnOnce(&mut SqliteConnection) -> std::result::Result<Logged<'e>, TxError>,
     ) -> Result<Rows> {
-        let _gate = self
-            .write_gate
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let _gate = self.write_gate.lock().unwrap_or_else(PoisonError::into_inner);
         let mut conn = self.conn()?;
         let run = |conn: &mut SqliteConnection| -> std::result::Result<Rows, TxError> {
             let groups = write(conn)?;
@@ -109,11 +102,7 @@ impl SqliteBackend {
             }
             Ok(groups.into_iter().flat_map(|(rows, _)| rows).collect())
         };
-        let result = if alone {
-            run(&mut conn)
-        } else {
-            conn.immediate_transaction(run)
-        };
+        let result = if alone { run(&mut conn) } else { conn.immediate_transaction(run) };
         result.map_err(|err| match err {
             TxError::Diesel(err) => from_diesel(err),
             TxError::Dal(err) => err,
@@ -121,9 +110,7 @@ impl SqliteBackend {
     }
 
     fn gate(&self) -> MutexGuard<'_, ()> {
-        self.write_gate
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.write_gate.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -291,11 +278,7 @@ fn insert(
     let mut rows = rows.into_iter().peekable();
     while rows.peek().is_some() {
         let rows: Vec<Vec<Param>> = rows.by_ref().take(chunk).collect();
-        let insert = Insert {
-            into,
-            rows,
-            returning,
-        };
+        let insert = Insert { into, rows, returning };
         if returning {
             written.extend(Returning(insert).load::<Written>(conn)?);
         } else {
@@ -497,8 +480,6 @@ impl Backend for SqliteBackend {
 
 impl std::fmt::Debug for SqliteBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteBackend")
-            .field("pool", &self.pool.state())
-            .finish_non_exhaustive()
+        f.debug_struct("SqliteBackend").field("pool", &self.pool.state()).finish_non_exhaustive()
     }
 }

@@ -48,9 +48,7 @@ pub(crate) fn forget_busy() {
 /// Maps an error of a statement.
 pub(crate) fn from_diesel(err: Error) -> DalError {
     if GAVE_UP.with(|flag| flag.replace(false)) && matches!(err, Error::DatabaseError(..)) {
-        return DalError::Busy {
-            source: Box::new(err),
-        };
+        return DalError::Busy { source: Box::new(err) };
     }
     dal_diesel::errors::from_diesel(err)
 }

@@ -119,10 +119,7 @@ impl SqliteOptions {
             wait_when_busy(&mut first, self.busy_timeout);
             run(migrations, &mut first)?;
         }
-        let setup = Busy {
-            setup: common.setup(Some(pragmas), true),
-            timeout: self.busy_timeout,
-        };
+        let setup = Busy { setup: common.setup(Some(pragmas), true), timeout: self.busy_timeout };
         // An in-memory database lives as long as its one connection.
         let size = if in_memory { 1 } else { common.pool_size };
         let pool = pool(&self.path, size, common.connect_timeout, setup, |b| {
@@ -145,8 +142,7 @@ impl SqliteOptions {
     /// Errors: those of [`SqliteOptions::open`].
     pub fn migrate(self) -> Result<Vec<String>> {
         let mut conn = establish(&self.path)?;
-        conn.batch_execute("PRAGMA foreign_keys = ON;")
-            .map_err(from_diesel)?;
+        conn.batch_execute("PRAGMA foreign_keys = ON;").map_err(from_diesel)?;
         wait_when_busy(&mut conn, self.busy_timeout);
         migrate(&mut conn)
     }
@@ -154,9 +150,7 @@ impl SqliteOptions {
 
 /// A connection to `path`, creating the file if it is missing.
 fn establish(path: &str) -> Result<SqliteConnection> {
-    SqliteConnection::establish(path).map_err(|e| DalError::Connection {
-        source: Box::new(e),
-    })
+    SqliteConnection::establish(path).map_err(|e| DalError::Connection { source: Box::new(e) })
 }
 
 /// A read-only connection to the existing database at `path` (a path or a `file:` URI): a
@@ -164,10 +158,7 @@ fn establish(path: &str) -> Result<SqliteConnection> {
 /// database in rollback mode.
 fn read_only(path: &str) -> Result<SqliteConnection> {
     let uri = match path.strip_prefix("file:") {
-        Some(rest) => format!(
-            "file:{rest}{}mode=ro",
-            if rest.contains('?') { '&' } else { '?' }
-        ),
+        Some(rest) => format!("file:{rest}{}mode=ro", if rest.contains('?') { '&' } else { '?' }),
         None if !std::path::Path::new(path).exists() => {
             return Err(DalError::Connection {
                 source: format!("the SQLite database {path} does not exist").into(),
@@ -176,9 +167,7 @@ fn read_only(path: &str) -> Result<SqliteConnection> {
         // In a URI `%`, `?` and `#` are escapes and delimiters.
         None => format!(
             "file:{}?mode=ro",
-            path.replace('%', "%25")
-                .replace('?', "%3f")
-                .replace('#', "%23")
+            path.replace('%', "%25").replace('?', "%3f").replace('#', "%23")
         ),
     };
     establish(&uri)
@@ -213,11 +202,12 @@ impl fmt::Debug for SqliteOptions {
 
 /// Applies the pending migrations in one `BEGIN IMMEDIATE` transaction; returns their versions.
 fn migrate(conn: &mut SqliteConnection) -> Result<Vec<String>> {
-    conn.immediate_transaction(|conn| apply(conn, MIGRATIONS))
-        .map_err(|err: MigrateError| match err {
+    conn.immediate_transaction(|conn| apply(conn, MIGRATIONS)).map_err(
+        |err: MigrateError| match err {
             MigrateError::Diesel(err) => from_diesel(err),
             err => err.into(),
-        })
+        },
+    )
 }
 
 /// Does what `migrations` says on `conn`.

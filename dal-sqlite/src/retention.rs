@@ -86,18 +86,12 @@ pub(crate) fn find(
         .iter()
         .map(|row| {
             (
-                PruneCursor {
-                    completed_at: row.completed_at,
-                    task_id: row.id.0,
-                },
+                PruneCursor { completed_at: row.completed_at, task_id: row.id.0 },
                 row.workflow_execution_id.0,
             )
         })
         .collect();
-    let next = read
-        .last()
-        .filter(|_| read.len() >= limit as usize)
-        .map(|(cursor, _)| *cursor);
+    let next = read.last().filter(|_| read.len() >= limit as usize).map(|(cursor, _)| *cursor);
     let mut candidates: Vec<Uuid> = read.iter().map(|(_, wf)| *wf).collect();
     candidates.sort_unstable();
     candidates.dedup();
@@ -121,10 +115,7 @@ fn finished_among(
             .bind::<Instant, _>(older_than),
     )
     .load(conn)?;
-    Ok(doomed
-        .iter()
-        .map(|row| row.workflow_execution_id.0)
-        .collect())
+    Ok(doomed.iter().map(|row| row.workflow_execution_id.0).collect())
 }
 
 /// Inside the caller's `BEGIN IMMEDIATE` transaction: checks the workflow executions `found`
@@ -153,10 +144,5 @@ pub(crate) fn remove(
             .execute(conn)?;
         }
     }
-    Ok(Pruned {
-        workflows,
-        tasks: tasks as u64,
-        events: events as u64,
-        next: found.next,
-    })
+    Ok(Pruned { workflows, tasks: tasks as u64, events: events as u64, next: found.next })
 }

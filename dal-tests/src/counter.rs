@@ -37,10 +37,7 @@ impl StatementLog {
     /// A new, empty log that keeps each statement's whole SQL and its binds (`SQL -- binds:
     /// [...]`, Diesel's debug form).
     pub fn keeping_whole_sql() -> Self {
-        StatementLog {
-            whole_sql: true,
-            ..StatementLog::default()
-        }
+        StatementLog { whole_sql: true, ..StatementLog::default() }
     }
 
     /// The factory the backends' `Options::instrumentation` take.
@@ -55,11 +52,7 @@ impl StatementLog {
                     InstrumentationEvent::StartQuery { query, .. } => {
                         counts.statements += 1;
                         let text = query.to_string();
-                        let sql = if whole_sql {
-                            text
-                        } else {
-                            text.chars().take(300).collect()
-                        };
+                        let sql = if whole_sql { text } else { text.chars().take(300).collect() };
                         counts.sql.push(sql);
                     }
                     InstrumentationEvent::CacheQuery { .. } => counts.prepares += 1,

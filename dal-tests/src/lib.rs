@@ -14,7 +14,7 @@
 //! `default-features = false`, as `dal-benches` depends on this crate) the crate is the harness
 //! alone: [`provision`], [`counter`] and [`model`], which the benches and the workload use, and
 //! the build compiles none of libtest-mimic, proptest or testcontainers.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 #[cfg(feature = "suite")]
 pub mod cases;

@@ -190,10 +190,8 @@ pub fn check_readme_table(readme: &str, columns: &[(&str, Statements)]) -> Resul
         .nth(1)
         .and_then(|rest| rest.split(END).next())
         .ok_or(format!("the README has no {BEGIN} ... {END} table"))?;
-    let mut lines = table
-        .lines()
-        .filter(|line| line.starts_with('|') && !line.contains("---"))
-        .map(|line| {
+    let mut lines =
+        table.lines().filter(|line| line.starts_with('|') && !line.contains("---")).map(|line| {
             line.trim_matches('|')
                 .split('|')
                 .map(|cell| cell.trim().replace('`', ""))
@@ -201,10 +199,7 @@ pub fn check_readme_table(readme: &str, columns: &[(&str, Statements)]) -> Resul
         });
     let header = lines.next().ok_or("the README's table has no header")?;
     let rows: Vec<Vec<String>> = lines.collect();
-    let labels: Vec<&str> = rows
-        .iter()
-        .map(|r| r.first().map_or("", String::as_str))
-        .collect();
+    let labels: Vec<&str> = rows.iter().map(|r| r.first().map_or("", String::as_str)).collect();
     let expected: Vec<&str> = Operation::ALL.iter().map(|op| op.label()).collect();
     if labels != expected {
         return Err(format!(

@@ -182,10 +182,7 @@ pub struct Setup {
 
 impl Default for Setup {
     fn default() -> Self {
-        Setup {
-            pool_size: 8,
-            lock_timeout: None,
-        }
+        Setup { pool_size: 8, lock_timeout: None }
     }
 }
 
@@ -230,13 +227,7 @@ impl Fixture {
             instrumentation: Some(log.factory()),
             history: kind.history(),
         });
-        Fixture {
-            kind,
-            store,
-            clock,
-            log,
-            database,
-        }
+        Fixture { kind, store, clock, log, database }
     }
 
     /// Another store on the fixture's database, with a pool and a clock of its own and no
@@ -280,20 +271,14 @@ impl Fixture {
 
     /// How many `BEGIN`s the store has sent so far.
     pub fn begins(&self) -> usize {
-        self.log
-            .total()
-            .sql
-            .iter()
-            .filter(|sql| sql.starts_with("BEGIN"))
-            .count()
+        self.log.total().sql.iter().filter(|sql| sql.starts_with("BEGIN")).count()
     }
 
     /// Whether a write of the store now waits for `held`: PostgreSQL tells who waits for the
     /// row; on SQLite, the store has sent a `BEGIN` since it had sent `begun` (its `BEGIN
     /// IMMEDIATE` is what waits).
     pub fn waits_for(&self, held: &mut dyn HeldLock, begun: usize) -> bool {
-        held.waiters()
-            .map_or_else(|| self.begins() > begun, |n| n > 0)
+        held.waiters().map_or_else(|| self.begins() > begun, |n| n > 0)
     }
 
     /// Fails the case if the database's own consistency check finds a problem.
@@ -316,17 +301,14 @@ impl Fixture {
     /// Moves the clock forward by 1.5 s and 1 ns (so that the store must cut the time) and
     /// returns the time the store will write.
     pub fn tick(&self) -> DateTime<Utc> {
-        self.clock
-            .advance(TimeDelta::milliseconds(1_500) + TimeDelta::nanoseconds(1));
+        self.clock.advance(TimeDelta::milliseconds(1_500) + TimeDelta::nanoseconds(1));
         self.now()
     }
 }
 
 impl fmt::Debug for Fixture {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Fixture")
-            .field("kind", &self.kind)
-            .finish_non_exhaustive()
+        f.debug_struct("Fixture").field("kind", &self.kind).finish_non_exhaustive()
     }
 }
 
@@ -346,10 +328,7 @@ pub type Group = (&'static str, &'static [Case]);
 #[macro_export]
 macro_rules! case {
     ($f:ident) => {
-        $crate::suite::Case {
-            name: stringify!($f),
-            run: $f,
-        }
+        $crate::suite::Case { name: stringify!($f), run: $f }
     };
 }
 

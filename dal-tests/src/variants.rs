@@ -83,18 +83,10 @@ pub const ASYNC: &[Case] = &[case!(the_runtime_runs_on_while_calls_wait)];
 /// and a second call waits for the first (it reads what the first wrote).
 fn the_runtime_runs_on_while_calls_wait(kind: Backend) {
     let lock_timeout = Duration::from_secs(20);
-    let f = Fixture::with(
-        kind,
-        Setup {
-            pool_size: 2,
-            lock_timeout: Some(lock_timeout),
-        },
-    );
+    let f = Fixture::with(kind, Setup { pool_size: 2, lock_timeout: Some(lock_timeout) });
     let task = ready_tasks(f.store(), workflow(), 1, 1).remove(0);
     let store = AsyncStore::new(Arc::clone(&f.store), 1);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .expect("a runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread().build().expect("a runtime");
     let started = Instant::now();
     let mut held = f.hold_lock_on(task.id);
     let begun = f.begins();

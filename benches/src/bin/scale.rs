@@ -120,10 +120,8 @@ fn scale(args: &ScaleArgs) -> Result<bool, String> {
                 print!("{}", summary(&points));
                 format!("the run at {tasks} tasks on {backend:?} could not be made: {err}")
             })?;
-            let (speed, verdict) = (
-                report.tasks_per_second,
-                if report.passed { "passed" } else { "FAILED" },
-            );
+            let (speed, verdict) =
+                (report.tasks_per_second, if report.passed { "passed" } else { "FAILED" });
             eprintln!("{backend:?}, {tasks} tasks, run {n}: {speed:.0} tasks/s, checks {verdict}");
             if !report.passed {
                 passed = false;
@@ -132,12 +130,7 @@ fn scale(args: &ScaleArgs) -> Result<bool, String> {
             runs.push(report);
         }
         let median = median(runs.iter().map(figures).collect());
-        points.push(Point {
-            backend,
-            tasks,
-            median,
-            runs,
-        });
+        points.push(Point { backend, tasks, median, runs });
     }
     print!("{}", summary(&points));
     let svg = args.svg.clone().unwrap_or_else(|| match &args.json {
@@ -212,17 +205,11 @@ fn header(args: &ScaleArgs, settings: &[Setting]) -> String {
     let sizes: Vec<String> = args.sizes.iter().map(|s| group(*s as f64, 0)).collect();
     let cores = std::thread::available_parallelism().map_or(0, usize::from);
     let (j, runs) = (&args.job, args.runs);
-    let retention = format!(
-        "a retention pass every {} ms keeping {} ms",
-        j.prune_every_ms, j.retain_ms
-    );
-    let runners = format!(
-        "{} runners ({} crashing), claims of {}",
-        j.runners, j.crashing_runners, j.batch
-    );
-    let rows = settings
-        .iter()
-        .map(|s| vec![format!("`{}`", s.name), s.value.clone()]);
+    let retention =
+        format!("a retention pass every {} ms keeping {} ms", j.prune_every_ms, j.retain_ms);
+    let runners =
+        format!("{} runners ({} crashing), claims of {}", j.runners, j.crashing_runners, j.batch);
+    let rows = settings.iter().map(|s| vec![format!("`{}`", s.name), s.value.clone()]);
     let headings = ["PostgreSQL setting".into(), "value".into()];
     format!(
         "## Scale: the workload at {} tasks\n\n{runners}, {retention}; seed {}; {runs} run(s) \
@@ -256,11 +243,8 @@ fn summary(points: &[Point]) -> String {
         let mut cells = vec![format!("{:?}", point.backend), group(point.tasks as f64, 0)];
         for (name, decimals) in COLUMNS {
             let figure = name.trim_start_matches("× ");
-            let base = if figure == name {
-                Some(&1.0)
-            } else {
-                smallest.and_then(|b| b.get(figure))
-            };
+            let base =
+                if figure == name { Some(&1.0) } else { smallest.and_then(|b| b.get(figure)) };
             let value = point.median.get(figure).zip(base).map(|(v, b)| v / b);
             cells.push(value.map_or("–".into(), |v| group(v, decimals)));
         }
@@ -285,16 +269,10 @@ fn summary(points: &[Point]) -> String {
             let (what, relation) = name.split_once(':').unwrap_or_default();
             let values = mine.iter().map(|p| p.median.get(*name));
             let show = |v: &f64| {
-                if what == "bytes" {
-                    bytes(*v as i64)
-                } else {
-                    group(*v, 0)
-                }
+                if what == "bytes" { bytes(*v as i64) } else { group(*v, 0) }
             };
             let cells = values.map(|v| v.map_or("–".into(), show));
-            std::iter::once(format!("`{relation}` {what}"))
-                .chain(cells)
-                .collect()
+            std::iter::once(format!("`{relation}` {what}")).chain(cells).collect()
         });
         out += &format!("\n{}", markdown(&headings, rows.collect()));
     }
@@ -335,10 +313,8 @@ fn plot(points: &[Point]) -> String {
     let (width, height, margin) = (440.0, 300.0, 60.0);
     let sizes: std::collections::BTreeSet<u64> = points.iter().map(|p| p.tasks).collect();
     let log = |tasks: u64| (tasks.max(1) as f64).log10();
-    let (low, high) = (
-        sizes.first().map_or(0.0, |t| log(*t)),
-        sizes.last().map_or(1.0, |t| log(*t)),
-    );
+    let (low, high) =
+        (sizes.first().map_or(0.0, |t| log(*t)), sizes.last().map_or(1.0, |t| log(*t)));
     let mut svg = format!(
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{height}" font-family="sans-serif" font-size="11">"#,
         2.0 * width
@@ -366,9 +342,8 @@ fn plot(points: &[Point]) -> String {
         let backends = [(Backend::Sqlite, "#1f77b4"), (Backend::Postgres, "#d62728")];
         for (i, (backend, colour)) in backends.into_iter().enumerate() {
             let mine = points.iter().filter(|p| p.backend == backend);
-            let line: Vec<(f64, f64)> = mine
-                .filter_map(|p| Some((x(p.tasks), y(*p.median.get(figure)?))))
-                .collect();
+            let line: Vec<(f64, f64)> =
+                mine.filter_map(|p| Some((x(p.tasks), y(*p.median.get(figure)?)))).collect();
             if line.is_empty() {
                 continue;
             }

@@ -139,10 +139,7 @@ pub fn run_checks(
     }
     let in_store = u64::try_from(store.count_by_status()?.total()).unwrap_or_default();
     if in_store != stored_tasks {
-        flag(
-            TERMINAL,
-            format!("{in_store} tasks stored, {stored_tasks} ours"),
-        );
+        flag(TERMINAL, format!("{in_store} tasks stored, {stored_tasks} ours"));
     }
     let mut total = stored;
     total.add(&removed);

@@ -114,12 +114,7 @@ impl Ledger {
     /// none in the database yet.
     pub fn new(run: Uuid, workflows: u32, tasks_per_workflow: u32) -> Ledger {
         let tallies = (0..workflows).map(|_| Tally::default()).collect();
-        Ledger {
-            run,
-            tasks_per_workflow,
-            tallies,
-            ..Ledger::default()
-        }
+        Ledger { run, tasks_per_workflow, tallies, ..Ledger::default() }
     }
 
     /// Starts the `index`th workflow execution from what the database held: its tasks, so

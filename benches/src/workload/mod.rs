@@ -131,9 +131,7 @@ fn prepare(
     let held = store.count_by_status().map_err(|e| e.to_string())?.total();
     if let Some(record) = recorded {
         let run = record.run_id;
-        return Err(format!(
-            "{location} holds run {run}: finish it with --resume"
-        ));
+        return Err(format!("{location} holds run {run}: finish it with --resume"));
     }
     if held > 0 {
         return Err(format!("{location} holds {held} tasks, of no workload run"));

@@ -113,10 +113,7 @@ impl Report {
             }
             if let (Some(live), Some(dead)) = (r.live_rows, r.dead_rows) {
                 let vacuums = r.autovacuums.unwrap_or_default();
-                let _ = write!(
-                    out,
-                    "   live rows {live}, dead {dead}, autovacuums {vacuums}"
-                );
+                let _ = write!(out, "   live rows {live}, dead {dead}, autovacuums {vacuums}");
             }
             if let Some(reads) = r.read_per_claim {
                 let _ = write!(out, "   {reads:.1} entries read per claim");

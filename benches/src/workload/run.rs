@@ -48,14 +48,7 @@ pub fn run(
     quiet: bool,
 ) -> Result<Ran, String> {
     let (stop, error, creation) = (AtomicBool::new(false), Mutex::new(None), OnceLock::new());
-    let shared = Shared {
-        store,
-        job,
-        ledger,
-        stop,
-        error,
-        creation,
-    };
+    let shared = Shared { store, job, ledger, stop, error, creation };
     let progress = ProgressBar::new(job.tasks());
     let template = "{spinner} {elapsed_precise} [{bar:40}] {pos}/{len} tasks finished, {per_sec}";
     if let Ok(style) = ProgressStyle::with_template(template) {
@@ -90,11 +83,7 @@ pub fn run(
     let creation = shared.creation.get().copied().unwrap_or_default();
     let error = shared.error.into_inner();
     let error = error.unwrap_or_else(PoisonError::into_inner);
-    let ran = Ran {
-        metrics,
-        elapsed,
-        creation,
-    };
+    let ran = Ran { metrics, elapsed, creation };
     error.map_or(Ok(ran), Err)
 }
 
@@ -232,10 +221,7 @@ fn runner(s: &Shared, index: u32) -> Metrics {
                 // heartbeats stop.
                 metrics.count(Outcome::Crashes, 1);
                 let completed = claimed.iter().map(|c| c.lease).collect();
-                let leases = Finished {
-                    completed,
-                    ..Finished::default()
-                };
+                let leases = Finished { completed, ..Finished::default() };
                 left = Some((id, leases, Instant::now()));
                 (id, finished) = (Uuid::now_v7(), Finished::default());
                 break;
@@ -259,11 +245,7 @@ fn runner(s: &Shared, index: u32) -> Metrics {
             }
             let (lease, error, retry_at) = (*lease, "simulated failure".to_owned(), Utc::now());
             if task.attempt < task.max_attempts {
-                finished.retried.push(RetriedTask {
-                    lease,
-                    error,
-                    retry_at,
-                });
+                finished.retried.push(RetriedTask { lease, error, retry_at });
             } else {
                 finished.failed.push(FailedTask { lease, error });
             }

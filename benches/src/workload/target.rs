@@ -61,10 +61,7 @@ impl Db {
             Db::Postgres(url, schema, false) => {
                 let search_path = format!("-csearch_path={schema}");
                 let name: &str = if store { schema } else { "workload" };
-                with_params(
-                    url,
-                    &[("options", &search_path), ("application_name", name)],
-                )
+                with_params(url, &[("options", &search_path), ("application_name", name)])
             }
             Db::Postgres(url, ..) => url.clone(),
             Db::Sqlite(path) => path.display().to_string(),
@@ -141,13 +138,7 @@ impl Target {
             }
         };
         let (_dir, drop) = (dir, drop.filter(|_| !args.keep));
-        Ok(Target {
-            backend,
-            location,
-            db,
-            _dir,
-            drop,
-        })
+        Ok(Target { backend, location, db, _dir, drop })
     }
 
     /// A store on the run's database (migrating it the first time), of `pool_size`

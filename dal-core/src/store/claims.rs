@@ -235,13 +235,9 @@ impl<B: Backend> Store<B> {
         (finished, given): (&[Plan], &[&Lease]),
         claim: &Claim,
     ) -> Result<Cycle> {
-        let finished: Vec<Plan> = finished
-            .iter()
-            .map(|p| self.history.of(p.clone()))
-            .collect();
-        let result = self
-            .retrying(operation, || self.backend.cycle(&finished, claim))
-            .map(|mut rows| {
+        let finished: Vec<Plan> = finished.iter().map(|p| self.history.of(p.clone())).collect();
+        let result =
+            self.retrying(operation, || self.backend.cycle(&finished, claim)).map(|mut rows| {
                 rows.sort_unstable_by_key(|(row, _)| row.id);
                 let mut done = Cycle::default();
                 let mut positions = Vec::new();
@@ -252,11 +248,8 @@ impl<B: Backend> Store<B> {
                         TaskStatus::Ready => done.retried.push(task),
                         _ => {
                             positions.extend(at);
-                            let lease = Lease {
-                                task_id: task.id,
-                                runner_id,
-                                claim: task.claim_count,
-                            };
+                            let lease =
+                                Lease { task_id: task.id, runner_id, claim: task.claim_count };
                             done.claimed.push(Claimed { task, lease });
                         }
                     }
@@ -293,11 +286,7 @@ impl<B: Backend> ClaimStore for Store<B> {
 
     fn claim_task(&self, id: Uuid, runner_id: Uuid) -> Result<Claimed> {
         let task = self.guarded_write(id, Plan::claim_task(runner_id, self.now()))?;
-        let lease = Lease {
-            task_id: task.id,
-            runner_id,
-            claim: task.claim_count,
-        };
+        let lease = Lease { task_id: task.id, runner_id, claim: task.claim_count };
         Ok(Claimed { task, lease })
     }
 
@@ -311,9 +300,7 @@ impl<B: Backend> ClaimStore for Store<B> {
     }
 
     fn fail(&self, lease: &Lease, error: &str) -> Result<TaskExecution> {
-        let transition = Transition::MarkFailed {
-            error: error.to_owned(),
-        };
+        let transition = Transition::MarkFailed { error: error.to_owned() };
         transition.validate()?;
         self.guarded_write(lease.task_id, transition.plan(self.now()).leased(*lease))
     }
@@ -340,10 +327,7 @@ impl<B: Backend> ClaimStore for Store<B> {
                 return Err(not_the_runner(format!("leases[{i}].runner_id")));
             }
             if let Some(j) = seen.insert(lease.task_id, i) {
-                return Err(finished_twice(
-                    format!("leases[{i}].task_id"),
-                    format!("leases[{j}]"),
-                ));
+                return Err(finished_twice(format!("leases[{i}].task_id"), format!("leases[{j}]")));
             }
         }
         let now = self.now();
@@ -353,10 +337,7 @@ impl<B: Backend> ClaimStore for Store<B> {
         let given: Vec<&Lease> = leases.iter().collect();
         let none = self.claim(first.runner_id, 0, now);
         let cycle = self.run_cycle("complete_many", first.runner_id, (&plans, &given), &none)?;
-        Ok(Completion {
-            completed: cycle.completed,
-            lost: cycle.lost,
-        })
+        Ok(Completion { completed: cycle.completed, lost: cycle.lost })
     }
 
     fn finish_and_claim(&self, runner_id: Uuid, finished: &Finished, limit: u32) -> Result<Cycle> {
@@ -397,10 +378,7 @@ impl<B: Backend> ClaimStore for Store<B> {
         let older_than = clock::to_micros(older_than);
         let now = self.now();
         let sweep = |recovery_attempts, plan: Plan| {
-            let stale = Stale {
-                older_than,
-                recovery_attempts,
-            };
+            let stale = Stale { older_than, recovery_attempts };
             let plan = self.history.of(plan);
             self.retrying("recover_stale_claims", || self.backend.sweep(&stale, &plan))
         };
@@ -411,10 +389,7 @@ impl<B: Backend> ClaimStore for Store<B> {
                 0 => Vec::new(),
                 max => sweep((0, max - 1), Plan::recover_stale(older_than, now))?,
             };
-            Ok::<_, DalError>(Recovery {
-                reset: by_id(reset),
-                abandoned: by_id(abandoned),
-            })
+            Ok::<_, DalError>(Recovery { reset: by_id(reset), abandoned: by_id(abandoned) })
         })();
         self.trace("recover_stale_claims", None, &result, 2);
         result

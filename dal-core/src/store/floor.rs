@@ -82,10 +82,7 @@ impl Floors {
 
     /// The queue position a claim at `now` starts at.
     pub(super) fn claim_start(&self, now: DateTime<Utc>) -> DateTime<Utc> {
-        self.state()
-            .claim
-            .start(now, FULL_SCAN_EVERY)
-            .unwrap_or_else(validate::earliest_time)
+        self.state().claim.start(now, FULL_SCAN_EVERY).unwrap_or_else(validate::earliest_time)
     }
 
     /// Records what a claim of `limit` returned: the queue positions of the tasks it claimed.

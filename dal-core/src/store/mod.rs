@@ -57,9 +57,7 @@ fn backoff(tries: u32) -> std::time::Duration {
     use std::hash::{BuildHasher, Hasher};
     let base = CONFLICT_BACKOFF.as_micros() as u64 * (1u64 << tries.saturating_sub(1).min(10));
     // A random number without a dependency: std seeds each RandomState from the OS.
-    let random = std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish();
+    let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
     std::time::Duration::from_micros(base / 2 + random % base.max(1))
 }
 
@@ -169,8 +167,7 @@ impl<B: Backend> Store<B> {
                 backend_calls += 1;
                 let found = self.backend.get(id)?;
                 if let Some(rejection) =
-                    plan.guard
-                        .rejection(id, plan.effects.status, found.as_ref())
+                    plan.guard.rejection(id, plan.effects.status, found.as_ref())
                 {
                     return Err(rejection);
                 }
@@ -245,8 +242,5 @@ impl<B: Backend> fmt::Debug for Store<B> {
 }
 
 fn unexpected(message: &'static str) -> DalError {
-    DalError::Database {
-        kind: DatabaseErrorKind::UnexpectedData,
-        source: message.into(),
-    }
+    DalError::Database { kind: DatabaseErrorKind::UnexpectedData, source: message.into() }
 }

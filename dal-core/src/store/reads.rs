@@ -65,9 +65,7 @@ impl<B: Backend> WorkflowReads for Store<B> {
         if workflow_execution_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let result = self
-            .backend
-            .tasks_with_status(workflow_execution_ids, TaskStatus::NotStarted);
+        let result = self.backend.tasks_with_status(workflow_execution_ids, TaskStatus::NotStarted);
         self.trace("pending_tasks", None, &result, 1);
         result
     }
@@ -83,11 +81,7 @@ impl<B: Backend> WorkflowReads for Store<B> {
         let result = self
             .backend
             .task_statuses(&[workflow_execution_id], Some(task_names))
-            .map(|rows| {
-                rows.into_iter()
-                    .map(|(_, name, status)| (name, status))
-                    .collect()
-            });
+            .map(|rows| rows.into_iter().map(|(_, name, status)| (name, status)).collect());
         self.trace("task_statuses", None, &result, 1);
         result
     }
@@ -99,19 +93,13 @@ impl<B: Backend> WorkflowReads for Store<B> {
         if workflow_execution_ids.is_empty() {
             return Ok(HashMap::new());
         }
-        let result = self
-            .backend
-            .task_statuses(workflow_execution_ids, None)
-            .map(|rows| {
-                let mut by_workflow: HashMap<Uuid, HashMap<String, TaskStatus>> = HashMap::new();
-                for (workflow, name, status) in rows {
-                    by_workflow
-                        .entry(workflow)
-                        .or_default()
-                        .insert(name, status);
-                }
-                by_workflow
-            });
+        let result = self.backend.task_statuses(workflow_execution_ids, None).map(|rows| {
+            let mut by_workflow: HashMap<Uuid, HashMap<String, TaskStatus>> = HashMap::new();
+            for (workflow, name, status) in rows {
+                by_workflow.entry(workflow).or_default().insert(name, status);
+            }
+            by_workflow
+        });
         self.trace("statuses_for_workflows", None, &result, 1);
         result
     }
@@ -129,13 +117,10 @@ impl<B: Backend> WorkflowReads for Store<B> {
         if workflow_execution_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let result = self
-            .backend
-            .complete_workflows(workflow_execution_ids)
-            .map(|mut ids| {
-                ids.sort_unstable();
-                ids
-            });
+        let result = self.backend.complete_workflows(workflow_execution_ids).map(|mut ids| {
+            ids.sort_unstable();
+            ids
+        });
         self.trace("complete_workflows", None, &result, 1);
         result
     }

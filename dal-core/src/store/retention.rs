@@ -70,9 +70,7 @@ impl<B: Backend> RetentionStore for Store<B> {
             ..cursor
         });
         let result = self
-            .retrying("prune_finished", || {
-                self.backend.prune(older_than, limit, after)
-            })
+            .retrying("prune_finished", || self.backend.prune(older_than, limit, after))
             .map(|mut pruned| {
                 pruned.workflows.sort_unstable();
                 pruned

@@ -66,12 +66,7 @@ pub trait TaskStore: Send + Sync {
     /// `NotStarted | Ready` -> `Skipped`, the reason kept in `error_details`; sets
     /// `completed_at`. See [`TaskStore::transition`].
     fn mark_skipped(&self, id: Uuid, reason: &str) -> Result<TaskExecution> {
-        self.transition(
-            id,
-            Transition::MarkSkipped {
-                reason: reason.to_owned(),
-            },
-        )
+        self.transition(id, Transition::MarkSkipped { reason: reason.to_owned() })
     }
 
     /// `Ready` -> `Running`; sets `started_at`. See [`TaskStore::transition`].
@@ -88,23 +83,13 @@ pub trait TaskStore: Send + Sync {
     /// `Ready | Running` -> `Failed`; the error goes to `error_details` and `last_error`; sets
     /// `completed_at`, clears the claim. See [`TaskStore::transition`].
     fn mark_failed(&self, id: Uuid, error: &str) -> Result<TaskExecution> {
-        self.transition(
-            id,
-            Transition::MarkFailed {
-                error: error.to_owned(),
-            },
-        )
+        self.transition(id, Transition::MarkFailed { error: error.to_owned() })
     }
 
     /// Any non-terminal status -> `Failed` with `abandoned_at` set and the reason in
     /// `error_details` and `last_error`. See [`TaskStore::transition`].
     fn mark_abandoned(&self, id: Uuid, reason: &str) -> Result<TaskExecution> {
-        self.transition(
-            id,
-            Transition::MarkAbandoned {
-                reason: reason.to_owned(),
-            },
-        )
+        self.transition(id, Transition::MarkAbandoned { reason: reason.to_owned() })
     }
 
     /// `Running | Failed` -> `Ready` with `attempt = attempt + 1` computed by the database and
@@ -178,13 +163,7 @@ impl<B: Backend> Store<B> {
     /// `news` that exists. Failure path only: reads the workflows of the batch until it finds
     /// the taken name.
     fn explain_insert_error(&self, err: DalError, news: &[NewTaskExecution]) -> DalError {
-        if !matches!(
-            err,
-            DalError::Database {
-                kind: DatabaseErrorKind::UniqueViolation,
-                ..
-            }
-        ) {
+        if !matches!(err, DalError::Database { kind: DatabaseErrorKind::UniqueViolation, .. }) {
             return err;
         }
         if let [new] = news {
@@ -221,9 +200,8 @@ impl<B: Backend> TaskStore for Store<B> {
         validate::new_task(new)?;
         let row = self.new_row(new, self.now());
         let id = row.id;
-        let result = self
-            .insert(std::slice::from_ref(&row), std::slice::from_ref(new))
-            .and_then(|rows| {
+        let result =
+            self.insert(std::slice::from_ref(&row), std::slice::from_ref(new)).and_then(|rows| {
                 rows.into_iter()
                     .next()
                     .ok_or_else(|| unexpected("INSERT ... RETURNING returned no row"))
@@ -239,11 +217,8 @@ impl<B: Backend> TaskStore for Store<B> {
         validate::new_tasks(news)?;
         let now = self.now();
         let mut rows: Vec<TaskExecution> = news.iter().map(|new| self.new_row(new, now)).collect();
-        let position: HashMap<Uuid, usize> = rows
-            .iter()
-            .enumerate()
-            .map(|(i, row)| (row.id, i))
-            .collect();
+        let position: HashMap<Uuid, usize> =
+            rows.iter().enumerate().map(|(i, row)| (row.id, i)).collect();
         // Inserted in one global order, by workflow execution and task name: two batches that
         // insert the same names wait for each other's uniqueness checks in the same order, so
         // they cannot deadlock (one fails with AlreadyExists). Returned in input order.
@@ -268,10 +243,7 @@ impl<B: Backend> TaskStore for Store<B> {
     }
 
     fn get(&self, id: Uuid) -> Result<TaskExecution> {
-        let result = self
-            .backend
-            .get(id)
-            .and_then(|row| row.ok_or(DalError::NotFound { id }));
+        let result = self.backend.get(id).and_then(|row| row.ok_or(DalError::NotFound { id }));
         self.trace("get", Some(id), &result, 1);
         result
     }

@@ -35,34 +35,18 @@ pub const CASES: &[Case] = &[
 
 /// Sequences per backend: `DAL_MODEL_CASES`, 256 by default.
 pub fn cases() -> u32 {
-    std::env::var("DAL_MODEL_CASES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(256)
+    std::env::var("DAL_MODEL_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(256)
 }
 
 /// The workflow executions a sequence works on.
-const WORKFLOWS: [Uuid; 3] = [
-    Uuid::from_u128(0xA1),
-    Uuid::from_u128(0xA2),
-    Uuid::from_u128(0xA3),
-];
+const WORKFLOWS: [Uuid; 3] = [Uuid::from_u128(0xA1), Uuid::from_u128(0xA2), Uuid::from_u128(0xA3)];
 /// The runners that claim.
-const RUNNERS: [Uuid; 3] = [
-    Uuid::from_u128(0xB1),
-    Uuid::from_u128(0xB2),
-    Uuid::from_u128(0xB3),
-];
+const RUNNERS: [Uuid; 3] = [Uuid::from_u128(0xB1), Uuid::from_u128(0xB2), Uuid::from_u128(0xB3)];
 /// A task id no sequence creates.
 const UNKNOWN: Uuid = Uuid::from_u128(0xDEAD);
 /// Reasons and errors, valid and not (the last holds a NUL).
-const TEXTS: [&str; 5] = [
-    "",
-    "boom",
-    "x'); DROP TABLE task_executions;--",
-    "🦀 ünï",
-    "nul\0inside",
-];
+const TEXTS: [&str; 5] =
+    ["", "boom", "x'); DROP TABLE task_executions;--", "🦀 ünï", "nul\0inside"];
 
 /// A new task, as generated.
 #[derive(Debug, Clone)]
@@ -100,14 +84,7 @@ pub enum Op {
     /// `finish_and_claim(runner, completed leases, failed leases with a text, limit, retried
     /// leases with a text, due from 30 s before now to 50 s after)`; with `true`, the
     /// completed leases also name the first one's task again, as `CompleteMany`'s do.
-    Cycle(
-        usize,
-        Vec<usize>,
-        Vec<(usize, usize)>,
-        u32,
-        Vec<(usize, usize)>,
-        bool,
-    ),
+    Cycle(usize, Vec<usize>, Vec<(usize, usize)>, u32, Vec<(usize, usize)>, bool),
     /// `recover_stale_claims(now - secs, max)`.
     Sweep(i64, i32),
     /// A read.
@@ -118,13 +95,7 @@ pub enum Op {
 }
 
 fn new_spec() -> impl Strategy<Value = NewSpec> {
-    (
-        0..3usize,
-        0..9u8,
-        any::<bool>(),
-        1..4i32,
-        proptest::option::weighted(0.2, -30..60i64),
-    )
+    (0..3usize, 0..9u8, any::<bool>(), 1..4i32, proptest::option::weighted(0.2, -30..60i64))
         .prop_map(|(wf, name, ready, max_attempts, retry_in)| NewSpec {
             wf,
             name,
@@ -154,10 +125,7 @@ fn op() -> impl Strategy<Value = Op> {
 
 /// A batch of `sizes` leases, now and then naming one task twice.
 fn complete_many(sizes: std::ops::Range<usize>) -> impl Strategy<Value = Op> {
-    (
-        proptest::collection::vec(any::<usize>(), sizes),
-        proptest::bool::weighted(0.3),
-    )
+    (proptest::collection::vec(any::<usize>(), sizes), proptest::bool::weighted(0.3))
         .prop_map(|(picks, twice)| Op::CompleteMany(picks, twice))
 }
 
@@ -185,10 +153,7 @@ fn lease_batch(leases: &[Lease], picks: &[usize], twice: bool) -> Vec<Lease> {
     }
     let mut batch: Vec<Lease> = picks.iter().map(|i| leases[i % leases.len()]).collect();
     if let (true, Some(&first)) = (twice, batch.first()) {
-        let other = leases
-            .iter()
-            .rev()
-            .find(|l| l.task_id == first.task_id && **l != first);
+        let other = leases.iter().rev().find(|l| l.task_id == first.task_id && **l != first);
         batch.push(other.copied().unwrap_or(first));
     }
     batch
@@ -294,13 +259,8 @@ fn run_generated(kind: Backend, what: &str, strategy: impl Strategy<Value = Vec<
 
 /// Sequences that once disagreed with the model (or came close), kept as regular cases.
 pub fn found_sequences() -> Vec<Vec<Op>> {
-    let spec = |wf, name, ready, max_attempts| NewSpec {
-        wf,
-        name,
-        ready,
-        max_attempts,
-        retry_in: None,
-    };
+    let spec =
+        |wf, name, ready, max_attempts| NewSpec { wf, name, ready, max_attempts, retry_in: None };
     vec![
         // A claim, the same task claimed again after a sweep, the old lease refused.
         vec![
@@ -314,20 +274,12 @@ pub fn found_sequences() -> Vec<Vec<Op>> {
         ],
         // A sweep whose threshold has nanoseconds, in the microsecond of a heartbeat: times are
         // cut to microseconds before they are compared (found by the generated sequences).
-        vec![
-            Op::Create(spec(0, 0, true, 1)),
-            Op::Claim(0, 1),
-            Op::Sweep(0, 0),
-        ],
+        vec![Op::Create(spec(0, 0, true, 1)), Op::Claim(0, 1), Op::Sweep(0, 0)],
         // Several tasks changed by one statement (a batch create, a claim, a sweep): their
         // events are numbered in task-id order on both backends (found by the generated
         // sequences: PostgreSQL numbered them in the order its plan produced the rows).
         vec![
-            Op::CreateMany(vec![
-                spec(0, 2, true, 1),
-                spec(0, 1, true, 1),
-                spec(0, 0, true, 1),
-            ]),
+            Op::CreateMany(vec![spec(0, 2, true, 1), spec(0, 1, true, 1), spec(0, 0, true, 1)]),
             Op::Claim(0, 3),
             Op::Advance(60),
             Op::Sweep(30, 1),
@@ -418,22 +370,14 @@ fn reset(f: &Fixture) {
 
 fn name_of(name: u8) -> String {
     // Name 8 is blank: rejected by validation.
-    if name == 8 {
-        " ".to_owned()
-    } else {
-        format!("t{name}")
-    }
+    if name == 8 { " ".to_owned() } else { format!("t{name}") }
 }
 
 fn new_task(spec: &NewSpec, now: DateTime<Utc>) -> NewTaskExecution {
     NewTaskExecution {
         retry_at: spec.retry_in.map(|s| now + TimeDelta::seconds(s)),
         ..NewTaskExecution::new(WORKFLOWS[spec.wf], name_of(spec.name))
-            .with_status(if spec.ready {
-                TaskStatus::Ready
-            } else {
-                TaskStatus::NotStarted
-            })
+            .with_status(if spec.ready { TaskStatus::Ready } else { TaskStatus::NotStarted })
             .with_max_attempts(spec.max_attempts)
     }
 }
@@ -461,9 +405,7 @@ fn same<T: PartialEq + Debug>(step: usize, op: &Op, store: T, model: T) -> Resul
     if store == model {
         Ok(())
     } else {
-        Err(format!(
-            "step {step}, {op:?}:\n  store: {store:?}\n  model: {model:?}"
-        ))
+        Err(format!("step {step}, {op:?}:\n  store: {store:?}\n  model: {model:?}"))
     }
 }
 
@@ -485,18 +427,13 @@ pub fn run_sequence(f: &Fixture, ops: &[Op]) -> Result<(), String> {
     // Where the sequence's retention pass stands.
     let mut cursor: Option<PruneCursor> = None;
     let pick = |list: &[Uuid], i: usize| {
-        if list.is_empty() {
-            UNKNOWN
-        } else {
-            list[i % list.len()]
-        }
+        if list.is_empty() { UNKNOWN } else { list[i % list.len()] }
     };
     for (step, op) in ops.iter().enumerate() {
         let now = f.clock.now();
         match op {
             Op::Advance(secs) => {
-                f.clock
-                    .advance(TimeDelta::seconds(*secs) + TimeDelta::nanoseconds(1));
+                f.clock.advance(TimeDelta::seconds(*secs) + TimeDelta::nanoseconds(1));
                 model.set_now(f.clock.now());
             }
             Op::Create(spec) => {
@@ -512,10 +449,8 @@ pub fn run_sequence(f: &Fixture, ops: &[Op]) -> Result<(), String> {
                 let news: Vec<NewTaskExecution> =
                     specs.iter().map(|spec| new_task(spec, now)).collect();
                 let stored = failure(s.create_many(&news));
-                let ids: Option<Vec<Uuid>> = stored
-                    .as_ref()
-                    .ok()
-                    .map(|rows| rows.iter().map(|t| t.id).collect());
+                let ids: Option<Vec<Uuid>> =
+                    stored.as_ref().ok().map(|rows| rows.iter().map(|t| t.id).collect());
                 let predicted = model.create_many(&news, ids.as_deref());
                 tasks.extend(ids.unwrap_or_default());
                 same(step, op, stored, predicted)?;
@@ -523,12 +458,7 @@ pub fn run_sequence(f: &Fixture, ops: &[Op]) -> Result<(), String> {
             Op::Transition(task, kind, text, retry_in) => {
                 let id = pick(&tasks, *task);
                 let t = transition(*kind, *text, now + TimeDelta::seconds(*retry_in));
-                same(
-                    step,
-                    op,
-                    failure(s.transition(id, t.clone())),
-                    model.transition(id, &t),
-                )?;
+                same(step, op, failure(s.transition(id, t.clone())), model.transition(id, &t))?;
             }
             Op::Claim(runner, limit) => {
                 let stored = failure(s.claim_ready(RUNNERS[*runner], *limit));
@@ -551,12 +481,7 @@ pub fn run_sequence(f: &Fixture, ops: &[Op]) -> Result<(), String> {
                 let id = pick(&tasks, *task);
                 let sub = [None, Some(SubStatus::Active), Some(SubStatus::Deferred)]
                     [usize::from(*which) % 3];
-                same(
-                    step,
-                    op,
-                    failure(s.set_sub_status(id, sub)),
-                    model.set_sub_status(id, sub),
-                )?;
+                same(step, op, failure(s.set_sub_status(id, sub)), model.set_sub_status(id, sub))?;
             }
             Op::Leased(lease, kind, text_index) => {
                 let Some(lease) = (!leases.is_empty()).then(|| leases[lease % leases.len()]) else {
@@ -580,12 +505,7 @@ pub fn run_sequence(f: &Fixture, ops: &[Op]) -> Result<(), String> {
             }
             Op::CompleteMany(picks, twice) => {
                 let batch = lease_batch(&leases, picks, *twice);
-                same(
-                    step,
-                    op,
-                    failure(s.complete_many(&batch)),
-                    model.complete_many(&batch),
-                )?;
+                same(step, op, failure(s.complete_many(&batch)), model.complete_many(&batch))?;
             }
             Op::Cycle(runner, done, failed, limit, retried, twice) => {
                 let pick_lease = |i: &usize| leases[i % leases.len()];
@@ -643,24 +563,10 @@ pub fn run_sequence(f: &Fixture, ops: &[Op]) -> Result<(), String> {
     }
     // The end state: every row, every history, every workflow listing, the counts.
     for id in &tasks {
-        same(
-            ops.len(),
-            &Op::Read(0, 0),
-            failure(s.get(*id)),
-            model.get(*id),
-        )?;
-        let events: Vec<ModelEvent> = s
-            .events_for_task(*id)
-            .map_err(|e| e.to_string())?
-            .iter()
-            .map(ModelEvent::of)
-            .collect();
-        same(
-            ops.len(),
-            &Op::Read(1, 0),
-            events,
-            model.events_for_task(*id),
-        )?;
+        same(ops.len(), &Op::Read(0, 0), failure(s.get(*id)), model.get(*id))?;
+        let events: Vec<ModelEvent> =
+            s.events_for_task(*id).map_err(|e| e.to_string())?.iter().map(ModelEvent::of).collect();
+        same(ops.len(), &Op::Read(1, 0), events, model.events_for_task(*id))?;
     }
     for wf in WORKFLOWS {
         same(
@@ -679,21 +585,13 @@ pub fn run_sequence(f: &Fixture, ops: &[Op]) -> Result<(), String> {
             .events()
             .iter()
             .filter(|e| {
-                model
-                    .tasks()
-                    .iter()
-                    .any(|t| t.id == e.task && t.workflow_execution_id == wf)
+                model.tasks().iter().any(|t| t.id == e.task && t.workflow_execution_id == wf)
             })
             .cloned()
             .collect();
         same(ops.len(), &Op::Read(3, 0), events, predicted)?;
     }
-    same(
-        ops.len(),
-        &Op::Read(4, 0),
-        failure(s.count_by_status()),
-        Ok(model.count_by_status()),
-    )
+    same(ops.len(), &Op::Read(4, 0), failure(s.count_by_status()), Ok(model.count_by_status()))
 }
 
 /// A read: which one by `kind`, its argument picked by `arg`.
@@ -710,25 +608,11 @@ fn read(
     let some = [wf, WORKFLOWS[(arg + 1) % WORKFLOWS.len()], UNKNOWN];
     match kind {
         0 => {
-            let id = if tasks.is_empty() {
-                UNKNOWN
-            } else {
-                tasks[arg % tasks.len()]
-            };
+            let id = if tasks.is_empty() { UNKNOWN } else { tasks[arg % tasks.len()] };
             same(step, op, failure(s.get(id)), model.get(id))
         }
-        1 => same(
-            step,
-            op,
-            failure(s.list_for_workflow(wf)),
-            Ok(model.list_for_workflow(wf)),
-        ),
-        2 => same(
-            step,
-            op,
-            failure(s.pending_tasks(&some)),
-            Ok(model.pending_tasks(&some)),
-        ),
+        1 => same(step, op, failure(s.list_for_workflow(wf)), Ok(model.list_for_workflow(wf))),
+        2 => same(step, op, failure(s.pending_tasks(&some)), Ok(model.pending_tasks(&some))),
         3 => same(
             step,
             op,
@@ -741,24 +625,9 @@ fn read(
             failure(s.complete_workflows(&some)),
             Ok(model.complete_workflows(&some)),
         ),
-        5 => same(
-            step,
-            op,
-            failure(s.has_abandoned_task(wf)),
-            Ok(model.has_abandoned_task(wf)),
-        ),
-        6 => same(
-            step,
-            op,
-            failure(s.retry_stats(wf)),
-            Ok(model.retry_stats(wf)),
-        ),
-        7 => same(
-            step,
-            op,
-            failure(s.exhausted_tasks(wf)),
-            Ok(model.exhausted_tasks(wf)),
-        ),
+        5 => same(step, op, failure(s.has_abandoned_task(wf)), Ok(model.has_abandoned_task(wf))),
+        6 => same(step, op, failure(s.retry_stats(wf)), Ok(model.retry_stats(wf))),
+        7 => same(step, op, failure(s.exhausted_tasks(wf)), Ok(model.exhausted_tasks(wf))),
         8 => same(
             step,
             op,
@@ -780,18 +649,8 @@ fn read(
                 model.find_stale_claims(older_than),
             )
         }
-        11 => same(
-            step,
-            op,
-            failure(s.deferred_tasks(&some)),
-            Ok(model.deferred_tasks(&some)),
-        ),
-        _ => same(
-            step,
-            op,
-            failure(s.count_by_status()),
-            Ok(model.count_by_status()),
-        ),
+        11 => same(step, op, failure(s.deferred_tasks(&some)), Ok(model.deferred_tasks(&some))),
+        _ => same(step, op, failure(s.count_by_status()), Ok(model.count_by_status())),
     }
 }
 
@@ -820,9 +679,8 @@ mod kinds {
     #[test]
     fn every_transition_is_generated() {
         let at = Utc::now();
-        let kinds: Vec<u8> = (0..TRANSITION_KINDS)
-            .map(|k| kind_of(&transition(k, 0, at)))
-            .collect();
+        let kinds: Vec<u8> =
+            (0..TRANSITION_KINDS).map(|k| kind_of(&transition(k, 0, at))).collect();
         assert_eq!(kinds, (0..TRANSITION_KINDS).collect::<Vec<u8>>());
     }
 }

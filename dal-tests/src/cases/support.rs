@@ -94,11 +94,7 @@ pub fn expect_err<T: std::fmt::Debug>(result: Result<T, DalError>) -> DalError {
 
 /// Asserts that the stored row of `before.id` is still exactly `before`.
 pub fn assert_unchanged(store: &dyn TaskStore, before: &TaskExecution) {
-    assert_eq!(
-        &store.get(before.id).expect("get"),
-        before,
-        "the row changed"
-    );
+    assert_eq!(&store.get(before.id).expect("get"), before, "the row changed");
 }
 
 /// A small deterministic pseudo-random sequence (xorshift64*), for batch sizes and
@@ -187,10 +183,7 @@ pub fn on_threads<T: Send + 'static>(
             })
         })
         .collect();
-    handles
-        .into_iter()
-        .map(|h| h.join().expect("worker thread panicked"))
-        .collect()
+    handles.into_iter().map(|h| h.join().expect("worker thread panicked")).collect()
 }
 
 /// More rows than one SQLite statement can bind (2,978 a chunk): several statements in one
