@@ -349,26 +349,3 @@ impl fmt::Display for Problem {
         }
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn messages_name_the_field_and_the_problem() {
-        let err = ValidationError::new("task_name", Problem::Blank).in_batch(3);
-        assert_eq!(err.field, "tasks[3].task_name");
-        assert_eq!(
-            DalError::from(err).to_string(),
-            "invalid tasks[3].task_name: must not be empty or blank"
-        );
-    }
-
-    #[test]
-    fn only_transient_failures_are_retryable() {
-        let busy = DalError::Busy { source: "locked".into() };
-        let missing = DalError::NotFound { id: Uuid::nil() };
-        assert!(busy.is_retryable());
-        assert!(!missing.is_retryable());
-    }
-}

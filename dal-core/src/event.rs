@@ -174,33 +174,3 @@ impl EventSpec {
 pub fn time_value(at: DateTime<Utc>) -> Value {
     Value::String(at.to_rfc3339_opts(SecondsFormat::Micros, true))
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn text_forms_round_trip() {
-        for t in EventType::ALL {
-            assert_eq!(t.as_str().parse::<EventType>(), Ok(t));
-        }
-        assert!("nope".parse::<EventType>().is_err());
-    }
-
-    #[test]
-    fn counters_are_added_to_the_arguments() {
-        let at = DateTime::<Utc>::UNIX_EPOCH;
-        let spec = EventSpec::new(EventType::RetryScheduled).with("retry_at", time_value(at));
-        assert_eq!(time_value(at), Value::from("1970-01-01T00:00:00.000000Z"));
-        let mut row = crate::model::sample_row();
-        row.attempt = 2;
-        row.claim_count = 5;
-        assert_eq!(
-            spec.data_for(&row),
-            serde_json::json!({
-                "retry_at": "1970-01-01T00:00:00.000000Z",
-                "attempt": 2, "claim": 5, "recovery_attempts": 0
-            })
-        );
-    }
-}

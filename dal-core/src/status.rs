@@ -159,32 +159,3 @@ impl fmt::Debug for StatusSet {
         f.debug_set().entries(self.iter()).finish()
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn texts_round_trip_and_are_stable() {
-        let texts: Vec<&str> = TaskStatus::ALL.iter().map(|s| s.as_str()).collect();
-        let stored = ["not_started", "ready", "running", "completed", "failed", "skipped"];
-        assert_eq!(texts, stored);
-        for status in TaskStatus::ALL {
-            assert_eq!(status.as_str().parse::<TaskStatus>(), Ok(status));
-            assert_eq!(serde_json::to_value(status).ok(), Some(status.as_str().into()));
-        }
-        assert_eq!("deferred".parse::<SubStatus>(), Ok(SubStatus::Deferred));
-        assert_eq!("Ready".parse::<TaskStatus>(), Err(UnknownStatus("Ready".into())));
-        let terminal: Vec<_> = TaskStatus::ALL.into_iter().filter(|s| s.is_terminal()).collect();
-        assert_eq!(terminal, StatusSet::TERMINAL.iter().collect::<Vec<_>>());
-    }
-
-    #[test]
-    fn sets_hold_what_they_were_built_from() {
-        let set = StatusSet::of(&[TaskStatus::Running, TaskStatus::Ready]);
-        assert_eq!(set.iter().collect::<Vec<_>>(), [TaskStatus::Ready, TaskStatus::Running]);
-        assert!(!set.contains(TaskStatus::Failed));
-        assert_eq!(set.to_sql_list(), ",ready,running,");
-        assert_eq!(StatusSet::of(&[]).to_sql_list(), ",");
-    }
-}

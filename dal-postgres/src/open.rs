@@ -88,31 +88,16 @@ impl PgOptions {
         self
     }
 
-    /// Opens one connection, checks its session (below), applies pending migrations on it in
-    /// one transaction holding a transaction-scoped advisory lock (so processes connecting at
-    /// once do not race, behind a transaction pooler too), or verifies them, or neither, as
-    /// [`PgOptions::migrations`] says, then opens the pool.
+    /// Opens the store: one first connection outside the pool (a refused connection fails at
+    /// once rather than at the pool's timeout), the session checked before anything is written
+    /// (each setting the URL's `options` or `PGOPTIONS` asks for took effect, the `search_path`
+    /// schema exists, [`INDEX_PLANS`] set on the server when transaction pooling and index
+    /// plans are both on), migrations applied under a transaction-scoped advisory lock (or
+    /// verified, or neither: [`PgOptions::migrations`]), then the pool. The connect timeout goes
+    /// to libpq as `connect_timeout` unless the URL or `PGCONNECT_TIMEOUT` sets one.
     ///
-    /// The session check, before anything is written: each server setting the URL's `options`
-    /// (or `PGOPTIONS`) asks for has its value, a schema of the `search_path` exists, and with
-    /// [`PgOptions::transaction_pooling`] and [`PgOptions::index_plans`] both on, the planner
-    /// settings of [`INDEX_PLANS`] are set on the server. A few statements, on the first
-    /// connection only.
-    ///
-    /// The first connection is made outside the pool, once: a connection the server refuses
-    /// (no server at the address, an unknown role or database, a refused password) fails the
-    /// call at once with that error, where the pool would try again and again until the connect
-    /// timeout. libpq reports these failures as text only, so the store cannot tell one that
-    /// may pass (a server still starting) from one that cannot; a caller that starts beside
-    /// its server retries `connect` itself. Each connection attempt is bounded by the connect
-    /// timeout (passed to libpq as `connect_timeout` unless the URL or `PGCONNECT_TIMEOUT`
-    /// sets one).
-    ///
-    /// Errors: [`DalError::Validation`] for a pool size of 0, [`DalError::Connection`] when
-    /// the first connection fails or the pool cannot open its connections within the connect
-    /// timeout, [`DalError::Settings`] when the session is not as asked (nothing is written
-    /// then), [`DalError::Migration`] when a migration fails, [`DalError::SchemaNotMigrated`]
-    /// when verified migrations are missing.
+    /// Errors: [`DalError::Validation`] (pool size 0), [`DalError::Connection`],
+    /// [`DalError::Settings`], [`DalError::Migration`], [`DalError::SchemaNotMigrated`].
     pub fn connect(self) -> Result<PgStore> {
         let common = &self.common;
         check_pool_size(common.pool_size)?;

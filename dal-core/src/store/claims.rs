@@ -17,73 +17,43 @@ use crate::{
 
 /// The runner protocol, for engines that run many runner processes against one database.
 ///
-/// A runner claims tasks with [`ClaimStore::claim_ready`] and gets a [`Lease`] per task; it
-/// heart-beats while it works and finishes with [`ClaimStore::complete`],
-/// [`ClaimStore::fail`], [`ClaimStore::fail_and_retry`] or [`ClaimStore::release`]. Those take
-/// the lease and succeed only while it is the task's current claim; otherwise they fail with
-/// [`DalError::ClaimLost`] and change nothing. A sweeper calls [`ClaimStore::recover_stale_claims`] to reset (or, past a
-/// cap, abandon) the tasks of runners that stopped heart-beating. Every call is one statement,
-/// except the sweep (two: one per outcome), whatever the number of tasks.
+/// A runner claims tasks and gets a [`Lease`] per task; it heart-beats while it works and
+/// finishes with the lease. A call under a lease succeeds only while the lease is the task's
+/// current claim; otherwise it fails with [`DalError::ClaimLost`] and changes nothing. A sweeper
+/// resets (or, past a cap, abandons) the tasks of runners that stopped heart-beating.
 pub trait ClaimStore: Send + Sync {
-    /// Claims up to `limit` `Ready` tasks that are due (`retry_at` unset or passed), oldest due
-    /// first (by the time they entered `Ready` or their retry time, whichever is later, then by
-    /// id; see [`crate::plan::due_at`] and the queue floor below), for
-    /// `runner_id`: one `UPDATE ... RETURNING` whatever the limit, which moves them to
-    /// `Running` with `claimed_by`, `heartbeat_at` and `started_at` set and `claim_count + 1`.
-    /// Concurrent claimers never get the same task and never wait for each other. Returns the
-    /// claimed tasks by id, each with its lease; fewer than `limit` (or none) when fewer are
-    /// claimable. A `limit` of 0 returns nothing without a round trip.
-    ///
-    /// The queue floor: each store starts a claim where its last full claim reached in the
-    /// queue, so that the cost of a claim does not grow with the tasks claimed before it (on
-    /// PostgreSQL their dead index entries stay at the front of the queue until vacuum). A
-    /// task that became due behind that point anyway (made ready by a process whose clock runs
-    /// behind, or passed over while another transaction held its row) is claimed by the next
-    /// claim that starts from the front: at least every [`crate::store::FULL_SCAN_EVERY`], after
-    /// any claim that returns fewer than its limit, and after the clock went backwards.
+    /// Claims up to `limit` due `Ready` tasks for `runner_id`, oldest due first (the time they
+    /// entered `Ready` or their retry time, whichever is later, then id): one
+    /// `UPDATE ... RETURNING` with `FOR UPDATE SKIP LOCKED`, so concurrent claimers never get
+    /// the same task nor wait for each other. Each goes `Running` with `claimed_by`,
+    /// `heartbeat_at`, `started_at` set and `claim_count + 1`. Returned by id; a `limit` of 0
+    /// sends nothing.
     fn claim_ready(&self, runner_id: Uuid, limit: u32) -> Result<Vec<Claimed>>;
 
-    /// Claims task `id` for `runner_id`, for a dispatcher that hands a given task to a given
-    /// runner: one guarded `UPDATE ... RETURNING` (with its `claimed` event) that does what
-    /// [`ClaimStore::claim_ready`] does to a task it claims (`Ready` -> `Running`, `claimed_by`,
-    /// `heartbeat_at` and `started_at` set, `claim_count + 1`), only while the task is `Ready`,
-    /// unclaimed and due (`retry_at` unset or passed). The claim and the start are one change,
-    /// so a runner that dies after it leaves a claimed task whose heartbeat goes stale, which
-    /// [`ClaimStore::recover_stale_claims`] recovers. Of runners racing for one task exactly one
-    /// gets it.
-    ///
-    /// Errors (nothing changed): [`DalError::AlreadyClaimed`] with the runner holding it,
-    /// [`DalError::NotDue`] with its retry time, [`DalError::InvalidTransition`] from any other
-    /// status, [`DalError::NotFound`].
+    /// Claims task `id` for `runner_id` as [`ClaimStore::claim_ready`] would, only while it is
+    /// `Ready`, unclaimed and due: one guarded `UPDATE ... RETURNING`. Errors (nothing changed):
+    /// [`DalError::AlreadyClaimed`], [`DalError::NotDue`], [`DalError::InvalidTransition`],
+    /// [`DalError::NotFound`].
     fn claim_task(&self, id: Uuid, runner_id: Uuid) -> Result<Claimed>;
 
-    /// Records a sign of life: `heartbeat_at = now` (one statement). Errors:
-    /// [`DalError::ClaimLost`], [`DalError::NotFound`].
+    /// `heartbeat_at = now`, no event (one statement). Errors: [`DalError::ClaimLost`],
+    /// [`DalError::NotFound`].
     fn heartbeat(&self, lease: &Lease) -> Result<TaskExecution>;
 
-    /// `Running` -> `Completed` with the claim checked in the same statement; clears the claim.
-    /// Errors: [`DalError::ClaimLost`] (nothing changed), [`DalError::NotFound`].
+    /// `Running` -> `Completed`, the claim cleared (one statement). Errors:
+    /// [`DalError::ClaimLost`], [`DalError::InvalidTransition`], [`DalError::NotFound`].
     fn complete(&self, lease: &Lease) -> Result<TaskExecution>;
 
-    /// `Running` -> `Failed` with the error kept, the claim checked in the same statement;
-    /// clears the claim. Errors: as [`ClaimStore::complete`], and [`DalError::Validation`] for
-    /// the error text.
+    /// `Running` (or claimed `Ready`) -> `Failed` with the error kept, the claim cleared (one
+    /// statement). Errors: as [`ClaimStore::complete`], and [`DalError::Validation`].
     fn fail(&self, lease: &Lease, error: &str) -> Result<TaskExecution>;
 
-    /// A failed attempt retried: `Running` -> `Ready` for the next attempt in one guarded
-    /// `UPDATE` (with its event), the claim checked in the same statement: `attempt + 1`,
-    /// `retry_at` and the queue position set to `retry_at` (or now, if that is later),
-    /// `last_error = error`, the claim, `error_details` and the attempt's times cleared; only
-    /// while `attempt < max_attempts`. The row it leaves is what [`ClaimStore::fail`] then
-    /// [`crate::TaskStore::schedule_retry`] leave, without the moment in between when the task
-    /// is `Failed`, terminal, for anyone reading it (a scheduler that would finish its
-    /// workflow execution, a retention pass that would remove it), and without a second round
-    /// trip. Its one event is `retry_scheduled`, with `retry_at`, `error` and the runner.
-    ///
-    /// Errors (nothing changed): [`DalError::Validation`] for the error text or `retry_at`
-    /// (before any statement), [`DalError::ClaimLost`], [`DalError::InvalidTransition`] when
-    /// the task is not `Running`, [`DalError::RetriesExhausted`] on its last attempt (fail it
-    /// with [`ClaimStore::fail`] instead), [`DalError::NotFound`].
+    /// A failed attempt retried in one statement: `Running` -> `Ready` with `attempt + 1`,
+    /// `retry_at`, `last_error = error`, the claim and the attempt's outcome cleared, only
+    /// while `attempt < max_attempts`; the task is never seen `Failed` in between. Event:
+    /// `retry_scheduled`. Errors (nothing changed): [`DalError::Validation`],
+    /// [`DalError::ClaimLost`], [`DalError::InvalidTransition`], [`DalError::RetriesExhausted`]
+    /// (use [`ClaimStore::fail`]), [`DalError::NotFound`].
     fn fail_and_retry(
         &self,
         lease: &Lease,
@@ -91,64 +61,43 @@ pub trait ClaimStore: Send + Sync {
         retry_at: DateTime<Utc>,
     ) -> Result<TaskExecution>;
 
-    /// Completes a runner's batch in one statement: every task whose lease in `leases` is still
-    /// its current claim goes `Running` -> `Completed`, each with its event; the others are
-    /// left unchanged and returned as lost: each lease comes back exactly once. An empty batch
-    /// returns at once. Errors (nothing written): [`DalError::Validation`] when the leases are
-    /// not all of one runner ([`Problem::NotTheSameRunner`]) or name a task twice, even with
-    /// different claims ([`Problem::FinishedTwice`]).
+    /// Completes a runner's batch in one statement: the tasks whose lease still holds go
+    /// `Running` -> `Completed`; the other leases come back as lost. Errors (nothing written):
+    /// [`DalError::Validation`] when the leases mix runners ([`Problem::NotTheSameRunner`]) or
+    /// name a task twice ([`Problem::FinishedTwice`]).
     fn complete_many(&self, leases: &[Lease]) -> Result<Completion>;
 
-    /// One runner cycle, as one atomic unit: completes the tasks of `finished.completed`,
-    /// fails those of `finished.failed` (each with its error) and retries those of
-    /// `finished.retried` (each with its error and retry time), on the terms of
+    /// One runner cycle, atomic: completes, fails and retries the finished tasks on the terms of
     /// [`ClaimStore::complete_many`], [`ClaimStore::fail`] and [`ClaimStore::fail_and_retry`]
-    /// (a lease must be the task's current claim; a task finished otherwise is left unchanged
-    /// and its lease returned as lost; a failed or retried task must be `Running`), then
-    /// claims up to `limit` tasks for `runner_id` as [`ClaimStore::claim_ready`] does. A
-    /// retried task on its last attempt is failed instead, as if it were in `finished.failed`,
-    /// and returned in [`Cycle::failed`]. Each changed task gets its event. PostgreSQL: one
-    /// statement (a data-modifying `WITH`); SQLite: one transaction. A runner that loops on it
-    /// spends one round trip per cycle instead of two, and none per failure.
-    ///
-    /// The finished tasks are locked together in task id order, the claimed ones skipped when
-    /// another transaction holds them, so cycles, batches and sweeps cannot deadlock each
-    /// other. Nothing is sent when there is nothing to finish and `limit` is 0.
-    ///
-    /// Errors (nothing written): [`DalError::Validation`] when a lease is not `runner_id`'s
-    /// ([`Problem::NotTheSameRunner`]), an error text or a retry time is invalid, or a task is
-    /// finished twice, in one list or in two, by the same lease or by two of its claims
-    /// ([`Problem::FinishedTwice`]). Otherwise each lease comes back exactly once: in
-    /// `completed`, `failed`, `retried` or `lost`.
+    /// (a retry on the last attempt fails instead), then claims up to `limit` as
+    /// [`ClaimStore::claim_ready`]. Finished tasks are locked in id order, claimed ones skipped
+    /// when locked, so cycles, batches and sweeps never deadlock. PostgreSQL: one statement;
+    /// SQLite: one transaction. Each lease comes back exactly once (`completed`, `failed`,
+    /// `retried` or `lost`). Errors (nothing written): [`DalError::Validation`]
+    /// ([`Problem::NotTheSameRunner`], [`Problem::FinishedTwice`], an invalid error or time).
     fn finish_and_claim(&self, runner_id: Uuid, finished: &Finished, limit: u32) -> Result<Cycle>;
 
-    /// Gives a claimed task back: -> `Ready`, claim and `started_at` cleared, no attempt counted
+    /// Gives a claimed task back: `Ready`, claim and `started_at` cleared, no attempt counted
     /// (one statement). Errors: as [`ClaimStore::complete`].
     fn release(&self, lease: &Lease) -> Result<TaskExecution>;
 
-    /// The claimed tasks (`Running`, or claimed and still `Ready`) whose last heartbeat is
-    /// before `older_than`, by id (one `SELECT`). What [`ClaimStore::recover_stale_claims`]
-    /// would touch now.
+    /// The claimed tasks whose last heartbeat is before `older_than`, by id (one `SELECT`).
     fn find_stale_claims(&self, older_than: DateTime<Utc>) -> Result<Vec<TaskExecution>>;
 
-    /// Recovers the claimed tasks whose last heartbeat is before `older_than`: those already
-    /// recovered `max_recovery_attempts` times are abandoned (`Failed`, `abandoned_at` set),
-    /// the others reset to `Ready` with `recovery_attempts + 1` and the claim cleared. Two
-    /// statements whatever the number of tasks, each re-checking the whole condition as it
-    /// writes: a task completed, released or claimed again after `older_than` was computed is
-    /// not touched. Returns what was reset and what was abandoned, each by id.
+    /// Recovers the stale claims: those recovered `max_recovery_attempts` times already are
+    /// abandoned, the others go `Ready` with `recovery_attempts + 1`. Two statements, each
+    /// re-checking the condition as it writes, so a task finished or claimed again meanwhile
+    /// is not touched. Returns both lists, by id.
     fn recover_stale_claims(
         &self,
         older_than: DateTime<Utc>,
         max_recovery_attempts: i32,
     ) -> Result<Recovery>;
 
-    /// Up to `limit` `Ready` tasks that are due (`retry_at` unset or passed), oldest first
-    /// (one `SELECT`), for dispatchers that do not claim in batches.
+    /// Up to `limit` due `Ready` tasks in claim order (one `SELECT`).
     fn list_ready(&self, limit: u32) -> Result<Vec<TaskExecution>>;
 
-    /// Up to `limit` `Ready` tasks waiting for a retry that is now due (`retry_at` set and
-    /// passed), oldest first (one `SELECT`).
+    /// Up to `limit` `Ready` tasks whose retry is due, in claim order (one `SELECT`).
     fn list_due_retries(&self, limit: u32) -> Result<Vec<TaskExecution>>;
 }
 

@@ -178,15 +178,10 @@ pub trait HistoryStore: Send + Sync {
     /// The events of one task, oldest first (one `SELECT`). An unknown id has no events.
     fn events_for_task(&self, task_execution_id: Uuid) -> Result<Vec<ExecutionEvent>>;
 
-    /// Up to `limit` events of a workflow execution, oldest first, starting after the event
-    /// whose `seq` is `after` (keyset pagination: pass the last `seq` of a page to get the
-    /// next; `None` starts at the beginning). One `SELECT`; a `limit` of 0 returns nothing
-    /// without a round trip.
-    ///
-    /// `seq` is allocated when an event is written, which on PostgreSQL is not quite commit
-    /// order: a reader paging through a workflow that is changing at that moment may see a
-    /// later page skip an event committed just after it read. Page again from an earlier
-    /// `seq` to be sure, or read a workflow's history once it has finished.
+    /// Up to `limit` events of a workflow execution after the one whose `seq` is `after`,
+    /// oldest first (keyset pagination; one `SELECT`, none for a `limit` of 0). On PostgreSQL
+    /// `seq` is allocated at write, not commit: a page read while the workflow changes may miss
+    /// an event committed just after; read a finished workflow's history to be sure.
     fn events_for_workflow(
         &self,
         workflow_execution_id: Uuid,

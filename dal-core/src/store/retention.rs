@@ -13,27 +13,14 @@ pub const MAX_PRUNE_BATCH: u32 = 10_000;
 /// Retention for engines that keep finished work for a while, then drop it (as River's job
 /// cleaner and Oban's pruner do for their queues).
 pub trait RetentionStore: Send + Sync {
-    /// Deletes one bounded batch of finished workflow executions: those whose every task is
-    /// finished (`Completed`, `Failed` or `Skipped`) and whose last change is before
-    /// `older_than`, each with all its tasks and their events.
-    ///
-    /// A pass walks the finished tasks older than `older_than` in the order they finished
-    /// (`completed_at`, then id), `limit` (1 to [`MAX_PRUNE_BATCH`]) per call: start with
-    /// `after = None` and pass each call's [`Pruned::next`] to the next until it is `None`.
-    /// A batch removes the workflow executions of the tasks it scanned that are finished
-    /// entirely; one that still has unfinished tasks is passed over, and the next pass looks
-    /// at it again. So each call scans at most `limit` finished tasks and removes at most
-    /// `limit` workflow executions, however large the store.
-    ///
-    /// Atomic: a batch removes whole workflow executions or nothing. The condition is checked
-    /// on the rows as the statement locks them (in id order, as every multi-row write does),
-    /// so a task reset or retried meanwhile keeps its workflow execution, and no concurrent
-    /// call can deadlock with it. PostgreSQL: one statement. SQLite: the batch is read and
-    /// checked without the write lock (one or two reads); only when something looks finished,
-    /// one `BEGIN IMMEDIATE` transaction checks those again and deletes them.
-    ///
-    /// Errors: [`crate::DalError::Validation`] for `older_than` out of range or `limit` out of
-    /// 1 to [`MAX_PRUNE_BATCH`] (nothing sent).
+    /// Deletes one bounded batch of finished workflow executions (every task `Completed`,
+    /// `Failed` or `Skipped`, none changed since `older_than`), each whole: tasks and events.
+    /// A pass walks the tasks finished before `older_than` in (`completed_at`, id) order,
+    /// `limit` (1 to [`MAX_PRUNE_BATCH`]) per call: start with `after = None` and pass each
+    /// [`Pruned::next`] on until it is `None`. A workflow execution with unfinished tasks is
+    /// passed over. Atomic, the condition re-checked on the rows as they are locked in id
+    /// order. PostgreSQL: one statement; SQLite: one or two reads, then one `BEGIN IMMEDIATE`
+    /// transaction only when something is to go. Errors: [`crate::DalError::Validation`].
     fn prune_finished(
         &self,
         older_than: DateTime<Utc>,
