@@ -127,7 +127,7 @@ pub enum DalError {
     },
     /// The store was opened with migrations verified, not applied (`Migrations::Verify`), and
     /// the database's schema lacks migrations this build needs. Nothing was written; apply
-    /// them first (`Options::migrate`, the separate migration step).
+    /// them first (`PgOptions::migrate` or `SqliteOptions::migrate`, the separate step).
     #[error("the database schema lacks the migrations {pending:?}: apply them first")]
     SchemaNotMigrated {
         /// The versions missing, oldest first (every one when the schema was never migrated).

@@ -246,7 +246,7 @@ pub enum Migrations {
     /// Apply none; check that every migration of this build is applied (two `SELECT`s: whether
     /// Diesel's `__diesel_schema_migrations` table exists, and its versions), and fail with
     /// [`DalError::SchemaNotMigrated`] otherwise. Works with a role that has only DML rights,
-    /// once the migrations ran as a separate step (`Options::migrate`). Migrations newer than
+    /// once the migrations ran as a separate step (`PgOptions::migrate`, `SqliteOptions::migrate`). Migrations newer than
     /// this build's are accepted: a schema migrated ahead of a rolling deployment still serves
     /// the processes not yet replaced.
     Verify,

@@ -1,8 +1,6 @@
 //! The rows of the statement table: each operation the `statements` cases measure, with the
 //! label the README shows, and what it sends on a backend given the backend's [`Statements`]
-//! ([`crate::backend::TestBackend::statement_counts`]).
-
-use std::fmt::Write as _;
+//! ([`crate::suite::TestBackend::statement_counts`]).
 
 macro_rules! operations {
     ($($variant:ident => $label:literal,)*) => {
@@ -161,26 +159,6 @@ impl Operation {
 /// Where the README's table starts and ends.
 const BEGIN: &str = "<!-- statements:begin -->";
 const END: &str = "<!-- statements:end -->";
-
-/// The statement table of `columns` (a title and its counts each), as the README shows it
-/// between its markers (`cargo run -p dal-tests --example statement_table` prints it).
-pub fn table(columns: &[(&str, Statements)]) -> String {
-    let mut out = String::from("| Operation |");
-    for (title, _) in columns {
-        write!(out, " {title} |").unwrap_or_default();
-    }
-    out.push_str("\n|---|");
-    out.push_str(&"---|".repeat(columns.len()));
-    out.push('\n');
-    for op in Operation::ALL {
-        write!(out, "| `{}` |", op.label()).unwrap_or_default();
-        for (_, counts) in columns {
-            write!(out, " {} |", op.statements(counts)).unwrap_or_default();
-        }
-        out.push('\n');
-    }
-    out
-}
 
 /// Checks the README's statement table: its rows are [`Operation::ALL`] in order, and the
 /// column headed by each title of `columns` holds its counts. Other columns are not checked.

@@ -24,8 +24,8 @@ use crate::{
 pub trait ClaimStore: Send + Sync {
     /// Claims up to `limit` due `Ready` tasks for `runner_id`, oldest due first (the time they
     /// entered `Ready` or their retry time, whichever is later, then id): one
-    /// `UPDATE ... RETURNING` with `FOR UPDATE SKIP LOCKED`, so concurrent claimers never get
-    /// the same task nor wait for each other. Each goes `Running` with `claimed_by`,
+    /// `UPDATE ... RETURNING` (on PostgreSQL with `FOR UPDATE SKIP LOCKED`; SQLite has one
+    /// writer), so concurrent claimers never get the same task nor wait for each other. Each goes `Running` with `claimed_by`,
     /// `heartbeat_at`, `started_at` set and `claim_count + 1`. Returned by id; a `limit` of 0
     /// sends nothing.
     fn claim_ready(&self, runner_id: Uuid, limit: u32) -> Result<Vec<Claimed>>;

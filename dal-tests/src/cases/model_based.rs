@@ -6,7 +6,7 @@
 //! workflow executions finish entirely, get old and are removed, in passes of several batches.
 //!
 //! `DAL_MODEL_CASES` sets how many sequences of each set each backend runs (256 by default);
-//! `DAL_MODEL_CASES=5000 cargo test -p dal-tests -- model::` runs many thousands.
+//! `DAL_MODEL_CASES=5000 cargo test -p dal-sqlite --test conformance -- model::` runs many thousands.
 //! `DAL_MODEL_SEED` fixes the sequences (both backends of one process always run the same ones).
 
 use std::fmt::Debug;
