@@ -130,17 +130,8 @@ fn every_transition_writes_its_fields_from_every_start(kind: Backend) {
     let f = Fixture::new(kind);
     let s = f.store();
     let retry_at = f.clock.now() + TimeDelta::seconds(30) + TimeDelta::nanoseconds(999);
-    let [
-        ready,
-        skip,
-        run,
-        complete,
-        fail,
-        abandon,
-        retry,
-        recover,
-        reset,
-    ] = &every_transition(retry_at);
+    let [ready, skip, run, done, fail, abandon, retry, recover, reset] =
+        &every_transition(retry_at);
     // From NotStarted, each transition from each status it may start from; a running task is
     // deferred first, and every transition out of Running clears its sub-status.
     let chains: [&[&Transition]; 4] = [
@@ -149,7 +140,7 @@ fn every_transition_writes_its_fields_from_every_start(kind: Backend) {
             run, retry, recover,
         ],
         &[
-            ready, run, complete, reset, skip, reset, abandon, reset, run, abandon,
+            ready, run, done, reset, skip, reset, abandon, reset, run, abandon,
         ],
         &[skip],
         &[abandon],
@@ -325,26 +316,20 @@ fn a_running_task_is_deferred_and_resumed_and_every_way_out_clears_it(kind: Back
         (Some(beat), Some(Deferred))
     );
     // The writes under a lease that leave Running clear it (the transitions: see above).
-    for (way, status) in [
-        ("complete", Completed),
-        ("fail", Failed),
-        ("release", Ready),
-        ("complete_many", Completed),
-    ] {
+    let [a, b, c, d] = [(); 4].map(|()| {
         let deferred = claimed();
         s.set_sub_status(deferred.task.id, Some(Deferred)).unwrap();
-        let lease = deferred.lease;
-        let row = match way {
-            "complete" => s.complete(&lease),
-            "fail" => s.fail(&lease, "e"),
-            "release" => s.release(&lease),
-            _ => s
-                .complete_many(&[lease])
-                .map(|mut done| done.completed.remove(0)),
-        };
-        let row = row.unwrap();
-        assert_eq!((row.status, row.sub_status), (status, None), "{way}");
-        assert_eq!(s.get(row.id).unwrap(), row, "{way}");
+        deferred.lease
+    });
+    let rows = [
+        s.complete(&a).unwrap(),
+        s.fail(&b, "e").unwrap(),
+        s.release(&c).unwrap(),
+        s.complete_many(&[d]).unwrap().completed.remove(0),
+    ];
+    for (row, status) in rows.iter().zip([Completed, Failed, Ready, Completed]) {
+        assert_eq!((row.status, row.sub_status), (status, None));
+        assert_eq!(&s.get(row.id).unwrap(), row);
     }
     // The first task's runner died: the sweep resets it, and the sub-status goes.
     f.clock.advance(TimeDelta::minutes(1));

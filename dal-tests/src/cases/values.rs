@@ -99,11 +99,11 @@ fn created_rows_hold_every_field_in_input_and_creation_order(kind: Backend) {
     let ready = s.mark_ready(defaults.id).unwrap();
     assert_eq!(ready.updated_at - defaults.updated_at, micro);
     f.tick();
-    let most = NewTaskExecution::new(wf, "most").with_max_attempts(i32::MAX);
+    let most = NewTaskExecution::new(wf, "alpha").with_max_attempts(i32::MAX);
     let most = s.create(&most).unwrap();
     let expected = TaskExecution {
         max_attempts: i32::MAX,
-        ..new_row(most.id, wf, "most", f.now())
+        ..new_row(most.id, wf, "alpha", f.now())
     };
     assert_eq!(most, expected);
     let mut of_wf = vec![full, ready, most];
@@ -395,7 +395,8 @@ fn json_documents_round_trip_exactly_and_only_json_is_stored(kind: Backend) {
     let f = Fixture::new(kind);
     let s = f.store();
     let wf = workflow();
-    let samples = json!([{}, [], null, true, "plain", 0, -1, i64::MIN, u64::MAX, 0.1, 1e300, 5e-324, -2.5e-8,
+    let samples = json!([
+        {}, [], null, true, "plain", 0, -1, i64::MIN, u64::MAX, 0.1, 1e300, 5e-324, -2.5e-8,
         123_456_789.123_456_79, {"b": 1, "a": [1, 2, {"c": null}], "é🦀": "ключ", "": ""},
         {"quote": "\"", "backslash": "\\", "newline": "a\nb", "tab": "\t", "control": "\u{1}"},
         {"sql": "'); DROP TABLE task_executions; --", "unicode": "\u{10FFFF}\u{FEFF}"},
@@ -404,7 +405,8 @@ fn json_documents_round_trip_exactly_and_only_json_is_stored(kind: Backend) {
     // About 1 MiB of text with quotes, escapes and four-byte characters, numbers at the edges
     // of what serde_json holds; and 50,000 items.
     let blob = "\"q\" \\ \n🦀é\u{1}".repeat(MIB / 16);
-    samples.push(json!({"blob": blob, "max": u64::MAX, "min": i64::MIN, "big": f64::MAX, "tiny": f64::MIN_POSITIVE}));
+    let (big, tiny) = (f64::MAX, f64::MIN_POSITIVE);
+    samples.push(json!({"blob": blob, "max": u64::MAX, "min": i64::MIN, "big": big, "tiny": tiny}));
     samples.push(Value::Array((0..50_000).map(|i| json!(i)).collect()));
     let news = |prefix: &str| -> Vec<NewTaskExecution> {
         let new = |(i, value): (usize, &Value)| {
@@ -452,31 +454,24 @@ fn texts_round_trip_verbatim_up_to_their_limits(kind: Backend) {
         "é".repeat(MESSAGE_MAX_BYTES / 2),
     );
     assert_eq!(message.len(), MESSAGE_MAX_BYTES);
-    for (i, (name, message)) in sql
+    let texts = sql
         .map(|text| (text, text))
         .into_iter()
-        .chain([(&*name, &*message)])
-        .enumerate()
-    {
+        .chain([(&*name, &*message)]);
+    for (i, (name, message)) in texts.enumerate() {
         let task = task_in(s, wf, name, Running, 2);
         assert_eq!(task.task_name, name);
         let failed = s.mark_failed(task.id, message).unwrap();
-        let texts = (
-            failed.error_details.as_deref(),
-            failed.last_error.as_deref(),
-        );
-        assert_eq!(texts, (Some(message), Some(message)));
+        assert_eq!(failed.error_details.as_deref(), Some(message));
+        assert_eq!(failed.last_error.as_deref(), Some(message));
         assert_eq!(s.get(task.id).unwrap(), failed);
         assert_eq!(s.list_for_workflow(wf).unwrap().len(), i + 1);
     }
     // An empty reason is a reason, not a missing one.
-    let skipped = s
-        .mark_skipped(task_in(s, wf, "empty", Ready, 1).id, "")
-        .unwrap();
-    assert_eq!(
-        (skipped.error_details.as_deref(), s.get(skipped.id).unwrap()),
-        (Some(""), skipped.clone())
-    );
+    let empty = task_in(s, wf, "empty", Ready, 1);
+    let skipped = s.mark_skipped(empty.id, "").unwrap();
+    assert_eq!(skipped.error_details.as_deref(), Some(""));
+    assert_eq!(s.get(empty.id).unwrap(), skipped);
     // A runner's 1 MiB error is refused; what a task printed, sanitized, is cut at a character
     // boundary and kept.
     let task = ready_tasks(s, workflow(), 1, 1).remove(0);
@@ -493,10 +488,8 @@ fn texts_round_trip_verbatim_up_to_their_limits(kind: Backend) {
     assert_eq!(s.events_for_task(task.id).unwrap(), events);
     let printed = format!("{}\0", "🦀".repeat(MIB / 4));
     let failed = s.fail(&claimed.lease, &sanitize_message(&printed)).unwrap();
-    assert_eq!(
-        failed.error_details,
-        Some("🦀".repeat(MESSAGE_MAX_BYTES / 4))
-    );
+    let cut = "🦀".repeat(MESSAGE_MAX_BYTES / 4);
+    assert_eq!(failed.error_details, Some(cut));
     assert_eq!(s.get(failed.id).unwrap(), failed);
 }
 
