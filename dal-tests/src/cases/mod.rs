@@ -3,17 +3,14 @@
 
 pub mod claims;
 pub mod concurrency;
-pub mod create;
 pub mod cycle;
 pub mod faults;
 pub mod history;
-pub mod hostile;
 pub mod locking;
 pub mod model_based;
 pub mod opening;
 pub mod retention;
 pub mod statements;
-pub mod sub_status;
 pub mod support;
 pub mod targeted;
 pub mod transitions;
@@ -25,15 +22,12 @@ use crate::suite::Group;
 /// Every group, for a backend that keeps the history.
 pub fn all() -> Vec<Group> {
     vec![
-        ("create", create::CASES),
         ("transitions", transitions::CASES),
         ("values", values::CASES),
-        ("hostile", hostile::CASES),
         ("concurrency", concurrency::CASES),
         ("claims", claims::CASES),
         ("targeted_claims", targeted::CASES),
         ("runner_cycle", cycle::CASES),
-        ("sub_status", sub_status::CASES),
         ("history", history::CASES),
         ("workflows", workflows::CASES),
         ("retention", retention::CASES),
