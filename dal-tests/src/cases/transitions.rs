@@ -65,16 +65,9 @@ fn every_transition(retry_at: DateTime<Utc>) -> [Transition; 9] {
 /// too: only a running task has one).
 fn written(t: &Transition, before: &TaskExecution, now: DateTime<Utc>) -> TaskExecution {
     let (before, at) = (before.clone(), Some(now));
-    let with = |status| TaskExecution {
-        status,
-        sub_status: None,
-        updated_at: now,
-        ..before.clone()
-    };
-    let finished = |status| TaskExecution {
-        completed_at: at,
-        ..with(status)
-    };
+    let with =
+        |status| TaskExecution { status, sub_status: None, updated_at: now, ..before.clone() };
+    let finished = |status| TaskExecution { completed_at: at, ..with(status) };
     let failed = |error: &String| TaskExecution {
         error_details: Some(error.clone()),
         last_error: Some(error.clone()),
@@ -90,20 +83,13 @@ fn written(t: &Transition, before: &TaskExecution, now: DateTime<Utc>) -> TaskEx
     };
     match t {
         MarkReady => with(Ready),
-        MarkSkipped { reason } => TaskExecution {
-            error_details: Some(reason.clone()),
-            ..finished(Skipped)
-        },
-        MarkRunning => TaskExecution {
-            started_at: at,
-            ..with(Running)
-        },
+        MarkSkipped { reason } => {
+            TaskExecution { error_details: Some(reason.clone()), ..finished(Skipped) }
+        }
+        MarkRunning => TaskExecution { started_at: at, ..with(Running) },
         MarkCompleted => finished(Completed),
         MarkFailed { error } => failed(error),
-        MarkAbandoned { reason } => TaskExecution {
-            abandoned_at: at,
-            ..failed(reason)
-        },
+        MarkAbandoned { reason } => TaskExecution { abandoned_at: at, ..failed(reason) },
         // The last error stays visible.
         ScheduleRetry { retry_at } => TaskExecution {
             attempt: before.attempt + 1,
@@ -117,12 +103,9 @@ fn written(t: &Transition, before: &TaskExecution, now: DateTime<Utc>) -> TaskEx
             ..with(Ready)
         },
         // The recovery history is not retry state: it is kept.
-        ResetRetryState => TaskExecution {
-            attempt: 1,
-            retry_at: None,
-            last_error: None,
-            ..requeued
-        },
+        ResetRetryState => {
+            TaskExecution { attempt: 1, retry_at: None, last_error: None, ..requeued }
+        }
     }
 }
 
@@ -139,9 +122,7 @@ fn every_transition_writes_its_fields_from_every_start(kind: Backend) {
             ready, recover, reset, run, recover, run, fail, retry, fail, reset, run, fail, retry,
             run, retry, recover,
         ],
-        &[
-            ready, run, done, reset, skip, reset, abandon, reset, run, abandon,
-        ],
+        &[ready, run, done, reset, skip, reset, abandon, reset, run, abandon],
         &[skip],
         &[abandon],
     ];
@@ -201,11 +182,8 @@ fn refused_transitions_and_sub_statuses_change_nothing(kind: Backend) {
     let skip = |r: &str| MarkSkipped { reason: r.into() };
     let abandon = |r: &str| MarkAbandoned { reason: r.into() };
     let (long, mib) = ("e".repeat(MESSAGE_MAX_BYTES + 1), "x".repeat(1 << 20));
-    let too_long = |text: &str| Problem::TooLong {
-        max: MESSAGE_MAX_BYTES,
-        len: text.len(),
-        unit: "bytes",
-    };
+    let too_long =
+        |text: &str| Problem::TooLong { max: MESSAGE_MAX_BYTES, len: text.len(), unit: "bytes" };
     let retry_at = DateTime::from_timestamp(253_402_300_800, 0).unwrap(); // year 10000
     for (t, field, problem) in [
         (fail("\0"), "error", Problem::ContainsNul),
@@ -215,11 +193,7 @@ fn refused_transitions_and_sub_statuses_change_nothing(kind: Backend) {
         (skip(&mib), "reason", too_long(&mib)),
         (abandon("\0b"), "reason", Problem::ContainsNul),
         (abandon(&mib), "reason", too_long(&mib)),
-        (
-            ScheduleRetry { retry_at },
-            "retry_at",
-            Problem::TimeOutOfRange,
-        ),
+        (ScheduleRetry { retry_at }, "retry_at", Problem::TimeOutOfRange),
     ] {
         let from = t.plan(f.now()).guard.from;
         for task in tasks.iter().filter(|task| from.contains(task.status)) {
@@ -244,11 +218,7 @@ fn unknown_ids_are_not_found_or_match_nothing(kind: Backend) {
     }
     let got = failure(&f, rejected, || s.set_sub_status(nobody, None));
     assert_eq!(got, Failure::NotFound(nobody));
-    let lease = Lease {
-        task_id: nobody,
-        runner_id: Uuid::now_v7(),
-        claim: 1,
-    };
+    let lease = Lease { task_id: nobody, runner_id: Uuid::now_v7(), claim: 1 };
     // The nil id and the largest id are ids like any other.
     for (id, result) in [
         (nobody, s.heartbeat(&lease)),
@@ -262,10 +232,7 @@ fn unknown_ids_are_not_found_or_match_nothing(kind: Backend) {
         assert_eq!(Failure::from(expect_err(result)), Failure::NotFound(id));
     }
     // A batch of unknown leases completes nothing and reports each as lost.
-    let lost = Completion {
-        completed: vec![],
-        lost: vec![lease],
-    };
+    let lost = Completion { completed: vec![], lost: vec![lease] };
     assert_eq!(s.complete_many(&[lease]).unwrap(), lost);
     assert_eq!(s.events_for_task(nobody).unwrap(), []);
     assert_eq!(s.list_for_workflow(nobody).unwrap(), []);
@@ -294,11 +261,7 @@ fn a_running_task_is_deferred_and_resumed_and_every_way_out_clears_it(kind: Back
         let now = f.tick();
         let (set, counts) = f.log.measure(|| s.set_sub_status(row.id, sub).unwrap());
         assert_eq!(counts.statements, kind.statements(Operation::SetSubStatus));
-        row = TaskExecution {
-            sub_status: sub,
-            updated_at: now,
-            ..row
-        };
+        row = TaskExecution { sub_status: sub, updated_at: now, ..row };
         assert_eq!(set, row);
         assert_eq!(s.get(row.id).unwrap(), row);
         if let Some(event) = checked_history(&f, &row).last() {
@@ -311,10 +274,7 @@ fn a_running_task_is_deferred_and_resumed_and_every_way_out_clears_it(kind: Back
     }
     let beat = f.tick();
     let alive = s.heartbeat(&first.lease).unwrap();
-    assert_eq!(
-        (alive.heartbeat_at, alive.sub_status),
-        (Some(beat), Some(Deferred))
-    );
+    assert_eq!((alive.heartbeat_at, alive.sub_status), (Some(beat), Some(Deferred)));
     // The writes under a lease that leave Running clear it (the transitions: see above).
     let [a, b, c, d] = [(); 4].map(|()| {
         let deferred = claimed();
@@ -335,10 +295,7 @@ fn a_running_task_is_deferred_and_resumed_and_every_way_out_clears_it(kind: Back
     f.clock.advance(TimeDelta::minutes(1));
     let stale = f.now() - TimeDelta::seconds(30);
     let reset = s.recover_stale_claims(stale, 3).unwrap().reset;
-    let reset: Vec<_> = reset
-        .iter()
-        .map(|t| (t.id, t.status, t.sub_status))
-        .collect();
+    let reset: Vec<_> = reset.iter().map(|t| (t.id, t.status, t.sub_status)).collect();
     assert_eq!(reset, [(first.task.id, Ready, None)]);
 }
 
@@ -357,9 +314,7 @@ fn deferred_tasks_lists_the_deferred_running_tasks_of_the_workflows(kind: Backen
     running(wf, "active", Some(Active));
     running(wf, "running", None);
     task_in(s, wf, "ready", Ready, 1);
-    let (found, counts) = f
-        .log
-        .measure(|| s.deferred_tasks(&[wf, other, Uuid::now_v7()]).unwrap());
+    let (found, counts) = f.log.measure(|| s.deferred_tasks(&[wf, other, Uuid::now_v7()]).unwrap());
     assert_eq!(counts.statements, kind.statements(Operation::DeferredTasks));
     deferred.sort_by_key(|t| t.id);
     assert_eq!(found, deferred);

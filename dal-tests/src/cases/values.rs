@@ -101,10 +101,8 @@ fn created_rows_hold_every_field_in_input_and_creation_order(kind: Backend) {
     f.tick();
     let most = NewTaskExecution::new(wf, "alpha").with_max_attempts(i32::MAX);
     let most = s.create(&most).unwrap();
-    let expected = TaskExecution {
-        max_attempts: i32::MAX,
-        ..new_row(most.id, wf, "alpha", f.now())
-    };
+    let expected =
+        TaskExecution { max_attempts: i32::MAX, ..new_row(most.id, wf, "alpha", f.now()) };
     assert_eq!(most, expected);
     let mut of_wf = vec![full, ready, most];
     // A batch: two workflow executions interleaved (one row in three is of `wf`), names not
@@ -148,14 +146,8 @@ fn a_taken_name_rejects_the_create_or_the_whole_batch_and_keeps_the_original(kin
         let original = original.unwrap();
         let clash = Failure::AlreadyExists(wf, news[taken].task_name.clone());
         f.tick();
-        let got = [
-            s.create_many(&news).map(drop),
-            s.create(&news[taken]).map(drop),
-        ];
-        assert_eq!(
-            got.map(|r| Failure::from(expect_err(r))),
-            [clash.clone(), clash]
-        );
+        let got = [s.create_many(&news).map(drop), s.create(&news[taken]).map(drop)];
+        assert_eq!(got.map(|r| Failure::from(expect_err(r))), [clash.clone(), clash]);
         assert_eq!(s.list_for_workflow(wf).unwrap(), [original]);
     }
     // The same names in another workflow execution are other tasks.
@@ -172,32 +164,18 @@ fn a_taken_name_rejects_the_create_or_the_whole_batch_and_keeps_the_original(kin
 fn invalid_inputs(wf: Uuid) -> Vec<(NewTaskExecution, &'static str, Problem)> {
     use Problem::*;
     let new = |name: &str| NewTaskExecution::new(wf, name);
-    let attempts = |attempt, max_attempts| NewTaskExecution {
-        attempt,
-        max_attempts,
-        ..new("ok")
-    };
+    let attempts = |attempt, max_attempts| NewTaskExecution { attempt, max_attempts, ..new("ok") };
     let status = |status| new("ok").with_status(status);
-    let range = |max: i64, value: i32| OutOfRange {
-        min: 1,
-        max,
-        value: value.into(),
-    };
-    let chars = |len| TooLong {
-        max: TASK_NAME_MAX_CHARS,
-        len,
-        unit: "characters",
-    };
+    let range = |max: i64, value: i32| OutOfRange { min: 1, max, value: value.into() };
+    let chars = |len| TooLong { max: TASK_NAME_MAX_CHARS, len, unit: "characters" };
     let mut deep = json!("leaf");
     for _ in 0..JSON_MAX_DEPTH {
         deep = json!({ "d": deep });
     }
     let rules = new("ok").with_trigger_rules(deep);
     let config = new("ok").with_configuration(json!({"text": "nul\u{0}inside"}));
-    let year_10000 = NewTaskExecution {
-        retry_at: DateTime::from_timestamp(253_402_300_800, 0),
-        ..new("ok")
-    };
+    let year_10000 =
+        NewTaskExecution { retry_at: DateTime::from_timestamp(253_402_300_800, 0), ..new("ok") };
     let (max, most) = ("max_attempts", i32::MAX.into());
     vec![
         (new(""), "task_name", Blank),
@@ -215,13 +193,7 @@ fn invalid_inputs(wf: Uuid) -> Vec<(NewTaskExecution, &'static str, Problem)> {
         (status(Running), "status", StatusNotAllowed(Running)),
         (status(Completed), "status", StatusNotAllowed(Completed)),
         (config, "task_configuration", ContainsNul),
-        (
-            rules,
-            "trigger_rules",
-            TooDeep {
-                max: JSON_MAX_DEPTH,
-            },
-        ),
+        (rules, "trigger_rules", TooDeep { max: JSON_MAX_DEPTH }),
         (year_10000, "retry_at", TimeOutOfRange),
     ]
 }
@@ -264,10 +236,7 @@ fn times_at_the_storable_edges_round_trip_and_past_them_are_refused(kind: Backen
     let refused = |field: &str| Failure::Validation(field.into(), Problem::TimeOutOfRange);
     let (min, max) = (DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC);
     for at in [first - one, last + one, min, max] {
-        let new = NewTaskExecution {
-            retry_at: Some(at),
-            ..NewTaskExecution::new(wf, "edge")
-        };
+        let new = NewTaskExecution { retry_at: Some(at), ..NewTaskExecution::new(wf, "edge") };
         let got = [
             failure(&f, 0, || s.find_stale_claims(at)),
             failure(&f, 0, || s.recover_stale_claims(at, 1)),
@@ -281,17 +250,12 @@ fn times_at_the_storable_edges_round_trip_and_past_them_are_refused(kind: Backen
     // At the edges (and at 1970), kept exactly by a create and by a retry.
     let mut retried = Vec::new();
     for (at, task) in [first, DateTime::UNIX_EPOCH, last].into_iter().zip(&tasks) {
-        let new = NewTaskExecution {
-            retry_at: Some(at),
-            ..NewTaskExecution::new(wf, at.to_string())
-        };
+        let new =
+            NewTaskExecution { retry_at: Some(at), ..NewTaskExecution::new(wf, at.to_string()) };
         let created = s.create(&new).unwrap();
         let row = s.schedule_retry(task.id, at).unwrap();
         assert_eq!((created.retry_at, row.retry_at), (Some(at), Some(at)));
-        assert_eq!(
-            [s.get(created.id).unwrap(), s.get(task.id).unwrap()],
-            [created, row.clone()]
-        );
+        assert_eq!([s.get(created.id).unwrap(), s.get(task.id).unwrap()], [created, row.clone()]);
         retried.push(row);
     }
     // Retries due at the first storable time and at 1970 are due now; one at the last never.
@@ -334,18 +298,12 @@ fn every_time_a_caller_gives_is_cut_to_the_microsecond(kind: Backend) {
         f.clock.set(crate::suite::start_time());
         let cut = to_micros(at);
         // A retry time given at creation and by schedule_retry: row, read and event.
-        let new = NewTaskExecution {
-            retry_at: Some(at),
-            ..NewTaskExecution::new(workflow(), "created")
-        };
+        let new =
+            NewTaskExecution { retry_at: Some(at), ..NewTaskExecution::new(workflow(), "created") };
         let created = s.create(&new).unwrap();
         let running = task_in(s, workflow(), "retried", Running, 2);
         let retried = s.schedule_retry(running.id, at).unwrap();
-        assert_eq!(
-            (created.retry_at, retried.retry_at),
-            (Some(cut), Some(cut)),
-            "{at}"
-        );
+        assert_eq!((created.retry_at, retried.retry_at), (Some(cut), Some(cut)), "{at}");
         assert_eq!(s.get(created.id).unwrap(), created, "{at}");
         assert_eq!(s.get(running.id).unwrap(), retried, "{at}");
         if let Some(event) = checked_history(&f, &retried).last() {
@@ -358,17 +316,10 @@ fn every_time_a_caller_gives_is_cut_to_the_microsecond(kind: Backend) {
         f.clock.set(cut);
         let task = ready_tasks(s, workflow(), 1, 1).remove(0);
         let claim = s.claim_ready(Uuid::now_v7(), 1).unwrap().remove(0);
-        assert_eq!(
-            (claim.task.id, claim.task.heartbeat_at),
-            (task.id, Some(cut))
-        );
+        assert_eq!((claim.task.id, claim.task.heartbeat_at), (task.id, Some(cut)));
         let almost = cut + TimeDelta::nanoseconds(i64::from(random.next_in(1, 999)));
         assert_eq!(s.find_stale_claims(almost).unwrap(), [], "{almost}");
-        assert_eq!(
-            s.recover_stale_claims(almost, 5).unwrap().reset,
-            [],
-            "{almost}"
-        );
+        assert_eq!(s.recover_stale_claims(almost, 5).unwrap().reset, [], "{almost}");
         // The microsecond after the last storable one is not a valid threshold.
         let next = cut + TimeDelta::microseconds(1);
         let next_storable = dal_core::validate::time("next", next).is_ok();
@@ -381,10 +332,7 @@ fn every_time_a_caller_gives_is_cut_to_the_microsecond(kind: Backend) {
         let done = s.complete(&claim.lease).unwrap();
         assert_eq!(done.completed_at, Some(cut));
         if next_storable {
-            let after = PruneCursor {
-                completed_at: almost,
-                task_id: Uuid::nil(),
-            };
+            let after = PruneCursor { completed_at: almost, task_id: Uuid::nil() };
             let pruned = s.prune_finished(next, 10, Some(after)).unwrap();
             assert_eq!(pruned.workflows, [done.workflow_execution_id], "{almost}");
         }
@@ -449,15 +397,9 @@ fn texts_round_trip_verbatim_up_to_their_limits(kind: Backend) {
         "$1 ? :name %s %_ \\' \" ` ;",
         "status = 'completed' OR 1=1",
     ];
-    let (name, message) = (
-        "🦀".repeat(TASK_NAME_MAX_CHARS),
-        "é".repeat(MESSAGE_MAX_BYTES / 2),
-    );
+    let (name, message) = ("🦀".repeat(TASK_NAME_MAX_CHARS), "é".repeat(MESSAGE_MAX_BYTES / 2));
     assert_eq!(message.len(), MESSAGE_MAX_BYTES);
-    let texts = sql
-        .map(|text| (text, text))
-        .into_iter()
-        .chain([(&*name, &*message)]);
+    let texts = sql.map(|text| (text, text)).into_iter().chain([(&*name, &*message)]);
     for (i, (name, message)) in texts.enumerate() {
         let task = task_in(s, wf, name, Running, 2);
         assert_eq!(task.task_name, name);
@@ -478,11 +420,7 @@ fn texts_round_trip_verbatim_up_to_their_limits(kind: Backend) {
     let claimed = s.claim_task(task.id, Uuid::now_v7()).unwrap();
     let events = s.events_for_task(task.id).unwrap();
     let got = failure(&f, 0, || s.fail(&claimed.lease, &"x".repeat(MIB)));
-    let too_long = Problem::TooLong {
-        max: MESSAGE_MAX_BYTES,
-        len: MIB,
-        unit: "bytes",
-    };
+    let too_long = Problem::TooLong { max: MESSAGE_MAX_BYTES, len: MIB, unit: "bytes" };
     assert_eq!(got, Failure::Validation("error".into(), too_long));
     assert_unchanged(s, &claimed.task);
     assert_eq!(s.events_for_task(task.id).unwrap(), events);
@@ -523,29 +461,16 @@ fn limits_at_their_extremes_and_empty_inputs(kind: Backend) {
     assert_eq!(events.len(), if f.keeps_history() { 6 } else { 0 });
     let from_the_start = s.events_for_workflow(wf, Some(i64::MIN), 2).unwrap();
     assert_eq!(from_the_start, events[..events.len().min(2)]);
-    assert_eq!(
-        s.events_for_workflow(wf, Some(i64::MAX), u32::MAX).unwrap(),
-        []
-    );
+    assert_eq!(s.events_for_workflow(wf, Some(i64::MAX), u32::MAX).unwrap(), []);
     // A negative recovery cap is refused; the largest is a cap like any other.
     for cap in [-1, i32::MIN] {
         let got = failure(&f, 0, || s.recover_stale_claims(f.now(), cap));
-        let problem = Problem::OutOfRange {
-            min: 0,
-            max: i32::MAX.into(),
-            value: cap.into(),
-        };
-        assert_eq!(
-            got,
-            Failure::Validation("max_recovery_attempts".into(), problem)
-        );
+        let problem = Problem::OutOfRange { min: 0, max: i32::MAX.into(), value: cap.into() };
+        assert_eq!(got, Failure::Validation("max_recovery_attempts".into(), problem));
     }
     claimed.iter().for_each(|c| assert_unchanged(s, &c.task));
     f.clock.advance(TimeDelta::seconds(1));
     let recovery = s.recover_stale_claims(f.now(), i32::MAX).unwrap();
-    assert_eq!(
-        (recovery.abandoned, ids(&recovery.reset)),
-        (vec![], ids(&tasks))
-    );
+    assert_eq!((recovery.abandoned, ids(&recovery.reset)), (vec![], ids(&tasks)));
     assert!(recovery.reset.iter().all(|t| t.recovery_attempts == 1));
 }

@@ -30,10 +30,7 @@ fn workflow_with(f: &Fixture, wf: Uuid, statuses: &[TaskStatus]) -> Vec<TaskExec
 
 /// The statuses of `tasks` by name.
 fn by_name(tasks: &[TaskExecution]) -> HashMap<String, TaskStatus> {
-    tasks
-        .iter()
-        .map(|t| (t.task_name.clone(), t.status))
-        .collect()
+    tasks.iter().map(|t| (t.task_name.clone(), t.status)).collect()
 }
 
 fn workflow_reads_answer_for_the_workflows_asked_for(kind: Backend) {
@@ -50,14 +47,8 @@ fn workflow_reads_answer_for_the_workflows_asked_for(kind: Backend) {
     workflow_with(&f, also_done, &[Skipped]);
     // Each status counted once per task (a different number of each).
     let counts = s.count_by_status().unwrap();
-    let expected = StatusCounts {
-        not_started: 3,
-        ready: 1,
-        running: 2,
-        completed: 4,
-        failed: 5,
-        skipped: 6,
-    };
+    let expected =
+        StatusCounts { not_started: 3, ready: 1, running: 2, completed: 4, failed: 5, skipped: 6 };
     assert_eq!((counts, counts.total()), (expected, 21));
     // The NotStarted tasks of the workflows asked for, as full rows, by id.
     let pending = s.pending_tasks(&[all, running, empty]).unwrap();
@@ -68,10 +59,7 @@ fn workflow_reads_answer_for_the_workflows_asked_for(kind: Backend) {
     assert_eq!(s.task_statuses(all, &names).unwrap(), by_name(&in_all));
     let some = s.task_statuses(all, &["running-2", "no-such-task", "skipped-5"]);
     let expected = [("running-2", Running), ("skipped-5", Skipped)];
-    assert_eq!(
-        some.unwrap(),
-        HashMap::from(expected.map(|(n, s)| (n.into(), s)))
-    );
+    assert_eq!(some.unwrap(), HashMap::from(expected.map(|(n, s)| (n.into(), s))));
     let theirs = s.task_statuses(done, &["completed-0", "ready-1"]).unwrap();
     assert_eq!(theirs, HashMap::from([("completed-0".into(), Completed)]));
     let elsewhere = s.task_statuses(workflow(), &["running-2"]).unwrap();
