@@ -14,9 +14,7 @@ use crate::case;
 use crate::suite::{Backend, Case, Fixture, LockTimeout, Setup};
 
 /// The cases of this group.
-pub const CASES: &[Case] = &[case!(
-    calls_under_faults_are_all_or_nothing_and_the_store_recovers
-)];
+pub const CASES: &[Case] = &[case!(calls_under_faults_are_all_or_nothing_and_the_store_recovers)];
 
 /// The fixture's pool.
 const POOL_SIZE: u32 = 4;
@@ -35,18 +33,9 @@ fn is_fault(err: &DalError) -> bool {
 /// store recovers and the database is intact.
 fn calls_under_faults_are_all_or_nothing_and_the_store_recovers(kind: Backend) {
     let lock_timeout = Some(Duration::from_millis(40));
-    let f = Fixture::with(
-        kind,
-        Setup {
-            pool_size: POOL_SIZE,
-            lock_timeout,
-        },
-    );
+    let f = Fixture::with(kind, Setup { pool_size: POOL_SIZE, lock_timeout });
     let wf = workflow();
-    let tasks: Vec<Uuid> = ready_tasks(f.store(), wf, THREADS, 1)
-        .iter()
-        .map(|t| t.id)
-        .collect();
+    let tasks: Vec<Uuid> = ready_tasks(f.store(), wf, THREADS, 1).iter().map(|t| t.id).collect();
     let first = tasks[0];
     // Another connection holds the lock: SQLite's write lock, or PostgreSQL's row lock.
     let before = state(f.store(), first);
@@ -55,13 +44,9 @@ fn calls_under_faults_are_all_or_nothing_and_the_store_recovers(kind: Backend) {
     let err = expect_err(f.store.reset_task_for_recovery(first));
     let typed = match kind.lock_timeout() {
         LockTimeout::Busy => matches!(err, DalError::Busy { .. }),
-        LockTimeout::LockNotAvailable => matches!(
-            err,
-            DalError::Database {
-                kind: DatabaseErrorKind::LockNotAvailable,
-                ..
-            }
-        ),
+        LockTimeout::LockNotAvailable => {
+            matches!(err, DalError::Database { kind: DatabaseErrorKind::LockNotAvailable, .. })
+        }
     };
     assert!(typed && err.is_retryable() && !err.is_conflict(), "{err:?}");
     assert!(started.elapsed() < Duration::from_secs(5));

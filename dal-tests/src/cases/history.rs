@@ -42,13 +42,7 @@ fn assert_history(f: &Fixture, events: &[ExecutionEvent], wf: Uuid, want: &[Even
     let got: Vec<Event> = events
         .iter()
         .map(|e| {
-            (
-                e.task_execution_id,
-                e.event_type,
-                e.event_data.clone(),
-                e.runner_id,
-                e.created_at,
-            )
+            (e.task_execution_id, e.event_type, e.event_data.clone(), e.runner_id, e.created_at)
         })
         .collect();
     assert_eq!(got, want);
@@ -263,10 +257,7 @@ fn a_change_whose_event_cannot_be_written_is_rolled_back(kind: Backend) {
             other => panic!("not a database error: {other:?}"),
         };
         let refused = matches!(kind, Kind::ConstraintViolation | Kind::Other);
-        let named = err
-            .to_string()
-            .replace('_', " ")
-            .contains(&format!("no {event}"));
+        let named = err.to_string().replace('_', " ").contains(&format!("no {event}"));
         assert!(refused && named, "{err:?}");
     }
     assert_eq!(state(), before);
@@ -283,19 +274,14 @@ fn batches_of_every_size_log_each_event_in_task_order(kind: Backend) {
     let runner = Uuid::now_v7();
     let reason =
         "abandoned: its runner stopped heart-beating and the task was already recovered 0 times";
-    let sizes = [
-        2, 3, 31, 32, 33, 127, 128, 129, 255, 256, 257, 511, 512, 513, 1023, 1024, 1025,
-    ];
+    let sizes = [2, 3, 31, 32, 33, 127, 128, 129, 255, 256, 257, 511, 512, 513, 1023, 1024, 1025];
     for n in sizes {
         let wf = workflow();
         let created = f.now();
         let tasks = ready_tasks(s, wf, n, 1);
         for (i, task) in tasks.iter().enumerate() {
             let row = new_row(task.id, wf, &format!("r{i:05}"), created);
-            let want = TaskExecution {
-                status: S::Ready,
-                ..row
-            };
+            let want = TaskExecution { status: S::Ready, ..row };
             assert_eq!(task, &want);
         }
         let mut stored = s.list_for_workflow(wf).unwrap();
@@ -317,8 +303,7 @@ fn batches_of_every_size_log_each_event_in_task_order(kind: Backend) {
         .into_iter()
         .flat_map(|(event, counters, extra, runner, at)| {
             let data = data(counters, extra);
-            ids.iter()
-                .map(move |&id| (id, event, data.clone(), runner, at))
+            ids.iter().map(move |&id| (id, event, data.clone(), runner, at))
         })
         .collect();
         let events = s.events_for_workflow(wf, None, 3 * n as u32).unwrap();

@@ -72,12 +72,7 @@ fn removed(gone: &[&Snapshot], next: Option<PruneCursor>) -> Pruned {
     workflows.sort_unstable();
     let tasks = gone.iter().map(|s| s.tasks.len() as u64).sum();
     let events = gone.iter().map(|s| s.events.len() as u64).sum();
-    Pruned {
-        workflows,
-        tasks,
-        events,
-        next,
-    }
+    Pruned { workflows, tasks, events, next }
 }
 
 /// The cursor at the finished task `task`; [`at`] a time and id.
@@ -86,19 +81,14 @@ fn cursor(task: &TaskExecution) -> Option<PruneCursor> {
 }
 
 fn at(completed_at: DateTime<Utc>, task_id: Uuid) -> Option<PruneCursor> {
-    Some(PruneCursor {
-        completed_at,
-        task_id,
-    })
+    Some(PruneCursor { completed_at, task_id })
 }
 
 /// A pass in batches of `limit`: every batch's answer, up to the one without a next.
 fn pass(f: &Fixture, older_than: DateTime<Utc>, limit: u32) -> Vec<Pruned> {
     let batch = |after| f.store.prune_finished(older_than, limit, after).unwrap();
     let next = |b: &Pruned| b.next.map(|after| batch(Some(after)));
-    std::iter::successors(Some(batch(None)), next)
-        .take(50)
-        .collect()
+    std::iter::successors(Some(batch(None)), next).take(50).collect()
 }
 
 /// Finished in every way and old: removed whole, names freed; one task unfinished (or reset, or
@@ -144,9 +134,7 @@ fn a_batch_removes_exactly_the_workflows_finished_before_the_cut_off(kind: Backe
     }
     // One task unfinished beside a finished one: as created, or reset, or (the last) retried.
     let mut open = Vec::new();
-    for status in [
-        NotStarted, Ready, Running, Completed, Skipped, Failed, Failed,
-    ] {
+    for status in [NotStarted, Ready, Running, Completed, Skipped, Failed, Failed] {
         let wf = workflow();
         task_in(s, wf, "finished", Completed, 1);
         f.tick();
@@ -322,10 +310,6 @@ fn a_task_reset_while_the_batch_waits_for_its_lock_keeps_its_workflow(kind: Back
     drop(held);
     assert_eq!(pruned.unwrap(), removed(&[&eligible_s], None));
     let mut expected = reset_s.clone();
-    expected.tasks[0] = TaskExecution {
-        status: Ready,
-        completed_at: None,
-        ..target
-    };
+    expected.tasks[0] = TaskExecution { status: Ready, completed_at: None, ..target };
     assert_state(&f, &[&expected], &[&eligible_s]);
 }

@@ -127,10 +127,7 @@ fn run_prune(f: &Fixture, p: &mut Pass) {
     let older_than = f.tick();
     let batch = |limit, t: &TaskExecution| {
         let completed_at = t.completed_at.unwrap();
-        let after = PruneCursor {
-            completed_at,
-            task_id: Uuid::nil(),
-        };
+        let after = PruneCursor { completed_at, task_id: Uuid::nil() };
         s.prune_finished(older_than, limit, Some(after))
     };
     let pruned = p.ok(PruneRemoving, || batch(2, &doomed));
@@ -179,15 +176,8 @@ fn run_claims(f: &Fixture, p: &mut Pass) {
     let mut held = s.claim_ready(runner, 64).unwrap();
     held.extend(s.claim_ready(runner, 30).unwrap());
     let mut next: Vec<_> = held[90..94].iter().map(|c| c.lease).collect();
-    let fail = |i: usize| FailedTask {
-        lease: held[i].lease,
-        error: "e".into(),
-    };
-    let retry = |i: usize| RetriedTask {
-        lease: held[i].lease,
-        error: "e".into(),
-        retry_at: later,
-    };
+    let fail = |i: usize| FailedTask { lease: held[i].lease, error: "e".into() };
+    let retry = |i: usize| RetriedTask { lease: held[i].lease, error: "e".into(), retry_at: later };
     for (op, done, failed, retried) in [
         (FinishAndClaim, 0..30, 0..0, 0..0),
         (FinishAndClaimFailing, 30..58, 58..60, 0..0),
@@ -205,9 +195,7 @@ fn run_claims(f: &Fixture, p: &mut Pass) {
         next.extend(c.claimed.iter().map(|c| c.lease));
     }
     let nothing = Finished::default();
-    let cycle = p.ok(FinishAndClaimNothing, || {
-        s.finish_and_claim(runner, &nothing, 0)
-    });
+    let cycle = p.ok(FinishAndClaimNothing, || s.finish_and_claim(runner, &nothing, 0));
     assert_eq!(cycle, dal_core::Cycle::default());
     assert_eq!(s.complete_many(&next).unwrap().completed.len(), 100);
     // Only the 1,000 are claimed now; they go stale, then one more.
@@ -241,10 +229,7 @@ fn run_claims(f: &Fixture, p: &mut Pass) {
 /// first use.
 fn every_operation_sends_the_documented_statements(kind: Backend) {
     // One connection, so "first use" is first use of the whole store.
-    let setup = Setup {
-        pool_size: 1,
-        ..Setup::default()
-    };
+    let setup = Setup { pool_size: 1, ..Setup::default() };
     let f = Fixture::with(kind, setup);
     let (first, second) = (run_all(&f, 1), run_all(&f, 2));
     let mut measured: Vec<&str> = first.iter().map(|(op, _)| op.label()).collect();
