@@ -57,9 +57,12 @@ pub const MIGRATION_SQL: &[MigrationSql] = &[
 
 /// Applies the pending migrations on `conn` in one transaction holding a transaction-scoped
 /// advisory lock, so processes connecting at once do not race (behind a transaction pooler
-/// too: the lock lives and ends with the transaction). Returns the versions applied.
+/// too: the lock lives and ends with the transaction). The session's `lock_timeout` does not
+/// apply to it: another process's migration is waited for, not failed on. Returns the
+/// versions applied.
 pub(crate) fn migrate(conn: &mut PgConnection) -> Result<Vec<String>> {
     conn.transaction(|conn| {
+        diesel::sql_query("SET LOCAL lock_timeout = 0").execute(conn)?;
         diesel::select(pg_advisory_xact_lock(MIGRATION_LOCK)).execute(conn)?;
         apply(conn, MIGRATIONS)
     })
@@ -83,6 +86,7 @@ pub fn migrations_sql() -> String {
          -- an empty schema, in one transaction (on a schema migrated before, it applies only\n\
          -- those whose version {MIGRATIONS_TABLE} does not list).\n\
          BEGIN;\n\
+         SET LOCAL lock_timeout = 0;\n\
          SELECT pg_advisory_xact_lock({MIGRATION_LOCK});\n\
          CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (\n    \
              version VARCHAR(50) PRIMARY KEY NOT NULL,\n    \
