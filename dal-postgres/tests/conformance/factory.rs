@@ -34,7 +34,8 @@ pub enum Postgres {
 
 /// One statement per write (its events in the same data-modifying WITH; a batch binds each
 /// column as one array), cycle and retention batch; a rejected write is the write, then the
-/// SELECT that explains it; a sweep abandons at the cap, then resets. So too with no history.
+/// SELECT that explains it; a sweep abandons at the cap, then resets. The same with the history
+/// off.
 pub const STATEMENTS: Statements = Statements {
     logged_write: 1,
     rejected_write: 2,
