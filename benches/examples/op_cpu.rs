@@ -169,7 +169,8 @@ fn main() {
         }
     } else {
         let schema = TempSchema::with_connections(1);
-        let store = schema.connect(|o| o.pool_size(1));
+        let options = dal_postgres::PgOptions::new(schema.url()).pool_size(1);
+        let store = options.connect().unwrap();
         let pid = {
             let mut conn = store.pool().get().unwrap();
             diesel::sql_query("SELECT pg_backend_pid() AS pid")

@@ -1,98 +1,96 @@
-//! `dal-postgres` under test: a schema of its own per case on the server
-//! [`dal_tests::provision::postgres`] finds, and the cases only PostgreSQL has.
-
-/// The [`TestBackend`] methods of a PostgreSQL variant (a role, a pooler) that answer as
-/// [`Postgres`] does: the statements and the SQL are the same.
-macro_rules! as_postgres {
-    () => {
-        fn statement_counts(&self) -> Statements {
-            Postgres.statement_counts()
-        }
-
-        fn lock_timeout(&self) -> LockTimeout {
-            Postgres.lock_timeout()
-        }
-
-        fn id_literal(&self, id: Uuid) -> String {
-            Postgres.id_literal(id)
-        }
-
-        fn refuse_events_sql(&self, event_type: &str) -> String {
-            Postgres.refuse_events_sql(event_type)
-        }
-
-        fn empty_tables_sql(&self) -> &'static str {
-            Postgres.empty_tables_sql()
-        }
-    };
-}
+//! `dal-postgres` under test: the factory of PostgreSQL and its variants, each case on a
+//! database of its own on the server [`dal_tests::provision::postgres`] finds, and what the
+//! backend's own cases share.
 
 use std::any::Any;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
-use std::thread;
-use std::time::Duration;
 
-use dal_core::TaskExecutionStore;
+use dal_core::{DalError, TaskExecution, TaskExecutionStore, TaskStore};
+use dal_postgres::{Migrations, PgOptions};
 use diesel::connection::SimpleConnection;
+use diesel::sql_types::{BigInt, Text};
 use diesel::{Connection, PgConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use dal_tests::operations::Statements;
-use dal_tests::provision::postgres::{
-    ConnectionPermit, TempSchema, reserve_connections, server_url, with_params,
+use dal_tests::provision::pooler::TempDatabase;
+use dal_tests::provision::postgres::{ConnectionPermit, TempSchema, reserve_connections};
+use dal_tests::provision::postgres::{server_url, with_params};
+use dal_tests::suite::{Fixture, HeldLock, LockTimeout, Plans, StoreSetup, TestBackend};
+
+/// PostgreSQL as the suite runs it. Every variant sends the same statements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Postgres {
+    /// Each case in a schema of its own, which the store migrates.
+    Owner,
+    /// As a deployment with migrations as a step of their own: each case's schema migrated by
+    /// the server's user, the stores connecting as [`ROLE`] (DML rights only) with
+    /// [`Migrations::Verify`].
+    DmlOnly,
+    /// Through PgBouncer in transaction pooling, each case in a database of its own (the proxy
+    /// drops the `options` a schema needs). Nothing is kept prepared: any [`Plans`] are the same.
+    Pooled,
+}
+
+/// One statement per write (its events in the same data-modifying WITH; a batch binds each
+/// column as one array), cycle and retention batch; a rejected write is the write, then the
+/// SELECT that explains it; a sweep abandons at the cap, then resets. The same with the history
+/// off.
+pub const STATEMENTS: Statements = Statements {
+    logged_write: 1,
+    rejected_write: 2,
+    large_batch: 1,
+    empty_claim: 1,
+    cycle: 1,
+    cycle_per_failure: 0,
+    sweep: 2,
+    prune_removing: 1,
+    prune_none_finished: 1,
+    prune_nothing: 1,
 };
-use dal_tests::suite::{HeldLock, LockTimeout, Plans, StoreSetup, TestBackend, TestDatabase};
-
-/// PostgreSQL, as `dal-postgres` uses it.
-#[derive(Debug, Clone, Copy)]
-pub struct Postgres;
-
-/// The factory the suite runs with.
-pub static POSTGRES: Postgres = Postgres;
 
 impl TestBackend for Postgres {
     fn name(&self) -> &'static str {
-        "postgres"
+        match self {
+            Postgres::Owner => "postgres",
+            Postgres::DmlOnly => "postgres_dml_only",
+            Postgres::Pooled => "pgbouncer",
+        }
     }
 
+    /// One column for all: the statements are the same.
     fn title(&self) -> &'static str {
         "PostgreSQL"
     }
 
-    fn database(&self, connections: u32) -> Box<dyn TestDatabase> {
-        Box::new(Schema::new(connections, None))
+    fn database(&self, connections: u32) -> Box<dyn dal_tests::suite::TestDatabase> {
+        let plans = dal_postgres::INDEX_PLAN_SETTINGS;
+        let place = match self {
+            Postgres::Pooled => Place::Pooled(TempDatabase::with_connections(connections, &plans)),
+            _ => Place::Schema(TempSchema::with_connections(connections)),
+        };
+        if let (Postgres::DmlOnly, Place::Schema(schema)) = (self, &place) {
+            migrate_for_role(schema);
+        }
+        let stores = Mutex::default();
+        Box::new(Database {
+            backend: *self,
+            place,
+            stores,
+        })
     }
 
     fn statement_counts(&self) -> Statements {
-        Statements {
-            // A data-modifying WITH: the write and the INSERT of its events. Batches bind each
-            // column as one array, so any number of rows is one statement.
-            logged_write: 1,
-            // The write that matched nothing, then the SELECT that explains it.
-            rejected_write: 2,
-            large_batch: 1,
-            empty_claim: 1,
-            // One data-modifying WITH, whatever it finishes and claims.
-            cycle: 1,
-            cycle_per_failure: 0,
-            // Abandon at the cap, then reset: two logged statements.
-            sweep: 2,
-            // A retention batch is one statement, whatever it finds.
-            prune_removing: 1,
-            prune_none_finished: 1,
-            prune_nothing: 1,
-        }
+        STATEMENTS
     }
 
     /// The logged single-row and many-row INSERTs, the logged guarded UPDATE and the plain one
-    /// (heartbeats), the logged claim and batch completion, and the SELECTs; not the sweep and
-    /// the retention batch, which are planned anew each time (`Unprepared`).
+    /// (heartbeats), the logged claim and batch completion, and the SELECTs (not the sweep and
+    /// the retention batch, planned anew each time); none behind the pooler.
     fn prepared_per_connection(&self) -> usize {
-        20
+        if *self == Postgres::Pooled { 0 } else { 20 }
     }
 
-    /// None: a batch is planned anew each time (`Unprepared`).
     fn prepared_per_prune_batch(&self) -> usize {
         0
     }
@@ -117,119 +115,95 @@ impl TestBackend for Postgres {
     }
 }
 
-/// A case's schema, and the connections reserved for its stores.
-pub struct Schema {
-    schema: TempSchema,
-    /// The role the stores connect as, with only DML rights on the schema, which was migrated
-    /// beforehand; `None`: the server's user, which migrates it.
-    role: Option<&'static str>,
-    stores: Stores,
+/// Where a case's stores work.
+enum Place {
+    Schema(TempSchema),
+    Pooled(TempDatabase),
 }
 
-/// The stores a case opens on its database: the connections of each store after the first
-/// are reserved as it opens (the first one's came with the database).
-#[derive(Default)]
-pub struct Stores {
-    first_opened: AtomicBool,
-    // Released after the stores: the permits of stores after the first.
-    permits: Mutex<Vec<ConnectionPermit>>,
+/// A case's database.
+struct Database {
+    backend: Postgres,
+    place: Place,
+    /// The connections reserved for each store after the first (the first one's came with the
+    /// database).
+    stores: Mutex<Vec<Option<ConnectionPermit>>>,
 }
 
-impl Stores {
-    /// A store at `url` as `setup` asks, with `configure` applied to its options.
-    pub fn open(
-        &self,
-        url: String,
-        setup: &StoreSetup,
-        configure: impl FnOnce(dal_postgres::PgOptions) -> dal_postgres::PgOptions,
-    ) -> Arc<dyn TaskExecutionStore> {
-        if self.first_opened.swap(true, Ordering::Relaxed) {
-            self.permits
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(reserve_connections(setup.pool_size));
-        }
-        let mut options = configure(
-            dal_postgres::PgOptions::new(url)
-                .pool_size(setup.pool_size)
-                .clock(setup.clock.clone())
-                .history(setup.history),
-        );
-        if let Some(instrumentation) = &setup.instrumentation {
-            options = options.instrumentation(instrumentation.clone());
-        }
-        Arc::new(
-            options
-                .connect()
-                .expect("connect a PostgreSQL store for a case"),
-        )
-    }
-}
-
-/// The schema of a PostgreSQL fixture.
-pub fn schema_of(f: &dal_tests::suite::Fixture) -> &TempSchema {
-    f.database_as::<Schema>()
-        .expect("a PostgreSQL fixture")
-        .schema()
-}
-
-impl Schema {
-    /// A new schema for stores of `connections` in all; with `role`, migrated first (as a
-    /// separate step) and the role given DML rights on it.
-    pub fn new(connections: u32, role: Option<&'static str>) -> Self {
-        let schema = TempSchema::with_connections(connections);
-        if let Some(role) = role {
-            grant(&schema, role);
-        }
-        Schema {
-            schema,
-            role,
-            stores: Stores::default(),
+impl Database {
+    /// The database on the server itself, for what a case does outside the store.
+    fn direct_url(&self) -> &str {
+        match &self.place {
+            Place::Schema(schema) => schema.url(),
+            Place::Pooled(database) => database.direct_url(),
         }
     }
+}
 
-    /// The schema.
-    pub fn schema(&self) -> &TempSchema {
-        &self.schema
+/// The schema of a fixture not behind the pooler.
+pub fn schema_of(f: &Fixture) -> &TempSchema {
+    match f.database_as::<Database>().map(|d| &d.place) {
+        Some(Place::Schema(schema)) => schema,
+        _ => panic!("not a fixture in a schema"),
     }
 }
 
-/// The `options` server settings of a store's sessions for `setup`.
-fn session_options(setup: &StoreSetup) -> String {
-    let mut options = Vec::new();
-    if let Some(timeout) = setup.lock_timeout {
-        options.push(format!("-c lock_timeout={}", timeout.as_millis()));
-    }
-    match setup.plans {
-        Plans::Default => {}
-        Plans::Custom => options.push("-c plan_cache_mode=force_custom_plan".to_owned()),
-        Plans::Generic => options.push("-c plan_cache_mode=force_generic_plan".to_owned()),
-    }
-    options.join(" ")
-}
-
-impl TestDatabase for Schema {
+impl dal_tests::suite::TestDatabase for Database {
     fn open(&self, setup: &StoreSetup) -> Arc<dyn TaskExecutionStore> {
-        let url = self.schema.url_with_options(&session_options(setup));
-        match self.role {
-            None => self.stores.open(url, setup, |options| options),
-            Some(_) => self.stores.open(as_role(&url), setup, |options| {
-                options.migrations(dal_postgres::Migrations::Verify)
-            }),
-        }
+        let mut stores = self.stores.lock().unwrap_or_else(PoisonError::into_inner);
+        let later = !stores.is_empty();
+        stores.push(later.then(|| reserve_connections(setup.pool_size)));
+        let lock_timeout = setup
+            .lock_timeout
+            .map(|t| format!("-c lock_timeout={}", t.as_millis()));
+        let plans = match setup.plans {
+            Plans::Default => None,
+            Plans::Custom => Some("-c plan_cache_mode=force_custom_plan".to_owned()),
+            Plans::Generic => Some("-c plan_cache_mode=force_generic_plan".to_owned()),
+        };
+        let session = [lock_timeout.clone(), plans].into_iter().flatten();
+        let session = session.collect::<Vec<_>>().join(" ");
+        let options = match (&self.place, self.backend) {
+            (Place::Pooled(database), _) => {
+                assert!(
+                    lock_timeout.is_none(),
+                    "a session setting, which the proxy drops"
+                );
+                PgOptions::new(database.pooled_url()).transaction_pooling(true)
+            }
+            (Place::Schema(schema), Postgres::DmlOnly) => {
+                let url = as_role(&schema.url_with_options(&session));
+                PgOptions::new(url).migrations(Migrations::Verify)
+            }
+            (Place::Schema(schema), _) => PgOptions::new(schema.url_with_options(&session)),
+        };
+        let options = options.pool_size(setup.pool_size).history(setup.history);
+        let options = options.clock(setup.clock.clone());
+        let options = match &setup.instrumentation {
+            Some(instrumentation) => options.instrumentation(instrumentation.clone()),
+            None => options,
+        };
+        Arc::new(options.connect().expect("connect a store for a case"))
     }
 
     fn execute(&self, sql: &str) -> Result<(), String> {
-        execute(self.schema.url(), sql)
+        execute(self.direct_url(), sql)
     }
 
     fn hold_lock_on(&self, id: Uuid) -> Box<dyn HeldLock> {
-        hold_lock_on(self.schema.url(), id)
+        let mut conn = connect(self.direct_url());
+        let lock = format!("BEGIN; SELECT 1 FROM task_executions WHERE id = '{id}' FOR UPDATE");
+        conn.batch_execute(&lock).expect("lock the row");
+        Box::new(RowLock(conn))
     }
 
+    /// The server terminates the store's sessions; none behind the pooler, which hides them.
     fn inject_fault(&self) -> usize {
-        let faults = self.schema.terminate_connections();
-        thread::sleep(Duration::from_millis(15));
+        let Place::Schema(schema) = &self.place else {
+            return 0;
+        };
+        let faults = schema.terminate_connections();
+        std::thread::sleep(std::time::Duration::from_millis(15));
         faults
     }
 
@@ -242,48 +216,19 @@ impl TestDatabase for Schema {
     }
 }
 
-/// Runs `sql` over a connection of its own to `url`.
-pub fn execute(url: &str, sql: &str) -> Result<(), String> {
-    let mut conn = PgConnection::establish(url).map_err(|e| e.to_string())?;
-    conn.batch_execute(sql).map_err(|e| e.to_string())
-}
-
-/// A connection to `url` holding the lock of task `id`'s row in an open transaction.
-pub fn hold_lock_on(url: &str, id: Uuid) -> Box<dyn HeldLock> {
-    let mut conn = PgConnection::establish(url).expect("connect");
-    diesel::sql_query("BEGIN")
-        .execute(&mut conn)
-        .expect("BEGIN");
-    diesel::sql_query("SELECT 1 FROM task_executions WHERE id = $1 FOR UPDATE")
-        .bind::<diesel::sql_types::Uuid, _>(id)
-        .execute(&mut conn)
-        .expect("lock the row");
-    Box::new(RowLock(conn))
-}
-
 /// A transaction holding a row lock.
 struct RowLock(PgConnection);
 
 impl HeldLock for RowLock {
     fn waiters(&mut self) -> Option<usize> {
-        #[derive(diesel::QueryableByName)]
-        struct Count {
-            #[diesel(sql_type = diesel::sql_types::BigInt)]
-            n: i64,
-        }
-        let waiting = diesel::sql_query(
-            "SELECT count(*) AS n FROM pg_stat_activity \
-             WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))",
-        )
-        .get_result::<Count>(&mut self.0)
-        .expect("pg_stat_activity");
-        Some(usize::try_from(waiting.n).unwrap_or(0))
+        let sql = "SELECT count(*) FROM pg_stat_activity \
+                   WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))";
+        usize::try_from(select::<BigInt, i64>(&mut self.0, sql)).ok()
     }
 
     fn execute(&mut self, sql: &str) -> Result<usize, String> {
-        diesel::sql_query(sql)
-            .execute(&mut self.0)
-            .map_err(|e| e.to_string())
+        let changed = diesel::sql_query(sql).execute(&mut self.0);
+        changed.map_err(|e| e.to_string())
     }
 
     fn commit(&mut self) -> Result<(), String> {
@@ -291,57 +236,83 @@ impl HeldLock for RowLock {
     }
 }
 
-/// The role the stores connect as. Made once per server (it owns nothing and is granted rights
-/// on each case's schema only; the rights go with the schema).
-pub const ROLE: &str = "dal_test_dml_only";
-
-/// Makes [`ROLE`] if the server has none (once per process; concurrent test processes may race
-/// to make it, and either error of the loser is taken as "made"), and returns the name of the
-/// test server's database.
-pub fn ensure_role() -> &'static str {
-    static DATABASE: OnceLock<String> = OnceLock::new();
-    DATABASE.get_or_init(|| {
-        #[derive(diesel::QueryableByName)]
-        struct Name {
-            #[diesel(sql_type = diesel::sql_types::Text)]
-            name: String,
-        }
-        let mut admin = PgConnection::establish(server_url()).expect("connect");
-        admin
-            .batch_execute(&format!(
-                "DO $$ BEGIN CREATE ROLE {ROLE} LOGIN; \
-                 EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
-            ))
-            .expect("make the DML-only role");
-        diesel::sql_query("SELECT current_database()::text AS name")
-            .get_result::<Name>(&mut admin)
-            .expect("current_database()")
-            .name
-    })
+/// A connection of its own to `url`.
+pub fn connect(url: &str) -> PgConnection {
+    PgConnection::establish(url).unwrap_or_else(|e| panic!("connect to {url}: {e}"))
 }
 
+/// Runs `sql` over a connection of its own to `url`.
+pub fn execute(url: &str, sql: &str) -> Result<(), String> {
+    let mut conn = PgConnection::establish(url).map_err(|e| e.to_string())?;
+    conn.batch_execute(sql).map_err(|e| e.to_string())
+}
+
+/// The one value (of SQL type `ST`) that `sql` selects.
+pub fn select<ST, T>(conn: &mut PgConnection, sql: &str) -> T
+where
+    ST: diesel::expression::TypedExpressionType,
+    diesel::expression::SqlLiteral<ST>: diesel::query_dsl::LoadQuery<'static, PgConnection, T>,
+{
+    let value = diesel::dsl::sql::<ST>(sql).get_result(conn);
+    value.unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// Creates a task through `store`, reads it back and returns it.
+pub fn assert_writes(store: &dyn TaskStore) -> TaskExecution {
+    let new = dal_core::NewTaskExecution::new(Uuid::now_v7(), "written");
+    let task = store.create(&new).expect("create");
+    assert_eq!(store.get(task.id).expect("get"), task);
+    task
+}
+
+/// Asserts that `err` is [`DalError::Settings`] of these `setting`, `requested` and `actual`,
+/// with a hint that contains `hint_has`, and not retryable.
+pub fn assert_settings_error(err: &DalError, expected: [&str; 3], hint_has: &str) {
+    let found = match err {
+        DalError::Settings {
+            setting: s,
+            requested: r,
+            actual: a,
+            hint,
+        } => ([s, r, a], hint),
+        other => panic!("expected DalError::Settings, got {other:?}"),
+    };
+    assert_eq!(found.0, expected);
+    assert!(found.1.contains(hint_has) && !err.is_retryable(), "{err:?}");
+}
+
+/// The role of [`Postgres::DmlOnly`] stores. Made once per server: it owns nothing and has
+/// rights on each case's schema only, which go with the schema.
+pub const ROLE: &str = "dal_test_dml_only";
+
 /// `url` (of the test server) as [`ROLE`], in the same database (libpq would otherwise pick
-/// the database named like the role).
+/// the database named like the role). Makes the role first if the server has none: test
+/// processes may race to make it, and the loser takes either error as "made".
 pub fn as_role(url: &str) -> String {
-    let database = ensure_role();
+    static DATABASE: OnceLock<String> = OnceLock::new();
+    let database = DATABASE.get_or_init(|| {
+        let mut admin = connect(server_url());
+        let make = format!(
+            "DO $$ BEGIN CREATE ROLE {ROLE} LOGIN; \
+             EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
+        );
+        admin.batch_execute(&make).expect("make the DML-only role");
+        select::<Text, String>(&mut admin, "SELECT current_database()::text")
+    });
     with_params(url, &[("user", ROLE), ("dbname", database)])
 }
 
 /// Migrates `schema` as the server's user, as a deployment's migration step does, and gives
-/// `role` DML rights on what the migrations made.
-pub fn grant(schema: &TempSchema, role: &str) {
-    ensure_role();
-    dal_postgres::PgOptions::new(schema.url())
-        .pool_size(1)
-        .migrate()
-        .expect("the migration step");
+/// [`ROLE`] DML rights on what the migrations made.
+fn migrate_for_role(schema: &TempSchema) {
+    as_role(schema.url());
+    let migrated = PgOptions::new(schema.url()).migrate();
+    migrated.expect("the migration step");
     let name = schema.name();
-    let mut admin = PgConnection::establish(schema.url()).expect("connect");
-    admin
-        .batch_execute(&format!(
-            "GRANT USAGE ON SCHEMA \"{name}\" TO {role}; \
-             GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA \"{name}\" TO {role}; \
-             GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA \"{name}\" TO {role}"
-        ))
-        .expect("grant DML rights");
+    let grant = format!(
+        "GRANT USAGE ON SCHEMA \"{name}\" TO {ROLE}; \
+         GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA \"{name}\" TO {ROLE}; \
+         GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA \"{name}\" TO {ROLE}"
+    );
+    execute(schema.url(), &grant).expect("grant DML rights");
 }

@@ -1,283 +1,102 @@
-//! `dal-postgres` behind a transaction-pooling proxy (PgBouncer, `pool_mode = transaction`),
-//! with [`dal_postgres::PgOptions::transaction_pooling`] on: a database of its own per case
-//! ([`TempDatabase`]), its planner settings made on the database, and the proxy's own cases
-//! (options it drops, migrations of processes starting at once).
-//!
-//! It runs every group of the suite but `faults`, whose cases set a session's
-//! `lock_timeout` in the connection's `options` (which the proxy drops) and terminate the
-//! server sessions of a schema (which the proxy hides behind its pool). Every statement is
-//! planned for its execution here (nothing is kept prepared), so a store asked for generic
-//! or custom plans ([`Plans`]) gets the same as any other.
+//! The cases of PgBouncer in transaction pooling, with `PgOptions::transaction_pooling` on:
+//! options it drops, planner settings missing, processes migrating at once. (The suite's runs
+//! behind it skip `faults`, whose cases set a session's `lock_timeout` in `options`, which the
+//! proxy drops, and terminate a schema's sessions, which it hides behind its pool.)
 
-use std::any::Any;
-use std::sync::Arc;
+use dal_core::{DalError, TaskStore};
+use dal_postgres::{INDEX_PLAN_SETTINGS, PgOptions, PgStore};
+use diesel::sql_types::{BigInt, Text};
 
-use dal_core::{TaskExecutionStore, TaskStore};
-use diesel::{Connection, PgConnection, RunQueryDsl};
-use uuid::Uuid;
-
-use crate::factory::{Postgres, Stores, execute, hold_lock_on};
-use crate::opening::assert_settings_error;
-use dal_tests::operations::Statements;
+use crate::factory::{assert_settings_error, assert_writes, connect, execute, select};
 use dal_tests::provision::pooler::TempDatabase;
 use dal_tests::provision::postgres::with_params;
-use dal_tests::suite::{HeldLock, LockTimeout, StoreSetup, TestBackend, TestDatabase};
 
-/// The planner settings the store checks for behind a proxy, made on each case's database.
-const INDEX_PLANS: [(&str, &str); 2] = dal_postgres::INDEX_PLAN_SETTINGS;
-
-/// PostgreSQL through PgBouncer in transaction pooling.
-#[derive(Debug, Clone, Copy)]
-pub struct Pooled;
-
-impl TestBackend for Pooled {
-    as_postgres!();
-
-    fn name(&self) -> &'static str {
-        "pgbouncer"
-    }
-
-    /// The same column as PostgreSQL's: behind the proxy every operation sends the same
-    /// statements.
-    fn title(&self) -> &'static str {
-        Postgres.title()
-    }
-
-    fn database(&self, connections: u32) -> Box<dyn TestDatabase> {
-        Box::new(Database {
-            database: TempDatabase::with_connections(connections, &INDEX_PLANS),
-            stores: Stores::default(),
-        })
-    }
-
-    /// None: no statement is kept prepared on a connection.
-    fn prepared_per_connection(&self) -> usize {
-        0
-    }
-
-    fn prepared_per_prune_batch(&self) -> usize {
-        0
-    }
+/// A store of one connection at `url` through the proxy.
+fn open(url: &str) -> Result<PgStore, DalError> {
+    let options = PgOptions::new(url).transaction_pooling(true);
+    options.pool_size(1).connect()
 }
 
-/// A case's database behind the proxy, and the connections reserved for its stores.
-struct Database {
-    database: TempDatabase,
-    stores: Stores,
-}
-
-impl TestDatabase for Database {
-    fn open(&self, setup: &StoreSetup) -> Arc<dyn TaskExecutionStore> {
-        assert!(
-            setup.lock_timeout.is_none(),
-            "a lock timeout is a session setting, which the proxy drops"
+/// The DAL's tables in each of `schemas` of `database`, as `schema: table, ...`.
+fn tables(database: &TempDatabase, schemas: &[&str]) -> Vec<String> {
+    let mut conn = connect(database.direct_url());
+    let mut in_schema = |schema: &&str| {
+        let names = format!(
+            "SELECT coalesce(string_agg(tablename, ', ' ORDER BY tablename), '') FROM pg_tables \
+             WHERE schemaname = '{schema}'"
         );
-        self.stores
-            .open(self.database.pooled_url().to_owned(), setup, |options| {
-                options.transaction_pooling(true)
-            })
-    }
-
-    fn execute(&self, sql: &str) -> Result<(), String> {
-        execute(self.database.direct_url(), sql)
-    }
-
-    fn hold_lock_on(&self, id: Uuid) -> Box<dyn HeldLock> {
-        hold_lock_on(self.database.direct_url(), id)
-    }
-
-    /// None: the `faults` group does not run behind the proxy.
-    fn inject_fault(&self) -> usize {
-        0
-    }
-
-    fn check_integrity(&self) -> Result<(), String> {
-        Ok(())
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
+        format!("{schema}: {}", select::<Text, String>(&mut conn, &names))
+    };
+    schemas.iter().map(&mut in_schema).collect()
 }
 
-/// The proxy's own cases.
-pub const CASES: &[(&str, fn())] = &[
-    (
-        "options_the_pooler_drops_fail_the_connect_and_nothing_is_written",
-        options_the_pooler_drops_fail_the_connect_and_nothing_is_written,
-    ),
-    (
-        "planner_settings_missing_on_the_server_fail_the_connect",
-        planner_settings_missing_on_the_server_fail_the_connect,
-    ),
-    (
-        "processes_connecting_at_once_migrate_once",
-        processes_connecting_at_once_migrate_once,
-    ),
-];
-
-/// The tables of the DAL in `schema` of the database at `url`.
-fn tables_in(url: &str, schema: &str) -> Vec<String> {
-    #[derive(diesel::QueryableByName)]
-    struct Table {
-        #[diesel(sql_type = diesel::sql_types::Text)]
-        tablename: String,
-    }
-    let mut conn = PgConnection::establish(url).expect("connect");
-    let mut names: Vec<String> = diesel::sql_query(
-        "SELECT tablename::text AS tablename FROM pg_tables WHERE schemaname = $1",
-    )
-    .bind::<diesel::sql_types::Text, _>(schema)
-    .load::<Table>(&mut conn)
-    .expect("pg_tables")
-    .into_iter()
-    .map(|t| t.tablename)
-    .collect();
-    names.sort();
-    names
-}
-
-/// A URL asking for schema `tenant` in its `options`, through the proxy, which drops them: the
-/// connect fails with the setting named, before anything is written in `public` (where the
-/// session would have written) or in `tenant`.
-fn options_the_pooler_drops_fail_the_connect_and_nothing_is_written() {
-    let database = TempDatabase::with_connections(2, &INDEX_PLANS);
+/// A URL asking for schema `tenant`, or a custom setting, in its `options`, through the proxy,
+/// which drops them: the connect fails with the setting named, before anything is written in
+/// `public` (where the session would have written) or in `tenant`. Made on the database
+/// instead (before the proxy opens a session on it: a database's settings apply to the
+/// sessions opened after), the schema is used.
+pub fn options_the_pooler_drops_fail_the_connect_and_nothing_is_written() {
+    let database = TempDatabase::with_connections(2, &INDEX_PLAN_SETTINGS);
     execute(database.direct_url(), "CREATE SCHEMA tenant").expect("create the schema");
-    let url = with_params(
-        database.pooled_url(),
-        &[("options", "-csearch_path=tenant")],
-    );
-    let err = dal_postgres::PgOptions::new(url)
-        .transaction_pooling(true)
-        .pool_size(1)
-        .connect()
+    let with = |db: &TempDatabase, options| with_params(db.pooled_url(), &[("options", options)]);
+    let err = open(&with(&database, "-csearch_path=tenant"))
         .map(drop)
-        .expect_err("the search_path did not reach the server");
-    assert_settings_error(
-        &err,
-        ("search_path", "tenant", "\"$user\", public"),
-        "ALTER ROLE",
-    );
-    assert_eq!(
-        tables_in(database.direct_url(), "public"),
-        Vec::<String>::new()
-    );
-    assert_eq!(
-        tables_in(database.direct_url(), "tenant"),
-        Vec::<String>::new()
-    );
-
+        .unwrap_err();
+    let search_path = ["search_path", "tenant", "\"$user\", public"];
+    assert_settings_error(&err, search_path, "ALTER ROLE");
     // A custom setting the session then lacks altogether reads as empty: the same error.
-    let url = with_params(database.pooled_url(), &[("options", "-cdal.tenant=a")]);
-    let err = dal_postgres::PgOptions::new(url)
-        .transaction_pooling(true)
-        .pool_size(1)
-        .connect()
+    let err = open(&with(&database, "-cdal.tenant=a"))
         .map(drop)
-        .expect_err("the custom setting did not reach the server");
-    assert_settings_error(&err, ("dal.tenant", "a", ""), "ALTER ROLE");
-    assert_eq!(
-        tables_in(database.direct_url(), "public"),
-        Vec::<String>::new()
-    );
+        .unwrap_err();
+    assert_settings_error(&err, ["dal.tenant", "a", ""], "ALTER ROLE");
+    let nothing = ["public: ", "tenant: "];
+    assert_eq!(tables(&database, &["public", "tenant"]), nothing);
+    drop(database);
 
-    // Made on the database instead (before the proxy opens a session on it: a database's
-    // settings apply to the sessions opened after), the schema is used.
-    let settings = [INDEX_PLANS[0], INDEX_PLANS[1], ("search_path", "tenant")];
-    let database = TempDatabase::with_connections(2, &settings);
+    let [plans, more] = INDEX_PLAN_SETTINGS;
+    let database = TempDatabase::with_connections(2, &[plans, more, ("search_path", "tenant")]);
     execute(database.direct_url(), "CREATE SCHEMA tenant").expect("create the schema");
-    let url = with_params(
-        database.pooled_url(),
-        &[("options", "-csearch_path=tenant")],
-    );
-    let store = dal_postgres::PgOptions::new(url)
-        .transaction_pooling(true)
-        .pool_size(1)
-        .connect()
-        .expect("the search_path is the one asked for");
-    drop(store);
-    assert_eq!(
-        tables_in(database.direct_url(), "public"),
-        Vec::<String>::new()
-    );
-    assert_eq!(
-        tables_in(database.direct_url(), "tenant"),
-        [
-            "__diesel_schema_migrations",
-            "execution_events",
-            "task_executions"
-        ]
-    );
+    let store = open(&with(&database, "-csearch_path=tenant"));
+    drop(store.expect("the search_path is the one asked for"));
+    let made = "tenant: __diesel_schema_migrations, execution_events, task_executions";
+    assert_eq!(tables(&database, &["public", "tenant"]), ["public: ", made]);
 }
 
 /// Behind the proxy the store sets no session settings: with the index plans asked for and not
-/// made on the server, the connect fails naming the first missing one and writes nothing;
-/// with them off, it opens.
-fn planner_settings_missing_on_the_server_fail_the_connect() {
+/// made on the server, the connect fails naming the first missing one and writes nothing; with
+/// them off, it opens.
+pub fn planner_settings_missing_on_the_server_fail_the_connect() {
     let database = TempDatabase::with_connections(2, &[]);
-    let err = dal_postgres::PgOptions::new(database.pooled_url())
-        .transaction_pooling(true)
-        .pool_size(1)
-        .connect()
-        .map(drop)
-        .expect_err("the planner settings are not made on the server");
-    assert_settings_error(&err, ("enable_seqscan", "off", "on"), "ALTER ROLE");
-    assert_eq!(
-        tables_in(database.direct_url(), "public"),
-        Vec::<String>::new()
-    );
-    let store = dal_postgres::PgOptions::new(database.pooled_url())
-        .transaction_pooling(true)
-        .index_plans(false)
-        .pool_size(1)
-        .connect()
-        .expect("no planner settings asked for");
-    let task = store
-        .create(&dal_core::NewTaskExecution::new(Uuid::now_v7(), "pooled"))
-        .expect("a write through the pooler");
-    assert_eq!(store.get(task.id).expect("read it back"), task);
+    let err = open(database.pooled_url()).map(drop).unwrap_err();
+    assert_settings_error(&err, ["enable_seqscan", "off", "on"], "ALTER ROLE");
+    assert_eq!(tables(&database, &["public"]), ["public: "]);
+    let options = PgOptions::new(database.pooled_url()).transaction_pooling(true);
+    let store = options.index_plans(false).pool_size(1).connect();
+    assert_writes(&store.expect("no planner settings asked for"));
 }
 
 /// Several processes (here threads, each a store of its own) connecting at once to a new
 /// database through the proxy: the migrations' transaction-scoped lock lets one migrate, and
 /// every store opens on the same schema.
-fn processes_connecting_at_once_migrate_once() {
+pub fn processes_connecting_at_once_migrate_once() {
     const STORES: u32 = 4;
-    let database = TempDatabase::with_connections(STORES, &INDEX_PLANS);
-    let stores: Vec<_> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..STORES)
-            .map(|_| {
-                scope.spawn(|| {
-                    dal_postgres::PgOptions::new(database.pooled_url())
-                        .transaction_pooling(true)
-                        .pool_size(1)
-                        .connect()
-                })
-            })
+    let database = TempDatabase::with_connections(STORES, &INDEX_PLAN_SETTINGS);
+    let stores: Vec<PgStore> = std::thread::scope(|scope| {
+        let opening: Vec<_> = (0..STORES)
+            .map(|_| scope.spawn(|| open(database.pooled_url())))
             .collect();
-        handles
+        opening
             .into_iter()
-            .map(|h| h.join().expect("no panic").expect("every store opens"))
+            .map(|h| h.join().unwrap().expect("every store opens"))
             .collect()
     });
-    let created = stores[0]
-        .create(&dal_core::NewTaskExecution::new(Uuid::now_v7(), "first"))
-        .expect("create");
+    let task = assert_writes(&stores[0]);
     for store in &stores {
-        assert_eq!(store.get(created.id).expect("read"), created);
+        assert_eq!(store.get(task.id).expect("read"), task);
     }
-    #[derive(diesel::QueryableByName)]
-    struct Count {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        n: i64,
-    }
-    let mut conn = PgConnection::establish(database.direct_url()).expect("connect");
-    let applied: Count = diesel::sql_query("SELECT count(*) AS n FROM __diesel_schema_migrations")
-        .get_result(&mut conn)
-        .expect("the migrations table");
-    let embedded =
-        diesel::migration::MigrationSource::<diesel::pg::Pg>::migrations(&dal_postgres::MIGRATIONS)
-            .expect("the embedded migrations")
-            .len();
-    assert_eq!(usize::try_from(applied.n).expect("a count"), embedded);
+    let mut conn = connect(database.direct_url());
+    let migrations = "SELECT count(*) FROM __diesel_schema_migrations";
+    let applied: i64 = select::<BigInt, _>(&mut conn, migrations);
+    let embedded = dal_diesel::open::versions::<diesel::pg::Pg>(&dal_postgres::MIGRATIONS);
+    assert_eq!(usize::try_from(applied).unwrap(), embedded.unwrap().len());
 }

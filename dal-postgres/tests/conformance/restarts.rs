@@ -1,14 +1,15 @@
-//! Server restarts (PostgreSQL): the server is restarted, with `pg_ctl restart -m fast` and
-//! `-m immediate`, while runners claim and complete tasks. Every call either did all it says or
-//! failed with `Connection`; no task is half-written (each history replays to its row); the
-//! pool recovers by itself and later calls succeed.
+//! Server restarts: the server is restarted with `pg_ctl restart -m fast` and `-m immediate`
+//! while runners claim and complete tasks. Every call either did all it says or failed with
+//! `Connection`; no task is half-written (each history replays to its row); the pool recovers
+//! by itself and later calls succeed.
 //!
-//! The case starts a private cluster of its own (see `provision::cluster`): restarting the
-//! server the rest of the suite shares would fail the cases running beside it.
+//! The case starts a private cluster of its own: restarting the server the rest of the suite
+//! shares would fail the cases running beside it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Sender};
 use std::thread;
 use std::time::Duration;
 
@@ -17,13 +18,7 @@ use uuid::Uuid;
 
 use dal_tests::cases::support::{eventually, workflow};
 use dal_tests::model::replay;
-use dal_tests::provision::cluster::{self, Cluster};
-
-/// The cases of this module, as `postgres::restarts::<name>`.
-pub const CASES: &[(&str, fn())] = &[(
-    "calls_across_server_restarts_are_all_or_nothing_and_the_pool_recovers",
-    calls_across_server_restarts_are_all_or_nothing_and_the_pool_recovers,
-)];
+use dal_tests::provision::cluster;
 
 const RUNNERS: usize = 4;
 const TASKS: usize = 20_000;
@@ -35,84 +30,47 @@ const CALLS_BETWEEN: usize = 40;
 /// How long the runners may take to make them: a pool that did not recover fails the case.
 const RECOVERY: Duration = Duration::from_secs(60);
 
-/// The cluster, removed when the case ends, also when it fails.
-struct Own(Cluster);
-
-impl Drop for Own {
-    fn drop(&mut self) {
-        self.0.remove();
-    }
-}
-
-/// What the runners saw.
-#[derive(Default)]
-struct Tally {
-    calls: AtomicUsize,
-    connection_errors: AtomicUsize,
-}
-
-fn calls_across_server_restarts_are_all_or_nothing_and_the_pool_recovers() {
-    let cluster = Own(cluster::start().expect("a private cluster (needs initdb and pg_ctl)"));
-    let pool_size = 4;
-    let store: Arc<dyn TaskExecutionStore> = Arc::new(
-        dal_postgres::PgOptions::new(cluster.0.url())
-            .pool_size(pool_size)
-            .connect_timeout(Duration::from_secs(30))
-            .connect()
-            .expect("connect to the private cluster"),
-    );
+pub fn calls_across_server_restarts_are_all_or_nothing_and_the_pool_recovers() {
+    // Removed when the case ends, also when it fails.
+    let cluster = cluster::start().expect("a private cluster (needs initdb and pg_ctl)");
+    let options = dal_postgres::PgOptions::new(cluster.url()).pool_size(4);
+    let options = options.connect_timeout(Duration::from_secs(30));
+    let store: Arc<dyn TaskExecutionStore> =
+        Arc::new(options.connect().expect("connect to the private cluster"));
     let wf = workflow();
-    for chunk in (0..TASKS).collect::<Vec<_>>().chunks(1_000) {
-        let news: Vec<NewTaskExecution> = chunk
-            .iter()
-            .map(|i| NewTaskExecution::new(wf, format!("t{i:05}")).with_status(TaskStatus::Ready))
-            .collect();
-        store.create_many(&news).expect("create the tasks");
+    let ready = |i| NewTaskExecution::new(wf, format!("t{i:05}")).with_status(TaskStatus::Ready);
+    let news: Vec<NewTaskExecution> = (0..TASKS).map(ready).collect();
+    for chunk in news.chunks(1_000) {
+        store.create_many(chunk).expect("create the tasks");
     }
 
     let stop = Arc::new(AtomicBool::new(false));
-    let tally = Arc::new(Tally::default());
-    let (progress, made) = mpsc::channel::<()>();
+    let (made, calls_made) = mpsc::channel();
     let runners: Vec<_> = (0..RUNNERS)
         .map(|_| {
-            let (store, stop, tally, progress) = (
-                Arc::clone(&store),
-                Arc::clone(&stop),
-                Arc::clone(&tally),
-                progress.clone(),
-            );
-            thread::spawn(move || run(&*store, &stop, &tally, &progress))
+            let (store, stop, made) = (store.clone(), stop.clone(), made.clone());
+            thread::spawn(move || run(&*store, &stop, Tally::new(made)))
         })
         .collect();
-    drop(progress);
-
-    let await_calls = |what: &str| {
+    drop(made);
+    let await_calls = |when: &str| {
         for _ in 0..CALLS_BETWEEN {
-            made.recv_timeout(RECOVERY)
-                .unwrap_or_else(|e| panic!("no successful call {what} within {RECOVERY:?}: {e}"));
+            let made = calls_made.recv_timeout(RECOVERY);
+            made.unwrap_or_else(|e| panic!("no successful call {when} within {RECOVERY:?}: {e}"));
         }
     };
-    for restart in 0..RESTARTS {
+    for mode in ["fast", "immediate"].into_iter().cycle().take(RESTARTS) {
         await_calls("before a restart");
-        let mode = if restart % 2 == 0 {
-            "fast"
-        } else {
-            "immediate"
-        };
-        cluster
-            .0
-            .pg_ctl(&["restart", "-m", mode, "-w", "-t", "60"])
-            .unwrap_or_else(|e| panic!("restart -m {mode}: {e}"));
+        let restart = cluster.pg_ctl(&["restart", "-m", mode, "-w", "-t", "60"]);
+        restart.unwrap_or_else(|e| panic!("restart -m {mode}: {e}"));
     }
     await_calls("after the last restart");
     stop.store(true, Ordering::Relaxed);
-    let unexpected: Vec<String> = runners
-        .into_iter()
-        .flat_map(|r| r.join().expect("a runner panicked"))
-        .collect();
+    let tallies: Vec<Tally> = runners.into_iter().map(|r| r.join().unwrap()).collect();
+    let unexpected: Vec<&String> = tallies.iter().flat_map(|t| &t.unexpected).collect();
     assert!(
         unexpected.is_empty(),
-        "calls failed otherwise than with Connection: {unexpected:?}"
+        "calls failed otherwise: {unexpected:?}"
     );
 
     // Nothing half-written: every task's history replays to its row.
@@ -125,95 +83,91 @@ fn calls_across_server_restarts_are_all_or_nothing_and_the_pool_recovers() {
         let Some(last) = page.last() else { break };
         after = Some(last.seq);
         for event in page {
-            events
-                .entry(event.task_execution_id)
-                .or_default()
-                .push(event);
+            let task = event.task_execution_id;
+            events.entry(task).or_default().push(event);
         }
     }
     for row in &rows {
         let history = events.get(&row.id).map_or(&[][..], Vec::as_slice);
         replay(row, history).unwrap_or_else(|e| panic!("task {}: {e}", row.id));
     }
-    let calls = tally.calls.load(Ordering::Relaxed);
-    let failed = tally.connection_errors.load(Ordering::Relaxed);
-    let completed = rows
-        .iter()
-        .filter(|r| r.status == TaskStatus::Completed)
-        .count();
+    let sum = |count: fn(&Tally) -> usize| tallies.iter().map(count).sum::<usize>();
+    let completed = rows.iter().filter(|r| r.status == TaskStatus::Completed);
     eprintln!(
-        "restarts of {}: {RESTARTS} ({} fast, {} immediate), calls {calls}, failed with \
-         Connection {failed}, unexpected errors 0, half-written 0, tasks completed {completed} \
-         of {TASKS}",
-        cluster.0.bindir().display(),
-        RESTARTS.div_ceil(2),
-        RESTARTS / 2
+        "restarts of {}: {RESTARTS}, fast and immediate alternately; calls {}, failed with \
+         Connection {}, tasks completed {} of {TASKS}",
+        cluster.bindir().display(),
+        sum(|t| t.calls),
+        sum(|t| t.connection_errors),
+        completed.count(),
     );
 }
 
-/// A runner: claims a batch and completes it, over and over, until `stop`. Returns the calls
-/// that failed otherwise than with `Connection`; checks that a `complete_many` that failed
-/// wrote all of its batch or none of it.
-fn run(
-    store: &dyn TaskExecutionStore,
-    stop: &AtomicBool,
-    tally: &Tally,
-    progress: &mpsc::Sender<()>,
-) -> Vec<String> {
-    let runner = Uuid::now_v7();
-    let mut unexpected = Vec::new();
-    // Counts a call; a failure other than `Connection` is kept for the case to report.
-    let record = |result: Result<(), DalError>, what: &str, unexpected: &mut Vec<String>| {
-        tally.calls.fetch_add(1, Ordering::Relaxed);
-        match result {
-            Ok(()) => drop(progress.send(())),
-            Err(DalError::Connection { .. }) => {
-                tally.connection_errors.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(other) => unexpected.push(format!("{what}: {other:?}")),
+/// What a runner saw: its calls, those that failed with `Connection`, and the calls that went
+/// otherwise than all or nothing.
+struct Tally {
+    made: Sender<()>,
+    calls: usize,
+    connection_errors: usize,
+    unexpected: Vec<String>,
+}
+
+impl Tally {
+    fn new(made: Sender<()>) -> Self {
+        let unexpected = Vec::new();
+        Tally {
+            made,
+            calls: 0,
+            connection_errors: 0,
+            unexpected,
         }
-    };
+    }
+
+    /// Counts a call and returns what it returned; a success is reported on `made`, a failure
+    /// other than `Connection` kept.
+    fn record<T>(&mut self, call: &str, result: Result<T, DalError>) -> Option<T> {
+        self.calls += 1;
+        match result {
+            Ok(value) => {
+                let _ = self.made.send(());
+                return Some(value);
+            }
+            Err(DalError::Connection { .. }) => self.connection_errors += 1,
+            Err(other) => self.unexpected.push(format!("{call}: {other:?}")),
+        }
+        None
+    }
+}
+
+/// A runner: claims a batch and completes it, over and over, until `stop`.
+fn run(store: &dyn TaskExecutionStore, stop: &AtomicBool, mut tally: Tally) -> Tally {
+    let runner = Uuid::now_v7();
     while !stop.load(Ordering::Relaxed) {
-        let claimed = match store.claim_ready(runner, BATCH) {
-            Ok(claimed) => {
-                record(Ok(()), "claim_ready", &mut unexpected);
-                claimed
-            }
-            Err(err) => {
-                record(Err(err), "claim_ready", &mut unexpected);
-                continue;
-            }
+        let claimed = store.claim_ready(runner, BATCH);
+        let Some(claimed) = tally.record("claim_ready", claimed) else {
+            continue;
         };
         let leases: Vec<Lease> = claimed.iter().map(|c| c.lease).collect();
         if leases.is_empty() {
             continue;
         }
-        match store.complete_many(&leases) {
-            Ok(completion) => {
-                if completion.completed.len() != leases.len() || !completion.lost.is_empty() {
-                    unexpected.push(format!(
-                        "complete_many: {} of {} completed, {} lost",
-                        completion.completed.len(),
-                        leases.len(),
-                        completion.lost.len()
-                    ));
-                }
-                record(Ok(()), "complete_many", &mut unexpected);
+        let completion = store.complete_many(&leases);
+        if let Some(done) = tally.record("complete_many", completion) {
+            if done.completed.len() != leases.len() || !done.lost.is_empty() {
+                let partly = format!("complete_many of {leases:?}: {done:?}");
+                tally.unexpected.push(partly);
             }
-            Err(err) => {
-                record(Err(err), "complete_many", &mut unexpected);
-                // All or nothing: the batch is all Completed (the commit landed before the
-                // connection broke) or all still Running under this claim.
-                let statuses: Vec<TaskStatus> = leases
-                    .iter()
-                    .map(|l| eventually(|| store.get(l.task_id)).status)
-                    .collect();
-                let all = |s| statuses.iter().all(|&x| x == s);
-                if !(all(TaskStatus::Completed) || all(TaskStatus::Running)) {
-                    unexpected.push(format!("complete_many half-written: {statuses:?}"));
-                }
-            }
+            continue;
+        }
+        // Failed, all or nothing: the batch is all Completed (the commit landed before the
+        // connection broke) or all still Running under this claim.
+        let status = |lease: &Lease| eventually(|| store.get(lease.task_id)).status;
+        let statuses: Vec<TaskStatus> = leases.iter().map(status).collect();
+        let all = |s| statuses.iter().all(|&x| x == s);
+        if !(all(TaskStatus::Completed) || all(TaskStatus::Running)) {
+            let half = format!("complete_many half-written: {statuses:?}");
+            tally.unexpected.push(half);
         }
     }
-    unexpected
+    tally
 }

@@ -1,5 +1,4 @@
-//! `dal-sqlite` under test: a database file of its own per case, in a temporary directory,
-//! and the case only SQLite has.
+//! `dal-sqlite` under test: a database file of its own per case, in a temporary directory.
 
 use std::any::Any;
 use std::sync::Arc;
@@ -18,9 +17,6 @@ use dal_tests::suite::{HeldLock, LockTimeout, StoreSetup, TestBackend, TestDatab
 /// SQLite, as `dal-sqlite` uses it.
 #[derive(Debug, Clone, Copy)]
 pub struct Sqlite;
-
-/// The factory the suite runs with.
-pub static SQLITE: Sqlite = Sqlite;
 
 /// The busy timeout of the suite's stores unless a case sets its own.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -99,22 +95,24 @@ impl TestBackend for Sqlite {
 }
 
 /// A case's database file.
-pub struct File(TempDatabase);
+struct File(TempDatabase);
 
 impl File {
-    fn connect(&self) -> Result<SqliteConnection, String> {
-        SqliteConnection::establish(&self.0.path().to_string_lossy()).map_err(|e| e.to_string())
+    /// A connection of its own that has run `sql`.
+    fn connect(&self, sql: &str) -> Result<SqliteConnection, String> {
+        let path = self.0.path().to_string_lossy().into_owned();
+        let mut conn = SqliteConnection::establish(&path).map_err(|e| e.to_string())?;
+        conn.batch_execute(sql).map_err(|e| e.to_string())?;
+        Ok(conn)
     }
 }
 
 impl TestDatabase for File {
     fn open(&self, setup: &StoreSetup) -> Arc<dyn TaskExecutionStore> {
         Arc::new(self.0.open(|options| {
-            let options = options
-                .pool_size(setup.pool_size)
-                .busy_timeout(setup.lock_timeout.unwrap_or(BUSY_TIMEOUT))
-                .clock(setup.clock.clone())
-                .history(setup.history);
+            let timeout = setup.lock_timeout.unwrap_or(BUSY_TIMEOUT);
+            let options = options.pool_size(setup.pool_size).busy_timeout(timeout);
+            let options = options.clock(setup.clock.clone()).history(setup.history);
             match &setup.instrumentation {
                 Some(instrumentation) => options.instrumentation(instrumentation.clone()),
                 None => options,
@@ -123,51 +121,30 @@ impl TestDatabase for File {
     }
 
     fn execute(&self, sql: &str) -> Result<(), String> {
-        self.connect()?
-            .batch_execute(sql)
-            .map_err(|e| e.to_string())
+        self.connect(sql).map(drop)
     }
 
     fn hold_lock_on(&self, _id: Uuid) -> Box<dyn HeldLock> {
-        let mut conn = self.connect().expect("open");
-        diesel::sql_query("BEGIN IMMEDIATE")
-            .execute(&mut conn)
-            .expect("lock");
-        Box::new(WriteLock(conn))
+        Box::new(WriteLock(self.connect("BEGIN IMMEDIATE").expect("lock")))
     }
 
+    /// Another connection holds the write lock past the store's short busy timeout; it waits
+    /// its turn for the lock like any writer.
     fn inject_fault(&self) -> usize {
-        let mut conn = self.connect().expect("open");
-        // The injector waits its turn for the lock like any writer.
-        diesel::sql_query("PRAGMA busy_timeout = 5000")
-            .execute(&mut conn)
-            .expect("busy timeout");
-        diesel::sql_query("BEGIN IMMEDIATE")
-            .execute(&mut conn)
-            .expect("lock");
+        let lock = "PRAGMA busy_timeout = 5000; BEGIN IMMEDIATE";
+        let mut conn = self.connect(lock).expect("lock");
         thread::sleep(Duration::from_millis(120));
-        diesel::sql_query("COMMIT")
-            .execute(&mut conn)
-            .expect("unlock");
+        conn.batch_execute("COMMIT").expect("unlock");
         thread::sleep(Duration::from_millis(30));
         1
     }
 
     fn check_integrity(&self) -> Result<(), String> {
-        #[derive(diesel::QueryableByName)]
-        struct Check {
-            #[diesel(sql_type = diesel::sql_types::Text)]
-            integrity_check: String,
-        }
-        let rows: Vec<Check> = diesel::sql_query("PRAGMA integrity_check")
-            .load(&mut self.connect()?)
+        let check = diesel::dsl::sql::<diesel::sql_types::Text>("PRAGMA integrity_check");
+        let found: Vec<String> = check
+            .load(&mut self.connect("")?)
             .map_err(|e| e.to_string())?;
-        let found: Vec<String> = rows.into_iter().map(|r| r.integrity_check).collect();
-        if found == ["ok"] {
-            Ok(())
-        } else {
-            Err(found.join("; "))
-        }
+        (found == ["ok"]).then_some(()).ok_or(found.join("; "))
     }
 
     fn as_any(&self) -> &dyn Any {
@@ -184,9 +161,8 @@ impl HeldLock for WriteLock {
     }
 
     fn execute(&mut self, sql: &str) -> Result<usize, String> {
-        diesel::sql_query(sql)
-            .execute(&mut self.0)
-            .map_err(|e| e.to_string())
+        let changed = diesel::sql_query(sql).execute(&mut self.0);
+        changed.map_err(|e| e.to_string())
     }
 
     fn commit(&mut self) -> Result<(), String> {

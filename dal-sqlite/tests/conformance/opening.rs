@@ -1,50 +1,32 @@
 //! Opening a SQLite store where none can be opened.
 
 use dal_core::DalError;
+use dal_sqlite::{Migrations, SqliteOptions};
 
 use dal_tests::cases::opening::{AT_ONCE, TIMEOUT, failure};
 use dal_tests::provision::sqlite::TempDatabase;
 
-/// This backend's cases of opening a store.
-pub const CASES: &[(&str, fn())] = &[
-    (
-        "a_store_that_cannot_be_opened_fails_at_once",
-        a_store_that_cannot_be_opened_fails_at_once,
-    ),
-    (
-        "verified_migrations_missing_fail_the_open",
-        verified_migrations_missing_fail_the_open,
-    ),
-];
+/// The error of opening a store on `path`, which fails at once (not after the pool's retries).
+fn error_at_once(path: &std::path::Path) -> DalError {
+    let options = SqliteOptions::new(path.to_string_lossy()).connect_timeout(TIMEOUT);
+    let (err, took) = failure(|| options.open().map(drop));
+    assert!(took < AT_ONCE, "took {took:?}: {err}");
+    err
+}
 
-/// SQLite: a file in a directory that does not exist, and a file that is not a database.
+/// A file in a directory that does not exist (not created), and a file that is not a SQLite
+/// database (left as it was).
 pub fn a_store_that_cannot_be_opened_fails_at_once() {
     let db = TempDatabase::new();
     let missing_dir = db.path().with_file_name("no-such-dir");
-    let in_missing_dir = missing_dir.join("x.db").to_string_lossy().into_owned();
-    let (err, took) = failure(|| {
-        dal_sqlite::SqliteOptions::new(in_missing_dir)
-            .connect_timeout(TIMEOUT)
-            .open()
-            .map(drop)
-    });
+    let err = error_at_once(&missing_dir.join("x.db"));
     assert!(matches!(err, DalError::Connection { .. }), "{err:?}");
-    assert!(took < AT_ONCE, "took {took:?}: {err}");
     assert!(!missing_dir.exists(), "the directory was created");
-
-    // A file that is not a SQLite database: refused, and left as it was.
-    let not_a_database = db.path();
     let contents = vec![b'x'; 8192];
-    std::fs::write(&not_a_database, &contents).expect("write the file");
-    let (err, took) = failure(|| {
-        dal_sqlite::SqliteOptions::new(not_a_database.to_string_lossy().into_owned())
-            .connect_timeout(TIMEOUT)
-            .open()
-            .map(drop)
-    });
+    std::fs::write(db.path(), &contents).expect("write the file");
+    let err = error_at_once(&db.path());
     assert!(matches!(err, DalError::Database { .. }), "{err:?}");
-    assert!(took < AT_ONCE, "took {took:?}: {err}");
-    assert_eq!(std::fs::read(&not_a_database).expect("read"), contents);
+    assert_eq!(std::fs::read(db.path()).expect("read"), contents);
 }
 
 /// Migrations verified instead of applied: a missing file is an error that says so, and nothing
@@ -52,32 +34,16 @@ pub fn a_store_that_cannot_be_opened_fails_at_once() {
 /// migration and is left as it was; after the migration step (which applies each once) it
 /// opens.
 pub fn verified_migrations_missing_fail_the_open() {
-    use dal_sqlite::Migrations;
     let db = TempDatabase::new();
     let path = db.path().to_string_lossy().into_owned();
-    let all: Vec<String> =
-        diesel::migration::MigrationSource::<diesel::sqlite::Sqlite>::migrations(
-            &dal_sqlite::MIGRATIONS,
-        )
-        .expect("the embedded migrations")
-        .iter()
-        .map(|m| m.name().version().to_string())
-        .collect();
-    let verify = || {
-        dal_sqlite::SqliteOptions::new(path.clone())
-            .migrations(Migrations::Verify)
-            .open()
-            .map(drop)
-    };
+    let all = dal_diesel::open::versions::<diesel::sqlite::Sqlite>(&dal_sqlite::MIGRATIONS);
+    let all = all.expect("the embedded migrations");
+    let options = || SqliteOptions::new(&path);
+    let verify = || options().migrations(Migrations::Verify).open().map(drop);
     let files = || {
-        let mut names: Vec<String> = std::fs::read_dir(db.path().parent().expect("a directory"))
-            .expect("list the directory")
-            .map(|e| {
-                e.expect("an entry")
-                    .file_name()
-                    .to_string_lossy()
-                    .into_owned()
-            })
+        let dir = std::fs::read_dir(db.path().parent().unwrap()).unwrap();
+        let mut names: Vec<String> = dir
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         names.sort();
         names
@@ -97,22 +63,8 @@ pub fn verified_migrations_missing_fail_the_open() {
     }
     assert_eq!(files(), ["tasks.db"], "Verify wrote a file");
     assert_eq!(std::fs::read(db.path()).expect("read").len(), 0);
-    let tables = || {
-        use diesel::{Connection, RunQueryDsl};
-        #[derive(diesel::QueryableByName)]
-        struct Count {
-            #[diesel(sql_type = diesel::sql_types::BigInt)]
-            n: i64,
-        }
-        let mut conn = diesel::SqliteConnection::establish(&path).expect("open");
-        diesel::sql_query("SELECT count(*) AS n FROM sqlite_master WHERE type = 'table'")
-            .get_result::<Count>(&mut conn)
-            .expect("sqlite_master")
-            .n
-    };
-    assert_eq!(tables(), 0);
-    let step = || dal_sqlite::SqliteOptions::new(path.clone()).migrate();
-    assert_eq!(step().expect("first step"), all);
-    assert_eq!(step().expect("second step"), Vec::<String>::new());
+    let step = || options().migrate().expect("the step");
+    assert_eq!(step(), all);
+    assert_eq!(step(), Vec::<String>::new());
     verify().expect("every migration applied");
 }

@@ -1,39 +1,35 @@
 //! A transaction-pooling proxy (PgBouncer, `pool_mode = transaction`) in front of the test
-//! server, for the suite's `pgbouncer` backend, and a database of its own per case behind it.
+//! server, and a database of its own per case behind it.
 //!
 //! The proxy is named by `DAL_TEST_POOLER` (a `postgres://` URL of it; the database part is
-//! replaced by each case's), and must front the server the tests use
-//! ([`super::postgres::server_url`]) with a fallback entry (`* = host=... port=...`) so that
-//! every database is reachable through it. `.ci/pgbouncer` installs and starts one on a private
-//! port and prints that URL. Without it, the `pgbouncer` cases are reported as ignored, and
-//! [`unavailable`] says why.
+//! replaced by each case's), and must front the server the tests use with a fallback entry
+//! (`* = host=... port=...`) so that every database is reachable through it. `.ci/pgbouncer`
+//! starts one and prints that URL. Without it, [`unavailable`] says why.
 //!
 //! A proxy drops a client's `options` (its operators put `options` in
-//! `ignore_startup_parameters`), so a case cannot work in a schema named by `search_path`:
-//! each gets a database of its own instead, with the planner settings the store checks for
-//! made on the database (`ALTER DATABASE ... SET`), as a production deployment makes them.
+//! `ignore_startup_parameters`), so a case cannot work in a schema named by `search_path`: each
+//! gets a database of its own instead, with the settings the store checks for made on the
+//! database (`ALTER DATABASE ... SET`), as a production deployment makes them.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Once;
 
-use diesel::{Connection, PgConnection, RunQueryDsl};
+use diesel::{Connection, PgConnection};
 
 use super::postgres::{
-    ADMIN_CONNECTIONS, ConnectionPermit, left_by_a_dead_process, reserve_connections, server_url,
-    server_url_with, with_params,
+    ConnectionPermit, drop_orphans, on_server, reserve_for_fixture, server_url, with_params,
 };
 
 /// The environment variable naming the proxy.
-pub const POOLER_ENV: &str = "DAL_TEST_POOLER";
+const POOLER_ENV: &str = "DAL_TEST_POOLER";
 
 /// The prefix of the databases the cases create.
 const DATABASE_PREFIX: &str = "dal_pooled_";
 
-/// The proxy's URL, if one is configured.
-pub fn pooler_url() -> Option<String> {
+fn pooler_url() -> Option<String> {
     std::env::var(POOLER_ENV).ok().filter(|url| !url.is_empty())
 }
 
-/// Why the `pgbouncer` cases cannot run here, if they cannot.
+/// Why the cases behind the proxy cannot run here, if they cannot.
 pub fn unavailable() -> Option<String> {
     if pooler_url().is_none() {
         return Some(format!(
@@ -41,12 +37,14 @@ pub fn unavailable() -> Option<String> {
              test server (`bash .ci/pgbouncer` starts one and prints the URL)"
         ));
     }
-    if std::env::var("DAL_TEST_SERVER").is_ok_and(|v| v == "private") {
-        return Some(format!(
-            "DAL_TEST_SERVER=private: the proxy of {POOLER_ENV} fronts another server"
-        ));
-    }
-    None
+    let private = std::env::var("DAL_TEST_SERVER").is_ok_and(|v| v == "private");
+    private.then(|| {
+        format!("DAL_TEST_SERVER=private: the proxy of {POOLER_ENV} fronts another server")
+    })
+}
+
+fn drop_database(name: &str) -> String {
+    format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")
 }
 
 /// A database of its own on the test server, reached through the proxy, dropped on drop (its
@@ -61,45 +59,32 @@ pub struct TempDatabase {
 }
 
 impl TempDatabase {
-    /// Creates a database once the budget has `connections` for its stores: the proxy opens
-    /// at most one server session per client connection in use. `settings` are made on the
-    /// database (`name`, `value`) before anything connects to it.
-    ///
-    /// Panics without a proxy (see [`unavailable`]).
+    /// Creates a database once the budget has `connections` for its stores (the proxy opens at
+    /// most one server session per client connection in use), with `settings` (`name`,
+    /// `value`) made on it before anything connects to it. Panics without a proxy.
     pub fn with_connections(connections: u32, settings: &[(&str, &str)]) -> Self {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
         let pooler = pooler_url().unwrap_or_else(|| panic!("{POOLER_ENV} is not set"));
-        let permit = reserve_connections(connections + ADMIN_CONNECTIONS);
-        let name = format!(
-            "{DATABASE_PREFIX}{}_{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let mut admin = PgConnection::establish(server_url())
-            .unwrap_or_else(|e| panic!("cannot connect to {}: {e}", server_url()));
-        static ORPHANS: std::sync::Once = std::sync::Once::new();
-        ORPHANS.call_once(|| drop_orphans(&mut admin));
-        diesel::sql_query(format!("CREATE DATABASE \"{name}\""))
-            .execute(&mut admin)
-            .expect("create a test database");
-        for (setting, value) in settings {
-            diesel::sql_query(format!(
-                "ALTER DATABASE \"{name}\" SET {setting} = '{value}'"
-            ))
-            .execute(&mut admin)
-            .expect("a setting of the test database");
-        }
+        let permit = reserve_for_fixture(connections);
+        static ORPHANS: Once = Once::new();
+        ORPHANS.call_once(|| {
+            if let Ok(mut conn) = PgConnection::establish(server_url()) {
+                let names = "SELECT datname::text FROM pg_database";
+                drop_orphans(&mut conn, names, DATABASE_PREFIX, drop_database);
+            }
+        });
+        let name = super::unique_name(DATABASE_PREFIX);
+        let set = |(setting, value): &(&str, &str)| {
+            format!("ALTER DATABASE \"{name}\" SET {setting} = '{value}'")
+        };
+        let mut statements = vec![format!("CREATE DATABASE \"{name}\"")];
+        statements.extend(settings.iter().map(set));
+        on_server(&statements).expect("create a test database");
         TempDatabase {
             pooled_url: with_params(&pooler, &[("dbname", &name)]),
-            direct_url: server_url_with(&[("dbname", &name)]),
+            direct_url: with_params(server_url(), &[("dbname", &name)]),
             name,
             _permit: permit,
         }
-    }
-
-    /// The database's name.
-    pub fn name(&self) -> &str {
-        &self.name
     }
 
     /// The database through the proxy.
@@ -115,34 +100,6 @@ impl TempDatabase {
 
 impl Drop for TempDatabase {
     fn drop(&mut self) {
-        if let Ok(mut admin) = PgConnection::establish(server_url()) {
-            let _ = diesel::sql_query(format!(
-                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-                self.name
-            ))
-            .execute(&mut admin);
-        }
-    }
-}
-
-/// Drops the databases of test processes that no longer run (a crash or a kill).
-fn drop_orphans(admin: &mut PgConnection) {
-    #[derive(diesel::QueryableByName)]
-    struct Name {
-        #[diesel(sql_type = diesel::sql_types::Text)]
-        datname: String,
-    }
-    let names: Vec<Name> = diesel::sql_query(format!(
-        "SELECT datname FROM pg_database WHERE datname LIKE '{DATABASE_PREFIX}%'"
-    ))
-    .load(admin)
-    .unwrap_or_default();
-    for Name { datname } in names {
-        if left_by_a_dead_process(&datname, DATABASE_PREFIX) {
-            let _ = diesel::sql_query(format!(
-                "DROP DATABASE IF EXISTS \"{datname}\" WITH (FORCE)"
-            ))
-            .execute(admin);
-        }
+        let _ = on_server(&[drop_database(&self.name)]);
     }
 }

@@ -7,33 +7,24 @@ use tempfile::TempDir;
 
 /// A SQLite database in a temporary directory, removed on drop.
 #[derive(Debug)]
-pub struct TempDatabase {
-    dir: TempDir,
-}
+pub struct TempDatabase(TempDir);
 
 impl TempDatabase {
     /// A new directory for a new database.
     pub fn new() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("dal-test-")
-            .tempdir()
-            .expect("create a temporary directory for SQLite");
-        TempDatabase { dir }
+        let dir = tempfile::Builder::new().prefix("dal-test-").tempdir();
+        TempDatabase(dir.expect("create a temporary directory for SQLite"))
     }
 
     /// The database file's path.
     pub fn path(&self) -> PathBuf {
-        self.dir.path().join("tasks.db")
+        self.0.path().join("tasks.db")
     }
 
-    /// SqliteOptions for a store on this database.
-    pub fn options(&self) -> SqliteOptions {
-        SqliteOptions::new(self.path().to_string_lossy().into_owned())
-    }
-
-    /// Opens a store with `options` applied to this database's options.
+    /// Opens a store with `configure` applied to this database's options.
     pub fn open(&self, configure: impl FnOnce(SqliteOptions) -> SqliteOptions) -> SqliteStore {
-        configure(self.options())
+        let options = configure(SqliteOptions::new(self.path().to_string_lossy()));
+        options
             .open()
             .expect("open a SQLite store on a temporary file")
     }
