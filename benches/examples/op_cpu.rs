@@ -67,11 +67,7 @@ fn measure<T>(
         server_ns += server() - s0;
     }
     let per = |ns: u64| ns as f64 / calls as f64 / 1e3;
-    println!(
-        "{label}: client {:.0} µs, server {:.0} µs",
-        per(client_ns),
-        per(server_ns)
-    );
+    println!("{label}: client {:.0} µs, server {:.0} µs", per(client_ns), per(server_ns));
 }
 
 fn run<S: TaskStore + ClaimStore>(name: &str, store: &S, server: &dyn Fn() -> u64, calls: usize) {
@@ -102,12 +98,8 @@ fn run<S: TaskStore + ClaimStore>(name: &str, store: &S, server: &dyn Fn() -> u6
         server,
         || {
             store.create_many(&news(32, TaskStatus::Ready)).unwrap();
-            let leases: Vec<_> = store
-                .claim_ready(runner, 32)
-                .unwrap()
-                .iter()
-                .map(|c| c.lease)
-                .collect();
+            let leases: Vec<_> =
+                store.claim_ready(runner, 32).unwrap().iter().map(|c| c.lease).collect();
             leases
         },
         |leases| assert_eq!(store.complete_many(&leases).unwrap().completed.len(), 32),
@@ -118,26 +110,12 @@ fn run<S: TaskStore + ClaimStore>(name: &str, store: &S, server: &dyn Fn() -> u6
         server,
         || {
             store.create_many(&news(64, TaskStatus::Ready)).unwrap();
-            let leases: Vec<_> = store
-                .claim_ready(runner, 32)
-                .unwrap()
-                .iter()
-                .map(|c| c.lease)
-                .collect();
-            dal_core::Finished {
-                completed: leases,
-                ..Default::default()
-            }
+            let leases: Vec<_> =
+                store.claim_ready(runner, 32).unwrap().iter().map(|c| c.lease).collect();
+            dal_core::Finished { completed: leases, ..Default::default() }
         },
         |finished| {
-            assert_eq!(
-                store
-                    .finish_and_claim(runner, &finished, 32)
-                    .unwrap()
-                    .claimed
-                    .len(),
-                32
-            )
+            assert_eq!(store.finish_and_claim(runner, &finished, 32).unwrap().claimed.len(), 32)
         },
     );
     measure(
@@ -152,9 +130,7 @@ fn run<S: TaskStore + ClaimStore>(name: &str, store: &S, server: &dyn Fn() -> u6
 }
 
 fn main() {
-    let backend = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "sqlite".to_owned());
+    let backend = std::env::args().nth(1).unwrap_or_else(|| "sqlite".to_owned());
     let calls: usize = std::env::args().nth(2).map_or(50, |a| a.parse().unwrap());
     if backend == "sqlite" {
         let file = std::env::temp_dir().join(format!("dal-op-cpu-{}.db", std::process::id()));

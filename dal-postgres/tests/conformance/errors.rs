@@ -15,10 +15,7 @@ use dal_tests::suite::{Fixture, Setup};
 
 /// A fixture with a pool of `pool_size`, and its `tasks` Ready tasks.
 fn with_tasks(pool_size: u32, tasks: usize) -> (Fixture, Vec<TaskExecution>) {
-    let setup = Setup {
-        pool_size,
-        ..Setup::default()
-    };
+    let setup = Setup { pool_size, ..Setup::default() };
     let f = Fixture::with(&Postgres::Owner, setup);
     let tasks = ready_tasks(f.store(), workflow(), tasks, 1);
     (f, tasks)
@@ -47,15 +44,8 @@ fn inject_failures(f: &Fixture, failures: u32, code: &str) {
 /// Asserts that `err` is a database error of `kind`, and a retryable conflict if `conflict`,
 /// else neither.
 fn assert_database_error(err: &DalError, kind: DatabaseErrorKind, conflict: bool) {
-    assert!(
-        matches!(err, DalError::Database { kind: found, .. } if *found == kind),
-        "{err:?}"
-    );
-    assert_eq!(
-        [err.is_conflict(), err.is_retryable()],
-        [conflict; 2],
-        "{err:?}"
-    );
+    assert!(matches!(err, DalError::Database { kind: found, .. } if *found == kind), "{err:?}");
+    assert_eq!([err.is_conflict(), err.is_retryable()], [conflict; 2], "{err:?}");
 }
 
 /// Resets `task` through failures the store retries: `statements` attempts in all, the last of
@@ -79,9 +69,7 @@ fn assert_reset_after_retries(f: &Fixture, task: &TaskExecution, statements: usi
 pub fn a_serialization_failure_is_retried_and_a_lasting_one_returned() {
     let (f, tasks) = with_tasks(8, 1);
     inject_failures(&f, 4 + 2, "40001");
-    let (result, counts) = f
-        .log
-        .measure(|| f.store.reset_task_for_recovery(tasks[0].id));
+    let (result, counts) = f.log.measure(|| f.store.reset_task_for_recovery(tasks[0].id));
     let err = expect_err(result);
     assert_database_error(&err, DatabaseErrorKind::SerializationFailure, true);
     assert_eq!(counts.statements, 4);
@@ -104,8 +92,7 @@ pub fn a_deadlock_is_typed_by_its_code_and_retried_by_the_store() {
     };
     let [mut a, mut b] = [first, second].map(|id| {
         let mut conn = connect(schema_of(&f).url());
-        conn.batch_execute("SET deadlock_timeout = '50ms'; BEGIN")
-            .unwrap();
+        conn.batch_execute("SET deadlock_timeout = '50ms'; BEGIN").unwrap();
         lock(&mut conn, id).expect("lock a row");
         conn
     });

@@ -73,11 +73,7 @@ impl TestBackend for Postgres {
             migrate_for_role(schema);
         }
         let stores = Mutex::default();
-        Box::new(Database {
-            backend: *self,
-            place,
-            stores,
-        })
+        Box::new(Database { backend: *self, place, stores })
     }
 
     fn statement_counts(&self) -> Statements {
@@ -153,9 +149,7 @@ impl dal_tests::suite::TestDatabase for Database {
         let mut stores = self.stores.lock().unwrap_or_else(PoisonError::into_inner);
         let later = !stores.is_empty();
         stores.push(later.then(|| reserve_connections(setup.pool_size)));
-        let lock_timeout = setup
-            .lock_timeout
-            .map(|t| format!("-c lock_timeout={}", t.as_millis()));
+        let lock_timeout = setup.lock_timeout.map(|t| format!("-c lock_timeout={}", t.as_millis()));
         let plans = match setup.plans {
             Plans::Default => None,
             Plans::Custom => Some("-c plan_cache_mode=force_custom_plan".to_owned()),
@@ -165,10 +159,7 @@ impl dal_tests::suite::TestDatabase for Database {
         let session = session.collect::<Vec<_>>().join(" ");
         let options = match (&self.place, self.backend) {
             (Place::Pooled(database), _) => {
-                assert!(
-                    lock_timeout.is_none(),
-                    "a session setting, which the proxy drops"
-                );
+                assert!(lock_timeout.is_none(), "a session setting, which the proxy drops");
                 PgOptions::new(database.pooled_url()).transaction_pooling(true)
             }
             (Place::Schema(schema), Postgres::DmlOnly) => {
@@ -269,12 +260,7 @@ pub fn assert_writes(store: &dyn TaskStore) -> TaskExecution {
 /// with a hint that contains `hint_has`, and not retryable.
 pub fn assert_settings_error(err: &DalError, expected: [&str; 3], hint_has: &str) {
     let found = match err {
-        DalError::Settings {
-            setting: s,
-            requested: r,
-            actual: a,
-            hint,
-        } => ([s, r, a], hint),
+        DalError::Settings { setting: s, requested: r, actual: a, hint } => ([s, r, a], hint),
         other => panic!("expected DalError::Settings, got {other:?}"),
     };
     assert_eq!(found.0, expected);

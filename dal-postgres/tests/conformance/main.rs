@@ -27,10 +27,7 @@ static NO_HISTORY: Unlogged = Unlogged {
 };
 
 /// PostgreSQL through the async interface.
-static ASYNC_POSTGRES: Async = Async {
-    inner: &Postgres::Owner,
-    name: "async_postgres",
-};
+static ASYNC_POSTGRES: Async = Async { inner: &Postgres::Owner, name: "async_postgres" };
 
 /// The own cases of `group`: the functions `cases` of `module`, named as they are.
 macro_rules! own {

@@ -28,20 +28,9 @@ pub fn a_store_that_cannot_be_opened_fails_at_once() {
 /// A `search_path` that names no existing schema: the session has no schema to create the
 /// tables in, and the connect says so before any migration runs.
 pub fn a_search_path_of_no_existing_schema_fails_the_connect() {
-    let url = with_params(
-        server_url(),
-        &[("options", "-csearch_path=dal_no_such_schema")],
-    );
-    let err = PgOptions::new(url)
-        .pool_size(1)
-        .connect()
-        .map(drop)
-        .unwrap_err();
-    let expected = [
-        "current_schema()",
-        "a schema of search_path dal_no_such_schema",
-        "none",
-    ];
+    let url = with_params(server_url(), &[("options", "-csearch_path=dal_no_such_schema")]);
+    let err = PgOptions::new(url).pool_size(1).connect().map(drop).unwrap_err();
+    let expected = ["current_schema()", "a schema of search_path dal_no_such_schema", "none"];
     assert_settings_error(&err, expected, "create the schema");
 }
 
@@ -50,8 +39,5 @@ pub fn a_search_path_of_no_existing_schema_fails_the_connect() {
 pub fn settings_in_the_url_are_compared_as_the_server_spells_them() {
     let schema = TempSchema::with_connections(1);
     let url = schema.url_with_options("-c statement_timeout=5000 -c work_mem=8192");
-    PgOptions::new(url)
-        .pool_size(1)
-        .connect()
-        .expect("the settings took effect");
+    PgOptions::new(url).pool_size(1).connect().expect("the settings took effect");
 }

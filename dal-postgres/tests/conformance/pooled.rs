@@ -39,15 +39,11 @@ pub fn options_the_pooler_drops_fail_the_connect_and_nothing_is_written() {
     let database = TempDatabase::with_connections(2, &INDEX_PLAN_SETTINGS);
     execute(database.direct_url(), "CREATE SCHEMA tenant").expect("create the schema");
     let with = |db: &TempDatabase, options| with_params(db.pooled_url(), &[("options", options)]);
-    let err = open(&with(&database, "-csearch_path=tenant"))
-        .map(drop)
-        .unwrap_err();
+    let err = open(&with(&database, "-csearch_path=tenant")).map(drop).unwrap_err();
     let search_path = ["search_path", "tenant", "\"$user\", public"];
     assert_settings_error(&err, search_path, "ALTER ROLE");
     // A custom setting the session then lacks altogether reads as empty: the same error.
-    let err = open(&with(&database, "-cdal.tenant=a"))
-        .map(drop)
-        .unwrap_err();
+    let err = open(&with(&database, "-cdal.tenant=a")).map(drop).unwrap_err();
     assert_settings_error(&err, ["dal.tenant", "a", ""], "ALTER ROLE");
     let nothing = ["public: ", "tenant: "];
     assert_eq!(tables(&database, &["public", "tenant"]), nothing);
@@ -82,13 +78,9 @@ pub fn processes_connecting_at_once_migrate_once() {
     const STORES: u32 = 4;
     let database = TempDatabase::with_connections(STORES, &INDEX_PLAN_SETTINGS);
     let stores: Vec<PgStore> = std::thread::scope(|scope| {
-        let opening: Vec<_> = (0..STORES)
-            .map(|_| scope.spawn(|| open(database.pooled_url())))
-            .collect();
-        opening
-            .into_iter()
-            .map(|h| h.join().unwrap().expect("every store opens"))
-            .collect()
+        let opening: Vec<_> =
+            (0..STORES).map(|_| scope.spawn(|| open(database.pooled_url()))).collect();
+        opening.into_iter().map(|h| h.join().unwrap().expect("every store opens")).collect()
     });
     let task = assert_writes(&stores[0]);
     for store in &stores {

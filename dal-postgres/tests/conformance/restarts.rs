@@ -68,10 +68,7 @@ pub fn calls_across_server_restarts_are_all_or_nothing_and_the_pool_recovers() {
     stop.store(true, Ordering::Relaxed);
     let tallies: Vec<Tally> = runners.into_iter().map(|r| r.join().unwrap()).collect();
     let unexpected: Vec<&String> = tallies.iter().flat_map(|t| &t.unexpected).collect();
-    assert!(
-        unexpected.is_empty(),
-        "calls failed otherwise: {unexpected:?}"
-    );
+    assert!(unexpected.is_empty(), "calls failed otherwise: {unexpected:?}");
 
     // Nothing half-written: every task's history replays to its row.
     let rows = eventually(|| store.list_for_workflow(wf));
@@ -115,12 +112,7 @@ struct Tally {
 impl Tally {
     fn new(made: Sender<()>) -> Self {
         let unexpected = Vec::new();
-        Tally {
-            made,
-            calls: 0,
-            connection_errors: 0,
-            unexpected,
-        }
+        Tally { made, calls: 0, connection_errors: 0, unexpected }
     }
 
     /// Counts a call and returns what it returned; a success is reported on `made`, a failure

@@ -141,9 +141,7 @@ impl TestDatabase for File {
 
     fn check_integrity(&self) -> Result<(), String> {
         let check = diesel::dsl::sql::<diesel::sql_types::Text>("PRAGMA integrity_check");
-        let found: Vec<String> = check
-            .load(&mut self.connect("")?)
-            .map_err(|e| e.to_string())?;
+        let found: Vec<String> = check.load(&mut self.connect("")?).map_err(|e| e.to_string())?;
         (found == ["ok"]).then_some(()).ok_or(found.join("; "))
     }
 

@@ -36,10 +36,7 @@ static NO_HISTORY: Unlogged = Unlogged {
 };
 
 /// SQLite through the async interface.
-static ASYNC_SQLITE: Async = Async {
-    inner: &Sqlite,
-    name: "async_sqlite",
-};
+static ASYNC_SQLITE: Async = Async { inner: &Sqlite, name: "async_sqlite" };
 
 fn main() {
     let run = |backend: Backend, groups, own| Run {
@@ -59,11 +56,7 @@ fn main() {
             opening::verified_migrations_missing_fail_the_open,
         ),
     ];
-    let own = own.map(|(name, run)| OwnCase {
-        group: "opening",
-        name,
-        run,
-    });
+    let own = own.map(|(name, run)| OwnCase { group: "opening", name, run });
     let mut with_async = cases::calls();
     with_async.push(("async", ASYNC));
     dal_tests::suite::main(vec![

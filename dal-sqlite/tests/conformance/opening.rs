@@ -42,9 +42,8 @@ pub fn verified_migrations_missing_fail_the_open() {
     let verify = || options().migrations(Migrations::Verify).open().map(drop);
     let files = || {
         let dir = std::fs::read_dir(db.path().parent().unwrap()).unwrap();
-        let mut names: Vec<String> = dir
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
+        let mut names: Vec<String> =
+            dir.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         names.sort();
         names
     };

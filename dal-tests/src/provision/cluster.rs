@@ -48,10 +48,7 @@ impl Cluster {
     /// Runs `pg_ctl <args>` on the cluster (e.g. a restart); `Err` with its output on failure.
     pub fn pg_ctl(&self, args: &[&str]) -> Result<(), String> {
         let dir = self.dir.display();
-        let files = [
-            format!("--pgdata={dir}/data"),
-            format!("--log={dir}/server.log"),
-        ];
+        let files = [format!("--pgdata={dir}/data"), format!("--log={dir}/server.log")];
         run(command(&self.bindir, "pg_ctl", args).args(files))
     }
 }
@@ -91,11 +88,7 @@ pub fn start() -> Result<Cluster, String> {
 fn watch(cluster: &Cluster) -> Result<(), String> {
     let quote = |p: &Path| format!("'{}'", p.to_string_lossy().replace('\'', "'\\''"));
     let pg_ctl = quote(&cluster.bindir.join("pg_ctl"));
-    let runuser = if is_root() {
-        "runuser -u postgres --"
-    } else {
-        ""
-    };
+    let runuser = if is_root() { "runuser -u postgres --" } else { "" };
     let script = format!(
         "trap '' INT TERM HUP; while kill -0 {parent} 2>/dev/null; do sleep 1; done; \
          {runuser} {pg_ctl} stop -m immediate -w -D {data} >/dev/null 2>&1; rm -rf {dir}",

@@ -19,9 +19,6 @@ fn orphaned(name: &str, prefix: &str) -> bool {
     let Some(rest) = name.strip_prefix(prefix) else {
         return false;
     };
-    let pid = rest
-        .split('_')
-        .next()
-        .and_then(|pid| pid.parse::<u32>().ok());
+    let pid = rest.split('_').next().and_then(|pid| pid.parse::<u32>().ok());
     !pid.is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
 }

@@ -76,9 +76,7 @@ impl Budget {
     /// most: a request larger than the budget waits for all of it).
     fn take(&'static self, connections: u32, wait: bool) -> ConnectionPermit {
         let wanted = i64::from(connections.min(self.total));
-        let free = self
-            .freed
-            .wait_while(locked(&self.free), |free| wait && *free < wanted);
+        let free = self.freed.wait_while(locked(&self.free), |free| wait && *free < wanted);
         *free.unwrap_or_else(PoisonError::into_inner) -= i64::from(connections);
         ConnectionPermit(self, connections)
     }
@@ -146,9 +144,7 @@ fn find_server() -> Result<(String, Budget), String> {
     let given = std::env::var("DATABASE_URL").ok().filter(|_| !private);
     if let Some(url) = given {
         if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
-            return Err(format!(
-                "DATABASE_URL must be a postgres:// URL, got {url:?}"
-            ));
+            return Err(format!("DATABASE_URL must be a postgres:// URL, got {url:?}"));
         }
         let conn = PgConnection::establish(&url);
         let conn =
@@ -168,9 +164,7 @@ fn find_server() -> Result<(String, Budget), String> {
             *locked(&STARTED) = Some(Box::new(cluster));
             use_server(&format!("a private cluster of {bindir}"), url, conn)
         }
-        Err(e) if private => Err(format!(
-            "DAL_TEST_SERVER=private, but no private cluster: {e}"
-        )),
+        Err(e) if private => Err(format!("DAL_TEST_SERVER=private, but no private cluster: {e}")),
         Err(_) if docker_answers() => start_container(),
         Err(e) => Err(format!("{HOW_TO} (The private cluster: {e}.)")),
     }
@@ -179,9 +173,8 @@ fn find_server() -> Result<(String, Budget), String> {
 /// The servers of step 2, in order: a label and a connection string.
 fn probes() -> Vec<(String, String)> {
     let vars = "PGHOST PGHOSTADDR PGPORT PGUSER PGDATABASE PGSERVICE".split(' ');
-    let set: Vec<String> = vars
-        .filter_map(|v| Some(format!("{v}={}", std::env::var(v).ok()?)))
-        .collect();
+    let set: Vec<String> =
+        vars.filter_map(|v| Some(format!("{v}={}", std::env::var(v).ok()?))).collect();
     let libpq = match set.is_empty() {
         true => "libpq's defaults".to_owned(),
         false => format!("libpq's environment ({})", set.join(", ")),
@@ -191,10 +184,7 @@ fn probes() -> Vec<(String, String)> {
     let mut probes = vec![(libpq, timeout.clone())];
     for dir in ["/var/run/postgresql", "/tmp"] {
         if std::path::Path::new(dir).join(".s.PGSQL.5432").exists() {
-            let url = format!(
-                "postgres://postgres@{}/postgres?{timeout}",
-                dir.replace('/', "%2F")
-            );
+            let url = format!("postgres://postgres@{}/postgres?{timeout}", dir.replace('/', "%2F"));
             probes.push((format!("the local socket in {dir} as postgres"), url));
         }
     }
@@ -281,10 +271,7 @@ fn start_container() -> Result<(String, Budget), String> {
     let started = Postgres::default().with_tag("15-alpine").start();
     let container = started.map_err(|e| format!("starting postgres:15 failed: {e}. {HOW_TO}"))?;
     let (port, host) = (container.get_host_port_ipv4(5432), container.get_host());
-    let (port, host) = (
-        port.map_err(|e| e.to_string())?,
-        host.map_err(|e| e.to_string())?,
-    );
+    let (port, host) = (port.map_err(|e| e.to_string())?, host.map_err(|e| e.to_string())?);
     let url = format!("postgres://postgres:postgres@{host}:{port}/postgres");
     *locked(&STARTED) = Some(Box::new(container));
     // The server in the container may still be starting.
@@ -302,9 +289,7 @@ fn start_container() -> Result<(String, Budget), String> {
 
 #[cfg(not(feature = "containers"))]
 fn start_container() -> Result<(String, Budget), String> {
-    Err(format!(
-        "Docker answers; dal-tests is built without `containers`. {HOW_TO}"
-    ))
+    Err(format!("Docker answers; dal-tests is built without `containers`. {HOW_TO}"))
 }
 
 /// Removes the private cluster or stops the container, if one was started. Call at the end of a
@@ -390,10 +375,7 @@ mod tests {
         let url = "postgres://u@h/db?application_name=s1&options=-csearch_path%3Ds1";
         assert_eq!(with_params("postgres://u@h/db", &params), url);
         let url = "postgres://u@h/db?connect_timeout=2&options=-csearch_path%3Ds1";
-        assert_eq!(
-            with_params("postgres://u@h/db?connect_timeout=2", &params[1..]),
-            url
-        );
+        assert_eq!(with_params("postgres://u@h/db?connect_timeout=2", &params[1..]), url);
         let options = [("options", "-c a='b c'")];
         let keywords = "connect_timeout=2 options='-c a=\\'b c\\''";
         assert_eq!(with_params("connect_timeout=2", &options), keywords);
@@ -402,10 +384,7 @@ mod tests {
     #[test]
     fn a_schema_url_sets_the_search_path_and_the_extra_settings() {
         let url = "postgres://u@h/db?application_name=s1&options=-csearch_path%3Ds1%20-c%20lock_timeout%3D100";
-        assert_eq!(
-            schema_url("postgres://u@h/db", "s1", "-c lock_timeout=100"),
-            url
-        );
+        assert_eq!(schema_url("postgres://u@h/db", "s1", "-c lock_timeout=100"), url);
         let keywords = "connect_timeout=2 application_name='s1' options='-csearch_path=s1'";
         assert_eq!(schema_url("connect_timeout=2", "s1", ""), keywords);
     }
@@ -415,10 +394,7 @@ mod tests {
         let probes = probes();
         assert!(probes[0].1.starts_with("connect_timeout="), "{probes:?}");
         let last = &probes[probes.len() - 1].1;
-        assert_eq!(
-            last,
-            "postgres://postgres@127.0.0.1:5432/postgres?connect_timeout=2"
-        );
+        assert_eq!(last, "postgres://postgres@127.0.0.1:5432/postgres?connect_timeout=2");
     }
 
     /// A reservation waits until the budget has it, given back on any thread.

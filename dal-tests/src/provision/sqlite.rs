@@ -24,9 +24,7 @@ impl TempDatabase {
     /// Opens a store with `configure` applied to this database's options.
     pub fn open(&self, configure: impl FnOnce(SqliteOptions) -> SqliteOptions) -> SqliteStore {
         let options = configure(SqliteOptions::new(self.path().to_string_lossy()));
-        options
-            .open()
-            .expect("open a SQLite store on a temporary file")
+        options.open().expect("open a SQLite store on a temporary file")
     }
 }
 
