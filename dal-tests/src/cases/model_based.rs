@@ -1,13 +1,9 @@
-//! Differential testing against the reference model: generated sequences of calls (with the
-//! clock moved between them) applied to the model and to a backend, which must give the same
-//! result for every call and end with the same rows and histories. Failing sequences shrink to a
-//! minimal one; the sequences found so far are kept below as regular cases. A second set of
-//! sequences leans towards finishing tasks and retention batches (`prune_finished`), so that
-//! workflow executions finish entirely, get old and are removed, in passes of several batches.
-//!
-//! `DAL_MODEL_CASES` sets how many sequences of each set each backend runs (256 by default);
-//! `DAL_MODEL_CASES=5000 cargo test -p dal-sqlite --test conformance -- model::` runs many thousands.
-//! `DAL_MODEL_SEED` fixes the sequences (both backends of one process always run the same ones).
+//! Differential testing against the reference model: generated sequences of calls (the clock
+//! moved between them) must give the same result on the model and the backend, call by call,
+//! and end with the same rows and histories; a failing one shrinks to a minimal one (those found
+//! are kept below). A second set leans towards finishing tasks and retention passes.
+//! `DAL_MODEL_CASES` sets how many sequences of each set run (256 by default), `DAL_MODEL_SEED`
+//! fixes them (every backend of a process runs the same ones).
 
 use std::fmt::Debug;
 
@@ -562,36 +558,34 @@ pub fn run_sequence(f: &Fixture, ops: &[Op]) -> Result<(), String> {
         }
     }
     // The end state: every row, every history, every workflow listing, the counts.
-    for id in &tasks {
-        same(ops.len(), &Op::Read(0, 0), failure(s.get(*id)), model.get(*id))?;
-        let events: Vec<ModelEvent> =
-            s.events_for_task(*id).map_err(|e| e.to_string())?.iter().map(ModelEvent::of).collect();
-        same(ops.len(), &Op::Read(1, 0), events, model.events_for_task(*id))?;
-    }
-    for wf in WORKFLOWS {
+    let end = (ops.len(), &Op::Read(0, 0));
+    let now = f.clock.now();
+    let events = |found: dal_core::Result<Vec<dal_core::ExecutionEvent>>| {
+        found.map(|events| events.iter().map(ModelEvent::of).collect::<Vec<_>>())
+    };
+    for (i, id) in tasks.iter().enumerate() {
+        read(s, &model, end, 0, i, &tasks, now)?;
         same(
-            ops.len(),
-            &Op::Read(2, 0),
-            failure(s.list_for_workflow(wf)),
-            Ok(model.list_for_workflow(wf)),
+            end.0,
+            end.1,
+            failure(events(s.events_for_task(*id))),
+            Ok(model.events_for_task(*id)),
         )?;
-        let events: Vec<ModelEvent> = s
-            .events_for_workflow(wf, None, 10_000)
-            .map_err(|e| e.to_string())?
-            .iter()
-            .map(ModelEvent::of)
-            .collect();
-        let predicted: Vec<ModelEvent> = model
-            .events()
-            .iter()
-            .filter(|e| {
-                model.tasks().iter().any(|t| t.id == e.task && t.workflow_execution_id == wf)
-            })
-            .cloned()
-            .collect();
-        same(ops.len(), &Op::Read(3, 0), events, predicted)?;
     }
-    same(ops.len(), &Op::Read(4, 0), failure(s.count_by_status()), Ok(model.count_by_status()))
+    let rows = model.tasks();
+    for (i, wf) in WORKFLOWS.into_iter().enumerate() {
+        let in_wf =
+            |e: &&ModelEvent| rows.iter().any(|t| t.id == e.task && t.workflow_execution_id == wf);
+        let predicted: Vec<ModelEvent> = model.events().iter().filter(in_wf).cloned().collect();
+        same(
+            end.0,
+            end.1,
+            failure(events(s.events_for_workflow(wf, None, 10_000))),
+            Ok(predicted),
+        )?;
+        read(s, &model, end, 1, i, &tasks, now)?;
+    }
+    read(s, &model, end, 12, 0, &tasks, now)
 }
 
 /// A read: which one by `kind`, its argument picked by `arg`.
@@ -606,51 +600,34 @@ fn read(
 ) -> Result<(), String> {
     let wf = WORKFLOWS[arg % WORKFLOWS.len()];
     let some = [wf, WORKFLOWS[(arg + 1) % WORKFLOWS.len()], UNKNOWN];
+    let (limit, older_than) = (arg as u32 % 5, now - TimeDelta::seconds(arg as i64 % 60));
+    macro_rules! agree {
+        ($store:expr, $model:expr) => {
+            same(step, op, failure($store), Ok($model))
+        };
+    }
     match kind {
         0 => {
             let id = if tasks.is_empty() { UNKNOWN } else { tasks[arg % tasks.len()] };
             same(step, op, failure(s.get(id)), model.get(id))
         }
-        1 => same(step, op, failure(s.list_for_workflow(wf)), Ok(model.list_for_workflow(wf))),
-        2 => same(step, op, failure(s.pending_tasks(&some)), Ok(model.pending_tasks(&some))),
-        3 => same(
+        1 => agree!(s.list_for_workflow(wf), model.list_for_workflow(wf)),
+        2 => agree!(s.pending_tasks(&some), model.pending_tasks(&some)),
+        3 => agree!(s.statuses_for_workflows(&some), model.statuses_for_workflows(&some)),
+        4 => agree!(s.complete_workflows(&some), model.complete_workflows(&some)),
+        5 => agree!(s.has_abandoned_task(wf), model.has_abandoned_task(wf)),
+        6 => agree!(s.retry_stats(wf), model.retry_stats(wf)),
+        7 => agree!(s.exhausted_tasks(wf), model.exhausted_tasks(wf)),
+        8 => agree!(s.list_ready(limit), model.list_ready(limit, false)),
+        9 => agree!(s.list_due_retries(limit), model.list_ready(limit, true)),
+        10 => same(
             step,
             op,
-            failure(s.statuses_for_workflows(&some)),
-            Ok(model.statuses_for_workflows(&some)),
+            failure(s.find_stale_claims(older_than)),
+            model.find_stale_claims(older_than),
         ),
-        4 => same(
-            step,
-            op,
-            failure(s.complete_workflows(&some)),
-            Ok(model.complete_workflows(&some)),
-        ),
-        5 => same(step, op, failure(s.has_abandoned_task(wf)), Ok(model.has_abandoned_task(wf))),
-        6 => same(step, op, failure(s.retry_stats(wf)), Ok(model.retry_stats(wf))),
-        7 => same(step, op, failure(s.exhausted_tasks(wf)), Ok(model.exhausted_tasks(wf))),
-        8 => same(
-            step,
-            op,
-            failure(s.list_ready(arg as u32 % 5)),
-            Ok(model.list_ready(arg as u32 % 5, false)),
-        ),
-        9 => same(
-            step,
-            op,
-            failure(s.list_due_retries(arg as u32 % 5)),
-            Ok(model.list_ready(arg as u32 % 5, true)),
-        ),
-        10 => {
-            let older_than = now - TimeDelta::seconds(arg as i64 % 60);
-            same(
-                step,
-                op,
-                failure(s.find_stale_claims(older_than)),
-                model.find_stale_claims(older_than),
-            )
-        }
-        11 => same(step, op, failure(s.deferred_tasks(&some)), Ok(model.deferred_tasks(&some))),
-        _ => same(step, op, failure(s.count_by_status()), Ok(model.count_by_status())),
+        11 => agree!(s.deferred_tasks(&some), model.deferred_tasks(&some)),
+        _ => agree!(s.count_by_status(), model.count_by_status()),
     }
 }
 
