@@ -4,7 +4,6 @@
 pub mod claims;
 pub mod concurrency;
 pub mod create;
-pub mod cycle;
 pub mod faults;
 pub mod history;
 pub mod hostile;
@@ -15,7 +14,6 @@ pub mod retention;
 pub mod statements;
 pub mod sub_status;
 pub mod support;
-pub mod targeted;
 pub mod transitions;
 pub mod values;
 pub mod workflows;
@@ -31,8 +29,6 @@ pub fn all() -> Vec<Group> {
         ("hostile", hostile::CASES),
         ("concurrency", concurrency::CASES),
         ("claims", claims::CASES),
-        ("targeted_claims", targeted::CASES),
-        ("runner_cycle", cycle::CASES),
         ("sub_status", sub_status::CASES),
         ("history", history::CASES),
         ("workflows", workflows::CASES),
