@@ -109,14 +109,16 @@ fn failure<T: std::fmt::Debug>(result: Result<T, DalError>) -> Failure {
 /// Calls each thread of the random case makes.
 const CALLS_PER_THREAD: usize = 350;
 
-/// The least number of calls of each kind that changed something, over all threads (the
-/// fewest seen was 14, 2026-12-04).
+/// The least number of calls of each kind that changed something, over all threads.
 const LEAST_CHANGED: usize = 5;
 
-/// The kinds of call the random case picks from (a claim twice as often as the others).
-const CALLS: [&str; 14] = [
+/// The kinds of call the random case picks from, claims twice as often as the others. (A
+/// dispatcher's claim picked as often as the others, of the first due task, went through fewer
+/// than 5 times in about one run in eight on SQLite through the async interface.)
+const CALLS: [&str; 15] = [
     "claim_ready",
     "claim_ready",
+    "claim_task",
     "complete",
     "fail",
     "heartbeat",
@@ -246,8 +248,10 @@ fn concurrent_random_calls_keep_the_invariants(kind: Backend) {
                 }
                 "reset_retry_state" => store.reset_retry_state(task).map(row),
                 "claim_task" => {
-                    // A dispatcher's pick: the first due task, which others may claim first.
-                    let task = store.list_ready(1).unwrap().first().map_or(task, |t| t.id);
+                    // A dispatcher's pick: one of the due tasks, which others may claim first.
+                    let due = store.list_ready(8).unwrap();
+                    let any = (!due.is_empty()).then(|| due[pick(&mut seq, due.len())].id);
+                    let task = any.unwrap_or(task);
                     store.claim_task(task, runner).map(|c| claims(vec![c]))
                 }
                 "set_sub_status" => {
