@@ -1,858 +1,758 @@
-//! The runner protocol: claims, leases, heartbeats, fenced completion, crash recovery.
+//! The runner protocol: claims (`claim_ready`, a dispatcher's `claim_task`), leases,
+//! heartbeats, fenced completion, the runner cycle (`finish_and_claim`), crash recovery.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
+use std::fmt::Debug;
 
-use chrono::TimeDelta;
-use dal_core::{Clock, DalError, Lease, NewTaskExecution, Problem, TaskExecution, TaskStatus};
+use chrono::{DateTime, TimeDelta, Utc};
+use dal_core::event::time_value;
+use dal_core::{
+    Claimed, Clock, Completion, Cycle, DalError, EventType, FailedTask, Finished, Lease,
+    NewTaskExecution, Problem, Recovery, RetriedTask, TaskExecution, TaskExecutionStore,
+    TaskStatus::*,
+};
+use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::support::{
-    Sequence, assert_unchanged, checked_history, expect_err, ready_tasks, task_in, workflow,
+    assert_unchanged, checked_history, expect_err, on_threads, ready_tasks, task_in, workflow,
 };
-use super::support::{THREADS, on_threads};
 use crate::case;
+use crate::model::{Failure, counters};
 use crate::operations::Operation;
-use crate::suite::Backend;
-use crate::suite::Case;
-use crate::suite::Fixture;
-use TaskStatus::*;
+use crate::suite::{Backend, Case, Fixture};
 
 /// The cases of this group.
 pub const CASES: &[Case] = &[
-    case!(claim_ready_takes_the_oldest_due_ready_tasks),
-    case!(claim_ready_of_nothing_returns_nothing),
-    case!(heartbeat_moves_only_heartbeat_at),
-    case!(complete_and_fail_need_the_current_lease),
-    case!(release_gives_the_task_back_without_counting_an_attempt),
+    case!(claims_and_listings_take_due_ready_tasks_oldest_first),
+    case!(claim_task_claims_the_given_task_or_says_why_not),
+    case!(calls_under_a_lease_need_the_current_claim),
     case!(fail_and_retry_queues_the_next_attempt_under_the_lease),
-    case!(complete_many_completes_the_batch_leases_that_still_hold),
-    case!(a_crashed_runner_cannot_finish_a_recovered_task),
-    case!(a_runner_cannot_finish_an_old_claim_of_a_task_it_claimed_again),
-    case!(the_recovery_cap_abandons_a_task_that_keeps_killing_runners),
-    case!(a_sweep_leaves_tasks_finished_or_claimed_after_its_threshold),
-    case!(find_stale_claims_lists_what_a_sweep_would_touch),
-    case!(ready_listings_show_due_tasks_oldest_first),
-    case!(runners_claiming_in_batches_claim_every_task_exactly_once),
-    case!(runners_claiming_random_batch_sizes_claim_every_task_exactly_once),
+    case!(complete_many_completes_the_leases_that_still_hold),
+    case!(a_sweep_resets_the_claims_still_stale_and_their_runners_lose_them),
+    case!(a_dead_runners_task_is_reset_until_the_cap_then_abandoned),
+    case!(a_cycle_refuses_bad_input_or_finishes_retries_and_claims_as_one_change),
+    case!(a_cycle_that_only_claims_or_only_finishes),
+    case!(runners_cycling_together_finish_every_task_once),
 ];
+
+type Time = DateTime<Utc>;
+
+/// The staleness threshold the sweeper uses in these cases.
+const STALE_AFTER: TimeDelta = TimeDelta::seconds(30);
 
 fn runner() -> Uuid {
     Uuid::now_v7()
 }
 
-fn claimed_row(
-    before: &TaskExecution,
-    runner_id: Uuid,
-    now: chrono::DateTime<chrono::Utc>,
-) -> TaskExecution {
-    TaskExecution {
+/// `before` (`Ready`) as a claim by `runner` at `now` leaves it, with the claim's lease.
+fn claimed(before: &TaskExecution, runner: Uuid, now: Time) -> Claimed {
+    let task = TaskExecution {
         status: Running,
-        claimed_by: Some(runner_id),
+        claimed_by: Some(runner),
         heartbeat_at: Some(now),
         started_at: Some(now),
         claim_count: before.claim_count + 1,
         updated_at: now,
         ..before.clone()
-    }
-}
-
-fn claim_ready_takes_the_oldest_due_ready_tasks(kind: Backend) {
-    let f = Fixture::new(kind);
-    let s = f.store();
-    let wf = workflow();
-    let later = f.clock.now() + TimeDelta::minutes(5);
-    let earlier = f.clock.now() - TimeDelta::seconds(1);
-    let news = vec![
-        NewTaskExecution::new(wf, "not-started"),
-        NewTaskExecution {
-            retry_at: Some(later),
-            ..NewTaskExecution::new(wf, "later").with_status(Ready)
-        },
-        NewTaskExecution::new(wf, "a").with_status(Ready),
-        NewTaskExecution {
-            retry_at: Some(earlier),
-            ..NewTaskExecution::new(wf, "due-retry").with_status(Ready)
-        },
-        NewTaskExecution::new(wf, "b").with_status(Ready),
-        NewTaskExecution::new(wf, "c").with_status(Ready),
-    ];
-    let created = s.create_many(&news).unwrap();
-    let (not_started, not_due) = (created[0].clone(), created[1].clone());
-    let now = f.tick();
-    let r = runner();
-    let first = s.claim_ready(r, 2).unwrap();
-    // Oldest first: "a", then "due-retry" (its retry is due); never "later" or "not-started".
-    assert_eq!(first.len(), 2);
-    for (claimed, before) in first.iter().zip([&created[2], &created[3]]) {
-        assert_eq!(claimed.task, claimed_row(before, r, now));
-        assert_eq!(
-            claimed.lease,
-            Lease {
-                task_id: before.id,
-                runner_id: r,
-                claim: 1
-            }
-        );
-        assert_eq!(claimed.task.lease(), Some(claimed.lease));
-        assert_eq!(s.get(before.id).unwrap(), claimed.task);
-    }
-    let rest = s.claim_ready(r, 10).unwrap();
-    let names: Vec<&str> = rest.iter().map(|c| c.task.task_name.as_str()).collect();
-    assert_eq!(names, ["b", "c"]);
-    assert!(s.claim_ready(r, 10).unwrap().is_empty());
-    assert_unchanged(s, &not_started);
-    assert_unchanged(s, &not_due);
-    // Once its retry is due, the delayed task is claimable.
-    f.clock.set(later);
-    let due = s.claim_ready(r, 10).unwrap();
-    assert_eq!(
-        due.iter().map(|c| c.task.id).collect::<Vec<_>>(),
-        [not_due.id]
-    );
-}
-
-fn claim_ready_of_nothing_returns_nothing(kind: Backend) {
-    let f = Fixture::new(kind);
-    ready_tasks(f.store(), workflow(), 3, 1);
-    let (claimed, counts) = f.log.measure(|| f.store.claim_ready(runner(), 0).unwrap());
-    assert!(claimed.is_empty());
-    assert_eq!(counts.statements, 0);
-    // With nothing ready, a claim is one statement that returns nothing.
-    let g = Fixture::new(kind);
-    let (claimed, counts) = g.log.measure(|| g.store.claim_ready(runner(), 5).unwrap());
-    assert!(claimed.is_empty());
-    assert_eq!(
-        counts.statements,
-        kind.statements(Operation::ClaimNoneReady)
-    );
-}
-
-fn heartbeat_moves_only_heartbeat_at(kind: Backend) {
-    let f = Fixture::new(kind);
-    let s = f.store();
-    ready_tasks(s, workflow(), 1, 1);
-    let claimed = s.claim_ready(runner(), 1).unwrap().remove(0);
-    let now = f.tick();
-    let beat = s.heartbeat(&claimed.lease).unwrap();
-    assert_eq!(
-        beat,
-        TaskExecution {
-            heartbeat_at: Some(now),
-            updated_at: now,
-            ..claimed.task.clone()
-        }
-    );
-    // A lease of another runner, or of another claim, is refused and changes nothing.
-    f.tick();
-    for wrong in [
-        Lease {
-            runner_id: runner(),
-            ..claimed.lease
-        },
-        Lease {
-            claim: claimed.lease.claim + 1,
-            ..claimed.lease
-        },
-        Lease {
-            claim: claimed.lease.claim - 1,
-            ..claimed.lease
-        },
-    ] {
-        let err = expect_err(s.heartbeat(&wrong));
-        assert!(
-            matches!(err, DalError::ClaimLost { id } if id == claimed.task.id),
-            "{err:?}"
-        );
-        assert_unchanged(s, &beat);
-    }
-    let unknown = Lease {
-        task_id: Uuid::now_v7(),
-        ..claimed.lease
     };
-    let err = expect_err(s.heartbeat(&unknown));
-    assert!(
-        matches!(err, DalError::NotFound { id } if id == unknown.task_id),
-        "{err:?}"
-    );
+    let (task_id, claim) = (task.id, task.claim_count);
+    let lease = Lease { task_id, runner_id: runner, claim };
+    assert_eq!(task.lease(), Some(lease));
+    Claimed { task, lease }
 }
 
-fn complete_and_fail_need_the_current_lease(kind: Backend) {
-    let f = Fixture::new(kind);
-    let s = f.store();
-    ready_tasks(s, workflow(), 2, 3);
-    let mut claims = s.claim_ready(runner(), 2).unwrap();
-    let (second, first) = (claims.pop().unwrap(), claims.pop().unwrap());
-
-    let now = f.tick();
-    let done = s.complete(&first.lease).unwrap();
-    assert_eq!(
-        done,
-        TaskExecution {
-            status: Completed,
-            completed_at: Some(now),
-            claimed_by: None,
-            heartbeat_at: None,
-            updated_at: now,
-            ..first.task.clone()
-        }
-    );
-    // The claim ended with the completion: the lease no longer holds.
-    for again in [s.complete(&first.lease), s.fail(&first.lease, "late")] {
-        assert!(matches!(expect_err(again), DalError::ClaimLost { .. }));
+/// `before` (claimed) completed at `now`.
+fn completed(before: &TaskExecution, now: Time) -> TaskExecution {
+    TaskExecution {
+        status: Completed,
+        completed_at: Some(now),
+        claimed_by: None,
+        heartbeat_at: None,
+        updated_at: now,
+        ..before.clone()
     }
-    assert_unchanged(s, &done);
+}
 
+/// `before` (claimed) failed with `error` at `now`.
+fn failed(before: &TaskExecution, error: &str, now: Time) -> TaskExecution {
+    TaskExecution {
+        status: Failed,
+        error_details: Some(error.into()),
+        last_error: Some(error.into()),
+        ..completed(before, now)
+    }
+}
+
+/// `before` (claimed) given back at `now`: `Ready`, the same attempt.
+fn released(before: &TaskExecution, now: Time) -> TaskExecution {
+    TaskExecution {
+        status: Ready,
+        claimed_by: None,
+        heartbeat_at: None,
+        started_at: None,
+        updated_at: now,
+        ..before.clone()
+    }
+}
+
+/// `before` (claimed) reset by a sweep at `now`.
+fn reset(before: &TaskExecution, now: Time) -> TaskExecution {
+    TaskExecution {
+        recovery_attempts: before.recovery_attempts + 1,
+        last_recovery_at: Some(now),
+        ..released(before, now)
+    }
+}
+
+/// `before` (claimed) failed with `error` at `now`, its next attempt due at `at`.
+fn retried(before: &TaskExecution, error: &str, at: Time, now: Time) -> TaskExecution {
+    TaskExecution {
+        attempt: before.attempt + 1,
+        retry_at: Some(at),
+        error_details: None,
+        last_error: Some(error.into()),
+        ..released(before, now)
+    }
+}
+
+/// The error `result` failed with, as the model names it.
+fn failure<T: Debug>(result: Result<T, DalError>) -> Failure {
+    Failure::from(expect_err(result))
+}
+
+/// Asserts that `result` failed with `want`, and that `row` is unchanged.
+fn refused<T: Debug>(
+    s: &dyn TaskExecutionStore,
+    result: dal_core::Result<T>,
+    want: Failure,
+    row: &TaskExecution,
+) {
+    assert_eq!(failure(result), want);
+    assert_unchanged(s, row);
+}
+
+/// Asserts that every call under `lease` is refused as lost, leaving `row` unchanged.
+fn stale_lease(s: &dyn TaskExecutionStore, lease: &Lease, row: &TaskExecution) {
+    let lost = || Failure::ClaimLost(row.id);
+    let late = row.updated_at;
+    refused(s, s.heartbeat(lease), lost(), row);
+    refused(s, s.complete(lease), lost(), row);
+    refused(s, s.fail(lease, "late"), lost(), row);
+    refused(s, s.fail_and_retry(lease, "late", late), lost(), row);
+    refused(s, s.release(lease), lost(), row);
+}
+
+/// Asserts that `call` is refused as `field`'s `problem`, before anything is sent.
+fn invalid<T: Debug>(
+    f: &Fixture,
+    call: impl FnOnce() -> dal_core::Result<T>,
+    field: &str,
+    problem: Problem,
+) {
+    let (result, counts) = f.log.measure(call);
+    let want = Failure::Validation(field.into(), problem);
+    assert_eq!((failure(result), counts.statements), (want, 0), "{field}");
+}
+
+/// Asserts that `row`'s history replays to it and ends with an event of `event_type` with
+/// `data`, by `runner`, at the row's last change (no event with the history off).
+fn last_event(f: &Fixture, row: &TaskExecution, event_type: EventType, data: Value, runner: Uuid) {
+    if let Some(last) = checked_history(f, row).pop() {
+        let got = (last.event_type, last.event_data, last.runner_id, last.created_at);
+        let want = (event_type, data, Some(runner), row.updated_at);
+        assert_eq!(got, want);
+    }
+}
+
+/// The data of a failure's event: the counters and the error.
+fn failure_data(counters: Value, error: &str) -> Value {
+    let mut data = counters;
+    data["error"] = json!(error);
+    data
+}
+
+/// The data of a retry's event: the counters (attempt 2, claim 1), the retry time, the error.
+fn retry_data(at: Time, error: &str) -> Value {
+    let mut data = failure_data(counters(2, 1, 0), error);
+    data["retry_at"] = time_value(at);
+    data
+}
+
+fn names(rows: impl IntoIterator<Item = TaskExecution>) -> Vec<String> {
+    rows.into_iter().map(|row| row.task_name).collect()
+}
+
+fn ids(claims: &[Claimed]) -> Vec<Uuid> {
+    claims.iter().map(|c| c.task.id).collect()
+}
+
+fn claims_and_listings_take_due_ready_tasks_oldest_first(kind: Backend) {
+    let f = Fixture::new(kind);
+    let (s, wf, r) = (f.store(), workflow(), runner());
+    let ready = |name: &str, due_in: Option<i64>| NewTaskExecution {
+        retry_at: due_in.map(|secs| f.clock.now() + TimeDelta::seconds(secs)),
+        ..NewTaskExecution::new(wf, name).with_status(Ready)
+    };
+    let not_started = |name: &str| NewTaskExecution::new(wf, name);
+    let created = s
+        .create_many(&[
+            ready("fresh-1", None),
+            ready("later", Some(10)),
+            ready("retry-due", Some(-10)),
+            not_started("not-started"),
+            ready("fresh-2", None),
+            ready("retry-now", Some(0)),
+            ready("much-later", Some(300)),
+            not_started("never-started"),
+        ])
+        .unwrap();
+    let claim = |limit| names(s.claim_ready(r, limit).unwrap().into_iter().map(|c| c.task));
+    let due = ["fresh-1", "retry-due", "fresh-2", "retry-now"];
+    assert_eq!(names(s.list_ready(10).unwrap()), due);
+    assert_eq!(names(s.list_ready(2).unwrap()), due[..2]);
+    assert_eq!(names(s.list_due_retries(10).unwrap()), [due[1], due[3]]);
+    assert_eq!(s.list_ready(1).unwrap(), [created[0].clone()]);
+    let (none, counts) = f.log.measure(|| (s.list_ready(0).unwrap(), claim(0)));
+    assert!(none.0.is_empty() && none.1.is_empty() && counts.statements == 0);
+    // The claim takes the oldest due tasks.
     let now = f.tick();
-    let failed = s.fail(&second.lease, "exit code 2").unwrap();
-    assert_eq!(
-        failed,
-        TaskExecution {
-            status: Failed,
-            error_details: Some("exit code 2".into()),
-            last_error: Some("exit code 2".into()),
-            completed_at: Some(now),
-            claimed_by: None,
-            heartbeat_at: None,
-            updated_at: now,
-            ..second.task.clone()
-        }
-    );
-    let err = expect_err(s.fail(&second.lease, "bad\0"));
-    assert!(matches!(err, DalError::Validation(_)), "{err:?}");
-    assert_unchanged(s, &failed);
+    let first = s.claim_ready(r, 2).unwrap();
+    assert_eq!(first, [claimed(&created[0], r, now), claimed(&created[2], r, now)]);
+    for claim in &first {
+        assert_unchanged(s, &claim.task);
+    }
+    // Once due, the delayed task queues behind the tasks due before it, although its id is
+    // older than theirs; a task made ready now queues behind every task already due.
+    f.clock.advance(TimeDelta::seconds(10));
+    let retries = names(s.list_due_retries(10).unwrap());
+    assert_eq!(retries, ["retry-now", "later"]);
+    s.mark_ready(created[3].id).unwrap();
+    let queue = ["fresh-2", "retry-now", "later", "not-started"];
+    assert_eq!(names(s.list_ready(10).unwrap()), queue);
+    // Claims take the queue's head, and return it by id.
+    assert_eq!(claim(2), queue[..2]);
+    assert_eq!(claim(10), ["later", "not-started"]);
+    // Nothing due: one statement, nothing claimed; the others wait until due (or forever).
+    let (none, counts) = f.log.measure(|| claim(10));
+    let statements = kind.statements(Operation::ClaimNoneReady);
+    assert!(none.is_empty() && counts.statements == statements);
+    assert_unchanged(s, &created[6]);
+    assert_unchanged(s, &created[7]);
+    f.clock.set(created[6].retry_at.unwrap());
+    assert_eq!(claim(10), ["much-later"]);
+}
+
+fn claim_task_claims_the_given_task_or_says_why_not(kind: Backend) {
+    let f = Fixture::new(kind);
+    let (s, wf, r) = (f.store(), workflow(), runner());
+    // "older" is first in claim_ready's order; the dispatcher picks "picked".
+    let older = ready_tasks(s, wf, 1, 1).remove(0);
+    f.tick();
+    let picked = s.create(&NewTaskExecution::new(wf, "picked").with_status(Ready));
+    let picked = picked.unwrap();
+    let now = f.tick();
+    let (claim, counts) = f.log.measure(|| s.claim_task(picked.id, r).unwrap());
+    assert_eq!(counts.statements, kind.statements(Operation::ClaimTask));
+    assert_eq!(claim, claimed(&picked, r, now));
+    assert_unchanged(s, &claim.task);
+    assert_unchanged(s, &older);
+    last_event(&f, &claim.task, EventType::Claimed, counters(1, 1, 0), r);
+    // Refused (a guarded write and the read that explains it; nothing changed): a task
+    // claimed already, by another runner or by the caller; not due; in another status.
+    let refuse = |task: &TaskExecution, by: Uuid, want: Failure| {
+        let events = s.events_for_task(task.id).unwrap();
+        let (result, counts) = f.log.measure(|| s.claim_task(task.id, by));
+        let statements = kind.statements(Operation::ClaimTaskRejected);
+        assert_eq!((failure(result), counts.statements), (want, statements));
+        assert_unchanged(s, task);
+        assert_eq!(s.events_for_task(task.id).unwrap(), events);
+    };
+    for by in [r, runner()] {
+        refuse(&claim.task, by, Failure::AlreadyClaimed(picked.id, r));
+    }
+    let retry_at = Some(f.clock.now() + TimeDelta::minutes(5));
+    let new = NewTaskExecution::new(wf, "delayed").with_status(Ready);
+    let delayed = s.create(&NewTaskExecution { retry_at, ..new }).unwrap();
+    let due = delayed.retry_at.unwrap();
+    refuse(&delayed, r, Failure::NotDue(delayed.id, due));
+    for status in [NotStarted, Running, Completed, Failed, Skipped] {
+        let task = task_in(s, wf, &format!("{status}"), status, 1);
+        let want = Failure::InvalidTransition(task.id, status, Running);
+        refuse(&task, r, want);
+    }
+    let missing = Uuid::now_v7();
+    let result = s.claim_task(missing, r);
+    assert_eq!(failure(result), Failure::NotFound(missing));
+    // The lease works as any claim's, and claim_ready no longer sees the task.
+    let now = f.tick();
+    let beat = s.heartbeat(&claim.lease).unwrap();
+    assert_eq!(beat.heartbeat_at, Some(now));
+    assert_eq!(ids(&s.claim_ready(runner(), 10).unwrap()), [older.id]);
+    assert_eq!(s.complete(&claim.lease).unwrap(), completed(&beat, now));
+    // The delayed task is claimable once due.
+    f.clock.set(due);
+    let claim = s.claim_task(delayed.id, r).unwrap();
+    assert_eq!(claim, claimed(&delayed, r, due));
+}
+
+fn calls_under_a_lease_need_the_current_claim(kind: Backend) {
+    let f = Fixture::new(kind);
+    let (s, r) = (f.store(), runner());
+    ready_tasks(s, workflow(), 3, 2);
+    let c = s.claim_ready(r, 3).unwrap();
+    let l = c[0].lease;
+    // A heartbeat moves only heartbeat_at. A lease of another runner or of another claim is
+    // lost for every call; an unknown task is not found.
+    let now = f.tick();
+    let beat = s.heartbeat(&l).unwrap();
+    let (heartbeat_at, updated_at) = (Some(now), now);
+    let moved = TaskExecution { heartbeat_at, updated_at, ..c[0].task.clone() };
+    assert_eq!(beat, moved);
+    f.tick();
+    let (runner_id, task_id) = (runner(), Uuid::now_v7());
+    for wrong in [Lease { runner_id, ..l }, Lease { claim: 2, ..l }, Lease { claim: 0, ..l }] {
+        stale_lease(s, &wrong, &beat);
+    }
+    let unknown = Lease { task_id, ..l };
+    assert_eq!(failure(s.heartbeat(&unknown)), Failure::NotFound(task_id));
+    // Completing ends the claim: the lease no longer holds.
+    let now = f.tick();
+    let done = s.complete(&l).unwrap();
+    assert_eq!(done, completed(&beat, now));
+    stale_lease(s, &l, &done);
+    // Failing keeps the error; an error with a NUL is refused.
+    let now = f.tick();
+    let gone = s.fail(&c[1].lease, "exit code 2").unwrap();
+    assert_eq!(gone, failed(&c[1].task, "exit code 2", now));
+    let nul = Failure::Validation("error".into(), Problem::ContainsNul);
+    refused(s, s.fail(&c[1].lease, "bad\0"), nul, &gone);
+    // Releasing gives the task back without counting an attempt: the lease no longer holds.
+    // Claimed again by the same runner, the task has a new claim number.
+    let now = f.tick();
+    let back = s.release(&c[2].lease).unwrap();
+    assert_eq!(back, released(&c[2].task, now));
+    stale_lease(s, &c[2].lease, &back);
+    let again = s.claim_ready(r, 1).unwrap().remove(0);
+    assert_eq!(again.lease, Lease { claim: 2, ..c[2].lease });
+    stale_lease(s, &c[2].lease, &again.task);
 }
 
 fn fail_and_retry_queues_the_next_attempt_under_the_lease(kind: Backend) {
     let f = Fixture::new(kind);
-    let s = f.store();
-    ready_tasks(s, workflow(), 2, 2);
-    let r = runner();
-    let mut claims = s.claim_ready(r, 2).unwrap();
-    let (other, claimed) = (claims.pop().unwrap(), claims.pop().unwrap());
-
-    // Rejected input: nothing sent, nothing changed.
-    let (results, counts) = f.log.measure(|| {
-        [
-            s.fail_and_retry(&claimed.lease, "bad\0", f.now()),
-            s.fail_and_retry(
-                &claimed.lease,
-                &"x".repeat(dal_core::validate::MESSAGE_MAX_BYTES + 1),
-                f.now(),
-            ),
-            s.fail_and_retry(
-                &claimed.lease,
-                "e",
-                dal_core::validate::earliest_time() - TimeDelta::days(1),
-            ),
-        ]
-    });
-    let rejected: Vec<(String, Problem)> = results
-        .into_iter()
-        .map(|result| match expect_err(result) {
-            DalError::Validation(v) => (v.field, v.problem),
-            other => panic!("{other:?}"),
-        })
-        .collect();
-    let too_long = Problem::TooLong {
-        max: dal_core::validate::MESSAGE_MAX_BYTES,
-        len: dal_core::validate::MESSAGE_MAX_BYTES + 1,
-        unit: "bytes",
-    };
-    assert_eq!(
-        rejected,
-        [
-            ("error".to_owned(), Problem::ContainsNul),
-            ("error".to_owned(), too_long),
-            ("retry_at".to_owned(), Problem::TimeOutOfRange),
-        ]
-    );
-    assert_eq!(counts.statements, 0);
-    assert_unchanged(s, &claimed.task);
-
-    // Another runner's lease, or an old claim number: lost, nothing changed.
-    let foreign = Lease {
-        runner_id: runner(),
-        ..claimed.lease
-    };
-    let old = Lease {
-        claim: claimed.lease.claim - 1,
-        ..claimed.lease
-    };
-    for lease in [foreign, old] {
-        let err = expect_err(s.fail_and_retry(&lease, "e", f.now()));
-        assert!(
-            matches!(err, DalError::ClaimLost { id } if id == claimed.task.id),
-            "{err:?}"
-        );
+    let (s, r) = (f.store(), runner());
+    ready_tasks(s, workflow(), 1, 2);
+    let c = s.claim_ready(r, 1).unwrap().remove(0);
+    let (l, row) = (c.lease, &c.task);
+    let max = dal_core::validate::MESSAGE_MAX_BYTES;
+    let (len, unit) = (max + 1, "bytes");
+    let early = dal_core::validate::earliest_time() - TimeDelta::days(1);
+    for (error, at, field, problem) in [
+        ("bad\0", f.now(), "error", Problem::ContainsNul),
+        ("x".repeat(len).as_str(), f.now(), "error", Problem::TooLong { max, len, unit }),
+        ("e", early, "retry_at", Problem::TimeOutOfRange),
+    ] {
+        invalid(&f, || s.fail_and_retry(&l, error, at), field, problem);
+        assert_unchanged(s, row);
     }
-    assert_unchanged(s, &claimed.task);
-
+    let runner_id = runner();
+    for wrong in [Lease { runner_id, ..l }, Lease { claim: 0, ..l }] {
+        let result = s.fail_and_retry(&wrong, "e", f.now());
+        refused(s, result, Failure::ClaimLost(row.id), row);
+    }
     let now = f.tick();
     let retry_at = now + TimeDelta::seconds(30);
-    let retried = s
-        .fail_and_retry(&claimed.lease, "exit code 2", retry_at)
-        .unwrap();
-    let expected = TaskExecution {
-        status: Ready,
-        attempt: 2,
-        retry_at: Some(retry_at),
-        error_details: None,
-        last_error: Some("exit code 2".into()),
-        started_at: None,
-        completed_at: None,
-        claimed_by: None,
-        heartbeat_at: None,
-        updated_at: now,
-        ..claimed.task.clone()
-    };
-    assert_eq!(retried, expected);
-    assert_unchanged(s, &expected);
-    if let Some(last) = checked_history(&f, &retried).pop() {
-        assert_eq!(
-            (last.event_type, last.runner_id, last.created_at),
-            (dal_core::EventType::RetryScheduled, Some(r), now)
-        );
-        assert_eq!(
-            last.event_data,
-            serde_json::json!({
-                "retry_at": dal_core::event::time_value(retry_at),
-                "error": "exit code 2",
-                "attempt": 2,
-                "claim": 1,
-                "recovery_attempts": 0,
-            })
-        );
-    }
+    let queued = s.fail_and_retry(&l, "exit code 2", retry_at).unwrap();
+    assert_eq!(queued, retried(row, "exit code 2", retry_at, now));
+    assert_unchanged(s, &queued);
+    let data = retry_data(retry_at, "exit code 2");
+    last_event(&f, &queued, EventType::RetryScheduled, data, r);
     // Not due before `retry_at`; the claim ended with the retry.
     assert!(s.claim_ready(r, 1).unwrap().is_empty());
-    let err = expect_err(s.fail_and_retry(&claimed.lease, "again", f.now()));
-    assert!(matches!(err, DalError::ClaimLost { .. }), "{err:?}");
-    assert_unchanged(s, &expected);
-
+    stale_lease(s, &l, &queued);
     // Due at `retry_at`, claimed again: the last attempt cannot be retried.
     f.clock.advance(TimeDelta::seconds(30));
     let again = s.claim_ready(r, 1).unwrap().remove(0);
-    assert_eq!((again.task.id, again.task.attempt), (claimed.task.id, 2));
-    let err = expect_err(s.fail_and_retry(&again.lease, "e", f.now()));
-    assert!(
-        matches!(err, DalError::RetriesExhausted { id, attempt: 2, max_attempts: 2 }
-            if id == claimed.task.id),
-        "{err:?}"
-    );
-    assert_unchanged(s, &again.task);
-
-    // A released task's lease no longer holds; an unknown task is not found.
-    let released = s.release(&other.lease).unwrap();
-    let gone = expect_err(s.fail_and_retry(&other.lease, "e", f.now()));
-    assert!(matches!(gone, DalError::ClaimLost { .. }), "{gone:?}");
-    assert_unchanged(s, &released);
-    let missing = Lease {
-        task_id: Uuid::now_v7(),
-        ..other.lease
-    };
-    let err = expect_err(s.fail_and_retry(&missing, "e", f.now()));
-    assert!(
-        matches!(err, DalError::NotFound { id } if id == missing.task_id),
-        "{err:?}"
-    );
+    assert_eq!((again.task.id, again.task.attempt), (row.id, 2));
+    let result = s.fail_and_retry(&again.lease, "e", f.now());
+    refused(s, result, Failure::RetriesExhausted(row.id, 2, 2), &again.task);
+    // An unknown task is not found.
+    let task_id = Uuid::now_v7();
+    let result = s.fail_and_retry(&Lease { task_id, ..l }, "e", f.now());
+    assert_eq!(failure(result), Failure::NotFound(task_id));
 }
 
-fn release_gives_the_task_back_without_counting_an_attempt(kind: Backend) {
+fn complete_many_completes_the_leases_that_still_hold(kind: Backend) {
     let f = Fixture::new(kind);
-    let s = f.store();
-    ready_tasks(s, workflow(), 1, 2);
-    let r = runner();
-    let claimed = s.claim_ready(r, 1).unwrap().remove(0);
-    let now = f.tick();
-    let released = s.release(&claimed.lease).unwrap();
-    assert_eq!(
-        released,
-        TaskExecution {
-            status: Ready,
-            claimed_by: None,
-            heartbeat_at: None,
-            started_at: None,
-            updated_at: now,
-            ..claimed.task.clone()
-        }
-    );
-    assert_eq!(released.attempt, 1);
-    // Claimed again, by the same runner: a new claim number, and the old lease is dead.
+    let (s, r) = (f.store(), runner());
+    ready_tasks(s, workflow(), 6, 1);
+    let c = s.claim_ready(r, 6).unwrap();
+    // Lease 2 is stale (released, claimed again); task 3 is completed already.
+    s.release(&c[2].lease).unwrap();
     let again = s.claim_ready(r, 1).unwrap().remove(0);
-    assert_eq!(
-        again.lease,
-        Lease {
-            claim: 2,
-            ..claimed.lease
-        }
-    );
-    assert!(matches!(
-        expect_err(s.release(&claimed.lease)),
-        DalError::ClaimLost { .. }
-    ));
-    assert!(matches!(
-        expect_err(s.complete(&claimed.lease)),
-        DalError::ClaimLost { .. }
-    ));
-    assert_unchanged(s, &again.task);
-}
-
-fn complete_many_completes_the_batch_leases_that_still_hold(kind: Backend) {
-    let f = Fixture::new(kind);
-    let s = f.store();
-    let wf = workflow();
-    ready_tasks(s, wf, 6, 1);
-    let r = runner();
-    let claims = s.claim_ready(r, 6).unwrap();
-    // Lease 2 is stale: released and claimed again. Task 3 is already completed.
-    s.release(&claims[2].lease).unwrap();
-    let again = s.claim_ready(r, 1).unwrap().remove(0);
-    assert_eq!(again.task.id, claims[2].task.id);
-    let done_before = s.complete(&claims[3].lease).unwrap();
-    let batch: Vec<Lease> = claims.iter().map(|c| c.lease).collect();
+    let done = s.complete(&c[3].lease).unwrap();
+    let batch: Vec<Lease> = c.iter().map(|c| c.lease).collect();
     let now = f.tick();
     let (completion, counts) = f.log.measure(|| s.complete_many(&batch).unwrap());
-    assert_eq!(
-        counts.statements,
-        kind.statements(Operation::CompleteMany30)
-    );
-    let expected: Vec<TaskExecution> = [0, 1, 4, 5]
-        .iter()
-        .map(|&i| TaskExecution {
-            status: Completed,
-            completed_at: Some(now),
-            claimed_by: None,
-            heartbeat_at: None,
-            updated_at: now,
-            ..claims[i].task.clone()
-        })
-        .collect();
-    assert_eq!(completion.completed, expected);
-    assert_eq!(completion.lost, vec![claims[2].lease, claims[3].lease]);
-    for row in &expected {
+    let statements = kind.statements(Operation::CompleteMany30);
+    assert_eq!(counts.statements, statements);
+    let completed: Vec<_> = [0, 1, 4, 5].map(|i| completed(&c[i].task, now)).into();
+    let lost = vec![c[2].lease, c[3].lease];
+    assert_eq!(completion, Completion { completed, lost });
+    for row in &completion.completed {
         assert_unchanged(s, row);
-        if let Some(last) = checked_history(&f, row).pop() {
-            assert_eq!(
-                (last.event_type, last.runner_id, last.created_at),
-                (dal_core::EventType::Completed, Some(r), now)
-            );
-        }
+        last_event(&f, row, EventType::Completed, counters(1, 1, 0), r);
     }
     assert_unchanged(s, &again.task);
-    assert_unchanged(s, &done_before);
-    // A batch is one runner's; nothing is sent otherwise.
+    assert_unchanged(s, &done);
+    // Refused before anything is sent: a batch of two runners; a task twice, by one lease or
+    // by a stale lease beside the current one (neither could come back on its own).
     ready_tasks(s, workflow(), 2, 1);
     let mine = s.claim_ready(r, 1).unwrap().remove(0);
     let theirs = s.claim_ready(runner(), 1).unwrap().remove(0);
-    let (result, counts) = f
-        .log
-        .measure(|| s.complete_many(&[mine.lease, theirs.lease]));
-    let err = expect_err(result);
-    assert!(
-        matches!(&err, DalError::Validation(v) if v.field == "leases[1].runner_id"
-            && v.problem == dal_core::Problem::NotTheSameRunner),
-        "{err:?}"
-    );
-    assert_eq!(counts.statements, 0);
+    let (m, t, a) = (mine.lease, theirs.lease, again.lease);
+    let stale = Lease { claim: 0, ..m };
+    let twice = || Problem::FinishedTwice { first: "leases[0]".into() };
+    for (batch, field, problem) in [
+        (vec![m, t], "leases[1].runner_id", Problem::NotTheSameRunner),
+        (vec![m, m], "leases[1].task_id", twice()),
+        (vec![stale, a, m], "leases[2].task_id", twice()),
+    ] {
+        invalid(&f, || s.complete_many(&batch), field, problem);
+    }
     assert_unchanged(s, &mine.task);
     assert_unchanged(s, &theirs.task);
-    // A task twice, by one lease or by a stale lease beside the current one: refused, as
-    // neither lease could come back on its own.
-    let stale = Lease {
-        claim: mine.lease.claim - 1,
-        ..mine.lease
-    };
-    for (batch, first) in [
-        (vec![mine.lease, mine.lease], "leases[0]"),
-        (vec![stale, again.lease, mine.lease], "leases[0]"),
-    ] {
-        let (result, counts) = f.log.measure(|| s.complete_many(&batch));
-        let err = expect_err(result);
-        let twice = dal_core::Problem::FinishedTwice {
-            first: first.into(),
-        };
-        assert!(
-            matches!(&err, DalError::Validation(v) if v.field == format!("leases[{}].task_id", batch.len() - 1)
-                && v.problem == twice),
-            "{err:?}"
-        );
-        assert_eq!(counts.statements, 0);
-        assert_unchanged(s, &mine.task);
-    }
     let (empty, counts) = f.log.measure(|| s.complete_many(&[]).unwrap());
-    assert_eq!(
-        (empty, counts.statements),
-        (dal_core::Completion::default(), 0)
-    );
+    assert_eq!((empty, counts.statements), (Completion::default(), 0));
 }
 
-/// The staleness threshold the sweeper uses in these cases.
-const STALE_AFTER: TimeDelta = TimeDelta::seconds(30);
-
-fn a_crashed_runner_cannot_finish_a_recovered_task(kind: Backend) {
+fn a_sweep_resets_the_claims_still_stale_and_their_runners_lose_them(kind: Backend) {
     let f = Fixture::new(kind);
     let s = f.store();
-    ready_tasks(s, workflow(), 6, 1);
+    ready_tasks(s, workflow(), 7, 1);
+    let lease_less = task_in(s, workflow(), "running-without-claim", Running, 1);
     let (crashed, alive) = (runner(), runner());
     let doomed = s.claim_ready(crashed, 3).unwrap();
-    let healthy = s.claim_ready(alive, 3).unwrap();
-    // Time passes; only the healthy runner heart-beats.
+    let live = s.claim_ready(alive, 4).unwrap();
+    let rows = |claims: &[Claimed]| claims.iter().map(|c| c.task.clone()).collect::<Vec<_>>();
+    // The sweeper computes its threshold: every claim looks stale (a task running without a
+    // claim has no heartbeat to judge)...
     f.clock.advance(TimeDelta::seconds(45));
-    for claim in &healthy {
-        s.heartbeat(&claim.lease).unwrap();
-    }
+    let threshold = f.now() - STALE_AFTER;
+    let all = [rows(&doomed), rows(&live)].concat();
+    assert_eq!(s.find_stale_claims(threshold).unwrap(), all);
+    // ...but before its statements run, the live runner completes a task, fails one, releases
+    // one and claims it again, and heart-beats one.
+    s.release(&live[2].lease).unwrap();
+    let kept = [
+        s.complete(&live[0].lease).unwrap(),
+        s.fail(&live[1].lease, "boom").unwrap(),
+        s.claim_ready(alive, 1).unwrap().remove(0).task,
+        s.heartbeat(&live[3].lease).unwrap(),
+        lease_less,
+    ];
+    assert_eq!(kept[2].id, live[2].task.id);
+    assert_eq!(s.find_stale_claims(threshold).unwrap(), rows(&doomed));
     let now = f.now();
-    let recovery = s.recover_stale_claims(now - STALE_AFTER, 5).unwrap();
-    assert!(recovery.abandoned.is_empty());
-    assert_eq!(recovery.reset.len(), 3);
-    for (reset, before) in recovery.reset.iter().zip(&doomed) {
-        assert_eq!(
-            *reset,
-            TaskExecution {
-                status: Ready,
-                recovery_attempts: 1,
-                last_recovery_at: Some(now),
-                started_at: None,
-                claimed_by: None,
-                heartbeat_at: None,
-                updated_at: now,
-                ..before.task.clone()
-            }
-        );
+    let recovery = s.recover_stale_claims(threshold, 5).unwrap();
+    let (reset, abandoned) = (doomed.iter().map(|c| reset(&c.task, now)).collect(), vec![]);
+    assert_eq!(recovery, Recovery { reset, abandoned });
+    for row in &kept {
+        assert_unchanged(s, row);
     }
-    // Another runner takes them over and finishes them.
-    let takeover = s.claim_ready(alive, 10).unwrap();
-    assert_eq!(
-        takeover.iter().map(|c| c.task.id).collect::<Vec<_>>(),
-        doomed.iter().map(|c| c.task.id).collect::<Vec<_>>()
-    );
-    for claim in &takeover {
-        assert_eq!(claim.lease.claim, 2);
-        s.complete(&claim.lease).unwrap();
-    }
-    // The crashed runner comes back and tries to finish its old attempts: refused, unchanged.
-    for claim in &doomed {
-        let finished = s.get(claim.task.id).unwrap();
-        assert_eq!(finished.status, Completed);
-        for late in [
-            s.complete(&claim.lease),
-            s.fail(&claim.lease, "late"),
-            s.fail_and_retry(&claim.lease, "late", now),
-            s.heartbeat(&claim.lease),
-            s.release(&claim.lease),
-        ] {
-            let err = expect_err(late);
-            assert!(
-                matches!(err, DalError::ClaimLost { id } if id == claim.task.id),
-                "{err:?}"
-            );
-        }
-        assert_unchanged(s, &finished);
-    }
-    // The healthy runner's tasks were never touched by the sweep.
-    for claim in &healthy {
-        let row = s.get(claim.task.id).unwrap();
-        assert_eq!(
-            (row.status, row.recovery_attempts, row.claim_count),
-            (Running, 0, 1)
-        );
-        s.complete(&claim.lease).unwrap();
+    assert!(s.find_stale_claims(threshold).unwrap().is_empty());
+    // The crashed runner comes back under its id and claims the tasks again: new claims. Its
+    // old leases are refused, before and after the new claims complete.
+    let takeover = s.claim_ready(crashed, 10).unwrap();
+    assert_eq!(ids(&takeover), ids(&doomed));
+    for (new, old) in takeover.iter().zip(&doomed) {
+        assert_eq!(new.lease, Lease { claim: 2, ..old.lease });
+        stale_lease(s, &old.lease, &new.task);
+        stale_lease(s, &old.lease, &s.complete(&new.lease).unwrap());
     }
 }
 
-fn a_runner_cannot_finish_an_old_claim_of_a_task_it_claimed_again(kind: Backend) {
-    let f = Fixture::new(kind);
-    let s = f.store();
-    ready_tasks(s, workflow(), 1, 1);
-    let r = runner();
-    let old = s.claim_ready(r, 1).unwrap().remove(0);
-    f.clock.advance(TimeDelta::seconds(60));
-    let recovery = s.recover_stale_claims(f.now() - STALE_AFTER, 5).unwrap();
-    assert_eq!(recovery.reset.len(), 1);
-    // The same runner id claims the task again: same runner, new claim.
-    let new = s.claim_ready(r, 1).unwrap().remove(0);
-    assert_eq!(
-        new.lease,
-        Lease {
-            claim: 2,
-            ..old.lease
-        }
-    );
-    let err = expect_err(s.complete(&old.lease));
-    assert!(matches!(err, DalError::ClaimLost { .. }), "{err:?}");
-    assert_unchanged(s, &new.task);
-    let done = s.complete(&new.lease).unwrap();
-    assert_eq!(done.status, Completed);
-}
-
-fn the_recovery_cap_abandons_a_task_that_keeps_killing_runners(kind: Backend) {
+fn a_dead_runners_task_is_reset_until_the_cap_then_abandoned(kind: Backend) {
     let f = Fixture::new(kind);
     let s = f.store();
     let task = ready_tasks(s, workflow(), 1, 1).remove(0);
     const CAP: i32 = 3;
-    for round in 1..=CAP {
-        s.claim_ready(runner(), 1).unwrap().remove(0);
-        f.clock.advance(TimeDelta::minutes(1));
-        let recovery = s.recover_stale_claims(f.now() - STALE_AFTER, CAP).unwrap();
-        assert!(recovery.abandoned.is_empty());
-        assert_eq!(
-            recovery
-                .reset
-                .iter()
-                .map(|t| t.recovery_attempts)
-                .collect::<Vec<_>>(),
-            [round]
-        );
-    }
-    let last = s.claim_ready(runner(), 1).unwrap().remove(0);
-    f.clock.advance(TimeDelta::minutes(1));
-    let now = f.now();
-    let recovery = s.recover_stale_claims(now - STALE_AFTER, CAP).unwrap();
-    assert!(recovery.reset.is_empty());
     let reason =
         "abandoned: its runner stopped heart-beating and the task was already recovered 3 times";
-    assert_eq!(
-        recovery.abandoned,
-        vec![TaskExecution {
-            status: Failed,
-            error_details: Some(reason.into()),
-            last_error: Some(reason.into()),
-            completed_at: Some(now),
-            abandoned_at: Some(now),
-            claimed_by: None,
-            heartbeat_at: None,
-            updated_at: now,
-            ..last.task.clone()
-        }]
-    );
-    assert_eq!(recovery.abandoned[0].id, task.id);
-    assert!(recovery.abandoned[0].is_abandoned());
+    // A dispatcher hands the task to a runner that dies, again and again: the sweeper resets
+    // it each time (the dead runner's lease is lost), until the cap abandons it.
+    for round in 1..=CAP + 1 {
+        let dead = s.claim_task(task.id, runner()).unwrap();
+        let claims = (dead.lease.claim, dead.task.recovery_attempts);
+        assert_eq!(claims, (round, round - 1));
+        f.clock.advance(TimeDelta::minutes(1));
+        let now = f.now();
+        let recovery = s.recover_stale_claims(now - STALE_AFTER, CAP).unwrap();
+        let abandoned_at = Some(now);
+        let (reset, abandoned) = match round {
+            ..=CAP => (vec![reset(&dead.task, now)], vec![]),
+            _ => (vec![], vec![TaskExecution { abandoned_at, ..failed(&dead.task, reason, now) }]),
+        };
+        let row = reset.iter().chain(&abandoned).next().unwrap().clone();
+        assert_eq!(recovery, Recovery { reset, abandoned });
+        stale_lease(s, &dead.lease, &row);
+    }
+    let row = s.get(task.id).unwrap();
+    assert!(row.is_abandoned());
+    checked_history(&f, &row);
     assert!(s.claim_ready(runner(), 1).unwrap().is_empty());
-    // With a cap of 0, a stale task is abandoned at once.
+    // With a cap of 0, a stale task is abandoned at once; a negative cap is refused.
     ready_tasks(s, workflow(), 1, 1);
     s.claim_ready(runner(), 1).unwrap();
     f.clock.advance(TimeDelta::minutes(1));
     let recovery = s.recover_stale_claims(f.now() - STALE_AFTER, 0).unwrap();
     assert_eq!((recovery.reset.len(), recovery.abandoned.len()), (0, 1));
-    let err = expect_err(s.recover_stale_claims(f.now(), -1));
-    assert!(
-        matches!(&err, DalError::Validation(v) if v.field == "max_recovery_attempts"),
-        "{err:?}"
-    );
+    let (min, max, value) = (0, i32::MAX.into(), -1);
+    let call = || s.recover_stale_claims(f.now(), -1);
+    invalid(&f, call, "max_recovery_attempts", Problem::OutOfRange { min, max, value });
 }
 
-fn a_sweep_leaves_tasks_finished_or_claimed_after_its_threshold(kind: Backend) {
-    let f = Fixture::new(kind);
-    let s = f.store();
-    ready_tasks(s, workflow(), 4, 1);
-    let claims = s.claim_ready(runner(), 4).unwrap();
-    f.clock.advance(TimeDelta::minutes(2));
-    // The sweeper computes its threshold: all four look stale now...
-    let threshold = f.now() - STALE_AFTER;
-    assert_eq!(s.find_stale_claims(threshold).unwrap().len(), 4);
-    // ...but before its statements run, one task completes, one fails, one is released and
-    // claimed again (a fresh heartbeat), one heart-beats.
-    let completed = s.complete(&claims[0].lease).unwrap();
-    let failed = s.fail(&claims[1].lease, "boom").unwrap();
-    s.release(&claims[2].lease).unwrap();
-    let reclaimed = s.claim_ready(runner(), 1).unwrap().remove(0);
-    assert_eq!(reclaimed.task.id, claims[2].task.id);
-    let beating = s.heartbeat(&claims[3].lease).unwrap();
-    let recovery = s.recover_stale_claims(threshold, 5).unwrap();
-    assert_eq!(recovery, dal_core::Recovery::default());
-    for row in [&completed, &failed, &reclaimed.task, &beating] {
-        assert_unchanged(s, row);
-    }
-}
-
-fn find_stale_claims_lists_what_a_sweep_would_touch(kind: Backend) {
-    let f = Fixture::new(kind);
-    let s = f.store();
-    ready_tasks(s, workflow(), 3, 1);
-    let lease_less = task_in(s, workflow(), "running-without-claim", Running, 1);
-    let claims = s.claim_ready(runner(), 3).unwrap();
-    f.clock.advance(TimeDelta::minutes(1));
-    s.heartbeat(&claims[1].lease).unwrap();
-    let threshold = f.now() - STALE_AFTER;
-    let stale = s.find_stale_claims(threshold).unwrap();
-    let expected: Vec<TaskExecution> = [&claims[0], &claims[2]]
-        .iter()
-        .map(|c| c.task.clone())
-        .collect();
-    assert_eq!(stale, expected);
-    let recovery = s.recover_stale_claims(threshold, 5).unwrap();
-    assert_eq!(
-        recovery.reset.iter().map(|t| t.id).collect::<Vec<_>>(),
-        expected.iter().map(|t| t.id).collect::<Vec<_>>()
-    );
-    // A task running without a claim has no heartbeat to judge: sweeps leave it alone.
-    assert_unchanged(s, &lease_less);
-    assert!(s.find_stale_claims(threshold).unwrap().is_empty());
-}
-
-fn ready_listings_show_due_tasks_oldest_first(kind: Backend) {
-    let f = Fixture::new(kind);
-    let s = f.store();
-    let wf = workflow();
-    let now = f.clock.now();
-    let news = vec![
-        NewTaskExecution::new(wf, "fresh-1").with_status(Ready),
-        NewTaskExecution {
-            retry_at: Some(now + TimeDelta::seconds(10)),
-            ..NewTaskExecution::new(wf, "later").with_status(Ready)
-        },
-        NewTaskExecution {
-            retry_at: Some(now - TimeDelta::seconds(10)),
-            ..NewTaskExecution::new(wf, "retry-due").with_status(Ready)
-        },
-        NewTaskExecution::new(wf, "not-started"),
-        NewTaskExecution::new(wf, "fresh-2").with_status(Ready),
-        NewTaskExecution {
-            retry_at: Some(now),
-            ..NewTaskExecution::new(wf, "retry-now").with_status(Ready)
-        },
-    ];
-    let created = s.create_many(&news).unwrap();
-    let names =
-        |rows: Vec<TaskExecution>| rows.into_iter().map(|r| r.task_name).collect::<Vec<_>>();
-    assert_eq!(
-        names(s.list_ready(10).unwrap()),
-        ["fresh-1", "retry-due", "fresh-2", "retry-now"]
-    );
-    assert_eq!(names(s.list_ready(2).unwrap()), ["fresh-1", "retry-due"]);
-    assert_eq!(
-        names(s.list_due_retries(10).unwrap()),
-        ["retry-due", "retry-now"]
-    );
-    assert!(s.list_ready(0).unwrap().is_empty());
-    assert_eq!(s.list_ready(1).unwrap()[0], created[0]);
-    // Once due, the delayed task queues behind the tasks that were due before it, although
-    // its id is older than theirs: oldest due first, then id.
-    f.clock.advance(TimeDelta::seconds(10));
-    assert_eq!(
-        names(s.list_due_retries(10).unwrap()),
-        ["retry-due", "retry-now", "later"]
-    );
-    assert_eq!(
-        names(s.list_ready(10).unwrap()),
-        ["fresh-1", "retry-due", "fresh-2", "retry-now", "later"]
-    );
-    // A task made ready now queues behind every task already due.
-    let not_started = created
-        .iter()
-        .find(|t| t.task_name == "not-started")
-        .unwrap();
-    s.mark_ready(not_started.id).unwrap();
-    assert_eq!(
-        names(s.list_ready(10).unwrap()),
-        [
-            "fresh-1",
-            "retry-due",
-            "fresh-2",
-            "retry-now",
-            "later",
-            "not-started"
-        ]
-    );
-}
-
-/// Claims every task of `tasks` with [`THREADS`] runners, each claiming batches of
-/// `batch(thread, round)` until a claim returns nothing, and completing what it claimed with
-/// its lease (even threads one by one, odd threads with `complete_many`). Returns how many
-/// claims were made.
-fn claim_all_concurrently(
-    f: &Fixture,
-    tasks: &[TaskExecution],
-    batch: fn(usize, &mut Sequence) -> u32,
-) -> usize {
-    let per_thread = on_threads(&f.store, move |i, store| {
-        let runner_id = Uuid::now_v7();
-        let mut sequence = Sequence::new(i as u64 + 1);
-        let mut claimed = Vec::new();
-        loop {
-            let limit = batch(i, &mut sequence);
-            let got = store.claim_ready(runner_id, limit).expect("claim_ready");
-            assert!(
-                got.len() <= limit as usize,
-                "{} claimed with a limit of {limit}",
-                got.len()
-            );
-            if got.is_empty() {
-                break;
-            }
-            assert!(
-                got.iter()
-                    .all(|claim| claim.task.claimed_by == Some(runner_id))
-            );
-            claimed.extend(got.iter().map(|claim| claim.task.id));
-            if i % 2 == 0 {
-                for claim in &got {
-                    store
-                        .complete(&claim.lease)
-                        .expect("complete with the lease");
-                }
-            } else {
-                let leases: Vec<Lease> = got.iter().map(|claim| claim.lease).collect();
-                let completion = store.complete_many(&leases).expect("complete_many");
-                assert!(completion.lost.is_empty());
-                assert_eq!(completion.completed.len(), leases.len());
-            }
-        }
-        claimed
+/// A runner cycle's finished tasks: `completed`, `failed` with their errors, `retried` with
+/// their errors and retry times.
+fn finished(done: &[Lease], failed: &[(Lease, &str)], retried: &[(Lease, &str, Time)]) -> Finished {
+    let failed = failed.iter().map(|&(lease, e)| {
+        let error = e.into();
+        FailedTask { lease, error }
     });
-    let all: Vec<Uuid> = per_thread.into_iter().flatten().collect();
-    let distinct: HashSet<Uuid> = all.iter().copied().collect();
-    let expected: HashSet<Uuid> = tasks.iter().map(|t| t.id).collect();
-    let duplicates = all.len() - distinct.len();
-    assert_eq!(duplicates, 0, "tasks claimed twice");
-    assert_eq!(distinct, expected, "tasks missed or unknown");
-    let rows = f
-        .store
-        .list_for_workflow(tasks[0].workflow_execution_id)
-        .unwrap();
-    assert!(
-        rows.iter()
-            .all(|r| r.status == Completed && r.claim_count == 1 && r.claimed_by.is_none())
-    );
-    if std::env::var_os("DAL_REPORT").is_some() {
-        eprintln!(
-            "{}: {} tasks, {} claimed, {duplicates} claimed twice",
-            f.kind,
-            tasks.len(),
-            all.len()
-        );
+    let retried = retried.iter().map(|&(lease, e, retry_at)| {
+        let error = e.into();
+        RetriedTask { lease, error, retry_at }
+    });
+    let (failed, retried) = (failed.collect(), retried.collect());
+    Finished { completed: done.to_vec(), failed, retried }
+}
+
+/// Bad input refused before anything is sent. Then one cycle: completions and failures;
+/// retries (one on its last attempt, which fails instead; a due one is not claimable by the
+/// same cycle); a stale lease in two lists, lost; a claim of the next task. The rows and their
+/// events, one per changed task in task id order, are written as one change.
+fn a_cycle_refuses_bad_input_or_finishes_retries_and_claims_as_one_change(kind: Backend) {
+    let f = Fixture::new(kind);
+    let (s, wf, r) = (f.store(), workflow(), runner());
+    // Eight tasks of one batch (claimed in id order) with two attempts, then one with one.
+    let mut tasks = ready_tasks(s, wf, 8, 2);
+    tasks.sort_by_key(|t| t.id);
+    f.tick();
+    let one_attempt = |name: &str| {
+        let new = NewTaskExecution::new(wf, name).with_status(Ready);
+        s.create(&new.with_max_attempts(1)).unwrap()
+    };
+    tasks.push(one_attempt("last"));
+    let h = s.claim_ready(r, 9).unwrap();
+    assert_eq!(ids(&h), tasks.iter().map(|t| t.id).collect::<Vec<_>>());
+    let (h0, h1, h2) = (h[0].lease, h[1].lease, h[2].lease);
+    let runner_id = runner();
+    let other = Lease { runner_id, ..h0 };
+    let rows = s.list_for_workflow(wf).unwrap();
+    let events = s.events_for_workflow(wf, None, 1_000).unwrap();
+    let now = f.tick();
+    let early = dal_core::validate::earliest_time() - TimeDelta::days(1);
+    let twice = |first: &str| Problem::FinishedTwice { first: format!("finished.{first}") };
+    let (not_same, nul) = (|| Problem::NotTheSameRunner, || Problem::ContainsNul);
+    for (batch, field, problem) in [
+        (finished(&[h1, other], &[], &[]), "completed[1].runner_id", not_same()),
+        (finished(&[h1], &[(other, "e")], &[]), "failed[0].lease.runner_id", not_same()),
+        (finished(&[h1], &[(h0, "nul \0 inside")], &[]), "failed[0].error", nul()),
+        (
+            finished(&[h1, h0], &[(h2, "e"), (h0, "e")], &[]),
+            "failed[1].lease.task_id",
+            twice("completed[1]"),
+        ),
+        (
+            finished(&[], &[(h2, "a"), (h2, "b")], &[]),
+            "failed[1].lease.task_id",
+            twice("failed[0]"),
+        ),
+        (finished(&[h1, h0, h1], &[], &[]), "completed[2].task_id", twice("completed[0]")),
+        // A stale lease beside the current one of its task: the task twice.
+        (
+            finished(&[h1, Lease { claim: 0, ..h1 }], &[], &[]),
+            "completed[1].task_id",
+            twice("completed[0]"),
+        ),
+        (finished(&[], &[], &[(other, "e", now)]), "retried[0].lease.runner_id", not_same()),
+        (finished(&[], &[], &[(h0, "", now), (h1, "\0", now)]), "retried[1].error", nul()),
+        (finished(&[], &[], &[(h0, "e", early)]), "retried[0].retry_at", Problem::TimeOutOfRange),
+        (
+            finished(&[], &[(h2, "e")], &[(h2, "e", now)]),
+            "retried[0].lease.task_id",
+            twice("failed[0]"),
+        ),
+        (
+            finished(&[h1], &[], &[(h1, "e", now)]),
+            "retried[0].lease.task_id",
+            twice("completed[0]"),
+        ),
+    ] {
+        let call = || s.finish_and_claim(r, &batch, 5);
+        invalid(&f, call, &format!("finished.{field}"), problem);
     }
-    all.len()
+    assert_eq!(s.list_for_workflow(wf).unwrap(), rows);
+    assert_eq!(s.events_for_workflow(wf, None, 1_000).unwrap(), events);
+
+    let fresh = one_attempt("fresh");
+    let stale = |i: usize| Lease { claim: 2, ..h[i].lease };
+    let now = f.tick();
+    let (soon, later) = (now - TimeDelta::minutes(1), now + TimeDelta::hours(1));
+    let batch = finished(
+        &[h1, h0, stale(3)],
+        &[(h2, "boom")],
+        &[
+            (h[6].lease, "exit code 3", later),
+            (h[8].lease, "out of attempts", soon),
+            (h[4].lease, "exit code 2", soon),
+            (stale(7), "never applied", soon),
+        ],
+    );
+    let (cycle, counts) = f.log.measure(|| s.finish_and_claim(r, &batch, 5).unwrap());
+    // One failure, four retries; two of them (the last attempt, the stale lease) are tried as
+    // failures too, where a backend writes each failure.
+    let shape = kind.statement_counts();
+    assert_eq!(counts.statements, shape.cycle + 7 * shape.cycle_per_failure);
+    let want = Cycle {
+        completed: vec![completed(&h[0].task, now), completed(&h[1].task, now)],
+        failed: vec![failed(&h[2].task, "boom", now), failed(&h[8].task, "out of attempts", now)],
+        retried: vec![
+            retried(&h[4].task, "exit code 2", soon, now),
+            retried(&h[6].task, "exit code 3", later, now),
+        ],
+        lost: vec![stale(3), stale(7)],
+        claimed: vec![claimed(&fresh, r, now)],
+    };
+    assert_eq!(cycle, want);
+    for untouched in [&h[3], &h[5], &h[7]] {
+        assert_unchanged(s, &untouched.task);
+    }
+    let (done, failure) = (counters(1, 1, 0), |e| failure_data(counters(1, 1, 0), e));
+    let (c, fl, rt) = (&want.completed, &want.failed, &want.retried);
+    let (completion, failing, retry) =
+        (EventType::Completed, EventType::Failed, EventType::RetryScheduled);
+    let mut changed = vec![];
+    for (row, event_type, data) in [
+        (&c[0], completion, done.clone()),
+        (&c[1], completion, done.clone()),
+        (&fl[0], failing, failure("boom")),
+        (&fl[1], failing, failure("out of attempts")),
+        (&rt[0], retry, retry_data(soon, "exit code 2")),
+        (&rt[1], retry, retry_data(later, "exit code 3")),
+        (&want.claimed[0].task, EventType::Claimed, done),
+    ] {
+        assert_unchanged(s, row);
+        last_event(&f, row, event_type, data, r);
+        changed.push(row.id);
+    }
+    // One event per changed task, in task id order.
+    let events = s.events_for_workflow(wf, None, 1_000).unwrap();
+    let new: Vec<_> = events.iter().filter(|e| e.created_at == now).collect();
+    assert!(new.iter().all(|e| e.workflow_execution_id == wf));
+    let new: Vec<Uuid> = new.iter().map(|e| e.task_execution_id).collect();
+    changed.sort();
+    changed.retain(|_| f.keeps_history());
+    assert_eq!(new, changed);
+    // The retry that was due is claimable now, the other waits for its time.
+    f.tick();
+    let next = s.claim_ready(runner(), 5).unwrap();
+    assert_eq!((ids(&next), next[0].task.attempt), (vec![h[4].task.id], 2));
 }
 
-/// Tasks in the many-runner cases.
-pub const MANY_TASKS: usize = 2_000;
-
-fn runners_claiming_in_batches_claim_every_task_exactly_once(kind: Backend) {
-    let f = Fixture::with(
-        kind,
-        crate::suite::Setup {
-            pool_size: THREADS as u32,
-            ..Default::default()
-        },
-    );
-    let tasks = ready_tasks(f.store(), workflow(), MANY_TASKS, 1);
-    assert_eq!(claim_all_concurrently(&f, &tasks, |_, _| 16), MANY_TASKS);
+fn a_cycle_that_only_claims_or_only_finishes(kind: Backend) {
+    let f = Fixture::new(kind);
+    let (s, r) = (f.store(), runner());
+    let mut tasks = ready_tasks(s, workflow(), 3, 1);
+    tasks.sort_by_key(|t| t.id);
+    // Nothing to finish: a claim, as claim_ready makes it.
+    let now = f.tick();
+    let first = s.finish_and_claim(r, &Finished::default(), 2).unwrap();
+    let claimed = vec![claimed(&tasks[0], r, now), claimed(&tasks[1], r, now)];
+    assert_eq!(first, Cycle { claimed, ..Cycle::default() });
+    // Nothing to claim (limit 0): only the finishing. A lease finished already is lost.
+    let (c0, c1) = (&first.claimed[0], &first.claimed[1]);
+    let done = s.complete(&c1.lease).unwrap();
+    let later = f.tick();
+    let batch = finished(&[], &[(c0.lease, "late"), (c1.lease, "again")], &[]);
+    let second = s.finish_and_claim(r, &batch, 0).unwrap();
+    let (failed, lost) = (vec![failed(&c0.task, "late", later)], vec![c1.lease]);
+    assert_eq!(second, Cycle { failed, lost, ..Cycle::default() });
+    assert_unchanged(s, &done);
+    assert_unchanged(s, &tasks[2]);
 }
 
-fn runners_claiming_random_batch_sizes_claim_every_task_exactly_once(kind: Backend) {
-    let f = Fixture::with(
-        kind,
-        crate::suite::Setup {
-            pool_size: THREADS as u32,
-            ..Default::default()
-        },
-    );
-    for _ in 0..2 {
-        let tasks = ready_tasks(f.store(), workflow(), MANY_TASKS, 1);
-        assert_eq!(
-            claim_all_concurrently(&f, &tasks, |_, seq| seq.next_in(1, 64)),
-            MANY_TASKS
-        );
+/// Runners cycling on one queue: every task finished once, by one claim at a time. Every
+/// fifth task (by id) fails its first attempt and is retried by the cycle, every eleventh is
+/// retried whatever its attempt (so its second, its last, fails), every seventh fails when not
+/// retried; the others complete.
+fn runners_cycling_together_finish_every_task_once(kind: Backend) {
+    let f = Fixture::new(kind);
+    let wf = workflow();
+    const TASKS: usize = 400;
+    ready_tasks(f.store(), wf, TASKS, 2);
+    let retry_at = f.now();
+    let every = |n: u128, id: Uuid| id.as_u128().is_multiple_of(n);
+    let results = on_threads(&f.store, move |_, store| {
+        let runner = Uuid::now_v7();
+        let (mut batch, mut outcome, mut retries) = (Finished::default(), vec![], vec![]);
+        loop {
+            let cycle = store.finish_and_claim(runner, &batch, 8)?;
+            assert!(cycle.lost.is_empty(), "{:?}", cycle.lost);
+            let ended = cycle.completed.iter().chain(&cycle.failed);
+            outcome.extend(ended.map(|t| (t.id, t.status)));
+            retries.extend(cycle.retried.iter().map(|t| t.id));
+            // Done when nothing was sent nor claimed: a retry sent is claimable next.
+            if cycle.claimed.is_empty() && batch.is_empty() {
+                return Ok::<_, DalError>((outcome, retries));
+            }
+            let leases = cycle.claimed.iter().map(|c| (c.lease, c.task.attempt));
+            let (mut done, mut failed, mut retried) = (vec![], vec![], vec![]);
+            for (lease, attempt) in leases {
+                let id = lease.task_id;
+                if every(11, id) || (every(5, id) && attempt == 1) {
+                    retried.push((lease, "flaky", retry_at));
+                } else if every(7, id) {
+                    failed.push((lease, "seventh"));
+                } else {
+                    done.push(lease);
+                }
+            }
+            batch = finished(&done, &failed, &retried);
+        }
+    });
+    let (mut finished_as, mut retried) = (HashMap::new(), vec![]);
+    for (i, result) in results.into_iter().enumerate() {
+        let (outcome, retries) = result.unwrap_or_else(|e| panic!("{kind}: runner {i}: {e:?}"));
+        for (id, status) in outcome {
+            let first = finished_as.insert(id, status).is_none();
+            assert!(first, "{kind}: {id} finished twice");
+        }
+        retried.extend(retries);
+    }
+    assert_eq!(finished_as.len(), TASKS);
+    let rows = f.store.list_for_workflow(wf).unwrap();
+    let twice = |id| every(5, id) || every(11, id);
+    let mut want_retried: Vec<Uuid> = rows.iter().map(|t| t.id).filter(|&id| twice(id)).collect();
+    want_retried.sort();
+    retried.sort();
+    assert_eq!(retried, want_retried, "{kind}: each retried once");
+    for row in rows {
+        let (status, last) = match every(11, row.id) || every(7, row.id) {
+            true => (Failed, EventType::Failed),
+            false => (Completed, EventType::Completed),
+        };
+        assert_eq!(finished_as.get(&row.id), Some(&status));
+        let attempts = 1 + i32::from(twice(row.id));
+        let counts = (row.status, row.claim_count, row.attempt);
+        assert_eq!(counts, (status, attempts, attempts));
+        let mut want = vec![EventType::Created, EventType::Claimed];
+        if twice(row.id) {
+            want.extend([EventType::RetryScheduled, EventType::Claimed]);
+        }
+        want.push(last);
+        let events: Vec<EventType> =
+            checked_history(&f, &row).iter().map(|e| e.event_type).collect();
+        assert_eq!(events, if f.keeps_history() { want } else { vec![] });
     }
 }

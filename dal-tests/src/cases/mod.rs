@@ -3,7 +3,11 @@
 
 pub mod claims;
 pub mod concurrency;
+<<<<<<< HEAD
 pub mod cycle;
+=======
+pub mod create;
+>>>>>>> runner
 pub mod faults;
 pub mod history;
 pub mod locking;
@@ -12,7 +16,6 @@ pub mod opening;
 pub mod retention;
 pub mod statements;
 pub mod support;
-pub mod targeted;
 pub mod transitions;
 pub mod values;
 pub mod workflows;
@@ -26,8 +29,12 @@ pub fn all() -> Vec<Group> {
         ("values", values::CASES),
         ("concurrency", concurrency::CASES),
         ("claims", claims::CASES),
+<<<<<<< HEAD
         ("targeted_claims", targeted::CASES),
         ("runner_cycle", cycle::CASES),
+=======
+        ("sub_status", sub_status::CASES),
+>>>>>>> runner
         ("history", history::CASES),
         ("workflows", workflows::CASES),
         ("retention", retention::CASES),
