@@ -3,11 +3,6 @@
 
 pub mod claims;
 pub mod concurrency;
-<<<<<<< HEAD
-pub mod cycle;
-=======
-pub mod create;
->>>>>>> runner
 pub mod faults;
 pub mod history;
 pub mod locking;
@@ -29,12 +24,6 @@ pub fn all() -> Vec<Group> {
         ("values", values::CASES),
         ("concurrency", concurrency::CASES),
         ("claims", claims::CASES),
-<<<<<<< HEAD
-        ("targeted_claims", targeted::CASES),
-        ("runner_cycle", cycle::CASES),
-=======
-        ("sub_status", sub_status::CASES),
->>>>>>> runner
         ("history", history::CASES),
         ("workflows", workflows::CASES),
         ("retention", retention::CASES),
