@@ -44,14 +44,28 @@ const UNKNOWN: Uuid = Uuid::from_u128(0xDEAD);
 const TEXTS: [&str; 5] =
     ["", "boom", "x'); DROP TABLE task_executions;--", "🦀 ünï", "nul\0inside"];
 
-/// A new task, as generated.
+/// A new task: in workflow `WORKFLOWS[wf]`, named `t{name}` (name 8 is blank, refused), `Ready`
+/// or `NotStarted`, its retry due `retry_in` seconds from now.
 #[derive(Debug, Clone)]
 pub struct NewSpec {
-    wf: usize,
-    name: u8,
-    ready: bool,
-    max_attempts: i32,
-    retry_in: Option<i64>,
+    pub wf: usize,
+    pub name: u8,
+    pub ready: bool,
+    pub max_attempts: i32,
+    pub retry_in: Option<i64>,
+}
+
+/// `NewSpec` without a retry time.
+pub fn spec(wf: usize, name: u8, ready: bool, max_attempts: i32) -> NewSpec {
+    NewSpec { wf, name, ready, max_attempts, retry_in: None }
+}
+
+/// Runs `ops` on a fresh fixture of `kind` and on the model; panics where they disagree. For
+/// cases whose every check the model makes (every field of every answer, row and event).
+pub fn scenario(kind: Backend, ops: &[Op]) {
+    if let Err(failure) = run_sequence(&Fixture::new(kind), ops) {
+        panic!("{kind}: the store disagrees with the model: {failure}");
+    }
 }
 
 /// One call of a sequence. Tasks and leases are picked by index among those made so far.
@@ -255,8 +269,6 @@ fn run_generated(kind: Backend, what: &str, strategy: impl Strategy<Value = Vec<
 
 /// Sequences that once disagreed with the model (or came close), kept as regular cases.
 pub fn found_sequences() -> Vec<Vec<Op>> {
-    let spec =
-        |wf, name, ready, max_attempts| NewSpec { wf, name, ready, max_attempts, retry_in: None };
     vec![
         // A claim, the same task claimed again after a sweep, the old lease refused.
         vec![
