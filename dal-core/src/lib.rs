@@ -19,22 +19,10 @@ pub mod status;
 pub mod store;
 pub mod validate;
 
-#[cfg(feature = "tokio")]
-pub use asynchronous::AsyncStore;
 pub use backend::Backend;
-pub use clock::{Clock, ManualClock, SystemClock};
-pub use error::{DalError, DatabaseErrorKind, Problem, Result, ValidationError};
-pub use event::{EventType, ExecutionEvent};
-pub use model::{
-    Claimed, Completion, Cycle, FailedTask, Finished, Lease, NewTaskExecution, PruneCursor, Pruned,
-    Recovery, RetriedTask, RetryStats, StatusCounts, TaskExecution,
-};
-pub use plan::Transition;
-pub use status::{StatusSet, SubStatus, TaskStatus};
-pub use store::{
-    ClaimStore, History, HistoryStore, RetentionStore, Store, TaskExecutionStore, TaskStore,
-    WorkflowReads,
-};
+pub use prelude::*;
+pub use status::StatusSet;
+pub use store::Store;
 
 /// What a user of a store needs in scope, in one import: the store traits (the methods are
 /// spread over them), the rows and inputs they take and return, the errors, the clock.
@@ -51,7 +39,7 @@ pub use store::{
 /// ```
 pub mod prelude {
     #[cfg(feature = "tokio")]
-    pub use crate::AsyncStore;
+    pub use crate::asynchronous::AsyncStore;
     pub use crate::clock::{Clock, ManualClock, SystemClock};
     pub use crate::error::{DalError, DatabaseErrorKind, Problem, Result, ValidationError};
     pub use crate::event::{EventType, ExecutionEvent};
