@@ -23,20 +23,14 @@ fn name() -> String {
 /// `n` new tasks in `status`, with names unused so far.
 fn news(n: usize, status: TaskStatus) -> Vec<NewTaskExecution> {
     let wf = Uuid::now_v7();
-    (0..n)
-        .map(|_| NewTaskExecution::new(wf, name()).with_status(status))
-        .collect()
+    (0..n).map(|_| NewTaskExecution::new(wf, name()).with_status(status)).collect()
 }
 
 fn create(c: &mut Criterion, env: &BenchEnv) {
     let mut group = c.benchmark_group(format!("{}/create", env.kind));
     let wf = Uuid::now_v7();
     group.bench_function("dal", |b| {
-        b.iter(|| {
-            env.store
-                .create(&NewTaskExecution::new(wf, name()))
-                .unwrap()
-        })
+        b.iter(|| env.store.create(&NewTaskExecution::new(wf, name())).unwrap())
     });
     group.bench_function("insert_then_select", |b| {
         b.iter(|| env.baseline.create_insert_then_select(wf, &name()))
@@ -48,33 +42,22 @@ fn create(c: &mut Criterion, env: &BenchEnv) {
 }
 
 fn get(c: &mut Criterion, env: &BenchEnv) {
-    let task = env
-        .store
-        .create(&NewTaskExecution::new(Uuid::now_v7(), name()))
-        .unwrap();
+    let task = env.store.create(&NewTaskExecution::new(Uuid::now_v7(), name())).unwrap();
     let mut group = c.benchmark_group(format!("{}/get", env.kind));
     group.bench_function("dal", |b| b.iter(|| env.store.get(task.id).unwrap()));
     group.finish();
 }
 
 fn reset_and_transition(c: &mut Criterion, env: &BenchEnv) {
-    let task = env
-        .store
-        .create_many(&news(1, TaskStatus::Ready))
-        .unwrap()
-        .remove(0);
+    let task = env.store.create_many(&news(1, TaskStatus::Ready)).unwrap().remove(0);
     let mut group = c.benchmark_group(format!("{}/reset_task_for_recovery", env.kind));
-    group.bench_function("dal", |b| {
-        b.iter(|| env.store.reset_task_for_recovery(task.id).unwrap())
-    });
+    group.bench_function("dal", |b| b.iter(|| env.store.reset_task_for_recovery(task.id).unwrap()));
     group.bench_function("select_then_update", |b| {
         b.iter(|| env.baseline.reset_select_then_update(task.id))
     });
     group.finish();
     let mut group = c.benchmark_group(format!("{}/transition_with_event", env.kind));
-    group.bench_function("dal", |b| {
-        b.iter(|| env.store.reset_task_for_recovery(task.id).unwrap())
-    });
+    group.bench_function("dal", |b| b.iter(|| env.store.reset_task_for_recovery(task.id).unwrap()));
     group.bench_function("read_update_insert", |b| {
         b.iter(|| env.baseline.reset_read_update_insert(task.id))
     });
@@ -139,13 +122,8 @@ fn claimed_32(env: &BenchEnv, runner: Uuid, max_attempts: i32) -> Vec<Lease> {
         .map(|n| n.with_max_attempts(max_attempts))
         .collect();
     env.store.create_many(&tasks).unwrap();
-    let leases: Vec<Lease> = env
-        .store
-        .claim_ready(runner, 32)
-        .unwrap()
-        .into_iter()
-        .map(|c| c.lease)
-        .collect();
+    let leases: Vec<Lease> =
+        env.store.claim_ready(runner, 32).unwrap().into_iter().map(|c| c.lease).collect();
     assert_eq!(leases.len(), 32);
     env.store.create_many(&news(32, TaskStatus::Ready)).unwrap();
     leases
@@ -180,11 +158,7 @@ fn runner_cycle(c: &mut Criterion, env: &BenchEnv) {
             held,
             |finished| {
                 assert_eq!(
-                    env.store
-                        .complete_many(&finished.completed)
-                        .unwrap()
-                        .completed
-                        .len(),
+                    env.store.complete_many(&finished.completed).unwrap().completed.len(),
                     32
                 );
                 let claimed = env.store.claim_ready(runner, 32).unwrap();
@@ -211,17 +185,9 @@ fn runner_cycle_retrying(c: &mut Criterion, env: &BenchEnv) {
         let retried = leases
             .split_off(30)
             .into_iter()
-            .map(|lease| RetriedTask {
-                lease,
-                error: "e".into(),
-                retry_at: later(),
-            })
+            .map(|lease| RetriedTask { lease, error: "e".into(), retry_at: later() })
             .collect();
-        Finished {
-            retried,
-            completed: leases,
-            failed: Vec::new(),
-        }
+        Finished { retried, completed: leases, failed: Vec::new() }
     };
     let finish = |next: Vec<Lease>| assert_eq!(env.store.complete_many(&next).unwrap().lost, []);
     group.bench_function("finish_and_claim", |b| {
@@ -230,11 +196,7 @@ fn runner_cycle_retrying(c: &mut Criterion, env: &BenchEnv) {
             |finished| {
                 let cycle = env.store.finish_and_claim(runner, &finished, 32).unwrap();
                 assert_eq!(
-                    (
-                        cycle.completed.len(),
-                        cycle.retried.len(),
-                        cycle.claimed.len()
-                    ),
+                    (cycle.completed.len(), cycle.retried.len(), cycle.claimed.len()),
                     (30, 2, 32)
                 );
                 cycle.claimed
@@ -248,16 +210,10 @@ fn runner_cycle_retrying(c: &mut Criterion, env: &BenchEnv) {
             held,
             |finished| {
                 for r in &finished.retried {
-                    let retried = env
-                        .store
-                        .fail_and_retry(&r.lease, &r.error, r.retry_at)
-                        .unwrap();
+                    let retried = env.store.fail_and_retry(&r.lease, &r.error, r.retry_at).unwrap();
                     assert_eq!(retried.attempt, 2);
                 }
-                let completed = Finished {
-                    retried: Vec::new(),
-                    ..finished
-                };
+                let completed = Finished { retried: Vec::new(), ..finished };
                 let cycle = env.store.finish_and_claim(runner, &completed, 32).unwrap();
                 assert_eq!((cycle.completed.len(), cycle.claimed.len()), (30, 32));
                 cycle.claimed
@@ -332,9 +288,8 @@ fn read_rows(c: &mut Criterion, env: &BenchEnv) {
     group.bench_function("whole_rows", |b| {
         b.iter(|| assert_eq!(env.store.list_for_workflow(wf).unwrap().len(), 32))
     });
-    group.bench_function("ids_only", |b| {
-        b.iter(|| assert_eq!(env.baseline.list_ids(wf).len(), 32))
-    });
+    group
+        .bench_function("ids_only", |b| b.iter(|| assert_eq!(env.baseline.list_ids(wf).len(), 32)));
     group.finish();
 }
 
@@ -344,10 +299,7 @@ fn task_life(c: &mut Criterion, env: &BenchEnv) {
     let runner = Uuid::now_v7();
     group.bench_function("dal", |b| {
         b.iter(|| {
-            let task = env
-                .store
-                .create(&NewTaskExecution::new(wf, name()))
-                .unwrap();
+            let task = env.store.create(&NewTaskExecution::new(wf, name())).unwrap();
             env.store.mark_ready(task.id).unwrap();
             let claimed = env.store.claim_ready(runner, 1).unwrap().remove(0);
             assert_eq!(claimed.task.id, task.id);
@@ -357,11 +309,9 @@ fn task_life(c: &mut Criterion, env: &BenchEnv) {
     group.bench_function("old_patterns", |b| {
         b.iter(|| {
             let id = env.baseline.create_insert_then_select(wf, &name());
-            env.baseline
-                .transition_read_update_insert(id, "ready", "ready");
+            env.baseline.transition_read_update_insert(id, "ready", "ready");
             assert_eq!(env.baseline.claim_scan_then_each(runner, 1), [id]);
-            env.baseline
-                .transition_read_update_insert(id, "completed", "completed");
+            env.baseline.transition_read_update_insert(id, "completed", "completed");
         })
     });
     group.finish();
