@@ -11,7 +11,7 @@ use dal_core::plan::{CLAIMED, Claim, Plan, Stale};
 use dal_core::{Backend, DalError, PruneCursor, Pruned, Result, TaskExecution};
 use dal_diesel::errors::{from_diesel, from_pool};
 use dal_diesel::prepared::Prepared;
-use dal_diesel::row::{RETURNING, Returning, Written, written};
+use dal_diesel::row::{RETURNING, Returning, Row, tasks};
 use dal_diesel::write::{PLAN, Param, TASK, distinct, guard, params, set_list, task};
 use diesel::connection::SimpleConnection;
 use diesel::pg::Pg;
@@ -62,11 +62,8 @@ impl PgBackend {
     }
 
     /// Runs a write kept prepared, and returns the rows it wrote.
-    fn write(
-        &self,
-        query: BoxedSqlQuery<'_, Pg, SqlQuery>,
-    ) -> Result<Vec<(TaskExecution, Option<DateTime<Utc>>)>> {
-        written(self.run(|conn| Prepared(Returning(query)).load::<Written>(conn))?)
+    fn write(&self, query: BoxedSqlQuery<'_, Pg, SqlQuery>) -> Result<Vec<TaskExecution>> {
+        tasks(self.run(|conn| Prepared(Returning(query)).load::<Row>(conn))?)
     }
 }
 
@@ -158,18 +155,15 @@ fn batch_sql(finished: bool, claim: bool) -> String {
     }
     if claim {
         let plan = take(PLAN.len());
-        let range: Vec<String> = (0..3).map(|_| take(1)).collect();
+        let (due_at, limit) = (take(1), take(1));
         ctes.push(format!(
             "c ({}) AS (VALUES ({plan})), \
              fresh AS MATERIALIZED (SELECT id FROM task_executions WHERE status = 'ready' AND \
-             due_at BETWEEN {} AND {} ORDER BY due_at, id LIMIT {} FOR UPDATE SKIP LOCKED), \
+             due_at <= {due_at} ORDER BY due_at, id LIMIT {limit} FOR UPDATE SKIP LOCKED), \
              claimed AS (UPDATE task_executions AS t SET {} FROM c WHERE t.id = ANY(ARRAY(\
              SELECT id FROM fresh)) AND {} RETURNING t.*, c.event_type, c.event_data, \
              c.event_runner)",
             PLAN.join(", "),
-            range[0],
-            range[1],
-            range[2],
             set_list("c"),
             guard(None, "c"),
         ));
@@ -336,7 +330,7 @@ impl Backend for PgBackend {
                 .sql(LOGGED)
                 .sql(RETURNING)
                 .sql(" FROM changed");
-        Ok(self.write(query)?.into_iter().map(|(row, _)| row).collect())
+        self.write(query)
     }
 
     fn apply(&self, id: Uuid, plan: &Plan) -> Result<Option<TaskExecution>> {
@@ -348,14 +342,10 @@ impl Backend for PgBackend {
             ),
             bind,
         );
-        Ok(self.write(query)?.pop().map(|(row, _)| row))
+        Ok(self.write(query)?.pop())
     }
 
-    fn cycle(
-        &self,
-        finished: &[Plan],
-        claim: &Claim,
-    ) -> Result<Vec<(TaskExecution, Option<DateTime<Utc>>)>> {
+    fn cycle(&self, finished: &[Plan], claim: &Claim) -> Result<Vec<TaskExecution>> {
         let (finishing, claiming) = (!finished.is_empty(), claim.limit > 0);
         if !finishing && !claiming {
             return Ok(Vec::new());
@@ -384,7 +374,6 @@ impl Backend for PgBackend {
             query = params(&claim.plan)
                 .into_iter()
                 .fold(query, bind)
-                .bind::<Timestamptz, _>(claim.from)
                 .bind::<Timestamptz, _>(claim.due_at)
                 .bind::<BigInt, _>(i64::from(claim.limit));
         }
@@ -401,8 +390,7 @@ impl Backend for PgBackend {
             .bind::<Integer, _>(stale.recovery_attempts.0)
             .bind::<Integer, _>(stale.recovery_attempts.1);
         // Not kept prepared: planned for each sweep with the table as it is then.
-        let rows: Vec<Written> = self.run(|conn| Returning(query).load(conn))?;
-        Ok(written(rows)?.into_iter().map(|(row, _)| row).collect())
+        tasks(self.run(|conn| Returning(query).load::<Row>(conn))?)
     }
 
     fn prune(

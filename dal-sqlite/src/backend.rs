@@ -13,7 +13,7 @@ use dal_core::plan::{Claim, Plan, Stale};
 use dal_core::{Backend, DalError, PruneCursor, Pruned, Result, TaskExecution};
 use dal_diesel::errors::from_pool;
 use dal_diesel::prepared::Prepared;
-use dal_diesel::row::{RETURNING, Returning, Written, written};
+use dal_diesel::row::{RETURNING, Returning, Row, tasks};
 use dal_diesel::types::{Id, Instant, Json};
 use dal_diesel::write::{PLAN, Param, TASK, distinct, guard, params, set_list, task};
 use diesel::prelude::*;
@@ -56,7 +56,7 @@ impl From<DalError> for TxError {
     }
 }
 
-type Rows = Vec<(TaskExecution, Option<DateTime<Utc>>)>;
+type Rows = Vec<TaskExecution>;
 
 /// The rows of each statement of a write, with the event each of its rows gets.
 type Logged<'e> = Vec<(Rows, Option<&'e EventSpec>)>;
@@ -91,9 +91,7 @@ impl SqliteBackend {
             let groups = write(conn)?;
             let mut events: Vec<(&EventSpec, &TaskExecution)> = groups
                 .iter()
-                .filter_map(|(rows, event)| {
-                    event.map(|e| rows.iter().map(move |(row, _)| (e, row)))
-                })
+                .filter_map(|(rows, event)| event.map(|e| rows.iter().map(move |row| (e, row))))
                 .flatten()
                 .collect();
             if !events.is_empty() {
@@ -170,7 +168,7 @@ fn apply_sql() -> &'static str {
     })
 }
 
-/// A plan (`$1...`) on up to `$38` `Ready` tasks due from `$36` to `$37`, oldest first. `LIMIT
+/// A plan (`$1...`) on up to `$37` `Ready` tasks due by `$36`, oldest first. `LIMIT
 /// +?`: SQLite prepares a statement with `LIMIT ?` again whenever the limit is bound.
 fn claim_sql() -> &'static str {
     static SQL: OnceLock<String> = OnceLock::new();
@@ -178,13 +176,12 @@ fn claim_sql() -> &'static str {
         let n = PLAN.len();
         format!(
             "UPDATE task_executions AS t SET {} FROM (SELECT {}) AS w WHERE t.id IN (SELECT id \
-             FROM task_executions WHERE status = 'ready' AND due_at BETWEEN ${} AND ${} \
+             FROM task_executions WHERE status = 'ready' AND due_at <= ${} \
              ORDER BY due_at, id LIMIT +${}) AND {} RETURNING {RETURNING}",
             set_list("w"),
             w_row(1, &PLAN),
             n + 1,
             n + 2,
-            n + 3,
             guard(None, "w"),
         )
     })
@@ -272,7 +269,7 @@ fn insert(
     into: &'static str,
     rows: Vec<Vec<Param>>,
     returning: bool,
-) -> QueryResult<Vec<Written>> {
+) -> QueryResult<Vec<Row>> {
     let chunk = chunk(rows.first().map_or(1, Vec::len));
     let mut written = Vec::new();
     let mut rows = rows.into_iter().peekable();
@@ -280,7 +277,7 @@ fn insert(
         let rows: Vec<Vec<Param>> = rows.by_ref().take(chunk).collect();
         let insert = Insert { into, rows, returning };
         if returning {
-            written.extend(Returning(insert).load::<Written>(conn)?);
+            written.extend(Returning(insert).load::<Row>(conn)?);
         } else {
             insert.execute(conn)?;
         }
@@ -341,8 +338,7 @@ fn update(
         .into_boxed()
         .bind::<Text, _>(Value::from(targets.to_vec()).to_string());
     let query = params(plan).into_iter().fold(query, bind);
-    let rows: Vec<Written> = Prepared(Returning(query)).load(conn)?;
-    Ok(written(rows)?)
+    Ok(tasks(Prepared(Returning(query)).load::<Row>(conn)?)?)
 }
 
 impl Backend for SqliteBackend {
@@ -385,9 +381,9 @@ impl Backend for SqliteBackend {
         let alone = event.is_none() && values.len() <= chunk(values[0].len());
         let written = self.write(alone, first.created_at, |conn| {
             let rows = insert(conn, TASK_COLUMNS, values, true)?;
-            Ok(vec![(written(rows)?, event)])
+            Ok(vec![(tasks(rows)?, event)])
         })?;
-        Ok(written.into_iter().map(|(row, _)| row).collect())
+        Ok(written)
     }
 
     fn apply(&self, id: Uuid, plan: &Plan) -> Result<Option<TaskExecution>> {
@@ -397,10 +393,9 @@ impl Backend for SqliteBackend {
                 .into_iter()
                 .chain(params(plan))
                 .fold(diesel::sql_query(apply_sql()).into_boxed(), bind);
-            let rows: Vec<Written> = Prepared(Returning(query)).load(conn)?;
-            Ok(vec![(written(rows)?, plan.event.as_ref())])
+            Ok(vec![(tasks(Prepared(Returning(query)).load::<Row>(conn)?)?, plan.event.as_ref())])
         })?;
-        Ok(written.into_iter().next().map(|(row, _)| row))
+        Ok(written.into_iter().next())
     }
 
     fn cycle(&self, finished: &[Plan], claim: &Claim) -> Result<Rows> {
@@ -415,11 +410,10 @@ impl Backend for SqliteBackend {
                 let query = params(&claim.plan)
                     .into_iter()
                     .fold(diesel::sql_query(claim_sql()).into_boxed(), bind)
-                    .bind::<Instant, _>(claim.from)
                     .bind::<Instant, _>(claim.due_at)
                     .bind::<BigInt, _>(i64::from(claim.limit));
-                let rows: Vec<Written> = Prepared(Returning(query)).load(conn)?;
-                groups.push((written(rows)?, claim.plan.event.as_ref()));
+                let rows = dal_diesel::row::tasks(Prepared(Returning(query)).load::<Row>(conn)?)?;
+                groups.push((rows, claim.plan.event.as_ref()));
             }
             // One statement per distinct plan, for all its tasks; a task already written (a
             // retry applied) skips its other plan.
@@ -434,7 +428,7 @@ impl Backend for SqliteBackend {
                     continue;
                 }
                 let rows = update(conn, &targets, plan)?;
-                done.extend(rows.iter().map(|(row, _)| row.id));
+                done.extend(rows.iter().map(|row| row.id));
                 groups.push((rows, plan.event.as_ref()));
             }
             Ok(groups)
@@ -443,17 +437,15 @@ impl Backend for SqliteBackend {
 
     fn sweep(&self, stale: &Stale, plan: &Plan) -> Result<Vec<TaskExecution>> {
         let at = plan.effects.updated_at;
-        let written = self.write(plan.event.is_none(), at, |conn| {
+        self.write(plan.event.is_none(), at, |conn| {
             let query = params(plan)
                 .into_iter()
                 .fold(diesel::sql_query(sweep_sql()).into_boxed(), bind)
                 .bind::<Instant, _>(stale.older_than)
                 .bind::<Integer, _>(stale.recovery_attempts.0)
                 .bind::<Integer, _>(stale.recovery_attempts.1);
-            let rows: Vec<Written> = Prepared(Returning(query)).load(conn)?;
-            Ok(vec![(written(rows)?, plan.event.as_ref())])
-        })?;
-        Ok(written.into_iter().map(|(row, _)| row).collect())
+            Ok(vec![(tasks(Prepared(Returning(query)).load::<Row>(conn)?)?, plan.event.as_ref())])
+        })
     }
 
     fn prune(
