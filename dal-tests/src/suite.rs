@@ -1,8 +1,8 @@
 //! The suite: cases written once against [`dal_core::TaskExecutionStore`] and a backend's
-//! factory ([`TestBackend`]: a database of a case's own, the statement counts it promises, the
-//! few things whose SQL differs; [`TestDatabase`]: stores on that database, raw SQL, a lock
-//! held by another connection, the backend's fault), run by each backend crate's own
-//! `tests/conformance` with its factory and its variants ([`Run`], [`main`]).
+//! factory ([`TestBackend`]: a database of a case's own and what the backend promises, its
+//! [`Traits`]; [`TestDatabase`]: stores on that database, raw SQL, a lock held by another
+//! connection, the backend's fault), run by each backend crate's own `tests/conformance` with
+//! its factory and its variants ([`Run`], [`runs`], [`main`]).
 
 use std::any::Any;
 use std::fmt;
@@ -12,12 +12,16 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use dal_core::clock::to_micros;
 use dal_core::{Clock, History, ManualClock, TaskExecutionStore};
+use diesel::connection::SimpleConnection;
+use diesel::query_dsl::methods::ExecuteDsl;
+use diesel::{Connection, RunQueryDsl};
 use libtest_mimic::{Arguments, Failed, Trial};
 use uuid::Uuid;
 
 use crate::counter::StatementLog;
 use crate::operations::{Operation, Statements};
-use crate::provision;
+use crate::variants::Variant;
+use crate::{cases, provision};
 
 /// A backend as the suite holds it.
 pub type Backend = &'static dyn TestBackend;
@@ -26,63 +30,89 @@ pub type Backend = &'static dyn TestBackend;
 pub type Instrumentation =
     Arc<dyn Fn() -> Box<dyn diesel::connection::Instrumentation> + Send + Sync>;
 
-/// A backend under test: how to make a database for a case, and what the backend promises.
-pub trait TestBackend: Send + Sync + 'static {
+/// What a backend promises, and the few things whose SQL differs.
+#[derive(Clone, Copy)]
+pub struct Traits {
     /// Lower-case name: the first part of each test name (`sqlite::create::...`).
-    fn name(&self) -> &'static str;
-
+    pub name: &'static str,
     /// The header of the backend's column in the README's statement table.
-    fn title(&self) -> &'static str;
+    pub title: &'static str,
+    /// How many statements each shape of operation sends (every statement, `BEGIN`/`COMMIT`
+    /// included): the backend's column of the statement table.
+    pub counts: Statements,
+    /// Statements one connection keeps prepared after every operation of the table ran once.
+    pub prepared_per_connection: usize,
+    /// Statements a retention batch prepares on its first use.
+    pub prepared_per_prune_batch: usize,
+    /// What a write returns when another connection holds its lock past the lock timeout.
+    pub lock_timeout: LockTimeout,
+    /// Raw SQL: the literal of a task id.
+    pub id_literal: fn(Uuid) -> String,
+    /// Raw SQL: statements after which inserting events of the given type fails.
+    pub refuse_events_sql: fn(&str) -> String,
+    /// Raw SQL: statements that delete every task and every event.
+    pub empty_tables_sql: &'static str,
+    /// Whether the stores the suite opens write the execution history.
+    pub history: History,
+}
+
+/// A backend under test: how to make a database for a case, and what it promises ([`Traits`]).
+pub trait TestBackend: Send + Sync + 'static {
+    /// What the backend promises.
+    fn traits(&self) -> Traits;
 
     /// A new, empty database (a file, a schema) for one case, removed when dropped. The case's
     /// stores hold at most `connections` connections to it at once (with the first store's
     /// pool): a server with a connection limit reserves them.
     fn database(&self, connections: u32) -> Box<dyn TestDatabase>;
 
-    /// How many statements each shape of operation sends (every statement, `BEGIN`/`COMMIT`
-    /// included): the backend's column of the statement table, asserted by the `statements`
-    /// cases.
-    fn statement_counts(&self) -> Statements;
+    /// Opens a store on `database` (a variant wraps it). The rest: the backend's [`Traits`].
+    fn open(&self, database: &dyn TestDatabase, setup: &StoreSetup) -> Arc<dyn TaskExecutionStore> {
+        database.open(setup)
+    }
 
-    /// How many statements `operation` sends (from [`TestBackend::statement_counts`]).
+    fn name(&self) -> &'static str {
+        self.traits().name
+    }
+    fn title(&self) -> &'static str {
+        self.traits().title
+    }
+    fn statement_counts(&self) -> Statements {
+        self.traits().counts
+    }
     fn statements(&self, operation: Operation) -> usize {
         operation.statements(&self.statement_counts())
     }
-
-    /// How many statements one connection keeps prepared after every operation of the table
-    /// ran once on it.
-    fn prepared_per_connection(&self) -> usize;
-
-    /// How many statements a retention batch prepares on its first use.
-    fn prepared_per_prune_batch(&self) -> usize;
-
-    /// What a write returns when another connection holds the lock it needs past the store's
-    /// lock timeout.
-    fn lock_timeout(&self) -> LockTimeout;
-
-    /// Raw SQL: the literal of task id `id` in this backend's SQL.
-    fn id_literal(&self, id: Uuid) -> String;
-
-    /// Raw SQL: statements after which the database refuses to insert events of type
-    /// `event_type` (e.g. `failed`), failing the statement that tries.
-    fn refuse_events_sql(&self, event_type: &str) -> String;
-
-    /// Raw SQL: statements that delete every task and every event.
-    fn empty_tables_sql(&self) -> &'static str;
-
-    /// Whether the stores the suite opens write the execution history (default: they do).
+    fn prepared_per_connection(&self) -> usize {
+        self.traits().prepared_per_connection
+    }
+    fn prepared_per_prune_batch(&self) -> usize {
+        self.traits().prepared_per_prune_batch
+    }
+    fn lock_timeout(&self) -> LockTimeout {
+        self.traits().lock_timeout
+    }
+    fn id_literal(&self, id: Uuid) -> String {
+        (self.traits().id_literal)(id)
+    }
+    fn refuse_events_sql(&self, event_type: &str) -> String {
+        (self.traits().refuse_events_sql)(event_type)
+    }
+    fn empty_tables_sql(&self) -> &'static str {
+        self.traits().empty_tables_sql
+    }
     fn history(&self) -> History {
-        History::Kept
+        self.traits().history
     }
 }
 
-impl fmt::Display for dyn TestBackend {
+impl fmt::Debug for dyn TestBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
 }
 
-impl fmt::Debug for dyn TestBackend {
+impl fmt::Display for dyn TestBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
@@ -98,8 +128,7 @@ pub enum LockTimeout {
     LockNotAvailable,
 }
 
-/// Which plans a PostgreSQL store's sessions use; other backends have one kind of plan and
-/// ignore it.
+/// Which plans a PostgreSQL store's sessions use; other backends ignore it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Plans {
     /// The server's default (`plan_cache_mode = auto`).
@@ -135,8 +164,7 @@ pub trait TestDatabase: Send + Sync {
     /// connections the database was made for; later ones reserve their own.
     fn open(&self, setup: &StoreSetup) -> Arc<dyn TaskExecutionStore>;
 
-    /// Runs `sql` (statements separated by `;`) over a connection of its own, outside any
-    /// store.
+    /// Runs `sql` (statements separated by `;`) over a connection of its own.
     fn execute(&self, sql: &str) -> Result<(), String>;
 
     /// Another connection holding a lock the store needs to change task `id` (PostgreSQL: the
@@ -151,7 +179,9 @@ pub trait TestDatabase: Send + Sync {
 
     /// Checks the database's own consistency where the backend has such a check (SQLite's
     /// `PRAGMA integrity_check`); `Ok` where it has none.
-    fn check_integrity(&self) -> Result<(), String>;
+    fn check_integrity(&self) -> Result<(), String> {
+        Ok(())
+    }
 
     /// The database, for a backend's own cases to downcast.
     fn as_any(&self) -> &dyn Any;
@@ -167,7 +197,43 @@ pub trait HeldLock: Send {
     fn execute(&mut self, sql: &str) -> Result<usize, String>;
 
     /// Commits the holder's transaction, releasing the lock.
-    fn commit(&mut self) -> Result<(), String>;
+    fn commit(&mut self) -> Result<(), String> {
+        self.execute("COMMIT").map(drop)
+    }
+}
+
+/// A raw connection of a backend's own that has run `sql`, as a [`HeldLock`] when `sql` took
+/// a lock; `waiters` counts the sessions waiting for it, where the database can tell.
+pub struct Holder<C> {
+    /// The connection.
+    pub conn: C,
+    /// Counts the waiters on the connection.
+    pub waiters: fn(&mut C) -> Option<usize>,
+}
+
+impl<C: Connection + SimpleConnection + Send + 'static> Holder<C>
+where
+    diesel::query_builder::SqlQuery: ExecuteDsl<C>,
+{
+    /// Connects to `url` and runs `sql` there.
+    pub fn connect(url: &str, sql: &str, waiters: fn(&mut C) -> Option<usize>) -> Result<Self, String> {
+        let mut conn = C::establish(url).map_err(|e| format!("connect to {url}: {e}"))?;
+        conn.batch_execute(sql).map_err(|e| format!("{sql}: {e}"))?;
+        Ok(Holder { conn, waiters })
+    }
+}
+
+impl<C: Connection + Send + 'static> HeldLock for Holder<C>
+where
+    diesel::query_builder::SqlQuery: ExecuteDsl<C>,
+{
+    fn waiters(&mut self) -> Option<usize> {
+        (self.waiters)(&mut self.conn)
+    }
+
+    fn execute(&mut self, sql: &str) -> Result<usize, String> {
+        diesel::sql_query(sql).execute(&mut self.conn).map_err(|e| e.to_string())
+    }
 }
 
 /// How a case's store is opened.
@@ -219,28 +285,27 @@ impl Fixture {
         let clock = Arc::new(ManualClock::new(start_time()));
         let log = StatementLog::new();
         let database = kind.database(setup.pool_size);
-        let store = database.open(&StoreSetup {
-            pool_size: setup.pool_size,
-            lock_timeout: setup.lock_timeout,
-            plans: Plans::Default,
-            clock: clock.clone(),
-            instrumentation: Some(log.factory()),
-            history: kind.history(),
-        });
+        let store = kind.open(
+            &*database,
+            &StoreSetup {
+                pool_size: setup.pool_size,
+                lock_timeout: setup.lock_timeout,
+                plans: Plans::Default,
+                clock: clock.clone(),
+                instrumentation: Some(log.factory()),
+                history: kind.history(),
+            },
+        );
         Fixture { kind, store, clock, log, database }
     }
 
     /// Another store on the fixture's database, with a pool and a clock of its own and no
     /// statement counting, as a second process would open it; its sessions use `plans`.
     pub fn other_store(&self, pool_size: u32, plans: Plans) -> Arc<dyn TaskExecutionStore> {
-        self.database.open(&StoreSetup {
-            pool_size,
-            lock_timeout: None,
-            plans,
-            clock: Arc::new(ManualClock::new(self.clock.now())),
-            instrumentation: None,
-            history: self.kind.history(),
-        })
+        let clock = Arc::new(ManualClock::new(self.clock.now()));
+        let history = self.kind.history();
+        let setup = StoreSetup { pool_size, lock_timeout: None, plans, clock, instrumentation: None, history };
+        self.kind.open(&*self.database, &setup)
     }
 
     /// Whether the fixture's store writes the execution history: the cases check the events
@@ -332,78 +397,62 @@ macro_rules! case {
     };
 }
 
-/// A case of one backend's own: named `<backend>::<group>::<name>`.
-#[derive(Clone, Copy)]
-pub struct OwnCase {
-    /// The group, as in the suite's names.
-    pub group: &'static str,
-    /// The case's name inside its group.
-    pub name: &'static str,
-    /// Runs the case; panics on failure.
-    pub run: fn(),
+/// A case of one backend's own, named `<backend>::<group>::<name>`: `(group, name, run)`.
+pub type OwnCase = (&'static str, &'static str, fn());
+
+/// The [`OwnCase`]s of `group`: the functions of `module`, named as they are.
+#[macro_export]
+macro_rules! own_cases {
+    ($group:literal, $module:ident: $($case:ident),+ $(,)?) => {
+        vec![$(($group, stringify!($case), $module::$case as fn())),+]
+    };
 }
 
 /// One run of the suite: a backend (a factory, or a variant of one), the groups of cases it
-/// runs (a variant runs those it can change), and its own cases.
-pub struct Run {
-    /// The backend.
-    pub backend: Backend,
-    /// The groups of the suite's cases it runs.
-    pub groups: Vec<Group>,
-    /// Its own cases.
-    pub own: Vec<OwnCase>,
-    /// Why it cannot run here (a service it needs is missing), if it cannot: its cases are
-    /// reported as ignored, and the reason printed once.
-    pub unavailable: Option<String>,
-    /// Whether its column of the README's statement table is checked.
-    pub in_readme: bool,
+/// runs, its own cases, and why it cannot run here, if it cannot (its cases are then reported
+/// as ignored, and the reason printed once).
+pub struct Run(pub Backend, pub Vec<Group>, pub Vec<OwnCase>, pub Option<String>);
+
+/// The runs of every backend: `base`, every group and its `own` cases; with the history off
+/// (what each shape of operation sends then, and what a connection keeps prepared); every call
+/// through the async interface.
+pub fn runs(base: Backend, own: Vec<OwnCase>, no_history: (Statements, usize)) -> Vec<Run> {
+    let (counts, prepared) = no_history;
+    let with_async = [cases::calls(), vec![("async", crate::variants::ASYNC)]].concat();
+    vec![
+        Run(base, cases::all(), own, None),
+        Run(Variant::no_history(base, counts, prepared), cases::without_history(), vec![], None),
+        Run(Variant::through_async(base), with_async, vec![], None),
+    ]
 }
 
 /// The test binary's `main` for `runs`: every case of every run as a libtest trial named
 /// `<backend>::<group>::<case>` (libtest's command line: filters, `--exact`, `--list`, ...),
-/// and the README's statement table checked against the runs that are in it; then the
-/// PostgreSQL container is stopped if one was started.
+/// and the README's statement table checked against every run's column; then the PostgreSQL
+/// server the tests started, if any, is stopped.
 pub fn main(runs: Vec<Run>) {
     let args = Arguments::from_args();
-    let mut trials = Vec::new();
-    let mut columns = Vec::new();
-    for run in runs {
-        let kind = run.backend;
-        if let Some(why) = &run.unavailable {
+    let (mut trials, mut columns) = (Vec::new(), Vec::new());
+    for Run(kind, groups, own, unavailable) in runs {
+        if let Some(why) = &unavailable {
             eprintln!("{kind}: its cases are ignored: {why}");
         }
-        let ignored = run.unavailable.is_some();
-        for (group, cases) in run.groups {
-            for case in cases {
-                let test = case.run;
-                let name = format!("{kind}::{group}::{}", case.name);
-                trials.push(
-                    Trial::test(name, move || {
-                        test(kind);
-                        Ok(())
-                    })
-                    .with_ignored_flag(ignored),
-                );
-            }
+        let mut add = |group: &str, name: &str, test: Box<dyn FnOnce() + Send>| {
+            let trial = Trial::test(format!("{kind}::{group}::{name}"), move || {
+                test();
+                Ok(())
+            });
+            trials.push(trial.with_ignored_flag(unavailable.is_some()));
+        };
+        for (group, cases) in groups {
+            cases.iter().for_each(|case| add(group, case.name, Box::new(move || (case.run)(kind))));
         }
-        for own in run.own {
-            let name = format!("{kind}::{}::{}", own.group, own.name);
-            trials.push(
-                Trial::test(name, move || {
-                    (own.run)();
-                    Ok(())
-                })
-                .with_ignored_flag(ignored),
-            );
-        }
-        if run.in_readme {
-            columns.push((kind.title(), kind.statement_counts()));
-        }
+        own.into_iter().for_each(|(group, name, run)| add(group, name, Box::new(run)));
+        columns.push((kind.title(), kind.statement_counts()));
     }
     trials.push(Trial::test("readme::statement_table", move || {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md");
-        let readme =
-            std::fs::read_to_string(path).map_err(|e| Failed::from(format!("{path}: {e}")))?;
+        let readme = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
         crate::operations::check_readme_table(&readme, &columns).map_err(Failed::from)
     }));
     let conclusion = libtest_mimic::run(&args, trials);

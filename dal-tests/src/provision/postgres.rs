@@ -67,9 +67,7 @@ pub struct ConnectionPermit(&'static Budget, u32);
 
 impl Budget {
     fn new(total: u32) -> Self {
-        let free = Mutex::new(total.into());
-        let freed = Condvar::new();
-        Budget { total, free, freed }
+        Budget { total, free: Mutex::new(total.into()), freed: Condvar::new() }
     }
 
     /// Takes `connections`, first waiting until they are free if `wait` (all of the budget at
@@ -106,18 +104,15 @@ pub fn reserve_connections(connections: u32) -> ConnectionPermit {
 /// enough for one case with a default pool).
 fn read_budget(conn: &mut PgConnection) -> Result<u32, String> {
     if let Ok(set) = std::env::var("DAL_TEST_CONNECTIONS") {
-        let parsed = set.parse().ok().filter(|&n: &u32| n > ADMIN_CONNECTIONS);
-        let wrong =
-            format!("DAL_TEST_CONNECTIONS must be a number above {ADMIN_CONNECTIONS}, got {set:?}");
-        return parsed.ok_or(wrong);
+        let wrong = format!("DAL_TEST_CONNECTIONS must be a number above {ADMIN_CONNECTIONS}");
+        return set.parse().ok().filter(|&n: &u32| n > ADMIN_CONNECTIONS).ok_or(wrong);
     }
-    let room: i64 = sql::<BigInt>(
+    let room = sql::<BigInt>(
         "SELECT current_setting('max_connections')::bigint \
               - current_setting('superuser_reserved_connections')::bigint \
               - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')",
-    )
-    .get_result(conn)
-    .map_err(|e| format!("cannot read max_connections: {e}"))?;
+    );
+    let room: i64 = room.get_result(conn).map_err(|e| format!("cannot read max_connections: {e}"))?;
     Ok(u32::try_from(room - 10).unwrap_or(0).max(12))
 }
 
@@ -132,26 +127,37 @@ pub fn server_url() -> &'static str {
     &server().0
 }
 
+/// Runs each of `statements` in turn at `url`, over a connection of its own.
+fn execute_each(url: &str, statements: &[String]) -> Result<(), String> {
+    let mut conn = PgConnection::establish(url).map_err(|e| format!("connect to {url}: {e}"))?;
+    statements.iter().try_for_each(|s| conn.batch_execute(s).map_err(|e| format!("{s}: {e}")))
+}
+
+/// Runs `sql` (one batch of `;`-separated statements) at `url`, over a connection of its own.
+pub fn execute(url: &str, sql: &str) -> Result<(), String> {
+    execute_each(url, &[sql.to_owned()])
+}
+
 /// Runs each of `statements` in turn on the test server, over a connection of its own.
 pub(crate) fn on_server(statements: &[String]) -> Result<(), String> {
-    let mut conn = PgConnection::establish(server_url()).map_err(|e| e.to_string())?;
-    let mut run = statements.iter().map(|s| conn.batch_execute(s));
-    run.try_for_each(|done| done.map_err(|e| e.to_string()))
+    execute_each(server_url(), statements)
+}
+
+/// Whether `DAL_TEST_SERVER=private` asks for a private cluster.
+pub(crate) fn private() -> bool {
+    std::env::var("DAL_TEST_SERVER").is_ok_and(|v| v == "private")
 }
 
 fn find_server() -> Result<(String, Budget), String> {
-    let private = std::env::var("DAL_TEST_SERVER").is_ok_and(|v| v == "private");
-    let given = std::env::var("DATABASE_URL").ok().filter(|_| !private);
-    if let Some(url) = given {
+    if let Some(url) = std::env::var("DATABASE_URL").ok().filter(|_| !private()) {
         if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
             return Err(format!("DATABASE_URL must be a postgres:// URL, got {url:?}"));
         }
         let conn = PgConnection::establish(&url);
-        let conn =
-            conn.map_err(|e| format!("cannot connect to DATABASE_URL ({url}): {e}. {HOW_TO}"));
+        let conn = conn.map_err(|e| format!("cannot connect to DATABASE_URL ({url}): {e}. {HOW_TO}"));
         return use_server("DATABASE_URL", url, conn?);
     }
-    for (label, url) in probes().into_iter().filter(|_| !private) {
+    for (label, url) in probes().into_iter().filter(|_| !private()) {
         if let Ok(conn) = PgConnection::establish(&url) {
             return use_server(&label, url, conn);
         }
@@ -164,7 +170,7 @@ fn find_server() -> Result<(String, Budget), String> {
             *locked(&STARTED) = Some(Box::new(cluster));
             use_server(&format!("a private cluster of {bindir}"), url, conn)
         }
-        Err(e) if private => Err(format!("DAL_TEST_SERVER=private, but no private cluster: {e}")),
+        Err(e) if private() => Err(format!("DAL_TEST_SERVER=private, but no private cluster: {e}")),
         Err(_) if docker_answers() => start_container(),
         Err(e) => Err(format!("{HOW_TO} (The private cluster: {e}.)")),
     }
@@ -195,13 +201,8 @@ fn probes() -> Vec<(String, String)> {
 
 /// Takes the server at `url` for the tests: drops the schemas of test processes that no longer
 /// run, reads the budget and says which server it is.
-fn use_server(
-    label: &str,
-    url: String,
-    mut conn: PgConnection,
-) -> Result<(String, Budget), String> {
-    let schemas = "SELECT nspname::text FROM pg_namespace";
-    drop_orphans(&mut conn, schemas, SCHEMA_PREFIX, drop_schema);
+fn use_server(label: &str, url: String, mut conn: PgConnection) -> Result<(String, Budget), String> {
+    drop_orphans(&mut conn, "SELECT nspname::text FROM pg_namespace", SCHEMA_PREFIX, drop_schema);
     let budget = read_budget(&mut conn)?;
     eprintln!("PostgreSQL for the tests: {label}, at most {budget} connections at once");
     Ok((url, Budget::new(budget)))
@@ -209,12 +210,7 @@ fn use_server(
 
 /// Runs the statement `drop` makes of each name `names` selects that has `prefix` and was left
 /// by a test process that no longer runs (a crash or a kill).
-pub(crate) fn drop_orphans(
-    conn: &mut PgConnection,
-    names: &str,
-    prefix: &str,
-    drop: fn(&str) -> String,
-) {
+pub(crate) fn drop_orphans(conn: &mut PgConnection, names: &str, prefix: &str, drop: fn(&str) -> String) {
     let names: Vec<String> = sql::<Text>(names).load(conn).unwrap_or_default();
     for name in names.iter().filter(|name| super::orphaned(name, prefix)) {
         let _ = conn.batch_execute(&drop(name));
