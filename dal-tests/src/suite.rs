@@ -1,8 +1,5 @@
-//! The suite: cases written once against [`dal_core::TaskExecutionStore`] and a backend's
-//! factory ([`TestBackend`]: a database of a case's own and what the backend promises, its
-//! [`Traits`]; [`TestDatabase`]: stores on that database, raw SQL, a lock held by another
-//! connection, the backend's fault), run by each backend crate's own `tests/conformance` with
-//! its factory and its variants ([`Run`], [`runs`], [`main`]).
+//! The suite: cases written once against a backend's factory ([`TestBackend`]), run by each
+//! backend crate's own `tests/conformance` with its variants ([`runs`], [`main`]).
 
 use std::any::Any;
 use std::fmt;
@@ -23,34 +20,29 @@ use crate::operations::{Operation, Statements};
 use crate::variants::Variant;
 use crate::{cases, provision};
 
-/// A backend as the suite holds it.
 pub type Backend = &'static dyn TestBackend;
 
 /// Diesel's instrumentation for each new connection of a store (see [`crate::counter`]).
-pub type Instrumentation =
-    Arc<dyn Fn() -> Box<dyn diesel::connection::Instrumentation> + Send + Sync>;
+pub type Instrumentation = crate::counter::Factory;
 
 /// What a backend promises, and the few things whose SQL differs.
 #[derive(Clone, Copy)]
 pub struct Traits {
-    /// Lower-case name: the first part of each test name (`sqlite::create::...`).
+    /// The first part of each test name (`sqlite::create::...`), and the README column's title.
     pub name: &'static str,
-    /// The header of the backend's column in the README's statement table.
     pub title: &'static str,
-    /// How many statements each shape of operation sends (every statement, `BEGIN`/`COMMIT`
-    /// included): the backend's column of the statement table.
+    /// Statements each shape of operation sends (`BEGIN`/`COMMIT` included), as the README says.
     pub counts: Statements,
-    /// Statements one connection keeps prepared after every operation of the table ran once.
+    /// Statements a connection keeps prepared after the whole table ran, and a retention
+    /// batch prepares on its first use.
     pub prepared_per_connection: usize,
-    /// Statements a retention batch prepares on its first use.
     pub prepared_per_prune_batch: usize,
     /// What a write returns when another connection holds its lock past the lock timeout.
     pub lock_timeout: LockTimeout,
-    /// Raw SQL: the literal of a task id.
+    /// Raw SQL: a task id's literal; statements after which inserting events of a type
+    /// fails; statements that delete every task and event.
     pub id_literal: fn(Uuid) -> String,
-    /// Raw SQL: statements after which inserting events of the given type fails.
     pub refuse_events_sql: fn(&str) -> String,
-    /// Raw SQL: statements that delete every task and every event.
     pub empty_tables_sql: &'static str,
     /// Whether the stores the suite opens write the execution history.
     pub history: History,
@@ -58,12 +50,10 @@ pub struct Traits {
 
 /// A backend under test: how to make a database for a case, and what it promises ([`Traits`]).
 pub trait TestBackend: Send + Sync + 'static {
-    /// What the backend promises.
     fn traits(&self) -> Traits;
 
-    /// A new, empty database (a file, a schema) for one case, removed when dropped. The case's
-    /// stores hold at most `connections` connections to it at once (with the first store's
-    /// pool): a server with a connection limit reserves them.
+    /// A new, empty database (a file, a schema) for one case, removed when dropped, for stores
+    /// of at most `connections` connections at once (a server with a limit reserves them).
     fn database(&self, connections: u32) -> Box<dyn TestDatabase>;
 
     /// Opens a store on `database` (a variant wraps it). The rest: the backend's [`Traits`].
@@ -128,33 +118,25 @@ pub enum LockTimeout {
     LockNotAvailable,
 }
 
-/// Which plans a PostgreSQL store's sessions use; other backends ignore it.
+/// Which plans a PostgreSQL store's sessions use (`plan_cache_mode`: `auto`,
+/// `force_custom_plan`, `force_generic_plan`); other backends ignore it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Plans {
-    /// The server's default (`plan_cache_mode = auto`).
     #[default]
     Default,
-    /// Planned anew for each execution (`force_custom_plan`).
     Custom,
-    /// One generic plan per prepared statement (`force_generic_plan`).
     Generic,
 }
 
-/// How a store is opened on a [`TestDatabase`].
+/// How a store is opened on a [`TestDatabase`]: as [`Setup`] says, and its sessions' plans,
+/// clock, instrumentation (`None`: not counted) and history.
 #[derive(Clone)]
 pub struct StoreSetup {
-    /// The pool size.
     pub pool_size: u32,
-    /// How long a write waits for a lock another connection holds; `None`: the backend's
-    /// default for the suite (SQLite's 5 s busy timeout; no limit on PostgreSQL).
     pub lock_timeout: Option<Duration>,
-    /// The plans of the store's sessions.
     pub plans: Plans,
-    /// The store's clock.
     pub clock: Arc<ManualClock>,
-    /// Instrumentation for each connection, to count the statements; `None`: not counted.
     pub instrumentation: Option<Instrumentation>,
-    /// Whether the store writes the execution history.
     pub history: History,
 }
 
@@ -163,26 +145,20 @@ pub trait TestDatabase: Send + Sync {
     /// Opens a store on the database, migrating it if needed. The first store opened uses the
     /// connections the database was made for; later ones reserve their own.
     fn open(&self, setup: &StoreSetup) -> Arc<dyn TaskExecutionStore>;
-
     /// Runs `sql` (statements separated by `;`) over a connection of its own.
     fn execute(&self, sql: &str) -> Result<(), String>;
-
     /// Another connection holding a lock the store needs to change task `id` (PostgreSQL: the
     /// row's lock, in an open transaction; SQLite: the database's write lock), until the
     /// holder commits or drops.
     fn hold_lock_on(&self, id: Uuid) -> Box<dyn HeldLock>;
-
     /// Injects the backend's fault once (PostgreSQL: the server terminates the store's
     /// connections; SQLite: another connection holds the write lock past a short busy
     /// timeout), taking a few tens of milliseconds, and returns how many faults it made.
     fn inject_fault(&self) -> usize;
-
-    /// Checks the database's own consistency where the backend has such a check (SQLite's
-    /// `PRAGMA integrity_check`); `Ok` where it has none.
+    /// The database's own consistency check (SQLite's `PRAGMA integrity_check`), if any.
     fn check_integrity(&self) -> Result<(), String> {
         Ok(())
     }
-
     /// The database, for a backend's own cases to downcast.
     fn as_any(&self) -> &dyn Any;
 }
@@ -192,10 +168,8 @@ pub trait HeldLock: Send {
     /// How many other sessions wait for this lock now, where the database can tell
     /// (PostgreSQL's `pg_blocking_pids`); `None` where it cannot (SQLite).
     fn waiters(&mut self) -> Option<usize>;
-
     /// Runs one statement inside the holder's transaction; returns the rows it changed.
     fn execute(&mut self, sql: &str) -> Result<usize, String>;
-
     /// Commits the holder's transaction, releasing the lock.
     fn commit(&mut self) -> Result<(), String> {
         self.execute("COMMIT").map(drop)
@@ -205,9 +179,7 @@ pub trait HeldLock: Send {
 /// A raw connection of a backend's own that has run `sql`, as a [`HeldLock`] when `sql` took
 /// a lock; `waiters` counts the sessions waiting for it, where the database can tell.
 pub struct Holder<C> {
-    /// The connection.
     pub conn: C,
-    /// Counts the waiters on the connection.
     pub waiters: fn(&mut C) -> Option<usize>,
 }
 
@@ -215,8 +187,11 @@ impl<C: Connection + SimpleConnection + Send + 'static> Holder<C>
 where
     diesel::query_builder::SqlQuery: ExecuteDsl<C>,
 {
-    /// Connects to `url` and runs `sql` there.
-    pub fn connect(url: &str, sql: &str, waiters: fn(&mut C) -> Option<usize>) -> Result<Self, String> {
+    pub fn connect(
+        url: &str,
+        sql: &str,
+        waiters: fn(&mut C) -> Option<usize>,
+    ) -> Result<Self, String> {
         let mut conn = C::establish(url).map_err(|e| format!("connect to {url}: {e}"))?;
         conn.batch_execute(sql).map_err(|e| format!("{sql}: {e}"))?;
         Ok(Holder { conn, waiters })
@@ -236,13 +211,11 @@ where
     }
 }
 
-/// How a case's store is opened.
+/// How a case's store is opened: its pool size, and how long a write waits for a lock another
+/// connection holds (`None`: SQLite's 5 s busy timeout, no limit on PostgreSQL).
 #[derive(Debug, Clone, Copy)]
 pub struct Setup {
-    /// The pool size.
     pub pool_size: u32,
-    /// How long a write waits for a lock another connection holds; `None`: the backend's
-    /// default for the suite (see [`StoreSetup::lock_timeout`]).
     pub lock_timeout: Option<Duration>,
 }
 
@@ -258,18 +231,13 @@ pub fn start_time() -> DateTime<Utc> {
     DateTime::from_timestamp(1_772_366_400, 123_456_789).unwrap_or_default() // 2026-03-01T12:00:00.123456789Z
 }
 
-/// A store of one backend on a database of its own.
+/// A store of one backend on a database of its own, its clock and the log of every statement
+/// its connections sent. The database, declared after the store, outlives its connections.
 pub struct Fixture {
-    /// Which backend.
     pub kind: Backend,
-    /// The store, shareable with threads.
     pub store: Arc<dyn TaskExecutionStore>,
-    /// The store's clock.
     pub clock: Arc<ManualClock>,
-    /// Every statement the store's connections sent.
     pub log: StatementLog,
-    /// The case's database. Declared after the store, so dropped after it: the database
-    /// outlives its connections.
     pub database: Box<dyn TestDatabase>,
 }
 
@@ -304,7 +272,14 @@ impl Fixture {
     pub fn other_store(&self, pool_size: u32, plans: Plans) -> Arc<dyn TaskExecutionStore> {
         let clock = Arc::new(ManualClock::new(self.clock.now()));
         let history = self.kind.history();
-        let setup = StoreSetup { pool_size, lock_timeout: None, plans, clock, instrumentation: None, history };
+        let setup = StoreSetup {
+            pool_size,
+            lock_timeout: None,
+            plans,
+            clock,
+            instrumentation: None,
+            history,
+        };
         self.kind.open(&*self.database, &setup)
     }
 
@@ -346,7 +321,7 @@ impl Fixture {
         held.waiters().map_or_else(|| self.begins() > begun, |n| n > 0)
     }
 
-    /// Fails the case if the database's own consistency check finds a problem.
+    /// Fails the case if the database's consistency check finds a problem.
     pub fn assert_intact(&self) {
         if let Err(problem) = self.database.check_integrity() {
             panic!("{}: the database is damaged: {problem}", self.kind);
@@ -377,12 +352,10 @@ impl fmt::Debug for Fixture {
     }
 }
 
-/// One conformance case.
+/// One conformance case: its name inside its group, and what runs it (panics on failure).
 #[derive(Clone, Copy)]
 pub struct Case {
-    /// The case's name inside its group.
     pub name: &'static str,
-    /// Runs the case against a backend; panics on failure.
     pub run: fn(Backend),
 }
 

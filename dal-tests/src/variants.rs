@@ -36,7 +36,8 @@ impl Variant {
         let name = leak(format!("{}_no_history", t.name));
         let title = leak(format!("{}, history off", t.title));
         let history = History::Off;
-        let traits = Traits { name, title, counts, prepared_per_connection: prepared, history, ..t };
+        let traits =
+            Traits { name, title, counts, prepared_per_connection: prepared, history, ..t };
         Box::leak(Box::new(Variant { inner, traits, through_async: false }))
     }
 

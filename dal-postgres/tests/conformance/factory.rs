@@ -135,7 +135,11 @@ impl TestDatabase for Database {
         let mut stores = self.stores.lock().unwrap_or_else(PoisonError::into_inner);
         let later = !stores.is_empty();
         stores.push(later.then(|| reserve_connections(setup.pool_size)));
-        let mut session: Vec<String> = setup.lock_timeout.iter().map(|t| format!("-c lock_timeout={}", t.as_millis())).collect();
+        let mut session: Vec<String> = setup
+            .lock_timeout
+            .iter()
+            .map(|t| format!("-c lock_timeout={}", t.as_millis()))
+            .collect();
         match setup.plans {
             Plans::Default => {}
             Plans::Custom => session.push("-c plan_cache_mode=force_custom_plan".into()),
@@ -150,7 +154,9 @@ impl TestDatabase for Database {
                 let url = as_role(&schema.url_with_options(&session.join(" ")));
                 PgOptions::new(url).migrations(Migrations::Verify)
             }
-            (Place::Schema(schema), _) => PgOptions::new(schema.url_with_options(&session.join(" "))),
+            (Place::Schema(schema), _) => {
+                PgOptions::new(schema.url_with_options(&session.join(" ")))
+            }
         };
         let options = options.pool_size(setup.pool_size).history(setup.history);
         let options = options.clock(setup.clock.clone());

@@ -54,9 +54,7 @@ pub fn a_migration_in_progress_is_waited_for_past_the_lock_timeout() {
     let schema = TempSchema::with_connections(1);
     let sql = dal_postgres::migrations_sql();
     let key = sql.split("pg_advisory_xact_lock(").nth(1).and_then(|rest| rest.split(')').next());
-    let mut holder = connect(schema.url());
-    let lock = format!("BEGIN; SELECT pg_advisory_xact_lock({})", key.expect("the lock's key"));
-    holder.batch_execute(&lock).expect("take the migrations' lock");
+    let key = key.expect("the lock's key");
     let waited = format!(
         "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{}' \
          AND wait_event = 'advisory' AND clock_timestamp() - query_start > interval '250 ms'",
@@ -64,15 +62,20 @@ pub fn a_migration_in_progress_is_waited_for_past_the_lock_timeout() {
     );
     let url = schema.url_with_options("-c lock_timeout=25");
     std::thread::scope(|scope| {
+        // Owned here: a failure below drops it, releasing the lock, before the scope joins.
+        let mut holder = connect(schema.url());
+        let lock = format!("SELECT pg_advisory_lock({key})");
+        holder.batch_execute(&lock).expect("take the migrations' lock");
         let opening = scope.spawn(|| PgOptions::new(url).pool_size(1).connect());
         let started = Instant::now();
         while select::<BigInt, i64>(&mut holder, &waited) == 0 {
             if opening.is_finished() {
-                panic!("the open did not wait: {:?}", opening.join());
+                panic!("the open did not wait: {:?}", opening.join().map(|r| r.map(drop)));
             }
             assert!(started.elapsed() < TIMEOUT, "the open never waited");
         }
-        holder.batch_execute("COMMIT").expect("release the lock");
+        let unlock = format!("SELECT pg_advisory_unlock({key})");
+        holder.batch_execute(&unlock).expect("release the lock");
         let store = opening.join().unwrap().expect("opens once the lock is released");
         assert_writes(&store);
     });

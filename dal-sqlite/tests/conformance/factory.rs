@@ -11,7 +11,9 @@ use uuid::Uuid;
 
 use dal_tests::operations::Statements;
 use dal_tests::provision::sqlite::TempDatabase;
-use dal_tests::suite::{HeldLock, Holder, LockTimeout, StoreSetup, TestBackend, TestDatabase, Traits};
+use dal_tests::suite::{
+    HeldLock, Holder, LockTimeout, StoreSetup, TestBackend, TestDatabase, Traits,
+};
 
 /// SQLite, as `dal-sqlite` uses it.
 pub struct Sqlite;
@@ -116,7 +118,8 @@ impl TestDatabase for File {
 
     fn check_integrity(&self) -> Result<(), String> {
         let check = diesel::dsl::sql::<diesel::sql_types::Text>("PRAGMA integrity_check");
-        let found: Vec<String> = check.load(&mut self.connect("")?.conn).map_err(|e| e.to_string())?;
+        let found: Vec<String> =
+            check.load(&mut self.connect("")?.conn).map_err(|e| e.to_string())?;
         (found == ["ok"]).then_some(()).ok_or(found.join("; "))
     }
 

@@ -35,9 +35,9 @@ pub fn unavailable() -> Option<String> {
             "no transaction-pooling proxy: set {POOLER_ENV} to a PgBouncer in front of the \
              test server (`bash .ci/pgbouncer` starts one and prints the URL)"
         )),
-        Some(_) if private() => {
-            Some(format!("DAL_TEST_SERVER=private: the proxy of {POOLER_ENV} fronts another server"))
-        }
+        Some(_) if private() => Some(format!(
+            "DAL_TEST_SERVER=private: the proxy of {POOLER_ENV} fronts another server"
+        )),
         Some(_) => None,
     }
 }
@@ -72,10 +72,11 @@ impl TempDatabase {
             }
         });
         let name = super::unique_name(DATABASE_PREFIX);
-        let set = settings.iter().map(|(setting, value)| {
-            format!("ALTER DATABASE \"{name}\" SET {setting} = '{value}'")
-        });
-        let statements: Vec<String> = [format!("CREATE DATABASE \"{name}\"")].into_iter().chain(set).collect();
+        let set = settings
+            .iter()
+            .map(|(setting, value)| format!("ALTER DATABASE \"{name}\" SET {setting} = '{value}'"));
+        let statements: Vec<String> =
+            [format!("CREATE DATABASE \"{name}\"")].into_iter().chain(set).collect();
         on_server(&statements).expect("create a test database");
         let pooled_url = with_params(&pooler, &[("dbname", &name)]);
         let direct_url = with_params(server_url(), &[("dbname", &name)]);

@@ -112,7 +112,8 @@ fn read_budget(conn: &mut PgConnection) -> Result<u32, String> {
               - current_setting('superuser_reserved_connections')::bigint \
               - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')",
     );
-    let room: i64 = room.get_result(conn).map_err(|e| format!("cannot read max_connections: {e}"))?;
+    let room: i64 =
+        room.get_result(conn).map_err(|e| format!("cannot read max_connections: {e}"))?;
     Ok(u32::try_from(room - 10).unwrap_or(0).max(12))
 }
 
@@ -154,7 +155,8 @@ fn find_server() -> Result<(String, Budget), String> {
             return Err(format!("DATABASE_URL must be a postgres:// URL, got {url:?}"));
         }
         let conn = PgConnection::establish(&url);
-        let conn = conn.map_err(|e| format!("cannot connect to DATABASE_URL ({url}): {e}. {HOW_TO}"));
+        let conn =
+            conn.map_err(|e| format!("cannot connect to DATABASE_URL ({url}): {e}. {HOW_TO}"));
         return use_server("DATABASE_URL", url, conn?);
     }
     for (label, url) in probes().into_iter().filter(|_| !private()) {
@@ -201,7 +203,11 @@ fn probes() -> Vec<(String, String)> {
 
 /// Takes the server at `url` for the tests: drops the schemas of test processes that no longer
 /// run, reads the budget and says which server it is.
-fn use_server(label: &str, url: String, mut conn: PgConnection) -> Result<(String, Budget), String> {
+fn use_server(
+    label: &str,
+    url: String,
+    mut conn: PgConnection,
+) -> Result<(String, Budget), String> {
     drop_orphans(&mut conn, "SELECT nspname::text FROM pg_namespace", SCHEMA_PREFIX, drop_schema);
     let budget = read_budget(&mut conn)?;
     eprintln!("PostgreSQL for the tests: {label}, at most {budget} connections at once");
@@ -210,7 +216,12 @@ fn use_server(label: &str, url: String, mut conn: PgConnection) -> Result<(Strin
 
 /// Runs the statement `drop` makes of each name `names` selects that has `prefix` and was left
 /// by a test process that no longer runs (a crash or a kill).
-pub(crate) fn drop_orphans(conn: &mut PgConnection, names: &str, prefix: &str, drop: fn(&str) -> String) {
+pub(crate) fn drop_orphans(
+    conn: &mut PgConnection,
+    names: &str,
+    prefix: &str,
+    drop: fn(&str) -> String,
+) {
     let names: Vec<String> = sql::<Text>(names).load(conn).unwrap_or_default();
     for name in names.iter().filter(|name| super::orphaned(name, prefix)) {
         let _ = conn.batch_execute(&drop(name));
@@ -357,14 +368,6 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn budget(total: u32) -> &'static Budget {
-        Box::leak(Box::new(Budget::new(total)))
-    }
-
-    fn free(budget: &Budget) -> i64 {
-        *locked(&budget.free)
-    }
-
     #[test]
     fn parameters_join_a_url_or_a_keyword_string() {
         let params = [("application_name", "s1"), ("options", "-csearch_path=s1")];
@@ -372,9 +375,8 @@ mod tests {
         assert_eq!(with_params("postgres://u@h/db", &params), url);
         let url = "postgres://u@h/db?connect_timeout=2&options=-csearch_path%3Ds1";
         assert_eq!(with_params("postgres://u@h/db?connect_timeout=2", &params[1..]), url);
-        let options = [("options", "-c a='b c'")];
         let keywords = "connect_timeout=2 options='-c a=\\'b c\\''";
-        assert_eq!(with_params("connect_timeout=2", &options), keywords);
+        assert_eq!(with_params("connect_timeout=2", &[("options", "-c a='b c'")]), keywords);
     }
 
     #[test]
@@ -393,10 +395,16 @@ mod tests {
         assert_eq!(last, "postgres://postgres@127.0.0.1:5432/postgres?connect_timeout=2");
     }
 
+    /// A budget of `total`, and how many of it are free.
+    fn budget(total: u32) -> (&'static Budget, impl Fn() -> i64) {
+        let budget: &'static Budget = Box::leak(Box::new(Budget::new(total)));
+        (budget, move || *locked(&budget.free))
+    }
+
     /// A reservation waits until the budget has it, given back on any thread.
     #[test]
     fn a_reservation_waits_until_the_budget_has_it() {
-        let budget = budget(10);
+        let (budget, free) = budget(10);
         let first = budget.take(8, true);
         let (sent, got) = std::sync::mpsc::channel();
         let waiter = std::thread::spawn(move || sent.send(budget.take(5, true)).unwrap());
@@ -405,25 +413,25 @@ mod tests {
         std::thread::spawn(move || drop(first)).join().unwrap();
         drop(got.recv_timeout(Duration::from_secs(10)).unwrap());
         waiter.join().unwrap();
-        assert_eq!(free(budget), 10);
+        assert_eq!(free(), 10);
     }
 
     #[test]
     fn more_for_a_case_is_taken_without_waiting() {
-        let budget = budget(10);
+        let (budget, free) = budget(10);
         let fixture = budget.take(8, true);
         let more = budget.take(6, false);
-        assert_eq!(free(budget), -4);
+        assert_eq!(free(), -4);
         drop((more, fixture));
-        assert_eq!(free(budget), 10);
+        assert_eq!(free(), 10);
     }
 
     #[test]
     fn a_request_larger_than_the_budget_waits_for_all_of_it() {
-        let budget = budget(4);
+        let (budget, free) = budget(4);
         let permit = budget.take(7, true);
-        assert_eq!(free(budget), -3);
+        assert_eq!(free(), -3);
         drop(permit);
-        assert_eq!(free(budget), 4);
+        assert_eq!(free(), 4);
     }
 }
