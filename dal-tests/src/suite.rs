@@ -48,6 +48,13 @@ pub struct Traits {
     pub history: History,
 }
 
+/// `fn $method(&self) -> $type`: the backend's [`Traits`]' `$field`.
+macro_rules! accessors {
+    ($($method:ident: $field:ident -> $type:ty),*) => {
+        $(fn $method(&self) -> $type { self.traits().$field })*
+    };
+}
+
 /// A backend under test: how to make a database for a case, and what it promises ([`Traits`]).
 pub trait TestBackend: Send + Sync + 'static {
     fn traits(&self) -> Traits;
@@ -61,26 +68,13 @@ pub trait TestBackend: Send + Sync + 'static {
         database.open(setup)
     }
 
-    fn name(&self) -> &'static str {
-        self.traits().name
-    }
-    fn title(&self) -> &'static str {
-        self.traits().title
-    }
-    fn statement_counts(&self) -> Statements {
-        self.traits().counts
-    }
+    accessors!(name: name -> &'static str, title: title -> &'static str,
+        statement_counts: counts -> Statements, lock_timeout: lock_timeout -> LockTimeout,
+        prepared_per_connection: prepared_per_connection -> usize,
+        prepared_per_prune_batch: prepared_per_prune_batch -> usize,
+        empty_tables_sql: empty_tables_sql -> &'static str, history: history -> History);
     fn statements(&self, operation: Operation) -> usize {
         operation.statements(&self.statement_counts())
-    }
-    fn prepared_per_connection(&self) -> usize {
-        self.traits().prepared_per_connection
-    }
-    fn prepared_per_prune_batch(&self) -> usize {
-        self.traits().prepared_per_prune_batch
-    }
-    fn lock_timeout(&self) -> LockTimeout {
-        self.traits().lock_timeout
     }
     fn id_literal(&self, id: Uuid) -> String {
         (self.traits().id_literal)(id)
@@ -88,17 +82,11 @@ pub trait TestBackend: Send + Sync + 'static {
     fn refuse_events_sql(&self, event_type: &str) -> String {
         (self.traits().refuse_events_sql)(event_type)
     }
-    fn empty_tables_sql(&self) -> &'static str {
-        self.traits().empty_tables_sql
-    }
-    fn history(&self) -> History {
-        self.traits().history
-    }
 }
 
 impl fmt::Debug for dyn TestBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        fmt::Display::fmt(self, f)
     }
 }
 
@@ -225,8 +213,7 @@ impl Default for Setup {
     }
 }
 
-/// The time every fixture's clock starts at. It has nanoseconds, which the store must cut to
-/// microseconds.
+/// The time every fixture's clock starts at, with nanoseconds the store must cut.
 pub fn start_time() -> DateTime<Utc> {
     DateTime::from_timestamp(1_772_366_400, 123_456_789).unwrap_or_default() // 2026-03-01T12:00:00.123456789Z
 }
@@ -242,28 +229,15 @@ pub struct Fixture {
 }
 
 impl Fixture {
-    /// A fixture with the default [`Setup`].
     pub fn new(kind: Backend) -> Self {
         Fixture::with(kind, Setup::default())
     }
 
-    /// A fixture opened with `setup`. All the store's connections are opened up front, none
-    /// later in the background.
+    /// A fixture opened with `setup` (all the store's connections opened up front).
     pub fn with(kind: Backend, setup: Setup) -> Self {
-        let clock = Arc::new(ManualClock::new(start_time()));
-        let log = StatementLog::new();
+        let (clock, log) = (Arc::new(ManualClock::new(start_time())), StatementLog::new());
         let database = kind.database(setup.pool_size);
-        let store = kind.open(
-            &*database,
-            &StoreSetup {
-                pool_size: setup.pool_size,
-                lock_timeout: setup.lock_timeout,
-                plans: Plans::Default,
-                clock: clock.clone(),
-                instrumentation: Some(log.factory()),
-                history: kind.history(),
-            },
-        );
+        let store = open(kind, &*database, setup, Plans::Default, &clock, Some(log.factory()));
         Fixture { kind, store, clock, log, database }
     }
 
@@ -271,20 +245,11 @@ impl Fixture {
     /// statement counting, as a second process would open it; its sessions use `plans`.
     pub fn other_store(&self, pool_size: u32, plans: Plans) -> Arc<dyn TaskExecutionStore> {
         let clock = Arc::new(ManualClock::new(self.clock.now()));
-        let history = self.kind.history();
-        let setup = StoreSetup {
-            pool_size,
-            lock_timeout: None,
-            plans,
-            clock,
-            instrumentation: None,
-            history,
-        };
-        self.kind.open(&*self.database, &setup)
+        let setup = Setup { pool_size, lock_timeout: None };
+        open(self.kind, &*self.database, setup, plans, &clock, None)
     }
 
-    /// Whether the fixture's store writes the execution history: the cases check the events
-    /// written only when it does (and that none are written when it does not).
+    /// Whether the fixture's store writes the execution history.
     pub fn keeps_history(&self) -> bool {
         self.kind.history() == History::Kept
     }
@@ -295,16 +260,14 @@ impl Fixture {
     }
 
     /// Runs statements (`;`-separated, in the backend's SQL) on the fixture's database outside
-    /// the store, over a connection of its own. For cases that change the schema under the
-    /// store (e.g. to make a write fail).
+    /// the store, over a connection of its own.
     pub fn execute_sql(&self, sql: &str) {
         if let Err(err) = self.database.execute(sql) {
             panic!("{sql}: {err}");
         }
     }
 
-    /// Another connection holding a lock the store needs to change task `id` (see
-    /// [`TestDatabase::hold_lock_on`]). Released when the holder commits or drops.
+    /// See [`TestDatabase::hold_lock_on`].
     pub fn hold_lock_on(&self, id: uuid::Uuid) -> Box<dyn HeldLock> {
         self.database.hold_lock_on(id)
     }
@@ -328,7 +291,6 @@ impl Fixture {
         }
     }
 
-    /// The store as a trait object.
     pub fn store(&self) -> &dyn TaskExecutionStore {
         &*self.store
     }
@@ -346,6 +308,23 @@ impl Fixture {
     }
 }
 
+/// The store `kind` opens on `database`: as `setup` says, with `plans`, `clock` and
+/// `instrumentation`.
+fn open(
+    kind: Backend,
+    database: &dyn TestDatabase,
+    Setup { pool_size, lock_timeout }: Setup,
+    plans: Plans,
+    clock: &Arc<ManualClock>,
+    instrumentation: Option<Instrumentation>,
+) -> Arc<dyn TaskExecutionStore> {
+    let (clock, history) = (clock.clone(), kind.history());
+    kind.open(
+        database,
+        &StoreSetup { pool_size, lock_timeout, plans, clock, instrumentation, history },
+    )
+}
+
 impl fmt::Debug for Fixture {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Fixture").field("kind", &self.kind).finish_non_exhaustive()
@@ -359,10 +338,8 @@ pub struct Case {
     pub run: fn(Backend),
 }
 
-/// A group of cases: its name and its cases.
 pub type Group = (&'static str, &'static [Case]);
 
-/// Makes a [`Case`] of a function.
 #[macro_export]
 macro_rules! case {
     ($f:ident) => {
@@ -399,10 +376,9 @@ pub fn runs(base: Backend, own: Vec<OwnCase>, no_history: (Statements, usize)) -
     ]
 }
 
-/// The test binary's `main` for `runs`: every case of every run as a libtest trial named
-/// `<backend>::<group>::<case>` (libtest's command line: filters, `--exact`, `--list`, ...),
-/// and the README's statement table checked against every run's column; then the PostgreSQL
-/// server the tests started, if any, is stopped.
+/// The test binary's `main`: every case of every run as a libtest trial named
+/// `<backend>::<group>::<case>`, and the README's statement table checked against every run's
+/// column; then the PostgreSQL server the tests started, if any, is stopped.
 pub fn main(runs: Vec<Run>) {
     let args = Arguments::from_args();
     let (mut trials, mut columns) = (Vec::new(), Vec::new());

@@ -6,7 +6,7 @@ use std::any::Any;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use dal_core::{DalError, History, TaskExecution, TaskExecutionStore, TaskStore};
-use dal_postgres::{Migrations, PgOptions};
+use dal_postgres::{INDEX_PLAN_SETTINGS as PLANS, Migrations, PgOptions};
 use diesel::sql_types::{BigInt, Text};
 use diesel::{Connection, PgConnection, RunQueryDsl};
 use uuid::Uuid;
@@ -20,17 +20,15 @@ use dal_tests::suite::{TestBackend, TestDatabase, Traits};
 
 pub use dal_tests::provision::postgres::execute;
 
-/// PostgreSQL as the suite runs it. Every variant sends the same statements.
+/// PostgreSQL as the suite runs it, each case in a schema of its own: `Owner`, the store
+/// migrates it; `DmlOnly`, as a deployment with migrations as a step of their own (the
+/// server's user migrates it, the stores connect as [`ROLE`] with [`Migrations::Verify`]);
+/// `Pooled`, through PgBouncer in transaction pooling, each case in a database of its own (the
+/// proxy drops the `options` a schema needs), nothing kept prepared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Postgres {
-    /// Each case in a schema of its own, which the store migrates.
     Owner,
-    /// As a deployment with migrations as a step of their own: each case's schema migrated by
-    /// the server's user, the stores connecting as [`ROLE`] (DML rights only) with
-    /// [`Migrations::Verify`].
     DmlOnly,
-    /// Through PgBouncer in transaction pooling, each case in a database of its own (the proxy
-    /// drops the `options` a schema needs). Nothing is kept prepared: any [`Plans`] are the same.
     Pooled,
 }
 
@@ -85,10 +83,7 @@ impl TestBackend for Postgres {
 
     fn database(&self, connections: u32) -> Box<dyn TestDatabase> {
         let place = match self {
-            Postgres::Pooled => Place::Pooled(TempDatabase::with_connections(
-                connections,
-                &dal_postgres::INDEX_PLAN_SETTINGS,
-            )),
+            Postgres::Pooled => Place::Pooled(TempDatabase::with_connections(connections, &PLANS)),
             _ => Place::Schema(TempSchema::with_connections(connections)),
         };
         if let (Postgres::DmlOnly, Place::Schema(schema)) = (self, &place) {
@@ -98,14 +93,13 @@ impl TestBackend for Postgres {
     }
 }
 
-/// Where a case's stores work.
 enum Place {
     Schema(TempSchema),
     Pooled(TempDatabase),
 }
 
-/// A case's database, and the connections reserved for each store after the first (the first
-/// one's came with the database).
+/// A case's database, and the connections of each store after the first (the first one's came
+/// with the database).
 struct Database {
     backend: Postgres,
     place: Place,
@@ -113,7 +107,6 @@ struct Database {
 }
 
 impl Database {
-    /// The database on the server itself, for what a case does outside the store.
     fn direct_url(&self) -> &str {
         match &self.place {
             Place::Schema(schema) => schema.url(),
@@ -135,28 +128,23 @@ impl TestDatabase for Database {
         let mut stores = self.stores.lock().unwrap_or_else(PoisonError::into_inner);
         let later = !stores.is_empty();
         stores.push(later.then(|| reserve_connections(setup.pool_size)));
-        let mut session: Vec<String> = setup
-            .lock_timeout
-            .iter()
-            .map(|t| format!("-c lock_timeout={}", t.as_millis()))
-            .collect();
-        match setup.plans {
-            Plans::Default => {}
-            Plans::Custom => session.push("-c plan_cache_mode=force_custom_plan".into()),
-            Plans::Generic => session.push("-c plan_cache_mode=force_generic_plan".into()),
-        }
+        let lock_timeout = setup.lock_timeout.map(|t| format!("-c lock_timeout={}", t.as_millis()));
+        let plans = match setup.plans {
+            Plans::Default => None,
+            Plans::Custom => Some("-c plan_cache_mode=force_custom_plan".to_owned()),
+            Plans::Generic => Some("-c plan_cache_mode=force_generic_plan".to_owned()),
+        };
+        let session = [lock_timeout, plans].into_iter().flatten().collect::<Vec<_>>().join(" ");
         let options = match (&self.place, self.backend) {
             (Place::Pooled(database), _) => {
                 assert!(setup.lock_timeout.is_none(), "a session setting, which the proxy drops");
                 PgOptions::new(database.pooled_url()).transaction_pooling(true)
             }
             (Place::Schema(schema), Postgres::DmlOnly) => {
-                let url = as_role(&schema.url_with_options(&session.join(" ")));
+                let url = as_role(&schema.url_with_options(&session));
                 PgOptions::new(url).migrations(Migrations::Verify)
             }
-            (Place::Schema(schema), _) => {
-                PgOptions::new(schema.url_with_options(&session.join(" ")))
-            }
+            (Place::Schema(schema), _) => PgOptions::new(schema.url_with_options(&session)),
         };
         let options = options.pool_size(setup.pool_size).history(setup.history);
         let options = options.clock(setup.clock.clone());
@@ -196,7 +184,6 @@ impl TestDatabase for Database {
     }
 }
 
-/// A connection of its own to `url`.
 pub fn connect(url: &str) -> PgConnection {
     PgConnection::establish(url).unwrap_or_else(|e| panic!("connect to {url}: {e}"))
 }
@@ -209,6 +196,17 @@ where
 {
     let value = diesel::dsl::sql::<ST>(sql).get_result(conn);
     value.unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// Every migration version of this build, oldest first.
+pub fn versions() -> Vec<String> {
+    dal_diesel::open::versions::<diesel::pg::Pg>(&dal_postgres::MIGRATIONS).unwrap()
+}
+
+/// How many migrations the database at `url` lists as applied.
+pub fn applied(url: &str) -> usize {
+    let sql = "SELECT count(*) FROM __diesel_schema_migrations";
+    usize::try_from(select::<BigInt, i64>(&mut connect(url), sql)).unwrap()
 }
 
 /// Creates a task through `store`, reads it back and returns it.

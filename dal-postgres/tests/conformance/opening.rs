@@ -7,7 +7,7 @@ use dal_postgres::PgOptions;
 use diesel::connection::SimpleConnection;
 use diesel::sql_types::BigInt;
 
-use crate::factory::{assert_settings_error, assert_writes, connect, select};
+use crate::factory::{applied, assert_settings_error, assert_writes, connect, select, versions};
 use dal_tests::cases::opening::{AT_ONCE, TIMEOUT, failure};
 use dal_tests::provision::postgres::{TempSchema, server_url, with_params};
 
@@ -79,8 +79,5 @@ pub fn a_migration_in_progress_is_waited_for_past_the_lock_timeout() {
         let store = opening.join().unwrap().expect("opens once the lock is released");
         assert_writes(&store);
     });
-    let applied = "SELECT count(*) FROM __diesel_schema_migrations";
-    let versions = dal_diesel::open::versions::<diesel::pg::Pg>(&dal_postgres::MIGRATIONS);
-    let applied = usize::try_from(select::<BigInt, i64>(&mut connect(schema.url()), applied));
-    assert_eq!(applied.unwrap(), versions.unwrap().len());
+    assert_eq!(applied(schema.url()), versions().len());
 }

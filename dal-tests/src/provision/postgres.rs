@@ -3,17 +3,14 @@
 //! The server is found in this order, and one line on stderr says which was used:
 //! 1. `DATABASE_URL`, if set (a `postgres://` URL).
 //! 2. A server libpq would reach, one connection attempt of [`PROBE_SECONDS`] each: libpq's
-//!    environment and defaults (`PGHOST`, `PGPORT`, `PGUSER`, ...), the local socket as user
-//!    `postgres`, then 127.0.0.1:5432 as user `postgres`.
-//! 3. A private, throwaway cluster made with the machine's PostgreSQL binaries
-//!    ([`cluster`](super::cluster)).
+//!    environment and defaults, the local socket, then 127.0.0.1:5432, as user `postgres`.
+//! 3. A private, throwaway cluster made with the machine's binaries ([`super::cluster`]).
 //! 4. A PostgreSQL 15 container (testcontainers), when a Docker daemon's socket answers.
 //! 5. Otherwise a panic naming all of the above ([`HOW_TO`]): never skipped silently.
 //!
-//! `DAL_TEST_SERVER=private` goes to 3 at once. Each fixture works in a schema of its own,
-//! dropped afterwards. A fixture reserves the connections its stores will open from a budget
-//! read once from the server before it creates its schema, and waits while the budget is spent,
-//! so any number of test threads fits the server's `max_connections`.
+//! `DAL_TEST_SERVER=private` goes to 3 at once. A fixture reserves the connections its stores
+//! will open from a budget read once from the server, waiting while the budget is spent, so
+//! any number of test threads fits the server's `max_connections`.
 
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 
@@ -35,17 +32,14 @@ install PostgreSQL (e.g. apt install postgresql), or start Docker.";
 /// Seconds each probe of step 2 may take to connect.
 pub const PROBE_SECONDS: u32 = 2;
 
-/// The prefix of every schema the harness creates.
 const SCHEMA_PREFIX: &str = "dal_test_";
 
 /// Connections a fixture keeps beside its stores' pools: making and dropping its schema or
 /// database, and a case's own (a lock holder, raw SQL).
 const ADMIN_CONNECTIONS: u32 = 2;
 
-/// The server: its URL and its connection budget.
+/// The server's URL and connection budget, and the cluster or container the tests started.
 static SERVER: OnceLock<Result<(String, Budget), String>> = OnceLock::new();
-
-/// The private cluster or the container the tests started: dropping it removes it.
 static STARTED: Mutex<Option<Box<dyn Send>>> = Mutex::new(None);
 
 fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -66,10 +60,6 @@ struct Budget {
 pub struct ConnectionPermit(&'static Budget, u32);
 
 impl Budget {
-    fn new(total: u32) -> Self {
-        Budget { total, free: Mutex::new(total.into()), freed: Condvar::new() }
-    }
-
     /// Takes `connections`, first waiting until they are free if `wait` (all of the budget at
     /// most: a request larger than the budget waits for all of it).
     fn take(&'static self, connections: u32, wait: bool) -> ConnectionPermit {
@@ -102,19 +92,21 @@ pub fn reserve_connections(connections: u32) -> ConnectionPermit {
 /// The budget: `DAL_TEST_CONNECTIONS`, else the server's `max_connections` less its
 /// `superuser_reserved_connections`, the connections other clients hold and a spare 10 (but
 /// enough for one case with a default pool).
-fn read_budget(conn: &mut PgConnection) -> Result<u32, String> {
-    if let Ok(set) = std::env::var("DAL_TEST_CONNECTIONS") {
+fn budget(conn: &mut PgConnection) -> Result<Budget, String> {
+    let total = if let Ok(set) = std::env::var("DAL_TEST_CONNECTIONS") {
         let wrong = format!("DAL_TEST_CONNECTIONS must be a number above {ADMIN_CONNECTIONS}");
-        return set.parse().ok().filter(|&n: &u32| n > ADMIN_CONNECTIONS).ok_or(wrong);
-    }
-    let room = sql::<BigInt>(
-        "SELECT current_setting('max_connections')::bigint \
-              - current_setting('superuser_reserved_connections')::bigint \
-              - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')",
-    );
-    let room: i64 =
-        room.get_result(conn).map_err(|e| format!("cannot read max_connections: {e}"))?;
-    Ok(u32::try_from(room - 10).unwrap_or(0).max(12))
+        set.parse().ok().filter(|&n: &u32| n > ADMIN_CONNECTIONS).ok_or(wrong)?
+    } else {
+        let room: i64 = sql::<BigInt>(
+            "SELECT current_setting('max_connections')::bigint \
+             - current_setting('superuser_reserved_connections')::bigint \
+             - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')",
+        )
+        .get_result(conn)
+        .map_err(|e| format!("cannot read max_connections: {e}"))?;
+        u32::try_from(room - 10).unwrap_or(0).max(12)
+    };
+    Ok(Budget { total, free: Mutex::new(total.into()), freed: Condvar::new() })
 }
 
 fn server() -> &'static (String, Budget) {
@@ -139,7 +131,6 @@ pub fn execute(url: &str, sql: &str) -> Result<(), String> {
     execute_each(url, &[sql.to_owned()])
 }
 
-/// Runs each of `statements` in turn on the test server, over a connection of its own.
 pub(crate) fn on_server(statements: &[String]) -> Result<(), String> {
     execute_each(server_url(), statements)
 }
@@ -178,7 +169,8 @@ fn find_server() -> Result<(String, Budget), String> {
     }
 }
 
-/// The servers of step 2, in order: a label and a connection string.
+/// The servers of step 2, in order: a label and a connection string (an empty keyword/value
+/// string is libpq's environment and defaults).
 fn probes() -> Vec<(String, String)> {
     let vars = "PGHOST PGHOSTADDR PGPORT PGUSER PGDATABASE PGSERVICE".split(' ');
     let set: Vec<String> =
@@ -187,7 +179,6 @@ fn probes() -> Vec<(String, String)> {
         true => "libpq's defaults".to_owned(),
         false => format!("libpq's environment ({})", set.join(", ")),
     };
-    // An empty keyword/value string is libpq's environment and defaults.
     let timeout = format!("connect_timeout={PROBE_SECONDS}");
     let mut probes = vec![(libpq, timeout.clone())];
     for dir in ["/var/run/postgresql", "/tmp"] {
@@ -209,9 +200,9 @@ fn use_server(
     mut conn: PgConnection,
 ) -> Result<(String, Budget), String> {
     drop_orphans(&mut conn, "SELECT nspname::text FROM pg_namespace", SCHEMA_PREFIX, drop_schema);
-    let budget = read_budget(&mut conn)?;
-    eprintln!("PostgreSQL for the tests: {label}, at most {budget} connections at once");
-    Ok((url, Budget::new(budget)))
+    let budget = budget(&mut conn)?;
+    eprintln!("PostgreSQL for the tests: {label}, at most {} connections at once", budget.total);
+    Ok((url, budget))
 }
 
 /// Runs the statement `drop` makes of each name `names` selects that has `prefix` and was left
@@ -302,12 +293,11 @@ fn start_container() -> Result<(String, Budget), String> {
 /// Removes the private cluster or stops the container, if one was started. Call at the end of a
 /// test or bench process (a static is never dropped; a cluster's watcher removes it anyway).
 pub fn shutdown() {
-    let started = locked(&STARTED).take();
-    drop(started);
+    drop(locked(&STARTED).take());
 }
 
-/// A schema of its own on the test server, dropped with everything in it on drop, and the
-/// connections reserved for it.
+/// A schema of its own on the test server (its name is its sessions' `application_name`),
+/// dropped with everything in it on drop, and the connections reserved for it.
 #[derive(Debug)]
 pub struct TempSchema {
     name: String,
@@ -323,11 +313,9 @@ impl TempSchema {
         let name = super::unique_name(SCHEMA_PREFIX);
         let created = on_server(&[format!("CREATE SCHEMA \"{name}\"")]);
         created.unwrap_or_else(|e| panic!("cannot create a test schema: {e}. {HOW_TO}"));
-        let url = schema_url(server_url(), &name, "");
-        TempSchema { name, url, _permit }
+        TempSchema { url: schema_url(server_url(), &name, ""), name, _permit }
     }
 
-    /// The schema's name.
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -346,9 +334,7 @@ impl TempSchema {
     /// Terminates the server connections of stores on this schema and returns how many there
     /// were. For fault injection.
     pub fn terminate_connections(&self) -> usize {
-        let Ok(mut conn) = PgConnection::establish(server_url()) else {
-            return 0;
-        };
+        let Ok(mut conn) = PgConnection::establish(server_url()) else { return 0 };
         let terminate = sql::<BigInt>("SELECT count(pg_terminate_backend(pid)) ")
             .sql("FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND application_name = ")
             .bind::<Text, _>(&self.name);
@@ -397,7 +383,11 @@ mod tests {
 
     /// A budget of `total`, and how many of it are free.
     fn budget(total: u32) -> (&'static Budget, impl Fn() -> i64) {
-        let budget: &'static Budget = Box::leak(Box::new(Budget::new(total)));
+        let budget: &'static Budget = Box::leak(Box::new(Budget {
+            total,
+            free: Mutex::new(total.into()),
+            freed: Condvar::new(),
+        }));
         (budget, move || *locked(&budget.free))
     }
 
