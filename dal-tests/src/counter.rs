@@ -8,19 +8,15 @@ use diesel::connection::{Instrumentation, InstrumentationEvent};
 /// The factory the backends' `Options::instrumentation` take.
 pub type Factory = Arc<dyn Fn() -> Box<dyn Instrumentation> + Send + Sync>;
 
-/// What reached the database during a stretch of calls.
+/// What reached the database during a stretch of calls: every statement sent (`BEGIN`,
+/// `COMMIT`, anything the pool sends: each a round trip on PostgreSQL), the statements prepared
+/// into a connection's cache (Diesel's `CacheQuery`: one more round trip on PostgreSQL), the
+/// transactions begun, and the statements' SQL, cut to 300 characters each.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counts {
-    /// Statements sent, every one: queries, `BEGIN`, `COMMIT`, `ROLLBACK`, anything the pool
-    /// sends. Each is one round trip on PostgreSQL.
     pub statements: usize,
-    /// Statements prepared into a connection's statement cache (Diesel's `CacheQuery` event).
-    /// On PostgreSQL each costs one more round trip, once per connection and statement; on
-    /// SQLite it is local work.
     pub prepares: usize,
-    /// Transactions begun.
     pub transactions: usize,
-    /// The statements' SQL, cut to 300 characters each.
     pub sql: Vec<String>,
 }
 
@@ -47,12 +43,10 @@ fn factory(on: Arc<dyn Fn(&InstrumentationEvent<'_>) + Send + Sync>) -> Factory 
 pub struct StatementLog(Arc<Mutex<Counts>>);
 
 impl StatementLog {
-    /// A new, empty log.
     pub fn new() -> Self {
         StatementLog::default()
     }
 
-    /// The factory the backends' `Options::instrumentation` take.
     pub fn factory(&self) -> Factory {
         let log = self.clone();
         factory(Arc::new(move |event| {
@@ -91,12 +85,10 @@ impl StatementLog {
 pub struct StatementCounter(Arc<[AtomicU64; 3]>);
 
 impl StatementCounter {
-    /// A new counter at zero.
     pub fn new() -> Self {
         StatementCounter::default()
     }
 
-    /// The factory the backends' `Options::instrumentation` take.
     pub fn factory(&self) -> Factory {
         let counts = Arc::clone(&self.0);
         factory(Arc::new(move |event| {

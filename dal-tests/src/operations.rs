@@ -101,32 +101,29 @@ operations! { s;
 }
 
 /// What a backend sends for each shape of operation; every row of the table is one of these,
-/// or a count the suite fixes for every backend (see [`Operation::statements`]).
+/// or a count the suite fixes for every backend (see [`Operation::statements`]):
+/// - `logged_write`: a write and its history events (a transition, a create or a batch within
+///   one statement's bind parameters, a claim that claims some, a completion, a release);
+/// - `rejected_write`: a guarded write that matched nothing, and the read that explains why;
+/// - `large_batch`: `create_many` of 7,000 tasks, more rows than a SQLite statement binds;
+/// - `empty_claim`: a claim that finds nothing ready;
+/// - `cycle`: a runner cycle that completes tasks and claims others, and `cycle_per_failure`
+///   what each failed or retried task adds to it;
+/// - `sweep`: a sweep that recovers stale claims (abandon those at the cap, reset the others);
+/// - `prune_*`: a retention batch that removes workflow executions, that scans finished tasks
+///   but removes nothing (their workflow executions are not finished entirely), that finds
+///   nothing to scan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Statements {
-    /// A write and its history events: a transition, a create or a batch of creates within one
-    /// statement's bind parameters, a claim that claims some, a completion, a release.
     pub logged_write: usize,
-    /// A guarded write that matched nothing, and the read that explains why.
     pub rejected_write: usize,
-    /// `create_many` of 7,000 tasks: more rows than one statement's bind parameters hold on
-    /// SQLite.
     pub large_batch: usize,
-    /// A claim that finds nothing ready.
     pub empty_claim: usize,
-    /// A runner cycle that completes tasks and claims others.
     pub cycle: usize,
-    /// What each failed or retried task adds to a runner cycle (a retried one on its last
-    /// attempt, which fails instead: twice that).
     pub cycle_per_failure: usize,
-    /// A sweep that recovers stale claims (abandon those at the cap, reset the others).
     pub sweep: usize,
-    /// A retention batch that removes workflow executions.
     pub prune_removing: usize,
-    /// A retention batch that scans finished tasks but removes nothing (their workflow
-    /// executions are not finished entirely).
     pub prune_none_finished: usize,
-    /// A retention batch that finds nothing to scan.
     pub prune_nothing: usize,
 }
 
@@ -137,18 +134,12 @@ const END: &str = "<!-- statements:end -->";
 /// Checks the README's statement table: its rows are [`Operation::ALL`] in order, and the
 /// column headed by each title of `columns` holds its counts. Other columns are not checked.
 pub fn check_readme_table(readme: &str, columns: &[(&str, Statements)]) -> Result<(), String> {
-    let table = readme
-        .split(BEGIN)
-        .nth(1)
-        .and_then(|rest| rest.split(END).next())
-        .ok_or(format!("the README has no {BEGIN} ... {END} table"))?;
-    let mut lines =
-        table.lines().filter(|line| line.starts_with('|') && !line.contains("---")).map(|line| {
-            line.trim_matches('|')
-                .split('|')
-                .map(|cell| cell.trim().replace('`', ""))
-                .collect::<Vec<String>>()
-        });
+    let table = readme.split(BEGIN).nth(1).and_then(|rest| rest.split(END).next());
+    let table = table.ok_or(format!("the README has no {BEGIN} ... {END} table"))?;
+    let cells = |line: &str| -> Vec<String> {
+        line.trim_matches('|').split('|').map(|cell| cell.trim().replace('`', "")).collect()
+    };
+    let mut lines = table.lines().filter(|l| l.starts_with('|') && !l.contains("---")).map(cells);
     let header = lines.next().ok_or("the README's table has no header")?;
     let rows: Vec<Vec<String>> = lines.collect();
     let labels: Vec<&str> = rows.iter().map(|r| r.first().map_or("", String::as_str)).collect();
@@ -159,17 +150,15 @@ pub fn check_readme_table(readme: &str, columns: &[(&str, Statements)]) -> Resul
         ));
     }
     for (title, counts) in columns {
-        let column = header
-            .iter()
-            .position(|h| h == title)
-            .ok_or(format!("the README's table has no column {title:?}"))?;
+        let column = header.iter().position(|h| h == title);
+        let column = column.ok_or(format!("the README's table has no column {title:?}"))?;
         for (row, op) in rows.iter().zip(Operation::ALL) {
-            let cell = row.get(column).map_or("", String::as_str);
-            let promised = op.statements(counts);
+            let (cell, promised) =
+                (row.get(column).map_or("", String::as_str), op.statements(counts));
             if cell != promised.to_string() {
+                let label = op.label();
                 return Err(format!(
-                    "README, {title} column, {:?}: {cell:?}, but the backend sends {promised}",
-                    op.label()
+                    "README, {title} column, {label:?}: {cell:?}, but the backend sends {promised}"
                 ));
             }
         }

@@ -9,7 +9,6 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use dal_core::clock::to_micros;
 use dal_core::{Clock, History, ManualClock, TaskExecutionStore};
-use diesel::connection::SimpleConnection;
 use diesel::query_dsl::methods::ExecuteDsl;
 use diesel::{Connection, RunQueryDsl};
 use libtest_mimic::{Arguments, Failed, Trial};
@@ -22,7 +21,6 @@ use crate::{cases, provision};
 
 pub type Backend = &'static dyn TestBackend;
 
-/// Diesel's instrumentation for each new connection of a store (see [`crate::counter`]).
 pub type Instrumentation = crate::counter::Factory;
 
 /// What a backend promises, and the few things whose SQL differs.
@@ -96,13 +94,12 @@ impl fmt::Display for dyn TestBackend {
     }
 }
 
-/// What a write gets when the lock it needs is held past the store's lock timeout.
+/// What a write gets when the lock it needs is held past the store's lock timeout, typed and
+/// retryable: [`dal_core::DalError::Busy`] (SQLite's `SQLITE_BUSY`), or
+/// [`dal_core::DatabaseErrorKind::LockNotAvailable`] (PostgreSQL's SQLSTATE 55P03).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LockTimeout {
-    /// [`dal_core::DalError::Busy`]: typed and retryable (SQLite's `SQLITE_BUSY`).
     Busy,
-    /// [`dal_core::DatabaseErrorKind::LockNotAvailable`]: typed and retryable (PostgreSQL's
-    /// `lock_timeout`, SQLSTATE 55P03).
     LockNotAvailable,
 }
 
@@ -130,18 +127,15 @@ pub struct StoreSetup {
 
 /// A database of one case: stores on it, and access outside the store.
 pub trait TestDatabase: Send + Sync {
-    /// Opens a store on the database, migrating it if needed. The first store opened uses the
-    /// connections the database was made for; later ones reserve their own.
+    /// Opens a store, migrating if needed (the first uses the database's connections).
     fn open(&self, setup: &StoreSetup) -> Arc<dyn TaskExecutionStore>;
     /// Runs `sql` (statements separated by `;`) over a connection of its own.
     fn execute(&self, sql: &str) -> Result<(), String>;
-    /// Another connection holding a lock the store needs to change task `id` (PostgreSQL: the
-    /// row's lock, in an open transaction; SQLite: the database's write lock), until the
-    /// holder commits or drops.
+    /// Another connection holding the lock a write of task `id` needs (PostgreSQL: the row's;
+    /// SQLite: the database's write lock) until it commits or drops.
     fn hold_lock_on(&self, id: Uuid) -> Box<dyn HeldLock>;
-    /// Injects the backend's fault once (PostgreSQL: the server terminates the store's
-    /// connections; SQLite: another connection holds the write lock past a short busy
-    /// timeout), taking a few tens of milliseconds, and returns how many faults it made.
+    /// Injects the backend's fault once (PostgreSQL: the store's sessions terminated; SQLite:
+    /// the write lock held past a short busy timeout) and returns how many it made.
     fn inject_fault(&self) -> usize;
     /// The database's own consistency check (SQLite's `PRAGMA integrity_check`), if any.
     fn check_integrity(&self) -> Result<(), String> {
@@ -153,8 +147,7 @@ pub trait TestDatabase: Send + Sync {
 
 /// A lock held by another connection (see [`TestDatabase::hold_lock_on`]).
 pub trait HeldLock: Send {
-    /// How many other sessions wait for this lock now, where the database can tell
-    /// (PostgreSQL's `pg_blocking_pids`); `None` where it cannot (SQLite).
+    /// How many other sessions wait for this lock now, where the database can tell.
     fn waiters(&mut self) -> Option<usize>;
     /// Runs one statement inside the holder's transaction; returns the rows it changed.
     fn execute(&mut self, sql: &str) -> Result<usize, String>;
@@ -164,14 +157,13 @@ pub trait HeldLock: Send {
     }
 }
 
-/// A raw connection of a backend's own that has run `sql`, as a [`HeldLock`] when `sql` took
-/// a lock; `waiters` counts the sessions waiting for it, where the database can tell.
+/// A raw connection that has run `sql`: a [`HeldLock`] when `sql` took a lock.
 pub struct Holder<C> {
     pub conn: C,
     pub waiters: fn(&mut C) -> Option<usize>,
 }
 
-impl<C: Connection + SimpleConnection + Send + 'static> Holder<C>
+impl<C: Connection + 'static> Holder<C>
 where
     diesel::query_builder::SqlQuery: ExecuteDsl<C>,
 {
@@ -186,14 +178,13 @@ where
     }
 }
 
-impl<C: Connection + Send + 'static> HeldLock for Holder<C>
+impl<C: Connection + 'static> HeldLock for Holder<C>
 where
     diesel::query_builder::SqlQuery: ExecuteDsl<C>,
 {
     fn waiters(&mut self) -> Option<usize> {
         (self.waiters)(&mut self.conn)
     }
-
     fn execute(&mut self, sql: &str) -> Result<usize, String> {
         diesel::sql_query(sql).execute(&mut self.conn).map_err(|e| e.to_string())
     }
@@ -254,7 +245,7 @@ impl Fixture {
         self.kind.history() == History::Kept
     }
 
-    /// The fixture's database as the backend's own type `T`, for a backend's own cases.
+    /// The fixture's database as the backend's own type `T`.
     pub fn database_as<T: 'static>(&self) -> Option<&T> {
         self.database.as_any().downcast_ref::<T>()
     }
@@ -277,9 +268,8 @@ impl Fixture {
         self.log.total().sql.iter().filter(|sql| sql.starts_with("BEGIN")).count()
     }
 
-    /// Whether a write of the store now waits for `held`: PostgreSQL tells who waits for the
-    /// row; on SQLite, the store has sent a `BEGIN` since it had sent `begun` (its `BEGIN
-    /// IMMEDIATE` is what waits).
+    /// Whether a write of the store now waits for `held`: where the database cannot tell
+    /// (SQLite), whether the store has sent a `BEGIN` since it had sent `begun`.
     pub fn waits_for(&self, held: &mut dyn HeldLock, begun: usize) -> bool {
         held.waiters().map_or_else(|| self.begins() > begun, |n| n > 0)
     }
@@ -300,8 +290,7 @@ impl Fixture {
         to_micros(self.clock.now())
     }
 
-    /// Moves the clock forward by 1.5 s and 1 ns (so that the store must cut the time) and
-    /// returns the time the store will write.
+    /// Moves the clock forward by 1.5 s and 1 ns (which the store must cut): the time it writes.
     pub fn tick(&self) -> DateTime<Utc> {
         self.clock.advance(TimeDelta::milliseconds(1_500) + TimeDelta::nanoseconds(1));
         self.now()
@@ -358,14 +347,12 @@ macro_rules! own_cases {
     };
 }
 
-/// One run of the suite: a backend (a factory, or a variant of one), the groups of cases it
-/// runs, its own cases, and why it cannot run here, if it cannot (its cases are then reported
-/// as ignored, and the reason printed once).
+/// One run of the suite: a backend, the groups it runs, its own cases, and why it cannot run
+/// here, if it cannot (its cases are then ignored).
 pub struct Run(pub Backend, pub Vec<Group>, pub Vec<OwnCase>, pub Option<String>);
 
-/// The runs of every backend: `base`, every group and its `own` cases; with the history off
-/// (what each shape of operation sends then, and what a connection keeps prepared); every call
-/// through the async interface.
+/// The runs of every backend: `base` with every group and its `own` cases; the history off
+/// (`no_history`: what it sends and keeps prepared then); every call through async.
 pub fn runs(base: Backend, own: Vec<OwnCase>, no_history: (Statements, usize)) -> Vec<Run> {
     let (counts, prepared) = no_history;
     let with_async = [cases::calls(), vec![("async", crate::variants::ASYNC)]].concat();

@@ -6,12 +6,7 @@ use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use dal_core::{
-    AsyncStore, ClaimStore, Claimed, Completion, Cycle, ExecutionEvent, Finished, History,
-    HistoryStore, Lease, NewTaskExecution, PruneCursor, Pruned, Recovery, Result, RetentionStore,
-    RetryStats, StatusCounts, SubStatus, TaskExecution, TaskExecutionStore, TaskStatus, TaskStore,
-    Transition, WorkflowReads,
-};
+use dal_core::prelude::*;
 use uuid::Uuid;
 
 use crate::case;
@@ -19,8 +14,7 @@ use crate::cases::support::{ready_tasks, workflow};
 use crate::operations::Statements;
 use crate::suite::{Backend, Case, Fixture, Setup, StoreSetup, TestBackend, TestDatabase, Traits};
 
-/// A backend underneath, with other [`Traits`], and its stores behind the async interface or
-/// not.
+/// A backend underneath, with other [`Traits`], its stores behind the async interface or not.
 pub struct Variant {
     inner: Backend,
     traits: Traits,
@@ -73,7 +67,6 @@ impl TestBackend for Variant {
     }
 }
 
-/// The async interface's own case.
 pub const ASYNC: &[Case] = &[case!(the_runtime_runs_on_while_calls_wait)];
 
 /// On a runtime of one worker thread, with one call in flight at a time: a call waiting for a

@@ -15,7 +15,6 @@ use dal_tests::suite::{
     HeldLock, Holder, LockTimeout, StoreSetup, TestBackend, TestDatabase, Traits,
 };
 
-/// SQLite, as `dal-sqlite` uses it.
 pub struct Sqlite;
 
 /// The busy timeout of the suite's stores unless a case sets its own.
@@ -75,7 +74,6 @@ impl TestBackend for Sqlite {
     }
 }
 
-/// A case's database file.
 struct File(TempDatabase);
 
 impl File {

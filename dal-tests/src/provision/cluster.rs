@@ -1,26 +1,17 @@
-//! A private, throwaway PostgreSQL cluster, made from the PostgreSQL binaries installed on the
-//! machine: `initdb` in a temporary directory, the server listening on a socket in that
-//! directory only (no TCP port), stopped and removed on drop.
-//!
-//! A watcher, a small shell process started with the cluster, waits for the test process to
-//! end, however it ends (an exit, a panic, `kill -9`), then stops the server and removes the
-//! directory. A cluster whose watcher was killed too (Ctrl-C reaches the whole process group)
-//! is removed by the next test process that starts one.
-//!
-//! PostgreSQL refuses to run as root: a root test process (CI) runs `initdb`, `pg_ctl` and the
-//! server as the `postgres` account with `runuser`.
+//! A private, throwaway PostgreSQL cluster from the machine's binaries: `initdb` in a
+//! temporary directory, the server on a socket there only (no TCP port), stopped and removed
+//! on drop, or by its watcher (a shell) once the test process ends however it ends, or else by
+//! the next test process that starts one. As root, it runs as `postgres` (`runuser`).
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-/// The prefix of every cluster directory, followed by the owning process's id.
 const DIR_PREFIX: &str = "dal_test_pg_";
 
-/// A default server's connection limit, and a test server's durability: with `fsync` and
-/// `full_page_writes` off, only a crash of the machine loses data; `synchronous_commit` stays
-/// on, so that a crash of the server (`pg_ctl restart -m immediate`) loses no commit.
+/// A default connection limit; `fsync` and `full_page_writes` off (only a crash of the machine
+/// loses data), `synchronous_commit` on (a crash of the server loses no commit).
 const SERVER_OPTIONS: &str =
     "-c listen_addresses='' -c max_connections=100 -c fsync=off -c full_page_writes=off";
 
@@ -39,7 +30,6 @@ impl Cluster {
         format!("postgres://postgres@{socket}/postgres")
     }
 
-    /// Where the binaries came from.
     pub fn bindir(&self) -> &Path {
         &self.bindir
     }
@@ -80,8 +70,7 @@ pub fn start() -> Result<Cluster, String> {
     }
     let initdb = ["-Upostgres", "-Atrust", "-EUTF8", "--no-sync", "-D"];
     run(command(&cluster.bindir, "initdb", &initdb).arg(cluster.dir.join("data")))?;
-    // The watcher ignores the signals a terminal sends the process group, so that Ctrl-C on
-    // the tests still cleans up.
+    // The watcher ignores the signals a terminal sends the process group (Ctrl-C).
     let quote = |p: &Path| format!("'{}'", p.to_string_lossy().replace('\'', "'\\''"));
     let script = format!(
         "trap '' INT TERM HUP; while kill -0 {parent} 2>/dev/null; do sleep 1; done; \

@@ -1,14 +1,7 @@
-//! A transaction-pooling proxy (PgBouncer, `pool_mode = transaction`) in front of the test
-//! server, and a database of its own per case behind it.
-//!
-//! The proxy is named by `DAL_TEST_POOLER` (a `postgres://` URL of it; the database part is
-//! replaced by each case's), and must front the server the tests use with a fallback entry
-//! (`* = host=... port=...`) so that every database is reachable through it. `.ci/pgbouncer`
-//! starts one and prints that URL. Without it, [`unavailable`] says why.
-//!
-//! A proxy drops a client's `options` (its operators put `options` in
-//! `ignore_startup_parameters`), so a case cannot work in a schema named by `search_path`: each
-//! gets a database of its own instead, with the settings the store checks for made on the
+//! A transaction-pooling proxy (PgBouncer) in front of the test server, named by
+//! `DAL_TEST_POOLER` (its `postgres://` URL; `.ci/pgbouncer` starts one, with a fallback entry
+//! to the test server, and prints it), and a database of its own per case behind it: the
+//! proxy drops a client's `options`, so the settings the store checks for are made on the
 //! database (`ALTER DATABASE ... SET`), as a production deployment makes them.
 
 use std::sync::Once;
@@ -18,10 +11,8 @@ use diesel::{Connection, PgConnection};
 use super::postgres::{ConnectionPermit, drop_orphans, on_server, private, reserve_for_fixture};
 use super::postgres::{server_url, with_params};
 
-/// The environment variable naming the proxy.
 const POOLER_ENV: &str = "DAL_TEST_POOLER";
 
-/// The prefix of the databases the cases create.
 const DATABASE_PREFIX: &str = "dal_pooled_";
 
 fn pooler_url() -> Option<String> {
@@ -83,12 +74,11 @@ impl TempDatabase {
         TempDatabase { name, pooled_url, direct_url, _permit }
     }
 
-    /// The database through the proxy.
     pub fn pooled_url(&self) -> &str {
         &self.pooled_url
     }
 
-    /// The database on the server itself, for what a case does outside the store.
+    /// The database on the server itself, not through the proxy.
     pub fn direct_url(&self) -> &str {
         &self.direct_url
     }
