@@ -381,20 +381,19 @@ mod tests {
         assert_eq!(last, "postgres://postgres@127.0.0.1:5432/postgres?connect_timeout=2");
     }
 
-    /// A budget of `total`, and how many of it are free.
-    fn budget(total: u32) -> (&'static Budget, impl Fn() -> i64) {
-        let budget: &'static Budget = Box::leak(Box::new(Budget {
-            total,
-            free: Mutex::new(total.into()),
-            freed: Condvar::new(),
-        }));
-        (budget, move || *locked(&budget.free))
-    }
-
-    /// A reservation waits until the budget has it, given back on any thread.
+    /// A reservation waits until the budget has it, given back on any thread; more for a case
+    /// is taken without waiting; a request larger than the budget waits for all of it.
     #[test]
-    fn a_reservation_waits_until_the_budget_has_it() {
-        let (budget, free) = budget(10);
+    fn a_budget_lends_what_it_has_and_waits_for_the_rest() {
+        let new = |total| {
+            Box::leak(Box::new(Budget {
+                total,
+                free: Mutex::new(total.into()),
+                freed: Condvar::new(),
+            }))
+        };
+        let free = |budget: &Budget| *locked(&budget.free);
+        let budget: &'static Budget = new(10);
         let first = budget.take(8, true);
         let (sent, got) = std::sync::mpsc::channel();
         let waiter = std::thread::spawn(move || sent.send(budget.take(5, true)).unwrap());
@@ -403,25 +402,18 @@ mod tests {
         std::thread::spawn(move || drop(first)).join().unwrap();
         drop(got.recv_timeout(Duration::from_secs(10)).unwrap());
         waiter.join().unwrap();
-        assert_eq!(free(), 10);
-    }
+        assert_eq!(free(budget), 10);
 
-    #[test]
-    fn more_for_a_case_is_taken_without_waiting() {
-        let (budget, free) = budget(10);
         let fixture = budget.take(8, true);
         let more = budget.take(6, false);
-        assert_eq!(free(), -4);
+        assert_eq!(free(budget), -4);
         drop((more, fixture));
-        assert_eq!(free(), 10);
-    }
+        assert_eq!(free(budget), 10);
 
-    #[test]
-    fn a_request_larger_than_the_budget_waits_for_all_of_it() {
-        let (budget, free) = budget(4);
-        let permit = budget.take(7, true);
-        assert_eq!(free(), -3);
+        let small: &'static Budget = new(4);
+        let permit = small.take(7, true);
+        assert_eq!(free(small), -3);
         drop(permit);
-        assert_eq!(free(), 4);
+        assert_eq!(free(small), 4);
     }
 }
