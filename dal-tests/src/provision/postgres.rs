@@ -272,16 +272,10 @@ fn start_container() -> Result<(String, Budget), String> {
     let (port, host) = (port.map_err(|e| e.to_string())?, host.map_err(|e| e.to_string())?);
     let url = format!("postgres://postgres:postgres@{host}:{port}/postgres");
     *locked(&STARTED) = Some(Box::new(container));
-    // The server in the container may still be starting.
-    let mut conn = PgConnection::establish(&url);
-    for _ in 0..50 {
-        if conn.is_ok() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(200));
-        conn = PgConnection::establish(&url);
-    }
-    let conn = conn.map_err(|e| format!("the PostgreSQL container does not answer: {e}"))?;
+    // The server in the container may still be starting: 50 attempts, 200 ms apart.
+    let pause = |_| std::thread::sleep(std::time::Duration::from_millis(200));
+    let conn = (0..50).find_map(|_| PgConnection::establish(&url).map_err(pause).ok());
+    let conn = conn.ok_or("the PostgreSQL container does not answer")?;
     use_server("a testcontainers postgres:15", url, conn)
 }
 
