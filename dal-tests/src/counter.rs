@@ -1,71 +1,67 @@
 //! Counting the statements that reach the database, with Diesel's connection instrumentation.
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use diesel::connection::{Instrumentation, InstrumentationEvent};
 
-/// What reached the database during a stretch of calls.
+/// The factory the backends' `Options::instrumentation` take.
+pub type Factory = Arc<dyn Fn() -> Box<dyn Instrumentation> + Send + Sync>;
+
+/// What reached the database during a stretch of calls: every statement sent (`BEGIN`,
+/// `COMMIT`, anything the pool sends: each a round trip on PostgreSQL), the statements prepared
+/// into a connection's cache (Diesel's `CacheQuery`: one more round trip on PostgreSQL), the
+/// transactions begun, and the statements' SQL, cut to 300 characters each.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counts {
-    /// Statements sent, every one: queries, `BEGIN`, `COMMIT`, `ROLLBACK`, anything the pool
-    /// sends. Each is one round trip on PostgreSQL.
     pub statements: usize,
-    /// Statements prepared into a connection's statement cache (Diesel's `CacheQuery` event).
-    /// On PostgreSQL each costs one more round trip, once per connection and statement; on
-    /// SQLite it is local work.
     pub prepares: usize,
-    /// Transactions begun.
     pub transactions: usize,
-    /// The statements' SQL, cut to 300 characters each (whole, with their binds, in a log made
-    /// by [`StatementLog::keeping_whole_sql`]).
     pub sql: Vec<String>,
+}
+
+/// Which count `event` adds one to: statements (0), prepares (1), transactions (2).
+fn slot(event: &InstrumentationEvent<'_>) -> Option<usize> {
+    match event {
+        InstrumentationEvent::StartQuery { .. } => Some(0),
+        InstrumentationEvent::CacheQuery { .. } => Some(1),
+        InstrumentationEvent::BeginTransaction { .. } => Some(2),
+        _ => None,
+    }
+}
+
+/// A factory whose instrumentation passes every event to `on`.
+fn factory(on: Arc<dyn Fn(&InstrumentationEvent<'_>) + Send + Sync>) -> Factory {
+    Arc::new(move || {
+        let on = Arc::clone(&on);
+        Box::new(move |event: InstrumentationEvent<'_>| on(&event))
+    })
 }
 
 /// A statement counter to install on every connection of a store's pool.
 #[derive(Debug, Clone, Default)]
-pub struct StatementLog {
-    counts: Arc<Mutex<Counts>>,
-    whole_sql: bool,
-}
+pub struct StatementLog(Arc<Mutex<Counts>>);
 
 impl StatementLog {
-    /// A new, empty log.
     pub fn new() -> Self {
         StatementLog::default()
     }
 
-    /// A new, empty log that keeps each statement's whole SQL and its binds (`SQL -- binds:
-    /// [...]`, Diesel's debug form).
-    pub fn keeping_whole_sql() -> Self {
-        StatementLog { whole_sql: true, ..StatementLog::default() }
-    }
-
-    /// The factory the backends' `Options::instrumentation` take.
-    pub fn factory(&self) -> Arc<dyn Fn() -> Box<dyn Instrumentation> + Send + Sync> {
-        let counts = Arc::clone(&self.counts);
-        let whole_sql = self.whole_sql;
-        Arc::new(move || {
-            let counts = Arc::clone(&counts);
-            Box::new(move |event: InstrumentationEvent<'_>| {
-                let mut counts = lock(&counts);
-                match event {
-                    InstrumentationEvent::StartQuery { query, .. } => {
-                        counts.statements += 1;
-                        let text = query.to_string();
-                        let sql = if whole_sql { text } else { text.chars().take(300).collect() };
-                        counts.sql.push(sql);
-                    }
-                    InstrumentationEvent::CacheQuery { .. } => counts.prepares += 1,
-                    InstrumentationEvent::BeginTransaction { .. } => counts.transactions += 1,
-                    _ => {}
-                }
-            })
-        })
+    pub fn factory(&self) -> Factory {
+        let log = self.clone();
+        factory(Arc::new(move |event| {
+            let counts = &mut *log.0.lock().unwrap_or_else(PoisonError::into_inner);
+            let Some(slot) = slot(event) else { return };
+            *[&mut counts.statements, &mut counts.prepares, &mut counts.transactions][slot] += 1;
+            if let InstrumentationEvent::StartQuery { query, .. } = event {
+                counts.sql.push(query.to_string().chars().take(300).collect());
+            }
+        }))
     }
 
     /// Everything counted so far.
     pub fn total(&self) -> Counts {
-        lock(&self.counts).clone()
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// Runs `f` and returns what reached the database meanwhile. Only meaningful when nothing
@@ -84,57 +80,27 @@ impl StatementLog {
     }
 }
 
-fn lock(counts: &Mutex<Counts>) -> MutexGuard<'_, Counts> {
-    counts.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// A light statement counter (atomic counts, no SQL kept), for long runs.
 #[derive(Debug, Clone, Default)]
-pub struct StatementCounter {
-    counts: Arc<Totals>,
-}
-
-#[derive(Debug, Default)]
-struct Totals {
-    statements: std::sync::atomic::AtomicU64,
-    prepares: std::sync::atomic::AtomicU64,
-    transactions: std::sync::atomic::AtomicU64,
-}
+pub struct StatementCounter(Arc<[AtomicU64; 3]>);
 
 impl StatementCounter {
-    /// A new counter at zero.
     pub fn new() -> Self {
         StatementCounter::default()
     }
 
-    /// The factory the backends' `Options::instrumentation` take.
-    pub fn factory(&self) -> Arc<dyn Fn() -> Box<dyn Instrumentation> + Send + Sync> {
-        use std::sync::atomic::Ordering::Relaxed;
-        let counts = Arc::clone(&self.counts);
-        Arc::new(move || {
-            let counts = Arc::clone(&counts);
-            Box::new(move |event: InstrumentationEvent<'_>| match event {
-                InstrumentationEvent::StartQuery { .. } => {
-                    counts.statements.fetch_add(1, Relaxed);
-                }
-                InstrumentationEvent::CacheQuery { .. } => {
-                    counts.prepares.fetch_add(1, Relaxed);
-                }
-                InstrumentationEvent::BeginTransaction { .. } => {
-                    counts.transactions.fetch_add(1, Relaxed);
-                }
-                _ => {}
-            })
-        })
+    pub fn factory(&self) -> Factory {
+        let counts = Arc::clone(&self.0);
+        factory(Arc::new(move |event| {
+            if let Some(slot) = slot(event) {
+                counts[slot].fetch_add(1, Relaxed);
+            }
+        }))
     }
 
     /// `(statements, prepares, transactions)` so far.
     pub fn totals(&self) -> (u64, u64, u64) {
-        use std::sync::atomic::Ordering::Relaxed;
-        (
-            self.counts.statements.load(Relaxed),
-            self.counts.prepares.load(Relaxed),
-            self.counts.transactions.load(Relaxed),
-        )
+        let [s, p, t] = self.0.as_ref().each_ref().map(|n| n.load(Relaxed));
+        (s, p, t)
     }
 }

@@ -3,7 +3,7 @@
 //! ([`crate::suite::TestBackend::statement_counts`]).
 
 macro_rules! operations {
-    ($($variant:ident => $label:literal,)*) => {
+    ($s:ident; $($variant:ident($label:literal) = $count:expr,)*) => {
         /// An operation of the statement table, in the table's order.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         pub enum Operation {
@@ -23,137 +23,108 @@ macro_rules! operations {
                     $(Operation::$variant => $label,)*
                 }
             }
+
+            /// The statements this operation sends on a backend that sends `s` for each shape.
+            /// Fixed for every backend: a read is one statement; a heartbeat (not history) one
+            /// plain `UPDATE`; input the store rejects, an empty batch and a limit of 0 send
+            /// nothing.
+            pub fn statements(self, $s: &Statements) -> usize {
+                match self {
+                    $(Operation::$variant => $count,)*
+                }
+            }
         }
     };
 }
 
-operations! {
-    Create => "create",
-    CreateMany100 => "create_many (100 rows)",
-    CreateMany7000 => "create_many (7,000 rows)",
-    CreateManyNone => "create_many (no rows)",
-    Get => "get",
-    ListForWorkflow => "list_for_workflow",
-    MarkReady => "mark_ready",
-    MarkRunning => "mark_running",
-    MarkCompleted => "mark_completed",
-    ResetRetryState => "reset_retry_state",
-    MarkFailed => "mark_failed",
-    ScheduleRetry => "schedule_retry",
-    ResetTaskForRecovery => "reset_task_for_recovery",
-    MarkSkipped => "mark_skipped",
-    MarkAbandoned => "mark_abandoned",
-    SetSubStatus => "set_sub_status",
-    RejectedTransition => "rejected transition (not found, invalid, exhausted)",
-    RejectedInput => "rejected input (validation)",
-    Claim1 => "claim_ready (1 task)",
-    Claim32 => "claim_ready (32 tasks)",
-    Claim1000 => "claim_ready (1,000 tasks)",
-    ClaimLimit0 => "claim_ready (limit 0)",
-    ClaimNoneReady => "claim_ready (none ready)",
-    ClaimTask => "claim_task",
-    ClaimTaskRejected => "claim_task (already claimed)",
-    Heartbeat => "heartbeat",
-    Complete => "complete",
-    CompleteMany30 => "complete_many (30 tasks)",
-    FinishAndClaim => "finish_and_claim (30 completed, 32 claimed)",
-    FinishAndClaimFailing => "finish_and_claim (28 completed, 2 failed, 32 claimed)",
-    FinishAndClaimRetrying => "finish_and_claim (28 completed, 2 retried, 32 claimed)",
-    FinishAndClaimNothing => "finish_and_claim (nothing finished, limit 0)",
-    Fail => "fail",
-    FailAndRetry => "fail_and_retry",
-    Release => "release",
-    RejectedLease => "rejected lease (claim lost)",
-    FindStaleClaims => "find_stale_claims",
-    Recover1000 => "recover_stale_claims (1,000 stale tasks)",
-    Recover1 => "recover_stale_claims (1 stale task)",
-    ListReady => "list_ready",
-    ListDueRetries => "list_due_retries",
-    EventsForTask => "events_for_task",
-    EventsForWorkflow => "events_for_workflow",
-    EventsForWorkflowLimit0 => "events_for_workflow (limit 0)",
-    PendingTasks => "pending_tasks",
-    TaskStatuses => "task_statuses",
-    StatusesForWorkflows => "statuses_for_workflows",
-    IsWorkflowComplete => "is_workflow_complete",
-    CompleteWorkflows => "complete_workflows",
-    HasAbandonedTask => "has_abandoned_task",
-    RetryStats => "retry_stats",
-    ExhaustedTasks => "exhausted_tasks",
-    CountByStatus => "count_by_status",
-    DeferredTasks => "deferred_tasks",
-    WorkflowReadsOfNoIds => "workflow reads of no ids",
-    PruneRemoving => "prune_finished (batch removing workflows)",
-    PruneNoneFinished => "prune_finished (none finished entirely)",
-    PruneNothing => "prune_finished (nothing to remove)",
-    PruneRejected => "prune_finished (rejected input)",
+operations! { s;
+    Create("create") = s.logged_write,
+    CreateMany100("create_many (100 rows)") = s.logged_write,
+    CreateMany7000("create_many (7,000 rows)") = s.large_batch,
+    CreateManyNone("create_many (no rows)") = 0,
+    Get("get") = 1,
+    ListForWorkflow("list_for_workflow") = 1,
+    MarkReady("mark_ready") = s.logged_write,
+    MarkRunning("mark_running") = s.logged_write,
+    MarkCompleted("mark_completed") = s.logged_write,
+    ResetRetryState("reset_retry_state") = s.logged_write,
+    MarkFailed("mark_failed") = s.logged_write,
+    ScheduleRetry("schedule_retry") = s.logged_write,
+    ResetTaskForRecovery("reset_task_for_recovery") = s.logged_write,
+    MarkSkipped("mark_skipped") = s.logged_write,
+    MarkAbandoned("mark_abandoned") = s.logged_write,
+    SetSubStatus("set_sub_status") = s.logged_write,
+    RejectedTransition("rejected transition (not found, invalid, exhausted)") = s.rejected_write,
+    RejectedInput("rejected input (validation)") = 0,
+    Claim1("claim_ready (1 task)") = s.logged_write,
+    Claim32("claim_ready (32 tasks)") = s.logged_write,
+    Claim1000("claim_ready (1,000 tasks)") = s.logged_write,
+    ClaimLimit0("claim_ready (limit 0)") = 0,
+    ClaimNoneReady("claim_ready (none ready)") = s.empty_claim,
+    ClaimTask("claim_task") = s.logged_write,
+    ClaimTaskRejected("claim_task (already claimed)") = s.rejected_write,
+    Heartbeat("heartbeat") = 1,
+    Complete("complete") = s.logged_write,
+    CompleteMany30("complete_many (30 tasks)") = s.logged_write,
+    FinishAndClaim("finish_and_claim (30 completed, 32 claimed)") = s.cycle,
+    // The two failures (retries) have one error (retry time): one plan.
+    FinishAndClaimFailing("finish_and_claim (28 completed, 2 failed, 32 claimed)") = s.cycle + s.cycle_per_failure,
+    FinishAndClaimRetrying("finish_and_claim (28 completed, 2 retried, 32 claimed)") = s.cycle + s.cycle_per_failure,
+    FinishAndClaimNothing("finish_and_claim (nothing finished, limit 0)") = 0,
+    Fail("fail") = s.logged_write,
+    FailAndRetry("fail_and_retry") = s.logged_write,
+    Release("release") = s.logged_write,
+    RejectedLease("rejected lease (claim lost)") = s.rejected_write,
+    FindStaleClaims("find_stale_claims") = 1,
+    Recover1000("recover_stale_claims (1,000 stale tasks)") = s.sweep,
+    Recover1("recover_stale_claims (1 stale task)") = s.sweep,
+    ListReady("list_ready") = 1,
+    ListDueRetries("list_due_retries") = 1,
+    EventsForTask("events_for_task") = 1,
+    EventsForWorkflow("events_for_workflow") = 1,
+    EventsForWorkflowLimit0("events_for_workflow (limit 0)") = 0,
+    PendingTasks("pending_tasks") = 1,
+    TaskStatuses("task_statuses") = 1,
+    StatusesForWorkflows("statuses_for_workflows") = 1,
+    IsWorkflowComplete("is_workflow_complete") = 1,
+    CompleteWorkflows("complete_workflows") = 1,
+    HasAbandonedTask("has_abandoned_task") = 1,
+    RetryStats("retry_stats") = 1,
+    ExhaustedTasks("exhausted_tasks") = 1,
+    CountByStatus("count_by_status") = 1,
+    DeferredTasks("deferred_tasks") = 1,
+    WorkflowReadsOfNoIds("workflow reads of no ids") = 0,
+    PruneRemoving("prune_finished (batch removing workflows)") = s.prune_removing,
+    PruneNoneFinished("prune_finished (none finished entirely)") = s.prune_none_finished,
+    PruneNothing("prune_finished (nothing to remove)") = s.prune_nothing,
+    PruneRejected("prune_finished (rejected input)") = 0,
 }
 
 /// What a backend sends for each shape of operation; every row of the table is one of these,
-/// or a count the suite fixes for every backend (see [`Operation::statements`]).
+/// or a count the suite fixes for every backend (see [`Operation::statements`]):
+/// - `logged_write`: a write and its history events (a transition, a create or a batch within
+///   one statement's bind parameters, a claim that claims some, a completion, a release);
+/// - `rejected_write`: a guarded write that matched nothing, and the read that explains why;
+/// - `large_batch`: `create_many` of 7,000 tasks, more rows than a SQLite statement binds;
+/// - `empty_claim`: a claim that finds nothing ready;
+/// - `cycle`: a runner cycle that completes tasks and claims others, and `cycle_per_failure`
+///   what each failed or retried task adds to it;
+/// - `sweep`: a sweep that recovers stale claims (abandon those at the cap, reset the others);
+/// - `prune_*`: a retention batch that removes workflow executions, that scans finished tasks
+///   but removes nothing (their workflow executions are not finished entirely), that finds
+///   nothing to scan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Statements {
-    /// A write and its history events: a transition, a create or a batch of creates within one
-    /// statement's bind parameters, a claim that claims some, a completion, a release.
     pub logged_write: usize,
-    /// A guarded write that matched nothing, and the read that explains why.
     pub rejected_write: usize,
-    /// `create_many` of 7,000 tasks: more rows than one statement's bind parameters hold on
-    /// SQLite.
     pub large_batch: usize,
-    /// A claim that finds nothing ready.
     pub empty_claim: usize,
-    /// A runner cycle that completes tasks and claims others.
     pub cycle: usize,
-    /// What each failed or retried task adds to a runner cycle (a retried one on its last
-    /// attempt, which fails instead: twice that).
     pub cycle_per_failure: usize,
-    /// A sweep that recovers stale claims (abandon those at the cap, reset the others).
     pub sweep: usize,
-    /// A retention batch that removes workflow executions.
     pub prune_removing: usize,
-    /// A retention batch that scans finished tasks but removes nothing (their workflow
-    /// executions are not finished entirely).
     pub prune_none_finished: usize,
-    /// A retention batch that finds nothing to scan.
     pub prune_nothing: usize,
-}
-
-impl Operation {
-    /// The statements this operation sends on a backend that sends `s` for each shape. Fixed
-    /// for every backend: a read is one statement; a heartbeat (not history) one plain
-    /// `UPDATE`; input the store rejects, an empty batch and a limit of 0 send nothing.
-    pub fn statements(self, s: &Statements) -> usize {
-        use Operation::*;
-        match self {
-            CreateManyNone
-            | RejectedInput
-            | ClaimLimit0
-            | EventsForWorkflowLimit0
-            | WorkflowReadsOfNoIds
-            | FinishAndClaimNothing
-            | PruneRejected => 0,
-            Get | ListForWorkflow | FindStaleClaims | ListReady | ListDueRetries
-            | EventsForTask | EventsForWorkflow | PendingTasks | TaskStatuses
-            | StatusesForWorkflows | IsWorkflowComplete | CompleteWorkflows | HasAbandonedTask
-            | RetryStats | ExhaustedTasks | CountByStatus | DeferredTasks => 1,
-            Heartbeat => 1,
-            Create | CreateMany100 | MarkReady | MarkRunning | MarkCompleted | ResetRetryState
-            | MarkFailed | ScheduleRetry | ResetTaskForRecovery | MarkSkipped | MarkAbandoned
-            | SetSubStatus | Claim1 | Claim32 | Claim1000 | ClaimTask | Complete
-            | CompleteMany30 | Fail | FailAndRetry | Release => s.logged_write,
-            RejectedTransition | RejectedLease | ClaimTaskRejected => s.rejected_write,
-            CreateMany7000 => s.large_batch,
-            ClaimNoneReady => s.empty_claim,
-            FinishAndClaim => s.cycle,
-            // The two failures (retries) have one error (retry time): one plan.
-            FinishAndClaimFailing | FinishAndClaimRetrying => s.cycle + s.cycle_per_failure,
-            Recover1000 | Recover1 => s.sweep,
-            PruneRemoving => s.prune_removing,
-            PruneNoneFinished => s.prune_none_finished,
-            PruneNothing => s.prune_nothing,
-        }
-    }
 }
 
 /// Where the README's table starts and ends.
@@ -163,18 +134,12 @@ const END: &str = "<!-- statements:end -->";
 /// Checks the README's statement table: its rows are [`Operation::ALL`] in order, and the
 /// column headed by each title of `columns` holds its counts. Other columns are not checked.
 pub fn check_readme_table(readme: &str, columns: &[(&str, Statements)]) -> Result<(), String> {
-    let table = readme
-        .split(BEGIN)
-        .nth(1)
-        .and_then(|rest| rest.split(END).next())
-        .ok_or(format!("the README has no {BEGIN} ... {END} table"))?;
-    let mut lines =
-        table.lines().filter(|line| line.starts_with('|') && !line.contains("---")).map(|line| {
-            line.trim_matches('|')
-                .split('|')
-                .map(|cell| cell.trim().replace('`', ""))
-                .collect::<Vec<String>>()
-        });
+    let table = readme.split(BEGIN).nth(1).and_then(|rest| rest.split(END).next());
+    let table = table.ok_or(format!("the README has no {BEGIN} ... {END} table"))?;
+    let cells = |line: &str| -> Vec<String> {
+        line.trim_matches('|').split('|').map(|cell| cell.trim().replace('`', "")).collect()
+    };
+    let mut lines = table.lines().filter(|l| l.starts_with('|') && !l.contains("---")).map(cells);
     let header = lines.next().ok_or("the README's table has no header")?;
     let rows: Vec<Vec<String>> = lines.collect();
     let labels: Vec<&str> = rows.iter().map(|r| r.first().map_or("", String::as_str)).collect();
@@ -185,17 +150,15 @@ pub fn check_readme_table(readme: &str, columns: &[(&str, Statements)]) -> Resul
         ));
     }
     for (title, counts) in columns {
-        let column = header
-            .iter()
-            .position(|h| h == title)
-            .ok_or(format!("the README's table has no column {title:?}"))?;
+        let column = header.iter().position(|h| h == title);
+        let column = column.ok_or(format!("the README's table has no column {title:?}"))?;
         for (row, op) in rows.iter().zip(Operation::ALL) {
-            let cell = row.get(column).map_or("", String::as_str);
-            let promised = op.statements(counts);
+            let (cell, promised) =
+                (row.get(column).map_or("", String::as_str), op.statements(counts));
             if cell != promised.to_string() {
+                let label = op.label();
                 return Err(format!(
-                    "README, {title} column, {:?}: {cell:?}, but the backend sends {promised}",
-                    op.label()
+                    "README, {title} column, {label:?}: {cell:?}, but the backend sends {promised}"
                 ));
             }
         }

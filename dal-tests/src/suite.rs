@@ -1,8 +1,5 @@
-//! The suite: cases written once against [`dal_core::TaskExecutionStore`] and a backend's
-//! factory ([`TestBackend`]: a database of a case's own, the statement counts it promises, the
-//! few things whose SQL differs; [`TestDatabase`]: stores on that database, raw SQL, a lock
-//! held by another connection, the backend's fault), run by each backend crate's own
-//! `tests/conformance` with its factory and its variants ([`Run`], [`main`]).
+//! The suite: cases written once against a backend's factory ([`TestBackend`]), run by each
+//! backend crate's own `tests/conformance` with its variants ([`runs`], [`main`]).
 
 use std::any::Any;
 use std::fmt;
@@ -12,67 +9,82 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use dal_core::clock::to_micros;
 use dal_core::{Clock, History, ManualClock, TaskExecutionStore};
+use diesel::query_dsl::methods::ExecuteDsl;
+use diesel::{Connection, RunQueryDsl};
 use libtest_mimic::{Arguments, Failed, Trial};
 use uuid::Uuid;
 
 use crate::counter::StatementLog;
 use crate::operations::{Operation, Statements};
-use crate::provision;
+use crate::variants::Variant;
+use crate::{cases, provision};
 
-/// A backend as the suite holds it.
 pub type Backend = &'static dyn TestBackend;
 
-/// Diesel's instrumentation for each new connection of a store (see [`crate::counter`]).
-pub type Instrumentation =
-    Arc<dyn Fn() -> Box<dyn diesel::connection::Instrumentation> + Send + Sync>;
+pub type Instrumentation = crate::counter::Factory;
 
-/// A backend under test: how to make a database for a case, and what the backend promises.
+/// What a backend promises, and the few things whose SQL differs.
+#[derive(Clone, Copy)]
+pub struct Traits {
+    /// The first part of each test name (`sqlite::create::...`), and the README column's title.
+    pub name: &'static str,
+    pub title: &'static str,
+    /// Statements each shape of operation sends (`BEGIN`/`COMMIT` included), as the README says.
+    pub counts: Statements,
+    /// Statements a connection keeps prepared after the whole table ran, and a retention
+    /// batch prepares on its first use.
+    pub prepared_per_connection: usize,
+    pub prepared_per_prune_batch: usize,
+    /// What a write returns when another connection holds its lock past the lock timeout.
+    pub lock_timeout: LockTimeout,
+    /// Raw SQL: a task id's literal; statements after which inserting events of a type
+    /// fails; statements that delete every task and event.
+    pub id_literal: fn(Uuid) -> String,
+    pub refuse_events_sql: fn(&str) -> String,
+    pub empty_tables_sql: &'static str,
+    /// Whether the stores the suite opens write the execution history.
+    pub history: History,
+}
+
+/// `fn $method(&self) -> $type`: the backend's [`Traits`]' `$field`.
+macro_rules! accessors {
+    ($($method:ident: $field:ident -> $type:ty),*) => {
+        $(fn $method(&self) -> $type { self.traits().$field })*
+    };
+}
+
+/// A backend under test: how to make a database for a case, and what it promises ([`Traits`]).
 pub trait TestBackend: Send + Sync + 'static {
-    /// Lower-case name: the first part of each test name (`sqlite::create::...`).
-    fn name(&self) -> &'static str;
+    fn traits(&self) -> Traits;
 
-    /// The header of the backend's column in the README's statement table.
-    fn title(&self) -> &'static str;
-
-    /// A new, empty database (a file, a schema) for one case, removed when dropped. The case's
-    /// stores hold at most `connections` connections to it at once (with the first store's
-    /// pool): a server with a connection limit reserves them.
+    /// A new, empty database (a file, a schema) for one case, removed when dropped, for stores
+    /// of at most `connections` connections at once (a server with a limit reserves them).
     fn database(&self, connections: u32) -> Box<dyn TestDatabase>;
 
-    /// How many statements each shape of operation sends (every statement, `BEGIN`/`COMMIT`
-    /// included): the backend's column of the statement table, asserted by the `statements`
-    /// cases.
-    fn statement_counts(&self) -> Statements;
+    /// Opens a store on `database` (a variant wraps it). The rest: the backend's [`Traits`].
+    fn open(&self, database: &dyn TestDatabase, setup: &StoreSetup) -> Arc<dyn TaskExecutionStore> {
+        database.open(setup)
+    }
 
-    /// How many statements `operation` sends (from [`TestBackend::statement_counts`]).
+    accessors!(name: name -> &'static str, title: title -> &'static str,
+        statement_counts: counts -> Statements, lock_timeout: lock_timeout -> LockTimeout,
+        prepared_per_connection: prepared_per_connection -> usize,
+        prepared_per_prune_batch: prepared_per_prune_batch -> usize,
+        empty_tables_sql: empty_tables_sql -> &'static str, history: history -> History);
     fn statements(&self, operation: Operation) -> usize {
         operation.statements(&self.statement_counts())
     }
+    fn id_literal(&self, id: Uuid) -> String {
+        (self.traits().id_literal)(id)
+    }
+    fn refuse_events_sql(&self, event_type: &str) -> String {
+        (self.traits().refuse_events_sql)(event_type)
+    }
+}
 
-    /// How many statements one connection keeps prepared after every operation of the table
-    /// ran once on it.
-    fn prepared_per_connection(&self) -> usize;
-
-    /// How many statements a retention batch prepares on its first use.
-    fn prepared_per_prune_batch(&self) -> usize;
-
-    /// What a write returns when another connection holds the lock it needs past the store's
-    /// lock timeout.
-    fn lock_timeout(&self) -> LockTimeout;
-
-    /// Raw SQL: the literal of task id `id` in this backend's SQL.
-    fn id_literal(&self, id: Uuid) -> String;
-
-    /// Raw SQL: statements after which the database refuses to insert events of type
-    /// `event_type` (e.g. `failed`), failing the statement that tries.
-    fn refuse_events_sql(&self, event_type: &str) -> String;
-
-    /// Raw SQL: statements that delete every task and every event.
-    fn empty_tables_sql(&self) -> &'static str;
-
-    /// Whether the stores the suite opens write the execution history (default: they do).
-    fn history(&self) -> History {
-        History::Kept
+impl fmt::Debug for dyn TestBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
     }
 }
 
@@ -82,101 +94,107 @@ impl fmt::Display for dyn TestBackend {
     }
 }
 
-impl fmt::Debug for dyn TestBackend {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// What a write gets when the lock it needs is held past the store's lock timeout.
+/// What a write gets when the lock it needs is held past the store's lock timeout, typed and
+/// retryable: [`dal_core::DalError::Busy`] (SQLite's `SQLITE_BUSY`), or
+/// [`dal_core::DatabaseErrorKind::LockNotAvailable`] (PostgreSQL's SQLSTATE 55P03).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LockTimeout {
-    /// [`dal_core::DalError::Busy`]: typed and retryable (SQLite's `SQLITE_BUSY`).
     Busy,
-    /// [`dal_core::DatabaseErrorKind::LockNotAvailable`]: typed and retryable (PostgreSQL's
-    /// `lock_timeout`, SQLSTATE 55P03).
     LockNotAvailable,
 }
 
-/// Which plans a PostgreSQL store's sessions use; other backends have one kind of plan and
-/// ignore it.
+/// Which plans a PostgreSQL store's sessions use (`plan_cache_mode`: `auto`,
+/// `force_custom_plan`, `force_generic_plan`); other backends ignore it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Plans {
-    /// The server's default (`plan_cache_mode = auto`).
     #[default]
     Default,
-    /// Planned anew for each execution (`force_custom_plan`).
     Custom,
-    /// One generic plan per prepared statement (`force_generic_plan`).
     Generic,
 }
 
-/// How a store is opened on a [`TestDatabase`].
+/// How a store is opened on a [`TestDatabase`]: as [`Setup`] says, and its sessions' plans,
+/// clock, instrumentation (`None`: not counted) and history.
 #[derive(Clone)]
 pub struct StoreSetup {
-    /// The pool size.
     pub pool_size: u32,
-    /// How long a write waits for a lock another connection holds; `None`: the backend's
-    /// default for the suite (SQLite's 5 s busy timeout; no limit on PostgreSQL).
     pub lock_timeout: Option<Duration>,
-    /// The plans of the store's sessions.
     pub plans: Plans,
-    /// The store's clock.
     pub clock: Arc<ManualClock>,
-    /// Instrumentation for each connection, to count the statements; `None`: not counted.
     pub instrumentation: Option<Instrumentation>,
-    /// Whether the store writes the execution history.
     pub history: History,
 }
 
 /// A database of one case: stores on it, and access outside the store.
 pub trait TestDatabase: Send + Sync {
-    /// Opens a store on the database, migrating it if needed. The first store opened uses the
-    /// connections the database was made for; later ones reserve their own.
+    /// Opens a store, migrating if needed (the first uses the database's connections).
     fn open(&self, setup: &StoreSetup) -> Arc<dyn TaskExecutionStore>;
-
-    /// Runs `sql` (statements separated by `;`) over a connection of its own, outside any
-    /// store.
+    /// Runs `sql` (statements separated by `;`) over a connection of its own.
     fn execute(&self, sql: &str) -> Result<(), String>;
-
-    /// Another connection holding a lock the store needs to change task `id` (PostgreSQL: the
-    /// row's lock, in an open transaction; SQLite: the database's write lock), until the
-    /// holder commits or drops.
+    /// Another connection holding the lock a write of task `id` needs (PostgreSQL: the row's;
+    /// SQLite: the database's write lock) until it commits or drops.
     fn hold_lock_on(&self, id: Uuid) -> Box<dyn HeldLock>;
-
-    /// Injects the backend's fault once (PostgreSQL: the server terminates the store's
-    /// connections; SQLite: another connection holds the write lock past a short busy
-    /// timeout), taking a few tens of milliseconds, and returns how many faults it made.
+    /// Injects the backend's fault once (PostgreSQL: the store's sessions terminated; SQLite:
+    /// the write lock held past a short busy timeout) and returns how many it made.
     fn inject_fault(&self) -> usize;
-
-    /// Checks the database's own consistency where the backend has such a check (SQLite's
-    /// `PRAGMA integrity_check`); `Ok` where it has none.
-    fn check_integrity(&self) -> Result<(), String>;
-
+    /// The database's own consistency check (SQLite's `PRAGMA integrity_check`), if any.
+    fn check_integrity(&self) -> Result<(), String> {
+        Ok(())
+    }
     /// The database, for a backend's own cases to downcast.
     fn as_any(&self) -> &dyn Any;
 }
 
 /// A lock held by another connection (see [`TestDatabase::hold_lock_on`]).
 pub trait HeldLock: Send {
-    /// How many other sessions wait for this lock now, where the database can tell
-    /// (PostgreSQL's `pg_blocking_pids`); `None` where it cannot (SQLite).
+    /// How many other sessions wait for this lock now, where the database can tell.
     fn waiters(&mut self) -> Option<usize>;
-
     /// Runs one statement inside the holder's transaction; returns the rows it changed.
     fn execute(&mut self, sql: &str) -> Result<usize, String>;
-
     /// Commits the holder's transaction, releasing the lock.
-    fn commit(&mut self) -> Result<(), String>;
+    fn commit(&mut self) -> Result<(), String> {
+        self.execute("COMMIT").map(drop)
+    }
 }
 
-/// How a case's store is opened.
+/// A raw connection that has run `sql`: a [`HeldLock`] when `sql` took a lock.
+pub struct Holder<C> {
+    pub conn: C,
+    pub waiters: fn(&mut C) -> Option<usize>,
+}
+
+impl<C: Connection + 'static> Holder<C>
+where
+    diesel::query_builder::SqlQuery: ExecuteDsl<C>,
+{
+    pub fn connect(
+        url: &str,
+        sql: &str,
+        waiters: fn(&mut C) -> Option<usize>,
+    ) -> Result<Self, String> {
+        let mut conn = C::establish(url).map_err(|e| format!("connect to {url}: {e}"))?;
+        conn.batch_execute(sql).map_err(|e| format!("{sql}: {e}"))?;
+        Ok(Holder { conn, waiters })
+    }
+}
+
+impl<C: Connection + 'static> HeldLock for Holder<C>
+where
+    diesel::query_builder::SqlQuery: ExecuteDsl<C>,
+{
+    fn waiters(&mut self) -> Option<usize> {
+        (self.waiters)(&mut self.conn)
+    }
+    fn execute(&mut self, sql: &str) -> Result<usize, String> {
+        diesel::sql_query(sql).execute(&mut self.conn).map_err(|e| e.to_string())
+    }
+}
+
+/// How a case's store is opened: its pool size, and how long a write waits for a lock another
+/// connection holds (`None`: SQLite's 5 s busy timeout, no limit on PostgreSQL).
 #[derive(Debug, Clone, Copy)]
 pub struct Setup {
-    /// The pool size.
     pub pool_size: u32,
-    /// How long a write waits for a lock another connection holds; `None`: the backend's
-    /// default for the suite (see [`StoreSetup::lock_timeout`]).
     pub lock_timeout: Option<Duration>,
 }
 
@@ -186,85 +204,61 @@ impl Default for Setup {
     }
 }
 
-/// The time every fixture's clock starts at. It has nanoseconds, which the store must cut to
-/// microseconds.
+/// The time every fixture's clock starts at, with nanoseconds the store must cut.
 pub fn start_time() -> DateTime<Utc> {
     DateTime::from_timestamp(1_772_366_400, 123_456_789).unwrap_or_default() // 2026-03-01T12:00:00.123456789Z
 }
 
-/// A store of one backend on a database of its own.
+/// A store of one backend on a database of its own, its clock and the log of every statement
+/// its connections sent. The database, declared after the store, outlives its connections.
 pub struct Fixture {
-    /// Which backend.
     pub kind: Backend,
-    /// The store, shareable with threads.
     pub store: Arc<dyn TaskExecutionStore>,
-    /// The store's clock.
     pub clock: Arc<ManualClock>,
-    /// Every statement the store's connections sent.
     pub log: StatementLog,
-    /// The case's database. Declared after the store, so dropped after it: the database
-    /// outlives its connections.
     pub database: Box<dyn TestDatabase>,
 }
 
 impl Fixture {
-    /// A fixture with the default [`Setup`].
     pub fn new(kind: Backend) -> Self {
         Fixture::with(kind, Setup::default())
     }
 
-    /// A fixture opened with `setup`. All the store's connections are opened up front, none
-    /// later in the background.
+    /// A fixture opened with `setup` (all the store's connections opened up front).
     pub fn with(kind: Backend, setup: Setup) -> Self {
-        let clock = Arc::new(ManualClock::new(start_time()));
-        let log = StatementLog::new();
+        let (clock, log) = (Arc::new(ManualClock::new(start_time())), StatementLog::new());
         let database = kind.database(setup.pool_size);
-        let store = database.open(&StoreSetup {
-            pool_size: setup.pool_size,
-            lock_timeout: setup.lock_timeout,
-            plans: Plans::Default,
-            clock: clock.clone(),
-            instrumentation: Some(log.factory()),
-            history: kind.history(),
-        });
+        let store = open(kind, &*database, setup, Plans::Default, &clock, Some(log.factory()));
         Fixture { kind, store, clock, log, database }
     }
 
     /// Another store on the fixture's database, with a pool and a clock of its own and no
     /// statement counting, as a second process would open it; its sessions use `plans`.
     pub fn other_store(&self, pool_size: u32, plans: Plans) -> Arc<dyn TaskExecutionStore> {
-        self.database.open(&StoreSetup {
-            pool_size,
-            lock_timeout: None,
-            plans,
-            clock: Arc::new(ManualClock::new(self.clock.now())),
-            instrumentation: None,
-            history: self.kind.history(),
-        })
+        let clock = Arc::new(ManualClock::new(self.clock.now()));
+        let setup = Setup { pool_size, lock_timeout: None };
+        open(self.kind, &*self.database, setup, plans, &clock, None)
     }
 
-    /// Whether the fixture's store writes the execution history: the cases check the events
-    /// written only when it does (and that none are written when it does not).
+    /// Whether the fixture's store writes the execution history.
     pub fn keeps_history(&self) -> bool {
         self.kind.history() == History::Kept
     }
 
-    /// The fixture's database as the backend's own type `T`, for a backend's own cases.
+    /// The fixture's database as the backend's own type `T`.
     pub fn database_as<T: 'static>(&self) -> Option<&T> {
         self.database.as_any().downcast_ref::<T>()
     }
 
     /// Runs statements (`;`-separated, in the backend's SQL) on the fixture's database outside
-    /// the store, over a connection of its own. For cases that change the schema under the
-    /// store (e.g. to make a write fail).
+    /// the store, over a connection of its own.
     pub fn execute_sql(&self, sql: &str) {
         if let Err(err) = self.database.execute(sql) {
             panic!("{sql}: {err}");
         }
     }
 
-    /// Another connection holding a lock the store needs to change task `id` (see
-    /// [`TestDatabase::hold_lock_on`]). Released when the holder commits or drops.
+    /// See [`TestDatabase::hold_lock_on`].
     pub fn hold_lock_on(&self, id: uuid::Uuid) -> Box<dyn HeldLock> {
         self.database.hold_lock_on(id)
     }
@@ -274,21 +268,19 @@ impl Fixture {
         self.log.total().sql.iter().filter(|sql| sql.starts_with("BEGIN")).count()
     }
 
-    /// Whether a write of the store now waits for `held`: PostgreSQL tells who waits for the
-    /// row; on SQLite, the store has sent a `BEGIN` since it had sent `begun` (its `BEGIN
-    /// IMMEDIATE` is what waits).
+    /// Whether a write of the store now waits for `held`: where the database cannot tell
+    /// (SQLite), whether the store has sent a `BEGIN` since it had sent `begun`.
     pub fn waits_for(&self, held: &mut dyn HeldLock, begun: usize) -> bool {
         held.waiters().map_or_else(|| self.begins() > begun, |n| n > 0)
     }
 
-    /// Fails the case if the database's own consistency check finds a problem.
+    /// Fails the case if the database's consistency check finds a problem.
     pub fn assert_intact(&self) {
         if let Err(problem) = self.database.check_integrity() {
             panic!("{}: the database is damaged: {problem}", self.kind);
         }
     }
 
-    /// The store as a trait object.
     pub fn store(&self) -> &dyn TaskExecutionStore {
         &*self.store
     }
@@ -298,12 +290,28 @@ impl Fixture {
         to_micros(self.clock.now())
     }
 
-    /// Moves the clock forward by 1.5 s and 1 ns (so that the store must cut the time) and
-    /// returns the time the store will write.
+    /// Moves the clock forward by 1.5 s and 1 ns (which the store must cut): the time it writes.
     pub fn tick(&self) -> DateTime<Utc> {
         self.clock.advance(TimeDelta::milliseconds(1_500) + TimeDelta::nanoseconds(1));
         self.now()
     }
+}
+
+/// The store `kind` opens on `database`: as `setup` says, with `plans`, `clock` and
+/// `instrumentation`.
+fn open(
+    kind: Backend,
+    database: &dyn TestDatabase,
+    Setup { pool_size, lock_timeout }: Setup,
+    plans: Plans,
+    clock: &Arc<ManualClock>,
+    instrumentation: Option<Instrumentation>,
+) -> Arc<dyn TaskExecutionStore> {
+    let (clock, history) = (clock.clone(), kind.history());
+    kind.open(
+        database,
+        &StoreSetup { pool_size, lock_timeout, plans, clock, instrumentation, history },
+    )
 }
 
 impl fmt::Debug for Fixture {
@@ -312,19 +320,15 @@ impl fmt::Debug for Fixture {
     }
 }
 
-/// One conformance case.
+/// One conformance case: its name inside its group, and what runs it (panics on failure).
 #[derive(Clone, Copy)]
 pub struct Case {
-    /// The case's name inside its group.
     pub name: &'static str,
-    /// Runs the case against a backend; panics on failure.
     pub run: fn(Backend),
 }
 
-/// A group of cases: its name and its cases.
 pub type Group = (&'static str, &'static [Case]);
 
-/// Makes a [`Case`] of a function.
 #[macro_export]
 macro_rules! case {
     ($f:ident) => {
@@ -332,78 +336,59 @@ macro_rules! case {
     };
 }
 
-/// A case of one backend's own: named `<backend>::<group>::<name>`.
-#[derive(Clone, Copy)]
-pub struct OwnCase {
-    /// The group, as in the suite's names.
-    pub group: &'static str,
-    /// The case's name inside its group.
-    pub name: &'static str,
-    /// Runs the case; panics on failure.
-    pub run: fn(),
+/// A case of one backend's own, named `<backend>::<group>::<name>`: `(group, name, run)`.
+pub type OwnCase = (&'static str, &'static str, fn());
+
+/// The [`OwnCase`]s of `group`: the functions of `module`, named as they are.
+#[macro_export]
+macro_rules! own_cases {
+    ($group:literal, $module:ident: $($case:ident),+ $(,)?) => {
+        vec![$(($group, stringify!($case), $module::$case as fn())),+]
+    };
 }
 
-/// One run of the suite: a backend (a factory, or a variant of one), the groups of cases it
-/// runs (a variant runs those it can change), and its own cases.
-pub struct Run {
-    /// The backend.
-    pub backend: Backend,
-    /// The groups of the suite's cases it runs.
-    pub groups: Vec<Group>,
-    /// Its own cases.
-    pub own: Vec<OwnCase>,
-    /// Why it cannot run here (a service it needs is missing), if it cannot: its cases are
-    /// reported as ignored, and the reason printed once.
-    pub unavailable: Option<String>,
-    /// Whether its column of the README's statement table is checked.
-    pub in_readme: bool,
+/// One run of the suite: a backend, the groups it runs, its own cases, and why it cannot run
+/// here, if it cannot (its cases are then ignored).
+pub struct Run(pub Backend, pub Vec<Group>, pub Vec<OwnCase>, pub Option<String>);
+
+/// The runs of every backend: `base` with every group and its `own` cases; the history off
+/// (`no_history`: what it sends and keeps prepared then); every call through async.
+pub fn runs(base: Backend, own: Vec<OwnCase>, no_history: (Statements, usize)) -> Vec<Run> {
+    let (counts, prepared) = no_history;
+    let with_async = [cases::calls(), vec![("async", crate::variants::ASYNC)]].concat();
+    vec![
+        Run(base, cases::all(), own, None),
+        Run(Variant::no_history(base, counts, prepared), cases::without_history(), vec![], None),
+        Run(Variant::through_async(base), with_async, vec![], None),
+    ]
 }
 
-/// The test binary's `main` for `runs`: every case of every run as a libtest trial named
-/// `<backend>::<group>::<case>` (libtest's command line: filters, `--exact`, `--list`, ...),
-/// and the README's statement table checked against the runs that are in it; then the
-/// PostgreSQL container is stopped if one was started.
+/// The test binary's `main`: every case of every run as a libtest trial named
+/// `<backend>::<group>::<case>`, and the README's statement table checked against every run's
+/// column; then the PostgreSQL server the tests started, if any, is stopped.
 pub fn main(runs: Vec<Run>) {
     let args = Arguments::from_args();
-    let mut trials = Vec::new();
-    let mut columns = Vec::new();
-    for run in runs {
-        let kind = run.backend;
-        if let Some(why) = &run.unavailable {
+    let (mut trials, mut columns) = (Vec::new(), Vec::new());
+    for Run(kind, groups, own, unavailable) in runs {
+        if let Some(why) = &unavailable {
             eprintln!("{kind}: its cases are ignored: {why}");
         }
-        let ignored = run.unavailable.is_some();
-        for (group, cases) in run.groups {
-            for case in cases {
-                let test = case.run;
-                let name = format!("{kind}::{group}::{}", case.name);
-                trials.push(
-                    Trial::test(name, move || {
-                        test(kind);
-                        Ok(())
-                    })
-                    .with_ignored_flag(ignored),
-                );
-            }
+        let mut add = |group: &str, name: &str, test: Box<dyn FnOnce() + Send>| {
+            let trial = Trial::test(format!("{kind}::{group}::{name}"), move || {
+                test();
+                Ok(())
+            });
+            trials.push(trial.with_ignored_flag(unavailable.is_some()));
+        };
+        for (group, cases) in groups {
+            cases.iter().for_each(|case| add(group, case.name, Box::new(move || (case.run)(kind))));
         }
-        for own in run.own {
-            let name = format!("{kind}::{}::{}", own.group, own.name);
-            trials.push(
-                Trial::test(name, move || {
-                    (own.run)();
-                    Ok(())
-                })
-                .with_ignored_flag(ignored),
-            );
-        }
-        if run.in_readme {
-            columns.push((kind.title(), kind.statement_counts()));
-        }
+        own.into_iter().for_each(|(group, name, run)| add(group, name, Box::new(run)));
+        columns.push((kind.title(), kind.statement_counts()));
     }
     trials.push(Trial::test("readme::statement_table", move || {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md");
-        let readme =
-            std::fs::read_to_string(path).map_err(|e| Failed::from(format!("{path}: {e}")))?;
+        let readme = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
         crate::operations::check_readme_table(&readme, &columns).map_err(Failed::from)
     }));
     let conclusion = libtest_mimic::run(&args, trials);

@@ -1,81 +1,72 @@
-//! The variants of any backend the suite runs: every call made through [`dal_core::AsyncStore`]
-//! ([`Async`]), and the history off ([`Unlogged`]).
+//! The variants of any backend the suite runs: the history off ([`Variant::no_history`]), and
+//! every call made through [`dal_core::AsyncStore`] ([`Variant::through_async`]).
 
-use std::any::Any;
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use dal_core::{
-    AsyncStore, ClaimStore, Claimed, Completion, Cycle, ExecutionEvent, Finished, HistoryStore,
-    Lease, NewTaskExecution, PruneCursor, Pruned, Recovery, Result, RetentionStore, RetryStats,
-    StatusCounts, SubStatus, TaskExecution, TaskExecutionStore, TaskStatus, TaskStore,
-    WorkflowReads,
-};
-use dal_core::{History, Transition};
+use dal_core::prelude::*;
 use uuid::Uuid;
 
 use crate::case;
 use crate::cases::support::{ready_tasks, workflow};
 use crate::operations::Statements;
-use crate::suite::{
-    Backend, Case, Fixture, HeldLock, LockTimeout, Setup, StoreSetup, TestBackend, TestDatabase,
-};
+use crate::suite::{Backend, Case, Fixture, Setup, StoreSetup, TestBackend, TestDatabase, Traits};
 
-/// `inner`, every call made through the async interface: the cases call a blocking store whose
-/// every operation runs the async operation on a tokio runtime, which runs the backend's
-/// blocking operation on the blocking pool.
-pub struct Async {
-    /// The backend underneath.
-    pub inner: Backend,
-    /// The test-name prefix, e.g. `async_sqlite`.
-    pub name: &'static str,
+/// A backend underneath, with other [`Traits`], its stores behind the async interface or not.
+pub struct Variant {
+    inner: Backend,
+    traits: Traits,
+    through_async: bool,
 }
 
-impl TestBackend for Async {
-    fn name(&self) -> &'static str {
-        self.name
+impl Variant {
+    /// `inner` with the history off (named `<inner>_no_history`, its README column
+    /// `<title>, history off`): every write without its event, sending `counts` and keeping
+    /// `prepared` statements prepared per connection.
+    pub fn no_history(inner: Backend, counts: Statements, prepared: usize) -> Backend {
+        let t = inner.traits();
+        let name = leak(format!("{}_no_history", t.name));
+        let title = leak(format!("{}, history off", t.title));
+        let history = History::Off;
+        let traits =
+            Traits { name, title, counts, prepared_per_connection: prepared, history, ..t };
+        Box::leak(Box::new(Variant { inner, traits, through_async: false }))
     }
 
-    fn title(&self) -> &'static str {
-        self.inner.title()
+    /// `inner` (named `async_<inner>`), every call made through the async interface: the cases
+    /// call a blocking store whose every operation runs the async operation on a tokio runtime,
+    /// which runs the backend's blocking operation on the blocking pool.
+    pub fn through_async(inner: Backend) -> Backend {
+        let traits = Traits { name: leak(format!("async_{}", inner.name())), ..inner.traits() };
+        Box::leak(Box::new(Variant { inner, traits, through_async: true }))
+    }
+}
+
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
+impl TestBackend for Variant {
+    fn traits(&self) -> Traits {
+        self.traits
     }
 
     fn database(&self, connections: u32) -> Box<dyn TestDatabase> {
-        Box::new(AsyncDatabase(self.inner.database(connections)))
+        self.inner.database(connections)
     }
 
-    fn statement_counts(&self) -> Statements {
-        self.inner.statement_counts()
-    }
-
-    fn prepared_per_connection(&self) -> usize {
-        self.inner.prepared_per_connection()
-    }
-
-    fn prepared_per_prune_batch(&self) -> usize {
-        self.inner.prepared_per_prune_batch()
-    }
-
-    fn lock_timeout(&self) -> LockTimeout {
-        self.inner.lock_timeout()
-    }
-
-    fn id_literal(&self, id: Uuid) -> String {
-        self.inner.id_literal(id)
-    }
-
-    fn refuse_events_sql(&self, event_type: &str) -> String {
-        self.inner.refuse_events_sql(event_type)
-    }
-
-    fn empty_tables_sql(&self) -> &'static str {
-        self.inner.empty_tables_sql()
+    fn open(&self, database: &dyn TestDatabase, setup: &StoreSetup) -> Arc<dyn TaskExecutionStore> {
+        let store = self.inner.open(database, setup);
+        if !self.through_async {
+            return store;
+        }
+        let in_flight = usize::try_from(setup.pool_size).unwrap_or(1);
+        Arc::new(ThroughAsync(AsyncStore::new(store, in_flight)))
     }
 }
 
-/// The async interface's own case.
 pub const ASYNC: &[Case] = &[case!(the_runtime_runs_on_while_calls_wait)];
 
 /// On a runtime of one worker thread, with one call in flight at a time: a call waiting for a
@@ -113,45 +104,11 @@ fn the_runtime_runs_on_while_calls_wait(kind: Backend) {
     assert!(started.elapsed() < lock_timeout);
 }
 
-/// The inner backend's database; its stores are opened behind the async interface.
-struct AsyncDatabase(Box<dyn TestDatabase>);
-
-impl TestDatabase for AsyncDatabase {
-    fn open(&self, setup: &StoreSetup) -> Arc<dyn TaskExecutionStore> {
-        let store = self.0.open(setup);
-        let in_flight = usize::try_from(setup.pool_size).unwrap_or(1);
-        Arc::new(ThroughAsync(AsyncStore::new(store, in_flight)))
-    }
-
-    fn execute(&self, sql: &str) -> std::result::Result<(), String> {
-        self.0.execute(sql)
-    }
-
-    fn hold_lock_on(&self, id: Uuid) -> Box<dyn HeldLock> {
-        self.0.hold_lock_on(id)
-    }
-
-    fn inject_fault(&self) -> usize {
-        self.0.inject_fault()
-    }
-
-    fn check_integrity(&self) -> std::result::Result<(), String> {
-        self.0.check_integrity()
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self.0.as_any()
-    }
-}
-
 /// The runtime the async calls run on (the cases' threads wait on it with `block_on`).
 fn runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("dal-async-suite")
-            .build()
-            .expect("a tokio runtime")
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(2).thread_name("dal-async-suite").build().expect("a tokio runtime")
     });
     &RUNTIME
 }
@@ -172,63 +129,3 @@ macro_rules! blocking_over_async {
 }
 
 dal_core::store_operations!(blocking_over_async);
-
-/// `inner`, with the history off: every write without its event.
-pub struct Unlogged {
-    /// The backend underneath.
-    pub inner: Backend,
-    /// The test-name prefix, e.g. `sqlite_no_history`.
-    pub name: &'static str,
-    /// The README column's heading.
-    pub title: &'static str,
-    /// What each shape of operation sends without events.
-    pub counts: Statements,
-    /// The statements a connection keeps prepared after the whole table ran.
-    pub prepared: usize,
-}
-
-impl TestBackend for Unlogged {
-    fn name(&self) -> &'static str {
-        self.name
-    }
-
-    fn title(&self) -> &'static str {
-        self.title
-    }
-
-    fn database(&self, connections: u32) -> Box<dyn TestDatabase> {
-        self.inner.database(connections)
-    }
-
-    fn statement_counts(&self) -> Statements {
-        self.counts
-    }
-
-    fn prepared_per_connection(&self) -> usize {
-        self.prepared
-    }
-
-    fn prepared_per_prune_batch(&self) -> usize {
-        self.inner.prepared_per_prune_batch()
-    }
-
-    fn lock_timeout(&self) -> LockTimeout {
-        self.inner.lock_timeout()
-    }
-
-    fn id_literal(&self, id: Uuid) -> String {
-        self.inner.id_literal(id)
-    }
-
-    fn refuse_events_sql(&self, event_type: &str) -> String {
-        self.inner.refuse_events_sql(event_type)
-    }
-
-    fn empty_tables_sql(&self) -> &'static str {
-        self.inner.empty_tables_sql()
-    }
-
-    fn history(&self) -> History {
-        History::Off
-    }
-}

@@ -8,13 +8,8 @@ use dal_postgres::{Migrations, PgOptions, PgStore};
 use diesel::connection::SimpleConnection;
 use diesel::sql_types::BigInt;
 
-use crate::factory::{ROLE, as_role, assert_writes, connect, execute, select};
+use crate::factory::{ROLE, as_role, assert_writes, connect, execute, select, versions};
 use dal_tests::provision::postgres::TempSchema;
-
-/// Every migration version of this build, oldest first.
-fn versions() -> Vec<String> {
-    dal_diesel::open::versions::<diesel::pg::Pg>(&dal_postgres::MIGRATIONS).unwrap()
-}
 
 /// How many relations `schema` holds.
 fn relations_in(schema: &TempSchema) -> i64 {
@@ -31,16 +26,11 @@ fn open(url: &str, m: Migrations) -> Result<PgStore, DalError> {
     PgOptions::new(url).pool_size(1).migrations(m).connect()
 }
 
-/// A store on `schema` with the migrations verified.
-fn verify(schema: &TempSchema) -> Result<PgStore, DalError> {
-    open(schema.url(), Migrations::Verify)
-}
-
 /// Asserts that verifying `schema`'s migrations fails naming `pending` (and not retryable), and
 /// changes nothing.
 fn assert_pending(schema: &TempSchema, pending: &[String]) {
     let before = relations_in(schema);
-    let err = verify(schema).map(drop).unwrap_err();
+    let err = open(schema.url(), Migrations::Verify).map(drop).unwrap_err();
     let named = matches!(&err, DalError::SchemaNotMigrated { pending: p } if p == pending);
     assert!(named && !err.is_retryable(), "{err:?}");
     assert!(err.to_string().contains(&pending[0]), "{err}");
@@ -56,8 +46,7 @@ pub fn verified_migrations_missing_fail_the_connect_and_nothing_is_written() {
     assert_eq!(relations_in(&schema), 0);
     PgOptions::new(schema.url()).migrate().expect("migrate");
     let newest = &all[all.len() - 1..];
-    let forget = "DELETE FROM __diesel_schema_migrations WHERE version = ";
-    let forget = format!("{forget}'{}'", newest[0]);
+    let forget = format!("DELETE FROM __diesel_schema_migrations WHERE version = '{}'", newest[0]);
     execute(schema.url(), &forget).expect("forget the newest migration");
     assert_pending(&schema, newest);
 }
@@ -68,7 +57,7 @@ pub fn the_migration_step_applies_each_migration_once() {
     let step = || PgOptions::new(schema.url()).migrate().expect("the step");
     assert_eq!(step(), versions());
     assert_eq!(step(), Vec::<String>::new());
-    assert_writes(&verify(&schema).expect("every migration applied"));
+    assert_writes(&open(schema.url(), Migrations::Verify).expect("every migration applied"));
 }
 
 /// The role the suite's DML-only runs use has no right to run DDL: migrating a fresh schema as
@@ -90,7 +79,8 @@ pub fn the_printed_sql_migrates_a_schema_the_store_verifies() {
     let schema = TempSchema::with_connections(1);
     let sql = dal_postgres::migrations_sql();
     execute(schema.url(), &sql).expect("the printed SQL runs");
-    assert_writes(&verify(&schema).expect("the printed SQL applied every migration"));
+    let verified = open(schema.url(), Migrations::Verify);
+    assert_writes(&verified.expect("the printed SQL applied every migration"));
     let step = PgOptions::new(schema.url()).migrate();
     assert_eq!(step.expect("nothing left to apply"), Vec::<String>::new());
     let again = connect(schema.url()).batch_execute(&sql);

@@ -3,12 +3,11 @@
 //! (A lock not granted in time, 55P03, is a case of the suite's `faults`; a session the server
 //! ends, 57P01, of its faults and restarts.)
 
+use dal_core::{DalError, DatabaseErrorKind, TaskExecution, TaskStore};
 use diesel::PgConnection;
 use diesel::connection::SimpleConnection;
 
-use dal_core::{DalError, DatabaseErrorKind, TaskExecution, TaskStore};
-
-use crate::factory::{Postgres, connect, schema_of};
+use crate::factory::{Postgres, connect, execute, schema_of};
 use dal_tests::cases::support::{assert_unchanged, expect_err, ready_tasks, workflow};
 use dal_tests::provision::postgres::reserve_connections;
 use dal_tests::suite::{Fixture, Setup};
@@ -22,11 +21,9 @@ fn with_tasks(pool_size: u32, tasks: usize) -> (Fixture, Vec<TaskExecution>) {
 }
 
 /// Makes the next `failures` updates of `task_executions` in the fixture's schema fail with
-/// SQLSTATE `code`. A sequence counts them, so the count survives the failed statement's
-/// rollback.
+/// SQLSTATE `code`, counted by a sequence (which survives the failed statement's rollback).
 fn inject_failures(f: &Fixture, failures: u32, code: &str) {
-    let mut conn = connect(schema_of(f).url());
-    conn.batch_execute(&format!(
+    let sql = format!(
         "CREATE SEQUENCE injected_failures;
          CREATE FUNCTION inject_failure() RETURNS trigger LANGUAGE plpgsql AS $$
          BEGIN
@@ -37,8 +34,8 @@ fn inject_failures(f: &Fixture, failures: u32, code: &str) {
          END $$;
          CREATE TRIGGER inject_failure BEFORE UPDATE ON task_executions
              FOR EACH ROW EXECUTE FUNCTION inject_failure();"
-    ))
-    .expect("install the injected failures");
+    );
+    execute(schema_of(f).url(), &sql).expect("install the injected failures");
 }
 
 /// Asserts that `err` is a database error of `kind`, and a retryable conflict if `conflict`,
@@ -54,12 +51,9 @@ fn assert_reset_after_retries(f: &Fixture, task: &TaskExecution, statements: usi
     let now = f.tick();
     let (reset, counts) = f.log.measure(|| f.store.reset_task_for_recovery(task.id));
     assert_eq!(counts.statements, statements);
-    let expected = TaskExecution {
-        recovery_attempts: 1,
-        last_recovery_at: Some(now),
-        updated_at: now,
-        ..task.clone()
-    };
+    let (last_recovery_at, updated_at) = (Some(now), now);
+    let expected =
+        TaskExecution { recovery_attempts: 1, last_recovery_at, updated_at, ..task.clone() };
     assert_eq!(reset.expect("reset"), expected);
     assert_eq!(f.store.events_for_task(task.id).expect("events").len(), 2);
 }

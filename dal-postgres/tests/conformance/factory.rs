@@ -5,9 +5,8 @@
 use std::any::Any;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
-use dal_core::{DalError, TaskExecution, TaskExecutionStore, TaskStore};
-use dal_postgres::{Migrations, PgOptions};
-use diesel::connection::SimpleConnection;
+use dal_core::{DalError, History, TaskExecution, TaskExecutionStore, TaskStore};
+use dal_postgres::{INDEX_PLAN_SETTINGS as PLANS, Migrations, PgOptions};
 use diesel::sql_types::{BigInt, Text};
 use diesel::{Connection, PgConnection, RunQueryDsl};
 use uuid::Uuid;
@@ -16,19 +15,20 @@ use dal_tests::operations::Statements;
 use dal_tests::provision::pooler::TempDatabase;
 use dal_tests::provision::postgres::{ConnectionPermit, TempSchema, reserve_connections};
 use dal_tests::provision::postgres::{server_url, with_params};
-use dal_tests::suite::{Fixture, HeldLock, LockTimeout, Plans, StoreSetup, TestBackend};
+use dal_tests::suite::{Fixture, HeldLock, Holder, LockTimeout, Plans, StoreSetup};
+use dal_tests::suite::{TestBackend, TestDatabase, Traits};
 
-/// PostgreSQL as the suite runs it. Every variant sends the same statements.
+pub use dal_tests::provision::postgres::execute;
+
+/// PostgreSQL as the suite runs it, each case in a schema of its own: `Owner`, the store
+/// migrates it; `DmlOnly`, as a deployment with migrations as a step of their own (the
+/// server's user migrates it, the stores connect as [`ROLE`] with [`Migrations::Verify`]);
+/// `Pooled`, through PgBouncer in transaction pooling, each case in a database of its own (the
+/// proxy drops the `options` a schema needs), nothing kept prepared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Postgres {
-    /// Each case in a schema of its own, which the store migrates.
     Owner,
-    /// As a deployment with migrations as a step of their own: each case's schema migrated by
-    /// the server's user, the stores connecting as [`ROLE`] (DML rights only) with
-    /// [`Migrations::Verify`].
     DmlOnly,
-    /// Through PgBouncer in transaction pooling, each case in a database of its own (the proxy
-    /// drops the `options` a schema needs). Nothing is kept prepared: any [`Plans`] are the same.
     Pooled,
 }
 
@@ -49,85 +49,64 @@ pub const STATEMENTS: Statements = Statements {
     prune_nothing: 1,
 };
 
+/// The logged single-row and many-row INSERTs, the logged guarded UPDATE and the plain one
+/// (heartbeats), the logged claim and batch completion, and the SELECTs (not the sweep and
+/// the retention batch, planned anew each time); none behind the pooler.
+pub const PREPARED: usize = 20;
+
 impl TestBackend for Postgres {
-    fn name(&self) -> &'static str {
-        match self {
-            Postgres::Owner => "postgres",
-            Postgres::DmlOnly => "postgres_dml_only",
-            Postgres::Pooled => "pgbouncer",
+    fn traits(&self) -> Traits {
+        let (name, prepared) = match self {
+            Postgres::Owner => ("postgres", PREPARED),
+            Postgres::DmlOnly => ("postgres_dml_only", PREPARED),
+            Postgres::Pooled => ("pgbouncer", 0),
+        };
+        Traits {
+            name,
+            // One column for all: the statements are the same.
+            title: "PostgreSQL",
+            counts: STATEMENTS,
+            prepared_per_connection: prepared,
+            prepared_per_prune_batch: 0,
+            lock_timeout: LockTimeout::LockNotAvailable,
+            id_literal: |id| format!("'{id}'"),
+            refuse_events_sql: |event_type| {
+                format!(
+                    "ALTER TABLE execution_events ADD CONSTRAINT no_{event_type} \
+                     CHECK (event_type <> '{event_type}') NOT VALID"
+                )
+            },
+            empty_tables_sql: "TRUNCATE task_executions, execution_events",
+            history: History::Kept,
         }
     }
 
-    /// One column for all: the statements are the same.
-    fn title(&self) -> &'static str {
-        "PostgreSQL"
-    }
-
-    fn database(&self, connections: u32) -> Box<dyn dal_tests::suite::TestDatabase> {
-        let plans = dal_postgres::INDEX_PLAN_SETTINGS;
+    fn database(&self, connections: u32) -> Box<dyn TestDatabase> {
         let place = match self {
-            Postgres::Pooled => Place::Pooled(TempDatabase::with_connections(connections, &plans)),
+            Postgres::Pooled => Place::Pooled(TempDatabase::with_connections(connections, &PLANS)),
             _ => Place::Schema(TempSchema::with_connections(connections)),
         };
         if let (Postgres::DmlOnly, Place::Schema(schema)) = (self, &place) {
             migrate_for_role(schema);
         }
-        let stores = Mutex::default();
-        Box::new(Database { backend: *self, place, stores })
-    }
-
-    fn statement_counts(&self) -> Statements {
-        STATEMENTS
-    }
-
-    /// The logged single-row and many-row INSERTs, the logged guarded UPDATE and the plain one
-    /// (heartbeats), the logged claim and batch completion, and the SELECTs (not the sweep and
-    /// the retention batch, planned anew each time); none behind the pooler.
-    fn prepared_per_connection(&self) -> usize {
-        if *self == Postgres::Pooled { 0 } else { 20 }
-    }
-
-    fn prepared_per_prune_batch(&self) -> usize {
-        0
-    }
-
-    fn lock_timeout(&self) -> LockTimeout {
-        LockTimeout::LockNotAvailable
-    }
-
-    fn id_literal(&self, id: Uuid) -> String {
-        format!("'{id}'")
-    }
-
-    fn refuse_events_sql(&self, event_type: &str) -> String {
-        format!(
-            "ALTER TABLE execution_events ADD CONSTRAINT no_{event_type} \
-             CHECK (event_type <> '{event_type}') NOT VALID"
-        )
-    }
-
-    fn empty_tables_sql(&self) -> &'static str {
-        "TRUNCATE task_executions, execution_events"
+        Box::new(Database { backend: *self, place, stores: Mutex::default() })
     }
 }
 
-/// Where a case's stores work.
 enum Place {
     Schema(TempSchema),
     Pooled(TempDatabase),
 }
 
-/// A case's database.
+/// A case's database, and the connections of each store after the first (the first one's came
+/// with the database).
 struct Database {
     backend: Postgres,
     place: Place,
-    /// The connections reserved for each store after the first (the first one's came with the
-    /// database).
     stores: Mutex<Vec<Option<ConnectionPermit>>>,
 }
 
 impl Database {
-    /// The database on the server itself, for what a case does outside the store.
     fn direct_url(&self) -> &str {
         match &self.place {
             Place::Schema(schema) => schema.url(),
@@ -144,7 +123,7 @@ pub fn schema_of(f: &Fixture) -> &TempSchema {
     }
 }
 
-impl dal_tests::suite::TestDatabase for Database {
+impl TestDatabase for Database {
     fn open(&self, setup: &StoreSetup) -> Arc<dyn TaskExecutionStore> {
         let mut stores = self.stores.lock().unwrap_or_else(PoisonError::into_inner);
         let later = !stores.is_empty();
@@ -155,11 +134,10 @@ impl dal_tests::suite::TestDatabase for Database {
             Plans::Custom => Some("-c plan_cache_mode=force_custom_plan".to_owned()),
             Plans::Generic => Some("-c plan_cache_mode=force_generic_plan".to_owned()),
         };
-        let session = [lock_timeout.clone(), plans].into_iter().flatten();
-        let session = session.collect::<Vec<_>>().join(" ");
+        let session = [lock_timeout, plans].into_iter().flatten().collect::<Vec<_>>().join(" ");
         let options = match (&self.place, self.backend) {
             (Place::Pooled(database), _) => {
-                assert!(lock_timeout.is_none(), "a session setting, which the proxy drops");
+                assert!(setup.lock_timeout.is_none(), "a session setting, which the proxy drops");
                 PgOptions::new(database.pooled_url()).transaction_pooling(true)
             }
             (Place::Schema(schema), Postgres::DmlOnly) => {
@@ -182,10 +160,13 @@ impl dal_tests::suite::TestDatabase for Database {
     }
 
     fn hold_lock_on(&self, id: Uuid) -> Box<dyn HeldLock> {
-        let mut conn = connect(self.direct_url());
         let lock = format!("BEGIN; SELECT 1 FROM task_executions WHERE id = '{id}' FOR UPDATE");
-        conn.batch_execute(&lock).expect("lock the row");
-        Box::new(RowLock(conn))
+        let waiters = |conn: &mut PgConnection| {
+            let sql = "SELECT count(*) FROM pg_stat_activity \
+                       WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))";
+            usize::try_from(select::<BigInt, i64>(conn, sql)).ok()
+        };
+        Box::new(Holder::connect(self.direct_url(), &lock, waiters).expect("lock the row"))
     }
 
     /// The server terminates the store's sessions; none behind the pooler, which hides them.
@@ -198,44 +179,13 @@ impl dal_tests::suite::TestDatabase for Database {
         faults
     }
 
-    fn check_integrity(&self) -> Result<(), String> {
-        Ok(())
-    }
-
     fn as_any(&self) -> &dyn Any {
         self
     }
 }
 
-/// A transaction holding a row lock.
-struct RowLock(PgConnection);
-
-impl HeldLock for RowLock {
-    fn waiters(&mut self) -> Option<usize> {
-        let sql = "SELECT count(*) FROM pg_stat_activity \
-                   WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))";
-        usize::try_from(select::<BigInt, i64>(&mut self.0, sql)).ok()
-    }
-
-    fn execute(&mut self, sql: &str) -> Result<usize, String> {
-        let changed = diesel::sql_query(sql).execute(&mut self.0);
-        changed.map_err(|e| e.to_string())
-    }
-
-    fn commit(&mut self) -> Result<(), String> {
-        self.execute("COMMIT").map(drop)
-    }
-}
-
-/// A connection of its own to `url`.
 pub fn connect(url: &str) -> PgConnection {
     PgConnection::establish(url).unwrap_or_else(|e| panic!("connect to {url}: {e}"))
-}
-
-/// Runs `sql` over a connection of its own to `url`.
-pub fn execute(url: &str, sql: &str) -> Result<(), String> {
-    let mut conn = PgConnection::establish(url).map_err(|e| e.to_string())?;
-    conn.batch_execute(sql).map_err(|e| e.to_string())
 }
 
 /// The one value (of SQL type `ST`) that `sql` selects.
@@ -246,6 +196,17 @@ where
 {
     let value = diesel::dsl::sql::<ST>(sql).get_result(conn);
     value.unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// Every migration version of this build, oldest first.
+pub fn versions() -> Vec<String> {
+    dal_diesel::open::versions::<diesel::pg::Pg>(&dal_postgres::MIGRATIONS).unwrap()
+}
+
+/// How many migrations the database at `url` lists as applied.
+pub fn applied(url: &str) -> usize {
+    let sql = "SELECT count(*) FROM __diesel_schema_migrations";
+    usize::try_from(select::<BigInt, i64>(&mut connect(url), sql)).unwrap()
 }
 
 /// Creates a task through `store`, reads it back and returns it.
@@ -277,13 +238,12 @@ pub const ROLE: &str = "dal_test_dml_only";
 pub fn as_role(url: &str) -> String {
     static DATABASE: OnceLock<String> = OnceLock::new();
     let database = DATABASE.get_or_init(|| {
-        let mut admin = connect(server_url());
         let make = format!(
             "DO $$ BEGIN CREATE ROLE {ROLE} LOGIN; \
              EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
         );
-        admin.batch_execute(&make).expect("make the DML-only role");
-        select::<Text, String>(&mut admin, "SELECT current_database()::text")
+        execute(server_url(), &make).expect("make the DML-only role");
+        select::<Text, String>(&mut connect(server_url()), "SELECT current_database()::text")
     });
     with_params(url, &[("user", ROLE), ("dbname", database)])
 }
@@ -292,8 +252,7 @@ pub fn as_role(url: &str) -> String {
 /// [`ROLE`] DML rights on what the migrations made.
 fn migrate_for_role(schema: &TempSchema) {
     as_role(schema.url());
-    let migrated = PgOptions::new(schema.url()).migrate();
-    migrated.expect("the migration step");
+    PgOptions::new(schema.url()).migrate().expect("the migration step");
     let name = schema.name();
     let grant = format!(
         "GRANT USAGE ON SCHEMA \"{name}\" TO {ROLE}; \

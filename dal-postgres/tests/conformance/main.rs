@@ -12,68 +12,34 @@ mod pooled;
 mod restarts;
 
 use dal_tests::cases::{self, model_based};
-use dal_tests::provision::pooler;
-use dal_tests::suite::{Backend, OwnCase, Run};
-use dal_tests::variants::{ASYNC, Async, Unlogged};
-use factory::{Postgres, STATEMENTS};
-
-/// PostgreSQL with the history off: the same statements, with no event.
-static NO_HISTORY: Unlogged = Unlogged {
-    inner: &Postgres::Owner,
-    name: "postgres_no_history",
-    title: "PostgreSQL, history off",
-    counts: STATEMENTS,
-    prepared: 20,
-};
-
-/// PostgreSQL through the async interface.
-static ASYNC_POSTGRES: Async = Async { inner: &Postgres::Owner, name: "async_postgres" };
-
-/// The own cases of `group`: the functions `cases` of `module`, named as they are.
-macro_rules! own {
-    ($group:literal, $module:ident: $($case:ident),+) => {
-        vec![$(OwnCase { group: $group, name: stringify!($case), run: $module::$case }),+]
-    };
-}
+use dal_tests::own_cases;
+use dal_tests::suite::{self, Run};
+use factory::{PREPARED, Postgres, STATEMENTS};
 
 fn main() {
-    let run = |backend: Backend, groups, own| Run {
-        backend,
-        groups,
-        own,
-        unavailable: None,
-        in_readme: true,
-    };
     let own = [
-        own!("opening", opening: a_store_that_cannot_be_opened_fails_at_once,
+        own_cases!("opening", opening: a_store_that_cannot_be_opened_fails_at_once,
             a_search_path_of_no_existing_schema_fails_the_connect,
-            settings_in_the_url_are_compared_as_the_server_spells_them),
-        own!("errors", errors: a_serialization_failure_is_retried_and_a_lasting_one_returned,
+            settings_in_the_url_are_compared_as_the_server_spells_them,
+            a_migration_in_progress_is_waited_for_past_the_lock_timeout),
+        own_cases!("errors", errors: a_serialization_failure_is_retried_and_a_lasting_one_returned,
             a_deadlock_is_typed_by_its_code_and_retried_by_the_store,
             a_statement_cancelled_by_its_timeout_changes_nothing),
-        own!("restarts", restarts:
+        own_cases!("restarts", restarts:
             calls_across_server_restarts_are_all_or_nothing_and_the_pool_recovers),
     ];
-    let migration_step = own!("migration_step", dml_only:
+    let migration_step = own_cases!("migration_step", dml_only:
         verified_migrations_missing_fail_the_connect_and_nothing_is_written,
         the_migration_step_applies_each_migration_once, the_dml_only_role_cannot_migrate,
         the_printed_sql_migrates_a_schema_the_store_verifies,
         skipped_migrations_are_neither_applied_nor_checked);
-    let pooler_cases = own!("pooler", pooled:
+    let pooler = own_cases!("pooler", pooled:
         options_the_pooler_drops_fail_the_connect_and_nothing_is_written,
         planner_settings_missing_on_the_server_fail_the_connect,
         processes_connecting_at_once_migrate_once);
-    let mut with_async = cases::calls();
-    with_async.push(("async", ASYNC));
-    let model = vec![("model", model_based::CASES)];
-    dal_tests::suite::main(vec![
-        run(&Postgres::Owner, cases::all(), own.concat()),
-        run(&NO_HISTORY, cases::without_history(), Vec::new()),
-        run(&ASYNC_POSTGRES, with_async, Vec::new()),
-        run(&Postgres::DmlOnly, model, migration_step),
-        Run {
-            unavailable: pooler::unavailable(),
-            ..run(&Postgres::Pooled, cases::calls(), pooler_cases)
-        },
-    ]);
+    let mut runs = suite::runs(&Postgres::Owner, own.concat(), (STATEMENTS, PREPARED));
+    runs.push(Run(&Postgres::DmlOnly, vec![("model", model_based::CASES)], migration_step, None));
+    let unavailable = dal_tests::provision::pooler::unavailable();
+    runs.push(Run(&Postgres::Pooled, cases::calls(), pooler, unavailable));
+    suite::main(runs);
 }

@@ -5,9 +5,10 @@
 
 use dal_core::{DalError, TaskStore};
 use dal_postgres::{INDEX_PLAN_SETTINGS, PgOptions, PgStore};
-use diesel::sql_types::{BigInt, Text};
+use diesel::sql_types::Text;
 
-use crate::factory::{assert_settings_error, assert_writes, connect, execute, select};
+use crate::factory::versions;
+use crate::factory::{applied, assert_settings_error, assert_writes, connect, execute, select};
 use dal_tests::provision::pooler::TempDatabase;
 use dal_tests::provision::postgres::with_params;
 
@@ -86,9 +87,5 @@ pub fn processes_connecting_at_once_migrate_once() {
     for store in &stores {
         assert_eq!(store.get(task.id).expect("read"), task);
     }
-    let mut conn = connect(database.direct_url());
-    let migrations = "SELECT count(*) FROM __diesel_schema_migrations";
-    let applied: i64 = select::<BigInt, _>(&mut conn, migrations);
-    let embedded = dal_diesel::open::versions::<diesel::pg::Pg>(&dal_postgres::MIGRATIONS);
-    assert_eq!(usize::try_from(applied).unwrap(), embedded.unwrap().len());
+    assert_eq!(applied(database.direct_url()), versions().len());
 }

@@ -7,13 +7,14 @@
 //! shares would fail the cases running beside it.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::thread;
 use std::time::Duration;
 
-use dal_core::{DalError, Lease, NewTaskExecution, TaskExecutionStore, TaskStatus};
+use dal_core::{
+    DalError, HistoryStore, Lease, NewTaskExecution, TaskExecutionStore, TaskStatus, TaskStore,
+};
 use uuid::Uuid;
 
 use dal_tests::cases::support::{eventually, workflow};
@@ -34,39 +35,37 @@ pub fn calls_across_server_restarts_are_all_or_nothing_and_the_pool_recovers() {
     // Removed when the case ends, also when it fails.
     let cluster = cluster::start().expect("a private cluster (needs initdb and pg_ctl)");
     let options = dal_postgres::PgOptions::new(cluster.url()).pool_size(4);
-    let options = options.connect_timeout(Duration::from_secs(30));
-    let store: Arc<dyn TaskExecutionStore> =
-        Arc::new(options.connect().expect("connect to the private cluster"));
+    let store = options.connect_timeout(Duration::from_secs(30)).connect().expect("connect");
     let wf = workflow();
     let ready = |i| NewTaskExecution::new(wf, format!("t{i:05}")).with_status(TaskStatus::Ready);
     let news: Vec<NewTaskExecution> = (0..TASKS).map(ready).collect();
-    for chunk in news.chunks(1_000) {
-        store.create_many(chunk).expect("create the tasks");
-    }
+    news.chunks(1_000).for_each(|chunk| drop(store.create_many(chunk).expect("create the tasks")));
 
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = AtomicBool::new(false);
     let (made, calls_made) = mpsc::channel();
-    let runners: Vec<_> = (0..RUNNERS)
-        .map(|_| {
-            let (store, stop, made) = (store.clone(), stop.clone(), made.clone());
-            thread::spawn(move || run(&*store, &stop, Tally::new(made)))
-        })
-        .collect();
-    drop(made);
-    let await_calls = |when: &str| {
-        for _ in 0..CALLS_BETWEEN {
-            let made = calls_made.recv_timeout(RECOVERY);
-            made.unwrap_or_else(|e| panic!("no successful call {when} within {RECOVERY:?}: {e}"));
+    let tallies: Vec<Tally> = thread::scope(|scope| {
+        let (store, stop) = (&store, &stop);
+        let tally = |made| Tally { made, calls: 0, connection_errors: 0, unexpected: vec![] };
+        let spawn = |made| scope.spawn(move || run(store, stop, tally(made)));
+        let runners: Vec<_> = (0..RUNNERS).map(|_| spawn(made.clone())).collect();
+        drop(made);
+        let await_calls = |when: &str| {
+            for _ in 0..CALLS_BETWEEN {
+                let made = calls_made.recv_timeout(RECOVERY);
+                made.unwrap_or_else(|e| {
+                    panic!("no successful call {when} within {RECOVERY:?}: {e}")
+                });
+            }
+        };
+        for mode in ["fast", "immediate"].into_iter().cycle().take(RESTARTS) {
+            await_calls("before a restart");
+            let restart = cluster.pg_ctl(&["restart", "-m", mode, "-w", "-t", "60"]);
+            restart.unwrap_or_else(|e| panic!("restart -m {mode}: {e}"));
         }
-    };
-    for mode in ["fast", "immediate"].into_iter().cycle().take(RESTARTS) {
-        await_calls("before a restart");
-        let restart = cluster.pg_ctl(&["restart", "-m", mode, "-w", "-t", "60"]);
-        restart.unwrap_or_else(|e| panic!("restart -m {mode}: {e}"));
-    }
-    await_calls("after the last restart");
-    stop.store(true, Ordering::Relaxed);
-    let tallies: Vec<Tally> = runners.into_iter().map(|r| r.join().unwrap()).collect();
+        await_calls("after the last restart");
+        stop.store(true, Ordering::Relaxed);
+        runners.into_iter().map(|r| r.join().unwrap()).collect()
+    });
     let unexpected: Vec<&String> = tallies.iter().flat_map(|t| &t.unexpected).collect();
     assert!(unexpected.is_empty(), "calls failed otherwise: {unexpected:?}");
 
@@ -79,10 +78,7 @@ pub fn calls_across_server_restarts_are_all_or_nothing_and_the_pool_recovers() {
         let page = eventually(|| store.events_for_workflow(wf, after, 10_000));
         let Some(last) = page.last() else { break };
         after = Some(last.seq);
-        for event in page {
-            let task = event.task_execution_id;
-            events.entry(task).or_default().push(event);
-        }
+        page.into_iter().for_each(|e| events.entry(e.task_execution_id).or_default().push(e));
     }
     for row in &rows {
         let history = events.get(&row.id).map_or(&[][..], Vec::as_slice);
@@ -101,7 +97,7 @@ pub fn calls_across_server_restarts_are_all_or_nothing_and_the_pool_recovers() {
 }
 
 /// What a runner saw: its calls, those that failed with `Connection`, and the calls that went
-/// otherwise than all or nothing.
+/// otherwise than all or nothing; each success is reported on `made`.
 struct Tally {
     made: Sender<()>,
     calls: usize,
@@ -110,13 +106,7 @@ struct Tally {
 }
 
 impl Tally {
-    fn new(made: Sender<()>) -> Self {
-        let unexpected = Vec::new();
-        Tally { made, calls: 0, connection_errors: 0, unexpected }
-    }
-
-    /// Counts a call and returns what it returned; a success is reported on `made`, a failure
-    /// other than `Connection` kept.
+    /// Counts a call and returns what it returned; a failure other than `Connection` is kept.
     fn record<T>(&mut self, call: &str, result: Result<T, DalError>) -> Option<T> {
         self.calls += 1;
         match result {
@@ -135,19 +125,16 @@ impl Tally {
 fn run(store: &dyn TaskExecutionStore, stop: &AtomicBool, mut tally: Tally) -> Tally {
     let runner = Uuid::now_v7();
     while !stop.load(Ordering::Relaxed) {
-        let claimed = store.claim_ready(runner, BATCH);
-        let Some(claimed) = tally.record("claim_ready", claimed) else {
+        let Some(claimed) = tally.record("claim_ready", store.claim_ready(runner, BATCH)) else {
             continue;
         };
         let leases: Vec<Lease> = claimed.iter().map(|c| c.lease).collect();
         if leases.is_empty() {
             continue;
         }
-        let completion = store.complete_many(&leases);
-        if let Some(done) = tally.record("complete_many", completion) {
+        if let Some(done) = tally.record("complete_many", store.complete_many(&leases)) {
             if done.completed.len() != leases.len() || !done.lost.is_empty() {
-                let partly = format!("complete_many of {leases:?}: {done:?}");
-                tally.unexpected.push(partly);
+                tally.unexpected.push(format!("complete_many of {leases:?}: {done:?}"));
             }
             continue;
         }
@@ -157,8 +144,7 @@ fn run(store: &dyn TaskExecutionStore, stop: &AtomicBool, mut tally: Tally) -> T
         let statuses: Vec<TaskStatus> = leases.iter().map(status).collect();
         let all = |s| statuses.iter().all(|&x| x == s);
         if !(all(TaskStatus::Completed) || all(TaskStatus::Running)) {
-            let half = format!("complete_many half-written: {statuses:?}");
-            tally.unexpected.push(half);
+            tally.unexpected.push(format!("complete_many half-written: {statuses:?}"));
         }
     }
     tally

@@ -2,108 +2,84 @@
 
 use std::any::Any;
 use std::sync::Arc;
-use std::thread;
 use std::time::Duration;
 
 use dal_core::TaskExecutionStore;
 use diesel::connection::SimpleConnection;
-use diesel::{Connection, RunQueryDsl, SqliteConnection};
+use diesel::{RunQueryDsl, SqliteConnection};
 use uuid::Uuid;
 
 use dal_tests::operations::Statements;
 use dal_tests::provision::sqlite::TempDatabase;
-use dal_tests::suite::{HeldLock, LockTimeout, StoreSetup, TestBackend, TestDatabase};
+use dal_tests::suite::{
+    HeldLock, Holder, LockTimeout, StoreSetup, TestBackend, TestDatabase, Traits,
+};
 
-/// SQLite, as `dal-sqlite` uses it.
-#[derive(Debug, Clone, Copy)]
 pub struct Sqlite;
 
 /// The busy timeout of the suite's stores unless a case sets its own.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl TestBackend for Sqlite {
-    fn name(&self) -> &'static str {
-        "sqlite"
-    }
-
-    fn title(&self) -> &'static str {
-        "SQLite"
+    fn traits(&self) -> Traits {
+        Traits {
+            name: "sqlite",
+            title: "SQLite",
+            counts: Statements {
+                // BEGIN IMMEDIATE, the write, the INSERT of its events, COMMIT.
+                logged_write: 4,
+                // The write that matched nothing in its transaction, then one SELECT.
+                rejected_write: 4,
+                // 2,048 task rows and 4,096 events a statement: BEGIN, four INSERTs of tasks,
+                // two of events, COMMIT.
+                large_batch: 8,
+                // BEGIN IMMEDIATE, the claim, COMMIT (no events to insert).
+                empty_claim: 3,
+                // BEGIN IMMEDIATE, the completions, the claim, the INSERT of the events, COMMIT.
+                cycle: 5,
+                // Each failure is the guarded write of its task (its error is its own).
+                cycle_per_failure: 1,
+                // Abandon at the cap, then reset: two transactions, the first of which (nothing
+                // at the cap here) inserts no events.
+                sweep: 7,
+                // Without the write lock, the scan and the check of the scanned tasks' workflow
+                // executions; then, only when some look finished, BEGIN IMMEDIATE, the check
+                // again, the DELETE of their tasks and of their events, COMMIT. With nothing
+                // scanned there is no check.
+                prune_removing: 7,
+                prune_none_finished: 2,
+                prune_nothing: 1,
+            },
+            // Every statement is kept: the INSERTs of each shape a measured call used, the
+            // guarded UPDATEs, the claim, the sweep, the SELECTs and a retention batch's.
+            prepared_per_connection: 32,
+            // The scan, the check and the two DELETEs (`PreparedAs`).
+            prepared_per_prune_batch: 4,
+            lock_timeout: LockTimeout::Busy,
+            id_literal: |id: Uuid| format!("X'{}'", id.simple()),
+            refuse_events_sql: |event_type| {
+                format!(
+                    "CREATE TRIGGER no_{event_type} BEFORE INSERT ON execution_events \
+                     WHEN NEW.event_type = '{event_type}' \
+                     BEGIN SELECT RAISE(ABORT, 'no {event_type} events'); END"
+                )
+            },
+            empty_tables_sql: "DELETE FROM execution_events; DELETE FROM task_executions;",
+            history: dal_core::History::Kept,
+        }
     }
 
     fn database(&self, _connections: u32) -> Box<dyn TestDatabase> {
         Box::new(File(TempDatabase::new()))
     }
-
-    fn statement_counts(&self) -> Statements {
-        Statements {
-            // BEGIN IMMEDIATE, the write, the INSERT of its events, COMMIT.
-            logged_write: 4,
-            // The write that matched nothing in its transaction, then one SELECT.
-            rejected_write: 4,
-            // 2,048 task rows and 4,096 events a statement: BEGIN, four INSERTs of tasks, two
-            // of events, COMMIT.
-            large_batch: 8,
-            // BEGIN IMMEDIATE, the claim, COMMIT (no events to insert).
-            empty_claim: 3,
-            // BEGIN IMMEDIATE, the completions, the claim, the INSERT of the events, COMMIT.
-            cycle: 5,
-            // Each failure is the guarded write of its task (its error is its own).
-            cycle_per_failure: 1,
-            // Abandon at the cap, then reset: two transactions, the first of which (nothing at
-            // the cap here) inserts no events.
-            sweep: 7,
-            // Without the write lock, the scan and the check of the scanned tasks' workflow
-            // executions; then, only when some look finished, BEGIN IMMEDIATE, the check
-            // again, the DELETE of their tasks and of their events, COMMIT. With nothing
-            // scanned there is no check.
-            prune_removing: 7,
-            prune_none_finished: 2,
-            prune_nothing: 1,
-        }
-    }
-
-    /// Every statement is kept: the INSERTs of each shape a measured call used, the guarded
-    /// UPDATEs, the claim, the sweep, the SELECTs and the statements of a retention batch.
-    fn prepared_per_connection(&self) -> usize {
-        32
-    }
-
-    /// The scan, the check and the two DELETEs (`PreparedAs`).
-    fn prepared_per_prune_batch(&self) -> usize {
-        4
-    }
-
-    fn lock_timeout(&self) -> LockTimeout {
-        LockTimeout::Busy
-    }
-
-    fn id_literal(&self, id: Uuid) -> String {
-        format!("X'{}'", id.simple())
-    }
-
-    fn refuse_events_sql(&self, event_type: &str) -> String {
-        format!(
-            "CREATE TRIGGER no_{event_type} BEFORE INSERT ON execution_events \
-             WHEN NEW.event_type = '{event_type}' \
-             BEGIN SELECT RAISE(ABORT, 'no {event_type} events'); END"
-        )
-    }
-
-    fn empty_tables_sql(&self) -> &'static str {
-        "DELETE FROM execution_events; DELETE FROM task_executions;"
-    }
 }
 
-/// A case's database file.
 struct File(TempDatabase);
 
 impl File {
-    /// A connection of its own that has run `sql`.
-    fn connect(&self, sql: &str) -> Result<SqliteConnection, String> {
-        let path = self.0.path().to_string_lossy().into_owned();
-        let mut conn = SqliteConnection::establish(&path).map_err(|e| e.to_string())?;
-        conn.batch_execute(sql).map_err(|e| e.to_string())?;
-        Ok(conn)
+    /// A connection of its own that has run `sql`; SQLite cannot tell who waits for it.
+    fn connect(&self, sql: &str) -> Result<Holder<SqliteConnection>, String> {
+        Holder::connect(&self.0.path().to_string_lossy(), sql, |_| None)
     }
 }
 
@@ -125,45 +101,27 @@ impl TestDatabase for File {
     }
 
     fn hold_lock_on(&self, _id: Uuid) -> Box<dyn HeldLock> {
-        Box::new(WriteLock(self.connect("BEGIN IMMEDIATE").expect("lock")))
+        Box::new(self.connect("BEGIN IMMEDIATE").expect("lock"))
     }
 
     /// Another connection holds the write lock past the store's short busy timeout; it waits
     /// its turn for the lock like any writer.
     fn inject_fault(&self) -> usize {
-        let lock = "PRAGMA busy_timeout = 5000; BEGIN IMMEDIATE";
-        let mut conn = self.connect(lock).expect("lock");
-        thread::sleep(Duration::from_millis(120));
-        conn.batch_execute("COMMIT").expect("unlock");
-        thread::sleep(Duration::from_millis(30));
+        let mut lock = self.connect("PRAGMA busy_timeout = 5000; BEGIN IMMEDIATE").expect("lock");
+        std::thread::sleep(Duration::from_millis(120));
+        lock.conn.batch_execute("COMMIT").expect("unlock");
+        std::thread::sleep(Duration::from_millis(30));
         1
     }
 
     fn check_integrity(&self) -> Result<(), String> {
         let check = diesel::dsl::sql::<diesel::sql_types::Text>("PRAGMA integrity_check");
-        let found: Vec<String> = check.load(&mut self.connect("")?).map_err(|e| e.to_string())?;
+        let found: Vec<String> =
+            check.load(&mut self.connect("")?.conn).map_err(|e| e.to_string())?;
         (found == ["ok"]).then_some(()).ok_or(found.join("; "))
     }
 
     fn as_any(&self) -> &dyn Any {
         self
-    }
-}
-
-/// A connection holding the database's write lock.
-struct WriteLock(SqliteConnection);
-
-impl HeldLock for WriteLock {
-    fn waiters(&mut self) -> Option<usize> {
-        None
-    }
-
-    fn execute(&mut self, sql: &str) -> Result<usize, String> {
-        let changed = diesel::sql_query(sql).execute(&mut self.0);
-        changed.map_err(|e| e.to_string())
-    }
-
-    fn commit(&mut self) -> Result<(), String> {
-        self.execute("COMMIT").map(drop)
     }
 }

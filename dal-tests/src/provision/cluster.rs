@@ -1,35 +1,25 @@
-//! A private, throwaway PostgreSQL cluster, made from the PostgreSQL binaries installed on the
-//! machine: `initdb` in a temporary directory, the server listening on a socket in that
-//! directory only (no TCP port), stopped and removed on drop.
-//!
-//! A watcher, a small shell process started with the cluster, waits for the test process to
-//! end, however it ends (an exit, a panic, `kill -9`), then stops the server and removes the
-//! directory. A cluster whose watcher was killed too (Ctrl-C reaches the whole process group)
-//! is removed by the next test process that starts one.
-//!
-//! PostgreSQL refuses to run as root: a root test process (CI) runs `initdb`, `pg_ctl` and the
-//! server as the `postgres` account with `runuser`.
+//! A private, throwaway PostgreSQL cluster from the machine's binaries: `initdb` in a
+//! temporary directory, the server on a socket there only (no TCP port), stopped and removed
+//! on drop, or by its watcher (a shell) once the test process ends however it ends, or else by
+//! the next test process that starts one. As root, it runs as `postgres` (`runuser`).
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-/// The prefix of every cluster directory, followed by the owning process's id.
 const DIR_PREFIX: &str = "dal_test_pg_";
 
-/// A default server's connection limit, and a test server's durability: with `fsync` and
-/// `full_page_writes` off, only a crash of the machine loses data; `synchronous_commit` stays
-/// on, so that a crash of the server (`pg_ctl restart -m immediate`) loses no commit.
+/// A default connection limit; `fsync` and `full_page_writes` off (only a crash of the machine
+/// loses data), `synchronous_commit` on (a crash of the server loses no commit).
 const SERVER_OPTIONS: &str =
     "-c listen_addresses='' -c max_connections=100 -c fsync=off -c full_page_writes=off";
 
-/// A running private cluster, stopped at once and removed on drop.
+/// A running private cluster (its directory holds `data/`, the socket and the log, and
+/// `bindir` the binaries), stopped at once and removed on drop.
 #[derive(Debug)]
 pub struct Cluster {
-    /// The temporary directory: `data/`, the server's socket and log.
     dir: PathBuf,
-    /// Where `initdb` and `pg_ctl` are.
     bindir: PathBuf,
 }
 
@@ -40,7 +30,6 @@ impl Cluster {
         format!("postgres://postgres@{socket}/postgres")
     }
 
-    /// Where the binaries came from.
     pub fn bindir(&self) -> &Path {
         &self.bindir
     }
@@ -66,7 +55,12 @@ pub fn start() -> Result<Cluster, String> {
         "no PostgreSQL binaries (initdb and pg_ctl) found by pg_config --bindir, on PATH or in \
          /usr/lib/postgresql/*/bin",
     )?;
-    remove_orphans(&bindir);
+    // The clusters of test processes that no longer run.
+    for dir in fs::read_dir(std::env::temp_dir()).into_iter().flatten().flatten() {
+        if super::orphaned(&dir.file_name().to_string_lossy(), DIR_PREFIX) {
+            drop(Cluster { dir: dir.path(), bindir: bindir.clone() });
+        }
+    }
     let dir = std::env::temp_dir().join(super::unique_name(DIR_PREFIX));
     fs::create_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     // Removed on drop when a step below fails.
@@ -76,46 +70,23 @@ pub fn start() -> Result<Cluster, String> {
     }
     let initdb = ["-Upostgres", "-Atrust", "-EUTF8", "--no-sync", "-D"];
     run(command(&cluster.bindir, "initdb", &initdb).arg(cluster.dir.join("data")))?;
-    watch(&cluster)?;
-    let options = format!("-k {} {SERVER_OPTIONS}", cluster.dir.display());
-    cluster.pg_ctl(&["start", "-w", "-t", "60", "-o", &options])?;
-    Ok(cluster)
-}
-
-/// Starts the watcher: a shell that waits for the test process to end, then stops the server
-/// and removes the directory. It ignores the signals a terminal sends the process group, so
-/// that Ctrl-C on the tests still cleans up.
-fn watch(cluster: &Cluster) -> Result<(), String> {
+    // The watcher ignores the signals a terminal sends the process group (Ctrl-C).
     let quote = |p: &Path| format!("'{}'", p.to_string_lossy().replace('\'', "'\\''"));
-    let pg_ctl = quote(&cluster.bindir.join("pg_ctl"));
-    let runuser = if is_root() { "runuser -u postgres --" } else { "" };
     let script = format!(
         "trap '' INT TERM HUP; while kill -0 {parent} 2>/dev/null; do sleep 1; done; \
          {runuser} {pg_ctl} stop -m immediate -w -D {data} >/dev/null 2>&1; rm -rf {dir}",
         parent = std::process::id(),
+        runuser = if is_root() { "runuser -u postgres --" } else { "" },
+        pg_ctl = quote(&cluster.bindir.join("pg_ctl")),
         data = quote(&cluster.dir.join("data")),
         dir = quote(&cluster.dir),
     );
-    Command::new("sh")
-        .args(["-c", &script])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map(drop)
-        .map_err(|e| format!("cannot start the cluster's watcher: {e}"))
-}
-
-/// Stops and removes the clusters of test processes that no longer run.
-fn remove_orphans(bindir: &Path) {
-    let entries = fs::read_dir(std::env::temp_dir()).into_iter().flatten();
-    for dir in entries.flatten().map(|entry| entry.path()) {
-        let name = dir.file_name().unwrap_or_default().to_string_lossy();
-        if super::orphaned(&name, DIR_PREFIX) {
-            let bindir = bindir.to_owned();
-            drop(Cluster { dir, bindir });
-        }
-    }
+    let mut watcher = Command::new("sh");
+    watcher.args(["-c", &script]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    watcher.spawn().map_err(|e| format!("cannot start the cluster's watcher: {e}"))?;
+    let options = format!("-k {} {SERVER_OPTIONS}", cluster.dir.display());
+    cluster.pg_ctl(&["start", "-w", "-t", "60", "-o", &options])?;
+    Ok(cluster)
 }
 
 /// The directory holding `initdb` and `pg_ctl`: `DAL_TEST_PG_BINDIR` when set (`.ci/postgres`
@@ -134,17 +105,15 @@ pub fn find_bindir() -> Option<PathBuf> {
     let debian = fs::read_dir("/usr/lib/postgresql").into_iter().flatten();
     let mut debian: Vec<PathBuf> = debian.flatten().map(|entry| entry.path()).collect();
     debian.sort_by_key(|dir| std::cmp::Reverse(version(dir)));
-    let debian = debian.into_iter().map(|dir| dir.join("bin"));
     let candidates = pg_config.into_iter().chain(std::env::split_paths(&path));
-    candidates.chain(debian).find(has_both)
+    candidates.chain(debian.into_iter().map(|dir| dir.join("bin"))).find(has_both)
 }
 
 /// `program` of `bindir` with `args`, as the `postgres` account when this process is root.
 fn command(bindir: &Path, program: &str, args: &[&str]) -> Command {
     let program = bindir.join(program);
-    let mut cmd = Command::new(&program);
+    let mut cmd = Command::new(if is_root() { Path::new("runuser") } else { &program });
     if is_root() {
-        cmd = Command::new("runuser");
         cmd.args(["-u", "postgres", "--"]).arg(&program);
     }
     cmd.args(args);
@@ -153,11 +122,10 @@ fn command(bindir: &Path, program: &str, args: &[&str]) -> Command {
 
 /// Runs `cmd` to its end; `Err` with its output when it fails.
 fn run(cmd: &mut Command) -> Result<(), String> {
-    let out = cmd.stdin(Stdio::null()).output();
-    let out = out.map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    let out = cmd.stdin(Stdio::null()).output().map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
     let text = |bytes| String::from_utf8_lossy(bytes).trim().to_owned();
-    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
-    let failed = format!("{cmd:?} failed ({}): {stdout}{stderr}", out.status);
+    let failed =
+        format!("{cmd:?} failed ({}): {}{}", out.status, text(&out.stdout), text(&out.stderr));
     out.status.success().then_some(()).ok_or(failed)
 }
 
@@ -168,17 +136,16 @@ fn is_root() -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use diesel::{Connection, PgConnection, RunQueryDsl};
 
     #[test]
     fn a_private_cluster_answers_on_its_socket_and_is_removed() {
-        let cluster = start().expect("a private cluster (needs initdb and pg_ctl)");
+        let cluster = super::start().expect("a private cluster (needs initdb and pg_ctl)");
         let mut conn = PgConnection::establish(&cluster.url()).expect("connect");
         let settings = "SELECT current_setting('listen_addresses') || '|' || current_user";
-        let found = diesel::dsl::sql::<diesel::sql_types::Text>(settings).get_result(&mut conn);
-        let found: String = found.expect("read the settings");
-        assert_eq!(found, "|postgres");
+        let found: diesel::QueryResult<String> =
+            diesel::dsl::sql::<diesel::sql_types::Text>(settings).get_result(&mut conn);
+        assert_eq!(found.expect("read the settings"), "|postgres");
         drop(conn);
         let dir = cluster.dir.clone();
         assert!(dir.join("data").join("PG_VERSION").is_file());

@@ -1,28 +1,18 @@
-//! A transaction-pooling proxy (PgBouncer, `pool_mode = transaction`) in front of the test
-//! server, and a database of its own per case behind it.
-//!
-//! The proxy is named by `DAL_TEST_POOLER` (a `postgres://` URL of it; the database part is
-//! replaced by each case's), and must front the server the tests use with a fallback entry
-//! (`* = host=... port=...`) so that every database is reachable through it. `.ci/pgbouncer`
-//! starts one and prints that URL. Without it, [`unavailable`] says why.
-//!
-//! A proxy drops a client's `options` (its operators put `options` in
-//! `ignore_startup_parameters`), so a case cannot work in a schema named by `search_path`: each
-//! gets a database of its own instead, with the settings the store checks for made on the
+//! A transaction-pooling proxy (PgBouncer) in front of the test server, named by
+//! `DAL_TEST_POOLER` (its `postgres://` URL; `.ci/pgbouncer` starts one, with a fallback entry
+//! to the test server, and prints it), and a database of its own per case behind it: the
+//! proxy drops a client's `options`, so the settings the store checks for are made on the
 //! database (`ALTER DATABASE ... SET`), as a production deployment makes them.
 
 use std::sync::Once;
 
 use diesel::{Connection, PgConnection};
 
-use super::postgres::{
-    ConnectionPermit, drop_orphans, on_server, reserve_for_fixture, server_url, with_params,
-};
+use super::postgres::{ConnectionPermit, drop_orphans, on_server, private, reserve_for_fixture};
+use super::postgres::{server_url, with_params};
 
-/// The environment variable naming the proxy.
 const POOLER_ENV: &str = "DAL_TEST_POOLER";
 
-/// The prefix of the databases the cases create.
 const DATABASE_PREFIX: &str = "dal_pooled_";
 
 fn pooler_url() -> Option<String> {
@@ -31,16 +21,16 @@ fn pooler_url() -> Option<String> {
 
 /// Why the cases behind the proxy cannot run here, if they cannot.
 pub fn unavailable() -> Option<String> {
-    if pooler_url().is_none() {
-        return Some(format!(
+    match pooler_url() {
+        None => Some(format!(
             "no transaction-pooling proxy: set {POOLER_ENV} to a PgBouncer in front of the \
              test server (`bash .ci/pgbouncer` starts one and prints the URL)"
-        ));
+        )),
+        Some(_) if private() => Some(format!(
+            "DAL_TEST_SERVER=private: the proxy of {POOLER_ENV} fronts another server"
+        )),
+        Some(_) => None,
     }
-    let private = std::env::var("DAL_TEST_SERVER").is_ok_and(|v| v == "private");
-    private.then(|| {
-        format!("DAL_TEST_SERVER=private: the proxy of {POOLER_ENV} fronts another server")
-    })
 }
 
 fn drop_database(name: &str) -> String {
@@ -64,7 +54,7 @@ impl TempDatabase {
     /// `value`) made on it before anything connects to it. Panics without a proxy.
     pub fn with_connections(connections: u32, settings: &[(&str, &str)]) -> Self {
         let pooler = pooler_url().unwrap_or_else(|| panic!("{POOLER_ENV} is not set"));
-        let permit = reserve_for_fixture(connections);
+        let _permit = reserve_for_fixture(connections);
         static ORPHANS: Once = Once::new();
         ORPHANS.call_once(|| {
             if let Ok(mut conn) = PgConnection::establish(server_url()) {
@@ -73,26 +63,22 @@ impl TempDatabase {
             }
         });
         let name = super::unique_name(DATABASE_PREFIX);
-        let set = |(setting, value): &(&str, &str)| {
-            format!("ALTER DATABASE \"{name}\" SET {setting} = '{value}'")
-        };
-        let mut statements = vec![format!("CREATE DATABASE \"{name}\"")];
-        statements.extend(settings.iter().map(set));
+        let set = settings
+            .iter()
+            .map(|(setting, value)| format!("ALTER DATABASE \"{name}\" SET {setting} = '{value}'"));
+        let statements: Vec<String> =
+            [format!("CREATE DATABASE \"{name}\"")].into_iter().chain(set).collect();
         on_server(&statements).expect("create a test database");
-        TempDatabase {
-            pooled_url: with_params(&pooler, &[("dbname", &name)]),
-            direct_url: with_params(server_url(), &[("dbname", &name)]),
-            name,
-            _permit: permit,
-        }
+        let pooled_url = with_params(&pooler, &[("dbname", &name)]);
+        let direct_url = with_params(server_url(), &[("dbname", &name)]);
+        TempDatabase { name, pooled_url, direct_url, _permit }
     }
 
-    /// The database through the proxy.
     pub fn pooled_url(&self) -> &str {
         &self.pooled_url
     }
 
-    /// The database on the server itself, for what a case does outside the store.
+    /// The database on the server itself, not through the proxy.
     pub fn direct_url(&self) -> &str {
         &self.direct_url
     }

@@ -3,17 +3,14 @@
 //! The server is found in this order, and one line on stderr says which was used:
 //! 1. `DATABASE_URL`, if set (a `postgres://` URL).
 //! 2. A server libpq would reach, one connection attempt of [`PROBE_SECONDS`] each: libpq's
-//!    environment and defaults (`PGHOST`, `PGPORT`, `PGUSER`, ...), the local socket as user
-//!    `postgres`, then 127.0.0.1:5432 as user `postgres`.
-//! 3. A private, throwaway cluster made with the machine's PostgreSQL binaries
-//!    ([`cluster`](super::cluster)).
+//!    environment and defaults, the local socket, then 127.0.0.1:5432, as user `postgres`.
+//! 3. A private, throwaway cluster made with the machine's binaries ([`super::cluster`]).
 //! 4. A PostgreSQL 15 container (testcontainers), when a Docker daemon's socket answers.
 //! 5. Otherwise a panic naming all of the above ([`HOW_TO`]): never skipped silently.
 //!
-//! `DAL_TEST_SERVER=private` goes to 3 at once. Each fixture works in a schema of its own,
-//! dropped afterwards. A fixture reserves the connections its stores will open from a budget
-//! read once from the server before it creates its schema, and waits while the budget is spent,
-//! so any number of test threads fits the server's `max_connections`.
+//! `DAL_TEST_SERVER=private` goes to 3 at once. A fixture reserves the connections its stores
+//! will open from a budget read once from the server, waiting while the budget is spent, so
+//! any number of test threads fits the server's `max_connections`.
 
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 
@@ -35,17 +32,14 @@ install PostgreSQL (e.g. apt install postgresql), or start Docker.";
 /// Seconds each probe of step 2 may take to connect.
 pub const PROBE_SECONDS: u32 = 2;
 
-/// The prefix of every schema the harness creates.
 const SCHEMA_PREFIX: &str = "dal_test_";
 
 /// Connections a fixture keeps beside its stores' pools: making and dropping its schema or
 /// database, and a case's own (a lock holder, raw SQL).
 const ADMIN_CONNECTIONS: u32 = 2;
 
-/// The server: its URL and its connection budget.
+/// The server's URL and connection budget, and the cluster or container the tests started.
 static SERVER: OnceLock<Result<(String, Budget), String>> = OnceLock::new();
-
-/// The private cluster or the container the tests started: dropping it removes it.
 static STARTED: Mutex<Option<Box<dyn Send>>> = Mutex::new(None);
 
 fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -66,12 +60,6 @@ struct Budget {
 pub struct ConnectionPermit(&'static Budget, u32);
 
 impl Budget {
-    fn new(total: u32) -> Self {
-        let free = Mutex::new(total.into());
-        let freed = Condvar::new();
-        Budget { total, free, freed }
-    }
-
     /// Takes `connections`, first waiting until they are free if `wait` (all of the budget at
     /// most: a request larger than the budget waits for all of it).
     fn take(&'static self, connections: u32, wait: bool) -> ConnectionPermit {
@@ -104,21 +92,21 @@ pub fn reserve_connections(connections: u32) -> ConnectionPermit {
 /// The budget: `DAL_TEST_CONNECTIONS`, else the server's `max_connections` less its
 /// `superuser_reserved_connections`, the connections other clients hold and a spare 10 (but
 /// enough for one case with a default pool).
-fn read_budget(conn: &mut PgConnection) -> Result<u32, String> {
-    if let Ok(set) = std::env::var("DAL_TEST_CONNECTIONS") {
-        let parsed = set.parse().ok().filter(|&n: &u32| n > ADMIN_CONNECTIONS);
-        let wrong =
-            format!("DAL_TEST_CONNECTIONS must be a number above {ADMIN_CONNECTIONS}, got {set:?}");
-        return parsed.ok_or(wrong);
-    }
-    let room: i64 = sql::<BigInt>(
-        "SELECT current_setting('max_connections')::bigint \
-              - current_setting('superuser_reserved_connections')::bigint \
-              - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')",
-    )
-    .get_result(conn)
-    .map_err(|e| format!("cannot read max_connections: {e}"))?;
-    Ok(u32::try_from(room - 10).unwrap_or(0).max(12))
+fn budget(conn: &mut PgConnection) -> Result<Budget, String> {
+    let total = if let Ok(set) = std::env::var("DAL_TEST_CONNECTIONS") {
+        let wrong = format!("DAL_TEST_CONNECTIONS must be a number above {ADMIN_CONNECTIONS}");
+        set.parse().ok().filter(|&n: &u32| n > ADMIN_CONNECTIONS).ok_or(wrong)?
+    } else {
+        let room: i64 = sql::<BigInt>(
+            "SELECT current_setting('max_connections')::bigint \
+             - current_setting('superuser_reserved_connections')::bigint \
+             - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')",
+        )
+        .get_result(conn)
+        .map_err(|e| format!("cannot read max_connections: {e}"))?;
+        u32::try_from(room - 10).unwrap_or(0).max(12)
+    };
+    Ok(Budget { total, free: Mutex::new(total.into()), freed: Condvar::new() })
 }
 
 fn server() -> &'static (String, Budget) {
@@ -132,17 +120,28 @@ pub fn server_url() -> &'static str {
     &server().0
 }
 
-/// Runs each of `statements` in turn on the test server, over a connection of its own.
+/// Runs each of `statements` in turn at `url`, over a connection of its own.
+fn execute_each(url: &str, statements: &[String]) -> Result<(), String> {
+    let mut conn = PgConnection::establish(url).map_err(|e| format!("connect to {url}: {e}"))?;
+    statements.iter().try_for_each(|s| conn.batch_execute(s).map_err(|e| format!("{s}: {e}")))
+}
+
+/// Runs `sql` (one batch of `;`-separated statements) at `url`, over a connection of its own.
+pub fn execute(url: &str, sql: &str) -> Result<(), String> {
+    execute_each(url, &[sql.to_owned()])
+}
+
 pub(crate) fn on_server(statements: &[String]) -> Result<(), String> {
-    let mut conn = PgConnection::establish(server_url()).map_err(|e| e.to_string())?;
-    let mut run = statements.iter().map(|s| conn.batch_execute(s));
-    run.try_for_each(|done| done.map_err(|e| e.to_string()))
+    execute_each(server_url(), statements)
+}
+
+/// Whether `DAL_TEST_SERVER=private` asks for a private cluster.
+pub(crate) fn private() -> bool {
+    std::env::var("DAL_TEST_SERVER").is_ok_and(|v| v == "private")
 }
 
 fn find_server() -> Result<(String, Budget), String> {
-    let private = std::env::var("DAL_TEST_SERVER").is_ok_and(|v| v == "private");
-    let given = std::env::var("DATABASE_URL").ok().filter(|_| !private);
-    if let Some(url) = given {
+    if let Some(url) = std::env::var("DATABASE_URL").ok().filter(|_| !private()) {
         if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
             return Err(format!("DATABASE_URL must be a postgres:// URL, got {url:?}"));
         }
@@ -151,7 +150,7 @@ fn find_server() -> Result<(String, Budget), String> {
             conn.map_err(|e| format!("cannot connect to DATABASE_URL ({url}): {e}. {HOW_TO}"));
         return use_server("DATABASE_URL", url, conn?);
     }
-    for (label, url) in probes().into_iter().filter(|_| !private) {
+    for (label, url) in probes().into_iter().filter(|_| !private()) {
         if let Ok(conn) = PgConnection::establish(&url) {
             return use_server(&label, url, conn);
         }
@@ -164,13 +163,14 @@ fn find_server() -> Result<(String, Budget), String> {
             *locked(&STARTED) = Some(Box::new(cluster));
             use_server(&format!("a private cluster of {bindir}"), url, conn)
         }
-        Err(e) if private => Err(format!("DAL_TEST_SERVER=private, but no private cluster: {e}")),
+        Err(e) if private() => Err(format!("DAL_TEST_SERVER=private, but no private cluster: {e}")),
         Err(_) if docker_answers() => start_container(),
         Err(e) => Err(format!("{HOW_TO} (The private cluster: {e}.)")),
     }
 }
 
-/// The servers of step 2, in order: a label and a connection string.
+/// The servers of step 2, in order: a label and a connection string (an empty keyword/value
+/// string is libpq's environment and defaults).
 fn probes() -> Vec<(String, String)> {
     let vars = "PGHOST PGHOSTADDR PGPORT PGUSER PGDATABASE PGSERVICE".split(' ');
     let set: Vec<String> =
@@ -179,7 +179,6 @@ fn probes() -> Vec<(String, String)> {
         true => "libpq's defaults".to_owned(),
         false => format!("libpq's environment ({})", set.join(", ")),
     };
-    // An empty keyword/value string is libpq's environment and defaults.
     let timeout = format!("connect_timeout={PROBE_SECONDS}");
     let mut probes = vec![(libpq, timeout.clone())];
     for dir in ["/var/run/postgresql", "/tmp"] {
@@ -200,11 +199,10 @@ fn use_server(
     url: String,
     mut conn: PgConnection,
 ) -> Result<(String, Budget), String> {
-    let schemas = "SELECT nspname::text FROM pg_namespace";
-    drop_orphans(&mut conn, schemas, SCHEMA_PREFIX, drop_schema);
-    let budget = read_budget(&mut conn)?;
-    eprintln!("PostgreSQL for the tests: {label}, at most {budget} connections at once");
-    Ok((url, Budget::new(budget)))
+    drop_orphans(&mut conn, "SELECT nspname::text FROM pg_namespace", SCHEMA_PREFIX, drop_schema);
+    let budget = budget(&mut conn)?;
+    eprintln!("PostgreSQL for the tests: {label}, at most {} connections at once", budget.total);
+    Ok((url, budget))
 }
 
 /// Runs the statement `drop` makes of each name `names` selects that has `prefix` and was left
@@ -274,16 +272,10 @@ fn start_container() -> Result<(String, Budget), String> {
     let (port, host) = (port.map_err(|e| e.to_string())?, host.map_err(|e| e.to_string())?);
     let url = format!("postgres://postgres:postgres@{host}:{port}/postgres");
     *locked(&STARTED) = Some(Box::new(container));
-    // The server in the container may still be starting.
-    let mut conn = PgConnection::establish(&url);
-    for _ in 0..50 {
-        if conn.is_ok() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(200));
-        conn = PgConnection::establish(&url);
-    }
-    let conn = conn.map_err(|e| format!("the PostgreSQL container does not answer: {e}"))?;
+    // The server in the container may still be starting: 50 attempts, 200 ms apart.
+    let pause = |_| std::thread::sleep(std::time::Duration::from_millis(200));
+    let conn = (0..50).find_map(|_| PgConnection::establish(&url).map_err(pause).ok());
+    let conn = conn.ok_or("the PostgreSQL container does not answer")?;
     use_server("a testcontainers postgres:15", url, conn)
 }
 
@@ -295,12 +287,11 @@ fn start_container() -> Result<(String, Budget), String> {
 /// Removes the private cluster or stops the container, if one was started. Call at the end of a
 /// test or bench process (a static is never dropped; a cluster's watcher removes it anyway).
 pub fn shutdown() {
-    let started = locked(&STARTED).take();
-    drop(started);
+    drop(locked(&STARTED).take());
 }
 
-/// A schema of its own on the test server, dropped with everything in it on drop, and the
-/// connections reserved for it.
+/// A schema of its own on the test server (its name is its sessions' `application_name`),
+/// dropped with everything in it on drop, and the connections reserved for it.
 #[derive(Debug)]
 pub struct TempSchema {
     name: String,
@@ -316,11 +307,9 @@ impl TempSchema {
         let name = super::unique_name(SCHEMA_PREFIX);
         let created = on_server(&[format!("CREATE SCHEMA \"{name}\"")]);
         created.unwrap_or_else(|e| panic!("cannot create a test schema: {e}. {HOW_TO}"));
-        let url = schema_url(server_url(), &name, "");
-        TempSchema { name, url, _permit }
+        TempSchema { url: schema_url(server_url(), &name, ""), name, _permit }
     }
 
-    /// The schema's name.
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -339,9 +328,7 @@ impl TempSchema {
     /// Terminates the server connections of stores on this schema and returns how many there
     /// were. For fault injection.
     pub fn terminate_connections(&self) -> usize {
-        let Ok(mut conn) = PgConnection::establish(server_url()) else {
-            return 0;
-        };
+        let Ok(mut conn) = PgConnection::establish(server_url()) else { return 0 };
         let terminate = sql::<BigInt>("SELECT count(pg_terminate_backend(pid)) ")
             .sql("FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND application_name = ")
             .bind::<Text, _>(&self.name);
@@ -361,14 +348,6 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn budget(total: u32) -> &'static Budget {
-        Box::leak(Box::new(Budget::new(total)))
-    }
-
-    fn free(budget: &Budget) -> i64 {
-        *locked(&budget.free)
-    }
-
     #[test]
     fn parameters_join_a_url_or_a_keyword_string() {
         let params = [("application_name", "s1"), ("options", "-csearch_path=s1")];
@@ -376,9 +355,8 @@ mod tests {
         assert_eq!(with_params("postgres://u@h/db", &params), url);
         let url = "postgres://u@h/db?connect_timeout=2&options=-csearch_path%3Ds1";
         assert_eq!(with_params("postgres://u@h/db?connect_timeout=2", &params[1..]), url);
-        let options = [("options", "-c a='b c'")];
         let keywords = "connect_timeout=2 options='-c a=\\'b c\\''";
-        assert_eq!(with_params("connect_timeout=2", &options), keywords);
+        assert_eq!(with_params("connect_timeout=2", &[("options", "-c a='b c'")]), keywords);
     }
 
     #[test]
@@ -397,10 +375,19 @@ mod tests {
         assert_eq!(last, "postgres://postgres@127.0.0.1:5432/postgres?connect_timeout=2");
     }
 
-    /// A reservation waits until the budget has it, given back on any thread.
+    /// A reservation waits until the budget has it, given back on any thread; more for a case
+    /// is taken without waiting; a request larger than the budget waits for all of it.
     #[test]
-    fn a_reservation_waits_until_the_budget_has_it() {
-        let budget = budget(10);
+    fn a_budget_lends_what_it_has_and_waits_for_the_rest() {
+        let new = |total| {
+            Box::leak(Box::new(Budget {
+                total,
+                free: Mutex::new(total.into()),
+                freed: Condvar::new(),
+            }))
+        };
+        let free = |budget: &Budget| *locked(&budget.free);
+        let budget: &'static Budget = new(10);
         let first = budget.take(8, true);
         let (sent, got) = std::sync::mpsc::channel();
         let waiter = std::thread::spawn(move || sent.send(budget.take(5, true)).unwrap());
@@ -410,24 +397,17 @@ mod tests {
         drop(got.recv_timeout(Duration::from_secs(10)).unwrap());
         waiter.join().unwrap();
         assert_eq!(free(budget), 10);
-    }
 
-    #[test]
-    fn more_for_a_case_is_taken_without_waiting() {
-        let budget = budget(10);
         let fixture = budget.take(8, true);
         let more = budget.take(6, false);
         assert_eq!(free(budget), -4);
         drop((more, fixture));
         assert_eq!(free(budget), 10);
-    }
 
-    #[test]
-    fn a_request_larger_than_the_budget_waits_for_all_of_it() {
-        let budget = budget(4);
-        let permit = budget.take(7, true);
-        assert_eq!(free(budget), -3);
+        let small: &'static Budget = new(4);
+        let permit = small.take(7, true);
+        assert_eq!(free(small), -3);
         drop(permit);
-        assert_eq!(free(budget), 4);
+        assert_eq!(free(small), 4);
     }
 }

@@ -1,13 +1,10 @@
 //! SQLite: a new database file in a temporary directory per fixture.
 
-use std::path::PathBuf;
-
 use dal_sqlite::{SqliteOptions, SqliteStore};
-use tempfile::TempDir;
 
 /// A SQLite database in a temporary directory, removed on drop.
 #[derive(Debug)]
-pub struct TempDatabase(TempDir);
+pub struct TempDatabase(tempfile::TempDir);
 
 impl TempDatabase {
     /// A new directory for a new database.
@@ -17,7 +14,7 @@ impl TempDatabase {
     }
 
     /// The database file's path.
-    pub fn path(&self) -> PathBuf {
+    pub fn path(&self) -> std::path::PathBuf {
         self.0.path().join("tasks.db")
     }
 
