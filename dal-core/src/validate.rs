@@ -171,4 +171,28 @@ mod tests {
         assert_eq!(sanitize_message("a\0b"), "a\u{FFFD}b");
         assert!(matches!(sanitize_message("plain"), Cow::Borrowed("plain")));
     }
+
+    /// The edges the conformance suite does not reach through a store: a newline in a name, NUL
+    /// in a JSON key, nesting at the limit, the parsers' refusals, a message's text.
+    #[test]
+    fn edges_of_the_rules() {
+        let refused = |field: &str, problem| Err(ValidationError::new(field, problem));
+        assert_eq!(task_name("a\nb"), refused("task_name", Problem::ContainsControl));
+        let key = serde_json::json!({"k\u{0}": 1});
+        assert_eq!(json("trigger_rules", &key), refused("trigger_rules", Problem::ContainsNul));
+        let nest = |depth| (1..depth).fold(Value::from(1), |v, _| Value::Array(vec![v]));
+        assert_eq!(json("c", &nest(JSON_MAX_DEPTH)), Ok(()));
+        let deep = refused("c", Problem::TooDeep { max: JSON_MAX_DEPTH });
+        assert_eq!(json("c", &nest(JSON_MAX_DEPTH + 1)), deep);
+        let err =
+            crate::DalError::from(ValidationError::new("task_name", Problem::Blank).in_batch(3));
+        assert_eq!(err.to_string(), "invalid tasks[3].task_name: must not be empty or blank");
+        assert!(!crate::DalError::NotFound { id: Uuid::nil() }.is_retryable());
+        let status = "Ready".parse::<TaskStatus>();
+        assert_eq!(status, Err(crate::status::UnknownStatus("Ready".into())));
+        for status in TaskStatus::ALL {
+            assert_eq!(serde_json::to_value(status).ok(), Some(Value::from(status.as_str())));
+        }
+        assert!("nope".parse::<crate::EventType>().is_err());
+    }
 }
