@@ -3,9 +3,10 @@
 
 use std::collections::HashMap;
 
-use dal_core::{NewTaskExecution, RetryStats, StatusCounts, TaskExecution, TaskStatus};
+use dal_core::{NewTaskExecution, StatusCounts, TaskExecution, TaskStatus};
 use uuid::Uuid;
 
+use super::model_based::{Op::*, scenario, spec};
 use super::support::{task_in, workflow};
 use crate::case;
 use crate::suite::{Backend, Case, Fixture};
@@ -88,67 +89,22 @@ fn workflow_reads_answer_for_the_workflows_asked_for(kind: Backend) {
     assert!(!s.is_workflow_complete(done).unwrap());
 }
 
-/// Runs task `name` of `wf` (with `max_attempts`) through `failures` failed attempts, each
-/// followed by a retry while attempts are left, then completes it if `succeed`.
-fn attempts(
-    f: &Fixture,
-    wf: Uuid,
-    name: &str,
-    max_attempts: i32,
-    failures: i32,
-    succeed: bool,
-) -> TaskExecution {
-    let s = f.store();
-    let task = task_in(s, wf, name, Running, max_attempts);
-    for _ in 0..failures {
-        let failed = s.mark_failed(task.id, "boom").unwrap();
-        if failed.attempt < max_attempts && (succeed || failed.attempt < failures) {
-            s.schedule_retry(task.id, f.now()).unwrap();
-            s.mark_running(task.id).unwrap();
-        }
-    }
-    if succeed {
-        s.mark_completed(task.id).unwrap();
-    }
-    s.get(task.id).unwrap()
-}
-
+/// Retries, exhaustion and abandonment as the workflow reads aggregate them: a task done at
+/// once, one on its third try, one exhausted, one failed once; one abandoned on its last
+/// attempt (abandoned, not exhausted), then re-run (no longer abandoned); a workflow without
+/// tasks.
 fn retries_and_abandonments_are_aggregated_by_the_database(kind: Backend) {
-    let f = Fixture::new(kind);
-    let s = f.store();
-    let wf = workflow();
-    let first_try = attempts(&f, wf, "first-try", 3, 0, true);
-    let third_try = attempts(&f, wf, "third-try", 3, 2, true);
-    let exhausted = attempts(&f, wf, "exhausted", 3, 3, false);
-    let failed_once = attempts(&f, wf, "failed-once", 3, 1, false);
-    assert_eq!((first_try.status, first_try.attempt), (Completed, 1));
-    assert_eq!((third_try.status, third_try.attempt), (Completed, 3));
-    assert_eq!((exhausted.status, exhausted.attempt), (Failed, 3));
-    assert_eq!((failed_once.status, failed_once.attempt), (Failed, 1));
-    let stats = |tasks_retried, total_retries| RetryStats {
-        tasks_retried,
-        total_retries,
-        max_attempt: 3,
-        tasks_exhausted: 1,
-    };
-    assert_eq!(s.retry_stats(wf).unwrap(), stats(2, 4));
-    assert_eq!(s.exhausted_tasks(wf).unwrap(), vec![exhausted.clone()]);
-    // Regular failures, exhausted or not, are not abandonments.
-    assert!(!s.has_abandoned_task(wf).unwrap());
-    // A task abandoned on its last attempt is abandoned, not exhausted.
-    let last = attempts(&f, wf, "abandoned", 2, 1, false);
-    s.schedule_retry(last.id, f.now()).unwrap();
-    s.mark_abandoned(last.id, "gave up").unwrap();
-    assert!(s.has_abandoned_task(wf).unwrap());
-    assert_eq!(s.retry_stats(wf).unwrap(), stats(3, 5));
-    assert_eq!(s.exhausted_tasks(wf).unwrap(), [exhausted]);
-    // A manual re-run clears the abandonment.
-    s.reset_retry_state(last.id).unwrap();
-    assert!(!s.has_abandoned_task(wf).unwrap());
-    let nobody = workflow();
-    assert_eq!(s.retry_stats(nobody).unwrap(), RetryStats::default());
-    assert_eq!(s.exhausted_tasks(nobody).unwrap(), []);
-    assert!(!s.has_abandoned_task(nobody).unwrap());
+    let chains: [&[u8]; 4] =
+        [&[2, 3], &[2, 4, 6, 2, 4, 6, 2, 3], &[2, 4, 6, 2, 4, 6, 2, 4], &[2, 4]];
+    let mut ops = vec![CreateMany((0..4).map(|i| spec(0, i, true, 3)).collect())];
+    for (task, chain) in chains.iter().enumerate() {
+        ops.extend(chain.iter().map(|&t| Transition(task, t, 1, 0)));
+    }
+    let reads = || [5, 6, 7].map(|r| Read(r, 0));
+    ops.extend(reads().into_iter().chain([Create(spec(0, 4, true, 2))]));
+    ops.extend([2, 4, 6, 5].map(|t| Transition(4, t, 1, 0)).into_iter().chain(reads()));
+    ops.extend([Transition(4, 8, 0, 0)].into_iter().chain(reads()));
+    scenario(kind, &[ops, [5, 6, 7].map(|r| Read(r, 1)).into()].concat());
 }
 
 /// The number of ids in the large-input case.
