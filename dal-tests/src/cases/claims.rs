@@ -201,83 +201,58 @@ fn finished(done: &[Lease], failed: &[(Lease, &str)], retried: &[(Lease, &str, T
     Finished { completed: done.to_vec(), failed: failed.collect(), retried: retried.collect() }
 }
 
-/// Bad input under a lease (`fail_and_retry`, `complete_many`, a runner cycle) is refused
-/// before anything is sent, the rows and events as they were: a text with a NUL or too long, a
-/// time out of range, leases of two runners, a task twice (by one lease, or by a stale lease
-/// beside the current one: neither could come back on its own); a negative recovery cap.
+/// Bad input under a lease (`fail_and_retry`, `complete_many`, a runner cycle) is refused,
+/// naming the field, the rows and events as they were: a text with a NUL, leases of two
+/// runners, a task twice (by one lease, or by a stale lease beside the current one: neither
+/// could come back on its own); a negative recovery cap. Before anything is sent: a text too
+/// long, a time out of range, and one of each above.
 fn bad_input_under_a_lease_is_refused_before_anything_is_sent(kind: Backend) {
+    let cycle = |done: &[usize], failed: &[usize], retried: &[usize], twice| {
+        let text = |l: &usize| (*l, if *l >= 8 { 4 } else { 1 });
+        let (failed, retried) = (failed.iter().map(text), retried.iter().map(text));
+        Cycle(0, done.into(), failed.collect(), 5, retried.collect(), twice)
+    };
+    // Leases 0 to 2 of runner 0, 3 of runner 1; 8 and 9 (modulo 4: 0 and 1) with a NUL.
+    let mut ops = vec![ready(4, 2), Claim(0, 3), Claim(1, 1), Leased(0, 4, 4)];
+    ops.extend([CompleteMany(vec![0, 3], false), CompleteMany(vec![0, 0], false)]);
+    ops.extend([CompleteMany(vec![0], true), cycle(&[1, 3], &[], &[], false)]);
+    ops.extend([cycle(&[1], &[3], &[], false), cycle(&[1], &[8], &[], false)]);
+    ops.extend([cycle(&[1, 0], &[2, 0], &[], false), cycle(&[], &[2, 2], &[], false)]);
+    ops.extend([cycle(&[1, 0, 1], &[], &[], false), cycle(&[], &[], &[3], false)]);
+    ops.extend([cycle(&[], &[], &[0, 9], false), cycle(&[], &[2], &[2], false)]);
+    ops.extend([cycle(&[1], &[], &[1], false), Sweep(0, -1), Leased(1, 3, 0), Claim(0, 1)]);
+    scenario(kind, &[ops, vec![CompleteMany(vec![4], true), cycle(&[4], &[], &[], true)]].concat());
     let f = Fixture::new(kind);
     let (s, wf, r) = (f.store(), workflow(), Uuid::now_v7());
-    ready_tasks(s, wf, 4, 2);
-    let h = s.claim_ready(r, 3).unwrap();
-    let theirs = s.claim_ready(Uuid::now_v7(), 1).unwrap().remove(0).lease;
-    let (h0, h1, h2) = (h[0].lease, h[1].lease, h[2].lease);
-    let (rows, events) =
-        (s.list_for_workflow(wf).unwrap(), s.events_for_workflow(wf, None, 99).unwrap());
+    ready_tasks(s, wf, 2, 2);
+    let h = s.claim_ready(r, 2).unwrap();
+    let (h0, h1, other) =
+        (h[0].lease, h[1].lease, Lease { runner_id: Uuid::now_v7(), ..h[0].lease });
+    let (rows, events) = (s.list_for_workflow(wf).unwrap(), s.events_for_workflow(wf, None, 99));
     let (now, max) = (f.now(), dal_core::validate::MESSAGE_MAX_BYTES);
     let early = dal_core::validate::earliest_time() - TimeDelta::days(1);
-    let (long, len) = ("x".repeat(max + 1), max + 1);
-    let too_long = Problem::TooLong { max, len, unit: "bytes" };
-    for (error, at, field, problem) in [
-        ("bad\0", now, "error", Problem::ContainsNul),
-        (long.as_str(), now, "error", too_long),
-        ("e", early, "retry_at", Problem::TimeOutOfRange),
-    ] {
-        invalid(&f, field, problem, || s.fail_and_retry(&h0, error, at));
-    }
-    let (stale, other) = (Lease { claim: 0, ..h0 }, Lease { runner_id: Uuid::now_v7(), ..h0 });
-    let twice = |first: &str| Problem::FinishedTwice { first: first.into() };
-    let not_same = || Problem::NotTheSameRunner;
+    let too_long = Problem::TooLong { max, len: max + 1, unit: "bytes" };
+    let (long, out) = ("x".repeat(max + 1), Problem::TimeOutOfRange);
+    invalid(&f, "error", too_long, || s.fail_and_retry(&h0, &long, now));
+    invalid(&f, "retry_at", out.clone(), || s.fail_and_retry(&h0, "e", early));
+    invalid(&f, "error", Problem::ContainsNul, || s.fail_and_retry(&h0, "\0", now));
+    let twice = Problem::FinishedTwice { first: "leases[0]".into() };
+    invalid(&f, "leases[1].task_id", twice, || s.complete_many(&[h0, h0]));
+    let not_same = Problem::NotTheSameRunner;
+    invalid(&f, "leases[1].runner_id", not_same.clone(), || s.complete_many(&[h1, other]));
     for (batch, field, problem) in [
-        (vec![h0, theirs], "leases[1].runner_id", not_same()),
-        (vec![h0, h0], "leases[1].task_id", twice("leases[0]")),
-        (vec![stale, h1, h0], "leases[2].task_id", twice("leases[0]")),
-    ] {
-        invalid(&f, field, problem, || s.complete_many(&batch));
-    }
-    let twice = |first: &str| twice(&format!("finished.{first}"));
-    let nul = || Problem::ContainsNul;
-    for (batch, field, problem) in [
-        (finished(&[h1, other], &[], &[]), "completed[1].runner_id", not_same()),
-        (finished(&[h1], &[(other, "e")], &[]), "failed[0].lease.runner_id", not_same()),
-        (finished(&[h1], &[(h0, "nul \0 inside")], &[]), "failed[0].error", nul()),
+        (finished(&[], &[], &[(h0, "e", early)]), "retried[0].retry_at", out),
+        (finished(&[h1, other], &[], &[]), "completed[1].runner_id", not_same),
         (
-            finished(&[h1, h0], &[(h2, "e"), (h0, "e")], &[]),
-            "failed[1].lease.task_id",
-            twice("completed[1]"),
-        ),
-        (
-            finished(&[], &[(h2, "a"), (h2, "b")], &[]),
-            "failed[1].lease.task_id",
-            twice("failed[0]"),
-        ),
-        (finished(&[h1, h0, h1], &[], &[]), "completed[2].task_id", twice("completed[0]")),
-        (
-            finished(&[h1, Lease { claim: 0, ..h1 }], &[], &[]),
-            "completed[1].task_id",
-            twice("completed[0]"),
-        ),
-        (finished(&[], &[], &[(other, "e", now)]), "retried[0].lease.runner_id", not_same()),
-        (finished(&[], &[], &[(h0, "", now), (h1, "\0", now)]), "retried[1].error", nul()),
-        (finished(&[], &[], &[(h0, "e", early)]), "retried[0].retry_at", Problem::TimeOutOfRange),
-        (
-            finished(&[], &[(h2, "e")], &[(h2, "e", now)]),
-            "retried[0].lease.task_id",
-            twice("failed[0]"),
-        ),
-        (
-            finished(&[h1], &[], &[(h1, "e", now)]),
-            "retried[0].lease.task_id",
-            twice("completed[0]"),
+            finished(&[h1], &[(h1, "e")], &[]),
+            "failed[0].lease.task_id",
+            Problem::FinishedTwice { first: "finished.completed[0]".into() },
         ),
     ] {
         invalid(&f, &format!("finished.{field}"), problem, || s.finish_and_claim(r, &batch, 5));
     }
-    let (min, max, value) = (0, i32::MAX.into(), -1);
-    let problem = Problem::OutOfRange { min, max, value };
-    invalid(&f, "max_recovery_attempts", problem, || s.recover_stale_claims(now, -1));
     assert_eq!(s.list_for_workflow(wf).unwrap(), rows);
-    assert_eq!(s.events_for_workflow(wf, None, 99).unwrap(), events);
+    assert_eq!(s.events_for_workflow(wf, None, 99).unwrap(), events.unwrap());
 }
 
 /// `before` (`Ready`) as a claim by `runner` at `now` leaves it, with the claim's lease.
