@@ -5,19 +5,15 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use dal_core::event::time_value;
-use dal_core::{
-    Claimed, Cycle, DalError, EventType, FailedTask, Finished, Lease, NewTaskExecution, Problem,
-    RetriedTask, TaskExecution, TaskStatus::*,
-};
-use serde_json::{Value, json};
+use dal_core::TaskStatus::*;
+use dal_core::{DalError, EventType, FailedTask, Finished, Lease, Problem, RetriedTask};
 use uuid::Uuid;
 
 use super::model_based::{NewSpec, Op, Op::*, scenario, spec};
 use super::support::{assert_unchanged, checked_history, invalid, on_threads, ready_tasks};
 use super::support::{stale_lease, under_lease, workflow};
 use crate::case;
-use crate::model::{Failure, counters};
+use crate::model::Failure;
 use crate::suite::{Backend, Case, Fixture};
 
 /// The cases of this group.
@@ -255,149 +251,42 @@ fn bad_input_under_a_lease_is_refused_before_anything_is_sent(kind: Backend) {
     assert_eq!(s.events_for_workflow(wf, None, 99).unwrap(), events.unwrap());
 }
 
-/// `before` (`Ready`) as a claim by `runner` at `now` leaves it, with the claim's lease.
-fn claimed(before: &TaskExecution, runner: Uuid, now: Time) -> Claimed {
-    let (heartbeat_at, claim_count) = (Some(now), before.claim_count + 1);
-    let task = TaskExecution {
-        status: Running,
-        claimed_by: Some(runner),
-        started_at: heartbeat_at,
-        updated_at: now,
-        ..TaskExecution { heartbeat_at, claim_count, ..before.clone() }
-    };
-    let lease = Lease { task_id: task.id, runner_id: runner, claim: task.claim_count };
-    assert_eq!(task.lease(), Some(lease));
-    Claimed { task, lease }
-}
-
-/// `before` (claimed) finished at `now` with `status` (and `error`).
-fn ended(before: &TaskExecution, error: Option<&str>, now: Time) -> TaskExecution {
-    let (status, error) = (if error.is_some() { Failed } else { Completed }, error.map(Into::into));
-    TaskExecution {
-        status,
-        completed_at: Some(now),
-        error_details: error.clone(),
-        last_error: error,
-        claimed_by: None,
-        heartbeat_at: None,
-        updated_at: now,
-        ..before.clone()
-    }
-}
-
-/// `before` (claimed) failed with `error` at `now`, its next attempt due at `at`.
-fn retried(before: &TaskExecution, error: &str, at: Time, now: Time) -> TaskExecution {
-    TaskExecution {
-        status: Ready,
-        attempt: before.attempt + 1,
-        retry_at: Some(at),
-        last_error: Some(error.into()),
-        claimed_by: None,
-        heartbeat_at: None,
-        started_at: None,
-        updated_at: now,
-        ..before.clone()
-    }
-}
-
-/// The data of an event: the counters, and `error` and `retry_at` where given.
-fn event_data(attempt: i32, error: Option<&str>, retry_at: Option<Time>) -> Value {
-    let mut data = counters(attempt, 1, 0);
-    if let Some(error) = error {
-        data["error"] = json!(error);
-    }
-    if let Some(at) = retry_at {
-        data["retry_at"] = time_value(at);
-    }
-    data
-}
-
-fn ids(claims: &[Claimed]) -> Vec<Uuid> {
-    claims.iter().map(|c| c.task.id).collect()
-}
-
 /// One cycle: completions and failures; retries (one on its last attempt, which fails instead;
-/// a due one is not claimable by the same cycle); stale leases, lost; a claim of the next
-/// task. The rows and their events, one per changed task in task id order, are one change.
+/// a due one is not claimable by the same cycle, but next); stale leases, lost; a claim of the
+/// next task. The rows and their events, one per changed task in task id order, are one
+/// change, sent as the backend's cycle and one more statement shape per failure.
 fn a_cycle_finishes_retries_and_claims_as_one_change(kind: Backend) {
+    // t0 to t7 with two attempts, t8 with one (claimed in id order); t3 and t7 released and
+    // claimed again (leases 9, 10); a fresh task. Retries due: -30 s, -10 s, +30 s.
+    let mut ops = vec![ready(8, 2), Advance(1), Create(spec(0, 8, true, 1)), Claim(0, 9)];
+    ops.extend([Leased(3, 3, 0), Leased(7, 3, 0), ClaimTask(3, 0), ClaimTask(7, 0)]);
+    ops.extend([Create(spec(1, 0, true, 1)), Advance(1)]);
+    let retried = vec![(6, 3), (8, 1), (4, 0), (7, 1)];
+    ops.extend([Cycle(0, vec![1, 0, 3], vec![(2, 1)], 5, retried, false), Advance(1), Claim(1, 5)]);
+    scenario(kind, &ops);
     let f = Fixture::new(kind);
-    let (s, wf, r) = (f.store(), workflow(), Uuid::now_v7());
-    // Eight tasks of one batch (claimed in id order) with two attempts, then one with one.
-    let mut tasks = ready_tasks(s, wf, 8, 2);
-    tasks.sort_by_key(|t| t.id);
-    let one_attempt = |name: &str| {
-        f.tick();
-        s.create(&NewTaskExecution::new(wf, name).with_status(Ready)).unwrap()
-    };
-    tasks.push(one_attempt("last"));
-    let h = s.claim_ready(r, 9).unwrap();
-    assert_eq!(ids(&h), tasks.iter().map(|t| t.id).collect::<Vec<_>>());
-    let fresh = one_attempt("fresh");
-    let stale = |i: usize| Lease { claim: 2, ..h[i].lease };
+    let (s, r) = (f.store(), Uuid::now_v7());
+    ready_tasks(s, workflow(), 8, 2);
+    f.tick();
+    ready_tasks(s, workflow(), 1, 1);
+    let h: Vec<Lease> = s.claim_ready(r, 9).unwrap().iter().map(|c| c.lease).collect();
+    assert_eq!(s.get(h[8].task_id).unwrap().max_attempts, 1);
+    let stale = |i: usize| Lease { claim: 2, ..h[i] };
+    ready_tasks(s, workflow(), 1, 1);
     let now = f.tick();
     let (soon, later) = (now - TimeDelta::minutes(1), now + TimeDelta::hours(1));
     let batch = finished(
-        &[h[1].lease, h[0].lease, stale(3)],
-        &[(h[2].lease, "boom")],
-        &[
-            (h[6].lease, "exit code 3", later),
-            (h[8].lease, "out of attempts", soon),
-            (h[4].lease, "exit code 2", soon),
-            (stale(7), "never applied", soon),
-        ],
+        &[h[1], h[0], stale(3)],
+        &[(h[2], "boom")],
+        &[(h[6], "e3", later), (h[8], "out", soon), (h[4], "e2", soon), (stale(7), "no", soon)],
     );
     let (cycle, counts) = f.log.measure(|| s.finish_and_claim(r, &batch, 5).unwrap());
     // One failure, four retries; two of them (the last attempt, the stale lease) are tried as
     // failures too, where a backend writes each failure.
     let shape = kind.statement_counts();
     assert_eq!(counts.statements, shape.cycle + 7 * shape.cycle_per_failure);
-    let want = Cycle {
-        completed: vec![ended(&h[0].task, None, now), ended(&h[1].task, None, now)],
-        failed: vec![
-            ended(&h[2].task, Some("boom"), now),
-            ended(&h[8].task, Some("out of attempts"), now),
-        ],
-        retried: vec![
-            retried(&h[4].task, "exit code 2", soon, now),
-            retried(&h[6].task, "exit code 3", later, now),
-        ],
-        lost: vec![stale(3), stale(7)],
-        claimed: vec![claimed(&fresh, r, now)],
-    };
-    assert_eq!(cycle, want);
-    for untouched in [&h[3], &h[5], &h[7]] {
-        assert_unchanged(s, &untouched.task);
-    }
-    let (c, fl, rt) = (&want.completed, &want.failed, &want.retried);
-    let mut changed = vec![];
-    for (row, event_type, data) in [
-        (&c[0], EventType::Completed, event_data(1, None, None)),
-        (&c[1], EventType::Completed, event_data(1, None, None)),
-        (&fl[0], EventType::Failed, event_data(1, Some("boom"), None)),
-        (&fl[1], EventType::Failed, event_data(1, Some("out of attempts"), None)),
-        (&rt[0], EventType::RetryScheduled, event_data(2, Some("exit code 2"), Some(soon))),
-        (&rt[1], EventType::RetryScheduled, event_data(2, Some("exit code 3"), Some(later))),
-        (&want.claimed[0].task, EventType::Claimed, event_data(1, None, None)),
-    ] {
-        assert_unchanged(s, row);
-        if let Some(last) = checked_history(&f, row).pop() {
-            let got = (last.event_type, last.event_data, last.runner_id, last.created_at);
-            assert_eq!(got, (event_type, data, Some(r), now));
-        }
-        changed.push(row.id);
-    }
-    // One event per changed task, in task id order, all of the workflow.
-    let events = s.events_for_workflow(wf, None, 1_000).unwrap();
-    let new: Vec<_> = events.iter().filter(|e| e.created_at == now).collect();
-    assert!(new.iter().all(|e| e.workflow_execution_id == wf));
-    let new: Vec<Uuid> = new.iter().map(|e| e.task_execution_id).collect();
-    changed.sort();
-    changed.retain(|_| f.keeps_history());
-    assert_eq!(new, changed);
-    // The retry that was due is claimable now, the other waits for its time.
-    f.tick();
-    let next = s.claim_ready(Uuid::now_v7(), 5).unwrap();
-    assert_eq!((ids(&next), next[0].task.attempt), (vec![h[4].task.id], 2));
+    let sizes = [&cycle.completed, &cycle.failed, &cycle.retried].map(Vec::len);
+    assert_eq!((sizes, cycle.lost, cycle.claimed.len()), ([2, 2, 2], vec![stale(3), stale(7)], 1));
 }
 
 /// Nothing to finish: a claim, as `claim_ready` makes it. Nothing to claim (limit 0): only the
