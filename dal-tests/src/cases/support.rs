@@ -237,9 +237,3 @@ pub fn on_threads<T: Send + 'static>(
 /// More rows than one SQLite statement can bind (2,978 a chunk): several statements in one
 /// transaction there; one statement on PostgreSQL, which binds each column as one array.
 pub const BEYOND_ONE_CHUNK: usize = 7_000;
-
-/// The statements a rejected transition sends on `kind`: the guarded write and the read that
-/// explains it (and, on SQLite, the transaction around the write).
-pub fn rejected_transition(kind: crate::suite::Backend) -> usize {
-    kind.statements(crate::operations::Operation::RejectedTransition)
-}

@@ -8,10 +8,11 @@ use dal_core::{Completion, Lease, NewTaskExecution, Problem, SubStatus::*, TaskS
 use uuid::Uuid;
 
 use super::model_based::{Op, Op::*, scenario, spec};
-use super::support::{assert_unchanged, fails, fails_after, rejected_transition, task_in};
+use super::support::{assert_unchanged, fails, fails_after, task_in};
 use super::support::{under_lease, workflow};
 use crate::case;
 use crate::model::Failure;
+use crate::operations::Operation::RejectedTransition;
 use crate::suite::{Backend, Case, Fixture};
 use TaskStatus::*;
 use dal_core::Transition::{self, *};
@@ -68,7 +69,7 @@ fn every_transition_writes_its_fields_from_every_start(kind: Backend) {
 fn refused_transitions_and_sub_statuses_change_nothing(kind: Backend) {
     let f = Fixture::new(kind);
     let s = f.store();
-    let rejected = rejected_transition(kind);
+    let rejected = kind.statements(RejectedTransition);
     // A task in each status, on its last attempt; one ready but not due.
     let tasks = TaskStatus::ALL.map(|status| task_in(s, workflow(), "t", status, 1));
     let later = Some(f.now() + TimeDelta::hours(1));
@@ -145,7 +146,7 @@ fn unknown_ids_are_not_found_or_match_nothing(kind: Backend) {
     let f = Fixture::new(kind);
     let s = f.store();
     let task = task_in(s, workflow(), "known", Running, 1);
-    let (nobody, rejected) = (Uuid::now_v7(), rejected_transition(kind));
+    let (nobody, rejected) = (Uuid::now_v7(), kind.statements(RejectedTransition));
     for t in every_transition(f.now()) {
         assert_eq!(
             fails_after(&f, rejected, || s.transition(nobody, t)),
