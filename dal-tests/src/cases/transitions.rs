@@ -72,9 +72,9 @@ fn refused_transitions_and_sub_statuses_change_nothing(kind: Backend) {
     let rejected = kind.statements(RejectedTransition);
     // A task in each status, on its last attempt; one ready but not due.
     let tasks = TaskStatus::ALL.map(|status| task_in(s, workflow(), "t", status, 1));
-    let later = Some(f.now() + TimeDelta::hours(1));
+    let later = f.now() + TimeDelta::hours(1);
     let new = NewTaskExecution::new(workflow(), "later").with_status(Ready);
-    let delayed = s.create(&NewTaskExecution { retry_at: later, ..new }).unwrap();
+    let delayed = s.create(&NewTaskExecution { retry_at: Some(later), ..new }).unwrap();
     let events = tasks.each_ref().map(|t| s.events_for_task(t.id).unwrap());
     let mut refused = 0;
     for t in every_transition(f.now()) {
@@ -107,7 +107,7 @@ fn refused_transitions_and_sub_statuses_change_nothing(kind: Backend) {
         assert_eq!(got, Failure::InvalidTransition(task.id, task.status, Running));
     }
     let got = fails_after(&f, rejected, || s.claim_task(delayed.id, Uuid::now_v7()));
-    assert_eq!(got, Failure::NotDue(delayed.id, later.unwrap()));
+    assert_eq!(got, Failure::NotDue(delayed.id, later));
     // Bad arguments, from every status allowed: refused before anything is sent.
     let fail = |e: &str| MarkFailed { error: e.into() };
     let skip = |r: &str| MarkSkipped { reason: r.into() };

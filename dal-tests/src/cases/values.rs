@@ -133,7 +133,7 @@ fn a_taken_name_rejects_the_create_or_the_whole_batch_and_keeps_the_original(kin
         let clash = Failure::AlreadyExists(wf, news[taken].task_name.clone());
         f.tick();
         let got = [s.create_many(&news).map(drop), s.create(&news[taken]).map(drop)];
-        assert_eq!(got.map(|r| fails(r)), [clash.clone(), clash]);
+        assert_eq!(got.map(fails), [clash.clone(), clash]);
         assert_eq!(s.list_for_workflow(wf).unwrap(), [original]);
     }
     // The same names in another workflow execution are other tasks.
