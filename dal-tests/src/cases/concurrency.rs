@@ -10,7 +10,7 @@ use dal_core::{
 use uuid::Uuid;
 
 use super::support::{
-    Sequence, THREADS, checked_history, expect_err, on_threads, ready_tasks, task_in, workflow,
+    Sequence, THREADS, checked_history, fails, on_threads, ready_tasks, task_in, workflow,
 };
 use crate::case;
 use crate::model::Failure;
@@ -39,55 +39,52 @@ fn concurrent_writes_of_one_task_lose_no_update_and_let_one_through(kind: Backen
     assert_eq!(returned, (1..=total).collect());
     assert!(seen.iter().all(|counts| counts.is_sorted()));
     // Starts of one task: exactly one goes through, the others find it running.
-    for round in 0..10 {
+    for _ in 0..10 {
         let id = ready();
-        let results = on_threads(&f.store, move |_, store| store.mark_running(id));
-        let (started, refused): (Vec<_>, Vec<_>) = results.into_iter().partition(Result::is_ok);
-        assert_eq!(started.len(), 1, "round {round}: {refused:?}");
-        for err in refused {
-            assert_eq!(failure(err), Failure::InvalidTransition(id, Running, Running));
-        }
-        let started = started.into_iter().next().and_then(Result::ok);
-        assert_eq!(f.store.get(id).ok(), started);
+        let refused = |_: &TaskExecution| Failure::InvalidTransition(id, Running, Running);
+        let started = exactly_one(&f, move |_, s| s.mark_running(id), refused);
+        assert_eq!(f.store.get(id).unwrap(), started);
     }
-    // Runners racing to claim one task: exactly one gets it, the others hear which.
-    for round in 0..20 {
+    // Runners racing to claim one task: exactly one gets it (under its own id), the others
+    // hear which; one claim, one event.
+    for _ in 0..20 {
         let id = ready();
-        let results = on_threads(&f.store, move |_, store| {
+        let claim = move |_, s: &dyn TaskExecutionStore| {
             let runner = Uuid::now_v7();
-            (runner, store.claim_task(id, runner))
-        });
-        let won: Vec<Uuid> = results.iter().filter(|r| r.1.is_ok()).map(|r| r.0).collect();
-        assert_eq!(won.len(), 1, "{kind}: round {round}: {results:?}");
-        for (by, result) in results {
-            match result {
-                Ok(claim) => assert_eq!(claim.lease.runner_id, by),
-                Err(err) => assert_eq!(Failure::from(err), Failure::AlreadyClaimed(id, won[0])),
-            }
-        }
-        let row = f.store.get(id).unwrap();
-        assert_eq!((row.status, row.claimed_by, row.claim_count), (Running, Some(won[0]), 1));
-        let events = checked_history(&f, &row);
+            let claimed = s.claim_task(id, runner)?;
+            assert_eq!(claimed.lease.runner_id, runner);
+            Ok(claimed)
+        };
+        let won = exactly_one(&f, claim, |c| Failure::AlreadyClaimed(id, c.lease.runner_id));
+        assert_eq!((f.store.get(id).unwrap(), won.task.claim_count), (won.task.clone(), 1));
+        let events = checked_history(&f, &won.task);
         let claims = events.iter().filter(|e| e.event_type == EventType::Claimed);
         assert_eq!(claims.count(), usize::from(f.keeps_history()), "one claim, one event");
     }
     // Creates of one name: exactly one row, the others refused.
     let wf = workflow();
-    let results = on_threads(&f.store, move |i, store| {
-        let new = NewTaskExecution::new(wf, "only-once");
-        store.create(&new.with_max_attempts(1 + i as i32))
-    });
-    let (created, refused): (Vec<_>, Vec<_>) = results.into_iter().partition(Result::is_ok);
-    assert_eq!(created.len(), 1, "{refused:?}");
-    for err in refused {
-        assert_eq!(failure(err), Failure::AlreadyExists(wf, "only-once".into()));
-    }
-    let created: Vec<TaskExecution> = created.into_iter().map(Result::unwrap).collect();
-    assert_eq!(f.store.list_for_workflow(wf).unwrap(), created);
+    let new = move |i, s: &dyn TaskExecutionStore| {
+        s.create(&NewTaskExecution::new(wf, "only-once").with_max_attempts(1 + i as i32))
+    };
+    let created = exactly_one(&f, new, |_| Failure::AlreadyExists(wf, "only-once".into()));
+    assert_eq!(f.store.list_for_workflow(wf).unwrap(), [created]);
 }
 
-fn failure<T: std::fmt::Debug>(result: Result<T, DalError>) -> Failure {
-    Failure::from(expect_err(result))
+/// Runs `call` on every thread at once: exactly one goes through, and each other fails with
+/// `refused` of the one that did.
+fn exactly_one<T: Send + std::fmt::Debug + 'static>(
+    f: &Fixture,
+    call: impl Fn(usize, &dyn TaskExecutionStore) -> dal_core::Result<T> + Send + Sync + 'static,
+    refused: impl Fn(&T) -> Failure,
+) -> T {
+    let results = on_threads(&f.store, call);
+    let (won, lost): (Vec<_>, Vec<_>) = results.into_iter().partition(Result::is_ok);
+    assert_eq!(won.len(), 1, "{}: {lost:?}", f.kind);
+    let won = won.into_iter().next().unwrap().unwrap();
+    for err in lost {
+        assert_eq!(fails(err), refused(&won));
+    }
+    won
 }
 
 /// Calls each thread of the random case makes.
@@ -99,22 +96,11 @@ const LEAST_CHANGED: usize = 5;
 /// The kinds of call the random case picks from, claims twice as often as the others. (A
 /// dispatcher's claim picked as often as the others, of the first due task, went through fewer
 /// than 5 times in about one run in eight on SQLite through the async interface.)
+#[rustfmt::skip]
 const CALLS: [&str; 15] = [
-    "claim_ready",
-    "claim_ready",
-    "claim_task",
-    "complete",
-    "fail",
-    "heartbeat",
-    "release",
-    "reset_task_for_recovery",
-    "schedule_retry",
-    "recover_stale_claims",
-    "reset_retry_state",
-    "claim_task",
-    "set_sub_status",
-    "fail_and_retry",
-    "finish_and_claim",
+    "claim_ready", "claim_ready", "claim_task", "complete", "fail", "heartbeat", "release",
+    "reset_task_for_recovery", "schedule_retry", "recover_stale_claims", "reset_retry_state",
+    "claim_task", "set_sub_status", "fail_and_retry", "finish_and_claim",
 ];
 
 /// The calls that need a lease: without one, the thread claims instead. A runner forgets a

@@ -1,22 +1,19 @@
 //! The execution history: one event per change, atomically with it, none for a rejected or
 //! rolled-back call; the same events on every backend; none at all with the history off.
 
-use std::cell::Cell;
 use std::collections::HashSet;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use dal_core::EventType::{self, *};
-use dal_core::NewTaskExecution;
-use dal_core::event::time_value;
-use dal_core::{DalError, DatabaseErrorKind as Kind, ExecutionEvent, FailedTask, Finished};
-use dal_core::{Problem, Recovery, SubStatus, TaskExecution, TaskStatus as S};
+use dal_core::{DalError, DatabaseErrorKind as Kind, ExecutionEvent, NewTaskExecution};
+use dal_core::{TaskExecution, TaskStatus as S};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::support::{assert_unchanged, checked_history, expect_err, new_row, ready_tasks};
-use super::support::{task_in, workflow};
+use super::model_based::{Op::*, run_sequence, spec};
+use super::support::{checked_history, expect_err, new_row, ready_tasks, task_in, workflow};
 use crate::case;
-use crate::model::Failure as F;
+use crate::model::counters;
 use crate::suite::{Backend, Case, Fixture};
 
 /// The cases of this group.
@@ -31,6 +28,9 @@ pub const OFF: &[Case] = &[
     case!(each_change_leaves_exactly_its_event_and_a_refused_call_none),
     case!(batches_of_every_size_log_each_event_in_task_order),
 ];
+
+/// The first workflow execution of the model's sequences.
+const WORKFLOW: Uuid = Uuid::from_u128(0xA1);
 
 /// An event as expected: task, type, data, runner, time (`seq` and `id` are checked apart).
 type Event = (Uuid, EventType, Value, Option<Uuid>, DateTime<Utc>);
@@ -57,161 +57,74 @@ fn assert_history(f: &Fixture, events: &[ExecutionEvent], wf: Uuid, want: &[Even
     }
 }
 
-/// The error `result` failed with, as the model spells it.
-fn refused<T: std::fmt::Debug>(result: Result<T, DalError>) -> F {
-    expect_err(result).into()
-}
-
-/// Event data of one field.
-fn with(key: &str, value: impl Into<Value>) -> Value {
-    json!({ key: value.into() })
-}
-
-/// An event's data: the fields of `extra`, and the task's counters after the change.
-fn data([attempt, claim, recovery_attempts]: [i32; 3], mut extra: Value) -> Value {
-    extra["attempt"] = json!(attempt);
-    extra["claim"] = json!(claim);
-    extra["recovery_attempts"] = json!(recovery_attempts);
-    extra
-}
-
-/// Every kind of change of a task leaves exactly its event; a refused call changes nothing and
-/// leaves none; the history, interleaved with another workflow's, pages in order.
+/// Every kind of change of a task leaves exactly its event (the model's: type, data, runner,
+/// time), each after a change of another workflow's; a refused call changes nothing and leaves
+/// none. The history has distinct UUIDv7 ids of its times and rising `seq`, and pages in order.
 fn each_change_leaves_exactly_its_event_and_a_refused_call_none(kind: Backend) {
     let f = Fixture::new(kind);
-    let s = f.store();
-    let (wf, other) = (workflow(), workflow());
-    let new = |wf, name: &str| NewTaskExecution::new(wf, name).with_max_attempts(3);
-    let id = s.create(&new(wf, "etl")).unwrap().id;
-    let [a, b, c, d] = [(); 4].map(|_| Uuid::now_v7());
-    let (due, later) = (f.now(), f.now() + TimeDelta::hours(1));
-    let lease = Cell::new(None);
-    let ok = |row: Result<TaskExecution, DalError>| drop(row.unwrap());
-    let held = || lease.get().unwrap();
-    let claim = |runner| lease.set(Some(s.claim_ready(runner, 1).unwrap()[0].lease));
-    // A cycle of d: the lease held completed (or failed with `error`), `limit` tasks claimed.
-    let cycle = |error: Option<&str>, limit| {
-        let mut finished = Finished::default();
-        match (lease.take(), error) {
-            (Some(lease), Some(error)) => {
-                let error = error.into();
-                finished.failed.push(FailedTask { lease, error });
-            }
-            (Some(lease), None) => finished.completed.push(lease),
-            (None, _) => {}
+    let cycle = |done: Vec<usize>, failed: Vec<(usize, usize)>, limit| {
+        Cycle(0, done, failed, limit, vec![], false)
+    };
+    let steps = [
+        Transition(0, 0, 0, 0),
+        Claim(0, 1),
+        Leased(0, 2, 1),
+        Transition(0, 6, 0, 0),
+        Claim(1, 1),
+        Sweep(0, 3),
+        Claim(2, 1),
+        SubStatus(0, 2),
+        SubStatus(0, 0),
+        Leased(2, 3, 0),
+        Transition(0, 2, 0, 0),
+        Transition(0, 4, 1, 0),
+        Transition(0, 6, 0, 3_600),
+        Transition(0, 7, 0, 0),
+        Transition(0, 1, 3, 0),
+        Transition(0, 8, 0, 0),
+        Transition(0, 5, 2, 0),
+        Transition(0, 8, 0, 0),
+        cycle(vec![], vec![], 1),
+        Leased(3, 1, 0),
+        Transition(0, 8, 0, 0),
+        cycle(vec![], vec![], 1),
+        cycle(vec![4], vec![], 0),
+        Transition(0, 8, 0, 0),
+        cycle(vec![], vec![], 1),
+        cycle(vec![], vec![(5, 1)], 0),
+    ];
+    let mut ops = vec![Create(spec(0, 0, false, 3)), Create(spec(1, 0, true, 1))];
+    for (i, step) in steps.into_iter().enumerate() {
+        // A change of the other workflow's task; the clock moved on (a minute before the sweep).
+        ops.extend([Transition(1, 7, 0, 0), Advance(if i == 5 { 60 } else { 1 }), step]);
+        if i == 1 {
+            ops.push(Leased(0, 0, 0)); // not history
         }
-        let claimed = s.finish_and_claim(d, &finished, limit).unwrap().claimed;
-        lease.set(claimed.first().map(|c| c.lease));
-    };
-    // Each call at a time of its own, after a change of the other workflow's.
-    let mut at = vec![f.now()];
-    let mut step = |call: &dyn Fn()| {
-        s.create(&new(other, &at.len().to_string())).unwrap();
-        at.push(f.tick());
-        call();
-    };
-    step(&|| ok(s.mark_ready(id)));
-    step(&|| claim(a));
-    let lost = held();
-    ok(s.heartbeat(&lost)); // not history
-    step(&|| ok(s.fail(&held(), "boom")));
-    step(&|| ok(s.schedule_retry(id, due)));
-    step(&|| claim(b));
-    // b stops heart-beating: a minute later, its claim is stale.
-    f.clock.advance(TimeDelta::minutes(1));
-    let stale_before = f.now();
-    let swept = || s.recover_stale_claims(stale_before, 3).unwrap().reset;
-    step(&|| assert_eq!(swept().len(), 1));
-    step(&|| claim(c));
-    step(&|| ok(s.set_sub_status(id, Some(SubStatus::Deferred))));
-    step(&|| ok(s.set_sub_status(id, None)));
-    step(&|| ok(s.release(&lease.take().unwrap())));
-    step(&|| ok(s.mark_running(id)));
-    step(&|| ok(s.mark_failed(id, "e1")));
-    step(&|| ok(s.schedule_retry(id, later)));
-    step(&|| ok(s.reset_task_for_recovery(id)));
-    step(&|| ok(s.mark_skipped(id, "not needed")));
-    step(&|| ok(s.reset_retry_state(id)));
-    step(&|| ok(s.mark_abandoned(id, "gave up")));
-    step(&|| ok(s.reset_retry_state(id)));
-    step(&|| cycle(None, 1));
-    step(&|| ok(s.complete(&held())));
-    step(&|| ok(s.reset_retry_state(id)));
-    step(&|| cycle(None, 1));
-    step(&|| cycle(None, 0));
-    step(&|| ok(s.reset_retry_state(id)));
-    step(&|| cycle(None, 1));
-    step(&|| cycle(Some("bang"), 0));
-
-    let row = s.get(id).unwrap();
-    let exhausted = task_in(s, other, "exhausted", S::Failed, 1);
-    f.tick();
-    let got = vec![
-        refused(s.mark_running(id)),
-        refused(s.schedule_retry(exhausted.id, f.now())),
-        refused(s.complete(&lost)),
-        refused(s.heartbeat(&lost)),
-        refused(s.mark_failed(id, "bad\0")),
-        refused(s.create(&new(wf, "etl"))),
-        refused(s.create_many(&[new(wf, "fresh"), new(wf, "etl")])),
-    ];
-    let taken = F::AlreadyExists(wf, "etl".into());
-    let want = vec![
-        F::InvalidTransition(id, S::Failed, S::Running),
-        F::RetriesExhausted(exhausted.id, 1, 1),
-        F::ClaimLost(id),
-        F::ClaimLost(id),
-        F::Validation("error".into(), Problem::ContainsNul),
-        taken.clone(),
-        taken,
-    ];
-    assert_eq!(got, want);
-    let swept = s.recover_stale_claims(f.now(), 3).unwrap();
-    assert_eq!(swept, Recovery::default());
-    assert_unchanged(s, &row);
-    let counters = (row.attempt, row.claim_count, row.recovery_attempts);
-    assert_eq!((row.status, counters), (S::Failed, (1, 6, 2)));
-
-    let (due, later, stale) = (time_value(due), time_value(later), time_value(stale_before));
-    let want = [
-        (Created, [1, 0, 0], None, json!({})),
-        (Ready, [1, 0, 0], None, json!({})),
-        (Claimed, [1, 1, 0], Some(a), json!({})),
-        (Failed, [1, 1, 0], Some(a), with("error", "boom")),
-        (RetryScheduled, [2, 1, 0], None, with("retry_at", due)),
-        (Claimed, [2, 2, 0], Some(b), json!({})),
-        (Recovered, [2, 2, 1], None, with("stale_before", stale)),
-        (Claimed, [2, 3, 1], Some(c), json!({})),
-        (Deferred, [2, 3, 1], None, with("sub_status", "deferred")),
-        (Resumed, [2, 3, 1], None, with("sub_status", Value::Null)),
-        (Released, [2, 3, 1], Some(c), json!({})),
-        (Started, [2, 3, 1], None, json!({})),
-        (Failed, [2, 3, 1], None, with("error", "e1")),
-        (RetryScheduled, [3, 3, 1], None, with("retry_at", later)),
-        (Recovered, [3, 3, 2], None, json!({})),
-        (Skipped, [3, 3, 2], None, with("reason", "not needed")),
-        (Reset, [1, 3, 2], None, json!({})),
-        (Abandoned, [1, 3, 2], None, with("reason", "gave up")),
-        (Reset, [1, 3, 2], None, json!({})),
-        (Claimed, [1, 4, 2], Some(d), json!({})),
-        (Completed, [1, 4, 2], Some(d), json!({})),
-        (Reset, [1, 4, 2], None, json!({})),
-        (Claimed, [1, 5, 2], Some(d), json!({})),
-        (Completed, [1, 5, 2], Some(d), json!({})),
-        (Reset, [1, 5, 2], None, json!({})),
-        (Claimed, [1, 6, 2], Some(d), json!({})),
-        (Failed, [1, 6, 2], Some(d), with("error", "bang")),
-    ];
-    assert_eq!(at.len(), want.len());
-    let want: Vec<Event> = (want.into_iter().zip(at))
-        .map(|((event, counters, runner, extra), at)| {
-            (id, event, data(counters, extra), runner, at)
-        })
-        .collect();
+    }
+    // Refused: a start of a failed task, a retry with no attempt left, lost leases, a NUL, a
+    // taken name (alone and in a batch), a sweep with nothing stale.
+    ops.extend([2, 4].map(|t| Transition(1, t, 1, 0)));
+    ops.extend([Transition(0, 2, 0, 0), Transition(1, 6, 0, 0), Leased(0, 1, 0), Leased(0, 0, 0)]);
+    ops.extend([Transition(0, 4, 4, 0), Create(spec(0, 0, true, 1))]);
+    ops.extend([CreateMany(vec![spec(0, 1, true, 1), spec(0, 0, true, 1)]), Sweep(0, 3)]);
+    if let Err(failure) = run_sequence(&f, &ops) {
+        panic!("{kind}: the store disagrees with the model: {failure}");
+    }
+    let (s, wf) = (f.store(), WORKFLOW);
     let all = s.events_for_workflow(wf, None, 100).unwrap();
+    let types = [Created, Ready, Claimed, Failed, RetryScheduled, Claimed, Recovered, Claimed];
+    let more = [Deferred, Resumed, Released, Started, Failed, RetryScheduled, Recovered, Skipped];
+    let rest = [Reset, Abandoned, Reset, Claimed, Completed, Reset, Claimed, Completed, Reset];
+    let want = [&types[..], &more, &rest, &[Claimed, Failed]].concat();
+    let want: Vec<Event> = want
+        .into_iter()
+        .zip(&all)
+        .map(|(t, e)| (e.task_execution_id, t, e.event_data.clone(), e.runner_id, e.created_at))
+        .collect();
+    assert_eq!(want.len(), if f.keeps_history() { 27 } else { 0 });
     assert_history(&f, &all, wf, &want);
+    let id = s.list_for_workflow(wf).unwrap()[0].id;
     assert_eq!(s.events_for_task(id).unwrap(), all);
-    checked_history(&f, &row);
     for page_size in [1, 3, 7, 20, 100] {
         let (mut paged, mut after) = (Vec::new(), None);
         loop {
@@ -295,14 +208,15 @@ fn batches_of_every_size_log_each_event_in_task_order(kind: Backend) {
         assert_eq!(abandoned.len(), n);
         let mut ids: Vec<Uuid> = tasks.iter().map(|t| t.id).collect();
         ids.sort_unstable();
+        let mut abandoning = counters(1, 1, 0);
+        abandoning["reason"] = json!(reason);
         let want: Vec<Event> = [
-            (Created, [1, 0, 0], json!({}), None, created),
-            (Claimed, [1, 1, 0], json!({}), Some(runner), claimed),
-            (Abandoned, [1, 1, 0], with("reason", reason), None, swept),
+            (Created, counters(1, 0, 0), None, created),
+            (Claimed, counters(1, 1, 0), Some(runner), claimed),
+            (Abandoned, abandoning, None, swept),
         ]
         .into_iter()
-        .flat_map(|(event, counters, extra, runner, at)| {
-            let data = data(counters, extra);
+        .flat_map(|(event, data, runner, at)| {
             ids.iter().map(move |&id| (id, event, data.clone(), runner, at))
         })
         .collect();

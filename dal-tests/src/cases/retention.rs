@@ -6,10 +6,11 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use dal_core::store::MAX_PRUNE_BATCH as MAX;
-use dal_core::{ExecutionEvent, NewTaskExecution, Problem, PruneCursor, Pruned};
-use dal_core::{TaskExecution, TaskStatus::*, Transition as T, validate};
+use dal_core::{ExecutionEvent, Problem, PruneCursor, Pruned};
+use dal_core::{TaskExecution, TaskStatus::*, validate};
 use uuid::Uuid;
 
+use super::model_based::{Op::*, scenario, spec};
 use super::support::{expect_err, task_in, workflow};
 use crate::case;
 use crate::model::Failure;
@@ -75,87 +76,60 @@ fn removed(gone: &[&Snapshot], next: Option<PruneCursor>) -> Pruned {
     Pruned { workflows, tasks, events, next }
 }
 
-/// The cursor at the finished task `task`; [`at`] a time and id.
-fn cursor(task: &TaskExecution) -> Option<PruneCursor> {
-    at(task.completed_at.unwrap(), task.id)
-}
-
+/// The cursor at a time and id.
 fn at(completed_at: DateTime<Utc>, task_id: Uuid) -> Option<PruneCursor> {
     Some(PruneCursor { completed_at, task_id })
 }
 
-/// A pass in batches of `limit`: every batch's answer, up to the one without a next.
-fn pass(f: &Fixture, older_than: DateTime<Utc>, limit: u32) -> Vec<Pruned> {
-    let batch = |after| f.store.prune_finished(older_than, limit, after).unwrap();
-    let next = |b: &Pruned| b.next.map(|after| batch(Some(after)));
-    std::iter::successors(Some(batch(None)), next).take(50).collect()
-}
-
-/// Finished in every way and old: removed whole, names freed; one task unfinished (or reset, or
-/// retried) or a change at the cut-off (to the microsecond): kept whole. Bad input sends nothing.
+/// Finished in every way and old: removed whole, names freed; a task unfinished (claimed, as
+/// created, reset, retried) keeps its workflow whole; a pass in batches of one then scans the
+/// old finished tasks of those kept, removing nothing (model sequences). A change at the cut-off
+/// (to the microsecond) keeps its workflow. Bad input sends nothing.
 fn a_batch_removes_exactly_the_workflows_finished_before_the_cut_off(kind: Backend) {
+    let t = |task, kinds: &[u8]| {
+        kinds.iter().map(move |&k| Transition(task, k, 1, 0)).collect::<Vec<_>>()
+    };
+    let (one, three) = (|wf, name, ready| spec(wf, name, ready, 1), |name| spec(0, name, true, 3));
+    // wf 0: t0 abandoned by the sweep (cap 0); t1 failed, retried, completed; t2 to t7 failed or
+    // abandoned from each status they may. wf 1: skipped from NotStarted and Ready, completed.
+    // wf 2: one claimed beside one finished.
+    let mut ops = vec![Create(one(0, 0, true)), Claim(0, 1), Advance(60), Sweep(0, 0)];
+    let news = [three(1), three(2), three(3), one(0, 4, true), one(0, 5, false), one(0, 6, true)];
+    let more = [one(0, 7, true), one(1, 0, false), one(1, 1, true), one(1, 2, true)];
+    ops.push(CreateMany([&news[..], &more, &[one(2, 0, true), one(2, 1, true)]].concat()));
+    for (task, kinds) in [
+        (1, &[2, 4, 6, 2, 3][..]),
+        (2, &[4]),
+        (3, &[2, 4]),
+        (4, &[2, 4]),
+        (5, &[5]),
+        (6, &[5]),
+        (7, &[2, 5]),
+        (8, &[1]),
+        (9, &[1]),
+        (10, &[2, 3]),
+        (12, &[2, 3]),
+    ] {
+        ops.extend(t(task, kinds));
+    }
+    ops.extend([Claim(1, 1), Advance(1), Prune(0, MAX, false), Prune(0, 100, false)]);
+    ops.extend([Prune(0, 1, false), Prune(0, 1, true), Prune(0, 1, true), Prune(0, 1, true)]);
+    scenario(kind, &[ops, vec![Create(one(0, 1, true)), Create(one(1, 0, true))]].concat());
+    for open in [&[][..], &[0], &[0, 2], &[0, 2, 3, 8], &[1, 8], &[0, 2, 4, 8], &[0, 2, 4, 6]] {
+        let news = vec![one(0, 0, true), spec(0, 1, false, 3), one(1, 0, true)];
+        let mut ops = vec![CreateMany(news), Transition(0, 1, 1, 0), Transition(2, 1, 1, 0)];
+        ops.extend(t(1, open));
+        ops.extend([Advance(1), Prune(0, 100, false), Prune(0, 1, false), Prune(0, 1, true)]);
+        scenario(kind, &ops);
+    }
     let f = Fixture::new(kind);
     let s = f.store();
     let prune = |older_than, limit, after| s.prune_finished(older_than, limit, after).unwrap();
-    let (done, claimed, nothing) = (workflow(), workflow(), Pruned::default());
-    // Abandoned by the sweep (cap 0), claimed as the only Ready task; then another claimed alone.
-    let stale = task_in(s, done, "stale", Ready, 1);
-    s.claim_ready(Uuid::now_v7(), 10).unwrap();
-    f.tick();
-    let swept = s.recover_stale_claims(f.now(), 0).unwrap().abandoned;
-    assert_eq!((swept.len(), swept[0].id), (1, stale.id));
-    let waiting = task_in(s, claimed, "claimed", Ready, 1);
-    let lease = s.claim_ready(Uuid::now_v7(), 10).unwrap()[0].lease;
-    assert_eq!(lease.task_id, waiting.id);
-    task_in(s, claimed, "finished", Completed, 1);
-    // Failed, retried, then completed: seven events.
-    let retried = task_in(s, done, "retried", Failed, 3);
-    s.schedule_retry(retried.id, f.now()).unwrap();
-    s.mark_running(retried.id).unwrap();
-    s.mark_completed(retried.id).unwrap();
-    let fail = T::MarkFailed { error: "e".into() };
-    let abandon = T::MarkAbandoned { reason: "r".into() };
-    let skip = T::MarkSkipped { reason: "r".into() };
-    for (status, finish, max_attempts) in [
-        (Ready, &fail, 3),
-        (Running, &fail, 3),
-        (Running, &fail, 1),
-        (NotStarted, &abandon, 1),
-        (Ready, &abandon, 1),
-        (Running, &abandon, 1),
-        (NotStarted, &skip, 1),
-        (Ready, &skip, 1),
-        (Running, &T::MarkCompleted, 1),
-    ] {
-        let name = format!("{status} {finish:?} {max_attempts}");
-        let task = task_in(s, done, &name, status, max_attempts);
-        let row = s.transition(task.id, finish.clone()).unwrap();
-        assert!(row.status.is_terminal() && row.completed_at.is_some());
-    }
-    // One task unfinished beside a finished one: as created, or reset, or (the last) retried.
-    let mut open = Vec::new();
-    for status in [NotStarted, Ready, Running, Completed, Skipped, Failed, Failed] {
-        let wf = workflow();
-        task_in(s, wf, "finished", Completed, 1);
-        f.tick();
-        let mut row = task_in(s, wf, "open", status, 3);
-        if open.len() == 6 {
-            row = s.schedule_retry(row.id, f.now()).unwrap();
-        } else if row.status.is_terminal() {
-            row = s.reset_retry_state(row.id).unwrap();
-        }
-        assert!(!row.status.is_terminal() && row.completed_at.is_none());
-        open.push((wf, row.id));
-    }
+    let (done, late, nothing) = (workflow(), workflow(), Pruned::default());
+    task_in(s, done, "done", Completed, 1);
     let older_than = f.tick();
-    let late = workflow();
     task_in(s, late, "late", Completed, 1); // at the cut-off
-    let mut wfs = vec![done, late, claimed];
-    wfs.extend(open.iter().map(|(wf, _)| *wf));
-    let before: Vec<Snapshot> = wfs.iter().map(|wf| snapshot(&f, *wf)).collect();
-    let (gone, kept) = (&before[0], before[1..].iter().collect::<Vec<_>>());
-    let events = if f.keeps_history() { 40 } else { 0 };
-    assert_eq!((gone.tasks.len(), gone.events.len()), (11, events));
+    let [gone, kept] = [done, late].map(|wf| snapshot(&f, wf));
     let refused = |older_than, limit, after, field: &str, problem| {
         let (result, counts) = f.log.measure(|| s.prune_finished(older_than, limit, after));
         let failure = Failure::from(expect_err(result));
@@ -190,91 +164,34 @@ fn a_batch_removes_exactly_the_workflows_finished_before_the_cut_off(kind: Backe
     }
     assert_eq!(prune(earliest, MAX, None), nothing);
     assert_eq!(prune(older_than, 1, at(latest, nil)), nothing);
-    assert_state(&f, &before.iter().collect::<Vec<_>>(), &[]);
-    assert_eq!(prune(older_than, MAX, None), removed(&[gone], None));
-    assert_state(&f, &kept, &[gone]);
-    assert_eq!(prune(older_than, 100, None), nothing);
-    // In batches of one: each scans one old finished task of the others, and removes nothing.
-    let old = |t: &&TaskExecution| t.completed_at.is_some_and(|at| at < older_than);
-    let mut scanned: Vec<_> = kept.iter().flat_map(|s| &s.tasks).filter(old).collect();
-    scanned.sort_by_key(|t| (t.completed_at, t.id));
-    let batches = scanned.iter().map(|t| removed(&[], cursor(t)));
-    let batches: Vec<_> = batches.chain([nothing.clone()]).collect();
-    assert_eq!(pass(&f, older_than, 1), batches);
-    assert_state(&f, &kept, &[]);
-    // Finished at the cut-off, as late: kept (not scanned: the batch is not full), and 999 ns on
-    // (the same microsecond); one microsecond on, they go.
-    s.complete(&lease).unwrap();
-    for (_, id) in &open {
-        s.mark_abandoned(*id, "gave up").unwrap();
-    }
-    assert_eq!(f.now(), older_than);
-    let after: Vec<Snapshot> = wfs[1..].iter().map(|wf| snapshot(&f, *wf)).collect();
-    let after: Vec<&Snapshot> = after.iter().collect();
-    assert_eq!(prune(older_than, scanned.len() as u32 + 1, None), nothing);
+    assert_state(&f, &[&gone, &kept], &[]);
+    assert_eq!(prune(older_than, MAX, None), removed(&[&gone], None));
     let within = older_than + TimeDelta::nanoseconds(999);
     assert_eq!(prune(within, 100, None), nothing);
-    assert_state(&f, &after, &[]);
-    assert_eq!(prune(older_than + tiny, 100, None), removed(&after, None));
-    assert_state(&f, &[], &after);
+    assert_state(&f, &[&kept], &[&gone]);
+    assert_eq!(prune(older_than + tiny, 100, None), removed(&[&kept], None));
+    assert_state(&f, &[], &[&kept]);
     assert_eq!(prune(latest, MAX, None), nothing);
-    // The names are free again.
-    let again = s.create(&NewTaskExecution::new(done, "retried")).unwrap();
-    assert_eq!(s.list_for_workflow(done).unwrap(), vec![again]);
 }
 
-/// Batches scan by completion time, then id, from the cursor; a workflow goes with its first task
-/// scanned.
+/// Batches scan by completion time, then id, from the cursor; a workflow goes with its first
+/// task scanned, one with a task unfinished or finished after the cut-off stays. A second pass,
+/// once the unfinished task has finished, in batches of one. (Tasks finished in one
+/// microsecond: the model's found sequences.)
 fn a_pass_in_batches_goes_by_completion_time_then_id(kind: Backend) {
-    let f = Fixture::new(kind);
-    let s = f.store();
-    let [busy, e1, e2, e3, late] = [(); 5].map(|_| workflow());
-    // Each finishes at a time of its own: b1 b2 b3 e1a e2a e1b e3a, the cut-off, late.
-    let running = task_in(s, busy, "running", Running, 1);
-    let finish = |wf, name: &str| {
-        f.tick();
-        task_in(s, wf, name, Completed, 1)
-    };
-    let b = [finish(busy, "b1"), finish(busy, "b2"), finish(busy, "b3")];
-    let [e1a, _, _, e3a] =
-        [(e1, "a"), (e2, "a"), (e1, "b"), (e3, "a")].map(|(wf, n)| finish(wf, n));
-    let older_than = f.tick();
-    finish(late, "a");
-    let [busy_s, e1_s, e2_s, e3_s, late_s] = [busy, e1, e2, e3, late].map(|wf| snapshot(&f, wf));
-    let first = [
-        removed(&[], cursor(&b[1])),
-        removed(&[&e1_s], cursor(&e1a)),
-        removed(&[&e2_s, &e3_s], cursor(&e3a)),
-        Pruned::default(),
-    ];
-    assert_eq!(pass(&f, older_than, 2), first);
-    assert_state(&f, &[&busy_s, &late_s], &[&e1_s, &e2_s, &e3_s]);
-    // A second pass, once busy has finished and everything is old: batches of one.
-    s.mark_completed(running.id).unwrap();
-    let busy_s = snapshot(&f, busy);
-    let older_than = f.tick();
-    let second = [
-        removed(&[&busy_s], cursor(&b[0])),
-        removed(&[&late_s], cursor(&late_s.tasks[0])),
-        Pruned::default(),
-    ];
-    assert_eq!(pass(&f, older_than, 1), second);
-    assert_state(&f, &[], &[&busy_s, &late_s]);
-    // Finished in one microsecond, with ids in the order wfs[2], wfs[0], wfs[1].
-    let wfs = [(); 3].map(|_| workflow());
-    let new = |i: usize| NewTaskExecution::new(wfs[i], "only").with_status(Ready);
-    let created = s.create_many(&[new(2), new(0), new(1)]).unwrap();
-    assert!(created.windows(2).all(|w| w[0].id < w[1].id));
-    let claims = s.claim_ready(Uuid::now_v7(), 3).unwrap();
-    let leases: Vec<_> = claims.iter().map(|c| c.lease).collect();
-    let done = s.complete_many(&leases).unwrap().completed;
-    assert!(done.len() == 3 && done.iter().all(|t| t.completed_at == done[0].completed_at));
-    let order = [2, 0, 1].map(|i| snapshot(&f, wfs[i]));
-    let older_than = f.tick();
-    let batches = order.iter().map(|s| removed(&[s], cursor(&s.tasks[0])));
-    let batches: Vec<_> = batches.chain([Pruned::default()]).collect();
-    assert_eq!(pass(&f, older_than, 1), batches);
-    assert_state(&f, &[], &order.iter().collect::<Vec<_>>());
+    // Running t0 of wf 0; then b1 b2 b3 (wf 0), e1a (wf 1), e2a (wf 2), e1b (wf 1) finish a
+    // second apart, then the cut-off, then e2-late (wf 2).
+    let wfs = [0, 0, 0, 1, 2, 1, 2];
+    let names = [1, 2, 3, 0, 0, 1, 1];
+    let news = wfs.iter().zip(names).map(|(&wf, name)| spec(wf, name, true, 1)).collect();
+    let mut ops = vec![Create(spec(0, 0, true, 1)), Transition(0, 2, 0, 0), CreateMany(news)];
+    for task in 1..7 {
+        ops.extend([Advance(1), Transition(task, 2, 0, 0), Transition(task, 3, 0, 0)]);
+    }
+    ops.extend([Advance(1), Advance(1), Transition(7, 1, 1, 0)]);
+    ops.extend([Prune(1, 2, false), Prune(1, 2, true), Prune(1, 2, true), Prune(1, 2, true)]);
+    ops.extend([Transition(0, 3, 0, 0), Advance(1), Prune(0, 1, false)]);
+    scenario(kind, &[ops, vec![Prune(0, 1, true), Prune(0, 1, true), Prune(0, 1, true)]].concat());
 }
 
 /// A batch that waits for a task's lock sees it as the holder left it: reset, so its workflow stays.

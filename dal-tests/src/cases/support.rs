@@ -4,10 +4,13 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 
 use dal_core::{
-    DalError, ExecutionEvent, NewTaskExecution, TaskExecution, TaskExecutionStore, TaskStatus,
-    TaskStore,
+    DalError, ExecutionEvent, Lease, NewTaskExecution, Problem, TaskExecution, TaskExecutionStore,
+    TaskStatus, TaskStore,
 };
 use uuid::Uuid;
+
+use crate::model::Failure;
+use crate::suite::Fixture;
 
 /// A new workflow execution id.
 pub fn workflow() -> Uuid {
@@ -97,6 +100,51 @@ pub fn assert_unchanged(store: &dyn TaskStore, before: &TaskExecution) {
     assert_eq!(&store.get(before.id).expect("get"), before, "the row changed");
 }
 
+/// The error `result` failed with, as the model names it.
+pub fn fails<T: std::fmt::Debug>(result: Result<T, DalError>) -> Failure {
+    Failure::from(expect_err(result))
+}
+
+/// The error of `call`, which must fail after sending `statements` statements.
+pub fn fails_after<T: std::fmt::Debug>(
+    f: &Fixture,
+    statements: usize,
+    call: impl FnOnce() -> Result<T, DalError>,
+) -> Failure {
+    let (result, counts) = f.log.measure(call);
+    let failure = fails(result);
+    assert_eq!(counts.statements, statements, "{failure:?}");
+    failure
+}
+
+/// Asserts that `call` is refused as `field`'s `problem` before anything is sent.
+pub fn invalid<T: std::fmt::Debug>(
+    f: &Fixture,
+    field: &str,
+    problem: Problem,
+    call: impl FnOnce() -> Result<T, DalError>,
+) {
+    assert_eq!(fails_after(f, 0, call), Failure::Validation(field.into(), problem), "{field}");
+}
+
+/// Every call under a lease, with `lease`: heartbeat, complete, fail, fail and retry, release.
+pub fn under_lease(s: &dyn TaskExecutionStore, lease: &Lease) -> [Failure; 5] {
+    let at = s.get(lease.task_id).map_or(chrono::DateTime::UNIX_EPOCH, |t| t.updated_at);
+    [
+        fails(s.heartbeat(lease)),
+        fails(s.complete(lease)),
+        fails(s.fail(lease, "late")),
+        fails(s.fail_and_retry(lease, "late", at)),
+        fails(s.release(lease)),
+    ]
+}
+
+/// Asserts that every call under `lease` is refused as lost, leaving `row` unchanged.
+pub fn stale_lease(s: &dyn TaskExecutionStore, lease: &Lease, row: &TaskExecution) {
+    assert_eq!(under_lease(s, lease), [(); 5].map(|()| Failure::ClaimLost(row.id)));
+    assert_unchanged(s, row);
+}
+
 /// A small deterministic pseudo-random sequence (xorshift64*), for batch sizes and
 /// interleavings that differ between threads but repeat between runs.
 #[derive(Debug, Clone)]
@@ -152,7 +200,7 @@ pub fn eventually<T>(read: impl Fn() -> Result<T, dal_core::DalError>) -> T {
 
 /// The events of `row`'s task (the task as stored), checked: with the fixture's history kept,
 /// they replay to the row; with it off, there are none.
-pub fn checked_history(f: &crate::suite::Fixture, row: &TaskExecution) -> Vec<ExecutionEvent> {
+pub fn checked_history(f: &Fixture, row: &TaskExecution) -> Vec<ExecutionEvent> {
     let events = f.store.events_for_task(row.id).expect("events_for_task");
     if f.keeps_history() {
         crate::model::replay(row, &events).unwrap_or_else(|e| panic!("{}: {e}", row.id));
@@ -189,9 +237,3 @@ pub fn on_threads<T: Send + 'static>(
 /// More rows than one SQLite statement can bind (2,978 a chunk): several statements in one
 /// transaction there; one statement on PostgreSQL, which binds each column as one array.
 pub const BEYOND_ONE_CHUNK: usize = 7_000;
-
-/// The statements a rejected transition sends on `kind`: the guarded write and the read that
-/// explains it (and, on SQLite, the transaction around the write).
-pub fn rejected_transition(kind: crate::suite::Backend) -> usize {
-    kind.statements(crate::operations::Operation::RejectedTransition)
-}

@@ -1,26 +1,19 @@
 //! The lease-less transitions and the sub-status of a running task: every field each write
-//! changes from every status it may start from, and every refusal changing nothing.
+//! changes from every status it may start from (the reference model's rows), and every refusal
+//! changing nothing.
 
-use std::fmt::Debug;
-
-use chrono::{DateTime, TimeDelta, Utc};
-use dal_core::clock::to_micros;
+use chrono::{DateTime, TimeDelta};
 use dal_core::validate::MESSAGE_MAX_BYTES;
-use dal_core::{
-    Clock, Completion, EventType, Lease, Problem, SubStatus, TaskExecution, TaskStatus,
-};
-use serde_json::json;
+use dal_core::{Completion, Lease, NewTaskExecution, Problem, SubStatus::*, TaskStatus};
 use uuid::Uuid;
 
-use super::support::{
-    assert_unchanged, checked_history, expect_err, ready_tasks, rejected_transition, task_in,
-    workflow,
-};
+use super::model_based::{Op, Op::*, scenario, spec};
+use super::support::{assert_unchanged, fails, fails_after, task_in};
+use super::support::{under_lease, workflow};
 use crate::case;
 use crate::model::Failure;
-use crate::operations::Operation;
+use crate::operations::Operation::RejectedTransition;
 use crate::suite::{Backend, Case, Fixture};
-use SubStatus::*;
 use TaskStatus::*;
 use dal_core::Transition::{self, *};
 
@@ -33,20 +26,8 @@ pub const CASES: &[Case] = &[
     case!(deferred_tasks_lists_the_deferred_running_tasks_of_the_workflows),
 ];
 
-/// The error of a call that must fail after sending `statements` statements.
-fn failure<T: Debug>(
-    f: &Fixture,
-    statements: usize,
-    call: impl FnOnce() -> dal_core::Result<T>,
-) -> Failure {
-    let (result, counts) = f.log.measure(call);
-    let failure = Failure::from(expect_err(result));
-    assert_eq!(counts.statements, statements, "{failure:?}");
-    failure
-}
-
 /// One transition of each kind.
-fn every_transition(retry_at: DateTime<Utc>) -> [Transition; 9] {
+fn every_transition(retry_at: DateTime<chrono::Utc>) -> [Transition; 9] {
     let text = || "ValueError: 'x' — ünïcode 🦀".to_owned();
     [
         MarkReady,
@@ -61,95 +42,39 @@ fn every_transition(retry_at: DateTime<Utc>) -> [Transition; 9] {
     ]
 }
 
-/// The row `t` writes over `before` at `now`: every field it sets or clears (the sub-status
-/// too: only a running task has one).
-fn written(t: &Transition, before: &TaskExecution, now: DateTime<Utc>) -> TaskExecution {
-    let (before, at) = (before.clone(), Some(now));
-    let with =
-        |status| TaskExecution { status, sub_status: None, updated_at: now, ..before.clone() };
-    let finished = |status| TaskExecution { completed_at: at, ..with(status) };
-    let failed = |error: &String| TaskExecution {
-        error_details: Some(error.clone()),
-        last_error: Some(error.clone()),
-        ..finished(Failed)
-    };
-    // Ready for another attempt: its error and times cleared.
-    let requeued = TaskExecution {
-        error_details: None,
-        started_at: None,
-        completed_at: None,
-        abandoned_at: None,
-        ..with(Ready)
-    };
-    match t {
-        MarkReady => with(Ready),
-        MarkSkipped { reason } => {
-            TaskExecution { error_details: Some(reason.clone()), ..finished(Skipped) }
-        }
-        MarkRunning => TaskExecution { started_at: at, ..with(Running) },
-        MarkCompleted => finished(Completed),
-        MarkFailed { error } => failed(error),
-        MarkAbandoned { reason } => TaskExecution { abandoned_at: at, ..failed(reason) },
-        // The last error stays visible.
-        ScheduleRetry { retry_at } => TaskExecution {
-            attempt: before.attempt + 1,
-            retry_at: Some(to_micros(*retry_at)),
-            ..requeued
-        },
-        ResetForRecovery => TaskExecution {
-            recovery_attempts: before.recovery_attempts + 1,
-            last_recovery_at: at,
-            started_at: None,
-            ..with(Ready)
-        },
-        // The recovery history is not retry state: it is kept.
-        ResetRetryState => {
-            TaskExecution { attempt: 1, retry_at: None, last_error: None, ..requeued }
-        }
-    }
-}
-
+/// From `NotStarted`, each transition (by the model's kinds: 0 ready, 1 skip, 2 run, 3 complete,
+/// 4 fail, 5 abandon, 6 retry, 7 recover, 8 reset) from each status it may start from, a
+/// second apart; a running task is deferred first, and every transition out of `Running`
+/// clears its sub-status.
 fn every_transition_writes_its_fields_from_every_start(kind: Backend) {
-    let f = Fixture::new(kind);
-    let s = f.store();
-    let retry_at = f.clock.now() + TimeDelta::seconds(30) + TimeDelta::nanoseconds(999);
-    let [ready, skip, run, done, fail, abandon, retry, recover, reset] =
-        &every_transition(retry_at);
-    // From NotStarted, each transition from each status it may start from; a running task is
-    // deferred first, and every transition out of Running clears its sub-status.
-    let chains: [&[&Transition]; 4] = [
-        &[
-            ready, recover, reset, run, recover, run, fail, retry, fail, reset, run, fail, retry,
-            run, retry, recover,
-        ],
-        &[ready, run, done, reset, skip, reset, abandon, reset, run, abandon],
-        &[skip],
-        &[abandon],
+    let chains: [&[u8]; 4] = [
+        &[0, 7, 8, 2, 7, 2, 4, 6, 4, 8, 2, 4, 6, 2, 6, 7],
+        &[0, 2, 3, 8, 1, 8, 5, 8, 2, 5],
+        &[1],
+        &[5],
     ];
-    for chain in chains {
-        let mut before = task_in(s, workflow(), "t", NotStarted, 3);
-        for t in chain {
-            if before.status == Running {
-                before = s.set_sub_status(before.id, Some(Deferred)).unwrap();
+    let mut ops = vec![];
+    for (task, chain) in chains.iter().enumerate() {
+        ops.push(Create(spec(0, task as u8, false, 3)));
+        for (i, &t) in chain.iter().enumerate() {
+            if i > 0 && chain[i - 1] == 2 {
+                ops.push(SubStatus(task, 2));
             }
-            let now = f.tick();
-            let after = s.transition(before.id, (*t).clone()).unwrap();
-            let name = format!("{} from {}", t.name(), before.status);
-            assert_eq!(after, written(t, &before, now), "{name}");
-            assert_eq!(after.is_abandoned(), matches!(t, MarkAbandoned { .. }));
-            assert_eq!(s.get(after.id).unwrap(), after, "{name}");
-            before = after;
+            ops.extend([Advance(1), Transition(task, t, 3, 30)]);
         }
-        checked_history(&f, &before);
     }
+    scenario(kind, &ops);
 }
 
 fn refused_transitions_and_sub_statuses_change_nothing(kind: Backend) {
     let f = Fixture::new(kind);
     let s = f.store();
-    let rejected = rejected_transition(kind);
-    // A task in each status, on its last attempt.
+    let rejected = kind.statements(RejectedTransition);
+    // A task in each status, on its last attempt; one ready but not due.
     let tasks = TaskStatus::ALL.map(|status| task_in(s, workflow(), "t", status, 1));
+    let later = f.now() + TimeDelta::hours(1);
+    let new = NewTaskExecution::new(workflow(), "later").with_status(Ready);
+    let delayed = s.create(&NewTaskExecution { retry_at: Some(later), ..new }).unwrap();
     let events = tasks.each_ref().map(|t| s.events_for_task(t.id).unwrap());
     let mut refused = 0;
     for t in every_transition(f.now()) {
@@ -163,20 +88,26 @@ fn refused_transitions_and_sub_statuses_change_nothing(kind: Backend) {
                 continue;
             };
             f.tick();
-            let got = failure(&f, rejected, || s.transition(task.id, t.clone()));
+            let got = fails_after(&f, rejected, || s.transition(task.id, t.clone()));
             assert_eq!(got, want, "{} from {}", t.name(), task.status);
             refused += 1;
         }
     }
     // 9 transitions x 6 statuses, less the 18 legal starts; and 2 retries with no attempt left.
     assert_eq!(refused, 38);
+    // Neither a sub-status nor a dispatcher's claim but for a running (a ready, due) task.
     for task in tasks.iter().filter(|t| t.status != Running) {
         for sub in [Some(Deferred), Some(Active), None] {
-            let got = failure(&f, rejected, || s.set_sub_status(task.id, sub));
-            let want = Failure::InvalidTransition(task.id, task.status, Running);
-            assert_eq!(got, want);
+            let got = fails_after(&f, rejected, || s.set_sub_status(task.id, sub));
+            assert_eq!(got, Failure::InvalidTransition(task.id, task.status, Running));
         }
     }
+    for task in tasks.iter().filter(|t| t.status != Ready) {
+        let got = fails_after(&f, rejected, || s.claim_task(task.id, Uuid::now_v7()));
+        assert_eq!(got, Failure::InvalidTransition(task.id, task.status, Running));
+    }
+    let got = fails_after(&f, rejected, || s.claim_task(delayed.id, Uuid::now_v7()));
+    assert_eq!(got, Failure::NotDue(delayed.id, later));
     // Bad arguments, from every status allowed: refused before anything is sent.
     let fail = |e: &str| MarkFailed { error: e.into() };
     let skip = |r: &str| MarkSkipped { reason: r.into() };
@@ -197,39 +128,37 @@ fn refused_transitions_and_sub_statuses_change_nothing(kind: Backend) {
     ] {
         let from = t.plan(f.now()).guard.from;
         for task in tasks.iter().filter(|task| from.contains(task.status)) {
-            let got = failure(&f, 0, || s.transition(task.id, t.clone()));
+            let got = fails_after(&f, 0, || s.transition(task.id, t.clone()));
             assert_eq!(got, Failure::Validation(field.into(), problem.clone()));
         }
     }
+    assert_unchanged(s, &delayed);
     for (task, events) in tasks.iter().zip(events) {
         assert_unchanged(s, task);
         assert_eq!(s.events_for_task(task.id).unwrap(), events);
     }
 }
 
+/// Every write of an unknown task is not found (after the guarded write and its read), as is
+/// every call under a lease of one; reads match nothing. The nil and the largest ids are ids
+/// like any other.
 fn unknown_ids_are_not_found_or_match_nothing(kind: Backend) {
     let f = Fixture::new(kind);
     let s = f.store();
     let task = task_in(s, workflow(), "known", Running, 1);
-    let (nobody, rejected) = (Uuid::now_v7(), rejected_transition(kind));
+    let (nobody, rejected) = (Uuid::now_v7(), kind.statements(RejectedTransition));
     for t in every_transition(f.now()) {
-        let got = failure(&f, rejected, || s.transition(nobody, t));
-        assert_eq!(got, Failure::NotFound(nobody));
+        assert_eq!(
+            fails_after(&f, rejected, || s.transition(nobody, t)),
+            Failure::NotFound(nobody)
+        );
     }
-    let got = failure(&f, rejected, || s.set_sub_status(nobody, None));
+    let got = fails_after(&f, rejected, || s.set_sub_status(nobody, None));
     assert_eq!(got, Failure::NotFound(nobody));
     let lease = Lease { task_id: nobody, runner_id: Uuid::now_v7(), claim: 1 };
-    // The nil id and the largest id are ids like any other.
-    for (id, result) in [
-        (nobody, s.heartbeat(&lease)),
-        (nobody, s.complete(&lease)),
-        (nobody, s.fail(&lease, "boom")),
-        (nobody, s.release(&lease)),
-        (nobody, s.get(nobody)),
-        (Uuid::nil(), s.get(Uuid::nil())),
-        (Uuid::max(), s.get(Uuid::max())),
-    ] {
-        assert_eq!(Failure::from(expect_err(result)), Failure::NotFound(id));
+    assert_eq!(under_lease(s, &lease), [(); 5].map(|()| Failure::NotFound(nobody)));
+    for id in [nobody, Uuid::nil(), Uuid::max()] {
+        assert_eq!(fails(s.get(id)), Failure::NotFound(id));
     }
     // A batch of unknown leases completes nothing and reports each as lost.
     let lost = Completion { completed: vec![], lost: vec![lease] };
@@ -240,82 +169,29 @@ fn unknown_ids_are_not_found_or_match_nothing(kind: Backend) {
     assert_unchanged(s, &task);
 }
 
+/// Set and cleared, each with its event; status, claim and heartbeat are left as they are
+/// (a heartbeat keeps it). Every write under a lease that leaves `Running` clears it
+/// (complete, fail, release, a batch), and so does the sweep that resets a dead runner's task.
 fn a_running_task_is_deferred_and_resumed_and_every_way_out_clears_it(kind: Backend) {
-    let f = Fixture::new(kind);
-    let s = f.store();
-    let runner = Uuid::now_v7();
-    let claimed = || {
-        let task = ready_tasks(s, workflow(), 1, 3).remove(0);
-        s.claim_task(task.id, runner).unwrap()
-    };
-    // Set and cleared, each with its event; status, claim and heartbeat are left as they are.
-    let first = claimed();
-    let mut row = first.task.clone();
-    for (sub, event_type, data) in [
-        (Some(Deferred), EventType::Deferred, json!("deferred")),
-        (Some(Active), EventType::Resumed, json!("active")),
-        (Some(Deferred), EventType::Deferred, json!("deferred")),
-        (None, EventType::Resumed, json!(null)),
-        (Some(Deferred), EventType::Deferred, json!("deferred")),
-    ] {
-        let now = f.tick();
-        let (set, counts) = f.log.measure(|| s.set_sub_status(row.id, sub).unwrap());
-        assert_eq!(counts.statements, kind.statements(Operation::SetSubStatus));
-        row = TaskExecution { sub_status: sub, updated_at: now, ..row };
-        assert_eq!(set, row);
-        assert_eq!(s.get(row.id).unwrap(), row);
-        if let Some(event) = checked_history(&f, &row).last() {
-            let got = (event.event_type, event.runner_id, event.created_at);
-            assert_eq!(got, (event_type, None, now));
-            let data =
-                json!({"sub_status": data, "attempt": 1, "claim": 1, "recovery_attempts": 0});
-            assert_eq!(event.event_data, data);
-        }
+    let mut ops: Vec<Op> = vec![CreateMany((0..5).map(|i| spec(0, i, true, 3)).collect())];
+    ops.extend((0..5).map(|i| ClaimTask(i, 0)));
+    for sub in [2, 1, 2, 0, 2] {
+        ops.extend([Advance(1), SubStatus(0, sub)]);
     }
-    let beat = f.tick();
-    let alive = s.heartbeat(&first.lease).unwrap();
-    assert_eq!((alive.heartbeat_at, alive.sub_status), (Some(beat), Some(Deferred)));
-    // The writes under a lease that leave Running clear it (the transitions: see above).
-    let [a, b, c, d] = [(); 4].map(|()| {
-        let deferred = claimed();
-        s.set_sub_status(deferred.task.id, Some(Deferred)).unwrap();
-        deferred.lease
-    });
-    let rows = [
-        s.complete(&a).unwrap(),
-        s.fail(&b, "e").unwrap(),
-        s.release(&c).unwrap(),
-        s.complete_many(&[d]).unwrap().completed.remove(0),
-    ];
-    for (row, status) in rows.iter().zip([Completed, Failed, Ready, Completed]) {
-        assert_eq!((row.status, row.sub_status), (status, None));
-        assert_eq!(&s.get(row.id).unwrap(), row);
-    }
-    // The first task's runner died: the sweep resets it, and the sub-status goes.
-    f.clock.advance(TimeDelta::minutes(1));
-    let stale = f.now() - TimeDelta::seconds(30);
-    let reset = s.recover_stale_claims(stale, 3).unwrap().reset;
-    let reset: Vec<_> = reset.iter().map(|t| (t.id, t.status, t.sub_status)).collect();
-    assert_eq!(reset, [(first.task.id, Ready, None)]);
+    ops.extend([Advance(1), Leased(0, 0, 0)]);
+    ops.extend((1..5).map(|i| SubStatus(i, 2)));
+    ops.extend([Leased(1, 1, 0), Leased(2, 2, 1), Leased(3, 3, 0), CompleteMany(vec![4], false)]);
+    scenario(kind, &[ops, vec![Advance(60), Sweep(30, 3)]].concat());
 }
 
+/// The deferred running tasks of the workflows asked for, by id: not an active or a plain
+/// running task, not one of another workflow.
 fn deferred_tasks_lists_the_deferred_running_tasks_of_the_workflows(kind: Backend) {
-    let f = Fixture::new(kind);
-    let s = f.store();
-    let (wf, other) = (workflow(), workflow());
-    let running = |wf, name: &str, sub| {
-        let task = task_in(s, wf, name, Running, 1);
-        s.set_sub_status(task.id, sub).unwrap()
-    };
-    let mut deferred: Vec<_> = [(wf, "a"), (wf, "b"), (other, "c")]
-        .map(|(wf, name)| running(wf, name, Some(Deferred)))
-        .into();
-    running(workflow(), "elsewhere", Some(Deferred));
-    running(wf, "active", Some(Active));
-    running(wf, "running", None);
-    task_in(s, wf, "ready", Ready, 1);
-    let (found, counts) = f.log.measure(|| s.deferred_tasks(&[wf, other, Uuid::now_v7()]).unwrap());
-    assert_eq!(counts.statements, kind.statements(Operation::DeferredTasks));
-    deferred.sort_by_key(|t| t.id);
-    assert_eq!(found, deferred);
+    let wfs = [0, 0, 1, 2, 0, 0, 0];
+    let mut ops: Vec<Op> = vec![CreateMany(
+        wfs.iter().enumerate().map(|(i, &wf)| spec(wf, i as u8, true, 1)).collect(),
+    )];
+    ops.extend((0..6).map(|i| Transition(i, 2, 0, 0)));
+    ops.extend([(0, 2), (1, 2), (2, 2), (3, 2), (4, 1), (5, 0)].map(|(t, s)| SubStatus(t, s)));
+    scenario(kind, &[ops, vec![Read(11, 0), Read(11, 1), Read(11, 2)]].concat());
 }

@@ -3,9 +3,10 @@
 
 use std::collections::HashMap;
 
-use dal_core::{NewTaskExecution, RetryStats, StatusCounts, TaskExecution, TaskStatus};
+use dal_core::{NewTaskExecution, TaskExecution, TaskStatus};
 use uuid::Uuid;
 
+use super::model_based::{Op::*, scenario, spec};
 use super::support::{task_in, workflow};
 use crate::case;
 use crate::suite::{Backend, Case, Fixture};
@@ -33,28 +34,33 @@ fn by_name(tasks: &[TaskExecution]) -> HashMap<String, TaskStatus> {
     tasks.iter().map(|t| (t.task_name.clone(), t.status)).collect()
 }
 
+/// The counts by status (each task once), the `NotStarted` tasks of the workflows asked for
+/// (full rows, by id), their statuses nested by workflow then name (a workflow without tasks
+/// left out), which of them are complete (all tasks terminal), as the model answers; a retry
+/// makes a failed workflow incomplete again. Statuses by name, of the workflow asked for only;
+/// a workflow without tasks is not complete.
 fn workflow_reads_answer_for_the_workflows_asked_for(kind: Backend) {
+    // wf 0: a task in each status; wf 1: completed, failed, skipped; wf 2: running, not started.
+    let wfs = [0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2];
+    let names = [0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4, 5, 6, 7, 0, 1];
+    let news = wfs.iter().zip(names).map(|(&wf, name)| spec(wf, name, false, 3));
+    let mut ops = vec![Read(12, 0), CreateMany(news.collect())];
+    for (task, kinds) in [(1, &[0][..]), (2, &[0, 2]), (3, &[0, 2, 3]), (4, &[0, 2, 4]), (5, &[1])]
+    {
+        ops.extend(kinds.iter().map(|&k| Transition(task, k, 1, 0)));
+    }
+    for task in 6..14 {
+        let kinds: &[u8] = [&[0, 2, 3][..], &[0, 2, 4], &[0, 1]][task % 3];
+        ops.extend(kinds.iter().map(|&k| Transition(task, k, 1, 0)));
+    }
+    ops.extend([Transition(14, 0, 0, 0), Transition(14, 2, 0, 0), Read(12, 0)]);
+    ops.extend((0..3).flat_map(|wf| [Read(2, wf), Read(3, wf), Read(4, wf)]));
+    scenario(kind, &[ops, vec![Transition(7, 6, 0, 0), Read(4, 1), Read(4, 0)]].concat());
     let f = Fixture::new(kind);
     let s = f.store();
-    assert_eq!(s.count_by_status().unwrap(), StatusCounts::default());
-    let [all, done, running, waiting, also_done, empty] = [(); 6].map(|()| workflow());
-    let every = [NotStarted, Ready, Running, Completed, Failed, Skipped];
-    let in_all = workflow_with(&f, all, &every);
-    let mut in_done = workflow_with(&f, done, &[Completed, Failed, Skipped].repeat(3));
-    in_done.extend(workflow_with(&f, done, &[Failed, Skipped]));
-    let in_running = workflow_with(&f, running, &[Running, NotStarted]);
-    workflow_with(&f, waiting, &[NotStarted]);
-    workflow_with(&f, also_done, &[Skipped]);
-    // Each status counted once per task (a different number of each).
-    let counts = s.count_by_status().unwrap();
-    let expected =
-        StatusCounts { not_started: 3, ready: 1, running: 2, completed: 4, failed: 5, skipped: 6 };
-    assert_eq!((counts, counts.total()), (expected, 21));
-    // The NotStarted tasks of the workflows asked for, as full rows, by id.
-    let pending = s.pending_tasks(&[all, running, empty]).unwrap();
-    assert_eq!(pending, [in_all[0].clone(), in_running[1].clone()]);
-    assert_eq!(s.pending_tasks(&[workflow()]).unwrap(), []);
-    // Statuses by name, of the workflow asked for only.
+    let [all, done, empty] = [(); 3].map(|()| workflow());
+    let in_all = workflow_with(&f, all, &[NotStarted, Ready, Running, Completed, Failed, Skipped]);
+    let in_done = workflow_with(&f, done, &[Completed, Failed, Skipped]);
     let names: Vec<&str> = in_all.iter().map(|t| t.task_name.as_str()).collect();
     assert_eq!(s.task_statuses(all, &names).unwrap(), by_name(&in_all));
     let some = s.task_statuses(all, &["running-2", "no-such-task", "skipped-5"]);
@@ -62,93 +68,29 @@ fn workflow_reads_answer_for_the_workflows_asked_for(kind: Backend) {
     assert_eq!(some.unwrap(), HashMap::from(expected.map(|(n, s)| (n.into(), s))));
     let theirs = s.task_statuses(done, &["completed-0", "ready-1"]).unwrap();
     assert_eq!(theirs, HashMap::from([("completed-0".into(), Completed)]));
-    let elsewhere = s.task_statuses(workflow(), &["running-2"]).unwrap();
-    assert!(elsewhere.is_empty());
-    // Nested by workflow, then name; a workflow without tasks is left out.
-    let statuses = s.statuses_for_workflows(&[all, done, empty]).unwrap();
-    let expected = [(all, by_name(&in_all)), (done, by_name(&in_done))];
-    assert_eq!(statuses, HashMap::from(expected));
-    // Complete when all its tasks are terminal; without tasks, not complete.
-    for (wf, complete) in [
-        (all, false),
-        (done, true),
-        (running, false),
-        (waiting, false),
-        (also_done, true),
-        (empty, false),
-    ] {
-        assert_eq!(s.is_workflow_complete(wf).unwrap(), complete);
-    }
-    let mut expected = vec![done, also_done];
-    expected.sort_unstable();
-    let asked = [running, done, empty, waiting, also_done, all];
-    assert_eq!(s.complete_workflows(&asked).unwrap(), expected);
-    // A retry makes a failed workflow incomplete again.
+    assert!(s.task_statuses(workflow(), &["running-2"]).unwrap().is_empty());
+    let complete = |wfs: [Uuid; 3]| wfs.map(|wf| s.is_workflow_complete(wf).unwrap());
+    assert_eq!(complete([all, done, empty]), [false, true, false]);
     s.schedule_retry(in_done[1].id, f.now()).unwrap();
-    assert!(!s.is_workflow_complete(done).unwrap());
+    assert_eq!(complete([all, done, empty]), [false; 3]);
 }
 
-/// Runs task `name` of `wf` (with `max_attempts`) through `failures` failed attempts, each
-/// followed by a retry while attempts are left, then completes it if `succeed`.
-fn attempts(
-    f: &Fixture,
-    wf: Uuid,
-    name: &str,
-    max_attempts: i32,
-    failures: i32,
-    succeed: bool,
-) -> TaskExecution {
-    let s = f.store();
-    let task = task_in(s, wf, name, Running, max_attempts);
-    for _ in 0..failures {
-        let failed = s.mark_failed(task.id, "boom").unwrap();
-        if failed.attempt < max_attempts && (succeed || failed.attempt < failures) {
-            s.schedule_retry(task.id, f.now()).unwrap();
-            s.mark_running(task.id).unwrap();
-        }
-    }
-    if succeed {
-        s.mark_completed(task.id).unwrap();
-    }
-    s.get(task.id).unwrap()
-}
-
+/// Retries, exhaustion and abandonment as the workflow reads aggregate them: a task done at
+/// once, one on its third try, one exhausted, one failed once; one abandoned on its last
+/// attempt (abandoned, not exhausted), then re-run (no longer abandoned); a workflow without
+/// tasks.
 fn retries_and_abandonments_are_aggregated_by_the_database(kind: Backend) {
-    let f = Fixture::new(kind);
-    let s = f.store();
-    let wf = workflow();
-    let first_try = attempts(&f, wf, "first-try", 3, 0, true);
-    let third_try = attempts(&f, wf, "third-try", 3, 2, true);
-    let exhausted = attempts(&f, wf, "exhausted", 3, 3, false);
-    let failed_once = attempts(&f, wf, "failed-once", 3, 1, false);
-    assert_eq!((first_try.status, first_try.attempt), (Completed, 1));
-    assert_eq!((third_try.status, third_try.attempt), (Completed, 3));
-    assert_eq!((exhausted.status, exhausted.attempt), (Failed, 3));
-    assert_eq!((failed_once.status, failed_once.attempt), (Failed, 1));
-    let stats = |tasks_retried, total_retries| RetryStats {
-        tasks_retried,
-        total_retries,
-        max_attempt: 3,
-        tasks_exhausted: 1,
-    };
-    assert_eq!(s.retry_stats(wf).unwrap(), stats(2, 4));
-    assert_eq!(s.exhausted_tasks(wf).unwrap(), vec![exhausted.clone()]);
-    // Regular failures, exhausted or not, are not abandonments.
-    assert!(!s.has_abandoned_task(wf).unwrap());
-    // A task abandoned on its last attempt is abandoned, not exhausted.
-    let last = attempts(&f, wf, "abandoned", 2, 1, false);
-    s.schedule_retry(last.id, f.now()).unwrap();
-    s.mark_abandoned(last.id, "gave up").unwrap();
-    assert!(s.has_abandoned_task(wf).unwrap());
-    assert_eq!(s.retry_stats(wf).unwrap(), stats(3, 5));
-    assert_eq!(s.exhausted_tasks(wf).unwrap(), [exhausted]);
-    // A manual re-run clears the abandonment.
-    s.reset_retry_state(last.id).unwrap();
-    assert!(!s.has_abandoned_task(wf).unwrap());
-    let nobody = workflow();
-    assert_eq!(s.retry_stats(nobody).unwrap(), RetryStats::default());
-    assert_eq!(s.exhausted_tasks(nobody).unwrap(), []);
-    assert!(!s.has_abandoned_task(nobody).unwrap());
+    let chains: [&[u8]; 4] =
+        [&[2, 3], &[2, 4, 6, 2, 4, 6, 2, 3], &[2, 4, 6, 2, 4, 6, 2, 4], &[2, 4]];
+    let mut ops = vec![CreateMany((0..4).map(|i| spec(0, i, true, 3)).collect())];
+    for (task, chain) in chains.iter().enumerate() {
+        ops.extend(chain.iter().map(|&t| Transition(task, t, 1, 0)));
+    }
+    let reads = || [5, 6, 7].map(|r| Read(r, 0));
+    ops.extend(reads().into_iter().chain([Create(spec(0, 4, true, 2))]));
+    ops.extend([2, 4, 6, 5].map(|t| Transition(4, t, 1, 0)).into_iter().chain(reads()));
+    ops.extend([Transition(4, 8, 0, 0)].into_iter().chain(reads()));
+    scenario(kind, &[ops, [5, 6, 7].map(|r| Read(r, 1)).into()].concat());
 }
 
 /// The number of ids in the large-input case.
