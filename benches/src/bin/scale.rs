@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use dal_benches::workload::args::{Args, Job};
 use dal_benches::workload::report::{Report, bytes};
-use dal_benches::workload::{execute, target::pg, write_json};
+use dal_benches::workload::{db::pg, execute, write_json};
 use diesel::sql_types::Text;
 use diesel::{QueryableByName, RunQueryDsl};
 use serde::Serialize;

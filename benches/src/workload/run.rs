@@ -13,9 +13,9 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use uuid::Uuid;
 
 use super::args::Job;
+use super::db::Recorder;
 use super::ledger::{Ledger, workflow_id};
-use super::metrics::{Metrics, Op, Outcome};
-use super::record::Recorder;
+use super::report::{Metrics, Op, Outcome};
 
 /// What a run measured.
 pub struct Ran {
@@ -108,19 +108,13 @@ impl Shared<'_> {
         !self.stopped()
     }
 
-    /// Counts tasks a call changed, each with its event.
-    fn changed(&self, tasks: &[TaskExecution]) {
-        for task in tasks {
-            self.ledger.changed(task.workflow_execution_id);
-        }
-    }
-
-    /// Counts tasks that finished as `how`: completed, exhausted or abandoned.
-    fn finished(&self, metrics: &mut Metrics, tasks: &[TaskExecution], how: Outcome) {
+    /// Counts tasks a call changed, each with its event; as finished `how` (completed,
+    /// exhausted or abandoned), if they did.
+    fn changed(&self, metrics: &mut Metrics, tasks: &[TaskExecution], how: Option<Outcome>) {
+        let workflows = tasks.iter().map(|t| t.workflow_execution_id);
+        let Some(how) = how else { return self.ledger.changed(workflows) };
+        self.ledger.finished(workflows, how as usize);
         metrics.count(how, tasks.len());
-        for task in tasks {
-            self.ledger.finished(task.workflow_execution_id, how);
-        }
     }
 }
 
@@ -141,7 +135,7 @@ fn create(s: &Shared, mut recorder: Option<Recorder>, start: Instant) -> Metrics
             }
         }
         match metrics.time(Op::CreateMany, || s.store.create_many(&news)) {
-            Ok(created) => s.changed(&created),
+            Ok(created) => s.changed(&mut metrics, &created, None),
             Err(err) => {
                 s.fail("create_many", err);
                 break;
@@ -209,9 +203,7 @@ fn runner(s: &Shared, index: u32) -> Metrics {
             continue;
         }
         metrics.count(Outcome::Claims, claimed.len());
-        for claim in &claimed {
-            s.ledger.changed(claim.task.workflow_execution_id);
-        }
+        s.ledger.changed(claimed.iter().map(|c| c.task.workflow_execution_id));
         let crash = index < job.crashing_runners && dice.chance(job.crash_rate);
         let crash_at = crash.then(|| (dice.next() % claimed.len() as u64) as usize);
         let mut last_beat = Instant::now();
@@ -276,9 +268,9 @@ fn cycle(
     } else {
         metrics.count(Outcome::ClaimsLost, cycle.lost.len());
     }
-    s.finished(metrics, &cycle.completed, Outcome::Completed);
-    s.finished(metrics, &cycle.failed, Outcome::Exhausted);
-    s.changed(&cycle.retried);
+    s.changed(metrics, &cycle.completed, Some(Outcome::Completed));
+    s.changed(metrics, &cycle.failed, Some(Outcome::Exhausted));
+    s.changed(metrics, &cycle.retried, None);
     metrics.count(Outcome::Failures, cycle.failed.len() + cycle.retried.len());
     metrics.count(Outcome::Retries, cycle.retried.len());
     Some(cycle.claimed)
@@ -294,8 +286,8 @@ fn sweeper(s: &Shared) -> Metrics {
         match metrics.time(Op::RecoverStaleClaims, sweep) {
             Ok(recovery) => {
                 metrics.count(Outcome::Recovered, recovery.reset.len());
-                s.changed(&recovery.reset);
-                s.finished(&mut metrics, &recovery.abandoned, Outcome::Abandoned);
+                s.changed(&mut metrics, &recovery.reset, None);
+                s.changed(&mut metrics, &recovery.abandoned, Some(Outcome::Abandoned));
             }
             Err(err) => s.fail("recover_stale_claims", err),
         }
