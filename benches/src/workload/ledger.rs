@@ -156,8 +156,9 @@ impl Ledger {
     /// The creation batches still to make (none of their workflow executions held), each with
     /// its number.
     pub fn batches_to_create(&self) -> Vec<(u64, Range<usize>)> {
+        let batches = self.batches().enumerate();
         let all = self.lock();
-        let to_create = self.batches().enumerate().filter(|(_, range)| !all[range.start].held);
+        let to_create = batches.filter(|(_, range)| !all[range.start].held);
         to_create.map(|(n, range)| (n as u64, range)).collect()
     }
 
