@@ -99,7 +99,7 @@ impl Target {
         let postgres =
             url.filter(|u| u.starts_with("postgres") || !u.contains("://") && u.contains('='));
         let problem = if url.is_some_and(|u| postgres.is_none() && !u.starts_with("sqlite://")) {
-            format!("unknown database URL scheme in {url:?}")
+            format!("unknown database URL scheme in {:?}", url.unwrap_or_default())
         } else if args.schema.is_some() && postgres.is_none() {
             "--schema names a PostgreSQL schema: give a postgres:// URL".into()
         } else if args.transaction_pooling

@@ -126,35 +126,23 @@ fn create(s: &Shared, mut recorder: Option<Recorder>, start: Instant) -> Metrics
         if s.stopped() || (i > 0 && !s.pause(job.create_pause_ms)) {
             break;
         }
-        let mut news = Vec::new();
-        for workflow in batch.map(|index| workflow_id(s.ledger.run, index)) {
-            for t in 0..job.tasks_per_workflow {
-                let new = NewTaskExecution::new(workflow, format!("task-{t}"));
-                let new = new.with_status(TaskStatus::Ready);
-                news.push(new.with_max_attempts(job.max_attempts));
-            }
-        }
-        match metrics.time(Op::CreateMany, || s.store.create_many(&news)) {
-            Ok(created) => s.changed(&mut metrics, &created, None),
-            Err(err) => {
-                s.fail("create_many", err);
-                break;
-            }
-        }
-        if let Some(recorder) = &mut recorder
-            && let Err(err) = metrics.time(Op::RecordBatch, || recorder.created(number + 1))
-        {
+        let workflows = batch.map(|index| workflow_id(s.ledger.run, index));
+        let tasks = workflows.flat_map(|w| (0..job.tasks_per_workflow).map(move |t| (w, t)));
+        let new =
+            |(w, t)| NewTaskExecution::new(w, format!("task-{t}")).with_status(TaskStatus::Ready);
+        let news: Vec<_> = tasks.map(|wt| new(wt).with_max_attempts(job.max_attempts)).collect();
+        let created = metrics.time(Op::CreateMany, || s.store.create_many(&news));
+        let Ok(created) = created.map_err(|err| s.fail("create_many", err)) else { break };
+        s.changed(&mut metrics, &created, None);
+        let record =
+            recorder.as_mut().map(|r| metrics.time(Op::RecordBatch, || r.created(number + 1)));
+        if let Some(Err(err)) = record {
             s.fail("the run record", err);
             break;
         }
     }
     let _ = s.creation.set(start.elapsed());
     metrics
-}
-
-/// What a runner does when it found nothing due: waits a little before it asks again.
-fn idle() {
-    thread::sleep(Duration::from_millis(1));
 }
 
 /// A small deterministic generator (xorshift64*) of failures and crashes.
@@ -198,8 +186,9 @@ fn runner(s: &Shared, index: u32) -> Metrics {
         };
         finished = Finished::default();
         if claimed.is_empty() {
+            // Nothing due: wait a little before asking again.
             metrics.count(Outcome::EmptyClaims, 1);
-            idle();
+            thread::sleep(Duration::from_millis(1));
             continue;
         }
         metrics.count(Outcome::Claims, claimed.len());
