@@ -15,10 +15,10 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use dal_core::{ClaimStore, NewTaskExecution, TaskStatus, TaskStore};
-use dal_tests::provision::postgres::TempSchema;
-use diesel::prelude::*;
-use diesel::sql_types::Integer;
+use clap::ValueEnum;
+use dal_benches::baseline::{Backend, Baseline, BenchEnv};
+use dal_core::{Finished, NewTaskExecution, TaskExecutionStore, TaskStatus};
+use diesel::{QueryableByName, RunQueryDsl, sql_types::Integer};
 
 #[derive(QueryableByName)]
 struct Pid {
@@ -29,25 +29,13 @@ struct Pid {
 /// The on-CPU nanoseconds of the task whose `schedstat` is at `path`.
 fn on_cpu(path: &str) -> u64 {
     let stat = std::fs::read_to_string(path).expect("read schedstat");
-    stat.split_whitespace()
-        .next()
-        .and_then(|ns| ns.parse().ok())
-        .expect("schedstat starts with the on-CPU nanoseconds")
-}
-
-fn this_thread() -> u64 {
-    on_cpu("/proc/thread-self/schedstat")
+    stat.split_whitespace().next().and_then(|ns| ns.parse().ok()).expect("on-CPU nanoseconds")
 }
 
 fn news(n: usize, status: TaskStatus) -> Vec<NewTaskExecution> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let wf = uuid::Uuid::now_v7();
-    (0..n)
-        .map(|_| {
-            NewTaskExecution::new(wf, format!("t{}", NEXT.fetch_add(1, Ordering::Relaxed)))
-                .with_status(status)
-        })
-        .collect()
+    let (wf, next) = (uuid::Uuid::now_v7(), || NEXT.fetch_add(1, Ordering::Relaxed));
+    (0..n).map(|_| NewTaskExecution::new(wf, format!("t{}", next())).with_status(status)).collect()
 }
 
 /// Runs `calls` times `setup` then `op`, and prints the mean CPU of `op` on both sides.
@@ -55,106 +43,70 @@ fn measure<T>(
     label: &str,
     calls: usize,
     server: &dyn Fn() -> u64,
-    mut setup: impl FnMut() -> T,
-    mut op: impl FnMut(T),
+    setup: impl Fn() -> T,
+    op: impl Fn(T),
 ) {
     let (mut client_ns, mut server_ns) = (0, 0);
     for _ in 0..calls {
         let input = setup();
-        let (c0, s0) = (this_thread(), server());
+        let (c0, s0) = (on_cpu("/proc/thread-self/schedstat"), server());
         op(input);
-        client_ns += this_thread() - c0;
+        client_ns += on_cpu("/proc/thread-self/schedstat") - c0;
         server_ns += server() - s0;
     }
     let per = |ns: u64| ns as f64 / calls as f64 / 1e3;
     println!("{label}: client {:.0} µs, server {:.0} µs", per(client_ns), per(server_ns));
 }
 
-fn run<S: TaskStore + ClaimStore>(name: &str, store: &S, server: &dyn Fn() -> u64, calls: usize) {
+fn run(name: &str, store: &dyn TaskExecutionStore, server: &dyn Fn() -> u64, calls: usize) {
     let runner = uuid::Uuid::now_v7();
+    let claim =
+        |n| store.claim_ready(runner, n).unwrap().iter().map(|c| c.lease).collect::<Vec<_>>();
     for n in [100, 1000] {
         // Warm the statement cache.
         store.create_many(&news(n, TaskStatus::NotStarted)).unwrap();
-        measure(
-            &format!("{name} create_many({n})"),
-            calls,
-            server,
-            || news(n, TaskStatus::NotStarted),
-            |batch| {
-                store.create_many(&batch).unwrap();
-            },
-        );
+        let (label, setup) =
+            (format!("{name} create_many({n})"), || news(n, TaskStatus::NotStarted));
+        measure(&label, calls, server, setup, |batch| drop(store.create_many(&batch).unwrap()));
     }
+    let ready = |n| drop(store.create_many(&news(n, TaskStatus::Ready)).unwrap());
     measure(
         &format!("{name} claim_ready(32)"),
         calls * 5,
         server,
-        || store.create_many(&news(32, TaskStatus::Ready)).unwrap(),
-        |_| assert_eq!(store.claim_ready(runner, 32).unwrap().len(), 32),
+        || ready(32),
+        |()| assert_eq!(claim(32).len(), 32),
     );
+    let held = |more: usize| {
+        ready(32 + more);
+        claim(32)
+    };
     measure(
         &format!("{name} complete_many(32)"),
         calls * 5,
         server,
-        || {
-            store.create_many(&news(32, TaskStatus::Ready)).unwrap();
-            let leases: Vec<_> =
-                store.claim_ready(runner, 32).unwrap().iter().map(|c| c.lease).collect();
-            leases
-        },
+        || held(0),
         |leases| assert_eq!(store.complete_many(&leases).unwrap().completed.len(), 32),
     );
-    measure(
-        &format!("{name} finish_and_claim(32, 32)"),
-        calls * 5,
-        server,
-        || {
-            store.create_many(&news(64, TaskStatus::Ready)).unwrap();
-            let leases: Vec<_> =
-                store.claim_ready(runner, 32).unwrap().iter().map(|c| c.lease).collect();
-            dal_core::Finished { completed: leases, ..Default::default() }
-        },
-        |finished| {
-            assert_eq!(store.finish_and_claim(runner, &finished, 32).unwrap().claimed.len(), 32)
-        },
-    );
-    measure(
-        &format!("{name} mark_ready"),
-        calls * 5,
-        server,
-        || store.create(&news(1, TaskStatus::NotStarted)[0]).unwrap(),
-        |task| {
-            store.mark_ready(task.id).unwrap();
-        },
-    );
+    let finished = || Finished { completed: held(32), ..Default::default() };
+    measure(&format!("{name} finish_and_claim(32, 32)"), calls * 5, server, finished, |f| {
+        assert_eq!(store.finish_and_claim(runner, &f, 32).unwrap().claimed.len(), 32)
+    });
+    let created = || store.create(&news(1, TaskStatus::NotStarted)[0]).unwrap();
+    measure(&format!("{name} mark_ready"), calls * 5, server, created, |task| {
+        store.mark_ready(task.id).unwrap();
+    });
 }
 
 fn main() {
     let backend = std::env::args().nth(1).unwrap_or_else(|| "sqlite".to_owned());
     let calls: usize = std::env::args().nth(2).map_or(50, |a| a.parse().unwrap());
-    if backend == "sqlite" {
-        let file = std::env::temp_dir().join(format!("dal-op-cpu-{}.db", std::process::id()));
-        let store = dal_sqlite::SqliteOptions::new(file.to_string_lossy().into_owned())
-            .pool_size(1)
-            .open()
-            .unwrap();
-        run("sqlite", &store, &|| 0, calls);
-        drop(store);
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
-        }
-    } else {
-        let schema = TempSchema::with_connections(1);
-        let options = dal_postgres::PgOptions::new(schema.url()).pool_size(1);
-        let store = options.connect().unwrap();
-        let pid = {
-            let mut conn = store.pool().get().unwrap();
-            diesel::sql_query("SELECT pg_backend_pid() AS pid")
-                .get_result::<Pid>(&mut conn)
-                .unwrap()
-                .pid
-        };
-        let path = format!("/proc/{pid}/schedstat");
-        run("postgres", &store, &|| on_cpu(&path), calls);
-    }
+    let env = BenchEnv::new(Backend::from_str(&backend, true).unwrap(), 1);
+    let Baseline::Pg(pool) = &env.baseline else {
+        return run("sqlite", &*env.store, &|| 0, calls);
+    };
+    let sql = diesel::sql_query("SELECT pg_backend_pid() AS pid");
+    let pid = sql.get_result::<Pid>(&mut pool.get().unwrap()).unwrap().pid;
+    let path = format!("/proc/{pid}/schedstat");
+    run("postgres", &*env.store, &|| on_cpu(&path), calls);
 }

@@ -1,57 +1,150 @@
-//! The baselines: the multi-statement patterns that the DAL replaces, written honestly.
+//! The baselines: the multi-statement patterns the DAL replaces, written honestly, and the
+//! store they are compared with ([`BenchEnv`]).
 //!
-//! They run on the same schema, through the same Diesel and the same pool as the store they are
-//! compared with, and do the same work where the comparison says so: a read-update-insert
-//! transition writes the same history event as the DAL, a claim per task writes its event. What
-//! they do differently is what the engines we compare with do: read before writing, read after
-//! writing, one statement per task, a transaction around statements that one statement could
-//! replace. Each method's documentation lists its statements.
-//!
-//! Two things favour the baselines: their reads fetch only the columns they need, and the
-//! `create` pattern writes no history event (the DAL's `create` does).
-
+//! They run on the same schema, through the same Diesel and the same pool as the store, and do
+//! the same work where the comparison says so: a read-update-insert transition writes the same
+//! history event as the DAL, a claim per task writes its event. What they do differently is what
+//! the engines we compare with do: read before writing, read after writing, one statement per
+//! task, a transaction around statements that one statement could replace. Each method's
+//! documentation lists its statements. Two things favour them: their reads fetch only the
+//! columns they need, and `create` without `event` writes no history event (the DAL's does).
 #![allow(clippy::expect_used)] // measurement code: a failing baseline is a broken benchmark
 
 use chrono::{DateTime, Utc};
-use dal_core::{DalError, TaskExecution};
+use dal_core::{DalError, TaskExecution, TaskExecutionStore};
 use dal_diesel::bind::{id, instant, json};
 use dal_diesel::row::Row as TaskRow;
 use dal_diesel::schema::{execution_events as e, task_executions as t};
 use dal_diesel::types::IdValue;
+use dal_tests::provision::{postgres::TempSchema, sqlite::TempDatabase};
 use diesel::prelude::*;
 use serde_json::json;
 use uuid::Uuid;
 
-/// A baseline pattern per operation, for one backend.
-pub trait Baseline {
-    /// `INSERT` (no `RETURNING`), then `SELECT` of the row: 2 statements. Returns the id.
-    fn create_insert_then_select(&self, workflow_execution_id: Uuid, task_name: &str) -> Uuid;
+/// The backends the benchmarks compare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// `dal-postgres`.
+    Postgres,
+    /// `dal-sqlite`.
+    Sqlite,
+}
 
-    /// The same work as the DAL's `create` (the task and its `created` event), the old way:
-    /// `BEGIN`, `INSERT` of the task, `INSERT` of the event, `SELECT` of the row, `COMMIT`: 5
-    /// statements.
-    fn create_with_event_transaction(&self, workflow_execution_id: Uuid, task_name: &str) -> Uuid;
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if *self == Backend::Postgres { "postgres" } else { "sqlite" })
+    }
+}
 
-    /// `SELECT` of the counter and status, then `UPDATE` with `recovery_attempts = n + 1`
-    /// computed by the client: 2 statements, and a lost update when two callers interleave.
-    fn reset_select_then_update(&self, id: Uuid);
+impl Backend {
+    /// `DAL_BENCH_BACKENDS` (comma-separated: `sqlite`, `postgres`), both by default.
+    pub fn from_env() -> Vec<Backend> {
+        let list = std::env::var("DAL_BENCH_BACKENDS").unwrap_or("postgres,sqlite".into());
+        let listed = |b: &Backend| list.split(',').any(|name| name.trim() == b.to_string());
+        [Backend::Postgres, Backend::Sqlite].into_iter().filter(listed).collect()
+    }
+}
 
-    /// `BEGIN`, `SELECT` of the row, `UPDATE`, `INSERT` of the history event, `COMMIT`: 5
-    /// statements for a recovery reset with its event.
-    fn reset_read_update_insert(&self, id: Uuid);
+/// A store, the baselines over its pool, and the database they live in (removed on drop).
+pub struct BenchEnv {
+    /// Which backend.
+    pub kind: Backend,
+    /// The DAL.
+    pub store: Box<dyn TaskExecutionStore>,
+    /// The old patterns, on the store's pool.
+    pub baseline: Baseline,
+    _database: Box<dyn std::any::Any>,
+}
 
-    /// `SELECT` of up to `limit` due ready ids, then per task an `UPDATE ... RETURNING` that
-    /// claims it and an `INSERT` of its event: `1 + 2n` statements. Returns the claimed ids.
-    fn claim_scan_then_each(&self, runner_id: Uuid, limit: i64) -> Vec<Uuid>;
+impl BenchEnv {
+    /// A fresh store of `pool_size` connections: SQLite on a temporary file (WAL), or
+    /// PostgreSQL in a new schema of the server `dal_tests::provision::postgres` finds.
+    pub fn new(kind: Backend, pool_size: u32) -> Self {
+        if kind == Backend::Sqlite {
+            let file = TempDatabase::new();
+            let store = file.open(|options| options.pool_size(pool_size));
+            let baseline = Baseline::Sqlite(store.pool().clone());
+            return BenchEnv { kind, store: Box::new(store), baseline, _database: Box::new(file) };
+        }
+        let schema = TempSchema::with_connections(pool_size);
+        // DAL_BENCH_PG_OPTIONS adds server settings to the sessions, e.g. `-c
+        // synchronous_commit=off` to see round trips without the commit's flush.
+        let mut options = std::env::var("DAL_BENCH_PG_OPTIONS").unwrap_or_default();
+        // DAL_BENCH_TRANSACTION_POOLING=1: the store as it runs behind a transaction pooler
+        // (nothing kept prepared; the planner settings, which the store then does not set,
+        // come with the session's options), on the server itself, to see what that costs.
+        let pooling = std::env::var("DAL_BENCH_TRANSACTION_POOLING").is_ok_and(|v| v == "1");
+        if pooling {
+            options.push_str(" -c enable_seqscan=off -c enable_bitmapscan=off");
+        }
+        let options = dal_postgres::PgOptions::new(schema.url_with_options(options.trim()));
+        let store = options.transaction_pooling(pooling).pool_size(pool_size).connect();
+        let store = store.expect("connect a PostgreSQL store for the benchmarks");
+        let baseline = Baseline::Pg(store.pool().clone());
+        BenchEnv { kind, store: Box::new(store), baseline, _database: Box::new(schema) }
+    }
+}
 
-    /// The read-update-insert transaction of `reset_read_update_insert` for any simple
-    /// transition: `BEGIN`, `SELECT`, `UPDATE` of the status to `to`, `INSERT` of `event`,
-    /// `COMMIT` (5 statements).
-    fn transition_read_update_insert(&self, id: Uuid, to: &'static str, event: &'static str);
+/// The baseline patterns over a store's pool.
+pub enum Baseline {
+    /// On PostgreSQL.
+    Pg(dal_postgres::PgPool),
+    /// On SQLite.
+    Sqlite(dal_sqlite::SqlitePool),
+}
 
-    /// The ids of a workflow execution's tasks in `list_for_workflow`'s order: the DAL's read
-    /// without the rest of each row, for what reading and decoding the whole row costs.
-    fn list_ids(&self, workflow_execution_id: Uuid) -> Vec<Uuid>;
+/// Runs `$body` with `$conn` a connection of the pool, whichever its backend: the same source
+/// for both, since both share one schema (`dal_diesel`).
+macro_rules! on_pool {
+    ($self:ident, $conn:ident => $body:expr) => {
+        match $self {
+            Baseline::Pg(pool) => {
+                let $conn = &mut pool.get().expect("a connection from the pool");
+                $body
+            }
+            Baseline::Sqlite(pool) => {
+                let $conn = &mut pool.get().expect("a connection from the pool");
+                $body
+            }
+        }
+    };
+}
+
+/// `INSERT` of a history event as the DAL writes it: `(attempt, claim, recovery_attempts)`.
+macro_rules! log {
+    ($conn:expr, $wf:expr, $task:expr, $kind:expr, $counters:expr, $runner:expr, $at:expr) => {{
+        let (attempt, claim, recovery_attempts) = $counters;
+        let data = json!({"attempt": attempt, "claim": claim, "recovery_attempts": recovery_attempts});
+        diesel::insert_into(e::table)
+            .values((
+                e::id.eq(id(Uuid::now_v7())),
+                e::workflow_execution_id.eq(id($wf)),
+                e::task_execution_id.eq(id($task)),
+                e::event_type.eq($kind),
+                e::event_data.eq(json(data)),
+                e::runner_id.eq($runner),
+                e::created_at.eq(instant($at)),
+            ))
+            .execute($conn)
+    }};
+}
+
+/// `UPDATE` of a recovery reset, `recovery_attempts = $n` computed by the client.
+macro_rules! reset_update {
+    ($conn:expr, $task:expr, $n:expr, $now:expr) => {
+        diesel::update(t::table.find(id($task)))
+            .set((
+                t::status.eq("ready"),
+                t::recovery_attempts.eq($n),
+                t::last_recovery_at.eq(Some($now)),
+                t::started_at.eq(None::<DateTime<Utc>>),
+                t::claimed_by.eq(None::<Uuid>),
+                t::heartbeat_at.eq(None::<DateTime<Utc>>),
+                t::updated_at.eq(instant($now)),
+            ))
+            .execute($conn)
+    };
 }
 
 /// A row read by a baseline, as the model's task: the same decoding the DAL does.
@@ -62,80 +155,18 @@ where
     TaskExecution::try_from(row).expect("a task row the schema allows")
 }
 
-/// The data of a `claimed` event, as the DAL writes it.
-fn event_data(task: &TaskExecution) -> serde_json::Value {
-    serde_json::json!({
-        "attempt": task.attempt,
-        "claim": task.claim_count,
-        "recovery_attempts": task.recovery_attempts,
-    })
-}
-
-/// The patterns over one backend's pool: the same source for both, since both share one
-/// schema (`dal_diesel`); `$baseline` is the backend's baseline type, `$conn` its connection.
-macro_rules! patterns {
-    ($baseline:ident, $conn:ty) => {
-    fn log(
-        conn: &mut $conn,
-        wf: Uuid,
-        task: Uuid,
-        kind: &str,
-        data: serde_json::Value,
-        runner: Option<Uuid>,
-        at: DateTime<Utc>,
-    ) -> QueryResult<usize> {
-        diesel::insert_into(e::table)
-            .values((
-                e::id.eq(id(Uuid::now_v7())),
-                e::workflow_execution_id.eq(id(wf)),
-                e::task_execution_id.eq(id(task)),
-                e::event_type.eq(kind),
-                e::event_data.eq(json(data)),
-                e::runner_id.eq(runner),
-                e::created_at.eq(instant(at)),
-            ))
-            .execute(conn)
-    }
-
-    impl Baseline for $baseline {
-        fn create_insert_then_select(&self, workflow_execution_id: Uuid, task_name: &str) -> Uuid {
-            let conn = &mut self.conn();
+impl Baseline {
+    /// `INSERT` (no `RETURNING`), then `SELECT` of the row: 2 statements. With `event`, the
+    /// DAL's `create` (the task and its `created` event) the old way: `BEGIN`, `INSERT` of the
+    /// task, `INSERT` of the event, `SELECT` of the row, `COMMIT`: 5. Returns the id.
+    pub fn create(&self, workflow: Uuid, task_name: &str, event: bool) -> Uuid {
+        on_pool!(self, conn => {
             let (task_id, now) = (Uuid::now_v7(), Utc::now());
-            diesel::insert_into(t::table)
-                .values((
-                    t::id.eq(id(task_id)),
-                    t::workflow_execution_id.eq(id(workflow_execution_id)),
-                    t::task_name.eq(task_name),
-                    t::status.eq("not_started"),
-                    t::attempt.eq(1),
-                    t::max_attempts.eq(1),
-                    t::trigger_rules.eq(json(json!({"type": "Always"}))),
-                    t::task_configuration.eq(json(json!({}))),
-                    t::created_at.eq(instant(now)),
-                    t::updated_at.eq(instant(now)),
-                ))
-                .execute(conn)
-                .expect("insert");
-            let row: TaskRow = t::table
-                .find(id(task_id))
-                .select(TaskRow::as_select())
-                .first(conn)
-                .expect("select");
-            task(row).id
-        }
-
-        fn create_with_event_transaction(
-            &self,
-            workflow_execution_id: Uuid,
-            task_name: &str,
-        ) -> Uuid {
-            let conn = &mut self.conn();
-            let (task_id, now) = (Uuid::now_v7(), Utc::now());
-            conn.transaction::<_, diesel::result::Error, _>(|conn| {
+            let steps = |conn: &mut _| -> QueryResult<Uuid> {
                 diesel::insert_into(t::table)
                     .values((
                         t::id.eq(id(task_id)),
-                        t::workflow_execution_id.eq(id(workflow_execution_id)),
+                        t::workflow_execution_id.eq(id(workflow)),
                         t::task_name.eq(task_name),
                         t::status.eq("not_started"),
                         t::attempt.eq(1),
@@ -146,81 +177,50 @@ macro_rules! patterns {
                         t::updated_at.eq(instant(now)),
                     ))
                     .execute(conn)?;
-                let data = json!({"attempt": 1, "claim": 0, "recovery_attempts": 0});
-                log(conn, workflow_execution_id, task_id, "created", data, None, now)?;
+                if event {
+                    log!(conn, workflow, task_id, "created", (1, 0, 0), None::<Uuid>, now)?;
+                }
                 let row: TaskRow = t::table.find(id(task_id)).select(TaskRow::as_select()).first(conn)?;
                 Ok(task(row).id)
-            })
-            .expect("transaction")
-        }
+            };
+            if event { conn.transaction(steps) } else { steps(conn) }.expect("create")
+        })
+    }
 
-        fn reset_select_then_update(&self, task_id: Uuid) {
-            let conn = &mut self.conn();
+    /// `SELECT` of the counter and status, then `UPDATE` with `recovery_attempts = n + 1`
+    /// computed by the client: 2 statements, and a lost update when two callers interleave.
+    pub fn reset_select_then_update(&self, task_id: Uuid) {
+        on_pool!(self, conn => {
             let (status, n): (String, i32) = t::table
                 .find(id(task_id))
                 .select((t::status, t::recovery_attempts))
                 .first(conn)
                 .expect("select");
             assert!(status == "ready" || status == "running");
+            reset_update!(conn, task_id, n + 1, Utc::now()).expect("update");
+        })
+    }
+
+    /// `BEGIN`, `SELECT` of the row, `UPDATE`, `INSERT` of the history event, `COMMIT`: 5
+    /// statements for a recovery reset with its event.
+    pub fn reset_read_update_insert(&self, task_id: Uuid) {
+        on_pool!(self, conn => conn.transaction(|conn| {
+            let columns =
+                (t::workflow_execution_id, t::status, t::recovery_attempts, t::attempt, t::claim_count);
+            let (wf, status, n, attempt, claim): (IdValue, String, i32, i32, i32) =
+                t::table.find(id(task_id)).select(columns).first(conn)?;
+            assert!(status == "ready" || status == "running");
             let now = Utc::now();
-            diesel::update(t::table.find(id(task_id)))
-                .set((
-                    t::status.eq("ready"),
-                    t::recovery_attempts.eq(n + 1),
-                    t::last_recovery_at.eq(Some(now)),
-                    t::started_at.eq(None::<DateTime<Utc>>),
-                    t::claimed_by.eq(None::<Uuid>),
-                    t::heartbeat_at.eq(None::<DateTime<Utc>>),
-                    t::updated_at.eq(instant(now)),
-                ))
-                .execute(conn)
-                .expect("update");
-        }
+            reset_update!(conn, task_id, n + 1, now)?;
+            log!(conn, wf.0, task_id, "recovered", (attempt, claim, n + 1), None::<Uuid>, now)
+        }))
+        .expect("transaction");
+    }
 
-        fn reset_read_update_insert(&self, task_id: Uuid) {
-            let conn = &mut self.conn();
-            conn.transaction::<_, diesel::result::Error, _>(|conn| {
-                let (wf, status, n, attempt, claim): (IdValue, String, i32, i32, i32) = t::table
-                    .find(id(task_id))
-                    .select((
-                        t::workflow_execution_id,
-                        t::status,
-                        t::recovery_attempts,
-                        t::attempt,
-                        t::claim_count,
-                    ))
-                    .first(conn)?;
-                assert!(status == "ready" || status == "running");
-                let now = Utc::now();
-                diesel::update(t::table.find(id(task_id)))
-                    .set((
-                        t::status.eq("ready"),
-                        t::recovery_attempts.eq(n + 1),
-                        t::last_recovery_at.eq(Some(now)),
-                        t::started_at.eq(None::<DateTime<Utc>>),
-                        t::claimed_by.eq(None::<Uuid>),
-                        t::heartbeat_at.eq(None::<DateTime<Utc>>),
-                        t::updated_at.eq(instant(now)),
-                    ))
-                    .execute(conn)?;
-                let data = json!({"attempt": attempt, "claim": claim, "recovery_attempts": n + 1});
-                log(conn, wf.0, task_id, "recovered", data, None, now)
-            })
-            .expect("transaction");
-        }
-
-        fn list_ids(&self, workflow_execution_id: Uuid) -> Vec<Uuid> {
-            let ids: Vec<IdValue> = t::table
-                .filter(t::workflow_execution_id.eq(id(workflow_execution_id)))
-                .order((t::created_at, t::id))
-                .select(t::id)
-                .load(&mut self.conn())
-                .expect("select ids");
-            ids.into_iter().map(|IdValue(task_id)| task_id).collect()
-        }
-
-        fn claim_scan_then_each(&self, runner_id: Uuid, limit: i64) -> Vec<Uuid> {
-            let conn = &mut self.conn();
+    /// `SELECT` of up to `limit` due ready ids, then per task an `UPDATE ... RETURNING` that
+    /// claims it and an `INSERT` of its event: `1 + 2n` statements. Returns the claimed ids.
+    pub fn claim_scan_then_each(&self, runner_id: Uuid, limit: i64) -> Vec<Uuid> {
+        on_pool!(self, conn => {
             let now = Utc::now();
             let ids: Vec<IdValue> = t::table
                 .filter(t::status.eq("ready"))
@@ -246,78 +246,43 @@ macro_rules! patterns {
                         .get_result(conn)
                         .optional()
                         .expect("claim");
-                if let Some(claimed_task) = row.map(task) {
-                    let data = event_data(&claimed_task);
-                    let wf = claimed_task.workflow_execution_id;
-                    log(conn, wf, task_id, "claimed", data, Some(runner_id), now).expect("event");
+                if let Some(c) = row.map(task) {
+                    let counters = (c.attempt, c.claim_count, c.recovery_attempts);
+                    let wf = c.workflow_execution_id;
+                    log!(conn, wf, task_id, "claimed", counters, Some(runner_id), now).expect("event");
                     claimed.push(task_id);
                 }
             }
             claimed
-        }
-
-        fn transition_read_update_insert(&self, task_id: Uuid, to: &'static str, event: &'static str) {
-            let conn = &mut self.conn();
-            conn.transaction::<_, diesel::result::Error, _>(|conn| {
-                let (wf, attempt, claim, n): (IdValue, i32, i32, i32) = t::table
-                    .find(id(task_id))
-                    .select((
-                        t::workflow_execution_id,
-                        t::attempt,
-                        t::claim_count,
-                        t::recovery_attempts,
-                    ))
-                    .first(conn)?;
-                let now = Utc::now();
-                diesel::update(t::table.find(id(task_id)))
-                    .set((t::status.eq(to), t::updated_at.eq(instant(now))))
-                    .execute(conn)?;
-                let data = json!({"attempt": attempt, "claim": claim, "recovery_attempts": n});
-                log(conn, wf.0, task_id, event, data, None, now)
-            })
-            .expect("transaction");
-        }
-    }
-    };
-}
-
-/// The baselines on PostgreSQL.
-pub mod postgres {
-    use dal_postgres::PgPool;
-
-    use super::*;
-
-    /// The baselines over a PostgreSQL store's pool.
-    pub struct PgBaseline(pub PgPool);
-
-    impl PgBaseline {
-        fn conn(
-            &self,
-        ) -> diesel::r2d2::PooledConnection<diesel::r2d2::ConnectionManager<PgConnection>> {
-            self.0.get().expect("a connection from the pool")
-        }
+        })
     }
 
-    patterns!(PgBaseline, PgConnection);
-}
-
-/// The baselines on SQLite.
-pub mod sqlite {
-    use dal_sqlite::SqlitePool;
-
-    use super::*;
-
-    /// The baselines over a SQLite store's pool.
-    pub struct SqliteBaseline(pub SqlitePool);
-
-    impl SqliteBaseline {
-        fn conn(
-            &self,
-        ) -> diesel::r2d2::PooledConnection<diesel::r2d2::ConnectionManager<SqliteConnection>>
-        {
-            self.0.get().expect("a connection from the pool")
-        }
+    /// The read-update-insert transaction of `reset_read_update_insert` for any simple
+    /// transition: `BEGIN`, `SELECT`, `UPDATE` of the status to `to`, `INSERT` of `event`,
+    /// `COMMIT` (5 statements).
+    pub fn transition_read_update_insert(&self, task_id: Uuid, to: &str, event: &str) {
+        on_pool!(self, conn => conn.transaction(|conn| {
+            let columns = (t::workflow_execution_id, t::attempt, t::claim_count, t::recovery_attempts);
+            let (wf, attempt, claim, n): (IdValue, i32, i32, i32) =
+                t::table.find(id(task_id)).select(columns).first(conn)?;
+            let now = Utc::now();
+            diesel::update(t::table.find(id(task_id)))
+                .set((t::status.eq(to), t::updated_at.eq(instant(now))))
+                .execute(conn)?;
+            log!(conn, wf.0, task_id, event, (attempt, claim, n), None::<Uuid>, now)
+        }))
+        .expect("transaction");
     }
 
-    patterns!(SqliteBaseline, SqliteConnection);
+    /// The ids of a workflow execution's tasks in `list_for_workflow`'s order: the DAL's read
+    /// without the rest of each row, for what reading and decoding the whole row costs.
+    pub fn list_ids(&self, workflow: Uuid) -> Vec<Uuid> {
+        let ids: Vec<IdValue> = on_pool!(self, conn => t::table
+            .filter(t::workflow_execution_id.eq(id(workflow)))
+            .order((t::created_at, t::id))
+            .select(t::id)
+            .load(conn)
+            .expect("select ids"));
+        ids.into_iter().map(|IdValue(task_id)| task_id).collect()
+    }
 }

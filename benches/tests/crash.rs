@@ -9,8 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use dal_benches::workload::target::{Conn, Db, Target};
-use dal_benches::workload::{args::Args, record::Recorder};
+use dal_benches::workload::{args::Args, db::Conn, db::Db, db::Recorder, db::Target};
 use diesel::{QueryableByName, RunQueryDsl, sql_types::Text};
 use serde_json::Value;
 

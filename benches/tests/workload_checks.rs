@@ -6,9 +6,8 @@
 use chrono::{TimeDelta, Utc};
 use clap::Parser;
 use dal_benches::workload::checks::{CHECKS, run_checks};
-use dal_benches::workload::ledger::{Ledger, workflow_id};
-use dal_benches::workload::target::{Conn, Target};
-use dal_benches::workload::{args::Args, metrics::Metrics, plan::resume, run::run};
+use dal_benches::workload::ledger::{Ledger, resume, workflow_id};
+use dal_benches::workload::{args::Args, db::Conn, db::Target, report::Metrics, run::run};
 use dal_core::{Claimed, History, NewTaskExecution, Pruned, TaskExecutionStore, TaskStatus};
 use diesel::{RunQueryDsl, sql_types::Binary};
 use serde_json::json;
@@ -106,7 +105,7 @@ fn retention_of_unfinished_work_fails() {
     let new = |i| NewTaskExecution::new(workflow, format!("t{i}"));
     let news: Vec<_> = (0..10).map(new).collect();
     store(&target).create_many(&news).expect("create");
-    (0..10).for_each(|_| ledger.changed(workflow));
+    ledger.changed([workflow; 10]);
     for table in ["task_executions", "execution_events"] {
         let delete = format!("DELETE FROM {table} WHERE workflow_execution_id = ?");
         sql(&target, &delete, workflow);
@@ -144,7 +143,7 @@ fn a_resumed_run_reads_what_a_dead_process_left_and_finishes_it() {
     let found = resume(&*store, &mut ledger, 1).expect("read back");
     // As counted: completed, events; 0 removed before.
     let counted = |i| ledger.counted(wf(i)).expect("of the run");
-    let read = [0, 1, 2, 199, 200].map(|i| (counted(i).completed, counted(i).events));
+    let read = [0, 1, 2, 199, 200].map(|i| (counted(i).outcomes[0], counted(i).events));
     assert_eq!(read, [(0, 0), (2, 6), (0, 4), (0, 2), (0, 0)]);
     assert!(counted(0).pruned_before && !counted(1).pruned_before);
     let expected = json!({"workflows_stored": 199, "workflows_pruned": 1, "workflows_to_create": 100,

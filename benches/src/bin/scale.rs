@@ -8,9 +8,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use dal_benches::baseline::Backend;
 use dal_benches::workload::args::{Args, Job};
 use dal_benches::workload::report::{Report, bytes};
-use dal_benches::workload::{execute, target::pg, write_json};
+use dal_benches::workload::{db::pg, execute, write_json};
 use diesel::sql_types::Text;
 use diesel::{QueryableByName, RunQueryDsl};
 use serde::Serialize;
@@ -49,13 +50,6 @@ struct ScaleArgs {
 }
 
 const SERVER: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
 
 /// A run's figures by name; the relations' are `bytes:NAME`, PostgreSQL's table counters
 /// `live rows:TABLE`, `dead rows:TABLE` and `autovacuums:TABLE`.
@@ -107,10 +101,8 @@ fn scale(args: &ScaleArgs) -> Result<bool, String> {
             plan.push((backend, tasks, run));
         }
     }
-    let settings = match args.backends.contains(&Backend::Postgres) {
-        true => server_settings(&args.database_url)?,
-        false => Vec::new(),
-    };
+    let postgres = args.backends.contains(&Backend::Postgres);
+    let settings = if postgres { server_settings(&args.database_url)? } else { Vec::new() };
     print!("{}", header(args, &settings));
     let (mut points, mut passed) = (Vec::new(), true);
     for (backend, tasks, run) in plan {
@@ -121,7 +113,7 @@ fn scale(args: &ScaleArgs) -> Result<bool, String> {
                 format!("the run at {tasks} tasks on {backend:?} could not be made: {err}")
             })?;
             let (speed, verdict) =
-                (report.tasks_per_second, if report.passed { "passed" } else { "FAILED" });
+                (report.tasks_per_second, ["FAILED", "passed"][report.passed as usize]);
             eprintln!("{backend:?}, {tasks} tasks, run {n}: {speed:.0} tasks/s, checks {verdict}");
             if !report.passed {
                 passed = false;
@@ -139,11 +131,8 @@ fn scale(args: &ScaleArgs) -> Result<bool, String> {
     });
     std::fs::write(&svg, plot(&points))
         .map_err(|e| format!("cannot write {}: {e}", svg.display()))?;
-    if let Some(path) = &args.json {
-        let json = serde_json::json!({ "settings": settings, "points": points });
-        write_json(path, &json)?;
-    }
-    Ok(passed)
+    let json = serde_json::json!({ "settings": settings, "points": points });
+    args.json.as_ref().map_or(Ok(()), |path| write_json(path, &json)).map(|()| passed)
 }
 
 /// The settings of the server at `url` that move the figures, as `SHOW` prints them.

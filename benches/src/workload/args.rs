@@ -106,44 +106,6 @@ pub struct Job {
 
 const YEAR_MS: u64 = 366 * 24 * 3_600 * 1_000;
 
-/// Where a run works, as the command line names it: a new SQLite file in a temporary
-/// directory, a given SQLite file, or a PostgreSQL database.
-pub(crate) enum Location {
-    TempSqlite,
-    Sqlite(PathBuf),
-    Postgres(String),
-}
-
-impl Args {
-    /// Where the run works, once the arguments are checked against each other.
-    pub(crate) fn location(&self) -> Result<Location, String> {
-        let location = match self.database_url.as_deref() {
-            None => Location::TempSqlite,
-            Some(url) if url.starts_with("sqlite://") => Location::Sqlite(url[9..].into()),
-            // A URL, or libpq's keyword=value form.
-            Some(url)
-                if url.starts_with("postgres") || !url.contains("://") && url.contains('=') =>
-            {
-                Location::Postgres(url.into())
-            }
-            Some(other) => return Err(format!("unknown database URL scheme in {other:?}")),
-        };
-        let postgres = matches!(location, Location::Postgres(_));
-        let problem = if self.schema.is_some() && !postgres {
-            "--schema names a PostgreSQL schema: give a postgres:// URL"
-        } else if self.transaction_pooling && (!postgres || self.schema.is_some() || self.resume) {
-            "--transaction-pooling needs a postgres:// URL, and not --schema or --resume"
-        } else if self.resume && postgres && self.schema.is_none() {
-            "--resume on PostgreSQL needs --schema: the run's schema"
-        } else if self.job.crashing_runners > self.job.runners {
-            "--crashing-runners cannot exceed --runners"
-        } else {
-            return Ok(location);
-        };
-        Err(problem.to_owned())
-    }
-}
-
 impl Job {
     /// Every task of the run.
     pub fn tasks(&self) -> u64 {

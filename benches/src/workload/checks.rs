@@ -7,24 +7,10 @@
 use std::collections::BTreeSet;
 
 use dal_core::{DalError, EventType, TaskExecutionStore};
-use serde::Serialize;
 use uuid::Uuid;
 
-use super::harness::replay;
-use super::ledger::{Counted, Ledger};
-use super::metrics::{Metrics, Outcome};
-use super::plan::read_workflow;
-
-/// One check and its outcome.
-#[derive(Debug, Clone, Serialize)]
-pub struct Check {
-    /// What is checked.
-    pub name: &'static str,
-    /// Whether it held.
-    pub passed: bool,
-    /// Figures, or the first counterexample.
-    pub detail: String,
-}
+use super::ledger::{Counted, Ledger, read_workflow};
+use super::report::{Check, Metrics, Outcome};
 
 /// The checks, in order. The first [`ROW_CHECKS`] read only the rows: all a run keeps when the
 /// store writes no history.
@@ -80,14 +66,13 @@ pub fn run_checks(
             continue;
         }
         let (tasks, histories) = read_workflow(store, workflow)?;
-        let mut found = Counted::of_rows(&tasks);
-        found.events = histories.values().map(|h| h.len() as u64).sum();
+        let found = Counted::of(&tasks, &histories);
         stored.add(&found);
         stored_tasks += tasks.len() as u64;
         if tasks.len() as u64 != per_workflow {
             flag(TERMINAL, format!("{workflow} holds {} tasks", tasks.len()));
         }
-        if found.outcomes() != counted.outcomes() {
+        if found.outcomes != counted.outcomes {
             let (db, run) = (describe(&found), describe(&counted));
             flag(OUTCOMES, format!("{workflow}: {db}, {run} counted"));
         }
@@ -124,7 +109,7 @@ pub fn run_checks(
                     _ => {}
                 }
             }
-            if let Err(problem) = replay(task, history) {
+            if let Err(problem) = dal_tests::model::replay(task, history) {
                 flag(REPLAY, format!("task {id}: {problem}"));
             }
         }
@@ -144,10 +129,9 @@ pub fn run_checks(
     let mut total = stored;
     total.add(&removed);
     let mut reported = ledger.before;
-    reported.completed += metrics.get(Outcome::Completed);
-    reported.exhausted += metrics.get(Outcome::Exhausted);
-    reported.abandoned += metrics.get(Outcome::Abandoned);
-    if total.outcomes() != reported.outcomes() {
+    let how = [Outcome::Completed, Outcome::Exhausted, Outcome::Abandoned];
+    (0..3).for_each(|i| reported.outcomes[i] += metrics.get(how[i]));
+    if total.outcomes != reported.outcomes {
         let (db, run) = (describe(&total), describe(&reported));
         flag(OUTCOMES, format!("{db} stored or removed, {run} reported"));
     }
@@ -196,6 +180,6 @@ pub fn run_checks(
 }
 
 fn describe(c: &Counted) -> String {
-    let (completed, exhausted, abandoned) = (c.completed, c.exhausted, c.abandoned);
+    let [completed, exhausted, abandoned] = c.outcomes;
     format!("{completed} completed, {exhausted} exhausted, {abandoned} abandoned")
 }

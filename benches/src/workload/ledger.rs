@@ -1,15 +1,15 @@
-//! The run's workflow executions and what happened to each, counted as it happened: how their
-//! tasks finished, the events written, what retention reported removing. Of those retention
-//! removed, the ledger is all the checks know; the others they compare with the database.
+//! The run's workflow executions and what happened to each, counted as it happened (how their
+//! tasks finished, the events written, what retention reported removing), from the start or
+//! from what a process that died left ([`resume`]). Of those retention removed, the ledger is
+//! all the checks know; the others they compare with the database.
 
+use std::collections::BTreeMap;
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use dal_core::{Pruned, TaskExecution, TaskStatus};
+use dal_core::{DalError, ExecutionEvent, Pruned, TaskExecution, TaskExecutionStore, TaskStatus};
+use serde::Serialize;
 use uuid::Uuid;
-
-use super::metrics::Outcome;
 
 /// Workflow executions per `create_many`.
 pub const WORKFLOWS_PER_BATCH: usize = 100;
@@ -23,75 +23,46 @@ pub fn workflow_id(run: Uuid, index: usize) -> Uuid {
     Uuid::new_v8(bytes)
 }
 
-/// The index of `workflow` in run `run`, if it is one of its workflow executions.
-fn workflow_index(run: Uuid, workflow: Uuid) -> Option<usize> {
-    // The UUID's variant bits cover the index's top two bits, always zero.
-    let index = usize::try_from(workflow.as_u64_pair().1 & (u64::MAX >> 2)).ok()?;
-    (workflow_id(run, index) == workflow).then_some(index)
-}
-
 /// One workflow execution's figures.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counted {
-    /// Tasks completed.
-    pub completed: u64,
-    /// Tasks failed on their last attempt.
-    pub exhausted: u64,
-    /// Tasks abandoned by the sweeper.
-    pub abandoned: u64,
+    /// Tasks completed, failed on their last attempt (exhausted), abandoned by the sweeper.
+    pub outcomes: [u64; 3],
     /// History events written.
     pub events: u64,
     /// Times retention reported removing it.
     pub pruned: u32,
     /// Removed by retention before a resumed run started: nothing else is known of it.
     pub pruned_before: bool,
+    /// In the database when the run started (stored, or already removed).
+    held: bool,
 }
 
 impl Counted {
-    /// The tasks of `tasks` completed, exhausted and abandoned.
-    pub fn of_rows(tasks: &[TaskExecution]) -> Counted {
+    /// The outcomes of `tasks` and the events of their `histories`.
+    pub fn of(tasks: &[TaskExecution], histories: &Histories) -> Counted {
         let mut counted = Counted::default();
         for task in tasks {
             match task.status {
-                TaskStatus::Completed => counted.completed += 1,
-                TaskStatus::Failed if task.is_abandoned() => counted.abandoned += 1,
-                TaskStatus::Failed => counted.exhausted += 1,
+                TaskStatus::Completed => counted.outcomes[0] += 1,
+                TaskStatus::Failed => counted.outcomes[1 + usize::from(task.is_abandoned())] += 1,
                 _ => {}
             }
         }
+        counted.events = histories.values().map(|h| h.len() as u64).sum();
         counted
-    }
-
-    /// Tasks completed, exhausted and abandoned.
-    pub fn outcomes(&self) -> [u64; 3] {
-        [self.completed, self.exhausted, self.abandoned]
     }
 
     /// Tasks seen finishing.
     pub fn finished(&self) -> u64 {
-        self.outcomes().iter().sum()
+        self.outcomes.iter().sum()
     }
 
     /// Adds `other`'s tasks and events to these.
     pub fn add(&mut self, other: &Counted) {
-        self.completed += other.completed;
-        self.exhausted += other.exhausted;
-        self.abandoned += other.abandoned;
+        (0..3).for_each(|i| self.outcomes[i] += other.outcomes[i]);
         self.events += other.events;
     }
-}
-
-#[derive(Debug, Default)]
-struct Tally {
-    /// Completed, exhausted, abandoned.
-    outcomes: [AtomicU32; 3],
-    finished: AtomicU32,
-    events: AtomicU64,
-    pruned: AtomicU32,
-    settled: AtomicBool,
-    /// In the database when the run started (stored, or already removed).
-    held: bool,
-    pruned_before: bool,
 }
 
 /// The ledger of a run, shared by its threads.
@@ -103,41 +74,81 @@ pub struct Ledger {
     pub tasks_per_workflow: u32,
     /// What the stored workflow executions had finished when the run started.
     pub before: Counted,
-    tallies: Vec<Tally>,
-    settled: AtomicUsize,
-    finished: AtomicU64,
-    batches: Mutex<Vec<Pruned>>,
+    counted: Mutex<Vec<Counted>>,
+    pruned: Mutex<Vec<Pruned>>,
 }
 
 impl Ledger {
     /// The ledger of run `run`: `workflows` workflow executions of `tasks_per_workflow` tasks,
     /// none in the database yet.
     pub fn new(run: Uuid, workflows: u32, tasks_per_workflow: u32) -> Ledger {
-        let tallies = (0..workflows).map(|_| Tally::default()).collect();
-        Ledger { run, tasks_per_workflow, tallies, ..Ledger::default() }
+        let counted = Mutex::new(vec![Counted::default(); workflows as usize]);
+        Ledger { run, tasks_per_workflow, counted, ..Ledger::default() }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<Counted>> {
+        self.counted.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The index of `workflow` in the run, if it is one of its workflow executions.
+    fn index(&self, workflow: Uuid) -> Option<usize> {
+        // The UUID's variant bits cover the index's top two bits, always zero.
+        let index = usize::try_from(workflow.as_u64_pair().1 & (u64::MAX >> 2)).ok()?;
+        (workflow_id(self.run, index) == workflow).then_some(index)
+    }
+
+    /// Whether `c` has finished or was removed.
+    fn settled(&self, c: &Counted) -> bool {
+        c.pruned > 0 || c.pruned_before || c.finished() >= u64::from(self.tasks_per_workflow)
     }
 
     /// Starts the `index`th workflow execution from what the database held: its tasks, so
     /// counted, or nothing, retention having removed it.
     pub fn held(&mut self, index: usize, stored: Option<Counted>) {
-        let count = |n: u64| AtomicU32::new(u32::try_from(n).unwrap_or(u32::MAX));
-        let Some(tally) = self.tallies.get_mut(index) else {
-            return;
-        };
         let c = stored.unwrap_or_default();
-        (tally.outcomes, tally.finished) = (c.outcomes().map(count), count(c.finished()));
-        (tally.events, tally.held, tally.pruned_before) = (c.events.into(), true, stored.is_none());
         self.before.add(&c);
-        *self.finished.get_mut() += c.finished();
-        let settled = stored.is_none() || c.finished() >= u64::from(self.tasks_per_workflow);
-        if settled && !std::mem::replace(tally.settled.get_mut(), true) {
-            *self.settled.get_mut() += 1;
+        let all = self.counted.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if let Some(slot) = all.get_mut(index) {
+            *slot = Counted { held: true, pruned_before: stored.is_none(), ..c };
+        }
+    }
+
+    /// A call changed a task of each of `workflows` (one per task), and wrote its event.
+    pub fn changed(&self, workflows: impl IntoIterator<Item = Uuid>) {
+        self.record(workflows, None);
+    }
+
+    /// A call finished a task of each of `workflows`, as outcome `how` (0: completed, 1:
+    /// exhausted, 2: abandoned), and wrote its event.
+    pub fn finished(&self, workflows: impl IntoIterator<Item = Uuid>, how: usize) {
+        self.record(workflows, Some(how));
+    }
+
+    fn record(&self, workflows: impl IntoIterator<Item = Uuid>, how: Option<usize>) {
+        let mut all = self.lock();
+        for index in workflows.into_iter().filter_map(|w| self.index(w)) {
+            all[index].events += 1;
+            if let Some(how) = how {
+                all[index].outcomes[how] += 1;
+            }
+        }
+    }
+
+    /// A `prune_finished` batch reported `pruned`.
+    pub fn pruned(&self, pruned: &Pruned) {
+        let mut all = self.lock();
+        for index in pruned.workflows.iter().filter_map(|w| self.index(*w)) {
+            // Even if removed early: the run must not wait for it (the checks then fail).
+            all[index].pruned += 1;
+        }
+        if !pruned.workflows.is_empty() || pruned.tasks > 0 || pruned.events > 0 {
+            self.pruned.lock().unwrap_or_else(PoisonError::into_inner).push(pruned.clone());
         }
     }
 
     /// The creation batches: their workflow executions' indexes.
     pub fn batches(&self) -> impl Iterator<Item = Range<usize>> + use<> {
-        let n = self.tallies.len();
+        let n = self.lock().len();
         let batch = move |b: usize| b * WORKFLOWS_PER_BATCH..((b + 1) * WORKFLOWS_PER_BATCH).min(n);
         (0..n.div_ceil(WORKFLOWS_PER_BATCH)).map(batch)
     }
@@ -145,95 +156,106 @@ impl Ledger {
     /// The creation batches still to make (none of their workflow executions held), each with
     /// its number.
     pub fn batches_to_create(&self) -> Vec<(u64, Range<usize>)> {
-        let mut to_create = Vec::new();
-        for (n, range) in self.batches().enumerate() {
-            if !self.tallies[range.start].held {
-                to_create.push((n as u64, range));
-            }
-        }
-        to_create
-    }
-
-    fn tally(&self, workflow: Uuid) -> Option<&Tally> {
-        self.tallies.get(workflow_index(self.run, workflow)?)
-    }
-
-    fn settle(&self, tally: &Tally) {
-        if !tally.settled.swap(true, Relaxed) {
-            self.settled.fetch_add(1, Relaxed);
-        }
-    }
-
-    /// A call changed a task of `workflow`, and wrote its event.
-    pub fn changed(&self, workflow: Uuid) {
-        if let Some(tally) = self.tally(workflow) {
-            tally.events.fetch_add(1, Relaxed);
-        }
-    }
-
-    /// A call finished a task of `workflow` (`how`: completed, exhausted or abandoned it), and
-    /// wrote its event.
-    pub(crate) fn finished(&self, workflow: Uuid, how: Outcome) {
-        let Some(tally) = self.tally(workflow) else {
-            return;
-        };
-        tally.events.fetch_add(1, Relaxed);
-        // `how` is one of the first three outcomes.
-        let outcome = tally.outcomes.get(how as usize);
-        outcome.map(|n| n.fetch_add(1, Relaxed));
-        self.finished.fetch_add(1, Relaxed);
-        if tally.finished.fetch_add(1, Relaxed) + 1 == self.tasks_per_workflow {
-            self.settle(tally);
-        }
-    }
-
-    /// A `prune_finished` batch reported `pruned`.
-    pub fn pruned(&self, pruned: &Pruned) {
-        for workflow in &pruned.workflows {
-            if let Some(tally) = self.tally(*workflow) {
-                tally.pruned.fetch_add(1, Relaxed);
-                // Even if removed early: the run must not wait for it (the checks then fail).
-                self.settle(tally);
-            }
-        }
-        if !pruned.workflows.is_empty() || pruned.tasks > 0 || pruned.events > 0 {
-            let mut batches = self.batches.lock().unwrap_or_else(PoisonError::into_inner);
-            batches.push(pruned.clone());
-        }
+        let batches = self.batches().enumerate();
+        let all = self.lock();
+        let to_create = batches.filter(|(_, range)| !all[range.start].held);
+        to_create.map(|(n, range)| (n as u64, range)).collect()
     }
 
     /// Whether every workflow execution has finished or was removed.
     pub fn all_settled(&self) -> bool {
-        self.settled.load(Relaxed) >= self.tallies.len()
+        self.lock().iter().all(|c| self.settled(c))
     }
 
     /// Tasks seen finishing, with those finished before the run started.
     pub fn finished_tasks(&self) -> u64 {
-        self.finished.load(Relaxed)
+        self.lock().iter().map(Counted::finished).sum()
     }
 
     /// The workflow executions of the run, in creation order.
     pub fn workflows(&self) -> impl Iterator<Item = Uuid> + '_ {
-        (0..self.tallies.len()).map(|i| workflow_id(self.run, i))
+        (0..self.lock().len()).map(|i| workflow_id(self.run, i))
     }
 
     /// The figures of `workflow`, if it is one of the run's.
     pub fn counted(&self, workflow: Uuid) -> Option<Counted> {
-        let tally = self.tallies.get(workflow_index(self.run, workflow)?)?;
-        let [completed, exhausted, abandoned] = tally.outcomes.each_ref().map(|n| n.load(Relaxed));
-        Some(Counted {
-            completed: completed.into(),
-            exhausted: exhausted.into(),
-            abandoned: abandoned.into(),
-            events: tally.events.load(Relaxed),
-            pruned: tally.pruned.load(Relaxed),
-            pruned_before: tally.pruned_before,
-        })
+        self.lock().get(self.index(workflow)?).copied()
     }
 
     /// The `prune_finished` batches that removed anything, in the order they reported.
     pub fn batches_pruned(&self) -> Vec<Pruned> {
-        let batches = self.batches.lock().unwrap_or_else(PoisonError::into_inner);
-        batches.clone()
+        self.pruned.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
+}
+
+/// What a resumed run found, for the report.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Resumed {
+    /// Workflow executions stored.
+    pub workflows_stored: u64,
+    /// Workflow executions removed by retention.
+    pub workflows_pruned: u64,
+    /// Workflow executions not created yet.
+    pub workflows_to_create: u64,
+    /// Tasks finished, in the stored workflow executions.
+    pub tasks_finished: u64,
+    /// Tasks claimed by the dead process.
+    pub tasks_claimed: u64,
+    /// History events stored.
+    pub events: u64,
+}
+
+/// Starts `ledger` from what `store` holds of its run, `created_batches` creation batches
+/// recorded. Each workflow execution is stored (the starting point; the sweeper recovers the
+/// dead process's claims), or absent: removed by retention if its batch was recorded or has
+/// others stored, else never created. So a batch created but not recorded, and all of it
+/// finished and removed since, is created and run again: the one case this cannot tell.
+pub fn resume(
+    store: &dyn TaskExecutionStore,
+    ledger: &mut Ledger,
+    created_batches: u64,
+) -> Result<Resumed, DalError> {
+    let mut found = Resumed::default();
+    for (number, batch) in ledger.batches().enumerate() {
+        let mut stored = Vec::new();
+        for index in batch.clone() {
+            let (tasks, histories) = read_workflow(store, workflow_id(ledger.run, index))?;
+            let counted = Counted::of(&tasks, &histories);
+            found.tasks_claimed += tasks.iter().filter(|t| t.claimed_by.is_some()).count() as u64;
+            found.tasks_finished += counted.finished();
+            found.events += counted.events;
+            stored.push((!tasks.is_empty()).then_some(counted));
+        }
+        let held = stored.iter().flatten().count() as u64;
+        found.workflows_stored += held;
+        if held == 0 && number as u64 >= created_batches {
+            found.workflows_to_create += batch.len() as u64;
+            continue;
+        }
+        found.workflows_pruned += batch.len() as u64 - held;
+        batch.zip(stored).for_each(|(index, counted)| ledger.held(index, counted));
+    }
+    Ok(found)
+}
+
+/// The history of a workflow execution by task, each oldest first.
+pub type Histories = BTreeMap<Uuid, Vec<ExecutionEvent>>;
+
+/// A workflow execution's tasks and history.
+pub fn read_workflow(
+    store: &dyn TaskExecutionStore,
+    workflow: Uuid,
+) -> Result<(Vec<TaskExecution>, Histories), DalError> {
+    let tasks = store.list_for_workflow(workflow)?;
+    let mut histories = Histories::new();
+    let mut after = None;
+    while !tasks.is_empty() {
+        let page = store.events_for_workflow(workflow, after, 10_000)?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.seq);
+        for event in page {
+            histories.entry(event.task_execution_id).or_default().push(event);
+        }
+    }
+    Ok((tasks, histories))
 }

@@ -1,30 +1,23 @@
 //! The workload: the store doing its real job, measured and checked. [`execute`] opens the
-//! run's database ([`target`]), locks it and records the run ([`record`]), reads back what a dead
-//! process left ([`plan`]), runs it ([`run`]) into a [`ledger`] and [`metrics`], then reads the
-//! [`footprint`], [`checks`] the run against the database and makes the [`report`].
+//! run's database, locks it and records the run ([`db`]), or reads back what a dead process left
+//! ([`ledger::resume`]), runs it ([`run`]) into a [`ledger`] and [`metrics`], then reads the
+//! footprint, [`checks`] the run against the database and makes the [`report`].
 
 pub mod args;
 pub mod checks;
-pub mod footprint;
-pub mod harness;
+pub mod db;
 pub mod ledger;
-pub mod metrics;
-pub mod plan;
-pub mod record;
 pub mod report;
 pub mod run;
-pub mod target;
 
 use std::process::ExitCode;
 
 use args::{Args, Job};
 use dal_core::{History, TaskExecutionStore};
-use harness::StatementCounter;
-use ledger::Ledger;
-use plan::Resumed;
-use record::Recorder;
+use dal_tests::counter::StatementCounter;
+use db::{Recorder, Target};
+use ledger::{Ledger, Resumed};
 use report::Report;
-use target::Target;
 use uuid::Uuid;
 
 /// Runs the workload `args` describe and prints its report; exit code 0 when every check
@@ -32,8 +25,7 @@ use uuid::Uuid;
 pub fn main_with(args: Args) -> ExitCode {
     let report = execute(&args).and_then(|report| {
         print!("{}", report.render());
-        let json = args.json.as_ref();
-        json.map_or(Ok(()), |path| write_json(path, &report))?;
+        args.json.as_ref().map_or(Ok(()), |path| write_json(path, &report))?;
         Ok(report)
     });
     match report {
@@ -57,7 +49,7 @@ pub fn write_json(path: &std::path::Path, value: &impl serde::Serialize) -> Resu
 pub fn execute(args: &Args) -> Result<Report, String> {
     let target = &Target::open(args)?;
     // Held until the run's end: a second workload on this database is refused at once.
-    let _lock = record::lock(target)?;
+    let _lock = db::lock(target)?;
     let mut recorder = Recorder::open(&target.db)?;
     // The first store migrates a new database. Those that only read are not counted; they are
     // closed during the run, whose sessions the footprint waits for.
@@ -67,7 +59,7 @@ pub fn execute(args: &Args) -> Result<Report, String> {
     let counter = StatementCounter::new();
     let pool_size = job.pool_size.unwrap_or(job.runners + 2);
     let store = target.connect(pool_size, job.history(), &counter)?;
-    let start = footprint::read(&target.db).ok();
+    let start = db::footprint(&target.db, None).ok();
     let ran = run::run(&*store, &job, &ledger, Some(recorder), args.quiet);
     // Its connections closed, so that the footprint sees all they did.
     drop(store);
@@ -75,7 +67,7 @@ pub fn execute(args: &Args) -> Result<Report, String> {
     let ran = ran.map_err(|error| format!("the run stopped: {error}"))?;
     let operations = ran.metrics.operations();
     let claims = operations.get("finish_and_claim").map_or(0, |l| l.calls);
-    let footprint = footprint::after(&target.db, start.as_deref(), claims);
+    let footprint = db::footprint(&target.db, Some((start.as_deref().unwrap_or_default(), claims)));
     let footprint = footprint.map_err(|err| eprintln!("workload: {err}")).ok();
     let reader = target.connect(1, History::Kept, &StatementCounter::new())?;
     let checks = checks::run_checks(&*reader, &ledger, &ran.metrics);
@@ -84,17 +76,16 @@ pub fn execute(args: &Args) -> Result<Report, String> {
         checks.truncate(checks::ROW_CHECKS);
     }
     // The tasks this process took through their whole life.
-    let (tasks, per_workflow) = (job.tasks(), u64::from(job.tasks_per_workflow));
     let r = resumed.clone().unwrap_or_default();
-    let done = r.tasks_finished + r.workflows_pruned * per_workflow;
-    let tasks_run = tasks.saturating_sub(done).max(1);
+    let done = r.tasks_finished + r.workflows_pruned * u64::from(job.tasks_per_workflow);
+    let tasks_run = job.tasks().saturating_sub(done).max(1);
     let elapsed_s = ran.elapsed.as_secs_f64();
     Ok(Report {
         backend: target.backend,
         location: target.location.clone(),
         run_id: ledger.run.to_string(),
         resumed,
-        tasks,
+        tasks: job.tasks(),
         tasks_run,
         elapsed_s,
         creation_s: ran.creation.as_secs_f64(),
@@ -124,16 +115,14 @@ fn prepare(
         let record = recorded.ok_or_else(|| format!("{location} holds no run to resume"))?;
         let (run_id, job) = (record.run_id, record.job);
         let mut ledger = Ledger::new(run_id, job.workflows, job.tasks_per_workflow);
-        let found = plan::resume(store, &mut ledger, record.created_batches);
+        let found = ledger::resume(store, &mut ledger, record.created_batches);
         let found = found.map_err(|err| format!("cannot read back run {run_id}: {err}"))?;
         return Ok((job, ledger, Some(found)));
     }
     let held = store.count_by_status().map_err(|e| e.to_string())?.total();
     if let Some(record) = recorded {
-        let run = record.run_id;
-        return Err(format!("{location} holds run {run}: finish it with --resume"));
-    }
-    if held > 0 {
+        return Err(format!("{location} holds run {}: finish it with --resume", record.run_id));
+    } else if held > 0 {
         return Err(format!("{location} holds {held} tasks, of no workload run"));
     }
     let (run_id, job) = (Uuid::now_v7(), args.job.clone());

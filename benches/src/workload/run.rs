@@ -13,9 +13,9 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use uuid::Uuid;
 
 use super::args::Job;
+use super::db::Recorder;
 use super::ledger::{Ledger, workflow_id};
-use super::metrics::{Metrics, Op, Outcome};
-use super::record::Recorder;
+use super::report::{Metrics, Op, Outcome};
 
 /// What a run measured.
 pub struct Ran {
@@ -108,19 +108,13 @@ impl Shared<'_> {
         !self.stopped()
     }
 
-    /// Counts tasks a call changed, each with its event.
-    fn changed(&self, tasks: &[TaskExecution]) {
-        for task in tasks {
-            self.ledger.changed(task.workflow_execution_id);
-        }
-    }
-
-    /// Counts tasks that finished as `how`: completed, exhausted or abandoned.
-    fn finished(&self, metrics: &mut Metrics, tasks: &[TaskExecution], how: Outcome) {
+    /// Counts tasks a call changed, each with its event; as finished `how` (completed,
+    /// exhausted or abandoned), if they did.
+    fn changed(&self, metrics: &mut Metrics, tasks: &[TaskExecution], how: Option<Outcome>) {
+        let workflows = tasks.iter().map(|t| t.workflow_execution_id);
+        let Some(how) = how else { return self.ledger.changed(workflows) };
+        self.ledger.finished(workflows, how as usize);
         metrics.count(how, tasks.len());
-        for task in tasks {
-            self.ledger.finished(task.workflow_execution_id, how);
-        }
     }
 }
 
@@ -132,35 +126,23 @@ fn create(s: &Shared, mut recorder: Option<Recorder>, start: Instant) -> Metrics
         if s.stopped() || (i > 0 && !s.pause(job.create_pause_ms)) {
             break;
         }
-        let mut news = Vec::new();
-        for workflow in batch.map(|index| workflow_id(s.ledger.run, index)) {
-            for t in 0..job.tasks_per_workflow {
-                let new = NewTaskExecution::new(workflow, format!("task-{t}"));
-                let new = new.with_status(TaskStatus::Ready);
-                news.push(new.with_max_attempts(job.max_attempts));
-            }
-        }
-        match metrics.time(Op::CreateMany, || s.store.create_many(&news)) {
-            Ok(created) => s.changed(&created),
-            Err(err) => {
-                s.fail("create_many", err);
-                break;
-            }
-        }
-        if let Some(recorder) = &mut recorder
-            && let Err(err) = metrics.time(Op::RecordBatch, || recorder.created(number + 1))
-        {
+        let workflows = batch.map(|index| workflow_id(s.ledger.run, index));
+        let tasks = workflows.flat_map(|w| (0..job.tasks_per_workflow).map(move |t| (w, t)));
+        let new =
+            |(w, t)| NewTaskExecution::new(w, format!("task-{t}")).with_status(TaskStatus::Ready);
+        let news: Vec<_> = tasks.map(|wt| new(wt).with_max_attempts(job.max_attempts)).collect();
+        let created = metrics.time(Op::CreateMany, || s.store.create_many(&news));
+        let Ok(created) = created.map_err(|err| s.fail("create_many", err)) else { break };
+        s.changed(&mut metrics, &created, None);
+        let record =
+            recorder.as_mut().map(|r| metrics.time(Op::RecordBatch, || r.created(number + 1)));
+        if let Some(Err(err)) = record {
             s.fail("the run record", err);
             break;
         }
     }
     let _ = s.creation.set(start.elapsed());
     metrics
-}
-
-/// What a runner does when it found nothing due: waits a little before it asks again.
-fn idle() {
-    thread::sleep(Duration::from_millis(1));
 }
 
 /// A small deterministic generator (xorshift64*) of failures and crashes.
@@ -204,14 +186,13 @@ fn runner(s: &Shared, index: u32) -> Metrics {
         };
         finished = Finished::default();
         if claimed.is_empty() {
+            // Nothing due: wait a little before asking again.
             metrics.count(Outcome::EmptyClaims, 1);
-            idle();
+            thread::sleep(Duration::from_millis(1));
             continue;
         }
         metrics.count(Outcome::Claims, claimed.len());
-        for claim in &claimed {
-            s.ledger.changed(claim.task.workflow_execution_id);
-        }
+        s.ledger.changed(claimed.iter().map(|c| c.task.workflow_execution_id));
         let crash = index < job.crashing_runners && dice.chance(job.crash_rate);
         let crash_at = crash.then(|| (dice.next() % claimed.len() as u64) as usize);
         let mut last_beat = Instant::now();
@@ -276,9 +257,9 @@ fn cycle(
     } else {
         metrics.count(Outcome::ClaimsLost, cycle.lost.len());
     }
-    s.finished(metrics, &cycle.completed, Outcome::Completed);
-    s.finished(metrics, &cycle.failed, Outcome::Exhausted);
-    s.changed(&cycle.retried);
+    s.changed(metrics, &cycle.completed, Some(Outcome::Completed));
+    s.changed(metrics, &cycle.failed, Some(Outcome::Exhausted));
+    s.changed(metrics, &cycle.retried, None);
     metrics.count(Outcome::Failures, cycle.failed.len() + cycle.retried.len());
     metrics.count(Outcome::Retries, cycle.retried.len());
     Some(cycle.claimed)
@@ -294,8 +275,8 @@ fn sweeper(s: &Shared) -> Metrics {
         match metrics.time(Op::RecoverStaleClaims, sweep) {
             Ok(recovery) => {
                 metrics.count(Outcome::Recovered, recovery.reset.len());
-                s.changed(&recovery.reset);
-                s.finished(&mut metrics, &recovery.abandoned, Outcome::Abandoned);
+                s.changed(&mut metrics, &recovery.reset, None);
+                s.changed(&mut metrics, &recovery.abandoned, Some(Outcome::Abandoned));
             }
             Err(err) => s.fail("recover_stale_claims", err),
         }
