@@ -309,7 +309,7 @@ fn runners_cycling_together_finish_every_task_once(kind: Backend) {
     ready_tasks(f.store(), wf, TASKS, 2);
     let retry_at = f.now();
     let every = |n: u128, id: Uuid| id.as_u128().is_multiple_of(n);
-    let results = on_threads(&f.store, move |_, store| {
+    let results = on_threads(f.store(), |_, store| {
         let runner = Uuid::now_v7();
         let (mut batch, mut outcome, mut retries) = (Finished::default(), vec![], vec![]);
         loop {

@@ -29,7 +29,7 @@ fn concurrent_writes_of_one_task_lose_no_update_and_let_one_through(kind: Backen
     // Recovery resets: every call sees its own increment (exactly 1..=400 in all, rising in
     // each thread), and the row counts them all.
     let id = ready();
-    let seen = on_threads(&f.store, move |_, store| {
+    let seen = on_threads(f.store(), |_, store| {
         let reset = || store.reset_task_for_recovery(id).expect("reset");
         (0..RESETS).map(|_| reset().recovery_attempts).collect::<Vec<_>>()
     });
@@ -42,14 +42,14 @@ fn concurrent_writes_of_one_task_lose_no_update_and_let_one_through(kind: Backen
     for _ in 0..10 {
         let id = ready();
         let refused = |_: &TaskExecution| Failure::InvalidTransition(id, Running, Running);
-        let started = exactly_one(&f, move |_, s| s.mark_running(id), refused);
+        let started = exactly_one(&f, |_, s| s.mark_running(id), refused);
         assert_eq!(f.store.get(id).unwrap(), started);
     }
     // Runners racing to claim one task: exactly one gets it (under its own id), the others
     // hear which; one claim, one event.
     for _ in 0..20 {
         let id = ready();
-        let claim = move |_, s: &dyn TaskExecutionStore| {
+        let claim = |_, s: &dyn TaskExecutionStore| {
             let runner = Uuid::now_v7();
             let claimed = s.claim_task(id, runner)?;
             assert_eq!(claimed.lease.runner_id, runner);
@@ -63,7 +63,7 @@ fn concurrent_writes_of_one_task_lose_no_update_and_let_one_through(kind: Backen
     }
     // Creates of one name: exactly one row, the others refused.
     let wf = workflow();
-    let new = move |i, s: &dyn TaskExecutionStore| {
+    let new = |i, s: &dyn TaskExecutionStore| {
         s.create(&NewTaskExecution::new(wf, "only-once").with_max_attempts(1 + i as i32))
     };
     let created = exactly_one(&f, new, |_| Failure::AlreadyExists(wf, "only-once".into()));
@@ -72,13 +72,13 @@ fn concurrent_writes_of_one_task_lose_no_update_and_let_one_through(kind: Backen
 
 /// Runs `call` on every thread at once: exactly one goes through, and each other fails with
 /// `refused` of the one that did.
-fn exactly_one<T: Send + std::fmt::Debug + 'static>(
+fn exactly_one<T: Send + std::fmt::Debug>(
     f: &Fixture,
-    call: impl Fn(usize, &dyn TaskExecutionStore) -> dal_core::Result<T> + Send + Sync + 'static,
+    call: impl Fn(usize, &dyn TaskExecutionStore) -> dal_core::Result<T> + Sync,
     refused: impl Fn(&T) -> Failure,
 ) -> T {
-    let results = on_threads(&f.store, call);
-    let (won, lost): (Vec<_>, Vec<_>) = results.into_iter().partition(Result::is_ok);
+    let (won, lost): (Vec<_>, Vec<_>) =
+        on_threads(f.store(), call).into_iter().partition(Result::is_ok);
     assert_eq!(won.len(), 1, "{}: {lost:?}", f.kind);
     let won = won.into_iter().next().unwrap().unwrap();
     for err in lost {
@@ -133,17 +133,13 @@ fn cycle(
     leases: &mut Vec<Lease>,
     retry_at: chrono::DateTime<chrono::Utc>,
 ) -> dal_core::Result<Done> {
-    let mut batch: Vec<Lease> = Vec::new();
-    for l in leases.iter() {
-        if !batch.iter().any(|b| b.task_id == l.task_id) {
-            batch.push(*l);
-        }
-    }
+    // The first lease of each task (a stable sort keeps their order), in task id order.
+    let mut batch = leases.clone();
+    batch.sort_by_key(|l| l.task_id);
+    batch.dedup_by_key(|l| l.task_id);
     leases.retain(|l| !batch.contains(l));
-    let error = || "boom".to_owned();
-    let retried = batch.iter().map(|&lease| RetriedTask { lease, error: error(), retry_at });
-    let (completed, failed, retried) = (vec![], vec![], retried.collect());
-    let finished = Finished { completed, failed, retried };
+    let retried = batch.iter().map(|&lease| RetriedTask { lease, error: "boom".into(), retry_at });
+    let finished = Finished { retried: retried.collect(), ..Finished::default() };
     let cycle = store.finish_and_claim(runner, &finished, 1)?;
     let rows = cycle.completed.iter().chain(&cycle.failed).chain(&cycle.retried);
     // A finished task's lease: its runner and claim number.
@@ -152,7 +148,6 @@ fn cycle(
     let mut back: Vec<Lease> = rows.clone().map(lease).collect();
     back.extend(&cycle.lost);
     back.sort_by_key(|l| l.task_id);
-    batch.sort_by_key(|l| l.task_id);
     assert_eq!(back, batch, "each lease comes back exactly once");
     let (mut events, leases, _) = claims(cycle.claimed);
     events.extend(rows.map(|row| row.id));
@@ -164,16 +159,15 @@ fn concurrent_random_calls_keep_the_invariants(kind: Backend) {
     let tasks = ready_tasks(f.store(), workflow(), 24, 3);
     let tasks: Vec<Uuid> = tasks.iter().map(|t| t.id).collect();
     let (start, later) = (f.clock.now(), f.clock.now() + TimeDelta::hours(1));
-    let shared = tasks.clone();
     // Each thread tells what its calls did: (what, task) for each event, claim and recovery;
     // (kind of call, whether it changed something) for each call.
-    let per_thread = on_threads(&f.store, move |i, store| {
+    let per_thread = on_threads(f.store(), |i, store| {
         let runner = Uuid::from_u128(0xC0 + i as u128);
         let mut seq = Sequence::new(i as u64 + 11);
         let (mut leases, mut did, mut calls) = (Vec::<Lease>::new(), vec![], vec![]);
         let pick = |seq: &mut Sequence, n: usize| seq.next_in(0, n as u32 - 1) as usize;
         for _ in 0..CALLS_PER_THREAD {
-            let task = shared[pick(&mut seq, shared.len())];
+            let task = tasks[pick(&mut seq, tasks.len())];
             let at = (!leases.is_empty()).then(|| pick(&mut seq, leases.len()));
             let lease = at.map(|at| leases[at]);
             let mut call = CALLS[pick(&mut seq, CALLS.len())];

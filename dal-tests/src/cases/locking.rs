@@ -7,7 +7,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Barrier};
 use std::thread;
 
 use chrono::{DateTime, TimeDelta};
@@ -17,7 +16,7 @@ use dal_core::{
 };
 use uuid::Uuid;
 
-use super::support::{Sequence, THREADS, checked_history, on_threads, ready_tasks, workflow};
+use super::support::{Sequence, THREADS, checked_history, on_threads, race, ready_tasks, workflow};
 use crate::case;
 use crate::suite::{Backend, Case, Fixture, Plans, Setup};
 
@@ -62,7 +61,8 @@ fn pooled(kind: Backend, pool_size: u32) -> Fixture {
     Fixture::with(kind, Setup { pool_size, ..Setup::default() })
 }
 
-fn sorted(mut ids: Vec<Uuid>) -> Vec<Uuid> {
+fn sorted(ids: impl Iterator<Item = Uuid>) -> Vec<Uuid> {
+    let mut ids: Vec<Uuid> = ids.collect();
     ids.sort_unstable();
     ids
 }
@@ -72,15 +72,13 @@ fn batches_completed_in_opposite_orders_never_deadlock(kind: Backend) {
     let background = workflow();
     let news = (0..BACKGROUND).map(|i| NewTaskExecution::new(background, format!("b{i:05}")));
     f.store.create_many(&news.collect::<Vec<_>>()).expect("create_many");
-    let tasks = ready_tasks(f.store(), workflow(), BATCH, 1);
-    let tasks = sorted(tasks.iter().map(|t| t.id).collect());
+    let tasks = sorted(ready_tasks(f.store(), workflow(), BATCH, 1).iter().map(|t| t.id));
     let runner = Uuid::now_v7();
     // Three stores, as three processes: on PostgreSQL one keeps generic plans, one plans each
     // statement anew, one is left to the server's default. A lock order that depends on the
     // plan differs between them.
     let (custom, generic) = (f.other_store(1, Plans::Custom), f.other_store(1, Plans::Generic));
     let stores = [&*f.store, &*custom, &*generic];
-    let barrier = Barrier::new(3);
     for round in 0..ROUNDS {
         // Put the batch back in the queue (the only Ready tasks) and claim it, by id.
         if round > 0 {
@@ -97,17 +95,7 @@ fn batches_completed_in_opposite_orders_never_deadlock(kind: Backend) {
         let backwards: Vec<Lease> = leases[BATCH / 3..].iter().rev().copied().collect();
         let every_third: Vec<Lease> = leases.iter().step_by(3).copied().collect();
         let batches = [leases, backwards, every_third];
-        let results: Vec<Finishing> = thread::scope(|scope| {
-            let run = |i: usize| {
-                let (barrier, store, batch) = (&barrier, stores[i], &batches[i]);
-                scope.spawn(move || {
-                    barrier.wait();
-                    finish(store, batch, i == 2)
-                })
-            };
-            let threads: Vec<_> = (0..3).map(run).collect();
-            threads.into_iter().map(|t| t.join().expect("thread panicked")).collect()
-        });
+        let results = race(3, |i| finish(stores[i], &batches[i], i == 2));
         // Each task is finished by exactly one of the batches; the others report it lost.
         let mut finished = HashSet::new();
         for (batch, result) in batches.iter().zip(results) {
@@ -117,8 +105,8 @@ fn batches_completed_in_opposite_orders_never_deadlock(kind: Backend) {
                 assert!(finished.insert(row.id), "{} finished twice", row.id);
             }
             let accounted = rows.iter().map(|t| t.id).chain(lost.iter().map(|l| l.task_id));
-            let asked = batch.iter().map(|l| l.task_id).collect();
-            assert_eq!(sorted(accounted.collect()), sorted(asked), "{kind}: round {round}");
+            let asked = sorted(batch.iter().map(|l| l.task_id));
+            assert_eq!(sorted(accounted), asked, "{kind}: round {round}");
         }
         assert_eq!(finished.len(), BATCH, "{kind}: round {round}");
     }
@@ -129,35 +117,36 @@ fn batches_completed_in_opposite_orders_never_deadlock(kind: Backend) {
     }
 }
 
-/// Tasks of each round of the free-for-all race, its rounds, and the sweeps in each.
+/// Tasks of each round of the free-for-all race, its rounds (the first without a sweeper),
+/// and the sweeps in each.
 const RACED: usize = 400;
-const RACES: usize = 5;
+const RACES: usize = 6;
 const SWEEPS: usize = 60;
 
 /// Runners claim batches of 1 to 64 tasks and complete them (one by one, or in one batch in
-/// id order or in reverse) while a sweeper resets every claim it finds unlocked: no call fails
-/// but with a lost claim, every task is completed once, and claimed once plus once per reset.
+/// id order or in reverse), alone in the first round, then while a sweeper resets every claim
+/// it finds unlocked: no call fails but with a lost claim (alone: no lease is lost), every task
+/// is completed once, and claimed once (alone) plus once per reset.
 fn racing_claims_completions_and_sweeps_never_deadlock(kind: Backend) {
     let f = pooled(kind, THREADS as u32 + 1);
     for round in 0..RACES {
         let created = ready_tasks(f.store(), workflow(), RACED, 1);
-        let sweeping = Arc::new(AtomicBool::new(true));
+        let (sweeps, sweeping) = (if round == 0 { 0 } else { SWEEPS }, AtomicBool::new(true));
         // Every claim is stale to this sweeper.
         let far_future = f.now() + TimeDelta::days(1);
-        let (store, done) = (Arc::clone(&f.store), Arc::clone(&sweeping));
-        let sweeper = thread::spawn(move || {
+        let sweeper = || {
             let mut reset = 0;
-            for _ in 0..SWEEPS {
-                let recovery = store.recover_stale_claims(far_future, i32::MAX);
+            for _ in 0..sweeps {
+                let recovery = f.store.recover_stale_claims(far_future, i32::MAX);
                 let recovery = recovery.expect("recover_stale_claims");
                 assert!(recovery.abandoned.is_empty());
                 reset += recovery.reset.len();
                 thread::yield_now();
             }
-            done.store(false, Ordering::Release);
+            sweeping.store(false, Ordering::Release);
             reset
-        });
-        let per_thread = on_threads(&f.store, move |i, store| {
+        };
+        let runner = |i: usize, store: &dyn TaskExecutionStore| {
             let (runner, mut sizes) = (Uuid::now_v7(), Sequence::new(i as u64 + 1));
             let (mut claimed, mut completed) = (Vec::new(), 0);
             loop {
@@ -173,25 +162,31 @@ fn racing_claims_completions_and_sweeps_never_deadlock(kind: Backend) {
                 }
                 let mut leases: Vec<Lease> = got.iter().map(|c| c.lease).collect();
                 claimed.extend(leases.iter().map(|l| l.task_id));
-                if i % 3 == 0 {
-                    for lease in &leases {
-                        match store.complete(lease) {
-                            Ok(_) => completed += 1,
-                            Err(DalError::ClaimLost { .. }) => {}
-                            Err(err) => panic!("complete failed: {err:?}"),
-                        }
+                let lost = if i % 3 == 0 {
+                    let results = leases.iter().map(|lease| store.complete(lease));
+                    let (done, lost): (Vec<_>, Vec<_>) = results.partition(Result::is_ok);
+                    for err in &lost {
+                        assert!(matches!(err, Err(DalError::ClaimLost { .. })), "{err:?}");
                     }
+                    completed += done.len();
+                    lost.len()
                 } else {
                     if i % 3 == 2 {
                         leases.reverse();
                     }
                     let done = store.complete_many(&leases).expect("complete_many");
                     completed += done.completed.len();
-                }
+                    done.lost.len()
+                };
+                assert!(sweeps > 0 || lost == 0, "{kind}: a lease lost without a sweeper");
                 thread::yield_now();
             }
+        };
+        let (reset, per_thread) = thread::scope(|scope| {
+            let sweeper = scope.spawn(sweeper);
+            let per_thread = on_threads(f.store(), runner);
+            (sweeper.join().expect("sweeper panicked"), per_thread)
         });
-        let reset = sweeper.join().expect("sweeper panicked");
         let mut claims: HashMap<Uuid, i32> = HashMap::new();
         let mut completed = 0;
         for (ids, done) in per_thread {
@@ -206,6 +201,7 @@ fn racing_claims_completions_and_sweeps_never_deadlock(kind: Backend) {
             let times = 1 + row.recovery_attempts;
             let got = (row.status, row.claimed_by, row.claim_count, claims[&row.id]);
             assert_eq!(got, (Completed, None, times, times), "{kind}: {row:?}");
+            assert!(sweeps > 0 || times == 1, "{kind}: claimed twice without a sweeper");
             checked_history(&f, &row);
             recovered += row.recovery_attempts as usize;
         }

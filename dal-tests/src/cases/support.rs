@@ -1,6 +1,6 @@
 //! Helpers shared by the cases.
 
-use std::sync::{Arc, Barrier};
+use std::sync::Barrier;
 use std::thread;
 
 use dal_core::{
@@ -213,25 +213,28 @@ pub fn checked_history(f: &Fixture, row: &TaskExecution) -> Vec<ExecutionEvent> 
 /// How many threads the concurrency cases run.
 pub const THREADS: usize = 8;
 
-/// Runs `work(thread index, store)` on [`THREADS`] threads released together; returns their
-/// results in thread order.
-pub fn on_threads<T: Send + 'static>(
-    store: &Arc<dyn TaskExecutionStore>,
-    work: impl Fn(usize, &dyn TaskExecutionStore) -> T + Send + Sync + 'static,
-) -> Vec<T> {
-    let barrier = Arc::new(Barrier::new(THREADS));
-    let work = Arc::new(work);
-    let handles: Vec<_> = (0..THREADS)
-        .map(|i| {
-            let (store, barrier, work) =
-                (Arc::clone(store), Arc::clone(&barrier), Arc::clone(&work));
-            thread::spawn(move || {
+/// Runs `work(i)` for each `i` below `n`, each on its own thread, all released together;
+/// returns their results in thread order.
+pub fn race<T: Send>(n: usize, work: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    let (barrier, work) = (&Barrier::new(n), &work);
+    thread::scope(|scope| {
+        let spawn = |i| {
+            scope.spawn(move || {
                 barrier.wait();
-                work(i, &*store)
+                work(i)
             })
-        })
-        .collect();
-    handles.into_iter().map(|h| h.join().expect("worker thread panicked")).collect()
+        };
+        let threads: Vec<_> = (0..n).map(spawn).collect();
+        threads.into_iter().map(|t| t.join().expect("a racing thread panicked")).collect()
+    })
+}
+
+/// Runs `work(thread index, store)` on [`THREADS`] threads released together (see [`race`]).
+pub fn on_threads<T: Send>(
+    store: &dyn TaskExecutionStore,
+    work: impl Fn(usize, &dyn TaskExecutionStore) -> T + Sync,
+) -> Vec<T> {
+    race(THREADS, |i| work(i, store))
 }
 
 /// More rows than one SQLite statement can bind (2,978 a chunk): several statements in one
