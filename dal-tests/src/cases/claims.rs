@@ -2,21 +2,18 @@
 //! heartbeats, fenced completion, the runner cycle (`finish_and_claim`), crash recovery. Where
 //! the reference model makes every check (every answer, row and event), a case is a sequence.
 
-use std::collections::HashMap;
-
-use chrono::{DateTime, TimeDelta, Utc};
-use dal_core::TaskStatus::*;
-use dal_core::{DalError, EventType, FailedTask, Finished, Lease, Problem, RetriedTask};
-use uuid::Uuid;
-
 use super::model_based::{NewSpec, Op, Op::*, scenario, spec};
 use super::support::{assert_unchanged, checked_history, invalid, on_threads, ready_tasks};
 use super::support::{stale_lease, under_lease, workflow};
 use crate::case;
 use crate::model::Failure;
 use crate::suite::{Backend, Case, Fixture};
+use chrono::{DateTime, TimeDelta, Utc};
+use dal_core::TaskStatus::*;
+use dal_core::{DalError, EventType, FailedTask, Finished, Lease, Problem, RetriedTask};
+use std::collections::HashMap;
+use uuid::Uuid;
 
-/// The cases of this group.
 pub const CASES: &[Case] = &[
     case!(claims_and_listings_take_due_ready_tasks_oldest_first),
     case!(claim_task_claims_the_given_task_or_says_why_not),
@@ -65,43 +62,20 @@ fn claims_and_listings_take_due_ready_tasks_oldest_first(kind: Backend) {
 /// another runner or by the caller, not due, in another status, unknown. The lease is any
 /// claim's; the delayed task is claimable once due.
 fn claim_task_claims_the_given_task_or_says_why_not(kind: Backend) {
-    scenario(
-        kind,
-        &[
-            ClaimTask(0, 0),
-            Create(spec(0, 0, true, 1)),
-            Advance(1),
-            Create(spec(0, 1, true, 1)),
-            Advance(1),
-            ClaimTask(1, 0),
-            ClaimTask(1, 0),
-            ClaimTask(1, 1),
-            Create(due(2, 300)),
-            ClaimTask(2, 0),
-            Create(spec(0, 3, false, 1)),
-            Create(spec(0, 4, true, 1)),
-            Transition(4, 2, 0, 0),
-            Create(spec(0, 5, false, 1)),
-            Transition(5, 1, 1, 0),
-            Create(spec(0, 6, true, 1)),
-            Transition(6, 2, 0, 0),
-            Transition(6, 3, 0, 0),
-            Create(spec(0, 7, true, 1)),
-            Transition(7, 2, 0, 0),
-            Transition(7, 4, 1, 0),
-            ClaimTask(3, 0),
-            ClaimTask(4, 0),
-            ClaimTask(5, 0),
-            ClaimTask(6, 0),
-            ClaimTask(7, 0),
-            Advance(1),
-            Leased(0, 0, 0),
-            Claim(1, 4),
-            Leased(0, 1, 0),
-            Advance(300),
-            ClaimTask(2, 0),
-        ],
-    );
+    let mut ops = vec![ClaimTask(0, 0), Create(spec(0, 0, true, 1)), Advance(1)];
+    ops.extend([Create(spec(0, 1, true, 1)), Advance(1), ClaimTask(1, 0), ClaimTask(1, 0)]);
+    ops.extend([
+        ClaimTask(1, 1),
+        Create(due(2, 300)),
+        ClaimTask(2, 0),
+        Create(spec(0, 3, false, 1)),
+    ]);
+    ops.extend([Create(spec(0, 4, true, 1)), Transition(4, 2, 0, 0), Create(spec(0, 5, false, 1))]);
+    ops.extend([Transition(5, 1, 1, 0), Create(spec(0, 6, true, 1)), Transition(6, 2, 0, 0)]);
+    ops.extend([Transition(6, 3, 0, 0), Create(spec(0, 7, true, 1)), Transition(7, 2, 0, 0)]);
+    ops.extend([Transition(7, 4, 1, 0)].into_iter().chain((3..8).map(|t| ClaimTask(t, 0))));
+    ops.extend([Advance(1), Leased(0, 0, 0), Claim(1, 4), Leased(0, 1, 0), Advance(300)]);
+    scenario(kind, &[ops, vec![ClaimTask(2, 0)]].concat());
 }
 
 /// A heartbeat moves only `heartbeat_at`; completing, failing (its error kept, one with a NUL
@@ -140,19 +114,10 @@ fn fail_and_retry_queues_the_next_attempt_under_the_lease(kind: Backend) {
 /// The leases that still hold are completed; a stale one (released, claimed again) and one
 /// already completed are lost; an empty batch does nothing.
 fn complete_many_completes_the_leases_that_still_hold(kind: Backend) {
-    scenario(
-        kind,
-        &[
-            ready(6, 1),
-            Claim(0, 6),
-            Leased(2, 3, 0),
-            Claim(0, 1),
-            Leased(3, 1, 0),
-            Advance(1),
-            CompleteMany(vec![0, 1, 2, 3, 4, 5], false),
-            CompleteMany(vec![], false),
-        ],
-    );
+    let mut ops = vec![ready(6, 1), Claim(0, 6), Leased(2, 3, 0), Claim(0, 1), Leased(3, 1, 0)];
+    let batches = [CompleteMany(vec![0, 1, 2, 3, 4, 5], false), CompleteMany(vec![], false)];
+    ops.push(Advance(1));
+    scenario(kind, &[ops, batches.into()].concat());
 }
 
 /// Every claim looks stale to the sweeper (a task running without a claim has no heartbeat to

@@ -1,22 +1,19 @@
 //! Many threads on one store: no lost update, no double transition, the invariants kept.
 
-use std::collections::BTreeSet;
-
-use chrono::TimeDelta;
-use dal_core::{
-    Claimed, Clock, DalError, EventType, Finished, Lease, NewTaskExecution, RetriedTask, SubStatus,
-    TaskExecution, TaskExecutionStore, TaskStatus::*,
-};
-use uuid::Uuid;
-
 use super::support::{
     Sequence, THREADS, checked_history, fails, on_threads, ready_tasks, task_in, workflow,
 };
 use crate::case;
 use crate::model::Failure;
 use crate::suite::{Backend, Case, Fixture};
+use chrono::TimeDelta;
+use dal_core::{
+    Claimed, Clock, DalError, EventType, Finished, Lease, NewTaskExecution, RetriedTask, SubStatus,
+    TaskExecution, TaskExecutionStore, TaskStatus::*,
+};
+use std::collections::BTreeSet;
+use uuid::Uuid;
 
-/// The cases of this group.
 pub const CASES: &[Case] = &[
     case!(concurrent_writes_of_one_task_lose_no_update_and_let_one_through),
     case!(concurrent_random_calls_keep_the_invariants),

@@ -1,18 +1,15 @@
 //! Faults: a lock held past the timeout; the backend's fault (connections killed on PostgreSQL,
 //! the write lock held past the busy timeout on SQLite) under running calls.
 
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::thread;
-use std::time::{Duration, Instant};
-
-use dal_core::{DalError, DatabaseErrorKind, NewTaskExecution, TaskExecution, TaskExecutionStore};
-use uuid::Uuid;
-
 use super::support::{THREADS, eventually, expect_err, on_threads, ready_tasks, workflow};
 use crate::case;
 use crate::suite::{Backend, Case, Fixture, LockTimeout, Setup};
+use dal_core::{DalError, DatabaseErrorKind, NewTaskExecution, TaskExecution, TaskExecutionStore};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::thread;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
 
-/// The cases of this group.
 pub const CASES: &[Case] = &[case!(calls_under_faults_are_all_or_nothing_and_the_store_recovers)];
 
 /// The fixture's pool.

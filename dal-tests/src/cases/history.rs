@@ -1,22 +1,19 @@
 //! The execution history: one event per change, atomically with it, none for a rejected or
 //! rolled-back call; the same events on every backend; none at all with the history off.
 
-use std::collections::HashSet;
-
-use chrono::{DateTime, TimeDelta, Utc};
-use dal_core::EventType::{self, *};
-use dal_core::{DalError, DatabaseErrorKind as Kind, ExecutionEvent, NewTaskExecution};
-use dal_core::{TaskExecution, TaskStatus as S};
-use serde_json::{Value, json};
-use uuid::Uuid;
-
 use super::model_based::{Op::*, run_sequence, spec};
 use super::support::{checked_history, expect_err, new_row, ready_tasks, task_in, workflow};
 use crate::case;
 use crate::model::counters;
 use crate::suite::{Backend, Case, Fixture};
+use chrono::{DateTime, TimeDelta, Utc};
+use dal_core::EventType::{self, *};
+use dal_core::{DalError, DatabaseErrorKind as Kind, ExecutionEvent, NewTaskExecution};
+use dal_core::{TaskExecution, TaskStatus as S};
+use serde_json::{Value, json};
+use std::collections::HashSet;
+use uuid::Uuid;
 
-/// The cases of this group.
 pub const CASES: &[Case] = &[
     case!(each_change_leaves_exactly_its_event_and_a_refused_call_none),
     case!(batches_of_every_size_log_each_event_in_task_order),
@@ -65,33 +62,15 @@ fn each_change_leaves_exactly_its_event_and_a_refused_call_none(kind: Backend) {
     let cycle = |done: Vec<usize>, failed: Vec<(usize, usize)>, limit| {
         Cycle(0, done, failed, limit, vec![], false)
     };
+    #[rustfmt::skip]
     let steps = [
-        Transition(0, 0, 0, 0),
-        Claim(0, 1),
-        Leased(0, 2, 1),
-        Transition(0, 6, 0, 0),
-        Claim(1, 1),
-        Sweep(0, 3),
-        Claim(2, 1),
-        SubStatus(0, 2),
-        SubStatus(0, 0),
-        Leased(2, 3, 0),
-        Transition(0, 2, 0, 0),
-        Transition(0, 4, 1, 0),
-        Transition(0, 6, 0, 3_600),
-        Transition(0, 7, 0, 0),
-        Transition(0, 1, 3, 0),
-        Transition(0, 8, 0, 0),
-        Transition(0, 5, 2, 0),
-        Transition(0, 8, 0, 0),
-        cycle(vec![], vec![], 1),
-        Leased(3, 1, 0),
-        Transition(0, 8, 0, 0),
-        cycle(vec![], vec![], 1),
-        cycle(vec![4], vec![], 0),
-        Transition(0, 8, 0, 0),
-        cycle(vec![], vec![], 1),
-        cycle(vec![], vec![(5, 1)], 0),
+        Transition(0, 0, 0, 0), Claim(0, 1), Leased(0, 2, 1), Transition(0, 6, 0, 0), Claim(1, 1),
+        Sweep(0, 3), Claim(2, 1), SubStatus(0, 2), SubStatus(0, 0), Leased(2, 3, 0),
+        Transition(0, 2, 0, 0), Transition(0, 4, 1, 0), Transition(0, 6, 0, 3_600),
+        Transition(0, 7, 0, 0), Transition(0, 1, 3, 0), Transition(0, 8, 0, 0),
+        Transition(0, 5, 2, 0), Transition(0, 8, 0, 0), cycle(vec![], vec![], 1), Leased(3, 1, 0),
+        Transition(0, 8, 0, 0), cycle(vec![], vec![], 1), cycle(vec![4], vec![], 0),
+        Transition(0, 8, 0, 0), cycle(vec![], vec![], 1), cycle(vec![], vec![(5, 1)], 0),
     ];
     let mut ops = vec![Create(spec(0, 0, false, 3)), Create(spec(1, 0, true, 1))];
     for (i, step) in steps.into_iter().enumerate() {

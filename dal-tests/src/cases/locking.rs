@@ -5,22 +5,19 @@
 //! over: before the lock order was fixed, the first stopped with PostgreSQL's `deadlock
 //! detected` within a few rounds.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread;
-
+use super::support::{Sequence, THREADS, checked_history, on_threads, race, ready_tasks, workflow};
+use crate::case;
+use crate::suite::{Backend, Case, Fixture, Plans, Setup};
 use chrono::{DateTime, TimeDelta};
 use dal_core::{
     DalError, FailedTask, Finished, Lease, NewTaskExecution, RetriedTask, TaskExecution,
     TaskExecutionStore, TaskStatus::*,
 };
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
 use uuid::Uuid;
 
-use super::support::{Sequence, THREADS, checked_history, on_threads, race, ready_tasks, workflow};
-use crate::case;
-use crate::suite::{Backend, Case, Fixture, Plans, Setup};
-
-/// The cases of this group.
 pub const CASES: &[Case] = &[
     case!(batches_completed_in_opposite_orders_never_deadlock),
     case!(racing_claims_completions_and_sweeps_never_deadlock),

@@ -1,22 +1,19 @@
 //! Retention: `prune_finished` removes finished workflow executions, whole, in bounded batches;
 //! each batch's whole answer is checked, and every read of what it removed and of what it kept.
 
-use std::thread;
-use std::time::{Duration, Instant};
-
-use chrono::{DateTime, TimeDelta, Utc};
-use dal_core::store::MAX_PRUNE_BATCH as MAX;
-use dal_core::{ExecutionEvent, Problem, PruneCursor, Pruned};
-use dal_core::{TaskExecution, TaskStatus::*, validate};
-use uuid::Uuid;
-
 use super::model_based::{Op::*, scenario, spec};
 use super::support::{expect_err, task_in, workflow};
 use crate::case;
 use crate::model::Failure;
 use crate::suite::{Backend, Case, Fixture};
+use chrono::{DateTime, TimeDelta, Utc};
+use dal_core::store::MAX_PRUNE_BATCH as MAX;
+use dal_core::{ExecutionEvent, Problem, PruneCursor, Pruned};
+use dal_core::{TaskExecution, TaskStatus::*, validate};
+use std::thread;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
 
-/// The cases of this group.
 pub const CASES: &[Case] = &[
     case!(a_batch_removes_exactly_the_workflows_finished_before_the_cut_off),
     case!(a_pass_in_batches_goes_by_completion_time_then_id),

@@ -1,20 +1,17 @@
 //! Statement counts: what each operation sends (`BEGIN`/`COMMIT` included) against the counts
 //! the backend promises (`TestBackend::statements`), which the README's table shows.
 
-use std::fmt::Debug;
-
-use chrono::TimeDelta;
-use dal_core::{FailedTask, Finished, NewTaskExecution, PruneCursor, Pruned, RetriedTask};
-use dal_core::{Result, SubStatus, TaskExecution, TaskStatus::*, Transition as T, validate};
-use uuid::Uuid;
-
 use super::support::{BEYOND_ONE_CHUNK, expect_err, ready_tasks, workflow};
 use crate::case;
 use crate::counter::Counts;
 use crate::operations::Operation::{self, *};
 use crate::suite::{Backend, Case, Fixture, Setup};
+use chrono::TimeDelta;
+use dal_core::{FailedTask, Finished, NewTaskExecution, PruneCursor, Pruned, RetriedTask};
+use dal_core::{Result, SubStatus, TaskExecution, TaskStatus::*, Transition as T, validate};
+use std::fmt::Debug;
+use uuid::Uuid;
 
-/// The cases of this group.
 pub const CASES: &[Case] = &[case!(every_operation_sends_the_documented_statements)];
 
 /// One pass over every operation: what each sent.

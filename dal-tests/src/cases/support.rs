@@ -1,16 +1,14 @@
 //! Helpers shared by the cases.
 
-use std::sync::Barrier;
-use std::thread;
-
+use crate::model::Failure;
+use crate::suite::Fixture;
 use dal_core::{
     DalError, ExecutionEvent, Lease, NewTaskExecution, Problem, TaskExecution, TaskExecutionStore,
     TaskStatus, TaskStore,
 };
+use std::sync::Barrier;
+use std::thread;
 use uuid::Uuid;
-
-use crate::model::Failure;
-use crate::suite::Fixture;
 
 /// A new workflow execution id.
 pub fn workflow() -> Uuid {

@@ -2,11 +2,6 @@
 //! changes from every status it may start from (the reference model's rows), and every refusal
 //! changing nothing.
 
-use chrono::{DateTime, TimeDelta};
-use dal_core::validate::MESSAGE_MAX_BYTES;
-use dal_core::{Completion, Lease, NewTaskExecution, Problem, SubStatus::*, TaskStatus};
-use uuid::Uuid;
-
 use super::model_based::{Op, Op::*, scenario, spec};
 use super::support::{assert_unchanged, fails, fails_after, task_in};
 use super::support::{under_lease, workflow};
@@ -15,9 +10,12 @@ use crate::model::Failure;
 use crate::operations::Operation::RejectedTransition;
 use crate::suite::{Backend, Case, Fixture};
 use TaskStatus::*;
+use chrono::{DateTime, TimeDelta};
 use dal_core::Transition::{self, *};
+use dal_core::validate::MESSAGE_MAX_BYTES;
+use dal_core::{Completion, Lease, NewTaskExecution, Problem, SubStatus::*, TaskStatus};
+use uuid::Uuid;
 
-/// The cases of this group.
 pub const CASES: &[Case] = &[
     case!(every_transition_writes_its_fields_from_every_start),
     case!(refused_transitions_and_sub_statuses_change_nothing),

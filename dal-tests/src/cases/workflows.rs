@@ -1,18 +1,15 @@
 //! Workflow-level reads: known answers on hand-built workflows, unknown ids, 20,000 ids in
 //! one call.
 
-use std::collections::HashMap;
-
-use dal_core::{NewTaskExecution, TaskExecution, TaskStatus};
-use uuid::Uuid;
-
 use super::model_based::{Op::*, scenario, spec};
 use super::support::{task_in, workflow};
 use crate::case;
 use crate::suite::{Backend, Case, Fixture};
 use TaskStatus::*;
+use dal_core::{NewTaskExecution, TaskExecution, TaskStatus};
+use std::collections::HashMap;
+use uuid::Uuid;
 
-/// The cases of this group.
 pub const CASES: &[Case] = &[
     case!(workflow_reads_answer_for_the_workflows_asked_for),
     case!(retries_and_abandonments_are_aggregated_by_the_database),
