@@ -90,9 +90,8 @@ const CALLS_PER_THREAD: usize = 350;
 /// The least number of calls of each kind that changed something, over all threads.
 const LEAST_CHANGED: usize = 5;
 
-/// The kinds of call the random case picks from, claims twice as often as the others. (A
-/// dispatcher's claim picked as often as the others, of the first due task, went through fewer
-/// than 5 times in about one run in eight on SQLite through the async interface.)
+/// The calls the random case picks from, claims twice as often (a dispatcher's claim as often
+/// as the others went through fewer than 5 times in one run in eight on async SQLite).
 #[rustfmt::skip]
 const CALLS: [&str; 15] = [
     "claim_ready", "claim_ready", "claim_task", "complete", "fail", "heartbeat", "release",
@@ -104,22 +103,21 @@ const CALLS: [&str; 15] = [
 /// lease once it made one of these calls with it, but for a heartbeat that went through.
 const LEASED: [&str; 5] = ["complete", "fail", "heartbeat", "release", "fail_and_retry"];
 
-/// What a call that went through did: the tasks it wrote an event for, the claims it made,
-/// the tasks it recovered.
-type Done = (Vec<Uuid>, Vec<Lease>, Vec<Uuid>);
+/// What a call that went through did: ("event" | "claim" | "recovery", task), the leases made.
+type Done = (Vec<(&'static str, Uuid)>, Vec<Lease>);
 
 fn row(row: TaskExecution) -> Done {
-    (vec![row.id], vec![], vec![])
+    (vec![("event", row.id)], vec![])
 }
 
 fn claims(claims: Vec<Claimed>) -> Done {
-    let leases: Vec<Lease> = claims.iter().map(|c| c.lease).collect();
-    (leases.iter().map(|l| l.task_id).collect(), leases, vec![])
+    let did = claims.iter().flat_map(|c| [("event", c.task.id), ("claim", c.task.id)]);
+    (did.collect(), claims.iter().map(|c| c.lease).collect())
 }
 
 fn recovered(reset: Vec<TaskExecution>, abandoned: Vec<TaskExecution>) -> Done {
-    let recovered: Vec<Uuid> = reset.iter().map(|t| t.id).collect();
-    (reset.iter().chain(&abandoned).map(|t| t.id).collect(), vec![], recovered)
+    let did = reset.iter().flat_map(|t| [("event", t.id), ("recovery", t.id)]);
+    (did.chain(abandoned.iter().map(|t| ("event", t.id))).collect(), vec![])
 }
 
 /// A runner cycle over the thread's leases (some stale by now), each task once, every one
@@ -146,15 +144,14 @@ fn cycle(
     back.extend(&cycle.lost);
     back.sort_by_key(|l| l.task_id);
     assert_eq!(back, batch, "each lease comes back exactly once");
-    let (mut events, leases, _) = claims(cycle.claimed);
-    events.extend(rows.map(|row| row.id));
-    Ok((events, leases, vec![]))
+    let (mut did, leases) = claims(cycle.claimed);
+    did.extend(rows.map(|row| ("event", row.id)));
+    Ok((did, leases))
 }
 
 fn concurrent_random_calls_keep_the_invariants(kind: Backend) {
     let f = Fixture::new(kind);
-    let tasks = ready_tasks(f.store(), workflow(), 24, 3);
-    let tasks: Vec<Uuid> = tasks.iter().map(|t| t.id).collect();
+    let tasks: Vec<Uuid> = ready_tasks(f.store(), workflow(), 24, 3).iter().map(|t| t.id).collect();
     let (start, later) = (f.clock.now(), f.clock.now() + TimeDelta::hours(1));
     // Each thread tells what its calls did: (what, task) for each event, claim and recovery;
     // (kind of call, whether it changed something) for each call.
@@ -192,15 +189,15 @@ fn concurrent_random_calls_keep_the_invariants(kind: Backend) {
                 "claim_task" => {
                     // A dispatcher's pick: one of the due tasks, which others may claim first.
                     let due = store.list_ready(8).unwrap();
-                    let any = (!due.is_empty()).then(|| due[pick(&mut seq, due.len())].id);
-                    let task = any.unwrap_or(task);
+                    let task =
+                        if due.is_empty() { task } else { due[pick(&mut seq, due.len())].id };
                     store.claim_task(task, runner).map(|c| claims(vec![c]))
                 }
                 "set_sub_status" => {
                     // Mostly a task the thread holds (running, unless another call moved it on).
                     let task = lease.map_or(task, |l| l.task_id);
-                    let sub = [None, Some(SubStatus::Active), Some(SubStatus::Deferred)];
-                    let sub = sub[pick(&mut seq, 3)];
+                    let sub = [None, Some(SubStatus::Active), Some(SubStatus::Deferred)]
+                        [pick(&mut seq, 3)];
                     store.set_sub_status(task, sub).map(|written| {
                         assert_eq!((written.status, written.sub_status), (Running, sub));
                         row(written)
@@ -214,11 +211,9 @@ fn concurrent_random_calls_keep_the_invariants(kind: Backend) {
             // task kept changing between the write and the read that explains it, on every try
             // (a retryable conflict, nothing written).
             let changed = match result {
-                Ok((events, claims, recovered)) => {
-                    let changed = !events.is_empty() || call == "heartbeat";
-                    did.extend(events.into_iter().map(|id| ("event", id)));
-                    did.extend(recovered.into_iter().map(|id| ("recovery", id)));
-                    did.extend(claims.iter().map(|l| ("claim", l.task_id)));
+                Ok((done, claims)) => {
+                    let changed = !done.is_empty() || call == "heartbeat";
+                    did.extend(done);
                     leases.extend(claims);
                     changed
                 }
@@ -241,8 +236,8 @@ fn concurrent_random_calls_keep_the_invariants(kind: Backend) {
         }
         (did, calls)
     });
-    let (did, calls): (Vec<_>, Vec<_>) = per_thread.into_iter().unzip();
-    let (did, calls): (Vec<_>, Vec<_>) = (did.concat(), calls.concat());
+    let (did, calls): (Vec<Vec<_>>, Vec<Vec<_>>) = per_thread.into_iter().unzip();
+    let (did, calls) = (did.concat(), calls.concat());
     let count = |what: &str, id: Uuid| did.iter().filter(|&&d| d == (what, id)).count();
     // Every kind of call changed something more than a few times: a backend that refused every
     // write, or every call of one kind, fails here.

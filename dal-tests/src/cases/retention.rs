@@ -2,7 +2,7 @@
 //! each batch's whole answer is checked, and every read of what it removed and of what it kept.
 
 use super::model_based::{Op::*, scenario, spec};
-use super::support::{expect_err, task_in, workflow};
+use super::support::{fails, invalid, task_in, workflow};
 use crate::case;
 use crate::model::Failure;
 use crate::suite::{Backend, Case, Fixture};
@@ -51,15 +51,13 @@ fn assert_state(f: &Fixture, kept: &[&Snapshot], gone: &[&Snapshot]) {
         assert_eq!(s.list_for_workflow(before.wf).unwrap(), []);
         assert_eq!(s.events_for_workflow(before.wf, None, 100).unwrap(), []);
         for task in &before.tasks {
-            let err = expect_err(s.get(task.id));
-            assert_eq!(Failure::from(err), Failure::NotFound(task.id));
+            assert_eq!(fails(s.get(task.id)), Failure::NotFound(task.id));
             assert_eq!(s.events_for_task(task.id).unwrap(), []);
         }
     }
     let counts = s.count_by_status().unwrap();
     for status in dal_core::TaskStatus::ALL {
-        let tasks = kept.iter().flat_map(|s| &s.tasks);
-        let n = tasks.filter(|t| t.status == status).count();
+        let n = kept.iter().flat_map(|s| &s.tasks).filter(|t| t.status == status).count();
         assert_eq!(counts.get(status), n as i64, "{status}");
     }
 }
@@ -94,21 +92,12 @@ fn a_batch_removes_exactly_the_workflows_finished_before_the_cut_off(kind: Backe
     let news = [three(1), three(2), three(3), one(0, 4, true), one(0, 5, false), one(0, 6, true)];
     let more = [one(0, 7, true), one(1, 0, false), one(1, 1, true), one(1, 2, true)];
     ops.push(CreateMany([&news[..], &more, &[one(2, 0, true), one(2, 1, true)]].concat()));
-    for (task, kinds) in [
-        (1, &[2, 4, 6, 2, 3][..]),
-        (2, &[4]),
-        (3, &[2, 4]),
-        (4, &[2, 4]),
-        (5, &[5]),
-        (6, &[5]),
-        (7, &[2, 5]),
-        (8, &[1]),
-        (9, &[1]),
-        (10, &[2, 3]),
-        (12, &[2, 3]),
-    ] {
-        ops.extend(t(task, kinds));
-    }
+    #[rustfmt::skip]
+    let chains: [(usize, &[u8]); 11] = [
+        (1, &[2, 4, 6, 2, 3]), (2, &[4]), (3, &[2, 4]), (4, &[2, 4]), (5, &[5]), (6, &[5]),
+        (7, &[2, 5]), (8, &[1]), (9, &[1]), (10, &[2, 3]), (12, &[2, 3]),
+    ];
+    ops.extend(chains.into_iter().flat_map(|(task, kinds)| t(task, kinds)));
     ops.extend([Claim(1, 1), Advance(1), Prune(0, MAX, false), Prune(0, 100, false)]);
     ops.extend([Prune(0, 1, false), Prune(0, 1, true), Prune(0, 1, true), Prune(0, 1, true)]);
     scenario(kind, &[ops, vec![Create(one(0, 1, true)), Create(one(1, 0, true))]].concat());
@@ -128,35 +117,30 @@ fn a_batch_removes_exactly_the_workflows_finished_before_the_cut_off(kind: Backe
     task_in(s, late, "late", Completed, 1); // at the cut-off
     let [gone, kept] = [done, late].map(|wf| snapshot(&f, wf));
     let refused = |older_than, limit, after, field: &str, problem| {
-        let (result, counts) = f.log.measure(|| s.prune_finished(older_than, limit, after));
-        let failure = Failure::from(expect_err(result));
-        assert_eq!(failure, Failure::Validation(field.into(), problem));
-        assert_eq!(counts.statements, 0, "{field}");
+        invalid(&f, field, problem, || s.prune_finished(older_than, limit, after));
     };
-    for (limit, after) in [
-        (0, None),
-        (MAX + 1, None),
-        (0, at(older_than, Uuid::nil())),
-        (i32::MAX as u32, None),
-        (i32::MAX as u32 + 1, None),
-        (u32::MAX, None),
-    ] {
-        let (max, value) = (MAX.into(), limit.into());
-        let problem = Problem::OutOfRange { min: 1, max, value };
+    let (i32_max, after) = (i32::MAX as u32, at(older_than, Uuid::nil()));
+    for (limit, after) in [(0, None), (MAX + 1, None), (0, after), (i32_max, None)] {
+        let problem = Problem::OutOfRange { min: 1, max: MAX.into(), value: limit.into() };
         refused(older_than, limit, after, "limit", problem);
+    }
+    for limit in [i32_max + 1, u32::MAX] {
+        let problem = Problem::OutOfRange { min: 1, max: MAX.into(), value: limit.into() };
+        refused(older_than, limit, None, "limit", problem);
     }
     let earliest = validate::earliest_time();
     let latest: DateTime<Utc> = "9999-12-31T23:59:59.999999Z".parse().unwrap();
     let (tiny, nil) = (TimeDelta::microseconds(1), Uuid::nil());
     let (too_early, too_late) = (earliest - tiny, latest + tiny);
-    for (cut_off, limit, after, field) in [
-        (too_early, 1, None, "older_than"),
-        (too_late, 1, None, "older_than"),
+    #[rustfmt::skip]
+    let times = [
+        (too_early, 1, None, "older_than"), (too_late, 1, None, "older_than"),
         (DateTime::<Utc>::MIN_UTC, 1, None, "older_than"),
         (DateTime::<Utc>::MAX_UTC, MAX, None, "older_than"),
         (older_than, 1, at(too_early, nil), "after.completed_at"),
         (older_than, 1, at(too_late, nil), "after.completed_at"),
-    ] {
+    ];
+    for (cut_off, limit, after, field) in times {
         refused(cut_off, limit, after, field, Problem::TimeOutOfRange);
     }
     assert_eq!(prune(earliest, MAX, None), nothing);

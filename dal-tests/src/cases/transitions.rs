@@ -25,18 +25,13 @@ pub const CASES: &[Case] = &[
 ];
 
 /// One transition of each kind.
+#[rustfmt::skip]
 fn every_transition(retry_at: DateTime<chrono::Utc>) -> [Transition; 9] {
     let text = || "ValueError: 'x' — ünïcode 🦀".to_owned();
     [
-        MarkReady,
-        MarkSkipped { reason: text() },
-        MarkRunning,
-        MarkCompleted,
-        MarkFailed { error: text() },
-        MarkAbandoned { reason: text() },
-        ScheduleRetry { retry_at },
-        ResetForRecovery,
-        ResetRetryState,
+        MarkReady, MarkSkipped { reason: text() }, MarkRunning, MarkCompleted,
+        MarkFailed { error: text() }, MarkAbandoned { reason: text() }, ScheduleRetry { retry_at },
+        ResetForRecovery, ResetRetryState,
     ]
 }
 
@@ -114,16 +109,15 @@ fn refused_transitions_and_sub_statuses_change_nothing(kind: Backend) {
     let too_long =
         |text: &str| Problem::TooLong { max: MESSAGE_MAX_BYTES, len: text.len(), unit: "bytes" };
     let retry_at = DateTime::from_timestamp(253_402_300_800, 0).unwrap(); // year 10000
-    for (t, field, problem) in [
-        (fail("\0"), "error", Problem::ContainsNul),
-        (fail(&long), "error", too_long(&long)),
-        (fail(&mib), "error", too_long(&mib)),
-        (skip("a\0"), "reason", Problem::ContainsNul),
-        (skip(&mib), "reason", too_long(&mib)),
-        (abandon("\0b"), "reason", Problem::ContainsNul),
+    #[rustfmt::skip]
+    let bad = [
+        (fail("\0"), "error", Problem::ContainsNul), (fail(&long), "error", too_long(&long)),
+        (fail(&mib), "error", too_long(&mib)), (skip("a\0"), "reason", Problem::ContainsNul),
+        (skip(&mib), "reason", too_long(&mib)), (abandon("\0b"), "reason", Problem::ContainsNul),
         (abandon(&mib), "reason", too_long(&mib)),
         (ScheduleRetry { retry_at }, "retry_at", Problem::TimeOutOfRange),
-    ] {
+    ];
+    for (t, field, problem) in bad {
         let from = t.plan(f.now()).guard.from;
         for task in tasks.iter().filter(|task| from.contains(task.status)) {
             let got = fails_after(&f, 0, || s.transition(task.id, t.clone()));

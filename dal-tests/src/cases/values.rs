@@ -133,6 +133,7 @@ fn a_taken_name_rejects_the_create_or_the_whole_batch_and_keeps_the_original(kin
 }
 
 /// Inputs that validation rejects, with the field and the problem it must report.
+#[rustfmt::skip]
 fn invalid_inputs(wf: Uuid) -> Vec<(NewTaskExecution, &'static str, Problem)> {
     use Problem::*;
     let new = |name: &str| NewTaskExecution::new(wf, name);
@@ -150,18 +151,14 @@ fn invalid_inputs(wf: Uuid) -> Vec<(NewTaskExecution, &'static str, Problem)> {
         NewTaskExecution { retry_at: DateTime::from_timestamp(253_402_300_800, 0), ..new("ok") };
     let (max, most) = ("max_attempts", i32::MAX.into());
     vec![
-        (new(""), "task_name", Blank),
-        (new(" \t "), "task_name", Blank),
+        (new(""), "task_name", Blank), (new(" \t "), "task_name", Blank),
         (new(&"x".repeat(256)), "task_name", chars(256)),
         // 1 MiB of four-byte characters: the limit counts characters.
         (new(&"🦀".repeat(MIB / 4)), "task_name", chars(MIB / 4)),
-        (new("a\0b"), "task_name", ContainsNul),
-        (new("a\u{7}b"), "task_name", ContainsControl),
-        (attempts(1, 0), max, range(most, 0)),
-        (attempts(1, -1), max, range(most, -1)),
+        (new("a\0b"), "task_name", ContainsNul), (new("a\u{7}b"), "task_name", ContainsControl),
+        (attempts(1, 0), max, range(most, 0)), (attempts(1, -1), max, range(most, -1)),
         (attempts(1, i32::MIN), max, range(most, i32::MIN)),
-        (attempts(0, 1), "attempt", range(1, 0)),
-        (attempts(4, 3), "attempt", range(3, 4)),
+        (attempts(0, 1), "attempt", range(1, 0)), (attempts(4, 3), "attempt", range(3, 4)),
         (status(Running), "status", StatusNotAllowed(Running)),
         (status(Completed), "status", StatusNotAllowed(Completed)),
         (config, "task_configuration", ContainsNul),
@@ -234,18 +231,14 @@ fn times_round_trip_to_the_microsecond_up_to_the_storable_edges(kind: Backend) {
     assert_eq!(s.list_ready(10).unwrap(), retried[..2]);
     // With nanoseconds, before 1970 (a negative Unix time), around 2000 (PostgreSQL's epoch),
     // at the edges; then anywhere in the years 1 to 9999.
-    let mut times = [
-        "1990-01-01T00:00:00.123456789Z",
-        "1969-12-31T23:59:59.999999999Z",
-        "1970-01-01T00:00:00.000000500Z",
-        "1999-12-31T23:59:59.999999500Z",
-        "2000-01-01T00:00:00.000000500Z",
-        "0001-01-01T00:00:00.000000999Z",
-        "9999-12-31T23:59:59.999999999Z",
-        "2026-03-01T12:00:00.123456501Z",
-    ]
-    .map(parse)
-    .to_vec();
+    #[rustfmt::skip]
+    let times = [
+        "1990-01-01T00:00:00.123456789Z", "1969-12-31T23:59:59.999999999Z",
+        "1970-01-01T00:00:00.000000500Z", "1999-12-31T23:59:59.999999500Z",
+        "2000-01-01T00:00:00.000000500Z", "0001-01-01T00:00:00.000000999Z",
+        "9999-12-31T23:59:59.999999999Z", "2026-03-01T12:00:00.123456501Z",
+    ];
+    let mut times = times.map(parse).to_vec();
     let (mut random, from) = (Sequence::new(0x5eed_0001), earliest_time().timestamp());
     let step = (last.timestamp() - from) / i64::from(u32::MAX);
     times.extend((0..40).map(|_| {
