@@ -67,8 +67,8 @@ fn concurrent_writes_of_one_task_lose_no_update_and_let_one_through(kind: Backen
     assert_eq!(f.store.list_for_workflow(wf).unwrap(), [created]);
 }
 
-/// Runs `call` on every thread at once: exactly one goes through, and each other fails with
-/// `refused` of the one that did.
+/// Runs `call` on every thread at once: exactly one goes through, the others fail with
+/// `refused` of it.
 fn exactly_one<T: Send + std::fmt::Debug>(
     f: &Fixture,
     call: impl Fn(usize, &dyn TaskExecutionStore) -> dal_core::Result<T> + Sync,
@@ -87,7 +87,7 @@ fn exactly_one<T: Send + std::fmt::Debug>(
 /// Calls each thread of the random case makes.
 const CALLS_PER_THREAD: usize = 350;
 
-/// The least number of calls of each kind that changed something, over all threads.
+/// The least number of calls of each kind that changed something.
 const LEAST_CHANGED: usize = 5;
 
 /// The calls the random case picks from, claims twice as often (a dispatcher's claim as often
@@ -99,8 +99,7 @@ const CALLS: [&str; 15] = [
     "claim_task", "set_sub_status", "fail_and_retry", "finish_and_claim",
 ];
 
-/// The calls that need a lease: without one, the thread claims instead. A runner forgets a
-/// lease once it made one of these calls with it, but for a heartbeat that went through.
+/// The calls that need a lease (without one, the thread claims instead).
 const LEASED: [&str; 5] = ["complete", "fail", "heartbeat", "release", "fail_and_retry"];
 
 /// What a call that went through did: ("event" | "claim" | "recovery", task), the leases made.
@@ -120,8 +119,8 @@ fn recovered(reset: Vec<TaskExecution>, abandoned: Vec<TaskExecution>) -> Done {
     (did.chain(abandoned.iter().map(|t| ("event", t.id))).collect(), vec![])
 }
 
-/// A runner cycle over the thread's leases (some stale by now), each task once, every one
-/// retried and due at once (so the tasks stay in play): every lease comes back exactly once.
+/// A cycle retrying (due at once) the thread's leases, some stale, each task once: every lease
+/// comes back exactly once.
 fn cycle(
     store: &dyn TaskExecutionStore,
     runner: Uuid,
@@ -153,8 +152,7 @@ fn concurrent_random_calls_keep_the_invariants(kind: Backend) {
     let f = Fixture::new(kind);
     let tasks: Vec<Uuid> = ready_tasks(f.store(), workflow(), 24, 3).iter().map(|t| t.id).collect();
     let (start, later) = (f.clock.now(), f.clock.now() + TimeDelta::hours(1));
-    // Each thread tells what its calls did: (what, task) for each event, claim and recovery;
-    // (kind of call, whether it changed something) for each call.
+    // Each thread tells what its calls did, and (kind of call, whether it changed something).
     let per_thread = on_threads(f.store(), |i, store| {
         let runner = Uuid::from_u128(0xC0 + i as u128);
         let mut seq = Sequence::new(i as u64 + 11);
@@ -206,10 +204,9 @@ fn concurrent_random_calls_keep_the_invariants(kind: Backend) {
                 "fail_and_retry" => store.fail_and_retry(&held(), "boom", later).map(row),
                 _ => cycle(store, runner, &mut leases, start),
             };
-            // The errors a race explains: a lease another call ended, a task another call moved
-            // on, attempts used up, a claim or a retry time in the way, or a guarded write whose
-            // task kept changing between the write and the read that explains it, on every try
-            // (a retryable conflict, nothing written).
+            // The errors a race explains: a lease ended, a task moved on, attempts used up, a
+            // claim or retry time in the way, or a task that kept changing under a guarded
+            // write on every try (a retryable conflict, nothing written).
             let changed = match result {
                 Ok((done, claims)) => {
                     let changed = !done.is_empty() || call == "heartbeat";
@@ -239,8 +236,7 @@ fn concurrent_random_calls_keep_the_invariants(kind: Backend) {
     let (did, calls): (Vec<Vec<_>>, Vec<Vec<_>>) = per_thread.into_iter().unzip();
     let (did, calls) = (did.concat(), calls.concat());
     let count = |what: &str, id: Uuid| did.iter().filter(|&&d| d == (what, id)).count();
-    // Every kind of call changed something more than a few times: a backend that refused every
-    // write, or every call of one kind, fails here.
+    // Every kind of call changed something more than a few times.
     let mut by_kind = Vec::new();
     for call in CALLS.into_iter().collect::<BTreeSet<_>>() {
         let made = calls.iter().filter(|c| c.0 == call);
@@ -249,8 +245,7 @@ fn concurrent_random_calls_keep_the_invariants(kind: Backend) {
         by_kind.push(format!("{call} {changed}/{made}"));
     }
     for &id in &tasks {
-        // Every change left exactly one event (and the creation one); the history is a legal
-        // path to the row, and no claim began while another was open. No count was lost.
+        // One event per change (and the creation's), a legal history, no count lost.
         let row = f.store.get(id).unwrap();
         let events = checked_history(&f, &row);
         if f.keeps_history() {

@@ -54,9 +54,8 @@ fn assert_history(f: &Fixture, events: &[ExecutionEvent], wf: Uuid, want: &[Even
     }
 }
 
-/// Every kind of change of a task leaves exactly its event (the model's: type, data, runner,
-/// time), each after a change of another workflow's; a refused call changes nothing and leaves
-/// none. The history has distinct UUIDv7 ids of its times and rising `seq`, and pages in order.
+/// Every kind of change leaves exactly the model's event, each after another workflow's change;
+/// a refused call leaves none. Distinct UUIDv7 ids of their times, rising `seq`, pages in order.
 fn each_change_leaves_exactly_its_event_and_a_refused_call_none(kind: Backend) {
     let f = Fixture::new(kind);
     let cycle = |done: Vec<usize>, failed: Vec<(usize, usize)>, limit| {
@@ -80,8 +79,8 @@ fn each_change_leaves_exactly_its_event_and_a_refused_call_none(kind: Backend) {
             ops.push(Leased(0, 0, 0)); // not history
         }
     }
-    // Refused: a start of a failed task, a retry with no attempt left, lost leases, a NUL, a
-    // taken name (alone and in a batch), a sweep with nothing stale.
+    // Refused: starting a failed task, a retry without attempts, lost leases, a NUL, a taken
+    // name (alone and in a batch), a sweep with nothing stale.
     ops.extend([2, 4].map(|t| Transition(1, t, 1, 0)));
     ops.extend([Transition(0, 2, 0, 0), Transition(1, 6, 0, 0), Leased(0, 1, 0), Leased(0, 0, 0)]);
     ops.extend([Transition(0, 4, 4, 0), Create(spec(0, 0, true, 1))]);

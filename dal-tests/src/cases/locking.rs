@@ -1,9 +1,6 @@
-//! Lock order: concurrent multi-row writes never deadlock each other. Every multi-row write
-//! that waits for row locks takes them in task id order (`complete_many`, a runner cycle's
-//! finished tasks, a retention batch), or skips rows another transaction holds (a claim, a
-//! sweep). These cases race such writes on overlapping rows, in opposite orders, many times
-//! over: before the lock order was fixed, the first stopped with PostgreSQL's `deadlock
-//! detected` within a few rounds.
+//! Lock order: multi-row writes lock in task id order (`complete_many`, a cycle's finished
+//! tasks, a retention batch) or skip locked rows (a claim, a sweep), so racing them on
+//! overlapping rows in opposite orders never deadlocks (it did within a few rounds before).
 
 use super::support::{Sequence, THREADS, checked_history, on_threads, race, ready_tasks, workflow};
 use crate::case;
@@ -23,17 +20,15 @@ pub const CASES: &[Case] = &[
     case!(racing_claims_completions_and_sweeps_never_deadlock),
 ];
 
-/// Rounds of the opposite-order race, and the tasks each round finishes from three threads.
 const ROUNDS: usize = 40;
 const BATCH: usize = 48;
 
-/// Enough other tasks (not started, never claimed) that PostgreSQL finds the leased rows by
-/// primary key, one lease after another: the plan that locked rows in the leases' order.
+/// Enough other tasks that PostgreSQL finds the leased rows by primary key, lease by lease
+/// (the plan that locked rows in the leases' order).
 const BACKGROUND: usize = 4_000;
 
-/// Finishes `batch` on `store`: with `complete_many`, or (`cycle`) in a runner cycle that
-/// completes, fails and retries (on their only attempt: fails) a third of it each and claims
-/// (nothing is Ready). Returns the tasks finished and the leases lost.
+/// Finishes `batch` with `complete_many`, or (`cycle`) in a cycle that completes, fails and
+/// retries (on the only attempt: fails) a third each, and claims nothing (nothing is Ready).
 fn finish(store: &dyn TaskExecutionStore, batch: &[Lease], cycle: bool) -> Finishing {
     if !cycle {
         return store.complete_many(batch).map(|c| (c.completed, c.lost));
@@ -50,10 +45,8 @@ fn finish(store: &dyn TaskExecutionStore, batch: &[Lease], cycle: bool) -> Finis
     Ok((cycle.completed.into_iter().chain(cycle.failed).collect(), cycle.lost))
 }
 
-/// What finishing a batch returns: the tasks finished, the leases lost.
 type Finishing = dal_core::Result<(Vec<TaskExecution>, Vec<Lease>)>;
 
-/// A fixture whose store holds `pool_size` connections.
 fn pooled(kind: Backend, pool_size: u32) -> Fixture {
     Fixture::with(kind, Setup { pool_size, ..Setup::default() })
 }
@@ -71,9 +64,7 @@ fn batches_completed_in_opposite_orders_never_deadlock(kind: Backend) {
     f.store.create_many(&news.collect::<Vec<_>>()).expect("create_many");
     let tasks = sorted(ready_tasks(f.store(), workflow(), BATCH, 1).iter().map(|t| t.id));
     let runner = Uuid::now_v7();
-    // Three stores, as three processes: on PostgreSQL one keeps generic plans, one plans each
-    // statement anew, one is left to the server's default. A lock order that depends on the
-    // plan differs between them.
+    // Three processes: generic plans, custom plans, the server's default (PostgreSQL).
     let (custom, generic) = (f.other_store(1, Plans::Custom), f.other_store(1, Plans::Generic));
     let stores = [&*f.store, &*custom, &*generic];
     for round in 0..ROUNDS {
@@ -87,8 +78,7 @@ fn batches_completed_in_opposite_orders_never_deadlock(kind: Backend) {
         let claimed = f.store.claim_ready(runner, BATCH as u32).expect("claim_ready");
         let leases: Vec<Lease> = claimed.iter().map(|c| c.lease).collect();
         assert_eq!(leases.iter().map(|l| l.task_id).collect::<Vec<_>>(), tasks);
-        // Three overlapping batches: all ascending, two thirds descending, every third one (in
-        // a cycle). Each task is in two or three of them.
+        // All ascending, two thirds descending, every third one (in a cycle): overlapping.
         let backwards: Vec<Lease> = leases[BATCH / 3..].iter().rev().copied().collect();
         let every_third: Vec<Lease> = leases.iter().step_by(3).copied().collect();
         let batches = [leases, backwards, every_third];
@@ -114,16 +104,13 @@ fn batches_completed_in_opposite_orders_never_deadlock(kind: Backend) {
     }
 }
 
-/// Tasks of each round of the free-for-all race, its rounds (the first without a sweeper),
-/// and the sweeps in each.
 const RACED: usize = 400;
 const RACES: usize = 6;
 const SWEEPS: usize = 60;
 
-/// Runners claim batches of 1 to 64 tasks and complete them (one by one, or in one batch in
-/// id order or in reverse), alone in the first round, then while a sweeper resets every claim
-/// it finds unlocked: no call fails but with a lost claim (alone: no lease is lost), every task
-/// is completed once, and claimed once (alone) plus once per reset.
+/// Runners claim 1 to 64 tasks and complete them (one by one, or as a batch in id order or in
+/// reverse), alone in the first round (no lease lost, each task claimed once), then beside a
+/// sweeper resetting every claim: only lost claims fail; each task claimed once per reset more.
 fn racing_claims_completions_and_sweeps_never_deadlock(kind: Backend) {
     let f = pooled(kind, THREADS as u32 + 1);
     for round in 0..RACES {
@@ -147,8 +134,7 @@ fn racing_claims_completions_and_sweeps_never_deadlock(kind: Backend) {
             let (runner, mut sizes) = (Uuid::now_v7(), Sequence::new(i as u64 + 1));
             let (mut claimed, mut completed) = (Vec::new(), 0);
             loop {
-                // Read before the claim: once the sweeper is done, every reset it made is
-                // committed, so an empty claim then means nothing is left.
+                // Read before the claim: an empty claim after the last sweep means none is left.
                 let swept_out = !sweeping.load(Ordering::Acquire);
                 let limit = sizes.next_in(1, 64);
                 let got = store.claim_ready(runner, limit).expect("claim_ready");
@@ -193,7 +179,6 @@ fn racing_claims_completions_and_sweeps_never_deadlock(kind: Backend) {
         assert_eq!((completed, claims.len()), (RACED, RACED), "{kind}: round {round}");
         let mut recovered = 0;
         for task in &created {
-            // Claimed once, and once more after each reset, by the claims the runners saw.
             let row = f.store.get(task.id).expect("get");
             let times = 1 + row.recovery_attempts;
             let got = (row.status, row.claimed_by, row.claim_count, claims[&row.id]);

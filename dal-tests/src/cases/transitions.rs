@@ -1,6 +1,5 @@
-//! The lease-less transitions and the sub-status of a running task: every field each write
-//! changes from every status it may start from (the reference model's rows), and every refusal
-//! changing nothing.
+//! The lease-less transitions and the sub-status: every field each write changes from every
+//! status it may start from (the model's rows), and every refusal changing nothing.
 
 use super::model_based::{Op, Op::*, scenario, spec};
 use super::support::{assert_unchanged, fails, fails_after, task_in};
@@ -35,10 +34,9 @@ fn every_transition(retry_at: DateTime<chrono::Utc>) -> [Transition; 9] {
     ]
 }
 
-/// From `NotStarted`, each transition (by the model's kinds: 0 ready, 1 skip, 2 run, 3 complete,
-/// 4 fail, 5 abandon, 6 retry, 7 recover, 8 reset) from each status it may start from, a
-/// second apart; a running task is deferred first, and every transition out of `Running`
-/// clears its sub-status.
+/// Each transition (0 ready, 1 skip, 2 run, 3 complete, 4 fail, 5 abandon, 6 retry, 7 recover,
+/// 8 reset) from each status it may start from, a second apart; a running task deferred first
+/// (every way out of `Running` clears it).
 fn every_transition_writes_its_fields_from_every_start(kind: Backend) {
     let chains: [&[u8]; 4] = [
         &[0, 7, 8, 2, 7, 2, 4, 6, 4, 8, 2, 4, 6, 2, 6, 7],
@@ -131,9 +129,8 @@ fn refused_transitions_and_sub_statuses_change_nothing(kind: Backend) {
     }
 }
 
-/// Every write of an unknown task is not found (after the guarded write and its read), as is
-/// every call under a lease of one; reads match nothing. The nil and the largest ids are ids
-/// like any other.
+/// Every write of an unknown task (the nil and largest ids too) and every call under a lease
+/// of one is not found, after the guarded write and its read; reads match nothing.
 fn unknown_ids_are_not_found_or_match_nothing(kind: Backend) {
     let f = Fixture::new(kind);
     let s = f.store();
@@ -161,9 +158,8 @@ fn unknown_ids_are_not_found_or_match_nothing(kind: Backend) {
     assert_unchanged(s, &task);
 }
 
-/// Set and cleared, each with its event; status, claim and heartbeat are left as they are
-/// (a heartbeat keeps it). Every write under a lease that leaves `Running` clears it
-/// (complete, fail, release, a batch), and so does the sweep that resets a dead runner's task.
+/// Set and cleared, each with its event, nothing else changed (a heartbeat keeps it); every
+/// write leaving `Running` (complete, fail, release, a batch, a sweep's reset) clears it.
 fn a_running_task_is_deferred_and_resumed_and_every_way_out_clears_it(kind: Backend) {
     let mut ops: Vec<Op> = vec![CreateMany((0..5).map(|i| spec(0, i, true, 3)).collect())];
     ops.extend((0..5).map(|i| ClaimTask(i, 0)));
@@ -176,8 +172,7 @@ fn a_running_task_is_deferred_and_resumed_and_every_way_out_clears_it(kind: Back
     scenario(kind, &[ops, vec![Advance(60), Sweep(30, 3)]].concat());
 }
 
-/// The deferred running tasks of the workflows asked for, by id: not an active or a plain
-/// running task, not one of another workflow.
+/// The deferred running tasks of the workflows asked for, by id (not active, plain, others').
 fn deferred_tasks_lists_the_deferred_running_tasks_of_the_workflows(kind: Backend) {
     let wfs = [0, 0, 1, 2, 0, 0, 0];
     let mut ops: Vec<Op> = vec![CreateMany(

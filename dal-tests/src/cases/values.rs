@@ -85,8 +85,7 @@ fn created_rows_hold_every_field_in_input_and_creation_order(kind: Backend) {
     let most = s.create(&alpha).unwrap();
     assert_eq!(most, created_as(most.id, &alpha, f.now()));
     let mut of_wf = vec![full, ready, most];
-    // A batch: two workflow executions interleaved (one row in three is of `wf`), names not
-    // in sorted order.
+    // A batch: two workflows interleaved (a row in three of `wf`), names not in sorted order.
     f.tick();
     let news: Vec<NewTaskExecution> = (0..60)
         .map(|i| {
@@ -183,12 +182,10 @@ fn invalid_input_is_rejected_before_anything_is_written(kind: Backend) {
     assert_eq!(s.list_for_workflow(wf).unwrap(), []);
 }
 
-/// Times at the storable edges (years 1 and 9999) round trip and are thresholds like any
-/// other; past them, refused before anything is sent. Every time a caller gives (a retry time,
-/// a sweep's threshold, a retention cursor) is cut to whole microseconds towards the past
-/// before it is written or compared: the row, its event and the read agree with [`to_micros`]
-/// of the input on every backend (PostgreSQL itself rounds to the nearest, and towards
-/// 2000-01-01 before it; SQLite's integer micros round down).
+/// Times at the storable edges (years 1 and 9999) round trip; past them, refused before
+/// anything is sent. Every time given (retry, sweep threshold, retention cursor) is cut to the
+/// microsecond towards the past ([`to_micros`]) before it is written or compared, on every
+/// backend (PostgreSQL rounds to the nearest, towards 2000 before it; SQLite's micros down).
 fn times_round_trip_to_the_microsecond_up_to_the_storable_edges(kind: Backend) {
     let f = Fixture::new(kind);
     let s = f.store();
@@ -229,8 +226,7 @@ fn times_round_trip_to_the_microsecond_up_to_the_storable_edges(kind: Backend) {
     // Retries due at the first storable time and at 1970 are due now; one at the last never.
     assert_eq!(s.list_due_retries(10).unwrap(), retried[..2]);
     assert_eq!(s.list_ready(10).unwrap(), retried[..2]);
-    // With nanoseconds, before 1970 (a negative Unix time), around 2000 (PostgreSQL's epoch),
-    // at the edges; then anywhere in the years 1 to 9999.
+    // With nanoseconds: before 1970, around 2000, at the edges; then anywhere in 1 to 9999.
     #[rustfmt::skip]
     let times = [
         "1990-01-01T00:00:00.123456789Z", "1969-12-31T23:59:59.999999999Z",
@@ -260,8 +256,8 @@ fn times_round_trip_to_the_microsecond_up_to_the_storable_edges(kind: Backend) {
             assert_eq!(event.event_type, EventType::RetryScheduled);
             assert_eq!(event.event_data["retry_at"], time_value(cut), "{at}");
         }
-        // A sweep's threshold: a claim heart-beaten at `cut` is stale before `cut` + 1 µs, not
-        // before `cut` plus less than a microsecond (alone: the retried task may be due).
+        // A claim heart-beaten at `cut` is stale before `cut` + 1 µs, not before `cut` + < 1 µs
+        // (alone: the retried task may be due).
         f.execute_sql(kind.empty_tables_sql());
         f.clock.set(cut);
         let task = ready_tasks(s, workflow(), 1, 1).remove(0);
@@ -277,8 +273,7 @@ fn times_round_trip_to_the_microsecond_up_to_the_storable_edges(kind: Backend) {
             let stale = s.find_stale_claims(next).unwrap();
             assert_eq!(stale, [s.get(task.id).unwrap()], "{next}");
         }
-        // A retention cursor less than a microsecond after the task's finish is the cursor at
-        // its finish, so the batch after it reads the task.
+        // A cursor under a microsecond after the finish is the finish: the batch reads the task.
         let done = s.complete(&claim.lease).unwrap();
         assert_eq!(done.completed_at, Some(cut));
         if next_storable {
@@ -300,8 +295,7 @@ fn json_documents_round_trip_exactly_and_only_json_is_stored(kind: Backend) {
         {"sql": "'); DROP TABLE task_executions; --", "unicode": "\u{10FFFF}\u{FEFF}"},
         [[[[[[[[["deep"]]]]]]]]]]);
     let mut samples = samples.as_array().unwrap().clone();
-    // About 1 MiB of text with quotes, escapes and four-byte characters, numbers at the edges
-    // of what serde_json holds; and 50,000 items.
+    // ~1 MiB of quotes, escapes and four-byte characters, serde_json's edges; 50,000 items.
     let blob = "\"q\" \\ \n🦀é\u{1}".repeat(MIB / 16);
     let (big, tiny) = (f64::MAX, f64::MIN_POSITIVE);
     samples.push(json!({"blob": blob, "max": u64::MAX, "min": i64::MIN, "big": big, "tiny": tiny}));
@@ -324,8 +318,7 @@ fn json_documents_round_trip_exactly_and_only_json_is_stored(kind: Backend) {
         assert_eq!(&s.get(row.id).unwrap(), row);
     }
     assert_eq!(s.list_for_workflow(wf).unwrap(), rows);
-    // Nor can anyone else store text that is not JSON (`jsonb` on PostgreSQL, `CHECK
-    // (json_valid(..))` on SQLite), so reads never meet a document they cannot parse.
+    // Nor can anyone store text that is not JSON (`jsonb`, `CHECK (json_valid(..))`).
     for text in ["{", "{\"a\": 1", "[1, 2,]", "undefined", "'single'", ""] {
         for column in ["task_configuration", "trigger_rules"] {
             let sql = format!("UPDATE task_executions SET {column} = '{text}'");
@@ -339,8 +332,8 @@ fn texts_round_trip_verbatim_up_to_their_limits(kind: Backend) {
     let f = Fixture::new(kind);
     let s = f.store();
     let wf = workflow();
-    // Text that looks like SQL; a name of 255 four-byte characters (the limit counts characters,
-    // on both backends); a message of the largest size.
+    // Text like SQL; a name of 255 four-byte characters (a limit in characters); a message of
+    // the largest size.
     let sql = [
         "'); DROP TABLE task_executions; --",
         "Robert'); DELETE FROM task_executions WHERE ('1'='1",
@@ -364,8 +357,7 @@ fn texts_round_trip_verbatim_up_to_their_limits(kind: Backend) {
     let skipped = s.mark_skipped(empty.id, "").unwrap();
     assert_eq!(skipped.error_details.as_deref(), Some(""));
     assert_eq!(s.get(empty.id).unwrap(), skipped);
-    // A runner's 1 MiB error is refused; what a task printed, sanitized, is cut at a character
-    // boundary and kept.
+    // A 1 MiB error is refused; sanitized, it is cut at a character boundary and kept.
     let task = ready_tasks(s, workflow(), 1, 1).remove(0);
     let claimed = s.claim_task(task.id, Uuid::now_v7()).unwrap();
     let events = s.events_for_task(task.id).unwrap();
@@ -386,8 +378,7 @@ fn limits_at_their_extremes_and_empty_inputs(kind: Backend) {
     let wf = workflow();
     let tasks = ready_tasks(s, wf, 3, 1);
     let runner = Uuid::now_v7();
-    // A limit of zero, or an empty input, asks for nothing, and nothing is sent (and see the
-    // statements group: a claim, a page of events, a batch, the workflow reads).
+    // A limit of zero or an empty input sends nothing (the statements group: the others).
     let (_, counts) = f.log.measure(|| {
         assert_eq!(s.list_ready(0).unwrap(), []);
         assert_eq!(s.list_due_retries(0).unwrap(), []);

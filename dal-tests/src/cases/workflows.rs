@@ -16,8 +16,7 @@ pub const CASES: &[Case] = &[
     case!(twenty_thousand_ids_go_in_one_statement),
 ];
 
-/// Builds a workflow with one task in each status of `statuses` (named after the status and
-/// its position) and returns the tasks.
+/// One task of `wf` in each of `statuses`, named after the status and its position.
 fn workflow_with(f: &Fixture, wf: Uuid, statuses: &[TaskStatus]) -> Vec<TaskExecution> {
     statuses
         .iter()
@@ -31,11 +30,9 @@ fn by_name(tasks: &[TaskExecution]) -> HashMap<String, TaskStatus> {
     tasks.iter().map(|t| (t.task_name.clone(), t.status)).collect()
 }
 
-/// The counts by status (each task once), the `NotStarted` tasks of the workflows asked for
-/// (full rows, by id), their statuses nested by workflow then name (a workflow without tasks
-/// left out), which of them are complete (all tasks terminal), as the model answers; a retry
-/// makes a failed workflow incomplete again. Statuses by name, of the workflow asked for only;
-/// a workflow without tasks is not complete.
+/// Counts by status, the workflows' `NotStarted` rows, their statuses by workflow and name,
+/// which are complete (a retry undoes it), as the model answers; statuses by name of the
+/// workflow asked for only; a workflow without tasks is not complete.
 fn workflow_reads_answer_for_the_workflows_asked_for(kind: Backend) {
     // wf 0: a task in each status; wf 1: completed, failed, skipped; wf 2: running, not started.
     let wfs = [0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2];
@@ -72,10 +69,8 @@ fn workflow_reads_answer_for_the_workflows_asked_for(kind: Backend) {
     assert_eq!(complete([all, done, empty]), [false; 3]);
 }
 
-/// Retries, exhaustion and abandonment as the workflow reads aggregate them: a task done at
-/// once, one on its third try, one exhausted, one failed once; one abandoned on its last
-/// attempt (abandoned, not exhausted), then re-run (no longer abandoned); a workflow without
-/// tasks.
+/// Retries, exhaustion, abandonment aggregated: done at once, on the third try, exhausted,
+/// failed once; abandoned on its last attempt (not exhausted), re-run; a workflow without tasks.
 fn retries_and_abandonments_are_aggregated_by_the_database(kind: Backend) {
     let chains: [&[u8]; 4] =
         [&[2, 3], &[2, 4, 6, 2, 4, 6, 2, 3], &[2, 4, 6, 2, 4, 6, 2, 4], &[2, 4]];
@@ -90,7 +85,6 @@ fn retries_and_abandonments_are_aggregated_by_the_database(kind: Backend) {
     scenario(kind, &[ops, [5, 6, 7].map(|r| Read(r, 1)).into()].concat());
 }
 
-/// The number of ids in the large-input case.
 const MANY_IDS: usize = 20_000;
 
 fn twenty_thousand_ids_go_in_one_statement(kind: Backend) {
