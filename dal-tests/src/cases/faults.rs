@@ -12,7 +12,6 @@ use uuid::Uuid;
 
 pub const CASES: &[Case] = &[case!(calls_under_faults_are_all_or_nothing_and_the_store_recovers)];
 
-/// The fixture's pool.
 const POOL_SIZE: u32 = 4;
 
 /// A task as a fault case sees it: the row and its events.

@@ -32,16 +32,16 @@ const WORKFLOW: Uuid = Uuid::from_u128(0xA1);
 /// An event as expected: task, type, data, runner, time (`seq` and `id` are checked apart).
 type Event = (Uuid, EventType, Value, Option<Uuid>, DateTime<Utc>);
 
+/// `e` as an [`Event`] of type `event_type`.
+fn as_expected(e: &ExecutionEvent, event_type: EventType) -> Event {
+    (e.task_execution_id, event_type, e.event_data.clone(), e.runner_id, e.created_at)
+}
+
 /// `events` are `want` (none with the history off), all of `wf`, `seq` increasing, each `id` a
 /// distinct UUIDv7 of its event's millisecond.
 fn assert_history(f: &Fixture, events: &[ExecutionEvent], wf: Uuid, want: &[Event]) {
     let want = if f.keeps_history() { want } else { &[] };
-    let got: Vec<Event> = events
-        .iter()
-        .map(|e| {
-            (e.task_execution_id, e.event_type, e.event_data.clone(), e.runner_id, e.created_at)
-        })
-        .collect();
+    let got: Vec<Event> = events.iter().map(|e| as_expected(e, e.event_type)).collect();
     assert_eq!(got, want);
     let ids: HashSet<Uuid> = events.iter().map(|e| e.id).collect();
     assert_eq!(ids.len(), events.len(), "distinct ids");
@@ -94,11 +94,7 @@ fn each_change_leaves_exactly_its_event_and_a_refused_call_none(kind: Backend) {
     let more = [Deferred, Resumed, Released, Started, Failed, RetryScheduled, Recovered, Skipped];
     let rest = [Reset, Abandoned, Reset, Claimed, Completed, Reset, Claimed, Completed, Reset];
     let want = [&types[..], &more, &rest, &[Claimed, Failed]].concat();
-    let want: Vec<Event> = want
-        .into_iter()
-        .zip(&all)
-        .map(|(t, e)| (e.task_execution_id, t, e.event_data.clone(), e.runner_id, e.created_at))
-        .collect();
+    let want: Vec<Event> = want.into_iter().zip(&all).map(|(t, e)| as_expected(e, t)).collect();
     assert_eq!(want.len(), if f.keeps_history() { 27 } else { 0 });
     assert_history(&f, &all, wf, &want);
     let id = s.list_for_workflow(wf).unwrap()[0].id;
@@ -143,11 +139,8 @@ fn a_change_whose_event_cannot_be_written_is_rolled_back(kind: Backend) {
         (expect_err(s.create_many(&[new("x"), new("y")])), "created"),
     ] {
         // A CHECK's violation (PostgreSQL) or a trigger's abort (SQLite), naming the event.
-        let kind = match &err {
-            DalError::Database { kind, .. } => *kind,
-            other => panic!("not a database error: {other:?}"),
-        };
-        let refused = matches!(kind, Kind::ConstraintViolation | Kind::Other);
+        use Kind::{ConstraintViolation, Other};
+        let refused = matches!(err, DalError::Database { kind: ConstraintViolation | Other, .. });
         let named = err.to_string().replace('_', " ").contains(&format!("no {event}"));
         assert!(refused && named, "{err:?}");
     }

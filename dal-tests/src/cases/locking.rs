@@ -145,7 +145,7 @@ fn racing_claims_completions_and_sweeps_never_deadlock(kind: Backend) {
                 }
                 let mut leases: Vec<Lease> = got.iter().map(|c| c.lease).collect();
                 claimed.extend(leases.iter().map(|l| l.task_id));
-                let lost = if i % 3 == 0 {
+                let lost = if i.is_multiple_of(3) {
                     let results = leases.iter().map(|lease| store.complete(lease));
                     let (done, lost): (Vec<_>, Vec<_>) = results.partition(Result::is_ok);
                     for err in &lost {

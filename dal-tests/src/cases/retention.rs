@@ -71,15 +71,13 @@ fn removed(gone: &[&Snapshot], next: Option<PruneCursor>) -> Pruned {
     Pruned { workflows, tasks, events, next }
 }
 
-/// The cursor at a time and id.
 fn at(completed_at: DateTime<Utc>, task_id: Uuid) -> Option<PruneCursor> {
     Some(PruneCursor { completed_at, task_id })
 }
 
-/// Finished in every way and old: removed whole, names freed; a task unfinished (claimed, as
-/// created, reset, retried) keeps its workflow whole; a pass in batches of one then scans the
-/// old finished tasks of those kept, removing nothing (model sequences). A change at the cut-off
-/// (to the microsecond) keeps its workflow. Bad input sends nothing.
+/// Finished every way and old: removed whole, names freed; one task unfinished keeps its
+/// workflow, and batches of one scan past it (model sequences). A change at the cut-off (to the
+/// microsecond) keeps its workflow. Bad input sends nothing.
 fn a_batch_removes_exactly_the_workflows_finished_before_the_cut_off(kind: Backend) {
     let t = |task, kinds: &[u8]| {
         kinds.iter().map(move |&k| Transition(task, k, 1, 0)).collect::<Vec<_>>()
@@ -156,9 +154,7 @@ fn a_batch_removes_exactly_the_workflows_finished_before_the_cut_off(kind: Backe
 }
 
 /// Batches scan by completion time, then id, from the cursor; a workflow goes with its first
-/// task scanned, one with a task unfinished or finished after the cut-off stays. A second pass,
-/// once the unfinished task has finished, in batches of one. (Tasks finished in one
-/// microsecond: the model's found sequences.)
+/// task scanned unless one is unfinished or later; a second pass once all finished.
 fn a_pass_in_batches_goes_by_completion_time_then_id(kind: Backend) {
     // Running t0 of wf 0; then b1 b2 b3 (wf 0), e1a (wf 1), e2a (wf 2), e1b (wf 1) finish a
     // second apart, then the cut-off, then e2-late (wf 2).

@@ -18,14 +18,12 @@ pub const CASES: &[Case] = &[case!(every_operation_sends_the_documented_statemen
 struct Pass<'a>(&'a Fixture, Vec<(Operation, Counts)>);
 
 impl Pass<'_> {
-    /// Runs `call` as `op`, which must succeed, and returns its answer.
     fn ok<R>(&mut self, op: Operation, call: impl FnOnce() -> Result<R>) -> R {
         let (answer, counts) = self.0.log.measure(call);
         self.1.push((op, counts));
         answer.unwrap()
     }
 
-    /// Runs `call` as `op`, which must fail.
     fn err<R: Debug>(&mut self, op: Operation, call: impl FnOnce() -> Result<R>) {
         let (answer, counts) = self.0.log.measure(call);
         self.1.push((op, counts));

@@ -93,11 +93,9 @@ fn twenty_thousand_ids_go_in_one_statement(kind: Backend) {
     // 100 real workflows among 20,000 ids, each with two pending tasks.
     let mut ids: Vec<Uuid> = (0..MANY_IDS).map(|_| Uuid::now_v7()).collect();
     let real: Vec<Uuid> = ids.iter().step_by(MANY_IDS / 100).copied().collect();
-    let news: Vec<NewTaskExecution> = real
-        .iter()
-        .flat_map(|wf| ["pending", "done"].map(|name| NewTaskExecution::new(*wf, name)))
-        .collect();
-    s.create_many(&news).unwrap();
+    let news =
+        real.iter().flat_map(|&wf| ["pending", "done"].map(|n| NewTaskExecution::new(wf, n)));
+    s.create_many(&news.collect::<Vec<_>>()).unwrap();
     ids.reverse();
     let (pending, counts) = f.log.measure(|| s.pending_tasks(&ids).unwrap());
     assert_eq!((pending.len(), counts.statements), (200, 1));
@@ -106,10 +104,9 @@ fn twenty_thousand_ids_go_in_one_statement(kind: Backend) {
     assert!(statuses.values().all(|names| names.len() == 2));
     let (complete, counts) = f.log.measure(|| s.complete_workflows(&ids).unwrap());
     assert_eq!((complete, counts.statements), (vec![], 1));
-    let names: Vec<String> = (0..MANY_IDS).map(|i| format!("t{i}")).collect();
-    let mut names: Vec<&str> = names.iter().map(String::as_str).collect();
-    names.push("done");
+    let names: Vec<String> =
+        (0..MANY_IDS).map(|i| format!("t{i}")).chain(["done".into()]).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let (found, counts) = f.log.measure(|| s.task_statuses(real[7], &names).unwrap());
-    assert_eq!(found, HashMap::from([("done".to_owned(), NotStarted)]));
-    assert_eq!(counts.statements, 1);
+    assert_eq!((found, counts.statements), (HashMap::from([("done".to_owned(), NotStarted)]), 1));
 }
