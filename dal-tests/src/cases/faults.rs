@@ -1,5 +1,5 @@
-//! Faults: a lock held past the timeout; the backend's fault (connections killed on PostgreSQL,
-//! the write lock held past the busy timeout on SQLite) under running calls.
+//! Faults: a lock held past the timeout; the backend's fault (killed connections, a write lock
+//! held past the busy timeout) under running calls.
 
 use super::support::{THREADS, eventually, expect_err, on_threads, ready_tasks, workflow};
 use crate::case;
@@ -24,8 +24,8 @@ fn is_fault(err: &DalError) -> bool {
     matches!(err, DalError::Connection { .. } | DalError::Busy { .. })
 }
 
-/// Each call does all it says or fails, typed, changing nothing (or after its commit); then the
-/// store recovers and the database is intact.
+/// Each call does all it says or fails typed, changing nothing (or after its commit); the store
+/// recovers, the database intact.
 fn calls_under_faults_are_all_or_nothing_and_the_store_recovers(kind: Backend) {
     let lock_timeout = Some(Duration::from_millis(40));
     let f = Fixture::with(kind, Setup { pool_size: POOL_SIZE, lock_timeout });

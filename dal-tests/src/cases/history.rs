@@ -1,5 +1,5 @@
-//! The execution history: one event per change, atomically with it, none for a rejected or
-//! rolled-back call; the same events on every backend; none at all with the history off.
+//! The history: one event per change, atomically, none for a refused or rolled-back call, the
+//! same on every backend; none with the history off.
 
 use super::model_based::{Op::*, run_sequence, spec};
 use super::support::{checked_history, expect_err, new_row, ready_tasks, task_in, workflow};
@@ -37,8 +37,8 @@ fn as_expected(e: &ExecutionEvent, event_type: EventType) -> Event {
     (e.task_execution_id, event_type, e.event_data.clone(), e.runner_id, e.created_at)
 }
 
-/// `events` are `want` (none with the history off), all of `wf`, `seq` increasing, each `id` a
-/// distinct UUIDv7 of its event's millisecond.
+/// `events` are `want` (none with the history off), of `wf`, `seq` rising, ids distinct UUIDv7s
+/// of their millisecond.
 fn assert_history(f: &Fixture, events: &[ExecutionEvent], wf: Uuid, want: &[Event]) {
     let want = if f.keeps_history() { want } else { &[] };
     let got: Vec<Event> = events.iter().map(|e| as_expected(e, e.event_type)).collect();

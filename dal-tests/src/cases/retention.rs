@@ -1,5 +1,5 @@
-//! Retention: `prune_finished` removes finished workflow executions, whole, in bounded batches;
-//! each batch's whole answer is checked, and every read of what it removed and of what it kept.
+//! Retention: `prune_finished` removes finished workflow executions whole, in bounded batches;
+//! every answer checked, and every read of what went and what stayed.
 
 use super::model_based::{Op::*, scenario, spec};
 use super::support::{fails, invalid, task_in, workflow};

@@ -1,5 +1,5 @@
-//! Statement counts: what each operation sends (`BEGIN`/`COMMIT` included) against the counts
-//! the backend promises (`TestBackend::statements`), which the README's table shows.
+//! Statement counts: what each operation sends (`BEGIN`/`COMMIT` included) against the
+//! backend's promise (`TestBackend::statements`, the README's table).
 
 use super::support::{BEYOND_ONE_CHUNK, expect_err, ready_tasks, task_in, workflow};
 use crate::case;
@@ -208,8 +208,7 @@ fn run_claims(f: &Fixture, p: &mut Pass) {
 }
 
 /// Every operation sends its row of the table, first and later; each fixed statement is prepared
-/// once per connection (SQLite's INSERTs of over 1,024 rows never), a retention batch's on its
-/// first use.
+/// once per connection (never SQLite's INSERTs of over 1,024 rows), a prune batch's at first use.
 fn every_operation_sends_the_documented_statements(kind: Backend) {
     // One connection, so "first use" is first use of the whole store.
     let setup = Setup { pool_size: 1, ..Setup::default() };

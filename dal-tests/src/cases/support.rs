@@ -16,7 +16,7 @@ pub fn workflow() -> Uuid {
 }
 
 /// The row `NewTaskExecution::new(wf, name)` is created as, with id `id`, at `now`: every
-/// default spelled out (`NotStarted`, attempt 1 of 1, `{"type": "Always"}`, `{}`, no times).
+/// default spelled out.
 pub fn new_row(
     id: Uuid,
     wf: Uuid,
@@ -185,8 +185,7 @@ pub fn eventually<T>(read: impl Fn() -> Result<T, DalError>) -> T {
     }
 }
 
-/// The events of `row`'s task (the task as stored), checked: with the fixture's history kept,
-/// they replay to the row; with it off, there are none.
+/// The events of `row`'s task, checked: they replay to the row (none with the history off).
 pub fn checked_history(f: &Fixture, row: &TaskExecution) -> Vec<ExecutionEvent> {
     let events = f.store.events_for_task(row.id).expect("events_for_task");
     if f.keeps_history() {
@@ -200,8 +199,8 @@ pub fn checked_history(f: &Fixture, row: &TaskExecution) -> Vec<ExecutionEvent> 
 /// How many threads the concurrency cases run.
 pub const THREADS: usize = 8;
 
-/// Runs `work(i)` for each `i` below `n`, each on its own thread, all released together;
-/// returns their results in thread order.
+/// Runs `work(i)` for each `i` below `n` on its own thread, all released together: the results
+/// in thread order.
 pub fn race<T: Send>(n: usize, work: impl Fn(usize) -> T + Sync) -> Vec<T> {
     let (barrier, work) = (&Barrier::new(n), &work);
     thread::scope(|scope| {
@@ -224,6 +223,6 @@ pub fn on_threads<T: Send>(
     race(THREADS, |i| work(i, store))
 }
 
-/// More rows than one SQLite statement can bind (2,978 a chunk): several statements in one
-/// transaction there; one statement on PostgreSQL, which binds each column as one array.
+/// More rows than one SQLite statement binds (2,978): several statements in one transaction
+/// there; one on PostgreSQL (a column an array).
 pub const BEYOND_ONE_CHUNK: usize = 7_000;

@@ -1,6 +1,5 @@
-//! What goes in comes back exactly, on every backend: rows as created (every field, in input
-//! and creation order), times, JSON documents, texts and limits up to their edges; past them,
-//! and for taken names, the same typed error on each backend, leaving rows as they were.
+//! What goes in comes back exactly: rows, times, JSON, texts and limits up to their edges; past
+//! them, and for taken names, the same typed error on each backend, nothing changed.
 
 use super::support::{BEYOND_ONE_CHUNK, assert_unchanged, fails, fails_after, invalid, new_row};
 use super::support::{Sequence, checked_history, ready_tasks, task_in, workflow};
