@@ -1,13 +1,5 @@
-//! The runner protocol: claims (`claim_ready`, a dispatcher's `claim_task`), leases,
-//! heartbeats, fenced completion, the runner cycle (`finish_and_claim`), crash recovery. Where
-//! the reference model makes every check (every answer, row and event), a case is a sequence.
-
-use std::collections::HashMap;
-
-use chrono::{DateTime, TimeDelta, Utc};
-use dal_core::TaskStatus::*;
-use dal_core::{DalError, EventType, FailedTask, Finished, Lease, Problem, RetriedTask};
-use uuid::Uuid;
+//! The runner protocol: claims, leases, heartbeats, fenced completion, the runner cycle, crash
+//! recovery; where the model makes every check (answer, row, event), a case is a sequence.
 
 use super::model_based::{NewSpec, Op, Op::*, scenario, spec};
 use super::support::{assert_unchanged, checked_history, invalid, on_threads, ready_tasks};
@@ -15,8 +7,12 @@ use super::support::{stale_lease, under_lease, workflow};
 use crate::case;
 use crate::model::Failure;
 use crate::suite::{Backend, Case, Fixture};
+use chrono::{DateTime, TimeDelta, Utc};
+use dal_core::TaskStatus::*;
+use dal_core::{Claimed, DalError, EventType, FailedTask, Finished, Lease, Problem, RetriedTask};
+use std::collections::{BTreeSet, HashMap};
+use uuid::Uuid;
 
-/// The cases of this group.
 pub const CASES: &[Case] = &[
     case!(claims_and_listings_take_due_ready_tasks_oldest_first),
     case!(claim_task_claims_the_given_task_or_says_why_not),
@@ -61,53 +57,28 @@ fn claims_and_listings_take_due_ready_tasks_oldest_first(kind: Backend) {
     scenario(kind, &[ops, vec![Advance(300), Claim(0, 4)]].concat());
 }
 
-/// A dispatcher claims the task it picks; refused (nothing changed): a task claimed already, by
-/// another runner or by the caller, not due, in another status, unknown. The lease is any
-/// claim's; the delayed task is claimable once due.
+/// A dispatcher claims the task it picks; refused (nothing changed): claimed already (by anyone),
+/// not due (until it is), in another status, unknown. The lease is any claim's.
 fn claim_task_claims_the_given_task_or_says_why_not(kind: Backend) {
-    scenario(
-        kind,
-        &[
-            ClaimTask(0, 0),
-            Create(spec(0, 0, true, 1)),
-            Advance(1),
-            Create(spec(0, 1, true, 1)),
-            Advance(1),
-            ClaimTask(1, 0),
-            ClaimTask(1, 0),
-            ClaimTask(1, 1),
-            Create(due(2, 300)),
-            ClaimTask(2, 0),
-            Create(spec(0, 3, false, 1)),
-            Create(spec(0, 4, true, 1)),
-            Transition(4, 2, 0, 0),
-            Create(spec(0, 5, false, 1)),
-            Transition(5, 1, 1, 0),
-            Create(spec(0, 6, true, 1)),
-            Transition(6, 2, 0, 0),
-            Transition(6, 3, 0, 0),
-            Create(spec(0, 7, true, 1)),
-            Transition(7, 2, 0, 0),
-            Transition(7, 4, 1, 0),
-            ClaimTask(3, 0),
-            ClaimTask(4, 0),
-            ClaimTask(5, 0),
-            ClaimTask(6, 0),
-            ClaimTask(7, 0),
-            Advance(1),
-            Leased(0, 0, 0),
-            Claim(1, 4),
-            Leased(0, 1, 0),
-            Advance(300),
-            ClaimTask(2, 0),
-        ],
-    );
+    let mut ops = vec![ClaimTask(0, 0), Create(spec(0, 0, true, 1)), Advance(1)];
+    ops.extend([Create(spec(0, 1, true, 1)), Advance(1), ClaimTask(1, 0), ClaimTask(1, 0)]);
+    ops.extend([
+        ClaimTask(1, 1),
+        Create(due(2, 300)),
+        ClaimTask(2, 0),
+        Create(spec(0, 3, false, 1)),
+    ]);
+    ops.extend([Create(spec(0, 4, true, 1)), Transition(4, 2, 0, 0), Create(spec(0, 5, false, 1))]);
+    ops.extend([Transition(5, 1, 1, 0), Create(spec(0, 6, true, 1)), Transition(6, 2, 0, 0)]);
+    ops.extend([Transition(6, 3, 0, 0), Create(spec(0, 7, true, 1)), Transition(7, 2, 0, 0)]);
+    ops.extend([Transition(7, 4, 1, 0)].into_iter().chain((3..8).map(|t| ClaimTask(t, 0))));
+    ops.extend([Advance(1), Leased(0, 0, 0), Claim(1, 4), Leased(0, 1, 0), Advance(300)]);
+    scenario(kind, &[ops, vec![ClaimTask(2, 0)]].concat());
 }
 
-/// A heartbeat moves only `heartbeat_at`; completing, failing (its error kept, one with a NUL
-/// refused) and releasing end the claim, and every call under the lease is then lost; claimed
-/// again, a task has a new claim number. A lease of another runner or of another claim is lost
-/// for every call; an unknown task is not found.
+/// A heartbeat moves only `heartbeat_at`; completing, failing (a NUL refused) and releasing end
+/// the claim: every call under it is lost, a new claim has a new number. A lease of another
+/// runner or claim is lost for every call; an unknown task is not found.
 fn calls_under_a_lease_need_the_current_claim(kind: Backend) {
     let mut ops = vec![ready(3, 2), Claim(0, 3), Advance(1), Leased(0, 0, 0), Advance(1)];
     ops.extend([Leased(0, 1, 0)].into_iter().chain(each_call(0)));
@@ -140,26 +111,15 @@ fn fail_and_retry_queues_the_next_attempt_under_the_lease(kind: Backend) {
 /// The leases that still hold are completed; a stale one (released, claimed again) and one
 /// already completed are lost; an empty batch does nothing.
 fn complete_many_completes_the_leases_that_still_hold(kind: Backend) {
-    scenario(
-        kind,
-        &[
-            ready(6, 1),
-            Claim(0, 6),
-            Leased(2, 3, 0),
-            Claim(0, 1),
-            Leased(3, 1, 0),
-            Advance(1),
-            CompleteMany(vec![0, 1, 2, 3, 4, 5], false),
-            CompleteMany(vec![], false),
-        ],
-    );
+    let mut ops = vec![ready(6, 1), Claim(0, 6), Leased(2, 3, 0), Claim(0, 1), Leased(3, 1, 0)];
+    let batches = [CompleteMany(vec![0, 1, 2, 3, 4, 5], false), CompleteMany(vec![], false)];
+    ops.push(Advance(1));
+    scenario(kind, &[ops, batches.into()].concat());
 }
 
-/// Every claim looks stale to the sweeper (a task running without a claim has no heartbeat to
-/// judge), but before its statements run, the live runner completes a task, fails one,
-/// releases one and claims it again, and heart-beats one: only the claims still stale are
-/// reset. The crashed runner comes back under its id and claims the tasks again: new claims;
-/// its old leases are refused, before and after the new claims complete.
+/// Every claim looks stale (a running task without a claim is not judged), but the live runner
+/// completes, fails, releases and reclaims, and heart-beats one first: only the still stale are
+/// reset. The crashed runner, back, claims anew; its old leases are refused before and after.
 fn a_sweep_resets_the_claims_still_stale_and_their_runners_lose_them(kind: Backend) {
     let mut ops = vec![ready(7, 1), Create(spec(0, 7, true, 1)), Transition(7, 2, 0, 0)];
     ops.extend([Claim(0, 3), Claim(1, 4), Advance(45), Read(10, 30), Leased(5, 3, 0)]);
@@ -171,9 +131,8 @@ fn a_sweep_resets_the_claims_still_stale_and_their_runners_lose_them(kind: Backe
     scenario(kind, &ops);
 }
 
-/// A dispatcher hands a task to a runner that dies, again and again: the sweeper resets it
-/// each time (the dead runner's lease is lost), until the cap (3) abandons it. With a cap of 0,
-/// a stale task is abandoned at once.
+/// A task handed to runners that die is reset each time (their leases lost) until the cap (3)
+/// abandons it; with a cap of 0, at once.
 fn a_dead_runners_task_is_reset_until_the_cap_then_abandoned(kind: Backend) {
     let mut ops = vec![ready(1, 1)];
     for round in 0..4 {
@@ -185,8 +144,6 @@ fn a_dead_runners_task_is_reset_until_the_cap_then_abandoned(kind: Backend) {
     scenario(kind, &ops);
 }
 
-/// A runner cycle's finished tasks: `completed`, `failed` with their errors, `retried` with
-/// their errors and retry times.
 fn finished(done: &[Lease], failed: &[(Lease, &str)], retried: &[(Lease, &str, Time)]) -> Finished {
     let failed = failed.iter().map(|&(lease, e)| FailedTask { lease, error: e.into() });
     let retried = retried.iter().map(|&(lease, e, retry_at)| RetriedTask {
@@ -197,11 +154,9 @@ fn finished(done: &[Lease], failed: &[(Lease, &str)], retried: &[(Lease, &str, T
     Finished { completed: done.to_vec(), failed: failed.collect(), retried: retried.collect() }
 }
 
-/// Bad input under a lease (`fail_and_retry`, `complete_many`, a runner cycle) is refused,
-/// naming the field, the rows and events as they were: a text with a NUL, leases of two
-/// runners, a task twice (by one lease, or by a stale lease beside the current one: neither
-/// could come back on its own); a negative recovery cap. Before anything is sent: a text too
-/// long, a time out of range, and one of each above.
+/// Bad input under a lease (`fail_and_retry`, `complete_many`, a cycle) is refused naming the
+/// field, nothing changed: a NUL, two runners, a task twice (one lease, or a stale one beside
+/// the current), a negative cap; before anything is sent: too long, out of range, and those.
 fn bad_input_under_a_lease_is_refused_before_anything_is_sent(kind: Backend) {
     let cycle = |done: &[usize], failed: &[usize], retried: &[usize], twice| {
         let text = |l: &usize| (*l, if *l >= 8 { 4 } else { 1 });
@@ -251,10 +206,9 @@ fn bad_input_under_a_lease_is_refused_before_anything_is_sent(kind: Backend) {
     assert_eq!(s.events_for_workflow(wf, None, 99).unwrap(), events.unwrap());
 }
 
-/// One cycle: completions and failures; retries (one on its last attempt, which fails instead;
-/// a due one is not claimable by the same cycle, but next); stale leases, lost; a claim of the
-/// next task. The rows and their events, one per changed task in task id order, are one
-/// change, sent as the backend's cycle and one more statement shape per failure.
+/// One cycle: completions, failures, retries (the last attempt fails instead; a due one is
+/// claimable next cycle), stale leases lost, a claim: one change, events in task id order, in
+/// the backend's cycle statements plus one shape per failure.
 fn a_cycle_finishes_retries_and_claims_as_one_change(kind: Backend) {
     // t0 to t7 with two attempts, t8 with one (claimed in id order); t3 and t7 released and
     // claimed again (leases 9, 10); a fresh task. Retries due: -30 s, -10 s, +30 s.
@@ -281,8 +235,7 @@ fn a_cycle_finishes_retries_and_claims_as_one_change(kind: Backend) {
         &[(h[6], "e3", later), (h[8], "out", soon), (h[4], "e2", soon), (stale(7), "no", soon)],
     );
     let (cycle, counts) = f.log.measure(|| s.finish_and_claim(r, &batch, 5).unwrap());
-    // One failure, four retries; two of them (the last attempt, the stale lease) are tried as
-    // failures too, where a backend writes each failure.
+    // One failure, four retries, two (last attempt, stale lease) tried as failures too.
     let shape = kind.statement_counts();
     assert_eq!(counts.statements, shape.cycle + 7 * shape.cycle_per_failure);
     let sizes = [&cycle.completed, &cycle.failed, &cycle.retried].map(Vec::len);
@@ -298,10 +251,9 @@ fn a_cycle_that_only_claims_or_only_finishes(kind: Backend) {
     scenario(kind, &[ops, more].concat());
 }
 
-/// Runners cycling on one queue: every task finished once, by one claim at a time. Every
-/// fifth task (by id) fails its first attempt and is retried by the cycle, every eleventh is
-/// retried whatever its attempt (so its second, its last, fails), every seventh fails when not
-/// retried; the others complete.
+/// Runners cycling on one queue finish every task once, one claim at a time: by id, every
+/// fifth retried on its first attempt, every eleventh on each (its last fails), every seventh
+/// not retried fails; the others complete.
 fn runners_cycling_together_finish_every_task_once(kind: Backend) {
     let f = Fixture::new(kind);
     let wf = workflow();
@@ -309,7 +261,7 @@ fn runners_cycling_together_finish_every_task_once(kind: Backend) {
     ready_tasks(f.store(), wf, TASKS, 2);
     let retry_at = f.now();
     let every = |n: u128, id: Uuid| id.as_u128().is_multiple_of(n);
-    let results = on_threads(&f.store, move |_, store| {
+    let results = on_threads(f.store(), |_, store| {
         let runner = Uuid::now_v7();
         let (mut batch, mut outcome, mut retries) = (Finished::default(), vec![], vec![]);
         loop {
@@ -321,18 +273,16 @@ fn runners_cycling_together_finish_every_task_once(kind: Backend) {
             if cycle.claimed.is_empty() && batch.is_empty() {
                 return Ok::<_, DalError>((outcome, retries));
             }
-            let (mut done, mut failed, mut retried) = (vec![], vec![], vec![]);
-            for (lease, attempt) in cycle.claimed.iter().map(|c| (c.lease, c.task.attempt)) {
-                let id = lease.task_id;
-                if every(11, id) || (every(5, id) && attempt == 1) {
-                    retried.push((lease, "flaky", retry_at));
-                } else if every(7, id) {
-                    failed.push((lease, "seventh"));
+            batch = Finished::default();
+            for Claimed { lease, task } in cycle.claimed {
+                if every(11, task.id) || (every(5, task.id) && task.attempt == 1) {
+                    batch.retried.push(RetriedTask { lease, error: "flaky".into(), retry_at });
+                } else if every(7, task.id) {
+                    batch.failed.push(FailedTask { lease, error: "seventh".into() });
                 } else {
-                    done.push(lease);
+                    batch.completed.push(lease);
                 }
             }
-            batch = finished(&done, &failed, &retried);
         }
     });
     let (mut finished_as, mut retried) = (HashMap::new(), vec![]);
@@ -346,10 +296,9 @@ fn runners_cycling_together_finish_every_task_once(kind: Backend) {
     assert_eq!(finished_as.len(), TASKS);
     let rows = f.store.list_for_workflow(wf).unwrap();
     let twice = |id| every(5, id) || every(11, id);
-    let mut want_retried: Vec<Uuid> = rows.iter().map(|t| t.id).filter(|&id| twice(id)).collect();
-    want_retried.sort();
-    retried.sort();
-    assert_eq!(retried, want_retried, "{kind}: each retried once");
+    let want_retried = rows.iter().map(|t| t.id).filter(|&id| twice(id)).collect::<BTreeSet<_>>();
+    assert_eq!(retried.len(), want_retried.len(), "{kind}: each retried once");
+    assert_eq!(retried.into_iter().collect::<BTreeSet<_>>(), want_retried, "{kind}");
     for row in rows {
         let (status, last) = match every(11, row.id) || every(7, row.id) {
             true => (Failed, EventType::Failed),

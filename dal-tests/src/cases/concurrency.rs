@@ -1,22 +1,19 @@
 //! Many threads on one store: no lost update, no double transition, the invariants kept.
 
-use std::collections::BTreeSet;
-
-use chrono::TimeDelta;
-use dal_core::{
-    Claimed, Clock, DalError, EventType, Finished, Lease, NewTaskExecution, RetriedTask, SubStatus,
-    TaskExecution, TaskExecutionStore, TaskStatus::*,
-};
-use uuid::Uuid;
-
 use super::support::{
     Sequence, THREADS, checked_history, fails, on_threads, ready_tasks, task_in, workflow,
 };
 use crate::case;
 use crate::model::Failure;
 use crate::suite::{Backend, Case, Fixture};
+use chrono::TimeDelta;
+use dal_core::{
+    Claimed, Clock, DalError, EventType, Finished, Lease, NewTaskExecution, RetriedTask, SubStatus,
+    TaskExecution, TaskExecutionStore, TaskStatus::*,
+};
+use std::collections::BTreeSet;
+use uuid::Uuid;
 
-/// The cases of this group.
 pub const CASES: &[Case] = &[
     case!(concurrent_writes_of_one_task_lose_no_update_and_let_one_through),
     case!(concurrent_random_calls_keep_the_invariants),
@@ -29,7 +26,7 @@ fn concurrent_writes_of_one_task_lose_no_update_and_let_one_through(kind: Backen
     // Recovery resets: every call sees its own increment (exactly 1..=400 in all, rising in
     // each thread), and the row counts them all.
     let id = ready();
-    let seen = on_threads(&f.store, move |_, store| {
+    let seen = on_threads(f.store(), |_, store| {
         let reset = || store.reset_task_for_recovery(id).expect("reset");
         (0..RESETS).map(|_| reset().recovery_attempts).collect::<Vec<_>>()
     });
@@ -42,14 +39,14 @@ fn concurrent_writes_of_one_task_lose_no_update_and_let_one_through(kind: Backen
     for _ in 0..10 {
         let id = ready();
         let refused = |_: &TaskExecution| Failure::InvalidTransition(id, Running, Running);
-        let started = exactly_one(&f, move |_, s| s.mark_running(id), refused);
+        let started = exactly_one(&f, |_, s| s.mark_running(id), refused);
         assert_eq!(f.store.get(id).unwrap(), started);
     }
     // Runners racing to claim one task: exactly one gets it (under its own id), the others
     // hear which; one claim, one event.
     for _ in 0..20 {
         let id = ready();
-        let claim = move |_, s: &dyn TaskExecutionStore| {
+        let claim = |_, s: &dyn TaskExecutionStore| {
             let runner = Uuid::now_v7();
             let claimed = s.claim_task(id, runner)?;
             assert_eq!(claimed.lease.runner_id, runner);
@@ -63,22 +60,22 @@ fn concurrent_writes_of_one_task_lose_no_update_and_let_one_through(kind: Backen
     }
     // Creates of one name: exactly one row, the others refused.
     let wf = workflow();
-    let new = move |i, s: &dyn TaskExecutionStore| {
+    let new = |i, s: &dyn TaskExecutionStore| {
         s.create(&NewTaskExecution::new(wf, "only-once").with_max_attempts(1 + i as i32))
     };
     let created = exactly_one(&f, new, |_| Failure::AlreadyExists(wf, "only-once".into()));
     assert_eq!(f.store.list_for_workflow(wf).unwrap(), [created]);
 }
 
-/// Runs `call` on every thread at once: exactly one goes through, and each other fails with
-/// `refused` of the one that did.
-fn exactly_one<T: Send + std::fmt::Debug + 'static>(
+/// Runs `call` on every thread at once: exactly one goes through, the others fail with
+/// `refused` of it.
+fn exactly_one<T: Send + std::fmt::Debug>(
     f: &Fixture,
-    call: impl Fn(usize, &dyn TaskExecutionStore) -> dal_core::Result<T> + Send + Sync + 'static,
+    call: impl Fn(usize, &dyn TaskExecutionStore) -> dal_core::Result<T> + Sync,
     refused: impl Fn(&T) -> Failure,
 ) -> T {
-    let results = on_threads(&f.store, call);
-    let (won, lost): (Vec<_>, Vec<_>) = results.into_iter().partition(Result::is_ok);
+    let (won, lost): (Vec<_>, Vec<_>) =
+        on_threads(f.store(), call).into_iter().partition(Result::is_ok);
     assert_eq!(won.len(), 1, "{}: {lost:?}", f.kind);
     let won = won.into_iter().next().unwrap().unwrap();
     for err in lost {
@@ -90,12 +87,11 @@ fn exactly_one<T: Send + std::fmt::Debug + 'static>(
 /// Calls each thread of the random case makes.
 const CALLS_PER_THREAD: usize = 350;
 
-/// The least number of calls of each kind that changed something, over all threads.
+/// The least number of calls of each kind that changed something.
 const LEAST_CHANGED: usize = 5;
 
-/// The kinds of call the random case picks from, claims twice as often as the others. (A
-/// dispatcher's claim picked as often as the others, of the first due task, went through fewer
-/// than 5 times in about one run in eight on SQLite through the async interface.)
+/// The calls the random case picks from, claims twice as often (a dispatcher's claim as often
+/// as the others went through fewer than 5 times in one run in eight on async SQLite).
 #[rustfmt::skip]
 const CALLS: [&str; 15] = [
     "claim_ready", "claim_ready", "claim_task", "complete", "fail", "heartbeat", "release",
@@ -103,47 +99,41 @@ const CALLS: [&str; 15] = [
     "claim_task", "set_sub_status", "fail_and_retry", "finish_and_claim",
 ];
 
-/// The calls that need a lease: without one, the thread claims instead. A runner forgets a
-/// lease once it made one of these calls with it, but for a heartbeat that went through.
+/// The calls that need a lease (without one, the thread claims instead).
 const LEASED: [&str; 5] = ["complete", "fail", "heartbeat", "release", "fail_and_retry"];
 
-/// What a call that went through did: the tasks it wrote an event for, the claims it made,
-/// the tasks it recovered.
-type Done = (Vec<Uuid>, Vec<Lease>, Vec<Uuid>);
+/// What a call that went through did: ("event" | "claim" | "recovery", task), the leases made.
+type Done = (Vec<(&'static str, Uuid)>, Vec<Lease>);
 
 fn row(row: TaskExecution) -> Done {
-    (vec![row.id], vec![], vec![])
+    (vec![("event", row.id)], vec![])
 }
 
 fn claims(claims: Vec<Claimed>) -> Done {
-    let leases: Vec<Lease> = claims.iter().map(|c| c.lease).collect();
-    (leases.iter().map(|l| l.task_id).collect(), leases, vec![])
+    let did = claims.iter().flat_map(|c| [("event", c.task.id), ("claim", c.task.id)]);
+    (did.collect(), claims.iter().map(|c| c.lease).collect())
 }
 
 fn recovered(reset: Vec<TaskExecution>, abandoned: Vec<TaskExecution>) -> Done {
-    let recovered: Vec<Uuid> = reset.iter().map(|t| t.id).collect();
-    (reset.iter().chain(&abandoned).map(|t| t.id).collect(), vec![], recovered)
+    let did = reset.iter().flat_map(|t| [("event", t.id), ("recovery", t.id)]);
+    (did.chain(abandoned.iter().map(|t| ("event", t.id))).collect(), vec![])
 }
 
-/// A runner cycle over the thread's leases (some stale by now), each task once, every one
-/// retried and due at once (so the tasks stay in play): every lease comes back exactly once.
+/// A cycle retrying (due at once) the thread's leases, some stale, each task once: every lease
+/// comes back exactly once.
 fn cycle(
     store: &dyn TaskExecutionStore,
     runner: Uuid,
     leases: &mut Vec<Lease>,
     retry_at: chrono::DateTime<chrono::Utc>,
 ) -> dal_core::Result<Done> {
-    let mut batch: Vec<Lease> = Vec::new();
-    for l in leases.iter() {
-        if !batch.iter().any(|b| b.task_id == l.task_id) {
-            batch.push(*l);
-        }
-    }
+    // The first lease of each task (a stable sort keeps their order), in task id order.
+    let mut batch = leases.clone();
+    batch.sort_by_key(|l| l.task_id);
+    batch.dedup_by_key(|l| l.task_id);
     leases.retain(|l| !batch.contains(l));
-    let error = || "boom".to_owned();
-    let retried = batch.iter().map(|&lease| RetriedTask { lease, error: error(), retry_at });
-    let (completed, failed, retried) = (vec![], vec![], retried.collect());
-    let finished = Finished { completed, failed, retried };
+    let retried = batch.iter().map(|&lease| RetriedTask { lease, error: "boom".into(), retry_at });
+    let finished = Finished { retried: retried.collect(), ..Finished::default() };
     let cycle = store.finish_and_claim(runner, &finished, 1)?;
     let rows = cycle.completed.iter().chain(&cycle.failed).chain(&cycle.retried);
     // A finished task's lease: its runner and claim number.
@@ -152,28 +142,24 @@ fn cycle(
     let mut back: Vec<Lease> = rows.clone().map(lease).collect();
     back.extend(&cycle.lost);
     back.sort_by_key(|l| l.task_id);
-    batch.sort_by_key(|l| l.task_id);
     assert_eq!(back, batch, "each lease comes back exactly once");
-    let (mut events, leases, _) = claims(cycle.claimed);
-    events.extend(rows.map(|row| row.id));
-    Ok((events, leases, vec![]))
+    let (mut did, leases) = claims(cycle.claimed);
+    did.extend(rows.map(|row| ("event", row.id)));
+    Ok((did, leases))
 }
 
 fn concurrent_random_calls_keep_the_invariants(kind: Backend) {
     let f = Fixture::new(kind);
-    let tasks = ready_tasks(f.store(), workflow(), 24, 3);
-    let tasks: Vec<Uuid> = tasks.iter().map(|t| t.id).collect();
+    let tasks: Vec<Uuid> = ready_tasks(f.store(), workflow(), 24, 3).iter().map(|t| t.id).collect();
     let (start, later) = (f.clock.now(), f.clock.now() + TimeDelta::hours(1));
-    let shared = tasks.clone();
-    // Each thread tells what its calls did: (what, task) for each event, claim and recovery;
-    // (kind of call, whether it changed something) for each call.
-    let per_thread = on_threads(&f.store, move |i, store| {
+    // Each thread tells what its calls did, and (kind of call, whether it changed something).
+    let per_thread = on_threads(f.store(), |i, store| {
         let runner = Uuid::from_u128(0xC0 + i as u128);
         let mut seq = Sequence::new(i as u64 + 11);
         let (mut leases, mut did, mut calls) = (Vec::<Lease>::new(), vec![], vec![]);
         let pick = |seq: &mut Sequence, n: usize| seq.next_in(0, n as u32 - 1) as usize;
         for _ in 0..CALLS_PER_THREAD {
-            let task = shared[pick(&mut seq, shared.len())];
+            let task = tasks[pick(&mut seq, tasks.len())];
             let at = (!leases.is_empty()).then(|| pick(&mut seq, leases.len()));
             let lease = at.map(|at| leases[at]);
             let mut call = CALLS[pick(&mut seq, CALLS.len())];
@@ -201,15 +187,15 @@ fn concurrent_random_calls_keep_the_invariants(kind: Backend) {
                 "claim_task" => {
                     // A dispatcher's pick: one of the due tasks, which others may claim first.
                     let due = store.list_ready(8).unwrap();
-                    let any = (!due.is_empty()).then(|| due[pick(&mut seq, due.len())].id);
-                    let task = any.unwrap_or(task);
+                    let task =
+                        if due.is_empty() { task } else { due[pick(&mut seq, due.len())].id };
                     store.claim_task(task, runner).map(|c| claims(vec![c]))
                 }
                 "set_sub_status" => {
                     // Mostly a task the thread holds (running, unless another call moved it on).
                     let task = lease.map_or(task, |l| l.task_id);
-                    let sub = [None, Some(SubStatus::Active), Some(SubStatus::Deferred)];
-                    let sub = sub[pick(&mut seq, 3)];
+                    let sub = [None, Some(SubStatus::Active), Some(SubStatus::Deferred)]
+                        [pick(&mut seq, 3)];
                     store.set_sub_status(task, sub).map(|written| {
                         assert_eq!((written.status, written.sub_status), (Running, sub));
                         row(written)
@@ -218,16 +204,13 @@ fn concurrent_random_calls_keep_the_invariants(kind: Backend) {
                 "fail_and_retry" => store.fail_and_retry(&held(), "boom", later).map(row),
                 _ => cycle(store, runner, &mut leases, start),
             };
-            // The errors a race explains: a lease another call ended, a task another call moved
-            // on, attempts used up, a claim or a retry time in the way, or a guarded write whose
-            // task kept changing between the write and the read that explains it, on every try
-            // (a retryable conflict, nothing written).
+            // The errors a race explains: a lease ended, a task moved on, attempts used up, a
+            // claim or retry time in the way, or a task that kept changing under a guarded
+            // write on every try (a retryable conflict, nothing written).
             let changed = match result {
-                Ok((events, claims, recovered)) => {
-                    let changed = !events.is_empty() || call == "heartbeat";
-                    did.extend(events.into_iter().map(|id| ("event", id)));
-                    did.extend(recovered.into_iter().map(|id| ("recovery", id)));
-                    did.extend(claims.iter().map(|l| ("claim", l.task_id)));
+                Ok((done, claims)) => {
+                    let changed = !done.is_empty() || call == "heartbeat";
+                    did.extend(done);
                     leases.extend(claims);
                     changed
                 }
@@ -250,11 +233,10 @@ fn concurrent_random_calls_keep_the_invariants(kind: Backend) {
         }
         (did, calls)
     });
-    let (did, calls): (Vec<_>, Vec<_>) = per_thread.into_iter().unzip();
-    let (did, calls): (Vec<_>, Vec<_>) = (did.concat(), calls.concat());
+    let (did, calls): (Vec<Vec<_>>, Vec<Vec<_>>) = per_thread.into_iter().unzip();
+    let (did, calls) = (did.concat(), calls.concat());
     let count = |what: &str, id: Uuid| did.iter().filter(|&&d| d == (what, id)).count();
-    // Every kind of call changed something more than a few times: a backend that refused every
-    // write, or every call of one kind, fails here.
+    // Every kind of call changed something more than a few times.
     let mut by_kind = Vec::new();
     for call in CALLS.into_iter().collect::<BTreeSet<_>>() {
         let made = calls.iter().filter(|c| c.0 == call);
@@ -263,8 +245,7 @@ fn concurrent_random_calls_keep_the_invariants(kind: Backend) {
         by_kind.push(format!("{call} {changed}/{made}"));
     }
     for &id in &tasks {
-        // Every change left exactly one event (and the creation one); the history is a legal
-        // path to the row, and no claim began while another was open. No count was lost.
+        // One event per change (and the creation's), a legal history, no count lost.
         let row = f.store.get(id).unwrap();
         let events = checked_history(&f, &row);
         if f.keeps_history() {

@@ -1,22 +1,17 @@
-//! Faults: a lock held past the timeout; the backend's fault (connections killed on PostgreSQL,
-//! the write lock held past the busy timeout on SQLite) under running calls.
-
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::thread;
-use std::time::{Duration, Instant};
-
-use dal_core::{DalError, DatabaseErrorKind, NewTaskExecution, TaskExecution, TaskExecutionStore};
-use uuid::Uuid;
+//! Faults: a lock held past the timeout; the backend's fault (killed connections, a write lock
+//! held past the busy timeout) under running calls.
 
 use super::support::{THREADS, eventually, expect_err, on_threads, ready_tasks, workflow};
 use crate::case;
 use crate::suite::{Backend, Case, Fixture, LockTimeout, Setup};
+use dal_core::{DalError, DatabaseErrorKind, NewTaskExecution, TaskExecution, TaskExecutionStore};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::thread;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
 
-/// The cases of this group.
 pub const CASES: &[Case] = &[case!(calls_under_faults_are_all_or_nothing_and_the_store_recovers)];
 
-/// The fixture's pool.
 const POOL_SIZE: u32 = 4;
 
 /// A task as a fault case sees it: the row and its events.
@@ -29,8 +24,8 @@ fn is_fault(err: &DalError) -> bool {
     matches!(err, DalError::Connection { .. } | DalError::Busy { .. })
 }
 
-/// Each call does all it says or fails, typed, changing nothing (or after its commit); then the
-/// store recovers and the database is intact.
+/// Each call does all it says or fails typed, changing nothing (or after its commit); the store
+/// recovers, the database intact.
 fn calls_under_faults_are_all_or_nothing_and_the_store_recovers(kind: Backend) {
     let lock_timeout = Some(Duration::from_millis(40));
     let f = Fixture::with(kind, Setup { pool_size: POOL_SIZE, lock_timeout });
@@ -57,11 +52,10 @@ fn calls_under_faults_are_all_or_nothing_and_the_store_recovers(kind: Backend) {
 
     // The events a change writes: its own, unless the history is off.
     let per = usize::from(f.keeps_history());
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ids, done) = (tasks.clone(), stop.clone());
-    let work = move |i: usize, s: &dyn TaskExecutionStore| {
-        let (id, mut calls, mut failed, mut applied) = (ids[i], 0, 0, 0);
-        while !done.load(Relaxed) {
+    let stop = AtomicBool::new(false);
+    let work = |i: usize, s: &dyn TaskExecutionStore| {
+        let (id, mut calls, mut failed, mut applied) = (tasks[i], 0, 0, 0);
+        while !stop.load(Relaxed) {
             calls += 2;
             let (before, events_before) = state(s, id);
             let reset = s.reset_task_for_recovery(id);
@@ -97,7 +91,7 @@ fn calls_under_faults_are_all_or_nothing_and_the_store_recovers(kind: Backend) {
         (calls, failed, applied)
     };
     let (faults, counts) = thread::scope(|scope| {
-        let workers = scope.spawn(|| on_threads(&f.store, work));
+        let workers = scope.spawn(|| on_threads(f.store(), work));
         let (mut faults, until) = (0, Instant::now() + Duration::from_millis(1_500));
         while Instant::now() < until {
             faults += f.database.inject_fault();
@@ -122,10 +116,8 @@ fn calls_under_faults_are_all_or_nothing_and_the_store_recovers(kind: Backend) {
     }
     f.assert_intact();
     if std::env::var_os("DAL_REPORT").is_some() {
-        let (mut calls, mut failed, mut applied) = (0, 0, 0);
-        for (c, f, a) in counts {
-            (calls, failed, applied) = (calls + c, failed + f, applied + a);
-        }
+        let sum = |k: fn(&(usize, usize, usize)) -> usize| counts.iter().map(k).sum::<usize>();
+        let (calls, failed, applied) = (sum(|c| c.0), sum(|c| c.1), sum(|c| c.2));
         let typed = format!("{failed} failed with a typed error ({applied} applied before)");
         eprintln!("{kind}: {calls} calls under {faults} injected faults, {typed}");
     }

@@ -1,22 +1,19 @@
-//! The execution history: one event per change, atomically with it, none for a rejected or
-//! rolled-back call; the same events on every backend; none at all with the history off.
-
-use std::collections::HashSet;
-
-use chrono::{DateTime, TimeDelta, Utc};
-use dal_core::EventType::{self, *};
-use dal_core::{DalError, DatabaseErrorKind as Kind, ExecutionEvent, NewTaskExecution};
-use dal_core::{TaskExecution, TaskStatus as S};
-use serde_json::{Value, json};
-use uuid::Uuid;
+//! The history: one event per change, atomically, none for a refused or rolled-back call, the
+//! same on every backend; none with the history off.
 
 use super::model_based::{Op::*, run_sequence, spec};
 use super::support::{checked_history, expect_err, new_row, ready_tasks, task_in, workflow};
 use crate::case;
 use crate::model::counters;
 use crate::suite::{Backend, Case, Fixture};
+use chrono::{DateTime, TimeDelta, Utc};
+use dal_core::EventType::{self, *};
+use dal_core::{DalError, DatabaseErrorKind as Kind, ExecutionEvent, NewTaskExecution};
+use dal_core::{TaskExecution, TaskStatus as S};
+use serde_json::{Value, json};
+use std::collections::HashSet;
+use uuid::Uuid;
 
-/// The cases of this group.
 pub const CASES: &[Case] = &[
     case!(each_change_leaves_exactly_its_event_and_a_refused_call_none),
     case!(batches_of_every_size_log_each_event_in_task_order),
@@ -35,16 +32,16 @@ const WORKFLOW: Uuid = Uuid::from_u128(0xA1);
 /// An event as expected: task, type, data, runner, time (`seq` and `id` are checked apart).
 type Event = (Uuid, EventType, Value, Option<Uuid>, DateTime<Utc>);
 
-/// `events` are `want` (none with the history off), all of `wf`, `seq` increasing, each `id` a
-/// distinct UUIDv7 of its event's millisecond.
+/// `e` as an [`Event`] of type `event_type`.
+fn as_expected(e: &ExecutionEvent, event_type: EventType) -> Event {
+    (e.task_execution_id, event_type, e.event_data.clone(), e.runner_id, e.created_at)
+}
+
+/// `events` are `want` (none with the history off), of `wf`, `seq` rising, ids distinct UUIDv7s
+/// of their millisecond.
 fn assert_history(f: &Fixture, events: &[ExecutionEvent], wf: Uuid, want: &[Event]) {
     let want = if f.keeps_history() { want } else { &[] };
-    let got: Vec<Event> = events
-        .iter()
-        .map(|e| {
-            (e.task_execution_id, e.event_type, e.event_data.clone(), e.runner_id, e.created_at)
-        })
-        .collect();
+    let got: Vec<Event> = events.iter().map(|e| as_expected(e, e.event_type)).collect();
     assert_eq!(got, want);
     let ids: HashSet<Uuid> = events.iter().map(|e| e.id).collect();
     assert_eq!(ids.len(), events.len(), "distinct ids");
@@ -57,41 +54,22 @@ fn assert_history(f: &Fixture, events: &[ExecutionEvent], wf: Uuid, want: &[Even
     }
 }
 
-/// Every kind of change of a task leaves exactly its event (the model's: type, data, runner,
-/// time), each after a change of another workflow's; a refused call changes nothing and leaves
-/// none. The history has distinct UUIDv7 ids of its times and rising `seq`, and pages in order.
+/// Every kind of change leaves exactly the model's event, each after another workflow's change;
+/// a refused call leaves none. Distinct UUIDv7 ids of their times, rising `seq`, pages in order.
 fn each_change_leaves_exactly_its_event_and_a_refused_call_none(kind: Backend) {
     let f = Fixture::new(kind);
     let cycle = |done: Vec<usize>, failed: Vec<(usize, usize)>, limit| {
         Cycle(0, done, failed, limit, vec![], false)
     };
+    #[rustfmt::skip]
     let steps = [
-        Transition(0, 0, 0, 0),
-        Claim(0, 1),
-        Leased(0, 2, 1),
-        Transition(0, 6, 0, 0),
-        Claim(1, 1),
-        Sweep(0, 3),
-        Claim(2, 1),
-        SubStatus(0, 2),
-        SubStatus(0, 0),
-        Leased(2, 3, 0),
-        Transition(0, 2, 0, 0),
-        Transition(0, 4, 1, 0),
-        Transition(0, 6, 0, 3_600),
-        Transition(0, 7, 0, 0),
-        Transition(0, 1, 3, 0),
-        Transition(0, 8, 0, 0),
-        Transition(0, 5, 2, 0),
-        Transition(0, 8, 0, 0),
-        cycle(vec![], vec![], 1),
-        Leased(3, 1, 0),
-        Transition(0, 8, 0, 0),
-        cycle(vec![], vec![], 1),
-        cycle(vec![4], vec![], 0),
-        Transition(0, 8, 0, 0),
-        cycle(vec![], vec![], 1),
-        cycle(vec![], vec![(5, 1)], 0),
+        Transition(0, 0, 0, 0), Claim(0, 1), Leased(0, 2, 1), Transition(0, 6, 0, 0), Claim(1, 1),
+        Sweep(0, 3), Claim(2, 1), SubStatus(0, 2), SubStatus(0, 0), Leased(2, 3, 0),
+        Transition(0, 2, 0, 0), Transition(0, 4, 1, 0), Transition(0, 6, 0, 3_600),
+        Transition(0, 7, 0, 0), Transition(0, 1, 3, 0), Transition(0, 8, 0, 0),
+        Transition(0, 5, 2, 0), Transition(0, 8, 0, 0), cycle(vec![], vec![], 1), Leased(3, 1, 0),
+        Transition(0, 8, 0, 0), cycle(vec![], vec![], 1), cycle(vec![4], vec![], 0),
+        Transition(0, 8, 0, 0), cycle(vec![], vec![], 1), cycle(vec![], vec![(5, 1)], 0),
     ];
     let mut ops = vec![Create(spec(0, 0, false, 3)), Create(spec(1, 0, true, 1))];
     for (i, step) in steps.into_iter().enumerate() {
@@ -101,8 +79,8 @@ fn each_change_leaves_exactly_its_event_and_a_refused_call_none(kind: Backend) {
             ops.push(Leased(0, 0, 0)); // not history
         }
     }
-    // Refused: a start of a failed task, a retry with no attempt left, lost leases, a NUL, a
-    // taken name (alone and in a batch), a sweep with nothing stale.
+    // Refused: starting a failed task, a retry without attempts, lost leases, a NUL, a taken
+    // name (alone and in a batch), a sweep with nothing stale.
     ops.extend([2, 4].map(|t| Transition(1, t, 1, 0)));
     ops.extend([Transition(0, 2, 0, 0), Transition(1, 6, 0, 0), Leased(0, 1, 0), Leased(0, 0, 0)]);
     ops.extend([Transition(0, 4, 4, 0), Create(spec(0, 0, true, 1))]);
@@ -116,11 +94,7 @@ fn each_change_leaves_exactly_its_event_and_a_refused_call_none(kind: Backend) {
     let more = [Deferred, Resumed, Released, Started, Failed, RetryScheduled, Recovered, Skipped];
     let rest = [Reset, Abandoned, Reset, Claimed, Completed, Reset, Claimed, Completed, Reset];
     let want = [&types[..], &more, &rest, &[Claimed, Failed]].concat();
-    let want: Vec<Event> = want
-        .into_iter()
-        .zip(&all)
-        .map(|(t, e)| (e.task_execution_id, t, e.event_data.clone(), e.runner_id, e.created_at))
-        .collect();
+    let want: Vec<Event> = want.into_iter().zip(&all).map(|(t, e)| as_expected(e, t)).collect();
     assert_eq!(want.len(), if f.keeps_history() { 27 } else { 0 });
     assert_history(&f, &all, wf, &want);
     let id = s.list_for_workflow(wf).unwrap()[0].id;
@@ -165,11 +139,8 @@ fn a_change_whose_event_cannot_be_written_is_rolled_back(kind: Backend) {
         (expect_err(s.create_many(&[new("x"), new("y")])), "created"),
     ] {
         // A CHECK's violation (PostgreSQL) or a trigger's abort (SQLite), naming the event.
-        let kind = match &err {
-            DalError::Database { kind, .. } => *kind,
-            other => panic!("not a database error: {other:?}"),
-        };
-        let refused = matches!(kind, Kind::ConstraintViolation | Kind::Other);
+        use Kind::{ConstraintViolation, Other};
+        let refused = matches!(err, DalError::Database { kind: ConstraintViolation | Other, .. });
         let named = err.to_string().replace('_', " ").contains(&format!("no {event}"));
         assert!(refused && named, "{err:?}");
     }

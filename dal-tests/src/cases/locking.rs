@@ -1,43 +1,34 @@
-//! Lock order: concurrent multi-row writes never deadlock each other. Every multi-row write
-//! that waits for row locks takes them in task id order (`complete_many`, a runner cycle's
-//! finished tasks, a retention batch), or skips rows another transaction holds (a claim, a
-//! sweep). These cases race such writes on overlapping rows, in opposite orders, many times
-//! over: before the lock order was fixed, the first stopped with PostgreSQL's `deadlock
-//! detected` within a few rounds.
+//! Lock order: multi-row writes lock in task id order (`complete_many`, a cycle's finished
+//! tasks, a retention batch) or skip locked rows (a claim, a sweep), so racing them on
+//! overlapping rows in opposite orders never deadlocks (it did within a few rounds before).
 
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Barrier};
-use std::thread;
-
+use super::support::{Sequence, THREADS, checked_history, on_threads, race, ready_tasks, workflow};
+use crate::case;
+use crate::suite::{Backend, Case, Fixture, Plans, Setup};
 use chrono::{DateTime, TimeDelta};
 use dal_core::{
     DalError, FailedTask, Finished, Lease, NewTaskExecution, RetriedTask, TaskExecution,
     TaskExecutionStore, TaskStatus::*,
 };
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
 use uuid::Uuid;
 
-use super::support::{Sequence, THREADS, checked_history, on_threads, ready_tasks, workflow};
-use crate::case;
-use crate::suite::{Backend, Case, Fixture, Plans, Setup};
-
-/// The cases of this group.
 pub const CASES: &[Case] = &[
     case!(batches_completed_in_opposite_orders_never_deadlock),
     case!(racing_claims_completions_and_sweeps_never_deadlock),
 ];
 
-/// Rounds of the opposite-order race, and the tasks each round finishes from three threads.
 const ROUNDS: usize = 40;
 const BATCH: usize = 48;
 
-/// Enough other tasks (not started, never claimed) that PostgreSQL finds the leased rows by
-/// primary key, one lease after another: the plan that locked rows in the leases' order.
+/// Enough other tasks that PostgreSQL finds the leased rows by primary key, lease by lease
+/// (the plan that locked rows in the leases' order).
 const BACKGROUND: usize = 4_000;
 
-/// Finishes `batch` on `store`: with `complete_many`, or (`cycle`) in a runner cycle that
-/// completes, fails and retries (on their only attempt: fails) a third of it each and claims
-/// (nothing is Ready). Returns the tasks finished and the leases lost.
+/// Finishes `batch` with `complete_many`, or (`cycle`) in a cycle that completes, fails and
+/// retries (on the only attempt: fails) a third each, and claims nothing (nothing is Ready).
 fn finish(store: &dyn TaskExecutionStore, batch: &[Lease], cycle: bool) -> Finishing {
     if !cycle {
         return store.complete_many(batch).map(|c| (c.completed, c.lost));
@@ -54,15 +45,14 @@ fn finish(store: &dyn TaskExecutionStore, batch: &[Lease], cycle: bool) -> Finis
     Ok((cycle.completed.into_iter().chain(cycle.failed).collect(), cycle.lost))
 }
 
-/// What finishing a batch returns: the tasks finished, the leases lost.
 type Finishing = dal_core::Result<(Vec<TaskExecution>, Vec<Lease>)>;
 
-/// A fixture whose store holds `pool_size` connections.
 fn pooled(kind: Backend, pool_size: u32) -> Fixture {
     Fixture::with(kind, Setup { pool_size, ..Setup::default() })
 }
 
-fn sorted(mut ids: Vec<Uuid>) -> Vec<Uuid> {
+fn sorted(ids: impl Iterator<Item = Uuid>) -> Vec<Uuid> {
+    let mut ids: Vec<Uuid> = ids.collect();
     ids.sort_unstable();
     ids
 }
@@ -72,15 +62,11 @@ fn batches_completed_in_opposite_orders_never_deadlock(kind: Backend) {
     let background = workflow();
     let news = (0..BACKGROUND).map(|i| NewTaskExecution::new(background, format!("b{i:05}")));
     f.store.create_many(&news.collect::<Vec<_>>()).expect("create_many");
-    let tasks = ready_tasks(f.store(), workflow(), BATCH, 1);
-    let tasks = sorted(tasks.iter().map(|t| t.id).collect());
+    let tasks = sorted(ready_tasks(f.store(), workflow(), BATCH, 1).iter().map(|t| t.id));
     let runner = Uuid::now_v7();
-    // Three stores, as three processes: on PostgreSQL one keeps generic plans, one plans each
-    // statement anew, one is left to the server's default. A lock order that depends on the
-    // plan differs between them.
+    // Three processes: generic plans, custom plans, the server's default (PostgreSQL).
     let (custom, generic) = (f.other_store(1, Plans::Custom), f.other_store(1, Plans::Generic));
     let stores = [&*f.store, &*custom, &*generic];
-    let barrier = Barrier::new(3);
     for round in 0..ROUNDS {
         // Put the batch back in the queue (the only Ready tasks) and claim it, by id.
         if round > 0 {
@@ -92,22 +78,11 @@ fn batches_completed_in_opposite_orders_never_deadlock(kind: Backend) {
         let claimed = f.store.claim_ready(runner, BATCH as u32).expect("claim_ready");
         let leases: Vec<Lease> = claimed.iter().map(|c| c.lease).collect();
         assert_eq!(leases.iter().map(|l| l.task_id).collect::<Vec<_>>(), tasks);
-        // Three overlapping batches: all ascending, two thirds descending, every third one (in
-        // a cycle). Each task is in two or three of them.
+        // All ascending, two thirds descending, every third one (in a cycle): overlapping.
         let backwards: Vec<Lease> = leases[BATCH / 3..].iter().rev().copied().collect();
         let every_third: Vec<Lease> = leases.iter().step_by(3).copied().collect();
         let batches = [leases, backwards, every_third];
-        let results: Vec<Finishing> = thread::scope(|scope| {
-            let run = |i: usize| {
-                let (barrier, store, batch) = (&barrier, stores[i], &batches[i]);
-                scope.spawn(move || {
-                    barrier.wait();
-                    finish(store, batch, i == 2)
-                })
-            };
-            let threads: Vec<_> = (0..3).map(run).collect();
-            threads.into_iter().map(|t| t.join().expect("thread panicked")).collect()
-        });
+        let results = race(3, |i| finish(stores[i], &batches[i], i == 2));
         // Each task is finished by exactly one of the batches; the others report it lost.
         let mut finished = HashSet::new();
         for (batch, result) in batches.iter().zip(results) {
@@ -117,8 +92,8 @@ fn batches_completed_in_opposite_orders_never_deadlock(kind: Backend) {
                 assert!(finished.insert(row.id), "{} finished twice", row.id);
             }
             let accounted = rows.iter().map(|t| t.id).chain(lost.iter().map(|l| l.task_id));
-            let asked = batch.iter().map(|l| l.task_id).collect();
-            assert_eq!(sorted(accounted.collect()), sorted(asked), "{kind}: round {round}");
+            let asked = sorted(batch.iter().map(|l| l.task_id));
+            assert_eq!(sorted(accounted), asked, "{kind}: round {round}");
         }
         assert_eq!(finished.len(), BATCH, "{kind}: round {round}");
     }
@@ -129,40 +104,37 @@ fn batches_completed_in_opposite_orders_never_deadlock(kind: Backend) {
     }
 }
 
-/// Tasks of each round of the free-for-all race, its rounds, and the sweeps in each.
 const RACED: usize = 400;
-const RACES: usize = 5;
+const RACES: usize = 6;
 const SWEEPS: usize = 60;
 
-/// Runners claim batches of 1 to 64 tasks and complete them (one by one, or in one batch in
-/// id order or in reverse) while a sweeper resets every claim it finds unlocked: no call fails
-/// but with a lost claim, every task is completed once, and claimed once plus once per reset.
+/// Runners claim 1 to 64 tasks and complete them (one by one, or as a batch in id order or in
+/// reverse), alone in the first round (no lease lost, each task claimed once), then beside a
+/// sweeper resetting every claim: only lost claims fail; each task claimed once per reset more.
 fn racing_claims_completions_and_sweeps_never_deadlock(kind: Backend) {
     let f = pooled(kind, THREADS as u32 + 1);
     for round in 0..RACES {
         let created = ready_tasks(f.store(), workflow(), RACED, 1);
-        let sweeping = Arc::new(AtomicBool::new(true));
+        let (sweeps, sweeping) = (if round == 0 { 0 } else { SWEEPS }, AtomicBool::new(true));
         // Every claim is stale to this sweeper.
         let far_future = f.now() + TimeDelta::days(1);
-        let (store, done) = (Arc::clone(&f.store), Arc::clone(&sweeping));
-        let sweeper = thread::spawn(move || {
+        let sweeper = || {
             let mut reset = 0;
-            for _ in 0..SWEEPS {
-                let recovery = store.recover_stale_claims(far_future, i32::MAX);
+            for _ in 0..sweeps {
+                let recovery = f.store.recover_stale_claims(far_future, i32::MAX);
                 let recovery = recovery.expect("recover_stale_claims");
                 assert!(recovery.abandoned.is_empty());
                 reset += recovery.reset.len();
                 thread::yield_now();
             }
-            done.store(false, Ordering::Release);
+            sweeping.store(false, Ordering::Release);
             reset
-        });
-        let per_thread = on_threads(&f.store, move |i, store| {
+        };
+        let runner = |i: usize, store: &dyn TaskExecutionStore| {
             let (runner, mut sizes) = (Uuid::now_v7(), Sequence::new(i as u64 + 1));
             let (mut claimed, mut completed) = (Vec::new(), 0);
             loop {
-                // Read before the claim: once the sweeper is done, every reset it made is
-                // committed, so an empty claim then means nothing is left.
+                // Read before the claim: an empty claim after the last sweep means none is left.
                 let swept_out = !sweeping.load(Ordering::Acquire);
                 let limit = sizes.next_in(1, 64);
                 let got = store.claim_ready(runner, limit).expect("claim_ready");
@@ -173,25 +145,31 @@ fn racing_claims_completions_and_sweeps_never_deadlock(kind: Backend) {
                 }
                 let mut leases: Vec<Lease> = got.iter().map(|c| c.lease).collect();
                 claimed.extend(leases.iter().map(|l| l.task_id));
-                if i % 3 == 0 {
-                    for lease in &leases {
-                        match store.complete(lease) {
-                            Ok(_) => completed += 1,
-                            Err(DalError::ClaimLost { .. }) => {}
-                            Err(err) => panic!("complete failed: {err:?}"),
-                        }
+                let lost = if i.is_multiple_of(3) {
+                    let results = leases.iter().map(|lease| store.complete(lease));
+                    let (done, lost): (Vec<_>, Vec<_>) = results.partition(Result::is_ok);
+                    for err in &lost {
+                        assert!(matches!(err, Err(DalError::ClaimLost { .. })), "{err:?}");
                     }
+                    completed += done.len();
+                    lost.len()
                 } else {
                     if i % 3 == 2 {
                         leases.reverse();
                     }
                     let done = store.complete_many(&leases).expect("complete_many");
                     completed += done.completed.len();
-                }
+                    done.lost.len()
+                };
+                assert!(sweeps > 0 || lost == 0, "{kind}: a lease lost without a sweeper");
                 thread::yield_now();
             }
+        };
+        let (reset, per_thread) = thread::scope(|scope| {
+            let sweeper = scope.spawn(sweeper);
+            let per_thread = on_threads(f.store(), runner);
+            (sweeper.join().expect("sweeper panicked"), per_thread)
         });
-        let reset = sweeper.join().expect("sweeper panicked");
         let mut claims: HashMap<Uuid, i32> = HashMap::new();
         let mut completed = 0;
         for (ids, done) in per_thread {
@@ -201,11 +179,11 @@ fn racing_claims_completions_and_sweeps_never_deadlock(kind: Backend) {
         assert_eq!((completed, claims.len()), (RACED, RACED), "{kind}: round {round}");
         let mut recovered = 0;
         for task in &created {
-            // Claimed once, and once more after each reset, by the claims the runners saw.
             let row = f.store.get(task.id).expect("get");
             let times = 1 + row.recovery_attempts;
             let got = (row.status, row.claimed_by, row.claim_count, claims[&row.id]);
             assert_eq!(got, (Completed, None, times, times), "{kind}: {row:?}");
+            assert!(sweeps > 0 || times == 1, "{kind}: claimed twice without a sweeper");
             checked_history(&f, &row);
             recovered += row.recovery_attempts as usize;
         }

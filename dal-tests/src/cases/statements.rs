@@ -1,34 +1,29 @@
-//! Statement counts: what each operation sends (`BEGIN`/`COMMIT` included) against the counts
-//! the backend promises (`TestBackend::statements`), which the README's table shows.
+//! Statement counts: what each operation sends (`BEGIN`/`COMMIT` included) against the
+//! backend's promise (`TestBackend::statements`, the README's table).
 
-use std::fmt::Debug;
-
-use chrono::TimeDelta;
-use dal_core::{FailedTask, Finished, NewTaskExecution, PruneCursor, Pruned, RetriedTask};
-use dal_core::{Result, SubStatus, TaskExecution, TaskStatus::*, Transition as T, validate};
-use uuid::Uuid;
-
-use super::support::{BEYOND_ONE_CHUNK, expect_err, ready_tasks, workflow};
+use super::support::{BEYOND_ONE_CHUNK, expect_err, ready_tasks, task_in, workflow};
 use crate::case;
 use crate::counter::Counts;
 use crate::operations::Operation::{self, *};
 use crate::suite::{Backend, Case, Fixture, Setup};
+use chrono::TimeDelta;
+use dal_core::{FailedTask, Finished, NewTaskExecution, PruneCursor, Pruned, RetriedTask};
+use dal_core::{Result, SubStatus, TaskExecution, TaskStatus::*, Transition as T, validate};
+use std::fmt::Debug;
+use uuid::Uuid;
 
-/// The cases of this group.
 pub const CASES: &[Case] = &[case!(every_operation_sends_the_documented_statements)];
 
 /// One pass over every operation: what each sent.
 struct Pass<'a>(&'a Fixture, Vec<(Operation, Counts)>);
 
 impl Pass<'_> {
-    /// Runs `call` as `op`, which must succeed, and returns its answer.
     fn ok<R>(&mut self, op: Operation, call: impl FnOnce() -> Result<R>) -> R {
         let (answer, counts) = self.0.log.measure(call);
         self.1.push((op, counts));
         answer.unwrap()
     }
 
-    /// Runs `call` as `op`, which must fail.
     fn err<R: Debug>(&mut self, op: Operation, call: impl FnOnce() -> Result<R>) {
         let (answer, counts) = self.0.log.measure(call);
         self.1.push((op, counts));
@@ -54,25 +49,22 @@ fn run_all(f: &Fixture, pass: usize) -> Vec<(Operation, Counts)> {
     assert_eq!(listed.len(), big.len() + 101);
     // Made without a transition, so that mark_ready below is the first UPDATE of the pass.
     let other = s.create(&new("other")).unwrap().id;
-    let (now, fail) = (f.now(), T::MarkFailed { error: "e".into() });
-    let skip = T::MarkSkipped { reason: "r".into() };
-    let abandon = T::MarkAbandoned { reason: "r".into() };
-    for (op, task, transition, status) in [
-        (MarkReady, id, T::MarkReady, Ready),
-        (MarkRunning, id, T::MarkRunning, Running),
+    let now = f.now();
+    #[rustfmt::skip]
+    let transitions = [
+        (MarkReady, id, T::MarkReady, Ready), (MarkRunning, id, T::MarkRunning, Running),
         (MarkCompleted, id, T::MarkCompleted, Completed),
         (ResetRetryState, id, T::ResetRetryState, Ready),
-        (MarkFailed, id, fail, Failed),
+        (MarkFailed, id, T::MarkFailed { error: "e".into() }, Failed),
         (ScheduleRetry, id, T::ScheduleRetry { retry_at: now }, Ready),
         (ResetTaskForRecovery, id, T::ResetForRecovery, Ready),
-        (MarkSkipped, id, skip, Skipped),
-        (MarkAbandoned, other, abandon, Failed),
-    ] {
+        (MarkSkipped, id, T::MarkSkipped { reason: "r".into() }, Skipped),
+        (MarkAbandoned, other, T::MarkAbandoned { reason: "r".into() }, Failed),
+    ];
+    for (op, task, transition, status) in transitions {
         assert_eq!(p.ok(op, || s.transition(task, transition)).status, status);
     }
-    let running = s.create(&new("deferred")).unwrap().id;
-    s.mark_ready(running).unwrap();
-    s.mark_running(running).unwrap();
+    let running = task_in(s, wf, &format!("deferred-{pass}"), Running, 3).id;
     let deferred = Some(SubStatus::Deferred);
     let row = p.ok(SetSubStatus, || s.set_sub_status(running, deferred));
     assert_eq!(row.sub_status, deferred);
@@ -201,32 +193,22 @@ fn run_claims(f: &Fixture, p: &mut Pass) {
     // Only the 1,000 are claimed now; they go stale, then one more.
     f.clock.advance(TimeDelta::minutes(1));
     let stale = f.now() - TimeDelta::seconds(30);
-    let found = p.ok(FindStaleClaims, || s.find_stale_claims(stale));
-    assert_eq!(found.len(), 1_000);
-    let swept = p.ok(Recover1000, || s.recover_stale_claims(stale, 5));
-    assert_eq!(swept.reset.len(), 1_000);
+    assert_eq!(p.ok(FindStaleClaims, || s.find_stale_claims(stale)).len(), 1_000);
+    assert_eq!(p.ok(Recover1000, || s.recover_stale_claims(stale, 5)).reset.len(), 1_000);
     s.claim_ready(runner, 1).unwrap();
     f.clock.advance(TimeDelta::minutes(1));
     let stale = f.now() - TimeDelta::seconds(30);
-    let swept = p.ok(Recover1, || s.recover_stale_claims(stale, 5));
-    assert_eq!(swept.reset.len(), 1);
+    assert_eq!(p.ok(Recover1, || s.recover_stale_claims(stale, 5)).reset.len(), 1);
     assert!(!p.ok(ListReady, || s.list_ready(10)).is_empty());
-    loop {
-        let rest = s.claim_ready(runner, 1_000).unwrap();
-        if rest.is_empty() {
-            break;
-        }
-        for claim in rest {
-            s.complete(&claim.lease).unwrap();
-        }
+    while let rest @ [_, ..] = &s.claim_ready(runner, 1_000).unwrap()[..] {
+        s.complete_many(&rest.iter().map(|c| c.lease).collect::<Vec<_>>()).unwrap();
     }
     assert_eq!(p.ok(ClaimNoneReady, || s.claim_ready(runner, 10)), []);
     assert_eq!(p.ok(ListDueRetries, || s.list_due_retries(10)), []);
 }
 
 /// Every operation sends its row of the table, first and later; each fixed statement is prepared
-/// once per connection (SQLite's INSERTs of over 1,024 rows never), a retention batch's on its
-/// first use.
+/// once per connection (never SQLite's INSERTs of over 1,024 rows), a prune batch's at first use.
 fn every_operation_sends_the_documented_statements(kind: Backend) {
     // One connection, so "first use" is first use of the whole store.
     let setup = Setup { pool_size: 1, ..Setup::default() };

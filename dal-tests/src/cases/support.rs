@@ -1,24 +1,22 @@
 //! Helpers shared by the cases.
 
-use std::sync::{Arc, Barrier};
-use std::thread;
-
+use crate::model::Failure;
+use crate::suite::Fixture;
 use dal_core::{
     DalError, ExecutionEvent, Lease, NewTaskExecution, Problem, TaskExecution, TaskExecutionStore,
     TaskStatus, TaskStore,
 };
+use std::sync::Barrier;
+use std::thread;
+use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-use crate::model::Failure;
-use crate::suite::Fixture;
-
-/// A new workflow execution id.
 pub fn workflow() -> Uuid {
     Uuid::now_v7()
 }
 
 /// The row `NewTaskExecution::new(wf, name)` is created as, with id `id`, at `now`: every
-/// default spelled out (`NotStarted`, attempt 1 of 1, `{"type": "Always"}`, `{}`, no times).
+/// default spelled out.
 pub fn new_row(
     id: Uuid,
     wf: Uuid,
@@ -51,8 +49,7 @@ pub fn new_row(
     }
 }
 
-/// Creates a task named `name` of workflow `wf` with `max_attempts` and brings it to
-/// `status` through the public operations.
+/// A task `name` of `wf` with `max_attempts`, brought to `status` by the public operations.
 pub fn task_in(
     store: &dyn TaskStore,
     wf: Uuid,
@@ -64,30 +61,21 @@ pub fn task_in(
         .create(&NewTaskExecution::new(wf, name).with_max_attempts(max_attempts))
         .expect("create");
     let id = task.id;
-    let ready = |store: &dyn TaskStore| store.mark_ready(id).expect("mark_ready");
-    let running = |store: &dyn TaskStore| {
-        ready(store);
-        store.mark_running(id).expect("mark_running")
-    };
+    let (ready, run) =
+        (|| store.mark_ready(id), || store.mark_ready(id).and(store.mark_running(id)));
     let reached = match status {
-        TaskStatus::NotStarted => task,
-        TaskStatus::Ready => ready(store),
-        TaskStatus::Running => running(store),
-        TaskStatus::Completed => {
-            running(store);
-            store.mark_completed(id).expect("mark_completed")
-        }
-        TaskStatus::Failed => {
-            running(store);
-            store.mark_failed(id, "boom").expect("mark_failed")
-        }
-        TaskStatus::Skipped => store.mark_skipped(id, "not needed").expect("mark_skipped"),
+        TaskStatus::NotStarted => Ok(task),
+        TaskStatus::Ready => ready(),
+        TaskStatus::Running => run(),
+        TaskStatus::Completed => run().and(store.mark_completed(id)),
+        TaskStatus::Failed => run().and(store.mark_failed(id, "boom")),
+        TaskStatus::Skipped => store.mark_skipped(id, "not needed"),
     };
+    let reached = reached.expect("a transition on the way");
     assert_eq!(reached.status, status);
     reached
 }
 
-/// Asserts that `result` failed, and returns the error.
 pub fn expect_err<T: std::fmt::Debug>(result: Result<T, DalError>) -> DalError {
     match result {
         Ok(value) => panic!("expected an error, got {value:?}"),
@@ -145,13 +133,12 @@ pub fn stale_lease(s: &dyn TaskExecutionStore, lease: &Lease, row: &TaskExecutio
     assert_unchanged(s, row);
 }
 
-/// A small deterministic pseudo-random sequence (xorshift64*), for batch sizes and
-/// interleavings that differ between threads but repeat between runs.
+/// A deterministic pseudo-random sequence (xorshift64*): differs between threads, repeats
+/// between runs.
 #[derive(Debug, Clone)]
 pub struct Sequence(u64);
 
 impl Sequence {
-    /// A sequence started from `seed`.
     pub fn new(seed: u64) -> Self {
         Sequence(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
@@ -183,23 +170,22 @@ pub fn ready_tasks(
     store.create_many(&news).expect("create_many")
 }
 
-/// `read` made again until it gets through, while it fails with a retryable error (a lost
-/// connection, a busy database), for up to 30 s: a fault case's reads meet the faults too.
-pub fn eventually<T>(read: impl Fn() -> Result<T, dal_core::DalError>) -> T {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+/// `read` made again while it fails with a retryable error (a lost connection, a busy
+/// database), for up to 30 s: a fault case's reads meet the faults too.
+pub fn eventually<T>(read: impl Fn() -> Result<T, DalError>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         match read() {
             Ok(value) => return value,
-            Err(err) if err.is_retryable() && std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(5));
+            Err(err) if err.is_retryable() && Instant::now() < deadline => {
+                thread::sleep(Duration::from_millis(5));
             }
             Err(err) => panic!("a read failed: {err:?}"),
         }
     }
 }
 
-/// The events of `row`'s task (the task as stored), checked: with the fixture's history kept,
-/// they replay to the row; with it off, there are none.
+/// The events of `row`'s task, checked: they replay to the row (none with the history off).
 pub fn checked_history(f: &Fixture, row: &TaskExecution) -> Vec<ExecutionEvent> {
     let events = f.store.events_for_task(row.id).expect("events_for_task");
     if f.keeps_history() {
@@ -213,27 +199,30 @@ pub fn checked_history(f: &Fixture, row: &TaskExecution) -> Vec<ExecutionEvent> 
 /// How many threads the concurrency cases run.
 pub const THREADS: usize = 8;
 
-/// Runs `work(thread index, store)` on [`THREADS`] threads released together; returns their
-/// results in thread order.
-pub fn on_threads<T: Send + 'static>(
-    store: &Arc<dyn TaskExecutionStore>,
-    work: impl Fn(usize, &dyn TaskExecutionStore) -> T + Send + Sync + 'static,
-) -> Vec<T> {
-    let barrier = Arc::new(Barrier::new(THREADS));
-    let work = Arc::new(work);
-    let handles: Vec<_> = (0..THREADS)
-        .map(|i| {
-            let (store, barrier, work) =
-                (Arc::clone(store), Arc::clone(&barrier), Arc::clone(&work));
-            thread::spawn(move || {
+/// Runs `work(i)` for each `i` below `n` on its own thread, all released together: the results
+/// in thread order.
+pub fn race<T: Send>(n: usize, work: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    let (barrier, work) = (&Barrier::new(n), &work);
+    thread::scope(|scope| {
+        let spawn = |i| {
+            scope.spawn(move || {
                 barrier.wait();
-                work(i, &*store)
+                work(i)
             })
-        })
-        .collect();
-    handles.into_iter().map(|h| h.join().expect("worker thread panicked")).collect()
+        };
+        let threads: Vec<_> = (0..n).map(spawn).collect();
+        threads.into_iter().map(|t| t.join().expect("a racing thread panicked")).collect()
+    })
 }
 
-/// More rows than one SQLite statement can bind (2,978 a chunk): several statements in one
-/// transaction there; one statement on PostgreSQL, which binds each column as one array.
+/// Runs `work(thread index, store)` on [`THREADS`] threads released together (see [`race`]).
+pub fn on_threads<T: Send>(
+    store: &dyn TaskExecutionStore,
+    work: impl Fn(usize, &dyn TaskExecutionStore) -> T + Sync,
+) -> Vec<T> {
+    race(THREADS, |i| work(i, store))
+}
+
+/// More rows than one SQLite statement binds (2,978): several statements in one transaction
+/// there; one on PostgreSQL (a column an array).
 pub const BEYOND_ONE_CHUNK: usize = 7_000;

@@ -1,11 +1,5 @@
-//! The lease-less transitions and the sub-status of a running task: every field each write
-//! changes from every status it may start from (the reference model's rows), and every refusal
-//! changing nothing.
-
-use chrono::{DateTime, TimeDelta};
-use dal_core::validate::MESSAGE_MAX_BYTES;
-use dal_core::{Completion, Lease, NewTaskExecution, Problem, SubStatus::*, TaskStatus};
-use uuid::Uuid;
+//! The lease-less transitions and the sub-status: every field each write changes from every
+//! status it may start from (the model's rows), and every refusal changing nothing.
 
 use super::model_based::{Op, Op::*, scenario, spec};
 use super::support::{assert_unchanged, fails, fails_after, task_in};
@@ -15,9 +9,12 @@ use crate::model::Failure;
 use crate::operations::Operation::RejectedTransition;
 use crate::suite::{Backend, Case, Fixture};
 use TaskStatus::*;
+use chrono::{DateTime, TimeDelta};
 use dal_core::Transition::{self, *};
+use dal_core::validate::MESSAGE_MAX_BYTES;
+use dal_core::{Completion, Lease, NewTaskExecution, Problem, SubStatus::*, TaskStatus};
+use uuid::Uuid;
 
-/// The cases of this group.
 pub const CASES: &[Case] = &[
     case!(every_transition_writes_its_fields_from_every_start),
     case!(refused_transitions_and_sub_statuses_change_nothing),
@@ -27,25 +24,19 @@ pub const CASES: &[Case] = &[
 ];
 
 /// One transition of each kind.
+#[rustfmt::skip]
 fn every_transition(retry_at: DateTime<chrono::Utc>) -> [Transition; 9] {
     let text = || "ValueError: 'x' — ünïcode 🦀".to_owned();
     [
-        MarkReady,
-        MarkSkipped { reason: text() },
-        MarkRunning,
-        MarkCompleted,
-        MarkFailed { error: text() },
-        MarkAbandoned { reason: text() },
-        ScheduleRetry { retry_at },
-        ResetForRecovery,
-        ResetRetryState,
+        MarkReady, MarkSkipped { reason: text() }, MarkRunning, MarkCompleted,
+        MarkFailed { error: text() }, MarkAbandoned { reason: text() }, ScheduleRetry { retry_at },
+        ResetForRecovery, ResetRetryState,
     ]
 }
 
-/// From `NotStarted`, each transition (by the model's kinds: 0 ready, 1 skip, 2 run, 3 complete,
-/// 4 fail, 5 abandon, 6 retry, 7 recover, 8 reset) from each status it may start from, a
-/// second apart; a running task is deferred first, and every transition out of `Running`
-/// clears its sub-status.
+/// Each transition (0 ready, 1 skip, 2 run, 3 complete, 4 fail, 5 abandon, 6 retry, 7 recover,
+/// 8 reset) from each status it may start from, a second apart; a running task deferred first
+/// (every way out of `Running` clears it).
 fn every_transition_writes_its_fields_from_every_start(kind: Backend) {
     let chains: [&[u8]; 4] = [
         &[0, 7, 8, 2, 7, 2, 4, 6, 4, 8, 2, 4, 6, 2, 6, 7],
@@ -116,16 +107,15 @@ fn refused_transitions_and_sub_statuses_change_nothing(kind: Backend) {
     let too_long =
         |text: &str| Problem::TooLong { max: MESSAGE_MAX_BYTES, len: text.len(), unit: "bytes" };
     let retry_at = DateTime::from_timestamp(253_402_300_800, 0).unwrap(); // year 10000
-    for (t, field, problem) in [
-        (fail("\0"), "error", Problem::ContainsNul),
-        (fail(&long), "error", too_long(&long)),
-        (fail(&mib), "error", too_long(&mib)),
-        (skip("a\0"), "reason", Problem::ContainsNul),
-        (skip(&mib), "reason", too_long(&mib)),
-        (abandon("\0b"), "reason", Problem::ContainsNul),
+    #[rustfmt::skip]
+    let bad = [
+        (fail("\0"), "error", Problem::ContainsNul), (fail(&long), "error", too_long(&long)),
+        (fail(&mib), "error", too_long(&mib)), (skip("a\0"), "reason", Problem::ContainsNul),
+        (skip(&mib), "reason", too_long(&mib)), (abandon("\0b"), "reason", Problem::ContainsNul),
         (abandon(&mib), "reason", too_long(&mib)),
         (ScheduleRetry { retry_at }, "retry_at", Problem::TimeOutOfRange),
-    ] {
+    ];
+    for (t, field, problem) in bad {
         let from = t.plan(f.now()).guard.from;
         for task in tasks.iter().filter(|task| from.contains(task.status)) {
             let got = fails_after(&f, 0, || s.transition(task.id, t.clone()));
@@ -139,9 +129,8 @@ fn refused_transitions_and_sub_statuses_change_nothing(kind: Backend) {
     }
 }
 
-/// Every write of an unknown task is not found (after the guarded write and its read), as is
-/// every call under a lease of one; reads match nothing. The nil and the largest ids are ids
-/// like any other.
+/// Every write of an unknown task (the nil and largest ids too) and every call under a lease
+/// of one is not found, after the guarded write and its read; reads match nothing.
 fn unknown_ids_are_not_found_or_match_nothing(kind: Backend) {
     let f = Fixture::new(kind);
     let s = f.store();
@@ -169,9 +158,8 @@ fn unknown_ids_are_not_found_or_match_nothing(kind: Backend) {
     assert_unchanged(s, &task);
 }
 
-/// Set and cleared, each with its event; status, claim and heartbeat are left as they are
-/// (a heartbeat keeps it). Every write under a lease that leaves `Running` clears it
-/// (complete, fail, release, a batch), and so does the sweep that resets a dead runner's task.
+/// Set and cleared, each with its event, nothing else changed (a heartbeat keeps it); every
+/// write leaving `Running` (complete, fail, release, a batch, a sweep's reset) clears it.
 fn a_running_task_is_deferred_and_resumed_and_every_way_out_clears_it(kind: Backend) {
     let mut ops: Vec<Op> = vec![CreateMany((0..5).map(|i| spec(0, i, true, 3)).collect())];
     ops.extend((0..5).map(|i| ClaimTask(i, 0)));
@@ -184,8 +172,7 @@ fn a_running_task_is_deferred_and_resumed_and_every_way_out_clears_it(kind: Back
     scenario(kind, &[ops, vec![Advance(60), Sweep(30, 3)]].concat());
 }
 
-/// The deferred running tasks of the workflows asked for, by id: not an active or a plain
-/// running task, not one of another workflow.
+/// The deferred running tasks of the workflows asked for, by id (not active, plain, others').
 fn deferred_tasks_lists_the_deferred_running_tasks_of_the_workflows(kind: Backend) {
     let wfs = [0, 0, 1, 2, 0, 0, 0];
     let mut ops: Vec<Op> = vec![CreateMany(

@@ -1,8 +1,13 @@
-//! What goes in comes back exactly, on every backend: rows as created (every field, in input
-//! and creation order), times, JSON documents, texts and limits up to their edges; past them,
-//! and for taken names, the same typed error on each backend, leaving rows as they were.
+//! What goes in comes back exactly: rows, times, JSON, texts and limits up to their edges; past
+//! them, and for taken names, the same typed error on each backend, nothing changed.
 
+use super::support::{BEYOND_ONE_CHUNK, assert_unchanged, fails, fails_after, invalid, new_row};
+use super::support::{Sequence, checked_history, ready_tasks, task_in, workflow};
+use crate::case;
+use crate::model::Failure;
+use crate::suite::{Backend, Case, Fixture};
 use chrono::{DateTime, TimeDelta, Utc};
+use dal_core::TaskStatus::*;
 use dal_core::clock::to_micros;
 use dal_core::event::time_value;
 use dal_core::validate::{JSON_MAX_DEPTH, MESSAGE_MAX_BYTES, TASK_NAME_MAX_CHARS};
@@ -11,29 +16,18 @@ use dal_core::{Clock, EventType, NewTaskExecution, Problem, PruneCursor, TaskExe
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::support::{BEYOND_ONE_CHUNK, assert_unchanged, fails, fails_after, new_row};
-use super::support::{Sequence, checked_history, ready_tasks, task_in, workflow};
-use crate::case;
-use crate::model::Failure;
-use crate::suite::{Backend, Case, Fixture};
-use dal_core::TaskStatus::*;
-
-/// The cases of this group.
 pub const CASES: &[Case] = &[
     case!(created_rows_hold_every_field_in_input_and_creation_order),
     case!(a_taken_name_rejects_the_create_or_the_whole_batch_and_keeps_the_original),
     case!(invalid_input_is_rejected_before_anything_is_written),
-    case!(times_at_the_storable_edges_round_trip_and_past_them_are_refused),
-    case!(every_time_a_caller_gives_is_cut_to_the_microsecond),
+    case!(times_round_trip_to_the_microsecond_up_to_the_storable_edges),
     case!(json_documents_round_trip_exactly_and_only_json_is_stored),
     case!(texts_round_trip_verbatim_up_to_their_limits),
     case!(limits_at_their_extremes_and_empty_inputs),
 ];
 
-/// One mebibyte.
 const MIB: usize = 1 << 20;
 
-/// The ids of `rows`.
 fn ids<'a>(rows: impl IntoIterator<Item = &'a TaskExecution>) -> Vec<Uuid> {
     rows.into_iter().map(|t| t.id).collect()
 }
@@ -43,6 +37,15 @@ fn batch(wf: Uuid, n: usize) -> Vec<NewTaskExecution> {
     let new =
         |i| NewTaskExecution::new(wf, format!("t{i:05}")).with_max_attempts(1 + (i % 4) as i32);
     (0..n).map(new).collect()
+}
+
+/// The row `new` is created as, with id `id`, at `now`.
+fn created_as(id: Uuid, new: &NewTaskExecution, now: DateTime<Utc>) -> TaskExecution {
+    let mut row = new_row(id, new.workflow_execution_id, &new.task_name, now);
+    (row.status, row.attempt, row.max_attempts) = (new.status, new.attempt, new.max_attempts);
+    (row.trigger_rules, row.retry_at) = (new.trigger_rules.clone(), new.retry_at.map(to_micros));
+    row.task_configuration = new.task_configuration.clone();
+    row
 }
 
 fn created_rows_hold_every_field_in_input_and_creation_order(kind: Backend) {
@@ -62,16 +65,8 @@ fn created_rows_hold_every_field_in_input_and_creation_order(kind: Backend) {
         ..NewTaskExecution::new(wf, "extract ✓ 🦀")
     };
     let full = s.create(&new).unwrap();
-    let expected = TaskExecution {
-        status: Ready,
-        attempt: 2,
-        max_attempts: 5,
-        trigger_rules: new.trigger_rules,
-        task_configuration: new.task_configuration,
-        retry_at: Some(to_micros(retry_at)),
-        ..new_row(full.id, wf, "extract ✓ 🦀", f.now())
-    };
-    assert_eq!(full, expected);
+    assert_eq!(full, created_as(full.id, &new, f.now()));
+    assert_eq!((full.retry_at, full.status), (Some(to_micros(retry_at)), Ready));
     // A UUIDv7 carrying the store's time, to the millisecond.
     assert_eq!(full.id.get_version_num(), 7);
     let (secs, nanos) = full.id.get_timestamp().unwrap().to_unix();
@@ -85,14 +80,11 @@ fn created_rows_hold_every_field_in_input_and_creation_order(kind: Backend) {
     let ready = s.mark_ready(defaults.id).unwrap();
     assert_eq!(ready.updated_at - defaults.updated_at, micro);
     f.tick();
-    let most = NewTaskExecution::new(wf, "alpha").with_max_attempts(i32::MAX);
-    let most = s.create(&most).unwrap();
-    let expected =
-        TaskExecution { max_attempts: i32::MAX, ..new_row(most.id, wf, "alpha", f.now()) };
-    assert_eq!(most, expected);
+    let alpha = NewTaskExecution::new(wf, "alpha").with_max_attempts(i32::MAX);
+    let most = s.create(&alpha).unwrap();
+    assert_eq!(most, created_as(most.id, &alpha, f.now()));
     let mut of_wf = vec![full, ready, most];
-    // A batch: two workflow executions interleaved (one row in three is of `wf`), names not
-    // in sorted order.
+    // A batch: two workflows interleaved (a row in three of `wf`), names not in sorted order.
     f.tick();
     let news: Vec<NewTaskExecution> = (0..60)
         .map(|i| {
@@ -104,12 +96,7 @@ fn created_rows_hold_every_field_in_input_and_creation_order(kind: Backend) {
     let created = s.create_many(&news).unwrap();
     assert_eq!(created.len(), news.len());
     for (row, new) in created.iter().zip(&news) {
-        let want = TaskExecution {
-            max_attempts: new.max_attempts,
-            task_configuration: new.task_configuration.clone(),
-            ..new_row(row.id, new.workflow_execution_id, &new.task_name, f.now())
-        };
-        assert_eq!(row, &want);
+        assert_eq!(row, &created_as(row.id, new, f.now()));
     }
     // Rows made by one statement share created_at; ids increase in input order and keep it.
     assert!(created.windows(2).all(|w| w[0].id < w[1].id));
@@ -128,8 +115,7 @@ fn a_taken_name_rejects_the_create_or_the_whole_batch_and_keeps_the_original(kin
     for (n, taken) in [(10, 5), (BEYOND_ONE_CHUNK, BEYOND_ONE_CHUNK - 1)] {
         let wf = workflow();
         let news = batch(wf, n);
-        let original = s.create(&news[taken].clone().with_max_attempts(1));
-        let original = original.unwrap();
+        let original = s.create(&news[taken].clone().with_max_attempts(1)).unwrap();
         let clash = Failure::AlreadyExists(wf, news[taken].task_name.clone());
         f.tick();
         let got = [s.create_many(&news).map(drop), s.create(&news[taken]).map(drop)];
@@ -140,13 +126,12 @@ fn a_taken_name_rejects_the_create_or_the_whole_batch_and_keeps_the_original(kin
     let other = workflow();
     let news = batch(other, BEYOND_ONE_CHUNK);
     let created = s.create_many(&news).unwrap();
-    let names: Vec<&str> = created.iter().map(|r| r.task_name.as_str()).collect();
-    let expected: Vec<&str> = news.iter().map(|n| n.task_name.as_str()).collect();
-    assert_eq!(names, expected);
+    assert!(created.iter().map(|r| &r.task_name).eq(news.iter().map(|n| &n.task_name)));
     assert_eq!(s.list_for_workflow(other).unwrap(), created);
 }
 
 /// Inputs that validation rejects, with the field and the problem it must report.
+#[rustfmt::skip]
 fn invalid_inputs(wf: Uuid) -> Vec<(NewTaskExecution, &'static str, Problem)> {
     use Problem::*;
     let new = |name: &str| NewTaskExecution::new(wf, name);
@@ -164,18 +149,14 @@ fn invalid_inputs(wf: Uuid) -> Vec<(NewTaskExecution, &'static str, Problem)> {
         NewTaskExecution { retry_at: DateTime::from_timestamp(253_402_300_800, 0), ..new("ok") };
     let (max, most) = ("max_attempts", i32::MAX.into());
     vec![
-        (new(""), "task_name", Blank),
-        (new(" \t "), "task_name", Blank),
+        (new(""), "task_name", Blank), (new(" \t "), "task_name", Blank),
         (new(&"x".repeat(256)), "task_name", chars(256)),
         // 1 MiB of four-byte characters: the limit counts characters.
         (new(&"🦀".repeat(MIB / 4)), "task_name", chars(MIB / 4)),
-        (new("a\0b"), "task_name", ContainsNul),
-        (new("a\u{7}b"), "task_name", ContainsControl),
-        (attempts(1, 0), max, range(most, 0)),
-        (attempts(1, -1), max, range(most, -1)),
+        (new("a\0b"), "task_name", ContainsNul), (new("a\u{7}b"), "task_name", ContainsControl),
+        (attempts(1, 0), max, range(most, 0)), (attempts(1, -1), max, range(most, -1)),
         (attempts(1, i32::MIN), max, range(most, i32::MIN)),
-        (attempts(0, 1), "attempt", range(1, 0)),
-        (attempts(4, 3), "attempt", range(3, 4)),
+        (attempts(0, 1), "attempt", range(1, 0)), (attempts(4, 3), "attempt", range(3, 4)),
         (status(Running), "status", StatusNotAllowed(Running)),
         (status(Completed), "status", StatusNotAllowed(Completed)),
         (config, "task_configuration", ContainsNul),
@@ -189,28 +170,29 @@ fn invalid_input_is_rejected_before_anything_is_written(kind: Backend) {
     let s = f.store();
     let wf = workflow();
     for (i, (new, field, problem)) in invalid_inputs(wf).into_iter().enumerate() {
-        let got = fails_after(&f, 0, || s.create(&new));
-        assert_eq!(got, Failure::Validation(field.into(), problem.clone()));
+        invalid(&f, field, problem.clone(), || s.create(&new));
         // After `i` valid items in a batch: the item is named, and nothing is written.
         let news = [batch(wf, i), vec![new]].concat();
-        let got = fails_after(&f, 0, || s.create_many(&news));
-        let want = Failure::Validation(format!("tasks[{i}].{field}"), problem);
-        assert_eq!(got, want);
+        invalid(&f, &format!("tasks[{i}].{field}"), problem, || s.create_many(&news));
     }
     let twice = [0, 1].map(|_| NewTaskExecution::new(wf, "a"));
-    let got = fails_after(&f, 0, || s.create_many(&twice));
     let duplicate = Problem::DuplicateInBatch { first: 0 };
-    let want = Failure::Validation("tasks[1].task_name".into(), duplicate);
-    assert_eq!(got, want);
+    invalid(&f, "tasks[1].task_name", duplicate, || s.create_many(&twice));
     assert_eq!(s.list_for_workflow(wf).unwrap(), []);
 }
 
-fn times_at_the_storable_edges_round_trip_and_past_them_are_refused(kind: Backend) {
+/// Times at the storable edges (years 1 and 9999) round trip; past them, refused before
+/// anything is sent. Every time given (retry, sweep threshold, retention cursor) is cut to the
+/// microsecond towards the past ([`to_micros`]) before it is written or compared, on every
+/// backend (PostgreSQL rounds to the nearest, towards 2000 before it; SQLite's micros down).
+fn times_round_trip_to_the_microsecond_up_to_the_storable_edges(kind: Backend) {
     let f = Fixture::new(kind);
     let s = f.store();
     let wf = workflow();
-    let first: DateTime<Utc> = "0001-01-01T00:00:00Z".parse().unwrap();
-    let last: DateTime<Utc> = "9999-12-31T23:59:59.999999Z".parse().unwrap();
+    let parse = |text: &str| text.parse::<DateTime<Utc>>().unwrap();
+    let (first, last) = (parse("0001-01-01T00:00:00Z"), parse("9999-12-31T23:59:59.999999Z"));
+    let retrying =
+        |wf, name, at| NewTaskExecution { retry_at: Some(at), ..NewTaskExecution::new(wf, name) };
     ready_tasks(s, wf, 3, 2);
     let claimed = s.claim_ready(Uuid::now_v7(), 3).unwrap();
     let tasks: Vec<TaskExecution> = claimed.into_iter().map(|c| c.task).collect();
@@ -220,25 +202,21 @@ fn times_at_the_storable_edges_round_trip_and_past_them_are_refused(kind: Backen
     // Past the edges, or at chrono's own limits: refused, nothing sent, nothing changed.
     let one = TimeDelta::microseconds(1);
     let refused = |field: &str| Failure::Validation(field.into(), Problem::TimeOutOfRange);
-    let (min, max) = (DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC);
-    for at in [first - one, last + one, min, max] {
-        let new = NewTaskExecution { retry_at: Some(at), ..NewTaskExecution::new(wf, "edge") };
+    for at in [first - one, last + one, DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC] {
+        let new = retrying(wf, "edge".into(), at);
         let got = [
             fails_after(&f, 0, || s.find_stale_claims(at)),
             fails_after(&f, 0, || s.recover_stale_claims(at, 1)),
             fails_after(&f, 0, || s.schedule_retry(tasks[0].id, at)),
             fails_after(&f, 0, || s.create(&new)),
         ];
-        let want = ["older_than", "older_than", "retry_at", "retry_at"].map(refused);
-        assert_eq!(got, want);
+        assert_eq!(got, ["older_than", "older_than", "retry_at", "retry_at"].map(refused));
     }
     tasks.iter().for_each(|task| assert_unchanged(s, task));
     // At the edges (and at 1970), kept exactly by a create and by a retry.
     let mut retried = Vec::new();
     for (at, task) in [first, DateTime::UNIX_EPOCH, last].into_iter().zip(&tasks) {
-        let new =
-            NewTaskExecution { retry_at: Some(at), ..NewTaskExecution::new(wf, at.to_string()) };
-        let created = s.create(&new).unwrap();
+        let created = s.create(&retrying(wf, at.to_string(), at)).unwrap();
         let row = s.schedule_retry(task.id, at).unwrap();
         assert_eq!((created.retry_at, row.retry_at), (Some(at), Some(at)));
         assert_eq!([s.get(created.id).unwrap(), s.get(task.id).unwrap()], [created, row.clone()]);
@@ -247,36 +225,19 @@ fn times_at_the_storable_edges_round_trip_and_past_them_are_refused(kind: Backen
     // Retries due at the first storable time and at 1970 are due now; one at the last never.
     assert_eq!(s.list_due_retries(10).unwrap(), retried[..2]);
     assert_eq!(s.list_ready(10).unwrap(), retried[..2]);
-}
-
-/// Every time a caller gives (a retry time, a sweep's threshold, a retention cursor) is cut to
-/// whole microseconds towards the past before it is written or compared: the row, its event
-/// and the read agree with [`to_micros`] of the input on every backend (PostgreSQL itself
-/// rounds to the nearest, and towards 2000-01-01 before it; SQLite's integer micros round
-/// down).
-fn every_time_a_caller_gives_is_cut_to_the_microsecond(kind: Backend) {
-    let f = Fixture::new(kind);
-    let s = f.store();
-    let parse = |text: &str| text.parse::<DateTime<Utc>>().unwrap();
-    // With nanoseconds, before 1970 (a negative Unix time), around 2000 (PostgreSQL's epoch),
-    // at the edges; then anywhere in the years 1 to 9999.
-    let mut times = [
-        "1990-01-01T00:00:00.123456789Z",
-        "1969-12-31T23:59:59.999999999Z",
-        "1970-01-01T00:00:00.000000500Z",
-        "1999-12-31T23:59:59.999999500Z",
-        "2000-01-01T00:00:00.000000500Z",
-        "0001-01-01T00:00:00.000000999Z",
-        "9999-12-31T23:59:59.999999999Z",
-        "2026-03-01T12:00:00.123456501Z",
-    ]
-    .map(parse)
-    .to_vec();
-    let mut random = Sequence::new(0x5eed_0001);
-    let first = earliest_time().timestamp();
-    let step = (parse("9999-12-31T23:59:59Z").timestamp() - first) / i64::from(u32::MAX);
+    // With nanoseconds: before 1970, around 2000, at the edges; then anywhere in 1 to 9999.
+    #[rustfmt::skip]
+    let times = [
+        "1990-01-01T00:00:00.123456789Z", "1969-12-31T23:59:59.999999999Z",
+        "1970-01-01T00:00:00.000000500Z", "1999-12-31T23:59:59.999999500Z",
+        "2000-01-01T00:00:00.000000500Z", "0001-01-01T00:00:00.000000999Z",
+        "9999-12-31T23:59:59.999999999Z", "2026-03-01T12:00:00.123456501Z",
+    ];
+    let mut times = times.map(parse).to_vec();
+    let (mut random, from) = (Sequence::new(0x5eed_0001), earliest_time().timestamp());
+    let step = (last.timestamp() - from) / i64::from(u32::MAX);
     times.extend((0..40).map(|_| {
-        let secs = first + step * i64::from(random.next_in(0, u32::MAX - 1));
+        let secs = from + step * i64::from(random.next_in(0, u32::MAX - 1));
         DateTime::from_timestamp(secs, random.next_in(0, 999_999_999)).unwrap()
     }));
     for at in times {
@@ -284,9 +245,7 @@ fn every_time_a_caller_gives_is_cut_to_the_microsecond(kind: Backend) {
         f.clock.set(crate::suite::start_time());
         let cut = to_micros(at);
         // A retry time given at creation and by schedule_retry: row, read and event.
-        let new =
-            NewTaskExecution { retry_at: Some(at), ..NewTaskExecution::new(workflow(), "created") };
-        let created = s.create(&new).unwrap();
+        let created = s.create(&retrying(workflow(), "created".into(), at)).unwrap();
         let running = task_in(s, workflow(), "retried", Running, 2);
         let retried = s.schedule_retry(running.id, at).unwrap();
         assert_eq!((created.retry_at, retried.retry_at), (Some(cut), Some(cut)), "{at}");
@@ -296,8 +255,8 @@ fn every_time_a_caller_gives_is_cut_to_the_microsecond(kind: Backend) {
             assert_eq!(event.event_type, EventType::RetryScheduled);
             assert_eq!(event.event_data["retry_at"], time_value(cut), "{at}");
         }
-        // A sweep's threshold: a claim heart-beaten at `cut` is stale before `cut` + 1 µs, not
-        // before `cut` plus less than a microsecond (alone: the retried task may be due).
+        // A claim heart-beaten at `cut` is stale before `cut` + 1 µs, not before `cut` + < 1 µs
+        // (alone: the retried task may be due).
         f.execute_sql(kind.empty_tables_sql());
         f.clock.set(cut);
         let task = ready_tasks(s, workflow(), 1, 1).remove(0);
@@ -313,8 +272,7 @@ fn every_time_a_caller_gives_is_cut_to_the_microsecond(kind: Backend) {
             let stale = s.find_stale_claims(next).unwrap();
             assert_eq!(stale, [s.get(task.id).unwrap()], "{next}");
         }
-        // A retention cursor less than a microsecond after the task's finish is the cursor at
-        // its finish, so the batch after it reads the task.
+        // A cursor under a microsecond after the finish is the finish: the batch reads the task.
         let done = s.complete(&claim.lease).unwrap();
         assert_eq!(done.completed_at, Some(cut));
         if next_storable {
@@ -336,8 +294,7 @@ fn json_documents_round_trip_exactly_and_only_json_is_stored(kind: Backend) {
         {"sql": "'); DROP TABLE task_executions; --", "unicode": "\u{10FFFF}\u{FEFF}"},
         [[[[[[[[["deep"]]]]]]]]]]);
     let mut samples = samples.as_array().unwrap().clone();
-    // About 1 MiB of text with quotes, escapes and four-byte characters, numbers at the edges
-    // of what serde_json holds; and 50,000 items.
+    // ~1 MiB of quotes, escapes and four-byte characters, serde_json's edges; 50,000 items.
     let blob = "\"q\" \\ \n🦀é\u{1}".repeat(MIB / 16);
     let (big, tiny) = (f64::MAX, f64::MIN_POSITIVE);
     samples.push(json!({"blob": blob, "max": u64::MAX, "min": i64::MIN, "big": big, "tiny": tiny}));
@@ -360,8 +317,7 @@ fn json_documents_round_trip_exactly_and_only_json_is_stored(kind: Backend) {
         assert_eq!(&s.get(row.id).unwrap(), row);
     }
     assert_eq!(s.list_for_workflow(wf).unwrap(), rows);
-    // Nor can anyone else store text that is not JSON (`jsonb` on PostgreSQL, `CHECK
-    // (json_valid(..))` on SQLite), so reads never meet a document they cannot parse.
+    // Nor can anyone store text that is not JSON (`jsonb`, `CHECK (json_valid(..))`).
     for text in ["{", "{\"a\": 1", "[1, 2,]", "undefined", "'single'", ""] {
         for column in ["task_configuration", "trigger_rules"] {
             let sql = format!("UPDATE task_executions SET {column} = '{text}'");
@@ -375,8 +331,8 @@ fn texts_round_trip_verbatim_up_to_their_limits(kind: Backend) {
     let f = Fixture::new(kind);
     let s = f.store();
     let wf = workflow();
-    // Text that looks like SQL; a name of 255 four-byte characters (the limit counts characters,
-    // on both backends); a message of the largest size.
+    // Text like SQL; a name of 255 four-byte characters (a limit in characters); a message of
+    // the largest size.
     let sql = [
         "'); DROP TABLE task_executions; --",
         "Robert'); DELETE FROM task_executions WHERE ('1'='1",
@@ -400,14 +356,12 @@ fn texts_round_trip_verbatim_up_to_their_limits(kind: Backend) {
     let skipped = s.mark_skipped(empty.id, "").unwrap();
     assert_eq!(skipped.error_details.as_deref(), Some(""));
     assert_eq!(s.get(empty.id).unwrap(), skipped);
-    // A runner's 1 MiB error is refused; what a task printed, sanitized, is cut at a character
-    // boundary and kept.
+    // A 1 MiB error is refused; sanitized, it is cut at a character boundary and kept.
     let task = ready_tasks(s, workflow(), 1, 1).remove(0);
     let claimed = s.claim_task(task.id, Uuid::now_v7()).unwrap();
     let events = s.events_for_task(task.id).unwrap();
-    let got = fails_after(&f, 0, || s.fail(&claimed.lease, &"x".repeat(MIB)));
     let too_long = Problem::TooLong { max: MESSAGE_MAX_BYTES, len: MIB, unit: "bytes" };
-    assert_eq!(got, Failure::Validation("error".into(), too_long));
+    invalid(&f, "error", too_long, || s.fail(&claimed.lease, &"x".repeat(MIB)));
     assert_unchanged(s, &claimed.task);
     assert_eq!(s.events_for_task(task.id).unwrap(), events);
     let printed = format!("{}\0", "🦀".repeat(MIB / 4));
@@ -423,8 +377,7 @@ fn limits_at_their_extremes_and_empty_inputs(kind: Backend) {
     let wf = workflow();
     let tasks = ready_tasks(s, wf, 3, 1);
     let runner = Uuid::now_v7();
-    // A limit of zero, or an empty input, asks for nothing, and nothing is sent (and see the
-    // statements group: a claim, a page of events, a batch, the workflow reads).
+    // A limit of zero or an empty input sends nothing (the statements group: the others).
     let (_, counts) = f.log.measure(|| {
         assert_eq!(s.list_ready(0).unwrap(), []);
         assert_eq!(s.list_due_retries(0).unwrap(), []);
@@ -444,9 +397,8 @@ fn limits_at_their_extremes_and_empty_inputs(kind: Backend) {
     assert_eq!(s.events_for_workflow(wf, Some(i64::MAX), u32::MAX).unwrap(), []);
     // A negative recovery cap is refused; the largest is a cap like any other.
     for cap in [-1, i32::MIN] {
-        let got = fails_after(&f, 0, || s.recover_stale_claims(f.now(), cap));
         let problem = Problem::OutOfRange { min: 0, max: i32::MAX.into(), value: cap.into() };
-        assert_eq!(got, Failure::Validation("max_recovery_attempts".into(), problem));
+        invalid(&f, "max_recovery_attempts", problem, || s.recover_stale_claims(f.now(), cap));
     }
     claimed.iter().for_each(|c| assert_unchanged(s, &c.task));
     f.clock.advance(TimeDelta::seconds(1));

@@ -1,26 +1,22 @@
 //! Workflow-level reads: known answers on hand-built workflows, unknown ids, 20,000 ids in
 //! one call.
 
-use std::collections::HashMap;
-
-use dal_core::{NewTaskExecution, TaskExecution, TaskStatus};
-use uuid::Uuid;
-
 use super::model_based::{Op::*, scenario, spec};
 use super::support::{task_in, workflow};
 use crate::case;
 use crate::suite::{Backend, Case, Fixture};
 use TaskStatus::*;
+use dal_core::{NewTaskExecution, TaskExecution, TaskStatus};
+use std::collections::HashMap;
+use uuid::Uuid;
 
-/// The cases of this group.
 pub const CASES: &[Case] = &[
     case!(workflow_reads_answer_for_the_workflows_asked_for),
     case!(retries_and_abandonments_are_aggregated_by_the_database),
     case!(twenty_thousand_ids_go_in_one_statement),
 ];
 
-/// Builds a workflow with one task in each status of `statuses` (named after the status and
-/// its position) and returns the tasks.
+/// One task of `wf` in each of `statuses`, named after the status and its position.
 fn workflow_with(f: &Fixture, wf: Uuid, statuses: &[TaskStatus]) -> Vec<TaskExecution> {
     statuses
         .iter()
@@ -34,11 +30,9 @@ fn by_name(tasks: &[TaskExecution]) -> HashMap<String, TaskStatus> {
     tasks.iter().map(|t| (t.task_name.clone(), t.status)).collect()
 }
 
-/// The counts by status (each task once), the `NotStarted` tasks of the workflows asked for
-/// (full rows, by id), their statuses nested by workflow then name (a workflow without tasks
-/// left out), which of them are complete (all tasks terminal), as the model answers; a retry
-/// makes a failed workflow incomplete again. Statuses by name, of the workflow asked for only;
-/// a workflow without tasks is not complete.
+/// Counts by status, the workflows' `NotStarted` rows, their statuses by workflow and name,
+/// which are complete (a retry undoes it), as the model answers; statuses by name of the
+/// workflow asked for only; a workflow without tasks is not complete.
 fn workflow_reads_answer_for_the_workflows_asked_for(kind: Backend) {
     // wf 0: a task in each status; wf 1: completed, failed, skipped; wf 2: running, not started.
     let wfs = [0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2];
@@ -75,10 +69,8 @@ fn workflow_reads_answer_for_the_workflows_asked_for(kind: Backend) {
     assert_eq!(complete([all, done, empty]), [false; 3]);
 }
 
-/// Retries, exhaustion and abandonment as the workflow reads aggregate them: a task done at
-/// once, one on its third try, one exhausted, one failed once; one abandoned on its last
-/// attempt (abandoned, not exhausted), then re-run (no longer abandoned); a workflow without
-/// tasks.
+/// Retries, exhaustion, abandonment aggregated: done at once, on the third try, exhausted,
+/// failed once; abandoned on its last attempt (not exhausted), re-run; a workflow without tasks.
 fn retries_and_abandonments_are_aggregated_by_the_database(kind: Backend) {
     let chains: [&[u8]; 4] =
         [&[2, 3], &[2, 4, 6, 2, 4, 6, 2, 3], &[2, 4, 6, 2, 4, 6, 2, 4], &[2, 4]];
@@ -93,7 +85,6 @@ fn retries_and_abandonments_are_aggregated_by_the_database(kind: Backend) {
     scenario(kind, &[ops, [5, 6, 7].map(|r| Read(r, 1)).into()].concat());
 }
 
-/// The number of ids in the large-input case.
 const MANY_IDS: usize = 20_000;
 
 fn twenty_thousand_ids_go_in_one_statement(kind: Backend) {
@@ -102,11 +93,9 @@ fn twenty_thousand_ids_go_in_one_statement(kind: Backend) {
     // 100 real workflows among 20,000 ids, each with two pending tasks.
     let mut ids: Vec<Uuid> = (0..MANY_IDS).map(|_| Uuid::now_v7()).collect();
     let real: Vec<Uuid> = ids.iter().step_by(MANY_IDS / 100).copied().collect();
-    let news: Vec<NewTaskExecution> = real
-        .iter()
-        .flat_map(|wf| ["pending", "done"].map(|name| NewTaskExecution::new(*wf, name)))
-        .collect();
-    s.create_many(&news).unwrap();
+    let news =
+        real.iter().flat_map(|&wf| ["pending", "done"].map(|n| NewTaskExecution::new(wf, n)));
+    s.create_many(&news.collect::<Vec<_>>()).unwrap();
     ids.reverse();
     let (pending, counts) = f.log.measure(|| s.pending_tasks(&ids).unwrap());
     assert_eq!((pending.len(), counts.statements), (200, 1));
@@ -115,10 +104,9 @@ fn twenty_thousand_ids_go_in_one_statement(kind: Backend) {
     assert!(statuses.values().all(|names| names.len() == 2));
     let (complete, counts) = f.log.measure(|| s.complete_workflows(&ids).unwrap());
     assert_eq!((complete, counts.statements), (vec![], 1));
-    let names: Vec<String> = (0..MANY_IDS).map(|i| format!("t{i}")).collect();
-    let mut names: Vec<&str> = names.iter().map(String::as_str).collect();
-    names.push("done");
+    let names: Vec<String> =
+        (0..MANY_IDS).map(|i| format!("t{i}")).chain(["done".into()]).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let (found, counts) = f.log.measure(|| s.task_statuses(real[7], &names).unwrap());
-    assert_eq!(found, HashMap::from([("done".to_owned(), NotStarted)]));
-    assert_eq!(counts.statements, 1);
+    assert_eq!((found, counts.statements), (HashMap::from([("done".to_owned(), NotStarted)]), 1));
 }
