@@ -105,7 +105,7 @@ fn retention_of_unfinished_work_fails() {
     let new = |i| NewTaskExecution::new(workflow, format!("t{i}"));
     let news: Vec<_> = (0..10).map(new).collect();
     store(&target).create_many(&news).expect("create");
-    ledger.changed([workflow; 10]);
+    ledger.record([workflow; 10], None);
     for table in ["task_executions", "execution_events"] {
         let delete = format!("DELETE FROM {table} WHERE workflow_execution_id = ?");
         sql(&target, &delete, workflow);

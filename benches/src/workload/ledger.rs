@@ -23,18 +23,17 @@ pub fn workflow_id(run: Uuid, index: usize) -> Uuid {
     Uuid::new_v8(bytes)
 }
 
-/// One workflow execution's figures.
+/// One workflow execution's figures: its tasks completed, failed on their last attempt
+/// (exhausted) and abandoned by the sweeper, the history events written, the times retention
+/// reported removing it, whether it was removed before a resumed run started (nothing else is
+/// known of it), and whether it was in the database when the run started (`held`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
 pub struct Counted {
-    /// Tasks completed, failed on their last attempt (exhausted), abandoned by the sweeper.
     pub outcomes: [u64; 3],
-    /// History events written.
     pub events: u64,
-    /// Times retention reported removing it.
     pub pruned: u32,
-    /// Removed by retention before a resumed run started: nothing else is known of it.
     pub pruned_before: bool,
-    /// In the database when the run started (stored, or already removed).
     held: bool,
 }
 
@@ -65,14 +64,13 @@ impl Counted {
     }
 }
 
-/// The ledger of a run, shared by its threads.
+/// The ledger of a run, shared by its threads; `before`: what the stored workflow executions
+/// had finished when the run started.
 #[derive(Debug, Default)]
+#[allow(missing_docs)]
 pub struct Ledger {
-    /// The run's id.
     pub run: Uuid,
-    /// Tasks in each workflow execution.
     pub tasks_per_workflow: u32,
-    /// What the stored workflow executions had finished when the run started.
     pub before: Counted,
     counted: Mutex<Vec<Counted>>,
     pruned: Mutex<Vec<Pruned>>,
@@ -97,11 +95,6 @@ impl Ledger {
         (workflow_id(self.run, index) == workflow).then_some(index)
     }
 
-    /// Whether `c` has finished or was removed.
-    fn settled(&self, c: &Counted) -> bool {
-        c.pruned > 0 || c.pruned_before || c.finished() >= u64::from(self.tasks_per_workflow)
-    }
-
     /// Starts the `index`th workflow execution from what the database held: its tasks, so
     /// counted, or nothing, retention having removed it.
     pub fn held(&mut self, index: usize, stored: Option<Counted>) {
@@ -113,18 +106,9 @@ impl Ledger {
         }
     }
 
-    /// A call changed a task of each of `workflows` (one per task), and wrote its event.
-    pub fn changed(&self, workflows: impl IntoIterator<Item = Uuid>) {
-        self.record(workflows, None);
-    }
-
-    /// A call finished a task of each of `workflows`, as outcome `how` (0: completed, 1:
-    /// exhausted, 2: abandoned), and wrote its event.
-    pub fn finished(&self, workflows: impl IntoIterator<Item = Uuid>, how: usize) {
-        self.record(workflows, Some(how));
-    }
-
-    fn record(&self, workflows: impl IntoIterator<Item = Uuid>, how: Option<usize>) {
+    /// A call changed a task of each of `workflows` (one per task) and wrote its event; as
+    /// outcome `how` (0: completed, 1: exhausted, 2: abandoned), if it finished them.
+    pub fn record(&self, workflows: impl IntoIterator<Item = Uuid>, how: Option<usize>) {
         let mut all = self.lock();
         for index in workflows.into_iter().filter_map(|w| self.index(w)) {
             all[index].events += 1;
@@ -164,7 +148,8 @@ impl Ledger {
 
     /// Whether every workflow execution has finished or was removed.
     pub fn all_settled(&self) -> bool {
-        self.lock().iter().all(|c| self.settled(c))
+        let per_workflow = u64::from(self.tasks_per_workflow);
+        self.lock().iter().all(|c| c.pruned > 0 || c.pruned_before || c.finished() >= per_workflow)
     }
 
     /// Tasks seen finishing, with those finished before the run started.
@@ -188,20 +173,17 @@ impl Ledger {
     }
 }
 
-/// What a resumed run found, for the report.
+/// What a resumed run found, for the report: workflow executions stored, removed by retention
+/// and not created yet; in those stored, tasks finished, tasks claimed by the dead process and
+/// history events.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[allow(missing_docs)]
 pub struct Resumed {
-    /// Workflow executions stored.
     pub workflows_stored: u64,
-    /// Workflow executions removed by retention.
     pub workflows_pruned: u64,
-    /// Workflow executions not created yet.
     pub workflows_to_create: u64,
-    /// Tasks finished, in the stored workflow executions.
     pub tasks_finished: u64,
-    /// Tasks claimed by the dead process.
     pub tasks_claimed: u64,
-    /// History events stored.
     pub events: u64,
 }
 

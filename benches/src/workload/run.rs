@@ -17,13 +17,12 @@ use super::db::Recorder;
 use super::ledger::{Ledger, workflow_id};
 use super::report::{Metrics, Op, Outcome};
 
-/// What a run measured.
+/// What a run measured: every thread's latencies and outcomes, the time from the first creation
+/// to the last task's end (`elapsed`) and to the end of the last creation batch (`creation`).
+#[allow(missing_docs)]
 pub struct Ran {
-    /// Every thread's latencies and outcomes.
     pub metrics: Metrics,
-    /// From the first creation to the last task's end.
     pub elapsed: Duration,
-    /// From the first creation to the end of the last creation batch.
     pub creation: Duration,
 }
 
@@ -111,10 +110,8 @@ impl Shared<'_> {
     /// Counts tasks a call changed, each with its event; as finished `how` (completed,
     /// exhausted or abandoned), if they did.
     fn changed(&self, metrics: &mut Metrics, tasks: &[TaskExecution], how: Option<Outcome>) {
-        let workflows = tasks.iter().map(|t| t.workflow_execution_id);
-        let Some(how) = how else { return self.ledger.changed(workflows) };
-        self.ledger.finished(workflows, how as usize);
-        metrics.count(how, tasks.len());
+        self.ledger.record(tasks.iter().map(|t| t.workflow_execution_id), how.map(|h| h as usize));
+        how.into_iter().for_each(|how| metrics.count(how, tasks.len()));
     }
 }
 
@@ -192,7 +189,7 @@ fn runner(s: &Shared, index: u32) -> Metrics {
             continue;
         }
         metrics.count(Outcome::Claims, claimed.len());
-        s.ledger.changed(claimed.iter().map(|c| c.task.workflow_execution_id));
+        s.ledger.record(claimed.iter().map(|c| c.task.workflow_execution_id), None);
         let crash = index < job.crashing_runners && dice.chance(job.crash_rate);
         let crash_at = crash.then(|| (dice.next() % claimed.len() as u64) as usize);
         let mut last_beat = Instant::now();
