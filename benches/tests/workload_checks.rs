@@ -30,8 +30,8 @@ fn store(target: &Target) -> Box<dyn TaskExecutionStore> {
 
 /// Runs `ledger`'s workflow executions on `target`.
 fn run_on(target: Target, args: &Args, ledger: Ledger) -> Run {
-    let ran = run(&*store(&target), &args.job, &ledger, None, true).expect("the run");
-    (target, ledger, ran.metrics)
+    let (metrics, ..) = run(&*store(&target), &args.job, &ledger, None, true).expect("the run");
+    (target, ledger, metrics)
 }
 
 /// A new run on a new SQLite file.

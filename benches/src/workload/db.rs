@@ -3,17 +3,13 @@
 //! keeps there over connections of its own, which the statement counter does not see: the run
 //! record ([`Recorder`]), the run lock ([`lock`]) and the tables' [`footprint`].
 
-use std::any::Any;
 use std::fs::{OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::{any::Any, time::Duration, time::Instant};
 
 use dal_core::{History, TaskExecutionStore};
-use dal_postgres::PgOptions;
-use dal_sqlite::SqliteOptions;
-use dal_tests::counter::StatementCounter;
-use dal_tests::provision::postgres::with_params;
+use dal_tests::{counter::StatementCounter, provision::postgres::with_params};
 use diesel::sql_types::Text;
 use diesel::{Connection, PgConnection, QueryableByName, RunQueryDsl, SqliteConnection};
 use serde::{Deserialize, Serialize};
@@ -176,11 +172,14 @@ impl Target {
         let (size, counter) = (pool_size, counter.factory());
         Ok(match &self.db {
             Db::Sqlite(path) => {
-                let options = SqliteOptions::new(path.to_string_lossy()).pool_size(size);
+                let options =
+                    dal_sqlite::SqliteOptions::new(path.to_string_lossy()).pool_size(size);
                 Box::new(options.history(history).instrumentation(counter).open().map_err(failed)?)
             }
             Db::Postgres(_, _, pooled) => {
-                let options = PgOptions::new(self.db.url(true)).pool_size(size).history(history);
+                let options = dal_postgres::PgOptions::new(self.db.url(true))
+                    .pool_size(size)
+                    .history(history);
                 let options = options.transaction_pooling(*pooled).instrumentation(counter);
                 Box::new(options.connect().map_err(failed)?)
             }

@@ -3,9 +3,7 @@
 //! from what a process that died left ([`resume`]). Of those retention removed, the ledger is
 //! all the checks know; the others they compare with the database.
 
-use std::collections::BTreeMap;
-use std::ops::Range;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::{collections::BTreeMap, ops::Range, sync::Mutex, sync::MutexGuard, sync::PoisonError};
 
 use dal_core::{DalError, ExecutionEvent, Pruned, TaskExecution, TaskExecutionStore, TaskStatus};
 use serde::Serialize;

@@ -2,8 +2,7 @@
 //! thread keeping its own [`Metrics`], added to the run's when the thread ends) and its
 //! [`Report`]: printed, and written as JSON with `--json`.
 
-use std::collections::BTreeMap;
-use std::time::Instant;
+use std::{collections::BTreeMap, time::Instant};
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
