@@ -112,13 +112,10 @@ impl Target {
         let db = match (url, postgres) {
             (None, _) => {
                 let temp = tempfile::Builder::new().prefix("dal-workload-").tempdir();
-                let temp = temp.map_err(|e| format!("cannot create a temporary directory: {e}"))?;
-                let path = temp.path().join("workload.db");
-                match args.keep {
-                    true => _ = temp.keep(),
-                    false => _dir = Some(temp),
-                }
-                Db::Sqlite(path)
+                let mut temp =
+                    temp.map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+                temp.disable_cleanup(args.keep);
+                Db::Sqlite(_dir.insert(temp).path().join("workload.db"))
             }
             (Some(url), None) => {
                 let path = PathBuf::from(&url["sqlite://".len()..]);
@@ -288,12 +285,12 @@ impl Recorder {
     }
 
     /// Records a new run.
-    pub fn start(&mut self, run_id: Uuid, job: &Job) -> Result<(), String> {
+    pub(crate) fn start(&mut self, run_id: Uuid, job: &Job) -> Result<(), String> {
         self.save(RunRecord { run_id, job: job.clone(), created_batches: 0 })
     }
 
     /// Records that `batches` creation batches exist.
-    pub fn created(&mut self, batches: u64) -> Result<(), String> {
+    pub(crate) fn created(&mut self, batches: u64) -> Result<(), String> {
         let record = self.1.clone().ok_or("no run recorded")?;
         self.save(RunRecord { created_batches: batches, ..record })
     }

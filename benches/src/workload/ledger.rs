@@ -50,13 +50,11 @@ impl Counted {
         counted
     }
 
-    /// Tasks seen finishing.
-    pub fn finished(&self) -> u64 {
+    pub(crate) fn finished(&self) -> u64 {
         self.outcomes.iter().sum()
     }
 
-    /// Adds `other`'s tasks and events to these.
-    pub fn add(&mut self, other: &Counted) {
+    pub(crate) fn add(&mut self, other: &Counted) {
         (0..3).for_each(|i| self.outcomes[i] += other.outcomes[i]);
         self.events += other.events;
     }
@@ -95,7 +93,7 @@ impl Ledger {
 
     /// Starts the `index`th workflow execution from what the database held: its tasks, so
     /// counted, or nothing, retention having removed it.
-    pub fn held(&mut self, index: usize, stored: Option<Counted>) {
+    pub(crate) fn held(&mut self, index: usize, stored: Option<Counted>) {
         let c = stored.unwrap_or_default();
         self.before.add(&c);
         let all = self.counted.get_mut().unwrap_or_else(PoisonError::into_inner);
@@ -129,7 +127,7 @@ impl Ledger {
     }
 
     /// The creation batches: their workflow executions' indexes.
-    pub fn batches(&self) -> impl Iterator<Item = Range<usize>> + use<> {
+    pub(crate) fn batches(&self) -> impl Iterator<Item = Range<usize>> + use<> {
         let n = self.lock().len();
         let batch = move |b: usize| b * WORKFLOWS_PER_BATCH..((b + 1) * WORKFLOWS_PER_BATCH).min(n);
         (0..n.div_ceil(WORKFLOWS_PER_BATCH)).map(batch)
@@ -145,13 +143,12 @@ impl Ledger {
     }
 
     /// Whether every workflow execution has finished or was removed.
-    pub fn all_settled(&self) -> bool {
+    pub(crate) fn all_settled(&self) -> bool {
         let per_workflow = u64::from(self.tasks_per_workflow);
         self.lock().iter().all(|c| c.pruned > 0 || c.pruned_before || c.finished() >= per_workflow)
     }
 
-    /// Tasks seen finishing, with those finished before the run started.
-    pub fn finished_tasks(&self) -> u64 {
+    pub(crate) fn finished_tasks(&self) -> u64 {
         self.lock().iter().map(Counted::finished).sum()
     }
 
@@ -166,7 +163,7 @@ impl Ledger {
     }
 
     /// The `prune_finished` batches that removed anything, in the order they reported.
-    pub fn batches_pruned(&self) -> Vec<Pruned> {
+    pub(crate) fn batches_pruned(&self) -> Vec<Pruned> {
         self.pruned.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 }
@@ -226,9 +223,8 @@ pub fn read_workflow(
     store: &dyn TaskExecutionStore,
     workflow: Uuid,
 ) -> Result<(Vec<TaskExecution>, Histories), DalError> {
-    let tasks = store.list_for_workflow(workflow)?;
-    let mut histories = Histories::new();
-    let mut after = None;
+    let (tasks, mut histories, mut after) =
+        (store.list_for_workflow(workflow)?, Histories::new(), None);
     while !tasks.is_empty() {
         let page = store.events_for_workflow(workflow, after, 10_000)?;
         let Some(last) = page.last() else { break };

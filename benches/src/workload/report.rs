@@ -94,8 +94,7 @@ impl Metrics {
         self.outcomes[outcome as usize]
     }
 
-    /// Adds `other`'s records to these.
-    pub fn merge(&mut self, other: &Metrics) {
+    pub(crate) fn merge(&mut self, other: &Metrics) {
         for (mine, theirs) in self.latencies.iter_mut().zip(&other.latencies) {
             if let (Some(mine), Some(theirs)) = (mine, theirs) {
                 let _ = mine.add(theirs);
