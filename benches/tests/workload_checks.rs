@@ -24,8 +24,7 @@ fn args(more: &str) -> Args {
 }
 
 fn store(target: &Target) -> Box<dyn TaskExecutionStore> {
-    let store = target.connect(4, History::Kept, &Default::default());
-    store.expect("open the store")
+    target.connect(4, History::Kept, &Default::default()).expect("open the store")
 }
 
 /// Runs `ledger`'s workflow executions on `target`.
@@ -46,8 +45,7 @@ fn fresh(more: &str) -> Run {
 fn failing((target, ledger, metrics): &Run) -> Vec<&'static str> {
     let checks = run_checks(&*store(target), ledger, metrics).expect("read the results back");
     assert_eq!(checks.len(), 7);
-    let failed = checks.into_iter().filter(|c| !c.passed);
-    failed.map(|c| c.name).collect()
+    checks.into_iter().filter(|c| !c.passed).map(|c| c.name).collect()
 }
 
 /// What a `prune_finished` batch reports when it removes `workflow`, of 10 tasks.

@@ -70,8 +70,10 @@ pub fn run_checks(
             flag(outcomes, format!("{workflow}: {db}, {run} counted"));
         }
         if found.events != counted.events {
-            let (db, run) = (found.events, counted.events);
-            flag(events, format!("{workflow}: {db} events, {run} changes"));
+            flag(
+                events,
+                format!("{workflow}: {} events, {} changes", found.events, counted.events),
+            );
         }
         for task in &tasks {
             let id = task.id;
@@ -119,9 +121,8 @@ pub fn run_checks(
     if in_store != stored_tasks {
         flag(terminal, format!("{in_store} tasks stored, {stored_tasks} ours"));
     }
-    let mut total = stored;
+    let (mut total, mut reported) = (stored, ledger.before);
     total.add(&removed);
-    let mut reported = ledger.before;
     let how = [Outcome::Completed, Outcome::Exhausted, Outcome::Abandoned];
     (0..3).for_each(|i| reported.outcomes[i] += metrics.get(how[i]));
     if total.outcomes != reported.outcomes {
@@ -139,8 +140,7 @@ pub fn run_checks(
             }
         }
         if batch.events != written {
-            let deleted = batch.events;
-            flag(events, format!("batch {n}: {deleted} events of {written}"));
+            flag(events, format!("batch {n}: {} events of {written}", batch.events));
         }
         if batch.tasks != batch.workflows.len() as u64 * per_workflow {
             flag(pruning, format!("batch {n} deleted {} tasks", batch.tasks));
@@ -163,13 +163,11 @@ pub fn run_checks(
         format!("{events} events stored, {removed_events} removed"),
         format!("{pruned} workflow executions in {} batches", batches.len()),
     ];
-    let checks = problems.into_iter().zip(CHECKS).zip(oks);
-    let check = |(((count, first), name), ok): (((u64, Option<String>), _), String)| Check {
-        name,
-        passed: first.is_none(),
-        detail: first.map_or(ok, |first| format!("{count} problems; first: {first}")),
-    };
-    Ok(checks.map(check).collect())
+    let checks = problems.into_iter().zip(CHECKS).zip(oks).map(|(((count, first), name), ok)| {
+        let detail = first.as_ref().map_or(ok, |first| format!("{count} problems; first: {first}"));
+        Check { name, passed: first.is_none(), detail }
+    });
+    Ok(checks.collect())
 }
 
 fn describe(c: &Counted) -> String {
