@@ -296,7 +296,10 @@ fn plot(points: &[Point]) -> String {
         let x = |tasks| left + (log(tasks) - low) / (high - low).max(1e-9) * (right - left);
         let y = |v: f64| bottom - v / top * (bottom - 30.0);
         svg += &text((left + right) / 2.0, 18.0, "middle", &format!("{figure} against tasks"));
-        svg += &format!(r#"<path d="M{left} 30 V{bottom} H{right}" stroke="black" fill="none"/>"#);
+        svg += &format!(
+            r#"<path d="M{left} 30 V{bottom} H{right}" stroke="black" fill="none"/>
+"#
+        );
         for tick in [0.0, 0.25, 0.5, 0.75, 1.0].map(|t| t * top) {
             let label = group(tick, usize::from(top < 100.0));
             svg += &text(left - 5.0, y(tick) + 4.0, "end", &label);
