@@ -6,8 +6,7 @@
 //! runs; `-- --test` runs each benchmark once.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::{sync::atomic::AtomicU64, sync::atomic::Ordering, time::Duration};
 
 use chrono::{TimeDelta, Utc};
 use criterion::{BatchSize, BenchmarkId, Criterion};
@@ -149,9 +148,7 @@ fn news_of(_: &Ctx, n: usize) -> Input {
 }
 
 fn single_creates(c: &Ctx, (news, _): Input) {
-    for new in &news {
-        c.store.create(new).unwrap();
-    }
+    news.iter().for_each(|new| drop(c.store.create(new).unwrap()));
 }
 
 fn ready_32(c: &Ctx, _: usize) -> Input {

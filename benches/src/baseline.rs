@@ -21,13 +21,12 @@ use diesel::prelude::*;
 use serde_json::json;
 use uuid::Uuid;
 
-/// The backends the benchmarks compare.
+/// The backends the benchmarks compare: `dal-postgres` and `dal-sqlite`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
+#[allow(missing_docs)]
 pub enum Backend {
-    /// `dal-postgres`.
     Postgres,
-    /// `dal-sqlite`.
     Sqlite,
 }
 
@@ -46,13 +45,12 @@ impl Backend {
     }
 }
 
-/// A store, the baselines over its pool, and the database they live in (removed on drop).
+/// A store (the DAL), the baselines (the old patterns) over its pool, and the database they live
+/// in (removed on drop).
+#[allow(missing_docs)]
 pub struct BenchEnv {
-    /// Which backend.
     pub kind: Backend,
-    /// The DAL.
     pub store: Box<dyn TaskExecutionStore>,
-    /// The old patterns, on the store's pool.
     pub baseline: Baseline,
     _database: Box<dyn std::any::Any>,
 }
@@ -86,11 +84,10 @@ impl BenchEnv {
     }
 }
 
-/// The baseline patterns over a store's pool.
+/// The baseline patterns over a store's pool, on PostgreSQL or SQLite.
+#[allow(missing_docs)]
 pub enum Baseline {
-    /// On PostgreSQL.
     Pg(dal_postgres::PgPool),
-    /// On SQLite.
     Sqlite(dal_sqlite::SqlitePool),
 }
 
@@ -99,16 +96,14 @@ pub enum Baseline {
 macro_rules! on_pool {
     ($self:ident, $conn:ident => $body:expr) => {
         match $self {
-            Baseline::Pg(pool) => {
-                let $conn = &mut pool.get().expect("a connection from the pool");
-                $body
-            }
-            Baseline::Sqlite(pool) => {
-                let $conn = &mut pool.get().expect("a connection from the pool");
-                $body
-            }
+            Baseline::Pg(pool) => on_pool!(pool, $conn, $body),
+            Baseline::Sqlite(pool) => on_pool!(pool, $conn, $body),
         }
     };
+    ($pool:ident, $conn:ident, $body:expr) => {{
+        let $conn = &mut $pool.get().expect("a connection from the pool");
+        $body
+    }};
 }
 
 /// `INSERT` of a history event as the DAL writes it: `(attempt, claim, recovery_attempts)`.

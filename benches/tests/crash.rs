@@ -22,17 +22,15 @@ const RUN: &str = "--quiet --workflows 600 --runners 2 --work-us 3000 --create-p
 
 fn workload(location: &[&str], more: &str) -> Child {
     let mut command = Command::new(env!("CARGO_BIN_EXE_workload"));
-    command.args(location).args(more.split_whitespace());
-    command.stdin(Stdio::null()).stdout(Stdio::piped());
-    command.stderr(Stdio::piped()).spawn().expect("spawn")
+    let command = command.args(location).args(more.split_whitespace()).stdin(Stdio::null());
+    command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn")
 }
 
 /// Waits for `child` to end, for at most `limit`.
 fn ended(mut child: Child, limit: Duration) -> std::process::Output {
     let deadline = Instant::now() + limit;
     while child.try_wait().expect("poll the workload").is_none() {
-        let late = Instant::now() > deadline;
-        assert!(!late, "the workload did not end in {limit:?}");
+        assert!(Instant::now() <= deadline, "the workload did not end in {limit:?}");
         std::thread::sleep(Duration::from_millis(20));
     }
     child.wait_with_output().expect("the workload's output")
@@ -42,8 +40,7 @@ fn ended(mut child: Child, limit: Duration) -> std::process::Output {
 fn refused(location: &[&str], because: &str) {
     let output = ended(workload(location, "--quiet"), Duration::from_secs(10));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    let refused = output.status.code() == Some(2) && stderr.contains(because);
-    assert!(refused, "{stderr}");
+    assert!(output.status.code() == Some(2) && stderr.contains(because), "{stderr}");
 }
 
 /// Waits until the run has recorded `batches` creation batches, `child` still running.
@@ -52,8 +49,7 @@ fn wait_for(recorder: &mut Recorder, child: &mut Child, batches: u64) {
     let made = |r: &mut Recorder| r.read().ok().flatten().map_or(0, |r| r.created_batches);
     while made(recorder) < batches {
         let running = child.try_wait().expect("poll the workload").is_none();
-        let stalled = !running || Instant::now() > deadline;
-        assert!(!stalled, "the run ended, or made no progress");
+        assert!(running && Instant::now() <= deadline, "the run ended, or made no progress");
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -80,15 +76,14 @@ fn killed_and_resumed(location: &[&str], resumes_killed: usize) -> Value {
     let json = dir.path().join("report.json");
     let more = format!("--quiet --resume --json {}", json.display());
     let output = ended(workload(location, &more), Duration::from_secs(300));
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let (stdout, stderr) =
+        (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success(), "{stdout}{stderr}");
     let report: Value = serde_json::from_slice(&std::fs::read(&json).expect("read")).expect("json");
     let checks = report["checks"].as_array().map(Vec::len);
     assert!(report["passed"] == true && checks == Some(7), "{stdout}");
     // Its runners waited for the dead process's claims to go stale, with nothing else to do.
-    let waited = report["outcomes"]["empty_claims"].as_u64();
-    assert!(waited > Some(0), "{stdout}");
+    assert!(report["outcomes"]["empty_claims"].as_u64() > Some(0), "{stdout}");
     let (created, elapsed) = (report["creation_s"].as_f64(), report["elapsed_s"].as_f64());
     assert!(Some(0.0) < created && created <= elapsed, "{stdout}");
     report

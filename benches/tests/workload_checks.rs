@@ -24,14 +24,13 @@ fn args(more: &str) -> Args {
 }
 
 fn store(target: &Target) -> Box<dyn TaskExecutionStore> {
-    let store = target.connect(4, History::Kept, &Default::default());
-    store.expect("open the store")
+    target.connect(4, History::Kept, &Default::default()).expect("open the store")
 }
 
 /// Runs `ledger`'s workflow executions on `target`.
 fn run_on(target: Target, args: &Args, ledger: Ledger) -> Run {
-    let ran = run(&*store(&target), &args.job, &ledger, None, true).expect("the run");
-    (target, ledger, ran.metrics)
+    let (metrics, ..) = run(&*store(&target), &args.job, &ledger, None, true).expect("the run");
+    (target, ledger, metrics)
 }
 
 /// A new run on a new SQLite file.
@@ -46,8 +45,7 @@ fn fresh(more: &str) -> Run {
 fn failing((target, ledger, metrics): &Run) -> Vec<&'static str> {
     let checks = run_checks(&*store(target), ledger, metrics).expect("read the results back");
     assert_eq!(checks.len(), 7);
-    let failed = checks.into_iter().filter(|c| !c.passed);
-    failed.map(|c| c.name).collect()
+    checks.into_iter().filter(|c| !c.passed).map(|c| c.name).collect()
 }
 
 /// What a `prune_finished` batch reports when it removes `workflow`, of 10 tasks.
@@ -105,7 +103,7 @@ fn retention_of_unfinished_work_fails() {
     let new = |i| NewTaskExecution::new(workflow, format!("t{i}"));
     let news: Vec<_> = (0..10).map(new).collect();
     store(&target).create_many(&news).expect("create");
-    ledger.changed([workflow; 10]);
+    ledger.record([workflow; 10], None);
     for table in ["task_executions", "execution_events"] {
         let delete = format!("DELETE FROM {table} WHERE workflow_execution_id = ?");
         sql(&target, &delete, workflow);

@@ -3,17 +3,13 @@
 //! claim latency, index reads and sizes grow with the store, and plots the cost per task against
 //! the number of tasks as SVG. `cargo run --release -p dal-benches --bin scale -- --help`.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::ExitCode;
+use std::{collections::BTreeMap, collections::BTreeSet, path::PathBuf, process::ExitCode};
 
 use clap::Parser;
 use dal_benches::baseline::Backend;
-use dal_benches::workload::args::{Args, Job};
 use dal_benches::workload::report::{Report, bytes};
-use dal_benches::workload::{db::pg, execute, write_json};
-use diesel::sql_types::Text;
-use diesel::{QueryableByName, RunQueryDsl};
+use dal_benches::workload::{args::Args, args::Job, db::pg, execute, write_json};
+use diesel::{QueryableByName, RunQueryDsl, sql_types::Text};
 use serde::Serialize;
 
 /// Runs the workload at each of `--sizes` tasks on each of `--backends`, `--runs` times each,
@@ -88,18 +84,16 @@ fn main() -> ExitCode {
 fn scale(args: &ScaleArgs) -> Result<bool, String> {
     let per_workflow = u64::from(args.job.tasks_per_workflow);
     let mut plan = Vec::new();
-    for &backend in &args.backends {
-        for &tasks in &args.sizes {
-            let workflows = u32::try_from(tasks / per_workflow).unwrap_or(0);
-            if workflows == 0 || tasks % per_workflow != 0 {
-                return Err(format!("--sizes: {tasks} is not whole workflow executions"));
-            }
-            let mut run = Args::parse_from(["workload"]);
-            run.database_url = (backend == Backend::Postgres).then(|| args.database_url.clone());
-            (run.job, run.quiet) = (args.job.clone(), args.quiet);
-            run.job.workflows = workflows;
-            plan.push((backend, tasks, run));
+    let pairs = args.backends.iter().flat_map(|&b| args.sizes.iter().map(move |&s| (b, s)));
+    for (backend, tasks) in pairs {
+        let workflows = u32::try_from(tasks / per_workflow).unwrap_or(0);
+        if workflows == 0 || tasks % per_workflow != 0 {
+            return Err(format!("--sizes: {tasks} is not whole workflow executions"));
         }
+        let mut run = Args::parse_from(["workload"]);
+        run.database_url = (backend == Backend::Postgres).then(|| args.database_url.clone());
+        (run.job, run.quiet) = (Job { workflows, ..args.job.clone() }, args.quiet);
+        plan.push((backend, tasks, run));
     }
     let postgres = args.backends.contains(&Backend::Postgres);
     let settings = if postgres { server_settings(&args.database_url)? } else { Vec::new() };
@@ -158,14 +152,12 @@ fn figures(report: &Report) -> Figures {
         f.insert("claim p99 µs".into(), claim.p99_us as f64);
     }
     for r in report.footprint.iter().flatten() {
-        f.insert(format!("bytes:{}", r.name), r.bytes as f64);
-        let counters = [
-            ("live rows", r.live_rows),
-            ("dead rows", r.dead_rows),
-            ("autovacuums", r.autovacuums),
-        ];
-        for (name, value) in counters.iter().filter_map(|(n, v)| Some((n, (*v)?))) {
-            f.insert(format!("{name}:{}", r.name), value as f64);
+        let (size, vacuums) = (Some(r.bytes), r.autovacuums);
+        let counters = [("bytes", size), ("live rows", r.live_rows), ("dead rows", r.dead_rows)];
+        for (name, value) in counters.into_iter().chain([("autovacuums", vacuums)]) {
+            if let Some(value) = value {
+                f.insert(format!("{name}:{}", r.name), value as f64);
+            }
         }
         if r.table == "task_executions"
             && let Some(reads) = r.read_per_claim
@@ -210,15 +202,9 @@ fn header(args: &ScaleArgs, settings: &[Setting]) -> String {
 }
 
 /// The columns of the main table: (figure, decimals); `×`: against the smallest size.
-const COLUMNS: [(&str, usize); 7] = [
-    ("tasks/s", 0),
-    ("× tasks/s", 2),
-    ("µs per task", 1),
-    ("claim p50 µs", 0),
-    ("claim p99 µs", 0),
-    ("× claim p99 µs", 2),
-    ("index entries/claim", 1),
-];
+#[rustfmt::skip]
+const COLUMNS: [(&str, usize); 7] = [("tasks/s", 0), ("× tasks/s", 2), ("µs per task", 1),
+    ("claim p50 µs", 0), ("claim p99 µs", 0), ("× claim p99 µs", 2), ("index entries/claim", 1)];
 
 /// Per backend and size: the medians, each against the smallest size; then per backend the
 /// tables' and indexes' sizes and (PostgreSQL) the tables' counters across the sizes.
@@ -273,14 +259,10 @@ fn group(v: f64, decimals: usize) -> String {
     let text = format!("{v:.decimals$}");
     let (whole, fraction) = text.split_at(text.find('.').unwrap_or(text.len()));
     let digits = whole.trim_start_matches('-');
-    let mut out = whole[..whole.len() - digits.len()].to_owned();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out + fraction
+    let comma = |i: usize| (i > 0 && (digits.len() - i).is_multiple_of(3)).then_some(',');
+    let grouped: String =
+        digits.chars().enumerate().flat_map(|(i, c)| comma(i).into_iter().chain([c])).collect();
+    format!("{}{grouped}{fraction}", &whole[..whole.len() - digits.len()])
 }
 
 /// A markdown table, its columns of numbers (all but the first) right-aligned.
@@ -288,27 +270,24 @@ fn markdown(headings: &[String], rows: Vec<Vec<String>>) -> String {
     if rows.is_empty() {
         return String::new();
     }
-    let mut out = format!("| {} |\n|---|", headings.join(" | "));
-    out += &"---:|".repeat(headings.len() - 1);
-    for row in rows {
-        out += &format!("\n| {} |", row.join(" | "));
-    }
-    out + "\n"
+    let body: String = rows.iter().map(|row| format!("\n| {} |", row.join(" | "))).collect();
+    format!("| {} |\n|---|{}{body}\n", headings.join(" | "), "---:|".repeat(headings.len() - 1))
 }
 
 /// Two panels, µs per task and the claim's p99, against the number of tasks (logarithmic),
 /// one line per backend.
 fn plot(points: &[Point]) -> String {
     let (width, height, margin) = (440.0, 300.0, 60.0);
-    let sizes: std::collections::BTreeSet<u64> = points.iter().map(|p| p.tasks).collect();
+    let sizes: BTreeSet<u64> = points.iter().map(|p| p.tasks).collect();
     let log = |tasks: u64| (tasks.max(1) as f64).log10();
     let (low, high) =
         (sizes.first().map_or(0.0, |t| log(*t)), sizes.last().map_or(1.0, |t| log(*t)));
     let mut svg = format!(
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{height}" font-family="sans-serif" font-size="11">"#,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{height}" font-family="sans-serif" font-size="11">
+<rect width="100%" height="100%" fill="white"/>
+"#,
         2.0 * width
     );
-    svg += "\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
     for (panel, figure) in ["µs per task", "claim p99 µs"].into_iter().enumerate() {
         let left = panel as f64 * width + margin;
         let (right, bottom) = (left + width - 1.5 * margin, height - margin);
@@ -316,10 +295,10 @@ fn plot(points: &[Point]) -> String {
         let top = values.fold(1e-9, |a: f64, b| a.max(*b)) * 1.1;
         let x = |tasks| left + (log(tasks) - low) / (high - low).max(1e-9) * (right - left);
         let y = |v: f64| bottom - v / top * (bottom - 30.0);
-        let title = format!("{figure} against tasks");
-        svg += &text((left + right) / 2.0, 18.0, "middle", &title);
+        svg += &text((left + right) / 2.0, 18.0, "middle", &format!("{figure} against tasks"));
         svg += &format!(
-            "<path d=\"M{left} 30 V{bottom} H{right}\" stroke=\"black\" fill=\"none\"/>\n"
+            r#"<path d="M{left} 30 V{bottom} H{right}" stroke="black" fill="none"/>
+"#
         );
         for tick in [0.0, 0.25, 0.5, 0.75, 1.0].map(|t| t * top) {
             let label = group(tick, usize::from(top < 100.0));
@@ -342,8 +321,7 @@ fn plot(points: &[Point]) -> String {
             for (x, y) in &line {
                 svg += &format!(r#"<circle cx="{x:.1}" cy="{y:.1}" r="3"/>"#);
             }
-            let legend = left + 80.0 * i as f64;
-            svg += &text(legend, height - 12.0, "start", &format!("{backend:?}"));
+            svg += &text(left + 80.0 * i as f64, height - 12.0, "start", &format!("{backend:?}"));
             svg += "</g>\n";
         }
     }
@@ -352,6 +330,7 @@ fn plot(points: &[Point]) -> String {
 
 /// An SVG text element.
 fn text(x: f64, y: f64, anchor: &str, body: &str) -> String {
-    format!(r#"<text x="{x:.1}" y="{y:.1}" text-anchor="{anchor}" stroke="none">{body}</text>"#)
-        + "\n"
+    format!(
+        "<text x=\"{x:.1}\" y=\"{y:.1}\" text-anchor=\"{anchor}\" stroke=\"none\">{body}</text>\n"
+    )
 }

@@ -114,8 +114,7 @@ impl Job {
 
     /// The store's history setting.
     pub fn history(&self) -> dal_core::History {
-        let off = self.history == "off";
-        if off { dal_core::History::Off } else { dal_core::History::Kept }
+        if self.history == "off" { dal_core::History::Off } else { dal_core::History::Kept }
     }
 }
 

@@ -30,14 +30,6 @@ pub const CHECKS: [&str; 7] = [
 /// See [`CHECKS`].
 pub const ROW_CHECKS: usize = 2;
 
-const TERMINAL: usize = 0;
-const OUTCOMES: usize = 1;
-const OVERLAPPING: usize = 2;
-const FENCING: usize = 3;
-const REPLAY: usize = 4;
-const EVENTS: usize = 5;
-const PRUNING: usize = 6;
-
 /// Reads every stored workflow execution back and checks the run.
 pub fn run_checks(
     store: &dyn TaskExecutionStore,
@@ -45,6 +37,7 @@ pub fn run_checks(
     metrics: &Metrics,
 ) -> Result<Vec<Check>, DalError> {
     let per_workflow = u64::from(ledger.tasks_per_workflow);
+    let [terminal, outcomes, overlapping, fencing, replay, events, pruning] = [0, 1, 2, 3, 4, 5, 6];
     // Per check: how many problems, and the first.
     let mut problems: [(u64, Option<String>); 7] = Default::default();
     let mut flag = |check: usize, problem: String| {
@@ -61,7 +54,7 @@ pub fn run_checks(
         } else if counted.pruned > 0 {
             removed.add(&counted);
             if counted.finished() != per_workflow {
-                flag(TERMINAL, format!("{workflow} was removed unfinished"));
+                flag(terminal, format!("{workflow} was removed unfinished"));
             }
             continue;
         }
@@ -70,20 +63,22 @@ pub fn run_checks(
         stored.add(&found);
         stored_tasks += tasks.len() as u64;
         if tasks.len() as u64 != per_workflow {
-            flag(TERMINAL, format!("{workflow} holds {} tasks", tasks.len()));
+            flag(terminal, format!("{workflow} holds {} tasks", tasks.len()));
         }
         if found.outcomes != counted.outcomes {
             let (db, run) = (describe(&found), describe(&counted));
-            flag(OUTCOMES, format!("{workflow}: {db}, {run} counted"));
+            flag(outcomes, format!("{workflow}: {db}, {run} counted"));
         }
         if found.events != counted.events {
-            let (db, run) = (found.events, counted.events);
-            flag(EVENTS, format!("{workflow}: {db} events, {run} changes"));
+            flag(
+                events,
+                format!("{workflow}: {} events, {} changes", found.events, counted.events),
+            );
         }
         for task in &tasks {
             let id = task.id;
             if !task.status.is_terminal() {
-                flag(TERMINAL, format!("task {id} is {}", task.status));
+                flag(terminal, format!("task {id} is {}", task.status));
             }
             let history = histories.get(&id).map(Vec::as_slice).unwrap_or_default();
             // The runner of the claim open, while one is.
@@ -93,13 +88,13 @@ pub fn run_checks(
                 match event.event_type {
                     EventType::Claimed => {
                         if holder.is_some() {
-                            flag(OVERLAPPING, format!("task {id} claimed twice, {seq}"));
+                            flag(overlapping, format!("task {id} claimed twice, {seq}"));
                         }
                         (claims, holder) = (claims + 1, Some(by));
                     }
                     EventType::Completed | EventType::Failed | EventType::RetryScheduled => {
                         if holder != Some(by) {
-                            flag(FENCING, format!("{id}: {by:?} ended {holder:?}'s claim"));
+                            flag(fencing, format!("{id}: {by:?} ended {holder:?}'s claim"));
                         }
                         (fenced, holder) = (fenced + 1, None);
                     }
@@ -110,7 +105,7 @@ pub fn run_checks(
                 }
             }
             if let Err(problem) = dal_tests::model::replay(task, history) {
-                flag(REPLAY, format!("task {id}: {problem}"));
+                flag(replay, format!("task {id}: {problem}"));
             }
         }
     }
@@ -120,37 +115,35 @@ pub fn run_checks(
     let removed_tasks: u64 = batches.iter().map(|b| b.tasks).sum();
     let all = stored_tasks + removed_tasks + removed_before;
     if all != expected {
-        flag(TERMINAL, format!("{all} tasks, {expected} created"));
+        flag(terminal, format!("{all} tasks, {expected} created"));
     }
     let in_store = u64::try_from(store.count_by_status()?.total()).unwrap_or_default();
     if in_store != stored_tasks {
-        flag(TERMINAL, format!("{in_store} tasks stored, {stored_tasks} ours"));
+        flag(terminal, format!("{in_store} tasks stored, {stored_tasks} ours"));
     }
-    let mut total = stored;
+    let (mut total, mut reported) = (stored, ledger.before);
     total.add(&removed);
-    let mut reported = ledger.before;
     let how = [Outcome::Completed, Outcome::Exhausted, Outcome::Abandoned];
     (0..3).for_each(|i| reported.outcomes[i] += metrics.get(how[i]));
     if total.outcomes != reported.outcomes {
         let (db, run) = (describe(&total), describe(&reported));
-        flag(OUTCOMES, format!("{db} stored or removed, {run} reported"));
+        flag(outcomes, format!("{db} stored or removed, {run} reported"));
     }
     let mut seen = BTreeSet::new();
     for (n, batch) in batches.iter().enumerate() {
         let mut written = 0;
         for workflow in &batch.workflows {
             match ledger.counted(*workflow) {
-                _ if !seen.insert(workflow) => flag(PRUNING, format!("{workflow} removed twice")),
+                _ if !seen.insert(workflow) => flag(pruning, format!("{workflow} removed twice")),
                 Some(counted) => written += counted.events,
-                None => flag(PRUNING, format!("batch {n}: {workflow} not of the run")),
+                None => flag(pruning, format!("batch {n}: {workflow} not of the run")),
             }
         }
         if batch.events != written {
-            let deleted = batch.events;
-            flag(EVENTS, format!("batch {n}: {deleted} events of {written}"));
+            flag(events, format!("batch {n}: {} events of {written}", batch.events));
         }
         if batch.tasks != batch.workflows.len() as u64 * per_workflow {
-            flag(PRUNING, format!("batch {n} deleted {} tasks", batch.tasks));
+            flag(pruning, format!("batch {n} deleted {} tasks", batch.tasks));
         }
     }
 
@@ -170,13 +163,11 @@ pub fn run_checks(
         format!("{events} events stored, {removed_events} removed"),
         format!("{pruned} workflow executions in {} batches", batches.len()),
     ];
-    let checks = problems.into_iter().zip(CHECKS).zip(oks);
-    let check = |(((count, first), name), ok): (((u64, Option<String>), _), String)| Check {
-        name,
-        passed: first.is_none(),
-        detail: first.map_or(ok, |first| format!("{count} problems; first: {first}")),
-    };
-    Ok(checks.map(check).collect())
+    let checks = problems.into_iter().zip(CHECKS).zip(oks).map(|(((count, first), name), ok)| {
+        let detail = first.as_ref().map_or(ok, |first| format!("{count} problems; first: {first}"));
+        Check { name, passed: first.is_none(), detail }
+    });
+    Ok(checks.collect())
 }
 
 fn describe(c: &Counted) -> String {

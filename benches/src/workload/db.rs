@@ -3,17 +3,13 @@
 //! keeps there over connections of its own, which the statement counter does not see: the run
 //! record ([`Recorder`]), the run lock ([`lock`]) and the tables' [`footprint`].
 
-use std::any::Any;
 use std::fs::{OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::{any::Any, time::Duration, time::Instant};
 
 use dal_core::{History, TaskExecutionStore};
-use dal_postgres::PgOptions;
-use dal_sqlite::SqliteOptions;
-use dal_tests::counter::StatementCounter;
-use dal_tests::provision::postgres::with_params;
+use dal_tests::{counter::StatementCounter, provision::postgres::with_params};
 use diesel::sql_types::Text;
 use diesel::{Connection, PgConnection, QueryableByName, RunQueryDsl, SqliteConnection};
 use serde::{Deserialize, Serialize};
@@ -21,22 +17,21 @@ use uuid::Uuid;
 
 use super::args::{Args, Job};
 
-/// The database a run works in.
+/// The database a run works in: a SQLite file, or a schema of a PostgreSQL database: the URL,
+/// the schema (also the `application_name` of the store's sessions), and whether the URL is a
+/// transaction pooler's (which drops `options`, so the run has the database to itself, in
+/// `public`).
 #[derive(Debug, Clone)]
+#[allow(missing_docs)]
 pub enum Db {
-    /// A SQLite file.
     Sqlite(PathBuf),
-    /// A schema of a PostgreSQL database: the URL, the schema (also the `application_name` of
-    /// the store's sessions), and whether the URL is a transaction pooler's (which drops
-    /// `options`, so the run has the database to itself, in `public`).
     Postgres(String, String, bool),
 }
 
 /// A connection of the workload's own: to the SQLite file, or to the PostgreSQL database.
+#[allow(missing_docs)]
 pub enum Conn {
-    /// SQLite.
     Sqlite(SqliteConnection),
-    /// PostgreSQL.
     Pg(PgConnection),
 }
 
@@ -76,17 +71,15 @@ impl Db {
     }
 }
 
-/// The database of a run; what the run created is removed when it is dropped, unless kept.
+/// The database of a run: its backend (`sqlite` or `postgres`), where it is for people (no
+/// password) and for connections; what the run created (a SQLite file's temporary directory,
+/// or dropped on the server by a statement) is removed when it is dropped, unless kept.
+#[allow(missing_docs)]
 pub struct Target {
-    /// `sqlite` or `postgres`.
     pub backend: &'static str,
-    /// Where, for people (no password).
     pub location: String,
-    /// Where, for connections.
     pub db: Db,
-    /// The temporary directory of a SQLite file.
     _dir: Option<tempfile::TempDir>,
-    /// The server, and the statement that drops the run's database or schema.
     drop: Option<(String, String)>,
 }
 
@@ -98,15 +91,14 @@ impl Target {
         // A URL, or libpq's keyword=value form.
         let postgres =
             url.filter(|u| u.starts_with("postgres") || !u.contains("://") && u.contains('='));
+        let (pooled, schema) = (args.transaction_pooling, args.schema.is_some());
         let problem = if url.is_some_and(|u| postgres.is_none() && !u.starts_with("sqlite://")) {
             format!("unknown database URL scheme in {:?}", url.unwrap_or_default())
-        } else if args.schema.is_some() && postgres.is_none() {
+        } else if schema && postgres.is_none() {
             "--schema names a PostgreSQL schema: give a postgres:// URL".into()
-        } else if args.transaction_pooling
-            && (postgres.is_none() || args.schema.is_some() || args.resume)
-        {
+        } else if pooled && (postgres.is_none() || schema || args.resume) {
             "--transaction-pooling needs a postgres:// URL, and not --schema or --resume".into()
-        } else if args.resume && postgres.is_some() && args.schema.is_none() {
+        } else if args.resume && postgres.is_some() && !schema {
             "--resume on PostgreSQL needs --schema: the run's schema".into()
         } else if args.job.crashing_runners > args.job.runners {
             "--crashing-runners cannot exceed --runners".into()
@@ -116,17 +108,14 @@ impl Target {
         if !problem.is_empty() {
             return Err(problem);
         }
-        let (mut dir, mut drop) = (None, None);
+        let (mut _dir, mut drop) = (None, None);
         let db = match (url, postgres) {
             (None, _) => {
                 let temp = tempfile::Builder::new().prefix("dal-workload-").tempdir();
-                let temp = temp.map_err(|e| format!("cannot create a temporary directory: {e}"))?;
-                let path = temp.path().join("workload.db");
-                match args.keep {
-                    true => _ = temp.keep(),
-                    false => dir = Some(temp),
-                }
-                Db::Sqlite(path)
+                let mut temp =
+                    temp.map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+                temp.disable_cleanup(args.keep);
+                Db::Sqlite(_dir.insert(temp).path().join("workload.db"))
             }
             (Some(url), None) => {
                 let path = PathBuf::from(&url["sqlite://".len()..]);
@@ -163,12 +152,9 @@ impl Target {
         let (backend, location) = match &db {
             Db::Sqlite(path) => ("sqlite", path.display().to_string()),
             Db::Postgres(url, _, true) => ("postgres", format!("{} (pooled)", redact(url))),
-            Db::Postgres(url, schema, _) => {
-                ("postgres", format!("{} schema {schema}", redact(url)))
-            }
+            Db::Postgres(url, s, _) => ("postgres", format!("{} schema {s}", redact(url))),
         };
-        let (_dir, drop) = (dir, drop.filter(|_| !args.keep));
-        Ok(Target { backend, location, db, _dir, drop })
+        Ok(Target { backend, location, db, _dir, drop: drop.filter(|_| !args.keep) })
     }
 
     /// A store on the run's database (migrating it the first time), of `pool_size`
@@ -183,13 +169,16 @@ impl Target {
         let (size, counter) = (pool_size, counter.factory());
         Ok(match &self.db {
             Db::Sqlite(path) => {
-                let options = SqliteOptions::new(path.to_string_lossy()).pool_size(size);
+                let options =
+                    dal_sqlite::SqliteOptions::new(path.to_string_lossy()).pool_size(size);
                 Box::new(options.history(history).instrumentation(counter).open().map_err(failed)?)
             }
             Db::Postgres(_, _, pooled) => {
-                let options = PgOptions::new(self.db.url(true)).pool_size(size);
-                let options = options.transaction_pooling(*pooled).history(history);
-                Box::new(options.instrumentation(counter).connect().map_err(failed)?)
+                let options = dal_postgres::PgOptions::new(self.db.url(true))
+                    .pool_size(size)
+                    .history(history);
+                let options = options.transaction_pooling(*pooled).instrumentation(counter);
+                Box::new(options.connect().map_err(failed)?)
             }
         })
     }
@@ -219,7 +208,6 @@ fn run_sql(url: &str, statements: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-/// A new schema or database name: the time, the process and a counter.
 fn fresh_name() -> String {
     static MADE: AtomicU32 = AtomicU32::new(0);
     let now = chrono::Utc::now().format("%Y%m%d%H%M%S");
@@ -249,14 +237,13 @@ struct Json {
 }
 
 /// What a run recorded of itself, as JSON in the one row of the workload's table
-/// `dal_workload_run`, so that `--resume` knows the run's workflow executions.
+/// `dal_workload_run`, so that `--resume` knows the run's workflow executions: its id, its job
+/// and the creation batches made (one more may have been made just before the process died).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[allow(missing_docs)]
 pub struct RunRecord {
-    /// The run's id.
     pub run_id: Uuid,
-    /// Its job.
     pub job: Job,
-    /// Creation batches made (one more may have been made just before the process died).
     pub created_batches: u64,
 }
 
@@ -268,16 +255,16 @@ pub struct Recorder(Conn, Option<RunRecord>);
 impl Recorder {
     /// Connects to the record of the run in `db`, creating its table if it is missing.
     pub fn open(db: &Db) -> Result<Recorder, String> {
-        let mut conn = match db {
-            Db::Sqlite(path) => Db::Sqlite(beside(path, ".workload-run")).connect()?,
-            Db::Postgres(..) => db.connect()?,
+        let mut recorder = match db {
+            Db::Sqlite(path) => {
+                Recorder(Db::Sqlite(beside(path, ".workload-run")).connect()?, None)
+            }
+            Db::Postgres(..) => Recorder(db.connect()?, None),
         };
         // A reader (the crash test) may hold it for a moment.
-        if let Conn::Sqlite(c) = &mut conn {
-            let wait = diesel::sql_query("PRAGMA busy_timeout = 10000").execute(c);
-            wait.map_err(|e| e.to_string())?;
+        if let Conn::Sqlite(_) = recorder.0 {
+            recorder.execute("PRAGMA busy_timeout = 10000")?;
         }
-        let mut recorder = Recorder(conn, None);
         recorder.execute("CREATE TABLE IF NOT EXISTS dal_workload_run (json TEXT NOT NULL)")?;
         Ok(recorder)
     }
@@ -298,27 +285,26 @@ impl Recorder {
     }
 
     /// Records a new run.
-    pub fn start(&mut self, run_id: Uuid, job: &Job) -> Result<(), String> {
-        let record = RunRecord { run_id, job: job.clone(), created_batches: 0 };
-        let json = serde_json::to_string(&record).map_err(|e| e.to_string())?;
-        self.1 = Some(record);
-        self.execute(&format!(
-            "INSERT INTO dal_workload_run VALUES ('{}')",
-            json.replace('\'', "''")
-        ))
+    pub(crate) fn start(&mut self, run_id: Uuid, job: &Job) -> Result<(), String> {
+        self.save(RunRecord { run_id, job: job.clone(), created_batches: 0 })
     }
 
     /// Records that `batches` creation batches exist.
-    pub fn created(&mut self, batches: u64) -> Result<(), String> {
-        let Some(mut record) = self.1.clone() else { return Err("no run recorded".into()) };
-        record.created_batches = batches;
-        let json = serde_json::to_string(&record).map_err(|e| e.to_string())?;
-        self.1 = Some(record);
-        self.execute(&format!("UPDATE dal_workload_run SET json = '{}'", json.replace('\'', "''")))
+    pub(crate) fn created(&mut self, batches: u64) -> Result<(), String> {
+        let record = self.1.clone().ok_or("no run recorded")?;
+        self.save(RunRecord { created_batches: batches, ..record })
+    }
+
+    fn save(&mut self, record: RunRecord) -> Result<(), String> {
+        let json = serde_json::to_string(&record).map_err(|e| e.to_string())?.replace('\'', "''");
+        let sql = match self.1.replace(record) {
+            Some(_) => format!("UPDATE dal_workload_run SET json = '{json}'"),
+            None => format!("INSERT INTO dal_workload_run VALUES ('{json}')"),
+        };
+        self.execute(&sql)
     }
 }
 
-/// The file named `path` followed by `suffix`.
 fn beside(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(suffix);
@@ -354,30 +340,25 @@ pub fn lock(target: &Target) -> Result<Box<dyn Any>, String> {
     }
 }
 
-/// One table, index or file of the footprint: what a run left in the database.
+/// One table, index or file of the footprint: what a run left in the database. The table it
+/// belongs to, its name, its kind (`table`, `index` or `file`), its size (PostgreSQL: the main
+/// fork); SQLite's file: of which free pages, reused before the file grows; PostgreSQL tables:
+/// estimated live rows, dead rows not vacuumed yet, autovacuum runs; PostgreSQL indexes:
+/// entries read since the statistics were reset, and during the run per claim (runner cycle).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
+#[allow(missing_docs)]
 pub struct Relation {
-    /// The table it belongs to.
     pub table: String,
-    /// Its name.
     pub name: String,
-    /// `table`, `index` or `file`.
     pub kind: String,
-    /// Its size (PostgreSQL: the main fork).
     pub bytes: i64,
-    /// SQLite's file: of which free pages, reused before the file grows.
     pub free_bytes: Option<i64>,
-    /// PostgreSQL tables: estimated live rows.
     pub live_rows: Option<i64>,
-    /// PostgreSQL tables: dead rows not vacuumed yet.
     pub dead_rows: Option<i64>,
-    /// PostgreSQL tables: autovacuum runs.
     pub autovacuums: Option<i64>,
-    /// PostgreSQL indexes: entries read since the statistics were reset.
     #[serde(skip_serializing)]
     entries: Option<i64>,
-    /// PostgreSQL indexes: entries read during the run, per claim (runner cycle).
     pub read_per_claim: Option<f64>,
 }
 

@@ -3,9 +3,7 @@
 //! from what a process that died left ([`resume`]). Of those retention removed, the ledger is
 //! all the checks know; the others they compare with the database.
 
-use std::collections::BTreeMap;
-use std::ops::Range;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::{collections::BTreeMap, ops::Range, sync::Mutex, sync::MutexGuard, sync::PoisonError};
 
 use dal_core::{DalError, ExecutionEvent, Pruned, TaskExecution, TaskExecutionStore, TaskStatus};
 use serde::Serialize;
@@ -23,18 +21,17 @@ pub fn workflow_id(run: Uuid, index: usize) -> Uuid {
     Uuid::new_v8(bytes)
 }
 
-/// One workflow execution's figures.
+/// One workflow execution's figures: its tasks completed, failed on their last attempt
+/// (exhausted) and abandoned by the sweeper, the history events written, the times retention
+/// reported removing it, whether it was removed before a resumed run started (nothing else is
+/// known of it), and whether it was in the database when the run started (`held`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
 pub struct Counted {
-    /// Tasks completed, failed on their last attempt (exhausted), abandoned by the sweeper.
     pub outcomes: [u64; 3],
-    /// History events written.
     pub events: u64,
-    /// Times retention reported removing it.
     pub pruned: u32,
-    /// Removed by retention before a resumed run started: nothing else is known of it.
     pub pruned_before: bool,
-    /// In the database when the run started (stored, or already removed).
     held: bool,
 }
 
@@ -53,26 +50,23 @@ impl Counted {
         counted
     }
 
-    /// Tasks seen finishing.
-    pub fn finished(&self) -> u64 {
+    pub(crate) fn finished(&self) -> u64 {
         self.outcomes.iter().sum()
     }
 
-    /// Adds `other`'s tasks and events to these.
-    pub fn add(&mut self, other: &Counted) {
+    pub(crate) fn add(&mut self, other: &Counted) {
         (0..3).for_each(|i| self.outcomes[i] += other.outcomes[i]);
         self.events += other.events;
     }
 }
 
-/// The ledger of a run, shared by its threads.
+/// The ledger of a run, shared by its threads; `before`: what the stored workflow executions
+/// had finished when the run started.
 #[derive(Debug, Default)]
+#[allow(missing_docs)]
 pub struct Ledger {
-    /// The run's id.
     pub run: Uuid,
-    /// Tasks in each workflow execution.
     pub tasks_per_workflow: u32,
-    /// What the stored workflow executions had finished when the run started.
     pub before: Counted,
     counted: Mutex<Vec<Counted>>,
     pruned: Mutex<Vec<Pruned>>,
@@ -97,14 +91,9 @@ impl Ledger {
         (workflow_id(self.run, index) == workflow).then_some(index)
     }
 
-    /// Whether `c` has finished or was removed.
-    fn settled(&self, c: &Counted) -> bool {
-        c.pruned > 0 || c.pruned_before || c.finished() >= u64::from(self.tasks_per_workflow)
-    }
-
     /// Starts the `index`th workflow execution from what the database held: its tasks, so
     /// counted, or nothing, retention having removed it.
-    pub fn held(&mut self, index: usize, stored: Option<Counted>) {
+    pub(crate) fn held(&mut self, index: usize, stored: Option<Counted>) {
         let c = stored.unwrap_or_default();
         self.before.add(&c);
         let all = self.counted.get_mut().unwrap_or_else(PoisonError::into_inner);
@@ -113,18 +102,9 @@ impl Ledger {
         }
     }
 
-    /// A call changed a task of each of `workflows` (one per task), and wrote its event.
-    pub fn changed(&self, workflows: impl IntoIterator<Item = Uuid>) {
-        self.record(workflows, None);
-    }
-
-    /// A call finished a task of each of `workflows`, as outcome `how` (0: completed, 1:
-    /// exhausted, 2: abandoned), and wrote its event.
-    pub fn finished(&self, workflows: impl IntoIterator<Item = Uuid>, how: usize) {
-        self.record(workflows, Some(how));
-    }
-
-    fn record(&self, workflows: impl IntoIterator<Item = Uuid>, how: Option<usize>) {
+    /// A call changed a task of each of `workflows` (one per task) and wrote its event; as
+    /// outcome `how` (0: completed, 1: exhausted, 2: abandoned), if it finished them.
+    pub fn record(&self, workflows: impl IntoIterator<Item = Uuid>, how: Option<usize>) {
         let mut all = self.lock();
         for index in workflows.into_iter().filter_map(|w| self.index(w)) {
             all[index].events += 1;
@@ -147,7 +127,7 @@ impl Ledger {
     }
 
     /// The creation batches: their workflow executions' indexes.
-    pub fn batches(&self) -> impl Iterator<Item = Range<usize>> + use<> {
+    pub(crate) fn batches(&self) -> impl Iterator<Item = Range<usize>> + use<> {
         let n = self.lock().len();
         let batch = move |b: usize| b * WORKFLOWS_PER_BATCH..((b + 1) * WORKFLOWS_PER_BATCH).min(n);
         (0..n.div_ceil(WORKFLOWS_PER_BATCH)).map(batch)
@@ -163,12 +143,12 @@ impl Ledger {
     }
 
     /// Whether every workflow execution has finished or was removed.
-    pub fn all_settled(&self) -> bool {
-        self.lock().iter().all(|c| self.settled(c))
+    pub(crate) fn all_settled(&self) -> bool {
+        let per_workflow = u64::from(self.tasks_per_workflow);
+        self.lock().iter().all(|c| c.pruned > 0 || c.pruned_before || c.finished() >= per_workflow)
     }
 
-    /// Tasks seen finishing, with those finished before the run started.
-    pub fn finished_tasks(&self) -> u64 {
+    pub(crate) fn finished_tasks(&self) -> u64 {
         self.lock().iter().map(Counted::finished).sum()
     }
 
@@ -183,25 +163,22 @@ impl Ledger {
     }
 
     /// The `prune_finished` batches that removed anything, in the order they reported.
-    pub fn batches_pruned(&self) -> Vec<Pruned> {
+    pub(crate) fn batches_pruned(&self) -> Vec<Pruned> {
         self.pruned.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 }
 
-/// What a resumed run found, for the report.
+/// What a resumed run found, for the report: workflow executions stored, removed by retention
+/// and not created yet; in those stored, tasks finished, tasks claimed by the dead process and
+/// history events.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[allow(missing_docs)]
 pub struct Resumed {
-    /// Workflow executions stored.
     pub workflows_stored: u64,
-    /// Workflow executions removed by retention.
     pub workflows_pruned: u64,
-    /// Workflow executions not created yet.
     pub workflows_to_create: u64,
-    /// Tasks finished, in the stored workflow executions.
     pub tasks_finished: u64,
-    /// Tasks claimed by the dead process.
     pub tasks_claimed: u64,
-    /// History events stored.
     pub events: u64,
 }
 
@@ -246,9 +223,8 @@ pub fn read_workflow(
     store: &dyn TaskExecutionStore,
     workflow: Uuid,
 ) -> Result<(Vec<TaskExecution>, Histories), DalError> {
-    let tasks = store.list_for_workflow(workflow)?;
-    let mut histories = Histories::new();
-    let mut after = None;
+    let (tasks, mut histories, mut after) =
+        (store.list_for_workflow(workflow)?, Histories::new(), None);
     while !tasks.is_empty() {
         let page = store.events_for_workflow(workflow, after, 10_000)?;
         let Some(last) = page.last() else { break };

@@ -18,7 +18,6 @@ use dal_tests::counter::StatementCounter;
 use db::{Recorder, Target};
 use ledger::{Ledger, Resumed};
 use report::Report;
-use uuid::Uuid;
 
 /// Runs the workload `args` describe and prints its report; exit code 0 when every check
 /// passed, 1 when one failed, 2 when the run could not be made.
@@ -64,13 +63,13 @@ pub fn execute(args: &Args) -> Result<Report, String> {
     // Its connections closed, so that the footprint sees all they did.
     drop(store);
     let (statements, _, _) = counter.totals();
-    let ran = ran.map_err(|error| format!("the run stopped: {error}"))?;
-    let operations = ran.metrics.operations();
+    let (metrics, elapsed, creation) = ran.map_err(|error| format!("the run stopped: {error}"))?;
+    let operations = metrics.operations();
     let claims = operations.get("finish_and_claim").map_or(0, |l| l.calls);
     let footprint = db::footprint(&target.db, Some((start.as_deref().unwrap_or_default(), claims)));
     let footprint = footprint.map_err(|err| eprintln!("workload: {err}")).ok();
     let reader = target.connect(1, History::Kept, &StatementCounter::new())?;
-    let checks = checks::run_checks(&*reader, &ledger, &ran.metrics);
+    let checks = checks::run_checks(&*reader, &ledger, &metrics);
     let mut checks = checks.map_err(|err| format!("reading the results back failed: {err}"))?;
     if job.history() == History::Off {
         checks.truncate(checks::ROW_CHECKS);
@@ -79,7 +78,7 @@ pub fn execute(args: &Args) -> Result<Report, String> {
     let r = resumed.clone().unwrap_or_default();
     let done = r.tasks_finished + r.workflows_pruned * u64::from(job.tasks_per_workflow);
     let tasks_run = job.tasks().saturating_sub(done).max(1);
-    let elapsed_s = ran.elapsed.as_secs_f64();
+    let elapsed_s = elapsed.as_secs_f64();
     Ok(Report {
         backend: target.backend,
         location: target.location.clone(),
@@ -88,12 +87,12 @@ pub fn execute(args: &Args) -> Result<Report, String> {
         tasks: job.tasks(),
         tasks_run,
         elapsed_s,
-        creation_s: ran.creation.as_secs_f64(),
+        creation_s: creation.as_secs_f64(),
         tasks_per_second: tasks_run as f64 / elapsed_s,
         statements,
         statements_per_task: statements as f64 / tasks_run as f64,
         operations,
-        outcomes: ran.metrics.outcomes(),
+        outcomes: metrics.outcomes(),
         passed: checks.iter().all(|c| c.passed),
         checks,
         footprint,
@@ -125,7 +124,7 @@ fn prepare(
     } else if held > 0 {
         return Err(format!("{location} holds {held} tasks, of no workload run"));
     }
-    let (run_id, job) = (Uuid::now_v7(), args.job.clone());
+    let (run_id, job) = (uuid::Uuid::now_v7(), args.job.clone());
     recorder.start(run_id, &job)?;
     let ledger = Ledger::new(run_id, job.workflows, job.tasks_per_workflow);
     Ok((job, ledger, None))

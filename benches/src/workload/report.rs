@@ -2,16 +2,12 @@
 //! thread keeping its own [`Metrics`], added to the run's when the thread ends) and its
 //! [`Report`]: printed, and written as JSON with `--json`.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::time::Instant;
+use std::{collections::BTreeMap, time::Instant};
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use super::args::Job;
-use super::db::Relation;
-use super::ledger::Resumed;
+use super::{args::Job, db::Relation, ledger::Resumed};
 
 /// An enum whose variants have the names the report gives them, in order.
 macro_rules! named {
@@ -38,8 +34,7 @@ named! {
 
 named! {
     /// What happened; first how tasks finished. Failures are retried or, on their last attempt,
-    /// exhausted. A crashed
-    /// runner's old leases come back refused (lost: recovered meanwhile) or accepted (still
+    /// exhausted. A crashed runner's old leases come back refused (lost: recovered meanwhile) or accepted (still
     /// current); a live runner's lost leases are `claims_lost`. `empty_claims`: cycles that
     /// found nothing due, each followed by a wait.
     enum Outcome {
@@ -59,28 +54,23 @@ pub struct Metrics {
     outcomes: Vec<u64>,
 }
 
-/// The latency of one operation over a run, in µs.
+/// An operation's calls over a run, and their latencies in µs: median, 95th and 99th
+/// percentiles, slowest.
 #[derive(Debug, Clone, Serialize)]
+#[allow(missing_docs)]
 pub struct OperationLatency {
-    /// Calls made.
     pub calls: u64,
-    /// Median.
     pub p50_us: u64,
-    /// 95th percentile.
     pub p95_us: u64,
-    /// 99th percentile.
     pub p99_us: u64,
-    /// Slowest.
     pub max_us: u64,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         let histogram = || Histogram::new_with_bounds(1, 60_000_000, 3).ok();
-        Metrics {
-            latencies: Op::NAMES.iter().map(|_| histogram()).collect(),
-            outcomes: vec![0; Outcome::NAMES.len()],
-        }
+        let latencies = Op::NAMES.iter().map(|_| histogram()).collect();
+        Metrics { latencies, outcomes: vec![0; Outcome::NAMES.len()] }
     }
 }
 
@@ -96,172 +86,140 @@ impl Metrics {
         out
     }
 
-    /// Adds `n` to `outcome`.
     pub(crate) fn count(&mut self, outcome: Outcome, n: usize) {
         self.outcomes[outcome as usize] += n as u64;
     }
 
-    /// The count of `outcome`.
     pub(crate) fn get(&self, outcome: Outcome) -> u64 {
         self.outcomes[outcome as usize]
     }
 
-    /// Adds `other`'s records to these.
-    pub fn merge(&mut self, other: &Metrics) {
+    pub(crate) fn merge(&mut self, other: &Metrics) {
         for (mine, theirs) in self.latencies.iter_mut().zip(&other.latencies) {
             if let (Some(mine), Some(theirs)) = (mine, theirs) {
                 let _ = mine.add(theirs);
             }
         }
-        for (mine, theirs) in self.outcomes.iter_mut().zip(&other.outcomes) {
-            *mine += theirs;
-        }
+        self.outcomes.iter_mut().zip(&other.outcomes).for_each(|(mine, theirs)| *mine += theirs);
     }
 
     /// The latency of each operation called, by name.
     pub fn operations(&self) -> BTreeMap<String, OperationLatency> {
-        let mut operations = BTreeMap::new();
-        for (h, name) in self.latencies.iter().zip(Op::NAMES) {
-            let Some(h) = h.as_ref().filter(|h| !h.is_empty()) else {
-                continue;
-            };
-            let latency = OperationLatency {
-                calls: h.len(),
-                p50_us: h.value_at_quantile(0.50),
-                p95_us: h.value_at_quantile(0.95),
-                p99_us: h.value_at_quantile(0.99),
-                max_us: h.max(),
-            };
-            operations.insert(name.to_string(), latency);
-        }
-        operations
+        let called = self.latencies.iter().zip(Op::NAMES).filter_map(|(h, name)| {
+            let h = h.as_ref().filter(|h| !h.is_empty())?;
+            let [p50_us, p95_us, p99_us] = [0.5, 0.95, 0.99].map(|q| h.value_at_quantile(q));
+            Some((
+                name.to_string(),
+                OperationLatency { calls: h.len(), p50_us, p95_us, p99_us, max_us: h.max() },
+            ))
+        });
+        called.collect()
     }
 
     /// Every outcome's count, by name.
     pub fn outcomes(&self) -> BTreeMap<&'static str, u64> {
-        let counts = self.outcomes.iter().copied();
-        Outcome::NAMES.iter().copied().zip(counts).collect()
+        Outcome::NAMES.iter().copied().zip(self.outcomes.iter().copied()).collect()
     }
 }
 
-/// One check and its outcome.
+/// One check: what is checked, whether it held, and its figures or first counterexample.
 #[derive(Debug, Clone, Serialize)]
+#[allow(missing_docs)]
 pub struct Check {
-    /// What is checked.
     pub name: &'static str,
-    /// Whether it held.
     pub passed: bool,
-    /// Figures, or the first counterexample.
     pub detail: String,
 }
 
-/// Everything a run measured and checked.
+/// Everything a run measured and checked. `resumed`: what the database held when the run
+/// resumed; `tasks_run`: the tasks this process took through their whole life (all, unless
+/// resumed), in `elapsed_s` from the first creation to the last task's end (`creation_s` to
+/// the end of the last creation batch); `statements`: those the store's connections sent
+/// (`BEGIN`/`COMMIT` included); `footprint`: after the run, when it could be read.
 #[derive(Debug, Clone, Serialize)]
+#[allow(missing_docs)]
 pub struct Report {
-    /// `sqlite` or `postgres`.
     pub backend: &'static str,
-    /// The database (no password).
     pub location: String,
-    /// The run's id.
     pub run_id: String,
-    /// What the database held when the run resumed, if it did.
     pub resumed: Option<Resumed>,
-    /// What was run.
     #[serde(flatten)]
     pub job: Job,
-    /// Tasks of the run.
     pub tasks: u64,
-    /// Of which this process took through their whole life (all, unless resumed).
     pub tasks_run: u64,
-    /// Seconds from the first creation to the last task's end.
     pub elapsed_s: f64,
-    /// Seconds from the first creation to the end of the last creation batch.
     pub creation_s: f64,
-    /// `tasks_run` per second.
     pub tasks_per_second: f64,
-    /// Statements the store's connections sent (`BEGIN`/`COMMIT` included).
     pub statements: u64,
-    /// Per task run.
     pub statements_per_task: f64,
-    /// Latency per operation.
     pub operations: BTreeMap<String, OperationLatency>,
-    /// What happened, as counted.
     pub outcomes: BTreeMap<&'static str, u64>,
-    /// The correctness checks.
     pub checks: Vec<Check>,
-    /// Whether every check passed.
     pub passed: bool,
-    /// Table and index sizes after the run, when they could be read.
     pub footprint: Option<Vec<Relation>>,
 }
 
 impl Report {
     /// The report for people.
     pub fn render(&self) -> String {
-        let (job, tasks, location) = (&self.job, self.tasks, &self.location);
-        let (workflows, runners, batch) = (job.workflows, job.runners, job.batch);
-        let (crashing, failing, work) = (job.crashing_runners, job.fail_rate * 100.0, job.work_us);
+        let (j, r, location, tasks) = (&self.job, &self.resumed, &self.location, self.tasks);
+        let Job { workflows, runners, crashing_runners, batch, work_us, .. } = j;
         let mut out = format!(
             "workload on {} ({location}): {tasks} tasks in {workflows} workflow executions, \
-             {runners} runners ({crashing} crashing), claims of {batch}, {failing}% failing, \
-             work {work} µs\n",
-            self.backend
+             {runners} runners ({crashing_runners} crashing), claims of {batch}, {}% failing, \
+             work {work_us} µs\n",
+            self.backend,
+            j.fail_rate * 100.0
         );
-        if let Some(r) = &self.resumed {
-            let (stored, removed) = (r.workflows_stored, r.workflows_pruned);
-            let to_create = r.workflows_to_create;
-            let (finished, claimed) = (r.tasks_finished, r.tasks_claimed);
-            let _ = writeln!(
-                out,
+        if let Some(r) = r {
+            let (stored, removed, to_create) =
+                (r.workflows_stored, r.workflows_pruned, r.workflows_to_create);
+            let (finished, claimed, events) = (r.tasks_finished, r.tasks_claimed, r.events);
+            out += &format!(
                 "  resumed run {}: {stored} workflow executions stored, {removed} removed, \
                  {to_create} to create; {finished} tasks finished, {claimed} claimed by the dead \
-                 process; {} events",
-                self.run_id, r.events
+                 process; {events} events\n",
+                self.run_id
             );
         }
-        let (every, batch, retain) = (job.prune_every_ms, job.prune_batch, job.retain_ms);
+        let (every, batch, retain) = (j.prune_every_ms, j.prune_batch, j.retain_ms);
         out += &match every {
             0 => "  retention: off\n".to_owned(),
             _ => format!(
                 "  retention: a pass every {every} ms, batches of {batch}, keeping {retain} ms\n"
             ),
         };
-        let (speed, run) = (self.tasks_per_second, self.tasks_run);
-        let (elapsed, created) = (self.elapsed_s, self.creation_s);
-        let (statements, per_task) = (self.statements, self.statements_per_task);
-        let _ = writeln!(
-            out,
+        let (speed, run, elapsed) = (self.tasks_per_second, self.tasks_run, self.elapsed_s);
+        let (created, statements, per_task) =
+            (self.creation_s, self.statements, self.statements_per_task);
+        out += &format!(
             "  {speed:.0} tasks/s through their whole life ({run} tasks in {elapsed:.2} s, the last \
-             created after {created:.2} s)\n  {statements} statements, {per_task:.2} per task"
+             created after {created:.2} s)\n  {statements} statements, {per_task:.2} per task\n"
         );
         out += "  operation                    calls    p50 µs    p95 µs    p99 µs    max µs\n";
         for (op, l) in &self.operations {
             let (calls, p50, p95, p99, max) = (l.calls, l.p50_us, l.p95_us, l.p99_us, l.max_us);
-            let row = format!("  {op:<24}{calls:>10}{p50:>10}{p95:>10}{p99:>10}{max:>10}\n");
-            out += &row;
+            out += &format!("  {op:<24}{calls:>10}{p50:>10}{p95:>10}{p99:>10}{max:>10}\n");
         }
-        let outcomes = self.outcomes.iter().map(|(k, v)| format!("{k} {v}"));
-        let outcomes: Vec<String> = outcomes.collect();
-        let _ = writeln!(out, "  outcomes: {}\n  checks:", outcomes.join(", "));
-        for check in &self.checks {
-            let mark = if check.passed { "ok  " } else { "FAIL" };
-            let _ = writeln!(out, "    [{mark}] {}: {}", check.name, check.detail);
+        let outcomes: Vec<String> = self.outcomes.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        out += &format!("  outcomes: {}\n  checks:\n", outcomes.join(", "));
+        for c in &self.checks {
+            let mark = if c.passed { "ok  " } else { "FAIL" };
+            out += &format!("    [{mark}] {}: {}\n", c.name, c.detail);
         }
         out += "  footprint after the run:\n";
         for r in self.footprint.iter().flatten() {
-            let indent = if r.kind == "index" { "  " } else { "" };
-            let (name, kind, size) = (format!("{indent}{}", r.name), &r.kind, bytes(r.bytes));
-            let _ = write!(out, "    {name:<42}{kind:>6}{size:>12}");
-            if let Some(free) = r.free_bytes {
-                let _ = write!(out, "   of which free pages {}", bytes(free));
-            }
-            if let (Some(live), Some(dead)) = (r.live_rows, r.dead_rows) {
-                let vacuums = r.autovacuums.unwrap_or_default();
-                let _ = write!(out, "   live rows {live}, dead {dead}, autovacuums {vacuums}");
-            }
-            if let Some(reads) = r.read_per_claim {
-                let _ = write!(out, "   {reads:.1} entries read per claim");
-            }
+            let name = format!("{}{}", if r.kind == "index" { "  " } else { "" }, r.name);
+            out += &format!("    {name:<42}{:>6}{:>12}", r.kind, bytes(r.bytes));
+            let vacuums = r.autovacuums.unwrap_or_default();
+            let extras = [
+                r.free_bytes.map(|free| format!("of which free pages {}", bytes(free))),
+                (r.live_rows.zip(r.dead_rows)).map(|(live, dead)| {
+                    format!("live rows {live}, dead {dead}, autovacuums {vacuums}")
+                }),
+                r.read_per_claim.map(|reads| format!("{reads:.1} entries read per claim")),
+            ];
+            extras.into_iter().flatten().for_each(|extra| out += &format!("   {extra}"));
             out.push('\n');
         }
         out

@@ -1,31 +1,17 @@
 //! The run: a creator, runner threads, a sweeper and a pruner on one store, until every task
 //! has finished or was removed by retention.
 
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::{Mutex, OnceLock, PoisonError};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::sync::{Mutex, OnceLock, PoisonError, atomic::AtomicBool, atomic::Ordering::Relaxed};
+use std::{thread, time::Duration, time::Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use dal_core::{Claimed, DalError, FailedTask, Finished, NewTaskExecution, PruneCursor};
 use dal_core::{RetriedTask, TaskExecution, TaskExecutionStore, TaskStatus};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressStyle};
 use uuid::Uuid;
 
-use super::args::Job;
-use super::db::Recorder;
-use super::ledger::{Ledger, workflow_id};
 use super::report::{Metrics, Op, Outcome};
-
-/// What a run measured.
-pub struct Ran {
-    /// Every thread's latencies and outcomes.
-    pub metrics: Metrics,
-    /// From the first creation to the last task's end.
-    pub elapsed: Duration,
-    /// From the first creation to the end of the last creation batch.
-    pub creation: Duration,
-}
+use super::{args::Job, db::Recorder, ledger::Ledger, ledger::workflow_id};
 
 /// What the run's threads share.
 struct Shared<'a> {
@@ -39,31 +25,30 @@ struct Shared<'a> {
 
 /// Runs `job` on `store` until every task of `ledger` has finished or was removed; the first
 /// error that stops it instead, if one does. After each creation batch `recorder`, if any,
-/// records it.
+/// records it. Returns every thread's latencies and outcomes, and the time from the first
+/// creation to the last task's end and to the end of the last creation batch.
 pub fn run(
     store: &dyn TaskExecutionStore,
     job: &Job,
     ledger: &Ledger,
     recorder: Option<Recorder>,
     quiet: bool,
-) -> Result<Ran, String> {
+) -> Result<(Metrics, Duration, Duration), String> {
     let (stop, error, creation) = (AtomicBool::new(false), Mutex::new(None), OnceLock::new());
     let shared = Shared { store, job, ledger, stop, error, creation };
-    let progress = ProgressBar::new(job.tasks());
+    let progress = if quiet { ProgressBar::hidden() } else { ProgressBar::new(job.tasks()) };
     let template = "{spinner} {elapsed_precise} [{bar:40}] {pos}/{len} tasks finished, {per_sec}";
     if let Ok(style) = ProgressStyle::with_template(template) {
         progress.set_style(style.progress_chars("=> "));
     }
-    if quiet {
-        progress.set_draw_target(ProgressDrawTarget::hidden());
-    }
     let (s, start, mut metrics) = (&shared, Instant::now(), Metrics::default());
     let elapsed = thread::scope(|scope| {
-        let mut threads = vec![scope.spawn(|| create(s, recorder, start))];
-        threads.push(scope.spawn(|| sweeper(s)));
-        threads.extend((0..job.runners).map(|index| scope.spawn(move || runner(s, index))));
+        let mut threads = vec![scope.spawn(|| measured(|m| create(s, m, recorder, start)))];
+        threads.push(scope.spawn(|| measured(|m| sweeper(s, m))));
+        threads
+            .extend((0..job.runners).map(|i| scope.spawn(move || measured(|m| runner(s, m, i)))));
         if job.prune_every_ms > 0 {
-            threads.push(scope.spawn(|| pruner(s)));
+            threads.push(scope.spawn(|| measured(|m| pruner(s, m))));
         }
         while !ledger.all_settled() && !s.stopped() {
             progress.set_position(ledger.finished_tasks());
@@ -81,10 +66,15 @@ pub fn run(
     });
     progress.finish_and_clear();
     let creation = shared.creation.get().copied().unwrap_or_default();
-    let error = shared.error.into_inner();
-    let error = error.unwrap_or_else(PoisonError::into_inner);
-    let ran = Ran { metrics, elapsed, creation };
-    error.map_or(Ok(ran), Err)
+    let error = shared.error.into_inner().unwrap_or_else(PoisonError::into_inner);
+    error.map_or(Ok((metrics, elapsed, creation)), Err)
+}
+
+/// What `f` measured.
+fn measured(f: impl FnOnce(&mut Metrics)) -> Metrics {
+    let mut metrics = Metrics::default();
+    f(&mut metrics);
+    metrics
 }
 
 impl Shared<'_> {
@@ -111,17 +101,15 @@ impl Shared<'_> {
     /// Counts tasks a call changed, each with its event; as finished `how` (completed,
     /// exhausted or abandoned), if they did.
     fn changed(&self, metrics: &mut Metrics, tasks: &[TaskExecution], how: Option<Outcome>) {
-        let workflows = tasks.iter().map(|t| t.workflow_execution_id);
-        let Some(how) = how else { return self.ledger.changed(workflows) };
-        self.ledger.finished(workflows, how as usize);
-        metrics.count(how, tasks.len());
+        self.ledger.record(tasks.iter().map(|t| t.workflow_execution_id), how.map(|h| h as usize));
+        how.into_iter().for_each(|how| metrics.count(how, tasks.len()));
     }
 }
 
 /// The scheduler: creates the tasks, `Ready`, a batch of workflow executions at a time, and
 /// records each batch made.
-fn create(s: &Shared, mut recorder: Option<Recorder>, start: Instant) -> Metrics {
-    let (job, mut metrics) = (s.job, Metrics::default());
+fn create(s: &Shared, metrics: &mut Metrics, mut recorder: Option<Recorder>, start: Instant) {
+    let job = s.job;
     for (i, (number, batch)) in s.ledger.batches_to_create().into_iter().enumerate() {
         if s.stopped() || (i > 0 && !s.pause(job.create_pause_ms)) {
             break;
@@ -133,7 +121,7 @@ fn create(s: &Shared, mut recorder: Option<Recorder>, start: Instant) -> Metrics
         let news: Vec<_> = tasks.map(|wt| new(wt).with_max_attempts(job.max_attempts)).collect();
         let created = metrics.time(Op::CreateMany, || s.store.create_many(&news));
         let Ok(created) = created.map_err(|err| s.fail("create_many", err)) else { break };
-        s.changed(&mut metrics, &created, None);
+        s.changed(metrics, &created, None);
         let record =
             recorder.as_mut().map(|r| metrics.time(Op::RecordBatch, || r.created(number + 1)));
         if let Some(Err(err)) = record {
@@ -142,7 +130,6 @@ fn create(s: &Shared, mut recorder: Option<Recorder>, start: Instant) -> Metrics
         }
     }
     let _ = s.creation.set(start.elapsed());
-    metrics
 }
 
 /// A small deterministic generator (xorshift64*) of failures and crashes.
@@ -165,23 +152,22 @@ impl Dice {
 /// the last attempt, failures to retry) and claims the next. A crashing runner now and then
 /// dies mid-batch, leaving its claims, and comes back under a new id; once its old leases are
 /// surely stale it tries to finish them: the store refuses those the sweeper recovered.
-fn runner(s: &Shared, index: u32) -> Metrics {
-    let (job, mut metrics) = (s.job, Metrics::default());
+fn runner(s: &Shared, metrics: &mut Metrics, index: u32) {
+    let job = s.job;
     let seed = job.seed.wrapping_add(u64::from(index) * 7919);
     let mut dice = Dice(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let stale_after = Duration::from_millis(job.stale_after_ms);
     let surely_stale = stale_after + 2 * Duration::from_millis(job.sweep_every_ms);
-    let mut id = Uuid::now_v7();
     // The runner id it works under; what a crash left behind: the id it had, its leases (as
     // completions), and when.
+    let (mut id, mut finished) = (Uuid::now_v7(), Finished::default());
     let mut left: Option<(Uuid, Finished, Instant)> = None;
-    let mut finished = Finished::default();
     while !s.stopped() {
         if let Some((old, leases, _)) = left.take_if(|(.., at)| at.elapsed() > surely_stale) {
-            cycle(s, &mut metrics, (Op::StaleFinishAndClaim, old), &leases, 0);
+            cycle(s, metrics, (Op::StaleFinishAndClaim, old), &leases, 0);
         }
-        let op = (Op::FinishAndClaim, id);
-        let Some(claimed) = cycle(s, &mut metrics, op, &finished, job.batch) else {
+        let Some(claimed) = cycle(s, metrics, (Op::FinishAndClaim, id), &finished, job.batch)
+        else {
             break;
         };
         finished = Finished::default();
@@ -192,7 +178,7 @@ fn runner(s: &Shared, index: u32) -> Metrics {
             continue;
         }
         metrics.count(Outcome::Claims, claimed.len());
-        s.ledger.changed(claimed.iter().map(|c| c.task.workflow_execution_id));
+        s.ledger.record(claimed.iter().map(|c| c.task.workflow_execution_id), None);
         let crash = index < job.crashing_runners && dice.chance(job.crash_rate);
         let crash_at = crash.then(|| (dice.next() % claimed.len() as u64) as usize);
         let mut last_beat = Instant::now();
@@ -202,8 +188,7 @@ fn runner(s: &Shared, index: u32) -> Metrics {
                 // heartbeats stop.
                 metrics.count(Outcome::Crashes, 1);
                 let completed = claimed.iter().map(|c| c.lease).collect();
-                let leases = Finished { completed, ..Finished::default() };
-                left = Some((id, leases, Instant::now()));
+                left = Some((id, Finished { completed, ..Finished::default() }, Instant::now()));
                 (id, finished) = (Uuid::now_v7(), Finished::default());
                 break;
             }
@@ -220,13 +205,11 @@ fn runner(s: &Shared, index: u32) -> Metrics {
             if job.work_us > 0 {
                 thread::sleep(Duration::from_micros(job.work_us));
             }
+            let (lease, error) = (*lease, "simulated failure".to_owned());
             if !dice.chance(job.fail_rate) {
-                finished.completed.push(*lease);
-                continue;
-            }
-            let (lease, error, retry_at) = (*lease, "simulated failure".to_owned(), Utc::now());
-            if task.attempt < task.max_attempts {
-                finished.retried.push(RetriedTask { lease, error, retry_at });
+                finished.completed.push(lease);
+            } else if task.attempt < task.max_attempts {
+                finished.retried.push(RetriedTask { lease, error, retry_at: Utc::now() });
             } else {
                 finished.failed.push(FailedTask { lease, error });
             }
@@ -234,9 +217,8 @@ fn runner(s: &Shared, index: u32) -> Metrics {
     }
     // What the last batch finished, when the run stopped before the next cycle.
     if !finished.is_empty() {
-        cycle(s, &mut metrics, (Op::FinishAndClaim, id), &finished, 0);
+        cycle(s, metrics, (Op::FinishAndClaim, id), &finished, 0);
     }
-    metrics
 }
 
 /// One `finish_and_claim` of a runner, counted; what it claimed, or `None` when it failed (the
@@ -266,52 +248,44 @@ fn cycle(
 }
 
 /// The sweeper: recovers the claims of runners that stopped heart-beating.
-fn sweeper(s: &Shared) -> Metrics {
-    let (job, mut metrics) = (s.job, Metrics::default());
-    let stale_after = TimeDelta::milliseconds(job.stale_after_ms as i64);
-    while s.pause(job.sweep_every_ms) {
+fn sweeper(s: &Shared, metrics: &mut Metrics) {
+    let stale_after = TimeDelta::milliseconds(s.job.stale_after_ms as i64);
+    while s.pause(s.job.sweep_every_ms) {
         let older_than = Utc::now() - stale_after;
-        let sweep = || s.store.recover_stale_claims(older_than, job.max_recoveries);
+        let sweep = || s.store.recover_stale_claims(older_than, s.job.max_recoveries);
         match metrics.time(Op::RecoverStaleClaims, sweep) {
             Ok(recovery) => {
                 metrics.count(Outcome::Recovered, recovery.reset.len());
-                s.changed(&mut metrics, &recovery.reset, None);
-                s.changed(&mut metrics, &recovery.abandoned, Some(Outcome::Abandoned));
+                s.changed(metrics, &recovery.reset, None);
+                s.changed(metrics, &recovery.abandoned, Some(Outcome::Abandoned));
             }
             Err(err) => s.fail("recover_stale_claims", err),
         }
     }
-    metrics
 }
 
-/// How often the pruner makes a full retention pass instead of an incremental one.
+/// How often the pruner makes a full retention pass instead of an incremental one, and how far
+/// before the start of the last complete pass an incremental pass starts.
 const FULL_PASS_EVERY: Duration = Duration::from_secs(30);
-
-/// How far before the start of the last complete pass an incremental pass starts.
 const PASS_MARGIN: TimeDelta = TimeDelta::seconds(2);
 
 /// The pruner: every `--prune-every-ms` a retention pass, `prune_finished` batch after batch
 /// until the cursor runs out. A pass starts with the tasks that finished since the last
 /// complete pass began (less a margin); a full pass now and then.
-fn pruner(s: &Shared) -> Metrics {
-    let (job, mut metrics) = (s.job, Metrics::default());
-    let retain = TimeDelta::milliseconds(job.retain_ms as i64);
-    let mut since: Option<DateTime<Utc>> = None;
-    let mut full_pass_at = Instant::now();
-    'passes: while s.pause(job.prune_every_ms) {
+fn pruner(s: &Shared, metrics: &mut Metrics) {
+    let retain = TimeDelta::milliseconds(s.job.retain_ms as i64);
+    let (mut since, mut full_pass_at) = (None::<DateTime<Utc>>, Instant::now());
+    while s.pause(s.job.prune_every_ms) {
         let older_than = Utc::now() - retain;
         if full_pass_at.elapsed() >= FULL_PASS_EVERY || since.is_none() {
             (since, full_pass_at) = (None, Instant::now());
         }
         let mut after = since.map(PruneCursor::finished_since);
         loop {
-            let prune = || s.store.prune_finished(older_than, job.prune_batch, after);
+            let prune = || s.store.prune_finished(older_than, s.job.prune_batch, after);
             let pruned = match metrics.time(Op::PruneFinished, prune) {
                 Ok(pruned) => pruned,
-                Err(err) => {
-                    s.fail("prune_finished", err);
-                    break 'passes;
-                }
+                Err(err) => return s.fail("prune_finished", err),
             };
             metrics.count(Outcome::PrunedWorkflows, pruned.workflows.len());
             metrics.count(Outcome::PrunedTasks, pruned.tasks as usize);
@@ -322,11 +296,9 @@ fn pruner(s: &Shared) -> Metrics {
                 metrics.count(Outcome::PrunePasses, 1);
                 since = Some(older_than - PASS_MARGIN);
                 break;
-            }
-            if s.stopped() {
-                break 'passes;
+            } else if s.stopped() {
+                return;
             }
         }
     }
-    metrics
 }
