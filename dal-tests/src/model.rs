@@ -15,45 +15,41 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use TaskStatus::*;
+use Transition as T;
 
-/// An error reduced to what a caller can match on.
+/// An error reduced to what a caller can match on: the task first, then the runner holding it
+/// (`AlreadyClaimed`), its retry time (`NotDue`), its attempt and maximum (`RetriesExhausted`).
+/// `Other` is anything else (never expected by the model).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
     NotFound(Uuid),
     InvalidTransition(Uuid, TaskStatus, TaskStatus),
     ClaimLost(Uuid),
-    /// The task and the runner holding it.
     AlreadyClaimed(Uuid, Uuid),
-    /// The task and its retry time.
     NotDue(Uuid, DateTime<Utc>),
-    /// The task, its attempt and its maximum.
     RetriesExhausted(Uuid, i32, i32),
     Validation(String, Problem),
     AlreadyExists(Uuid, String),
-    /// Anything else (never expected by the model).
     Other(String),
 }
 
 impl From<DalError> for Failure {
     fn from(err: DalError) -> Self {
+        use {DalError as E, Failure as F};
         match err {
-            DalError::NotFound { id } => Failure::NotFound(id),
-            DalError::InvalidTransition { id, from, to } => {
-                Failure::InvalidTransition(id, from, to)
+            E::NotFound { id } => F::NotFound(id),
+            E::InvalidTransition { id, from, to } => F::InvalidTransition(id, from, to),
+            E::ClaimLost { id } => F::ClaimLost(id),
+            E::AlreadyClaimed { id, runner_id } => F::AlreadyClaimed(id, runner_id),
+            E::NotDue { id, retry_at } => F::NotDue(id, retry_at),
+            E::RetriesExhausted { id, attempt: a, max_attempts: m } => {
+                F::RetriesExhausted(id, a, m)
             }
-            DalError::ClaimLost { id } => Failure::ClaimLost(id),
-            DalError::AlreadyClaimed { id, runner_id } => Failure::AlreadyClaimed(id, runner_id),
-            DalError::NotDue { id, retry_at } => Failure::NotDue(id, retry_at),
-            DalError::RetriesExhausted { id, attempt, max_attempts } => {
-                Failure::RetriesExhausted(id, attempt, max_attempts)
+            E::Validation(ValidationError { field, problem }) => F::Validation(field, problem),
+            E::AlreadyExists { workflow_execution_id: wf, task_name } => {
+                F::AlreadyExists(wf, task_name)
             }
-            DalError::Validation(ValidationError { field, problem }) => {
-                Failure::Validation(field, problem)
-            }
-            DalError::AlreadyExists { workflow_execution_id, task_name } => {
-                Failure::AlreadyExists(workflow_execution_id, task_name)
-            }
-            other => Failure::Other(other.to_string()),
+            other => F::Other(other.to_string()),
         }
     }
 }
@@ -61,12 +57,11 @@ impl From<DalError> for Failure {
 /// A model result.
 pub type Outcome<T> = Result<T, Failure>;
 
-/// One event as the model predicts it (no id, no `seq`).
+/// One event as the model predicts it (no id, no `seq`): `data` holds arguments and counters.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelEvent {
     pub task: Uuid,
     pub event_type: EventType,
-    /// Arguments and counters.
     pub data: Value,
     pub runner: Option<Uuid>,
     pub at: DateTime<Utc>,
@@ -89,49 +84,35 @@ impl ModelEvent {
 mod rules {
     use super::*;
 
-    fn invalid(field: impl Into<String>, problem: Problem) -> Failure {
-        Failure::Validation(field.into(), problem)
+    fn check(ok: bool, field: impl Into<String>, problem: Problem) -> Outcome<()> {
+        if ok { Ok(()) } else { Err(Failure::Validation(field.into(), problem)) }
     }
 
     pub fn time(field: &str, at: DateTime<Utc>) -> Outcome<()> {
-        match at.year() {
-            1..=9999 => Ok(()),
-            _ => Err(invalid(field, Problem::TimeOutOfRange)),
-        }
+        check((1..=9999).contains(&at.year()), field, Problem::TimeOutOfRange)
     }
 
     /// A reason or error text: at most 64 KiB of UTF-8, no NUL.
     pub fn text(field: &str, text: &str) -> Outcome<()> {
-        if text.len() > 65_536 {
-            let (max, len) = (65_536, text.len());
-            return Err(invalid(field, Problem::TooLong { max, len, unit: "bytes" }));
-        }
-        match text.contains('\0') {
-            true => Err(invalid(field, Problem::ContainsNul)),
-            false => Ok(()),
-        }
+        let (max, len) = (65_536, text.len());
+        check(len <= max, field, Problem::TooLong { max, len, unit: "bytes" })?;
+        check(!text.contains('\0'), field, Problem::ContainsNul)
     }
 
     pub fn range(field: &str, value: i64, min: i64, max: i64) -> Outcome<()> {
-        match (min..=max).contains(&value) {
-            true => Ok(()),
-            false => Err(invalid(field, Problem::OutOfRange { min, max, value })),
-        }
+        check((min..=max).contains(&value), field, Problem::OutOfRange { min, max, value })
     }
 
     /// JSON: no NUL in a string or a key, at most 64 levels deep.
     fn json(field: &str, value: &Value, depth: usize) -> Outcome<()> {
-        let nul = |s: &str| s.contains('\0');
-        if depth > 64 {
-            return Err(invalid(field, Problem::TooDeep { max: 64 }));
-        }
+        check(depth <= 64, field, Problem::TooDeep { max: 64 })?;
         match value {
-            Value::String(s) if nul(s) => Err(invalid(field, Problem::ContainsNul)),
+            Value::String(s) => check(!s.contains('\0'), field, Problem::ContainsNul),
             Value::Array(items) => items.iter().try_for_each(|v| json(field, v, depth + 1)),
-            Value::Object(map) if map.keys().any(|k| nul(k)) => {
-                Err(invalid(field, Problem::ContainsNul))
+            Value::Object(map) => {
+                check(!map.keys().any(|k| k.contains('\0')), field, Problem::ContainsNul)?;
+                map.values().try_for_each(|v| json(field, v, depth + 1))
             }
-            Value::Object(map) => map.values().try_for_each(|v| json(field, v, depth + 1)),
             _ => Ok(()),
         }
     }
@@ -139,25 +120,14 @@ mod rules {
     /// A new task; `at` prefixes its fields (`tasks[2].` in a batch).
     pub fn new_task(at: &str, new: &NewTaskExecution) -> Outcome<()> {
         let field = |name: &str| format!("{at}{name}");
-        let name = &new.task_name;
-        let chars = name.chars().count();
-        let problem = if name.trim().is_empty() {
-            Some(Problem::Blank)
-        } else if chars > 255 {
-            Some(Problem::TooLong { max: 255, len: chars, unit: "characters" })
-        } else if name.contains('\0') {
-            Some(Problem::ContainsNul)
-        } else if name.chars().any(char::is_control) {
-            Some(Problem::ContainsControl)
-        } else {
-            None
-        };
-        if let Some(problem) = problem {
-            return Err(invalid(field("task_name"), problem));
-        }
-        if !matches!(new.status, NotStarted | Ready) {
-            return Err(invalid(field("status"), Problem::StatusNotAllowed(new.status)));
-        }
+        let (name, chars) = (&new.task_name, new.task_name.chars().count());
+        let long = Problem::TooLong { max: 255, len: chars, unit: "characters" };
+        check(!name.trim().is_empty(), field("task_name"), Problem::Blank)?;
+        check(chars <= 255, field("task_name"), long)?;
+        check(!name.contains('\0'), field("task_name"), Problem::ContainsNul)?;
+        check(!name.chars().any(char::is_control), field("task_name"), Problem::ContainsControl)?;
+        let status = Problem::StatusNotAllowed(new.status);
+        check(matches!(new.status, NotStarted | Ready), field("status"), status)?;
         let max = i64::from(new.max_attempts);
         range(&field("max_attempts"), max, 1, i32::MAX.into())?;
         range(&field("attempt"), new.attempt.into(), 1, max)?;
@@ -169,11 +139,9 @@ mod rules {
     /// The arguments of a transition.
     pub fn transition(t: &Transition) -> Outcome<()> {
         match t {
-            Transition::MarkSkipped { reason } | Transition::MarkAbandoned { reason } => {
-                text("reason", reason)
-            }
-            Transition::MarkFailed { error } => text("error", error),
-            Transition::ScheduleRetry { retry_at } => time("retry_at", *retry_at),
+            T::MarkSkipped { reason } | T::MarkAbandoned { reason } => text("reason", reason),
+            T::MarkFailed { error } => text("error", error),
+            T::ScheduleRetry { retry_at } => time("retry_at", *retry_at),
             _ => Ok(()),
         }
     }
@@ -182,22 +150,21 @@ mod rules {
     /// `runner`, valid texts and times, each task once.
     pub fn finished<'a>(
         runner: Uuid,
-        items: impl Iterator<Item = (String, &'a str, &'a Lease, Finish<'a>)>,
+        items: impl Iterator<Item = &'a (String, &'a str, &'a Lease, Finish<'a>)>,
     ) -> Outcome<()> {
-        let mut seen: HashMap<Uuid, String> = HashMap::new();
+        let mut seen: HashMap<Uuid, &String> = HashMap::new();
         for (at, inner, lease, how) in items {
-            if lease.runner_id != runner {
-                return Err(invalid(format!("{at}{inner}.runner_id"), Problem::NotTheSameRunner));
-            }
+            let same = lease.runner_id == runner;
+            check(same, format!("{at}{inner}.runner_id"), Problem::NotTheSameRunner)?;
             if let Finish::Fail(error) | Finish::Retry(error, _) = how {
                 text(&format!("{at}.error"), error)?;
             }
             if let Finish::Retry(_, retry_at) = how {
-                time(&format!("{at}.retry_at"), retry_at)?;
+                time(&format!("{at}.retry_at"), *retry_at)?;
             }
-            if let Some(first) = seen.insert(lease.task_id, at.clone()) {
-                let field = format!("{at}{inner}.task_id");
-                return Err(invalid(field, Problem::FinishedTwice { first }));
+            if let Some(first) = seen.insert(lease.task_id, at) {
+                let twice = Problem::FinishedTwice { first: first.clone() };
+                return Err(Failure::Validation(format!("{at}{inner}.task_id"), twice));
             }
         }
         Ok(())
@@ -218,6 +185,22 @@ fn data<const N: usize>(pairs: [(&str, Value); N]) -> Map<String, Value> {
     pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
 }
 
+/// The statuses a transition leaves, the one it goes to, and its event.
+fn rule(t: &Transition) -> (&'static [TaskStatus], TaskStatus, EventType) {
+    use EventType as E;
+    match t {
+        T::MarkReady => (&[NotStarted], Ready, E::Ready),
+        T::MarkSkipped { .. } => (&[NotStarted, Ready], Skipped, E::Skipped),
+        T::MarkRunning => (&[Ready], Running, E::Started),
+        T::MarkCompleted => (&[Running], Completed, E::Completed),
+        T::MarkFailed { .. } => (&[Ready, Running], Failed, E::Failed),
+        T::MarkAbandoned { .. } => (&[NotStarted, Ready, Running], Failed, E::Abandoned),
+        T::ScheduleRetry { .. } => (&[Running, Failed], Ready, E::RetryScheduled),
+        T::ResetForRecovery => (&[Running, Ready], Ready, E::Recovered),
+        T::ResetRetryState => (&[Ready, Completed, Failed, Skipped], Ready, E::Reset),
+    }
+}
+
 /// A task and its place in the claim queue: set by every write that leaves it `Ready`, to the
 /// later of its `retry_at` and that write's time. Claims take due tasks by this time, then id.
 #[derive(Debug, Clone)]
@@ -226,13 +209,13 @@ struct Task {
     queued_at: DateTime<Utc>,
 }
 
-/// The model: every task in creation order, every event in write order, and the time.
+/// The model: every task in creation order, every event in write order, the time, and whether
+/// changes write events (a store with the history off writes none).
 #[derive(Debug, Clone)]
 pub struct Model {
     now: DateTime<Utc>,
     tasks: Vec<Task>,
     events: Vec<ModelEvent>,
-    /// Whether changes write events (a store with the history off writes none).
     history: bool,
 }
 
@@ -247,14 +230,12 @@ enum Finish<'a> {
 impl Model {
     /// An empty store at time `now`.
     pub fn new(now: DateTime<Utc>) -> Self {
-        let (tasks, events) = (Vec::new(), Vec::new());
-        Model { now: micros(now), tasks, events, history: true }
+        Model { now: micros(now), tasks: Vec::new(), events: Vec::new(), history: true }
     }
 
     /// The same model of a store that keeps no history.
-    pub fn without_history(mut self) -> Self {
-        self.history = false;
-        self
+    pub fn without_history(self) -> Self {
+        Model { history: false, ..self }
     }
 
     /// Moves the time (the store's clock moves the same way).
@@ -264,7 +245,7 @@ impl Model {
 
     /// Every task, in creation order.
     pub fn tasks(&self) -> Vec<TaskExecution> {
-        self.tasks.iter().map(|t| t.row.clone()).collect()
+        self.rows(|_| true)
     }
 
     /// Every event, in write order.
@@ -286,11 +267,18 @@ impl Model {
         rows
     }
 
+    fn in_any(workflows: &[Uuid]) -> impl Fn(&TaskExecution) -> bool {
+        move |r| workflows.contains(&r.workflow_execution_id)
+    }
+
     /// Ends a write of task `i`: `updated_at`, the sub-status only `Running` keeps, the queue
-    /// place of a `Ready` task, and the event (counters added to `data`).
-    fn wrote(&mut self, i: usize, event: Option<(EventType, Map<String, Value>, Option<Uuid>)>) {
-        let now = self.now;
-        let task = &mut self.tasks[i];
+    /// place of a `Ready` task, and the event (counters added to `data`); the row written.
+    fn wrote(
+        &mut self,
+        i: usize,
+        event: Option<(EventType, Map<String, Value>, Option<Uuid>)>,
+    ) -> TaskExecution {
+        let (now, task) = (self.now, &mut self.tasks[i]);
         let row = &mut task.row;
         row.updated_at = now;
         if row.status != Running {
@@ -299,14 +287,60 @@ impl Model {
         if row.status == Ready {
             task.queued_at = row.retry_at.map_or(now, |at| at.max(now));
         }
-        let (Some((event_type, mut data, runner)), true) = (event, self.history) else {
-            return;
+        if let (Some((event_type, mut data, runner)), true) = (event, self.history) {
+            data.insert("attempt".into(), row.attempt.into());
+            data.insert("claim".into(), row.claim_count.into());
+            data.insert("recovery_attempts".into(), row.recovery_attempts.into());
+            let (task, data) = (row.id, Value::Object(data));
+            self.events.push(ModelEvent { task, event_type, data, runner, at: now });
+        }
+        self.tasks[i].row.clone()
+    }
+
+    /// Applies `t` (its guards passed) to task `i` for `runner`, with its event; `args` are
+    /// arguments of the event beside those of `t`.
+    fn step(
+        &mut self,
+        i: usize,
+        t: &Transition,
+        runner: Option<Uuid>,
+        mut args: Map<String, Value>,
+    ) -> TaskExecution {
+        let (now, row) = (self.now, &mut self.tasks[i].row);
+        match t {
+            T::MarkReady => row.status = Ready,
+            T::MarkSkipped { reason } => end(row, Skipped, Some(reason), now),
+            T::MarkRunning => (row.status, row.started_at) = (Running, Some(now)),
+            T::MarkCompleted => end(row, Completed, None, now),
+            T::MarkFailed { error } => end(row, Failed, Some(error), now),
+            T::MarkAbandoned { reason } => {
+                end(row, Failed, Some(reason), now);
+                row.abandoned_at = Some(now);
+            }
+            T::ScheduleRetry { retry_at } => {
+                let attempt = row.attempt + 1;
+                requeue(row, attempt, Some(*retry_at));
+            }
+            T::ResetForRecovery => {
+                unclaim(row);
+                row.recovery_attempts += 1;
+                row.last_recovery_at = Some(now);
+            }
+            T::ResetRetryState => {
+                requeue(row, 1, None);
+                row.last_error = None;
+            }
+        }
+        let arg = match t {
+            T::MarkSkipped { reason: text } | T::MarkAbandoned { reason: text } => {
+                Some(("reason", text.as_str().into()))
+            }
+            T::MarkFailed { error } => Some(("error", error.as_str().into())),
+            T::ScheduleRetry { retry_at } => Some(("retry_at", time_data(*retry_at))),
+            _ => None,
         };
-        data.insert("attempt".into(), row.attempt.into());
-        data.insert("claim".into(), row.claim_count.into());
-        data.insert("recovery_attempts".into(), row.recovery_attempts.into());
-        let (task, data) = (row.id, Value::Object(data));
-        self.events.push(ModelEvent { task, event_type, data, runner, at: now });
+        args.extend(arg.map(|(k, v)| (k.to_owned(), v)));
+        self.wrote(i, Some((rule(t).2, args, runner)))
     }
 
     fn taken(&self, wf: Uuid, name: &str) -> bool {
@@ -358,6 +392,7 @@ impl Model {
         }
         let ids = ids.ok_or_else(|| Failure::Other("the store created nothing".into()))?;
         let now = self.now;
+        let mut rows = Vec::new();
         for (new, &id) in news.iter().zip(ids) {
             let row = TaskExecution {
                 id,
@@ -384,9 +419,11 @@ impl Model {
                 updated_at: now,
             };
             self.tasks.push(Task { row, queued_at: now });
-            self.wrote(self.tasks.len() - 1, Some((EventType::Created, Map::new(), None)));
+            rows.push(
+                self.wrote(self.tasks.len() - 1, Some((EventType::Created, Map::new(), None))),
+            );
         }
-        Ok(self.tasks[self.tasks.len() - news.len()..].iter().map(|t| t.row.clone()).collect())
+        Ok(rows)
     }
 
     /// `get`.
@@ -403,87 +440,24 @@ impl Model {
     pub fn transition(&mut self, id: Uuid, transition: &Transition) -> Outcome<TaskExecution> {
         rules::transition(transition)?;
         let i = self.find(id)?;
-        let (now, r) = (self.now, &self.tasks[i].row);
-        let (from, attempt, max) = (r.status, r.attempt, r.max_attempts);
-        let (allowed, to, event): (&[TaskStatus], _, _) = match transition {
-            Transition::MarkReady => (&[NotStarted], Ready, EventType::Ready),
-            Transition::MarkSkipped { .. } => (&[NotStarted, Ready], Skipped, EventType::Skipped),
-            Transition::MarkRunning => (&[Ready], Running, EventType::Started),
-            Transition::MarkCompleted => (&[Running], Completed, EventType::Completed),
-            Transition::MarkFailed { .. } => (&[Ready, Running], Failed, EventType::Failed),
-            Transition::MarkAbandoned { .. } => {
-                (&[NotStarted, Ready, Running], Failed, EventType::Abandoned)
-            }
-            Transition::ScheduleRetry { .. } => {
-                (&[Running, Failed], Ready, EventType::RetryScheduled)
-            }
-            Transition::ResetForRecovery => (&[Running, Ready], Ready, EventType::Recovered),
-            Transition::ResetRetryState => {
-                (&[Ready, Completed, Failed, Skipped], Ready, EventType::Reset)
-            }
-        };
+        let ((allowed, to, _), from) = (rule(transition), self.tasks[i].row.status);
         if !allowed.contains(&from) {
             return Err(Failure::InvalidTransition(id, from, to));
         }
-        let row = &mut self.tasks[i].row;
-        let args = match transition {
-            Transition::MarkReady => {
-                row.status = Ready;
-                data([])
-            }
-            Transition::MarkSkipped { reason } => {
-                end(row, Skipped, None, now);
-                row.error_details = Some(reason.clone());
-                data([("reason", reason.as_str().into())])
-            }
-            Transition::MarkRunning => {
-                row.status = Running;
-                row.started_at = Some(now);
-                data([])
-            }
-            Transition::MarkCompleted => {
-                end(row, Completed, None, now);
-                data([])
-            }
-            Transition::MarkFailed { error } => {
-                end(row, Failed, Some(error), now);
-                data([("error", error.as_str().into())])
-            }
-            Transition::MarkAbandoned { reason } => {
-                end(row, Failed, Some(reason), now);
-                row.abandoned_at = Some(now);
-                data([("reason", reason.as_str().into())])
-            }
-            Transition::ScheduleRetry { retry_at } => {
-                if attempt >= max {
-                    return Err(Failure::RetriesExhausted(id, attempt, max));
-                }
-                next_attempt(row, *retry_at);
-                data([("retry_at", time_data(*retry_at))])
-            }
-            Transition::ResetForRecovery => {
-                recover(row, now);
-                data([])
-            }
-            Transition::ResetRetryState => {
-                *row = TaskExecution {
-                    status: Ready,
-                    attempt: 1,
-                    retry_at: None,
-                    error_details: None,
-                    last_error: None,
-                    started_at: None,
-                    completed_at: None,
-                    abandoned_at: None,
-                    claimed_by: None,
-                    heartbeat_at: None,
-                    ..row.clone()
-                };
-                data([])
-            }
-        };
-        self.wrote(i, Some((event, args, None)));
-        Ok(self.tasks[i].row.clone())
+        if let T::ScheduleRetry { .. } = transition {
+            self.retry_left(i)?;
+        }
+        Ok(self.step(i, transition, None, Map::new()))
+    }
+
+    /// Task `i` if it has an attempt left.
+    fn retry_left(&self, i: usize) -> Outcome<usize> {
+        let r = &self.tasks[i].row;
+        if r.attempt < r.max_attempts {
+            Ok(i)
+        } else {
+            Err(Failure::RetriesExhausted(r.id, r.attempt, r.max_attempts))
+        }
     }
 
     /// `set_sub_status`: a `Running` task's sub-status set or cleared.
@@ -499,17 +473,13 @@ impl Model {
             _ => EventType::Resumed,
         };
         let value = sub.map_or(Value::Null, |s| s.as_str().into());
-        self.wrote(i, Some((event, data([("sub_status", value)]), None)));
-        Ok(self.tasks[i].row.clone())
+        Ok(self.wrote(i, Some((event, data([("sub_status", value)]), None))))
     }
 
     /// `deferred_tasks`: by id.
     pub fn deferred_tasks(&self, workflows: &[Uuid]) -> Vec<TaskExecution> {
-        self.by_id(|r| {
-            workflows.contains(&r.workflow_execution_id)
-                && r.status == Running
-                && r.sub_status == Some(SubStatus::Deferred)
-        })
+        let deferred = |r: &TaskExecution| r.sub_status == Some(SubStatus::Deferred);
+        self.by_id(|r| Self::in_any(workflows)(r) && r.status == Running && deferred(r))
     }
 
     /// The due `Ready` tasks in claim order: queue time, then id.
@@ -545,16 +515,13 @@ impl Model {
     }
 
     fn claim(&mut self, i: usize, runner: Uuid) -> Claimed {
-        let now = self.now;
-        let row = &mut self.tasks[i].row;
+        let (now, row) = (self.now, &mut self.tasks[i].row);
         row.status = Running;
         row.claimed_by = Some(runner);
-        row.heartbeat_at = Some(now);
-        row.started_at = Some(now);
+        (row.heartbeat_at, row.started_at) = (Some(now), Some(now));
         row.claim_count += 1;
         let lease = Lease { task_id: row.id, runner_id: runner, claim: row.claim_count };
-        self.wrote(i, Some((EventType::Claimed, Map::new(), Some(runner))));
-        Claimed { task: self.tasks[i].row.clone(), lease }
+        Claimed { task: self.wrote(i, Some((EventType::Claimed, Map::new(), Some(runner)))), lease }
     }
 
     /// The task of `lease` if the lease is its current claim and its status is `allowed`.
@@ -574,8 +541,7 @@ impl Model {
     pub fn heartbeat(&mut self, lease: &Lease) -> Outcome<TaskExecution> {
         let i = self.leased(lease, &[Running], Running)?;
         self.tasks[i].row.heartbeat_at = Some(self.now);
-        self.wrote(i, None);
-        Ok(self.tasks[i].row.clone())
+        Ok(self.wrote(i, None))
     }
 
     /// `complete`.
@@ -600,48 +566,29 @@ impl Model {
     ) -> Outcome<TaskExecution> {
         rules::text("error", error)?;
         rules::time("retry_at", retry_at)?;
-        let i = self.leased(lease, &[Running], Ready)?;
-        let row = &self.tasks[i].row;
-        if row.attempt >= row.max_attempts {
-            return Err(Failure::RetriesExhausted(row.id, row.attempt, row.max_attempts));
-        }
+        let i = self.leased(lease, &[Running], Ready).and_then(|i| self.retry_left(i))?;
         Ok(self.finish(i, lease.runner_id, Finish::Retry(error, retry_at)))
     }
 
-    /// Task `i` finished by `runner` under its lease, with its event.
+    /// Task `i` finished by `runner` under its lease, with its event; a retry keeps its error
+    /// as the last error and in the event.
     fn finish(&mut self, i: usize, runner: Uuid, how: Finish<'_>) -> TaskExecution {
-        let now = self.now;
-        let row = &mut self.tasks[i].row;
-        let (event, args) = match how {
-            Finish::Complete => {
-                end(row, Completed, None, now);
-                (EventType::Completed, data([]))
-            }
-            Finish::Fail(error) => {
-                end(row, Failed, Some(error), now);
-                (EventType::Failed, data([("error", error.into())]))
-            }
+        let (t, args) = match how {
+            Finish::Complete => (T::MarkCompleted, Map::new()),
+            Finish::Fail(error) => (T::MarkFailed { error: error.into() }, Map::new()),
             Finish::Retry(error, retry_at) => {
-                next_attempt(row, retry_at);
-                row.last_error = Some(error.to_owned());
-                let args = [("retry_at", time_data(retry_at)), ("error", error.into())];
-                (EventType::RetryScheduled, data(args))
+                self.tasks[i].row.last_error = Some(error.into());
+                (T::ScheduleRetry { retry_at }, data([("error", error.into())]))
             }
         };
-        self.wrote(i, Some((event, args, Some(runner))));
-        self.tasks[i].row.clone()
+        self.step(i, &t, Some(runner), args)
     }
 
     /// `release`: back to `Ready`, no attempt counted.
     pub fn release(&mut self, lease: &Lease) -> Outcome<TaskExecution> {
         let i = self.leased(lease, &[Running, Ready], Ready)?;
-        let row = &mut self.tasks[i].row;
-        row.status = Ready;
-        row.started_at = None;
-        row.claimed_by = None;
-        row.heartbeat_at = None;
-        self.wrote(i, Some((EventType::Released, Map::new(), Some(lease.runner_id))));
-        Ok(self.tasks[i].row.clone())
+        unclaim(&mut self.tasks[i].row);
+        Ok(self.wrote(i, Some((EventType::Released, Map::new(), Some(lease.runner_id)))))
     }
 
     /// `complete_many`: the leases that still hold a `Running` task, completed in id order.
@@ -649,9 +596,10 @@ impl Model {
         let Some(first) = leases.first() else {
             return Ok(Completion::default());
         };
-        let labelled = leases.iter().enumerate();
-        let labelled = labelled.map(|(i, l)| (format!("leases[{i}]"), "", l, Finish::Complete));
-        rules::finished(first.runner_id, labelled)?;
+        let labelled: Vec<_> = (leases.iter().enumerate())
+            .map(|(i, l)| (format!("leases[{i}]"), "", l, Finish::Complete))
+            .collect();
+        rules::finished(first.runner_id, labelled.iter())?;
         let done: BTreeMap<Uuid, usize> = leases
             .iter()
             .filter_map(|l| self.leased(l, &[Running], Completed).ok())
@@ -673,57 +621,42 @@ impl Model {
         limit: u32,
     ) -> Outcome<Cycle> {
         let label = |kind: &str, i: usize| format!("finished.{kind}[{i}]");
-        let completed = finished.completed.iter().enumerate();
-        let failed = finished.failed.iter().enumerate();
-        let retried = finished.retried.iter().enumerate();
-        let all = completed
+        let (completed, failed) = (finished.completed.iter(), finished.failed.iter());
+        let all: Vec<_> = (completed.enumerate())
             .map(|(i, l)| (label("completed", i), "", l, Finish::Complete))
             .chain(
                 failed
+                    .enumerate()
                     .map(|(i, f)| (label("failed", i), ".lease", &f.lease, Finish::Fail(&f.error))),
             )
-            .chain(retried.map(|(i, r)| {
+            .chain(finished.retried.iter().enumerate().map(|(i, r)| {
                 (label("retried", i), ".lease", &r.lease, Finish::Retry(&r.error, r.retry_at))
-            }));
-        let all: Vec<_> = all.collect();
-        rules::finished(
-            runner,
-            all.iter().map(|(at, inner, l, how)| (at.clone(), *inner, *l, *how)),
-        )?;
+            }))
+            .collect();
+        rules::finished(runner, all.iter())?;
         let mut order: BTreeMap<Uuid, (usize, Option<Finish<'_>>)> = BTreeMap::new();
-        let mut lost = Vec::new();
+        let mut cycle = Cycle::default();
         for &(_, _, lease, how) in &all {
-            let to = match how {
-                Finish::Complete => Completed,
-                Finish::Fail(_) => Failed,
-                Finish::Retry(..) => Ready,
-            };
-            let Ok(i) = self.leased(lease, &[Running], to) else {
-                lost.push(*lease);
+            // The status a lost lease is refused for is not returned: any will do.
+            let Ok(i) = self.leased(lease, &[Running], Running) else {
+                cycle.lost.push(*lease);
                 continue;
             };
-            let row = &self.tasks[i].row;
             let how = match how {
-                Finish::Retry(error, _) if row.attempt >= row.max_attempts => Finish::Fail(error),
+                Finish::Retry(error, _) if self.retry_left(i).is_err() => Finish::Fail(error),
                 how => how,
             };
-            order.insert(row.id, (i, Some(how)));
+            order.insert(self.tasks[i].row.id, (i, Some(how)));
         }
         for i in self.due().into_iter().take(limit as usize) {
             order.insert(self.tasks[i].row.id, (i, None));
         }
-        let mut cycle = Cycle { lost, ..Cycle::default() };
         for (i, how) in order.into_values() {
             match how {
                 None => cycle.claimed.push(self.claim(i, runner)),
-                Some(how) => {
-                    let row = self.finish(i, runner, how);
-                    match how {
-                        Finish::Complete => cycle.completed.push(row),
-                        Finish::Fail(_) => cycle.failed.push(row),
-                        Finish::Retry(..) => cycle.retried.push(row),
-                    }
-                }
+                Some(how @ Finish::Complete) => cycle.completed.push(self.finish(i, runner, how)),
+                Some(how @ Finish::Fail(_)) => cycle.failed.push(self.finish(i, runner, how)),
+                Some(how) => cycle.retried.push(self.finish(i, runner, how)),
             }
         }
         Ok(cycle)
@@ -750,33 +683,24 @@ impl Model {
     ) -> Outcome<Recovery> {
         rules::time("older_than", older_than)?;
         rules::range("max_recovery_attempts", max.into(), 0, i32::MAX.into())?;
-        let (now, older_than) = (self.now, micros(older_than));
+        let older_than = micros(older_than);
         let reason = format!(
             "abandoned: its runner stopped heart-beating and the task was already recovered {max} times"
         );
         let stale = |m: &Self, abandon: bool| -> BTreeMap<Uuid, usize> {
-            (0..m.tasks.len())
-                .map(|i| (&m.tasks[i].row, i))
-                .filter(|(r, _)| {
-                    Self::stale(r, older_than) && (r.recovery_attempts >= max) == abandon
-                })
-                .map(|(r, i)| (r.id, i))
-                .collect()
+            let stale = |r: &TaskExecution| Self::stale(r, older_than);
+            let tasks = m.tasks.iter().enumerate().map(|(i, t)| (i, &t.row));
+            let tasks = tasks.filter(|(_, r)| stale(r) && (r.recovery_attempts >= max) == abandon);
+            tasks.map(|(i, r)| (r.id, i)).collect()
         };
         let mut recovery = Recovery::default();
+        let abandon = T::MarkAbandoned { reason };
         for i in stale(self, true).into_values() {
-            let row = &mut self.tasks[i].row;
-            end(row, Failed, Some(&reason), now);
-            row.abandoned_at = Some(now);
-            let args = data([("reason", reason.as_str().into())]);
-            self.wrote(i, Some((EventType::Abandoned, args, None)));
-            recovery.abandoned.push(self.tasks[i].row.clone());
+            recovery.abandoned.push(self.step(i, &abandon, None, Map::new()));
         }
+        let args = data([("stale_before", time_data(older_than))]);
         for i in stale(self, false).into_values() {
-            recover(&mut self.tasks[i].row, now);
-            let args = data([("stale_before", time_data(older_than))]);
-            self.wrote(i, Some((EventType::Recovered, args, None)));
-            recovery.reset.push(self.tasks[i].row.clone());
+            recovery.reset.push(self.step(i, &T::ResetForRecovery, None, args.clone()));
         }
         Ok(recovery)
     }
@@ -795,7 +719,7 @@ impl Model {
 
     /// `pending_tasks`: the `NotStarted` tasks, by id.
     pub fn pending_tasks(&self, workflows: &[Uuid]) -> Vec<TaskExecution> {
-        self.by_id(|r| r.status == NotStarted && workflows.contains(&r.workflow_execution_id))
+        self.by_id(|r| r.status == NotStarted && Self::in_any(workflows)(r))
     }
 
     /// `statuses_for_workflows`.
@@ -804,7 +728,7 @@ impl Model {
         workflows: &[Uuid],
     ) -> HashMap<Uuid, HashMap<String, TaskStatus>> {
         let mut out: HashMap<Uuid, HashMap<String, TaskStatus>> = HashMap::new();
-        for r in self.rows(|r| workflows.contains(&r.workflow_execution_id)) {
+        for r in self.rows(Self::in_any(workflows)) {
             out.entry(r.workflow_execution_id).or_default().insert(r.task_name, r.status);
         }
         out
@@ -813,9 +737,8 @@ impl Model {
     /// `complete_workflows`: those of `workflows` with tasks, all finished, by id.
     pub fn complete_workflows(&self, workflows: &[Uuid]) -> Vec<Uuid> {
         let mut all_done: BTreeMap<Uuid, bool> = BTreeMap::new();
-        for r in self.rows(|r| workflows.contains(&r.workflow_execution_id)) {
-            let finished = matches!(r.status, Completed | Failed | Skipped);
-            *all_done.entry(r.workflow_execution_id).or_insert(true) &= finished;
+        for r in self.rows(Self::in_any(workflows)) {
+            *all_done.entry(r.workflow_execution_id).or_insert(true) &= finished(&r);
         }
         all_done.into_iter().filter(|(_, done)| *done).map(|(wf, _)| wf).collect()
     }
@@ -857,10 +780,7 @@ impl Model {
             rules::time("after.completed_at", cursor.completed_at)?;
         }
         let older_than = micros(older_than);
-        let finished = |r: &TaskExecution| matches!(r.status, Completed | Failed | Skipped);
-        let mut scanned: Vec<(DateTime<Utc>, Uuid, Uuid)> = self
-            .rows(finished)
-            .into_iter()
+        let mut scanned: Vec<(DateTime<Utc>, Uuid, Uuid)> = (self.rows(finished).into_iter())
             .filter_map(|r| r.completed_at.map(|at| (at, r.id, r.workflow_execution_id)))
             .filter(|&(at, id, _)| {
                 at < older_than && after.is_none_or(|c| (at, id) > (c.completed_at, c.task_id))
@@ -868,27 +788,24 @@ impl Model {
             .collect();
         scanned.sort_unstable();
         scanned.truncate(limit as usize);
-        let next = scanned
-            .last()
-            .filter(|_| scanned.len() == limit as usize)
+        let next = (scanned.last().filter(|_| scanned.len() == limit as usize))
             .map(|&(completed_at, task_id, _)| PruneCursor { completed_at, task_id });
-        let removed: BTreeSet<Uuid> = scanned
-            .iter()
-            .map(|&(_, _, wf)| wf)
+        let removed: BTreeSet<Uuid> = (scanned.iter().map(|&(_, _, wf)| wf))
             .filter(|&wf| {
-                self.rows(|r| r.workflow_execution_id == wf)
-                    .iter()
-                    .all(|r| finished(r) && r.updated_at < older_than)
+                let rows = self.rows(|r| r.workflow_execution_id == wf);
+                rows.iter().all(|r| finished(r) && r.updated_at < older_than)
             })
             .collect();
-        let gone = |wf: &Uuid| removed.contains(wf);
-        let tasks: BTreeSet<Uuid> =
-            self.rows(|r| gone(&r.workflow_execution_id)).iter().map(|r| r.id).collect();
+        let tasks: BTreeSet<Uuid> = self
+            .rows(|r| removed.contains(&r.workflow_execution_id))
+            .iter()
+            .map(|r| r.id)
+            .collect();
         self.tasks.retain(|t| !tasks.contains(&t.row.id));
         let events = self.events.len();
         self.events.retain(|e| !tasks.contains(&e.task));
         Ok(Pruned {
-            workflows: removed.iter().copied().collect(),
+            workflows: removed.into_iter().collect(),
             tasks: tasks.len() as u64,
             events: (events - self.events.len()) as u64,
             next,
@@ -912,45 +829,37 @@ impl Model {
     }
 }
 
+fn finished(r: &TaskExecution) -> bool {
+    matches!(r.status, Completed | Failed | Skipped)
+}
+
 fn exhausted(r: &TaskExecution) -> bool {
     r.status == Failed && r.attempt >= r.max_attempts && r.abandoned_at.is_none()
 }
 
-/// A task finished as `status` (with an error, for a failure): its claim given up.
+/// A task finished as `status`, its claim given up; a reason or error kept as its details, a
+/// failure's also as its last error.
 fn end(row: &mut TaskExecution, status: TaskStatus, error: Option<&str>, now: DateTime<Utc>) {
-    row.status = status;
-    row.completed_at = Some(now);
-    row.claimed_by = None;
-    row.heartbeat_at = None;
+    (row.status, row.completed_at, row.claimed_by, row.heartbeat_at) =
+        (status, Some(now), None, None);
     if let Some(error) = error {
         row.error_details = Some(error.to_owned());
-        row.last_error = Some(error.to_owned());
+        if status == Failed {
+            row.last_error = Some(error.to_owned());
+        }
     }
 }
 
-/// The next attempt queued at `retry_at`: the attempt counted, the last one's state cleared.
-fn next_attempt(row: &mut TaskExecution, retry_at: DateTime<Utc>) {
-    *row = TaskExecution {
-        status: Ready,
-        attempt: row.attempt + 1,
-        retry_at: Some(micros(retry_at)),
-        error_details: None,
-        started_at: None,
-        completed_at: None,
-        abandoned_at: None,
-        claimed_by: None,
-        heartbeat_at: None,
-        ..row.clone()
-    };
+/// Back to `Ready` for `attempt`, due at `retry_at`: the last attempt's state cleared.
+fn requeue(row: &mut TaskExecution, attempt: i32, retry_at: Option<DateTime<Utc>>) {
+    unclaim(row);
+    (row.attempt, row.retry_at, row.error_details) = (attempt, retry_at.map(micros), None);
+    (row.completed_at, row.abandoned_at) = (None, None);
 }
 
-fn recover(row: &mut TaskExecution, now: DateTime<Utc>) {
-    row.status = Ready;
-    row.recovery_attempts += 1;
-    row.last_recovery_at = Some(now);
-    row.started_at = None;
-    row.claimed_by = None;
-    row.heartbeat_at = None;
+/// Back to `Ready`, not started, unclaimed.
+fn unclaim(row: &mut TaskExecution) {
+    (row.status, row.started_at, row.claimed_by, row.heartbeat_at) = (Ready, None, None, None);
 }
 
 /// The counters every event's data carries, for expectations written by hand.
