@@ -148,12 +148,11 @@ mod rules {
 
     /// Finished leases, labelled, each with its error text and retry time if any: all of
     /// `runner`, valid texts and times, each task once.
-    pub fn finished<'a>(
-        runner: Uuid,
-        items: impl Iterator<Item = &'a (String, &'a str, &'a Lease, Finish<'a>)>,
-    ) -> Outcome<()> {
+    pub fn finished(runner: Uuid, items: &[(String, (&Lease, Finish<'_>))]) -> Outcome<()> {
         let mut seen: HashMap<Uuid, &String> = HashMap::new();
-        for (at, inner, lease, how) in items {
+        for (at, (lease, how)) in items {
+            // A completion is a bare lease; a failure or a retry holds one.
+            let inner = if let Finish::Complete = how { "" } else { ".lease" };
             let same = lease.runner_id == runner;
             check(same, format!("{at}{inner}.runner_id"), Problem::NotTheSameRunner)?;
             if let Finish::Fail(error) | Finish::Retry(error, _) = how {
@@ -217,6 +216,16 @@ pub struct Model {
     tasks: Vec<Task>,
     events: Vec<ModelEvent>,
     history: bool,
+}
+
+/// Items of a batch labelled `{at}{kind}[i]`, each as a lease and how it finishes its task.
+fn labelled<'a, T>(
+    at: &'a str,
+    kind: &'a str,
+    items: &'a [T],
+    how: impl Fn(&'a T) -> (&'a Lease, Finish<'a>) + 'a,
+) -> impl Iterator<Item = (String, (&'a Lease, Finish<'a>))> + 'a {
+    items.iter().enumerate().map(move |(i, item)| (format!("{at}{kind}[{i}]"), how(item)))
 }
 
 /// How a runner cycle or a batch finishes one task.
@@ -426,7 +435,6 @@ impl Model {
         Ok(rows)
     }
 
-    /// `get`.
     pub fn get(&self, id: Uuid) -> Outcome<TaskExecution> {
         self.find(id).map(|i| self.tasks[i].row.clone())
     }
@@ -544,7 +552,6 @@ impl Model {
         Ok(self.wrote(i, None))
     }
 
-    /// `complete`.
     pub fn complete(&mut self, lease: &Lease) -> Outcome<TaskExecution> {
         let i = self.leased(lease, &[Running], Completed)?;
         Ok(self.finish(i, lease.runner_id, Finish::Complete))
@@ -596,10 +603,8 @@ impl Model {
         let Some(first) = leases.first() else {
             return Ok(Completion::default());
         };
-        let labelled: Vec<_> = (leases.iter().enumerate())
-            .map(|(i, l)| (format!("leases[{i}]"), "", l, Finish::Complete))
-            .collect();
-        rules::finished(first.runner_id, labelled.iter())?;
+        let all: Vec<_> = labelled("", "leases", leases, |l| (l, Finish::Complete)).collect();
+        rules::finished(first.runner_id, &all)?;
         let done: BTreeMap<Uuid, usize> = leases
             .iter()
             .filter_map(|l| self.leased(l, &[Running], Completed).ok())
@@ -620,23 +625,17 @@ impl Model {
         finished: &Finished,
         limit: u32,
     ) -> Outcome<Cycle> {
-        let label = |kind: &str, i: usize| format!("finished.{kind}[{i}]");
-        let (completed, failed) = (finished.completed.iter(), finished.failed.iter());
-        let all: Vec<_> = (completed.enumerate())
-            .map(|(i, l)| (label("completed", i), "", l, Finish::Complete))
-            .chain(
-                failed
-                    .enumerate()
-                    .map(|(i, f)| (label("failed", i), ".lease", &f.lease, Finish::Fail(&f.error))),
-            )
-            .chain(finished.retried.iter().enumerate().map(|(i, r)| {
-                (label("retried", i), ".lease", &r.lease, Finish::Retry(&r.error, r.retry_at))
+        let (retried, at) = (&finished.retried, "finished.");
+        let all: Vec<_> = labelled(at, "completed", &finished.completed, |l| (l, Finish::Complete))
+            .chain(labelled(at, "failed", &finished.failed, |f| (&f.lease, Finish::Fail(&f.error))))
+            .chain(labelled(at, "retried", retried, |r| {
+                (&r.lease, Finish::Retry(&r.error, r.retry_at))
             }))
             .collect();
-        rules::finished(runner, all.iter())?;
+        rules::finished(runner, &all)?;
         let mut order: BTreeMap<Uuid, (usize, Option<Finish<'_>>)> = BTreeMap::new();
         let mut cycle = Cycle::default();
-        for &(_, _, lease, how) in &all {
+        for &(_, (lease, how)) in &all {
             // The status a lost lease is refused for is not returned: any will do.
             let Ok(i) = self.leased(lease, &[Running], Running) else {
                 cycle.lost.push(*lease);
@@ -712,7 +711,6 @@ impl Model {
         due.take(limit as usize).cloned().collect()
     }
 
-    /// `events_for_task`.
     pub fn events_for_task(&self, id: Uuid) -> Vec<ModelEvent> {
         self.events.iter().filter(|e| e.task == id).cloned().collect()
     }
@@ -722,7 +720,6 @@ impl Model {
         self.by_id(|r| r.status == NotStarted && Self::in_any(workflows)(r))
     }
 
-    /// `statuses_for_workflows`.
     pub fn statuses_for_workflows(
         &self,
         workflows: &[Uuid],
@@ -743,12 +740,10 @@ impl Model {
         all_done.into_iter().filter(|(_, done)| *done).map(|(wf, _)| wf).collect()
     }
 
-    /// `has_abandoned_task`.
     pub fn has_abandoned_task(&self, wf: Uuid) -> bool {
         !self.rows(|r| r.workflow_execution_id == wf && r.abandoned_at.is_some()).is_empty()
     }
 
-    /// `retry_stats`.
     pub fn retry_stats(&self, wf: Uuid) -> RetryStats {
         let rows = self.rows(|r| r.workflow_execution_id == wf);
         RetryStats {
@@ -812,20 +807,11 @@ impl Model {
         })
     }
 
-    /// `count_by_status`.
     pub fn count_by_status(&self) -> StatusCounts {
-        let mut c = StatusCounts::default();
-        for t in &self.tasks {
-            *match t.row.status {
-                NotStarted => &mut c.not_started,
-                Ready => &mut c.ready,
-                Running => &mut c.running,
-                Completed => &mut c.completed,
-                Failed => &mut c.failed,
-                Skipped => &mut c.skipped,
-            } += 1;
-        }
-        c
+        let count = |status| self.tasks.iter().filter(|t| t.row.status == status).count() as i64;
+        let (not_started, ready, running) = (count(NotStarted), count(Ready), count(Running));
+        let (completed, failed, skipped) = (count(Completed), count(Failed), count(Skipped));
+        StatusCounts { not_started, ready, running, completed, failed, skipped }
     }
 }
 
@@ -891,36 +877,26 @@ fn replay_from(
             E::Created if from.is_none() => created_as,
             E::Ready if allowed(&[NotStarted]) => Ready,
             E::Started if allowed(&[Ready]) => Running,
-            E::Claimed if allowed(&[Ready]) && !open => {
-                claim += 1;
-                Running
-            }
+            E::Claimed if allowed(&[Ready]) && !open => Running,
             E::Completed if allowed(&[Running]) => Completed,
             E::Failed if allowed(&[Ready, Running]) => Failed,
             E::Skipped if allowed(&[NotStarted, Ready]) => Skipped,
             E::Abandoned if allowed(&[NotStarted, Ready, Running]) => Failed,
-            E::RetryScheduled if allowed(&[Running, Failed]) => {
-                attempt += 1;
-                Ready
-            }
-            E::Recovered if allowed(&[Running, Ready]) => {
-                recoveries += 1;
-                Ready
-            }
-            E::Reset if allowed(&[Ready, Completed, Failed, Skipped]) => {
-                attempt = 1;
-                Ready
-            }
-            E::Released if allowed(&[Running, Ready]) => Ready,
+            E::RetryScheduled if allowed(&[Running, Failed]) => Ready,
+            E::Recovered | E::Released if allowed(&[Running, Ready]) => Ready,
+            E::Reset if allowed(&[Ready, Completed, Failed, Skipped]) => Ready,
             E::Deferred | E::Resumed if allowed(&[Running]) => Running,
             other => return Err(format!("{other} after {from:?} (seq {})", event.seq)),
         };
-        // A claim stays open through these; every other step ends it.
-        open = match event.event_type {
-            E::Claimed => true,
-            E::Created | E::Ready | E::Started | E::Deferred | E::Resumed => open,
-            _ => false,
-        };
+        // The counters; a claim stays open through the steps that keep it, every other ends it.
+        match event.event_type {
+            E::Claimed => (claim, open) = (claim + 1, true),
+            E::Created | E::Ready | E::Started | E::Deferred | E::Resumed => {}
+            E::RetryScheduled => (attempt, open) = (attempt + 1, false),
+            E::Recovered => (recoveries, open) = (recoveries + 1, false),
+            E::Reset => (attempt, open) = (1, false),
+            _ => open = false,
+        }
         status = Some(next);
         let got = ["attempt", "claim", "recovery_attempts"].map(|k| event.event_data[k].as_i64());
         let want = [attempt, claim, recoveries].map(|n| Some(i64::from(n)));

@@ -69,39 +69,32 @@ pub fn scenario(kind: Backend, ops: &[Op]) {
     }
 }
 
-/// One call of a sequence. Tasks and leases are picked by index among those made so far, texts
-/// from `TEXTS` by index; a retry picked by text index `x` is due `20 x - 30` s from now.
+/// One call of a sequence, on the store method of its name but for these: `Transition(task,
+/// kind, text, retry in secs)` is lease-less; `Claim(runner, limit)` is `claim_ready`;
+/// `SubStatus(task, which)` sets `[None, Active, Deferred][which]`; `Leased(lease, kind, text)`
+/// is `heartbeat`, `complete`, `fail`, `release` or `fail_and_retry`; `Cycle(runner, completed,
+/// failed with a text, limit, retried with a text, twice)` is `finish_and_claim`; `Sweep(secs,
+/// max)` is `recover_stale_claims(now - secs, max)`; `Read(kind, arg)` is a read;
+/// `Prune(secs, limit, resume)` is `prune_finished(now - secs, limit, after)`, `after` the
+/// cursor the sequence's last batch returned when `resume`. `Advance(secs)` moves the clock.
+/// Tasks and leases are picked by index among those made so far, texts from `TEXTS` by index;
+/// a retry picked by text index `x` is due `20 x - 30` s from now. With `twice`, a
+/// `CompleteMany` or a `Cycle` also completes another lease of the first one's task (a stale or
+/// current claim of it) or, when it has none, the same lease again.
 #[derive(Debug, Clone)]
 pub enum Op {
-    /// Move the clock forward by so many seconds.
     Advance(i64),
-    /// `create`.
     Create(NewSpec),
-    /// `create_many`.
     CreateMany(Vec<NewSpec>),
-    /// A lease-less transition: which task, which transition, which text, retry offset.
     Transition(usize, u8, usize, i64),
-    /// `claim_ready(runner, limit)`.
     Claim(usize, u32),
-    /// `claim_task(task, runner)`.
     ClaimTask(usize, usize),
-    /// `set_sub_status(task, [None, Active, Deferred][which])`.
     SubStatus(usize, u8),
-    /// `heartbeat`, `complete`, `fail`, `release`, `fail_and_retry` of a lease, with a text.
     Leased(usize, u8, usize),
-    /// `complete_many` of some leases; with `true`, also another lease of the first one's task
-    /// (a stale or current claim of it) or, when it has none, the same lease again.
     CompleteMany(Vec<usize>, bool),
-    /// `finish_and_claim(runner, completed leases, failed leases with a text, limit, retried
-    /// leases with a text)`; with `true`, the completed leases name the first one's task
-    /// again, as `CompleteMany`'s do.
     Cycle(usize, Vec<usize>, Vec<(usize, usize)>, u32, Vec<(usize, usize)>, bool),
-    /// `recover_stale_claims(now - secs, max)`.
     Sweep(i64, i32),
-    /// A read.
     Read(u8, usize),
-    /// `prune_finished(now - secs, limit, after)`: `after` is the cursor the last batch of the
-    /// sequence returned when `resume`, else none (a new pass).
     Prune(i64, u32, bool),
 }
 
