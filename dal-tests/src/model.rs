@@ -170,6 +170,10 @@ mod rules {
     }
 }
 
+/// An event's arguments; an event as a write gives it: its type, arguments and runner.
+type Args = Map<String, Value>;
+type Event = (EventType, Args, Option<Uuid>);
+
 /// A time as the databases keep it: microseconds.
 fn micros(at: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(at.timestamp_micros()).unwrap_or(at)
@@ -180,7 +184,7 @@ fn time_data(at: DateTime<Utc>) -> Value {
     micros(at).to_rfc3339_opts(SecondsFormat::Micros, true).into()
 }
 
-fn data<const N: usize>(pairs: [(&str, Value); N]) -> Map<String, Value> {
+fn data<const N: usize>(pairs: [(&str, Value); N]) -> Args {
     pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
 }
 
@@ -270,10 +274,15 @@ impl Model {
         self.tasks.iter().map(|t| &t.row).filter(|r| keep(r)).cloned().collect()
     }
 
+    fn indices_by_id(&self, keep: impl Fn(&TaskExecution) -> bool) -> Vec<usize> {
+        let mut kept: Vec<usize> =
+            (0..self.tasks.len()).filter(|&i| keep(&self.tasks[i].row)).collect();
+        kept.sort_by_key(|&i| self.tasks[i].row.id);
+        kept
+    }
+
     fn by_id(&self, keep: impl Fn(&TaskExecution) -> bool) -> Vec<TaskExecution> {
-        let mut rows = self.rows(keep);
-        rows.sort_by_key(|r| r.id);
-        rows
+        self.indices_by_id(keep).into_iter().map(|i| self.tasks[i].row.clone()).collect()
     }
 
     fn in_any(workflows: &[Uuid]) -> impl Fn(&TaskExecution) -> bool {
@@ -282,11 +291,7 @@ impl Model {
 
     /// Ends a write of task `i`: `updated_at`, the sub-status only `Running` keeps, the queue
     /// place of a `Ready` task, and the event (counters added to `data`); the row written.
-    fn wrote(
-        &mut self,
-        i: usize,
-        event: Option<(EventType, Map<String, Value>, Option<Uuid>)>,
-    ) -> TaskExecution {
+    fn wrote(&mut self, i: usize, event: Option<Event>) -> TaskExecution {
         let (now, task) = (self.now, &mut self.tasks[i]);
         let row = &mut task.row;
         row.updated_at = now;
@@ -306,15 +311,9 @@ impl Model {
         self.tasks[i].row.clone()
     }
 
-    /// Applies `t` (its guards passed) to task `i` for `runner`, with its event; `args` are
+    /// Applies `t` (its guards passed) to task `i` for runner `by`, with its event; `a` holds
     /// arguments of the event beside those of `t`.
-    fn step(
-        &mut self,
-        i: usize,
-        t: &Transition,
-        runner: Option<Uuid>,
-        mut args: Map<String, Value>,
-    ) -> TaskExecution {
+    fn step(&mut self, i: usize, t: &Transition, by: Option<Uuid>, mut a: Args) -> TaskExecution {
         let (now, row) = (self.now, &mut self.tasks[i].row);
         match t {
             T::MarkReady => row.status = Ready,
@@ -348,12 +347,13 @@ impl Model {
             T::ScheduleRetry { retry_at } => Some(("retry_at", time_data(*retry_at))),
             _ => None,
         };
-        args.extend(arg.map(|(k, v)| (k.to_owned(), v)));
-        self.wrote(i, Some((rule(t).2, args, runner)))
+        a.extend(arg.map(|(k, v)| (k.to_owned(), v)));
+        self.wrote(i, Some((rule(t).2, a, by)))
     }
 
-    fn taken(&self, wf: Uuid, name: &str) -> bool {
-        self.tasks.iter().any(|t| t.row.workflow_execution_id == wf && t.row.task_name == name)
+    fn taken(&self, new: &NewTaskExecution) -> bool {
+        let (wf, name) = (new.workflow_execution_id, &new.task_name);
+        self.tasks.iter().any(|t| t.row.workflow_execution_id == wf && t.row.task_name == *name)
     }
 
     /// `create`; `id` is the id the store gave the task (used only on success).
@@ -368,9 +368,6 @@ impl Model {
         news: &[NewTaskExecution],
         ids: Option<&[Uuid]>,
     ) -> Outcome<Vec<TaskExecution>> {
-        if news.is_empty() {
-            return Ok(Vec::new());
-        }
         self.insert(news, ids, "tasks")
     }
 
@@ -393,8 +390,8 @@ impl Model {
         let mut workflows: Vec<Uuid> = news.iter().map(|n| n.workflow_execution_id).collect();
         workflows.dedup_by_key(|wf| *wf);
         for wf in workflows {
-            let clash =
-                news.iter().find(|n| n.workflow_execution_id == wf && self.taken(wf, &n.task_name));
+            let taken = |n: &&NewTaskExecution| n.workflow_execution_id == wf && self.taken(n);
+            let clash = news.iter().find(taken);
             if let Some(new) = clash {
                 return Err(Failure::AlreadyExists(wf, new.task_name.clone()));
             }
@@ -476,10 +473,8 @@ impl Model {
             return Err(Failure::InvalidTransition(id, row.status, Running));
         }
         row.sub_status = sub;
-        let event = match sub {
-            Some(SubStatus::Deferred) => EventType::Deferred,
-            _ => EventType::Resumed,
-        };
+        let deferred = sub == Some(SubStatus::Deferred);
+        let event = if deferred { EventType::Deferred } else { EventType::Resumed };
         let value = sub.map_or(Value::Null, |s| s.as_str().into());
         Ok(self.wrote(i, Some((event, data([("sub_status", value)]), None))))
     }
@@ -686,22 +681,14 @@ impl Model {
         let reason = format!(
             "abandoned: its runner stopped heart-beating and the task was already recovered {max} times"
         );
-        let stale = |m: &Self, abandon: bool| -> BTreeMap<Uuid, usize> {
-            let stale = |r: &TaskExecution| Self::stale(r, older_than);
-            let tasks = m.tasks.iter().enumerate().map(|(i, t)| (i, &t.row));
-            let tasks = tasks.filter(|(_, r)| stale(r) && (r.recovery_attempts >= max) == abandon);
-            tasks.map(|(i, r)| (r.id, i)).collect()
-        };
-        let mut recovery = Recovery::default();
-        let abandon = T::MarkAbandoned { reason };
-        for i in stale(self, true).into_values() {
-            recovery.abandoned.push(self.step(i, &abandon, None, Map::new()));
-        }
-        let args = data([("stale_before", time_data(older_than))]);
-        for i in stale(self, false).into_values() {
-            recovery.reset.push(self.step(i, &T::ResetForRecovery, None, args.clone()));
-        }
-        Ok(recovery)
+        let stale = self.indices_by_id(|r| Self::stale(r, older_than));
+        let (abandon, reset): (Vec<usize>, Vec<usize>) =
+            stale.into_iter().partition(|&i| self.tasks[i].row.recovery_attempts >= max);
+        let (why, args) = (T::MarkAbandoned { reason }, [("stale_before", time_data(older_than))]);
+        let abandoned = abandon.into_iter().map(|i| self.step(i, &why, None, Map::new())).collect();
+        let reset =
+            reset.into_iter().map(|i| self.step(i, &T::ResetForRecovery, None, data(args.clone())));
+        Ok(Recovery { abandoned, reset: reset.collect() })
     }
 
     /// `list_ready` (with `retries_only`, `list_due_retries`): in claim order.
@@ -791,11 +778,8 @@ impl Model {
                 rows.iter().all(|r| finished(r) && r.updated_at < older_than)
             })
             .collect();
-        let tasks: BTreeSet<Uuid> = self
-            .rows(|r| removed.contains(&r.workflow_execution_id))
-            .iter()
-            .map(|r| r.id)
-            .collect();
+        let gone = self.rows(|r| removed.contains(&r.workflow_execution_id));
+        let tasks: BTreeSet<Uuid> = gone.iter().map(|r| r.id).collect();
         self.tasks.retain(|t| !tasks.contains(&t.row.id));
         let events = self.events.len();
         self.events.retain(|e| !tasks.contains(&e.task));

@@ -133,11 +133,8 @@ fn complete_many(sizes: Range<usize>) -> impl Strategy<Value = Op> {
 /// other runners or repeated, refused), a claim limit in `limits`.
 fn cycle(limits: Range<u32>) -> impl Strategy<Value = Op> {
     let (done, texted) = (vec(any::<usize>(), 0..4), || vec((any::<usize>(), 0..5usize), 0..3));
-    (0..3usize, done, texted(), limits, texted(), proptest::bool::weighted(0.3)).prop_map(
-        |(r, done, failed, limit, retried, twice)| {
-            Op::Cycle(r, done, failed, limit, retried, twice)
-        },
-    )
+    (0..3usize, done, texted(), limits, texted(), proptest::bool::weighted(0.3))
+        .prop_map(|(r, d, f, l, rt, t)| Op::Cycle(r, d, f, l, rt, t))
 }
 
 /// A retention batch: a cut-off from 1 min after the current time to 90 s before it (now, the
@@ -228,98 +225,71 @@ fn run_generated(kind: Backend, what: &str, strategy: impl Strategy<Value = Vec<
     }
 }
 
-/// Sequences that once disagreed with the model (or came close), kept as regular cases.
+/// Sequences that once disagreed with the model (or came close), kept as regular cases; each
+/// line of one a phase of it.
 pub fn found_sequences() -> Vec<Vec<Op>> {
     use Op::*;
+    let one = |wf, name| spec(wf, name, true, 1);
+    // After `first`, task 0 started, failed, its retry due in 5 s.
+    let attempt =
+        |first| vec![first, Transition(0, 2, 0, 0), Transition(0, 4, 1, 0), Transition(0, 6, 0, 5)];
     vec![
         // A claim, the same task claimed again after a sweep, the old lease refused.
-        vec![
-            Create(spec(0, 1, true, 2)),
-            Claim(0, 1),
-            Advance(60),
-            Sweep(30, 2),
-            Claim(0, 1),
-            Leased(0, 1, 1),
-            Leased(1, 1, 1),
-        ],
+        [
+            vec![Create(spec(0, 1, true, 2)), Claim(0, 1), Advance(60), Sweep(30, 2), Claim(0, 1)],
+            vec![Leased(0, 1, 1), Leased(1, 1, 1)],
+        ]
+        .concat(),
         // A sweep whose threshold has nanoseconds, in the microsecond of a heartbeat: times are
         // cut to microseconds before they are compared (found by the generated sequences).
-        vec![Create(spec(0, 0, true, 1)), Claim(0, 1), Sweep(0, 0)],
+        vec![Create(one(0, 0)), Claim(0, 1), Sweep(0, 0)],
         // Several tasks changed by one statement (a batch create, a claim, a sweep): their
         // events are numbered in task-id order on both backends (found by the generated
         // sequences: PostgreSQL numbered them in the order its plan produced the rows).
         vec![
-            CreateMany(vec![spec(0, 2, true, 1), spec(0, 1, true, 1), spec(0, 0, true, 1)]),
+            CreateMany(vec![one(0, 2), one(0, 1), one(0, 0)]),
             Claim(0, 3),
             Advance(60),
             Sweep(30, 1),
         ],
         // A batch naming the same lease twice, and a lost one.
-        vec![
-            CreateMany(vec![spec(0, 1, true, 1), spec(0, 2, true, 1)]),
-            Claim(1, 2),
-            Leased(0, 3, 0),
-            CompleteMany(vec![0, 1, 1], false),
-        ],
+        [
+            vec![CreateMany(vec![one(0, 1), one(0, 2)]), Claim(1, 2)],
+            vec![Leased(0, 3, 0), CompleteMany(vec![0, 1, 1], false)],
+        ]
+        .concat(),
         // A cycle completing one lease twice, then a stale lease beside the current one of its
         // task, in a cycle and in a batch: each refused (a lease comes back exactly once or the
         // call writes nothing).
-        vec![
-            Create(spec(0, 1, true, 1)),
-            Claim(0, 1),
-            Cycle(0, vec![0, 0], vec![], 0, vec![], false),
-            Advance(60),
-            Sweep(30, 2),
-            Claim(0, 1),
-            Cycle(0, vec![1, 0], vec![], 1, vec![], false),
-            CompleteMany(vec![0], true),
-            CompleteMany(vec![1], false),
-        ],
+        [
+            vec![Create(one(0, 1)), Claim(0, 1), Cycle(0, vec![0, 0], vec![], 0, vec![], false)],
+            vec![Advance(60), Sweep(30, 2), Claim(0, 1)],
+            vec![Cycle(0, vec![1, 0], vec![], 1, vec![], false)],
+            vec![CompleteMany(vec![0], true), CompleteMany(vec![1], false)],
+        ]
+        .concat(),
         // Duplicates inside a batch, a clash with an existing task, and a blank name.
         vec![
             Create(spec(1, 3, false, 1)),
             CreateMany(vec![spec(1, 4, false, 1), spec(1, 3, true, 1)]),
             CreateMany(vec![spec(2, 5, false, 1), spec(2, 5, false, 1)]),
-            Create(spec(2, 8, true, 1)),
+            Create(one(2, 8)),
         ],
         // Retries to exhaustion, then a manual re-run.
-        vec![
-            Create(spec(0, 0, true, 2)),
-            Transition(0, 2, 0, 0),
-            Transition(0, 4, 1, 0),
-            Transition(0, 6, 0, 5),
-            Advance(10),
-            Transition(0, 2, 0, 0),
-            Transition(0, 4, 1, 0),
-            Transition(0, 6, 0, 5),
-            Transition(0, 8, 0, 0),
-        ],
+        [attempt(Create(spec(0, 0, true, 2))), attempt(Advance(10)), vec![Transition(0, 8, 0, 0)]]
+            .concat(),
         // Retention in batches of one, the cursor carried: tasks finished in one microsecond
         // are paged by id; a workflow with an unfinished task is passed over; a removed
         // workflow's names are free again.
-        vec![
-            CreateMany(vec![
-                spec(0, 0, true, 1),
-                spec(1, 0, true, 1),
-                spec(0, 1, true, 1),
-                spec(2, 0, true, 1),
-            ]),
-            Create(spec(2, 1, false, 1)),
-            Claim(0, 4),
-            CompleteMany(vec![0, 1, 2, 3], false),
-            Advance(10),
-            Prune(0, 1, false),
-            Prune(0, 1, true),
-            Prune(0, 1, true),
-            Prune(0, 1, true),
-            Prune(0, 1, true),
-            Create(spec(0, 0, true, 1)),
-            Transition(4, 1, 1, 0),
-            Prune(0, 2, false),
-            Advance(1),
-            Prune(0, 0, false),
-            Prune(0, 3, false),
-        ],
+        [
+            vec![CreateMany(vec![one(0, 0), one(1, 0), one(0, 1), one(2, 0)])],
+            vec![Create(spec(2, 1, false, 1)), Claim(0, 4), CompleteMany(vec![0, 1, 2, 3], false)],
+            vec![Advance(10), Prune(0, 1, false)],
+            vec![Prune(0, 1, true); 4],
+            vec![Create(one(0, 0)), Transition(4, 1, 1, 0), Prune(0, 2, false)],
+            vec![Advance(1), Prune(0, 0, false), Prune(0, 3, false)],
+        ]
+        .concat(),
     ]
 }
 
@@ -388,11 +358,8 @@ fn agree<T: PartialEq + Debug>(
     model: Outcome<T>,
 ) -> Result<(), String> {
     let store = store.map_err(Failure::from);
-    if store == model {
-        Ok(())
-    } else {
-        Err(format!("step {step}, {op:?}:\n  store: {store:?}\n  model: {model:?}"))
-    }
+    let differ = || format!("step {step}, {op:?}:\n  store: {store:?}\n  model: {model:?}");
+    if store == model { Ok(()) } else { Err(differ()) }
 }
 
 /// Applies `ops` to the fixture's store and to a model, comparing every result and, at the end,
