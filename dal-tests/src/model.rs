@@ -7,9 +7,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Datelike, SecondsFormat, Utc};
 use dal_core::{
-    Claimed, Completion, Cycle, DalError, EventType, Finished, Lease, NewTaskExecution, Problem,
-    PruneCursor, Pruned, Recovery, RetryStats, StatusCounts, SubStatus, TaskExecution, TaskStatus,
-    Transition, ValidationError,
+    Claimed, Completion, Cycle, DalError, EventType, ExecutionEvent, Finished, Lease,
+    NewTaskExecution, Problem, PruneCursor, Pruned, Recovery, RetryStats, StatusCounts, SubStatus,
+    TaskExecution, TaskStatus, Transition, ValidationError,
 };
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
@@ -69,14 +69,9 @@ pub struct ModelEvent {
 
 impl ModelEvent {
     /// The prediction of a stored event.
-    pub fn of(event: &dal_core::ExecutionEvent) -> Self {
-        ModelEvent {
-            task: event.task_execution_id,
-            event_type: event.event_type,
-            data: event.event_data.clone(),
-            runner: event.runner_id,
-            at: event.created_at,
-        }
+    pub fn of(e: &ExecutionEvent) -> Self {
+        let (task, event_type, data) = (e.task_execution_id, e.event_type, e.event_data.clone());
+        ModelEvent { task, event_type, data, runner: e.runner_id, at: e.created_at }
     }
 }
 
@@ -173,6 +168,8 @@ mod rules {
 /// An event's arguments; an event as a write gives it: its type, arguments and runner.
 type Args = Map<String, Value>;
 type Event = (EventType, Args, Option<Uuid>);
+/// The statuses of tasks by workflow execution and name.
+type Statuses = HashMap<Uuid, HashMap<String, TaskStatus>>;
 
 /// A time as the databases keep it: microseconds.
 fn micros(at: DateTime<Utc>) -> DateTime<Utc> {
@@ -398,8 +395,7 @@ impl Model {
         }
         let ids = ids.ok_or_else(|| Failure::Other("the store created nothing".into()))?;
         let now = self.now;
-        let mut rows = Vec::new();
-        for (new, &id) in news.iter().zip(ids) {
+        let rows = news.iter().zip(ids).map(|(new, &id)| {
             let row = TaskExecution {
                 id,
                 workflow_execution_id: new.workflow_execution_id,
@@ -425,11 +421,9 @@ impl Model {
                 updated_at: now,
             };
             self.tasks.push(Task { row, queued_at: now });
-            rows.push(
-                self.wrote(self.tasks.len() - 1, Some((EventType::Created, Map::new(), None))),
-            );
-        }
-        Ok(rows)
+            self.wrote(self.tasks.len() - 1, Some((EventType::Created, Map::new(), None)))
+        });
+        Ok(rows.collect())
     }
 
     pub fn get(&self, id: Uuid) -> Outcome<TaskExecution> {
@@ -519,10 +513,9 @@ impl Model {
 
     fn claim(&mut self, i: usize, runner: Uuid) -> Claimed {
         let (now, row) = (self.now, &mut self.tasks[i].row);
-        row.status = Running;
-        row.claimed_by = Some(runner);
+        (row.status, row.claimed_by, row.claim_count) =
+            (Running, Some(runner), row.claim_count + 1);
         (row.heartbeat_at, row.started_at) = (Some(now), Some(now));
-        row.claim_count += 1;
         let lease = Lease { task_id: row.id, runner_id: runner, claim: row.claim_count };
         Claimed { task: self.wrote(i, Some((EventType::Claimed, Map::new(), Some(runner)))), lease }
     }
@@ -707,11 +700,8 @@ impl Model {
         self.by_id(|r| r.status == NotStarted && Self::in_any(workflows)(r))
     }
 
-    pub fn statuses_for_workflows(
-        &self,
-        workflows: &[Uuid],
-    ) -> HashMap<Uuid, HashMap<String, TaskStatus>> {
-        let mut out: HashMap<Uuid, HashMap<String, TaskStatus>> = HashMap::new();
+    pub fn statuses_for_workflows(&self, workflows: &[Uuid]) -> Statuses {
+        let mut out = Statuses::new();
         for r in self.rows(Self::in_any(workflows)) {
             out.entry(r.workflow_execution_id).or_default().insert(r.task_name, r.status);
         }
@@ -841,24 +831,20 @@ pub fn counters(attempt: i32, claim: i32, recovery_attempts: i32) -> Value {
 /// before it, no claim begun while another is open, each event's counters the replayed ones,
 /// ending in `row`'s status and counters. The task may have been created `NotStarted` or
 /// `Ready`; both are tried.
-pub fn replay(row: &TaskExecution, events: &[dal_core::ExecutionEvent]) -> Result<(), String> {
+pub fn replay(row: &TaskExecution, events: &[ExecutionEvent]) -> Result<(), String> {
     let from = |status| replay_from(status, row, events);
     from(NotStarted).or_else(|first| from(Ready).map_err(|_| first))
 }
 
-fn replay_from(
-    created_as: TaskStatus,
-    row: &TaskExecution,
-    events: &[dal_core::ExecutionEvent],
-) -> Result<(), String> {
+fn replay_from(made: TaskStatus, row: &TaskExecution, es: &[ExecutionEvent]) -> Result<(), String> {
     use EventType as E;
     let mut status = None::<TaskStatus>;
     let (mut attempt, mut claim, mut recoveries, mut open) = (1i32, 0i32, 0i32, false);
-    for event in events {
+    for event in es {
         let from = status;
         let allowed = |states: &[TaskStatus]| from.is_some_and(|s| states.contains(&s));
         let next = match event.event_type {
-            E::Created if from.is_none() => created_as,
+            E::Created if from.is_none() => made,
             E::Ready if allowed(&[NotStarted]) => Ready,
             E::Started if allowed(&[Ready]) => Running,
             E::Claimed if allowed(&[Ready]) && !open => Running,

@@ -34,14 +34,12 @@ pub fn cases() -> u32 {
     std::env::var("DAL_MODEL_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(256)
 }
 
-/// The workflow executions a sequence works on.
+/// The workflow executions a sequence works on, the runners that claim, a task id no sequence
+/// creates, and reasons and errors, valid and not (the last holds a NUL).
 pub const WORKFLOWS: [Uuid; 3] =
     [Uuid::from_u128(0xA1), Uuid::from_u128(0xA2), Uuid::from_u128(0xA3)];
-/// The runners that claim.
 const RUNNERS: [Uuid; 3] = [Uuid::from_u128(0xB1), Uuid::from_u128(0xB2), Uuid::from_u128(0xB3)];
-/// A task id no sequence creates.
 const UNKNOWN: Uuid = Uuid::from_u128(0xDEAD);
-/// Reasons and errors, valid and not (the last holds a NUL).
 const TEXTS: [&str; 5] =
     ["", "boom", "x'); DROP TABLE task_executions;--", "🦀 ünï", "nul\0inside"];
 
@@ -422,18 +420,13 @@ pub fn run_sequence(f: &Fixture, ops: &[Op]) -> Result<(), String> {
             }
             Op::Leased(l, kind, x) => {
                 let Some(lease) = pick(&leases, *l) else { continue };
-                let (text, retry_at) = texted(*x, now);
-                let l = &lease;
+                let (l, (e, r)) = (&lease, texted(*x, now));
                 match kind {
                     0 => agree(at, s.heartbeat(l), model.heartbeat(l)),
                     1 => agree(at, s.complete(l), model.complete(l)),
-                    2 => agree(at, s.fail(l, &text), model.fail(l, &text)),
+                    2 => agree(at, s.fail(l, &e), model.fail(l, &e)),
                     3 => agree(at, s.release(l), model.release(l)),
-                    _ => agree(
-                        at,
-                        s.fail_and_retry(l, &text, retry_at),
-                        model.fail_and_retry(l, &text, retry_at),
-                    ),
+                    _ => agree(at, s.fail_and_retry(l, &e, r), model.fail_and_retry(l, &e, r)),
                 }?;
             }
             Op::CompleteMany(picks, twice) => {
@@ -449,11 +442,9 @@ pub fn run_sequence(f: &Fixture, ops: &[Op]) -> Result<(), String> {
                     let (error, retry_at) = texted(x, now);
                     Some(RetriedTask { lease: lease(i)?, error, retry_at })
                 });
-                let finished = Finished {
-                    completed: lease_batch(&leases, done, *twice),
-                    failed: failed.collect(),
-                    retried: retried.collect(),
-                };
+                let completed = lease_batch(&leases, done, *twice);
+                let (failed, retried) = (failed.collect(), retried.collect());
+                let finished = Finished { completed, failed, retried };
                 let (runner, limit) = (RUNNERS[*r], *limit);
                 let cycle = s.finish_and_claim(runner, &finished, limit);
                 leases.extend(cycle.iter().flat_map(|c| &c.claimed).map(|c| c.lease));
@@ -547,9 +538,7 @@ mod kinds {
 
     #[test]
     fn every_transition_is_generated() {
-        let at = Utc::now();
-        let kinds: Vec<u8> =
-            (0..TRANSITION_KINDS).map(|k| kind_of(&transition(k, 0, at))).collect();
-        assert_eq!(kinds, (0..TRANSITION_KINDS).collect::<Vec<u8>>());
+        let kinds = (0..TRANSITION_KINDS).map(|k| kind_of(&transition(k, 0, Utc::now())));
+        assert_eq!(kinds.collect::<Vec<u8>>(), (0..TRANSITION_KINDS).collect::<Vec<u8>>());
     }
 }
