@@ -299,9 +299,8 @@ impl Model {
             task.queued_at = row.retry_at.map_or(now, |at| at.max(now));
         }
         if let (Some((event_type, mut data, runner)), true) = (event, self.history) {
-            data.insert("attempt".into(), row.attempt.into());
-            data.insert("claim".into(), row.claim_count.into());
-            data.insert("recovery_attempts".into(), row.recovery_attempts.into());
+            let c = counters(row.attempt, row.claim_count, row.recovery_attempts);
+            data.extend(c.as_object().cloned().unwrap_or_default());
             let (task, data) = (row.id, Value::Object(data));
             self.events.push(ModelEvent { task, event_type, data, runner, at: now });
         }
@@ -443,20 +442,15 @@ impl Model {
         if !allowed.contains(&from) {
             return Err(Failure::InvalidTransition(id, from, to));
         }
-        if let T::ScheduleRetry { .. } = transition {
-            self.retry_left(i)?;
-        }
+        matches!(transition, T::ScheduleRetry { .. }).then(|| self.retry_left(i)).transpose()?;
         Ok(self.step(i, transition, None, Map::new()))
     }
 
     /// Task `i` if it has an attempt left.
     fn retry_left(&self, i: usize) -> Outcome<usize> {
         let r = &self.tasks[i].row;
-        if r.attempt < r.max_attempts {
-            Ok(i)
-        } else {
-            Err(Failure::RetriesExhausted(r.id, r.attempt, r.max_attempts))
-        }
+        let exhausted = Failure::RetriesExhausted(r.id, r.attempt, r.max_attempts);
+        if r.attempt < r.max_attempts { Ok(i) } else { Err(exhausted) }
     }
 
     /// `set_sub_status`: a `Running` task's sub-status set or cleared.
@@ -604,23 +598,18 @@ impl Model {
         Ok(Completion { completed, lost })
     }
 
-    /// `finish_and_claim`: the completions, failures and retries whose lease holds a `Running`
-    /// task (a retry on the last attempt fails instead), then a claim of up to `limit` of the
-    /// tasks due before the cycle, all in task id order.
-    pub fn finish_and_claim(
-        &mut self,
-        runner: Uuid,
-        finished: &Finished,
-        limit: u32,
-    ) -> Outcome<Cycle> {
-        let (retried, at) = (&finished.retried, "finished.");
-        let all: Vec<_> = labelled(at, "completed", &finished.completed, |l| (l, Finish::Complete))
-            .chain(labelled(at, "failed", &finished.failed, |f| (&f.lease, Finish::Fail(&f.error))))
+    /// `finish_and_claim` by runner `by`: the completions, failures and retries whose lease holds
+    /// a `Running` task (a retry on the last attempt fails instead), then a claim of up to `limit`
+    /// of the tasks due before the cycle, all in task id order.
+    pub fn finish_and_claim(&mut self, by: Uuid, done: &Finished, limit: u32) -> Outcome<Cycle> {
+        let (retried, at) = (&done.retried, "finished.");
+        let all: Vec<_> = labelled(at, "completed", &done.completed, |l| (l, Finish::Complete))
+            .chain(labelled(at, "failed", &done.failed, |f| (&f.lease, Finish::Fail(&f.error))))
             .chain(labelled(at, "retried", retried, |r| {
                 (&r.lease, Finish::Retry(&r.error, r.retry_at))
             }))
             .collect();
-        rules::finished(runner, &all)?;
+        rules::finished(by, &all)?;
         let mut order: BTreeMap<Uuid, (usize, Option<Finish<'_>>)> = BTreeMap::new();
         let mut cycle = Cycle::default();
         for &(_, (lease, how)) in &all {
@@ -640,10 +629,10 @@ impl Model {
         }
         for (i, how) in order.into_values() {
             match how {
-                None => cycle.claimed.push(self.claim(i, runner)),
-                Some(how @ Finish::Complete) => cycle.completed.push(self.finish(i, runner, how)),
-                Some(how @ Finish::Fail(_)) => cycle.failed.push(self.finish(i, runner, how)),
-                Some(how) => cycle.retried.push(self.finish(i, runner, how)),
+                None => cycle.claimed.push(self.claim(i, by)),
+                Some(how @ Finish::Complete) => cycle.completed.push(self.finish(i, by, how)),
+                Some(how @ Finish::Fail(_)) => cycle.failed.push(self.finish(i, by, how)),
+                Some(how) => cycle.retried.push(self.finish(i, by, how)),
             }
         }
         Ok(cycle)
@@ -663,14 +652,10 @@ impl Model {
 
     /// `recover_stale_claims`: the stale claims recovered `max` times already abandoned, then
     /// the others made `Ready` again, each set in id order.
-    pub fn recover_stale_claims(
-        &mut self,
-        older_than: DateTime<Utc>,
-        max: i32,
-    ) -> Outcome<Recovery> {
-        rules::time("older_than", older_than)?;
+    pub fn recover_stale_claims(&mut self, before: DateTime<Utc>, max: i32) -> Outcome<Recovery> {
+        rules::time("older_than", before)?;
         rules::range("max_recovery_attempts", max.into(), 0, i32::MAX.into())?;
-        let older_than = micros(older_than);
+        let older_than = micros(before);
         let reason = format!(
             "abandoned: its runner stopped heart-beating and the task was already recovered {max} times"
         );
@@ -748,9 +733,7 @@ impl Model {
     ) -> Outcome<Pruned> {
         rules::time("older_than", older_than)?;
         rules::range("limit", limit.into(), 1, 10_000)?;
-        if let Some(cursor) = &after {
-            rules::time("after.completed_at", cursor.completed_at)?;
-        }
+        after.map_or(Ok(()), |c| rules::time("after.completed_at", c.completed_at))?;
         let older_than = micros(older_than);
         let mut scanned: Vec<(DateTime<Utc>, Uuid, Uuid)> = (self.rows(finished).into_iter())
             .filter_map(|r| r.completed_at.map(|at| (at, r.id, r.workflow_execution_id)))

@@ -5,13 +5,12 @@
 //! `DAL_MODEL_CASES` sets how many sequences of each set run (256 by default), `DAL_MODEL_SEED`
 //! fixes them (every backend of a process runs the same ones).
 
-use std::fmt::Debug;
-use std::ops::Range;
+use std::{fmt::Debug, ops::Range};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use dal_core::{
-    Clock, ExecutionEvent, FailedTask, Finished, Lease, NewTaskExecution, PruneCursor, RetriedTask,
-    SubStatus, TaskExecutionStore, TaskStatus, Transition,
+    Clock, ExecutionEvent, FailedTask, Finished, Lease, NewTaskExecution, RetriedTask, SubStatus,
+    TaskExecutionStore, TaskStatus, Transition,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -75,10 +74,9 @@ pub fn scenario(kind: Backend, ops: &[Op]) {
 /// max)` is `recover_stale_claims(now - secs, max)`; `Read(kind, arg)` is a read;
 /// `Prune(secs, limit, resume)` is `prune_finished(now - secs, limit, after)`, `after` the
 /// cursor the sequence's last batch returned when `resume`. `Advance(secs)` moves the clock.
-/// Tasks and leases are picked by index among those made so far, texts from `TEXTS` by index;
-/// a retry picked by text index `x` is due `20 x - 30` s from now. With `twice`, a
-/// `CompleteMany` or a `Cycle` also completes another lease of the first one's task (a stale or
-/// current claim of it) or, when it has none, the same lease again.
+/// Tasks, leases and texts are picked by index (among those made so far); a retry by text index
+/// `x` is due `20 x - 30` s from now. With `twice`, a `CompleteMany` or a `Cycle` also completes
+/// another lease of the first one's task (stale or current), else the same lease again.
 #[derive(Debug, Clone)]
 pub enum Op {
     Advance(i64),
@@ -98,9 +96,8 @@ pub enum Op {
 
 fn new_spec() -> impl Strategy<Value = NewSpec> {
     let retry_in = proptest::option::weighted(0.2, -30..60i64);
-    (0..3usize, 0..9u8, any::<bool>(), 1..4i32, retry_in).prop_map(
-        |(wf, name, ready, max, retry_in)| NewSpec { retry_in, ..spec(wf, name, ready, max) },
-    )
+    (0..3usize, 0..9u8, any::<bool>(), 1..4i32, retry_in)
+        .prop_map(|(w, n, r, m, retry_in)| NewSpec { retry_in, ..spec(w, n, r, m) })
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -201,9 +198,8 @@ fn generated_retention_sequences_agree_with_the_model(kind: Backend) {
 /// Runs [`cases`] sequences of `strategy` against the model and the backend.
 fn run_generated(kind: Backend, what: &str, strategy: impl Strategy<Value = Vec<Op>>) {
     let (f, seed) = (Fixture::new(kind), seed());
-    let rng_seed = RngSeed::Fixed(seed);
-    let config =
-        Config { cases: cases(), failure_persistence: None, rng_seed, ..Config::default() };
+    let (failure_persistence, rng_seed) = (None, RngSeed::Fixed(seed));
+    let config = Config { failure_persistence, rng_seed, ..Config::with_cases(cases()) };
     let (ran, calls) = (std::cell::Cell::new(0u32), std::cell::Cell::new(0usize));
     let result = TestRunner::new(config).run(&strategy, |ops| {
         ran.set(ran.get() + 1);
@@ -309,10 +305,9 @@ fn new_task(spec: &NewSpec, now: DateTime<Utc>) -> NewTaskExecution {
     NewTaskExecution { retry_at, ..new.with_max_attempts(spec.max_attempts) }
 }
 
-/// How many kinds of transition the sequences generate: every variant of [`Transition`].
+/// How many kinds of transition the sequences generate (every variant of [`Transition`]), and
+/// the transition of kind `kind`.
 const TRANSITION_KINDS: u8 = 9;
-
-/// The transition of kind `kind` (below [`TRANSITION_KINDS`]).
 fn transition(kind: u8, text: usize, retry_at: DateTime<Utc>) -> Transition {
     let text = TEXTS[text % TEXTS.len()].to_owned();
     match kind {
@@ -366,13 +361,10 @@ pub fn run_sequence(f: &Fixture, ops: &[Op]) -> Result<(), String> {
     f.execute_sql(f.kind.empty_tables_sql());
     f.clock.set(start_time());
     let s: &dyn TaskExecutionStore = f.store();
-    let mut model = Model::new(start_time());
-    if !f.keeps_history() {
-        model = model.without_history();
-    }
-    let (mut tasks, mut leases) = (Vec::<Uuid>::new(), Vec::<Lease>::new());
-    // Where the sequence's retention pass stands.
-    let mut cursor: Option<PruneCursor> = None;
+    let model = Model::new(start_time());
+    let mut model = if f.keeps_history() { model } else { model.without_history() };
+    // The tasks and leases made so far, and where the sequence's retention pass stands.
+    let (mut tasks, mut leases, mut cursor) = (Vec::new(), Vec::<Lease>::new(), None);
     for (step, op) in ops.iter().enumerate() {
         let (at, now) = ((step, op), f.clock.now());
         let task = |i: usize| pick(&tasks, i).unwrap_or(UNKNOWN);
@@ -398,8 +390,8 @@ pub fn run_sequence(f: &Fixture, ops: &[Op]) -> Result<(), String> {
                 agree(at, stored, predicted)?;
             }
             Op::Transition(i, kind, x, retry_in) => {
-                let (id, retry_at) = (task(*i), now + TimeDelta::seconds(*retry_in));
-                let t = transition(*kind, *x, retry_at);
+                let (id, t) =
+                    (task(*i), transition(*kind, *x, now + TimeDelta::seconds(*retry_in)));
                 agree(at, s.transition(id, t.clone()), model.transition(id, &t))?;
             }
             Op::Claim(r, limit) => {
@@ -451,17 +443,15 @@ pub fn run_sequence(f: &Fixture, ops: &[Op]) -> Result<(), String> {
                 agree(at, cycle, model.finish_and_claim(runner, &finished, limit))?;
             }
             Op::Sweep(secs, max) => {
-                let older_than = now - TimeDelta::seconds(*secs);
-                let stored = s.recover_stale_claims(older_than, *max);
-                agree(at, stored, model.recover_stale_claims(older_than, *max))?;
+                let (t, m) = (now - TimeDelta::seconds(*secs), *max);
+                agree(at, s.recover_stale_claims(t, m), model.recover_stale_claims(t, m))?;
             }
             Op::Read(kind, arg) => read(s, &model, at, *kind, *arg, &tasks, now)?,
             Op::Prune(secs, limit, resume) => {
-                let older_than = now - TimeDelta::seconds(*secs);
-                let after = cursor.filter(|_| *resume);
-                let stored = s.prune_finished(older_than, *limit, after);
+                let (t, after) = (now - TimeDelta::seconds(*secs), cursor.filter(|_| *resume));
+                let stored = s.prune_finished(t, *limit, after);
                 cursor = stored.as_ref().map_or(cursor, |pruned| pruned.next);
-                agree(at, stored, model.prune_finished(older_than, *limit, after))?;
+                agree(at, stored, model.prune_finished(t, *limit, after))?;
             }
         }
     }
@@ -474,11 +464,9 @@ pub fn run_sequence(f: &Fixture, ops: &[Op]) -> Result<(), String> {
         read(s, &model, end, 0, i, &tasks, now)?;
         agree(end, events(s.events_for_task(id)), Ok(model.events_for_task(id)))?;
     }
-    let rows = model.tasks();
     for (i, wf) in WORKFLOWS.into_iter().enumerate() {
-        let in_wf =
-            |e: &&ModelEvent| rows.iter().any(|t| t.id == e.task && t.workflow_execution_id == wf);
-        let predicted = model.events().iter().filter(in_wf).cloned().collect();
+        let ids: Vec<Uuid> = model.list_for_workflow(wf).iter().map(|t| t.id).collect();
+        let predicted = model.events().iter().filter(|e| ids.contains(&e.task)).cloned().collect();
         agree(end, events(s.events_for_workflow(wf, None, 10_000)), Ok(predicted))?;
         read(s, &model, end, 1, i, &tasks, now)?;
     }
