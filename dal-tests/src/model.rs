@@ -7,53 +7,49 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Datelike, SecondsFormat, Utc};
 use dal_core::{
-    Claimed, Completion, Cycle, DalError, EventType, Finished, Lease, NewTaskExecution, Problem,
-    PruneCursor, Pruned, Recovery, RetryStats, StatusCounts, SubStatus, TaskExecution, TaskStatus,
-    Transition, ValidationError,
+    Claimed, Completion, Cycle, DalError, EventType, ExecutionEvent, Finished, Lease,
+    NewTaskExecution, Problem, PruneCursor, Pruned, Recovery, RetryStats, StatusCounts, SubStatus,
+    TaskExecution, TaskStatus, Transition, ValidationError,
 };
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use TaskStatus::*;
+use Transition as T;
 
-/// An error reduced to what a caller can match on.
+/// An error reduced to what a caller can match on: the task first, then the runner holding it
+/// (`AlreadyClaimed`), its retry time (`NotDue`), its attempt and maximum (`RetriesExhausted`).
+/// `Other` is anything else (never expected by the model).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
     NotFound(Uuid),
     InvalidTransition(Uuid, TaskStatus, TaskStatus),
     ClaimLost(Uuid),
-    /// The task and the runner holding it.
     AlreadyClaimed(Uuid, Uuid),
-    /// The task and its retry time.
     NotDue(Uuid, DateTime<Utc>),
-    /// The task, its attempt and its maximum.
     RetriesExhausted(Uuid, i32, i32),
     Validation(String, Problem),
     AlreadyExists(Uuid, String),
-    /// Anything else (never expected by the model).
     Other(String),
 }
 
 impl From<DalError> for Failure {
     fn from(err: DalError) -> Self {
+        use {DalError as E, Failure as F};
         match err {
-            DalError::NotFound { id } => Failure::NotFound(id),
-            DalError::InvalidTransition { id, from, to } => {
-                Failure::InvalidTransition(id, from, to)
+            E::NotFound { id } => F::NotFound(id),
+            E::InvalidTransition { id, from, to } => F::InvalidTransition(id, from, to),
+            E::ClaimLost { id } => F::ClaimLost(id),
+            E::AlreadyClaimed { id, runner_id } => F::AlreadyClaimed(id, runner_id),
+            E::NotDue { id, retry_at } => F::NotDue(id, retry_at),
+            E::RetriesExhausted { id, attempt: a, max_attempts: m } => {
+                F::RetriesExhausted(id, a, m)
             }
-            DalError::ClaimLost { id } => Failure::ClaimLost(id),
-            DalError::AlreadyClaimed { id, runner_id } => Failure::AlreadyClaimed(id, runner_id),
-            DalError::NotDue { id, retry_at } => Failure::NotDue(id, retry_at),
-            DalError::RetriesExhausted { id, attempt, max_attempts } => {
-                Failure::RetriesExhausted(id, attempt, max_attempts)
+            E::Validation(ValidationError { field, problem }) => F::Validation(field, problem),
+            E::AlreadyExists { workflow_execution_id: wf, task_name } => {
+                F::AlreadyExists(wf, task_name)
             }
-            DalError::Validation(ValidationError { field, problem }) => {
-                Failure::Validation(field, problem)
-            }
-            DalError::AlreadyExists { workflow_execution_id, task_name } => {
-                Failure::AlreadyExists(workflow_execution_id, task_name)
-            }
-            other => Failure::Other(other.to_string()),
+            other => F::Other(other.to_string()),
         }
     }
 }
@@ -61,12 +57,11 @@ impl From<DalError> for Failure {
 /// A model result.
 pub type Outcome<T> = Result<T, Failure>;
 
-/// One event as the model predicts it (no id, no `seq`).
+/// One event as the model predicts it (no id, no `seq`): `data` holds arguments and counters.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelEvent {
     pub task: Uuid,
     pub event_type: EventType,
-    /// Arguments and counters.
     pub data: Value,
     pub runner: Option<Uuid>,
     pub at: DateTime<Utc>,
@@ -74,14 +69,9 @@ pub struct ModelEvent {
 
 impl ModelEvent {
     /// The prediction of a stored event.
-    pub fn of(event: &dal_core::ExecutionEvent) -> Self {
-        ModelEvent {
-            task: event.task_execution_id,
-            event_type: event.event_type,
-            data: event.event_data.clone(),
-            runner: event.runner_id,
-            at: event.created_at,
-        }
+    pub fn of(e: &ExecutionEvent) -> Self {
+        let (task, event_type, data) = (e.task_execution_id, e.event_type, e.event_data.clone());
+        ModelEvent { task, event_type, data, runner: e.runner_id, at: e.created_at }
     }
 }
 
@@ -89,49 +79,35 @@ impl ModelEvent {
 mod rules {
     use super::*;
 
-    fn invalid(field: impl Into<String>, problem: Problem) -> Failure {
-        Failure::Validation(field.into(), problem)
+    fn check(ok: bool, field: impl Into<String>, problem: Problem) -> Outcome<()> {
+        if ok { Ok(()) } else { Err(Failure::Validation(field.into(), problem)) }
     }
 
     pub fn time(field: &str, at: DateTime<Utc>) -> Outcome<()> {
-        match at.year() {
-            1..=9999 => Ok(()),
-            _ => Err(invalid(field, Problem::TimeOutOfRange)),
-        }
+        check((1..=9999).contains(&at.year()), field, Problem::TimeOutOfRange)
     }
 
     /// A reason or error text: at most 64 KiB of UTF-8, no NUL.
     pub fn text(field: &str, text: &str) -> Outcome<()> {
-        if text.len() > 65_536 {
-            let (max, len) = (65_536, text.len());
-            return Err(invalid(field, Problem::TooLong { max, len, unit: "bytes" }));
-        }
-        match text.contains('\0') {
-            true => Err(invalid(field, Problem::ContainsNul)),
-            false => Ok(()),
-        }
+        let (max, len) = (65_536, text.len());
+        check(len <= max, field, Problem::TooLong { max, len, unit: "bytes" })?;
+        check(!text.contains('\0'), field, Problem::ContainsNul)
     }
 
     pub fn range(field: &str, value: i64, min: i64, max: i64) -> Outcome<()> {
-        match (min..=max).contains(&value) {
-            true => Ok(()),
-            false => Err(invalid(field, Problem::OutOfRange { min, max, value })),
-        }
+        check((min..=max).contains(&value), field, Problem::OutOfRange { min, max, value })
     }
 
     /// JSON: no NUL in a string or a key, at most 64 levels deep.
     fn json(field: &str, value: &Value, depth: usize) -> Outcome<()> {
-        let nul = |s: &str| s.contains('\0');
-        if depth > 64 {
-            return Err(invalid(field, Problem::TooDeep { max: 64 }));
-        }
+        check(depth <= 64, field, Problem::TooDeep { max: 64 })?;
         match value {
-            Value::String(s) if nul(s) => Err(invalid(field, Problem::ContainsNul)),
+            Value::String(s) => check(!s.contains('\0'), field, Problem::ContainsNul),
             Value::Array(items) => items.iter().try_for_each(|v| json(field, v, depth + 1)),
-            Value::Object(map) if map.keys().any(|k| nul(k)) => {
-                Err(invalid(field, Problem::ContainsNul))
+            Value::Object(map) => {
+                check(!map.keys().any(|k| k.contains('\0')), field, Problem::ContainsNul)?;
+                map.values().try_for_each(|v| json(field, v, depth + 1))
             }
-            Value::Object(map) => map.values().try_for_each(|v| json(field, v, depth + 1)),
             _ => Ok(()),
         }
     }
@@ -139,25 +115,14 @@ mod rules {
     /// A new task; `at` prefixes its fields (`tasks[2].` in a batch).
     pub fn new_task(at: &str, new: &NewTaskExecution) -> Outcome<()> {
         let field = |name: &str| format!("{at}{name}");
-        let name = &new.task_name;
-        let chars = name.chars().count();
-        let problem = if name.trim().is_empty() {
-            Some(Problem::Blank)
-        } else if chars > 255 {
-            Some(Problem::TooLong { max: 255, len: chars, unit: "characters" })
-        } else if name.contains('\0') {
-            Some(Problem::ContainsNul)
-        } else if name.chars().any(char::is_control) {
-            Some(Problem::ContainsControl)
-        } else {
-            None
-        };
-        if let Some(problem) = problem {
-            return Err(invalid(field("task_name"), problem));
-        }
-        if !matches!(new.status, NotStarted | Ready) {
-            return Err(invalid(field("status"), Problem::StatusNotAllowed(new.status)));
-        }
+        let (name, chars) = (&new.task_name, new.task_name.chars().count());
+        let long = Problem::TooLong { max: 255, len: chars, unit: "characters" };
+        check(!name.trim().is_empty(), field("task_name"), Problem::Blank)?;
+        check(chars <= 255, field("task_name"), long)?;
+        check(!name.contains('\0'), field("task_name"), Problem::ContainsNul)?;
+        check(!name.chars().any(char::is_control), field("task_name"), Problem::ContainsControl)?;
+        let status = Problem::StatusNotAllowed(new.status);
+        check(matches!(new.status, NotStarted | Ready), field("status"), status)?;
         let max = i64::from(new.max_attempts);
         range(&field("max_attempts"), max, 1, i32::MAX.into())?;
         range(&field("attempt"), new.attempt.into(), 1, max)?;
@@ -169,40 +134,42 @@ mod rules {
     /// The arguments of a transition.
     pub fn transition(t: &Transition) -> Outcome<()> {
         match t {
-            Transition::MarkSkipped { reason } | Transition::MarkAbandoned { reason } => {
-                text("reason", reason)
-            }
-            Transition::MarkFailed { error } => text("error", error),
-            Transition::ScheduleRetry { retry_at } => time("retry_at", *retry_at),
+            T::MarkSkipped { reason } | T::MarkAbandoned { reason } => text("reason", reason),
+            T::MarkFailed { error } => text("error", error),
+            T::ScheduleRetry { retry_at } => time("retry_at", *retry_at),
             _ => Ok(()),
         }
     }
 
     /// Finished leases, labelled, each with its error text and retry time if any: all of
     /// `runner`, valid texts and times, each task once.
-    pub fn finished<'a>(
-        runner: Uuid,
-        items: impl Iterator<Item = (String, &'a str, &'a Lease, Finish<'a>)>,
-    ) -> Outcome<()> {
-        let mut seen: HashMap<Uuid, String> = HashMap::new();
-        for (at, inner, lease, how) in items {
-            if lease.runner_id != runner {
-                return Err(invalid(format!("{at}{inner}.runner_id"), Problem::NotTheSameRunner));
-            }
+    pub fn finished(runner: Uuid, items: &[(String, (&Lease, Finish<'_>))]) -> Outcome<()> {
+        let mut seen: HashMap<Uuid, &String> = HashMap::new();
+        for (at, (lease, how)) in items {
+            // A completion is a bare lease; a failure or a retry holds one.
+            let inner = if let Finish::Complete = how { "" } else { ".lease" };
+            let same = lease.runner_id == runner;
+            check(same, format!("{at}{inner}.runner_id"), Problem::NotTheSameRunner)?;
             if let Finish::Fail(error) | Finish::Retry(error, _) = how {
                 text(&format!("{at}.error"), error)?;
             }
             if let Finish::Retry(_, retry_at) = how {
-                time(&format!("{at}.retry_at"), retry_at)?;
+                time(&format!("{at}.retry_at"), *retry_at)?;
             }
-            if let Some(first) = seen.insert(lease.task_id, at.clone()) {
-                let field = format!("{at}{inner}.task_id");
-                return Err(invalid(field, Problem::FinishedTwice { first }));
+            if let Some(first) = seen.insert(lease.task_id, at) {
+                let twice = Problem::FinishedTwice { first: first.clone() };
+                return Err(Failure::Validation(format!("{at}{inner}.task_id"), twice));
             }
         }
         Ok(())
     }
 }
+
+/// An event's arguments; an event as a write gives it: its type, arguments and runner.
+type Args = Map<String, Value>;
+type Event = (EventType, Args, Option<Uuid>);
+/// The statuses of tasks by workflow execution and name.
+type Statuses = HashMap<Uuid, HashMap<String, TaskStatus>>;
 
 /// A time as the databases keep it: microseconds.
 fn micros(at: DateTime<Utc>) -> DateTime<Utc> {
@@ -214,8 +181,24 @@ fn time_data(at: DateTime<Utc>) -> Value {
     micros(at).to_rfc3339_opts(SecondsFormat::Micros, true).into()
 }
 
-fn data<const N: usize>(pairs: [(&str, Value); N]) -> Map<String, Value> {
+fn data<const N: usize>(pairs: [(&str, Value); N]) -> Args {
     pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+}
+
+/// The statuses a transition leaves, the one it goes to, and its event.
+fn rule(t: &Transition) -> (&'static [TaskStatus], TaskStatus, EventType) {
+    use EventType as E;
+    match t {
+        T::MarkReady => (&[NotStarted], Ready, E::Ready),
+        T::MarkSkipped { .. } => (&[NotStarted, Ready], Skipped, E::Skipped),
+        T::MarkRunning => (&[Ready], Running, E::Started),
+        T::MarkCompleted => (&[Running], Completed, E::Completed),
+        T::MarkFailed { .. } => (&[Ready, Running], Failed, E::Failed),
+        T::MarkAbandoned { .. } => (&[NotStarted, Ready, Running], Failed, E::Abandoned),
+        T::ScheduleRetry { .. } => (&[Running, Failed], Ready, E::RetryScheduled),
+        T::ResetForRecovery => (&[Running, Ready], Ready, E::Recovered),
+        T::ResetRetryState => (&[Ready, Completed, Failed, Skipped], Ready, E::Reset),
+    }
 }
 
 /// A task and its place in the claim queue: set by every write that leaves it `Ready`, to the
@@ -226,14 +209,24 @@ struct Task {
     queued_at: DateTime<Utc>,
 }
 
-/// The model: every task in creation order, every event in write order, and the time.
+/// The model: every task in creation order, every event in write order, the time, and whether
+/// changes write events (a store with the history off writes none).
 #[derive(Debug, Clone)]
 pub struct Model {
     now: DateTime<Utc>,
     tasks: Vec<Task>,
     events: Vec<ModelEvent>,
-    /// Whether changes write events (a store with the history off writes none).
     history: bool,
+}
+
+/// Items of a batch labelled `{at}{kind}[i]`, each as a lease and how it finishes its task.
+fn labelled<'a, T>(
+    at: &'a str,
+    kind: &'a str,
+    items: &'a [T],
+    how: impl Fn(&'a T) -> (&'a Lease, Finish<'a>) + 'a,
+) -> impl Iterator<Item = (String, (&'a Lease, Finish<'a>))> + 'a {
+    items.iter().enumerate().map(move |(i, item)| (format!("{at}{kind}[{i}]"), how(item)))
 }
 
 /// How a runner cycle or a batch finishes one task.
@@ -247,14 +240,12 @@ enum Finish<'a> {
 impl Model {
     /// An empty store at time `now`.
     pub fn new(now: DateTime<Utc>) -> Self {
-        let (tasks, events) = (Vec::new(), Vec::new());
-        Model { now: micros(now), tasks, events, history: true }
+        Model { now: micros(now), tasks: Vec::new(), events: Vec::new(), history: true }
     }
 
     /// The same model of a store that keeps no history.
-    pub fn without_history(mut self) -> Self {
-        self.history = false;
-        self
+    pub fn without_history(self) -> Self {
+        Model { history: false, ..self }
     }
 
     /// Moves the time (the store's clock moves the same way).
@@ -264,7 +255,7 @@ impl Model {
 
     /// Every task, in creation order.
     pub fn tasks(&self) -> Vec<TaskExecution> {
-        self.tasks.iter().map(|t| t.row.clone()).collect()
+        self.rows(|_| true)
     }
 
     /// Every event, in write order.
@@ -280,17 +271,25 @@ impl Model {
         self.tasks.iter().map(|t| &t.row).filter(|r| keep(r)).cloned().collect()
     }
 
+    fn indices_by_id(&self, keep: impl Fn(&TaskExecution) -> bool) -> Vec<usize> {
+        let mut kept: Vec<usize> =
+            (0..self.tasks.len()).filter(|&i| keep(&self.tasks[i].row)).collect();
+        kept.sort_by_key(|&i| self.tasks[i].row.id);
+        kept
+    }
+
     fn by_id(&self, keep: impl Fn(&TaskExecution) -> bool) -> Vec<TaskExecution> {
-        let mut rows = self.rows(keep);
-        rows.sort_by_key(|r| r.id);
-        rows
+        self.indices_by_id(keep).into_iter().map(|i| self.tasks[i].row.clone()).collect()
+    }
+
+    fn in_any(workflows: &[Uuid]) -> impl Fn(&TaskExecution) -> bool {
+        move |r| workflows.contains(&r.workflow_execution_id)
     }
 
     /// Ends a write of task `i`: `updated_at`, the sub-status only `Running` keeps, the queue
-    /// place of a `Ready` task, and the event (counters added to `data`).
-    fn wrote(&mut self, i: usize, event: Option<(EventType, Map<String, Value>, Option<Uuid>)>) {
-        let now = self.now;
-        let task = &mut self.tasks[i];
+    /// place of a `Ready` task, and the event (counters added to `data`); the row written.
+    fn wrote(&mut self, i: usize, event: Option<Event>) -> TaskExecution {
+        let (now, task) = (self.now, &mut self.tasks[i]);
         let row = &mut task.row;
         row.updated_at = now;
         if row.status != Running {
@@ -299,18 +298,58 @@ impl Model {
         if row.status == Ready {
             task.queued_at = row.retry_at.map_or(now, |at| at.max(now));
         }
-        let (Some((event_type, mut data, runner)), true) = (event, self.history) else {
-            return;
-        };
-        data.insert("attempt".into(), row.attempt.into());
-        data.insert("claim".into(), row.claim_count.into());
-        data.insert("recovery_attempts".into(), row.recovery_attempts.into());
-        let (task, data) = (row.id, Value::Object(data));
-        self.events.push(ModelEvent { task, event_type, data, runner, at: now });
+        if let (Some((event_type, mut data, runner)), true) = (event, self.history) {
+            let c = counters(row.attempt, row.claim_count, row.recovery_attempts);
+            data.extend(c.as_object().cloned().unwrap_or_default());
+            let (task, data) = (row.id, Value::Object(data));
+            self.events.push(ModelEvent { task, event_type, data, runner, at: now });
+        }
+        self.tasks[i].row.clone()
     }
 
-    fn taken(&self, wf: Uuid, name: &str) -> bool {
-        self.tasks.iter().any(|t| t.row.workflow_execution_id == wf && t.row.task_name == name)
+    /// Applies `t` (its guards passed) to task `i` for runner `by`, with its event; `a` holds
+    /// arguments of the event beside those of `t`.
+    fn step(&mut self, i: usize, t: &Transition, by: Option<Uuid>, mut a: Args) -> TaskExecution {
+        let (now, row) = (self.now, &mut self.tasks[i].row);
+        match t {
+            T::MarkReady => row.status = Ready,
+            T::MarkSkipped { reason } => end(row, Skipped, Some(reason), now),
+            T::MarkRunning => (row.status, row.started_at) = (Running, Some(now)),
+            T::MarkCompleted => end(row, Completed, None, now),
+            T::MarkFailed { error } => end(row, Failed, Some(error), now),
+            T::MarkAbandoned { reason } => {
+                end(row, Failed, Some(reason), now);
+                row.abandoned_at = Some(now);
+            }
+            T::ScheduleRetry { retry_at } => {
+                let attempt = row.attempt + 1;
+                requeue(row, attempt, Some(*retry_at));
+            }
+            T::ResetForRecovery => {
+                unclaim(row);
+                row.recovery_attempts += 1;
+                row.last_recovery_at = Some(now);
+            }
+            T::ResetRetryState => {
+                requeue(row, 1, None);
+                row.last_error = None;
+            }
+        }
+        let arg = match t {
+            T::MarkSkipped { reason: text } | T::MarkAbandoned { reason: text } => {
+                Some(("reason", text.as_str().into()))
+            }
+            T::MarkFailed { error } => Some(("error", error.as_str().into())),
+            T::ScheduleRetry { retry_at } => Some(("retry_at", time_data(*retry_at))),
+            _ => None,
+        };
+        a.extend(arg.map(|(k, v)| (k.to_owned(), v)));
+        self.wrote(i, Some((rule(t).2, a, by)))
+    }
+
+    fn taken(&self, new: &NewTaskExecution) -> bool {
+        let (wf, name) = (new.workflow_execution_id, &new.task_name);
+        self.tasks.iter().any(|t| t.row.workflow_execution_id == wf && t.row.task_name == *name)
     }
 
     /// `create`; `id` is the id the store gave the task (used only on success).
@@ -325,9 +364,6 @@ impl Model {
         news: &[NewTaskExecution],
         ids: Option<&[Uuid]>,
     ) -> Outcome<Vec<TaskExecution>> {
-        if news.is_empty() {
-            return Ok(Vec::new());
-        }
         self.insert(news, ids, "tasks")
     }
 
@@ -350,15 +386,15 @@ impl Model {
         let mut workflows: Vec<Uuid> = news.iter().map(|n| n.workflow_execution_id).collect();
         workflows.dedup_by_key(|wf| *wf);
         for wf in workflows {
-            let clash =
-                news.iter().find(|n| n.workflow_execution_id == wf && self.taken(wf, &n.task_name));
+            let taken = |n: &&NewTaskExecution| n.workflow_execution_id == wf && self.taken(n);
+            let clash = news.iter().find(taken);
             if let Some(new) = clash {
                 return Err(Failure::AlreadyExists(wf, new.task_name.clone()));
             }
         }
         let ids = ids.ok_or_else(|| Failure::Other("the store created nothing".into()))?;
         let now = self.now;
-        for (new, &id) in news.iter().zip(ids) {
+        let rows = news.iter().zip(ids).map(|(new, &id)| {
             let row = TaskExecution {
                 id,
                 workflow_execution_id: new.workflow_execution_id,
@@ -384,12 +420,11 @@ impl Model {
                 updated_at: now,
             };
             self.tasks.push(Task { row, queued_at: now });
-            self.wrote(self.tasks.len() - 1, Some((EventType::Created, Map::new(), None)));
-        }
-        Ok(self.tasks[self.tasks.len() - news.len()..].iter().map(|t| t.row.clone()).collect())
+            self.wrote(self.tasks.len() - 1, Some((EventType::Created, Map::new(), None)))
+        });
+        Ok(rows.collect())
     }
 
-    /// `get`.
     pub fn get(&self, id: Uuid) -> Outcome<TaskExecution> {
         self.find(id).map(|i| self.tasks[i].row.clone())
     }
@@ -403,87 +438,19 @@ impl Model {
     pub fn transition(&mut self, id: Uuid, transition: &Transition) -> Outcome<TaskExecution> {
         rules::transition(transition)?;
         let i = self.find(id)?;
-        let (now, r) = (self.now, &self.tasks[i].row);
-        let (from, attempt, max) = (r.status, r.attempt, r.max_attempts);
-        let (allowed, to, event): (&[TaskStatus], _, _) = match transition {
-            Transition::MarkReady => (&[NotStarted], Ready, EventType::Ready),
-            Transition::MarkSkipped { .. } => (&[NotStarted, Ready], Skipped, EventType::Skipped),
-            Transition::MarkRunning => (&[Ready], Running, EventType::Started),
-            Transition::MarkCompleted => (&[Running], Completed, EventType::Completed),
-            Transition::MarkFailed { .. } => (&[Ready, Running], Failed, EventType::Failed),
-            Transition::MarkAbandoned { .. } => {
-                (&[NotStarted, Ready, Running], Failed, EventType::Abandoned)
-            }
-            Transition::ScheduleRetry { .. } => {
-                (&[Running, Failed], Ready, EventType::RetryScheduled)
-            }
-            Transition::ResetForRecovery => (&[Running, Ready], Ready, EventType::Recovered),
-            Transition::ResetRetryState => {
-                (&[Ready, Completed, Failed, Skipped], Ready, EventType::Reset)
-            }
-        };
+        let ((allowed, to, _), from) = (rule(transition), self.tasks[i].row.status);
         if !allowed.contains(&from) {
             return Err(Failure::InvalidTransition(id, from, to));
         }
-        let row = &mut self.tasks[i].row;
-        let args = match transition {
-            Transition::MarkReady => {
-                row.status = Ready;
-                data([])
-            }
-            Transition::MarkSkipped { reason } => {
-                end(row, Skipped, None, now);
-                row.error_details = Some(reason.clone());
-                data([("reason", reason.as_str().into())])
-            }
-            Transition::MarkRunning => {
-                row.status = Running;
-                row.started_at = Some(now);
-                data([])
-            }
-            Transition::MarkCompleted => {
-                end(row, Completed, None, now);
-                data([])
-            }
-            Transition::MarkFailed { error } => {
-                end(row, Failed, Some(error), now);
-                data([("error", error.as_str().into())])
-            }
-            Transition::MarkAbandoned { reason } => {
-                end(row, Failed, Some(reason), now);
-                row.abandoned_at = Some(now);
-                data([("reason", reason.as_str().into())])
-            }
-            Transition::ScheduleRetry { retry_at } => {
-                if attempt >= max {
-                    return Err(Failure::RetriesExhausted(id, attempt, max));
-                }
-                next_attempt(row, *retry_at);
-                data([("retry_at", time_data(*retry_at))])
-            }
-            Transition::ResetForRecovery => {
-                recover(row, now);
-                data([])
-            }
-            Transition::ResetRetryState => {
-                *row = TaskExecution {
-                    status: Ready,
-                    attempt: 1,
-                    retry_at: None,
-                    error_details: None,
-                    last_error: None,
-                    started_at: None,
-                    completed_at: None,
-                    abandoned_at: None,
-                    claimed_by: None,
-                    heartbeat_at: None,
-                    ..row.clone()
-                };
-                data([])
-            }
-        };
-        self.wrote(i, Some((event, args, None)));
-        Ok(self.tasks[i].row.clone())
+        matches!(transition, T::ScheduleRetry { .. }).then(|| self.retry_left(i)).transpose()?;
+        Ok(self.step(i, transition, None, Map::new()))
+    }
+
+    /// Task `i` if it has an attempt left.
+    fn retry_left(&self, i: usize) -> Outcome<usize> {
+        let r = &self.tasks[i].row;
+        let exhausted = Failure::RetriesExhausted(r.id, r.attempt, r.max_attempts);
+        if r.attempt < r.max_attempts { Ok(i) } else { Err(exhausted) }
     }
 
     /// `set_sub_status`: a `Running` task's sub-status set or cleared.
@@ -494,22 +461,16 @@ impl Model {
             return Err(Failure::InvalidTransition(id, row.status, Running));
         }
         row.sub_status = sub;
-        let event = match sub {
-            Some(SubStatus::Deferred) => EventType::Deferred,
-            _ => EventType::Resumed,
-        };
+        let deferred = sub == Some(SubStatus::Deferred);
+        let event = if deferred { EventType::Deferred } else { EventType::Resumed };
         let value = sub.map_or(Value::Null, |s| s.as_str().into());
-        self.wrote(i, Some((event, data([("sub_status", value)]), None)));
-        Ok(self.tasks[i].row.clone())
+        Ok(self.wrote(i, Some((event, data([("sub_status", value)]), None))))
     }
 
     /// `deferred_tasks`: by id.
     pub fn deferred_tasks(&self, workflows: &[Uuid]) -> Vec<TaskExecution> {
-        self.by_id(|r| {
-            workflows.contains(&r.workflow_execution_id)
-                && r.status == Running
-                && r.sub_status == Some(SubStatus::Deferred)
-        })
+        let deferred = |r: &TaskExecution| r.sub_status == Some(SubStatus::Deferred);
+        self.by_id(|r| Self::in_any(workflows)(r) && r.status == Running && deferred(r))
     }
 
     /// The due `Ready` tasks in claim order: queue time, then id.
@@ -545,16 +506,12 @@ impl Model {
     }
 
     fn claim(&mut self, i: usize, runner: Uuid) -> Claimed {
-        let now = self.now;
-        let row = &mut self.tasks[i].row;
-        row.status = Running;
-        row.claimed_by = Some(runner);
-        row.heartbeat_at = Some(now);
-        row.started_at = Some(now);
-        row.claim_count += 1;
+        let (now, row) = (self.now, &mut self.tasks[i].row);
+        (row.status, row.claimed_by, row.claim_count) =
+            (Running, Some(runner), row.claim_count + 1);
+        (row.heartbeat_at, row.started_at) = (Some(now), Some(now));
         let lease = Lease { task_id: row.id, runner_id: runner, claim: row.claim_count };
-        self.wrote(i, Some((EventType::Claimed, Map::new(), Some(runner))));
-        Claimed { task: self.tasks[i].row.clone(), lease }
+        Claimed { task: self.wrote(i, Some((EventType::Claimed, Map::new(), Some(runner)))), lease }
     }
 
     /// The task of `lease` if the lease is its current claim and its status is `allowed`.
@@ -574,11 +531,9 @@ impl Model {
     pub fn heartbeat(&mut self, lease: &Lease) -> Outcome<TaskExecution> {
         let i = self.leased(lease, &[Running], Running)?;
         self.tasks[i].row.heartbeat_at = Some(self.now);
-        self.wrote(i, None);
-        Ok(self.tasks[i].row.clone())
+        Ok(self.wrote(i, None))
     }
 
-    /// `complete`.
     pub fn complete(&mut self, lease: &Lease) -> Outcome<TaskExecution> {
         let i = self.leased(lease, &[Running], Completed)?;
         Ok(self.finish(i, lease.runner_id, Finish::Complete))
@@ -600,48 +555,29 @@ impl Model {
     ) -> Outcome<TaskExecution> {
         rules::text("error", error)?;
         rules::time("retry_at", retry_at)?;
-        let i = self.leased(lease, &[Running], Ready)?;
-        let row = &self.tasks[i].row;
-        if row.attempt >= row.max_attempts {
-            return Err(Failure::RetriesExhausted(row.id, row.attempt, row.max_attempts));
-        }
+        let i = self.leased(lease, &[Running], Ready).and_then(|i| self.retry_left(i))?;
         Ok(self.finish(i, lease.runner_id, Finish::Retry(error, retry_at)))
     }
 
-    /// Task `i` finished by `runner` under its lease, with its event.
+    /// Task `i` finished by `runner` under its lease, with its event; a retry keeps its error
+    /// as the last error and in the event.
     fn finish(&mut self, i: usize, runner: Uuid, how: Finish<'_>) -> TaskExecution {
-        let now = self.now;
-        let row = &mut self.tasks[i].row;
-        let (event, args) = match how {
-            Finish::Complete => {
-                end(row, Completed, None, now);
-                (EventType::Completed, data([]))
-            }
-            Finish::Fail(error) => {
-                end(row, Failed, Some(error), now);
-                (EventType::Failed, data([("error", error.into())]))
-            }
+        let (t, args) = match how {
+            Finish::Complete => (T::MarkCompleted, Map::new()),
+            Finish::Fail(error) => (T::MarkFailed { error: error.into() }, Map::new()),
             Finish::Retry(error, retry_at) => {
-                next_attempt(row, retry_at);
-                row.last_error = Some(error.to_owned());
-                let args = [("retry_at", time_data(retry_at)), ("error", error.into())];
-                (EventType::RetryScheduled, data(args))
+                self.tasks[i].row.last_error = Some(error.into());
+                (T::ScheduleRetry { retry_at }, data([("error", error.into())]))
             }
         };
-        self.wrote(i, Some((event, args, Some(runner))));
-        self.tasks[i].row.clone()
+        self.step(i, &t, Some(runner), args)
     }
 
     /// `release`: back to `Ready`, no attempt counted.
     pub fn release(&mut self, lease: &Lease) -> Outcome<TaskExecution> {
         let i = self.leased(lease, &[Running, Ready], Ready)?;
-        let row = &mut self.tasks[i].row;
-        row.status = Ready;
-        row.started_at = None;
-        row.claimed_by = None;
-        row.heartbeat_at = None;
-        self.wrote(i, Some((EventType::Released, Map::new(), Some(lease.runner_id))));
-        Ok(self.tasks[i].row.clone())
+        unclaim(&mut self.tasks[i].row);
+        Ok(self.wrote(i, Some((EventType::Released, Map::new(), Some(lease.runner_id)))))
     }
 
     /// `complete_many`: the leases that still hold a `Running` task, completed in id order.
@@ -649,9 +585,8 @@ impl Model {
         let Some(first) = leases.first() else {
             return Ok(Completion::default());
         };
-        let labelled = leases.iter().enumerate();
-        let labelled = labelled.map(|(i, l)| (format!("leases[{i}]"), "", l, Finish::Complete));
-        rules::finished(first.runner_id, labelled)?;
+        let all: Vec<_> = labelled("", "leases", leases, |l| (l, Finish::Complete)).collect();
+        rules::finished(first.runner_id, &all)?;
         let done: BTreeMap<Uuid, usize> = leases
             .iter()
             .filter_map(|l| self.leased(l, &[Running], Completed).ok())
@@ -663,67 +598,41 @@ impl Model {
         Ok(Completion { completed, lost })
     }
 
-    /// `finish_and_claim`: the completions, failures and retries whose lease holds a `Running`
-    /// task (a retry on the last attempt fails instead), then a claim of up to `limit` of the
-    /// tasks due before the cycle, all in task id order.
-    pub fn finish_and_claim(
-        &mut self,
-        runner: Uuid,
-        finished: &Finished,
-        limit: u32,
-    ) -> Outcome<Cycle> {
-        let label = |kind: &str, i: usize| format!("finished.{kind}[{i}]");
-        let completed = finished.completed.iter().enumerate();
-        let failed = finished.failed.iter().enumerate();
-        let retried = finished.retried.iter().enumerate();
-        let all = completed
-            .map(|(i, l)| (label("completed", i), "", l, Finish::Complete))
-            .chain(
-                failed
-                    .map(|(i, f)| (label("failed", i), ".lease", &f.lease, Finish::Fail(&f.error))),
-            )
-            .chain(retried.map(|(i, r)| {
-                (label("retried", i), ".lease", &r.lease, Finish::Retry(&r.error, r.retry_at))
-            }));
-        let all: Vec<_> = all.collect();
-        rules::finished(
-            runner,
-            all.iter().map(|(at, inner, l, how)| (at.clone(), *inner, *l, *how)),
-        )?;
+    /// `finish_and_claim` by runner `by`: the completions, failures and retries whose lease holds
+    /// a `Running` task (a retry on the last attempt fails instead), then a claim of up to `limit`
+    /// of the tasks due before the cycle, all in task id order.
+    pub fn finish_and_claim(&mut self, by: Uuid, done: &Finished, limit: u32) -> Outcome<Cycle> {
+        let (retried, at) = (&done.retried, "finished.");
+        let all: Vec<_> = labelled(at, "completed", &done.completed, |l| (l, Finish::Complete))
+            .chain(labelled(at, "failed", &done.failed, |f| (&f.lease, Finish::Fail(&f.error))))
+            .chain(labelled(at, "retried", retried, |r| {
+                (&r.lease, Finish::Retry(&r.error, r.retry_at))
+            }))
+            .collect();
+        rules::finished(by, &all)?;
         let mut order: BTreeMap<Uuid, (usize, Option<Finish<'_>>)> = BTreeMap::new();
-        let mut lost = Vec::new();
-        for &(_, _, lease, how) in &all {
-            let to = match how {
-                Finish::Complete => Completed,
-                Finish::Fail(_) => Failed,
-                Finish::Retry(..) => Ready,
-            };
-            let Ok(i) = self.leased(lease, &[Running], to) else {
-                lost.push(*lease);
+        let mut cycle = Cycle::default();
+        for &(_, (lease, how)) in &all {
+            // The status a lost lease is refused for is not returned: any will do.
+            let Ok(i) = self.leased(lease, &[Running], Running) else {
+                cycle.lost.push(*lease);
                 continue;
             };
-            let row = &self.tasks[i].row;
             let how = match how {
-                Finish::Retry(error, _) if row.attempt >= row.max_attempts => Finish::Fail(error),
+                Finish::Retry(error, _) if self.retry_left(i).is_err() => Finish::Fail(error),
                 how => how,
             };
-            order.insert(row.id, (i, Some(how)));
+            order.insert(self.tasks[i].row.id, (i, Some(how)));
         }
         for i in self.due().into_iter().take(limit as usize) {
             order.insert(self.tasks[i].row.id, (i, None));
         }
-        let mut cycle = Cycle { lost, ..Cycle::default() };
         for (i, how) in order.into_values() {
             match how {
-                None => cycle.claimed.push(self.claim(i, runner)),
-                Some(how) => {
-                    let row = self.finish(i, runner, how);
-                    match how {
-                        Finish::Complete => cycle.completed.push(row),
-                        Finish::Fail(_) => cycle.failed.push(row),
-                        Finish::Retry(..) => cycle.retried.push(row),
-                    }
-                }
+                None => cycle.claimed.push(self.claim(i, by)),
+                Some(how @ Finish::Complete) => cycle.completed.push(self.finish(i, by, how)),
+                Some(how @ Finish::Fail(_)) => cycle.failed.push(self.finish(i, by, how)),
+                Some(how) => cycle.retried.push(self.finish(i, by, how)),
             }
         }
         Ok(cycle)
@@ -743,42 +652,21 @@ impl Model {
 
     /// `recover_stale_claims`: the stale claims recovered `max` times already abandoned, then
     /// the others made `Ready` again, each set in id order.
-    pub fn recover_stale_claims(
-        &mut self,
-        older_than: DateTime<Utc>,
-        max: i32,
-    ) -> Outcome<Recovery> {
-        rules::time("older_than", older_than)?;
+    pub fn recover_stale_claims(&mut self, before: DateTime<Utc>, max: i32) -> Outcome<Recovery> {
+        rules::time("older_than", before)?;
         rules::range("max_recovery_attempts", max.into(), 0, i32::MAX.into())?;
-        let (now, older_than) = (self.now, micros(older_than));
+        let older_than = micros(before);
         let reason = format!(
             "abandoned: its runner stopped heart-beating and the task was already recovered {max} times"
         );
-        let stale = |m: &Self, abandon: bool| -> BTreeMap<Uuid, usize> {
-            (0..m.tasks.len())
-                .map(|i| (&m.tasks[i].row, i))
-                .filter(|(r, _)| {
-                    Self::stale(r, older_than) && (r.recovery_attempts >= max) == abandon
-                })
-                .map(|(r, i)| (r.id, i))
-                .collect()
-        };
-        let mut recovery = Recovery::default();
-        for i in stale(self, true).into_values() {
-            let row = &mut self.tasks[i].row;
-            end(row, Failed, Some(&reason), now);
-            row.abandoned_at = Some(now);
-            let args = data([("reason", reason.as_str().into())]);
-            self.wrote(i, Some((EventType::Abandoned, args, None)));
-            recovery.abandoned.push(self.tasks[i].row.clone());
-        }
-        for i in stale(self, false).into_values() {
-            recover(&mut self.tasks[i].row, now);
-            let args = data([("stale_before", time_data(older_than))]);
-            self.wrote(i, Some((EventType::Recovered, args, None)));
-            recovery.reset.push(self.tasks[i].row.clone());
-        }
-        Ok(recovery)
+        let stale = self.indices_by_id(|r| Self::stale(r, older_than));
+        let (abandon, reset): (Vec<usize>, Vec<usize>) =
+            stale.into_iter().partition(|&i| self.tasks[i].row.recovery_attempts >= max);
+        let (why, args) = (T::MarkAbandoned { reason }, [("stale_before", time_data(older_than))]);
+        let abandoned = abandon.into_iter().map(|i| self.step(i, &why, None, Map::new())).collect();
+        let reset =
+            reset.into_iter().map(|i| self.step(i, &T::ResetForRecovery, None, data(args.clone())));
+        Ok(Recovery { abandoned, reset: reset.collect() })
     }
 
     /// `list_ready` (with `retries_only`, `list_due_retries`): in claim order.
@@ -788,23 +676,18 @@ impl Model {
         due.take(limit as usize).cloned().collect()
     }
 
-    /// `events_for_task`.
     pub fn events_for_task(&self, id: Uuid) -> Vec<ModelEvent> {
         self.events.iter().filter(|e| e.task == id).cloned().collect()
     }
 
     /// `pending_tasks`: the `NotStarted` tasks, by id.
     pub fn pending_tasks(&self, workflows: &[Uuid]) -> Vec<TaskExecution> {
-        self.by_id(|r| r.status == NotStarted && workflows.contains(&r.workflow_execution_id))
+        self.by_id(|r| r.status == NotStarted && Self::in_any(workflows)(r))
     }
 
-    /// `statuses_for_workflows`.
-    pub fn statuses_for_workflows(
-        &self,
-        workflows: &[Uuid],
-    ) -> HashMap<Uuid, HashMap<String, TaskStatus>> {
-        let mut out: HashMap<Uuid, HashMap<String, TaskStatus>> = HashMap::new();
-        for r in self.rows(|r| workflows.contains(&r.workflow_execution_id)) {
+    pub fn statuses_for_workflows(&self, workflows: &[Uuid]) -> Statuses {
+        let mut out = Statuses::new();
+        for r in self.rows(Self::in_any(workflows)) {
             out.entry(r.workflow_execution_id).or_default().insert(r.task_name, r.status);
         }
         out
@@ -813,19 +696,16 @@ impl Model {
     /// `complete_workflows`: those of `workflows` with tasks, all finished, by id.
     pub fn complete_workflows(&self, workflows: &[Uuid]) -> Vec<Uuid> {
         let mut all_done: BTreeMap<Uuid, bool> = BTreeMap::new();
-        for r in self.rows(|r| workflows.contains(&r.workflow_execution_id)) {
-            let finished = matches!(r.status, Completed | Failed | Skipped);
-            *all_done.entry(r.workflow_execution_id).or_insert(true) &= finished;
+        for r in self.rows(Self::in_any(workflows)) {
+            *all_done.entry(r.workflow_execution_id).or_insert(true) &= finished(&r);
         }
         all_done.into_iter().filter(|(_, done)| *done).map(|(wf, _)| wf).collect()
     }
 
-    /// `has_abandoned_task`.
     pub fn has_abandoned_task(&self, wf: Uuid) -> bool {
         !self.rows(|r| r.workflow_execution_id == wf && r.abandoned_at.is_some()).is_empty()
     }
 
-    /// `retry_stats`.
     pub fn retry_stats(&self, wf: Uuid) -> RetryStats {
         let rows = self.rows(|r| r.workflow_execution_id == wf);
         RetryStats {
@@ -853,14 +733,9 @@ impl Model {
     ) -> Outcome<Pruned> {
         rules::time("older_than", older_than)?;
         rules::range("limit", limit.into(), 1, 10_000)?;
-        if let Some(cursor) = &after {
-            rules::time("after.completed_at", cursor.completed_at)?;
-        }
+        after.map_or(Ok(()), |c| rules::time("after.completed_at", c.completed_at))?;
         let older_than = micros(older_than);
-        let finished = |r: &TaskExecution| matches!(r.status, Completed | Failed | Skipped);
-        let mut scanned: Vec<(DateTime<Utc>, Uuid, Uuid)> = self
-            .rows(finished)
-            .into_iter()
+        let mut scanned: Vec<(DateTime<Utc>, Uuid, Uuid)> = (self.rows(finished).into_iter())
             .filter_map(|r| r.completed_at.map(|at| (at, r.id, r.workflow_execution_id)))
             .filter(|&(at, id, _)| {
                 at < older_than && after.is_none_or(|c| (at, id) > (c.completed_at, c.task_id))
@@ -868,89 +743,66 @@ impl Model {
             .collect();
         scanned.sort_unstable();
         scanned.truncate(limit as usize);
-        let next = scanned
-            .last()
-            .filter(|_| scanned.len() == limit as usize)
+        let next = (scanned.last().filter(|_| scanned.len() == limit as usize))
             .map(|&(completed_at, task_id, _)| PruneCursor { completed_at, task_id });
-        let removed: BTreeSet<Uuid> = scanned
-            .iter()
-            .map(|&(_, _, wf)| wf)
+        let removed: BTreeSet<Uuid> = (scanned.iter().map(|&(_, _, wf)| wf))
             .filter(|&wf| {
-                self.rows(|r| r.workflow_execution_id == wf)
-                    .iter()
-                    .all(|r| finished(r) && r.updated_at < older_than)
+                let rows = self.rows(|r| r.workflow_execution_id == wf);
+                rows.iter().all(|r| finished(r) && r.updated_at < older_than)
             })
             .collect();
-        let gone = |wf: &Uuid| removed.contains(wf);
-        let tasks: BTreeSet<Uuid> =
-            self.rows(|r| gone(&r.workflow_execution_id)).iter().map(|r| r.id).collect();
+        let gone = self.rows(|r| removed.contains(&r.workflow_execution_id));
+        let tasks: BTreeSet<Uuid> = gone.iter().map(|r| r.id).collect();
         self.tasks.retain(|t| !tasks.contains(&t.row.id));
         let events = self.events.len();
         self.events.retain(|e| !tasks.contains(&e.task));
         Ok(Pruned {
-            workflows: removed.iter().copied().collect(),
+            workflows: removed.into_iter().collect(),
             tasks: tasks.len() as u64,
             events: (events - self.events.len()) as u64,
             next,
         })
     }
 
-    /// `count_by_status`.
     pub fn count_by_status(&self) -> StatusCounts {
-        let mut c = StatusCounts::default();
-        for t in &self.tasks {
-            *match t.row.status {
-                NotStarted => &mut c.not_started,
-                Ready => &mut c.ready,
-                Running => &mut c.running,
-                Completed => &mut c.completed,
-                Failed => &mut c.failed,
-                Skipped => &mut c.skipped,
-            } += 1;
-        }
-        c
+        let count = |status| self.tasks.iter().filter(|t| t.row.status == status).count() as i64;
+        let (not_started, ready, running) = (count(NotStarted), count(Ready), count(Running));
+        let (completed, failed, skipped) = (count(Completed), count(Failed), count(Skipped));
+        StatusCounts { not_started, ready, running, completed, failed, skipped }
     }
+}
+
+fn finished(r: &TaskExecution) -> bool {
+    matches!(r.status, Completed | Failed | Skipped)
 }
 
 fn exhausted(r: &TaskExecution) -> bool {
     r.status == Failed && r.attempt >= r.max_attempts && r.abandoned_at.is_none()
 }
 
-/// A task finished as `status` (with an error, for a failure): its claim given up.
+/// A task finished as `status`, its claim given up; a reason or error kept as its details, a
+/// failure's also as its last error.
 fn end(row: &mut TaskExecution, status: TaskStatus, error: Option<&str>, now: DateTime<Utc>) {
-    row.status = status;
-    row.completed_at = Some(now);
-    row.claimed_by = None;
-    row.heartbeat_at = None;
+    (row.status, row.completed_at, row.claimed_by, row.heartbeat_at) =
+        (status, Some(now), None, None);
     if let Some(error) = error {
         row.error_details = Some(error.to_owned());
-        row.last_error = Some(error.to_owned());
+        if status == Failed {
+            row.last_error = Some(error.to_owned());
+        }
     }
 }
 
-/// The next attempt queued at `retry_at`: the attempt counted, the last one's state cleared.
-fn next_attempt(row: &mut TaskExecution, retry_at: DateTime<Utc>) {
-    *row = TaskExecution {
-        status: Ready,
-        attempt: row.attempt + 1,
-        retry_at: Some(micros(retry_at)),
-        error_details: None,
-        started_at: None,
-        completed_at: None,
-        abandoned_at: None,
-        claimed_by: None,
-        heartbeat_at: None,
-        ..row.clone()
-    };
+/// Back to `Ready` for `attempt`, due at `retry_at`: the last attempt's state cleared.
+fn requeue(row: &mut TaskExecution, attempt: i32, retry_at: Option<DateTime<Utc>>) {
+    unclaim(row);
+    (row.attempt, row.retry_at, row.error_details) = (attempt, retry_at.map(micros), None);
+    (row.completed_at, row.abandoned_at) = (None, None);
 }
 
-fn recover(row: &mut TaskExecution, now: DateTime<Utc>) {
-    row.status = Ready;
-    row.recovery_attempts += 1;
-    row.last_recovery_at = Some(now);
-    row.started_at = None;
-    row.claimed_by = None;
-    row.heartbeat_at = None;
+/// Back to `Ready`, not started, unclaimed.
+fn unclaim(row: &mut TaskExecution) {
+    (row.status, row.started_at, row.claimed_by, row.heartbeat_at) = (Ready, None, None, None);
 }
 
 /// The counters every event's data carries, for expectations written by hand.
@@ -962,56 +814,42 @@ pub fn counters(attempt: i32, claim: i32, recovery_attempts: i32) -> Value {
 /// before it, no claim begun while another is open, each event's counters the replayed ones,
 /// ending in `row`'s status and counters. The task may have been created `NotStarted` or
 /// `Ready`; both are tried.
-pub fn replay(row: &TaskExecution, events: &[dal_core::ExecutionEvent]) -> Result<(), String> {
+pub fn replay(row: &TaskExecution, events: &[ExecutionEvent]) -> Result<(), String> {
     let from = |status| replay_from(status, row, events);
     from(NotStarted).or_else(|first| from(Ready).map_err(|_| first))
 }
 
-fn replay_from(
-    created_as: TaskStatus,
-    row: &TaskExecution,
-    events: &[dal_core::ExecutionEvent],
-) -> Result<(), String> {
+fn replay_from(made: TaskStatus, row: &TaskExecution, es: &[ExecutionEvent]) -> Result<(), String> {
     use EventType as E;
     let mut status = None::<TaskStatus>;
     let (mut attempt, mut claim, mut recoveries, mut open) = (1i32, 0i32, 0i32, false);
-    for event in events {
+    for event in es {
         let from = status;
         let allowed = |states: &[TaskStatus]| from.is_some_and(|s| states.contains(&s));
         let next = match event.event_type {
-            E::Created if from.is_none() => created_as,
+            E::Created if from.is_none() => made,
             E::Ready if allowed(&[NotStarted]) => Ready,
             E::Started if allowed(&[Ready]) => Running,
-            E::Claimed if allowed(&[Ready]) && !open => {
-                claim += 1;
-                Running
-            }
+            E::Claimed if allowed(&[Ready]) && !open => Running,
             E::Completed if allowed(&[Running]) => Completed,
             E::Failed if allowed(&[Ready, Running]) => Failed,
             E::Skipped if allowed(&[NotStarted, Ready]) => Skipped,
             E::Abandoned if allowed(&[NotStarted, Ready, Running]) => Failed,
-            E::RetryScheduled if allowed(&[Running, Failed]) => {
-                attempt += 1;
-                Ready
-            }
-            E::Recovered if allowed(&[Running, Ready]) => {
-                recoveries += 1;
-                Ready
-            }
-            E::Reset if allowed(&[Ready, Completed, Failed, Skipped]) => {
-                attempt = 1;
-                Ready
-            }
-            E::Released if allowed(&[Running, Ready]) => Ready,
+            E::RetryScheduled if allowed(&[Running, Failed]) => Ready,
+            E::Recovered | E::Released if allowed(&[Running, Ready]) => Ready,
+            E::Reset if allowed(&[Ready, Completed, Failed, Skipped]) => Ready,
             E::Deferred | E::Resumed if allowed(&[Running]) => Running,
             other => return Err(format!("{other} after {from:?} (seq {})", event.seq)),
         };
-        // A claim stays open through these; every other step ends it.
-        open = match event.event_type {
-            E::Claimed => true,
-            E::Created | E::Ready | E::Started | E::Deferred | E::Resumed => open,
-            _ => false,
-        };
+        // The counters; a claim stays open through the steps that keep it, every other ends it.
+        match event.event_type {
+            E::Claimed => (claim, open) = (claim + 1, true),
+            E::Created | E::Ready | E::Started | E::Deferred | E::Resumed => {}
+            E::RetryScheduled => (attempt, open) = (attempt + 1, false),
+            E::Recovered => (recoveries, open) = (recoveries + 1, false),
+            E::Reset => (attempt, open) = (1, false),
+            _ => open = false,
+        }
         status = Some(next);
         let got = ["attempt", "claim", "recovery_attempts"].map(|k| event.event_data[k].as_i64());
         let want = [attempt, claim, recoveries].map(|n| Some(i64::from(n)));
