@@ -55,11 +55,6 @@ impl<S: TaskExecutionStore + ?Sized + 'static> AsyncStore<S> {
         AsyncStore { store, permits: Arc::new(Semaphore::new(max_in_flight.max(1))) }
     }
 
-    /// The blocking store, for code that runs on a blocking thread already.
-    pub fn blocking(&self) -> &Arc<S> {
-        &self.store
-    }
-
     /// Runs `call` on the blocking pool once a permit is free. A panic of the call is resumed
     /// in the caller; a runtime shutting down while the call waited is
     /// [`DalError::Connection`] (the call did not run).

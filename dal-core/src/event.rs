@@ -1,8 +1,5 @@
 //! The execution history: one event per change of a task, written atomically with it.
 
-use std::fmt;
-use std::str::FromStr;
-
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -85,27 +82,12 @@ impl EventType {
     }
 }
 
-impl fmt::Display for EventType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// An event type text that no [`EventType`] has.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown event type {0:?}")]
 pub struct UnknownEventType(pub String);
 
-impl FromStr for EventType {
-    type Err = UnknownEventType;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        EventType::ALL
-            .into_iter()
-            .find(|t| t.as_str() == s)
-            .ok_or_else(|| UnknownEventType(s.to_owned()))
-    }
-}
+crate::status::text_form!(EventType, EventType::ALL, UnknownEventType);
 
 /// One event of the history, as read back.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

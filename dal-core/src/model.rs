@@ -133,13 +133,18 @@ pub struct StatusCounts {
 impl StatusCounts {
     /// The count of `status`.
     pub fn get(&self, status: TaskStatus) -> i64 {
+        *{ *self }.slot(status)
+    }
+
+    /// The field that counts `status`.
+    pub(crate) fn slot(&mut self, status: TaskStatus) -> &mut i64 {
         match status {
-            TaskStatus::NotStarted => self.not_started,
-            TaskStatus::Ready => self.ready,
-            TaskStatus::Running => self.running,
-            TaskStatus::Completed => self.completed,
-            TaskStatus::Failed => self.failed,
-            TaskStatus::Skipped => self.skipped,
+            TaskStatus::NotStarted => &mut self.not_started,
+            TaskStatus::Ready => &mut self.ready,
+            TaskStatus::Running => &mut self.running,
+            TaskStatus::Completed => &mut self.completed,
+            TaskStatus::Failed => &mut self.failed,
+            TaskStatus::Skipped => &mut self.skipped,
         }
     }
 

@@ -1,7 +1,6 @@
 //! The task status, the sub-status of a running task, and small sets of statuses.
 
 use std::fmt;
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
@@ -79,39 +78,29 @@ impl SubStatus {
 #[error("unknown status {0:?}")]
 pub struct UnknownStatus(pub String);
 
-impl FromStr for TaskStatus {
-    type Err = UnknownStatus;
+/// `Display` as the stable text form (`as_str`), and `FromStr` from it, over every value in
+/// `$all`, failing with `$err`.
+macro_rules! text_form {
+    ($t:ty, $all:expr, $err:ident) => {
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
 
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        TaskStatus::ALL
-            .into_iter()
-            .find(|status| status.as_str() == s)
-            .ok_or_else(|| UnknownStatus(s.to_owned()))
-    }
+        impl std::str::FromStr for $t {
+            type Err = $err;
+
+            fn from_str(s: &str) -> Result<Self, $err> {
+                $all.into_iter().find(|v| v.as_str() == s).ok_or_else(|| $err(s.to_owned()))
+            }
+        }
+    };
 }
+pub(crate) use text_form;
 
-impl FromStr for SubStatus {
-    type Err = UnknownStatus;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [SubStatus::Active, SubStatus::Deferred]
-            .into_iter()
-            .find(|sub| sub.as_str() == s)
-            .ok_or_else(|| UnknownStatus(s.to_owned()))
-    }
-}
-
-impl fmt::Display for TaskStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl fmt::Display for SubStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+text_form!(TaskStatus, TaskStatus::ALL, UnknownStatus);
+text_form!(SubStatus, [SubStatus::Active, SubStatus::Deferred], UnknownStatus);
 
 /// A set of statuses: those a write may start from.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]

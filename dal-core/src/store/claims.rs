@@ -180,7 +180,8 @@ impl<B: Backend> Store<B> {
         claim: &Claim,
     ) -> Result<Cycle> {
         let finished: Vec<Plan> = finished.iter().map(|p| self.history.of(p.clone())).collect();
-        let result =
+        self.traced(
+            operation,
             self.retrying(operation, || self.backend.cycle(&finished, claim)).map(|mut rows| {
                 rows.sort_unstable_by_key(|row| row.id);
                 let mut done = Cycle::default();
@@ -209,9 +210,8 @@ impl<B: Backend> Store<B> {
                     .map(|lease| **lease)
                     .collect();
                 done
-            });
-        self.trace(operation, None, &result, 1);
-        result
+            }),
+        )
     }
 }
 
@@ -304,9 +304,7 @@ impl<B: Backend> ClaimStore for Store<B> {
     fn find_stale_claims(&self, older_than: DateTime<Utc>) -> Result<Vec<TaskExecution>> {
         validate::time("older_than", older_than)?;
         // Cut to microseconds here, as every stored time is, rather than by each driver's rule.
-        let result = self.backend.find_stale(clock::to_micros(older_than));
-        self.trace("find_stale_claims", None, &result, 1);
-        result
+        self.traced("find_stale_claims", self.backend.find_stale(clock::to_micros(older_than)))
     }
 
     fn recover_stale_claims(
@@ -332,25 +330,20 @@ impl<B: Backend> ClaimStore for Store<B> {
             };
             Ok::<_, DalError>(Recovery { reset: by_id(reset), abandoned: by_id(abandoned) })
         })();
-        self.trace("recover_stale_claims", None, &result, 2);
-        result
+        self.trace("recover_stale_claims", None, 2, result)
     }
 
     fn list_ready(&self, limit: u32) -> Result<Vec<TaskExecution>> {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let result = self.backend.list_ready(self.now(), limit, false);
-        self.trace("list_ready", None, &result, 1);
-        result
+        self.traced("list_ready", self.backend.list_ready(self.now(), limit, false))
     }
 
     fn list_due_retries(&self, limit: u32) -> Result<Vec<TaskExecution>> {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let result = self.backend.list_ready(self.now(), limit, true);
-        self.trace("list_due_retries", None, &result, 1);
-        result
+        self.traced("list_due_retries", self.backend.list_ready(self.now(), limit, true))
     }
 }

@@ -112,20 +112,10 @@ impl<B: Backend> Store<B> {
         self.history
     }
 
-    /// The backend, for what is specific to it.
-    pub fn backend(&self) -> &B {
-        &self.backend
-    }
-
     /// The store's connection pool, for statements of your own (reports, extensions). Its
     /// connections are set up as the store's.
     pub fn pool(&self) -> &B::Pool {
         self.backend.pool()
-    }
-
-    /// The clock the store reads time from.
-    pub fn clock(&self) -> &Arc<dyn Clock> {
-        &self.clock
     }
 
     /// The time of an operation: the clock's reading cut to microseconds.
@@ -170,8 +160,7 @@ impl<B: Backend> Store<B> {
                 .into(),
             })
         })();
-        self.trace(plan.operation, Some(id), &result, backend_calls);
-        result
+        self.trace(plan.operation, Some(id), backend_calls, result)
     }
 
     /// Runs `write`, and runs it again (up to [`CONFLICT_TRIES`] in all, after a jittered,
@@ -203,14 +192,15 @@ impl<B: Backend> Store<B> {
         }
     }
 
-    fn trace(
+    /// Traces `outcome` of `operation` at `debug` level, and returns it.
+    fn trace<T>(
         &self,
         operation: &'static str,
         id: Option<Uuid>,
-        outcome: &Result<impl Sized>,
         backend_calls: usize,
-    ) {
-        match outcome {
+        outcome: Result<T>,
+    ) -> Result<T> {
+        match &outcome {
             Ok(_) => {
                 tracing::debug!(backend = B::NAME, operation, task_id = ?id, backend_calls, "ok")
             }
@@ -218,6 +208,12 @@ impl<B: Backend> Store<B> {
                 tracing::debug!(backend = B::NAME, operation, task_id = ?id, backend_calls, error = %err, "rejected")
             }
         }
+        outcome
+    }
+
+    /// [`Store::trace`] of an operation of one backend call on no one task.
+    fn traced<T>(&self, operation: &'static str, outcome: Result<T>) -> Result<T> {
+        self.trace(operation, None, 1, outcome)
     }
 }
 

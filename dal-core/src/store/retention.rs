@@ -56,13 +56,14 @@ impl<B: Backend> RetentionStore for Store<B> {
             completed_at: clock::to_micros(cursor.completed_at),
             ..cursor
         });
-        let result = self
-            .retrying("prune_finished", || self.backend.prune(older_than, limit, after))
-            .map(|mut pruned| {
-                pruned.workflows.sort_unstable();
-                pruned
-            });
-        self.trace("prune_finished", None, &result, 1);
-        result
+        self.traced(
+            "prune_finished",
+            self.retrying("prune_finished", || self.backend.prune(older_than, limit, after)).map(
+                |mut pruned| {
+                    pruned.workflows.sort_unstable();
+                    pruned
+                },
+            ),
+        )
     }
 }

@@ -200,14 +200,16 @@ impl<B: Backend> TaskStore for Store<B> {
         validate::new_task(new)?;
         let row = self.new_row(new, self.now());
         let id = row.id;
-        let result =
+        self.trace(
+            "create",
+            Some(id),
+            1,
             self.insert(std::slice::from_ref(&row), std::slice::from_ref(new)).and_then(|rows| {
                 rows.into_iter()
                     .next()
                     .ok_or_else(|| unexpected("INSERT ... RETURNING returned no row"))
-            });
-        self.trace("create", Some(id), &result, 1);
-        result
+            }),
+        )
     }
 
     fn create_many(&self, news: &[NewTaskExecution]) -> Result<Vec<TaskExecution>> {
@@ -225,33 +227,35 @@ impl<B: Backend> TaskStore for Store<B> {
         rows.sort_unstable_by(|a, b| {
             (a.workflow_execution_id, &a.task_name).cmp(&(b.workflow_execution_id, &b.task_name))
         });
-        let result = self.insert(&rows, news).and_then(|stored| {
-            let mut ordered: Vec<Option<TaskExecution>> = vec![None; rows.len()];
-            for row in stored {
-                let i = position
-                    .get(&row.id)
-                    .ok_or_else(|| unexpected("INSERT ... RETURNING returned an unknown id"))?;
-                ordered[*i] = Some(row);
-            }
-            ordered
-                .into_iter()
-                .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| unexpected("INSERT ... RETURNING returned fewer rows"))
-        });
-        self.trace("create_many", None, &result, 1);
-        result
+        self.traced(
+            "create_many",
+            self.insert(&rows, news).and_then(|stored| {
+                let mut ordered: Vec<Option<TaskExecution>> = vec![None; rows.len()];
+                for row in stored {
+                    let i = position
+                        .get(&row.id)
+                        .ok_or_else(|| unexpected("INSERT ... RETURNING returned an unknown id"))?;
+                    ordered[*i] = Some(row);
+                }
+                ordered
+                    .into_iter()
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| unexpected("INSERT ... RETURNING returned fewer rows"))
+            }),
+        )
     }
 
     fn get(&self, id: Uuid) -> Result<TaskExecution> {
-        let result = self.backend.get(id).and_then(|row| row.ok_or(DalError::NotFound { id }));
-        self.trace("get", Some(id), &result, 1);
-        result
+        self.trace(
+            "get",
+            Some(id),
+            1,
+            self.backend.get(id).and_then(|row| row.ok_or(DalError::NotFound { id })),
+        )
     }
 
     fn list_for_workflow(&self, workflow_execution_id: Uuid) -> Result<Vec<TaskExecution>> {
-        let result = self.backend.list_for_workflow(workflow_execution_id);
-        self.trace("list_for_workflow", None, &result, 1);
-        result
+        self.traced("list_for_workflow", self.backend.list_for_workflow(workflow_execution_id))
     }
 
     fn set_sub_status(&self, id: Uuid, sub_status: Option<SubStatus>) -> Result<TaskExecution> {
