@@ -8,7 +8,10 @@ use chrono::{DateTime, Utc};
 use dal_core::clock::Ids;
 use dal_core::event::EventSpec;
 use dal_core::plan::{CLAIMED, Claim, Plan, Stale};
-use dal_core::{Backend, DalError, PruneCursor, Pruned, Result, TaskExecution};
+use dal_core::{
+    Backend, DalError, ExecutionEvent, PruneCursor, Pruned, Result, RetryStats, TaskExecution,
+    TaskStatus,
+};
 use dal_diesel::errors::{from_diesel, from_pool};
 use dal_diesel::prepared::Prepared;
 use dal_diesel::row::{RETURNING, Returning, Row, tasks};
