@@ -113,20 +113,16 @@ pub struct RetryStats {
     pub tasks_exhausted: i64,
 }
 
-/// How many tasks are in each status, over the whole store (for metrics gauges).
+/// How many tasks are in each status (a field per status), over the whole store (for metrics
+/// gauges).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(missing_docs)]
 pub struct StatusCounts {
-    /// `NotStarted` tasks.
     pub not_started: i64,
-    /// `Ready` tasks.
     pub ready: i64,
-    /// `Running` tasks.
     pub running: i64,
-    /// `Completed` tasks.
     pub completed: i64,
-    /// `Failed` tasks.
     pub failed: i64,
-    /// `Skipped` tasks.
     pub skipped: i64,
 }
 
