@@ -88,7 +88,7 @@ impl SqliteBackend {
         at: DateTime<Utc>,
         write: impl FnOnce(&mut SqliteConnection) -> std::result::Result<Logged<'e>, TxError>,
     ) -> Result<Rows> {
-        let _gate = self.write_gate.lock().unwrap_or_else(PoisonError::into_inner);
+        let _gate = self.gate();
         let mut conn = self.conn()?;
         let run = |conn: &mut SqliteConnection| -> std::result::Result<Rows, TxError> {
             let groups = write(conn)?;
@@ -140,73 +140,56 @@ fn w_row(from: usize, columns: &[&str]) -> String {
         .join(", ")
 }
 
-/// A plan (`$4...`) on the tasks whose id (and current claim) is in `$1`, a JSON array of
-/// `[id, runner, claim]`.
-fn update_sql() -> &'static str {
-    static SQL: OnceLock<String> = OnceLock::new();
-    SQL.get_or_init(|| {
-        format!(
-            "UPDATE task_executions AS t SET {} FROM (SELECT unhex(j.value ->> 0) AS id, \
-             unhex(j.value ->> 1) AS runner, j.value ->> 2 AS claim, p.* FROM json_each($1) AS j, \
-             (SELECT {}) AS p) AS w WHERE t.id = w.id AND {} RETURNING {RETURNING}",
-            set_list("w"),
-            w_row(2, &PLAN),
-            guard(Some("w"), "w"),
-        )
-    })
+/// The texts of the guarded writes, each the plan of row source `w` on the tasks it selects.
+struct Writes {
+    /// A plan (`$2...`) on the tasks whose id and current claim are in `$1`, a JSON array of
+    /// `[id, runner, claim]`.
+    update: String,
+    /// A plan on task `$1` (and its lease, `$2` and `$3`).
+    apply: String,
+    /// A plan (`$1...`) on up to `$37` `Ready` tasks due by `$36`, oldest first. `LIMIT +?`:
+    /// SQLite prepares a statement with `LIMIT ?` again whenever the limit is bound.
+    claim: String,
+    /// A plan (`$1...`) on the claims whose heartbeat is before `$36`, recovered `$37` to `$38`
+    /// times.
+    sweep: String,
 }
 
-/// A plan on task `$1` (and its lease, `$2` and `$3`).
-fn apply_sql() -> &'static str {
-    static SQL: OnceLock<String> = OnceLock::new();
+/// [`Writes`], built once.
+fn writes() -> &'static Writes {
+    static SQL: OnceLock<Writes> = OnceLock::new();
     SQL.get_or_init(|| {
-        format!(
-            "UPDATE task_executions AS t SET {} FROM (SELECT {}, {}) AS w WHERE t.id = w.id \
-             AND {} RETURNING {RETURNING}",
-            set_list("w"),
-            w_row(1, &TASK),
-            w_row(1 + TASK.len(), &PLAN),
-            guard(Some("w"), "w"),
-        )
-    })
-}
-
-/// A plan (`$1...`) on up to `$37` `Ready` tasks due by `$36`, oldest first. `LIMIT
-/// +?`: SQLite prepares a statement with `LIMIT ?` again whenever the limit is bound.
-fn claim_sql() -> &'static str {
-    static SQL: OnceLock<String> = OnceLock::new();
-    SQL.get_or_init(|| {
-        let n = PLAN.len();
-        format!(
-            "UPDATE task_executions AS t SET {} FROM (SELECT {}) AS w WHERE t.id IN (SELECT id \
-             FROM task_executions WHERE status = 'ready' AND due_at <= ${} \
-             ORDER BY due_at, id LIMIT +${}) AND {} RETURNING {RETURNING}",
-            set_list("w"),
-            w_row(1, &PLAN),
-            n + 1,
-            n + 2,
-            guard(None, "w"),
-        )
-    })
-}
-
-/// A plan (`$1...`) on the claims whose heartbeat is before `$36`, recovered `$37` to `$38`
-/// times.
-fn sweep_sql() -> &'static str {
-    static SQL: OnceLock<String> = OnceLock::new();
-    SQL.get_or_init(|| {
-        let n = PLAN.len();
-        format!(
-            "UPDATE task_executions AS t SET {} FROM (SELECT {}) AS w WHERE t.claimed_by IS NOT \
-             NULL AND t.heartbeat_at < ${} AND t.recovery_attempts BETWEEN ${} AND ${} AND {} \
-             RETURNING {RETURNING}",
-            set_list("w"),
-            w_row(1, &PLAN),
-            n + 1,
-            n + 2,
-            n + 3,
-            guard(None, "w"),
-        )
+        let (due, limit, least, most) =
+            (PLAN.len() + 1, PLAN.len() + 2, PLAN.len() + 2, PLAN.len() + 3);
+        let leases = format!(
+            "SELECT unhex(j.value ->> 0) AS id, unhex(j.value ->> 1) AS runner, j.value ->> 2 AS \
+             claim, p.* FROM json_each($1) AS j, (SELECT {}) AS p",
+            w_row(2, &PLAN)
+        );
+        let task = format!("SELECT {}, {}", w_row(1, &TASK), w_row(1 + TASK.len(), &PLAN));
+        let claimable = format!(
+            "t.id IN (SELECT id FROM task_executions WHERE status = 'ready' AND due_at <= ${due} \
+             ORDER BY due_at, id LIMIT +${limit})"
+        );
+        let stale = format!(
+            "t.claimed_by IS NOT NULL AND t.heartbeat_at < ${due} AND t.recovery_attempts \
+             BETWEEN ${least} AND ${most}"
+        );
+        let write = |w: &str, filter: &str, lease| {
+            format!(
+                "UPDATE task_executions AS t SET {} FROM ({w}) AS w WHERE {filter} AND {} \
+                 RETURNING {RETURNING}",
+                set_list("w"),
+                guard(lease, "w")
+            )
+        };
+        let plan = format!("SELECT {}", w_row(1, &PLAN));
+        Writes {
+            update: write(&leases, "t.id = w.id", Some("w")),
+            apply: write(&task, "t.id = w.id", Some("w")),
+            claim: write(&plan, &claimable, None),
+            sweep: write(&plan, &stale, None),
+        }
     })
 }
 
@@ -337,7 +320,7 @@ fn update(
     targets: &[Value],
     plan: &Plan,
 ) -> std::result::Result<Rows, TxError> {
-    let query = diesel::sql_query(update_sql())
+    let query = diesel::sql_query(&writes().update)
         .into_boxed()
         .bind::<Text, _>(Value::from(targets.to_vec()).to_string());
     let query = params(plan).into_iter().fold(query, bind);
@@ -395,7 +378,7 @@ impl Backend for SqliteBackend {
             let query = task(id, plan.guard.lease)
                 .into_iter()
                 .chain(params(plan))
-                .fold(diesel::sql_query(apply_sql()).into_boxed(), bind);
+                .fold(diesel::sql_query(&writes().apply).into_boxed(), bind);
             Ok(vec![(tasks(Prepared(Returning(query)).load::<Row>(conn)?)?, plan.event.as_ref())])
         })?;
         Ok(written.into_iter().next())
@@ -412,7 +395,7 @@ impl Backend for SqliteBackend {
             if claim.limit > 0 {
                 let query = params(&claim.plan)
                     .into_iter()
-                    .fold(diesel::sql_query(claim_sql()).into_boxed(), bind)
+                    .fold(diesel::sql_query(&writes().claim).into_boxed(), bind)
                     .bind::<Instant, _>(claim.due_at)
                     .bind::<BigInt, _>(i64::from(claim.limit));
                 let rows = dal_diesel::row::tasks(Prepared(Returning(query)).load::<Row>(conn)?)?;
@@ -443,7 +426,7 @@ impl Backend for SqliteBackend {
         self.write(plan.event.is_none(), at, |conn| {
             let query = params(plan)
                 .into_iter()
-                .fold(diesel::sql_query(sweep_sql()).into_boxed(), bind)
+                .fold(diesel::sql_query(&writes().sweep).into_boxed(), bind)
                 .bind::<Instant, _>(stale.older_than)
                 .bind::<Integer, _>(stale.recovery_attempts.0)
                 .bind::<Integer, _>(stale.recovery_attempts.1);
@@ -476,5 +459,18 @@ impl Backend for SqliteBackend {
 impl std::fmt::Debug for SqliteBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqliteBackend").field("pool", &self.pool.state()).finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod dump_sql {
+    #[test]
+    fn dump_sql() {
+        let all = {
+            let w = super::writes();
+            [&w.update, &w.apply, &w.claim, &w.sweep].map(|s| s.as_str())
+        }
+        .join("\n");
+        std::fs::write(std::env::var("DUMP").unwrap_or_default(), all).ok();
     }
 }
