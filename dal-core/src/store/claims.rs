@@ -334,16 +334,12 @@ impl<B: Backend> ClaimStore for Store<B> {
     }
 
     fn list_ready(&self, limit: u32) -> Result<Vec<TaskExecution>> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        self.traced("list_ready", self.backend.list_ready(self.now(), limit, false))
+        self.read("list_ready", limit == 0, || self.backend.list_ready(self.now(), limit, false))
     }
 
     fn list_due_retries(&self, limit: u32) -> Result<Vec<TaskExecution>> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        self.traced("list_due_retries", self.backend.list_ready(self.now(), limit, true))
+        self.read("list_due_retries", limit == 0, || {
+            self.backend.list_ready(self.now(), limit, true)
+        })
     }
 }

@@ -215,6 +215,16 @@ impl<B: Backend> Store<B> {
     fn traced<T>(&self, operation: &'static str, outcome: Result<T>) -> Result<T> {
         self.trace(operation, None, 1, outcome)
     }
+
+    /// [`Store::traced`] of `read`, or an empty result without a round trip when `nothing`.
+    fn read<T: Default>(
+        &self,
+        operation: &'static str,
+        nothing: bool,
+        read: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        if nothing { Ok(T::default()) } else { self.traced(operation, read()) }
+    }
 }
 
 impl<B: Backend> fmt::Debug for Store<B> {

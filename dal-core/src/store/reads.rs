@@ -62,13 +62,9 @@ pub trait WorkflowReads: Send + Sync {
 
 impl<B: Backend> WorkflowReads for Store<B> {
     fn pending_tasks(&self, workflow_execution_ids: &[Uuid]) -> Result<Vec<TaskExecution>> {
-        if workflow_execution_ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        self.traced(
-            "pending_tasks",
-            self.backend.tasks_with_status(workflow_execution_ids, TaskStatus::NotStarted),
-        )
+        self.read("pending_tasks", workflow_execution_ids.is_empty(), || {
+            self.backend.tasks_with_status(workflow_execution_ids, TaskStatus::NotStarted)
+        })
     }
 
     fn task_statuses(
@@ -76,34 +72,26 @@ impl<B: Backend> WorkflowReads for Store<B> {
         workflow_execution_id: Uuid,
         task_names: &[&str],
     ) -> Result<HashMap<String, TaskStatus>> {
-        if task_names.is_empty() {
-            return Ok(HashMap::new());
-        }
-        self.traced(
-            "task_statuses",
+        self.read("task_statuses", task_names.is_empty(), || {
             self.backend
                 .task_statuses(&[workflow_execution_id], Some(task_names))
-                .map(|rows| rows.into_iter().map(|(_, name, status)| (name, status)).collect()),
-        )
+                .map(|rows| rows.into_iter().map(|(_, name, status)| (name, status)).collect())
+        })
     }
 
     fn statuses_for_workflows(
         &self,
         workflow_execution_ids: &[Uuid],
     ) -> Result<HashMap<Uuid, HashMap<String, TaskStatus>>> {
-        if workflow_execution_ids.is_empty() {
-            return Ok(HashMap::new());
-        }
-        self.traced(
-            "statuses_for_workflows",
+        self.read("statuses_for_workflows", workflow_execution_ids.is_empty(), || {
             self.backend.task_statuses(workflow_execution_ids, None).map(|rows| {
                 let mut by_workflow: HashMap<Uuid, HashMap<String, TaskStatus>> = HashMap::new();
                 for (workflow, name, status) in rows {
                     by_workflow.entry(workflow).or_default().insert(name, status);
                 }
                 by_workflow
-            }),
-        )
+            })
+        })
     }
 
     fn is_workflow_complete(&self, workflow_execution_id: Uuid) -> Result<bool> {
@@ -116,16 +104,12 @@ impl<B: Backend> WorkflowReads for Store<B> {
     }
 
     fn complete_workflows(&self, workflow_execution_ids: &[Uuid]) -> Result<Vec<Uuid>> {
-        if workflow_execution_ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        self.traced(
-            "complete_workflows",
+        self.read("complete_workflows", workflow_execution_ids.is_empty(), || {
             self.backend.complete_workflows(workflow_execution_ids).map(|mut ids| {
                 ids.sort_unstable();
                 ids
-            }),
-        )
+            })
+        })
     }
 
     fn has_abandoned_task(&self, workflow_execution_id: Uuid) -> Result<bool> {
@@ -137,10 +121,9 @@ impl<B: Backend> WorkflowReads for Store<B> {
     }
 
     fn deferred_tasks(&self, workflow_execution_ids: &[Uuid]) -> Result<Vec<TaskExecution>> {
-        if workflow_execution_ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        self.traced("deferred_tasks", self.backend.deferred_tasks(workflow_execution_ids))
+        self.read("deferred_tasks", workflow_execution_ids.is_empty(), || {
+            self.backend.deferred_tasks(workflow_execution_ids)
+        })
     }
 
     fn exhausted_tasks(&self, workflow_execution_id: Uuid) -> Result<Vec<TaskExecution>> {
@@ -195,16 +178,12 @@ impl<B: Backend> HistoryStore for Store<B> {
         after: Option<i64>,
         limit: u32,
     ) -> Result<Vec<ExecutionEvent>> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        self.traced(
-            "events_for_workflow",
+        self.read("events_for_workflow", limit == 0, || {
             self.backend.events_for_workflow(
                 workflow_execution_id,
                 after.unwrap_or(i64::MIN),
                 limit,
-            ),
-        )
+            )
+        })
     }
 }
