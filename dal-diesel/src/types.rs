@@ -6,11 +6,9 @@
 //! | [`Instant`] | `chrono::DateTime<Utc>` | `timestamptz` | `INTEGER` microseconds since the Unix epoch |
 //! | [`Json`] | `serde_json::Value` | `jsonb` | `TEXT` |
 //!
-//! With these, one `table!` schema ([`crate::schema`]) and one row type ([`crate::row`]) serve
-//! both databases, and a statement built with Diesel's query builder has the same Rust type on
-//! both. Each backend's encoding is a `ToSql`/`FromSql` pair in `pg.rs` or `sqlite.rs` (features
-//! `postgres`, `sqlite`). PostgreSQL's types are named by their fixed OIDs, so no connection
-//! ever looks a type up.
+//! With these, one schema and one row type serve both databases. Each backend's encoding is a
+//! `ToSql`/`FromSql` pair in `pg.rs` or `sqlite.rs`; PostgreSQL's types are named by their fixed
+//! OIDs, so no connection ever looks a type up.
 
 use diesel::backend::Backend;
 use diesel::deserialize::{self, FromSql};

@@ -68,14 +68,10 @@ pub struct Store<B> {
     history: History,
 }
 
-/// Whether a store writes the execution history (`execution_events`).
-///
-/// With [`History::Off`], for engines that keep no history, no write inserts events: every
-/// write is still one statement (on PostgreSQL the data-modifying `WITH` loses its event
-/// insert; on SQLite a single-statement write runs without a transaction around it), the
-/// event reads find nothing the store wrote, and retention still removes whatever events are
-/// there. Rows, guards and errors are the same either way. Processes of one database may
-/// differ: the setting is the store's, not the schema's.
+/// Whether a store writes the execution history (`execution_events`). With [`History::Off`]
+/// no write inserts events, and every write is one statement (no transaction around it on
+/// SQLite); rows, guards and errors are the same either way. The setting is the store's, not
+/// the schema's.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum History {
     /// Every change writes its event in the same atomic unit (the default).
