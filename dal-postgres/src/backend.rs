@@ -15,7 +15,7 @@ use dal_core::{
 use dal_diesel::errors::{from_diesel, from_pool};
 use dal_diesel::prepared::Prepared;
 use dal_diesel::row::{RETURNING, Returning, Row, tasks};
-use dal_diesel::write::{PLAN, Param, TASK, distinct, guard, params, set_list, task};
+use dal_diesel::write::{PLAN, Param, TASK, distinct, guard, inserted, params, set_list, task};
 use diesel::connection::SimpleConnection;
 use diesel::pg::Pg;
 use diesel::prelude::*;
@@ -309,30 +309,18 @@ impl Backend for PgBackend {
         let Some(first) = rows.first() else {
             return Ok(Vec::new());
         };
-        fn column<T>(rows: &[TaskExecution], f: impl Fn(&TaskExecution) -> T) -> Vec<T> {
-            rows.iter().map(f).collect()
+        let events = (&self.event_ids, event.map_or(0, |_| rows.len()));
+        let mut query = statement(INSERT, events, first.created_at);
+        let mut values: Vec<_> = rows.iter().map(|row| inserted(row).into_iter()).collect();
+        for template in inserted(first) {
+            query = bind_column(query, &template, &mut values);
         }
-        let query =
-            statement(INSERT, (&self.event_ids, event.map_or(0, |_| rows.len())), first.created_at)
-                .bind::<Array<SqlUuid>, _>(column(rows, |r| r.id))
-                .bind::<Array<SqlUuid>, _>(column(rows, |r| r.workflow_execution_id))
-                .bind::<Array<Text>, _>(column(rows, |r| r.task_name.clone()))
-                .bind::<Array<Text>, _>(column(rows, |r| r.status.as_str()))
-                .bind::<Array<Integer>, _>(column(rows, |r| r.attempt))
-                .bind::<Array<Integer>, _>(column(rows, |r| r.max_attempts))
-                .bind::<Array<Jsonb>, _>(column(rows, |r| r.trigger_rules.clone()))
-                .bind::<Array<Jsonb>, _>(column(rows, |r| r.task_configuration.clone()))
-                .bind::<Array<Nullable<Timestamptz>>, _>(column(rows, |r| r.retry_at))
-                .bind::<Array<Timestamptz>, _>(column(rows, |r| r.created_at))
-                .bind::<Array<Timestamptz>, _>(column(rows, |r| r.updated_at))
-                .bind::<Array<Nullable<Timestamptz>>, _>(column(rows, |r| {
-                    dal_core::plan::due_at(r.status, r.retry_at, r.created_at)
-                }))
-                .bind::<Nullable<Text>, _>(event.map(|e| e.event_type.as_str()))
-                .bind::<Nullable<Jsonb>, _>(event.map(EventSpec::data_value))
-                .sql(LOGGED)
-                .sql(RETURNING)
-                .sql(" FROM changed");
+        let query = query
+            .bind::<Nullable<Text>, _>(event.map(|e| e.event_type.as_str()))
+            .bind::<Nullable<Jsonb>, _>(event.map(EventSpec::data_value))
+            .sql(LOGGED)
+            .sql(RETURNING)
+            .sql(" FROM changed");
         self.write(query)
     }
 

@@ -18,7 +18,7 @@ use dal_diesel::errors::from_pool;
 use dal_diesel::prepared::Prepared;
 use dal_diesel::row::{RETURNING, Returning, Row, tasks};
 use dal_diesel::types::{Id, Instant, Json};
-use dal_diesel::write::{PLAN, Param, TASK, distinct, guard, params, set_list, task};
+use dal_diesel::write::{PLAN, Param, TASK, distinct, guard, inserted, params, set_list, task};
 use diesel::prelude::*;
 use diesel::query_builder::{AstPass, BoxedSqlQuery, Query, QueryFragment, QueryId, SqlQuery};
 use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
@@ -344,25 +344,7 @@ impl Backend for SqliteBackend {
         let Some(first) = rows.first() else {
             return Ok(Vec::new());
         };
-        let values: Vec<Vec<Param>> = rows
-            .iter()
-            .map(|r| {
-                vec![
-                    Param::Id(Some(r.id)),
-                    Param::Id(Some(r.workflow_execution_id)),
-                    Param::Text(Some(r.task_name.clone())),
-                    Param::Text(Some(r.status.as_str().to_owned())),
-                    Param::Int(Some(r.attempt)),
-                    Param::Int(Some(r.max_attempts)),
-                    Param::Json(Some(r.trigger_rules.clone())),
-                    Param::Json(Some(r.task_configuration.clone())),
-                    Param::Time(r.retry_at),
-                    Param::Time(Some(r.created_at)),
-                    Param::Time(Some(r.updated_at)),
-                    Param::Time(dal_core::plan::due_at(r.status, r.retry_at, r.created_at)),
-                ]
-            })
-            .collect();
+        let values: Vec<Vec<Param>> = rows.iter().map(inserted).collect();
         // More than one chunk takes a transaction even without events: all or nothing.
         let alone = event.is_none() && values.len() <= chunk(values[0].len());
         let written = self.write(alone, first.created_at, |conn| {
@@ -459,18 +441,5 @@ impl Backend for SqliteBackend {
 impl std::fmt::Debug for SqliteBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqliteBackend").field("pool", &self.pool.state()).finish_non_exhaustive()
-    }
-}
-
-#[cfg(test)]
-mod dump_sql {
-    #[test]
-    fn dump_sql() {
-        let all = {
-            let w = super::writes();
-            [&w.update, &w.apply, &w.claim, &w.sweep].map(|s| s.as_str())
-        }
-        .join("\n");
-        std::fs::write(std::env::var("DUMP").unwrap_or_default(), all).ok();
     }
 }
