@@ -224,8 +224,7 @@ pub struct Cycle {
 pub struct Recovery {
     /// Tasks reset to `Ready` with `recovery_attempts + 1`, as written.
     pub reset: Vec<TaskExecution>,
-    /// Tasks that had reached the recovery cap, abandoned (`Failed`, `abandoned_at` set), as
-    /// written.
+    /// Tasks at the recovery cap, abandoned (`Failed`, `abandoned_at` set), as written.
     pub abandoned: Vec<TaskExecution>,
 }
 
@@ -256,8 +255,7 @@ pub struct Pruned {
     pub tasks: u64,
     /// The execution events deleted.
     pub events: u64,
-    /// Where the next batch starts; `None` when this batch reached the end of the finished
-    /// tasks older than the cut-off (the pass is over).
+    /// Where the next batch starts; `None` when the pass is over.
     pub next: Option<PruneCursor>,
 }
 

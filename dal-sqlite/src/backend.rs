@@ -1,8 +1,6 @@
-//! [`dal_core::Backend`] for SQLite. SQLite has no data-modifying `WITH`: a write and the
-//! insert of its events (built from the rows it returned) are one `BEGIN IMMEDIATE`
-//! transaction, and a write without events is one statement. Every statement has one of a few
-//! texts, so all stay prepared: a list of leases travels as one JSON parameter, and an insert
-//! of many rows has one of a few shapes ([`Insert`]).
+//! [`dal_core::Backend`] for SQLite: a write and the insert of its events (built from the rows
+//! it returned) are one `BEGIN IMMEDIATE` transaction, a write without events one statement.
+//! Every statement has one of a few texts, so all stay prepared.
 
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 
@@ -194,9 +192,8 @@ fn writes() -> &'static Writes {
 }
 
 /// `INSERT INTO <into> SELECT * FROM (VALUES (...), ...) WHERE column1 IS NOT NULL`, optionally
-/// `RETURNING` its rows: padded with rows of `NULL`s to the next power of two, so that an
-/// insert has one of a dozen texts and stays prepared, where a text per row count would be
-/// compiled at each use. The first column is never `NULL` in a real row.
+/// `RETURNING` its rows: padded with rows of `NULL`s (never the first column of a real row) to
+/// the next power of two, so that an insert has one of a dozen texts and stays prepared.
 struct Insert {
     into: &'static str,
     rows: Vec<Vec<Param>>,
