@@ -2,8 +2,8 @@
 //! users depend on `dal-postgres` or `dal-sqlite`.
 //!
 //! One schema ([`schema`]) over the schema's own SQL types ([`types`], encoded by each database
-//! in `pg.rs` and `sqlite.rs`), the reads written once ([`reads`]), a plan as the SQL of a
-//! guarded write ([`write`]), and what opening a store is made of ([`open`]).
+//! in `pg.rs` and `sqlite.rs`), the reads written once ([`mod@reads`]), a plan as the SQL of a
+//! guarded write ([`mod@write`]), and what opening a store is made of ([`open`]).
 
 pub mod bind;
 pub mod dialect;

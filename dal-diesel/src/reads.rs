@@ -4,7 +4,7 @@
 //! generic over the backend would restate for every clause; an expansion is checked against
 //! its one backend.
 
-/// What the read statements use, for the expansions of [`reads!`](crate::reads).
+/// What the read statements use, for the expansions of [`reads!`](crate::reads!).
 #[doc(hidden)]
 pub mod prelude {
     pub use crate::bind::id as bind_id;
