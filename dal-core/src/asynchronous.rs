@@ -1,16 +1,10 @@
 //! The store's operations as `async fn`s (feature `tokio`).
 //!
-//! [`AsyncStore`] wraps a blocking store. Each call runs the blocking operation on tokio's
-//! blocking thread pool (`spawn_blocking`), so no runtime worker thread ever waits for the
-//! database, and at most `max_in_flight` calls of one `AsyncStore` run at once (a semaphore,
-//! sized like the connection pool): the others wait asynchronously for a permit rather than
-//! holding a blocking thread while they wait for a connection.
-//!
-//! A call is the blocking operation, unchanged: the same statements, the same atomicity, the
-//! same [`DalError`]s. Dropping its future before it got a permit sends nothing. Once the call
-//! runs, dropping the future does not stop it: the operation finishes on its blocking thread
-//! (each is one atomic statement or transaction, so it is applied completely or not at all) and
-//! its result is discarded; read the task to learn what happened.
+//! [`AsyncStore`] runs each blocking operation on tokio's blocking pool (`spawn_blocking`), at
+//! most `max_in_flight` at once (a semaphore, sized like the connection pool; the others wait
+//! asynchronously). A call is the blocking operation unchanged: the same statements, atomicity
+//! and [`DalError`]s. Dropping its future before it got a permit sends nothing; once it runs,
+//! the operation finishes (completely or not at all) and its result is discarded.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -53,11 +47,6 @@ impl<S: TaskExecutionStore + ?Sized + 'static> AsyncStore<S> {
     /// for their turn without blocking a thread. Give it the store's pool size.
     pub fn new(store: Arc<S>, max_in_flight: usize) -> Self {
         AsyncStore { store, permits: Arc::new(Semaphore::new(max_in_flight.max(1))) }
-    }
-
-    /// The blocking store, for code that runs on a blocking thread already.
-    pub fn blocking(&self) -> &Arc<S> {
-        &self.store
     }
 
     /// Runs `call` on the blocking pool once a permit is free. A panic of the call is resumed

@@ -1,12 +1,10 @@
 //! What a storage backend provides: a few primitive statements. **For backend authors; not a
 //! stable interface.** Users of a store need none of it (see [`crate::prelude`]).
 //!
-//! [`crate::Store`] builds every operation from these primitives: validation, ids, times,
-//! the plans, ordering, explaining rejections, retries and tracing are written once for all
-//! backends. A backend turns each call into SQL and decides nothing. Every primitive that
-//! changes tasks writes, in the same atomic unit, each changed row's event when the plan has
-//! one ([`crate::event::EventSpec::data_for`] the row as written, at the plan's
-//! `effects.updated_at`), in task id order, and no event when nothing changed.
+//! [`crate::Store`] builds every operation from these primitives; a backend turns each call
+//! into SQL and decides nothing. Every primitive that changes tasks writes, in the same atomic
+//! unit, each changed row's event when the plan has one ([`crate::event::EventSpec::data_for`]
+//! the row as written, at the plan's `effects.updated_at`), in task id order.
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;

@@ -107,11 +107,9 @@ pub enum DalError {
         #[source]
         source: BoxError,
     },
-    /// The store's sessions are not what was asked for, found when the store opened, before
-    /// anything was written: a server setting requested in the connection URL (libpq's
-    /// `options=-c name=value`, or `PGOPTIONS`) or by the store's options did not take effect,
-    /// for example because a connection pooler dropped it on the way. Nothing was written; the
-    /// setting must be made where it survives (see `hint`).
+    /// Found when the store opened, before anything was written: a server setting asked for
+    /// (libpq's `options=-c name=value`, `PGOPTIONS`, or the store's options) did not take
+    /// effect, e.g. a connection pooler dropped it; make it where it survives (see `hint`).
     #[error(
         "the database session's {setting} is {actual:?}, not {requested:?} as requested: {hint}"
     )]
@@ -194,16 +192,13 @@ pub enum DatabaseErrorKind {
     /// turns this into [`DalError::AlreadyExists`] wherever it can tell which task is taken.
     UniqueViolation,
     /// Another integrity constraint rejected the write (class 23; SQLite's `CHECK`, `NOT NULL`
-    /// and foreign keys). Validation lets nothing through that a constraint of the schema
-    /// would reject, so this means the schema and the code disagree.
+    /// and foreign keys): validation lets none through, so the schema and the code disagree.
     ConstraintViolation,
-    /// 40001: the statement was rolled back because it could not be serialized with a
-    /// concurrent transaction (under `REPEATABLE READ` or `SERIALIZABLE`, set by the server's or
-    /// the role's default). Nothing was written; retryable, and retried by the store.
+    /// 40001: rolled back, not serializable with a concurrent transaction (under `REPEATABLE
+    /// READ` or `SERIALIZABLE`). Nothing was written; retryable, and retried by the store.
     SerializationFailure,
-    /// 40P01: the statement was rolled back to break a deadlock with another transaction. The
-    /// store's own statements lock in one order and never deadlock each other; a transaction
-    /// of another client can. Nothing was written; retryable, and retried by the store.
+    /// 40P01: rolled back to break a deadlock with another client's transaction (the store's
+    /// own never deadlock each other). Nothing was written; retryable, and retried by the store.
     Deadlock,
     /// 55P03: a lock the statement needed was not granted within `lock_timeout` (or `NOWAIT`).
     /// Nothing was written; retryable once the lock's holder is done.

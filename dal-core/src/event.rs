@@ -1,8 +1,5 @@
 //! The execution history: one event per change of a task, written atomically with it.
 
-use std::fmt;
-use std::str::FromStr;
-
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -10,84 +7,40 @@ use uuid::Uuid;
 
 use crate::TaskExecution;
 
-/// What happened to a task. The text form ([`EventType::as_str`]) is stored by both backends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EventType {
-    /// `create` / `create_many`.
-    Created,
-    /// `mark_ready`.
-    Ready,
-    /// `mark_running` (a start without a claim).
-    Started,
-    /// `claim_ready`; the event's runner is the claimer.
-    Claimed,
-    /// `mark_completed` / `complete`.
-    Completed,
-    /// `mark_failed` / `fail`; data: `error`.
-    Failed,
-    /// `mark_skipped`; data: `reason`.
-    Skipped,
-    /// `mark_abandoned`, or a sweep at the recovery cap; data: `reason`.
-    Abandoned,
-    /// `schedule_retry`; data: `retry_at`. Or `fail_and_retry` (a failed attempt retried
-    /// under its lease, one change); data: `retry_at` and `error`.
-    RetryScheduled,
-    /// `reset_task_for_recovery`, or a sweep; data from a sweep: `stale_before`.
-    Recovered,
-    /// `reset_retry_state`.
-    Reset,
-    /// `release`.
-    Released,
-    /// `set_sub_status(Some(Deferred))`; data: `sub_status`.
-    Deferred,
-    /// `set_sub_status` to `Active` or to none; data: `sub_status` (`"active"` or null).
-    Resumed,
-}
-
-impl EventType {
-    /// Every event type.
-    pub const ALL: [EventType; 14] = [
-        EventType::Created,
-        EventType::Ready,
-        EventType::Started,
-        EventType::Claimed,
-        EventType::Completed,
-        EventType::Failed,
-        EventType::Skipped,
-        EventType::Abandoned,
-        EventType::RetryScheduled,
-        EventType::Recovered,
-        EventType::Reset,
-        EventType::Released,
-        EventType::Deferred,
-        EventType::Resumed,
-    ];
-
-    /// The stable text form stored in `event_type`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            EventType::Created => "created",
-            EventType::Ready => "ready",
-            EventType::Started => "started",
-            EventType::Claimed => "claimed",
-            EventType::Completed => "completed",
-            EventType::Failed => "failed",
-            EventType::Skipped => "skipped",
-            EventType::Abandoned => "abandoned",
-            EventType::RetryScheduled => "retry_scheduled",
-            EventType::Recovered => "recovered",
-            EventType::Reset => "reset",
-            EventType::Released => "released",
-            EventType::Deferred => "deferred",
-            EventType::Resumed => "resumed",
-        }
-    }
-}
-
-impl fmt::Display for EventType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+crate::status::text_enum! {
+    /// What happened to a task. The text form ([`EventType::as_str`]) is stored by both backends.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum EventType / UnknownEventType {
+        /// `create` / `create_many`.
+        Created = "created",
+        /// `mark_ready`.
+        Ready = "ready",
+        /// `mark_running` (a start without a claim).
+        Started = "started",
+        /// `claim_ready`; the event's runner is the claimer.
+        Claimed = "claimed",
+        /// `mark_completed` / `complete`.
+        Completed = "completed",
+        /// `mark_failed` / `fail`; data: `error`.
+        Failed = "failed",
+        /// `mark_skipped`; data: `reason`.
+        Skipped = "skipped",
+        /// `mark_abandoned`, or a sweep at the recovery cap; data: `reason`.
+        Abandoned = "abandoned",
+        /// `schedule_retry`; data: `retry_at`. Or `fail_and_retry` (a failed attempt retried
+        /// under its lease, one change); data: `retry_at` and `error`.
+        RetryScheduled = "retry_scheduled",
+        /// `reset_task_for_recovery`, or a sweep; data from a sweep: `stale_before`.
+        Recovered = "recovered",
+        /// `reset_retry_state`.
+        Reset = "reset",
+        /// `release`.
+        Released = "released",
+        /// `set_sub_status(Some(Deferred))`; data: `sub_status`.
+        Deferred = "deferred",
+        /// `set_sub_status` to `Active` or to none; data: `sub_status` (`"active"` or null).
+        Resumed = "resumed",
     }
 }
 
@@ -95,17 +48,6 @@ impl fmt::Display for EventType {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown event type {0:?}")]
 pub struct UnknownEventType(pub String);
-
-impl FromStr for EventType {
-    type Err = UnknownEventType;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        EventType::ALL
-            .into_iter()
-            .find(|t| t.as_str() == s)
-            .ok_or_else(|| UnknownEventType(s.to_owned()))
-    }
-}
 
 /// One event of the history, as read back.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

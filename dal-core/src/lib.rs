@@ -1,10 +1,8 @@
 //! The core of the task-execution data-access layer: the rows, the one error type, input
 //! validation, the clock, the state machine as data ([`plan`]), and the store traits with
-//! their one implementation [`Store`] over any [`Backend`]. No database driver code.
-//!
-//! Users depend on one backend crate, `dal-postgres` or `dal-sqlite`, which re-exports what
-//! they need; [`prelude`] brings it into scope. [`Backend`], [`plan`] and [`event::EventSpec`]
-//! are the interface a backend implements, for backend authors, and not stable.
+//! their one implementation [`Store`] over any [`Backend`]. No database driver code. Users
+//! depend on `dal-postgres` or `dal-sqlite`, which re-export it ([`prelude`]); [`Backend`],
+//! [`plan`] and [`event::EventSpec`] are for backend authors, and not stable.
 
 #[cfg(feature = "tokio")]
 mod asynchronous;

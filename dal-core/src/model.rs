@@ -113,33 +113,34 @@ pub struct RetryStats {
     pub tasks_exhausted: i64,
 }
 
-/// How many tasks are in each status, over the whole store (for metrics gauges).
+/// How many tasks are in each status (a field per status), over the whole store (for metrics
+/// gauges).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(missing_docs)]
 pub struct StatusCounts {
-    /// `NotStarted` tasks.
     pub not_started: i64,
-    /// `Ready` tasks.
     pub ready: i64,
-    /// `Running` tasks.
     pub running: i64,
-    /// `Completed` tasks.
     pub completed: i64,
-    /// `Failed` tasks.
     pub failed: i64,
-    /// `Skipped` tasks.
     pub skipped: i64,
 }
 
 impl StatusCounts {
     /// The count of `status`.
     pub fn get(&self, status: TaskStatus) -> i64 {
+        *{ *self }.slot(status)
+    }
+
+    /// The field that counts `status`.
+    pub(crate) fn slot(&mut self, status: TaskStatus) -> &mut i64 {
         match status {
-            TaskStatus::NotStarted => self.not_started,
-            TaskStatus::Ready => self.ready,
-            TaskStatus::Running => self.running,
-            TaskStatus::Completed => self.completed,
-            TaskStatus::Failed => self.failed,
-            TaskStatus::Skipped => self.skipped,
+            TaskStatus::NotStarted => &mut self.not_started,
+            TaskStatus::Ready => &mut self.ready,
+            TaskStatus::Running => &mut self.running,
+            TaskStatus::Completed => &mut self.completed,
+            TaskStatus::Failed => &mut self.failed,
+            TaskStatus::Skipped => &mut self.skipped,
         }
     }
 
@@ -223,8 +224,7 @@ pub struct Cycle {
 pub struct Recovery {
     /// Tasks reset to `Ready` with `recovery_attempts + 1`, as written.
     pub reset: Vec<TaskExecution>,
-    /// Tasks that had reached the recovery cap, abandoned (`Failed`, `abandoned_at` set), as
-    /// written.
+    /// Tasks at the recovery cap, abandoned (`Failed`, `abandoned_at` set), as written.
     pub abandoned: Vec<TaskExecution>,
 }
 
@@ -255,8 +255,7 @@ pub struct Pruned {
     pub tasks: u64,
     /// The execution events deleted.
     pub events: u64,
-    /// Where the next batch starts; `None` when this batch reached the end of the finished
-    /// tasks older than the cut-off (the pass is over).
+    /// Where the next batch starts; `None` when the pass is over.
     pub next: Option<PruneCursor>,
 }
 

@@ -390,9 +390,10 @@ impl Guard {
     }
 }
 
-/// What a guarded write sets. Every column a write may touch is listed, so that a backend
-/// writes one fixed statement for every plan.
+/// What a guarded write sets. Every column a write may touch is listed (each field is the
+/// column of its name), so that a backend writes one fixed statement for every plan.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(missing_docs)]
 pub struct Effects {
     /// The new status. A write that leaves the task `Ready` (re)queues it: its queue position
     /// becomes [`due_at`] of the retry time as written and `updated_at`.
@@ -403,23 +404,14 @@ pub struct Effects {
     pub recovery_attempts: Counter,
     /// `claim_count`: kept or `+ 1` (by a claim).
     pub claim_count: Counter,
-    /// `error_details`.
     pub error_details: Assign<String>,
-    /// `last_error`.
     pub last_error: Assign<String>,
-    /// `retry_at`.
     pub retry_at: Assign<DateTime<Utc>>,
-    /// `started_at`.
     pub started_at: Assign<DateTime<Utc>>,
-    /// `completed_at`.
     pub completed_at: Assign<DateTime<Utc>>,
-    /// `last_recovery_at`.
     pub last_recovery_at: Assign<DateTime<Utc>>,
-    /// `claimed_by`.
     pub claimed_by: Assign<Uuid>,
-    /// `heartbeat_at`.
     pub heartbeat_at: Assign<DateTime<Utc>>,
-    /// `abandoned_at`.
     pub abandoned_at: Assign<DateTime<Utc>>,
     /// `sub_status`: cleared by every write whose status is not `Running`.
     pub sub_status: Assign<SubStatus>,

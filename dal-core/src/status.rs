@@ -1,76 +1,88 @@
 //! The task status, the sub-status of a running task, and small sets of statuses.
 
 use std::fmt;
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-/// Where a task execution is in its life. The text form ([`TaskStatus::as_str`]) is what both
-/// databases store; it never changes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TaskStatus {
-    /// Created; waiting for its dependencies.
-    NotStarted,
-    /// May be picked up by a runner (now, or at `retry_at`).
-    Ready,
-    /// A runner is executing it.
-    Running,
-    /// Finished successfully. Terminal.
-    Completed,
-    /// Finished with an error, or abandoned. Terminal unless a retry is scheduled.
-    Failed,
-    /// Will not run (trigger rules said so). Terminal.
-    Skipped,
+/// An enum stored as text: the enum, `ALL` (every value, in declaration order), `as_str` (the
+/// stable text form the databases store; it never changes), `Display` as that text and
+/// `FromStr` from it (failing with `$err`).
+macro_rules! text_enum {
+    ($(#[$meta:meta])* pub enum $t:ident / $err:ident {
+        $($(#[$doc:meta])* $v:ident = $text:literal,)*
+    }) => {
+        $(#[$meta])*
+        pub enum $t {
+            $($(#[$doc])* $v,)*
+        }
+
+        impl $t {
+            /// Every value, in declaration order.
+            pub const ALL: [$t; [$($text),*].len()] = [$($t::$v),*];
+
+            /// The stable text form the databases store; it never changes.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $($t::$v => $text,)*
+                }
+            }
+        }
+
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $t {
+            type Err = $err;
+
+            fn from_str(s: &str) -> Result<Self, $err> {
+                $t::ALL.into_iter().find(|v| v.as_str() == s).ok_or_else(|| $err(s.to_owned()))
+            }
+        }
+    };
+}
+pub(crate) use text_enum;
+
+text_enum! {
+    /// Where a task execution is in its life. The text form ([`TaskStatus::as_str`]) is what both
+    /// databases store; it never changes.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum TaskStatus / UnknownStatus {
+        /// Created; waiting for its dependencies.
+        NotStarted = "not_started",
+        /// May be picked up by a runner (now, or at `retry_at`).
+        Ready = "ready",
+        /// A runner is executing it.
+        Running = "running",
+        /// Finished successfully. Terminal.
+        Completed = "completed",
+        /// Finished with an error, or abandoned. Terminal unless a retry is scheduled.
+        Failed = "failed",
+        /// Will not run (trigger rules said so). Terminal.
+        Skipped = "skipped",
+    }
 }
 
 impl TaskStatus {
-    /// Every status, in life-cycle order.
-    pub const ALL: [TaskStatus; 6] = [
-        TaskStatus::NotStarted,
-        TaskStatus::Ready,
-        TaskStatus::Running,
-        TaskStatus::Completed,
-        TaskStatus::Failed,
-        TaskStatus::Skipped,
-    ];
-
-    /// The stable text form stored in the `status` column.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            TaskStatus::NotStarted => "not_started",
-            TaskStatus::Ready => "ready",
-            TaskStatus::Running => "running",
-            TaskStatus::Completed => "completed",
-            TaskStatus::Failed => "failed",
-            TaskStatus::Skipped => "skipped",
-        }
-    }
-
     /// `Completed`, `Failed` and `Skipped` are terminal: nothing runs any more.
     pub const fn is_terminal(self) -> bool {
         matches!(self, TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Skipped)
     }
 }
 
-/// What a `Running` task is doing, set by the engine (`TaskStore::set_sub_status`) and
-/// cleared by every write that moves the task out of `Running`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SubStatus {
-    /// Working.
-    Active,
-    /// Waiting on something outside the engine (a callback, a human, another system).
-    Deferred,
-}
-
-impl SubStatus {
-    /// The stable text form stored in the `sub_status` column.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            SubStatus::Active => "active",
-            SubStatus::Deferred => "deferred",
-        }
+text_enum! {
+    /// What a `Running` task is doing, set by the engine (`TaskStore::set_sub_status`) and
+    /// cleared by every write that moves the task out of `Running`.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum SubStatus / UnknownStatus {
+        /// Working.
+        Active = "active",
+        /// Waiting on something outside the engine (a callback, a human, another system).
+        Deferred = "deferred",
     }
 }
 
@@ -78,40 +90,6 @@ impl SubStatus {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown status {0:?}")]
 pub struct UnknownStatus(pub String);
-
-impl FromStr for TaskStatus {
-    type Err = UnknownStatus;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        TaskStatus::ALL
-            .into_iter()
-            .find(|status| status.as_str() == s)
-            .ok_or_else(|| UnknownStatus(s.to_owned()))
-    }
-}
-
-impl FromStr for SubStatus {
-    type Err = UnknownStatus;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [SubStatus::Active, SubStatus::Deferred]
-            .into_iter()
-            .find(|sub| sub.as_str() == s)
-            .ok_or_else(|| UnknownStatus(s.to_owned()))
-    }
-}
-
-impl fmt::Display for TaskStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl fmt::Display for SubStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// A set of statuses: those a write may start from.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]

@@ -1,11 +1,6 @@
 //! Values of other crates (`uuid`, `chrono`, `serde_json`) as parameters of the schema's own
-//! SQL types ([`crate::types`]).
-//!
-//! Diesel turns a value into a parameter through `AsExpression`, which only Diesel itself can
-//! implement for a type of another crate (its blanket impl over expressions forbids it
-//! elsewhere). So a value goes in wrapped, `t::id.eq(id(task))`, as a [`Bind`], which is an
-//! expression of the schema's type; an `Option` goes in as it is (Diesel's impls for `Option`
-//! are generic), and the insertable rows convert their fields with `serialize_as`.
+//! SQL types ([`crate::types`]). Only Diesel may implement `AsExpression` for another crate's
+//! type, so a value goes in wrapped as a [`Bind`]: `t::id.eq(id(task))`.
 
 use std::marker::PhantomData;
 

@@ -80,14 +80,9 @@ impl<E> StatusIn<E> {
     }
 }
 
-/// `<query> LIMIT <n>`, `n` one parameter: ` LIMIT $n` on PostgreSQL, ` LIMIT +?` on SQLite.
-///
-/// SQLite plans a `LIMIT ?` for the value bound when it prepares the statement and marks the
-/// statement to be prepared again whenever that parameter is bound anew (the bundled SQLite
-/// 3.53: `sqlite3ExprIsInteger` reads a bound LIMIT), which Diesel does at every execution: the
-/// cached statement is compiled again each time it runs. `+?` is an expression, evaluated when
-/// the statement runs, so the statement stays prepared; the plans of the statements that use it
-/// read an index in the order they return and stop at the limit either way.
+/// `<query> LIMIT <n>`, `n` one parameter: ` LIMIT $n` on PostgreSQL, ` LIMIT +?` on SQLite,
+/// where a bound `LIMIT ?` makes SQLite prepare the statement again at every execution and the
+/// expression `+?` does not.
 #[derive(Debug, Clone, Copy)]
 pub struct Limited<Q> {
     pub(crate) query: Q,

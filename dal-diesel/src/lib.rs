@@ -1,13 +1,9 @@
 //! The Diesel layer the backends of the task-execution DAL share. **For backend authors**:
 //! users depend on `dal-postgres` or `dal-sqlite`.
 //!
-//! - [`types`]: the schema's own SQL types (`Id`, `Instant`, `Json`), each encoded by each
-//!   database in its own way (`pg.rs`, `sqlite.rs`, features `postgres` and `sqlite`).
-//! - [`schema`], [`row`]: the one schema and the rows read from it.
-//! - [`write`]: a plan as the values and the SQL text of a guarded write, for both databases.
-//! - [`reads`], [`dialect`]: the reads, written once, and the expressions whose SQL differs.
-//! - [`prepared`], [`errors`], [`open`]: statements kept prepared, error mapping, pools,
-//!   options and migrations.
+//! One schema ([`schema`]) over the schema's own SQL types ([`types`], encoded by each database
+//! in `pg.rs` and `sqlite.rs`), the reads written once ([`mod@reads`]), a plan as the SQL of a
+//! guarded write ([`mod@write`]), and what opening a store is made of ([`open`]).
 
 pub mod bind;
 pub mod dialect;

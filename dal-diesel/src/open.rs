@@ -243,12 +243,9 @@ pub enum Migrations {
     /// processes starting at once do not race. Needs a role that may run DDL.
     #[default]
     Apply,
-    /// Apply none; check that every migration of this build is applied (two `SELECT`s: whether
-    /// Diesel's `__diesel_schema_migrations` table exists, and its versions), and fail with
-    /// [`DalError::SchemaNotMigrated`] otherwise. Works with a role that has only DML rights,
-    /// once the migrations ran as a separate step (`PgOptions::migrate`, `SqliteOptions::migrate`). Migrations newer than
-    /// this build's are accepted: a schema migrated ahead of a rolling deployment still serves
-    /// the processes not yet replaced.
+    /// Apply none; check with two `SELECT`s that every migration of this build is applied, and
+    /// fail with [`DalError::SchemaNotMigrated`] otherwise: for a role with DML rights only,
+    /// once the migrations ran as a separate step (`migrate`). Newer migrations are accepted.
     Verify,
     /// Neither apply nor check: the schema is someone else's concern.
     Skip,

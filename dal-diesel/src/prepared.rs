@@ -4,10 +4,9 @@ use diesel::backend::Backend;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::{QueryResult, RunQueryDsl};
 
-/// `Q`, kept prepared on each connection (Diesel's statement cache), keyed by its type when it
-/// has a static one, else by its SQL text. Diesel never caches a `sql_query` (its text could
-/// be built from values); the store's statements have one text whatever they bind, so
-/// preparing them once per connection saves a parse and a plan on every call.
+/// `Q`, kept prepared on each connection (Diesel's statement cache, keyed by its static type or
+/// else its SQL text), which Diesel never does for a `sql_query`: the store's have one text
+/// whatever they bind.
 #[derive(Debug, Clone, Copy)]
 pub struct Prepared<Q>(pub Q);
 

@@ -4,7 +4,7 @@
 //! generic over the backend would restate for every clause; an expansion is checked against
 //! its one backend.
 
-/// What the read statements use, for the expansions of [`reads!`](crate::reads).
+/// What the read statements use, for the expansions of [`reads!`](crate::reads!).
 #[doc(hidden)]
 pub mod prelude {
     pub use crate::bind::id as bind_id;
@@ -24,14 +24,13 @@ pub mod prelude {
 
 /// The read primitives of [`dal_core::Backend`], each one `SELECT`, as methods of the
 /// backend's `impl Backend`; `$read` names the backend's method that runs a closure on a pooled
-/// connection and maps its error.
+/// connection and maps its error. The signatures name `Uuid`, `DateTime`, `Utc` and `Result`,
+/// `TaskExecution`, `ExecutionEvent`, `TaskStatus`, `RetryStats` of `dal_core` as the
+/// expansion's module has them in scope.
 #[macro_export]
 macro_rules! reads {
     ($read:ident) => {
-        fn get(
-            &self,
-            id: $crate::__p::Uuid,
-        ) -> $crate::__p::Result<Option<$crate::__p::TaskExecution>> {
+        fn get(&self, id: Uuid) -> Result<Option<TaskExecution>> {
             use $crate::__p::*;
             // By primary key: at most one row, so no LIMIT (`get_result` adds none).
             self.$read(|conn| {
@@ -41,10 +40,7 @@ macro_rules! reads {
             .transpose()
         }
 
-        fn list_for_workflow(
-            &self,
-            workflow_execution_id: $crate::__p::Uuid,
-        ) -> $crate::__p::Result<Vec<$crate::__p::TaskExecution>> {
+        fn list_for_workflow(&self, workflow_execution_id: Uuid) -> Result<Vec<TaskExecution>> {
             use $crate::__p::*;
             tasks(self.$read(|conn| {
                 t::table
@@ -55,10 +51,7 @@ macro_rules! reads {
             })?)
         }
 
-        fn find_stale(
-            &self,
-            older_than: $crate::__p::DateTime<$crate::__p::Utc>,
-        ) -> $crate::__p::Result<Vec<$crate::__p::TaskExecution>> {
+        fn find_stale(&self, older_than: DateTime<Utc>) -> Result<Vec<TaskExecution>> {
             use $crate::__p::*;
             tasks(self.$read(|conn| {
                 t::table
@@ -73,10 +66,10 @@ macro_rules! reads {
 
         fn list_ready(
             &self,
-            due_at: $crate::__p::DateTime<$crate::__p::Utc>,
+            due_at: DateTime<Utc>,
             limit: u32,
             retries_only: bool,
-        ) -> $crate::__p::Result<Vec<$crate::__p::TaskExecution>> {
+        ) -> Result<Vec<TaskExecution>> {
             use $crate::__p::*;
             let due = t::table
                 .filter(t::status.eq($crate::reads::ready()))
@@ -93,10 +86,7 @@ macro_rules! reads {
             })?)
         }
 
-        fn events_for_task(
-            &self,
-            task_execution_id: $crate::__p::Uuid,
-        ) -> $crate::__p::Result<Vec<$crate::__p::ExecutionEvent>> {
+        fn events_for_task(&self, task_execution_id: Uuid) -> Result<Vec<ExecutionEvent>> {
             use $crate::__p::*;
             events(self.$read(|conn| {
                 e::table
@@ -109,10 +99,10 @@ macro_rules! reads {
 
         fn events_for_workflow(
             &self,
-            workflow_execution_id: $crate::__p::Uuid,
+            workflow_execution_id: Uuid,
             after: i64,
             limit: u32,
-        ) -> $crate::__p::Result<Vec<$crate::__p::ExecutionEvent>> {
+        ) -> Result<Vec<ExecutionEvent>> {
             use $crate::__p::*;
             events(self.$read(|conn| {
                 limited(
@@ -127,10 +117,7 @@ macro_rules! reads {
             })?)
         }
 
-        fn deferred_tasks(
-            &self,
-            workflow_execution_ids: &[$crate::__p::Uuid],
-        ) -> $crate::__p::Result<Vec<$crate::__p::TaskExecution>> {
+        fn deferred_tasks(&self, workflow_execution_ids: &[Uuid]) -> Result<Vec<TaskExecution>> {
             use $crate::__p::*;
             tasks(self.$read(|conn| {
                 t::table
@@ -145,9 +132,9 @@ macro_rules! reads {
 
         fn tasks_with_status(
             &self,
-            workflow_execution_ids: &[$crate::__p::Uuid],
-            status: $crate::__p::TaskStatus,
-        ) -> $crate::__p::Result<Vec<$crate::__p::TaskExecution>> {
+            workflow_execution_ids: &[Uuid],
+            status: TaskStatus,
+        ) -> Result<Vec<TaskExecution>> {
             use $crate::__p::*;
             tasks(self.$read(|conn| {
                 t::table
@@ -161,9 +148,9 @@ macro_rules! reads {
 
         fn task_statuses(
             &self,
-            workflow_execution_ids: &[$crate::__p::Uuid],
+            workflow_execution_ids: &[Uuid],
             task_names: Option<&[&str]>,
-        ) -> $crate::__p::Result<Vec<($crate::__p::Uuid, String, $crate::__p::TaskStatus)>> {
+        ) -> Result<Vec<(Uuid, String, TaskStatus)>> {
             use $crate::__p::*;
             let every_name = task_names.is_none();
             let names = task_names.unwrap_or_default();
@@ -180,10 +167,7 @@ macro_rules! reads {
                 .collect()
         }
 
-        fn complete_workflows(
-            &self,
-            workflow_execution_ids: &[$crate::__p::Uuid],
-        ) -> $crate::__p::Result<Vec<$crate::__p::Uuid>> {
+        fn complete_workflows(&self, workflow_execution_ids: &[Uuid]) -> Result<Vec<Uuid>> {
             use $crate::__p::*;
             let complete: Vec<IdValue> = self.$read(|conn| {
                 t::table
@@ -203,10 +187,7 @@ macro_rules! reads {
             Ok(complete.into_iter().map(Uuid::from).collect())
         }
 
-        fn has_abandoned(
-            &self,
-            workflow_execution_id: $crate::__p::Uuid,
-        ) -> $crate::__p::Result<bool> {
+        fn has_abandoned(&self, workflow_execution_id: Uuid) -> Result<bool> {
             use $crate::__p::*;
             self.$read(|conn| {
                 $crate::__diesel::select(exists(
@@ -218,10 +199,7 @@ macro_rules! reads {
             })
         }
 
-        fn retry_stats(
-            &self,
-            workflow_execution_id: $crate::__p::Uuid,
-        ) -> $crate::__p::Result<$crate::__p::RetryStats> {
+        fn retry_stats(&self, workflow_execution_id: Uuid) -> Result<RetryStats> {
             use $crate::__p::*;
             let (retried, retries, highest, exhausted): (
                 Option<i64>,
@@ -255,10 +233,7 @@ macro_rules! reads {
             })
         }
 
-        fn exhausted_tasks(
-            &self,
-            workflow_execution_id: $crate::__p::Uuid,
-        ) -> $crate::__p::Result<Vec<$crate::__p::TaskExecution>> {
+        fn exhausted_tasks(&self, workflow_execution_id: Uuid) -> Result<Vec<TaskExecution>> {
             use $crate::__p::*;
             tasks(self.$read(|conn| {
                 t::table
@@ -272,7 +247,7 @@ macro_rules! reads {
             })?)
         }
 
-        fn count_by_status(&self) -> $crate::__p::Result<Vec<($crate::__p::TaskStatus, i64)>> {
+        fn count_by_status(&self) -> Result<Vec<(TaskStatus, i64)>> {
             use $crate::__p::*;
             let counts: Vec<(String, i64)> = self.$read(|conn| {
                 t::table.group_by(t::status).select((t::status, count_star())).load(conn)

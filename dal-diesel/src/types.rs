@@ -6,36 +6,29 @@
 //! | [`Instant`] | `chrono::DateTime<Utc>` | `timestamptz` | `INTEGER` microseconds since the Unix epoch |
 //! | [`Json`] | `serde_json::Value` | `jsonb` | `TEXT` |
 //!
-//! With these, one `table!` schema ([`crate::schema`]) and one row type ([`crate::row`]) serve
-//! both databases, and a statement built with Diesel's query builder has the same Rust type on
-//! both. Each backend's encoding is a `ToSql`/`FromSql` pair in `pg.rs` or `sqlite.rs` (features
-//! `postgres`, `sqlite`). PostgreSQL's types are named by their fixed OIDs, so no connection
-//! ever looks a type up.
+//! With these, one schema and one row type serve both databases. Each backend's encoding is a
+//! `ToSql`/`FromSql` pair in `pg.rs` or `sqlite.rs`; PostgreSQL's types are named by their fixed
+//! OIDs, so no connection ever looks a type up.
 
 use diesel::backend::Backend;
 use diesel::deserialize::{self, FromSql};
-use diesel::sql_types::Nullable;
+use diesel::query_builder::QueryId;
+use diesel::sql_types::{Nullable, SqlType};
 
 /// A UUID.
-#[derive(
-    Debug, Clone, Copy, Default, diesel::sql_types::SqlType, diesel::query_builder::QueryId,
-)]
+#[derive(Debug, Clone, Copy, Default, SqlType, QueryId)]
 #[diesel(postgres_type(oid = 2950, array_oid = 2951))]
 #[diesel(sqlite_type(name = "Binary"))]
 pub struct Id;
 
 /// A point in time, to the microsecond.
-#[derive(
-    Debug, Clone, Copy, Default, diesel::sql_types::SqlType, diesel::query_builder::QueryId,
-)]
+#[derive(Debug, Clone, Copy, Default, SqlType, QueryId)]
 #[diesel(postgres_type(oid = 1184, array_oid = 1185))]
 #[diesel(sqlite_type(name = "Long"))]
 pub struct Instant;
 
 /// A JSON document.
-#[derive(
-    Debug, Clone, Copy, Default, diesel::sql_types::SqlType, diesel::query_builder::QueryId,
-)]
+#[derive(Debug, Clone, Copy, Default, SqlType, QueryId)]
 #[diesel(postgres_type(oid = 3802, array_oid = 3807))]
 #[diesel(sqlite_type(name = "Text"))]
 pub struct Json;

@@ -5,8 +5,8 @@
 //! write the same text and any plan runs as one fixed statement.
 
 use chrono::{DateTime, Utc};
-use dal_core::Lease;
 use dal_core::plan::{Assign, Plan};
+use dal_core::{Lease, TaskExecution};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -70,6 +70,26 @@ pub const PLAN: [&str; 35] = [
     "event_data",
     "event_runner",
 ];
+
+/// The values an insert writes of a new task's row: `id`, `workflow_execution_id`,
+/// `task_name`, `status`, `attempt`, `max_attempts`, `trigger_rules`, `task_configuration`,
+/// `retry_at`, `created_at`, `updated_at`, `due_at`, in that order.
+pub fn inserted(r: &TaskExecution) -> Vec<Param> {
+    vec![
+        Param::Id(Some(r.id)),
+        Param::Id(Some(r.workflow_execution_id)),
+        Param::Text(Some(r.task_name.clone())),
+        Param::Text(Some(r.status.as_str().to_owned())),
+        Param::Int(Some(r.attempt)),
+        Param::Int(Some(r.max_attempts)),
+        Param::Json(Some(r.trigger_rules.clone())),
+        Param::Json(Some(r.task_configuration.clone())),
+        Param::Time(r.retry_at),
+        Param::Time(Some(r.created_at)),
+        Param::Time(Some(r.updated_at)),
+        Param::Time(dal_core::plan::due_at(r.status, r.retry_at, r.created_at)),
+    ]
+}
 
 /// The values of task `id` and `lease`, in the order of [`TASK`].
 pub fn task(id: Uuid, lease: Option<Lease>) -> [Param; 3] {

@@ -8,11 +8,14 @@ use chrono::{DateTime, Utc};
 use dal_core::clock::Ids;
 use dal_core::event::EventSpec;
 use dal_core::plan::{CLAIMED, Claim, Plan, Stale};
-use dal_core::{Backend, DalError, PruneCursor, Pruned, Result, TaskExecution};
+use dal_core::{
+    Backend, DalError, ExecutionEvent, PruneCursor, Pruned, Result, RetryStats, TaskExecution,
+    TaskStatus,
+};
 use dal_diesel::errors::{from_diesel, from_pool};
 use dal_diesel::prepared::Prepared;
 use dal_diesel::row::{RETURNING, Returning, Row, tasks};
-use dal_diesel::write::{PLAN, Param, TASK, distinct, guard, params, set_list, task};
+use dal_diesel::write::{PLAN, Param, TASK, distinct, guard, inserted, params, set_list, task};
 use diesel::connection::SimpleConnection;
 use diesel::pg::Pg;
 use diesel::prelude::*;
@@ -67,11 +70,9 @@ impl PgBackend {
     }
 }
 
-/// Marks a lost connection as broken for the pool, and says whether it is lost. Diesel marks a
-/// connection broken only when a statement *executes* on it; one that failed while being
-/// *prepared* leaves it looking healthy. An empty batch on a lost connection fails to be sent,
-/// and that failure makes Diesel read libpq's state; on a live one it is one round trip (on an
-/// error path only).
+/// Marks a lost connection as broken for the pool (Diesel does only when a statement
+/// *executes*, not when one fails being *prepared*), and says whether it is lost: an empty batch
+/// fails to be sent on it (on a live one, it is one round trip on an error path).
 fn retire(conn: &mut PgConnection) -> bool {
     matches!(
         conn.batch_execute(""),
@@ -101,22 +102,26 @@ fn placeholders(from: usize, n: usize) -> String {
     (from..from + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }
 
-/// One guarded write: `$1` and `$2` the events' ids, then the task's id and lease and the plan's
-/// values.
+/// A guarded write of the plan of row source `p` (its values from `$from` on, after the row
+/// sources `ctes`) to the rows `rows` (`FROM ... WHERE`) selects, with the events it leaves.
+fn plan_write(ctes: &str, from: usize, rows: &str, lease: Option<&str>) -> String {
+    format!(
+        "WITH {ctes}p ({}) AS (VALUES ({})), changed AS (UPDATE task_executions AS t SET {} \
+         FROM {rows} AND {} RETURNING t.*, p.event_type, p.event_data, p.event_runner), \
+         {LOGGED}{RETURNING} FROM changed",
+        PLAN.join(", "),
+        placeholders(from, PLAN.len()),
+        set_list("p"),
+        guard(lease, "p"),
+    )
+}
+
+/// One guarded write: after the events' ids, the task's id and lease and the plan's values.
 fn apply_sql() -> &'static str {
     static SQL: OnceLock<String> = OnceLock::new();
     SQL.get_or_init(|| {
-        format!(
-            "WITH l ({}) AS (VALUES ({})), p ({}) AS (VALUES ({})), changed AS (UPDATE \
-             task_executions AS t SET {} FROM l, p WHERE t.id = l.id AND {} RETURNING t.*, \
-             p.event_type, p.event_data, p.event_runner), {LOGGED}{RETURNING} FROM changed",
-            TASK.join(", "),
-            placeholders(3, TASK.len()),
-            PLAN.join(", "),
-            placeholders(3 + TASK.len(), PLAN.len()),
-            set_list("p"),
-            guard(Some("l"), "p"),
-        )
+        let l = format!("l ({}) AS (VALUES ({})), ", TASK.join(", "), placeholders(3, TASK.len()));
+        plan_write(&l, 3 + TASK.len(), "l, p WHERE t.id = l.id", Some("l"))
     })
 }
 
@@ -194,19 +199,10 @@ fn sweep_sql() -> &'static str {
     static SQL: OnceLock<String> = OnceLock::new();
     SQL.get_or_init(|| {
         let n = 3 + PLAN.len();
-        format!(
-            "WITH p ({}) AS (VALUES ({})), changed AS (UPDATE task_executions AS t SET {} \
-             FROM p WHERE t.id = ANY(ARRAY(SELECT dal_stale_claims(${n}, ${}, ${}, ${}))) \
-             AND {} RETURNING t.*, p.event_type, p.event_data, p.event_runner), \
-             {LOGGED}{RETURNING} FROM changed",
-            PLAN.join(", "),
-            placeholders(3, PLAN.len()),
-            set_list("p"),
-            n + 1,
-            n + 2,
-            n + 3,
-            guard(None, "p"),
-        )
+        let (a, b, c) = (n + 1, n + 2, n + 3);
+        let stale =
+            format!("p WHERE t.id = ANY(ARRAY(SELECT dal_stale_claims(${n}, ${a}, ${b}, ${c})))");
+        plan_write("", 3, &stale, None)
     })
 }
 
@@ -306,30 +302,18 @@ impl Backend for PgBackend {
         let Some(first) = rows.first() else {
             return Ok(Vec::new());
         };
-        fn column<T>(rows: &[TaskExecution], f: impl Fn(&TaskExecution) -> T) -> Vec<T> {
-            rows.iter().map(f).collect()
+        let events = (&self.event_ids, event.map_or(0, |_| rows.len()));
+        let mut query = statement(INSERT, events, first.created_at);
+        let mut values: Vec<_> = rows.iter().map(|row| inserted(row).into_iter()).collect();
+        for template in inserted(first) {
+            query = bind_column(query, &template, &mut values);
         }
-        let query =
-            statement(INSERT, (&self.event_ids, event.map_or(0, |_| rows.len())), first.created_at)
-                .bind::<Array<SqlUuid>, _>(column(rows, |r| r.id))
-                .bind::<Array<SqlUuid>, _>(column(rows, |r| r.workflow_execution_id))
-                .bind::<Array<Text>, _>(column(rows, |r| r.task_name.clone()))
-                .bind::<Array<Text>, _>(column(rows, |r| r.status.as_str()))
-                .bind::<Array<Integer>, _>(column(rows, |r| r.attempt))
-                .bind::<Array<Integer>, _>(column(rows, |r| r.max_attempts))
-                .bind::<Array<Jsonb>, _>(column(rows, |r| r.trigger_rules.clone()))
-                .bind::<Array<Jsonb>, _>(column(rows, |r| r.task_configuration.clone()))
-                .bind::<Array<Nullable<Timestamptz>>, _>(column(rows, |r| r.retry_at))
-                .bind::<Array<Timestamptz>, _>(column(rows, |r| r.created_at))
-                .bind::<Array<Timestamptz>, _>(column(rows, |r| r.updated_at))
-                .bind::<Array<Nullable<Timestamptz>>, _>(column(rows, |r| {
-                    dal_core::plan::due_at(r.status, r.retry_at, r.created_at)
-                }))
-                .bind::<Nullable<Text>, _>(event.map(|e| e.event_type.as_str()))
-                .bind::<Nullable<Jsonb>, _>(event.map(EventSpec::data_value))
-                .sql(LOGGED)
-                .sql(RETURNING)
-                .sql(" FROM changed");
+        let query = query
+            .bind::<Nullable<Text>, _>(event.map(|e| e.event_type.as_str()))
+            .bind::<Nullable<Jsonb>, _>(event.map(EventSpec::data_value))
+            .sql(LOGGED)
+            .sql(RETURNING)
+            .sql(" FROM changed");
         self.write(query)
     }
 

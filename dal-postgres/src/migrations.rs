@@ -13,46 +13,23 @@ pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 /// The key of the advisory lock that serializes migrations between processes.
 const MIGRATION_LOCK: i64 = 0x7461_736b_5f64_616c; // "task_dal"
 
-/// One migration's SQL, as [`MIGRATIONS`] embeds it.
-#[derive(Debug, Clone, Copy)]
-pub struct MigrationSql {
-    /// Its directory's name: the version, then what it does.
-    pub name: &'static str,
-    /// What applying it runs.
-    pub up: &'static str,
+/// `(name, up.sql)` of each migration directory named.
+macro_rules! migration_sql {
+    ($($name:literal),* $(,)?) => {
+        &[$(($name, include_str!(concat!("../migrations/", $name, "/up.sql")))),*]
+    };
 }
 
-/// Every migration's SQL, oldest first: the same files [`MIGRATIONS`] embeds (a test checks
-/// that the two lists name the same migrations).
-pub const MIGRATION_SQL: &[MigrationSql] = &[
-    MigrationSql {
-        name: "2026-11-26-000000_create_task_executions",
-        up: include_str!("../migrations/2026-11-26-000000_create_task_executions/up.sql"),
-    },
-    MigrationSql {
-        name: "2026-11-26-000001_claims",
-        up: include_str!("../migrations/2026-11-26-000001_claims/up.sql"),
-    },
-    MigrationSql {
-        name: "2026-11-26-000002_execution_events",
-        up: include_str!("../migrations/2026-11-26-000002_execution_events/up.sql"),
-    },
-    MigrationSql {
-        name: "2026-11-26-000003_status_index",
-        up: include_str!("../migrations/2026-11-26-000003_status_index/up.sql"),
-    },
-    MigrationSql {
-        name: "2026-11-26-000004_inline_event_data",
-        up: include_str!("../migrations/2026-11-26-000004_inline_event_data/up.sql"),
-    },
-    MigrationSql {
-        name: "2026-11-26-000005_queue_at_scale",
-        up: include_str!("../migrations/2026-11-26-000005_queue_at_scale/up.sql"),
-    },
-    MigrationSql {
-        name: "2026-12-02-000006_sub_status",
-        up: include_str!("../migrations/2026-12-02-000006_sub_status/up.sql"),
-    },
+/// Every migration's `(name, up.sql)`, oldest first: the same files [`MIGRATIONS`] embeds (a
+/// test checks that the two lists name the same migrations).
+const MIGRATION_SQL: &[(&str, &str)] = migration_sql![
+    "2026-11-26-000000_create_task_executions",
+    "2026-11-26-000001_claims",
+    "2026-11-26-000002_execution_events",
+    "2026-11-26-000003_status_index",
+    "2026-11-26-000004_inline_event_data",
+    "2026-11-26-000005_queue_at_scale",
+    "2026-12-02-000006_sub_status",
 ];
 
 /// Applies the pending migrations on `conn` in one transaction holding a transaction-scoped
@@ -93,9 +70,8 @@ pub fn migrations_sql() -> String {
              run_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP\n);\n",
         env!("CARGO_PKG_VERSION")
     );
-    for migration in MIGRATION_SQL {
-        let version: String = migration
-            .name
+    for (name, up) in MIGRATION_SQL {
+        let version: String = name
             .split('_')
             .next()
             .unwrap_or_default()
@@ -104,8 +80,8 @@ pub fn migrations_sql() -> String {
             .collect();
         out.push_str(&format!(
             "\n-- {}\n{}\nINSERT INTO {MIGRATIONS_TABLE} (version) VALUES ('{version}');\n",
-            migration.name,
-            migration.up.trim_end()
+            name,
+            up.trim_end()
         ));
     }
     out.push_str("\nCOMMIT;\n");
@@ -126,12 +102,12 @@ mod tests {
         let embedded = versions::<diesel::pg::Pg>(&MIGRATIONS).expect("the embedded migrations");
         let listed: Vec<String> = MIGRATION_SQL
             .iter()
-            .map(|m| m.name.split('_').next().unwrap_or_default().replace('-', ""))
+            .map(|(name, _)| name.split('_').next().unwrap_or_default().replace('-', ""))
             .collect();
         assert_eq!(listed, embedded);
         let sql = migrations_sql();
-        for (migration, version) in MIGRATION_SQL.iter().zip(&embedded) {
-            assert!(sql.contains(migration.up.trim_end()), "{}", migration.name);
+        for ((name, up), version) in MIGRATION_SQL.iter().zip(&embedded) {
+            assert!(sql.contains(up.trim_end()), "{name}");
             assert!(sql.contains(&format!("VALUES ('{version}');")), "{version}");
         }
         assert!(sql.starts_with("-- The migrations of dal-postgres"));

@@ -40,13 +40,10 @@ pub const INDEX_PLAN_SETTINGS: [(&str, &str); 2] =
     [("enable_seqscan", "off"), ("enable_bitmapscan", "off")];
 
 impl PgOptions {
-    /// PgOptions for the database at `url`, e.g. `postgres://user@host:5432/db?sslmode=require`.
-    /// Everything libpq accepts in a URL works (TLS, `options=-c statement_timeout=5s`,
-    /// `search_path`, ...). Server settings asked for in `options` (or `PGOPTIONS`) are
-    /// checked when the store connects: one that did not take effect (a connection pooler
-    /// drops `options`) fails [`PgOptions::connect`] with [`DalError::Settings`] before anything
-    /// is written. Behind a pooler, make them on the server (`ALTER ROLE ... SET`, `ALTER
-    /// DATABASE ... SET`; README, "Running in production").
+    /// Options for the database at `url`, e.g. `postgres://user@host:5432/db?sslmode=require`:
+    /// anything libpq accepts (TLS, `options=-c statement_timeout=5s`, ...). A setting asked
+    /// for in `options` (or `PGOPTIONS`) that did not take effect (a pooler drops `options`)
+    /// fails [`PgOptions::connect`] with [`DalError::Settings`] before anything is written.
     pub fn new(url: impl Into<String>) -> Self {
         PgOptions {
             url: url.into(),
@@ -67,12 +64,10 @@ impl PgOptions {
     }
 
     /// Whether the store's sessions plan every statement as the index scan it was written for
-    /// (default: on): each session runs [`INDEX_PLANS`] when it opens. Every statement reads a
-    /// partial index in its order or probes a key; with statistics that say a table is small
-    /// (a new table, or autovacuum off), PostgreSQL would choose a sequential scan instead,
-    /// and keep that generic plan for good. Behind a transaction pooler ([`Self::transaction_pooling`])
-    /// the store cannot set them: they must be set on the server (`ALTER ROLE ... SET`), and
-    /// are checked at connect ([`DalError::Settings`] otherwise).
+    /// (default: on): each session runs [`INDEX_PLANS`] when it opens, lest a table that looks
+    /// small gets a sequential scan as its generic plan for good. Behind a transaction pooler
+    /// they must be set on the server (`ALTER ROLE ... SET`), checked at connect
+    /// ([`DalError::Settings`] otherwise).
     pub fn index_plans(mut self, on: bool) -> Self {
         self.index_plans = on;
         self
@@ -88,13 +83,12 @@ impl PgOptions {
         self
     }
 
-    /// Opens the store: one first connection outside the pool (a refused connection fails at
-    /// once rather than at the pool's timeout), the session checked before anything is written
-    /// (each setting the URL's `options` or `PGOPTIONS` asks for took effect, the `search_path`
-    /// schema exists, [`INDEX_PLANS`] set on the server when transaction pooling and index
-    /// plans are both on), migrations applied under a transaction-scoped advisory lock (or
-    /// verified, or neither: [`PgOptions::migrations`]), then the pool. The connect timeout goes
-    /// to libpq as `connect_timeout` unless the URL or `PGCONNECT_TIMEOUT` sets one.
+    /// Opens the store: a first connection outside the pool (a refused one fails at once), its
+    /// session checked before anything is written (the settings asked for took effect, a
+    /// `search_path` schema exists, [`INDEX_PLANS`] set on the server behind a transaction
+    /// pooler), migrations applied under a transaction-scoped advisory lock (or as
+    /// [`PgOptions::migrations`] says), then the pool. The connect timeout goes to libpq as
+    /// `connect_timeout` unless the URL or `PGCONNECT_TIMEOUT` sets one.
     ///
     /// Errors: [`DalError::Validation`] (pool size 0), [`DalError::Connection`],
     /// [`DalError::Settings`], [`DalError::Migration`], [`DalError::SchemaNotMigrated`].
@@ -118,9 +112,7 @@ impl PgOptions {
             pool(&url, common.pool_size, common.connect_timeout, setup, |b| b.min_idle(min_idle))?;
         Ok(Store::new(PgBackend::new(pool), common.clock.clone()).with_history(common.history))
     }
-}
 
-impl PgOptions {
     /// Applies the pending migrations and returns their versions, oldest first (none when the
     /// schema is up to date), without opening a store: the migration step of a deployment
     /// that runs the application with [`Migrations::Verify`]. The same session check and the

@@ -6,12 +6,10 @@ use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Integer, Nullable, Timestamptz, Uuid as SqlUuid};
 use uuid::Uuid;
 
-/// One batch: scan the next finished tasks; of their workflow executions, keep those that look
-/// finished entirely (a plain read: one that is not, the common case for a workflow still
-/// running, costs no lock); lock every task of those in id order, check again on the locked
-/// rows, as they are now, and delete the tasks and events of the ones still finished.
-///
-/// `$1` the cut-off, `$2`/`$3` the cursor (`completed_at`, id) to scan after, `$4` the batch.
+/// One batch: scan the next finished tasks; keep their workflow executions that look finished
+/// (a plain read, no lock); lock all their tasks in id order, check again on the locked rows,
+/// and delete the tasks and events of those still finished. `$1` the cut-off, `$2`/`$3` the
+/// cursor (`completed_at`, id) to scan after, `$4` the batch.
 const PRUNE: &str = "\
 WITH scanned AS MATERIALIZED (
     SELECT id, workflow_execution_id, completed_at FROM task_executions

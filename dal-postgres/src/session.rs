@@ -1,12 +1,8 @@
 //! What the store checks of its session when it opens, before it writes anything: that the
 //! server settings asked for in the connection URL (libpq's `options`, or `PGOPTIONS`) took
-//! effect, that a schema is selected, and (behind a transaction pooler) that the planner
-//! settings the store relies on were made on the server.
-//!
-//! A connection pooler such as PgBouncer drops a client's startup `options` (operators list
-//! `options` in `ignore_startup_parameters` so that clients can connect at all): the session
-//! then runs with the server's defaults, and a store asked to work in schema `tenant_a` would
-//! create its tables in `public`. These checks turn that into [`DalError::Settings`].
+//! effect (a pooler such as PgBouncer drops them), that a schema is selected, and (behind a
+//! transaction pooler) that the planner settings the store relies on were made on the server.
+//! A failed check is [`DalError::Settings`].
 
 use dal_core::{DalError, Result};
 use diesel::sql_types::{Nullable, Text};

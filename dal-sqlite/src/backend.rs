@@ -1,8 +1,6 @@
-//! [`dal_core::Backend`] for SQLite. SQLite has no data-modifying `WITH`: a write and the
-//! insert of its events (built from the rows it returned) are one `BEGIN IMMEDIATE`
-//! transaction, and a write without events is one statement. Every statement has one of a few
-//! texts, so all stay prepared: a list of leases travels as one JSON parameter, and an insert
-//! of many rows has one of a few shapes ([`Insert`]).
+//! [`dal_core::Backend`] for SQLite: a write and the insert of its events (built from the rows
+//! it returned) are one `BEGIN IMMEDIATE` transaction, a write without events one statement.
+//! Every statement has one of a few texts, so all stay prepared.
 
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 
@@ -10,12 +8,15 @@ use chrono::{DateTime, Utc};
 use dal_core::clock::Ids;
 use dal_core::event::EventSpec;
 use dal_core::plan::{Claim, Plan, Stale};
-use dal_core::{Backend, DalError, PruneCursor, Pruned, Result, TaskExecution};
+use dal_core::{
+    Backend, DalError, ExecutionEvent, PruneCursor, Pruned, Result, RetryStats, TaskExecution,
+    TaskStatus,
+};
 use dal_diesel::errors::from_pool;
 use dal_diesel::prepared::Prepared;
 use dal_diesel::row::{RETURNING, Returning, Row, tasks};
 use dal_diesel::types::{Id, Instant, Json};
-use dal_diesel::write::{PLAN, Param, TASK, distinct, guard, params, set_list, task};
+use dal_diesel::write::{PLAN, Param, TASK, distinct, guard, inserted, params, set_list, task};
 use diesel::prelude::*;
 use diesel::query_builder::{AstPass, BoxedSqlQuery, Query, QueryFragment, QueryId, SqlQuery};
 use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
@@ -85,7 +86,7 @@ impl SqliteBackend {
         at: DateTime<Utc>,
         write: impl FnOnce(&mut SqliteConnection) -> std::result::Result<Logged<'e>, TxError>,
     ) -> Result<Rows> {
-        let _gate = self.write_gate.lock().unwrap_or_else(PoisonError::into_inner);
+        let _gate = self.gate();
         let mut conn = self.conn()?;
         let run = |conn: &mut SqliteConnection| -> std::result::Result<Rows, TxError> {
             let groups = write(conn)?;
@@ -137,80 +138,62 @@ fn w_row(from: usize, columns: &[&str]) -> String {
         .join(", ")
 }
 
-/// A plan (`$4...`) on the tasks whose id (and current claim) is in `$1`, a JSON array of
-/// `[id, runner, claim]`.
-fn update_sql() -> &'static str {
-    static SQL: OnceLock<String> = OnceLock::new();
-    SQL.get_or_init(|| {
-        format!(
-            "UPDATE task_executions AS t SET {} FROM (SELECT unhex(j.value ->> 0) AS id, \
-             unhex(j.value ->> 1) AS runner, j.value ->> 2 AS claim, p.* FROM json_each($1) AS j, \
-             (SELECT {}) AS p) AS w WHERE t.id = w.id AND {} RETURNING {RETURNING}",
-            set_list("w"),
-            w_row(2, &PLAN),
-            guard(Some("w"), "w"),
-        )
-    })
+/// The texts of the guarded writes, each the plan of row source `w` on the tasks it selects.
+struct Writes {
+    /// A plan (`$2...`) on the tasks whose id and current claim are in `$1`, a JSON array of
+    /// `[id, runner, claim]`.
+    update: String,
+    /// A plan on task `$1` (and its lease, `$2` and `$3`).
+    apply: String,
+    /// A plan (`$1...`) on up to `$37` `Ready` tasks due by `$36`, oldest first. `LIMIT +?`:
+    /// SQLite prepares a statement with `LIMIT ?` again whenever the limit is bound.
+    claim: String,
+    /// A plan (`$1...`) on the claims whose heartbeat is before `$36`, recovered `$37` to `$38`
+    /// times.
+    sweep: String,
 }
 
-/// A plan on task `$1` (and its lease, `$2` and `$3`).
-fn apply_sql() -> &'static str {
-    static SQL: OnceLock<String> = OnceLock::new();
+/// [`Writes`], built once.
+fn writes() -> &'static Writes {
+    static SQL: OnceLock<Writes> = OnceLock::new();
     SQL.get_or_init(|| {
-        format!(
-            "UPDATE task_executions AS t SET {} FROM (SELECT {}, {}) AS w WHERE t.id = w.id \
-             AND {} RETURNING {RETURNING}",
-            set_list("w"),
-            w_row(1, &TASK),
-            w_row(1 + TASK.len(), &PLAN),
-            guard(Some("w"), "w"),
-        )
-    })
-}
-
-/// A plan (`$1...`) on up to `$37` `Ready` tasks due by `$36`, oldest first. `LIMIT
-/// +?`: SQLite prepares a statement with `LIMIT ?` again whenever the limit is bound.
-fn claim_sql() -> &'static str {
-    static SQL: OnceLock<String> = OnceLock::new();
-    SQL.get_or_init(|| {
-        let n = PLAN.len();
-        format!(
-            "UPDATE task_executions AS t SET {} FROM (SELECT {}) AS w WHERE t.id IN (SELECT id \
-             FROM task_executions WHERE status = 'ready' AND due_at <= ${} \
-             ORDER BY due_at, id LIMIT +${}) AND {} RETURNING {RETURNING}",
-            set_list("w"),
-            w_row(1, &PLAN),
-            n + 1,
-            n + 2,
-            guard(None, "w"),
-        )
-    })
-}
-
-/// A plan (`$1...`) on the claims whose heartbeat is before `$36`, recovered `$37` to `$38`
-/// times.
-fn sweep_sql() -> &'static str {
-    static SQL: OnceLock<String> = OnceLock::new();
-    SQL.get_or_init(|| {
-        let n = PLAN.len();
-        format!(
-            "UPDATE task_executions AS t SET {} FROM (SELECT {}) AS w WHERE t.claimed_by IS NOT \
-             NULL AND t.heartbeat_at < ${} AND t.recovery_attempts BETWEEN ${} AND ${} AND {} \
-             RETURNING {RETURNING}",
-            set_list("w"),
-            w_row(1, &PLAN),
-            n + 1,
-            n + 2,
-            n + 3,
-            guard(None, "w"),
-        )
+        let (due, limit, least, most) =
+            (PLAN.len() + 1, PLAN.len() + 2, PLAN.len() + 2, PLAN.len() + 3);
+        let leases = format!(
+            "SELECT unhex(j.value ->> 0) AS id, unhex(j.value ->> 1) AS runner, j.value ->> 2 AS \
+             claim, p.* FROM json_each($1) AS j, (SELECT {}) AS p",
+            w_row(2, &PLAN)
+        );
+        let task = format!("SELECT {}, {}", w_row(1, &TASK), w_row(1 + TASK.len(), &PLAN));
+        let claimable = format!(
+            "t.id IN (SELECT id FROM task_executions WHERE status = 'ready' AND due_at <= ${due} \
+             ORDER BY due_at, id LIMIT +${limit})"
+        );
+        let stale = format!(
+            "t.claimed_by IS NOT NULL AND t.heartbeat_at < ${due} AND t.recovery_attempts \
+             BETWEEN ${least} AND ${most}"
+        );
+        let write = |w: &str, filter: &str, lease| {
+            format!(
+                "UPDATE task_executions AS t SET {} FROM ({w}) AS w WHERE {filter} AND {} \
+                 RETURNING {RETURNING}",
+                set_list("w"),
+                guard(lease, "w")
+            )
+        };
+        let plan = format!("SELECT {}", w_row(1, &PLAN));
+        Writes {
+            update: write(&leases, "t.id = w.id", Some("w")),
+            apply: write(&task, "t.id = w.id", Some("w")),
+            claim: write(&plan, &claimable, None),
+            sweep: write(&plan, &stale, None),
+        }
     })
 }
 
 /// `INSERT INTO <into> SELECT * FROM (VALUES (...), ...) WHERE column1 IS NOT NULL`, optionally
-/// `RETURNING` its rows: padded with rows of `NULL`s to the next power of two, so that an
-/// insert has one of a dozen texts and stays prepared, where a text per row count would be
-/// compiled at each use. The first column is never `NULL` in a real row.
+/// `RETURNING` its rows: padded with rows of `NULL`s (never the first column of a real row) to
+/// the next power of two, so that an insert has one of a dozen texts and stays prepared.
 struct Insert {
     into: &'static str,
     rows: Vec<Vec<Param>>,
@@ -334,7 +317,7 @@ fn update(
     targets: &[Value],
     plan: &Plan,
 ) -> std::result::Result<Rows, TxError> {
-    let query = diesel::sql_query(update_sql())
+    let query = diesel::sql_query(&writes().update)
         .into_boxed()
         .bind::<Text, _>(Value::from(targets.to_vec()).to_string());
     let query = params(plan).into_iter().fold(query, bind);
@@ -358,25 +341,7 @@ impl Backend for SqliteBackend {
         let Some(first) = rows.first() else {
             return Ok(Vec::new());
         };
-        let values: Vec<Vec<Param>> = rows
-            .iter()
-            .map(|r| {
-                vec![
-                    Param::Id(Some(r.id)),
-                    Param::Id(Some(r.workflow_execution_id)),
-                    Param::Text(Some(r.task_name.clone())),
-                    Param::Text(Some(r.status.as_str().to_owned())),
-                    Param::Int(Some(r.attempt)),
-                    Param::Int(Some(r.max_attempts)),
-                    Param::Json(Some(r.trigger_rules.clone())),
-                    Param::Json(Some(r.task_configuration.clone())),
-                    Param::Time(r.retry_at),
-                    Param::Time(Some(r.created_at)),
-                    Param::Time(Some(r.updated_at)),
-                    Param::Time(dal_core::plan::due_at(r.status, r.retry_at, r.created_at)),
-                ]
-            })
-            .collect();
+        let values: Vec<Vec<Param>> = rows.iter().map(inserted).collect();
         // More than one chunk takes a transaction even without events: all or nothing.
         let alone = event.is_none() && values.len() <= chunk(values[0].len());
         let written = self.write(alone, first.created_at, |conn| {
@@ -392,7 +357,7 @@ impl Backend for SqliteBackend {
             let query = task(id, plan.guard.lease)
                 .into_iter()
                 .chain(params(plan))
-                .fold(diesel::sql_query(apply_sql()).into_boxed(), bind);
+                .fold(diesel::sql_query(&writes().apply).into_boxed(), bind);
             Ok(vec![(tasks(Prepared(Returning(query)).load::<Row>(conn)?)?, plan.event.as_ref())])
         })?;
         Ok(written.into_iter().next())
@@ -409,7 +374,7 @@ impl Backend for SqliteBackend {
             if claim.limit > 0 {
                 let query = params(&claim.plan)
                     .into_iter()
-                    .fold(diesel::sql_query(claim_sql()).into_boxed(), bind)
+                    .fold(diesel::sql_query(&writes().claim).into_boxed(), bind)
                     .bind::<Instant, _>(claim.due_at)
                     .bind::<BigInt, _>(i64::from(claim.limit));
                 let rows = dal_diesel::row::tasks(Prepared(Returning(query)).load::<Row>(conn)?)?;
@@ -440,7 +405,7 @@ impl Backend for SqliteBackend {
         self.write(plan.event.is_none(), at, |conn| {
             let query = params(plan)
                 .into_iter()
-                .fold(diesel::sql_query(sweep_sql()).into_boxed(), bind)
+                .fold(diesel::sql_query(&writes().sweep).into_boxed(), bind)
                 .bind::<Instant, _>(stale.older_than)
                 .bind::<Integer, _>(stale.recovery_attempts.0)
                 .bind::<Integer, _>(stale.recovery_attempts.1);

@@ -1,8 +1,6 @@
-//! SQLite's busy errors, by result code: SQLite calls a connection's busy handler only when a
-//! lock it needs is held (`SQLITE_BUSY`), and the store's handler notes when it gives up, so
-//! the error that follows is [`DalError::Busy`]. Diesel keeps SQLite's result code to itself
-//! (it reports `SQLITE_BUSY` as an unknown error with a message), and no error is classified
-//! by its message. The rest is mapped as on every database (`dal_diesel::errors`).
+//! SQLite's busy errors, never by message: the store's busy handler (called only while a lock
+//! is held, `SQLITE_BUSY`) notes when it gives up, and the error that follows is
+//! [`DalError::Busy`]. The rest is mapped as on every database (`dal_diesel::errors`).
 
 use std::cell::Cell;
 use std::time::{Duration, Instant};

@@ -80,20 +80,14 @@ impl SqliteOptions {
 
     /// Opens the database, sets every connection up (WAL, `busy_timeout`, `foreign_keys`,
     /// `synchronous`) and applies pending migrations in one `BEGIN IMMEDIATE` transaction, so
-    /// processes opening the same file at once do not race.
+    /// processes opening the same file at once do not race. They run on a first connection
+    /// outside the pool, so a path that cannot be opened fails at once, not at the checkout
+    /// timeout. With [`Migrations::Verify`] the file is opened read-only (a missing file is not
+    /// created) and nothing is written before the check passes.
     ///
-    /// The first connection (of a file database) is opened and set up outside the pool, and
-    /// the migrations run on it: a path that cannot be opened or a file that is not a SQLite
-    /// database fails the call at once with its error, where the pool would try again and
-    /// again until the checkout timeout.
-    ///
-    /// With [`Migrations::Verify`] the file is opened read-only for the check and nothing is
-    /// written before it passes: a missing file is not created.
-    ///
-    /// Errors: [`DalError::Validation`] for a pool size of 0, [`DalError::Connection`] when
-    /// the file cannot be opened (or, verified, does not exist), [`DalError::Database`] when
-    /// it is not a database (its setup fails), [`DalError::Migration`] when a migration fails,
-    /// [`DalError::SchemaNotMigrated`] when verified migrations are missing.
+    /// Errors: [`DalError::Validation`] (pool size 0), [`DalError::Connection`] (cannot open;
+    /// verified: missing), [`DalError::Database`] (not a database), [`DalError::Migration`],
+    /// [`DalError::SchemaNotMigrated`].
     pub fn open(self) -> Result<SqliteStore> {
         let common = &self.common;
         let migrations = common.migrations;
@@ -131,9 +125,7 @@ impl SqliteOptions {
         }
         Ok(Store::new(SqliteBackend::new(pool), common.clock.clone()).with_history(common.history))
     }
-}
 
-impl SqliteOptions {
     /// Applies the pending migrations and returns their versions, oldest first (none when the
     /// file is up to date), without opening a store: the migration step of a deployment that
     /// opens the store with [`Migrations::Verify`]. One connection, set up as the pool's, and

@@ -1,11 +1,8 @@
 //! Retention on SQLite: one batch of `prune_finished` in two steps (SQLite has no
 //! data-modifying `WITH`). [`find`] reads the batch and checks its workflow executions without
-//! the write lock (in WAL mode a read waits for no writer, and no writer waits for it), so a
-//! batch that finds nothing to remove, the common case while workflows still run, never holds
-//! the database's one write lock. [`remove`] then runs, only when there is something to
-//! remove, inside one `BEGIN IMMEDIATE` transaction that the caller opens: it checks those
-//! workflow executions again, under the write lock, and deletes the tasks and events of the
-//! ones still finished, so nothing changes between its check and its deletes.
+//! the write lock, so a batch with nothing to remove never takes it; [`remove`], only when
+//! there is something to remove, checks them again and deletes, inside one `BEGIN IMMEDIATE`
+//! transaction that the caller opens.
 
 use chrono::{DateTime, Utc};
 use dal_core::{PruneCursor, Pruned};

@@ -15,19 +15,16 @@ use crate::{
     Claimed, Completion, Cycle, Finished, Lease, Recovery, TaskExecution, TaskStatus, validate,
 };
 
-/// The runner protocol, for engines that run many runner processes against one database.
-///
-/// A runner claims tasks and gets a [`Lease`] per task; it heart-beats while it works and
-/// finishes with the lease. A call under a lease succeeds only while the lease is the task's
-/// current claim; otherwise it fails with [`DalError::ClaimLost`] and changes nothing. A sweeper
-/// resets (or, past a cap, abandons) the tasks of runners that stopped heart-beating.
+/// The runner protocol: a runner claims tasks, a [`Lease`] each, heart-beats while it works and
+/// finishes with the lease, which succeeds only while the lease is the task's current claim
+/// (else [`DalError::ClaimLost`], nothing changed). A sweeper resets (or, past a cap, abandons)
+/// the tasks of runners that stopped heart-beating.
 pub trait ClaimStore: Send + Sync {
-    /// Claims up to `limit` due `Ready` tasks for `runner_id`, oldest due first (the time they
-    /// entered `Ready` or their retry time, whichever is later, then id): one
-    /// `UPDATE ... RETURNING` (on PostgreSQL with `FOR UPDATE SKIP LOCKED`; SQLite has one
-    /// writer), so concurrent claimers never get the same task nor wait for each other. Each goes `Running` with `claimed_by`,
-    /// `heartbeat_at`, `started_at` set and `claim_count + 1`. Returned by id; a `limit` of 0
-    /// sends nothing.
+    /// Claims up to `limit` due `Ready` tasks for `runner_id`, oldest due first (the later of
+    /// the time they entered `Ready` and their retry time, then id): one `UPDATE ... RETURNING`
+    /// (`FOR UPDATE SKIP LOCKED` on PostgreSQL), so concurrent claimers never get the same task
+    /// nor wait for each other. Each goes `Running` with `claimed_by`, `heartbeat_at`,
+    /// `started_at` set and `claim_count + 1`. Returned by id; a `limit` of 0 sends nothing.
     fn claim_ready(&self, runner_id: Uuid, limit: u32) -> Result<Vec<Claimed>>;
 
     /// Claims task `id` for `runner_id` as [`ClaimStore::claim_ready`] would, only while it is
@@ -48,12 +45,11 @@ pub trait ClaimStore: Send + Sync {
     /// statement). Errors: as [`ClaimStore::complete`], and [`DalError::Validation`].
     fn fail(&self, lease: &Lease, error: &str) -> Result<TaskExecution>;
 
-    /// A failed attempt retried in one statement: `Running` -> `Ready` with `attempt + 1`,
-    /// `retry_at`, `last_error = error`, the claim and the attempt's outcome cleared, only
-    /// while `attempt < max_attempts`; the task is never seen `Failed` in between. Event:
-    /// `retry_scheduled`. Errors (nothing changed): [`DalError::Validation`],
-    /// [`DalError::ClaimLost`], [`DalError::InvalidTransition`], [`DalError::RetriesExhausted`]
-    /// (use [`ClaimStore::fail`]), [`DalError::NotFound`].
+    /// A failed attempt retried in one statement: `Running` -> `Ready` as
+    /// [`TaskStore::schedule_retry`](crate::TaskStore::schedule_retry) leaves it, with
+    /// `last_error = error`; event `retry_scheduled`. Errors (nothing changed):
+    /// [`DalError::Validation`], [`DalError::ClaimLost`], [`DalError::InvalidTransition`],
+    /// [`DalError::RetriesExhausted`] (use [`ClaimStore::fail`]), [`DalError::NotFound`].
     fn fail_and_retry(
         &self,
         lease: &Lease,
@@ -67,14 +63,13 @@ pub trait ClaimStore: Send + Sync {
     /// name a task twice ([`Problem::FinishedTwice`]).
     fn complete_many(&self, leases: &[Lease]) -> Result<Completion>;
 
-    /// One runner cycle, atomic: completes, fails and retries the finished tasks on the terms of
-    /// [`ClaimStore::complete_many`], [`ClaimStore::fail`] and [`ClaimStore::fail_and_retry`]
-    /// (a retry on the last attempt fails instead), then claims up to `limit` as
-    /// [`ClaimStore::claim_ready`]. Finished tasks are locked in id order, claimed ones skipped
-    /// when locked, so cycles, batches and sweeps never deadlock. PostgreSQL: one statement;
-    /// SQLite: one transaction. Each lease comes back exactly once (`completed`, `failed`,
-    /// `retried` or `lost`). Errors (nothing written): [`DalError::Validation`]
-    /// ([`Problem::NotTheSameRunner`], [`Problem::FinishedTwice`], an invalid error or time).
+    /// One runner cycle, atomic (PostgreSQL: one statement; SQLite: one transaction):
+    /// completes, fails and retries the finished tasks as [`ClaimStore::complete_many`],
+    /// [`ClaimStore::fail`] and [`ClaimStore::fail_and_retry`] (a retry on the last attempt
+    /// fails), then claims up to `limit` as [`ClaimStore::claim_ready`], never deadlocking. Each
+    /// lease comes back once (`completed`, `failed`, `retried` or `lost`). Errors (nothing
+    /// written): [`DalError::Validation`] ([`Problem::NotTheSameRunner`],
+    /// [`Problem::FinishedTwice`], an invalid error or time).
     fn finish_and_claim(&self, runner_id: Uuid, finished: &Finished, limit: u32) -> Result<Cycle>;
 
     /// Gives a claimed task back: `Ready`, claim and `started_at` cleared, no attempt counted
@@ -180,7 +175,8 @@ impl<B: Backend> Store<B> {
         claim: &Claim,
     ) -> Result<Cycle> {
         let finished: Vec<Plan> = finished.iter().map(|p| self.history.of(p.clone())).collect();
-        let result =
+        self.traced(
+            operation,
             self.retrying(operation, || self.backend.cycle(&finished, claim)).map(|mut rows| {
                 rows.sort_unstable_by_key(|row| row.id);
                 let mut done = Cycle::default();
@@ -209,9 +205,8 @@ impl<B: Backend> Store<B> {
                     .map(|lease| **lease)
                     .collect();
                 done
-            });
-        self.trace(operation, None, &result, 1);
-        result
+            }),
+        )
     }
 }
 
@@ -304,9 +299,7 @@ impl<B: Backend> ClaimStore for Store<B> {
     fn find_stale_claims(&self, older_than: DateTime<Utc>) -> Result<Vec<TaskExecution>> {
         validate::time("older_than", older_than)?;
         // Cut to microseconds here, as every stored time is, rather than by each driver's rule.
-        let result = self.backend.find_stale(clock::to_micros(older_than));
-        self.trace("find_stale_claims", None, &result, 1);
-        result
+        self.traced("find_stale_claims", self.backend.find_stale(clock::to_micros(older_than)))
     }
 
     fn recover_stale_claims(
@@ -332,25 +325,16 @@ impl<B: Backend> ClaimStore for Store<B> {
             };
             Ok::<_, DalError>(Recovery { reset: by_id(reset), abandoned: by_id(abandoned) })
         })();
-        self.trace("recover_stale_claims", None, &result, 2);
-        result
+        self.trace("recover_stale_claims", None, 2, result)
     }
 
     fn list_ready(&self, limit: u32) -> Result<Vec<TaskExecution>> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let result = self.backend.list_ready(self.now(), limit, false);
-        self.trace("list_ready", None, &result, 1);
-        result
+        self.read("list_ready", limit == 0, || self.backend.list_ready(self.now(), limit, false))
     }
 
     fn list_due_retries(&self, limit: u32) -> Result<Vec<TaskExecution>> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let result = self.backend.list_ready(self.now(), limit, true);
-        self.trace("list_due_retries", None, &result, 1);
-        result
+        self.read("list_due_retries", limit == 0, || {
+            self.backend.list_ready(self.now(), limit, true)
+        })
     }
 }

@@ -68,14 +68,10 @@ pub struct Store<B> {
     history: History,
 }
 
-/// Whether a store writes the execution history (`execution_events`).
-///
-/// With [`History::Off`], for engines that keep no history, no write inserts events: every
-/// write is still one statement (on PostgreSQL the data-modifying `WITH` loses its event
-/// insert; on SQLite a single-statement write runs without a transaction around it), the
-/// event reads find nothing the store wrote, and retention still removes whatever events are
-/// there. Rows, guards and errors are the same either way. Processes of one database may
-/// differ: the setting is the store's, not the schema's.
+/// Whether a store writes the execution history (`execution_events`). With [`History::Off`]
+/// no write inserts events, and every write is one statement (no transaction around it on
+/// SQLite); rows, guards and errors are the same either way. The setting is the store's, not
+/// the schema's.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum History {
     /// Every change writes its event in the same atomic unit (the default).
@@ -112,20 +108,10 @@ impl<B: Backend> Store<B> {
         self.history
     }
 
-    /// The backend, for what is specific to it.
-    pub fn backend(&self) -> &B {
-        &self.backend
-    }
-
     /// The store's connection pool, for statements of your own (reports, extensions). Its
     /// connections are set up as the store's.
     pub fn pool(&self) -> &B::Pool {
         self.backend.pool()
-    }
-
-    /// The clock the store reads time from.
-    pub fn clock(&self) -> &Arc<dyn Clock> {
-        &self.clock
     }
 
     /// The time of an operation: the clock's reading cut to microseconds.
@@ -170,8 +156,7 @@ impl<B: Backend> Store<B> {
                 .into(),
             })
         })();
-        self.trace(plan.operation, Some(id), &result, backend_calls);
-        result
+        self.trace(plan.operation, Some(id), backend_calls, result)
     }
 
     /// Runs `write`, and runs it again (up to [`CONFLICT_TRIES`] in all, after a jittered,
@@ -203,14 +188,15 @@ impl<B: Backend> Store<B> {
         }
     }
 
-    fn trace(
+    /// Traces `outcome` of `operation` at `debug` level, and returns it.
+    fn trace<T>(
         &self,
         operation: &'static str,
         id: Option<Uuid>,
-        outcome: &Result<impl Sized>,
         backend_calls: usize,
-    ) {
-        match outcome {
+        outcome: Result<T>,
+    ) -> Result<T> {
+        match &outcome {
             Ok(_) => {
                 tracing::debug!(backend = B::NAME, operation, task_id = ?id, backend_calls, "ok")
             }
@@ -218,6 +204,22 @@ impl<B: Backend> Store<B> {
                 tracing::debug!(backend = B::NAME, operation, task_id = ?id, backend_calls, error = %err, "rejected")
             }
         }
+        outcome
+    }
+
+    /// [`Store::trace`] of an operation of one backend call on no one task.
+    fn traced<T>(&self, operation: &'static str, outcome: Result<T>) -> Result<T> {
+        self.trace(operation, None, 1, outcome)
+    }
+
+    /// [`Store::traced`] of `read`, or an empty result without a round trip when `nothing`.
+    fn read<T: Default>(
+        &self,
+        operation: &'static str,
+        nothing: bool,
+        read: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        if nothing { Ok(T::default()) } else { self.traced(operation, read()) }
     }
 }
 

@@ -62,12 +62,9 @@ pub trait WorkflowReads: Send + Sync {
 
 impl<B: Backend> WorkflowReads for Store<B> {
     fn pending_tasks(&self, workflow_execution_ids: &[Uuid]) -> Result<Vec<TaskExecution>> {
-        if workflow_execution_ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let result = self.backend.tasks_with_status(workflow_execution_ids, TaskStatus::NotStarted);
-        self.trace("pending_tasks", None, &result, 1);
-        result
+        self.read("pending_tasks", workflow_execution_ids.is_empty(), || {
+            self.backend.tasks_with_status(workflow_execution_ids, TaskStatus::NotStarted)
+        })
     }
 
     fn task_statuses(
@@ -75,100 +72,75 @@ impl<B: Backend> WorkflowReads for Store<B> {
         workflow_execution_id: Uuid,
         task_names: &[&str],
     ) -> Result<HashMap<String, TaskStatus>> {
-        if task_names.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let result = self
-            .backend
-            .task_statuses(&[workflow_execution_id], Some(task_names))
-            .map(|rows| rows.into_iter().map(|(_, name, status)| (name, status)).collect());
-        self.trace("task_statuses", None, &result, 1);
-        result
+        self.read("task_statuses", task_names.is_empty(), || {
+            self.backend
+                .task_statuses(&[workflow_execution_id], Some(task_names))
+                .map(|rows| rows.into_iter().map(|(_, name, status)| (name, status)).collect())
+        })
     }
 
     fn statuses_for_workflows(
         &self,
         workflow_execution_ids: &[Uuid],
     ) -> Result<HashMap<Uuid, HashMap<String, TaskStatus>>> {
-        if workflow_execution_ids.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let result = self.backend.task_statuses(workflow_execution_ids, None).map(|rows| {
-            let mut by_workflow: HashMap<Uuid, HashMap<String, TaskStatus>> = HashMap::new();
-            for (workflow, name, status) in rows {
-                by_workflow.entry(workflow).or_default().insert(name, status);
-            }
-            by_workflow
-        });
-        self.trace("statuses_for_workflows", None, &result, 1);
-        result
+        self.read("statuses_for_workflows", workflow_execution_ids.is_empty(), || {
+            self.backend.task_statuses(workflow_execution_ids, None).map(|rows| {
+                let mut by_workflow: HashMap<Uuid, HashMap<String, TaskStatus>> = HashMap::new();
+                for (workflow, name, status) in rows {
+                    by_workflow.entry(workflow).or_default().insert(name, status);
+                }
+                by_workflow
+            })
+        })
     }
 
     fn is_workflow_complete(&self, workflow_execution_id: Uuid) -> Result<bool> {
-        let result = self
-            .backend
-            .complete_workflows(&[workflow_execution_id])
-            .map(|complete| complete.contains(&workflow_execution_id));
-        self.trace("is_workflow_complete", None, &result, 1);
-        result
+        self.traced(
+            "is_workflow_complete",
+            self.backend
+                .complete_workflows(&[workflow_execution_id])
+                .map(|complete| complete.contains(&workflow_execution_id)),
+        )
     }
 
     fn complete_workflows(&self, workflow_execution_ids: &[Uuid]) -> Result<Vec<Uuid>> {
-        if workflow_execution_ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let result = self.backend.complete_workflows(workflow_execution_ids).map(|mut ids| {
-            ids.sort_unstable();
-            ids
-        });
-        self.trace("complete_workflows", None, &result, 1);
-        result
+        self.read("complete_workflows", workflow_execution_ids.is_empty(), || {
+            self.backend.complete_workflows(workflow_execution_ids).map(|mut ids| {
+                ids.sort_unstable();
+                ids
+            })
+        })
     }
 
     fn has_abandoned_task(&self, workflow_execution_id: Uuid) -> Result<bool> {
-        let result = self.backend.has_abandoned(workflow_execution_id);
-        self.trace("has_abandoned_task", None, &result, 1);
-        result
+        self.traced("has_abandoned_task", self.backend.has_abandoned(workflow_execution_id))
     }
 
     fn retry_stats(&self, workflow_execution_id: Uuid) -> Result<RetryStats> {
-        let result = self.backend.retry_stats(workflow_execution_id);
-        self.trace("retry_stats", None, &result, 1);
-        result
+        self.traced("retry_stats", self.backend.retry_stats(workflow_execution_id))
     }
 
     fn deferred_tasks(&self, workflow_execution_ids: &[Uuid]) -> Result<Vec<TaskExecution>> {
-        if workflow_execution_ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let result = self.backend.deferred_tasks(workflow_execution_ids);
-        self.trace("deferred_tasks", None, &result, 1);
-        result
+        self.read("deferred_tasks", workflow_execution_ids.is_empty(), || {
+            self.backend.deferred_tasks(workflow_execution_ids)
+        })
     }
 
     fn exhausted_tasks(&self, workflow_execution_id: Uuid) -> Result<Vec<TaskExecution>> {
-        let result = self.backend.exhausted_tasks(workflow_execution_id);
-        self.trace("exhausted_tasks", None, &result, 1);
-        result
+        self.traced("exhausted_tasks", self.backend.exhausted_tasks(workflow_execution_id))
     }
 
     fn count_by_status(&self) -> Result<StatusCounts> {
-        let result = self.backend.count_by_status().map(|rows| {
-            let mut counts = StatusCounts::default();
-            for (status, count) in rows {
-                *match status {
-                    TaskStatus::NotStarted => &mut counts.not_started,
-                    TaskStatus::Ready => &mut counts.ready,
-                    TaskStatus::Running => &mut counts.running,
-                    TaskStatus::Completed => &mut counts.completed,
-                    TaskStatus::Failed => &mut counts.failed,
-                    TaskStatus::Skipped => &mut counts.skipped,
-                } += count;
-            }
-            counts
-        });
-        self.trace("count_by_status", None, &result, 1);
-        result
+        self.traced(
+            "count_by_status",
+            self.backend.count_by_status().map(|rows| {
+                let mut counts = StatusCounts::default();
+                for (status, count) in rows {
+                    *counts.slot(status) += count;
+                }
+                counts
+            }),
+        )
     }
 }
 
@@ -192,9 +164,12 @@ pub trait HistoryStore: Send + Sync {
 
 impl<B: Backend> HistoryStore for Store<B> {
     fn events_for_task(&self, task_execution_id: Uuid) -> Result<Vec<ExecutionEvent>> {
-        let result = self.backend.events_for_task(task_execution_id);
-        self.trace("events_for_task", Some(task_execution_id), &result, 1);
-        result
+        self.trace(
+            "events_for_task",
+            Some(task_execution_id),
+            1,
+            self.backend.events_for_task(task_execution_id),
+        )
     }
 
     fn events_for_workflow(
@@ -203,15 +178,12 @@ impl<B: Backend> HistoryStore for Store<B> {
         after: Option<i64>,
         limit: u32,
     ) -> Result<Vec<ExecutionEvent>> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let result = self.backend.events_for_workflow(
-            workflow_execution_id,
-            after.unwrap_or(i64::MIN),
-            limit,
-        );
-        self.trace("events_for_workflow", None, &result, 1);
-        result
+        self.read("events_for_workflow", limit == 0, || {
+            self.backend.events_for_workflow(
+                workflow_execution_id,
+                after.unwrap_or(i64::MIN),
+                limit,
+            )
+        })
     }
 }

@@ -10,15 +10,13 @@ use crate::{PruneCursor, Pruned, clock, validate};
 /// The most finished tasks one `prune_finished` batch may scan.
 pub const MAX_PRUNE_BATCH: u32 = 10_000;
 
-/// Retention for engines that keep finished work for a while, then drop it (as River's job
-/// cleaner and Oban's pruner do for their queues).
+/// Retention: finished work kept for a while, then dropped.
 pub trait RetentionStore: Send + Sync {
-    /// Deletes one bounded batch of finished workflow executions (every task `Completed`,
-    /// `Failed` or `Skipped`, none changed since `older_than`), each whole: tasks and events.
-    /// A pass walks the tasks finished before `older_than` in (`completed_at`, id) order,
-    /// `limit` (1 to [`MAX_PRUNE_BATCH`]) per call: start with `after = None` and pass each
-    /// [`Pruned::next`] on until it is `None`. A workflow execution with unfinished tasks is
-    /// passed over. Atomic, the condition re-checked on the rows as they are locked in id
+    /// Deletes one bounded batch of finished workflow executions (every task terminal, none
+    /// changed since `older_than`), each whole: tasks and events. A pass walks the tasks
+    /// finished before `older_than` in (`completed_at`, id) order, `limit` (1 to
+    /// [`MAX_PRUNE_BATCH`]) per call: start with `after = None` and pass each [`Pruned::next`]
+    /// on until it is `None`. Atomic, the condition re-checked on the rows as locked in id
     /// order. PostgreSQL: one statement; SQLite: one or two reads, then one `BEGIN IMMEDIATE`
     /// transaction only when something is to go. Errors: [`crate::DalError::Validation`].
     fn prune_finished(
@@ -56,13 +54,14 @@ impl<B: Backend> RetentionStore for Store<B> {
             completed_at: clock::to_micros(cursor.completed_at),
             ..cursor
         });
-        let result = self
-            .retrying("prune_finished", || self.backend.prune(older_than, limit, after))
-            .map(|mut pruned| {
-                pruned.workflows.sort_unstable();
-                pruned
-            });
-        self.trace("prune_finished", None, &result, 1);
-        result
+        self.traced(
+            "prune_finished",
+            self.retrying("prune_finished", || self.backend.prune(older_than, limit, after)).map(
+                |mut pruned| {
+                    pruned.workflows.sort_unstable();
+                    pruned
+                },
+            ),
+        )
     }
 }

@@ -13,14 +13,10 @@ use crate::event::{EventSpec, EventType};
 use crate::plan::{Plan, Transition};
 use crate::{NewTaskExecution, SubStatus, TaskExecution, validate};
 
-/// The operations on task executions. Implemented by [`Store`] for every backend; use it as
-/// `&dyn TaskStore` or generically. `Send + Sync`: share one store between threads (it holds a
-/// connection pool).
-///
-/// Every write is one statement that returns the row it wrote (`RETURNING`); there is no read
-/// before a write and no read after it. Each call is atomic: it changed everything it says or
-/// nothing. Calls that are rejected (validation, not found, invalid transition, retries
-/// exhausted) change nothing.
+/// The operations on task executions, implemented by [`Store`] for every backend; one store is
+/// shared between threads. Every write is one statement that returns the row it wrote
+/// (`RETURNING`), with no read before or after it, and atomic; a rejected call (validation,
+/// not found, invalid transition, retries exhausted) changes nothing.
 pub trait TaskStore: Send + Sync {
     /// Creates one task execution: one `INSERT ... RETURNING`.
     ///
@@ -28,13 +24,10 @@ pub trait TaskStore: Send + Sync {
     /// workflow execution already has a task of that name.
     fn create(&self, new: &NewTaskExecution) -> Result<TaskExecution>;
 
-    /// Creates many task executions, all or nothing, returned in input order. One multi-row
-    /// `INSERT ... RETURNING` per chunk; a chunk is as large as the backend's bind-parameter
-    /// limit allows, and several chunks run inside one transaction. An empty input returns an
-    /// empty result without a round trip.
-    ///
-    /// Errors: as [`TaskStore::create`]; a validation error names the item (`tasks[3].…`),
-    /// and a batch repeating a workflow execution and task name is rejected before sending.
+    /// Creates many task executions, all or nothing, returned in input order: one multi-row
+    /// `INSERT ... RETURNING` per chunk of the backend's bind-parameter limit, several chunks in
+    /// one transaction; an empty input sends nothing. Errors: as [`TaskStore::create`]; a
+    /// validation error names the item (`tasks[3].…`), a repeated task name included.
     fn create_many(&self, news: &[NewTaskExecution]) -> Result<Vec<TaskExecution>>;
 
     /// Reads one task execution (one `SELECT`). Errors: [`DalError::NotFound`].
@@ -49,13 +42,10 @@ pub trait TaskStore: Send + Sync {
     /// found) or [`DalError::RetriesExhausted`]; nothing changed.
     fn transition(&self, id: Uuid, transition: Transition) -> Result<TaskExecution>;
 
-    /// Sets (`Some`) or clears (`None`) the sub-status of a `Running` task, in one guarded
-    /// `UPDATE ... RETURNING` with its event: `deferred` when set to [`SubStatus::Deferred`],
-    /// `resumed` when set to [`SubStatus::Active`] or cleared (data: the new `sub_status`).
-    /// Status, claim and heartbeat are left as they are, so a deferred task keeps its claim and
-    /// its runner keeps heart-beating it. Every write that moves a task out of `Running` clears
-    /// its sub-status. Errors: [`DalError::InvalidTransition`] (with the status found; nothing
-    /// changed) for a task that is not `Running`, [`DalError::NotFound`].
+    /// Sets (`Some`) or clears (`None`) the sub-status of a `Running` task in one guarded
+    /// `UPDATE ... RETURNING`, event `deferred` ([`SubStatus::Deferred`]) or `resumed` (data:
+    /// the new `sub_status`); status, claim and heartbeat are kept. Every write that moves a task
+    /// out of `Running` clears it. Errors: [`DalError::InvalidTransition`], [`DalError::NotFound`].
     fn set_sub_status(&self, id: Uuid, sub_status: Option<SubStatus>) -> Result<TaskExecution>;
 
     /// `NotStarted` -> `Ready`. See [`TaskStore::transition`].
@@ -92,12 +82,10 @@ pub trait TaskStore: Send + Sync {
         self.transition(id, Transition::MarkAbandoned { reason: reason.to_owned() })
     }
 
-    /// `Running | Failed` -> `Ready` with `attempt = attempt + 1` computed by the database and
-    /// `retry_at` set (cut to whole microseconds towards the past, in the row and its event,
-    /// on every backend alike), only while `attempt < max_attempts`; clears `error_details`,
-    /// `started_at`, `completed_at`, `abandoned_at` and the claim, keeps `last_error`.
-    /// Errors: [`DalError::RetriesExhausted`] when no attempt is left, and as
-    /// [`TaskStore::transition`].
+    /// `Running | Failed` -> `Ready` with `attempt + 1` (computed by the database) and
+    /// `retry_at` (cut to microseconds), only while `attempt < max_attempts`; clears
+    /// `error_details`, `started_at`, `completed_at`, `abandoned_at` and the claim. Errors:
+    /// [`DalError::RetriesExhausted`], and as [`TaskStore::transition`].
     fn schedule_retry(&self, id: Uuid, retry_at: DateTime<Utc>) -> Result<TaskExecution> {
         self.transition(id, Transition::ScheduleRetry { retry_at })
     }
@@ -200,14 +188,16 @@ impl<B: Backend> TaskStore for Store<B> {
         validate::new_task(new)?;
         let row = self.new_row(new, self.now());
         let id = row.id;
-        let result =
+        self.trace(
+            "create",
+            Some(id),
+            1,
             self.insert(std::slice::from_ref(&row), std::slice::from_ref(new)).and_then(|rows| {
                 rows.into_iter()
                     .next()
                     .ok_or_else(|| unexpected("INSERT ... RETURNING returned no row"))
-            });
-        self.trace("create", Some(id), &result, 1);
-        result
+            }),
+        )
     }
 
     fn create_many(&self, news: &[NewTaskExecution]) -> Result<Vec<TaskExecution>> {
@@ -225,33 +215,35 @@ impl<B: Backend> TaskStore for Store<B> {
         rows.sort_unstable_by(|a, b| {
             (a.workflow_execution_id, &a.task_name).cmp(&(b.workflow_execution_id, &b.task_name))
         });
-        let result = self.insert(&rows, news).and_then(|stored| {
-            let mut ordered: Vec<Option<TaskExecution>> = vec![None; rows.len()];
-            for row in stored {
-                let i = position
-                    .get(&row.id)
-                    .ok_or_else(|| unexpected("INSERT ... RETURNING returned an unknown id"))?;
-                ordered[*i] = Some(row);
-            }
-            ordered
-                .into_iter()
-                .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| unexpected("INSERT ... RETURNING returned fewer rows"))
-        });
-        self.trace("create_many", None, &result, 1);
-        result
+        self.traced(
+            "create_many",
+            self.insert(&rows, news).and_then(|stored| {
+                let mut ordered: Vec<Option<TaskExecution>> = vec![None; rows.len()];
+                for row in stored {
+                    let i = position
+                        .get(&row.id)
+                        .ok_or_else(|| unexpected("INSERT ... RETURNING returned an unknown id"))?;
+                    ordered[*i] = Some(row);
+                }
+                ordered
+                    .into_iter()
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| unexpected("INSERT ... RETURNING returned fewer rows"))
+            }),
+        )
     }
 
     fn get(&self, id: Uuid) -> Result<TaskExecution> {
-        let result = self.backend.get(id).and_then(|row| row.ok_or(DalError::NotFound { id }));
-        self.trace("get", Some(id), &result, 1);
-        result
+        self.trace(
+            "get",
+            Some(id),
+            1,
+            self.backend.get(id).and_then(|row| row.ok_or(DalError::NotFound { id })),
+        )
     }
 
     fn list_for_workflow(&self, workflow_execution_id: Uuid) -> Result<Vec<TaskExecution>> {
-        let result = self.backend.list_for_workflow(workflow_execution_id);
-        self.trace("list_for_workflow", None, &result, 1);
-        result
+        self.traced("list_for_workflow", self.backend.list_for_workflow(workflow_execution_id))
     }
 
     fn set_sub_status(&self, id: Uuid, sub_status: Option<SubStatus>) -> Result<TaskExecution> {
