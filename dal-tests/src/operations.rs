@@ -1,6 +1,5 @@
-//! The rows of the statement table: each operation the `statements` cases measure, with the
-//! label the README shows, and what it sends on a backend given the backend's [`Statements`]
-//! ([`crate::suite::TestBackend::statement_counts`]).
+//! The statement table's rows: each operation, its README label, and what it sends given the
+//! backend's [`Statements`].
 
 macro_rules! operations {
     ($s:ident; $($variant:ident($label:literal) = $count:expr,)*) => {
@@ -14,20 +13,15 @@ macro_rules! operations {
         }
 
         impl Operation {
-            /// Every operation, in the table's order.
             pub const ALL: &'static [Operation] = &[$(Operation::$variant),*];
 
-            /// The operation as the README names it.
             pub fn label(self) -> &'static str {
                 match self {
                     $(Operation::$variant => $label,)*
                 }
             }
 
-            /// The statements this operation sends on a backend that sends `s` for each shape.
-            /// Fixed for every backend: a read is one statement; a heartbeat (not history) one
-            /// plain `UPDATE`; input the store rejects, an empty batch and a limit of 0 send
-            /// nothing.
+            /// What this operation sends on a backend that sends `s` for each shape.
             pub fn statements(self, $s: &Statements) -> usize {
                 match self {
                     $(Operation::$variant => $count,)*
@@ -127,12 +121,10 @@ pub struct Statements {
     pub prune_nothing: usize,
 }
 
-/// Where the README's table starts and ends.
 const BEGIN: &str = "<!-- statements:begin -->";
 const END: &str = "<!-- statements:end -->";
 
-/// Checks the README's statement table: its rows are [`Operation::ALL`] in order, and the
-/// column headed by each title of `columns` holds its counts. Other columns are not checked.
+/// The README table's rows are [`Operation::ALL`] in order, and each of `columns` its counts.
 pub fn check_readme_table(readme: &str, columns: &[(&str, Statements)]) -> Result<(), String> {
     let table = readme.split(BEGIN).nth(1).and_then(|rest| rest.split(END).next());
     let table = table.ok_or(format!("the README has no {BEGIN} ... {END} table"))?;
