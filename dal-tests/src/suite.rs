@@ -77,17 +77,12 @@ pub trait TestBackend: Send + Sync + 'static {
     }
 }
 
-impl fmt::Debug for dyn TestBackend {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
+macro_rules! by_name {
+    ($($fmt:ident),*) => {$(impl fmt::$fmt for dyn TestBackend {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { f.write_str(self.name()) }
+    })*};
 }
-
-impl fmt::Display for dyn TestBackend {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+by_name!(Debug, Display);
 
 /// What a write gets when its lock is held past the lock timeout: [`dal_core::DalError::Busy`]
 /// or [`dal_core::DatabaseErrorKind::LockNotAvailable`] (SQLSTATE 55P03).

@@ -21,12 +21,11 @@ fn pooler_url() -> Option<String> {
 pub fn unavailable() -> Option<String> {
     match pooler_url() {
         None => Some(format!(
-            "no transaction-pooling proxy: set {POOLER_ENV} to a PgBouncer in front of the \
-             test server (`bash .ci/pgbouncer` starts one and prints the URL)"
+            "no transaction-pooling proxy: set {POOLER_ENV} (`bash .ci/pgbouncer` prints one)"
         )),
-        Some(_) if private() => Some(format!(
-            "DAL_TEST_SERVER=private: the proxy of {POOLER_ENV} fronts another server"
-        )),
+        Some(_) if private() => {
+            Some(format!("DAL_TEST_SERVER=private; {POOLER_ENV} fronts another"))
+        }
         Some(_) => None,
     }
 }
@@ -59,10 +58,9 @@ impl TempDatabase {
             }
         });
         let name = super::unique_name(DATABASE_PREFIX);
-        let set = settings
-            .iter()
-            .map(|(setting, value)| format!("ALTER DATABASE \"{name}\" SET {setting} = '{value}'"));
-        let statements: Vec<String> =
+        let set =
+            settings.iter().map(|(s, v)| format!("ALTER DATABASE \"{name}\" SET {s} = '{v}'"));
+        let statements: Vec<_> =
             [format!("CREATE DATABASE \"{name}\"")].into_iter().chain(set).collect();
         on_server(&statements).expect("create a test database");
         let pooled_url = with_params(&pooler, &[("dbname", &name)]);
