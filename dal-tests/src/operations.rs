@@ -94,19 +94,10 @@ operations! { s;
     PruneRejected("prune_finished (rejected input)") = 0,
 }
 
-/// What a backend sends for each shape of operation; every row of the table is one of these,
-/// or a count the suite fixes for every backend (see [`Operation::statements`]):
-/// - `logged_write`: a write and its history events (a transition, a create or a batch within
-///   one statement's bind parameters, a claim that claims some, a completion, a release);
-/// - `rejected_write`: a guarded write that matched nothing, and the read that explains why;
-/// - `large_batch`: `create_many` of 7,000 tasks, more rows than a SQLite statement binds;
-/// - `empty_claim`: a claim that finds nothing ready;
-/// - `cycle`: a runner cycle that completes tasks and claims others, and `cycle_per_failure`
-///   what each failed or retried task adds to it;
-/// - `sweep`: a sweep that recovers stale claims (abandon those at the cap, reset the others);
-/// - `prune_*`: a retention batch that removes workflow executions, that scans finished tasks
-///   but removes nothing (their workflow executions are not finished entirely), that finds
-///   nothing to scan.
+/// What a backend sends for each shape: a write with its events; a guarded write that matched
+/// nothing and the read explaining it; 7,000 creates (more than a SQLite statement binds); a
+/// claim of none; a runner cycle, and what each failure adds; a sweep; a retention batch that
+/// removes, that removes nothing of what it scanned, that scans nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Statements {
     pub logged_write: usize,
