@@ -8,10 +8,8 @@ use diesel::connection::{Instrumentation, InstrumentationEvent};
 /// The factory the backends' `Options::instrumentation` take.
 pub type Factory = Arc<dyn Fn() -> Box<dyn Instrumentation> + Send + Sync>;
 
-/// What reached the database during a stretch of calls: every statement sent (`BEGIN`,
-/// `COMMIT`, anything the pool sends: each a round trip on PostgreSQL), the statements prepared
-/// into a connection's cache (Diesel's `CacheQuery`: one more round trip on PostgreSQL), the
-/// transactions begun, and the statements' SQL, cut to 300 characters each.
+/// What reached the database: statements sent (`BEGIN`, `COMMIT` too), prepared into a cache
+/// (`CacheQuery`), transactions begun, and the SQL (300 characters each).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counts {
     pub statements: usize,
@@ -20,7 +18,7 @@ pub struct Counts {
     pub sql: Vec<String>,
 }
 
-/// Which count `event` adds one to: statements (0), prepares (1), transactions (2).
+/// Which count `event` adds to: statements (0), prepares (1), transactions (2).
 fn slot(event: &InstrumentationEvent<'_>) -> Option<usize> {
     match event {
         InstrumentationEvent::StartQuery { .. } => Some(0),
@@ -30,7 +28,6 @@ fn slot(event: &InstrumentationEvent<'_>) -> Option<usize> {
     }
 }
 
-/// A factory whose instrumentation passes every event to `on`.
 fn factory(on: Arc<dyn Fn(&InstrumentationEvent<'_>) + Send + Sync>) -> Factory {
     Arc::new(move || {
         let on = Arc::clone(&on);
@@ -38,7 +35,7 @@ fn factory(on: Arc<dyn Fn(&InstrumentationEvent<'_>) + Send + Sync>) -> Factory 
     })
 }
 
-/// A statement counter to install on every connection of a store's pool.
+/// A statement log for every connection of a store's pool.
 #[derive(Debug, Clone, Default)]
 pub struct StatementLog(Arc<Mutex<Counts>>);
 
@@ -59,13 +56,11 @@ impl StatementLog {
         }))
     }
 
-    /// Everything counted so far.
     pub fn total(&self) -> Counts {
         self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
-    /// Runs `f` and returns what reached the database meanwhile. Only meaningful when nothing
-    /// else uses the store at the same time.
+    /// Runs `f`; returns what reached the database meanwhile (from anything using the store).
     pub fn measure<T>(&self, f: impl FnOnce() -> T) -> (T, Counts) {
         let before = self.total();
         let out = f();

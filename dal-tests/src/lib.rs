@@ -1,10 +1,5 @@
-//! The conformance suite of the task-execution DAL and the harness that provisions databases.
-//!
-//! Every case ([`cases`]) is written once against a backend's factory
-//! ([`suite::TestBackend`]); each backend crate runs them from its own `tests/conformance`
-//! ([`suite::main`]). Without the `suite` feature (as `dal-benches` depends on it) the crate is
-//! the harness alone: [`provision`], [`counter`] and [`model`], with none of libtest-mimic,
-//! proptest or testcontainers.
+//! The DAL's conformance suite ([`cases`], [`suite`]) and the harness that provisions databases.
+//! Without the `suite` feature (as `dal-benches` uses it): [`provision`], [`counter`], [`model`].
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 #[cfg(feature = "suite")]

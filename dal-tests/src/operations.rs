@@ -1,6 +1,5 @@
-//! The rows of the statement table: each operation the `statements` cases measure, with the
-//! label the README shows, and what it sends on a backend given the backend's [`Statements`]
-//! ([`crate::suite::TestBackend::statement_counts`]).
+//! The statement table's rows: each operation, its README label, and what it sends given the
+//! backend's [`Statements`].
 
 macro_rules! operations {
     ($s:ident; $($variant:ident($label:literal) = $count:expr,)*) => {
@@ -14,20 +13,15 @@ macro_rules! operations {
         }
 
         impl Operation {
-            /// Every operation, in the table's order.
             pub const ALL: &'static [Operation] = &[$(Operation::$variant),*];
 
-            /// The operation as the README names it.
             pub fn label(self) -> &'static str {
                 match self {
                     $(Operation::$variant => $label,)*
                 }
             }
 
-            /// The statements this operation sends on a backend that sends `s` for each shape.
-            /// Fixed for every backend: a read is one statement; a heartbeat (not history) one
-            /// plain `UPDATE`; input the store rejects, an empty batch and a limit of 0 send
-            /// nothing.
+            /// What this operation sends on a backend that sends `s` for each shape.
             pub fn statements(self, $s: &Statements) -> usize {
                 match self {
                     $(Operation::$variant => $count,)*
@@ -100,19 +94,10 @@ operations! { s;
     PruneRejected("prune_finished (rejected input)") = 0,
 }
 
-/// What a backend sends for each shape of operation; every row of the table is one of these,
-/// or a count the suite fixes for every backend (see [`Operation::statements`]):
-/// - `logged_write`: a write and its history events (a transition, a create or a batch within
-///   one statement's bind parameters, a claim that claims some, a completion, a release);
-/// - `rejected_write`: a guarded write that matched nothing, and the read that explains why;
-/// - `large_batch`: `create_many` of 7,000 tasks, more rows than a SQLite statement binds;
-/// - `empty_claim`: a claim that finds nothing ready;
-/// - `cycle`: a runner cycle that completes tasks and claims others, and `cycle_per_failure`
-///   what each failed or retried task adds to it;
-/// - `sweep`: a sweep that recovers stale claims (abandon those at the cap, reset the others);
-/// - `prune_*`: a retention batch that removes workflow executions, that scans finished tasks
-///   but removes nothing (their workflow executions are not finished entirely), that finds
-///   nothing to scan.
+/// What a backend sends for each shape: a write with its events; a guarded write that matched
+/// nothing and the read explaining it; 7,000 creates (more than a SQLite statement binds); a
+/// claim of none; a runner cycle, and what each failure adds; a sweep; a retention batch that
+/// removes, that removes nothing of what it scanned, that scans nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Statements {
     pub logged_write: usize,
@@ -127,12 +112,10 @@ pub struct Statements {
     pub prune_nothing: usize,
 }
 
-/// Where the README's table starts and ends.
 const BEGIN: &str = "<!-- statements:begin -->";
 const END: &str = "<!-- statements:end -->";
 
-/// Checks the README's statement table: its rows are [`Operation::ALL`] in order, and the
-/// column headed by each title of `columns` holds its counts. Other columns are not checked.
+/// The README table's rows are [`Operation::ALL`] in order, and each of `columns` its counts.
 pub fn check_readme_table(readme: &str, columns: &[(&str, Statements)]) -> Result<(), String> {
     let table = readme.split(BEGIN).nth(1).and_then(|rest| rest.split(END).next());
     let table = table.ok_or(format!("the README has no {BEGIN} ... {END} table"))?;

@@ -1,5 +1,5 @@
-//! The suite: cases written once against a backend's factory ([`TestBackend`]), run by each
-//! backend crate's own `tests/conformance` with its variants ([`runs`], [`main`]).
+//! Cases written once against a backend's factory ([`TestBackend`]), run by each backend's
+//! `tests/conformance` ([`runs`], [`main`]).
 
 use std::any::Any;
 use std::fmt;
@@ -26,27 +26,23 @@ pub type Instrumentation = crate::counter::Factory;
 /// What a backend promises, and the few things whose SQL differs.
 #[derive(Clone, Copy)]
 pub struct Traits {
-    /// The first part of each test name (`sqlite::create::...`), and the README column's title.
+    /// The test names' first part (`sqlite::create::...`); the README column's title.
     pub name: &'static str,
     pub title: &'static str,
     /// Statements each shape of operation sends (`BEGIN`/`COMMIT` included), as the README says.
     pub counts: Statements,
-    /// Statements a connection keeps prepared after the whole table ran, and a retention
-    /// batch prepares on its first use.
+    /// Statements kept prepared per connection after the table ran, and per retention batch.
     pub prepared_per_connection: usize,
     pub prepared_per_prune_batch: usize,
     /// What a write returns when another connection holds its lock past the lock timeout.
     pub lock_timeout: LockTimeout,
-    /// Raw SQL: a task id's literal; statements after which inserting events of a type
-    /// fails; statements that delete every task and event.
+    /// Raw SQL: an id's literal; making events of a type fail; deleting every task and event.
     pub id_literal: fn(Uuid) -> String,
     pub refuse_events_sql: fn(&str) -> String,
     pub empty_tables_sql: &'static str,
-    /// Whether the stores the suite opens write the execution history.
     pub history: History,
 }
 
-/// `fn $method(&self) -> $type`: the backend's [`Traits`]' `$field`.
 macro_rules! accessors {
     ($($method:ident: $field:ident -> $type:ty),*) => {
         $(fn $method(&self) -> $type { self.traits().$field })*
@@ -57,11 +53,10 @@ macro_rules! accessors {
 pub trait TestBackend: Send + Sync + 'static {
     fn traits(&self) -> Traits;
 
-    /// A new, empty database (a file, a schema) for one case, removed when dropped, for stores
-    /// of at most `connections` connections at once (a server with a limit reserves them).
+    /// A new, empty database for one case, removed on drop, for `connections` at once.
     fn database(&self, connections: u32) -> Box<dyn TestDatabase>;
 
-    /// Opens a store on `database` (a variant wraps it). The rest: the backend's [`Traits`].
+    /// Opens a store on `database` (a variant wraps it).
     fn open(&self, database: &dyn TestDatabase, setup: &StoreSetup) -> Arc<dyn TaskExecutionStore> {
         database.open(setup)
     }
@@ -82,29 +77,22 @@ pub trait TestBackend: Send + Sync + 'static {
     }
 }
 
-impl fmt::Debug for dyn TestBackend {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
+macro_rules! by_name {
+    ($($fmt:ident),*) => {$(impl fmt::$fmt for dyn TestBackend {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { f.write_str(self.name()) }
+    })*};
 }
+by_name!(Debug, Display);
 
-impl fmt::Display for dyn TestBackend {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// What a write gets when the lock it needs is held past the store's lock timeout, typed and
-/// retryable: [`dal_core::DalError::Busy`] (SQLite's `SQLITE_BUSY`), or
-/// [`dal_core::DatabaseErrorKind::LockNotAvailable`] (PostgreSQL's SQLSTATE 55P03).
+/// What a write gets when its lock is held past the lock timeout: [`dal_core::DalError::Busy`]
+/// or [`dal_core::DatabaseErrorKind::LockNotAvailable`] (SQLSTATE 55P03).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LockTimeout {
     Busy,
     LockNotAvailable,
 }
 
-/// Which plans a PostgreSQL store's sessions use (`plan_cache_mode`: `auto`,
-/// `force_custom_plan`, `force_generic_plan`); other backends ignore it.
+/// A PostgreSQL store's sessions' `plan_cache_mode`; other backends ignore it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Plans {
     #[default]
@@ -113,8 +101,7 @@ pub enum Plans {
     Generic,
 }
 
-/// How a store is opened on a [`TestDatabase`]: as [`Setup`] says, and its sessions' plans,
-/// clock, instrumentation (`None`: not counted) and history.
+/// How a store is opened on a [`TestDatabase`] (`instrumentation` `None`: not counted).
 #[derive(Clone)]
 pub struct StoreSetup {
     pub pool_size: u32,
@@ -127,31 +114,26 @@ pub struct StoreSetup {
 
 /// A database of one case: stores on it, and access outside the store.
 pub trait TestDatabase: Send + Sync {
-    /// Opens a store, migrating if needed (the first uses the database's connections).
+    /// Opens a store, migrating if needed.
     fn open(&self, setup: &StoreSetup) -> Arc<dyn TaskExecutionStore>;
-    /// Runs `sql` (statements separated by `;`) over a connection of its own.
+    /// Runs `sql` (`;`-separated) over a connection of its own.
     fn execute(&self, sql: &str) -> Result<(), String>;
-    /// Another connection holding the lock a write of task `id` needs (PostgreSQL: the row's;
-    /// SQLite: the database's write lock) until it commits or drops.
+    /// Another connection holding the lock a write of task `id` needs, until it commits or drops.
     fn hold_lock_on(&self, id: Uuid) -> Box<dyn HeldLock>;
-    /// Injects the backend's fault once (PostgreSQL: the store's sessions terminated; SQLite:
-    /// the write lock held past a short busy timeout) and returns how many it made.
+    /// Injects the backend's fault once; returns how many it made.
     fn inject_fault(&self) -> usize;
-    /// The database's own consistency check (SQLite's `PRAGMA integrity_check`), if any.
+    /// The database's own consistency check, if any.
     fn check_integrity(&self) -> Result<(), String> {
         Ok(())
     }
-    /// The database, for a backend's own cases to downcast.
     fn as_any(&self) -> &dyn Any;
 }
 
-/// A lock held by another connection (see [`TestDatabase::hold_lock_on`]).
 pub trait HeldLock: Send {
-    /// How many other sessions wait for this lock now, where the database can tell.
+    /// How many sessions wait for this lock, where the database can tell.
     fn waiters(&mut self) -> Option<usize>;
     /// Runs one statement inside the holder's transaction; returns the rows it changed.
     fn execute(&mut self, sql: &str) -> Result<usize, String>;
-    /// Commits the holder's transaction, releasing the lock.
     fn commit(&mut self) -> Result<(), String> {
         self.execute("COMMIT").map(drop)
     }
@@ -190,8 +172,7 @@ where
     }
 }
 
-/// How a case's store is opened: its pool size, and how long a write waits for a lock another
-/// connection holds (`None`: SQLite's 5 s busy timeout, no limit on PostgreSQL).
+/// A case's store's pool size, and how long a write waits for a lock (`None`: the default).
 #[derive(Debug, Clone, Copy)]
 pub struct Setup {
     pub pool_size: u32,
@@ -209,8 +190,7 @@ pub fn start_time() -> DateTime<Utc> {
     DateTime::from_timestamp(1_772_366_400, 123_456_789).unwrap_or_default() // 2026-03-01T12:00:00.123456789Z
 }
 
-/// A store of one backend on a database of its own, its clock and the log of every statement
-/// its connections sent. The database, declared after the store, outlives its connections.
+/// A store on a database of its own (declared last: it outlives the store), clock and log.
 pub struct Fixture {
     pub kind: Backend,
     pub store: Arc<dyn TaskExecutionStore>,
@@ -224,7 +204,6 @@ impl Fixture {
         Fixture::with(kind, Setup::default())
     }
 
-    /// A fixture opened with `setup` (all the store's connections opened up front).
     pub fn with(kind: Backend, setup: Setup) -> Self {
         let (clock, log) = (Arc::new(ManualClock::new(start_time())), StatementLog::new());
         let database = kind.database(setup.pool_size);
@@ -232,49 +211,41 @@ impl Fixture {
         Fixture { kind, store, clock, log, database }
     }
 
-    /// Another store on the fixture's database, with a pool and a clock of its own and no
-    /// statement counting, as a second process would open it; its sessions use `plans`.
+    /// Another store on the database, as a second process would open it (not counted).
     pub fn other_store(&self, pool_size: u32, plans: Plans) -> Arc<dyn TaskExecutionStore> {
         let clock = Arc::new(ManualClock::new(self.clock.now()));
         let setup = Setup { pool_size, lock_timeout: None };
         open(self.kind, &*self.database, setup, plans, &clock, None)
     }
 
-    /// Whether the fixture's store writes the execution history.
     pub fn keeps_history(&self) -> bool {
         self.kind.history() == History::Kept
     }
 
-    /// The fixture's database as the backend's own type `T`.
     pub fn database_as<T: 'static>(&self) -> Option<&T> {
         self.database.as_any().downcast_ref::<T>()
     }
 
-    /// Runs statements (`;`-separated, in the backend's SQL) on the fixture's database outside
-    /// the store, over a connection of its own.
+    /// Runs `;`-separated statements on the database outside the store.
     pub fn execute_sql(&self, sql: &str) {
         if let Err(err) = self.database.execute(sql) {
             panic!("{sql}: {err}");
         }
     }
 
-    /// See [`TestDatabase::hold_lock_on`].
     pub fn hold_lock_on(&self, id: uuid::Uuid) -> Box<dyn HeldLock> {
         self.database.hold_lock_on(id)
     }
 
-    /// How many `BEGIN`s the store has sent so far.
     pub fn begins(&self) -> usize {
         self.log.total().sql.iter().filter(|sql| sql.starts_with("BEGIN")).count()
     }
 
-    /// Whether a write of the store now waits for `held`: where the database cannot tell
-    /// (SQLite), whether the store has sent a `BEGIN` since it had sent `begun`.
+    /// Whether a write waits for `held` (where unknown: a `BEGIN` sent since `begun`).
     pub fn waits_for(&self, held: &mut dyn HeldLock, begun: usize) -> bool {
         held.waiters().map_or_else(|| self.begins() > begun, |n| n > 0)
     }
 
-    /// Fails the case if the database's consistency check finds a problem.
     pub fn assert_intact(&self) {
         if let Err(problem) = self.database.check_integrity() {
             panic!("{}: the database is damaged: {problem}", self.kind);
@@ -297,8 +268,6 @@ impl Fixture {
     }
 }
 
-/// The store `kind` opens on `database`: as `setup` says, with `plans`, `clock` and
-/// `instrumentation`.
 fn open(
     kind: Backend,
     database: &dyn TestDatabase,
@@ -320,7 +289,7 @@ impl fmt::Debug for Fixture {
     }
 }
 
-/// One conformance case: its name inside its group, and what runs it (panics on failure).
+/// A case: its name in its group, and what runs it (panics on failure).
 #[derive(Clone, Copy)]
 pub struct Case {
     pub name: &'static str,
@@ -339,7 +308,6 @@ macro_rules! case {
 /// A case of one backend's own, named `<backend>::<group>::<name>`: `(group, name, run)`.
 pub type OwnCase = (&'static str, &'static str, fn());
 
-/// The [`OwnCase`]s of `group`: the functions of `module`, named as they are.
 #[macro_export]
 macro_rules! own_cases {
     ($group:literal, $module:ident: $($case:ident),+ $(,)?) => {
@@ -347,12 +315,10 @@ macro_rules! own_cases {
     };
 }
 
-/// One run of the suite: a backend, the groups it runs, its own cases, and why it cannot run
-/// here, if it cannot (its cases are then ignored).
+/// A backend, its groups, its own cases, and why it cannot run here (its cases then ignored).
 pub struct Run(pub Backend, pub Vec<Group>, pub Vec<OwnCase>, pub Option<String>);
 
-/// The runs of every backend: `base` with every group and its `own` cases; the history off
-/// (`no_history`: what it sends and keeps prepared then); every call through async.
+/// `base` with every group and `own`; the history off (`no_history`: counts, prepared); async.
 pub fn runs(base: Backend, own: Vec<OwnCase>, no_history: (Statements, usize)) -> Vec<Run> {
     let (counts, prepared) = no_history;
     let with_async = [cases::calls(), vec![("async", crate::variants::ASYNC)]].concat();
@@ -363,9 +329,8 @@ pub fn runs(base: Backend, own: Vec<OwnCase>, no_history: (Statements, usize)) -
     ]
 }
 
-/// The test binary's `main`: every case of every run as a libtest trial named
-/// `<backend>::<group>::<case>`, and the README's statement table checked against every run's
-/// column; then the PostgreSQL server the tests started, if any, is stopped.
+/// Every case of every run as a trial `<backend>::<group>::<case>`, and the README's table
+/// checked against every run's column; then stops any server the tests started.
 pub fn main(runs: Vec<Run>) {
     let args = Arguments::from_args();
     let (mut trials, mut columns) = (Vec::new(), Vec::new());

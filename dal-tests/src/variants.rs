@@ -14,7 +14,6 @@ use crate::cases::support::{ready_tasks, workflow};
 use crate::operations::Statements;
 use crate::suite::{Backend, Case, Fixture, Setup, StoreSetup, TestBackend, TestDatabase, Traits};
 
-/// A backend underneath, with other [`Traits`], its stores behind the async interface or not.
 pub struct Variant {
     inner: Backend,
     traits: Traits,
@@ -22,9 +21,7 @@ pub struct Variant {
 }
 
 impl Variant {
-    /// `inner` with the history off (named `<inner>_no_history`, its README column
-    /// `<title>, history off`): every write without its event, sending `counts` and keeping
-    /// `prepared` statements prepared per connection.
+    /// `inner` with the history off, sending `counts` and keeping `prepared` per connection.
     pub fn no_history(inner: Backend, counts: Statements, prepared: usize) -> Backend {
         let t = inner.traits();
         let name = leak(format!("{}_no_history", t.name));
@@ -35,9 +32,7 @@ impl Variant {
         Box::leak(Box::new(Variant { inner, traits, through_async: false }))
     }
 
-    /// `inner` (named `async_<inner>`), every call made through the async interface: the cases
-    /// call a blocking store whose every operation runs the async operation on a tokio runtime,
-    /// which runs the backend's blocking operation on the blocking pool.
+    /// `inner`, each call of the cases through the async store on a tokio runtime.
     pub fn through_async(inner: Backend) -> Backend {
         let traits = Traits { name: leak(format!("async_{}", inner.name())), ..inner.traits() };
         Box::leak(Box::new(Variant { inner, traits, through_async: true }))
@@ -104,7 +99,6 @@ fn the_runtime_runs_on_while_calls_wait(kind: Backend) {
     assert!(started.elapsed() < lock_timeout);
 }
 
-/// The runtime the async calls run on (the cases' threads wait on it with `block_on`).
 fn runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
         let mut builder = tokio::runtime::Builder::new_multi_thread();
@@ -113,7 +107,6 @@ fn runtime() -> &'static tokio::runtime::Runtime {
     &RUNTIME
 }
 
-/// A blocking store whose every operation is the [`AsyncStore`]'s, awaited.
 struct ThroughAsync(AsyncStore);
 
 macro_rules! blocking_over_async {

@@ -1,7 +1,5 @@
-//! The migration step's own cases: migrations applied by a step of their own
-//! (`PgOptions::migrate`, or the SQL `migrations_sql` prints), verified or skipped at connect,
-//! and a role with DML rights only that cannot migrate. (The whole suite's model cases run as
-//! that role too: `Postgres::DmlOnly`.)
+//! Migrations as a step of their own (`PgOptions::migrate`, `migrations_sql`), verified or
+//! skipped at connect, and a DML-only role (as `Postgres::DmlOnly` runs the model cases).
 
 use dal_core::DalError;
 use dal_postgres::{Migrations, PgOptions, PgStore};
@@ -11,7 +9,6 @@ use diesel::sql_types::BigInt;
 use crate::factory::{ROLE, as_role, assert_writes, connect, execute, select, versions};
 use dal_tests::provision::postgres::TempSchema;
 
-/// How many relations `schema` holds.
 fn relations_in(schema: &TempSchema) -> i64 {
     let sql = format!(
         "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
@@ -21,13 +18,11 @@ fn relations_in(schema: &TempSchema) -> i64 {
     select::<BigInt, _>(&mut connect(schema.url()), &sql)
 }
 
-/// A store of one connection at `url`, which applies, verifies or skips the migrations (`m`).
 fn open(url: &str, m: Migrations) -> Result<PgStore, DalError> {
     PgOptions::new(url).pool_size(1).migrations(m).connect()
 }
 
-/// Asserts that verifying `schema`'s migrations fails naming `pending` (and not retryable), and
-/// changes nothing.
+/// Verifying `schema` fails naming `pending`, not retryable, and changes nothing.
 fn assert_pending(schema: &TempSchema, pending: &[String]) {
     let before = relations_in(schema);
     let err = open(schema.url(), Migrations::Verify).map(drop).unwrap_err();
@@ -38,7 +33,7 @@ fn assert_pending(schema: &TempSchema, pending: &[String]) {
 }
 
 /// A schema never migrated, and one lacking the newest migration: `Verify` names what is
-/// missing, applies nothing, and the schema stays as it was.
+/// missing and changes nothing.
 pub fn verified_migrations_missing_fail_the_connect_and_nothing_is_written() {
     let schema = TempSchema::with_connections(1);
     let all = versions();
@@ -60,8 +55,7 @@ pub fn the_migration_step_applies_each_migration_once() {
     assert_writes(&open(schema.url(), Migrations::Verify).expect("every migration applied"));
 }
 
-/// The role the suite's DML-only runs use has no right to run DDL: migrating a fresh schema as
-/// that role fails with `Migration`, and leaves the schema empty.
+/// Migrating a fresh schema as the DML-only role fails with `Migration`, the schema left empty.
 pub fn the_dml_only_role_cannot_migrate() {
     let schema = TempSchema::with_connections(1);
     let url = as_role(schema.url());
@@ -72,9 +66,8 @@ pub fn the_dml_only_role_cannot_migrate() {
     assert_eq!(relations_in(&schema), 0);
 }
 
-/// What `migrations_sql` prints, run as a DBA would run it (one batch, `psql -f`), makes a
-/// schema that a store verifying the migrations opens and writes to; run twice, it fails
-/// rather than apply a migration twice.
+/// What `migrations_sql` prints, run as one batch, makes a schema a verifying store opens and
+/// writes to; run twice, it fails rather than apply a migration twice.
 pub fn the_printed_sql_migrates_a_schema_the_store_verifies() {
     let schema = TempSchema::with_connections(1);
     let sql = dal_postgres::migrations_sql();
@@ -87,8 +80,7 @@ pub fn the_printed_sql_migrates_a_schema_the_store_verifies() {
     assert!(again.is_err(), "applied twice");
 }
 
-/// `Skip`: an empty schema opens (nothing applied, nothing checked), and the first write then
-/// fails on the missing table.
+/// `Skip`: an empty schema opens as it is, and the first write fails on the missing table.
 pub fn skipped_migrations_are_neither_applied_nor_checked() {
     let schema = TempSchema::with_connections(1);
     let store = open(schema.url(), Migrations::Skip).expect("nothing checked");

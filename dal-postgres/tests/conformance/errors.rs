@@ -1,7 +1,4 @@
-//! What PostgreSQL's error codes become, each provoked for real: serialization failures
-//! (SQLSTATE 40001) and deadlocks (40P01), and a statement cancelled by its timeout (57014).
-//! (A lock not granted in time, 55P03, is a case of the suite's `faults`; a session the server
-//! ends, 57P01, of its faults and restarts.)
+//! PostgreSQL's error codes, provoked for real: 40001, 40P01, 57014 (55P03 and 57P01: `faults`).
 
 use dal_core::{DalError, DatabaseErrorKind, TaskExecution, TaskStore};
 use diesel::PgConnection;
@@ -12,7 +9,6 @@ use dal_tests::cases::support::{assert_unchanged, expect_err, ready_tasks, workf
 use dal_tests::provision::postgres::reserve_connections;
 use dal_tests::suite::{Fixture, Setup};
 
-/// A fixture with a pool of `pool_size`, and its `tasks` Ready tasks.
 fn with_tasks(pool_size: u32, tasks: usize) -> (Fixture, Vec<TaskExecution>) {
     let setup = Setup { pool_size, ..Setup::default() };
     let f = Fixture::with(&Postgres::Owner, setup);
@@ -20,8 +16,7 @@ fn with_tasks(pool_size: u32, tasks: usize) -> (Fixture, Vec<TaskExecution>) {
     (f, tasks)
 }
 
-/// Makes the next `failures` updates of `task_executions` in the fixture's schema fail with
-/// SQLSTATE `code`, counted by a sequence (which survives the failed statement's rollback).
+/// The next `failures` updates of tasks fail with `code` (a sequence survives the rollback).
 fn inject_failures(f: &Fixture, failures: u32, code: &str) {
     let sql = format!(
         "CREATE SEQUENCE injected_failures;
@@ -38,15 +33,13 @@ fn inject_failures(f: &Fixture, failures: u32, code: &str) {
     execute(schema_of(f).url(), &sql).expect("install the injected failures");
 }
 
-/// Asserts that `err` is a database error of `kind`, and a retryable conflict if `conflict`,
-/// else neither.
+/// `err` is a database error of `kind`, and a retryable conflict if `conflict`, else neither.
 fn assert_database_error(err: &DalError, kind: DatabaseErrorKind, conflict: bool) {
     assert!(matches!(err, DalError::Database { kind: found, .. } if *found == kind), "{err:?}");
     assert_eq!([err.is_conflict(), err.is_retryable()], [conflict; 2], "{err:?}");
 }
 
-/// Resets `task` through failures the store retries: `statements` attempts in all, the last of
-/// which wrote the reset and its one event.
+/// Resets `task` through retried failures: `statements` attempts, the last writing it all.
 fn assert_reset_after_retries(f: &Fixture, task: &TaskExecution, statements: usize) {
     let now = f.tick();
     let (reset, counts) = f.log.measure(|| f.store.reset_task_for_recovery(task.id));
@@ -58,8 +51,7 @@ fn assert_reset_after_retries(f: &Fixture, task: &TaskExecution, statements: usi
     assert_eq!(f.store.events_for_task(task.id).expect("events").len(), 2);
 }
 
-/// A lasting serialization failure: the store tries four times in all, then returns it and has
-/// changed nothing. Two more: retried, and the third attempt writes.
+/// A lasting serialization failure: four tries, then returned, nothing changed. Two: retried.
 pub fn a_serialization_failure_is_retried_and_a_lasting_one_returned() {
     let (f, tasks) = with_tasks(8, 1);
     inject_failures(&f, 4 + 2, "40001");
@@ -72,9 +64,8 @@ pub fn a_serialization_failure_is_retried_and_a_lasting_one_returned() {
     assert_reset_after_retries(&f, &tasks[0], 3);
 }
 
-/// Two raw connections that lock two rows in opposite orders: the server fails one of them with
-/// 40P01, which is `Deadlock`, a retryable conflict. A deadlock the store's statement meets
-/// (injected with the same code) is retried by the store.
+/// Two connections locking two rows in opposite orders: one gets `Deadlock`, a retryable
+/// conflict; one the store's statement meets (injected) the store retries.
 pub fn a_deadlock_is_typed_by_its_code_and_retried_by_the_store() {
     let (f, tasks) = with_tasks(8, 2);
     let _permit = reserve_connections(2);
@@ -104,9 +95,8 @@ pub fn a_deadlock_is_typed_by_its_code_and_retried_by_the_store() {
     assert_reset_after_retries(&f, &tasks[0], 2);
 }
 
-/// A statement timeout cancels the statement, changes nothing, and is not retryable (the same
-/// statement would meet the same limit); the connection it ran on still works. The store with
-/// the timeout opens on the migrated schema: migrating under a short timeout could time out.
+/// A statement timeout cancels it, changes nothing, is not retryable; the connection still
+/// works. (The store with the timeout opens on a migrated schema: migrating could time out.)
 pub fn a_statement_cancelled_by_its_timeout_changes_nothing() {
     let (f, tasks) = with_tasks(2, 1);
     let task = &tasks[0];

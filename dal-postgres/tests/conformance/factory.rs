@@ -1,6 +1,4 @@
-//! `dal-postgres` under test: the factory of PostgreSQL and its variants, each case on a
-//! database of its own on the server [`dal_tests::provision::postgres`] finds, and what the
-//! backend's own cases share.
+//! The factory of PostgreSQL and its variants, and what the backend's own cases share.
 
 use std::any::Any;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -20,11 +18,8 @@ use dal_tests::suite::{TestBackend, TestDatabase, Traits};
 
 pub use dal_tests::provision::postgres::execute;
 
-/// PostgreSQL as the suite runs it, each case in a schema of its own: `Owner`, the store
-/// migrates it; `DmlOnly`, as a deployment with migrations as a step of their own (the
-/// server's user migrates it, the stores connect as [`ROLE`] with [`Migrations::Verify`]);
-/// `Pooled`, through PgBouncer in transaction pooling, each case in a database of its own (the
-/// proxy drops the `options` a schema needs), nothing kept prepared.
+/// A schema per case: `Owner`, the store migrates it; `DmlOnly`, a migration step does and the
+/// stores connect as [`ROLE`] verifying; `Pooled`, a database per case behind PgBouncer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Postgres {
     Owner,
@@ -32,10 +27,8 @@ pub enum Postgres {
     Pooled,
 }
 
-/// One statement per write (its events in the same data-modifying WITH; a batch binds each
-/// column as one array), cycle and retention batch; a rejected write is the write, then the
-/// SELECT that explains it; a sweep abandons at the cap, then resets. The same with the history
-/// off.
+/// One statement per write (events in the same WITH), cycle and retention batch; a rejected
+/// write adds the SELECT that explains it; a sweep abandons, then resets. History off: the same.
 pub const STATEMENTS: Statements = Statements {
     logged_write: 1,
     rejected_write: 2,
@@ -49,9 +42,8 @@ pub const STATEMENTS: Statements = Statements {
     prune_nothing: 1,
 };
 
-/// The logged single-row and many-row INSERTs, the logged guarded UPDATE and the plain one
-/// (heartbeats), the logged claim and batch completion, and the SELECTs (not the sweep and
-/// the retention batch, planned anew each time); none behind the pooler.
+/// The INSERTs, guarded and plain UPDATEs, claim, completion and SELECTs (not the sweep and
+/// retention, planned anew); none behind the pooler.
 pub const PREPARED: usize = 20;
 
 impl TestBackend for Postgres {
@@ -98,8 +90,7 @@ enum Place {
     Pooled(TempDatabase),
 }
 
-/// A case's database, and the connections of each store after the first (the first one's came
-/// with the database).
+/// A case's database, and the connections of each store after the first.
 struct Database {
     backend: Postgres,
     place: Place,
@@ -115,7 +106,6 @@ impl Database {
     }
 }
 
-/// The schema of a fixture not behind the pooler.
 pub fn schema_of(f: &Fixture) -> &TempSchema {
     match f.database_as::<Database>().map(|d| &d.place) {
         Some(Place::Schema(schema)) => schema,
@@ -169,7 +159,7 @@ impl TestDatabase for Database {
         Box::new(Holder::connect(self.direct_url(), &lock, waiters).expect("lock the row"))
     }
 
-    /// The server terminates the store's sessions; none behind the pooler, which hides them.
+    /// The server terminates the store's sessions (none behind the pooler, which hides them).
     fn inject_fault(&self) -> usize {
         let Place::Schema(schema) = &self.place else {
             return 0;
@@ -188,7 +178,7 @@ pub fn connect(url: &str) -> PgConnection {
     PgConnection::establish(url).unwrap_or_else(|e| panic!("connect to {url}: {e}"))
 }
 
-/// The one value (of SQL type `ST`) that `sql` selects.
+/// The one value (SQL type `ST`) `sql` selects.
 pub fn select<ST, T>(conn: &mut PgConnection, sql: &str) -> T
 where
     ST: diesel::expression::TypedExpressionType,
@@ -198,18 +188,15 @@ where
     value.unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
-/// Every migration version of this build, oldest first.
 pub fn versions() -> Vec<String> {
     dal_diesel::open::versions::<diesel::pg::Pg>(&dal_postgres::MIGRATIONS).unwrap()
 }
 
-/// How many migrations the database at `url` lists as applied.
 pub fn applied(url: &str) -> usize {
     let sql = "SELECT count(*) FROM __diesel_schema_migrations";
     usize::try_from(select::<BigInt, i64>(&mut connect(url), sql)).unwrap()
 }
 
-/// Creates a task through `store`, reads it back and returns it.
 pub fn assert_writes(store: &dyn TaskStore) -> TaskExecution {
     let new = dal_core::NewTaskExecution::new(Uuid::now_v7(), "written");
     let task = store.create(&new).expect("create");
@@ -217,8 +204,8 @@ pub fn assert_writes(store: &dyn TaskStore) -> TaskExecution {
     task
 }
 
-/// Asserts that `err` is [`DalError::Settings`] of these `setting`, `requested` and `actual`,
-/// with a hint that contains `hint_has`, and not retryable.
+/// `err` is [`DalError::Settings`] of `[setting, requested, actual]`, a hint with `hint_has`,
+/// not retryable.
 pub fn assert_settings_error(err: &DalError, expected: [&str; 3], hint_has: &str) {
     let found = match err {
         DalError::Settings { setting: s, requested: r, actual: a, hint } => ([s, r, a], hint),
@@ -228,13 +215,10 @@ pub fn assert_settings_error(err: &DalError, expected: [&str; 3], hint_has: &str
     assert!(found.1.contains(hint_has) && !err.is_retryable(), "{err:?}");
 }
 
-/// The role of [`Postgres::DmlOnly`] stores. Made once per server: it owns nothing and has
-/// rights on each case's schema only, which go with the schema.
+/// The role of [`Postgres::DmlOnly`] stores: it owns nothing, its rights go with each schema.
 pub const ROLE: &str = "dal_test_dml_only";
 
-/// `url` (of the test server) as [`ROLE`], in the same database (libpq would otherwise pick
-/// the database named like the role). Makes the role first if the server has none: test
-/// processes may race to make it, and the loser takes either error as "made".
+/// `url` as [`ROLE`] in the same database, the role made first (a racing loser's error is fine).
 pub fn as_role(url: &str) -> String {
     static DATABASE: OnceLock<String> = OnceLock::new();
     let database = DATABASE.get_or_init(|| {
@@ -248,8 +232,7 @@ pub fn as_role(url: &str) -> String {
     with_params(url, &[("user", ROLE), ("dbname", database)])
 }
 
-/// Migrates `schema` as the server's user, as a deployment's migration step does, and gives
-/// [`ROLE`] DML rights on what the migrations made.
+/// Migrates `schema` as a deployment's step does, and gives [`ROLE`] DML rights on it.
 fn migrate_for_role(schema: &TempSchema) {
     as_role(schema.url());
     PgOptions::new(schema.url()).migrate().expect("the migration step");

@@ -1,7 +1,4 @@
-//! The conformance suite (`dal-tests`) against `dal-postgres`: every case on PostgreSQL, its
-//! own cases (opening, error codes, server restarts), and what each variant changes: the
-//! history off, the async interface, a DML-only role with migrations as a step of their own,
-//! and PgBouncer in transaction pooling.
+//! The conformance suite against `dal-postgres`, its own cases, and what each variant changes.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod dml_only;

@@ -1,4 +1,4 @@
-//! Opening a PostgreSQL store where none can be opened, and the session it checks.
+//! Opening where none can be opened, and the session a store checks.
 
 use std::time::Instant;
 
@@ -11,9 +11,7 @@ use crate::factory::{applied, assert_settings_error, assert_writes, connect, sel
 use dal_tests::cases::opening::{AT_ONCE, TIMEOUT, failure};
 use dal_tests::provision::postgres::{TempSchema, server_url, with_params};
 
-/// A refused connection (nothing listens on port 1), an unknown database, an unknown role:
-/// `Connection`, from the first attempt. (A refused password needs a server that asks for one;
-/// the test servers trust their clients.)
+/// A refused connection, an unknown database, an unknown role: `Connection`, at once.
 pub fn a_store_that_cannot_be_opened_fails_at_once() {
     let unknown = |key, value| with_params(server_url(), &[(key, value)]);
     let urls = [
@@ -29,8 +27,7 @@ pub fn a_store_that_cannot_be_opened_fails_at_once() {
     }
 }
 
-/// A `search_path` that names no existing schema: the session has no schema to create the
-/// tables in, and the connect says so before any migration runs.
+/// A `search_path` of no existing schema: the connect says so before any migration runs.
 pub fn a_search_path_of_no_existing_schema_fails_the_connect() {
     let url = with_params(server_url(), &[("options", "-csearch_path=dal_no_such_schema")]);
     let err = PgOptions::new(url).pool_size(1).connect().map(drop).unwrap_err();
@@ -38,18 +35,15 @@ pub fn a_search_path_of_no_existing_schema_fails_the_connect() {
     assert_settings_error(&err, expected, "create the schema");
 }
 
-/// Settings the URL asks for are compared as the server spells them: `5000` (milliseconds) is
-/// the `5s` the session shows, and the store opens.
+/// Settings in the URL are compared as the server spells them (`5000` is `5s`).
 pub fn settings_in_the_url_are_compared_as_the_server_spells_them() {
     let schema = TempSchema::with_connections(1);
     let url = schema.url_with_options("-c statement_timeout=5000 -c work_mem=8192");
     PgOptions::new(url).pool_size(1).connect().expect("the settings took effect");
 }
 
-/// A store opening with a short `lock_timeout` while another session holds the migrations'
-/// advisory lock (its key read from the SQL `migrations_sql` prints) waits for the lock, past
-/// that timeout (the server says how long it has waited), and opens once the lock is released
-/// (by this thread, the open running on another); the schema is migrated once.
+/// An open with a short `lock_timeout` waits past it for the migrations' advisory lock another
+/// session holds, opens once it is released, and the schema is migrated once.
 pub fn a_migration_in_progress_is_waited_for_past_the_lock_timeout() {
     let schema = TempSchema::with_connections(1);
     let sql = dal_postgres::migrations_sql();

@@ -1,7 +1,5 @@
-//! The cases of PgBouncer in transaction pooling, with `PgOptions::transaction_pooling` on:
-//! options it drops, planner settings missing, processes migrating at once. (The suite's runs
-//! behind it skip `faults`, whose cases set a session's `lock_timeout` in `options`, which the
-//! proxy drops, and terminate a schema's sessions, which it hides behind its pool.)
+//! PgBouncer in transaction pooling: options it drops, planner settings missing, processes
+//! migrating at once. (Its runs skip `faults`, which need `options` and the server's sessions.)
 
 use dal_core::{DalError, TaskStore};
 use dal_postgres::{INDEX_PLAN_SETTINGS, PgOptions, PgStore};
@@ -12,13 +10,12 @@ use crate::factory::{applied, assert_settings_error, assert_writes, connect, exe
 use dal_tests::provision::pooler::TempDatabase;
 use dal_tests::provision::postgres::with_params;
 
-/// A store of one connection at `url` through the proxy.
 fn open(url: &str) -> Result<PgStore, DalError> {
     let options = PgOptions::new(url).transaction_pooling(true);
     options.pool_size(1).connect()
 }
 
-/// The DAL's tables in each of `schemas` of `database`, as `schema: table, ...`.
+/// The tables in each of `schemas` of `database`, as `schema: table, ...`.
 fn tables(database: &TempDatabase, schemas: &[&str]) -> Vec<String> {
     let mut conn = connect(database.direct_url());
     let mut in_schema = |schema: &&str| {
@@ -31,11 +28,8 @@ fn tables(database: &TempDatabase, schemas: &[&str]) -> Vec<String> {
     schemas.iter().map(&mut in_schema).collect()
 }
 
-/// A URL asking for schema `tenant`, or a custom setting, in its `options`, through the proxy,
-/// which drops them: the connect fails with the setting named, before anything is written in
-/// `public` (where the session would have written) or in `tenant`. Made on the database
-/// instead (before the proxy opens a session on it: a database's settings apply to the
-/// sessions opened after), the schema is used.
+/// A schema (`tenant`) or a custom setting in `options`, which the proxy drops: the connect
+/// fails naming it, nothing written. Made on the database before any session, it is used.
 pub fn options_the_pooler_drops_fail_the_connect_and_nothing_is_written() {
     let database = TempDatabase::with_connections(2, &INDEX_PLAN_SETTINGS);
     execute(database.direct_url(), "CREATE SCHEMA tenant").expect("create the schema");
@@ -59,9 +53,8 @@ pub fn options_the_pooler_drops_fail_the_connect_and_nothing_is_written() {
     assert_eq!(tables(&database, &["public", "tenant"]), ["public: ", made]);
 }
 
-/// Behind the proxy the store sets no session settings: with the index plans asked for and not
-/// made on the server, the connect fails naming the first missing one and writes nothing; with
-/// them off, it opens.
+/// Index plans asked for and not made on the server: the connect fails naming the first
+/// missing, nothing written; with them off, it opens.
 pub fn planner_settings_missing_on_the_server_fail_the_connect() {
     let database = TempDatabase::with_connections(2, &[]);
     let err = open(database.pooled_url()).map(drop).unwrap_err();
@@ -72,9 +65,8 @@ pub fn planner_settings_missing_on_the_server_fail_the_connect() {
     assert_writes(&store.expect("no planner settings asked for"));
 }
 
-/// Several processes (here threads, each a store of its own) connecting at once to a new
-/// database through the proxy: the migrations' transaction-scoped lock lets one migrate, and
-/// every store opens on the same schema.
+/// Stores connecting at once to a new database through the proxy: one migrates (the lock is
+/// transaction-scoped), every store opens on the same schema.
 pub fn processes_connecting_at_once_migrate_once() {
     const STORES: u32 = 4;
     let database = TempDatabase::with_connections(STORES, &INDEX_PLAN_SETTINGS);

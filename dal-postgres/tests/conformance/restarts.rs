@@ -1,10 +1,6 @@
-//! Server restarts: the server is restarted with `pg_ctl restart -m fast` and `-m immediate`
-//! while runners claim and complete tasks. Every call either did all it says or failed with
-//! `Connection`; no task is half-written (each history replays to its row); the pool recovers
-//! by itself and later calls succeed.
-//!
-//! The case starts a private cluster of its own: restarting the server the rest of the suite
-//! shares would fail the cases running beside it.
+//! `pg_ctl restart -m fast` and `-m immediate` while runners claim and complete, on a private
+//! cluster: every call did all or failed with `Connection`, no task is half-written, the pool
+//! recovers.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,7 +20,6 @@ use dal_tests::provision::cluster;
 const RUNNERS: usize = 4;
 const TASKS: usize = 20_000;
 const BATCH: u32 = 8;
-/// `fast` and `immediate`, alternately.
 const RESTARTS: usize = 6;
 /// Successful calls the runners make between restarts, and after the last one.
 const CALLS_BETWEEN: usize = 40;
@@ -96,8 +91,7 @@ pub fn calls_across_server_restarts_are_all_or_nothing_and_the_pool_recovers() {
     );
 }
 
-/// What a runner saw: its calls, those that failed with `Connection`, and the calls that went
-/// otherwise than all or nothing; each success is reported on `made`.
+/// A runner's calls, `Connection` failures, and calls not all-or-nothing; successes go to `made`.
 struct Tally {
     made: Sender<()>,
     calls: usize,
@@ -106,7 +100,6 @@ struct Tally {
 }
 
 impl Tally {
-    /// Counts a call and returns what it returned; a failure other than `Connection` is kept.
     fn record<T>(&mut self, call: &str, result: Result<T, DalError>) -> Option<T> {
         self.calls += 1;
         match result {
@@ -121,7 +114,6 @@ impl Tally {
     }
 }
 
-/// A runner: claims a batch and completes it, over and over, until `stop`.
 fn run(store: &dyn TaskExecutionStore, stop: &AtomicBool, mut tally: Tally) -> Tally {
     let runner = Uuid::now_v7();
     while !stop.load(Ordering::Relaxed) {

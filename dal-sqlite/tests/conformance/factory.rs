@@ -17,7 +17,6 @@ use dal_tests::suite::{
 
 pub struct Sqlite;
 
-/// The busy timeout of the suite's stores unless a case sets its own.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl TestBackend for Sqlite {
@@ -30,8 +29,7 @@ impl TestBackend for Sqlite {
                 logged_write: 4,
                 // The write that matched nothing in its transaction, then one SELECT.
                 rejected_write: 4,
-                // 2,048 task rows and 4,096 events a statement: BEGIN, four INSERTs of tasks,
-                // two of events, COMMIT.
+                // BEGIN, four INSERTs of tasks (2,048 a statement), two of events, COMMIT.
                 large_batch: 8,
                 // BEGIN IMMEDIATE, the claim, COMMIT (no events to insert).
                 empty_claim: 3,
@@ -39,19 +37,15 @@ impl TestBackend for Sqlite {
                 cycle: 5,
                 // Each failure is the guarded write of its task (its error is its own).
                 cycle_per_failure: 1,
-                // Abandon at the cap, then reset: two transactions, the first of which (nothing
-                // at the cap here) inserts no events.
+                // Abandon at the cap (no events here), then reset: two transactions.
                 sweep: 7,
-                // Without the write lock, the scan and the check of the scanned tasks' workflow
-                // executions; then, only when some look finished, BEGIN IMMEDIATE, the check
-                // again, the DELETE of their tasks and of their events, COMMIT. With nothing
-                // scanned there is no check.
+                // Unlocked, the scan and the check of the workflows; if some look finished,
+                // BEGIN IMMEDIATE, the check again, two DELETEs, COMMIT. Nothing scanned: no check.
                 prune_removing: 7,
                 prune_none_finished: 2,
                 prune_nothing: 1,
             },
-            // Every statement is kept: the INSERTs of each shape a measured call used, the
-            // guarded UPDATEs, the claim, the sweep, the SELECTs and a retention batch's.
+            // Every statement is kept, of every shape a measured call used.
             prepared_per_connection: 32,
             // The scan, the check and the two DELETEs (`PreparedAs`).
             prepared_per_prune_batch: 4,
@@ -77,7 +71,6 @@ impl TestBackend for Sqlite {
 struct File(TempDatabase);
 
 impl File {
-    /// A connection of its own that has run `sql`; SQLite cannot tell who waits for it.
     fn connect(&self, sql: &str) -> Result<Holder<SqliteConnection>, String> {
         Holder::connect(&self.0.path().to_string_lossy(), sql, |_| None)
     }
@@ -104,8 +97,7 @@ impl TestDatabase for File {
         Box::new(self.connect("BEGIN IMMEDIATE").expect("lock"))
     }
 
-    /// Another connection holds the write lock past the store's short busy timeout; it waits
-    /// its turn for the lock like any writer.
+    /// Another connection holds the write lock past the store's short busy timeout.
     fn inject_fault(&self) -> usize {
         let mut lock = self.connect("PRAGMA busy_timeout = 5000; BEGIN IMMEDIATE").expect("lock");
         std::thread::sleep(Duration::from_millis(120));

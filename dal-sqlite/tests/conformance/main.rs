@@ -1,5 +1,4 @@
-//! The conformance suite (`dal-tests`) against `dal-sqlite`: every case on SQLite, its own
-//! cases (opening), and what each variant changes: the history off, the async interface.
+//! The conformance suite against `dal-sqlite`, its own cases, and what each variant changes.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod factory;

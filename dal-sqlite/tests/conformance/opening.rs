@@ -6,7 +6,7 @@ use dal_sqlite::{Migrations, SqliteOptions};
 use dal_tests::cases::opening::{AT_ONCE, TIMEOUT, failure};
 use dal_tests::provision::sqlite::TempDatabase;
 
-/// The error of opening a store on `path`, which fails at once (not after the pool's retries).
+/// The error of opening a store on `path`, which fails at once.
 fn error_at_once(path: &std::path::Path) -> DalError {
     let options = SqliteOptions::new(path.to_string_lossy()).connect_timeout(TIMEOUT);
     let (err, took) = failure(|| options.open().map(drop));
@@ -14,8 +14,7 @@ fn error_at_once(path: &std::path::Path) -> DalError {
     err
 }
 
-/// A file in a directory that does not exist (not created), and a file that is not a SQLite
-/// database (left as it was).
+/// A file in a missing directory (not created), and a non-database file (left as it was).
 pub fn a_store_that_cannot_be_opened_fails_at_once() {
     let db = TempDatabase::new();
     let missing_dir = db.path().with_file_name("no-such-dir");
@@ -29,10 +28,8 @@ pub fn a_store_that_cannot_be_opened_fails_at_once() {
     assert_eq!(std::fs::read(db.path()).expect("read"), contents);
 }
 
-/// Migrations verified instead of applied: a missing file is an error that says so, and nothing
-/// is created (no file, no `-wal`, no `-shm`); an empty database fails the open naming every
-/// migration and is left as it was; after the migration step (which applies each once) it
-/// opens.
+/// `Verify`: a missing file is an error that says so, nothing created; an empty database fails
+/// naming every migration, left as it was; after the migration step (each once) it opens.
 pub fn verified_migrations_missing_fail_the_open() {
     let db = TempDatabase::new();
     let all = dal_diesel::open::versions::<diesel::sqlite::Sqlite>(&dal_sqlite::MIGRATIONS);

@@ -1,7 +1,6 @@
-//! A private, throwaway PostgreSQL cluster from the machine's binaries: `initdb` in a
-//! temporary directory, the server on a socket there only (no TCP port), stopped and removed
-//! on drop, or by its watcher (a shell) once the test process ends however it ends, or else by
-//! the next test process that starts one. As root, it runs as `postgres` (`runuser`).
+//! A throwaway PostgreSQL cluster from the machine's binaries, on a socket in a temporary
+//! directory only; removed on drop, by its watcher once the process ends, or by the next
+//! process that starts one. As root, it runs as `postgres` (`runuser`).
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -10,13 +9,10 @@ use std::process::{Command, Stdio};
 
 const DIR_PREFIX: &str = "dal_test_pg_";
 
-/// A default connection limit; `fsync` and `full_page_writes` off (only a crash of the machine
-/// loses data), `synchronous_commit` on (a crash of the server loses no commit).
+/// `fsync` and `full_page_writes` off: only a crash of the machine loses data.
 const SERVER_OPTIONS: &str =
     "-c listen_addresses='' -c max_connections=100 -c fsync=off -c full_page_writes=off";
 
-/// A running private cluster (its directory holds `data/`, the socket and the log, and
-/// `bindir` the binaries), stopped at once and removed on drop.
 #[derive(Debug)]
 pub struct Cluster {
     dir: PathBuf,
@@ -24,7 +20,6 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// The URL of the cluster's `postgres` database, as the `postgres` role, over its socket.
     pub fn url(&self) -> String {
         let socket = self.dir.to_string_lossy().replace('/', "%2F");
         format!("postgres://postgres@{socket}/postgres")
@@ -34,7 +29,7 @@ impl Cluster {
         &self.bindir
     }
 
-    /// Runs `pg_ctl <args>` on the cluster (e.g. a restart); `Err` with its output on failure.
+    /// Runs `pg_ctl <args>` on the cluster; `Err` with its output on failure.
     pub fn pg_ctl(&self, args: &[&str]) -> Result<(), String> {
         let dir = self.dir.display();
         let files = [format!("--pgdata={dir}/data"), format!("--log={dir}/server.log")];
@@ -49,13 +44,12 @@ impl Drop for Cluster {
     }
 }
 
-/// Starts a private cluster, or says why not (no binaries, `initdb` or the start failed).
+/// Starts a private cluster, or says why not.
 pub fn start() -> Result<Cluster, String> {
     let bindir = find_bindir().ok_or(
         "no PostgreSQL binaries (initdb and pg_ctl) found by pg_config --bindir, on PATH or in \
          /usr/lib/postgresql/*/bin",
     )?;
-    // The clusters of test processes that no longer run.
     for dir in fs::read_dir(std::env::temp_dir()).into_iter().flatten().flatten() {
         if super::orphaned(&dir.file_name().to_string_lossy(), DIR_PREFIX) {
             drop(Cluster { dir: dir.path(), bindir: bindir.clone() });
@@ -89,9 +83,8 @@ pub fn start() -> Result<Cluster, String> {
     Ok(cluster)
 }
 
-/// The directory holding `initdb` and `pg_ctl`: `DAL_TEST_PG_BINDIR` when set (`.ci/postgres`
-/// prints one), else `pg_config --bindir`, else the first such directory on `PATH`, else the
-/// newest `/usr/lib/postgresql/<version>/bin` (Debian, Ubuntu).
+/// The directory of `initdb` and `pg_ctl`: `DAL_TEST_PG_BINDIR`, `pg_config --bindir`, `PATH`,
+/// else the newest `/usr/lib/postgresql/<version>/bin`.
 pub fn find_bindir() -> Option<PathBuf> {
     let has_both = |dir: &PathBuf| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
     if let Some(dir) = std::env::var_os("DAL_TEST_PG_BINDIR") {
@@ -109,7 +102,6 @@ pub fn find_bindir() -> Option<PathBuf> {
     candidates.chain(debian.into_iter().map(|dir| dir.join("bin"))).find(has_both)
 }
 
-/// `program` of `bindir` with `args`, as the `postgres` account when this process is root.
 fn command(bindir: &Path, program: &str, args: &[&str]) -> Command {
     let program = bindir.join(program);
     let mut cmd = Command::new(if is_root() { Path::new("runuser") } else { &program });
@@ -120,7 +112,6 @@ fn command(bindir: &Path, program: &str, args: &[&str]) -> Command {
     cmd
 }
 
-/// Runs `cmd` to its end; `Err` with its output when it fails.
 fn run(cmd: &mut Command) -> Result<(), String> {
     let out = cmd.stdin(Stdio::null()).output().map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
     let text = |bytes| String::from_utf8_lossy(bytes).trim().to_owned();
@@ -129,7 +120,6 @@ fn run(cmd: &mut Command) -> Result<(), String> {
     out.status.success().then_some(()).ok_or(failed)
 }
 
-/// Whether this process runs as root (the owner of `/proc/self` is the effective user).
 fn is_root() -> bool {
     fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }

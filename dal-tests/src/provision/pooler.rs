@@ -1,8 +1,6 @@
-//! A transaction-pooling proxy (PgBouncer) in front of the test server, named by
-//! `DAL_TEST_POOLER` (its `postgres://` URL; `.ci/pgbouncer` starts one, with a fallback entry
-//! to the test server, and prints it), and a database of its own per case behind it: the
-//! proxy drops a client's `options`, so the settings the store checks for are made on the
-//! database (`ALTER DATABASE ... SET`), as a production deployment makes them.
+//! PgBouncer in transaction pooling before the test server (`DAL_TEST_POOLER`, which
+//! `.ci/pgbouncer` prints), a database per case behind it; the proxy drops `options`, so
+//! settings are made on the database (`ALTER DATABASE ... SET`), as in production.
 
 use std::sync::Once;
 
@@ -23,12 +21,11 @@ fn pooler_url() -> Option<String> {
 pub fn unavailable() -> Option<String> {
     match pooler_url() {
         None => Some(format!(
-            "no transaction-pooling proxy: set {POOLER_ENV} to a PgBouncer in front of the \
-             test server (`bash .ci/pgbouncer` starts one and prints the URL)"
+            "no transaction-pooling proxy: set {POOLER_ENV} (`bash .ci/pgbouncer` prints one)"
         )),
-        Some(_) if private() => Some(format!(
-            "DAL_TEST_SERVER=private: the proxy of {POOLER_ENV} fronts another server"
-        )),
+        Some(_) if private() => {
+            Some(format!("DAL_TEST_SERVER=private; {POOLER_ENV} fronts another"))
+        }
         Some(_) => None,
     }
 }
@@ -37,8 +34,7 @@ fn drop_database(name: &str) -> String {
     format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")
 }
 
-/// A database of its own on the test server, reached through the proxy, dropped on drop (its
-/// sessions, the proxy's among them, terminated first), and the connections reserved for it.
+/// A database of its own, reached through the proxy, dropped (sessions and all) on drop.
 #[derive(Debug)]
 pub struct TempDatabase {
     name: String,
@@ -49,9 +45,8 @@ pub struct TempDatabase {
 }
 
 impl TempDatabase {
-    /// Creates a database once the budget has `connections` for its stores (the proxy opens at
-    /// most one server session per client connection in use), with `settings` (`name`,
-    /// `value`) made on it before anything connects to it. Panics without a proxy.
+    /// Creates a database once the budget has `connections`, with `settings` made on it before
+    /// anything connects. Panics without a proxy.
     pub fn with_connections(connections: u32, settings: &[(&str, &str)]) -> Self {
         let pooler = pooler_url().unwrap_or_else(|| panic!("{POOLER_ENV} is not set"));
         let _permit = reserve_for_fixture(connections);
@@ -63,10 +58,9 @@ impl TempDatabase {
             }
         });
         let name = super::unique_name(DATABASE_PREFIX);
-        let set = settings
-            .iter()
-            .map(|(setting, value)| format!("ALTER DATABASE \"{name}\" SET {setting} = '{value}'"));
-        let statements: Vec<String> =
+        let set =
+            settings.iter().map(|(s, v)| format!("ALTER DATABASE \"{name}\" SET {s} = '{v}'"));
+        let statements: Vec<_> =
             [format!("CREATE DATABASE \"{name}\"")].into_iter().chain(set).collect();
         on_server(&statements).expect("create a test database");
         let pooled_url = with_params(&pooler, &[("dbname", &name)]);
@@ -78,7 +72,6 @@ impl TempDatabase {
         &self.pooled_url
     }
 
-    /// The database on the server itself, not through the proxy.
     pub fn direct_url(&self) -> &str {
         &self.direct_url
     }

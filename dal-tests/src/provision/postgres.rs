@@ -1,16 +1,9 @@
-//! PostgreSQL: one server per test process, a new schema per fixture.
-//!
-//! The server is found in this order, and one line on stderr says which was used:
-//! 1. `DATABASE_URL`, if set (a `postgres://` URL).
-//! 2. A server libpq would reach, one connection attempt of [`PROBE_SECONDS`] each: libpq's
-//!    environment and defaults, the local socket, then 127.0.0.1:5432, as user `postgres`.
-//! 3. A private, throwaway cluster made with the machine's binaries ([`super::cluster`]).
-//! 4. A PostgreSQL 15 container (testcontainers), when a Docker daemon's socket answers.
-//! 5. Otherwise a panic naming all of the above ([`HOW_TO`]): never skipped silently.
-//!
-//! `DAL_TEST_SERVER=private` goes to 3 at once. A fixture reserves the connections its stores
-//! will open from a budget read once from the server, waiting while the budget is spent, so
-//! any number of test threads fits the server's `max_connections`.
+//! PostgreSQL: one server per test process, a new schema per fixture. The server, said on
+//! stderr: `DATABASE_URL`; else the first probe libpq reaches ([`PROBE_SECONDS`] each: libpq's
+//! environment and defaults, the local socket, 127.0.0.1:5432 as `postgres`); else a private
+//! cluster ([`super::cluster`]; `DAL_TEST_SERVER=private` goes there at once); else a
+//! PostgreSQL 15 container when Docker answers; else a panic with [`HOW_TO`]. Fixtures reserve
+//! their connections from a budget read from the server, so any number of threads fits.
 
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 
@@ -29,16 +22,13 @@ daemon for testcontainers (DOCKER_HOST or /var/run/docker.sock). Set DATABASE_UR
 tests may create schemas in (e.g. DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres), \
 install PostgreSQL (e.g. apt install postgresql), or start Docker.";
 
-/// Seconds each probe of step 2 may take to connect.
 pub const PROBE_SECONDS: u32 = 2;
 
 const SCHEMA_PREFIX: &str = "dal_test_";
 
-/// Connections a fixture keeps beside its stores' pools: making and dropping its schema or
-/// database, and a case's own (a lock holder, raw SQL).
+/// A fixture's connections beside its stores': its schema's, a case's own (lock holder, SQL).
 const ADMIN_CONNECTIONS: u32 = 2;
 
-/// The server's URL and connection budget, and the cluster or container the tests started.
 static SERVER: OnceLock<Result<(String, Budget), String>> = OnceLock::new();
 static STARTED: Mutex<Option<Box<dyn Send>>> = Mutex::new(None);
 
@@ -46,8 +36,7 @@ fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The connections this process may hold on the server at once; `free` falls below zero while
-/// cases take more for their other stores.
+/// The connections this process may hold at once; `free` goes below zero for cases' extra stores.
 #[derive(Debug)]
 struct Budget {
     total: u32,
@@ -55,13 +44,15 @@ struct Budget {
     freed: Condvar,
 }
 
-/// Connections taken from the budget, given back on drop.
 #[derive(Debug)]
 pub struct ConnectionPermit(&'static Budget, u32);
 
 impl Budget {
-    /// Takes `connections`, first waiting until they are free if `wait` (all of the budget at
-    /// most: a request larger than the budget waits for all of it).
+    fn new(total: u32) -> Self {
+        Budget { total, free: Mutex::new(total.into()), freed: Condvar::new() }
+    }
+
+    /// Takes `connections`, if `wait` once free (a request above the budget waits for all).
     fn take(&'static self, connections: u32, wait: bool) -> ConnectionPermit {
         let wanted = i64::from(connections.min(self.total));
         let free = self.freed.wait_while(locked(&self.free), |free| wait && *free < wanted);
@@ -77,21 +68,16 @@ impl Drop for ConnectionPermit {
     }
 }
 
-/// Reserves `connections` for a new schema or database's stores, and its own, waiting while the
-/// budget is spent.
 pub(crate) fn reserve_for_fixture(connections: u32) -> ConnectionPermit {
     server().1.take(connections + ADMIN_CONNECTIONS, true)
 }
 
-/// Takes `connections` for a store a case opens beside its fixture's, without waiting: cases
-/// waiting while holding their fixtures' could wait for each other. Keep it as long as the store.
+/// Connections for a store beside a fixture's, not waited for (waiting cases could deadlock).
 pub fn reserve_connections(connections: u32) -> ConnectionPermit {
     server().1.take(connections, false)
 }
 
-/// The budget: `DAL_TEST_CONNECTIONS`, else the server's `max_connections` less its
-/// `superuser_reserved_connections`, the connections other clients hold and a spare 10 (but
-/// enough for one case with a default pool).
+/// `DAL_TEST_CONNECTIONS`, else `max_connections` less the reserved, other clients' and 10 spare.
 fn budget(conn: &mut PgConnection) -> Result<Budget, String> {
     let total = if let Ok(set) = std::env::var("DAL_TEST_CONNECTIONS") {
         let wrong = format!("DAL_TEST_CONNECTIONS must be a number above {ADMIN_CONNECTIONS}");
@@ -106,7 +92,7 @@ fn budget(conn: &mut PgConnection) -> Result<Budget, String> {
         .map_err(|e| format!("cannot read max_connections: {e}"))?;
         u32::try_from(room - 10).unwrap_or(0).max(12)
     };
-    Ok(Budget { total, free: Mutex::new(total.into()), freed: Condvar::new() })
+    Ok(Budget::new(total))
 }
 
 fn server() -> &'static (String, Budget) {
@@ -114,19 +100,17 @@ fn server() -> &'static (String, Budget) {
     server.unwrap_or_else(|message| panic!("{message}"))
 }
 
-/// The URL of the server the tests use, found (or started) on first use. Panics with
-/// [`HOW_TO`] when there is none.
+/// The test server's URL, found (or started) on first use; else a panic with [`HOW_TO`].
 pub fn server_url() -> &'static str {
     &server().0
 }
 
-/// Runs each of `statements` in turn at `url`, over a connection of its own.
 fn execute_each(url: &str, statements: &[String]) -> Result<(), String> {
     let mut conn = PgConnection::establish(url).map_err(|e| format!("connect to {url}: {e}"))?;
     statements.iter().try_for_each(|s| conn.batch_execute(s).map_err(|e| format!("{s}: {e}")))
 }
 
-/// Runs `sql` (one batch of `;`-separated statements) at `url`, over a connection of its own.
+/// Runs `sql` (`;`-separated statements) at `url`, over a connection of its own.
 pub fn execute(url: &str, sql: &str) -> Result<(), String> {
     execute_each(url, &[sql.to_owned()])
 }
@@ -135,7 +119,6 @@ pub(crate) fn on_server(statements: &[String]) -> Result<(), String> {
     execute_each(server_url(), statements)
 }
 
-/// Whether `DAL_TEST_SERVER=private` asks for a private cluster.
 pub(crate) fn private() -> bool {
     std::env::var("DAL_TEST_SERVER").is_ok_and(|v| v == "private")
 }
@@ -169,8 +152,7 @@ fn find_server() -> Result<(String, Budget), String> {
     }
 }
 
-/// The servers of step 2, in order: a label and a connection string (an empty keyword/value
-/// string is libpq's environment and defaults).
+/// The probes, in order: a label and a connection string (libpq's defaults first).
 fn probes() -> Vec<(String, String)> {
     let vars = "PGHOST PGHOSTADDR PGPORT PGUSER PGDATABASE PGSERVICE".split(' ');
     let set: Vec<String> =
@@ -192,8 +174,7 @@ fn probes() -> Vec<(String, String)> {
     probes
 }
 
-/// Takes the server at `url` for the tests: drops the schemas of test processes that no longer
-/// run, reads the budget and says which server it is.
+/// Takes the server at `url`: drops dead processes' schemas, reads the budget, says which it is.
 fn use_server(
     label: &str,
     url: String,
@@ -205,8 +186,7 @@ fn use_server(
     Ok((url, budget))
 }
 
-/// Runs the statement `drop` makes of each name `names` selects that has `prefix` and was left
-/// by a test process that no longer runs (a crash or a kill).
+/// Drops (`drop`'s statement) each name `names` selects that a dead test process left.
 pub(crate) fn drop_orphans(
     conn: &mut PgConnection,
     names: &str,
@@ -223,8 +203,7 @@ fn drop_schema(name: &str) -> String {
     format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE")
 }
 
-/// `base` (a `postgres://` URL or a libpq keyword/value string) with `params` added; they take
-/// the place of the URL's own.
+/// `base` (a `postgres://` URL or a libpq keyword/value string) with `params` added.
 pub fn with_params(base: &str, params: &[(&str, &str)]) -> String {
     let mut out = base.to_owned();
     let url = base.starts_with("postgres://") || base.starts_with("postgresql://");
@@ -240,8 +219,7 @@ pub fn with_params(base: &str, params: &[(&str, &str)]) -> String {
     out
 }
 
-/// The connection string of schema `name` on the server at `base`: its search path, `extra`
-/// settings, and the schema's name as the application name (which finds its connections).
+/// Schema `name` at `base`: its search path, `extra` settings, its name as application name.
 fn schema_url(base: &str, name: &str, extra: &str) -> String {
     let options = format!("-csearch_path={name} {extra}");
     let params = [("application_name", name), ("options", options.trim_end())];
@@ -284,14 +262,12 @@ fn start_container() -> Result<(String, Budget), String> {
     Err(format!("Docker answers; dal-tests is built without `containers`. {HOW_TO}"))
 }
 
-/// Removes the private cluster or stops the container, if one was started. Call at the end of a
-/// test or bench process (a static is never dropped; a cluster's watcher removes it anyway).
+/// Removes the cluster or container the process started (statics are never dropped).
 pub fn shutdown() {
     drop(locked(&STARTED).take());
 }
 
-/// A schema of its own on the test server (its name is its sessions' `application_name`),
-/// dropped with everything in it on drop, and the connections reserved for it.
+/// A schema of its own (its name its sessions' `application_name`), dropped on drop.
 #[derive(Debug)]
 pub struct TempSchema {
     name: String,
@@ -301,7 +277,7 @@ pub struct TempSchema {
 }
 
 impl TempSchema {
-    /// Creates a schema once the budget has `connections` for its stores (their pool sizes).
+    /// Creates a schema once the budget has `connections` for its stores.
     pub fn with_connections(connections: u32) -> Self {
         let _permit = reserve_for_fixture(connections);
         let name = super::unique_name(SCHEMA_PREFIX);
@@ -314,19 +290,16 @@ impl TempSchema {
         &self.name
     }
 
-    /// A URL whose connections use this schema (`search_path`).
     pub fn url(&self) -> &str {
         &self.url
     }
 
-    /// [`url`](Self::url) with more server settings for its sessions, as `options` takes them
-    /// (e.g. `-c lock_timeout=100`).
+    /// [`url`](Self::url) with more session settings (e.g. `-c lock_timeout=100`).
     pub fn url_with_options(&self, extra: &str) -> String {
         schema_url(server_url(), &self.name, extra)
     }
 
-    /// Terminates the server connections of stores on this schema and returns how many there
-    /// were. For fault injection.
+    /// Terminates the sessions of stores on this schema; returns how many.
     pub fn terminate_connections(&self) -> usize {
         let Ok(mut conn) = PgConnection::establish(server_url()) else { return 0 };
         let terminate = sql::<BigInt>("SELECT count(pg_terminate_backend(pid)) ")
@@ -348,46 +321,13 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    #[test]
-    fn parameters_join_a_url_or_a_keyword_string() {
-        let params = [("application_name", "s1"), ("options", "-csearch_path=s1")];
-        let url = "postgres://u@h/db?application_name=s1&options=-csearch_path%3Ds1";
-        assert_eq!(with_params("postgres://u@h/db", &params), url);
-        let url = "postgres://u@h/db?connect_timeout=2&options=-csearch_path%3Ds1";
-        assert_eq!(with_params("postgres://u@h/db?connect_timeout=2", &params[1..]), url);
-        let keywords = "connect_timeout=2 options='-c a=\\'b c\\''";
-        assert_eq!(with_params("connect_timeout=2", &[("options", "-c a='b c'")]), keywords);
-    }
-
-    #[test]
-    fn a_schema_url_sets_the_search_path_and_the_extra_settings() {
-        let url = "postgres://u@h/db?application_name=s1&options=-csearch_path%3Ds1%20-c%20lock_timeout%3D100";
-        assert_eq!(schema_url("postgres://u@h/db", "s1", "-c lock_timeout=100"), url);
-        let keywords = "connect_timeout=2 application_name='s1' options='-csearch_path=s1'";
-        assert_eq!(schema_url("connect_timeout=2", "s1", ""), keywords);
-    }
-
-    #[test]
-    fn the_probes_end_at_the_default_address() {
-        let probes = probes();
-        assert!(probes[0].1.starts_with("connect_timeout="), "{probes:?}");
-        let last = &probes[probes.len() - 1].1;
-        assert_eq!(last, "postgres://postgres@127.0.0.1:5432/postgres?connect_timeout=2");
-    }
-
     /// A reservation waits until the budget has it, given back on any thread; more for a case
     /// is taken without waiting; a request larger than the budget waits for all of it.
     #[test]
     fn a_budget_lends_what_it_has_and_waits_for_the_rest() {
-        let new = |total| {
-            Box::leak(Box::new(Budget {
-                total,
-                free: Mutex::new(total.into()),
-                freed: Condvar::new(),
-            }))
-        };
+        let new = |total| &*Box::leak(Box::new(Budget::new(total)));
         let free = |budget: &Budget| *locked(&budget.free);
-        let budget: &'static Budget = new(10);
+        let budget = new(10);
         let first = budget.take(8, true);
         let (sent, got) = std::sync::mpsc::channel();
         let waiter = std::thread::spawn(move || sent.send(budget.take(5, true)).unwrap());
@@ -404,7 +344,7 @@ mod tests {
         drop((more, fixture));
         assert_eq!(free(budget), 10);
 
-        let small: &'static Budget = new(4);
+        let small = new(4);
         let permit = small.take(7, true);
         assert_eq!(free(small), -3);
         drop(permit);

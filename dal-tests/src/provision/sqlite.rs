@@ -7,18 +7,15 @@ use dal_sqlite::{SqliteOptions, SqliteStore};
 pub struct TempDatabase(tempfile::TempDir);
 
 impl TempDatabase {
-    /// A new directory for a new database.
     pub fn new() -> Self {
         let dir = tempfile::Builder::new().prefix("dal-test-").tempdir();
         TempDatabase(dir.expect("create a temporary directory for SQLite"))
     }
 
-    /// The database file's path.
     pub fn path(&self) -> std::path::PathBuf {
         self.0.path().join("tasks.db")
     }
 
-    /// Opens a store with `configure` applied to this database's options.
     pub fn open(&self, configure: impl FnOnce(SqliteOptions) -> SqliteOptions) -> SqliteStore {
         let options = configure(SqliteOptions::new(self.path().to_string_lossy()));
         options.open().expect("open a SQLite store on a temporary file")
