@@ -50,7 +50,7 @@ pub struct BenchEnv {
 }
 
 impl BenchEnv {
-    /// A fresh store of `pool_size` connections: a temporary SQLite file, or a new PostgreSQL schema.
+    /// A fresh store of `pool_size` connections: a temporary SQLite file or a PostgreSQL schema.
     pub fn new(kind: Backend, pool_size: u32) -> Self {
         if kind == Backend::Sqlite {
             let file = TempDatabase::new();

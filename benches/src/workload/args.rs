@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Parser)]
 #[command(name = "workload", version)]
 pub struct Args {
-    /// `postgres://...`, `host=... user=...` (a fresh schema) or `sqlite://PATH` (default: temporary).
+    /// `postgres://...`, `host=... user=...` (a fresh schema), `sqlite://PATH` (default: temporary)
     #[arg(long, value_name = "URL")]
     pub database_url: Option<String>,
     /// PostgreSQL: work in this schema (created if missing, never dropped).
