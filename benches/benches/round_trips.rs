@@ -1,9 +1,5 @@
-//! Round trips: each DAL operation against the pattern it replaces, on each backend, measured in
-//! the same run (see `dal_benches::baseline` for the patterns and their statements).
-//!
-//! `cargo bench -p dal-benches --bench round_trips` runs everything; `-- sqlite/` one backend
-//! (or `DAL_BENCH_BACKENDS=sqlite`); `-- --save-baseline main` and `-- --baseline main` compare
-//! runs; `-- --test` runs each benchmark once.
+//! Round trips: each DAL operation against the pattern it replaces (`dal_benches::baseline`) on
+//! each backend. `-- sqlite/` (or `DAL_BENCH_BACKENDS=sqlite`): one backend; `-- --test`: once.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::{sync::atomic::AtomicU64, sync::atomic::Ordering, time::Duration};
@@ -14,9 +10,8 @@ use dal_benches::baseline::{Backend, Baseline, BenchEnv};
 use dal_core::{Finished, Lease, NewTaskExecution, RetriedTask, TaskExecutionStore, TaskStatus};
 use uuid::Uuid;
 
-/// What a group's benchmarks share: the store and the old patterns on its pool, a workflow
-/// execution holding 32 tasks (for `read_32`), a runner, and a task (`Ready` for the groups
-/// that reset it, else `NotStarted`).
+/// A group's store and old patterns, a workflow execution of 32 tasks, a runner, and a task (in
+/// the group's status).
 struct Ctx<'a> {
     store: &'a dyn TaskExecutionStore,
     old: &'a Baseline,
@@ -27,8 +22,7 @@ struct Ctx<'a> {
 
 /// A benchmark's input, made before each call and not measured: new tasks, or leases held.
 type Input = (Vec<NewTaskExecution>, Finished);
-/// A benchmark: its name, its parameter (0: none), what it needs before each call (none: the
-/// call alone, measured in a loop), and the call.
+/// A benchmark: name, parameter (0: none), unmeasured setup before each call (or none), call.
 type Bench = (&'static str, usize, Option<fn(&Ctx, usize) -> Input>, fn(&Ctx, Input));
 
 /// Each DAL operation (`dal`, or the DAL's way first) against the old patterns, by group.

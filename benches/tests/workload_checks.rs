@@ -1,6 +1,5 @@
-//! The workload's checks pass on runs whose pruner removes finished work as it goes, and fail
-//! when the database and the ledger disagree; `--resume` reads exactly what a dead process left
-//! and finishes it. On SQLite: no server needed.
+//! The checks pass with a pruner at work, fail when the database and the ledger disagree;
+//! `--resume` reads exactly what a dead process left and finishes it. On SQLite.
 #![allow(clippy::expect_used, clippy::panic)] // a failed setup is a failed test
 
 use chrono::{TimeDelta, Utc};
