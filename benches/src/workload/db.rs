@@ -350,28 +350,18 @@ const POSTGRES: &str = r#"
 SELECT coalesce(json_agg(r ORDER BY r."table" DESC, r.kind DESC, r.name), '[]')::text AS json FROM (
   SELECT relname AS "table", relname AS name, 'table' AS kind, pg_relation_size(relid) AS bytes,
     n_live_tup AS live_rows, n_dead_tup AS dead_rows, autovacuum_count AS autovacuums,
-    NULL::bigint AS entries
-  FROM pg_stat_user_tables
-  WHERE schemaname = 'SCHEMA' AND relname IN ('task_executions', 'execution_events')
-  UNION ALL
-  SELECT relname, indexrelname, 'index', pg_relation_size(indexrelid), NULL, NULL, NULL, idx_tup_read
-  FROM pg_stat_user_indexes
-  WHERE schemaname = 'SCHEMA' AND relname IN ('task_executions', 'execution_events')
-) AS r"#;
+    NULL::bigint AS entries FROM pg_stat_user_tables WHERE schemaname = 'SCHEMA' AND relname IN OURS
+  UNION ALL SELECT relname, indexrelname, 'index', pg_relation_size(indexrelid), NULL, NULL, NULL,
+    idx_tup_read FROM pg_stat_user_indexes WHERE schemaname = 'SCHEMA' AND relname IN OURS) AS r"#;
 
 /// `dbstat` counts each b-tree's pages (the bundled SQLite has it).
 const SQLITE: &str = r#"
 SELECT json_group_array(json_object('table', t, 'name', n, 'kind', k, 'bytes', b, 'free_bytes', f))
-  AS json FROM (
-  SELECT '' AS t, 'database file' AS n, 'file' AS k, page_count * page_size AS b,
-    freelist_count * page_size AS f
-  FROM pragma_page_count(), pragma_page_size(), pragma_freelist_count()
-  UNION ALL
-  SELECT * FROM (SELECT m.tbl_name, s.name, m.type, sum(s.pgsize), NULL
-    FROM dbstat AS s JOIN sqlite_schema AS m ON m.name = s.name
-    WHERE m.tbl_name IN ('task_executions', 'execution_events')
-    GROUP BY s.name ORDER BY 1 DESC, 3 DESC, 2)
-)"#;
+  AS json FROM (SELECT '' AS t, 'database file' AS n, 'file' AS k, page_count * page_size AS b,
+    freelist_count * page_size AS f FROM pragma_page_count(), pragma_page_size(), pragma_freelist_count()
+  UNION ALL SELECT * FROM (SELECT m.tbl_name, s.name, m.type, sum(s.pgsize), NULL
+    FROM dbstat AS s JOIN sqlite_schema AS m ON m.name = s.name WHERE m.tbl_name IN OURS
+    GROUP BY s.name ORDER BY 1 DESC, 3 DESC, 2))"#;
 
 /// The store's relations; `after` a run (the footprint at its start, its claims) with each index's
 /// entries read per claim (PostgreSQL without a pooler, once the store's sessions have ended).
@@ -384,7 +374,7 @@ pub fn footprint(db: &Db, after: Option<(&[Relation], u64)>) -> Result<Vec<Relat
         Db::Postgres(_, schema, _) => POSTGRES.replace("SCHEMA", schema),
         Db::Sqlite(_) => SQLITE.to_owned(),
     };
-    let query = diesel::sql_query(sql);
+    let query = diesel::sql_query(sql.replace("OURS", "('task_executions', 'execution_events')"));
     let json: Result<Json, _> = on_conn!(&mut db.connect()?, c => query.get_result(c));
     let failed = |e: &dyn std::fmt::Display| format!("cannot read the footprint: {e}");
     let mut relations: Vec<Relation> =
