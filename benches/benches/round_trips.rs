@@ -60,11 +60,11 @@ const GROUPS: &[(&str, TaskStatus, &[Bench])] = &[
     ]),
     // A runner's turn: finish the 32 tasks it holds and claim the next 32, in one call or two.
     ("runner_cycle_32", TaskStatus::NotStarted, &[
-        ("finish_and_claim", 0, Some(held_32), |c, (_, held)| {
+        ("finish_and_claim", 0, Some(|c, _| held(c, 1)), |c, (_, held)| {
             let cycle = c.store.finish_and_claim(c.runner, &held, 32).unwrap();
             assert_eq!((cycle.completed.len(), cycle.claimed.len()), (32, 32));
         }),
-        ("complete_many_then_claim_ready", 0, Some(held_32), |c, (_, held)| {
+        ("complete_many_then_claim_ready", 0, Some(|c, _| held(c, 1)), |c, (_, held)| {
             assert_eq!(c.store.complete_many(&held.completed).unwrap().completed.len(), 32);
             assert_eq!(c.store.claim_ready(c.runner, 32).unwrap().len(), 32);
         }),
@@ -151,26 +151,22 @@ fn ready_32(c: &Ctx, _: usize) -> Input {
 }
 
 /// 32 tasks of `max_attempts` claimed by the runner, to complete, and 32 more ready.
-fn held(c: &Ctx, max_attempts: i32) -> Finished {
+fn held(c: &Ctx, max_attempts: i32) -> Input {
     let tasks = news(32, TaskStatus::Ready).into_iter().map(|n| n.with_max_attempts(max_attempts));
     c.store.create_many(&tasks.collect::<Vec<_>>()).unwrap();
     let claimed = c.store.claim_ready(c.runner, 32).unwrap();
     let completed: Vec<Lease> = claimed.into_iter().map(|c| c.lease).collect();
     assert_eq!(completed.len(), 32);
     c.store.create_many(&news(32, TaskStatus::Ready)).unwrap();
-    Finished { completed, ..Finished::default() }
-}
-
-fn held_32(c: &Ctx, _: usize) -> Input {
-    (Vec::new(), held(c, 1))
+    (Vec::new(), Finished { completed, ..Finished::default() })
 }
 
 /// Of 3 attempts, the last 2 to retry.
 fn held_30_2(c: &Ctx, _: usize) -> Input {
-    let mut held = held(c, 3);
+    let (news, mut held) = held(c, 3);
     let retry = |lease| RetriedTask { lease, error: "e".into(), retry_at: later() };
     held.retried = held.completed.split_off(30).into_iter().map(retry).collect();
-    (Vec::new(), held)
+    (news, held)
 }
 
 /// A task of 3 attempts claimed by the runner for it.

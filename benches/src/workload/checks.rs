@@ -65,11 +65,10 @@ pub fn run_checks(
             let (db, run) = (describe(&found), describe(&counted));
             flag(outcomes, format!("{workflow}: {db}, {run} counted"));
         }
-        if found.events != counted.events {
-            flag(
-                events,
-                format!("{workflow}: {} events, {} changes", found.events, counted.events),
-            );
+        if let (stored, changes) = (found.events, counted.events)
+            && stored != changes
+        {
+            flag(events, format!("{workflow}: {stored} events, {changes} changes"));
         }
         for task in &tasks {
             let id = task.id;
@@ -95,7 +94,7 @@ pub fn run_checks(
                         (fenced, holder) = (fenced + 1, None);
                     }
                     EventType::Released | EventType::Recovered | EventType::Abandoned => {
-                        holder = None;
+                        holder = None
                     }
                     _ => {}
                 }

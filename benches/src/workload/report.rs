@@ -176,12 +176,8 @@ impl Report {
             );
         }
         let (every, batch, retain) = (j.prune_every_ms, j.prune_batch, j.retain_ms);
-        out += &match every {
-            0 => "  retention: off\n".to_owned(),
-            _ => format!(
-                "  retention: a pass every {every} ms, batches of {batch}, keeping {retain} ms\n"
-            ),
-        };
+        let pass = format!("a pass every {every} ms, batches of {batch}, keeping {retain} ms");
+        out += &format!("  retention: {}\n", if every == 0 { "off" } else { &pass });
         let (speed, run, elapsed) = (self.tasks_per_second, self.tasks_run, self.elapsed_s);
         let (created, statements, per_task) =
             (self.creation_s, self.statements, self.statements_per_task);
