@@ -188,7 +188,7 @@ fn group(
     let tasks = env.store.create_many(&fixture.collect::<Vec<_>>()).unwrap();
     let (store, old) = (&*env.store, &env.baseline);
     let c = &Ctx { store, old, wf, runner: Uuid::now_v7(), task: tasks[0].id };
-    let mut group = crit.benchmark_group(format!("{}/{title}", env.kind));
+    let mut group = crit.benchmark_group(format!("{}/{title}", env.kind.name()));
     for &(bench, n, setup, call) in *benches {
         let id =
             if n > 0 { BenchmarkId::new(bench, n) } else { BenchmarkId::from_parameter(bench) };

@@ -25,17 +25,16 @@ pub enum Backend {
     Sqlite,
 }
 
-impl std::fmt::Display for Backend {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if *self == Backend::Postgres { "postgres" } else { "sqlite" })
-    }
-}
-
 impl Backend {
+    /// `postgres` or `sqlite`.
+    pub fn name(self) -> &'static str {
+        if self == Backend::Postgres { "postgres" } else { "sqlite" }
+    }
+
     /// `DAL_BENCH_BACKENDS` (comma-separated: `sqlite`, `postgres`), both by default.
     pub fn from_env() -> Vec<Backend> {
         let list = std::env::var("DAL_BENCH_BACKENDS").unwrap_or("postgres,sqlite".into());
-        let listed = |b: &Backend| list.split(',').any(|name| name.trim() == b.to_string());
+        let listed = |b: &Backend| list.split(',').any(|name| name.trim() == b.name());
         [Backend::Postgres, Backend::Sqlite].into_iter().filter(listed).collect()
     }
 }
