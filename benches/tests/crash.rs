@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use dal_benches::workload::{args::Args, db::Conn, db::Db, db::Recorder, db::Target};
-use diesel::RunQueryDsl;
+use diesel::{QueryableByName, RunQueryDsl, sql_types::Text};
 use serde_json::Value;
 
 /// 6 creation batches of 1,000 tasks a second apart, runners slower (600 tasks/s), so that each
@@ -95,9 +95,15 @@ fn a_sqlite_run_killed_twice_is_finished_by_a_third_process() {
     let url = format!("sqlite://{}", path.display());
     let report = killed_and_resumed(&["--database-url", &url], 1);
     assert_eq!(report["resumed"]["workflows_to_create"], 0);
+    #[derive(QueryableByName)]
+    struct Integrity {
+        #[diesel(sql_type = Text)]
+        integrity_check: String,
+    }
     let Ok(Conn::Sqlite(mut conn)) = Db::Sqlite(path).connect() else { panic!("the file") };
-    let ok = "SELECT 1 WHERE (SELECT integrity_check FROM pragma_integrity_check) = 'ok'";
-    assert_eq!(diesel::sql_query(ok).execute(&mut conn), Ok(1));
+    let integrity = diesel::sql_query("PRAGMA integrity_check").load::<Integrity>(&mut conn);
+    let first = integrity.expect("check").into_iter().next();
+    assert_eq!(first.map(|r| r.integrity_check), Some("ok".into()));
 }
 
 #[test]
