@@ -272,18 +272,14 @@ impl Recorder {
         Ok(self.1.clone())
     }
 
-    /// Records a new run.
-    pub(crate) fn start(&mut self, run_id: Uuid, job: &Job) -> Result<(), String> {
-        self.save(RunRecord { run_id, job: job.clone(), created_batches: 0 })
-    }
-
     /// Records that `batches` creation batches exist.
     pub(crate) fn created(&mut self, batches: u64) -> Result<(), String> {
         let record = self.1.clone().ok_or("no run recorded")?;
         self.save(RunRecord { created_batches: batches, ..record })
     }
 
-    fn save(&mut self, record: RunRecord) -> Result<(), String> {
+    /// Records `record`: a new run, or its progress.
+    pub(crate) fn save(&mut self, record: RunRecord) -> Result<(), String> {
         let json = serde_json::to_string(&record).map_err(|e| e.to_string())?.replace('\'', "''");
         let sql = match self.1.replace(record) {
             Some(_) => format!("UPDATE dal_workload_run SET json = '{json}'"),

@@ -119,7 +119,7 @@ fn prepare(
         return Err(format!("{location} holds {held} tasks, of no workload run"));
     }
     let (run_id, job) = (uuid::Uuid::now_v7(), args.job.clone());
-    recorder.start(run_id, &job)?;
+    recorder.save(db::RunRecord { run_id, job: job.clone(), created_batches: 0 })?;
     let ledger = Ledger::new(run_id, job.workflows, job.tasks_per_workflow);
     Ok((job, ledger, None))
 }
