@@ -1,9 +1,5 @@
-//! Round trips: each DAL operation against the pattern it replaces, on each backend, measured in
-//! the same run (see `dal_benches::baseline` for the patterns and their statements).
-//!
-//! `cargo bench -p dal-benches --bench round_trips` runs everything; `-- sqlite/` one backend
-//! (or `DAL_BENCH_BACKENDS=sqlite`); `-- --save-baseline main` and `-- --baseline main` compare
-//! runs; `-- --test` runs each benchmark once.
+//! Round trips: each DAL operation against the pattern it replaces (`dal_benches::baseline`) on
+//! each backend. `-- sqlite/` (or `DAL_BENCH_BACKENDS=sqlite`): one backend; `-- --test`: once.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::{sync::atomic::AtomicU64, sync::atomic::Ordering, time::Duration};
@@ -14,9 +10,8 @@ use dal_benches::baseline::{Backend, Baseline, BenchEnv};
 use dal_core::{Finished, Lease, NewTaskExecution, RetriedTask, TaskExecutionStore, TaskStatus};
 use uuid::Uuid;
 
-/// What a group's benchmarks share: the store and the old patterns on its pool, a workflow
-/// execution holding 32 tasks (for `read_32`), a runner, and a task (`Ready` for the groups
-/// that reset it, else `NotStarted`).
+/// A group's store and old patterns, a workflow execution of 32 tasks, a runner, and a task (in
+/// the group's status).
 struct Ctx<'a> {
     store: &'a dyn TaskExecutionStore,
     old: &'a Baseline,
@@ -27,8 +22,7 @@ struct Ctx<'a> {
 
 /// A benchmark's input, made before each call and not measured: new tasks, or leases held.
 type Input = (Vec<NewTaskExecution>, Finished);
-/// A benchmark: its name, its parameter (0: none), what it needs before each call (none: the
-/// call alone, measured in a loop), and the call.
+/// A benchmark: name, parameter (0: none), unmeasured setup before each call (or none), call.
 type Bench = (&'static str, usize, Option<fn(&Ctx, usize) -> Input>, fn(&Ctx, Input));
 
 /// Each DAL operation (`dal`, or the DAL's way first) against the old patterns, by group.
@@ -66,11 +60,11 @@ const GROUPS: &[(&str, TaskStatus, &[Bench])] = &[
     ]),
     // A runner's turn: finish the 32 tasks it holds and claim the next 32, in one call or two.
     ("runner_cycle_32", TaskStatus::NotStarted, &[
-        ("finish_and_claim", 0, Some(held_32), |c, (_, held)| {
+        ("finish_and_claim", 0, Some(|c, _| held(c, 1)), |c, (_, held)| {
             let cycle = c.store.finish_and_claim(c.runner, &held, 32).unwrap();
             assert_eq!((cycle.completed.len(), cycle.claimed.len()), (32, 32));
         }),
-        ("complete_many_then_claim_ready", 0, Some(held_32), |c, (_, held)| {
+        ("complete_many_then_claim_ready", 0, Some(|c, _| held(c, 1)), |c, (_, held)| {
             assert_eq!(c.store.complete_many(&held.completed).unwrap().completed.len(), 32);
             assert_eq!(c.store.claim_ready(c.runner, 32).unwrap().len(), 32);
         }),
@@ -157,26 +151,22 @@ fn ready_32(c: &Ctx, _: usize) -> Input {
 }
 
 /// 32 tasks of `max_attempts` claimed by the runner, to complete, and 32 more ready.
-fn held(c: &Ctx, max_attempts: i32) -> Finished {
+fn held(c: &Ctx, max_attempts: i32) -> Input {
     let tasks = news(32, TaskStatus::Ready).into_iter().map(|n| n.with_max_attempts(max_attempts));
     c.store.create_many(&tasks.collect::<Vec<_>>()).unwrap();
     let claimed = c.store.claim_ready(c.runner, 32).unwrap();
     let completed: Vec<Lease> = claimed.into_iter().map(|c| c.lease).collect();
     assert_eq!(completed.len(), 32);
     c.store.create_many(&news(32, TaskStatus::Ready)).unwrap();
-    Finished { completed, ..Finished::default() }
-}
-
-fn held_32(c: &Ctx, _: usize) -> Input {
-    (Vec::new(), held(c, 1))
+    (Vec::new(), Finished { completed, ..Finished::default() })
 }
 
 /// Of 3 attempts, the last 2 to retry.
 fn held_30_2(c: &Ctx, _: usize) -> Input {
-    let mut held = held(c, 3);
+    let (news, mut held) = held(c, 3);
     let retry = |lease| RetriedTask { lease, error: "e".into(), retry_at: later() };
     held.retried = held.completed.split_off(30).into_iter().map(retry).collect();
-    (Vec::new(), held)
+    (news, held)
 }
 
 /// A task of 3 attempts claimed by the runner for it.
@@ -198,7 +188,7 @@ fn group(
     let tasks = env.store.create_many(&fixture.collect::<Vec<_>>()).unwrap();
     let (store, old) = (&*env.store, &env.baseline);
     let c = &Ctx { store, old, wf, runner: Uuid::now_v7(), task: tasks[0].id };
-    let mut group = crit.benchmark_group(format!("{}/{title}", env.kind));
+    let mut group = crit.benchmark_group(format!("{}/{title}", env.kind.name()));
     for &(bench, n, setup, call) in *benches {
         let id =
             if n > 0 { BenchmarkId::new(bench, n) } else { BenchmarkId::from_parameter(bench) };

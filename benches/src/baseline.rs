@@ -1,17 +1,12 @@
-//! The baselines: the multi-statement patterns the DAL replaces, written honestly, and the
-//! store they are compared with ([`BenchEnv`]).
-//!
-//! They run on the same schema, through the same Diesel and the same pool as the store, and do
-//! the same work where the comparison says so: a read-update-insert transition writes the same
-//! history event as the DAL, a claim per task writes its event. What they do differently is what
-//! the engines we compare with do: read before writing, read after writing, one statement per
-//! task, a transaction around statements that one statement could replace. Each method's
-//! documentation lists its statements. Two things favour them: their reads fetch only the
-//! columns they need, and `create` without `event` writes no history event (the DAL's does).
+//! The baselines: the multi-statement patterns the DAL replaces, written honestly, on the same
+//! schema, Diesel and pool as the store ([`BenchEnv`]), writing the same events where compared.
+//! They read before and after writing, send a statement per task, and wrap in a transaction what
+//! one statement could do (each method lists its statements). In their favour: their reads fetch
+//! only the columns they need, and `create` without `event` writes no history event.
 #![allow(clippy::expect_used)] // measurement code: a failing baseline is a broken benchmark
 
 use chrono::{DateTime, Utc};
-use dal_core::{DalError, TaskExecution, TaskExecutionStore};
+use dal_core::{TaskExecution, TaskExecutionStore};
 use dal_diesel::bind::{id, instant, json};
 use dal_diesel::row::Row as TaskRow;
 use dal_diesel::schema::{execution_events as e, task_executions as t};
@@ -30,23 +25,21 @@ pub enum Backend {
     Sqlite,
 }
 
-impl std::fmt::Display for Backend {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if *self == Backend::Postgres { "postgres" } else { "sqlite" })
-    }
-}
-
 impl Backend {
+    /// `postgres` or `sqlite`.
+    pub fn name(self) -> &'static str {
+        if self == Backend::Postgres { "postgres" } else { "sqlite" }
+    }
+
     /// `DAL_BENCH_BACKENDS` (comma-separated: `sqlite`, `postgres`), both by default.
     pub fn from_env() -> Vec<Backend> {
         let list = std::env::var("DAL_BENCH_BACKENDS").unwrap_or("postgres,sqlite".into());
-        let listed = |b: &Backend| list.split(',').any(|name| name.trim() == b.to_string());
+        let listed = |b: &Backend| list.split(',').any(|name| name.trim() == b.name());
         [Backend::Postgres, Backend::Sqlite].into_iter().filter(listed).collect()
     }
 }
 
-/// A store (the DAL), the baselines (the old patterns) over its pool, and the database they live
-/// in (removed on drop).
+/// A store (the DAL), the baselines over its pool, and their database (removed on drop).
 #[allow(missing_docs)]
 pub struct BenchEnv {
     pub kind: Backend,
@@ -56,8 +49,7 @@ pub struct BenchEnv {
 }
 
 impl BenchEnv {
-    /// A fresh store of `pool_size` connections: SQLite on a temporary file (WAL), or
-    /// PostgreSQL in a new schema of the server `dal_tests::provision::postgres` finds.
+    /// A fresh store of `pool_size` connections: a temporary SQLite file or a PostgreSQL schema.
     pub fn new(kind: Backend, pool_size: u32) -> Self {
         if kind == Backend::Sqlite {
             let file = TempDatabase::new();
@@ -66,12 +58,9 @@ impl BenchEnv {
             return BenchEnv { kind, store: Box::new(store), baseline, _database: Box::new(file) };
         }
         let schema = TempSchema::with_connections(pool_size);
-        // DAL_BENCH_PG_OPTIONS adds server settings to the sessions, e.g. `-c
-        // synchronous_commit=off` to see round trips without the commit's flush.
+        // DAL_BENCH_PG_OPTIONS: session settings (e.g. `-c synchronous_commit=off`);
+        // DAL_BENCH_TRANSACTION_POOLING=1: the store as behind a pooler (nothing prepared).
         let mut options = std::env::var("DAL_BENCH_PG_OPTIONS").unwrap_or_default();
-        // DAL_BENCH_TRANSACTION_POOLING=1: the store as it runs behind a transaction pooler
-        // (nothing kept prepared; the planner settings, which the store then does not set,
-        // come with the session's options), on the server itself, to see what that costs.
         let pooling = std::env::var("DAL_BENCH_TRANSACTION_POOLING").is_ok_and(|v| v == "1");
         if pooling {
             options.push_str(" -c enable_seqscan=off -c enable_bitmapscan=off");
@@ -91,8 +80,7 @@ pub enum Baseline {
     Sqlite(dal_sqlite::SqlitePool),
 }
 
-/// Runs `$body` with `$conn` a connection of the pool, whichever its backend: the same source
-/// for both, since both share one schema (`dal_diesel`).
+/// Runs `$body` with `$conn` a connection of the pool: one source for both (one schema).
 macro_rules! on_pool {
     ($self:ident, $conn:ident => $body:expr) => {
         match $self {
@@ -143,17 +131,12 @@ macro_rules! reset_update {
 }
 
 /// A row read by a baseline, as the model's task: the same decoding the DAL does.
-fn task<R>(row: R) -> TaskExecution
-where
-    TaskExecution: TryFrom<R, Error = DalError>,
-{
+fn task(row: TaskRow) -> TaskExecution {
     TaskExecution::try_from(row).expect("a task row the schema allows")
 }
 
 impl Baseline {
-    /// `INSERT` (no `RETURNING`), then `SELECT` of the row: 2 statements. With `event`, the
-    /// DAL's `create` (the task and its `created` event) the old way: `BEGIN`, `INSERT` of the
-    /// task, `INSERT` of the event, `SELECT` of the row, `COMMIT`: 5. Returns the id.
+    /// `INSERT`, `SELECT` of the row (2); `event`: `BEGIN`, `INSERT` ×2, `SELECT`, `COMMIT` (5).
     pub fn create(&self, workflow: Uuid, task_name: &str, event: bool) -> Uuid {
         on_pool!(self, conn => {
             let (task_id, now) = (Uuid::now_v7(), Utc::now());
@@ -182,8 +165,7 @@ impl Baseline {
         })
     }
 
-    /// `SELECT` of the counter and status, then `UPDATE` with `recovery_attempts = n + 1`
-    /// computed by the client: 2 statements, and a lost update when two callers interleave.
+    /// `SELECT` of the counter, `UPDATE` to it + 1 (2 statements; racing callers lose updates).
     pub fn reset_select_then_update(&self, task_id: Uuid) {
         on_pool!(self, conn => {
             let (status, n): (String, i32) = t::table
@@ -196,8 +178,7 @@ impl Baseline {
         })
     }
 
-    /// `BEGIN`, `SELECT` of the row, `UPDATE`, `INSERT` of the history event, `COMMIT`: 5
-    /// statements for a recovery reset with its event.
+    /// A recovery reset: `BEGIN`, `SELECT`, `UPDATE`, `INSERT` of its event, `COMMIT` (5).
     pub fn reset_read_update_insert(&self, task_id: Uuid) {
         on_pool!(self, conn => conn.transaction(|conn| {
             let columns =
@@ -212,8 +193,7 @@ impl Baseline {
         .expect("transaction");
     }
 
-    /// `SELECT` of up to `limit` due ready ids, then per task an `UPDATE ... RETURNING` that
-    /// claims it and an `INSERT` of its event: `1 + 2n` statements. Returns the claimed ids.
+    /// `SELECT` of due ids, per task `UPDATE ... RETURNING` and `INSERT` of its event (`1 + 2n`).
     pub fn claim_scan_then_each(&self, runner_id: Uuid, limit: i64) -> Vec<Uuid> {
         on_pool!(self, conn => {
             let now = Utc::now();
@@ -252,9 +232,7 @@ impl Baseline {
         })
     }
 
-    /// The read-update-insert transaction of `reset_read_update_insert` for any simple
-    /// transition: `BEGIN`, `SELECT`, `UPDATE` of the status to `to`, `INSERT` of `event`,
-    /// `COMMIT` (5 statements).
+    /// Any transition: `BEGIN`, `SELECT`, `UPDATE` to `to`, `INSERT` of `event`, `COMMIT` (5).
     pub fn transition_read_update_insert(&self, task_id: Uuid, to: &str, event: &str) {
         on_pool!(self, conn => conn.transaction(|conn| {
             let columns = (t::workflow_execution_id, t::attempt, t::claim_count, t::recovery_attempts);
@@ -269,8 +247,7 @@ impl Baseline {
         .expect("transaction");
     }
 
-    /// The ids of a workflow execution's tasks in `list_for_workflow`'s order: the DAL's read
-    /// without the rest of each row, for what reading and decoding the whole row costs.
+    /// A workflow execution's task ids in `list_for_workflow`'s order, without the rest of rows.
     pub fn list_ids(&self, workflow: Uuid) -> Vec<Uuid> {
         let ids: Vec<IdValue> = on_pool!(self, conn => t::table
             .filter(t::workflow_execution_id.eq(id(workflow)))

@@ -1,8 +1,6 @@
-//! The workload process killed (`SIGKILL`) mid-run, then finished by `--resume`: on a SQLite
-//! file (the first resume killed too, a third process finishing) and on PostgreSQL. The
-//! finishing run's checks pass over the whole run, and SQLite's `integrity_check` is ok. A
-//! second workload on a database in use is refused at once, and so is a new run on a database
-//! that holds one. (What `--resume` reads of each state a kill can leave: `workload_checks.rs`.)
+//! The workload killed (`SIGKILL`) mid-run, finished by `--resume` (on SQLite after a resume killed
+//! too), its checks passing, SQLite's `integrity_check` ok; a second workload, and a new run on a
+//! database holding one, refused at once. (What `--resume` reads: `workload_checks.rs`.)
 #![allow(clippy::expect_used, clippy::panic)] // a failed setup is a failed test
 
 use std::process::{Child, Command, Stdio};
@@ -13,9 +11,8 @@ use dal_benches::workload::{args::Args, db::Conn, db::Db, db::Recorder, db::Targ
 use diesel::{QueryableByName, RunQueryDsl, sql_types::Text};
 use serde_json::Value;
 
-/// 6 creation batches of 1,000 tasks a second apart, runners slower than creation (3 ms per
-/// task, about 600 tasks/s for the two), so that each kill finds work left and claims held;
-/// stale claims recovered after 200 ms; retention on.
+/// 6 creation batches of 1,000 tasks a second apart, runners slower (600 tasks/s), so that each
+/// kill finds work left and claims held; stale after 200 ms; retention on.
 const RUN: &str = "--quiet --workflows 600 --runners 2 --work-us 3000 --create-pause-ms 1000 \
                    --stale-after-ms 200 --sweep-every-ms 20 --prune-every-ms 100 --retain-ms 300 \
                    --fail-rate 0.1 --crash-rate 0.1 --seed 7";
@@ -28,12 +25,17 @@ fn workload(location: &[&str], more: &str) -> Child {
 
 /// Waits for `child` to end, for at most `limit`.
 fn ended(mut child: Child, limit: Duration) -> std::process::Output {
-    let deadline = Instant::now() + limit;
-    while child.try_wait().expect("poll the workload").is_none() {
-        assert!(Instant::now() <= deadline, "the workload did not end in {limit:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    poll(limit, || child.try_wait().expect("poll the workload").is_some());
     child.wait_with_output().expect("the workload's output")
+}
+
+/// Waits until `done`, for at most `limit`.
+fn poll(limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() <= deadline, "nothing happened in {limit:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Runs a workload that must be refused at once, `because`.
@@ -45,18 +47,15 @@ fn refused(location: &[&str], because: &str) {
 
 /// Waits until the run has recorded `batches` creation batches, `child` still running.
 fn wait_for(recorder: &mut Recorder, child: &mut Child, batches: u64) {
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let made = |r: &mut Recorder| r.read().ok().flatten().map_or(0, |r| r.created_batches);
-    while made(recorder) < batches {
-        let running = child.try_wait().expect("poll the workload").is_none();
-        assert!(running && Instant::now() <= deadline, "the run ended, or made no progress");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    poll(Duration::from_secs(180), || {
+        let made = recorder.read().ok().flatten().is_some_and(|r| r.created_batches >= batches);
+        assert!(made || child.try_wait().expect("poll the workload").is_none(), "the run ended");
+        made
+    });
 }
 
-/// Kills the run once it has made 2 of its 6 creation batches (a second workload refused
-/// meanwhile, and a new run after), then `resumes_killed` resumes, each once every batch
-/// exists; then resumes it to the end and returns the report, once every check passed.
+/// Kills the run after 2 of its 6 batches (a second workload and a new run refused), then
+/// `resumes_killed` resumes once all exist; returns the report of the last resume, all passed.
 fn killed_and_resumed(location: &[&str], resumes_killed: usize) -> Value {
     let target = Target::open(&Args::parse_from(["workload"].iter().chain(location)));
     let mut recorder = Recorder::open(&target.expect("the database").db).expect("the record");

@@ -1,6 +1,5 @@
-//! The workload's checks pass on runs whose pruner removes finished work as it goes, and fail
-//! when the database and the ledger disagree; `--resume` reads exactly what a dead process left
-//! and finishes it. On SQLite: no server needed.
+//! The checks pass with a pruner at work, fail when the database and the ledger disagree;
+//! `--resume` reads exactly what a dead process left and finishes it. On SQLite.
 #![allow(clippy::expect_used, clippy::panic)] // a failed setup is a failed test
 
 use chrono::{TimeDelta, Utc};
@@ -19,8 +18,7 @@ const TERMINAL: &str = CHECKS[0];
 type Run = (Target, Ledger, Metrics);
 
 fn args(more: &str) -> Args {
-    let more = more.split_whitespace();
-    Args::parse_from(["workload", "--quiet"].into_iter().chain(more))
+    Args::parse_from(["workload", "--quiet"].into_iter().chain(more.split_whitespace()))
 }
 
 fn store(target: &Target) -> Box<dyn TaskExecutionStore> {
@@ -35,11 +33,9 @@ fn run_on(target: Target, args: &Args, ledger: Ledger) -> Run {
 
 /// A new run on a new SQLite file.
 fn fresh(more: &str) -> Run {
-    let args = args(more);
-    let (run, job) = (Uuid::now_v7(), &args.job);
-    let ledger = Ledger::new(run, job.workflows, job.tasks_per_workflow);
-    let target = Target::open(&args).expect("create the database");
-    run_on(target, &args, ledger)
+    let (args, run) = (args(more), Uuid::now_v7());
+    let ledger = Ledger::new(run, args.job.workflows, args.job.tasks_per_workflow);
+    run_on(Target::open(&args).expect("create the database"), &args, ledger)
 }
 
 fn failing((target, ledger, metrics): &Run) -> Vec<&'static str> {

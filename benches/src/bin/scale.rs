@@ -1,7 +1,5 @@
-//! The scale benchmark: the workload at growing sizes on each backend, each run in a fresh
-//! database and checked as the workload checks it. Prints a markdown summary of how throughput,
-//! claim latency, index reads and sizes grow with the store, and plots the cost per task against
-//! the number of tasks as SVG. `cargo run --release -p dal-benches --bin scale -- --help`.
+//! The scale benchmark: the workload, checked, at growing sizes on each backend, fresh each run;
+//! a markdown summary and an SVG plot. `cargo run --release -p dal-benches --bin scale -- --help`.
 
 use std::{collections::BTreeMap, collections::BTreeSet, path::PathBuf, process::ExitCode};
 
@@ -12,10 +10,9 @@ use dal_benches::workload::{args::Args, args::Job, db::pg, execute, write_json};
 use diesel::{QueryableByName, RunQueryDsl, sql_types::Text};
 use serde::Serialize;
 
-/// Runs the workload at each of `--sizes` tasks on each of `--backends`, `--runs` times each,
-/// and prints per backend and size the medians of tasks/s, the claim's latency
-/// (`finish_and_claim`), the index entries read per claim (PostgreSQL) and the tables' sizes.
-/// Exits with 1 when a run's check fails, 2 when a run cannot be made.
+/// The workload at each of `--sizes` on each of `--backends`, `--runs` times: medians of tasks/s,
+/// claim latency, index entries read per claim, sizes. Exits with 1 when a check fails, 2 when a
+/// run cannot be made.
 #[derive(Debug, Parser)]
 #[command(name = "scale", version)]
 struct ScaleArgs {
@@ -47,8 +44,7 @@ struct ScaleArgs {
 
 const SERVER: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
-/// A run's figures by name; the relations' are `bytes:NAME`, PostgreSQL's table counters
-/// `live rows:TABLE`, `dead rows:TABLE` and `autovacuums:TABLE`.
+/// A run's figures by name; a relation's `bytes:NAME`, `live rows:`, `dead rows:`, `autovacuums:`.
 type Figures = BTreeMap<String, f64>;
 
 /// The runs at one size on one backend.
@@ -119,10 +115,8 @@ fn scale(args: &ScaleArgs) -> Result<bool, String> {
         points.push(Point { backend, tasks, median, runs });
     }
     print!("{}", summary(&points));
-    let svg = args.svg.clone().unwrap_or_else(|| match &args.json {
-        Some(json) => json.with_file_name("scale.svg"),
-        None => "scale.svg".into(),
-    });
+    let beside = args.json.as_ref().map(|json| json.with_file_name("scale.svg"));
+    let svg = args.svg.clone().or(beside).unwrap_or_else(|| "scale.svg".into());
     std::fs::write(&svg, plot(&points))
         .map_err(|e| format!("cannot write {}: {e}", svg.display()))?;
     let json = serde_json::json!({ "settings": settings, "points": points });
@@ -185,19 +179,15 @@ fn median(runs: Vec<Figures>) -> Figures {
 fn header(args: &ScaleArgs, settings: &[Setting]) -> String {
     let sizes: Vec<String> = args.sizes.iter().map(|s| group(*s as f64, 0)).collect();
     let cores = std::thread::available_parallelism().map_or(0, usize::from);
-    let (j, runs) = (&args.job, args.runs);
-    let retention =
-        format!("a retention pass every {} ms keeping {} ms", j.prune_every_ms, j.retain_ms);
-    let runners =
-        format!("{} runners ({} crashing), claims of {}", j.runners, j.crashing_runners, j.batch);
+    let Job { runners, crashing_runners, batch, prune_every_ms, retain_ms, seed, .. } = &args.job;
     let rows = settings.iter().map(|s| vec![format!("`{}`", s.name), s.value.clone()]);
-    let headings = ["PostgreSQL setting".into(), "value".into()];
+    let settings = markdown(&["PostgreSQL setting".into(), "value".into()], rows.collect());
     format!(
-        "## Scale: the workload at {} tasks\n\n{runners}, {retention}; seed {}; {runs} run(s) \
-         each; {cores} cores.\n\n{}",
+        "## Scale: the workload at {} tasks\n\n{runners} runners ({crashing_runners} crashing), \
+         claims of {batch}, a retention pass every {prune_every_ms} ms keeping {retain_ms} ms; \
+         seed {seed}; {} run(s) each; {cores} cores.\n\n{settings}",
         sizes.join(", "),
-        j.seed,
-        markdown(&headings, rows.collect())
+        args.runs
     )
 }
 
@@ -206,8 +196,7 @@ fn header(args: &ScaleArgs, settings: &[Setting]) -> String {
 const COLUMNS: [(&str, usize); 7] = [("tasks/s", 0), ("× tasks/s", 2), ("µs per task", 1),
     ("claim p50 µs", 0), ("claim p99 µs", 0), ("× claim p99 µs", 2), ("index entries/claim", 1)];
 
-/// Per backend and size: the medians, each against the smallest size; then per backend the
-/// tables' and indexes' sizes and (PostgreSQL) the tables' counters across the sizes.
+/// The medians per backend and size (`×`: against the smallest), then each relation's figures.
 fn summary(points: &[Point]) -> String {
     let mut headings = vec!["backend".to_owned(), "tasks".into()];
     headings.extend(COLUMNS.iter().map(|(name, _)| name.to_string()));
@@ -274,8 +263,7 @@ fn markdown(headings: &[String], rows: Vec<Vec<String>>) -> String {
     format!("| {} |\n|---|{}{body}\n", headings.join(" | "), "---:|".repeat(headings.len() - 1))
 }
 
-/// Two panels, µs per task and the claim's p99, against the number of tasks (logarithmic),
-/// one line per backend.
+/// µs per task and the claim's p99 against tasks (logarithmic), one line per backend.
 fn plot(points: &[Point]) -> String {
     let (width, height, margin) = (440.0, 300.0, 60.0);
     let sizes: BTreeSet<u64> = points.iter().map(|p| p.tasks).collect();
@@ -296,10 +284,8 @@ fn plot(points: &[Point]) -> String {
         let x = |tasks| left + (log(tasks) - low) / (high - low).max(1e-9) * (right - left);
         let y = |v: f64| bottom - v / top * (bottom - 30.0);
         svg += &text((left + right) / 2.0, 18.0, "middle", &format!("{figure} against tasks"));
-        svg += &format!(
-            r#"<path d="M{left} 30 V{bottom} H{right}" stroke="black" fill="none"/>
-"#
-        );
+        svg += &format!(r#"<path d="M{left} 30 V{bottom} H{right}" stroke="black" fill="none"/>"#);
+        svg.push('\n');
         for tick in [0.0, 0.25, 0.5, 0.75, 1.0].map(|t| t * top) {
             let label = group(tick, usize::from(top < 100.0));
             svg += &text(left - 5.0, y(tick) + 4.0, "end", &label);
@@ -330,7 +316,6 @@ fn plot(points: &[Point]) -> String {
 
 /// An SVG text element.
 fn text(x: f64, y: f64, anchor: &str, body: &str) -> String {
-    format!(
-        "<text x=\"{x:.1}\" y=\"{y:.1}\" text-anchor=\"{anchor}\" stroke=\"none\">{body}</text>\n"
-    )
+    format!(r#"<text x="{x:.1}" y="{y:.1}" text-anchor="{anchor}" stroke="none">{body}</text>"#)
+        + "\n"
 }

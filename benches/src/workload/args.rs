@@ -1,31 +1,25 @@
-//! The command line: where to run ([`Args`]) and what to run ([`Job`], recorded with the run
-//! so that `--resume` finishes it as it was started).
+//! The command line: where to run ([`Args`]) and what ([`Job`], recorded for `--resume`).
 
 use std::path::PathBuf;
 
 use clap::Parser;
 use serde::{Deserialize, Serialize};
 
-/// Many runners working through workflows on one store: creation in batches, claims in
-/// batches, failures and retries, runners that crash mid-batch, a sweeper and a pruner. Prints
-/// throughput, latencies, statements per task, correctness checks and the tables' sizes; exits
-/// with 1 when a check fails, 2 when the run cannot be made.
+/// Runners working through workflows on one store (crashes, retries, a sweeper, a pruner), checked.
+/// Exits with 1 when a check fails, 2 when the run cannot be made.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "workload", version)]
 pub struct Args {
-    /// `postgres://...` or libpq's `host=... user=...` (a fresh schema there, dropped
-    /// afterwards), or `sqlite://PATH`. Default: a SQLite file in a temporary directory.
+    /// `postgres://...`, `host=... user=...` (a fresh schema), `sqlite://PATH` (default: temporary)
     #[arg(long, value_name = "URL")]
     pub database_url: Option<String>,
     /// PostgreSQL: work in this schema (created if missing, never dropped).
     #[arg(long, value_name = "NAME", value_parser = schema_name)]
     pub schema: Option<String>,
-    /// PostgreSQL: the URL is a transaction-pooling proxy's (PgBouncer); the run works in a
-    /// database of its own, created and dropped through it.
+    /// PostgreSQL: the URL is a transaction pooler's; the run works in a database of its own.
     #[arg(long)]
     pub transaction_pooling: bool,
-    /// Finish the run recorded in the database (`sqlite://PATH`, or `--schema`) whose process
-    /// died, with its recorded arguments; the checks cover the whole run.
+    /// Finish the run recorded in the database (`sqlite://PATH`, or `--schema`) whose process died.
     #[arg(long, requires = "database_url", conflicts_with = "Job")]
     pub resume: bool,
     /// What the run does.

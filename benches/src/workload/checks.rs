@@ -1,8 +1,5 @@
-//! The checks of a finished run: on what the database holds and, for the workflow executions
-//! retention removed, on what the ledger recorded of them. Each workflow execution is read back
-//! on its own, checked and dropped. A resumed run's ledger starts from what the dead process
-//! left, so the checks cover the whole run; what retention removed before the resume is known
-//! only by its number of tasks.
+//! The checks of a finished run: on the database, each workflow execution read back on its own,
+//! and on the ledger for those removed (before a resume, known only by their number of tasks).
 
 use std::collections::BTreeSet;
 
@@ -12,8 +9,7 @@ use uuid::Uuid;
 use super::ledger::{Counted, Ledger, read_workflow};
 use super::report::{Check, Metrics, Outcome};
 
-/// The checks, in order. The first [`ROW_CHECKS`] read only the rows: all a run keeps when the
-/// store writes no history.
+/// The checks, in order; the first [`ROW_CHECKS`] read only the rows (all `--history off` keeps).
 pub const CHECKS: [&str; 7] = [
     // Stored: every task there and terminal; removed: every task seen finishing first.
     "every task reached a terminal status",
@@ -69,11 +65,10 @@ pub fn run_checks(
             let (db, run) = (describe(&found), describe(&counted));
             flag(outcomes, format!("{workflow}: {db}, {run} counted"));
         }
-        if found.events != counted.events {
-            flag(
-                events,
-                format!("{workflow}: {} events, {} changes", found.events, counted.events),
-            );
+        if let (stored, changes) = (found.events, counted.events)
+            && stored != changes
+        {
+            flag(events, format!("{workflow}: {stored} events, {changes} changes"));
         }
         for task in &tasks {
             let id = task.id;
@@ -99,7 +94,7 @@ pub fn run_checks(
                         (fenced, holder) = (fenced + 1, None);
                     }
                     EventType::Released | EventType::Recovered | EventType::Abandoned => {
-                        holder = None;
+                        holder = None
                     }
                     _ => {}
                 }

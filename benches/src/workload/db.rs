@@ -1,7 +1,5 @@
-//! Where a run works ([`Target`]): a SQLite file, a schema of a PostgreSQL database, or behind a
-//! transaction-pooling proxy a database of its own; the stores on it, and what the workload
-//! keeps there over connections of its own, which the statement counter does not see: the run
-//! record ([`Recorder`]), the run lock ([`lock`]) and the tables' [`footprint`].
+//! Where a run works ([`Target`]), its stores, and what the workload keeps there over connections
+//! the statement counter does not see: the run record ([`Recorder`]), [`lock`] and [`footprint`].
 
 use std::fs::{OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
@@ -17,10 +15,8 @@ use uuid::Uuid;
 
 use super::args::{Args, Job};
 
-/// The database a run works in: a SQLite file, or a schema of a PostgreSQL database: the URL,
-/// the schema (also the `application_name` of the store's sessions), and whether the URL is a
-/// transaction pooler's (which drops `options`, so the run has the database to itself, in
-/// `public`).
+/// A SQLite file, or PostgreSQL: URL, schema (the store sessions' `application_name`), and whether
+/// the URL is a transaction pooler's (which drops `options`: the run's own database, `public`).
 #[derive(Debug, Clone)]
 #[allow(missing_docs)]
 pub enum Db {
@@ -71,9 +67,8 @@ impl Db {
     }
 }
 
-/// The database of a run: its backend (`sqlite` or `postgres`), where it is for people (no
-/// password) and for connections; what the run created (a SQLite file's temporary directory,
-/// or dropped on the server by a statement) is removed when it is dropped, unless kept.
+/// A run's database: backend, location for people (no password), [`Db`]; what the run created
+/// (a temporary directory, a schema or database) is removed on drop unless kept.
 #[allow(missing_docs)]
 pub struct Target {
     pub backend: &'static str,
@@ -84,8 +79,7 @@ pub struct Target {
 }
 
 impl Target {
-    /// Creates or finds the database `args` name: a new SQLite file in a temporary directory,
-    /// a given one, or a PostgreSQL database. Errors are one line for the user.
+    /// Creates or finds the database `args` name. Errors are one line for the user.
     pub fn open(args: &Args) -> Result<Target, String> {
         let url = args.database_url.as_deref();
         // A URL, or libpq's keyword=value form.
@@ -157,8 +151,7 @@ impl Target {
         Ok(Target { backend, location, db, _dir, drop: drop.filter(|_| !args.keep) })
     }
 
-    /// A store on the run's database (migrating it the first time), of `pool_size`
-    /// connections, its statements counted by `counter`.
+    /// A store of `pool_size` connections (migrating the first time), counted by `counter`.
     pub fn connect(
         &self,
         pool_size: u32,
@@ -169,16 +162,14 @@ impl Target {
         let (size, counter) = (pool_size, counter.factory());
         Ok(match &self.db {
             Db::Sqlite(path) => {
-                let options =
-                    dal_sqlite::SqliteOptions::new(path.to_string_lossy()).pool_size(size);
-                Box::new(options.history(history).instrumentation(counter).open().map_err(failed)?)
+                let options = dal_sqlite::SqliteOptions::new(path.to_string_lossy());
+                let options = options.pool_size(size).history(history).instrumentation(counter);
+                Box::new(options.open().map_err(failed)?)
             }
             Db::Postgres(_, _, pooled) => {
-                let options = dal_postgres::PgOptions::new(self.db.url(true))
-                    .pool_size(size)
-                    .history(history);
-                let options = options.transaction_pooling(*pooled).instrumentation(counter);
-                Box::new(options.connect().map_err(failed)?)
+                let options = dal_postgres::PgOptions::new(self.db.url(true)).pool_size(size);
+                let options = options.history(history).transaction_pooling(*pooled);
+                Box::new(options.instrumentation(counter).connect().map_err(failed)?)
             }
         })
     }
@@ -236,9 +227,8 @@ struct Json {
     json: String,
 }
 
-/// What a run recorded of itself, as JSON in the one row of the workload's table
-/// `dal_workload_run`, so that `--resume` knows the run's workflow executions: its id, its job
-/// and the creation batches made (one more may have been made just before the process died).
+/// What a run recorded of itself for `--resume`, as JSON in the one row of `dal_workload_run`
+/// (one more creation batch than recorded may have been made just before the process died).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[allow(missing_docs)]
 pub struct RunRecord {
@@ -247,20 +237,18 @@ pub struct RunRecord {
     pub created_batches: u64,
 }
 
-/// A connection to the run's record: in the run's schema on PostgreSQL; on SQLite in a
-/// database beside the file (`PATH.workload-run`), where an update does not wait for the
-/// runners' write lock.
+/// The run's record: in the run's schema, or beside the SQLite file (`PATH.workload-run`, where an
+/// update does not wait for the runners' write lock).
 pub struct Recorder(Conn, Option<RunRecord>);
 
 impl Recorder {
     /// Connects to the record of the run in `db`, creating its table if it is missing.
     pub fn open(db: &Db) -> Result<Recorder, String> {
-        let mut recorder = match db {
-            Db::Sqlite(path) => {
-                Recorder(Db::Sqlite(beside(path, ".workload-run")).connect()?, None)
-            }
-            Db::Postgres(..) => Recorder(db.connect()?, None),
+        let own = match db {
+            Db::Sqlite(path) => Db::Sqlite(beside(path, ".workload-run")),
+            _ => db.clone(),
         };
+        let mut recorder = Recorder(own.connect()?, None);
         // A reader (the crash test) may hold it for a moment.
         if let Conn::Sqlite(_) = recorder.0 {
             recorder.execute("PRAGMA busy_timeout = 10000")?;
@@ -284,18 +272,14 @@ impl Recorder {
         Ok(self.1.clone())
     }
 
-    /// Records a new run.
-    pub(crate) fn start(&mut self, run_id: Uuid, job: &Job) -> Result<(), String> {
-        self.save(RunRecord { run_id, job: job.clone(), created_batches: 0 })
-    }
-
     /// Records that `batches` creation batches exist.
     pub(crate) fn created(&mut self, batches: u64) -> Result<(), String> {
         let record = self.1.clone().ok_or("no run recorded")?;
         self.save(RunRecord { created_batches: batches, ..record })
     }
 
-    fn save(&mut self, record: RunRecord) -> Result<(), String> {
+    /// Records `record`: a new run, or its progress.
+    pub(crate) fn save(&mut self, record: RunRecord) -> Result<(), String> {
         let json = serde_json::to_string(&record).map_err(|e| e.to_string())?.replace('\'', "''");
         let sql = match self.1.replace(record) {
             Some(_) => format!("UPDATE dal_workload_run SET json = '{json}'"),
@@ -311,8 +295,7 @@ fn beside(path: &Path, suffix: &str) -> PathBuf {
     name.into()
 }
 
-/// Takes the lock of `target`'s database at once, or says that another run holds it. What it
-/// returns holds the lock until dropped, and goes with the process however it dies.
+/// Takes the lock of `target`'s database at once (held until dropped or the process dies).
 pub fn lock(target: &Target) -> Result<Box<dyn Any>, String> {
     let busy = format!("another workload is working on {} now", target.location);
     match &target.db {
@@ -340,11 +323,8 @@ pub fn lock(target: &Target) -> Result<Box<dyn Any>, String> {
     }
 }
 
-/// One table, index or file of the footprint: what a run left in the database. The table it
-/// belongs to, its name, its kind (`table`, `index` or `file`), its size (PostgreSQL: the main
-/// fork); SQLite's file: of which free pages, reused before the file grows; PostgreSQL tables:
-/// estimated live rows, dead rows not vacuumed yet, autovacuum runs; PostgreSQL indexes:
-/// entries read since the statistics were reset, and during the run per claim (runner cycle).
+/// A table, index or file (`kind`) a run left: its size (PostgreSQL: main fork); the file's free
+/// pages; PostgreSQL tables' live and dead rows and autovacuums, indexes' entries read per claim.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 #[allow(missing_docs)]
@@ -366,33 +346,21 @@ const POSTGRES: &str = r#"
 SELECT coalesce(json_agg(r ORDER BY r."table" DESC, r.kind DESC, r.name), '[]')::text AS json FROM (
   SELECT relname AS "table", relname AS name, 'table' AS kind, pg_relation_size(relid) AS bytes,
     n_live_tup AS live_rows, n_dead_tup AS dead_rows, autovacuum_count AS autovacuums,
-    NULL::bigint AS entries
-  FROM pg_stat_user_tables
-  WHERE schemaname = 'SCHEMA' AND relname IN ('task_executions', 'execution_events')
-  UNION ALL
-  SELECT relname, indexrelname, 'index', pg_relation_size(indexrelid), NULL, NULL, NULL, idx_tup_read
-  FROM pg_stat_user_indexes
-  WHERE schemaname = 'SCHEMA' AND relname IN ('task_executions', 'execution_events')
-) AS r"#;
+    NULL::bigint AS entries FROM pg_stat_user_tables WHERE schemaname = 'SCHEMA' AND relname IN OURS
+  UNION ALL SELECT relname, indexrelname, 'index', pg_relation_size(indexrelid), NULL, NULL, NULL,
+    idx_tup_read FROM pg_stat_user_indexes WHERE schemaname = 'SCHEMA' AND relname IN OURS) AS r"#;
 
 /// `dbstat` counts each b-tree's pages (the bundled SQLite has it).
 const SQLITE: &str = r#"
 SELECT json_group_array(json_object('table', t, 'name', n, 'kind', k, 'bytes', b, 'free_bytes', f))
-  AS json FROM (
-  SELECT '' AS t, 'database file' AS n, 'file' AS k, page_count * page_size AS b,
-    freelist_count * page_size AS f
-  FROM pragma_page_count(), pragma_page_size(), pragma_freelist_count()
-  UNION ALL
-  SELECT * FROM (SELECT m.tbl_name, s.name, m.type, sum(s.pgsize), NULL
-    FROM dbstat AS s JOIN sqlite_schema AS m ON m.name = s.name
-    WHERE m.tbl_name IN ('task_executions', 'execution_events')
-    GROUP BY s.name ORDER BY 1 DESC, 3 DESC, 2)
-)"#;
+  AS json FROM (SELECT '' AS t, 'database file' AS n, 'file' AS k, page_count * page_size AS b,
+    freelist_count * page_size AS f FROM pragma_page_count(), pragma_page_size(), pragma_freelist_count()
+  UNION ALL SELECT * FROM (SELECT m.tbl_name, s.name, m.type, sum(s.pgsize), NULL
+    FROM dbstat AS s JOIN sqlite_schema AS m ON m.name = s.name WHERE m.tbl_name IN OURS
+    GROUP BY s.name ORDER BY 1 DESC, 3 DESC, 2))"#;
 
-/// The size of each table and index of the store (and of the SQLite file), and on PostgreSQL
-/// each table's live and dead rows and autovacuum runs. `after` the run, with the footprint
-/// at its start and its number of claims: each index's entries read per claim during the run
-/// (PostgreSQL without a pooler, once the store's sessions have ended and reported them all).
+/// The store's relations; `after` a run (the footprint at its start, its claims) with each index's
+/// entries read per claim (PostgreSQL without a pooler, once the store's sessions have ended).
 pub fn footprint(db: &Db, after: Option<(&[Relation], u64)>) -> Result<Vec<Relation>, String> {
     let ended = match db {
         Db::Postgres(url, schema, false) if after.is_some() => sessions_ended(url, schema)?,
@@ -402,7 +370,7 @@ pub fn footprint(db: &Db, after: Option<(&[Relation], u64)>) -> Result<Vec<Relat
         Db::Postgres(_, schema, _) => POSTGRES.replace("SCHEMA", schema),
         Db::Sqlite(_) => SQLITE.to_owned(),
     };
-    let query = diesel::sql_query(sql);
+    let query = diesel::sql_query(sql.replace("OURS", "('task_executions', 'execution_events')"));
     let json: Result<Json, _> = on_conn!(&mut db.connect()?, c => query.get_result(c));
     let failed = |e: &dyn std::fmt::Display| format!("cannot read the footprint: {e}");
     let mut relations: Vec<Relation> =
@@ -416,9 +384,8 @@ pub fn footprint(db: &Db, after: Option<(&[Relation], u64)>) -> Result<Vec<Relat
     Ok(relations)
 }
 
-/// Waits until no session of the run's store is left (they are named after the schema): a
-/// PostgreSQL backend keeps its counters for up to a second or more, and reports them all as it
-/// exits, before it leaves `pg_stat_activity`. False when they did not end within 15 s.
+/// Waits (up to 15 s, else false) until no store session (named after the schema) is left: a
+/// backend reports its counters as it exits, before it leaves `pg_stat_activity`.
 fn sessions_ended(url: &str, schema: &str) -> Result<bool, String> {
     let mut conn = pg(url)?;
     let deadline = Instant::now() + Duration::from_secs(15);

@@ -1,7 +1,5 @@
-//! The run's workflow executions and what happened to each, counted as it happened (how their
-//! tasks finished, the events written, what retention reported removing), from the start or
-//! from what a process that died left ([`resume`]). Of those retention removed, the ledger is
-//! all the checks know; the others they compare with the database.
+//! The run's workflow executions and what happened to each, counted as it happened, from the
+//! start or from what a dead process left ([`resume`]): all the checks know of those removed.
 
 use std::{collections::BTreeMap, ops::Range, sync::Mutex, sync::MutexGuard, sync::PoisonError};
 
@@ -12,8 +10,7 @@ use uuid::Uuid;
 /// Workflow executions per `create_many`.
 pub const WORKFLOWS_PER_BATCH: usize = 100;
 
-/// The id of the `index`th workflow execution of run `run`: the run id's first 8 bytes, then
-/// the index, as a version-8 UUID. So a run's id names all its workflow executions.
+/// The `index`th workflow execution of run `run`: the run id's first 8 bytes, then the index.
 pub fn workflow_id(run: Uuid, index: usize) -> Uuid {
     let mut bytes = [0u8; 16];
     bytes[..8].copy_from_slice(&run.as_bytes()[..8]);
@@ -21,10 +18,8 @@ pub fn workflow_id(run: Uuid, index: usize) -> Uuid {
     Uuid::new_v8(bytes)
 }
 
-/// One workflow execution's figures: its tasks completed, failed on their last attempt
-/// (exhausted) and abandoned by the sweeper, the history events written, the times retention
-/// reported removing it, whether it was removed before a resumed run started (nothing else is
-/// known of it), and whether it was in the database when the run started (`held`).
+/// A workflow execution's tasks completed, exhausted and abandoned, events written, removals
+/// reported, whether removed before a resume, and whether stored when the run started (`held`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[allow(missing_docs)]
 pub struct Counted {
@@ -60,8 +55,7 @@ impl Counted {
     }
 }
 
-/// The ledger of a run, shared by its threads; `before`: what the stored workflow executions
-/// had finished when the run started.
+/// The ledger of a run, shared by its threads; `before`: what was finished when the run started.
 #[derive(Debug, Default)]
 #[allow(missing_docs)]
 pub struct Ledger {
@@ -73,8 +67,7 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// The ledger of run `run`: `workflows` workflow executions of `tasks_per_workflow` tasks,
-    /// none in the database yet.
+    /// The ledger of run `run`: `workflows` of `tasks_per_workflow` tasks, none stored yet.
     pub fn new(run: Uuid, workflows: u32, tasks_per_workflow: u32) -> Ledger {
         let counted = Mutex::new(vec![Counted::default(); workflows as usize]);
         Ledger { run, tasks_per_workflow, counted, ..Ledger::default() }
@@ -91,8 +84,7 @@ impl Ledger {
         (workflow_id(self.run, index) == workflow).then_some(index)
     }
 
-    /// Starts the `index`th workflow execution from what the database held: its tasks, so
-    /// counted, or nothing, retention having removed it.
+    /// Starts the `index`th workflow execution from what was stored (`None`: removed).
     pub(crate) fn held(&mut self, index: usize, stored: Option<Counted>) {
         let c = stored.unwrap_or_default();
         self.before.add(&c);
@@ -102,8 +94,7 @@ impl Ledger {
         }
     }
 
-    /// A call changed a task of each of `workflows` (one per task) and wrote its event; as
-    /// outcome `how` (0: completed, 1: exhausted, 2: abandoned), if it finished them.
+    /// A call changed a task of each of `workflows` and wrote its event; finished as `how`.
     pub fn record(&self, workflows: impl IntoIterator<Item = Uuid>, how: Option<usize>) {
         let mut all = self.lock();
         for index in workflows.into_iter().filter_map(|w| self.index(w)) {
@@ -133,8 +124,7 @@ impl Ledger {
         (0..n.div_ceil(WORKFLOWS_PER_BATCH)).map(batch)
     }
 
-    /// The creation batches still to make (none of their workflow executions held), each with
-    /// its number.
+    /// The creation batches still to make (none of theirs held), each with its number.
     pub fn batches_to_create(&self) -> Vec<(u64, Range<usize>)> {
         let batches = self.batches().enumerate();
         let all = self.lock();
@@ -168,9 +158,8 @@ impl Ledger {
     }
 }
 
-/// What a resumed run found, for the report: workflow executions stored, removed by retention
-/// and not created yet; in those stored, tasks finished, tasks claimed by the dead process and
-/// history events.
+/// What a resumed run found: workflow executions stored, removed, not created yet; in those
+/// stored, tasks finished, tasks claimed by the dead process, events.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 #[allow(missing_docs)]
 pub struct Resumed {
@@ -182,11 +171,9 @@ pub struct Resumed {
     pub events: u64,
 }
 
-/// Starts `ledger` from what `store` holds of its run, `created_batches` creation batches
-/// recorded. Each workflow execution is stored (the starting point; the sweeper recovers the
-/// dead process's claims), or absent: removed by retention if its batch was recorded or has
-/// others stored, else never created. So a batch created but not recorded, and all of it
-/// finished and removed since, is created and run again: the one case this cannot tell.
+/// Starts `ledger` from what `store` holds, `created_batches` recorded. A workflow execution
+/// absent was removed if its batch was recorded or has others stored, else never created (so a
+/// batch created, not recorded and all removed since is made again: the one case it cannot tell).
 pub fn resume(
     store: &dyn TaskExecutionStore,
     ledger: &mut Ledger,

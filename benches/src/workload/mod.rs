@@ -1,7 +1,5 @@
-//! The workload: the store doing its real job, measured and checked. [`execute`] opens the
-//! run's database, locks it and records the run ([`db`]), or reads back what a dead process left
-//! ([`ledger::resume`]), runs it ([`run`]) into a [`ledger`] and [`metrics`], then reads the
-//! footprint, [`checks`] the run against the database and makes the [`report`].
+//! The workload: the store doing its real job, measured and checked. [`execute`] opens, locks
+//! and records the run ([`db`]) or resumes it ([`ledger`]), [`run`]s, [`checks`], [`report`]s.
 
 pub mod args;
 pub mod checks;
@@ -19,8 +17,7 @@ use db::{Recorder, Target};
 use ledger::{Ledger, Resumed};
 use report::Report;
 
-/// Runs the workload `args` describe and prints its report; exit code 0 when every check
-/// passed, 1 when one failed, 2 when the run could not be made.
+/// Runs the workload and prints its report; exit 0: checks passed, 1: not, 2: error.
 pub fn main_with(args: Args) -> ExitCode {
     let report = execute(&args).and_then(|report| {
         print!("{}", report.render());
@@ -43,15 +40,13 @@ pub fn write_json(path: &std::path::Path, value: &impl serde::Serialize) -> Resu
     std::fs::write(path, json).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
-/// Runs the workload `args` describe in its database (removed afterwards unless kept) and
-/// returns its report. An error is a run that could not be made.
+/// Runs the workload `args` describe and returns its report; an error: a run that cannot be made.
 pub fn execute(args: &Args) -> Result<Report, String> {
     let target = &Target::open(args)?;
     // Held until the run's end: a second workload on this database is refused at once.
     let _lock = db::lock(target)?;
     let mut recorder = Recorder::open(&target.db)?;
-    // The first store migrates a new database. Those that only read are not counted; they are
-    // closed during the run, whose sessions the footprint waits for.
+    // The first store migrates a new database; readers are not counted, and closed during the run.
     let reader = target.connect(1, History::Kept, &StatementCounter::new())?;
     let (job, ledger, resumed) = prepare(target, &*reader, args, &mut recorder)?;
     drop(reader);
@@ -100,8 +95,7 @@ pub fn execute(args: &Args) -> Result<Report, String> {
     })
 }
 
-/// The run: the one recorded in the database, read back (`--resume`), or a new one, recorded
-/// now. A new run is refused on a database that holds tasks.
+/// The run recorded, read back (`--resume`), or a new one, refused on a database holding tasks.
 fn prepare(
     target: &Target,
     store: &dyn TaskExecutionStore,
@@ -125,7 +119,7 @@ fn prepare(
         return Err(format!("{location} holds {held} tasks, of no workload run"));
     }
     let (run_id, job) = (uuid::Uuid::now_v7(), args.job.clone());
-    recorder.start(run_id, &job)?;
+    recorder.save(db::RunRecord { run_id, job: job.clone(), created_batches: 0 })?;
     let ledger = Ledger::new(run_id, job.workflows, job.tasks_per_workflow);
     Ok((job, ledger, None))
 }

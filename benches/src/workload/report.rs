@@ -1,6 +1,5 @@
-//! What a run measures (the latency of each operation and the count of each outcome, each
-//! thread keeping its own [`Metrics`], added to the run's when the thread ends) and its
-//! [`Report`]: printed, and written as JSON with `--json`.
+//! What a run measures (each operation's latency, each outcome's count: [`Metrics`], per thread
+//! then summed) and its [`Report`], printed and written as JSON with `--json`.
 
 use std::{collections::BTreeMap, time::Instant};
 
@@ -22,8 +21,7 @@ macro_rules! named {
 }
 
 named! {
-    /// The operations timed: the store's calls, and the run record's update after each creation
-    /// batch (`record_batch`). `stale_finish_and_claim`: a crashed runner's old leases.
+    /// The store's calls timed, the run record's updates, and crashed runners' old leases.
     enum Op {
         CreateMany = "create_many", RecordBatch = "record_batch",
         FinishAndClaim = "finish_and_claim", StaleFinishAndClaim = "stale_finish_and_claim",
@@ -33,10 +31,9 @@ named! {
 }
 
 named! {
-    /// What happened; first how tasks finished. Failures are retried or, on their last attempt,
-    /// exhausted. A crashed runner's old leases come back refused (lost: recovered meanwhile) or accepted (still
-    /// current); a live runner's lost leases are `claims_lost`. `empty_claims`: cycles that
-    /// found nothing due, each followed by a wait.
+    /// What happened, first how tasks finished (failures: retried or exhausted). A crashed runner's
+    /// old leases are refused (recovered meanwhile) or accepted; a live runner's lost leases are
+    /// `claims_lost`; `empty_claims`: cycles that found nothing due, each followed by a wait.
     enum Outcome {
         Completed = "completed", Exhausted = "exhausted", Abandoned = "abandoned",
         Claims = "claims", Failures = "failures", Retries = "retries", Crashes = "crashes",
@@ -54,8 +51,7 @@ pub struct Metrics {
     outcomes: Vec<u64>,
 }
 
-/// An operation's calls over a run, and their latencies in µs: median, 95th and 99th
-/// percentiles, slowest.
+/// An operation's calls over a run, and their latencies in µs.
 #[derive(Debug, Clone, Serialize)]
 #[allow(missing_docs)]
 pub struct OperationLatency {
@@ -131,11 +127,8 @@ pub struct Check {
     pub detail: String,
 }
 
-/// Everything a run measured and checked. `resumed`: what the database held when the run
-/// resumed; `tasks_run`: the tasks this process took through their whole life (all, unless
-/// resumed), in `elapsed_s` from the first creation to the last task's end (`creation_s` to
-/// the end of the last creation batch); `statements`: those the store's connections sent
-/// (`BEGIN`/`COMMIT` included); `footprint`: after the run, when it could be read.
+/// Everything a run measured and checked. `tasks_run`: those this process took through their life,
+/// in `elapsed_s` (`creation_s`: to the last creation); `statements`: `BEGIN`/`COMMIT` included.
 #[derive(Debug, Clone, Serialize)]
 #[allow(missing_docs)]
 pub struct Report {
@@ -183,12 +176,8 @@ impl Report {
             );
         }
         let (every, batch, retain) = (j.prune_every_ms, j.prune_batch, j.retain_ms);
-        out += &match every {
-            0 => "  retention: off\n".to_owned(),
-            _ => format!(
-                "  retention: a pass every {every} ms, batches of {batch}, keeping {retain} ms\n"
-            ),
-        };
+        let pass = format!("a pass every {every} ms, batches of {batch}, keeping {retain} ms");
+        out += &format!("  retention: {}\n", if every == 0 { "off" } else { &pass });
         let (speed, run, elapsed) = (self.tasks_per_second, self.tasks_run, self.elapsed_s);
         let (created, statements, per_task) =
             (self.creation_s, self.statements, self.statements_per_task);

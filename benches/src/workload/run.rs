@@ -1,5 +1,4 @@
-//! The run: a creator, runner threads, a sweeper and a pruner on one store, until every task
-//! has finished or was removed by retention.
+//! The run: a creator, runners, a sweeper and a pruner on one store, until every task settles.
 
 use std::sync::{Mutex, OnceLock, PoisonError, atomic::AtomicBool, atomic::Ordering::Relaxed};
 use std::{thread, time::Duration, time::Instant};
@@ -23,10 +22,9 @@ struct Shared<'a> {
     creation: OnceLock<Duration>,
 }
 
-/// Runs `job` on `store` until every task of `ledger` has finished or was removed; the first
-/// error that stops it instead, if one does. After each creation batch `recorder`, if any,
-/// records it. Returns every thread's latencies and outcomes, and the time from the first
-/// creation to the last task's end and to the end of the last creation batch.
+/// Runs `job` until every task of `ledger` finished or was removed (`recorder` records each
+/// creation batch), or the first error. Returns the metrics, the time to the last task's end and
+/// to the end of the last creation batch.
 pub fn run(
     store: &dyn TaskExecutionStore,
     job: &Job,
@@ -98,16 +96,14 @@ impl Shared<'_> {
         !self.stopped()
     }
 
-    /// Counts tasks a call changed, each with its event; as finished `how` (completed,
-    /// exhausted or abandoned), if they did.
+    /// Counts tasks a call changed, each with its event; finished `how`, if they did.
     fn changed(&self, metrics: &mut Metrics, tasks: &[TaskExecution], how: Option<Outcome>) {
         self.ledger.record(tasks.iter().map(|t| t.workflow_execution_id), how.map(|h| h as usize));
         how.into_iter().for_each(|how| metrics.count(how, tasks.len()));
     }
 }
 
-/// The scheduler: creates the tasks, `Ready`, a batch of workflow executions at a time, and
-/// records each batch made.
+/// The scheduler: creates the tasks, `Ready`, a batch at a time, and records each batch made.
 fn create(s: &Shared, metrics: &mut Metrics, mut recorder: Option<Recorder>, start: Instant) {
     let job = s.job;
     for (i, (number, batch)) in s.ledger.batches_to_create().into_iter().enumerate() {
@@ -148,18 +144,16 @@ impl Dice {
     }
 }
 
-/// One runner: each `finish_and_claim` finishes the batch it holds (completions, failures on
-/// the last attempt, failures to retry) and claims the next. A crashing runner now and then
-/// dies mid-batch, leaving its claims, and comes back under a new id; once its old leases are
-/// surely stale it tries to finish them: the store refuses those the sweeper recovered.
+/// A runner: each `finish_and_claim` finishes the batch it holds and claims the next. A crashing
+/// runner dies mid-batch now and then, leaving its claims, and comes back under a new id; once
+/// they are surely stale it tries to finish them (the store refuses those the sweeper recovered).
 fn runner(s: &Shared, metrics: &mut Metrics, index: u32) {
     let job = s.job;
     let seed = job.seed.wrapping_add(u64::from(index) * 7919);
     let mut dice = Dice(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let stale_after = Duration::from_millis(job.stale_after_ms);
     let surely_stale = stale_after + 2 * Duration::from_millis(job.sweep_every_ms);
-    // The runner id it works under; what a crash left behind: the id it had, its leases (as
-    // completions), and when.
+    // Its id; what a crash left: the id it had, its leases (as completions), and when.
     let (mut id, mut finished) = (Uuid::now_v7(), Finished::default());
     let mut left: Option<(Uuid, Finished, Instant)> = None;
     while !s.stopped() {
@@ -184,8 +178,7 @@ fn runner(s: &Shared, metrics: &mut Metrics, index: u32) {
         let mut last_beat = Instant::now();
         for (i, Claimed { task, lease }) in claimed.iter().enumerate() {
             if crash_at == Some(i) {
-                // What it did is lost; what it held stays claimed until the sweeper sees its
-                // heartbeats stop.
+                // Its work lost; its claims held until the sweeper sees no heartbeats.
                 metrics.count(Outcome::Crashes, 1);
                 let completed = claimed.iter().map(|c| c.lease).collect();
                 left = Some((id, Finished { completed, ..Finished::default() }, Instant::now()));
@@ -221,9 +214,8 @@ fn runner(s: &Shared, metrics: &mut Metrics, index: u32) {
     }
 }
 
-/// One `finish_and_claim` of a runner, counted; what it claimed, or `None` when it failed (the
-/// run then stops). With a crashed runner's old leases (`StaleFinishAndClaim`) a lost lease is
-/// a stale completion refused; with a live runner's, a claim lost while it worked.
+/// A `finish_and_claim`, counted: what it claimed (`None`: it failed, the run stops). A lost lease
+/// is a stale completion refused (`StaleFinishAndClaim`), else a claim lost while working.
 fn cycle(
     s: &Shared,
     metrics: &mut Metrics,
@@ -264,14 +256,12 @@ fn sweeper(s: &Shared, metrics: &mut Metrics) {
     }
 }
 
-/// How often the pruner makes a full retention pass instead of an incremental one, and how far
-/// before the start of the last complete pass an incremental pass starts.
+/// How often the pruner makes a full pass, and how far before the last one's start others start.
 const FULL_PASS_EVERY: Duration = Duration::from_secs(30);
 const PASS_MARGIN: TimeDelta = TimeDelta::seconds(2);
 
-/// The pruner: every `--prune-every-ms` a retention pass, `prune_finished` batch after batch
-/// until the cursor runs out. A pass starts with the tasks that finished since the last
-/// complete pass began (less a margin); a full pass now and then.
+/// The pruner: every `--prune-every-ms` a pass of `prune_finished` batches until the cursor runs
+/// out, from the tasks finished since the last complete pass began; a full pass now and then.
 fn pruner(s: &Shared, metrics: &mut Metrics) {
     let retain = TimeDelta::milliseconds(s.job.retain_ms as i64);
     let (mut since, mut full_pass_at) = (None::<DateTime<Utc>>, Instant::now());
