@@ -41,8 +41,13 @@ pub trait Backend: Send + Sync + 'static {
     /// id order, a task's plans guarding disjoint rows) to its lease's task if the row meets
     /// its guard, locking those rows in that order, then claims as `claim` says, skipping rows
     /// another transaction holds. All writes see the rows as they were before the unit: a task
-    /// a plan makes `Ready` is not claimed by it. Returns every row written, in any order.
-    fn cycle(&self, finished: &[Plan], claim: &Claim) -> Result<Vec<TaskExecution>>;
+    /// a plan makes `Ready` is not claimed by it. Returns every row written, each with its queue
+    /// position (`due_at`) as written, in any order.
+    fn cycle(
+        &self,
+        finished: &[Plan],
+        claim: &Claim,
+    ) -> Result<Vec<(TaskExecution, Option<DateTime<Utc>>)>>;
 
     /// Applies `plan` to every task `stale` selects that meets the guard, in one statement,
     /// skipping rows another transaction holds. Returns the rows written, in any order.

@@ -531,12 +531,14 @@ pub struct Stale {
     pub recovery_attempts: (i32, i32),
 }
 
-/// A claim: up to `limit` `Ready` tasks whose queue position ([`due_at`]) is at most `due_at`,
-/// smallest `(due_at, id)` first, each written with `plan`.
+/// A claim: up to `limit` `Ready` tasks whose queue position ([`due_at`]) is from `from` to
+/// `due_at`, smallest `(due_at, id)` first, each written with `plan`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Claim {
     /// The latest queue position claimed: the store's now.
     pub due_at: DateTime<Utc>,
+    /// The earliest queue position claimed.
+    pub from: DateTime<Utc>,
     /// At most this many tasks (0: none).
     pub limit: u32,
     /// What a claimed task is written with ([`Plan::claim`]).

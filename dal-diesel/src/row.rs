@@ -80,38 +80,44 @@ pub fn tasks(rows: Vec<Row>) -> Result<Vec<TaskExecution>> {
     rows.into_iter().map(TaskExecution::try_from).collect()
 }
 
-/// The columns a write returns, in the order of [`Row`]: a write's `RETURNING` list, decoded by
-/// position as [`Row`].
+/// The columns a write returns, in the order of [`Row`], then the queue position: a write's
+/// `RETURNING` list, decoded by position as [`Written`].
 pub const RETURNING: &str = "id, workflow_execution_id, task_name, status, attempt, \
     max_attempts, trigger_rules, task_configuration, error_details, last_error, retry_at, \
     started_at, completed_at, recovery_attempts, last_recovery_at, claimed_by, heartbeat_at, \
-    abandoned_at, created_at, updated_at, claim_count, sub_status";
+    abandoned_at, created_at, updated_at, claim_count, sub_status, due_at";
 
 /// The SQL types of [`RETURNING`].
 pub type Returned = (
-    Id,
-    Id,
-    Text,
-    Text,
-    Integer,
-    Integer,
-    Json,
-    Json,
-    Nullable<Text>,
-    Nullable<Text>,
+    (
+        Id,
+        Id,
+        Text,
+        Text,
+        Integer,
+        Integer,
+        Json,
+        Json,
+        Nullable<Text>,
+        Nullable<Text>,
+        Nullable<Instant>,
+        Nullable<Instant>,
+        Nullable<Instant>,
+        Integer,
+        Nullable<Instant>,
+        Nullable<Id>,
+        Nullable<Instant>,
+        Nullable<Instant>,
+        Instant,
+        Instant,
+        Integer,
+        Nullable<Text>,
+    ),
     Nullable<Instant>,
-    Nullable<Instant>,
-    Nullable<Instant>,
-    Integer,
-    Nullable<Instant>,
-    Nullable<Id>,
-    Nullable<Instant>,
-    Nullable<Instant>,
-    Instant,
-    Instant,
-    Integer,
-    Nullable<Text>,
 );
+
+/// A row as a write returned it, with its queue position.
+pub type Written = (Row, Option<DateTime<Utc>>);
 
 /// A write whose text ends in `RETURNING` [`RETURNING`] (or selects it), typed so that its rows
 /// decode by position.
@@ -136,6 +142,11 @@ impl<Q: diesel::query_builder::QueryId> diesel::query_builder::QueryId for Retur
 }
 
 impl<Q, Conn> RunQueryDsl<Conn> for Returning<Q> {}
+
+/// Written rows as the model.
+pub fn written(rows: Vec<Written>) -> Result<Vec<(TaskExecution, Option<DateTime<Utc>>)>> {
+    rows.into_iter().map(|(row, due_at)| Ok((TaskExecution::try_from(row)?, due_at))).collect()
+}
 
 /// An `execution_events` row as read.
 #[derive(Debug, Queryable, Selectable)]

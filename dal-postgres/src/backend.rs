@@ -14,7 +14,7 @@ use dal_core::{
 };
 use dal_diesel::errors::{from_diesel, from_pool};
 use dal_diesel::prepared::Prepared;
-use dal_diesel::row::{RETURNING, Returning, Row, tasks};
+use dal_diesel::row::{RETURNING, Returning, Written, written};
 use dal_diesel::write::{PLAN, Param, TASK, distinct, guard, inserted, params, set_list, task};
 use diesel::connection::SimpleConnection;
 use diesel::pg::Pg;
@@ -27,6 +27,8 @@ use diesel::sql_types::{
 };
 use uuid::Uuid;
 
+/// A written row's queue position (`due_at`), which the claim floor reads.
+type Due = Option<DateTime<Utc>>;
 /// The connection pool of a PostgreSQL store.
 pub type PgPool = Pool<ConnectionManager<PgConnection>>;
 
@@ -65,8 +67,8 @@ impl PgBackend {
     }
 
     /// Runs a write kept prepared, and returns the rows it wrote.
-    fn write(&self, query: BoxedSqlQuery<'_, Pg, SqlQuery>) -> Result<Vec<TaskExecution>> {
-        tasks(self.run(|conn| Prepared(Returning(query)).load::<Row>(conn))?)
+    fn write(&self, query: BoxedSqlQuery<'_, Pg, SqlQuery>) -> Result<Vec<(TaskExecution, Due)>> {
+        written(self.run(|conn| Prepared(Returning(query)).load::<Written>(conn))?)
     }
 }
 
@@ -160,11 +162,11 @@ fn batch_sql(finished: bool, claim: bool) -> String {
     }
     if claim {
         let plan = take(PLAN.len());
-        let (due_at, limit) = (take(1), take(1));
+        let (from, due_at, limit) = (take(1), take(1), take(1));
         ctes.push(format!(
             "c ({}) AS (VALUES ({plan})), \
              fresh AS MATERIALIZED (SELECT id FROM task_executions WHERE status = 'ready' AND \
-             due_at <= {due_at} ORDER BY due_at, id LIMIT {limit} FOR UPDATE SKIP LOCKED), \
+             due_at BETWEEN {from} AND {due_at} ORDER BY due_at, id LIMIT {limit} FOR UPDATE SKIP LOCKED), \
              claimed AS (UPDATE task_executions AS t SET {} FROM c WHERE t.id = ANY(ARRAY(\
              SELECT id FROM fresh)) AND {} RETURNING t.*, c.event_type, c.event_data, \
              c.event_runner)",
@@ -314,7 +316,7 @@ impl Backend for PgBackend {
             .sql(LOGGED)
             .sql(RETURNING)
             .sql(" FROM changed");
-        self.write(query)
+        Ok(self.write(query)?.into_iter().map(|(row, _)| row).collect())
     }
 
     fn apply(&self, id: Uuid, plan: &Plan) -> Result<Option<TaskExecution>> {
@@ -326,10 +328,10 @@ impl Backend for PgBackend {
             ),
             bind,
         );
-        Ok(self.write(query)?.pop())
+        Ok(self.write(query)?.pop().map(|(row, _)| row))
     }
 
-    fn cycle(&self, finished: &[Plan], claim: &Claim) -> Result<Vec<TaskExecution>> {
+    fn cycle(&self, finished: &[Plan], claim: &Claim) -> Result<Vec<(TaskExecution, Due)>> {
         let (finishing, claiming) = (!finished.is_empty(), claim.limit > 0);
         if !finishing && !claiming {
             return Ok(Vec::new());
@@ -358,6 +360,7 @@ impl Backend for PgBackend {
             query = params(&claim.plan)
                 .into_iter()
                 .fold(query, bind)
+                .bind::<Timestamptz, _>(claim.from)
                 .bind::<Timestamptz, _>(claim.due_at)
                 .bind::<BigInt, _>(i64::from(claim.limit));
         }
@@ -374,7 +377,8 @@ impl Backend for PgBackend {
             .bind::<Integer, _>(stale.recovery_attempts.0)
             .bind::<Integer, _>(stale.recovery_attempts.1);
         // Not kept prepared: planned for each sweep with the table as it is then.
-        tasks(self.run(|conn| Returning(query).load::<Row>(conn))?)
+        let rows = written(self.run(|conn| Returning(query).load::<Written>(conn))?)?;
+        Ok(rows.into_iter().map(|(row, _)| row).collect())
     }
 
     fn prune(

@@ -14,7 +14,7 @@ use dal_core::{
 };
 use dal_diesel::errors::from_pool;
 use dal_diesel::prepared::Prepared;
-use dal_diesel::row::{RETURNING, Returning, Row, tasks};
+use dal_diesel::row::{RETURNING, Returning, Written, written};
 use dal_diesel::types::{Id, Instant, Json};
 use dal_diesel::write::{PLAN, Param, TASK, distinct, guard, inserted, params, set_list, task};
 use diesel::prelude::*;
@@ -57,7 +57,8 @@ impl From<DalError> for TxError {
     }
 }
 
-type Rows = Vec<TaskExecution>;
+/// Written rows, each with its queue position (`due_at`), which the claim floor reads.
+type Rows = Vec<(TaskExecution, Option<DateTime<Utc>>)>;
 
 /// The rows of each statement of a write, with the event each of its rows gets.
 type Logged<'e> = Vec<(Rows, Option<&'e EventSpec>)>;
@@ -92,7 +93,9 @@ impl SqliteBackend {
             let groups = write(conn)?;
             let mut events: Vec<(&EventSpec, &TaskExecution)> = groups
                 .iter()
-                .filter_map(|(rows, event)| event.map(|e| rows.iter().map(move |row| (e, row))))
+                .filter_map(|(rows, event)| {
+                    event.map(|e| rows.iter().map(move |(row, _)| (e, row)))
+                })
                 .flatten()
                 .collect();
             if !events.is_empty() {
@@ -145,7 +148,7 @@ struct Writes {
     update: String,
     /// A plan on task `$1` (and its lease, `$2` and `$3`).
     apply: String,
-    /// A plan (`$1...`) on up to `$37` `Ready` tasks due by `$36`, oldest first. `LIMIT +?`:
+    /// A plan (`$1...`) on up to `$38` `Ready` tasks due from `$36` to `$37`, oldest first. `LIMIT +?`:
     /// SQLite prepares a statement with `LIMIT ?` again whenever the limit is bound.
     claim: String,
     /// A plan (`$1...`) on the claims whose heartbeat is before `$36`, recovered `$37` to `$38`
@@ -157,8 +160,9 @@ struct Writes {
 fn writes() -> &'static Writes {
     static SQL: OnceLock<Writes> = OnceLock::new();
     SQL.get_or_init(|| {
-        let (due, limit, least, most) =
-            (PLAN.len() + 1, PLAN.len() + 2, PLAN.len() + 2, PLAN.len() + 3);
+        // The claim's range and limit; the sweep's threshold and recovery range.
+        let (from, upto, limit) = (PLAN.len() + 1, PLAN.len() + 2, PLAN.len() + 3);
+        let (due, least, most) = (PLAN.len() + 1, PLAN.len() + 2, PLAN.len() + 3);
         let leases = format!(
             "SELECT unhex(j.value ->> 0) AS id, unhex(j.value ->> 1) AS runner, j.value ->> 2 AS \
              claim, p.* FROM json_each($1) AS j, (SELECT {}) AS p",
@@ -166,8 +170,8 @@ fn writes() -> &'static Writes {
         );
         let task = format!("SELECT {}, {}", w_row(1, &TASK), w_row(1 + TASK.len(), &PLAN));
         let claimable = format!(
-            "t.id IN (SELECT id FROM task_executions WHERE status = 'ready' AND due_at <= ${due} \
-             ORDER BY due_at, id LIMIT +${limit})"
+            "t.id IN (SELECT id FROM task_executions WHERE status = 'ready' AND due_at BETWEEN ${from} \
+             AND ${upto} ORDER BY due_at, id LIMIT +${limit})"
         );
         let stale = format!(
             "t.claimed_by IS NOT NULL AND t.heartbeat_at < ${due} AND t.recovery_attempts \
@@ -252,7 +256,7 @@ fn insert(
     into: &'static str,
     rows: Vec<Vec<Param>>,
     returning: bool,
-) -> QueryResult<Vec<Row>> {
+) -> QueryResult<Vec<Written>> {
     let chunk = chunk(rows.first().map_or(1, Vec::len));
     let mut written = Vec::new();
     let mut rows = rows.into_iter().peekable();
@@ -260,7 +264,7 @@ fn insert(
         let rows: Vec<Vec<Param>> = rows.by_ref().take(chunk).collect();
         let insert = Insert { into, rows, returning };
         if returning {
-            written.extend(Returning(insert).load::<Row>(conn)?);
+            written.extend(Returning(insert).load::<Written>(conn)?);
         } else {
             insert.execute(conn)?;
         }
@@ -321,7 +325,7 @@ fn update(
         .into_boxed()
         .bind::<Text, _>(Value::from(targets.to_vec()).to_string());
     let query = params(plan).into_iter().fold(query, bind);
-    Ok(tasks(Prepared(Returning(query)).load::<Row>(conn)?)?)
+    Ok(written(Prepared(Returning(query)).load::<Written>(conn)?)?)
 }
 
 impl Backend for SqliteBackend {
@@ -344,23 +348,26 @@ impl Backend for SqliteBackend {
         let values: Vec<Vec<Param>> = rows.iter().map(inserted).collect();
         // More than one chunk takes a transaction even without events: all or nothing.
         let alone = event.is_none() && values.len() <= chunk(values[0].len());
-        let written = self.write(alone, first.created_at, |conn| {
+        let rows = self.write(alone, first.created_at, |conn| {
             let rows = insert(conn, TASK_COLUMNS, values, true)?;
-            Ok(vec![(tasks(rows)?, event)])
+            Ok(vec![(written(rows)?, event)])
         })?;
-        Ok(written)
+        Ok(rows.into_iter().map(|(row, _)| row).collect())
     }
 
     fn apply(&self, id: Uuid, plan: &Plan) -> Result<Option<TaskExecution>> {
         let at = plan.effects.updated_at;
-        let written = self.write(plan.event.is_none(), at, |conn| {
+        let rows = self.write(plan.event.is_none(), at, |conn| {
             let query = task(id, plan.guard.lease)
                 .into_iter()
                 .chain(params(plan))
                 .fold(diesel::sql_query(&writes().apply).into_boxed(), bind);
-            Ok(vec![(tasks(Prepared(Returning(query)).load::<Row>(conn)?)?, plan.event.as_ref())])
+            Ok(vec![(
+                written(Prepared(Returning(query)).load::<Written>(conn)?)?,
+                plan.event.as_ref(),
+            )])
         })?;
-        Ok(written.into_iter().next())
+        Ok(rows.into_iter().next().map(|(row, _)| row))
     }
 
     fn cycle(&self, finished: &[Plan], claim: &Claim) -> Result<Rows> {
@@ -375,9 +382,10 @@ impl Backend for SqliteBackend {
                 let query = params(&claim.plan)
                     .into_iter()
                     .fold(diesel::sql_query(&writes().claim).into_boxed(), bind)
+                    .bind::<Instant, _>(claim.from)
                     .bind::<Instant, _>(claim.due_at)
                     .bind::<BigInt, _>(i64::from(claim.limit));
-                let rows = dal_diesel::row::tasks(Prepared(Returning(query)).load::<Row>(conn)?)?;
+                let rows = written(Prepared(Returning(query)).load::<Written>(conn)?)?;
                 groups.push((rows, claim.plan.event.as_ref()));
             }
             // One statement per distinct plan, for all its tasks; a task already written (a
@@ -393,7 +401,7 @@ impl Backend for SqliteBackend {
                     continue;
                 }
                 let rows = update(conn, &targets, plan)?;
-                done.extend(rows.iter().map(|row| row.id));
+                done.extend(rows.iter().map(|(row, _)| row.id));
                 groups.push((rows, plan.event.as_ref()));
             }
             Ok(groups)
@@ -402,15 +410,19 @@ impl Backend for SqliteBackend {
 
     fn sweep(&self, stale: &Stale, plan: &Plan) -> Result<Vec<TaskExecution>> {
         let at = plan.effects.updated_at;
-        self.write(plan.event.is_none(), at, |conn| {
+        let rows = self.write(plan.event.is_none(), at, |conn| {
             let query = params(plan)
                 .into_iter()
                 .fold(diesel::sql_query(&writes().sweep).into_boxed(), bind)
                 .bind::<Instant, _>(stale.older_than)
                 .bind::<Integer, _>(stale.recovery_attempts.0)
                 .bind::<Integer, _>(stale.recovery_attempts.1);
-            Ok(vec![(tasks(Prepared(Returning(query)).load::<Row>(conn)?)?, plan.event.as_ref())])
-        })
+            Ok(vec![(
+                written(Prepared(Returning(query)).load::<Written>(conn)?)?,
+                plan.event.as_ref(),
+            )])
+        })?;
+        Ok(rows.into_iter().map(|(row, _)| row).collect())
     }
 
     fn prune(

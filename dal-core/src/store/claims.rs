@@ -159,9 +159,14 @@ fn finish_plans(runner_id: Uuid, finished: &Finished, now: DateTime<Utc>) -> Res
 }
 
 impl<B: Backend> Store<B> {
-    /// A claim by `runner_id` of up to `limit` tasks due now.
+    /// A claim by `runner_id` of up to `limit` tasks due now, from the store's claim floor.
     fn claim(&self, runner_id: Uuid, limit: u32, now: DateTime<Utc>) -> Claim {
-        Claim { due_at: now, limit, plan: self.history.of(Plan::claim(runner_id, now)) }
+        Claim {
+            due_at: now,
+            from: self.floors.claim_start(now),
+            limit,
+            plan: self.history.of(Plan::claim(runner_id, now)),
+        }
     }
 
     /// Runs a cycle of `finished` plans (for the leases `given`, in the caller's order) and
@@ -178,20 +183,23 @@ impl<B: Backend> Store<B> {
         self.traced(
             operation,
             self.retrying(operation, || self.backend.cycle(&finished, claim)).map(|mut rows| {
-                rows.sort_unstable_by_key(|row| row.id);
+                rows.sort_unstable_by_key(|(row, _)| row.id);
                 let mut done = Cycle::default();
-                for task in rows {
+                let mut positions = Vec::new();
+                for (task, at) in rows {
                     match task.status {
                         TaskStatus::Completed => done.completed.push(task),
                         TaskStatus::Failed => done.failed.push(task),
                         TaskStatus::Ready => done.retried.push(task),
                         _ => {
+                            positions.extend(at);
                             let lease =
                                 Lease { task_id: task.id, runner_id, claim: task.claim_count };
                             done.claimed.push(Claimed { task, lease });
                         }
                     }
                 }
+                self.floors.claimed(claim.limit, &positions);
                 let written: std::collections::HashSet<Uuid> = done
                     .completed
                     .iter()

@@ -4,6 +4,7 @@
 //! ids, guarded writes, retries of conflicts, tracing) is here.
 
 mod claims;
+mod floor;
 mod reads;
 mod retention;
 mod tasks;
@@ -15,6 +16,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 pub use claims::ClaimStore;
+pub use floor::FULL_SCAN_EVERY;
 pub use reads::{HistoryStore, WorkflowReads};
 pub use retention::{MAX_PRUNE_BATCH, RetentionStore};
 pub use tasks::TaskStore;
@@ -65,6 +67,7 @@ pub struct Store<B> {
     backend: B,
     clock: Arc<dyn Clock>,
     ids: Ids,
+    floors: floor::Floors,
     history: History,
 }
 
@@ -94,7 +97,13 @@ impl History {
 impl<B: Backend> Store<B> {
     /// A store over `backend`, reading time from `clock`. Backend crates call this.
     pub fn new(backend: B, clock: Arc<dyn Clock>) -> Self {
-        Store { backend, clock, ids: Ids::new(), history: History::Kept }
+        Store {
+            backend,
+            clock,
+            ids: Ids::new(),
+            floors: floor::Floors::default(),
+            history: History::Kept,
+        }
     }
 
     /// The same store, writing the execution history or not (default: [`History::Kept`]).
@@ -116,7 +125,9 @@ impl<B: Backend> Store<B> {
 
     /// The time of an operation: the clock's reading cut to microseconds.
     fn now(&self) -> DateTime<Utc> {
-        clock::to_micros(self.clock.now())
+        let now = clock::to_micros(self.clock.now());
+        self.floors.saw(now);
+        now
     }
 
     /// A UUIDv7 for time `now`; ids made by one store increase strictly, also within a
