@@ -16,8 +16,7 @@ use uuid::Uuid;
 
 use crate::counter::StatementLog;
 use crate::operations::{Operation, Statements};
-use crate::variants::Variant;
-use crate::{cases, provision};
+use crate::provision;
 
 pub type Backend = &'static dyn TestBackend;
 
@@ -317,17 +316,6 @@ macro_rules! own_cases {
 
 /// A backend, its groups, its own cases, and why it cannot run here (its cases then ignored).
 pub struct Run(pub Backend, pub Vec<Group>, pub Vec<OwnCase>, pub Option<String>);
-
-/// `base` with every group and `own`; the history off (`no_history`: counts, prepared); async.
-pub fn runs(base: Backend, own: Vec<OwnCase>, no_history: (Statements, usize)) -> Vec<Run> {
-    let (counts, prepared) = no_history;
-    let with_async = [cases::calls(), vec![("async", crate::variants::ASYNC)]].concat();
-    vec![
-        Run(base, cases::all(), own, None),
-        Run(Variant::no_history(base, counts, prepared), cases::without_history(), vec![], None),
-        Run(Variant::through_async(base), with_async, vec![], None),
-    ]
-}
 
 /// Every case of every run as a trial `<backend>::<group>::<case>`, and the README's table
 /// checked against every run's column; then stops any server the tests started.

@@ -12,7 +12,9 @@ use uuid::Uuid;
 use crate::case;
 use crate::cases::support::{ready_tasks, workflow};
 use crate::operations::Statements;
-use crate::suite::{Backend, Case, Fixture, Setup, StoreSetup, TestBackend, TestDatabase, Traits};
+use crate::suite::{
+    Backend, Case, Fixture, OwnCase, Run, Setup, StoreSetup, TestBackend, TestDatabase, Traits,
+};
 
 pub struct Variant {
     inner: Backend,
@@ -122,3 +124,19 @@ macro_rules! blocking_over_async {
 }
 
 dal_core::store_operations!(blocking_over_async);
+
+/// `base` with every group and `own`; the history off (`no_history`: counts, prepared); async.
+pub fn runs(base: Backend, own: Vec<OwnCase>, no_history: (Statements, usize)) -> Vec<Run> {
+    let (counts, prepared) = no_history;
+    let with_async = [crate::cases::calls(), vec![("async", ASYNC)]].concat();
+    vec![
+        Run(base, crate::cases::all(), own, None),
+        Run(
+            Variant::no_history(base, counts, prepared),
+            crate::cases::without_history(),
+            vec![],
+            None,
+        ),
+        Run(Variant::through_async(base), with_async, vec![], None),
+    ]
+}

@@ -34,7 +34,8 @@ fn main() {
         options_the_pooler_drops_fail_the_connect_and_nothing_is_written,
         planner_settings_missing_on_the_server_fail_the_connect,
         processes_connecting_at_once_migrate_once);
-    let mut runs = suite::runs(&Postgres::Owner, own.concat(), (STATEMENTS, PREPARED));
+    let mut runs =
+        dal_tests::variants::runs(&Postgres::Owner, own.concat(), (STATEMENTS, PREPARED));
     runs.push(Run(&Postgres::DmlOnly, vec![("model", model_based::CASES)], migration_step, None));
     let unavailable = dal_tests::provision::pooler::unavailable();
     runs.push(Run(&Postgres::Pooled, cases::calls(), pooler, unavailable));

@@ -24,5 +24,5 @@ fn main() {
         ..factory::Sqlite.traits().counts
     };
     // Without events, the INSERTs of events are not prepared.
-    dal_tests::suite::main(dal_tests::suite::runs(&factory::Sqlite, own, (no_history, 27)));
+    dal_tests::suite::main(dal_tests::variants::runs(&factory::Sqlite, own, (no_history, 27)));
 }
