@@ -17,8 +17,9 @@ use crate::error::{DalError, Result};
 use crate::plan::Transition;
 use crate::{
     ClaimStore, Claimed, Completion, Cycle, ExecutionEvent, Finished, HistoryStore, Lease,
-    NewTaskExecution, PruneCursor, Pruned, Recovery, RetentionStore, RetryStats, StatusCounts,
-    SubStatus, TaskExecution, TaskExecutionStore, TaskStatus, TaskStore, WorkflowReads,
+    NewTaskExecution, PruneCursor, Pruned, QueueLag, Recovery, RetentionStore, RetryStats,
+    StatusCounts, SubStatus, TaskExecution, TaskExecutionStore, TaskStatus, TaskStore, Wake,
+    WorkflowReads,
 };
 
 /// A store whose operations are `async fn`s, each running the blocking operation of the
@@ -47,6 +48,18 @@ impl<S: TaskExecutionStore + ?Sized + 'static> AsyncStore<S> {
     /// for their turn without blocking a thread. Give it the store's pool size.
     pub fn new(store: Arc<S>, max_in_flight: usize) -> Self {
         AsyncStore { store, permits: Arc::new(Semaphore::new(max_in_flight.max(1))) }
+    }
+
+    /// [`WakeStore::wait_for_work`] as a future, on tokio's timer (a runtime with
+    /// `enable_time`); it takes no permit of the blocking pool. Dropped before it returns, it
+    /// leaves nothing behind and takes no wake-up from other waiters.
+    pub async fn wait_for_work(&self, timeout: std::time::Duration) -> Result<Wake> {
+        self.store.wakeups().wait_async(timeout).await
+    }
+
+    /// The wrapped store's wake-ups.
+    pub fn wakeups(&self) -> &crate::wake::Wakeups {
+        self.store.wakeups()
     }
 
     /// Runs `call` on the blocking pool once a permit is free. A panic of the call is resumed

@@ -6,12 +6,15 @@
 //! unit, each changed row's event when the plan has one ([`crate::event::EventSpec::data_for`]
 //! the row as written, at the plan's `effects.updated_at`), in task id order.
 
+use std::sync::Weak;
+
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::error::Result;
 use crate::event::{EventSpec, ExecutionEvent};
 use crate::plan::{Claim, Plan, Stale};
+use crate::wake::{Bell, WakeSource};
 use crate::{PruneCursor, Pruned, RetryStats, TaskExecution, TaskStatus};
 
 /// The primitive statements of a backend.
@@ -127,4 +130,15 @@ pub trait Backend: Send + Sync + 'static {
 
     /// How many tasks are in each status that has any.
     fn count_by_status(&self) -> Result<Vec<(TaskStatus, i64)>>;
+
+    /// In one `SELECT`: the `Ready` tasks due by `now`, the earliest queue position among
+    /// them, and the `Running` tasks.
+    fn queue_lag(&self, now: DateTime<Utc>) -> Result<(i64, Option<DateTime<Utc>>, i64)>;
+
+    /// How the backend hears of other processes' writes.
+    fn wake_source(&self) -> WakeSource;
+
+    /// Starts watching for other processes' writes, ringing `bell` until it is dropped; called
+    /// once, at a store's first wait. Sends nothing on the store's pool.
+    fn watch(&self, bell: Weak<Bell>);
 }

@@ -16,6 +16,7 @@ pub mod plan;
 pub mod status;
 pub mod store;
 pub mod validate;
+pub mod wake;
 
 pub use backend::Backend;
 pub use prelude::*;
@@ -43,13 +44,14 @@ pub mod prelude {
     pub use crate::event::{EventType, ExecutionEvent};
     pub use crate::model::{
         Claimed, Completion, Cycle, FailedTask, Finished, Lease, NewTaskExecution, PruneCursor,
-        Pruned, Recovery, RetriedTask, RetryStats, StatusCounts, TaskExecution,
+        Pruned, QueueLag, Recovery, RetriedTask, RetryStats, StatusCounts, TaskExecution,
     };
     pub use crate::plan::Transition;
     pub use crate::status::{SubStatus, TaskStatus};
     pub use crate::store::{
         ClaimStore, History, HistoryStore, RetentionStore, TaskExecutionStore, TaskStore,
-        WorkflowReads,
+        WakeStore, WorkflowReads,
     };
     pub use crate::validate::sanitize_message;
+    pub use crate::wake::{Wake, WakeSource};
 }

@@ -113,6 +113,17 @@ pub struct RetryStats {
     pub tasks_exhausted: i64,
 }
 
+/// How far behind the queue is ([`crate::WorkflowReads::queue_lag`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueLag {
+    /// `Ready` tasks due now: claimable, not yet claimed.
+    pub due: i64,
+    /// How long the oldest of them has been due; `None` when there is none.
+    pub oldest_due_age: Option<chrono::TimeDelta>,
+    /// `Running` tasks.
+    pub running: i64,
+}
+
 /// How many tasks are in each status (a field per status), over the whole store (for metrics
 /// gauges).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

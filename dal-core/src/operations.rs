@@ -78,6 +78,7 @@ macro_rules! store_operations {
                 retry_stats(workflow_execution_id: val Uuid) -> RetryStats;
                 exhausted_tasks(workflow_execution_id: val Uuid) -> Vec<TaskExecution>;
                 count_by_status() -> StatusCounts;
+                queue_lag() -> QueueLag;
                 deferred_tasks(workflow_execution_ids: ref [Uuid]) -> Vec<TaskExecution>;
             }
             RetentionStore {

@@ -36,6 +36,9 @@ pub struct Common {
     pub history: History,
     /// What opening does about the migrations.
     pub migrations: Migrations,
+    /// How often waiters look for other processes' work without a signal (`None`: the
+    /// backend's default).
+    pub wake_interval: Option<Duration>,
 }
 
 impl Common {
@@ -48,6 +51,7 @@ impl Common {
             instrumentation: None,
             history: History::Kept,
             migrations: Migrations::Apply,
+            wake_interval: None,
         }
     }
 
@@ -66,6 +70,7 @@ impl fmt::Debug for Common {
             .field("instrumentation", &self.instrumentation.is_some())
             .field("history", &self.history)
             .field("migrations", &self.migrations)
+            .field("wake_interval", &self.wake_interval)
             .finish()
     }
 }
@@ -106,6 +111,16 @@ macro_rules! common_options {
         /// fails with `DalError::SchemaNotMigrated` while a migration of this build is missing.
         pub fn migrations(mut self, migrations: $crate::open::Migrations) -> Self {
             self.common.migrations = migrations;
+            self
+        }
+
+        /// How often runners waiting for work look for other processes' writes where no
+        /// signal tells them (at least 1 ms; `dal_core::WakeSource` says which applies):
+        /// PostgreSQL wakes waiters this often behind a transaction pooler and while its
+        /// listening connection is down (default 250 ms); SQLite reads the file's change
+        /// counter this often while runners wait (default 25 ms).
+        pub fn wake_interval(mut self, every: std::time::Duration) -> Self {
+            self.common.wake_interval = Some(every.max(std::time::Duration::from_millis(1)));
             self
         }
 

@@ -254,6 +254,25 @@ macro_rules! reads {
             })?;
             counts.into_iter().map(|(status, count)| Ok((status.parse()?, count))).collect()
         }
+
+        fn queue_lag(&self, now: DateTime<Utc>) -> Result<(i64, Option<DateTime<Utc>>, i64)> {
+            use $crate::__p::*;
+            let due = || {
+                t::table
+                    .filter(t::status.eq($crate::reads::ready()))
+                    .filter(t::due_at.le(Some(now)))
+            };
+            let running = TaskStatus::Running.as_str();
+            let (due, oldest, running) = self.$read(|conn| {
+                diesel::select((
+                    due().count().single_value(),
+                    due().select(t::due_at).order(t::due_at).limit(1).single_value(),
+                    t::table.filter(t::status.eq(running)).count().single_value(),
+                ))
+                .get_result::<(Option<i64>, Option<DateTime<Utc>>, Option<i64>)>(conn)
+            })?;
+            Ok((due.unwrap_or(0), oldest, running.unwrap_or(0)))
+        }
     };
 }
 

@@ -2,12 +2,13 @@
 //! the same statement (a data-modifying `WITH`), its rows locked in task id order or skipped
 //! when another transaction holds them.
 
-use std::sync::OnceLock;
+use std::sync::{OnceLock, Weak};
 
 use chrono::{DateTime, Utc};
 use dal_core::clock::Ids;
 use dal_core::event::EventSpec;
 use dal_core::plan::{CLAIMED, Claim, Plan, Stale};
+use dal_core::wake::{Bell, WakeSource};
 use dal_core::{
     Backend, DalError, ExecutionEvent, PruneCursor, Pruned, Result, RetryStats, TaskExecution,
     TaskStatus,
@@ -27,6 +28,8 @@ use diesel::sql_types::{
 };
 use uuid::Uuid;
 
+use crate::listen::Listen;
+
 /// A written row's queue position (`due_at`), which the claim floor reads.
 type Due = Option<DateTime<Utc>>;
 /// The connection pool of a PostgreSQL store.
@@ -36,11 +39,12 @@ pub type PgPool = Pool<ConnectionManager<PgConnection>>;
 pub struct PgBackend {
     pool: PgPool,
     event_ids: Ids,
+    listen: Listen,
 }
 
 impl PgBackend {
-    pub(crate) fn new(pool: PgPool) -> Self {
-        PgBackend { pool, event_ids: Ids::default() }
+    pub(crate) fn new(pool: PgPool, listen: Listen) -> Self {
+        PgBackend { pool, event_ids: Ids::default(), listen }
     }
 
     /// Runs `run` on a pooled connection. A connection found lost is retired, so that the pool
@@ -64,6 +68,25 @@ impl PgBackend {
                 err => err,
             }
         })
+    }
+
+    /// `sql` with the ids of up to `events` events at `at` bound as `$1`, their head as `$2`,
+    /// and the channel and token of its notification as `$3` and `$4`.
+    fn statement(
+        &self,
+        sql: &'static str,
+        events: usize,
+        at: DateTime<Utc>,
+    ) -> BoxedSqlQuery<'static, Pg, SqlQuery> {
+        // A claim's limit may be far more than it finds: the rows past the ids made get theirs
+        // from the server.
+        let ids: Vec<Uuid> = (0..events.min(4_096)).map(|_| self.event_ids.at(at)).collect();
+        diesel::sql_query(sql)
+            .into_boxed()
+            .bind::<Array<SqlUuid>, _>(ids)
+            .bind::<Text, _>(event_id_head(at))
+            .bind::<Text, _>(self.listen.channel.clone())
+            .bind::<Text, _>(self.listen.token.clone())
     }
 
     /// Runs a write kept prepared, and returns the rows it wrote.
@@ -97,7 +120,25 @@ const LOGGED: &str = "logged AS (INSERT INTO execution_events (id, workflow_exec
     uuid($2 || right(gen_random_uuid()::text, 18))), c.workflow_execution_id, c.id, \
     c.event_type, c.event_data || jsonb_build_object('attempt', c.attempt, 'claim', \
     c.claim_count, 'recovery_attempts', c.recovery_attempts), c.event_runner, c.updated_at \
-    FROM changed c WHERE c.event_type IS NOT NULL ORDER BY c.id) SELECT ";
+    FROM changed c WHERE c.event_type IS NOT NULL ORDER BY c.id), ";
+
+/// The notification of the rows a statement left claimable (`Ready`, unclaimed), sent on `$3`
+/// at commit: `$4` (the store's token), how many are due now, and the distinct later due times
+/// (Unix microseconds), within the 8,000 bytes a payload may hold. At most one per statement,
+/// none when no row became claimable; the final `SELECT` joins it, so that it runs.
+const WOKE: &str = "woke AS (SELECT pg_notify($3, left($4 || ' ' || count(*) FILTER (WHERE \
+    w.due_at <= w.updated_at) || coalesce(' ' || string_agg(DISTINCT (extract(epoch FROM \
+    w.due_at) * 1000000)::bigint::text, ' ') FILTER (WHERE w.due_at > w.updated_at), ''), \
+    7999)) FROM changed w WHERE w.status = 'ready' AND w.claimed_by IS NULL HAVING count(*) > 0)";
+
+/// The end of every write after its `changed` rows: their events, their notification, and
+/// the rows ([`RETURNING`]), joined with the notification so that it runs.
+fn tail() -> &'static str {
+    static SQL: OnceLock<String> = OnceLock::new();
+    SQL.get_or_init(|| {
+        format!("{LOGGED}{WOKE} SELECT {RETURNING} FROM changed LEFT JOIN woke ON true")
+    })
+}
 
 /// `$from, ..., $from + n - 1`.
 fn placeholders(from: usize, n: usize) -> String {
@@ -110,11 +151,12 @@ fn plan_write(ctes: &str, from: usize, rows: &str, lease: Option<&str>) -> Strin
     format!(
         "WITH {ctes}p ({}) AS (VALUES ({})), changed AS (UPDATE task_executions AS t SET {} \
          FROM {rows} AND {} RETURNING t.*, p.event_type, p.event_data, p.event_runner), \
-         {LOGGED}{RETURNING} FROM changed",
+         {}",
         PLAN.join(", "),
         placeholders(from, PLAN.len()),
         set_list("p"),
         guard(lease, "p"),
+        tail(),
     )
 }
 
@@ -122,19 +164,19 @@ fn plan_write(ctes: &str, from: usize, rows: &str, lease: Option<&str>) -> Strin
 fn apply_sql() -> &'static str {
     static SQL: OnceLock<String> = OnceLock::new();
     SQL.get_or_init(|| {
-        let l = format!("l ({}) AS (VALUES ({})), ", TASK.join(", "), placeholders(3, TASK.len()));
-        plan_write(&l, 3 + TASK.len(), "l, p WHERE t.id = l.id", Some("l"))
+        let l = format!("l ({}) AS (VALUES ({})), ", TASK.join(", "), placeholders(5, TASK.len()));
+        plan_write(&l, 5 + TASK.len(), "l, p WHERE t.id = l.id", Some("l"))
     })
 }
 
-/// A batch of leased writes, a claim, or both in one statement (a runner cycle): `$1` and
-/// `$2` the events' ids. The batch: its distinct plans as one array per value (`p`, a row each,
+/// A batch of leased writes, a claim, or both in one statement (a runner cycle): `$1` to `$4`
+/// the events' ids and the notification's channel and token. The batch: its distinct plans as one array per value (`p`, a row each,
 /// numbered), then its tasks (`l`: id, runner, claim, plan number), their rows locked in that
 /// order and written. The claim: its plan's values (`c`), then the range (`from`, `to`,
 /// `limit`) of `Ready` tasks it claims, oldest due first, skipping locked rows. All writes
 /// see one snapshot: the claim cannot take a task the batch makes `Ready`.
 fn batch_sql(finished: bool, claim: bool) -> String {
-    let mut next = 3;
+    let mut next = 5;
     let mut take = |n: usize| {
         let list = placeholders(next, n);
         next += n;
@@ -176,11 +218,7 @@ fn batch_sql(finished: bool, claim: bool) -> String {
         ));
         parts.push("SELECT * FROM claimed");
     }
-    format!(
-        "WITH {}, changed AS ({}), {LOGGED}{RETURNING} FROM changed",
-        ctes.join(", "),
-        parts.join(" UNION ALL ")
-    )
+    format!("WITH {}, changed AS ({}), {}", ctes.join(", "), parts.join(" UNION ALL "), tail())
 }
 
 /// The batch statements, built once: leased writes, a claim, a cycle.
@@ -200,21 +238,21 @@ fn batch(finished: bool, claim: bool) -> &'static str {
 fn sweep_sql() -> &'static str {
     static SQL: OnceLock<String> = OnceLock::new();
     SQL.get_or_init(|| {
-        let n = 3 + PLAN.len();
+        let n = 5 + PLAN.len();
         let (a, b, c) = (n + 1, n + 2, n + 3);
         let stale =
             format!("p WHERE t.id = ANY(ARRAY(SELECT dal_stale_claims(${n}, ${a}, ${b}, ${c})))");
-        plan_write("", 3, &stale, None)
+        plan_write("", 5, &stale, None)
     })
 }
 
-/// An insert of rows bound as one array per column, with an event per row when `$15` (its
+/// An insert of rows bound as one array per column, with an event per row when `$17` (its
 /// type) is not null.
 const INSERT: &str = "WITH changed AS (INSERT INTO task_executions (id, workflow_execution_id, \
     task_name, status, attempt, max_attempts, trigger_rules, task_configuration, retry_at, \
     created_at, updated_at, due_at) \
-    SELECT * FROM unnest($3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
-    RETURNING task_executions.*, $15::text AS event_type, $16::jsonb AS event_data, \
+    SELECT * FROM unnest($5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+    RETURNING task_executions.*, $17::text AS event_type, $18::jsonb AS event_data, \
     NULL::uuid AS event_runner), ";
 
 /// The text of the first 8 bytes of the UUIDv7 ids of the events at `at`, `xxxxxxxx-xxxx-7xxx`:
@@ -272,21 +310,6 @@ fn bind_column<'a>(
     }
 }
 
-/// `sql` with the ids of up to `events` events at `at` bound as `$1`, and their head as `$2`.
-fn statement(
-    sql: &'static str,
-    (ids, events): (&Ids, usize),
-    at: DateTime<Utc>,
-) -> BoxedSqlQuery<'static, Pg, SqlQuery> {
-    // A claim's limit may be far more than it finds: the rows past the ids made get theirs
-    // from the server.
-    let ids: Vec<Uuid> = (0..events.min(4_096)).map(|_| ids.at(at)).collect();
-    diesel::sql_query(sql)
-        .into_boxed()
-        .bind::<Array<SqlUuid>, _>(ids)
-        .bind::<Text, _>(event_id_head(at))
-}
-
 impl Backend for PgBackend {
     const NAME: &'static str = "postgres";
 
@@ -304,8 +327,8 @@ impl Backend for PgBackend {
         let Some(first) = rows.first() else {
             return Ok(Vec::new());
         };
-        let events = (&self.event_ids, event.map_or(0, |_| rows.len()));
-        let mut query = statement(INSERT, events, first.created_at);
+        let events = event.map_or(0, |_| rows.len());
+        let mut query = self.statement(INSERT, events, first.created_at);
         let mut values: Vec<_> = rows.iter().map(|row| inserted(row).into_iter()).collect();
         for template in inserted(first) {
             query = bind_column(query, &template, &mut values);
@@ -313,17 +336,15 @@ impl Backend for PgBackend {
         let query = query
             .bind::<Nullable<Text>, _>(event.map(|e| e.event_type.as_str()))
             .bind::<Nullable<Jsonb>, _>(event.map(EventSpec::data_value))
-            .sql(LOGGED)
-            .sql(RETURNING)
-            .sql(" FROM changed");
+            .sql(tail());
         Ok(self.write(query)?.into_iter().map(|(row, _)| row).collect())
     }
 
     fn apply(&self, id: Uuid, plan: &Plan) -> Result<Option<TaskExecution>> {
         let query = task(id, plan.guard.lease).into_iter().chain(params(plan)).fold(
-            statement(
+            self.statement(
                 apply_sql(),
-                (&self.event_ids, plan.event.as_ref().map_or(0, |_| 1)),
+                plan.event.as_ref().map_or(0, |_| 1),
                 plan.effects.updated_at,
             ),
             bind,
@@ -339,7 +360,7 @@ impl Backend for PgBackend {
         let at = claim.plan.effects.updated_at;
         // The store's plans all have their events, or none (the history off).
         let events = claim.plan.event.as_ref().map_or(0, |_| finished.len() + claim.limit as usize);
-        let mut query = statement(batch(finishing, claiming), (&self.event_ids, events), at);
+        let mut query = self.statement(batch(finishing, claiming), events, at);
         if finishing {
             let (plans, tasks) = distinct(finished);
             let mut rows: Vec<_> = plans.into_iter().map(|(_, p)| p.into_iter()).collect();
@@ -371,7 +392,7 @@ impl Backend for PgBackend {
         let statuses: Vec<&str> = CLAIMED.iter().map(|s| s.as_str()).collect();
         let query = params(plan)
             .into_iter()
-            .fold(statement(sweep_sql(), (&self.event_ids, 0), plan.effects.updated_at), bind)
+            .fold(self.statement(sweep_sql(), 0, plan.effects.updated_at), bind)
             .bind::<Timestamptz, _>(stale.older_than)
             .bind::<Array<Text>, _>(statuses)
             .bind::<Integer, _>(stale.recovery_attempts.0)
@@ -391,6 +412,14 @@ impl Backend for PgBackend {
     }
 
     dal_diesel::reads!(run);
+
+    fn wake_source(&self) -> WakeSource {
+        self.listen.source()
+    }
+
+    fn watch(&self, bell: Weak<Bell>) {
+        crate::listen::spawn(self.listen.clone(), bell);
+    }
 }
 
 impl std::fmt::Debug for PgBackend {

@@ -15,6 +15,7 @@
 //! libpq from source instead.
 
 mod backend;
+mod listen;
 mod migrations;
 mod open;
 mod retention;
@@ -24,4 +25,4 @@ pub use backend::PgPool;
 pub use dal_core::prelude::{self, *};
 pub use dal_diesel::open::{InstrumentationFactory, Migrations};
 pub use migrations::{MIGRATIONS, migrations_sql};
-pub use open::{INDEX_PLAN_SETTINGS, INDEX_PLANS, PgOptions, PgStore, connect};
+pub use open::{INDEX_PLAN_SETTINGS, INDEX_PLANS, PgOptions, PgStore, WAKE_INTERVAL, connect};

@@ -4,11 +4,15 @@ use std::fmt;
 use std::time::Duration;
 
 use dal_core::{DalError, Result, Store};
+use dal_diesel::errors::from_diesel;
 use dal_diesel::open::{Common, Migrations, check_pool_size, pool};
 use diesel::connection::CacheSize;
+use diesel::prelude::*;
+use diesel::sql_types::{Nullable, Text};
 use diesel::{Connection, PgConnection};
 
 use crate::backend::PgBackend;
+use crate::listen::{self, Listen};
 use crate::migrations::{migrate, verify};
 use crate::session;
 
@@ -30,6 +34,10 @@ pub struct PgOptions {
     index_plans: bool,
     transaction_pooling: bool,
 }
+
+/// How often runners waiting for work wake where no notification can reach them (behind a
+/// transaction pooler, and while the listening connection is down), by default.
+pub const WAKE_INTERVAL: Duration = Duration::from_millis(250);
 
 /// What each of the store's sessions runs when it opens, with [`PgOptions::index_plans`] on.
 pub const INDEX_PLANS: &str = "SET enable_seqscan = off; SET enable_bitmapscan = off";
@@ -102,15 +110,29 @@ impl PgOptions {
             Migrations::Verify => verify(&mut first)?,
             Migrations::Skip => {}
         }
+        let schema = diesel::select(diesel::dsl::sql::<Nullable<Text>>("current_schema()"))
+            .get_result::<Option<String>>(&mut first)
+            .map_err(from_diesel)?;
         drop(first);
         let pooled = self.transaction_pooling;
+        let fallback = common.wake_interval.unwrap_or(WAKE_INTERVAL);
+        if pooled {
+            tracing::warn!(every = ?fallback, "behind a transaction pooler LISTEN is not available: runners waiting for work wake at this interval");
+        }
+        let listen = Listen {
+            url: (!pooled).then(|| url.clone()),
+            channel: listen::channel(schema.as_deref()),
+            token: listen::token(),
+            fallback,
+        };
         let setup =
             common.setup((self.index_plans && !pooled).then(|| INDEX_PLANS.to_owned()), !pooled);
         // The backend retires a connection a statement found lost, and the pool opens a new one.
         let min_idle = self.min_idle;
         let pool =
             pool(&url, common.pool_size, common.connect_timeout, setup, |b| b.min_idle(min_idle))?;
-        Ok(Store::new(PgBackend::new(pool), common.clock.clone()).with_history(common.history))
+        Ok(Store::new(PgBackend::new(pool, listen), common.clock.clone())
+            .with_history(common.history))
     }
 
     /// Applies the pending migrations and returns their versions, oldest first (none when the

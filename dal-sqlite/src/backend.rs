@@ -2,12 +2,15 @@
 //! it returned) are one `BEGIN IMMEDIATE` transaction, a write without events one statement.
 //! Every statement has one of a few texts, so all stay prepared.
 
-use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use dal_core::clock::Ids;
 use dal_core::event::EventSpec;
 use dal_core::plan::{Claim, Plan, Stale};
+use dal_core::wake::{Bell, WakeSource};
 use dal_core::{
     Backend, DalError, ExecutionEvent, PruneCursor, Pruned, Result, RetryStats, TaskExecution,
     TaskStatus,
@@ -37,6 +40,10 @@ pub struct SqliteBackend {
     pool: SqlitePool,
     write_gate: Mutex<()>,
     event_ids: Ids,
+    /// The file and how often its change counter is read (none in memory).
+    watched: Option<(String, Duration)>,
+    /// This process's writes begun, which the watcher tells from other processes'.
+    writes: Arc<AtomicU64>,
 }
 
 /// What fails a transaction: a statement, or reading back what it returned.
@@ -64,8 +71,9 @@ type Rows = Vec<(TaskExecution, Option<DateTime<Utc>>)>;
 type Logged<'e> = Vec<(Rows, Option<&'e EventSpec>)>;
 
 impl SqliteBackend {
-    pub(crate) fn new(pool: SqlitePool) -> Self {
-        SqliteBackend { pool, write_gate: Mutex::new(()), event_ids: Ids::default() }
+    pub(crate) fn new(pool: SqlitePool, watched: Option<(String, Duration)>) -> Self {
+        let (write_gate, event_ids, writes) = (Mutex::new(()), Ids::default(), Arc::default());
+        SqliteBackend { pool, write_gate, event_ids, watched, writes }
     }
 
     /// A pooled connection, with no give-up of a busy handler left noted on this thread.
@@ -112,7 +120,9 @@ impl SqliteBackend {
     }
 
     fn gate(&self) -> MutexGuard<'_, ()> {
-        self.write_gate.lock().unwrap_or_else(PoisonError::into_inner)
+        let gate = self.write_gate.lock().unwrap_or_else(PoisonError::into_inner);
+        self.writes.fetch_add(1, Ordering::AcqRel);
+        gate
     }
 }
 
@@ -445,6 +455,18 @@ impl Backend for SqliteBackend {
     }
 
     dal_diesel::reads!(read);
+
+    fn wake_source(&self) -> WakeSource {
+        self.watched
+            .as_ref()
+            .map_or(WakeSource::Local, |(_, every)| WakeSource::ChangeChecks { every: *every })
+    }
+
+    fn watch(&self, bell: Weak<Bell>) {
+        if let Some((path, every)) = &self.watched {
+            crate::watch::spawn(path.clone(), *every, Arc::clone(&self.writes), bell);
+        }
+    }
 }
 
 impl std::fmt::Debug for SqliteBackend {

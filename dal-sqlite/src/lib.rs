@@ -20,11 +20,12 @@ mod backend;
 mod errors;
 mod open;
 mod retention;
+mod watch;
 
 pub use backend::SqlitePool;
 pub use dal_core::prelude::{self, *};
 pub use dal_diesel::open::{InstrumentationFactory, Migrations};
-pub use open::{MIGRATIONS, SqliteOptions, SqliteStore, Synchronous, open};
+pub use open::{MIGRATIONS, SqliteOptions, SqliteStore, Synchronous, WAKE_INTERVAL, open};
 
 /// The README's Rust examples, compiled as doc tests.
 #[doc = include_str!("../../README.md")]

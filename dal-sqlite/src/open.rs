@@ -123,7 +123,10 @@ impl SqliteOptions {
             // The database is the pool's one connection: migrated there.
             run(migrations, &mut *pool.get().map_err(from_pool)?)?;
         }
-        Ok(Store::new(SqliteBackend::new(pool), common.clock.clone()).with_history(common.history))
+        let every = common.wake_interval.unwrap_or(WAKE_INTERVAL);
+        let watched = (!in_memory).then(|| (self.path.clone(), every));
+        let backend = SqliteBackend::new(pool, watched);
+        Ok(Store::new(backend, common.clock.clone()).with_history(common.history))
     }
 
     /// Applies the pending migrations and returns their versions, oldest first (none when the
@@ -140,6 +143,9 @@ impl SqliteOptions {
     }
 }
 
+/// How often the file's change counter is read while runners wait, by default.
+pub const WAKE_INTERVAL: Duration = Duration::from_millis(25);
+
 /// A connection to `path`, creating the file if it is missing.
 fn establish(path: &str) -> Result<SqliteConnection> {
     SqliteConnection::establish(path).map_err(|e| DalError::Connection { source: Box::new(e) })
@@ -148,7 +154,7 @@ fn establish(path: &str) -> Result<SqliteConnection> {
 /// A read-only connection to the existing database at `path` (a path or a `file:` URI): a
 /// missing file is an error that says so, and nothing is created, not even `-wal`/`-shm` of a
 /// database in rollback mode.
-fn read_only(path: &str) -> Result<SqliteConnection> {
+pub(crate) fn read_only(path: &str) -> Result<SqliteConnection> {
     let uri = match path.strip_prefix("file:") {
         Some(rest) => format!("file:{rest}{}mode=ro", if rest.contains('?') { '&' } else { '?' }),
         None if !std::path::Path::new(path).exists() => {

@@ -104,7 +104,8 @@ fn the_runtime_runs_on_while_calls_wait(kind: Backend) {
 fn runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
         let mut builder = tokio::runtime::Builder::new_multi_thread();
-        builder.worker_threads(2).thread_name("dal-async-suite").build().expect("a tokio runtime")
+        let builder = builder.worker_threads(2).thread_name("dal-async-suite").enable_time();
+        builder.build().expect("a tokio runtime")
     });
     &RUNTIME
 }
@@ -124,6 +125,16 @@ macro_rules! blocking_over_async {
 }
 
 dal_core::store_operations!(blocking_over_async);
+
+impl WakeStore for ThroughAsync {
+    fn wakeups(&self) -> &dal_core::wake::Wakeups {
+        self.0.wakeups()
+    }
+
+    fn wait_for_work(&self, timeout: Duration) -> Result<Wake> {
+        runtime().block_on(self.0.wait_for_work(timeout))
+    }
+}
 
 /// `base` with every group and `own`; the history off (`no_history`: counts, prepared); async.
 pub fn runs(base: Backend, own: Vec<OwnCase>, no_history: (Statements, usize)) -> Vec<Run> {

@@ -180,6 +180,8 @@ impl<B: Backend> Store<B> {
         claim: &Claim,
     ) -> Result<Cycle> {
         let finished: Vec<Plan> = finished.iter().map(|p| self.history.of(p.clone())).collect();
+        let bell = self.wakeups.bell();
+        let seen = bell.generation();
         self.traced(
             operation,
             self.retrying(operation, || self.backend.cycle(&finished, claim)).map(|mut rows| {
@@ -212,6 +214,13 @@ impl<B: Backend> Store<B> {
                     .filter(|lease| !written.contains(&lease.task_id))
                     .map(|lease| **lease)
                     .collect();
+                bell.ring_for(&done.retried);
+                // Nothing left from before the claim, or maybe more: wake one more waiter.
+                if claim.limit > 0 && done.claimed.is_empty() {
+                    bell.found_nothing(seen);
+                } else if claim.limit > 0 && done.claimed.len() == claim.limit as usize {
+                    bell.ring(1, []);
+                }
                 done
             }),
         )
@@ -323,6 +332,7 @@ impl<B: Backend> ClaimStore for Store<B> {
             let stale = Stale { older_than, recovery_attempts };
             let plan = self.history.of(plan);
             self.retrying("recover_stale_claims", || self.backend.sweep(&stale, &plan))
+                .inspect(|rows| self.wakeups.bell().ring_for(rows))
         };
         let result = (|| {
             let abandon = Plan::abandon_stale(max_recovery_attempts, now);

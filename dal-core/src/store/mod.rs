@@ -26,17 +26,41 @@ use crate::backend::Backend;
 use crate::clock::{self, Clock, Ids};
 use crate::error::{DalError, DatabaseErrorKind, Result};
 use crate::plan::Plan;
+use crate::wake::{Wake, Wakeups};
 
 /// Everything a store offers, for `&dyn TaskExecutionStore` or `Arc<dyn TaskExecutionStore>`.
 /// Implemented for every type that implements the traits it groups.
 pub trait TaskExecutionStore:
-    TaskStore + ClaimStore + HistoryStore + WorkflowReads + RetentionStore
+    TaskStore + ClaimStore + WakeStore + HistoryStore + WorkflowReads + RetentionStore
 {
 }
 
-impl<T: TaskStore + ClaimStore + HistoryStore + WorkflowReads + RetentionStore> TaskExecutionStore
-    for T
+impl<T: TaskStore + ClaimStore + WakeStore + HistoryStore + WorkflowReads + RetentionStore>
+    TaskExecutionStore for T
 {
+}
+
+/// Waiting for work: a runner whose claim found nothing waits here instead of polling.
+pub trait WakeStore: Send + Sync {
+    /// The store's wake-ups; the first call starts the backend's watcher of other processes'
+    /// writes (PostgreSQL: one listening connection per store, not per wait).
+    fn wakeups(&self) -> &Wakeups;
+
+    /// Blocks until a task may be claimable or `timeout` passes, sending no statement: a write
+    /// of this store that leaves tasks `Ready` and unclaimed wakes one waiter per task, another
+    /// process's write wakes waiters as [`crate::WakeSource`] says, and a task due later wakes
+    /// one at its due time. [`Wake::Work`] is a hint: the claim that follows may find nothing
+    /// (another runner was first). A zero timeout returns at once. Errors:
+    /// [`DalError::Validation`] for a timeout over [`crate::wake::MAX_WAIT`].
+    fn wait_for_work(&self, timeout: std::time::Duration) -> Result<Wake> {
+        self.wakeups().wait(timeout)
+    }
+}
+
+impl<B: Backend> WakeStore for Store<B> {
+    fn wakeups(&self) -> &Wakeups {
+        self.wakeups.started(|bell| self.backend.watch(Arc::downgrade(bell)))
+    }
 }
 
 /// How many times a guarded write is tried when, each time it matched no row, the row read
@@ -69,6 +93,7 @@ pub struct Store<B> {
     ids: Ids,
     floors: floor::Floors,
     history: History,
+    wakeups: Wakeups,
 }
 
 /// Whether a store writes the execution history (`execution_events`). With [`History::Off`]
@@ -97,8 +122,10 @@ impl History {
 impl<B: Backend> Store<B> {
     /// A store over `backend`, reading time from `clock`. Backend crates call this.
     pub fn new(backend: B, clock: Arc<dyn Clock>) -> Self {
+        let wakeups = Wakeups::new(backend.wake_source(), Arc::clone(&clock));
         Store {
             backend,
+            wakeups,
             clock,
             ids: Ids::new(),
             floors: floor::Floors::default(),
@@ -148,6 +175,7 @@ impl<B: Backend> Store<B> {
                 if let Some(row) =
                     self.retrying(plan.operation, || self.backend.apply(id, &plan))?
                 {
+                    self.wakeups.bell().ring_for(std::slice::from_ref(&row));
                     return Ok(row);
                 }
                 backend_calls += 1;

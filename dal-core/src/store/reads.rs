@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::Store;
 use crate::backend::Backend;
 use crate::error::Result;
-use crate::{ExecutionEvent, RetryStats, StatusCounts, TaskExecution, TaskStatus};
+use crate::{ExecutionEvent, QueueLag, RetryStats, StatusCounts, TaskExecution, TaskStatus};
 
 /// The questions a scheduler tick asks about many workflow executions at once. Each is one
 /// statement whatever the number of workflows or tasks; inputs of tens of thousands of ids are
@@ -54,6 +54,10 @@ pub trait WorkflowReads: Send + Sync {
     /// How many tasks are in each status over the whole store (one grouped query), for
     /// metrics gauges.
     fn count_by_status(&self) -> Result<StatusCounts>;
+
+    /// How far behind the queue is, for metrics: the `Ready` tasks due now, the age of the
+    /// oldest of them, and the `Running` tasks (one `SELECT`, through the queue's indexes).
+    fn queue_lag(&self) -> Result<QueueLag>;
 
     /// The deferred tasks of the workflow executions (`Running` with sub-status
     /// [`crate::SubStatus::Deferred`]), by id.
@@ -141,6 +145,16 @@ impl<B: Backend> WorkflowReads for Store<B> {
                 counts
             }),
         )
+    }
+
+    fn queue_lag(&self) -> Result<QueueLag> {
+        let now = self.now();
+        let lag = self.backend.queue_lag(now).map(|(due, oldest, running)| QueueLag {
+            due,
+            oldest_due_age: oldest.map(|at| (now - at).max(chrono::TimeDelta::zero())),
+            running,
+        });
+        self.traced("queue_lag", lag)
     }
 }
 

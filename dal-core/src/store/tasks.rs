@@ -144,6 +144,7 @@ impl<B: Backend> Store<B> {
         let created =
             (self.history == super::History::Kept).then(|| EventSpec::new(EventType::Created));
         self.retrying("create", || self.backend.insert(rows, created.as_ref()))
+            .inspect(|rows| self.wakeups.bell().ring_for(rows))
             .map_err(|err| self.explain_insert_error(err, news))
     }
 
