@@ -165,6 +165,11 @@ impl Bell {
         self.lock().waiting
     }
 
+    /// The store's time now.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
     /// The generation a claim starts from, for [`Bell::found_nothing`].
     pub(crate) fn generation(&self) -> u64 {
         self.lock().generation
@@ -191,9 +196,16 @@ impl Bell {
         }
     }
 
-    /// Waits as [`Wakeups::wait`] says, blocking the thread.
+    /// Waits as [`Wakeups::wait`] says, blocking the thread. A zero timeout only takes a
+    /// permit left (it does not count as waiting: no watcher looks for it).
     fn wait(&self, timeout: Duration) -> Wake {
         let began = Instant::now();
+        if timeout.is_zero() {
+            return match self.lock().take(began, began) {
+                Some(_) => Wake::Work,
+                None => Wake::Timeout,
+            };
+        }
         let deadline = began + timeout;
         let mut state = self.lock();
         state.waiting += 1;
@@ -219,6 +231,9 @@ impl Bell {
     /// Waits as [`Wakeups::wait`] says, as a future: dropped, it leaves nothing behind.
     #[cfg(feature = "tokio")]
     async fn wait_async(&self, timeout: Duration) -> Wake {
+        if timeout.is_zero() {
+            return self.wait(timeout);
+        }
         struct Waiting<'a>(&'a Bell);
         impl Drop for Waiting<'_> {
             fn drop(&mut self) {
@@ -278,6 +293,11 @@ impl Wakeups {
     /// How the store hears of other processes' writes.
     pub fn source(&self) -> WakeSource {
         self.source
+    }
+
+    /// How many callers wait now (a gauge for metrics).
+    pub fn waiting(&self) -> usize {
+        self.bell.waiting()
     }
 
     pub(crate) fn bell(&self) -> &Arc<Bell> {

@@ -6,6 +6,7 @@ use std::sync::Weak;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use dal_core::wake::Bell;
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;
@@ -24,9 +25,19 @@ fn version(conn: &mut SqliteConnection) -> Option<i64> {
         .map(|v| v.data_version)
 }
 
+/// The earliest queue position after `now` among the `Ready` tasks: a task another process
+/// made due later.
+fn next_due(conn: &mut SqliteConnection, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    use dal_diesel::schema::task_executions as t;
+    let due =
+        t::table.filter(t::status.eq(dal_diesel::reads::ready())).filter(t::due_at.gt(Some(now)));
+    due.select(t::due_at).order(t::due_at).first::<Option<DateTime<Utc>>>(conn).ok().flatten()
+}
+
 /// Reads the change counter of `path` every `every` while `bell` has waiters, until it is
 /// dropped. A change while this process wrote nothing is another process's: every waiter wakes
 /// once. A change while this process wrote too (`writes` moved) may be either: one waiter wakes.
+/// Either way, one more wakes when the next task due later falls due.
 pub(crate) fn spawn(path: String, every: Duration, writes: Arc<AtomicU64>, bell: Weak<Bell>) {
     let watch = move || {
         let mut conn = None;
@@ -45,11 +56,15 @@ pub(crate) fn spawn(path: String, every: Duration, writes: Arc<AtomicU64>, bell:
                 conn = None; // opened again at the next look
             }
             let writing = writes.load(Ordering::Acquire);
-            if let (Some(before), Some(now)) = (seen, now) {
-                if before != now && writing == wrote {
+            if let (Some(before), Some(now), Some(conn)) = (seen, now, conn.as_mut())
+                && before != now
+            {
+                let later = next_due(conn, bell.now());
+                if writing == wrote {
                     bell.ring_all();
-                } else if before != now {
-                    bell.ring(1, []);
+                    bell.ring(0, later);
+                } else {
+                    bell.ring(1, later);
                 }
             }
             (seen, wrote) = (now.or(seen), writing);

@@ -76,7 +76,8 @@ impl TestBackend for Postgres {
     fn database(&self, connections: u32) -> Box<dyn TestDatabase> {
         let place = match self {
             Postgres::Pooled => Place::Pooled(TempDatabase::with_connections(connections, &PLANS)),
-            _ => Place::Schema(TempSchema::with_connections(connections)),
+            // One more for the store's listening connection, opened at its first wait.
+            _ => Place::Schema(TempSchema::with_connections(connections + 1)),
         };
         if let (Postgres::DmlOnly, Place::Schema(schema)) = (self, &place) {
             migrate_for_role(schema);
@@ -117,7 +118,7 @@ impl TestDatabase for Database {
     fn open(&self, setup: &StoreSetup) -> Arc<dyn TaskExecutionStore> {
         let mut stores = self.stores.lock().unwrap_or_else(PoisonError::into_inner);
         let later = !stores.is_empty();
-        stores.push(later.then(|| reserve_connections(setup.pool_size)));
+        stores.push(later.then(|| reserve_connections(setup.pool_size + 1)));
         let lock_timeout = setup.lock_timeout.map(|t| format!("-c lock_timeout={}", t.as_millis()));
         let plans = match setup.plans {
             Plans::Default => None,

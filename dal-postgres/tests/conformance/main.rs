@@ -4,6 +4,7 @@
 mod dml_only;
 mod errors;
 mod factory;
+mod listening;
 mod opening;
 mod pooled;
 mod restarts;
@@ -23,7 +24,11 @@ fn main() {
             a_deadlock_is_typed_by_its_code_and_retried_by_the_store,
             a_statement_cancelled_by_its_timeout_changes_nothing),
         own_cases!("restarts", restarts:
-            calls_across_server_restarts_are_all_or_nothing_and_the_pool_recovers),
+            calls_across_server_restarts_are_all_or_nothing_and_the_pool_recovers,
+            a_waiting_runner_claims_what_is_written_after_a_server_restart),
+        own_cases!("listening", listening:
+            a_killed_listening_connection_is_replaced_and_no_task_is_missed,
+            behind_a_transaction_pooler_waiters_wake_at_the_stated_interval),
     ];
     let migration_step = own_cases!("migration_step", dml_only:
         verified_migrations_missing_fail_the_connect_and_nothing_is_written,

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use dal_core::{
     DalError, HistoryStore, Lease, NewTaskExecution, TaskExecutionStore, TaskStatus, TaskStore,
+    WakeStore,
 };
 use uuid::Uuid;
 
@@ -89,6 +90,31 @@ pub fn calls_across_server_restarts_are_all_or_nothing_and_the_pool_recovers() {
         sum(|t| t.connection_errors),
         completed.count(),
     );
+}
+
+/// A runner waits while the server restarts and another store writes once it is back: the
+/// listener connects again and the task is claimed (meanwhile waiters wake at the fallback).
+pub fn a_waiting_runner_claims_what_is_written_after_a_server_restart() {
+    let cluster = cluster::start().expect("a private cluster (needs initdb and pg_ctl)");
+    let connect = || {
+        let options = dal_postgres::PgOptions::new(cluster.url()).pool_size(2);
+        options.connect_timeout(Duration::from_secs(30)).connect().expect("connect")
+    };
+    let (store, other) = (connect(), connect());
+    crate::listening::settled(&store);
+    let (claimed, took) = thread::scope(|scope| {
+        let waiter = scope.spawn(|| crate::listening::claim_one(&store));
+        while store.wakeups().waiting() == 0 {
+            thread::yield_now();
+        }
+        cluster.pg_ctl(&["restart", "-m", "fast", "-w", "-t", "60"]).expect("restart");
+        let written = std::time::Instant::now();
+        eventually(|| other.create(&crate::listening::ready("after the restart")));
+        let (claimed, _) = waiter.join().expect("the waiter");
+        (claimed, written.elapsed())
+    });
+    assert_eq!(claimed, "after the restart");
+    eprintln!("claimed {took:?} after the write that followed a restart");
 }
 
 /// A runner's calls, `Connection` failures, and calls not all-or-nothing; successes go to `made`.

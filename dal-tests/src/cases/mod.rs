@@ -13,6 +13,7 @@ pub mod statements;
 pub mod support;
 pub mod transitions;
 pub mod values;
+pub mod wakeups;
 pub mod workflows;
 
 use crate::suite::Group;
@@ -31,6 +32,7 @@ pub fn all() -> Vec<Group> {
         ("model", model_based::CASES),
         ("faults", faults::CASES),
         ("statements", statements::CASES),
+        ("wakeups", wakeups::CASES),
     ]
 }
 
@@ -53,5 +55,6 @@ pub fn calls() -> Vec<Group> {
         ("model", model_based::CASES),
         ("statements", statements::CASES),
         ("concurrency", concurrency::CASES),
+        ("wakeups", wakeups::CASES),
     ]
 }
