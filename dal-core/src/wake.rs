@@ -60,6 +60,8 @@ pub enum WakeSource {
 pub struct Bell {
     state: Mutex<State>,
     rung: Condvar,
+    /// Signalled when a first caller starts waiting, for a watcher idle meanwhile.
+    waited: Condvar,
     #[cfg(feature = "tokio")]
     notify: tokio::sync::Notify,
     clock: Arc<dyn Clock>,
@@ -109,6 +111,7 @@ impl Bell {
         Bell {
             state: Mutex::default(),
             rung: Condvar::new(),
+            waited: Condvar::new(),
             #[cfg(feature = "tokio")]
             notify: tokio::sync::Notify::new(),
             clock,
@@ -165,6 +168,24 @@ impl Bell {
         self.lock().waiting
     }
 
+    /// Blocks until a caller waits (at once if one does), or `timeout` passes; whether one does.
+    pub fn until_waited(&self, timeout: Duration) -> bool {
+        let state = self.lock();
+        let (state, _) = self
+            .waited
+            .wait_timeout_while(state, timeout, |s| s.waiting == 0)
+            .unwrap_or_else(PoisonError::into_inner);
+        state.waiting > 0
+    }
+
+    /// Counts a caller in; the first wakes a watcher waiting for one.
+    fn enter(&self, state: &mut State) {
+        state.waiting += 1;
+        if state.waiting == 1 {
+            self.waited.notify_all();
+        }
+    }
+
     /// The store's time now.
     pub fn now(&self) -> DateTime<Utc> {
         self.clock.now()
@@ -208,7 +229,7 @@ impl Bell {
         }
         let deadline = began + timeout;
         let mut state = self.lock();
-        state.waiting += 1;
+        self.enter(&mut state);
         let woke = loop {
             let now = Instant::now();
             if let Some(more) = state.take(now, began) {
@@ -242,7 +263,7 @@ impl Bell {
         }
         let began = Instant::now();
         let deadline = began + timeout;
-        self.lock().waiting += 1;
+        self.enter(&mut self.lock());
         let _waiting = Waiting(self);
         loop {
             let notified = self.notify.notified();

@@ -12,7 +12,8 @@ use diesel::{Connection, PgConnection};
 
 /// How often the listening connection is read while runners wait.
 const BUSY: Duration = Duration::from_millis(1);
-/// How often it is read (its notifications drained, its loss found) while none waits.
+/// How often it is read (its notifications drained, its loss found) while none waits; a
+/// first waiter has it read at once.
 const IDLE: Duration = Duration::from_millis(50);
 
 /// What a store listens on, and how.
@@ -85,9 +86,12 @@ pub(crate) fn spawn(listen: Listen, bell: Weak<Bell>) {
                 bell.set_polling(Some(listen.fallback));
                 continue;
             }
-            let pause = if bell.waiting() == 0 { IDLE } else { BUSY };
-            drop(bell);
-            std::thread::sleep(pause);
+            if bell.waiting() > 0 {
+                drop(bell);
+                std::thread::sleep(BUSY);
+            } else {
+                bell.until_waited(IDLE);
+            }
         }
     };
     if let Err(err) = std::thread::Builder::new().name("dal-listen".into()).spawn(run) {

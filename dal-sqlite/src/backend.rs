@@ -2,8 +2,7 @@
 //! it returned) are one `BEGIN IMMEDIATE` transaction, a write without events one statement.
 //! Every statement has one of a few texts, so all stay prepared.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -42,8 +41,6 @@ pub struct SqliteBackend {
     event_ids: Ids,
     /// The file and how often its change counter is read (none in memory).
     watched: Option<(String, Duration)>,
-    /// This process's writes begun, which the watcher tells from other processes'.
-    writes: Arc<AtomicU64>,
 }
 
 /// What fails a transaction: a statement, or reading back what it returned.
@@ -72,8 +69,7 @@ type Logged<'e> = Vec<(Rows, Option<&'e EventSpec>)>;
 
 impl SqliteBackend {
     pub(crate) fn new(pool: SqlitePool, watched: Option<(String, Duration)>) -> Self {
-        let (write_gate, event_ids, writes) = (Mutex::new(()), Ids::default(), Arc::default());
-        SqliteBackend { pool, write_gate, event_ids, watched, writes }
+        SqliteBackend { pool, write_gate: Mutex::new(()), event_ids: Ids::default(), watched }
     }
 
     /// A pooled connection, with no give-up of a busy handler left noted on this thread.
@@ -120,9 +116,7 @@ impl SqliteBackend {
     }
 
     fn gate(&self) -> MutexGuard<'_, ()> {
-        let gate = self.write_gate.lock().unwrap_or_else(PoisonError::into_inner);
-        self.writes.fetch_add(1, Ordering::AcqRel);
-        gate
+        self.write_gate.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -464,7 +458,7 @@ impl Backend for SqliteBackend {
 
     fn watch(&self, bell: Weak<Bell>) {
         if let Some((path, every)) = &self.watched {
-            crate::watch::spawn(path.clone(), *every, Arc::clone(&self.writes), bell);
+            crate::watch::spawn(path.clone(), *every, bell);
         }
     }
 }

@@ -1,13 +1,14 @@
-//! Other processes' writes to the file, seen by its change counter (`PRAGMA data_version`),
-//! read every interval on a read-only connection of its own while runners wait.
+//! Other processes' writes to the file, seen by its change counter (`PRAGMA data_version`) on a
+//! read-only connection of its own, read while runners wait, at most once every interval.
 
-use std::sync::Arc;
 use std::sync::Weak;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use dal_core::wake::Bell;
+use dal_diesel::reads::ready;
+use dal_diesel::schema::task_executions as t;
+use diesel::dsl::count_star;
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;
 use diesel::sqlite::SqliteConnection;
@@ -18,56 +19,56 @@ struct Version {
     data_version: i64,
 }
 
-fn version(conn: &mut SqliteConnection) -> Option<i64> {
-    diesel::sql_query("PRAGMA data_version")
-        .get_result::<Version>(conn)
-        .ok()
-        .map(|v| v.data_version)
+fn version(conn: &mut SqliteConnection) -> QueryResult<i64> {
+    Ok(diesel::sql_query("PRAGMA data_version").get_result::<Version>(conn)?.data_version)
 }
 
-/// The earliest queue position after `now` among the `Ready` tasks: a task another process
-/// made due later.
-fn next_due(conn: &mut SqliteConnection, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    use dal_diesel::schema::task_executions as t;
-    let due =
-        t::table.filter(t::status.eq(dal_diesel::reads::ready())).filter(t::due_at.gt(Some(now)));
-    due.select(t::due_at).order(t::due_at).first::<Option<DateTime<Utc>>>(conn).ok().flatten()
+/// The `Ready` tasks due by `now`, and the earliest queue position after it.
+fn queue(
+    conn: &mut SqliteConnection,
+    now: DateTime<Utc>,
+) -> QueryResult<(i64, Vec<DateTime<Utc>>)> {
+    let due = t::table.filter(t::status.eq(ready())).filter(t::due_at.le(Some(now)));
+    let later = t::table.filter(t::status.eq(ready())).filter(t::due_at.gt(Some(now)));
+    let later = later.select(t::due_at).order(t::due_at).first::<Option<DateTime<Utc>>>(conn);
+    Ok((
+        due.select(count_star()).get_result(conn)?,
+        later.optional()?.flatten().into_iter().collect(),
+    ))
 }
 
-/// Reads the change counter of `path` every `every` while `bell` has waiters, until it is
-/// dropped. A change while this process wrote nothing is another process's: every waiter wakes
-/// once. A change while this process wrote too (`writes` moved) may be either: one waiter wakes.
-/// Either way, one more wakes when the next task due later falls due.
-pub(crate) fn spawn(path: String, every: Duration, writes: Arc<AtomicU64>, bell: Weak<Bell>) {
+/// Watches `path` for `bell` until it is dropped: when a caller waits and the counter moved
+/// since the last look (any connection's commit, this process's too; or at the first look),
+/// the queue is read and
+/// as many waiters wake as tasks are due (at most all), one more when the next falls due.
+pub(crate) fn spawn(path: String, every: Duration, bell: Weak<Bell>) {
     let watch = move || {
-        let mut conn = None;
-        let (mut seen, mut wrote) = (None, writes.load(Ordering::Acquire));
+        let (mut conn, mut seen, mut looked) = (None, None, None::<Instant>);
         loop {
-            std::thread::sleep(every);
             let Some(bell) = bell.upgrade() else { return };
-            if bell.waiting() == 0 {
+            if !bell.until_waited(every) {
                 continue;
             }
+            if let Some(wait) = looked.and_then(|at| every.checked_sub(at.elapsed())) {
+                drop(bell);
+                std::thread::sleep(wait);
+                continue;
+            }
+            looked = Some(Instant::now());
             if conn.is_none() {
                 conn = crate::open::read_only(&path).ok();
             }
-            let now = conn.as_mut().and_then(version);
-            if now.is_none() {
+            let Some(c) = conn.as_mut() else { continue };
+            let looked_at = version(c).and_then(|now| {
+                if seen.replace(now).is_none_or(|before| before != now) {
+                    let (due, later) = queue(c, bell.now())?;
+                    bell.ring(due.unsigned_abs().min(bell.waiting() as u64), later);
+                }
+                Ok(())
+            });
+            if looked_at.is_err() {
                 conn = None; // opened again at the next look
             }
-            let writing = writes.load(Ordering::Acquire);
-            if let (Some(before), Some(now), Some(conn)) = (seen, now, conn.as_mut())
-                && before != now
-            {
-                let later = next_due(conn, bell.now());
-                if writing == wrote {
-                    bell.ring_all();
-                    bell.ring(0, later);
-                } else {
-                    bell.ring(1, later);
-                }
-            }
-            (seen, wrote) = (now.or(seen), writing);
         }
     };
     if let Err(err) = std::thread::Builder::new().name("dal-sqlite-watch".into()).spawn(watch) {

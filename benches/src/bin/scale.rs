@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, collections::BTreeSet, path::PathBuf, process::
 use clap::Parser;
 use dal_benches::baseline::Backend;
 use dal_benches::workload::report::{Report, bytes};
-use dal_benches::workload::{args::Args, args::Job, db::pg, execute, write_json};
+use dal_benches::workload::{args::Args, args::Job, db::SERVER, db::pg, execute, write_json};
 use diesel::{QueryableByName, RunQueryDsl, sql_types::Text};
 use serde::Serialize;
 
@@ -41,8 +41,6 @@ struct ScaleArgs {
     #[arg(long)]
     quiet: bool,
 }
-
-const SERVER: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 /// A run's figures by name; a relation's `bytes:NAME`, `live rows:`, `dead rows:`, `autovacuums:`.
 type Figures = BTreeMap<String, f64>;

@@ -57,6 +57,10 @@ pub struct Job {
     /// Simulated work per task (µs).
     #[arg(long, default_value_t = 0)]
     pub work_us: u64,
+    /// After a claim that found nothing: `wake`, wait for work (`wait_for_work`, 100 ms at
+    /// most); `poll`, sleep 1 ms.
+    #[arg(long, default_value = "wake", value_parser = ["wake", "poll"])]
+    pub wait: String,
     /// Whether the store writes the execution history (`off`: only the rows are checked).
     #[arg(long, default_value = "kept", value_parser = ["kept", "off"])]
     pub history: String,

@@ -185,6 +185,9 @@ impl Drop for Target {
     }
 }
 
+/// The PostgreSQL server and database the benchmarks use unless told otherwise.
+pub const SERVER: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
 /// A connection to the PostgreSQL server at `url`.
 pub fn pg(url: &str) -> Result<PgConnection, String> {
     PgConnection::establish(url).map_err(|e| format!("cannot connect to {}: {e}", redact(url)))

@@ -33,7 +33,8 @@ named! {
 named! {
     /// What happened, first how tasks finished (failures: retried or exhausted). A crashed runner's
     /// old leases are refused (recovered meanwhile) or accepted; a live runner's lost leases are
-    /// `claims_lost`; `empty_claims`: cycles that found nothing due, each followed by a wait.
+    /// `claims_lost`; `empty_claims`: cycles that found nothing due, each followed by a wait,
+    /// which ended woken (`wakeups`), timed out (`wait_timeouts`), or slept 1 ms (`--wait poll`).
     enum Outcome {
         Completed = "completed", Exhausted = "exhausted", Abandoned = "abandoned",
         Claims = "claims", Failures = "failures", Retries = "retries", Crashes = "crashes",
@@ -41,6 +42,7 @@ named! {
         StaleAccepted = "stale_completions_accepted", ClaimsLost = "claims_lost",
         PrunePasses = "prune_passes", PrunedWorkflows = "pruned_workflows",
         PrunedTasks = "pruned_tasks", PrunedEvents = "pruned_events", EmptyClaims = "empty_claims",
+        Wakeups = "wakeups", WaitTimeouts = "wait_timeouts",
     }
 }
 
@@ -156,11 +158,11 @@ impl Report {
     /// The report for people.
     pub fn render(&self) -> String {
         let (j, r, location, tasks) = (&self.job, &self.resumed, &self.location, self.tasks);
-        let Job { workflows, runners, crashing_runners, batch, work_us, .. } = j;
+        let Job { workflows, runners, crashing_runners, batch, work_us, wait, .. } = j;
         let mut out = format!(
             "workload on {} ({location}): {tasks} tasks in {workflows} workflow executions, \
-             {runners} runners ({crashing_runners} crashing), claims of {batch}, {}% failing, \
-             work {work_us} µs\n",
+             {runners} runners ({crashing_runners} crashing), claims of {batch} (empty: {wait}), \
+             {}% failing, work {work_us} µs\n",
             self.backend,
             j.fail_rate * 100.0
         );

@@ -5,7 +5,7 @@ use std::{thread, time::Duration, time::Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use dal_core::{Claimed, DalError, FailedTask, Finished, NewTaskExecution, PruneCursor};
-use dal_core::{RetriedTask, TaskExecution, TaskExecutionStore, TaskStatus};
+use dal_core::{RetriedTask, TaskExecution, TaskExecutionStore, TaskStatus, Wake};
 use indicatif::{ProgressBar, ProgressStyle};
 use uuid::Uuid;
 
@@ -166,9 +166,17 @@ fn runner(s: &Shared, metrics: &mut Metrics, index: u32) {
         };
         finished = Finished::default();
         if claimed.is_empty() {
-            // Nothing due: wait a little before asking again.
+            // Nothing due: wait for work (seeing the stop flag every 100 ms), or a little.
             metrics.count(Outcome::EmptyClaims, 1);
-            thread::sleep(Duration::from_millis(1));
+            if job.wait == "poll" {
+                thread::sleep(Duration::from_millis(1));
+            } else {
+                match s.store.wait_for_work(Duration::from_millis(100)) {
+                    Ok(Wake::Work) => metrics.count(Outcome::Wakeups, 1),
+                    Ok(Wake::Timeout) => metrics.count(Outcome::WaitTimeouts, 1),
+                    Err(err) => s.fail("wait_for_work", err),
+                }
+            }
             continue;
         }
         metrics.count(Outcome::Claims, claimed.len());

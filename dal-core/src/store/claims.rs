@@ -215,11 +215,8 @@ impl<B: Backend> Store<B> {
                     .map(|lease| **lease)
                     .collect();
                 bell.ring_for(&done.retried);
-                // Nothing left from before the claim, or maybe more: wake one more waiter.
                 if claim.limit > 0 && done.claimed.is_empty() {
                     bell.found_nothing(seen);
-                } else if claim.limit > 0 && done.claimed.len() == claim.limit as usize {
-                    bell.ring(1, []);
                 }
                 done
             }),
