@@ -24,12 +24,14 @@ pub mod prelude {
 
 /// The read primitives of [`dal_core::Backend`], each one `SELECT`, as methods of the
 /// backend's `impl Backend`; `$read` names the backend's method that runs a closure on a pooled
-/// connection and maps its error. The signatures name `Uuid`, `DateTime`, `Utc` and `Result`,
+/// connection and maps its error; `$in_tasks` how the database writes "among the ids this
+/// subquery selects" (open, close) so that it probes an index per id whatever the statistics:
+/// PostgreSQL `= ANY(ARRAY(...))`, SQLite `IN (...)`. The signatures name `Uuid`, `DateTime`, `Utc` and `Result`,
 /// `TaskExecution`, `ExecutionEvent`, `TaskStatus`, `RetryStats` of `dal_core` as the
 /// expansion's module has them in scope.
 #[macro_export]
 macro_rules! reads {
-    ($read:ident) => {
+    ($read:ident, $in_tasks:tt) => {
         fn get(&self, id: Uuid) -> Result<Option<TaskExecution>> {
             use $crate::__p::*;
             // By primary key: at most one row, so no LIMIT (`get_result` adds none).
@@ -105,14 +107,21 @@ macro_rules! reads {
         ) -> Result<Vec<ExecutionEvent>> {
             use $crate::__p::*;
             events(self.$read(|conn| {
-                limited(
+                let (open, close) = $in_tasks;
+                // Through the workflow's tasks: events are keyed by task.
+                let tasks = diesel::dsl::sql::<Bool>("execution_events.task_execution_id ")
+                    .sql(open)
+                    .sql("SELECT id FROM task_executions WHERE workflow_execution_id = ")
+                    .bind::<$crate::types::Id, _>(bind_id(workflow_execution_id))
+                    .sql(close);
+                Prepared(limited(
                     e::table
-                        .filter(e::workflow_execution_id.eq(bind_id(workflow_execution_id)))
+                        .filter(tasks)
                         .filter(e::seq.gt(after))
                         .order(e::seq)
                         .select(EventRow::as_select()),
                     limit,
-                )
+                ))
                 .load(conn)
             })?)
         }

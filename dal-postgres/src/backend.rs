@@ -411,7 +411,7 @@ impl Backend for PgBackend {
         self.run(|conn| crate::retention::prune(conn, older_than, limit, after))
     }
 
-    dal_diesel::reads!(run);
+    dal_diesel::reads!(run, ("= ANY(ARRAY(", "))"));
 
     fn wake_source(&self) -> WakeSource {
         self.listen.source()

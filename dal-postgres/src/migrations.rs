@@ -30,6 +30,7 @@ const MIGRATION_SQL: &[(&str, &str)] = migration_sql![
     "2026-11-26-000004_inline_event_data",
     "2026-11-26-000005_queue_at_scale",
     "2026-12-02-000006_sub_status",
+    "2026-12-08-000007_event_key",
 ];
 
 /// Applies the pending migrations on `conn` in one transaction holding a transaction-scoped

@@ -38,7 +38,7 @@ WITH scanned AS MATERIALIZED (
     RETURNING 1
 ), events_gone AS (
     DELETE FROM execution_events
-    WHERE workflow_execution_id IN (SELECT workflow_execution_id FROM doomed)
+    WHERE task_execution_id IN (SELECT locked.id FROM locked JOIN doomed USING (workflow_execution_id))
     RETURNING 1
 )
 SELECT

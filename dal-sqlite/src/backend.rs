@@ -448,7 +448,7 @@ impl Backend for SqliteBackend {
             .map_err(from_diesel)
     }
 
-    dal_diesel::reads!(read);
+    dal_diesel::reads!(read, ("IN (", ")"));
 
     fn wake_source(&self) -> WakeSource {
         self.watched

@@ -129,16 +129,14 @@ pub(crate) fn remove(
         if !workflows.is_empty() {
             // Diesel's own DELETEs: their text is fixed (the ids are one JSON parameter), so
             // Diesel keeps them prepared.
-            tasks = diesel::delete(
-                task_executions::table
-                    .filter(in_ids(task_executions::workflow_execution_id, &workflows)),
-            )
+            // The events first, found through their tasks (events are keyed by task).
+            let doomed = task_executions::table
+                .filter(in_ids(task_executions::workflow_execution_id, &workflows));
+            events = diesel::delete(execution_events::table.filter(
+                execution_events::task_execution_id.eq_any(doomed.select(task_executions::id)),
+            ))
             .execute(conn)?;
-            events = diesel::delete(
-                execution_events::table
-                    .filter(in_ids(execution_events::workflow_execution_id, &workflows)),
-            )
-            .execute(conn)?;
+            tasks = diesel::delete(doomed).execute(conn)?;
         }
     }
     Ok(Pruned { workflows, tasks: tasks as u64, events: events as u64, next: found.next })

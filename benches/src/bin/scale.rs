@@ -1,14 +1,19 @@
 //! The scale benchmark: the workload, checked, at growing sizes on each backend, fresh each run;
 //! a markdown summary and an SVG plot. `cargo run --release -p dal-benches --bin scale -- --help`.
 
+use std::time::Instant;
 use std::{collections::BTreeMap, collections::BTreeSet, path::PathBuf, process::ExitCode};
 
 use clap::Parser;
 use dal_benches::baseline::Backend;
-use dal_benches::workload::report::{Report, bytes};
-use dal_benches::workload::{args::Args, args::Job, db::SERVER, db::pg, execute, write_json};
-use diesel::{QueryableByName, RunQueryDsl, sql_types::Text};
+use dal_benches::workload::db::{Conn, Db, SERVER, Target, pg};
+use dal_benches::workload::report::{OperationLatency, Report, bytes};
+use dal_benches::workload::{args::Args, args::Job, execute, write_json};
+use dal_core::History;
+use dal_tests::counter::StatementCounter;
+use diesel::{QueryableByName, RunQueryDsl, sql_types::Binary, sql_types::Text};
 use serde::Serialize;
+use uuid::Uuid;
 
 /// The workload at each of `--sizes` on each of `--backends`, `--runs` times: medians of tasks/s,
 /// claim latency, index entries read per claim, sizes. Exits with 1 when a check fails, 2 when a
@@ -54,6 +59,21 @@ struct Point {
     runs: Vec<Report>,
 }
 
+/// A task the run left, and its workflow execution (their ids' 16 bytes).
+#[derive(QueryableByName)]
+struct Sampled {
+    #[diesel(sql_type = Binary)]
+    task: Vec<u8>,
+    #[diesel(sql_type = Binary)]
+    workflow: Vec<u8>,
+}
+
+/// The history reads timed after each run, each this many times, of tasks picked at random (by
+/// `SAMPLE`, its `ID` a function giving a uuid's bytes) from those left.
+const SAMPLES: usize = 500;
+const SAMPLE: &str = "SELECT ID(id) AS task, ID(workflow_execution_id) AS workflow \
+    FROM task_executions ORDER BY random() LIMIT 1000";
+
 /// A PostgreSQL setting that moves the figures.
 #[derive(QueryableByName, Serialize)]
 struct Setting {
@@ -96,7 +116,7 @@ fn scale(args: &ScaleArgs) -> Result<bool, String> {
     for (backend, tasks, run) in plan {
         let mut runs = Vec::new();
         for n in 1..=args.runs {
-            let report = execute(&run).map_err(|err| {
+            let report = measure(&run).map_err(|err| {
                 print!("{}", summary(&points));
                 format!("the run at {tasks} tasks on {backend:?} could not be made: {err}")
             })?;
@@ -121,6 +141,53 @@ fn scale(args: &ScaleArgs) -> Result<bool, String> {
     args.json.as_ref().map_or(Ok(()), |path| write_json(path, &json)).map(|()| passed)
 }
 
+/// The run `run` describes, in a database made here so that once the run's timing is over, before
+/// the database is dropped, its history is read back: `events_for_task` and `events_for_workflow`
+/// (a first page of 1,000), [`SAMPLES`] times each.
+fn measure(run: &Args) -> Result<Report, String> {
+    let (target, mut run) = (Target::open(run)?, run.clone());
+    match &target.db {
+        Db::Sqlite(path) => run.database_url = Some(format!("sqlite://{}", path.display())),
+        Db::Postgres(_, schema, _) => run.schema = Some(schema.clone()),
+    }
+    let mut report = execute(&run)?;
+    let store = target.connect(1, History::Kept, &StatementCounter::new())?;
+    let rows: Vec<Sampled> = match target.db.connect()? {
+        Conn::Sqlite(mut c) => diesel::sql_query(SAMPLE.replace("ID", "")).load(&mut c),
+        Conn::Pg(mut c) => diesel::sql_query(SAMPLE.replace("ID", "uuid_send")).load(&mut c),
+    }
+    .map_err(|e| format!("cannot sample the tasks left: {e}"))?;
+    let (n, id) = (rows.len(), |bytes: &[u8]| Uuid::from_slice(bytes).unwrap_or_default());
+    // Tasks from one end of the sample, workflows from the other: a workflow's events are not in
+    // the cache from the read of its task's.
+    let read = |workflow: bool, i: usize| {
+        if workflow {
+            store.events_for_workflow(id(&rows[n - 1 - i % n].workflow), None, 1000)
+        } else {
+            store.events_for_task(id(&rows[i % n].task))
+        }
+    };
+    let reads = [(TASK_HISTORY, false), (WORKFLOW_HISTORY, true)];
+    for (op, workflow) in reads.into_iter().filter(|_| n > 0) {
+        let mut us = Vec::new();
+        for i in 0..SAMPLES {
+            let start = Instant::now();
+            read(workflow, i).map_err(|e| format!("reading the history back failed: {e}"))?;
+            us.push(start.elapsed().as_micros() as u64);
+        }
+        us.sort_unstable();
+        let at = |q: f64| us[((SAMPLES - 1) as f64 * q).round() as usize];
+        let [p50_us, p95_us, p99_us, max_us] = [0.5, 0.95, 0.99, 1.0].map(at);
+        let latency = OperationLatency { calls: SAMPLES as u64, p50_us, p95_us, p99_us, max_us };
+        report.operations.insert(op.to_string(), latency);
+    }
+    Ok(report)
+}
+
+/// The operations of a report that are the history reads after the run.
+const TASK_HISTORY: &str = "events_for_task after the run";
+const WORKFLOW_HISTORY: &str = "events_for_workflow after the run";
+
 /// The settings of the server at `url` that move the figures, as `SHOW` prints them.
 fn server_settings(url: &str) -> Result<Vec<Setting>, String> {
     let mut conn = pg(url).map_err(|e| format!("{e} (or leave it out: --backends sqlite)"))?;
@@ -139,9 +206,13 @@ fn figures(report: &Report) -> Figures {
         ("tasks/s".into(), report.tasks_per_second),
         ("µs per task".into(), 1e6 / report.tasks_per_second),
     ]);
-    if let Some(claim) = report.operations.get("finish_and_claim") {
-        f.insert("claim p50 µs".into(), claim.p50_us as f64);
-        f.insert("claim p99 µs".into(), claim.p99_us as f64);
+    let timed =
+        [("finish_and_claim", "claim"), (TASK_HISTORY, "task"), (WORKFLOW_HISTORY, "workflow")];
+    for (op, name) in timed {
+        if let Some(l) = report.operations.get(op) {
+            f.insert(format!("{name} p50 µs"), l.p50_us as f64);
+            f.insert(format!("{name} p99 µs"), l.p99_us as f64);
+        }
     }
     for r in report.footprint.iter().flatten() {
         let (size, vacuums) = (Some(r.bytes), r.autovacuums);
@@ -189,10 +260,14 @@ fn header(args: &ScaleArgs, settings: &[Setting]) -> String {
     )
 }
 
-/// The columns of the main table: (figure, decimals); `×`: against the smallest size.
+/// The columns of the main table: (figure, decimals); `×`: against the smallest size. `task`,
+/// `workflow`: their history read back after the run.
 #[rustfmt::skip]
-const COLUMNS: [(&str, usize); 7] = [("tasks/s", 0), ("× tasks/s", 2), ("µs per task", 1),
-    ("claim p50 µs", 0), ("claim p99 µs", 0), ("× claim p99 µs", 2), ("index entries/claim", 1)];
+const COLUMNS: [(&str, usize); 15] = [("tasks/s", 0), ("× tasks/s", 2), ("µs per task", 1),
+    ("claim p50 µs", 0), ("claim p99 µs", 0), ("× claim p99 µs", 2), ("index entries/claim", 1),
+    ("task p50 µs", 0), ("× task p50 µs", 2), ("task p99 µs", 0), ("× task p99 µs", 2),
+    ("workflow p50 µs", 0), ("× workflow p50 µs", 2), ("workflow p99 µs", 0),
+    ("× workflow p99 µs", 2)];
 
 /// The medians per backend and size (`×`: against the smallest), then each relation's figures.
 fn summary(points: &[Point]) -> String {

@@ -59,7 +59,9 @@ pub struct Job {
     pub work_us: u64,
     /// After a claim that found nothing: `wake`, wait for work (`wait_for_work`, 100 ms at
     /// most); `poll`, sleep 1 ms.
+    /// (A run recorded before the flag resumes with `wake`.)
     #[arg(long, default_value = "wake", value_parser = ["wake", "poll"])]
+    #[serde(default = "wake")]
     pub wait: String,
     /// Whether the store writes the execution history (`off`: only the rows are checked).
     #[arg(long, default_value = "kept", value_parser = ["kept", "off"])]
@@ -131,4 +133,8 @@ fn share(text: &str) -> Result<f64, String> {
         Ok(value) if (0.0..=1.0).contains(&value) => Ok(value),
         _ => Err(format!("{text:?} is not a number from 0 to 1")),
     }
+}
+
+fn wake() -> String {
+    "wake".into()
 }

@@ -165,7 +165,8 @@ pub trait HistoryStore: Send + Sync {
     fn events_for_task(&self, task_execution_id: Uuid) -> Result<Vec<ExecutionEvent>>;
 
     /// Up to `limit` events of a workflow execution after the one whose `seq` is `after`,
-    /// oldest first (keyset pagination; one `SELECT`, none for a `limit` of 0). On PostgreSQL
+    /// oldest first (keyset pagination; one `SELECT` through the workflow's tasks, whose events
+    /// are each one index range; none for a `limit` of 0). On PostgreSQL
     /// `seq` is allocated at write, not commit: a page read while the workflow changes may miss
     /// an event committed just after; read a finished workflow's history to be sure.
     fn events_for_workflow(
