@@ -15,6 +15,7 @@ use diesel::{Connection, SqliteConnection};
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 
 use crate::backend::SqliteBackend;
+use crate::watch::read_only;
 use crate::errors::{from_diesel, wait_when_busy};
 
 /// The schema migrations, embedded in the binary and applied by [`SqliteOptions::open`].
@@ -149,26 +150,6 @@ pub const WAKE_INTERVAL: Duration = Duration::from_millis(25);
 /// A connection to `path`, creating the file if it is missing.
 fn establish(path: &str) -> Result<SqliteConnection> {
     SqliteConnection::establish(path).map_err(|e| DalError::Connection { source: Box::new(e) })
-}
-
-/// A read-only connection to the existing database at `path` (a path or a `file:` URI): a
-/// missing file is an error that says so, and nothing is created, not even `-wal`/`-shm` of a
-/// database in rollback mode.
-pub(crate) fn read_only(path: &str) -> Result<SqliteConnection> {
-    let uri = match path.strip_prefix("file:") {
-        Some(rest) => format!("file:{rest}{}mode=ro", if rest.contains('?') { '&' } else { '?' }),
-        None if !std::path::Path::new(path).exists() => {
-            return Err(DalError::Connection {
-                source: format!("the SQLite database {path} does not exist").into(),
-            });
-        }
-        // In a URI `%`, `?` and `#` are escapes and delimiters.
-        None => format!(
-            "file:{}?mode=ro",
-            path.replace('%', "%25").replace('?', "%3f").replace('#', "%23")
-        ),
-    };
-    establish(&uri)
 }
 
 /// The pool's customizer: the shared setup, then the busy handler (SQLite's `busy_timeout`

@@ -11,6 +11,7 @@ use dal_diesel::schema::task_executions as t;
 use diesel::dsl::count_star;
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;
+use dal_core::{DalError, Result};
 use diesel::sqlite::SqliteConnection;
 
 #[derive(QueryableByName)]
@@ -21,6 +22,26 @@ struct Version {
 
 fn version(conn: &mut SqliteConnection) -> QueryResult<i64> {
     Ok(diesel::sql_query("PRAGMA data_version").get_result::<Version>(conn)?.data_version)
+}
+
+/// A read-only connection to the existing database at `path` (a path or a `file:` URI): a
+/// missing file is an error that says so, and nothing is created, not even `-wal`/`-shm` of a
+/// database in rollback mode.
+pub(crate) fn read_only(path: &str) -> Result<SqliteConnection> {
+    let uri = match path.strip_prefix("file:") {
+        Some(rest) => format!("file:{rest}{}mode=ro", if rest.contains('?') { '&' } else { '?' }),
+        None if !std::path::Path::new(path).exists() => {
+            return Err(DalError::Connection {
+                source: format!("the SQLite database {path} does not exist").into(),
+            });
+        }
+        // In a URI `%`, `?` and `#` are escapes and delimiters.
+        None => format!(
+            "file:{}?mode=ro",
+            path.replace('%', "%25").replace('?', "%3f").replace('#', "%23")
+        ),
+    };
+    SqliteConnection::establish(&uri).map_err(|e| DalError::Connection { source: Box::new(e) })
 }
 
 /// The `Ready` tasks due by `now`, and the earliest queue position after it.
@@ -56,7 +77,7 @@ pub(crate) fn spawn(path: String, every: Duration, bell: Weak<Bell>) {
             }
             looked = Some(Instant::now());
             if conn.is_none() {
-                conn = crate::open::read_only(&path).ok();
+                conn = read_only(&path).ok();
             }
             let Some(c) = conn.as_mut() else { continue };
             let looked_at = version(c).and_then(|now| {
