@@ -15,8 +15,8 @@ use diesel::{Connection, SqliteConnection};
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 
 use crate::backend::SqliteBackend;
-use crate::watch::read_only;
 use crate::errors::{from_diesel, wait_when_busy};
+use crate::watch::read_only;
 
 /// The schema migrations, embedded in the binary and applied by [`SqliteOptions::open`].
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");

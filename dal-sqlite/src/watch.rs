@@ -6,12 +6,12 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use dal_core::wake::Bell;
+use dal_core::{DalError, Result};
 use dal_diesel::reads::ready;
 use dal_diesel::schema::task_executions as t;
 use diesel::dsl::count_star;
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;
-use dal_core::{DalError, Result};
 use diesel::sqlite::SqliteConnection;
 
 #[derive(QueryableByName)]
